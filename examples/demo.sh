@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The demo: installs what is missing, builds tether and its examples, starts
+# the echo server and runs the echo client against it.
+#
+#   bash examples/demo.sh
+#
+# Exits with the client's status. PORT overrides the port (default 7777).
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+# shellcheck source=tests/deps.sh
+source tests/deps.sh
+tether_install_deps
+
+echo "demo: building into build/"
+cmake -S . -B build >/dev/null
+cmake --build build -j "$(nproc)" --target echo_server echo_client
+
+port=${PORT:-7777}
+url=tcp://127.0.0.1:$port
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-demo.XXXXXX")
+server_pid=
+
+cleanup() {
+    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "demo: starting build/examples/echo_server --listen $url"
+build/examples/echo_server --listen "$url" >"$tmp/server.log" 2>&1 &
+server_pid=$!
+
+# Wait (at most 10 s) for the server to say it is listening.
+for _ in $(seq 100); do
+    if grep -q '^listening on ' "$tmp/server.log"; then
+        break
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+if ! grep -q '^listening on ' "$tmp/server.log"; then
+    echo "demo: the echo server did not start; its output:" >&2
+    cat "$tmp/server.log" >&2
+    exit 1
+fi
+echo "demo: server: $(grep -m 1 '^listening on ' "$tmp/server.log")"
+
+echo "demo: running build/examples/echo_client --connect $url --count 1000 --size 512"
+status=0
+build/examples/echo_client --connect "$url" --count 1000 --size 512 || status=$?
+
+kill "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=
+
+if [[ $status -eq 0 ]]; then
+    echo "demo: success"
+else
+    echo "demo: the echo client failed (status $status); server output:" >&2
+    cat "$tmp/server.log" >&2
+fi
+exit "$status"
