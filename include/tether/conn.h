@@ -1,0 +1,410 @@
+/**
+ * @file conn.h
+ * @brief Connections and listeners: dial, listen, send and receive messages.
+ *
+ * @defgroup conn Connections
+ * @brief Message-oriented connections over TCP, TLS and Unix sockets.
+ *
+ * **Addresses** are URLs:
+ * - `tcp://host:port`, `tcp://127.0.0.1:port`, `tcp://[::1]:port`
+ * - `tls://host:port` (TLS over TCP; see the TLS group)
+ * - `unix:///path/to/socket` (a filesystem socket)
+ * - `unix://@name` (a Linux abstract socket)
+ *
+ * For tether_listen(), the host `*` or `0.0.0.0` listens on
+ * every IPv4 address, `tcp://[::]:port` on every IPv6 (and, where the system
+ * allows, IPv4) address, and port 0 picks a free port (see
+ * tether_listener_port()).
+ *
+ * **Messages.** tether_conn_send() takes a whole message and the
+ * `on_message` callback delivers whole messages, in order, however TCP cut
+ * the stream. The framing (see the framing group) is chosen per connection.
+ *
+ * **Lifecycle and callbacks.** A connection from tether_conn_dial() reports
+ * its outcome once through `on_connect`. Every connection handle, dialled or
+ * accepted, ends with exactly one `on_close` call that carries the reason;
+ * it is the last callback for that handle, and the library frees the handle
+ * when it returns. All callbacks run on the loop's thread, never from inside
+ * the call that caused them, and it is safe to call tether_conn_close(),
+ * tether_conn_abort() or tether_conn_send() from inside any of them.
+ *
+ * **Threading.** Loop thread only (see the loop group).
+ * @{
+ */
+#ifndef TETHER_CONN_H
+#define TETHER_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/error.h>
+#include <tether/export.h>
+#include <tether/framing.h>
+#include <tether/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief A connection (opaque). */
+typedef struct tether_conn tether_conn;
+
+/** @brief A listening socket that accepts connections (opaque). */
+typedef struct tether_listener tether_listener;
+
+/**
+ * @brief Reports the outcome of tether_conn_dial(), exactly once.
+ * @param[in] c      The connection.
+ * @param[in] status #TETHER_OK when established (for TLS: after the handshake);
+ *                   otherwise the error, with details in tether_conn_last_error().
+ *                   After a failure, `on_close` follows with the same code.
+ * @param[in] ud     The connection's user data.
+ */
+typedef void (*tether_connect_cb)(tether_conn *c, int status, void *ud);
+
+/**
+ * @brief Delivers one whole message.
+ * @param[in] c    The connection.
+ * @param[in] data The payload, **borrowed**: valid only until the callback
+ *                 returns. Copy what you need to keep.
+ * @param[in] len  Its length (may be 0).
+ * @param[in] ud   The connection's user data.
+ */
+typedef void (*tether_msg_cb)(tether_conn *c, const uint8_t *data, size_t len, void *ud);
+
+/**
+ * @brief Fires when the send queue falls to the low-water mark after
+ *        tether_conn_send() returned #TETHER_EAGAIN.
+ * @param[in] c  The connection.
+ * @param[in] ud The connection's user data.
+ */
+typedef void (*tether_drain_cb)(tether_conn *c, void *ud);
+
+/**
+ * @brief The last callback of every connection handle, exactly once.
+ *
+ * The handle is freed when this returns; do not use it afterwards.
+ * @param[in] c      The connection.
+ * @param[in] reason Why it closed:
+ *   - #TETHER_OK: closed by tether_conn_close(), everything queued was sent;
+ *   - #TETHER_ECANCELED: closed by tether_conn_abort() (queued data dropped);
+ *   - #TETHER_EOF: the peer closed the connection cleanly;
+ *   - #TETHER_ECONNRESET: the peer reset it;
+ *   - #TETHER_ETRUNCATED: the peer closed in the middle of a message;
+ *   - #TETHER_EMSGSIZE, #TETHER_EPROTO: the peer broke the framing;
+ *   - #TETHER_ETIMEDOUT: a deadline passed;
+ *   - any other code: the error that ended it (e.g. a failed connect).
+ *   tether_conn_last_error() gives the detail while the callback runs.
+ * @param[in] ud     The connection's user data.
+ */
+typedef void (*tether_close_cb)(tether_conn *c, int reason, void *ud);
+
+/**
+ * @brief Hands a newly accepted connection to the application.
+ *
+ * Set per-connection user data with tether_conn_set_userdata() here. The
+ * connection's callbacks come from tether_listen_opts::conn_opts.
+ * @param[in] l  The listener.
+ * @param[in] c  The new connection, owned by the library as always (it ends
+ *               with its `on_close`).
+ * @param[in] ud tether_listen_opts::userdata.
+ */
+typedef void (*tether_accept_cb)(tether_listener *l, tether_conn *c, void *ud);
+
+/**
+ * @brief Reports a problem on a listener that no connection handle can carry.
+ *
+ * For example: the process ran out of file descriptors (#TETHER_EMFILE; the
+ * listener backs off and retries by itself), or an incoming connection
+ * failed before it was established (a TLS handshake error). Informational:
+ * the listener keeps running.
+ * @param[in] l      The listener.
+ * @param[in] err    The TETHER_E* code.
+ * @param[in] detail A message naming the cause and, where known, the peer
+ *                   address; **borrowed** until the callback returns.
+ * @param[in] ud     tether_listen_opts::userdata.
+ */
+typedef void (*tether_listener_error_cb)(tether_listener *l, int err, const char *detail, void *ud);
+
+/**
+ * @brief Releases a buffer handed over with tether_conn_send_zc().
+ * @param[in] data The buffer.
+ * @param[in] ud   The user data given with it.
+ */
+typedef void (*tether_free_cb)(void *data, void *ud);
+
+/**
+ * @brief Options for connections.
+ *
+ * Initialise with tether_conn_opts_init(), then set what you need. Fields
+ * are only ever added at the end, and the `size` field tells the library
+ * which ones the caller knows, so programs keep working with newer
+ * libraries. Strings and pointers are copied when the connection or listener
+ * is created, except tether_conn_opts::framer (see there).
+ */
+typedef struct tether_conn_opts {
+    size_t size;                /**< Set by tether_conn_opts_init(); do not change. */
+    void *userdata;             /**< Passed to every callback; see tether_conn_set_userdata(). */
+    tether_connect_cb on_connect; /**< Dial outcome (dialled connections only); may be NULL. */
+    tether_msg_cb on_message;   /**< Whole messages; may be NULL to discard them. */
+    tether_drain_cb on_drain;   /**< Send queue drained below the low-water mark; may be NULL. */
+    tether_close_cb on_close;   /**< Final callback; may be NULL. */
+    tether_framing_kind framing; /**< Framing; default #TETHER_FRAMING_LEN32. */
+    const char *line_delim;     /**< #TETHER_FRAMING_LINE delimiter, 1 to 8 bytes; default "\n". */
+    const tether_framer *framer; /**< #TETHER_FRAMING_CUSTOM framer; must outlive every
+                                      connection that uses it. */
+    size_t max_msg;             /**< Largest message accepted or sent; default 16 MiB
+                                     (for lines: the longest line). At most 1 GiB. */
+    size_t send_hwm;            /**< High-water mark on queued bytes: above it
+                                     tether_conn_send() returns #TETHER_EAGAIN. Default 1 MiB. */
+    size_t send_lwm;            /**< Low-water mark: `on_drain` fires when the queue
+                                     falls to it. Default a quarter of send_hwm. */
+    bool nodelay;               /**< TCP_NODELAY (disable Nagle); default true. */
+    int sndbuf;                 /**< SO_SNDBUF in bytes; 0 keeps the system's autotuning. */
+    int rcvbuf;                 /**< SO_RCVBUF in bytes; 0 keeps the system's autotuning. */
+    int connect_timeout_ms;     /**< Deadline for the whole connection set-up (name
+                                     resolution, TCP connect, TLS handshake); default
+                                     20000. Negative means none (not recommended). */
+    int close_timeout_ms;       /**< How long tether_conn_close() may take to flush the
+                                     queue before it aborts; default 10000. */
+} tether_conn_opts;
+
+/**
+ * @brief Fills @p opts with defaults; used through tether_conn_opts_init().
+ * @param[out] opts The options.
+ * @param[in]  size `sizeof *opts` as the caller's header defines it.
+ */
+TETHER_API void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size);
+
+/**
+ * @brief Initialises a #tether_conn_opts with the defaults.
+ * @param opts Pointer to the options.
+ */
+#define tether_conn_opts_init(opts) tether_conn_opts_init_sized((opts), sizeof(*(opts)))
+
+/**
+ * @brief Options for tether_listen().
+ *
+ * Initialise with tether_listen_opts_init().
+ */
+typedef struct tether_listen_opts {
+    size_t size;                /**< Set by tether_listen_opts_init(); do not change. */
+    tether_accept_cb on_accept; /**< Called for every accepted connection; may be NULL. */
+    void *userdata;             /**< Passed to `on_accept`. */
+    const tether_conn_opts *conn_opts; /**< Options for accepted connections (copied);
+                                            NULL for defaults. `on_connect` is not used. */
+    int backlog;                /**< listen() backlog; default 1024 (capped by the system). */
+    bool reuseport;             /**< SO_REUSEPORT, to spread accepts over several loops. */
+    tether_listener_error_cb on_error; /**< Accept-side problems; may be NULL. */
+} tether_listen_opts;
+
+/**
+ * @brief Fills @p opts with defaults; used through tether_listen_opts_init().
+ * @param[out] opts The options.
+ * @param[in]  size `sizeof *opts` as the caller's header defines it.
+ */
+TETHER_API void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size);
+
+/**
+ * @brief Initialises a #tether_listen_opts with the defaults.
+ * @param opts Pointer to the options.
+ */
+#define tether_listen_opts_init(opts) tether_listen_opts_init_sized((opts), sizeof(*(opts)))
+
+/**
+ * @brief Starts connecting to @p url; never blocks.
+ *
+ * On #TETHER_OK, `on_connect` runs exactly once on a later loop iteration
+ * with the outcome, and `on_close` runs once when the connection ends
+ * (after a failed connect, right after `on_connect`). Messages sent before
+ * the connection is established are queued and sent once it is.
+ * @param[out] out     Receives the connection handle (valid until its `on_close` returns).
+ * @param[in]  loop    The loop.
+ * @param[in]  url     Where to connect (see the group description). Copied.
+ * @param[in]  opts    Options, or NULL for defaults.
+ * @param[out] out_err Optional: on failure, the code and a message naming the
+ *                     problem (e.g. "invalid URL 'tcp://x': missing port").
+ * @retval TETHER_OK      Connecting; the callbacks will report the rest.
+ * @retval TETHER_EINVAL  A NULL argument, a malformed URL or a bad option; no callback runs.
+ * @retval TETHER_ENOMEM  Out of memory; no callback runs.
+ */
+TETHER_API int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
+                                const tether_conn_opts *opts, tether_error *out_err);
+
+/**
+ * @brief Queues a copy of one message for sending.
+ *
+ * The bytes are copied (or written straight to the socket) before this
+ * returns, so @p data may be reused at once. Messages go out in the order
+ * they were sent, batched into few system calls.
+ * @param[in] c    The connection.
+ * @param[in] data The message; may be NULL if @p len is 0.
+ * @param[in] len  Its length.
+ * @retval TETHER_OK       Queued; it will be sent unless the connection fails
+ *                         or is aborted (`on_close` then says why).
+ * @retval TETHER_EAGAIN   The queue is above the high-water mark; nothing was
+ *                         queued. Wait for `on_drain`.
+ * @retval TETHER_EMSGSIZE @p len is above tether_conn_opts::max_msg.
+ * @retval TETHER_EINVAL   NULL arguments, or the framing cannot carry the
+ *                         message (a line containing its delimiter).
+ * @retval TETHER_ECLOSED  The connection is closing or closed.
+ * @retval TETHER_ENOMEM   Out of memory; nothing was queued.
+ */
+TETHER_API int tether_conn_send(tether_conn *c, const void *data, size_t len);
+
+/**
+ * @brief Queues a message without copying it.
+ *
+ * For large payloads: the library keeps @p data until it has been written to
+ * the socket (or the connection ends) and then calls @p free_cb exactly once,
+ * on the loop thread. If this returns an error, @p free_cb is not called and
+ * the buffer still belongs to the caller.
+ * @param[in] c       The connection.
+ * @param[in] data    The message; must stay valid and unchanged until @p free_cb.
+ * @param[in] len     Its length.
+ * @param[in] free_cb Releases @p data; may be NULL if nothing needs releasing.
+ * @param[in] free_ud Passed to @p free_cb.
+ * @return The same codes as tether_conn_send().
+ */
+TETHER_API int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
+                                   void *free_ud);
+
+/**
+ * @brief Closes gracefully: sends everything queued, then shuts down.
+ *
+ * Asynchronous and idempotent. No more messages are delivered. When the queue
+ * has been written (for TLS, with close_notify) the write side is shut down
+ * and `on_close` runs with #TETHER_OK; if that takes longer than
+ * tether_conn_opts::close_timeout_ms it runs with #TETHER_ETIMEDOUT instead.
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_close(tether_conn *c);
+
+/**
+ * @brief Closes at once, dropping whatever is queued.
+ *
+ * Zero-copy buffers still queued are released through their free callbacks.
+ * `on_close` runs on a later iteration with #TETHER_ECANCELED (unless the
+ * connection had already ended for another reason).
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_abort(tether_conn *c);
+
+/**
+ * @brief Stops reading from the connection (flow control toward the peer).
+ *
+ * No `on_message` runs until tether_conn_resume(); the kernel's buffers fill
+ * and TCP slows the peer down. Idempotent.
+ * @param[in] c The connection.
+ */
+TETHER_API void tether_conn_pause(tether_conn *c);
+
+/**
+ * @brief Resumes reading after tether_conn_pause(). Idempotent.
+ * @param[in] c The connection.
+ */
+TETHER_API void tether_conn_resume(tether_conn *c);
+
+/**
+ * @brief Returns the connection's user data.
+ * @param[in] c The connection.
+ * @return The pointer set by tether_conn_opts::userdata or tether_conn_set_userdata().
+ */
+TETHER_API void *tether_conn_userdata(const tether_conn *c);
+
+/**
+ * @brief Sets the user data passed to the connection's callbacks.
+ * @param[in] c  The connection.
+ * @param[in] ud Any pointer; the library does not own it.
+ */
+TETHER_API void tether_conn_set_userdata(tether_conn *c, void *ud);
+
+/**
+ * @brief Returns the loop a connection belongs to.
+ * @param[in] c The connection.
+ * @return The loop.
+ */
+TETHER_API tether_loop *tether_conn_loop(const tether_conn *c);
+
+/**
+ * @brief The detail of the last failure on this connection.
+ *
+ * For example `connect to tcp://127.0.0.1:9: connection refused` or
+ * `peer announced a 4294967295-byte message; the limit is 16777216`.
+ * @param[in] c The connection.
+ * @return A string owned by the connection, valid until the next failure on it
+ *         or until its `on_close` returns; "" if nothing failed.
+ */
+TETHER_API const char *tether_conn_last_error(const tether_conn *c);
+
+/**
+ * @brief Bytes accepted by tether_conn_send() and not yet written to the socket.
+ * @param[in] c The connection.
+ * @return The number of queued bytes, framing included.
+ */
+TETHER_API size_t tether_conn_queued(const tether_conn *c);
+
+/**
+ * @brief Formats the peer's address, e.g. "127.0.0.1:5555", "[::1]:80" or "unix:/tmp/s".
+ * @param[in]  c   The connection.
+ * @param[out] buf Receives the NUL-terminated text.
+ * @param[in]  len Size of @p buf (64 bytes is always enough for TCP).
+ * @retval TETHER_OK       Written.
+ * @retval TETHER_ENOTCONN Not connected (yet or any more).
+ * @retval TETHER_EINVAL   A NULL argument or @p buf too small.
+ */
+TETHER_API int tether_conn_peer(const tether_conn *c, char *buf, size_t len);
+
+/**
+ * @brief Starts listening on @p url and accepting connections.
+ *
+ * The socket is bound and listening when this returns, so clients can
+ * connect at once. Accepted connections are reported through `on_accept`.
+ * If the process runs out of file descriptors, the listener pauses accepting
+ * with a growing back-off (up to one second) instead of spinning, and
+ * recovers by itself once descriptors are free again.
+ * @param[out] out     Receives the listener.
+ * @param[in]  loop    The loop.
+ * @param[in]  url     Where to listen, e.g. "tcp://127.0.0.1:0", "unix:///tmp/s".
+ * @param[in]  opts    Options, or NULL for defaults.
+ * @param[out] out_err Optional: on failure, the code and a message.
+ * @retval TETHER_OK            Listening; close with tether_listener_close().
+ * @retval TETHER_EINVAL        A NULL argument, a malformed URL or a bad option.
+ * @retval TETHER_EADDRINUSE    The address is taken.
+ * @retval TETHER_EADDRNOTAVAIL The address does not belong to this host.
+ * @retval TETHER_EACCES        Permission denied (e.g. a port below 1024).
+ * @retval TETHER_ENOMEM        Out of memory.
+ */
+TETHER_API int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
+                             const tether_listen_opts *opts, tether_error *out_err);
+
+/**
+ * @brief Stops listening and frees the listener.
+ *
+ * Connections already accepted are not affected. Safe inside `on_accept`.
+ * A Unix socket's file is removed.
+ * @param[in] l The listener; NULL is ignored.
+ */
+TETHER_API void tether_listener_close(tether_listener *l);
+
+/**
+ * @brief The port a TCP listener is bound to (useful after port 0).
+ * @param[in] l The listener.
+ * @return The port, or 0 for a Unix socket.
+ */
+TETHER_API int tether_listener_port(const tether_listener *l);
+
+/**
+ * @brief The URL a listener is bound to, with the real port filled in.
+ * @param[in] l The listener.
+ * @return A string owned by the listener, e.g. "tcp://127.0.0.1:40123".
+ */
+TETHER_API const char *tether_listener_url(const tether_listener *l);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_CONN_H */
+/** @} */

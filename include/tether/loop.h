@@ -1,0 +1,229 @@
+/**
+ * @file loop.h
+ * @brief The event loop: an epoll reactor with timers and deferred callbacks.
+ *
+ * @defgroup loop Event loop
+ * @brief One loop per thread; it owns sockets, timers and deferred callbacks.
+ *
+ * A #tether_loop waits on epoll for socket readiness, fires timers kept in a
+ * min-heap on the monotonic clock (arm and cancel are O(log n)), and runs
+ * deferred callbacks. Every connection, listener and timer belongs to the
+ * loop it was created on, and every callback of theirs runs on the thread
+ * that runs that loop.
+ *
+ * **Threading model.** A loop and everything on it belong to one thread: call
+ * loop, timer, connection and listener functions only from the thread that
+ * runs the loop (or, before it runs, the thread that created it). The only
+ * functions that may be called from any thread are tether_loop_post() and
+ * tether_loop_wakeup(); use tether_loop_post() to hand work to a loop from
+ * another thread. For many connections on many cores, run one loop per thread.
+ * @{
+ */
+#ifndef TETHER_LOOP_H
+#define TETHER_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief An event loop (opaque). */
+typedef struct tether_loop tether_loop;
+
+/** @brief A one-shot or repeating timer on a loop (opaque). */
+typedef struct tether_timer tether_timer;
+
+/**
+ * @brief Callback run by a timer when it expires.
+ * @param[in] t  The timer. It may be restarted, stopped or freed inside.
+ * @param[in] ud The user data given to tether_timer_start().
+ */
+typedef void (*tether_timer_cb)(tether_timer *t, void *ud);
+
+/**
+ * @brief Callback posted to a loop with tether_loop_post().
+ * @param[in] loop The loop running the callback.
+ * @param[in] ud   The user data given to tether_loop_post().
+ */
+typedef void (*tether_post_cb)(tether_loop *loop, void *ud);
+
+/**
+ * @brief Options for tether_loop_new().
+ *
+ * Initialise with tether_loop_opts_init() before setting fields, so that a
+ * program compiled against an older header keeps working with a newer
+ * library (the `size` field records which fields the caller knows).
+ */
+typedef struct tether_loop_opts {
+    size_t size; /**< Set by tether_loop_opts_init(); do not change. */
+    /**
+     * Comma-separated DNS servers ("IP" or "IP:PORT", IPv6 as "[::1]:53")
+     * that replace the ones from /etc/resolv.conf for this loop; NULL for the
+     * system configuration. Copied by tether_loop_new().
+     */
+    const char *dns_servers;
+    int dns_timeout_ms; /**< Per-try DNS timeout; 0 for the default (2000 ms). */
+    int dns_tries;      /**< DNS tries per server; 0 for the default (2). */
+} tether_loop_opts;
+
+/**
+ * @brief Fills @p opts with defaults; used through tether_loop_opts_init().
+ * @param[out] opts The options to initialise.
+ * @param[in]  size `sizeof *opts` as the caller's header defines it.
+ */
+TETHER_API void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size);
+
+/**
+ * @brief Initialises a #tether_loop_opts with defaults.
+ * @param opts Pointer to the options to initialise.
+ */
+#define tether_loop_opts_init(opts) tether_loop_opts_init_sized((opts), sizeof(*(opts)))
+
+/**
+ * @brief Creates an event loop.
+ * @param[out] out  Receives the loop; set to NULL on failure.
+ * @param[in]  opts Options, or NULL for defaults. Copied; need not outlive the call.
+ * @retval TETHER_OK      Success; free the loop with tether_loop_free().
+ * @retval TETHER_EINVAL  @p out is NULL or an option is invalid.
+ * @retval TETHER_ENOMEM  Out of memory.
+ * @retval TETHER_EMFILE  No file descriptor for epoll or eventfd.
+ */
+TETHER_API int tether_loop_new(tether_loop **out, const tether_loop_opts *opts);
+
+/**
+ * @brief Frees a loop that has no live handles left.
+ *
+ * Close every connection and listener and free every timer first, then run
+ * the loop until their close callbacks have fired (tether_loop_run() returns
+ * once nothing is active).
+ * @param[in] loop The loop; NULL is accepted and ignored.
+ * @retval TETHER_OK    The loop was freed.
+ * @retval TETHER_EBUSY Handles, timers or posted callbacks remain; nothing was freed.
+ */
+TETHER_API int tether_loop_free(tether_loop *loop);
+
+/**
+ * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
+ *
+ * "Active" means: an open connection or listener, a running timer, or a
+ * pending callback. A server that listens therefore runs until stopped.
+ * @param[in] loop The loop.
+ * @retval TETHER_OK     Stopped, or nothing left to do.
+ * @retval TETHER_EINVAL @p loop is NULL.
+ * @retval TETHER_EBUSY  Called from inside a callback of the same loop.
+ */
+TETHER_API int tether_loop_run(tether_loop *loop);
+
+/**
+ * @brief Runs one iteration: expired timers, I/O, deferred callbacks.
+ * @param[in] loop       The loop.
+ * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
+ *                       0 polls without waiting, a negative value waits until
+ *                       the next event or timer.
+ * @return A positive value if handles remain active, 0 if none do, or a
+ *         negative TETHER_E* code (#TETHER_EINVAL, #TETHER_EBUSY as for
+ *         tether_loop_run()).
+ */
+TETHER_API int tether_loop_run_once(tether_loop *loop, int timeout_ms);
+
+/**
+ * @brief Makes tether_loop_run() return after the current iteration.
+ *
+ * Loop thread only; from another thread, post a callback that calls it.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_stop(tether_loop *loop);
+
+/**
+ * @brief Runs @p cb on the loop's thread during a later iteration.
+ *
+ * **Thread-safe**: may be called from any thread, including from inside a
+ * callback on the loop itself. Callbacks posted from one thread run in the
+ * order they were posted. The loop wakes up if it is waiting.
+ * If this returns #TETHER_OK the callback runs exactly once, never from
+ * inside this call.
+ * @param[in] loop The loop.
+ * @param[in] cb   The callback.
+ * @param[in] ud   Passed to @p cb.
+ * @retval TETHER_OK     Queued.
+ * @retval TETHER_EINVAL @p loop or @p cb is NULL.
+ * @retval TETHER_ENOMEM Out of memory; the callback will not run.
+ */
+TETHER_API int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud);
+
+/**
+ * @brief Wakes the loop if it is blocked waiting for events.
+ *
+ * **Thread-safe.** Cheap and coalescing: many wakeups before the loop runs
+ * cost one iteration.
+ * @param[in] loop The loop.
+ */
+TETHER_API void tether_loop_wakeup(tether_loop *loop);
+
+/**
+ * @brief The loop's cached time in milliseconds on the monotonic clock.
+ *
+ * Updated at the start of every iteration, so it is cheap and stays the same
+ * while callbacks of one iteration run.
+ * @param[in] loop The loop.
+ * @return Milliseconds since an arbitrary fixed point.
+ */
+TETHER_API uint64_t tether_loop_now(const tether_loop *loop);
+
+/**
+ * @brief Creates a stopped timer on a loop.
+ * @param[out] out  Receives the timer.
+ * @param[in]  loop The loop.
+ * @retval TETHER_OK Success; free with tether_timer_free().
+ * @retval TETHER_EINVAL A NULL argument.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_timer_new(tether_timer **out, tether_loop *loop);
+
+/**
+ * @brief Starts (or restarts) a timer.
+ *
+ * The callback runs on the loop thread @p timeout_ms after now, then every
+ * @p repeat_ms if that is non-zero. Timers that expire in the same iteration
+ * run in order of their deadlines, ties in the order they were started.
+ * @param[in] t          The timer.
+ * @param[in] timeout_ms Delay before the first run (0 runs on the next iteration).
+ * @param[in] repeat_ms  Period after that, or 0 for a one-shot timer.
+ * @param[in] cb         The callback.
+ * @param[in] ud         Passed to @p cb.
+ * @retval TETHER_OK     Started.
+ * @retval TETHER_EINVAL @p t or @p cb is NULL.
+ */
+TETHER_API int tether_timer_start(tether_timer *t, uint64_t timeout_ms, uint64_t repeat_ms,
+                                  tether_timer_cb cb, void *ud);
+
+/**
+ * @brief Stops a timer; its callback will not run until started again.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_stop(tether_timer *t);
+
+/**
+ * @brief Tells whether a timer is started and has not yet fired (or repeats).
+ * @param[in] t The timer.
+ * @return true if the timer is armed.
+ */
+TETHER_API bool tether_timer_active(const tether_timer *t);
+
+/**
+ * @brief Stops and frees a timer. Safe inside the timer's own callback.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_free(tether_timer *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_LOOP_H */
+/** @} */

@@ -1,0 +1,128 @@
+/**
+ * @file sync.h
+ * @brief The blocking API: connect, send, receive and close with timeouts.
+ *
+ * @defgroup sync Blocking API
+ * @brief For small clients and scripts: like Python's socket module, but with
+ *        whole messages and a timeout on every call.
+ *
+ * Each #tether_sync owns a private event loop that runs only inside its
+ * calls; it is the same connection code as the event API, not a second
+ * implementation. A #tether_sync may be used by one thread at a time. Every
+ * call takes a timeout in milliseconds; a negative timeout waits without
+ * limit (not recommended), 0 does what can be done without waiting.
+ *
+ * @code
+ * tether_sync *s;
+ * tether_error err;
+ * if (tether_sync_connect(&s, "tcp://127.0.0.1:5555", NULL, 5000, &err) != 0) {
+ *     fprintf(stderr, "error: %s\n", err.message);
+ *     return 1;
+ * }
+ * tether_sync_send(s, "hello", 5, 5000);
+ * tether_msg m;
+ * if (tether_sync_recv(s, &m, 5000) == 0) {
+ *     printf("%.*s\n", (int)m.len, (const char *)m.data);
+ *     tether_msg_free(&m);
+ * }
+ * tether_sync_close(s);
+ * @endcode
+ * @{
+ */
+#ifndef TETHER_SYNC_H
+#define TETHER_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/conn.h>
+#include <tether/error.h>
+#include <tether/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief A blocking connection (opaque). */
+typedef struct tether_sync tether_sync;
+
+/** @brief A received message, owned by the caller. */
+typedef struct tether_msg {
+    uint8_t *data; /**< The payload (NULL when @ref len is 0); free with tether_msg_free(). */
+    size_t len;    /**< Its length. */
+} tether_msg;
+
+/**
+ * @brief Connects, waiting at most @p timeout_ms.
+ * @param[out] out        Receives the connection.
+ * @param[in]  url        Where to connect, as for tether_conn_dial().
+ * @param[in]  opts       Options (callbacks are ignored), or NULL for defaults.
+ * @param[in]  timeout_ms Deadline for the whole set-up.
+ * @param[out] out_err    Optional: on failure, the code and a message naming
+ *                        the cause, e.g. "connect to tcp://127.0.0.1:9:
+ *                        connection refused".
+ * @retval TETHER_OK        Connected; close with tether_sync_close().
+ * @retval TETHER_ETIMEDOUT The deadline passed.
+ * @return Any other code tether_conn_dial() or its `on_connect` can report.
+ */
+TETHER_API int tether_sync_connect(tether_sync **out, const char *url,
+                                   const tether_conn_opts *opts, int timeout_ms,
+                                   tether_error *out_err);
+
+/**
+ * @brief Sends one message and waits until it is written to the socket.
+ *
+ * On #TETHER_ETIMEDOUT the message stays queued in full and is sent by later
+ * calls; it is never cut short on the wire.
+ * @param[in] s          The connection.
+ * @param[in] data       The message.
+ * @param[in] len        Its length.
+ * @param[in] timeout_ms How long to wait for room in the queue and for the write.
+ * @retval TETHER_OK        Written to the socket.
+ * @retval TETHER_ETIMEDOUT Not (fully) written in time; still queued.
+ * @retval TETHER_EMSGSIZE  Larger than tether_conn_opts::max_msg.
+ * @return Or the error that closed the connection (#TETHER_EOF, #TETHER_ECONNRESET...).
+ */
+TETHER_API int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_ms);
+
+/**
+ * @brief Receives the next message, waiting at most @p timeout_ms.
+ * @param[in]  s          The connection.
+ * @param[out] out_msg    Receives the message; free it with tether_msg_free().
+ * @param[in]  timeout_ms How long to wait.
+ * @retval TETHER_OK        A message was received.
+ * @retval TETHER_ETIMEDOUT None arrived in time (the connection stays usable).
+ * @retval TETHER_EOF       The peer closed the connection; no more messages.
+ * @return Or the error that closed the connection.
+ */
+TETHER_API int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms);
+
+/**
+ * @brief Frees a message's payload and clears the record. NULL is ignored.
+ * @param[in,out] msg The message.
+ */
+TETHER_API void tether_msg_free(tether_msg *msg);
+
+/**
+ * @brief Sends what is still queued, closes and frees the connection.
+ *
+ * Waits at most tether_conn_opts::close_timeout_ms for the queue to drain.
+ * @param[in] s The connection; NULL is ignored.
+ * @retval TETHER_OK Everything queued was sent.
+ * @return Otherwise the error that prevented it; the connection is freed anyway.
+ */
+TETHER_API int tether_sync_close(tether_sync *s);
+
+/**
+ * @brief The detail of the last failure on this connection.
+ * @param[in] s The connection.
+ * @return A string owned by @p s, "" if nothing failed.
+ */
+TETHER_API const char *tether_sync_last_error(const tether_sync *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_SYNC_H */
+/** @} */

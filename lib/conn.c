@@ -1,0 +1,1464 @@
+/* Connections: framed messages over a transport.
+ *
+ * State machine: CONNECTING -> HANDSHAKING -> READY -> CLOSING -> LINGER ->
+ * DEAD. Only this file calls the application's callbacks, and only from
+ * loop dispatch (I/O events, deferred work, pre-poll flushes), never from
+ * inside an API call: an API call that has something to report queues it on
+ * the connection's pending node. Memory is freed only from deferred work,
+ * so it is always safe to close or abort a connection inside its callbacks.
+ *
+ * Input: every connection reads into the loop's shared buffer and frames
+ * are delivered straight from it; only the incomplete tail of a read is
+ * copied into a per-connection buffer. Idle connections therefore hold no
+ * input buffer at all. A large frame whose length is known gets a buffer of
+ * exactly its size, and the rest of it is read directly into place.
+ *
+ * Output: send() appends to a chain of segments; small messages share a
+ * segment, large ones are written straight from the caller's memory when
+ * the queue is empty. The queue is flushed with one writev when the
+ * dispatch that sent it ends (or before the loop polls, for sends made
+ * outside a dispatch of this connection), so a burst of sends costs one
+ * system call. */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+/* Output tuning. */
+#define SEG_FIRST_ALLOC 1024u             /* first copy segment: small replies */
+#define SEG_ALLOC (64u * 1024u)           /* later copy segments */
+#define FLUSH_BATCH (64u * 1024u)         /* queued bytes that trigger a write inside send */
+#define DIRECT_MIN (16u * 1024u)          /* messages written straight from the caller */
+#define IOV_BATCH 64
+#define READ_ROUNDS 4                     /* reads per readiness event, for fairness */
+#define LINGER_MS 2000u                   /* drain input after our FIN, at most this long */
+
+/* ---- configuration ----------------------------------------------------- */
+
+void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
+{
+    if (opts == NULL || size < sizeof(size_t)) {
+        return;
+    }
+    tether_conn_opts d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    d.framing = TETHER_FRAMING_LEN32;
+    d.max_msg = 16u * 1024u * 1024u;
+    d.send_hwm = 1024u * 1024u;
+    d.send_lwm = 0; /* 0 = a quarter of send_hwm, resolved at creation */
+    d.nodelay = true;
+    d.connect_timeout_ms = 20000;
+    d.close_timeout_ms = 10000;
+    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
+    if (size > sizeof d) {
+        memset((char *)opts + sizeof d, 0, size - sizeof d);
+    }
+}
+
+int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                         tether_error *err)
+{
+    *out = NULL;
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "options not initialised with tether_conn_opts_init()");
+    }
+    struct tether__conn_cfg *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        return tether__set_error(err, TETHER_ENOMEM, "out of memory");
+    }
+    cfg->refs = 1;
+    tether_conn_opts_init(&cfg->o);
+    if (opts != NULL) {
+        tether__opts_merge(&cfg->o, sizeof cfg->o, opts);
+        cfg->o.size = sizeof cfg->o;
+    }
+    tether_conn_opts *o = &cfg->o;
+    int rv = TETHER_OK;
+    if (o->max_msg == 0 || o->max_msg > TETHER__MAX_MSG_LIMIT) {
+        rv = tether__set_error(err, TETHER_EINVAL, "max_msg must be between 1 and %zu bytes",
+                               (size_t)TETHER__MAX_MSG_LIMIT);
+    } else if (o->send_hwm == 0) {
+        rv = tether__set_error(err, TETHER_EINVAL, "send_hwm must be positive");
+    } else if (o->send_lwm > o->send_hwm) {
+        rv = tether__set_error(err, TETHER_EINVAL, "send_lwm (%zu) is above send_hwm (%zu)",
+                               o->send_lwm, o->send_hwm);
+    } else if (o->sndbuf < 0 || o->rcvbuf < 0) {
+        rv = tether__set_error(err, TETHER_EINVAL, "sndbuf and rcvbuf must not be negative");
+    }
+    if (rv == TETHER_OK && o->send_lwm == 0) {
+        o->send_lwm = o->send_hwm / 4;
+    }
+    if (rv == TETHER_OK) {
+        switch (o->framing) {
+        case TETHER_FRAMING_LEN32:
+            cfg->framer = tether_framer_len32();
+            cfg->fast_len32 = true;
+            break;
+        case TETHER_FRAMING_VARINT:
+            cfg->framer = tether_framer_varint();
+            break;
+        case TETHER_FRAMING_LINE: {
+            const char *d = o->line_delim != NULL ? o->line_delim : "\n";
+            if (tether__line_framer_init(&cfg->line, (const uint8_t *)d, strlen(d)) != 0) {
+                rv = tether__set_error(err, TETHER_EINVAL,
+                                       "line_delim must be 1 to 8 bytes long");
+            }
+            cfg->framer = &cfg->line.base;
+            break;
+        }
+        case TETHER_FRAMING_CUSTOM:
+            if (o->framer == NULL || o->framer->decode == NULL || o->framer->encode == NULL) {
+                rv = tether__set_error(err, TETHER_EINVAL,
+                                       "TETHER_FRAMING_CUSTOM needs a framer with decode and "
+                                       "encode");
+            }
+            cfg->framer = o->framer;
+            break;
+        default:
+            rv = tether__set_error(err, TETHER_EINVAL, "unknown framing %d", (int)o->framing);
+            break;
+        }
+    }
+    o->line_delim = NULL; /* the caller's string is not kept */
+    if (rv != TETHER_OK) {
+        free(cfg);
+        return rv;
+    }
+    *out = cfg;
+    return TETHER_OK;
+}
+
+void tether__conn_tls_cfg_unref(void *tls) __attribute__((weak));
+
+void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0) {
+        if (cfg->tls != NULL && tether__conn_tls_cfg_unref != NULL) {
+            tether__conn_tls_cfg_unref(cfg->tls);
+        }
+        free(cfg);
+    }
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void conn_pending_cb(struct tether__pending *p);
+static void conn_flush_cb(struct tether__flush *f);
+static void conn_timer_cb(struct tether__tnode *n);
+static void conn_on_io(struct tether__io *io, unsigned revents);
+static void conn_flush(tether_conn *c);
+static void conn_update_io(tether_conn *c);
+static void conn_begin_shutdown(tether_conn *c);
+static void conn_begin_close(tether_conn *c);
+
+static void conn_todo(tether_conn *c, uint16_t what)
+{
+    c->todo |= what;
+    tether__pending_queue(c->loop, &c->pend);
+}
+
+static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
+{
+    if (c->err == NULL) {
+        c->err = malloc(TETHER_ERROR_MSG_MAX);
+        if (c->err == NULL) {
+            return;
+        }
+    }
+    vsnprintf(c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+}
+
+void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vset_err(c, fmt, ap);
+    va_end(ap);
+}
+
+tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
+{
+    tether_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->loop = loop;
+    c->cfg = cfg;
+    cfg->refs++;
+    c->userdata = cfg->o.userdata;
+    c->state = state;
+    tether__io_init(&c->io, -1, conn_on_io);
+    tether__pending_init(&c->pend, conn_pending_cb);
+    tether__flush_init(&c->flush, conn_flush_cb);
+    tether__tnode_init(&c->timer, conn_timer_cb);
+    tether__loop_handle_add(loop, true);
+    return c;
+}
+
+void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
+{
+    int one = 1;
+    if (!is_unix && cfg->o.nodelay) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (cfg->o.sndbuf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->o.sndbuf, sizeof cfg->o.sndbuf);
+    }
+    if (cfg->o.rcvbuf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->o.rcvbuf, sizeof cfg->o.rcvbuf);
+    }
+}
+
+/* ---- output queue ------------------------------------------------------ */
+
+static void wq_release_all(tether_conn *c)
+{
+    struct tether__wseg *s = c->wq_head;
+    c->wq_head = c->wq_tail = NULL;
+    c->queued = 0;
+    while (s != NULL) {
+        struct tether__wseg *next = s->next;
+        if (s->free_cb != NULL) {
+            s->free_cb(s->free_data, s->free_ud);
+        }
+        free(s);
+        s = next;
+    }
+}
+
+static void wq_link(tether_conn *c, struct tether__wseg *s)
+{
+    s->next = NULL;
+    if (c->wq_tail != NULL) {
+        c->wq_tail->next = s;
+    } else {
+        c->wq_head = s;
+    }
+    c->wq_tail = s;
+}
+
+/* Room at the end of the tail segment, if it is a copy segment. */
+static size_t wq_tail_room(const tether_conn *c)
+{
+    const struct tether__wseg *t = c->wq_tail;
+    if (t == NULL || t->cap == 0) {
+        return 0;
+    }
+    return t->cap - (size_t)(t->ptr - t->data) - t->len;
+}
+
+static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
+{
+    size_t cap;
+    if (c->wq_head == NULL && need <= SEG_FIRST_ALLOC - sizeof(struct tether__wseg)) {
+        cap = SEG_FIRST_ALLOC - sizeof(struct tether__wseg);
+    } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
+        cap = SEG_ALLOC - sizeof(struct tether__wseg);
+    } else {
+        cap = need;
+    }
+    struct tether__wseg *s = malloc(sizeof *s + cap);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->ptr = s->data;
+    s->len = 0;
+    s->cap = cap;
+    s->free_cb = NULL;
+    s->free_data = NULL;
+    s->free_ud = NULL;
+    wq_link(c, s);
+    return s;
+}
+
+static size_t wseg_room(const struct tether__wseg *s)
+{
+    return s->cap - (size_t)(s->ptr - s->data) - s->len;
+}
+
+/* Appends pieces as copies: what fits goes into the tail segment, the rest
+ * into one new segment. All or nothing on allocation failure. */
+static int wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
+{
+    struct tether__wseg *tail = c->wq_tail;
+    size_t room = wq_tail_room(c);
+    struct tether__wseg *fresh = NULL;
+    if (room < total) {
+        fresh = wq_new_copy(c, total - room);
+        if (fresh == NULL) {
+            return TETHER_ENOMEM;
+        }
+    }
+    struct tether__wseg *s = room > 0 ? tail : fresh;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t r = wseg_room(s);
+            if (r == 0) {
+                s = fresh;
+                r = wseg_room(s);
+            }
+            size_t k = left < r ? left : r;
+            memcpy((uint8_t *)s->ptr + s->len, p, k);
+            s->len += k;
+            p += k;
+            left -= k;
+        }
+    }
+    c->queued += total;
+    return TETHER_OK;
+}
+
+static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
+                         void *fdata, void *fud)
+{
+    struct tether__wseg *s = malloc(sizeof *s);
+    if (s == NULL) {
+        return TETHER_ENOMEM;
+    }
+    s->ptr = data;
+    s->len = len;
+    s->cap = 0;
+    s->free_cb = fcb;
+    s->free_data = fdata;
+    s->free_ud = fud;
+    wq_link(c, s);
+    c->queued += len;
+    return TETHER_OK;
+}
+
+/* Drops n written bytes from the head of the queue, including empty
+ * segments (zero-copy buffers already sent, waiting to be released). */
+static void wq_consume(tether_conn *c, size_t n)
+{
+    c->queued -= n;
+    while (c->wq_head != NULL && c->wq_head->len <= n) {
+        struct tether__wseg *s = c->wq_head;
+        n -= s->len;
+        c->wq_head = s->next;
+        if (c->wq_head == NULL) {
+            c->wq_tail = NULL;
+        }
+        if (s->free_cb != NULL) {
+            /* Releasing a zero-copy buffer calls into the application. This
+             * runs from loop dispatch, or inside send() only for buffers of
+             * earlier messages, whose bytes are with the kernel by now. */
+            s->free_cb(s->free_data, s->free_ud);
+        }
+        free(s);
+    }
+    if (n > 0) {
+        c->wq_head->ptr += n;
+        c->wq_head->len -= n;
+    }
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void conn_destroy_transport(tether_conn *c)
+{
+    tether__io_stop(c->loop, &c->io);
+    if (c->tr != NULL) {
+        c->tr->ops->destroy(c->tr);
+        c->tr = NULL;
+    }
+    c->io.fd = -1;
+}
+
+/* Moves the connection to DEAD with a reason and queues the report. */
+static void conn_finish(tether_conn *c, int reason)
+{
+    if (c->state == TETHER__CS_DEAD) {
+        return;
+    }
+    if (c->state == TETHER__CS_LINGER) {
+        /* Already reported closed; only the fd remains. */
+        c->state = TETHER__CS_DEAD;
+        tether__tnode_stop(c->loop, &c->timer);
+        conn_destroy_transport(c);
+        conn_todo(c, TETHER__CT_FREE);
+        return;
+    }
+    if (c->state == TETHER__CS_CONNECTING) {
+        tether__dial_cancel(c);
+    }
+    c->state = TETHER__CS_DEAD;
+    c->reason = reason;
+    tether__tnode_stop(c->loop, &c->timer);
+    conn_destroy_transport(c);
+    free(c->rpart);
+    c->rpart = NULL;
+    c->rlen = c->rcap = 0;
+    conn_todo(c, TETHER__CT_CLOSE);
+}
+
+void tether__conn_end(tether_conn *c, int reason)
+{
+    conn_finish(c, reason);
+}
+
+void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
+{
+    if (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER) {
+        conn_finish(c, reason);
+        return;
+    }
+    if (fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        conn_vset_err(c, fmt, ap);
+        va_end(ap);
+    }
+    conn_finish(c, reason);
+}
+
+/* Fails with the transport's own detail, prefixed with what we were doing. */
+static void conn_fail_io(tether_conn *c, int rv, const char *what)
+{
+    const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
+    if (rv == TETHER_ECONNRESET) {
+        tether__conn_fail(c, rv, "connection reset by peer during %s", what);
+    } else {
+        tether__conn_fail(c, rv, "%s failed: %s", what, d != NULL ? d : tether_strerror(rv));
+    }
+}
+
+static void conn_free(tether_conn *c)
+{
+    tether__loop_handle_remove(c->loop, true);
+    tether__pending_cancel(c->loop, &c->pend);
+    free(c->rpart);
+    free(c->err);
+    free(c->url);
+    tether__conn_cfg_unref(c->cfg);
+    free(c);
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f,
+                                const char *detail)
+{
+    if (rv == TETHER_EMSGSIZE) {
+        if (c->cfg->o.framing == TETHER_FRAMING_LINE) {
+            tether__conn_fail(c, rv, "peer sent a line longer than the limit of %zu bytes",
+                              c->cfg->o.max_msg);
+        } else {
+            tether__conn_fail(c, rv, "peer announced a %zu-byte message; the limit is %zu",
+                              f->payload_len, c->cfg->o.max_msg);
+        }
+    } else {
+        tether__conn_fail(c, rv, "framing error (%s): %s", c->cfg->framer->name,
+                          detail != NULL ? detail : "malformed frame");
+    }
+}
+
+static inline bool conn_can_deliver(const tether_conn *c)
+{
+    return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
+}
+
+static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
+{
+    tether_msg_cb cb = c->cfg->o.on_message;
+    if (cb != NULL) {
+        cb(c, p, len, c->userdata);
+    }
+}
+
+/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
+ * *known is set to the total size of the incomplete frame that follows when
+ * its header is complete (0 when unknown). Stops early when the connection
+ * stops accepting messages (paused, closing) or fails. */
+static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    size_t off = 0;
+    *known = 0;
+    if (c->cfg->fast_len32) {
+        size_t max = c->cfg->o.max_msg;
+        while (conn_can_deliver(c)) {
+            size_t avail = len - off;
+            if (avail < 4) {
+                break;
+            }
+            size_t plen = tether__get_be32(buf + off);
+            if (TETHER__UNLIKELY(plen > max)) {
+                tether_frame f = {.hdr_len = 4, .payload_len = plen};
+                conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+                return off;
+            }
+            if (avail - 4 < plen) {
+                *known = 4 + plen;
+                break;
+            }
+            conn_deliver(c, buf + off + 4, plen);
+            off += 4 + plen;
+        }
+        return off;
+    }
+    const tether_framer *fr = c->cfg->framer;
+    while (conn_can_deliver(c)) {
+        tether_frame f = {0, 0, 0, 0};
+        const char *detail = NULL;
+        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, &c->rscan, &f, &detail);
+        if (rv == TETHER_EAGAIN) {
+            break;
+        }
+        if (rv != TETHER_OK) {
+            conn_protocol_error(c, rv, &f, detail);
+            return off;
+        }
+        if (f.payload_len > c->cfg->o.max_msg) {
+            conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+            return off;
+        }
+        size_t total = f.hdr_len + f.payload_len + f.trailer_len;
+        if (len - off < total) {
+            *known = total;
+            break;
+        }
+        c->rscan = 0;
+        if (f.control == 0) {
+            conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
+        }
+        off += total;
+    }
+    return off;
+}
+
+/* Keeps the unconsumed tail of a read for later. known is the full size of
+ * the incomplete frame when its header has arrived. */
+static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+{
+    if (n == 0) {
+        return TETHER_OK;
+    }
+    size_t cap;
+    if (known > n && known > TETHER__RBUF_SIZE / 2) {
+        cap = known; /* a large frame: read the rest straight into place */
+    } else {
+        cap = TETHER__MAX(n, (size_t)256);
+    }
+    uint8_t *b = malloc(cap);
+    if (b == NULL) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
+        return TETHER_ENOMEM;
+    }
+    memcpy(b, p, n);
+    c->rpart = b;
+    c->rlen = n;
+    c->rcap = cap;
+    return TETHER_OK;
+}
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+static void conn_parse_rpart(tether_conn *c)
+{
+    size_t known;
+    size_t used = conn_parse(c, c->rpart, c->rlen, &known);
+    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
+        return;
+    }
+    if (used == c->rlen) {
+        free(c->rpart);
+        c->rpart = NULL;
+        c->rlen = c->rcap = 0;
+        return;
+    }
+    if (used > 0) {
+        memmove(c->rpart, c->rpart + used, c->rlen - used);
+        c->rlen -= used;
+    }
+    if (known > c->rcap) {
+        /* The frame in front is larger than the buffer: give it its size. */
+        uint8_t *b = realloc(c->rpart, known);
+        if (b == NULL) {
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
+            return;
+        }
+        c->rpart = b;
+        c->rcap = known;
+    }
+}
+
+static void conn_on_eof(tether_conn *c)
+{
+    if (c->rlen > 0) {
+        size_t known = 0;
+        if (c->cfg->fast_len32 && c->rlen >= 4) {
+            known = 4 + (size_t)tether__get_be32(c->rpart);
+        }
+        if (known > 0) {
+            tether__conn_fail(c, TETHER_ETRUNCATED,
+                              "peer closed the connection after %zu of %zu bytes of a message",
+                              c->rlen, known);
+        } else {
+            tether__conn_fail(c, TETHER_ETRUNCATED,
+                              "peer closed the connection inside a message (%zu bytes pending)",
+                              c->rlen);
+        }
+        return;
+    }
+    c->flags |= TETHER__CF_EOF;
+    if (c->queued == 0) {
+        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
+        return;
+    }
+    /* Half-close: the peer is done sending but may still read our replies. */
+    c->reason = TETHER_EOF;
+    tether__conn_set_err(c, "connection closed by peer");
+    conn_begin_close(c);
+}
+
+static void conn_read(tether_conn *c)
+{
+    uint8_t *lb = tether__loop_rbuf(c->loop);
+    if (lb == NULL) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
+        return;
+    }
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        if (!conn_can_deliver(c)) {
+            return;
+        }
+        struct iovec iov[2];
+        int iovcnt;
+        size_t pre = 0; /* bytes of rpart copied to the front of lb */
+        bool direct = false;
+        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
+            /* Large frame: fill it in place; whatever follows lands in lb. */
+            iov[0].iov_base = c->rpart + c->rlen;
+            iov[0].iov_len = c->rcap - c->rlen;
+            iov[1].iov_base = lb;
+            iov[1].iov_len = TETHER__RBUF_SIZE;
+            iovcnt = 2;
+            direct = true;
+        } else {
+            if (c->rlen > 0) {
+                if (c->rlen > TETHER__RBUF_SIZE / 2) {
+                    /* A long line still without its delimiter: grow rpart. */
+                    size_t cap = c->rcap * 2;
+                    size_t limit = c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX +
+                                   TETHER_FRAME_HDR_MAX;
+                    if (cap > limit) {
+                        cap = TETHER__MAX(limit, c->rlen + 1);
+                    }
+                    if (cap <= c->rcap) {
+                        tether__conn_fail(c, TETHER_EMSGSIZE,
+                                          "peer sent a message longer than the limit of %zu bytes",
+                                          c->cfg->o.max_msg);
+                        return;
+                    }
+                    {
+                        uint8_t *b = realloc(c->rpart, cap);
+                        if (b == NULL) {
+                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
+                            return;
+                        }
+                        c->rpart = b;
+                        c->rcap = cap;
+                    }
+                    iov[0].iov_base = c->rpart + c->rlen;
+                    iov[0].iov_len = c->rcap - c->rlen;
+                    iovcnt = 1;
+                    direct = true;
+                    goto do_read;
+                }
+                memcpy(lb, c->rpart, c->rlen);
+                pre = c->rlen;
+            }
+            iov[0].iov_base = lb + pre;
+            iov[0].iov_len = TETHER__RBUF_SIZE - pre;
+            iovcnt = 1;
+        }
+    do_read:;
+        size_t n = 0;
+        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
+        if (rv == TETHER_EAGAIN) {
+            return;
+        }
+        if (rv != TETHER_OK) {
+            conn_fail_io(c, rv, "read");
+            return;
+        }
+        if (n == 0) {
+            conn_on_eof(c);
+            return;
+        }
+        size_t known;
+        if (direct) {
+            size_t in_place = TETHER__MIN(n, iov[0].iov_len);
+            c->rlen += in_place;
+            conn_parse_rpart(c);
+            if (c->state == TETHER__CS_DEAD) {
+                return;
+            }
+            size_t extra = n - in_place;
+            if (extra == 0) {
+                if (n < iov[0].iov_len) {
+                    return; /* the socket is drained */
+                }
+                continue;
+            }
+            if (c->rlen > 0) {
+                /* Paused (or closing) while frames remain: keep the extra
+                 * bytes behind them. */
+                if (c->rcap - c->rlen < extra) {
+                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
+                    if (b == NULL) {
+                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
+                        return;
+                    }
+                    c->rpart = b;
+                    c->rcap = c->rlen + extra;
+                }
+                memcpy(c->rpart + c->rlen, lb, extra);
+                c->rlen += extra;
+                return;
+            }
+            size_t used = conn_parse(c, lb, extra, &known);
+            if (c->state == TETHER__CS_DEAD) {
+                return;
+            }
+            if (conn_keep(c, lb + used, extra - used, known) != 0) {
+                return;
+            }
+            if (extra < TETHER__RBUF_SIZE) {
+                return;
+            }
+            continue;
+        }
+        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
+        free(c->rpart);
+        c->rpart = NULL;
+        c->rlen = c->rcap = 0;
+        size_t avail = pre + n;
+        size_t used = conn_parse(c, lb, avail, &known);
+        if (c->state == TETHER__CS_DEAD) {
+            return;
+        }
+        if (conn_keep(c, lb + used, avail - used, known) != 0) {
+            return;
+        }
+        if (n < iov[0].iov_len) {
+            return; /* the socket is drained: no need to try again */
+        }
+    }
+}
+
+/* Reads and discards after our FIN, until the peer's FIN. */
+static void conn_linger_read(tether_conn *c)
+{
+    uint8_t *lb = tether__loop_rbuf(c->loop);
+    for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
+        struct iovec iov = {lb, TETHER__RBUF_SIZE};
+        size_t n = 0;
+        int rv = c->tr->ops->readv(c->tr, &iov, 1, &n);
+        if (rv == TETHER_EAGAIN) {
+            return;
+        }
+        if (rv != TETHER_OK || n == 0) {
+            conn_finish(c, TETHER_OK);
+            return;
+        }
+    }
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static void conn_flush(tether_conn *c)
+{
+    if (c->tr == NULL ||
+        (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
+        return;
+    }
+    while (c->wq_head != NULL) {
+        if (c->wq_head->len == 0) {
+            wq_consume(c, 0);
+            continue;
+        }
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        size_t total = 0;
+        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH; s = s->next) {
+            iov[n].iov_base = (void *)s->ptr;
+            iov[n].iov_len = s->len;
+            total += s->len;
+            n++;
+        }
+        size_t w = 0;
+        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
+        if (rv == TETHER_EAGAIN) {
+            c->flags |= TETHER__CF_WBLOCKED;
+            break;
+        }
+        if (rv != TETHER_OK) {
+            conn_fail_io(c, rv, "write");
+            return;
+        }
+        wq_consume(c, w);
+        if (w < total) {
+            /* A short write means the socket buffer is full: asking again
+             * would only return EAGAIN. */
+            c->flags |= TETHER__CF_WBLOCKED;
+            break;
+        }
+    }
+    if (c->wq_head == NULL) {
+        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+    }
+    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
+        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
+        c->flags |= TETHER__CF_DRAIN_DUE;
+    }
+    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
+        conn_begin_shutdown(c);
+        return;
+    }
+    conn_update_io(c);
+}
+
+static void conn_update_io(tether_conn *c)
+{
+    if (c->tr == NULL) {
+        return;
+    }
+    unsigned ev = 0;
+    switch (c->state) {
+    case TETHER__CS_HANDSHAKING:
+        ev = c->tr->ops->want_events(c->tr);
+        if (ev == 0) {
+            ev = TETHER_EV_READ;
+        }
+        break;
+    case TETHER__CS_READY:
+        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF))) {
+            ev |= TETHER_EV_READ;
+        }
+        if (c->flags & TETHER__CF_WBLOCKED) {
+            ev |= TETHER_EV_WRITE;
+        }
+        ev |= c->tr->ops->want_events(c->tr);
+        break;
+    case TETHER__CS_CLOSING:
+        if (c->flags & TETHER__CF_WBLOCKED) {
+            ev |= TETHER_EV_WRITE;
+        }
+        ev |= c->tr->ops->want_events(c->tr);
+        break;
+    case TETHER__CS_LINGER:
+        ev = TETHER_EV_READ;
+        break;
+    default:
+        break;
+    }
+    int rv = tether__io_set(c->loop, &c->io, ev);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+    }
+}
+
+/* Fires on_drain if due; only called from loop dispatch. */
+static void conn_fire_drain(tether_conn *c)
+{
+    if ((c->flags & TETHER__CF_DRAIN_DUE) && c->state == TETHER__CS_READY) {
+        c->flags &= (uint16_t)~TETHER__CF_DRAIN_DUE;
+        if (c->cfg->o.on_drain != NULL) {
+            c->cfg->o.on_drain(c, c->userdata);
+        }
+    }
+}
+
+/* End of a dispatch to this connection: send what the callbacks queued. */
+static void conn_dispatch_end(tether_conn *c)
+{
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        conn_flush(c);
+    }
+    conn_fire_drain(c);
+    /* on_drain may have queued more. */
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        conn_flush(c);
+    }
+}
+
+static void conn_flush_cb(struct tether__flush *f)
+{
+    tether_conn *c = tether__container_of(f, tether_conn, flush);
+    conn_dispatch_end(c);
+}
+
+static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
+                          tether_free_cb fcb, void *fud)
+{
+    if (c == NULL || (data == NULL && len > 0)) {
+        return TETHER_EINVAL;
+    }
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
+        return TETHER_ECLOSED;
+    }
+    const struct tether__conn_cfg *cfg = c->cfg;
+    if (len > cfg->o.max_msg) {
+        return TETHER_EMSGSIZE;
+    }
+    if (c->queued >= cfg->o.send_hwm) {
+        c->flags |= TETHER__CF_WANT_DRAIN;
+        return TETHER_EAGAIN;
+    }
+    uint8_t hdr[TETHER_FRAME_HDR_MAX];
+    uint8_t trl[TETHER_FRAME_TRAILER_MAX];
+    size_t hl = 4;
+    size_t tl = 0;
+    if (cfg->fast_len32) {
+        tether__put_be32(hdr, (uint32_t)len);
+    } else {
+        int rv = cfg->framer->encode(cfg->framer, data, len, hdr, &hl, trl, &tl);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    size_t total = hl + len + tl;
+    bool can_write = c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED);
+
+    if (len >= DIRECT_MIN && can_write && c->wq_head == NULL) {
+        /* A large message with nothing ahead of it: write it from the
+         * caller's memory and queue only what the socket did not take. */
+        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
+        size_t w = 0;
+        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
+        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+            /* The connection is broken: report it from the loop, as the
+             * callback contract asks, and keep the caller's buffer. */
+            conn_fail_io(c, rv, "write");
+            return TETHER_OK;
+        }
+        if (w == total) {
+            if (zc && fcb != NULL) {
+                /* Sent already; the buffer is released from the loop. */
+                int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+                if (r2 != TETHER_OK) {
+                    return r2;
+                }
+                tether__flush_queue(c->loop, &c->flush);
+            }
+            return TETHER_OK;
+        }
+        c->flags |= TETHER__CF_WBLOCKED;
+        /* Queue the rest: header remainder, payload remainder, trailer. */
+        int r3 = TETHER_OK;
+        size_t skip = w;
+        if (skip < hl) {
+            struct iovec h = {hdr + skip, hl - skip};
+            r3 = wq_append_copy(c, &h, 1, hl - skip);
+            skip = 0;
+        } else {
+            skip -= hl;
+        }
+        if (r3 == TETHER_OK && skip < len) {
+            if (zc) {
+                r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+            } else {
+                struct iovec p = {(void *)(data + skip), len - skip};
+                r3 = wq_append_copy(c, &p, 1, len - skip);
+            }
+            skip = 0;
+        } else if (skip >= len) {
+            skip -= len;
+            if (zc && fcb != NULL && r3 == TETHER_OK) {
+                r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            }
+        }
+        if (r3 == TETHER_OK && tl > skip) {
+            struct iovec t = {trl + skip, tl - skip};
+            r3 = wq_append_copy(c, &t, 1, tl - skip);
+        }
+        if (r3 != TETHER_OK) {
+            /* Part of the frame is on the wire: the stream cannot be kept
+             * consistent without the rest. */
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+            return TETHER_OK;
+        }
+        conn_update_io(c);
+        return TETHER_OK;
+    }
+
+    int rv;
+    if (zc) {
+        struct iovec h = {hdr, hl};
+        rv = wq_append_copy(c, &h, 1, hl);
+        if (rv == TETHER_OK) {
+            rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
+        }
+        if (rv == TETHER_OK && tl > 0) {
+            struct iovec t = {trl, tl};
+            rv = wq_append_copy(c, &t, 1, tl);
+        }
+        if (rv != TETHER_OK) {
+            /* A header without its payload would corrupt the stream. */
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+            return TETHER_OK;
+        }
+    } else {
+        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
+        rv = wq_append_copy(c, iov, tl > 0 ? 3 : 2, total);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    if (can_write && c->queued >= FLUSH_BATCH) {
+        conn_flush(c);
+        if (c->flags & TETHER__CF_DRAIN_DUE) {
+            tether__flush_queue(c->loop, &c->flush);
+        }
+    } else if (c->dispatching == 0) {
+        tether__flush_queue(c->loop, &c->flush);
+    }
+    return TETHER_OK;
+}
+
+int tether_conn_send(tether_conn *c, const void *data, size_t len)
+{
+    return conn_send_impl(c, data, len, false, NULL, NULL);
+}
+
+int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
+                        void *free_ud)
+{
+    return conn_send_impl(c, data, len, true, free_cb, free_ud);
+}
+
+/* ---- state transitions ------------------------------------------------- */
+
+static void conn_begin_shutdown(tether_conn *c)
+{
+    bool done = false;
+    int rv = c->tr->ops->shutdown(c->tr, &done);
+    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+        /* The data went out; a failing FIN (peer already gone) does not
+         * change what the application needs to know. */
+        done = true;
+    }
+    if (!done) {
+        conn_update_io(c);
+        return;
+    }
+    int reason = c->reason;
+    if (reason == TETHER_EOF || (c->flags & TETHER__CF_EOF)) {
+        /* Peer closed first and we have flushed our replies: nothing left
+         * to wait for. */
+        conn_finish(c, TETHER_EOF);
+        return;
+    }
+    /* Report the close now and drain the peer's remaining input in the
+     * background, so that closing with unread input does not turn into a
+     * reset that destroys data the peer has not read yet. */
+    c->reason = TETHER_OK;
+    c->state = TETHER__CS_LINGER;
+    free(c->rpart);
+    c->rpart = NULL;
+    c->rlen = c->rcap = 0;
+    tether__tnode_start(c->loop, &c->timer, LINGER_MS);
+    conn_update_io(c);
+    conn_todo(c, TETHER__CT_CLOSE);
+}
+
+static void conn_begin_close(tether_conn *c)
+{
+    c->state = TETHER__CS_CLOSING;
+    int ms = c->cfg->o.close_timeout_ms;
+    if (ms >= 0) {
+        tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
+    }
+    if (c->wq_head == NULL) {
+        conn_begin_shutdown(c);
+    } else {
+        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+        conn_flush(c);
+    }
+}
+
+static void conn_became_ready(tether_conn *c)
+{
+    c->state = TETHER__CS_READY;
+    tether__tnode_stop(c->loop, &c->timer);
+    if (c->flags & TETHER__CF_DIALED) {
+        conn_todo(c, TETHER__CT_CONNECTED);
+    }
+    if (c->flags & TETHER__CF_ACCEPTED && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
+        c->flags |= TETHER__CF_ACCEPT_DONE;
+        if (c->cfg->on_accept != NULL) {
+            c->dispatching++;
+            c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
+            c->dispatching--;
+        }
+    }
+    if (c->state != TETHER__CS_READY) {
+        return;
+    }
+    conn_update_io(c);
+    if (c->wq_head != NULL) {
+        conn_todo(c, TETHER__CT_FLUSH);
+    }
+}
+
+static void conn_handshake_step(tether_conn *c)
+{
+    bool done = false;
+    int rv = c->tr->ops->handshake(c->tr, &done);
+    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+        const char *d = c->tr->ops->last_error(c->tr);
+        if (c->url != NULL) {
+            tether__conn_fail(c, rv, "connect to %s: %s", c->url,
+                              d != NULL ? d : tether_strerror(rv));
+        } else {
+            tether__conn_fail(c, rv, "%s handshake failed: %s", c->tr->ops->name,
+                              d != NULL ? d : tether_strerror(rv));
+        }
+        return;
+    }
+    if (done) {
+        conn_became_ready(c);
+    } else {
+        conn_update_io(c);
+    }
+}
+
+int tether__conn_tls_wrap(tether_conn *c, int fd, const char *host, bool server,
+                          struct tether_transport **out) __attribute__((weak));
+
+int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server)
+{
+    int rv;
+    if (c->cfg->tls != NULL) {
+        if (tether__conn_tls_wrap == NULL) {
+            close(fd);
+            return TETHER_ENOTSUP;
+        }
+        rv = tether__conn_tls_wrap(c, fd, host, server, &c->tr);
+    } else {
+        rv = tether__tcp_transport_new(&c->tr, fd, is_unix);
+    }
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether__io_init(&c->io, fd, conn_on_io);
+    c->state = TETHER__CS_HANDSHAKING;
+    c->dispatching++;
+    conn_handshake_step(c);
+    c->dispatching--;
+    return TETHER_OK;
+}
+
+/* ---- loop callbacks ---------------------------------------------------- */
+
+static void conn_on_io(struct tether__io *io, unsigned revents)
+{
+    tether_conn *c = tether__container_of(io, tether_conn, io);
+    c->dispatching++;
+    switch (c->state) {
+    case TETHER__CS_HANDSHAKING:
+        conn_handshake_step(c);
+        break;
+    case TETHER__CS_READY:
+    case TETHER__CS_CLOSING:
+        if (revents & TETHER_EV_WRITE) {
+            c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+            conn_flush(c);
+        }
+        if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
+            conn_read(c);
+            /* TLS may hold decrypted records that epoll cannot see. */
+            while (c->state == TETHER__CS_READY && c->tr != NULL &&
+                   !(c->flags & TETHER__CF_PAUSED) && c->tr->ops->has_pending(c->tr)) {
+                size_t before = c->rlen;
+                conn_read(c);
+                if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                    break;
+                }
+            }
+        } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING &&
+                   c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
+            /* TLS may need to read to finish a write. */
+            conn_flush(c);
+        }
+        break;
+    case TETHER__CS_LINGER:
+        conn_linger_read(c);
+        break;
+    default:
+        break;
+    }
+    c->dispatching--;
+    if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
+        conn_dispatch_end(c);
+    }
+}
+
+static void conn_timer_cb(struct tether__tnode *n)
+{
+    tether_conn *c = tether__container_of(n, tether_conn, timer);
+    switch (c->state) {
+    case TETHER__CS_CONNECTING:
+    case TETHER__CS_HANDSHAKING:
+        tether__conn_fail(c, TETHER_ETIMEDOUT, "connect to %s timed out after %d ms",
+                          c->url != NULL ? c->url : "peer", c->cfg->o.connect_timeout_ms);
+        break;
+    case TETHER__CS_CLOSING:
+        tether__conn_fail(c, TETHER_ETIMEDOUT,
+                          "close timed out after %d ms with %zu bytes still queued",
+                          c->cfg->o.close_timeout_ms, c->queued);
+        break;
+    case TETHER__CS_LINGER:
+        conn_finish(c, TETHER_OK);
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_pending_cb(struct tether__pending *p)
+{
+    tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo & TETHER__CT_CONNECTED) {
+        c->todo &= (uint16_t)~TETHER__CT_CONNECTED;
+        if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_CONNECT_DONE)) {
+            c->flags |= TETHER__CF_CONNECT_DONE;
+            if (c->cfg->o.on_connect != NULL) {
+                c->dispatching++;
+                c->cfg->o.on_connect(c, TETHER_OK, c->userdata);
+                c->dispatching--;
+            }
+            if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
+                conn_begin_close(c);
+            }
+        }
+    }
+    if (c->todo & TETHER__CT_PARSE) {
+        c->todo &= (uint16_t)~TETHER__CT_PARSE;
+        if (c->rlen > 0 && conn_can_deliver(c)) {
+            c->dispatching++;
+            conn_parse_rpart(c);
+            c->dispatching--;
+        }
+        if (c->state == TETHER__CS_READY) {
+            conn_update_io(c);
+        }
+    }
+    if (c->todo & TETHER__CT_DRAIN) {
+        c->todo &= (uint16_t)~TETHER__CT_DRAIN;
+    }
+    if (c->todo & TETHER__CT_FLUSH) {
+        c->todo &= (uint16_t)~TETHER__CT_FLUSH;
+    }
+    if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
+        c->dispatching++;
+        conn_dispatch_end(c);
+        c->dispatching--;
+    }
+    if (c->todo & TETHER__CT_CLOSE) {
+        c->todo &= (uint16_t)~TETHER__CT_CLOSE;
+        if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
+            c->flags |= TETHER__CF_CLOSE_DONE;
+            int reason = c->state == TETHER__CS_LINGER ? TETHER_OK : c->reason;
+            /* Whatever is still queued will never be sent: release zero-copy
+             * buffers before telling the application the connection is gone. */
+            if (c->state == TETHER__CS_DEAD) {
+                wq_release_all(c);
+            }
+            if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
+                c->flags |= TETHER__CF_CONNECT_DONE;
+                if (c->cfg->o.on_connect != NULL) {
+                    c->cfg->o.on_connect(c, reason == TETHER_OK ? TETHER_ECANCELED : reason,
+                                         c->userdata);
+                }
+            }
+            bool tell = !(c->flags & TETHER__CF_ACCEPTED) || (c->flags & TETHER__CF_ACCEPT_DONE);
+            if (tell && c->cfg->o.on_close != NULL) {
+                c->cfg->o.on_close(c, reason, c->userdata);
+            }
+            if (c->state == TETHER__CS_DEAD) {
+                c->todo |= TETHER__CT_FREE;
+            }
+        }
+    }
+    if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
+        wq_release_all(c);
+        conn_free(c);
+    }
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+void tether_conn_close(tether_conn *c)
+{
+    if (c == NULL || (c->flags & TETHER__CF_CLOSE_REQ)) {
+        return;
+    }
+    switch (c->state) {
+    case TETHER__CS_CONNECTING:
+    case TETHER__CS_HANDSHAKING:
+        /* Keep what was sent so far: it goes out once connected, then the
+         * connection closes. */
+        c->flags |= TETHER__CF_CLOSE_REQ;
+        break;
+    case TETHER__CS_READY:
+        c->flags |= TETHER__CF_CLOSE_REQ;
+        c->reason = TETHER_OK;
+        conn_begin_close(c);
+        break;
+    default:
+        break;
+    }
+}
+
+void tether_conn_abort(tether_conn *c)
+{
+    if (c == NULL || c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER) {
+        return;
+    }
+    tether__conn_fail(c, TETHER_ECANCELED, "connection aborted locally");
+}
+
+void tether_conn_pause(tether_conn *c)
+{
+    if (c == NULL || (c->flags & TETHER__CF_PAUSED)) {
+        return;
+    }
+    c->flags |= TETHER__CF_PAUSED;
+    if (c->state == TETHER__CS_READY) {
+        conn_update_io(c);
+    }
+}
+
+void tether_conn_resume(tether_conn *c)
+{
+    if (c == NULL || !(c->flags & TETHER__CF_PAUSED)) {
+        return;
+    }
+    c->flags &= (uint16_t)~TETHER__CF_PAUSED;
+    if (c->state != TETHER__CS_READY) {
+        return;
+    }
+    if (c->rlen > 0) {
+        /* Frames held back while paused: deliver them from the loop, not
+         * from inside this call. */
+        conn_todo(c, TETHER__CT_PARSE);
+    } else {
+        conn_update_io(c);
+    }
+}
+
+void *tether_conn_userdata(const tether_conn *c)
+{
+    return c != NULL ? c->userdata : NULL;
+}
+
+void tether_conn_set_userdata(tether_conn *c, void *ud)
+{
+    if (c != NULL) {
+        c->userdata = ud;
+    }
+}
+
+tether_loop *tether_conn_loop(const tether_conn *c)
+{
+    return c != NULL ? c->loop : NULL;
+}
+
+const char *tether_conn_last_error(const tether_conn *c)
+{
+    if (c == NULL || c->err == NULL) {
+        return "";
+    }
+    return c->err;
+}
+
+size_t tether_conn_queued(const tether_conn *c)
+{
+    return c != NULL ? c->queued : 0;
+}
+
+int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
+{
+    if (c == NULL || buf == NULL || len == 0) {
+        return TETHER_EINVAL;
+    }
+    if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
+        return TETHER_ENOTCONN;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
+        return TETHER_ENOTCONN;
+    }
+    char tmp[160];
+    tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    if (strlen(tmp) + 1 > len) {
+        return TETHER_EINVAL;
+    }
+    memcpy(buf, tmp, strlen(tmp) + 1);
+    return TETHER_OK;
+}
+
+int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
+                     const tether_conn_opts *opts, tether_error *out_err)
+{
+    if (out_err != NULL) {
+        out_err->code = TETHER_OK;
+        out_err->message[0] = '\0';
+    }
+    if (out == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
+    }
+    *out = NULL;
+    if (loop == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "loop is NULL");
+    }
+    struct tether__url u;
+    int rv = tether__url_parse(url, false, &u, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    struct tether__conn_cfg *cfg;
+    rv = tether__conn_cfg_new(&cfg, opts, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (u.scheme == TETHER__SCHEME_TLS) {
+        /* Filled in by the TLS layer when it is built in. */
+        tether__conn_cfg_unref(cfg);
+        return tether__set_error(out_err, TETHER_ENOTSUP,
+                                 "tls:// is not supported by this build of tether");
+    }
+    tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
+    tether__conn_cfg_unref(cfg);
+    if (c == NULL) {
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    c->flags |= TETHER__CF_DIALED;
+    c->url = strdup(url);
+    if (c->url == NULL) {
+        c->state = TETHER__CS_DEAD;
+        conn_free(c);
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    if (cfg->o.connect_timeout_ms >= 0) {
+        tether__tnode_start(loop, &c->timer, (uint64_t)cfg->o.connect_timeout_ms);
+    }
+    rv = tether__dial_start(c, &u);
+    if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {
+        /* Found synchronously, delivered from the loop (callback contract). */
+        tether__conn_fail(c, rv, "connect to %s: %s", url, tether_strerror(rv));
+    }
+    *out = c;
+    return TETHER_OK;
+}

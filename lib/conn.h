@@ -1,0 +1,140 @@
+/* Internal side of connections: the shared configuration, the connection
+ * object and the hooks between conn.c, connect.c (dialling) and listener.c. */
+#ifndef TETHER_CONN_INT_H
+#define TETHER_CONN_INT_H
+
+#include <sys/socket.h>
+
+#include "frame.h"
+#include "loop.h"
+#include "transport.h"
+#include "url.h"
+
+/* Configuration shared by every connection created from one set of options:
+ * all connections accepted by a listener point at one instance, which keeps
+ * the per-connection memory small. Reference-counted; immutable once built. */
+struct tether__conn_cfg {
+    unsigned refs;
+    tether_conn_opts o;          /* a private copy; o.line_delim is not kept */
+    const tether_framer *framer; /* the framer in use */
+    tether__line_framer line;    /* storage for a line framer */
+    bool fast_len32;             /* the plain len32 framer: use the inlined path */
+    /* Accepted connections: who to tell once they are established. */
+    tether_accept_cb on_accept;
+    void *accept_ud;
+    tether_listener *listener; /* NULL once the listener is closed */
+    void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
+};
+
+/* Builds a configuration from user options (NULL for defaults). */
+int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                         tether_error *err);
+void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
+
+enum tether__conn_state {
+    TETHER__CS_CONNECTING,  /* dialling: resolving and connecting */
+    TETHER__CS_HANDSHAKING, /* transport handshake (TLS) */
+    TETHER__CS_READY,       /* established */
+    TETHER__CS_CLOSING,     /* flushing the queue before shutdown */
+    TETHER__CS_LINGER,      /* reported closed; draining input until the peer's FIN */
+    TETHER__CS_DEAD,        /* finished; on_close pending or done */
+};
+
+/* A queued piece of output: either a copy (bytes in data[]) or a reference
+ * to a caller's zero-copy buffer. */
+struct tether__wseg {
+    struct tether__wseg *next;
+    const uint8_t *ptr; /* next unwritten byte */
+    size_t len;         /* unwritten bytes */
+    size_t cap;         /* capacity of data[]; 0 for a reference */
+    tether_free_cb free_cb;
+    void *free_data;
+    void *free_ud;
+    uint8_t data[];
+};
+
+struct tether__dialer; /* connect.c */
+
+struct tether_conn {
+    tether_loop *loop;
+    struct tether__conn_cfg *cfg;
+    void *userdata;
+    struct tether_transport *tr;
+    struct tether__io io;
+    struct tether__pending pend;
+    struct tether__flush flush;
+    struct tether__tnode timer; /* connect deadline, then close/linger deadline */
+
+    uint8_t state;
+    uint8_t dispatching; /* nesting depth of library-to-user dispatch */
+    uint16_t flags;
+    uint16_t todo;       /* deferred work for pend */
+    int reason;          /* close reason once finishing */
+
+    /* Output queue. */
+    struct tether__wseg *wq_head;
+    struct tether__wseg *wq_tail;
+    size_t queued;
+
+    /* Input not yet consumed: the start of an incomplete frame, or frames
+     * held back while reading is paused. */
+    uint8_t *rpart;
+    size_t rlen;
+    size_t rcap;
+    size_t rscan; /* framer resume hint for the frame at rpart[0] */
+
+    char *err;    /* detail of the last failure, lazily allocated */
+    struct tether__dialer *dialer;
+    char *url;    /* dialled URL, for error messages (dialled conns only) */
+};
+
+/* conn->flags */
+#define TETHER__CF_PAUSED 0x0001u
+#define TETHER__CF_WANT_DRAIN 0x0002u /* send returned EAGAIN: fire on_drain at the lwm */
+#define TETHER__CF_WBLOCKED 0x0004u   /* the socket is full: wait for writability */
+#define TETHER__CF_CLOSE_REQ 0x0008u  /* close requested before the connection was up */
+#define TETHER__CF_EOF 0x0010u        /* the peer's FIN was seen */
+#define TETHER__CF_DIALED 0x0020u     /* created by tether_conn_dial */
+#define TETHER__CF_CONNECT_DONE 0x0040u /* on_connect has been called */
+#define TETHER__CF_ACCEPTED 0x0080u   /* created by a listener */
+#define TETHER__CF_ACCEPT_DONE 0x0100u  /* on_accept has been called */
+#define TETHER__CF_CLOSE_DONE 0x0200u /* on_close has been called */
+#define TETHER__CF_DRAIN_DUE 0x0400u
+
+/* conn->todo: what the pending callback has to do */
+#define TETHER__CT_CONNECTED 0x01u
+#define TETHER__CT_PARSE 0x02u
+#define TETHER__CT_DRAIN 0x04u
+#define TETHER__CT_CLOSE 0x08u
+#define TETHER__CT_FREE 0x10u
+#define TETHER__CT_FLUSH 0x20u
+
+/* Allocates a connection in the given state, registered with the loop. */
+tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state);
+
+/* A socket is connected (dialled or accepted): wrap it in the transport the
+ * configuration asks for and start the handshake. host is the name the
+ * client dialled (for TLS SNI and verification), NULL on servers. Takes
+ * ownership of fd. */
+int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server);
+
+/* Ends the connection with a reason; detail (may be NULL) is printf-style. */
+void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Ends the connection with a reason, keeping the detail already recorded. */
+void tether__conn_end(tether_conn *c, int reason);
+
+/* Records a detail string without ending the connection. */
+void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Applies socket options from the configuration to a fresh socket. */
+void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
+
+/* Dialling (connect.c). start may report an error synchronously: the caller
+ * then turns it into a deferred failure. */
+int tether__dial_start(tether_conn *c, const struct tether__url *u);
+void tether__dial_cancel(tether_conn *c);
+
+#endif /* TETHER_CONN_INT_H */

@@ -1,0 +1,46 @@
+/* Internal helpers shared by every source file of the library. */
+#ifndef TETHER_INTERNAL_H
+#define TETHER_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/tether.h>
+
+/* Functions that are static in a normal build but reachable from the unit
+ * tests when the library is compiled with TETHER_TESTING (curl's UNITTEST). */
+#ifdef TETHER_TESTING
+#define TETHER_TESTABLE TETHER_API
+#else
+#define TETHER_TESTABLE static
+#endif
+
+#define tether__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define TETHER__LIKELY(x) __builtin_expect(!!(x), 1)
+#define TETHER__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TETHER__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define TETHER__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TETHER__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Maps an errno value to the nearest TETHER_E* code. */
+int tether__errno_to_err(int e);
+
+/* Fills an optional tether_error record (NULL is ignored) with a code and a
+ * printf-style message. Returns code, so callers can `return
+ * tether__set_error(err, TETHER_EINVAL, "...")`. */
+int tether__set_error(tether_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Copies the defaults for an options struct and then the caller's first
+ * `size` bytes over them: the ABI rule for options that grow at the end. */
+void tether__opts_merge(void *dst, size_t dst_size, const void *src);
+
+#endif /* TETHER_INTERNAL_H */

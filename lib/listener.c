@@ -1,0 +1,357 @@
+/* Listeners: bind, listen, accept, and hand new connections to conn.c.
+ *
+ * Running out of file descriptors is the classic way an accept loop spins
+ * at 100 % CPU: the listening socket stays readable while every accept()
+ * fails with EMFILE. Here the listener stops watching the socket, waits
+ * with a doubling back-off (10 ms up to 1 s), and tries again; clients wait
+ * in the kernel's backlog meanwhile and are served once descriptors free up. */
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_EVENT 64
+#define BACKOFF_MIN_MS 10u
+#define BACKOFF_MAX_MS 1000u
+
+struct tether_listener {
+    tether_loop *loop;
+    struct tether__io io;
+    struct tether__conn_cfg *cfg;
+    tether_listen_opts o;
+    struct tether__tnode backoff_timer;
+    uint32_t backoff_ms;
+    struct tether__pending free_pend;
+    bool closed;
+    bool is_unix;
+    int port;
+    char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
+    char url[TETHER__HOST_MAX + 128];
+};
+
+void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
+{
+    if (opts == NULL || size < sizeof(size_t)) {
+        return;
+    }
+    tether_listen_opts d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    d.backlog = 1024;
+    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
+    if (size > sizeof d) {
+        memset((char *)opts + sizeof d, 0, size - sizeof d);
+    }
+}
+
+static void listener_report(tether_listener *l, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void listener_report(tether_listener *l, int err, const char *fmt, ...)
+{
+    if (l->o.on_error == NULL) {
+        return;
+    }
+    char msg[TETHER_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    l->o.on_error(l, err, msg, l->o.userdata);
+}
+
+static void listener_backoff_cb(struct tether__tnode *n)
+{
+    tether_listener *l = tether__container_of(n, tether_listener, backoff_timer);
+    if (!l->closed) {
+        tether__io_set(l->loop, &l->io, TETHER_EV_READ);
+    }
+}
+
+static void listener_on_readable(struct tether__io *io, unsigned revents)
+{
+    (void)revents;
+    tether_listener *l = tether__container_of(io, tether_listener, io);
+    for (int i = 0; i < ACCEPTS_PER_EVENT && !l->closed; i++) {
+        int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                break;
+            }
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO) {
+                continue; /* that client gave up; the next may be fine */
+            }
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                bool first = l->backoff_ms == 0;
+                l->backoff_ms = first ? BACKOFF_MIN_MS
+                                      : TETHER__MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
+                tether__io_set(l->loop, &l->io, 0);
+                tether__tnode_start(l->loop, &l->backoff_timer, l->backoff_ms);
+                if (first) {
+                    listener_report(l, tether__errno_to_err(e),
+                                    "accept on %s failed: %s; pausing accepts and retrying",
+                                    l->url, strerror(e));
+                }
+                return;
+            }
+            listener_report(l, tether__errno_to_err(e), "accept on %s failed: %s", l->url,
+                            strerror(e));
+            break;
+        }
+        if (l->backoff_ms != 0) {
+            l->backoff_ms = 0;
+        }
+        tether__sock_apply_opts(fd, l->cfg, l->is_unix);
+        tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
+        if (c == NULL) {
+            close(fd);
+            listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
+            continue;
+        }
+        c->flags |= TETHER__CF_ACCEPTED;
+        int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true);
+        if (rv != TETHER_OK) {
+            listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
+            tether__conn_end(c, rv);
+        }
+    }
+}
+
+static void listener_free_cb(struct tether__pending *p)
+{
+    tether_listener *l = tether__container_of(p, tether_listener, free_pend);
+    l->loop->handles--;
+    tether__conn_cfg_unref(l->cfg);
+    free(l);
+}
+
+static void listener_format_url(tether_listener *l, const struct sockaddr_storage *ss,
+                                socklen_t sl)
+{
+    char addr[200];
+    if (l->is_unix) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t pl = sl > off ? (size_t)sl - off : 0;
+        if (pl > 0 && sun->sun_path[0] == '\0') {
+            snprintf(l->url, sizeof l->url, "unix://@%.*s", (int)(pl - 1), sun->sun_path + 1);
+        } else {
+            snprintf(l->url, sizeof l->url, "unix://%.*s", (int)strnlen(sun->sun_path, pl),
+                     sun->sun_path);
+        }
+        return;
+    }
+    tether__addr_format((const struct sockaddr *)ss, sl, addr, sizeof addr);
+    snprintf(l->url, sizeof l->url, "%s://%s", l->cfg->tls != NULL ? "tls" : "tcp", addr);
+    if (ss->ss_family == AF_INET) {
+        l->port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    } else {
+        l->port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    }
+}
+
+/* A Unix socket file left behind by a process that died would make bind()
+ * fail forever. Remove it only if nobody answers on it. */
+static bool unix_path_is_stale(const struct sockaddr_storage *ss, socklen_t sl)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+    if (sun->sun_path[0] == '\0') {
+        return false; /* abstract names vanish with their owner */
+    }
+    struct stat st;
+    if (stat(sun->sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        return false;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    bool stale = connect(fd, (const struct sockaddr *)ss, sl) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return stale;
+}
+
+int tether__listener_tls_setup(struct tether__conn_cfg *cfg, const tether_conn_opts *opts,
+                               tether_error *err) __attribute__((weak));
+
+int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
+                  const tether_listen_opts *opts, tether_error *out_err)
+{
+    if (out_err != NULL) {
+        out_err->code = TETHER_OK;
+        out_err->message[0] = '\0';
+    }
+    if (out == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
+    }
+    *out = NULL;
+    if (loop == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "loop is NULL");
+    }
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return tether__set_error(out_err, TETHER_EINVAL,
+                                 "options not initialised with tether_listen_opts_init()");
+    }
+    struct tether__url u;
+    int rv = tether__url_parse(url, true, &u, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether_listener *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    tether_listen_opts_init(&l->o);
+    if (opts != NULL) {
+        tether__opts_merge(&l->o, sizeof l->o, opts);
+        l->o.size = sizeof l->o;
+    }
+    if (l->o.backlog <= 0) {
+        l->o.backlog = 1024;
+    }
+    rv = tether__conn_cfg_new(&l->cfg, l->o.conn_opts, out_err);
+    if (rv != TETHER_OK) {
+        free(l);
+        return rv;
+    }
+    l->o.conn_opts = NULL; /* copied into cfg */
+    if (u.scheme == TETHER__SCHEME_TLS) {
+        if (tether__listener_tls_setup == NULL) {
+            tether__conn_cfg_unref(l->cfg);
+            free(l);
+            return tether__set_error(out_err, TETHER_ENOTSUP,
+                                     "tls:// is not supported by this build of tether");
+        }
+        rv = tether__listener_tls_setup(l->cfg, opts != NULL ? opts->conn_opts : NULL, out_err);
+        if (rv != TETHER_OK) {
+            tether__conn_cfg_unref(l->cfg);
+            free(l);
+            return rv;
+        }
+    }
+    l->cfg->on_accept = l->o.on_accept;
+    l->cfg->accept_ud = l->o.userdata;
+    l->cfg->listener = l;
+    l->loop = loop;
+    l->is_unix = u.scheme == TETHER__SCHEME_UNIX;
+    tether__tnode_init(&l->backoff_timer, listener_backoff_cb);
+    tether__pending_init(&l->free_pend, listener_free_cb);
+
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    rv = tether__url_sockaddr(&u, &ss, &sl);
+    if (rv == TETHER_EAGAIN) {
+        if (strcmp(u.host, "localhost") == 0) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+            memset(&ss, 0, sizeof ss);
+            sin->sin_family = AF_INET;
+            sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            sin->sin_port = htons((uint16_t)u.port);
+            sl = sizeof *sin;
+            rv = TETHER_OK;
+        } else {
+            tether__conn_cfg_unref(l->cfg);
+            free(l);
+            return tether__set_error(out_err, TETHER_EINVAL,
+                                     "listen on '%s': use a numeric address, '*' or localhost "
+                                     "(a name would need a blocking lookup)",
+                                     url);
+        }
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        tether__conn_cfg_unref(l->cfg);
+        free(l);
+        return tether__set_error(out_err, tether__errno_to_err(e), "listen on %s: socket: %s",
+                                 url, strerror(e));
+    }
+    if (!l->is_unix) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (l->o.reuseport &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            int e = errno;
+            close(fd);
+            tether__conn_cfg_unref(l->cfg);
+            free(l);
+            return tether__set_error(out_err, tether__errno_to_err(e),
+                                     "listen on %s: SO_REUSEPORT: %s", url, strerror(e));
+        }
+    }
+    int r = bind(fd, (struct sockaddr *)&ss, sl);
+    if (r != 0 && errno == EADDRINUSE && l->is_unix && unix_path_is_stale(&ss, sl)) {
+        unlink(((struct sockaddr_un *)&ss)->sun_path);
+        r = bind(fd, (struct sockaddr *)&ss, sl);
+    }
+    if (r != 0 || listen(fd, l->o.backlog) != 0) {
+        int e = errno;
+        close(fd);
+        tether__conn_cfg_unref(l->cfg);
+        free(l);
+        return tether__set_error(out_err, tether__errno_to_err(e), "listen on %s: %s", url,
+                                 strerror(e));
+    }
+    if (l->is_unix && u.path[0] != '\0') {
+        snprintf(l->unix_path, sizeof l->unix_path, "%s", u.path);
+    }
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &bl) == 0) {
+        listener_format_url(l, &bound, bl);
+    } else {
+        snprintf(l->url, sizeof l->url, "%s", url);
+    }
+    tether__io_init(&l->io, fd, listener_on_readable);
+    rv = tether__io_set(loop, &l->io, TETHER_EV_READ);
+    if (rv != TETHER_OK) {
+        close(fd);
+        if (l->unix_path[0] != '\0') {
+            unlink(l->unix_path);
+        }
+        tether__conn_cfg_unref(l->cfg);
+        free(l);
+        return tether__set_error(out_err, rv, "listen on %s: cannot watch the socket", url);
+    }
+    tether__loop_handle_add(loop, true);
+    *out = l;
+    return TETHER_OK;
+}
+
+void tether_listener_close(tether_listener *l)
+{
+    if (l == NULL || l->closed) {
+        return;
+    }
+    l->closed = true;
+    tether__io_stop(l->loop, &l->io);
+    close(l->io.fd);
+    l->io.fd = -1;
+    if (l->unix_path[0] != '\0') {
+        unlink(l->unix_path);
+    }
+    tether__tnode_stop(l->loop, &l->backoff_timer);
+    /* Connections still handshaking outlive us; they must not call back
+     * into a freed listener. */
+    l->cfg->listener = NULL;
+    tether__loop_handle_remove(l->loop, true);
+    /* Freed from the loop: we may be inside our own accept dispatch. */
+    l->loop->handles++;
+    tether__pending_queue(l->loop, &l->free_pend);
+}
+
+int tether_listener_port(const tether_listener *l)
+{
+    return l != NULL ? l->port : 0;
+}
+
+const char *tether_listener_url(const tether_listener *l)
+{
+    return l != NULL ? l->url : "";
+}

@@ -1,0 +1,476 @@
+/* The event loop: level-triggered epoll, timers, deferred work and a
+ * thread-safe wakeup through an eventfd.
+ *
+ * One iteration: update the clock, run expired timers, run deferred work,
+ * flush connections with queued output, then block in epoll_wait for at
+ * most the time to the next timer (not at all if deferred work is waiting),
+ * and dispatch the ready fds. Objects are only ever freed from deferred
+ * work, so the pointers in one batch of epoll events stay valid while it is
+ * dispatched. */
+#include "loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct tether__post {
+    struct tether__post *next;
+    tether_post_cb cb;
+    void *ud;
+};
+
+uint64_t tether__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint32_t to_epoll(unsigned ev)
+{
+    uint32_t e = 0;
+    if (ev & TETHER_EV_READ) {
+        e |= EPOLLIN;
+    }
+    if (ev & TETHER_EV_WRITE) {
+        e |= EPOLLOUT;
+    }
+    return e;
+}
+
+void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
+{
+    io->fd = fd;
+    io->events = 0;
+    io->registered = false;
+    io->cb = cb;
+}
+
+int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
+{
+    if (io->registered && io->events == events) {
+        return TETHER_OK;
+    }
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+    int op = io->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(loop->epfd, op, io->fd, &ev) != 0) {
+        return tether__errno_to_err(errno);
+    }
+    io->registered = true;
+    io->events = events;
+    return TETHER_OK;
+}
+
+void tether__io_stop(tether_loop *loop, struct tether__io *io)
+{
+    if (io->registered) {
+        /* The fd may already be closed by a transport that failed; then the
+         * kernel dropped it from the epoll set and DEL fails harmlessly. */
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+        io->registered = false;
+        io->events = 0;
+    }
+}
+
+void tether__pending_init(struct tether__pending *p, tether__pending_cb cb)
+{
+    p->next = NULL;
+    p->cb = cb;
+    p->queued = false;
+}
+
+void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
+{
+    if (p->queued) {
+        return;
+    }
+    p->queued = true;
+    p->next = NULL;
+    if (loop->pend_tail != NULL) {
+        loop->pend_tail->next = p;
+    } else {
+        loop->pend_head = p;
+    }
+    loop->pend_tail = p;
+}
+
+void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
+{
+    if (!p->queued) {
+        return;
+    }
+    struct tether__pending *prev = NULL;
+    for (struct tether__pending *it = loop->pend_head; it != NULL; it = it->next) {
+        if (it == p) {
+            if (prev != NULL) {
+                prev->next = p->next;
+            } else {
+                loop->pend_head = p->next;
+            }
+            if (loop->pend_tail == p) {
+                loop->pend_tail = prev;
+            }
+            break;
+        }
+        prev = it;
+    }
+    p->queued = false;
+    p->next = NULL;
+}
+
+void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
+{
+    f->next = NULL;
+    f->cb = cb;
+    f->queued = false;
+}
+
+void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
+{
+    if (f->queued) {
+        return;
+    }
+    f->queued = true;
+    f->next = loop->flush_head;
+    loop->flush_head = f;
+}
+
+uint8_t *tether__loop_rbuf(tether_loop *loop)
+{
+    if (loop->rbuf == NULL) {
+        loop->rbuf = malloc(TETHER__RBUF_SIZE);
+    }
+    return loop->rbuf;
+}
+
+static void wake_on_readable(struct tether__io *io, unsigned revents)
+{
+    (void)revents;
+    tether_loop *loop = tether__container_of(io, tether_loop, wake_io);
+    uint64_t v;
+    /* Reset the flag before draining: a post racing with us either sees the
+     * flag cleared and writes again, or its write is drained here and its
+     * node is already in the queue we are about to run. */
+    atomic_store(&loop->wake_armed, false);
+    while (read(loop->evfd, &v, sizeof v) > 0) {
+    }
+}
+
+void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
+{
+    if (opts == NULL || size < sizeof(size_t)) {
+        return;
+    }
+    tether_loop_opts d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
+    if (size > sizeof d) {
+        memset((char *)opts + sizeof d, 0, size - sizeof d);
+    }
+}
+
+int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
+{
+    if (out == NULL) {
+        return TETHER_EINVAL;
+    }
+    *out = NULL;
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return TETHER_EINVAL; /* not initialised with tether_loop_opts_init() */
+    }
+    tether_loop *loop = calloc(1, sizeof *loop);
+    if (loop == NULL) {
+        return TETHER_ENOMEM;
+    }
+    tether_loop_opts_init(&loop->opts);
+    if (opts != NULL) {
+        tether__opts_merge(&loop->opts, sizeof loop->opts, opts);
+        loop->opts.size = sizeof loop->opts;
+    }
+    if (loop->opts.dns_timeout_ms < 0 || loop->opts.dns_tries < 0) {
+        free(loop);
+        return TETHER_EINVAL;
+    }
+    if (loop->opts.dns_servers != NULL) {
+        loop->dns_servers = strdup(loop->opts.dns_servers);
+        if (loop->dns_servers == NULL) {
+            free(loop);
+            return TETHER_ENOMEM;
+        }
+        loop->opts.dns_servers = loop->dns_servers;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        int rv = tether__errno_to_err(errno);
+        free(loop->dns_servers);
+        free(loop);
+        return rv;
+    }
+    loop->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->evfd < 0) {
+        int rv = tether__errno_to_err(errno);
+        close(loop->epfd);
+        free(loop->dns_servers);
+        free(loop);
+        return rv;
+    }
+    pthread_mutex_init(&loop->post_mu, NULL);
+    atomic_init(&loop->wake_armed, false);
+    atomic_init(&loop->posts_queued, 0);
+    loop->events_cap = 256;
+    loop->events = malloc((size_t)loop->events_cap * sizeof *loop->events);
+    tether__io_init(&loop->wake_io, loop->evfd, wake_on_readable);
+    if (loop->events == NULL || tether__io_set(loop, &loop->wake_io, TETHER_EV_READ) != 0) {
+        free(loop->events);
+        close(loop->evfd);
+        close(loop->epfd);
+        pthread_mutex_destroy(&loop->post_mu);
+        free(loop->dns_servers);
+        free(loop);
+        return TETHER_ENOMEM;
+    }
+    loop->now = tether__now_ms();
+
+    *out = loop;
+    return TETHER_OK;
+}
+
+void tether__dns_loop_free(tether_loop *loop) __attribute__((weak));
+
+int tether_loop_free(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return TETHER_OK;
+    }
+    if (loop->running) {
+        return TETHER_EBUSY;
+    }
+    if (loop->handles > 0 || loop->pend_head != NULL ||
+        atomic_load(&loop->posts_queued) > 0) {
+        return TETHER_EBUSY;
+    }
+    if (loop->dns != NULL && tether__dns_loop_free != NULL) {
+        tether__dns_loop_free(loop);
+    }
+    tether__io_stop(loop, &loop->wake_io);
+    close(loop->evfd);
+    close(loop->epfd);
+    pthread_mutex_destroy(&loop->post_mu);
+    free(loop->heap);
+    free(loop->events);
+    free(loop->rbuf);
+    free(loop->dns_servers);
+    free(loop);
+    return TETHER_OK;
+}
+
+static void run_posts(tether_loop *loop)
+{
+    if (atomic_load(&loop->posts_queued) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&loop->post_mu);
+    struct tether__post *p = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_mu);
+    /* User callbacks run without the lock held, so they may post again. */
+    while (p != NULL) {
+        struct tether__post *next = p->next;
+        atomic_fetch_sub(&loop->posts_queued, 1);
+        p->cb(loop, p->ud);
+        free(p);
+        p = next;
+    }
+}
+
+static void run_pending(tether_loop *loop)
+{
+    /* Only the work queued before we started: work queued by these
+     * callbacks runs on the next iteration (which will not block). */
+    struct tether__pending *p = loop->pend_head;
+    struct tether__pending *last = loop->pend_tail;
+    if (p == NULL) {
+        return;
+    }
+    loop->pend_head = loop->pend_tail = NULL;
+    for (;;) {
+        struct tether__pending *next = p->next;
+        bool was_last = (p == last);
+        p->queued = false;
+        p->next = NULL;
+        p->cb(p);
+        if (was_last) {
+            break;
+        }
+        p = next;
+    }
+}
+
+static void run_flushes(tether_loop *loop)
+{
+    while (loop->flush_head != NULL) {
+        struct tether__flush *f = loop->flush_head;
+        loop->flush_head = f->next;
+        f->next = NULL;
+        f->queued = false;
+        f->cb(f);
+    }
+}
+
+static bool loop_alive(const tether_loop *loop)
+{
+    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0;
+}
+
+static int loop_iterate(tether_loop *loop, int timeout_ms)
+{
+    loop->now = tether__now_ms();
+    tether__timers_run(loop);
+    run_posts(loop);
+    run_pending(loop);
+    run_flushes(loop);
+
+    int timeout = timeout_ms;
+    if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0) {
+        timeout = 0;
+    } else {
+        int t = tether__timers_next_timeout(loop);
+        if (t >= 0 && (timeout < 0 || t < timeout)) {
+            timeout = t;
+        }
+    }
+
+    int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
+    if (n < 0) {
+        if (errno == EINTR) {
+            return 0;
+        }
+        return tether__errno_to_err(errno);
+    }
+    loop->now = tether__now_ms();
+    for (int i = 0; i < n; i++) {
+        struct tether__io *io = loop->events[i].data.ptr;
+        uint32_t e = loop->events[i].events;
+        unsigned rev = 0;
+        /* Errors and hang-ups are reported as readiness: the owner's read or
+         * write then fails with the precise error. */
+        if (e & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+            rev |= TETHER_EV_READ;
+        }
+        if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+            rev |= TETHER_EV_WRITE;
+        }
+        /* Owners that stopped watching during this batch are skipped. */
+        rev &= io->events;
+        if (io->registered && rev != 0) {
+            io->cb(io, rev);
+        }
+    }
+    if (n == loop->events_cap && loop->events_cap < 4096) {
+        struct epoll_event *bigger =
+            realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
+        if (bigger != NULL) {
+            loop->events = bigger;
+            loop->events_cap *= 2;
+        }
+    }
+    /* Run the timers and work that became due during dispatch now, so that
+     * run_once() with a timeout sees them before it returns. */
+    tether__timers_run(loop);
+    run_posts(loop);
+    run_pending(loop);
+    run_flushes(loop);
+    return 0;
+}
+
+int tether_loop_run_once(tether_loop *loop, int timeout_ms)
+{
+    if (loop == NULL) {
+        return TETHER_EINVAL;
+    }
+    if (loop->running) {
+        return TETHER_EBUSY;
+    }
+    loop->running = true;
+    int rv = loop_iterate(loop, timeout_ms);
+    loop->running = false;
+    if (rv < 0) {
+        return rv;
+    }
+    return loop_alive(loop) ? 1 : 0;
+}
+
+int tether_loop_run(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return TETHER_EINVAL;
+    }
+    if (loop->running) {
+        return TETHER_EBUSY;
+    }
+    loop->running = true;
+    loop->stop = false;
+    int rv = 0;
+    while (!loop->stop && loop_alive(loop)) {
+        rv = loop_iterate(loop, -1);
+        if (rv < 0) {
+            break;
+        }
+    }
+    loop->stop = false;
+    loop->running = false;
+    return rv < 0 ? rv : TETHER_OK;
+}
+
+void tether_loop_stop(tether_loop *loop)
+{
+    if (loop != NULL) {
+        loop->stop = true;
+    }
+}
+
+void tether_loop_wakeup(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    if (!atomic_exchange(&loop->wake_armed, true)) {
+        uint64_t one = 1;
+        ssize_t r = write(loop->evfd, &one, sizeof one);
+        (void)r; /* EAGAIN means the counter is already non-zero: awake anyway */
+    }
+}
+
+int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
+{
+    if (loop == NULL || cb == NULL) {
+        return TETHER_EINVAL;
+    }
+    struct tether__post *p = malloc(sizeof *p);
+    if (p == NULL) {
+        return TETHER_ENOMEM;
+    }
+    p->next = NULL;
+    p->cb = cb;
+    p->ud = ud;
+    pthread_mutex_lock(&loop->post_mu);
+    if (loop->post_tail != NULL) {
+        loop->post_tail->next = p;
+    } else {
+        loop->post_head = p;
+    }
+    loop->post_tail = p;
+    atomic_fetch_add(&loop->posts_queued, 1);
+    pthread_mutex_unlock(&loop->post_mu);
+    tether_loop_wakeup(loop);
+    return TETHER_OK;
+}
+
+uint64_t tether_loop_now(const tether_loop *loop)
+{
+    return loop != NULL ? loop->now : 0;
+}

@@ -1,0 +1,149 @@
+/* Internal side of the event loop: I/O watchers, internal timers, deferred
+ * work and the per-loop resources shared by every connection. */
+#ifndef TETHER_LOOP_INT_H
+#define TETHER_LOOP_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+
+#include "internal.h"
+#include "transport.h"
+
+struct tether__io;
+typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
+
+/* An fd watched by the loop. Embedded in the object that owns the fd; epoll
+ * carries a pointer to it, so the owner must stay allocated until the end
+ * of the current dispatch (all frees go through the pending queue). */
+struct tether__io {
+    int fd;
+    unsigned events; /* TETHER_EV_* currently registered with epoll */
+    bool registered;
+    tether__io_cb cb;
+};
+
+/* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
+ * in its owner; `queued` prevents double insertion. */
+struct tether__pending;
+typedef void (*tether__pending_cb)(struct tether__pending *p);
+struct tether__pending {
+    struct tether__pending *next;
+    tether__pending_cb cb;
+    bool queued;
+};
+
+/* An internal timer: a node of the loop's min-heap. */
+struct tether__tnode;
+typedef void (*tether__tnode_cb)(struct tether__tnode *n);
+struct tether__tnode {
+    uint64_t deadline; /* loop ms */
+    uint64_t seq;      /* start order, breaks ties */
+    uint32_t index;    /* position in the heap, TETHER__TNODE_IDLE when not armed */
+    tether__tnode_cb cb;
+};
+#define TETHER__TNODE_IDLE UINT32_MAX
+
+struct tether__post; /* a callback posted from another thread */
+
+/* Work to run just before the loop blocks in epoll_wait: connections with
+ * queued output flush there, so that everything sent during one iteration
+ * goes out in as few system calls as possible. */
+struct tether__flush;
+typedef void (*tether__flush_cb)(struct tether__flush *f);
+struct tether__flush {
+    struct tether__flush *next;
+    tether__flush_cb cb;
+    bool queued;
+};
+
+/* Size of the read buffer shared by all connections of a loop. */
+#define TETHER__RBUF_SIZE (128u * 1024u)
+
+struct tether_loop {
+    int epfd;
+    int evfd;
+    struct tether__io wake_io;
+    atomic_bool wake_armed; /* an eventfd write is outstanding */
+
+    uint64_t now;
+    uint64_t timer_seq;
+    struct tether__tnode **heap;
+    uint32_t heap_len;
+    uint32_t heap_cap;
+
+    struct tether__pending *pend_head;
+    struct tether__pending *pend_tail;
+    struct tether__flush *flush_head;
+
+    pthread_mutex_t post_mu;
+    struct tether__post *post_head;
+    struct tether__post *post_tail;
+    atomic_size_t posts_queued;
+
+    size_t active;        /* live handles: conns, listeners, armed user timers */
+    size_t handles;       /* every allocated handle, for tether_loop_free */
+    bool stop;
+    bool running;         /* inside run/run_once: guards against nesting */
+
+    uint8_t *rbuf;        /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
+
+    struct epoll_event *events;
+    int events_cap;
+
+    void *dns;            /* resolver state (dns.c), created on first use */
+    tether_loop_opts opts;
+    char *dns_servers;    /* owned copy of opts.dns_servers */
+};
+
+/* I/O watchers. start/update sets the full interest set; 0 events keeps the
+ * fd registered with no interest (cheaper than DEL/ADD for a moment). */
+void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb);
+int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events);
+void tether__io_stop(tether_loop *loop, struct tether__io *io);
+
+/* Internal timers. */
+void tether__tnode_init(struct tether__tnode *n, tether__tnode_cb cb);
+void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t timeout_ms);
+void tether__tnode_stop(tether_loop *loop, struct tether__tnode *n);
+static inline bool tether__tnode_active(const struct tether__tnode *n)
+{
+    return n->index != TETHER__TNODE_IDLE;
+}
+
+/* Deferred work. */
+void tether__pending_init(struct tether__pending *p, tether__pending_cb cb);
+void tether__pending_queue(tether_loop *loop, struct tether__pending *p);
+void tether__pending_cancel(tether_loop *loop, struct tether__pending *p);
+
+void tether__flush_init(struct tether__flush *f, tether__flush_cb cb);
+void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
+
+/* Handle accounting. `active` keeps tether_loop_run() running; `handles`
+ * keeps tether_loop_free() from freeing a loop that still has them. */
+static inline void tether__loop_handle_add(tether_loop *loop, bool active)
+{
+    loop->handles++;
+    if (active) {
+        loop->active++;
+    }
+}
+static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
+{
+    loop->handles--;
+    if (active) {
+        loop->active--;
+    }
+}
+
+/* The shared read buffer (NULL on allocation failure). */
+uint8_t *tether__loop_rbuf(tether_loop *loop);
+
+/* Monotonic clock in milliseconds. */
+uint64_t tether__now_ms(void);
+
+/* Timer heap (timer.c). */
+int tether__timers_run(tether_loop *loop);
+int tether__timers_next_timeout(const tether_loop *loop);
+
+#endif /* TETHER_LOOP_INT_H */

@@ -1,0 +1,328 @@
+/* The blocking API: a private loop per connection, run only inside calls
+ * until the operation completes or its deadline passes. It is the event
+ * API's code path with a wait around it, not a second implementation. */
+#include "conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Received messages held for tether_sync_recv(); reading pauses above this
+ * many bytes so that a peer cannot make us buffer without bound. */
+#define SYNC_RECV_LIMIT (4u * 1024u * 1024u)
+
+struct sync_msg {
+    struct sync_msg *next;
+    size_t len;
+    uint8_t data[];
+};
+
+struct tether_sync {
+    tether_loop *loop;
+    tether_conn *c;
+    bool connect_done;
+    int connect_status;
+    bool closed;
+    int close_reason;
+    bool paused;
+    struct sync_msg *head;
+    struct sync_msg *tail;
+    size_t held;
+    int close_timeout_ms;
+    char err[TETHER_ERROR_MSG_MAX];
+};
+
+static void sync_set_err(tether_sync *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sync_set_err(tether_sync *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    va_end(ap);
+}
+
+static void sync_on_connect(tether_conn *c, int status, void *ud)
+{
+    tether_sync *s = ud;
+    s->connect_done = true;
+    s->connect_status = status;
+    if (status != TETHER_OK) {
+        sync_set_err(s, "%s", tether_conn_last_error(c));
+    }
+}
+
+static void sync_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    tether_sync *s = ud;
+    struct sync_msg *m = malloc(sizeof *m + len);
+    if (m == NULL) {
+        /* Losing a message silently is not an option: end the connection
+         * so the caller learns about it. */
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory holding a %zu-byte message", len);
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    if (len > 0) {
+        memcpy(m->data, data, len);
+    }
+    if (s->tail != NULL) {
+        s->tail->next = m;
+    } else {
+        s->head = m;
+    }
+    s->tail = m;
+    s->held += len;
+    if (s->held > SYNC_RECV_LIMIT && !s->paused) {
+        s->paused = true;
+        tether_conn_pause(c);
+    }
+}
+
+static void sync_on_close(tether_conn *c, int reason, void *ud)
+{
+    tether_sync *s = ud;
+    s->closed = true;
+    s->close_reason = reason;
+    if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
+        sync_set_err(s, "%s", tether_conn_last_error(c));
+    }
+    s->c = NULL;
+}
+
+static uint64_t deadline_of(int timeout_ms)
+{
+    return timeout_ms < 0 ? UINT64_MAX : tether__now_ms() + (uint64_t)timeout_ms;
+}
+
+/* Runs the loop once, for at most the time left. Returns TETHER_ETIMEDOUT
+ * once the deadline has passed. */
+static int sync_step(tether_sync *s, uint64_t deadline)
+{
+    uint64_t now = tether__now_ms();
+    if (deadline != UINT64_MAX && now >= deadline) {
+        return TETHER_ETIMEDOUT;
+    }
+    int wait = -1;
+    if (deadline != UINT64_MAX) {
+        uint64_t left = deadline - now;
+        wait = left > INT32_MAX ? INT32_MAX : (int)left;
+    }
+    int rv = tether_loop_run_once(s->loop, wait);
+    return rv < 0 ? rv : TETHER_OK;
+}
+
+static void sync_free(tether_sync *s)
+{
+    /* Let a lingering close finish; it is bounded by the library's linger
+     * time, so this cannot hang. */
+    for (int i = 0; i < 1000 && tether_loop_run_once(s->loop, 100) > 0; i++) {
+    }
+    tether_loop_free(s->loop);
+    struct sync_msg *m = s->head;
+    while (m != NULL) {
+        struct sync_msg *next = m->next;
+        free(m);
+        m = next;
+    }
+    free(s);
+}
+
+int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_opts *opts,
+                        int timeout_ms, tether_error *out_err)
+{
+    if (out_err != NULL) {
+        out_err->code = TETHER_OK;
+        out_err->message[0] = '\0';
+    }
+    if (out == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
+    }
+    *out = NULL;
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return tether__set_error(out_err, TETHER_EINVAL,
+                                 "options not initialised with tether_conn_opts_init()");
+    }
+    tether_sync *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    int rv = tether_loop_new(&s->loop, NULL);
+    if (rv != TETHER_OK) {
+        free(s);
+        return tether__set_error(out_err, rv, "cannot create a loop: %s", tether_strerror(rv));
+    }
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    if (opts != NULL) {
+        tether__opts_merge(&o, sizeof o, opts);
+        o.size = sizeof o;
+    }
+    o.userdata = s;
+    o.on_connect = sync_on_connect;
+    o.on_message = sync_on_message;
+    o.on_drain = NULL;
+    o.on_close = sync_on_close;
+    if (timeout_ms >= 0 && (o.connect_timeout_ms < 0 || timeout_ms < o.connect_timeout_ms)) {
+        o.connect_timeout_ms = timeout_ms;
+    }
+    s->close_timeout_ms = o.close_timeout_ms;
+    rv = tether_conn_dial(&s->c, s->loop, url, &o, out_err);
+    if (rv != TETHER_OK) {
+        tether_loop_free(s->loop);
+        free(s);
+        return rv;
+    }
+    uint64_t deadline = deadline_of(timeout_ms);
+    while (!s->connect_done) {
+        rv = sync_step(s, deadline);
+        if (rv != TETHER_OK) {
+            break;
+        }
+    }
+    if (!s->connect_done) {
+        tether_conn_abort(s->c);
+        sync_set_err(s, "connect to %s timed out after %d ms", url, timeout_ms);
+        rv = TETHER_ETIMEDOUT;
+    } else {
+        rv = s->connect_status;
+    }
+    if (rv != TETHER_OK) {
+        tether__set_error(out_err, rv, "%s", s->err[0] ? s->err : tether_strerror(rv));
+        sync_free(s);
+        return rv;
+    }
+    *out = s;
+    return TETHER_OK;
+}
+
+static int sync_closed_status(const tether_sync *s)
+{
+    return s->close_reason == TETHER_OK ? TETHER_ECLOSED : s->close_reason;
+}
+
+int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_ms)
+{
+    if (s == NULL || (data == NULL && len > 0)) {
+        return TETHER_EINVAL;
+    }
+    if (s->closed) {
+        return sync_closed_status(s);
+    }
+    uint64_t deadline = deadline_of(timeout_ms);
+    int rv;
+    for (;;) {
+        rv = tether_conn_send(s->c, data, len);
+        if (rv != TETHER_EAGAIN) {
+            break;
+        }
+        rv = sync_step(s, deadline);
+        if (rv != TETHER_OK) {
+            sync_set_err(s, "send timed out after %d ms: the send queue stayed full", timeout_ms);
+            return rv;
+        }
+        if (s->closed) {
+            return sync_closed_status(s);
+        }
+    }
+    if (rv != TETHER_OK) {
+        sync_set_err(s, "send failed: %s", tether_strerror(rv));
+        return rv;
+    }
+    while (!s->closed && tether_conn_queued(s->c) > 0) {
+        rv = sync_step(s, deadline);
+        if (rv != TETHER_OK) {
+            sync_set_err(s, "send timed out after %d ms with %zu bytes still queued (they stay "
+                            "queued and will be sent)",
+                         timeout_ms, tether_conn_queued(s->c));
+            return rv;
+        }
+    }
+    if (s->closed) {
+        return sync_closed_status(s);
+    }
+    return TETHER_OK;
+}
+
+int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
+{
+    if (s == NULL || out_msg == NULL) {
+        return TETHER_EINVAL;
+    }
+    out_msg->data = NULL;
+    out_msg->len = 0;
+    uint64_t deadline = deadline_of(timeout_ms);
+    while (s->head == NULL) {
+        if (s->closed) {
+            return sync_closed_status(s);
+        }
+        int rv = sync_step(s, deadline);
+        if (rv != TETHER_OK) {
+            if (rv == TETHER_ETIMEDOUT) {
+                sync_set_err(s, "no message within %d ms", timeout_ms);
+            }
+            return rv;
+        }
+    }
+    struct sync_msg *m = s->head;
+    s->head = m->next;
+    if (s->head == NULL) {
+        s->tail = NULL;
+    }
+    s->held -= m->len;
+    if (s->paused && s->held <= SYNC_RECV_LIMIT / 2 && s->c != NULL) {
+        s->paused = false;
+        tether_conn_resume(s->c);
+    }
+    size_t len = m->len;
+    if (len > 0) {
+        /* Hand over the payload without another copy: it sits right after
+         * the list node, so move it to the front of the same block. */
+        memmove(m, m->data, len);
+        out_msg->data = (uint8_t *)m;
+        out_msg->len = len;
+    } else {
+        free(m);
+    }
+    return TETHER_OK;
+}
+
+void tether_msg_free(tether_msg *msg)
+{
+    if (msg != NULL) {
+        free(msg->data);
+        msg->data = NULL;
+        msg->len = 0;
+    }
+}
+
+int tether_sync_close(tether_sync *s)
+{
+    if (s == NULL) {
+        return TETHER_OK;
+    }
+    int rv = TETHER_OK;
+    if (!s->closed) {
+        tether_conn_close(s->c);
+        uint64_t deadline = deadline_of(s->close_timeout_ms);
+        while (!s->closed) {
+            if (sync_step(s, deadline) != TETHER_OK) {
+                break;
+            }
+        }
+        if (!s->closed) {
+            tether_conn_abort(s->c);
+            rv = TETHER_ETIMEDOUT;
+        } else {
+            rv = s->close_reason;
+        }
+    }
+    sync_free(s);
+    return rv;
+}
+
+const char *tether_sync_last_error(const tether_sync *s)
+{
+    return s != NULL ? s->err : "";
+}

@@ -1,0 +1,150 @@
+/* The plain transport: a connected, non-blocking TCP or Unix stream socket.
+ *
+ * Writes use sendmsg() with MSG_NOSIGNAL so that a peer that went away
+ * yields EPIPE instead of a SIGPIPE that would kill the process. */
+#include "transport.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct tcp_transport {
+    struct tether_transport base; /* must be first */
+    int last_errno;
+    bool is_unix;
+};
+
+static int tcp_fail(struct tcp_transport *t, int e)
+{
+    t->last_errno = e;
+    return tether__errno_to_err(e);
+}
+
+static int tcp_handshake(struct tether_transport *tr, bool *done)
+{
+    (void)tr;
+    *done = true;
+    return TETHER_OK;
+}
+
+static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                     size_t *nread)
+{
+    struct tcp_transport *t = (struct tcp_transport *)tr;
+    ssize_t n;
+    do {
+        n = iovcnt == 1 ? read(tr->fd, iov[0].iov_base, iov[0].iov_len)
+                        : readv(tr->fd, iov, iovcnt);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *nread = 0;
+            return TETHER_EAGAIN;
+        }
+        *nread = 0;
+        return tcp_fail(t, errno);
+    }
+    *nread = (size_t)n;
+    return TETHER_OK;
+}
+
+static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                      size_t *nwritten)
+{
+    struct tcp_transport *t = (struct tcp_transport *)tr;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = (struct iovec *)iov;
+    mh.msg_iovlen = (size_t)iovcnt;
+    ssize_t n;
+    do {
+        n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        *nwritten = 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return TETHER_EAGAIN;
+        }
+        return tcp_fail(t, errno);
+    }
+    *nwritten = (size_t)n;
+    return TETHER_OK;
+}
+
+static unsigned tcp_want_events(const struct tether_transport *tr)
+{
+    (void)tr;
+    return 0;
+}
+
+static bool tcp_has_pending(const struct tether_transport *tr)
+{
+    (void)tr;
+    return false;
+}
+
+static int tcp_shutdown(struct tether_transport *tr, bool *done)
+{
+    struct tcp_transport *t = (struct tcp_transport *)tr;
+    *done = true;
+    if (shutdown(tr->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+        return tcp_fail(t, errno);
+    }
+    return TETHER_OK;
+}
+
+static void tcp_destroy(struct tether_transport *tr)
+{
+    if (tr->fd >= 0) {
+        close(tr->fd);
+    }
+    free(tr);
+}
+
+static const char *tcp_last_error(const struct tether_transport *tr)
+{
+    const struct tcp_transport *t = (const struct tcp_transport *)tr;
+    return t->last_errno ? strerror(t->last_errno) : NULL;
+}
+
+static const struct tether_transport_ops tcp_ops = {
+    .name = "tcp",
+    .handshake = tcp_handshake,
+    .readv = tcp_readv,
+    .writev = tcp_writev,
+    .want_events = tcp_want_events,
+    .has_pending = tcp_has_pending,
+    .shutdown = tcp_shutdown,
+    .destroy = tcp_destroy,
+    .last_error = tcp_last_error,
+};
+
+static const struct tether_transport_ops unix_ops = {
+    .name = "unix",
+    .handshake = tcp_handshake,
+    .readv = tcp_readv,
+    .writev = tcp_writev,
+    .want_events = tcp_want_events,
+    .has_pending = tcp_has_pending,
+    .shutdown = tcp_shutdown,
+    .destroy = tcp_destroy,
+    .last_error = tcp_last_error,
+};
+
+int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_unix)
+{
+    struct tcp_transport *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        close(fd);
+        *out = NULL;
+        return TETHER_ENOMEM;
+    }
+    t->base.ops = is_unix ? &unix_ops : &tcp_ops;
+    t->base.fd = fd;
+    t->is_unix = is_unix;
+    *out = &t->base;
+    return TETHER_OK;
+}

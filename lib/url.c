@@ -1,0 +1,235 @@
+/* URL parsing. Errors name the URL and the part that is wrong, because a
+ * bare "invalid argument" for a typo in a configuration file is the kind of
+ * message this library exists to avoid. */
+#include "url.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int url_error(tether_error *err, const char *url, const char *fmt, const char *what)
+{
+    char reason[TETHER_ERROR_MSG_MAX];
+    snprintf(reason, sizeof reason, fmt, what);
+    return tether__set_error(err, TETHER_EINVAL, "invalid URL '%.80s': %.160s", url, reason);
+}
+
+static bool host_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_';
+}
+
+static int parse_port(const char *url, const char *p, bool for_listen, int *port,
+                      tether_error *err)
+{
+    if (*p == '\0') {
+        return url_error(err, url, "%s", "missing port after ':'");
+    }
+    long v = 0;
+    for (const char *q = p; *q != '\0'; q++) {
+        if (*q == '/') {
+            return url_error(err, url, "unexpected path '%s' after the port", q);
+        }
+        if (*q < '0' || *q > '9') {
+            return url_error(err, url, "port '%s' is not a number", p);
+        }
+        v = v * 10 + (*q - '0');
+        if (v > 65535) {
+            return url_error(err, url, "port '%s' is out of range (0-65535)", p);
+        }
+    }
+    if (v == 0 && !for_listen) {
+        return url_error(err, url, "%s", "port 0 is only valid for listening");
+    }
+    *port = (int)v;
+    return TETHER_OK;
+}
+
+static int parse_inet(const char *url, const char *rest, bool for_listen, struct tether__url *u,
+                      tether_error *err)
+{
+    const char *port_sep;
+    if (*rest == '[') {
+        const char *close = strchr(rest, ']');
+        if (close == NULL) {
+            return url_error(err, url, "%s", "unterminated '[' in IPv6 address");
+        }
+        size_t hl = (size_t)(close - rest - 1);
+        if (hl == 0 || hl > TETHER__HOST_MAX) {
+            return url_error(err, url, "%s", "empty or overlong IPv6 address");
+        }
+        memcpy(u->host, rest + 1, hl);
+        u->host[hl] = '\0';
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, u->host, &a6) != 1) {
+            return url_error(err, url, "'%s' is not an IPv6 address", u->host);
+        }
+        if (close[1] != ':') {
+            return url_error(err, url, "%s",
+                             close[1] == '\0' ? "missing port" : "expected ':' after ']'");
+        }
+        port_sep = close + 1;
+    } else {
+        port_sep = strrchr(rest, ':');
+        if (port_sep == NULL) {
+            return url_error(err, url, "%s", "missing port (expected host:port)");
+        }
+        size_t hl = (size_t)(port_sep - rest);
+        if (hl == 0) {
+            return url_error(err, url, "%s", "missing host before ':'");
+        }
+        if (hl > TETHER__HOST_MAX) {
+            return url_error(err, url, "%s", "host name longer than 255 bytes");
+        }
+        if (memchr(rest, ':', hl) != NULL) {
+            return url_error(err, url, "%s", "IPv6 addresses must be in brackets, e.g. [::1]:80");
+        }
+        memcpy(u->host, rest, hl);
+        u->host[hl] = '\0';
+        if (strcmp(u->host, "*") == 0) {
+            if (!for_listen) {
+                return url_error(err, url, "%s", "'*' is only valid for listening");
+            }
+            u->wildcard = true;
+        } else {
+            for (size_t i = 0; i < hl; i++) {
+                if (!host_char_ok(u->host[i])) {
+                    return url_error(err, url, "host '%s' contains an invalid character",
+                                     u->host);
+                }
+            }
+        }
+    }
+    return parse_port(url, port_sep + 1, for_listen, &u->port, err);
+}
+
+static int parse_unix(const char *url, const char *rest, struct tether__url *u, tether_error *err)
+{
+    size_t max = sizeof u->path;
+    if (*rest == '@') {
+        /* Linux abstract namespace: a leading NUL byte, no file. */
+        size_t nl = strlen(rest + 1);
+        if (nl == 0) {
+            return url_error(err, url, "%s", "empty abstract socket name after '@'");
+        }
+        if (nl + 1 > max) {
+            return url_error(err, url, "%s", "abstract socket name too long (107 bytes at most)");
+        }
+        u->path[0] = '\0';
+        memcpy(u->path + 1, rest + 1, nl);
+        u->path_len = nl + 1;
+        return TETHER_OK;
+    }
+    if (*rest != '/') {
+        return url_error(err, url, "%s",
+                         "unix URLs need an absolute path (unix:///path) or @name (unix://@name)");
+    }
+    size_t pl = strlen(rest);
+    if (pl + 1 > max) {
+        return url_error(err, url, "%s", "unix socket path too long (107 bytes at most)");
+    }
+    memcpy(u->path, rest, pl + 1);
+    u->path_len = pl;
+    return TETHER_OK;
+}
+
+int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err)
+{
+    if (url == NULL || u == NULL) {
+        return tether__set_error(err, TETHER_EINVAL, "URL is NULL");
+    }
+    memset(u, 0, sizeof *u);
+    const char *sep = strstr(url, "://");
+    if (sep == NULL) {
+        return url_error(err, url, "%s",
+                         "missing scheme (expected tcp://, tls:// or unix://)");
+    }
+    size_t sl = (size_t)(sep - url);
+    const char *rest = sep + 3;
+    if (sl == 3 && strncmp(url, "tcp", 3) == 0) {
+        u->scheme = TETHER__SCHEME_TCP;
+    } else if (sl == 3 && strncmp(url, "tls", 3) == 0) {
+        u->scheme = TETHER__SCHEME_TLS;
+    } else if (sl == 4 && strncmp(url, "unix", 4) == 0) {
+        u->scheme = TETHER__SCHEME_UNIX;
+        return parse_unix(url, rest, u, err);
+    } else {
+        char scheme[32];
+        snprintf(scheme, sizeof scheme, "%.*s", (int)TETHER__MIN(sl, 24), url);
+        return url_error(err, url, "unknown scheme '%s' (expected tcp, tls or unix)", scheme);
+    }
+    if (*rest == '\0') {
+        return url_error(err, url, "%s", "missing host and port");
+    }
+    return parse_inet(url, rest, for_listen, u, err);
+}
+
+int tether__url_sockaddr(const struct tether__url *u, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (u->scheme == TETHER__SCHEME_UNIX) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, u->path, u->path_len);
+        /* Abstract names are length-delimited; paths are NUL-terminated. */
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + u->path_len +
+                           (u->path[0] == '\0' ? 0 : 1));
+        return TETHER_OK;
+    }
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (u->wildcard) {
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        sin->sin_port = htons((uint16_t)u->port);
+        *len = sizeof *sin;
+        return TETHER_OK;
+    }
+    if (inet_pton(AF_INET, u->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)u->port);
+        *len = sizeof *sin;
+        return TETHER_OK;
+    }
+    if (inet_pton(AF_INET6, u->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)u->port);
+        *len = sizeof *sin6;
+        return TETHER_OK;
+    }
+    return TETHER_EAGAIN;
+}
+
+void tether__addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (buflen == 0) {
+        return;
+    }
+    buf[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
+        snprintf(buf, buflen, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof ip);
+        snprintf(buf, buflen, "[%s]:%u", ip, (unsigned)ntohs(sin6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t pl = len > off ? (size_t)len - off : 0;
+        if (pl > 0 && sun->sun_path[0] == '\0') {
+            snprintf(buf, buflen, "unix:@%.*s", (int)(pl - 1), sun->sun_path + 1);
+        } else if (pl > 0) {
+            snprintf(buf, buflen, "unix:%.*s", (int)strnlen(sun->sun_path, pl), sun->sun_path);
+        } else {
+            snprintf(buf, buflen, "unix:(unnamed)");
+        }
+    } else {
+        snprintf(buf, buflen, "(family %d)", sa->sa_family);
+    }
+}

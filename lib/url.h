@@ -1,0 +1,41 @@
+/* Parsing of connection URLs: tcp://, tls://, unix://. */
+#ifndef TETHER_URL_H
+#define TETHER_URL_H
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "internal.h"
+
+enum tether__scheme {
+    TETHER__SCHEME_TCP,
+    TETHER__SCHEME_TLS,
+    TETHER__SCHEME_UNIX,
+};
+
+#define TETHER__HOST_MAX 255
+
+struct tether__url {
+    enum tether__scheme scheme;
+    char host[TETHER__HOST_MAX + 1]; /* without brackets for IPv6 */
+    int port;                        /* 0..65535 */
+    bool wildcard;                   /* "*" host (listen only) */
+    /* unix: the sun_path bytes; an abstract name starts with a NUL byte */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    size_t path_len;
+};
+
+/* Parses url. for_listen allows port 0 and the "*" host. On failure returns
+ * TETHER_EINVAL and fills err with a message naming what is wrong. */
+int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err);
+
+/* Fills a sockaddr for a numeric host (IPv4 or IPv6 literal, or the
+ * wildcard) or a Unix path. Returns TETHER_EAGAIN if the host is a name
+ * that needs resolving. */
+int tether__url_sockaddr(const struct tether__url *u, struct sockaddr_storage *ss,
+                         socklen_t *len);
+
+/* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
+void tether__addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+#endif /* TETHER_URL_H */

@@ -1,0 +1,147 @@
+/* Shared fixtures for the check suites (see helpers.h). */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+tether_loop *th_loop;
+
+void th_setup(void)
+{
+    th_loop = NULL;
+    ck_assert_int_eq(tether_loop_new(&th_loop, NULL), TETHER_OK);
+}
+
+void th_teardown(void)
+{
+    /* Lingering closes end within the library's linger bound (2 s). */
+    th_run_idle(5000);
+    int rv = tether_loop_free(th_loop);
+    ck_assert_msg(rv == TETHER_OK, "loop still has live handles at teardown: %s",
+                  tether_err_name(rv));
+    th_loop = NULL;
+}
+
+uint64_t th_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool th_run_until(const volatile bool *flag, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    while (!*flag) {
+        uint64_t now = th_now_ms();
+        if (now >= deadline) {
+            break;
+        }
+        int left = (int)(deadline - now);
+        ck_assert_int_ge(tether_loop_run_once(th_loop, left > 50 ? 50 : left), 0);
+    }
+    return *flag;
+}
+
+bool th_run_until_pred(bool (*pred)(void *arg), void *arg, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    while (!pred(arg)) {
+        uint64_t now = th_now_ms();
+        if (now >= deadline) {
+            return pred(arg);
+        }
+        int left = (int)(deadline - now);
+        ck_assert_int_ge(tether_loop_run_once(th_loop, left > 50 ? 50 : left), 0);
+    }
+    return true;
+}
+
+bool th_run_idle(int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    for (;;) {
+        int rv = tether_loop_run_once(th_loop, 0);
+        ck_assert_int_ge(rv, 0);
+        if (rv == 0) {
+            return true;
+        }
+        uint64_t now = th_now_ms();
+        if (now >= deadline) {
+            return false;
+        }
+        rv = tether_loop_run_once(th_loop, 20);
+        ck_assert_int_ge(rv, 0);
+        if (rv == 0) {
+            return true;
+        }
+    }
+}
+
+tether_listener *th_listen_tcp(const tether_listen_opts *opts)
+{
+    tether_listener *l = NULL;
+    tether_error err;
+    int rv = tether_listen(&l, th_loop, "tcp://127.0.0.1:0", opts, &err);
+    ck_assert_msg(rv == TETHER_OK, "listen failed: %s", err.message);
+    ck_assert_int_gt(tether_listener_port(l), 0);
+    return l;
+}
+
+const char *th_url_of(const tether_listener *l)
+{
+    static char buf[64];
+    snprintf(buf, sizeof buf, "tcp://127.0.0.1:%d", tether_listener_port(l));
+    return buf;
+}
+
+void th_fill(uint8_t *buf, size_t len, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1u;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        buf[i] = (uint8_t)x;
+    }
+}
+
+bool th_check(const uint8_t *buf, size_t len, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1u;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        if (buf[i] != (uint8_t)x) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int th_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (d == NULL) {
+        return -1;
+    }
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own fd */
+}
+
+int th_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

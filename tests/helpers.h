@@ -1,0 +1,56 @@
+/* Shared fixtures for the check suites: a loop per test that must end with
+ * no live handles, bounded waits, and loopback listeners on port 0. */
+#ifndef TETHER_TEST_HELPERS_H
+#define TETHER_TEST_HELPERS_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/tether.h>
+
+/* The loop of the current test (created by th_setup, freed by th_teardown). */
+extern tether_loop *th_loop;
+
+/* Creates th_loop. */
+void th_setup(void);
+
+/* Closes nothing by itself: runs the loop until every handle the test left
+ * is gone (bounded), then asserts that tether_loop_free() succeeds, i.e. no
+ * handle leaked. */
+void th_teardown(void);
+
+/* Runs th_loop until *flag becomes true or ms milliseconds pass; returns the
+ * final value of *flag. */
+bool th_run_until(const volatile bool *flag, int ms);
+
+/* Runs th_loop until pred(arg) holds or ms pass. */
+bool th_run_until_pred(bool (*pred)(void *arg), void *arg, int ms);
+
+/* Runs th_loop until it has nothing active, at most ms. Returns true if it
+ * went idle. */
+bool th_run_idle(int ms);
+
+/* Listens on tcp://127.0.0.1:0 with the given options; asserts success. */
+tether_listener *th_listen_tcp(const tether_listen_opts *opts);
+
+/* "tcp://127.0.0.1:PORT" for a listener, in a static buffer. */
+const char *th_url_of(const tether_listener *l);
+
+/* Monotonic milliseconds. */
+uint64_t th_now_ms(void);
+
+/* Fills buf with a pattern derived from seed, so corruption is detectable. */
+void th_fill(uint8_t *buf, size_t len, uint32_t seed);
+
+/* Checks a buffer filled by th_fill. */
+bool th_check(const uint8_t *buf, size_t len, uint32_t seed);
+
+/* Number of open file descriptors of this process. */
+int th_count_fds(void);
+
+/* Runs a suite and returns an exit status (0 when every test passed). */
+int th_run_suite(Suite *s);
+
+#endif /* TETHER_TEST_HELPERS_H */
