@@ -326,7 +326,7 @@ static bool loop_alive(const tether_loop *loop)
     return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0;
 }
 
-static int loop_iterate(tether_loop *loop, int timeout_ms)
+static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 {
     loop->now = tether__now_ms();
     tether__timers_run(loop);
@@ -335,7 +335,10 @@ static int loop_iterate(tether_loop *loop, int timeout_ms)
     run_flushes(loop);
 
     int timeout = timeout_ms;
-    if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0) {
+    if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
+        (until_idle && !loop_alive(loop))) {
+        /* Work is waiting, or tether_loop_run() is about to return because
+         * nothing is left: do not block. */
         timeout = 0;
     } else {
         int t = tether__timers_next_timeout(loop);
@@ -396,7 +399,7 @@ int tether_loop_run_once(tether_loop *loop, int timeout_ms)
         return TETHER_EBUSY;
     }
     loop->running = true;
-    int rv = loop_iterate(loop, timeout_ms);
+    int rv = loop_iterate(loop, timeout_ms, false);
     loop->running = false;
     if (rv < 0) {
         return rv;
@@ -416,7 +419,7 @@ int tether_loop_run(tether_loop *loop)
     loop->stop = false;
     int rv = 0;
     while (!loop->stop && loop_alive(loop)) {
-        rv = loop_iterate(loop, -1);
+        rv = loop_iterate(loop, -1, true);
         if (rv < 0) {
             break;
         }

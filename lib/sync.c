@@ -29,6 +29,7 @@ struct tether_sync {
     struct sync_msg *tail;
     size_t held;
     int close_timeout_ms;
+    size_t hwm;
     char err[TETHER_ERROR_MSG_MAX];
 };
 
@@ -96,21 +97,54 @@ static uint64_t deadline_of(int timeout_ms)
     return timeout_ms < 0 ? UINT64_MAX : tether__now_ms() + (uint64_t)timeout_ms;
 }
 
-/* Runs the loop once, for at most the time left. Returns TETHER_ETIMEDOUT
- * once the deadline has passed. */
-static int sync_step(tether_sync *s, uint64_t deadline)
+/* Runs the loop until done(s) holds or the deadline passes. The first
+ * iteration does not block: API calls made since the last run (a send, a
+ * close) have work queued that may satisfy the condition by itself. */
+static int sync_wait(tether_sync *s, uint64_t deadline, bool (*done)(const tether_sync *s))
 {
-    uint64_t now = tether__now_ms();
-    if (deadline != UINT64_MAX && now >= deadline) {
-        return TETHER_ETIMEDOUT;
+    for (int i = 0; !done(s); i++) {
+        uint64_t now = tether__now_ms();
+        if (i > 0 && deadline != UINT64_MAX && now >= deadline) {
+            return TETHER_ETIMEDOUT;
+        }
+        int wait = -1;
+        if (i == 0) {
+            wait = 0;
+        } else if (deadline != UINT64_MAX) {
+            uint64_t left = deadline - now;
+            wait = left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+        int rv = tether_loop_run_once(s->loop, wait);
+        if (rv < 0) {
+            return rv;
+        }
     }
-    int wait = -1;
-    if (deadline != UINT64_MAX) {
-        uint64_t left = deadline - now;
-        wait = left > INT32_MAX ? INT32_MAX : (int)left;
-    }
-    int rv = tether_loop_run_once(s->loop, wait);
-    return rv < 0 ? rv : TETHER_OK;
+    return TETHER_OK;
+}
+
+static bool sync_connect_done(const tether_sync *s)
+{
+    return s->connect_done;
+}
+
+static bool sync_closed(const tether_sync *s)
+{
+    return s->closed;
+}
+
+static bool sync_can_send(const tether_sync *s)
+{
+    return s->closed || tether_conn_queued(s->c) < s->hwm;
+}
+
+static bool sync_flushed(const tether_sync *s)
+{
+    return s->closed || tether_conn_queued(s->c) == 0;
+}
+
+static bool sync_has_msg(const tether_sync *s)
+{
+    return s->closed || s->head != NULL;
 }
 
 static void sync_free(tether_sync *s)
@@ -168,6 +202,7 @@ int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_op
         o.connect_timeout_ms = timeout_ms;
     }
     s->close_timeout_ms = o.close_timeout_ms;
+    s->hwm = o.send_hwm;
     rv = tether_conn_dial(&s->c, s->loop, url, &o, out_err);
     if (rv != TETHER_OK) {
         tether_loop_free(s->loop);
@@ -175,12 +210,7 @@ int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_op
         return rv;
     }
     uint64_t deadline = deadline_of(timeout_ms);
-    while (!s->connect_done) {
-        rv = sync_step(s, deadline);
-        if (rv != TETHER_OK) {
-            break;
-        }
-    }
+    sync_wait(s, deadline, sync_connect_done);
     if (!s->connect_done) {
         tether_conn_abort(s->c);
         sync_set_err(s, "connect to %s timed out after %d ms", url, timeout_ms);
@@ -217,7 +247,7 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
         if (rv != TETHER_EAGAIN) {
             break;
         }
-        rv = sync_step(s, deadline);
+        rv = sync_wait(s, deadline, sync_can_send);
         if (rv != TETHER_OK) {
             sync_set_err(s, "send timed out after %d ms: the send queue stayed full", timeout_ms);
             return rv;
@@ -230,14 +260,12 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
         sync_set_err(s, "send failed: %s", tether_strerror(rv));
         return rv;
     }
-    while (!s->closed && tether_conn_queued(s->c) > 0) {
-        rv = sync_step(s, deadline);
-        if (rv != TETHER_OK) {
-            sync_set_err(s, "send timed out after %d ms with %zu bytes still queued (they stay "
-                            "queued and will be sent)",
-                         timeout_ms, tether_conn_queued(s->c));
-            return rv;
-        }
+    rv = sync_wait(s, deadline, sync_flushed);
+    if (rv != TETHER_OK) {
+        sync_set_err(s, "send timed out after %d ms with %zu bytes still queued (they stay "
+                        "queued and will be sent)",
+                     timeout_ms, tether_conn_queued(s->c));
+        return rv;
     }
     if (s->closed) {
         return sync_closed_status(s);
@@ -253,17 +281,15 @@ int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
     out_msg->data = NULL;
     out_msg->len = 0;
     uint64_t deadline = deadline_of(timeout_ms);
-    while (s->head == NULL) {
-        if (s->closed) {
-            return sync_closed_status(s);
+    int rv = sync_wait(s, deadline, sync_has_msg);
+    if (rv != TETHER_OK) {
+        if (rv == TETHER_ETIMEDOUT) {
+            sync_set_err(s, "no message within %d ms", timeout_ms);
         }
-        int rv = sync_step(s, deadline);
-        if (rv != TETHER_OK) {
-            if (rv == TETHER_ETIMEDOUT) {
-                sync_set_err(s, "no message within %d ms", timeout_ms);
-            }
-            return rv;
-        }
+        return rv;
+    }
+    if (s->head == NULL) {
+        return sync_closed_status(s);
     }
     struct sync_msg *m = s->head;
     s->head = m->next;
@@ -305,12 +331,7 @@ int tether_sync_close(tether_sync *s)
     int rv = TETHER_OK;
     if (!s->closed) {
         tether_conn_close(s->c);
-        uint64_t deadline = deadline_of(s->close_timeout_ms);
-        while (!s->closed) {
-            if (sync_step(s, deadline) != TETHER_OK) {
-                break;
-            }
-        }
+        sync_wait(s, deadline_of(s->close_timeout_ms), sync_closed);
         if (!s->closed) {
             tether_conn_abort(s->c);
             rv = TETHER_ETIMEDOUT;

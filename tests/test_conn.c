@@ -1,0 +1,1073 @@
+/* Connections over loopback: errors, ordering, backpressure, closing, many
+ * clients, Unix and IPv6 sockets, hostile peers and descriptor exhaustion. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+/* ---- a tether echo server ------------------------------------------------ */
+
+struct srv {
+    tether_listener *l;
+    int accepted;
+    int closed;
+    int last_reason;
+    char last_detail[TETHER_ERROR_MSG_MAX];
+    long msgs;
+    bool echo;
+    bool pause_new;
+    tether_conn *last;
+    int errors;
+    int last_error_code;
+};
+
+static struct srv S;
+
+static void srv_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    (void)ud;
+    S.accepted++;
+    S.last = c;
+    if (S.pause_new) {
+        tether_conn_pause(c);
+    }
+}
+
+static void srv_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ud;
+    S.msgs++;
+    if (S.echo) {
+        int rv = tether_conn_send(c, data, len);
+        ck_assert_int_eq(rv, TETHER_OK);
+    }
+}
+
+static void srv_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    S.closed++;
+    S.last_reason = reason;
+    snprintf(S.last_detail, sizeof S.last_detail, "%s", tether_conn_last_error(c));
+    if (S.last == c) {
+        S.last = NULL;
+    }
+}
+
+static void srv_error(tether_listener *l, int err, const char *detail, void *ud)
+{
+    (void)l;
+    (void)ud;
+    (void)detail;
+    S.errors++;
+    S.last_error_code = err;
+}
+
+static tether_listener *start_server_url(const char *url, const tether_conn_opts *co)
+{
+    tether_conn_opts defaults;
+    tether_conn_opts_init(&defaults);
+    tether_conn_opts o = co != NULL ? *co : defaults;
+    o.on_message = srv_message;
+    o.on_close = srv_close;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = srv_accept;
+    lo.on_error = srv_error;
+    lo.conn_opts = &o;
+    tether_error err;
+    tether_listener *l = NULL;
+    int rv = tether_listen(&l, th_loop, url, &lo, &err);
+    ck_assert_msg(rv == TETHER_OK, "listen %s: %s", url, err.message);
+    S.l = l;
+    return l;
+}
+
+static tether_listener *start_server(const tether_conn_opts *co)
+{
+    return start_server_url("tcp://127.0.0.1:0", co);
+}
+
+static void reset_state(void)
+{
+    memset(&S, 0, sizeof S);
+    S.echo = true;
+}
+
+/* ---- a tether client ----------------------------------------------------- */
+
+struct cli {
+    tether_conn *c;
+    int connect_status;
+    bool connected;
+    int connect_calls;
+    int close_calls;
+    int close_reason;
+    bool close_before_connect;
+    char detail[TETHER_ERROR_MSG_MAX];
+    long sent;
+    long got;
+    long total;
+    size_t max_size;
+    bool bad;
+    int drains;
+    bool saw_eagain;
+    uint8_t *buf;
+};
+
+static size_t msg_size(long i, size_t max)
+{
+    /* Mixed sizes: mostly small, some zero, some large. */
+    uint32_t x = (uint32_t)i * 2654435761u;
+    if (i % 97 == 0) {
+        return 0;
+    }
+    if (i % 1000 == 1) {
+        return max;
+    }
+    return (x >> 7) % (max / 8 + 1);
+}
+
+static void cli_pump(struct cli *k)
+{
+    while (k->sent < k->total) {
+        size_t n = msg_size(k->sent, k->max_size);
+        th_fill(k->buf, n, (uint32_t)k->sent);
+        int rv = tether_conn_send(k->c, k->buf, n);
+        if (rv == TETHER_EAGAIN) {
+            k->saw_eagain = true;
+            return;
+        }
+        ck_assert_int_eq(rv, TETHER_OK);
+        k->sent++;
+    }
+}
+
+static void cli_connect(tether_conn *c, int status, void *ud)
+{
+    struct cli *k = ud;
+    k->connect_calls++;
+    k->connect_status = status;
+    k->connected = status == TETHER_OK;
+    if (status != TETHER_OK) {
+        snprintf(k->detail, sizeof k->detail, "%s", tether_conn_last_error(c));
+        return;
+    }
+    if (k->buf != NULL) {
+        cli_pump(k);
+    }
+}
+
+static void cli_drain(tether_conn *c, void *ud)
+{
+    (void)c;
+    struct cli *k = ud;
+    k->drains++;
+    if (k->buf != NULL) {
+        cli_pump(k);
+    }
+}
+
+static void cli_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    struct cli *k = ud;
+    size_t want = msg_size(k->got, k->max_size);
+    if (len != want || !th_check(data, len, (uint32_t)k->got)) {
+        k->bad = true;
+    }
+    k->got++;
+    if (k->got == k->total) {
+        tether_conn_close(c);
+    }
+}
+
+static void cli_close(tether_conn *c, int reason, void *ud)
+{
+    struct cli *k = ud;
+    if (k->connect_calls == 0) {
+        k->close_before_connect = true;
+    }
+    k->close_calls++;
+    k->close_reason = reason;
+    if (reason != TETHER_OK) {
+        snprintf(k->detail, sizeof k->detail, "%s", tether_conn_last_error(c));
+    }
+    k->c = NULL;
+}
+
+static tether_conn_opts cli_opts(struct cli *k)
+{
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.userdata = k;
+    o.on_connect = cli_connect;
+    o.on_message = cli_message;
+    o.on_drain = cli_drain;
+    o.on_close = cli_close;
+    return o;
+}
+
+static void dial(struct cli *k, const char *url, const tether_conn_opts *o)
+{
+    tether_error err;
+    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
+    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+}
+
+static bool cli_closed(void *arg)
+{
+    return ((struct cli *)arg)->close_calls > 0;
+}
+
+/* ---- raw sockets for hostile peers --------------------------------------- */
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    return fd;
+}
+
+static void raw_write(int fd, const void *p, size_t n)
+{
+    ck_assert_int_eq((int)write(fd, p, n), (int)n);
+}
+
+/* Waits (bounded) until the raw socket sees EOF or a reset. */
+static bool raw_wait_closed(int fd, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    uint8_t b[4096];
+    while (th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) == 1) {
+            ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* A port on which nothing listens: bound (so nobody else takes it) but not
+ * listening, which makes the kernel refuse connections to it. */
+static int unused_port(int *keep_fd)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    socklen_t sl = sizeof sin;
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    *keep_fd = fd;
+    return ntohs(sin.sin_port);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+START_TEST(connection_refused_is_clear)
+{
+    reset_state();
+    int keep;
+    int port = unused_port(&keep);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, url, &o);
+    /* Nothing is reported from inside the dial call itself. */
+    ck_assert_int_eq(k.connect_calls, 0);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_calls, 1);
+    ck_assert_int_eq(k.connect_status, TETHER_ECONNREFUSED);
+    ck_assert_int_eq(k.close_calls, 1);
+    ck_assert_int_eq(k.close_reason, TETHER_ECONNREFUSED);
+    char want[128];
+    snprintf(want, sizeof want, "connect to %s: connection refused", url);
+    ck_assert_str_eq(k.detail, want);
+    close(keep);
+}
+END_TEST
+
+START_TEST(echo_100k_mixed_sizes_in_order)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    k.total = 100000;
+    k.max_size = 70000;
+    k.buf = malloc(k.max_size);
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until_pred(cli_closed, &k, 60000));
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    ck_assert_int_eq(k.got, k.total);
+    ck_assert(!k.bad);
+    ck_assert_int_eq(S.msgs, k.total);
+    tether_listener_close(l);
+    free(k.buf);
+}
+END_TEST
+
+START_TEST(backpressure_eagain_then_drain)
+{
+    reset_state();
+    S.pause_new = true; /* a reader that does not read */
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    k.total = 2000;
+    k.max_size = 64 * 1024;
+    k.buf = malloc(k.max_size);
+    tether_conn_opts o = cli_opts(&k);
+    o.send_hwm = 256 * 1024;
+    o.send_lwm = 64 * 1024;
+    o.on_message = NULL;
+    dial(&k, th_url_of(l), &o);
+    /* The client fills the kernel buffers and then its own queue. */
+    uint64_t deadline = th_now_ms() + 10000;
+    while (!k.saw_eagain && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    ck_assert(k.saw_eagain);
+    ck_assert_uint_ge(tether_conn_queued(k.c), o.send_hwm);
+    long sent_at_block = k.sent;
+    ck_assert_int_lt(sent_at_block, k.total);
+    /* Nothing more goes out while the reader is stalled. */
+    for (int i = 0; i < 10; i++) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(k.sent, sent_at_block);
+    ck_assert_int_eq(k.drains, 0);
+    /* The reader resumes: on_drain fires and the rest goes through. */
+    ck_assert_ptr_nonnull(S.last);
+    tether_conn_resume(S.last);
+    deadline = th_now_ms() + 30000;
+    while (S.msgs < k.total && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    ck_assert_int_ge(k.drains, 1);
+    ck_assert_int_eq(k.sent, k.total);
+    ck_assert_int_eq(S.msgs, k.total);
+    tether_conn_close(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    tether_listener_close(l);
+    free(k.buf);
+}
+END_TEST
+
+static bool srv_closed_one(void *arg)
+{
+    (void)arg;
+    return S.closed > 0;
+}
+
+START_TEST(peer_closes_mid_frame_is_truncated)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    int fd = raw_connect(tether_listener_port(l));
+    uint8_t frame[4 + 10] = {0, 0, 0, 100}; /* announces 100, sends 10 */
+    raw_write(fd, frame, sizeof frame);
+    /* Let the server read the partial frame before the FIN arrives. */
+    for (int i = 0; i < 10; i++) {
+        tether_loop_run_once(th_loop, 5);
+    }
+    ck_assert_int_eq(S.closed, 0);
+    close(fd);
+    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
+    ck_assert_int_eq(S.msgs, 0);
+    ck_assert_int_eq(S.last_reason, TETHER_ETRUNCATED);
+    ck_assert_str_eq(S.last_detail,
+                     "peer closed the connection after 14 of 104 bytes of a message");
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(hostile_length_is_rejected_without_allocating)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    int fd = raw_connect(tether_listener_port(l));
+    uint8_t hdr[4] = {0xFF, 0xFF, 0xFF, 0xFF};
+    raw_write(fd, hdr, sizeof hdr);
+    ck_assert(raw_wait_closed(fd, 5000));
+    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
+    ck_assert_int_eq(S.last_reason, TETHER_EMSGSIZE);
+    ck_assert_str_eq(S.last_detail,
+                     "peer announced a 4294967295-byte message; the limit is 16777216");
+    close(fd);
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(max_msg_exact_and_one_over)
+{
+    reset_state();
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.max_msg = 1000;
+    tether_listener *l = start_server(&so);
+    int fd = raw_connect(tether_listener_port(l));
+    uint8_t buf[4 + 1001];
+    memset(buf, 'x', sizeof buf);
+    buf[0] = 0;
+    buf[1] = 0;
+    buf[2] = 0x03;
+    buf[3] = 0xE8; /* exactly 1000 */
+    raw_write(fd, buf, 4 + 1000);
+    uint64_t deadline = th_now_ms() + 5000;
+    while (S.msgs < 1 && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(S.msgs, 1);
+    buf[3] = 0xE9; /* 1001 */
+    raw_write(fd, buf, 4 + 1001);
+    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
+    ck_assert_int_eq(S.msgs, 1);
+    ck_assert_int_eq(S.last_reason, TETHER_EMSGSIZE);
+    ck_assert_str_eq(S.last_detail, "peer announced a 1001-byte message; the limit is 1000");
+    close(fd);
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(send_limits_and_bad_arguments)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.max_msg = 100;
+    dial(&k, th_url_of(l), &o);
+    uint8_t big[101] = {0};
+    ck_assert_int_eq(tether_conn_send(k.c, big, 101), TETHER_EMSGSIZE);
+    ck_assert_int_eq(tether_conn_send(k.c, NULL, 5), TETHER_EINVAL);
+    ck_assert_int_eq(tether_conn_send(NULL, big, 5), TETHER_EINVAL);
+    ck_assert_int_eq(tether_conn_send(k.c, NULL, 0), TETHER_OK);
+    tether_conn_close(k.c);
+    ck_assert_int_eq(tether_conn_send(k.c, big, 5), TETHER_ECLOSED);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_status, TETHER_OK);
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+
+    /* Options that make no sense are refused with a reason. */
+    tether_error err;
+    tether_conn *c = NULL;
+    tether_conn_opts bad = cli_opts(&k);
+    bad.max_msg = 0;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &bad, &err), TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "max_msg"));
+    bad = cli_opts(&k);
+    bad.send_lwm = bad.send_hwm + 1;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &bad, &err), TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "send_lwm"));
+    bad = cli_opts(&k);
+    bad.framing = TETHER_FRAMING_CUSTOM;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &bad, &err), TETHER_EINVAL);
+    bad = cli_opts(&k);
+    bad.size = 0; /* not initialised with tether_conn_opts_init */
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &bad, &err), TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "tether_conn_opts_init"));
+    tether_listener_close(l);
+}
+END_TEST
+
+static bool srv_got(void *arg)
+{
+    return S.msgs >= *(long *)arg;
+}
+
+START_TEST(graceful_close_delivers_everything_queued)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.send_hwm = 64 * 1024 * 1024;
+    o.on_message = NULL;
+    dial(&k, th_url_of(l), &o);
+    /* Queue 16 MB before the connection is even up, then close at once. */
+    enum { N = 4000, SZ = 4096 };
+    uint8_t *buf = malloc(SZ);
+    for (long i = 0; i < N; i++) {
+        th_fill(buf, SZ, (uint32_t)i);
+        ck_assert_int_eq(tether_conn_send(k.c, buf, SZ), TETHER_OK);
+    }
+    tether_conn_close(k.c);
+    long want = N;
+    ck_assert(th_run_until_pred(srv_got, &want, 30000));
+    ck_assert(th_run_until_pred(cli_closed, &k, 10000));
+    ck_assert_int_eq(k.connect_status, TETHER_OK);
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
+    ck_assert_int_eq(S.msgs, N);
+    ck_assert_int_eq(S.last_reason, TETHER_EOF);
+    free(buf);
+    tether_listener_close(l);
+}
+END_TEST
+
+static int zc_frees;
+
+static void zc_free(void *data, void *ud)
+{
+    (void)ud;
+    zc_frees++;
+    free(data);
+}
+
+START_TEST(abort_drops_queue_and_releases_buffers)
+{
+    reset_state();
+    S.pause_new = true;
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.send_hwm = 256 * 1024 * 1024;
+    dial(&k, th_url_of(l), &o);
+    zc_frees = 0;
+    enum { N = 64, SZ = 1024 * 1024 };
+    /* Enough that it cannot all fit in the kernel's buffers. */
+    for (int i = 0; i < N; i++) {
+        uint8_t *b = malloc(SZ);
+        memset(b, i, SZ);
+        ck_assert_int_eq(tether_conn_send_zc(k.c, b, SZ, zc_free, NULL), TETHER_OK);
+    }
+    for (int i = 0; i < 20; i++) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_uint_gt(tether_conn_queued(k.c), 0);
+    tether_conn_abort(k.c);
+    ck_assert_int_eq(k.close_calls, 0); /* reported from the loop, not inside abort */
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.close_reason, TETHER_ECANCELED);
+    ck_assert_int_eq(zc_frees, N); /* every buffer released exactly once */
+    /* A paused connection does not read, so it cannot see the FIN. */
+    ck_assert_ptr_nonnull(S.last);
+    tether_conn_abort(S.last);
+    tether_listener_close(l);
+}
+END_TEST
+
+/* ---- many clients -------------------------------------------------------- */
+
+struct many {
+    int done;
+    int failed;
+};
+
+static void many_connect(tether_conn *c, int status, void *ud)
+{
+    struct many *m = ud;
+    if (status != TETHER_OK) {
+        m->failed++;
+        return;
+    }
+    uint32_t id = (uint32_t)(uintptr_t)c;
+    ck_assert_int_eq(tether_conn_send(c, &id, sizeof id), TETHER_OK);
+}
+
+static void many_message(tether_conn *c, const uint8_t *d, size_t n, void *ud)
+{
+    struct many *m = ud;
+    uint32_t id = (uint32_t)(uintptr_t)c;
+    if (n != sizeof id || memcmp(d, &id, sizeof id) != 0) {
+        m->failed++;
+    }
+    m->done++;
+    tether_conn_close(c);
+}
+
+static bool many_finished(void *arg)
+{
+    struct many *m = arg;
+    return m->done + m->failed >= 1000;
+}
+
+START_TEST(thousand_concurrent_clients)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct many m = {0, 0};
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.userdata = &m;
+    o.on_connect = many_connect;
+    o.on_message = many_message;
+    for (int i = 0; i < 1000; i++) {
+        tether_conn *c;
+        ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &o, NULL), TETHER_OK);
+    }
+    ck_assert(th_run_until_pred(many_finished, &m, 60000));
+    ck_assert_int_eq(m.failed, 0);
+    ck_assert_int_eq(m.done, 1000);
+    ck_assert_int_eq(S.accepted, 1000);
+    tether_listener_close(l);
+}
+END_TEST
+
+static void run_echo_over(const char *listen_url, const char *dial_url)
+{
+    reset_state();
+    tether_listener *l = start_server_url(listen_url, NULL);
+    struct cli k = {0};
+    k.total = 2000;
+    k.max_size = 20000;
+    k.buf = malloc(k.max_size);
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, dial_url != NULL ? dial_url : tether_listener_url(l), &o);
+    ck_assert(th_run_until_pred(cli_closed, &k, 30000));
+    ck_assert_msg(k.close_reason == TETHER_OK, "closed with %s: %s",
+                  tether_err_name(k.close_reason), k.detail);
+    ck_assert_int_eq(k.got, k.total);
+    ck_assert(!k.bad);
+    tether_listener_close(l);
+    free(k.buf);
+}
+
+START_TEST(unix_socket_path)
+{
+    char url[128];
+    snprintf(url, sizeof url, "unix:///tmp/tether-test-%d.sock", (int)getpid());
+    run_echo_over(url, NULL);
+    /* The listener removes its socket file when it closes. */
+    ck_assert_int_ne(access(url + strlen("unix://"), F_OK), 0);
+}
+END_TEST
+
+START_TEST(unix_socket_abstract)
+{
+    char url[128];
+    snprintf(url, sizeof url, "unix://@tether-test-%d", (int)getpid());
+    run_echo_over(url, NULL);
+}
+END_TEST
+
+START_TEST(unix_socket_stale_file_is_replaced)
+{
+    char path[96];
+    char url[128];
+    snprintf(path, sizeof path, "/tmp/tether-stale-%d.sock", (int)getpid());
+    snprintf(url, sizeof url, "unix://%s", path);
+    /* A socket file left by a process that died: bound, never listening. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    unlink(path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    close(fd);
+    run_echo_over(url, NULL);
+}
+END_TEST
+
+static bool have_ipv6_loopback(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&sin6, sizeof sin6) == 0;
+    close(fd);
+    return ok;
+}
+
+START_TEST(ipv6_loopback)
+{
+    if (!have_ipv6_loopback()) {
+        fprintf(stderr, "SKIP ipv6_loopback: no ::1 on this machine\n");
+        return;
+    }
+    reset_state();
+    tether_listener *l = start_server_url("tcp://[::1]:0", NULL);
+    ck_assert_ptr_nonnull(strstr(tether_listener_url(l), "tcp://[::1]:"));
+    tether_listener_close(l);
+    th_run_idle(100);
+    run_echo_over("tcp://[::1]:0", NULL);
+}
+END_TEST
+
+START_TEST(localhost_without_dns)
+{
+    /* The server is on 127.0.0.1 only; localhost must reach it. */
+    reset_state();
+    char url[64];
+    tether_listener *l = start_server(NULL);
+    snprintf(url, sizeof url, "tcp://localhost:%d", tether_listener_port(l));
+    struct cli k = {0};
+    k.total = 10;
+    k.max_size = 100;
+    k.buf = malloc(k.max_size);
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, url, &o);
+    ck_assert(th_run_until_pred(cli_closed, &k, 10000));
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    ck_assert_int_eq(k.got, 10);
+    free(k.buf);
+    tether_listener_close(l);
+}
+END_TEST
+
+/* ---- framings over a real connection ------------------------------------- */
+
+static void run_framing(tether_framing_kind kind, const char *delim)
+{
+    reset_state();
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.framing = kind;
+    so.line_delim = delim;
+    tether_listener *l = start_server(&so);
+    struct cli k = {0};
+    k.total = 3000;
+    k.max_size = 3000;
+    k.buf = malloc(k.max_size);
+    tether_conn_opts o = cli_opts(&k);
+    o.framing = kind;
+    o.line_delim = delim;
+    if (kind == TETHER_FRAMING_LINE) {
+        /* Lines cannot contain the delimiter: use a client that sends
+         * printable text and checks it. */
+        k.total = 0;
+    }
+    dial(&k, th_url_of(l), &o);
+    if (kind == TETHER_FRAMING_LINE) {
+        ck_assert(th_run_until(&k.connected, 5000));
+        char line[200];
+        for (int i = 0; i < 500; i++) {
+            int n = snprintf(line, sizeof line, "line %d: %.*s", i, i % 150,
+                             "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnop"
+                             "qrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcd");
+            ck_assert_int_eq(tether_conn_send(k.c, line, (size_t)n), TETHER_OK);
+        }
+        /* A payload containing the delimiter is refused, not sent. */
+        ck_assert_int_eq(tether_conn_send(k.c, "a\r\nb", 4), TETHER_EINVAL);
+        long want = 500;
+        ck_assert(th_run_until_pred(srv_got, &want, 10000));
+        tether_conn_close(k.c);
+    }
+    ck_assert(th_run_until_pred(cli_closed, &k, 30000));
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    ck_assert(!k.bad);
+    ck_assert_int_eq(k.got, k.total);
+    tether_listener_close(l);
+    free(k.buf);
+}
+
+START_TEST(varint_framing_end_to_end)
+{
+    run_framing(TETHER_FRAMING_VARINT, NULL);
+}
+END_TEST
+
+START_TEST(line_framing_end_to_end)
+{
+    run_framing(TETHER_FRAMING_LINE, "\r\n");
+}
+END_TEST
+
+/* ---- callbacks that close ------------------------------------------------ */
+
+static void close_in_connect(tether_conn *c, int status, void *ud)
+{
+    struct cli *k = ud;
+    k->connect_calls++;
+    k->connect_status = status;
+    tether_conn_abort(c);
+    tether_conn_abort(c); /* idempotent */
+    tether_conn_close(c);
+}
+
+START_TEST(abort_inside_on_connect)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.on_connect = close_in_connect;
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_calls, 1);
+    ck_assert_int_eq(k.close_calls, 1);
+    ck_assert_int_eq(k.close_reason, TETHER_ECANCELED);
+    tether_listener_close(l);
+}
+END_TEST
+
+static void abort_in_message(tether_conn *c, const uint8_t *d, size_t n, void *ud)
+{
+    (void)d;
+    (void)n;
+    struct cli *k = ud;
+    k->got++;
+    tether_conn_abort(c);
+}
+
+START_TEST(abort_inside_on_message_stops_delivery)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.on_message = abort_in_message;
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until(&k.connected, 5000));
+    /* Ten echoes arrive in one read; only the first is delivered. */
+    for (int i = 0; i < 10; i++) {
+        tether_conn_send(k.c, "x", 1);
+    }
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.got, 1);
+    ck_assert_int_eq(k.close_reason, TETHER_ECANCELED);
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(close_before_connected_still_sends)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, th_url_of(l), &o);
+    ck_assert_int_eq(tether_conn_send(k.c, "hello", 5), TETHER_OK);
+    tether_conn_close(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_status, TETHER_OK);
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    long want = 1;
+    ck_assert(th_run_until_pred(srv_got, &want, 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(server_close_reports_eof_to_client)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until(&k.connected, 5000));
+    uint64_t deadline = th_now_ms() + 5000;
+    while (S.last == NULL && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_ptr_nonnull(S.last);
+    ck_assert_int_eq(tether_conn_send(S.last, "bye", 3), TETHER_OK);
+    tether_conn_close(S.last);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    /* The server's last message arrived before its FIN. */
+    ck_assert_int_eq(k.got, 1);
+    ck_assert_int_eq(k.close_reason, TETHER_EOF);
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(no_fd_leak_over_many_connections)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    int before = th_count_fds();
+    for (int round = 0; round < 50; round++) {
+        struct cli k = {0};
+        k.total = 3;
+        k.max_size = 100;
+        k.buf = malloc(k.max_size);
+        tether_conn_opts o = cli_opts(&k);
+        dial(&k, th_url_of(l), &o);
+        ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+        ck_assert_int_eq(k.close_reason, TETHER_OK);
+        free(k.buf);
+    }
+    /* Server sides and lingering closes finish shortly after. */
+    long want = 150;
+    ck_assert(th_run_until_pred(srv_got, &want, 5000));
+    uint64_t deadline = th_now_ms() + 5000;
+    while (th_count_fds() != before && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(th_count_fds(), before);
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(peer_addresses)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until(&k.connected, 5000));
+    char buf[64];
+    ck_assert_int_eq(tether_conn_peer(k.c, buf, sizeof buf), TETHER_OK);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d", tether_listener_port(l));
+    ck_assert_str_eq(buf, want);
+    ck_assert_int_eq(tether_conn_peer(k.c, buf, 3), TETHER_EINVAL);
+    ck_assert_ptr_eq(tether_conn_loop(k.c), th_loop);
+    ck_assert_ptr_eq(tether_conn_userdata(k.c), &k);
+    ck_assert_str_eq(tether_conn_last_error(k.c), "");
+    tether_conn_close(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
+START_TEST(listen_errors_name_the_cause)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_listener_port(l));
+    tether_listener *l2 = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l2, th_loop, url, NULL, &err), TETHER_EADDRINUSE);
+    ck_assert_ptr_nonnull(strstr(err.message, "Address already in use"));
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "tcp://192.0.2.1:0", NULL, &err),
+                     TETHER_EADDRNOTAVAIL);
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "tcp://example.com:80", NULL, &err),
+                     TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "numeric address"));
+    tether_listener_close(l);
+    tether_listener_close(l); /* idempotent */
+}
+END_TEST
+
+/* ---- descriptor exhaustion ----------------------------------------------- */
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+START_TEST(emfile_backs_off_and_recovers)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    int port = tether_listener_port(l);
+    /* Leave room for a few descriptors only. check runs each test in its
+     * own process, so the limit does not leak into other tests. */
+    int used = th_count_fds();
+    struct rlimit rl = {.rlim_cur = (rlim_t)used + 12, .rlim_max = (rlim_t)used + 12};
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    /* Connect raw clients until the server cannot accept any more: each
+     * accepted one costs the process a descriptor besides the client's. */
+    int fds[32];
+    int n = 0;
+    while (n < 32) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            break;
+        }
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connect(fd, (struct sockaddr *)&sin, sizeof sin);
+        fds[n++] = fd;
+        for (int i = 0; i < 5; i++) {
+            tether_loop_run_once(th_loop, 2);
+        }
+        if (S.errors > 0) {
+            break;
+        }
+    }
+    ck_assert_int_ge(S.errors, 1);
+    ck_assert_int_eq(S.last_error_code, TETHER_EMFILE);
+    int accepted = S.accepted;
+    /* A backlog of clients waits while descriptors are exhausted: the loop
+     * must sleep between retries rather than spin on accept(). */
+    double c0 = cpu_seconds();
+    uint64_t t0 = th_now_ms();
+    while (th_now_ms() - t0 < 1000) {
+        tether_loop_run_once(th_loop, 100);
+    }
+    double used_cpu = cpu_seconds() - c0;
+    ck_assert_msg(used_cpu < 0.5, "listener used %.2f s of CPU in 1 s while out of fds",
+                  used_cpu);
+    /* One report per episode, not one per retry. */
+    ck_assert_int_eq(S.errors, 1);
+    /* Free descriptors: close the accepted connections from the server's
+     * side by closing their clients, then the waiting client is accepted. */
+    for (int i = 0; i < accepted && i < n - 1; i++) {
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    uint64_t deadline = th_now_ms() + 10000;
+    while (S.accepted <= accepted && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    ck_assert_int_gt(S.accepted, accepted);
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    tether_listener_close(l);
+}
+END_TEST
+
+static Suite *conn_suite(void)
+{
+    Suite *s = suite_create("conn");
+    TCase *tc = tcase_create("loopback");
+    tcase_add_checked_fixture(tc, th_setup, th_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, connection_refused_is_clear);
+    tcase_add_test(tc, echo_100k_mixed_sizes_in_order);
+    tcase_add_test(tc, backpressure_eagain_then_drain);
+    tcase_add_test(tc, peer_closes_mid_frame_is_truncated);
+    tcase_add_test(tc, hostile_length_is_rejected_without_allocating);
+    tcase_add_test(tc, max_msg_exact_and_one_over);
+    tcase_add_test(tc, send_limits_and_bad_arguments);
+    tcase_add_test(tc, graceful_close_delivers_everything_queued);
+    tcase_add_test(tc, abort_drops_queue_and_releases_buffers);
+    tcase_add_test(tc, thousand_concurrent_clients);
+    tcase_add_test(tc, unix_socket_path);
+    tcase_add_test(tc, unix_socket_abstract);
+    tcase_add_test(tc, unix_socket_stale_file_is_replaced);
+    tcase_add_test(tc, ipv6_loopback);
+    tcase_add_test(tc, localhost_without_dns);
+    tcase_add_test(tc, varint_framing_end_to_end);
+    tcase_add_test(tc, line_framing_end_to_end);
+    tcase_add_test(tc, abort_inside_on_connect);
+    tcase_add_test(tc, abort_inside_on_message_stops_delivery);
+    tcase_add_test(tc, close_before_connected_still_sends);
+    tcase_add_test(tc, server_close_reports_eof_to_client);
+    tcase_add_test(tc, no_fd_leak_over_many_connections);
+    tcase_add_test(tc, peer_addresses);
+    tcase_add_test(tc, listen_errors_name_the_cause);
+    tcase_add_test(tc, emfile_backs_off_and_recovers);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(conn_suite());
+}

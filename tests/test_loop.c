@@ -1,0 +1,304 @@
+/* Event loop and timers: ordering, cancellation, repeat, posts from other
+ * threads, run-once semantics and handle accounting. */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "helpers.h"
+#include "loop.h"
+
+static int order[64];
+static int norder;
+
+static void record_cb(tether_timer *t, void *ud)
+{
+    (void)t;
+    order[norder++] = (int)(intptr_t)ud;
+}
+
+START_TEST(timers_fire_in_deadline_order)
+{
+    tether_timer *t[5];
+    const int delays[5] = {40, 10, 30, 10, 0};
+    norder = 0;
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(tether_timer_new(&t[i], th_loop), TETHER_OK);
+        ck_assert_int_eq(
+            tether_timer_start(t[i], (uint64_t)delays[i], 0, record_cb, (void *)(intptr_t)i),
+            TETHER_OK);
+    }
+    /* The loop runs until the last one-shot timer has fired. */
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(norder, 5);
+    /* Equal deadlines keep their start order (1 before 3). */
+    const int want[5] = {4, 1, 3, 2, 0};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(order[i], want[i]);
+    }
+    for (int i = 0; i < 5; i++) {
+        ck_assert(!tether_timer_active(t[i]));
+        tether_timer_free(t[i]);
+    }
+}
+END_TEST
+
+START_TEST(timer_stop_prevents_callback)
+{
+    tether_timer *a;
+    tether_timer *b;
+    norder = 0;
+    ck_assert_int_eq(tether_timer_new(&a, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_new(&b, th_loop), TETHER_OK);
+    tether_timer_start(a, 5, 0, record_cb, (void *)1);
+    tether_timer_start(b, 20, 0, record_cb, (void *)2);
+    ck_assert(tether_timer_active(a));
+    tether_timer_stop(a);
+    ck_assert(!tether_timer_active(a));
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(norder, 1);
+    ck_assert_int_eq(order[0], 2);
+    tether_timer_free(a);
+    tether_timer_free(b);
+}
+END_TEST
+
+static int repeats;
+
+static void repeat_cb(tether_timer *t, void *ud)
+{
+    (void)ud;
+    if (++repeats == 3) {
+        tether_timer_free(t); /* freeing from its own callback is allowed */
+    }
+}
+
+START_TEST(timer_repeats_and_frees_itself)
+{
+    tether_timer *t;
+    repeats = 0;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    tether_timer_start(t, 1, 2, repeat_cb, NULL);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(repeats, 3);
+}
+END_TEST
+
+/* Many timers armed and cancelled in a scrambled order: the heap must keep
+ * its order through arbitrary removals. */
+START_TEST(timer_heap_survives_random_cancels)
+{
+    enum { N = 500 };
+    tether_timer *t[N];
+    static bool cancelled[N];
+    norder = 0;
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(tether_timer_new(&t[i], th_loop), TETHER_OK);
+        tether_timer_start(t[i], (uint64_t)(rand() % 30), 0, record_cb, (void *)(intptr_t)0);
+        cancelled[i] = false;
+    }
+    int kept = N;
+    for (int i = 0; i < N; i++) {
+        int k = rand() % N;
+        if (!cancelled[k]) {
+            cancelled[k] = true;
+            tether_timer_stop(t[k]);
+            kept--;
+        }
+    }
+    /* record_cb writes to order[], which is only 64 long: count instead. */
+    int fired = 0;
+    uint64_t deadline = th_now_ms() + 5000;
+    while (th_now_ms() < deadline) {
+        int active = 0;
+        for (int i = 0; i < N; i++) {
+            active += tether_timer_active(t[i]);
+        }
+        fired = kept - active;
+        if (active == 0) {
+            break;
+        }
+        norder = 0;
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(fired, kept);
+    for (int i = 0; i < N; i++) {
+        tether_timer_free(t[i]);
+    }
+}
+END_TEST
+
+struct post_state {
+    int count;
+    pthread_t thread;
+    tether_loop *loop;
+};
+
+static void post_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    ((struct post_state *)ud)->count++;
+}
+
+static void *poster(void *arg)
+{
+    struct post_state *ps = arg;
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(tether_loop_post(ps->loop, post_cb, ps), TETHER_OK);
+    }
+    return NULL;
+}
+
+static bool posts_done(void *arg)
+{
+    return ((struct post_state *)arg)->count == 4000;
+}
+
+START_TEST(post_from_other_threads)
+{
+    struct post_state ps = {.count = 0, .loop = th_loop};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(pthread_create(&th[i], NULL, poster, &ps), 0);
+    }
+    /* The loop is blocked in epoll with nothing else to do: only the
+     * eventfd wakeup can get the posts run. */
+    ck_assert(th_run_until_pred(posts_done, &ps, 10000));
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+    }
+    th_run_idle(1000);
+    ck_assert_int_eq(ps.count, 4000);
+}
+END_TEST
+
+static void *late_poster(void *arg)
+{
+    struct post_state *ps = arg;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    tether_loop_post(ps->loop, post_cb, ps);
+    return NULL;
+}
+
+START_TEST(wakeup_interrupts_blocking_wait)
+{
+    struct post_state ps = {.count = 0, .loop = th_loop};
+    pthread_t th;
+    /* A timer far in the future keeps the loop alive and blocking. */
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    tether_timer_start(t, 60000, 0, record_cb, NULL);
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(pthread_create(&th, NULL, late_poster, &ps), 0);
+    while (ps.count == 0 && th_now_ms() - t0 < 10000) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, -1), 0);
+    }
+    pthread_join(th, NULL);
+    ck_assert_int_eq(ps.count, 1);
+    /* Woken by the post, not by the 60 s timer. */
+    ck_assert_uint_lt(th_now_ms() - t0, 10000);
+    tether_timer_free(t);
+}
+END_TEST
+
+static void stop_cb(tether_timer *t, void *ud)
+{
+    (void)ud;
+    tether_loop_stop(th_loop);
+    tether_timer_stop(t);
+}
+
+START_TEST(stop_ends_run)
+{
+    tether_timer *keep;
+    tether_timer *stopper;
+    ck_assert_int_eq(tether_timer_new(&keep, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_new(&stopper, th_loop), TETHER_OK);
+    tether_timer_start(keep, 60000, 0, record_cb, NULL);
+    tether_timer_start(stopper, 5, 0, stop_cb, NULL);
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_uint_lt(th_now_ms() - t0, 10000);
+    ck_assert(tether_timer_active(keep));
+    /* A live timer handle makes free refuse. */
+    ck_assert_int_eq(tether_loop_free(th_loop), TETHER_EBUSY);
+    tether_timer_free(keep);
+    tether_timer_free(stopper);
+}
+END_TEST
+
+START_TEST(run_once_nowait_and_nested_run)
+{
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0); /* nothing active */
+    ck_assert_int_eq(tether_loop_run_once(NULL, 0), TETHER_EINVAL);
+    ck_assert_int_eq(tether_loop_run(NULL), TETHER_EINVAL);
+    ck_assert_int_eq(tether_loop_post(NULL, post_cb, NULL), TETHER_EINVAL);
+    ck_assert_int_eq(tether_loop_post(th_loop, NULL, NULL), TETHER_EINVAL);
+    ck_assert_int_eq(tether_loop_new(NULL, NULL), TETHER_EINVAL);
+    tether_timer *t = NULL;
+    ck_assert_int_eq(tether_timer_new(&t, NULL), TETHER_EINVAL);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(tether_timer_start(NULL, 1, 0, record_cb, NULL), TETHER_EINVAL);
+    tether_timer_free(NULL);
+    tether_timer_stop(NULL);
+    ck_assert_int_eq(tether_loop_free(NULL), TETHER_OK);
+}
+END_TEST
+
+static int nested_rv;
+
+static void nested_cb(tether_timer *t, void *ud)
+{
+    (void)ud;
+    nested_rv = tether_loop_run(th_loop);
+    tether_timer_free(t);
+}
+
+START_TEST(nested_run_is_refused)
+{
+    tether_timer *t;
+    nested_rv = 0;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    tether_timer_start(t, 0, 0, nested_cb, NULL);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(nested_rv, TETHER_EBUSY);
+}
+END_TEST
+
+START_TEST(now_is_monotonic)
+{
+    uint64_t a = tether_loop_now(th_loop);
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    tether_timer_start(t, 20, 0, record_cb, NULL);
+    norder = 0;
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_uint_ge(tether_loop_now(th_loop), a + 20);
+    tether_timer_free(t);
+}
+END_TEST
+
+static Suite *loop_suite(void)
+{
+    Suite *s = suite_create("loop");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, th_setup, th_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, timers_fire_in_deadline_order);
+    tcase_add_test(tc, timer_stop_prevents_callback);
+    tcase_add_test(tc, timer_repeats_and_frees_itself);
+    tcase_add_test(tc, timer_heap_survives_random_cancels);
+    tcase_add_test(tc, post_from_other_threads);
+    tcase_add_test(tc, wakeup_interrupts_blocking_wait);
+    tcase_add_test(tc, stop_ends_run);
+    tcase_add_test(tc, run_once_nowait_and_nested_run);
+    tcase_add_test(tc, nested_run_is_refused);
+    tcase_add_test(tc, now_is_monotonic);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(loop_suite());
+}
