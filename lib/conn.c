@@ -710,8 +710,10 @@ static void conn_read(tether_conn *c)
                 continue;
             }
             if (c->rlen > 0) {
-                /* Paused (or closing) while frames remain: keep the extra
-                 * bytes behind them. */
+                /* rpart still holds something (an unfinished frame, or
+                 * frames held back by a pause): the extra bytes belong
+                 * behind it. They may complete that frame and carry more,
+                 * so parse again unless delivery is off. */
                 if (c->rcap - c->rlen < extra) {
                     uint8_t *b = realloc(c->rpart, c->rlen + extra);
                     if (b == NULL) {

@@ -956,6 +956,149 @@ START_TEST(listen_errors_name_the_cause)
 }
 END_TEST
 
+/* ---- exact read boundaries ---------------------------------------------- */
+
+/* Bytes written to a Unix socket are queued at the receiver before write()
+ * returns, so each step below is seen by exactly one read: this pins down
+ * the read paths that keep a partial frame between reads. */
+struct stepper {
+    int fd;
+    uint8_t buf[1 << 20];
+    size_t len;
+    tether_conn *srv;
+    int got;
+    bool pause_first;
+};
+
+static struct stepper *SP;
+
+static void sp_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    (void)ud;
+    SP->srv = c;
+}
+
+static void sp_message(tether_conn *c, const uint8_t *d, size_t n, void *ud)
+{
+    (void)d;
+    (void)n;
+    (void)ud;
+    if (++SP->got == 1 && SP->pause_first) {
+        tether_conn_pause(c);
+    }
+}
+
+static void sp_put(char ch, size_t n)
+{
+    memset(SP->buf + SP->len, ch, n);
+    SP->len += n;
+}
+
+static void sp_frames(size_t nframes, size_t payload)
+{
+    for (size_t i = 0; i < nframes; i++) {
+        sp_put(0, 2);
+        sp_put((char)(payload >> 8), 1);
+        sp_put((char)payload, 1);
+        sp_put('x', payload);
+    }
+}
+
+static void sp_step(void)
+{
+    if (SP->len > 0) {
+        ck_assert_int_eq((int)write(SP->fd, SP->buf, SP->len), (int)SP->len);
+    }
+    SP->len = 0;
+    for (int i = 0; i < 20; i++) {
+        tether_loop_run_once(th_loop, 5);
+    }
+}
+
+static tether_listener *sp_start(tether_framing_kind framing, bool pause_first)
+{
+    SP = calloc(1, sizeof *SP);
+    SP->pause_first = pause_first;
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.framing = framing;
+    co.on_message = sp_message;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &co;
+    lo.on_accept = sp_accept;
+    char name[64];
+    snprintf(name, sizeof name, "tether-steps-%d-%d", (int)getpid(), (int)framing);
+    char url[80];
+    snprintf(url, sizeof url, "unix://@%s", name);
+    tether_listener *l = NULL;
+    ck_assert_int_eq(tether_listen(&l, th_loop, url, &lo, NULL), TETHER_OK);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path + 1, name, strlen(name));
+    SP->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+    ck_assert_int_eq(connect(SP->fd, (struct sockaddr *)&sa, sl), 0);
+    sp_step();
+    ck_assert_ptr_nonnull(SP->srv);
+    return l;
+}
+
+static void sp_finish(tether_listener *l)
+{
+    close(SP->fd);
+    tether_listener_close(l);
+    sp_step();
+    free(SP);
+    SP = NULL;
+}
+
+START_TEST(long_line_tail_is_not_stranded)
+{
+    tether_listener *l = sp_start(TETHER_FRAMING_LINE, false);
+    /* Read 1 delivers A and keeps 70000 bytes of B. */
+    sp_put('a', 1000);
+    sp_put('\n', 1);
+    sp_put('b', 70000);
+    sp_step();
+    /* Read 2 grows the partial-line buffer; B ends, part of C stays. */
+    sp_put('b', 100);
+    sp_put('\n', 1);
+    sp_put('c', 69899);
+    sp_step();
+    /* Read 3 fills that buffer and spills the end of C into the loop's
+     * buffer: C must be delivered now, not when more bytes arrive. */
+    sp_put('c', 70111);
+    sp_put('\n', 1);
+    sp_step();
+    ck_assert_int_eq(SP->got, 3);
+    sp_finish(l);
+}
+END_TEST
+
+START_TEST(frames_after_resume_are_not_stranded)
+{
+    tether_listener *l = sp_start(TETHER_FRAMING_LEN32, true);
+    /* 200 frames and part of the 201st; delivery pauses after the first. */
+    sp_frames(200, 400);
+    sp_put(0, 2);
+    sp_put(1, 1);
+    sp_put((char)0x90, 1);
+    sp_put('x', 196);
+    sp_step();
+    ck_assert_int_eq(SP->got, 1);
+    tether_conn_resume(SP->srv);
+    sp_step();
+    ck_assert_int_eq(SP->got, 200);
+    /* The rest of 201 and 200 more frames, more than the kept buffer holds. */
+    sp_put('x', 204);
+    sp_frames(200, 400);
+    sp_step();
+    ck_assert_int_eq(SP->got, 401);
+    sp_finish(l);
+}
+END_TEST
+
 /* ---- descriptor exhaustion ----------------------------------------------- */
 
 static double cpu_seconds(void)
@@ -1062,6 +1205,8 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
+    tcase_add_test(tc, long_line_tail_is_not_stranded);
+    tcase_add_test(tc, frames_after_resume_are_not_stranded);
     tcase_add_test(tc, emfile_backs_off_and_recovers);
     suite_add_tcase(s, tc);
     return s;
