@@ -394,7 +394,9 @@ static void conn_finish(tether_conn *c, int reason)
     c->state = TETHER__CS_DEAD;
     c->reason = reason;
     tether__tnode_stop(c->loop, &c->timer);
-    conn_destroy_transport(c);
+    /* The socket stays open, unwatched, until the handle is freed after
+     * on_close, so that tether_conn_peer() still works in on_close. */
+    tether__io_stop(c->loop, &c->io);
     free(c->rpart);
     c->rpart = NULL;
     c->rlen = c->rcap = 0;
@@ -434,6 +436,7 @@ static void conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
+    conn_destroy_transport(c);
     tether__loop_handle_remove(c->loop, true);
     tether__pending_cancel(c->loop, &c->pend);
     free(c->rpart);
@@ -831,7 +834,7 @@ static void conn_flush(tether_conn *c)
 
 static void conn_update_io(tether_conn *c)
 {
-    if (c->tr == NULL) {
+    if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
         return;
     }
     unsigned ev = 0;
@@ -1394,7 +1397,7 @@ int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
     if (c == NULL || buf == NULL || len == 0) {
         return TETHER_EINVAL;
     }
-    if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
+    if (c->tr == NULL) {
         return TETHER_ENOTCONN;
     }
     struct sockaddr_storage ss;

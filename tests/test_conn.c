@@ -29,6 +29,7 @@ struct srv {
     tether_conn *last;
     int errors;
     int last_error_code;
+    char last_peer[64];
 };
 
 static struct srv S;
@@ -60,6 +61,9 @@ static void srv_close(tether_conn *c, int reason, void *ud)
     S.closed++;
     S.last_reason = reason;
     snprintf(S.last_detail, sizeof S.last_detail, "%s", tether_conn_last_error(c));
+    if (tether_conn_peer(c, S.last_peer, sizeof S.last_peer) != TETHER_OK) {
+        S.last_peer[0] = '\0';
+    }
     if (S.last == c) {
         S.last = NULL;
     }
@@ -397,6 +401,8 @@ START_TEST(peer_closes_mid_frame_is_truncated)
     ck_assert_int_eq(S.last_reason, TETHER_ETRUNCATED);
     ck_assert_str_eq(S.last_detail,
                      "peer closed the connection after 14 of 104 bytes of a message");
+    /* The peer's address is still known while on_close runs. */
+    ck_assert_ptr_nonnull(strstr(S.last_peer, "127.0.0.1:"));
     tether_listener_close(l);
 }
 END_TEST

@@ -277,6 +277,14 @@ TETHER_API int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tethe
  * has been written (for TLS, with close_notify) the write side is shut down
  * and `on_close` runs with #TETHER_OK; if that takes longer than
  * tether_conn_opts::close_timeout_ms it runs with #TETHER_ETIMEDOUT instead.
+ *
+ * After `on_close` the library keeps the socket for at most 2 seconds to
+ * read and discard what the peer still sends, until the peer's FIN
+ * ("lingering close"). Closing a socket with unread input makes the kernel
+ * send a reset, and a reset can destroy the last messages before the peer
+ * has read them. The loop counts such a socket as active, so
+ * tether_loop_run() may return up to 2 seconds after the last `on_close`
+ * when a peer never closes its side.
  * @param[in] c The connection; NULL is ignored.
  */
 TETHER_API void tether_conn_close(tether_conn *c);
