@@ -20,6 +20,7 @@
  * outside a dispatch of this connection), so a burst of sends costs one
  * system call. */
 #include "conn.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,6 +57,8 @@ void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
     d.nodelay = true;
     d.connect_timeout_ms = 20000;
     d.close_timeout_ms = 10000;
+    d.attempt_delay_ms = 250;
+    d.family = TETHER_FAMILY_ANY;
     memcpy(opts, &d, TETHER__MIN(size, sizeof d));
     if (size > sizeof d) {
         memset((char *)opts + sizeof d, 0, size - sizeof d);
@@ -92,6 +95,9 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
                                o->send_lwm, o->send_hwm);
     } else if (o->sndbuf < 0 || o->rcvbuf < 0) {
         rv = tether__set_error(err, TETHER_EINVAL, "sndbuf and rcvbuf must not be negative");
+    } else if (o->family != TETHER_FAMILY_ANY && o->family != TETHER_FAMILY_V4 &&
+               o->family != TETHER_FAMILY_V6) {
+        rv = tether__set_error(err, TETHER_EINVAL, "unknown address family %d", (int)o->family);
     }
     if (rv == TETHER_OK && o->send_lwm == 0) {
         o->send_lwm = o->send_hwm / 4;
@@ -136,14 +142,10 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
     return TETHER_OK;
 }
 
-void tether__conn_tls_cfg_unref(void *tls) __attribute__((weak));
-
 void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
 {
     if (cfg != NULL && --cfg->refs == 0) {
-        if (cfg->tls != NULL && tether__conn_tls_cfg_unref != NULL) {
-            tether__conn_tls_cfg_unref(cfg->tls);
-        }
+        tether_tls_config_unref(cfg->tls);
         free(cfg);
     }
 }
@@ -728,6 +730,9 @@ static void conn_read(tether_conn *c)
                 }
                 memcpy(c->rpart + c->rlen, lb, extra);
                 c->rlen += extra;
+                if (conn_can_deliver(c)) {
+                    conn_parse_rpart(c);
+                }
                 return;
             }
             size_t used = conn_parse(c, lb, extra, &known);
@@ -1113,6 +1118,10 @@ static void conn_became_ready(tether_conn *c)
     if (c->wq_head != NULL) {
         conn_todo(c, TETHER__CT_FLUSH);
     }
+    if (c->tr->ops->has_pending(c->tr)) {
+        /* TLS read data along with the end of the handshake. */
+        conn_todo(c, TETHER__CT_PARSE);
+    }
 }
 
 static void conn_handshake_step(tether_conn *c)
@@ -1125,7 +1134,13 @@ static void conn_handshake_step(tether_conn *c)
             tether__conn_fail(c, rv, "connect to %s: %s", c->url,
                               d != NULL ? d : tether_strerror(rv));
         } else {
-            tether__conn_fail(c, rv, "%s handshake failed: %s", c->tr->ops->name,
+            char peer[80];
+            if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+                snprintf(peer, sizeof peer, "an unknown peer");
+            }
+            c->flags |= TETHER__CF_REPORT_LISTENER;
+            tether__conn_fail(c, rv, "%s handshake with %s failed: %s",
+                              c->cfg->tls != NULL ? "TLS" : c->tr->ops->name, peer,
                               d != NULL ? d : tether_strerror(rv));
         }
         return;
@@ -1137,18 +1152,38 @@ static void conn_handshake_step(tether_conn *c)
     }
 }
 
-int tether__conn_tls_wrap(tether_conn *c, int fd, const char *host, bool server,
-                          struct tether_transport **out) __attribute__((weak));
+/* The deadline passed during the TLS handshake: for a dialled connection
+ * the connect timeout, for an accepted one the TLS configuration's. */
+static void conn_handshake_timeout(tether_conn *c)
+{
+    if (c->url != NULL) {
+        tether__conn_fail(c, TETHER_ETIMEDOUT,
+                          "connect to %s: TLS handshake timed out (connect timeout of %d ms)",
+                          c->url, c->cfg->o.connect_timeout_ms);
+        return;
+    }
+    char peer[80];
+    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+        snprintf(peer, sizeof peer, "an unknown peer");
+    }
+    c->flags |= TETHER__CF_REPORT_LISTENER;
+    tether__conn_fail(c, TETHER_ETIMEDOUT, "TLS handshake with %s timed out after %d ms", peer,
+                      tether__tls_handshake_timeout_ms(c->cfg->tls));
+}
 
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server)
 {
     int rv;
     if (c->cfg->tls != NULL) {
-        if (tether__conn_tls_wrap == NULL) {
-            close(fd);
-            return TETHER_ENOTSUP;
+        rv = tether__tls_transport_new(&c->tr, c->cfg->tls, fd, host, server);
+        if (rv == TETHER_OK && server) {
+            /* Accepted connections have no connect deadline: the TLS
+             * configuration bounds their handshake. */
+            int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
+            if (ms >= 0) {
+                tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
+            }
         }
-        rv = tether__conn_tls_wrap(c, fd, host, server, &c->tr);
     } else {
         rv = tether__tcp_transport_new(&c->tr, fd, is_unix);
     }
@@ -1179,7 +1214,10 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
             conn_flush(c);
         }
-        if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
+        if (c->state == TETHER__CS_READY && c->tr != NULL &&
+            ((revents & TETHER_EV_READ) ||
+             (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
+            /* (TLS reading may wait for writability.) */
             conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
             while (c->state == TETHER__CS_READY && c->tr != NULL &&
@@ -1187,8 +1225,17 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
                 size_t before = c->rlen;
                 conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                    /* Finish from the pending queue, after other work. */
+                    conn_todo(c, TETHER__CT_PARSE);
                     break;
                 }
+            }
+            if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY &&
+                c->wq_head != NULL && c->tr != NULL &&
+                (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
+                /* TLS may need to read to finish a write. */
+                c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+                conn_flush(c);
             }
         } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING &&
                    c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
@@ -1214,6 +1261,14 @@ static void conn_timer_cb(struct tether__tnode *n)
     switch (c->state) {
     case TETHER__CS_CONNECTING:
     case TETHER__CS_HANDSHAKING:
+        if (c->state == TETHER__CS_CONNECTING && c->dialer != NULL) {
+            tether__dial_timeout(c); /* names the addresses it tried */
+            break;
+        }
+        if (c->state == TETHER__CS_HANDSHAKING && c->cfg->tls != NULL) {
+            conn_handshake_timeout(c);
+            break;
+        }
         tether__conn_fail(c, TETHER_ETIMEDOUT, "connect to %s timed out after %d ms",
                           c->url != NULL ? c->url : "peer", c->cfg->o.connect_timeout_ms);
         break;
@@ -1254,6 +1309,16 @@ static void conn_pending_cb(struct tether__pending *p)
             conn_parse_rpart(c);
             c->dispatching--;
         }
+        if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+            /* Input held inside the transport (TLS) that epoll will not
+             * report; more than one read's worth continues next time. */
+            c->dispatching++;
+            conn_read(c);
+            c->dispatching--;
+            if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                conn_todo(c, TETHER__CT_PARSE);
+            }
+        }
         if (c->state == TETHER__CS_READY) {
             conn_update_io(c);
         }
@@ -1289,6 +1354,10 @@ static void conn_pending_cb(struct tether__pending *p)
             bool tell = !(c->flags & TETHER__CF_ACCEPTED) || (c->flags & TETHER__CF_ACCEPT_DONE);
             if (tell && c->cfg->o.on_close != NULL) {
                 c->cfg->o.on_close(c, reason, c->userdata);
+            }
+            if (!tell && (c->flags & TETHER__CF_REPORT_LISTENER) && c->cfg->listener != NULL) {
+                /* It failed its handshake and never reached on_accept. */
+                tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
             }
             if (c->state == TETHER__CS_DEAD) {
                 c->todo |= TETHER__CT_FREE;
@@ -1353,9 +1422,9 @@ void tether_conn_resume(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    if (c->rlen > 0) {
-        /* Frames held back while paused: deliver them from the loop, not
-         * from inside this call. */
+    if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
+        /* Frames held back while paused (here or inside TLS): deliver them
+         * from the loop, not from inside this call. */
         conn_todo(c, TETHER__CT_PARSE);
     } else {
         conn_update_io(c);
@@ -1439,10 +1508,11 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return rv;
     }
     if (u.scheme == TETHER__SCHEME_TLS) {
-        /* Filled in by the TLS layer when it is built in. */
-        tether__conn_cfg_unref(cfg);
-        return tether__set_error(out_err, TETHER_ENOTSUP,
-                                 "tls:// is not supported by this build of tether");
+        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        if (rv != TETHER_OK) {
+            tether__conn_cfg_unref(cfg);
+            return rv;
+        }
     }
     tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
     tether__conn_cfg_unref(cfg);

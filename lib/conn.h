@@ -100,6 +100,7 @@ struct tether_conn {
 #define TETHER__CF_ACCEPT_DONE 0x0100u  /* on_accept has been called */
 #define TETHER__CF_CLOSE_DONE 0x0200u /* on_close has been called */
 #define TETHER__CF_DRAIN_DUE 0x0400u
+#define TETHER__CF_REPORT_LISTENER 0x0800u /* accepted, failed before on_accept: tell on_error */
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
@@ -136,5 +137,12 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
+
+/* Reports through the listener's on_error an accepted connection that
+ * failed before it was established (listener.c). */
+void tether__listener_report_conn(tether_listener *l, int err, const char *detail);
+/* The connect deadline passed while dialling (c->dialer is set): records
+ * what was tried and ends the connection. */
+void tether__dial_timeout(tether_conn *c);
 
 #endif /* TETHER_CONN_INT_H */

@@ -1,56 +1,142 @@
 /* Dialling: from a parsed URL to a connected socket handed to conn.c.
  *
- * The dialer turns the URL into candidate addresses and tries them one
- * after another with non-blocking connects, recording the outcome of each
- * so that a failure can say exactly what was tried. The connection's own
- * timer enforces the overall deadline; the dialer never blocks. */
+ * 1. Candidates. A numeric host or a Unix path is its own single
+ *    candidate. `localhost` (and `*.localhost`, RFC 6761) becomes ::1 and
+ *    127.0.0.1 without asking any DNS server, as curl does. Any other name
+ *    is resolved on the loop's c-ares channel (dns.c), A and AAAA together,
+ *    and comes back deduplicated with the families interleaved (RFC 8305
+ *    section 4). tether_conn_opts::family restricts all of this to one
+ *    family. Every dial resolves again: nothing is cached here.
+ *
+ * 2. Happy Eyeballs v2 (RFC 8305 section 5). The first candidate is tried
+ *    at once. While attempts are in progress, the next candidate starts
+ *    after the connection attempt delay (tether_conn_opts::attempt_delay_ms,
+ *    default 250 ms, clamped to 100 ms - 2 s); earlier attempts keep
+ *    running. An attempt that fails starts the next candidate immediately.
+ *    The first attempt to connect wins: every other attempt is closed on
+ *    the spot and the winner's socket goes to tether__conn_attach().
+ *
+ * 3. Deadlines. The connection's own timer enforces connect_timeout_ms over
+ *    the whole set-up (resolution, attempts and the TLS handshake); when it
+ *    fires during this phase, conn.c asks the dialer to report what it was
+ *    doing (tether__dial_timeout). On top of that each attempt gets its
+ *    share of what is left: an attempt that starts with R ms left before
+ *    the deadline and n candidates not yet started (itself included) is
+ *    abandoned after max(ATTEMPT_FLOOR_MS, R / n). So one dead address can
+ *    never take the budget of the candidates behind it, yet no attempt gets
+ *    less than the floor (enough for one lost SYN to be retransmitted).
+ *    Abandoning an attempt counts as a failure: the next candidate starts
+ *    at once.
+ *
+ * Every outcome is recorded per candidate, so that a failure can say
+ * exactly what was tried: "connect to tcp://db.test:5432 failed: 2
+ * addresses tried: [::1]:5432 refused; 127.0.0.1:5432 timed out after
+ * 3000 ms". The dialer never blocks and never calls user code; conn.c
+ * reports. */
 #include "conn.h"
+#include "dns.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
-#define DIAL_MAX_ADDRS 16
+#define ATTEMPT_DELAY_MIN_MS 100
+#define ATTEMPT_DELAY_MAX_MS 2000
+#define ATTEMPT_FLOOR_MS 2000u
+/* Candidates beyond this are dropped (reported as "not tried"). A name
+ * with more addresses than this is unusual, and the attempts are spaced by
+ * at least 100 ms, so later ones would rarely start before the deadline. */
+#define DIAL_MAX_CANDS 64
+
+enum cand_state {
+    CAND_WAITING, /* not started */
+    CAND_RUNNING, /* connect() in progress */
+    CAND_DONE,    /* failed; err and took say how */
+};
+
+struct dial_cand {
+    struct tether__dialer *d;
+    struct tether__addr addr;
+    int fd;
+    struct tether__io io;
+    struct tether__tnode timer; /* this attempt's own limit */
+    uint64_t started;           /* loop ms */
+    uint64_t limit_ms;          /* the per-attempt limit, 0 for none */
+    uint64_t took;              /* ms spent, for timeouts */
+    int err;
+    uint8_t state;
+};
 
 struct tether__dialer {
     tether_conn *c;
     struct tether__url u;
-    struct sockaddr_storage addrs[DIAL_MAX_ADDRS];
-    socklen_t lens[DIAL_MAX_ADDRS];
-    int naddr;
-    int next;
-    int fd;
-    struct tether__io io;
     struct tether__pending free_pend; /* frees the dialer outside dispatch */
-    int last_err;
-    int ntried;
-    char tried[TETHER_ERROR_MSG_MAX];
+    struct tether__tnode stagger;     /* starts the next candidate */
+    struct tether__dns_req *dns;      /* the lookup in progress, or NULL */
+    uint64_t dns_started;
+    struct dial_cand *cands;
+    int ncand;
+    int dropped; /* candidates beyond DIAL_MAX_CANDS */
+    int next;    /* first candidate not started */
+    int running;
+    unsigned delay_ms;
+    bool named; /* the host was a name: messages list the addresses */
 };
 
-static void dial_try_next(struct tether__dialer *d);
+enum start_result {
+    START_RUNNING,
+    START_FAILED,
+    START_CONNECTED
+};
+
+static void dial_advance(struct tether__dialer *d);
+
+/* ---- lifetime ---------------------------------------------------------- */
 
 static void dialer_free_cb(struct tether__pending *p)
 {
     struct tether__dialer *d = tether__container_of(p, struct tether__dialer, free_pend);
+    free(d->cands);
     free(d);
 }
 
-/* Detaches the dialer from its connection and frees it from the loop: its
- * I/O watcher may still appear in the epoll batch being dispatched. */
+static void cand_close(struct dial_cand *k)
+{
+    tether_loop *loop = k->d->c->loop;
+    tether__io_stop(loop, &k->io);
+    tether__tnode_stop(loop, &k->timer);
+    if (k->fd >= 0) {
+        close(k->fd);
+        k->fd = -1;
+    }
+}
+
+/* Closes every attempt, detaches the dialer from its connection and frees
+ * it from the loop: its watchers may still be in the epoll batch being
+ * dispatched. */
 static void dialer_release(struct tether__dialer *d)
 {
-    tether__io_stop(d->c->loop, &d->io);
-    if (d->fd >= 0) {
-        close(d->fd);
-        d->fd = -1;
+    tether_loop *loop = d->c->loop;
+    for (int i = 0; i < d->ncand; i++) {
+        cand_close(&d->cands[i]);
+    }
+    d->running = 0;
+    tether__tnode_stop(loop, &d->stagger);
+    if (d->dns != NULL) {
+        tether__dns_cancel(d->dns);
+        d->dns = NULL;
     }
     d->c->dialer = NULL;
-    tether__pending_queue(d->c->loop, &d->free_pend);
+    tether__pending_queue(loop, &d->free_pend);
 }
+
+/* ---- reporting --------------------------------------------------------- */
 
 static const char *short_reason(int err)
 {
@@ -68,44 +154,105 @@ static const char *short_reason(int err)
     }
 }
 
-static void dial_record(struct tether__dialer *d, int idx, int err)
+/* The code for a dial whose every attempt failed: the most telling
+ * outcome. A refusal proves the host is up with nothing listening; a
+ * timeout that the path or the host is dead; unreachable networks are
+ * typically a family this host has no route for. */
+static int dial_pick_code(const struct tether__dialer *d)
 {
-    char addr[128];
-    tether__addr_format((const struct sockaddr *)&d->addrs[idx], d->lens[idx], addr, sizeof addr);
-    size_t used = strlen(d->tried);
-    if (used < sizeof d->tried - 1) {
-        snprintf(d->tried + used, sizeof d->tried - used, "%s%s %s", d->ntried > 0 ? "; " : "",
-                 addr, short_reason(err));
+    static const int rank[] = {TETHER_ECONNREFUSED, TETHER_ETIMEDOUT, TETHER_EHOSTUNREACH,
+                               TETHER_ENETUNREACH};
+    for (size_t r = 0; r < TETHER__ARRAY_SIZE(rank); r++) {
+        for (int i = 0; i < d->ncand; i++) {
+            if (d->cands[i].state == CAND_DONE && d->cands[i].err == rank[r]) {
+                return rank[r];
+            }
+        }
     }
-    d->ntried++;
-    d->last_err = err;
+    for (int i = 0; i < d->ncand; i++) {
+        if (d->cands[i].state == CAND_DONE) {
+            return d->cands[i].err;
+        }
+    }
+    return TETHER_ETIMEDOUT;
 }
 
-static void dial_fail_all(struct tether__dialer *d)
+/* Records the outcome of the dial on the connection, releases the dialer
+ * and ends the connection with code. */
+static void dial_report(struct tether__dialer *d, int code)
 {
     tether_conn *c = d->c;
-    int err = d->last_err;
-    if (d->ntried == 1) {
-        /* The common case reads like the issue it is: "connect to
+    int tried = 0;
+    for (int i = 0; i < d->ncand; i++) {
+        tried += d->cands[i].state == CAND_DONE;
+    }
+    if (!d->named && d->ncand == 1 && tried == 1) {
+        /* A numeric address reads like the issue it is: "connect to
          * tcp://127.0.0.1:9: connection refused". */
-        tether__conn_set_err(c, "connect to %s: %s", c->url, tether_strerror(err));
+        const struct dial_cand *k = &d->cands[0];
+        if (k->err == TETHER_ETIMEDOUT) {
+            tether__conn_set_err(c, "connect to %s timed out after %llu ms", c->url,
+                                 (unsigned long long)k->took);
+        } else {
+            tether__conn_set_err(c, "connect to %s: %s", c->url, tether_strerror(k->err));
+        }
     } else {
-        tether__conn_set_err(c, "connect to %s failed: %d addresses tried: %s", c->url,
-                             d->ntried, d->tried);
+        char list[TETHER_ERROR_MSG_MAX];
+        size_t used = 0;
+        list[0] = '\0';
+        for (int i = 0; i < d->ncand && used < sizeof list - 1; i++) {
+            const struct dial_cand *k = &d->cands[i];
+            if (k->state != CAND_DONE) {
+                continue;
+            }
+            char addr[64];
+            tether__addr_format((const struct sockaddr *)&k->addr.ss, k->addr.len, addr,
+                                sizeof addr);
+            int w;
+            if (k->err == TETHER_ETIMEDOUT) {
+                w = snprintf(list + used, sizeof list - used, "%s%s timed out after %llu ms",
+                             used > 0 ? "; " : "", addr, (unsigned long long)k->took);
+            } else {
+                w = snprintf(list + used, sizeof list - used, "%s%s %s", used > 0 ? "; " : "", addr,
+                             short_reason(k->err));
+            }
+            used = w < 0 ? sizeof list : TETHER__MIN(used + (size_t)w, sizeof list);
+        }
+        int untried = d->ncand - tried + d->dropped;
+        char more[48] = "";
+        if (untried > 0) {
+            snprintf(more, sizeof more, "; %d more not tried", untried);
+        }
+        tether__conn_set_err(c, "connect to %s failed: %d address%s tried: %s%s", c->url, tried,
+                             tried == 1 ? "" : "es", list, more);
     }
     dialer_release(d);
-    tether__conn_end(c, err);
+    tether__conn_end(c, code);
 }
 
-static void dial_connected(struct tether__dialer *d)
+/* Ends the dial before any attempt: resolution failed or the host cannot
+ * be used with the requested family. */
+static void dial_fail_early(struct tether__dialer *d, int code, const char *detail)
 {
     tether_conn *c = d->c;
-    int fd = d->fd;
+    tether__conn_set_err(c, "connect to %s failed: %s", c->url, detail);
+    dialer_release(d);
+    tether__conn_end(c, code);
+}
+
+/* ---- attempts ---------------------------------------------------------- */
+
+static void dial_won(struct dial_cand *k)
+{
+    struct tether__dialer *d = k->d;
+    tether_conn *c = d->c;
+    int fd = k->fd;
     bool is_unix = d->u.scheme == TETHER__SCHEME_UNIX;
     char host[TETHER__HOST_MAX + 1];
     memcpy(host, d->u.host, sizeof host);
-    tether__io_stop(c->loop, &d->io);
-    d->fd = -1;
+    tether__io_stop(c->loop, &k->io);
+    k->fd = -1;
+    /* The losers are closed here, before the winner is even attached. */
     dialer_release(d);
     int rv = tether__conn_attach(c, fd, is_unix, is_unix ? NULL : host, false);
     if (rv != TETHER_OK) {
@@ -113,87 +260,241 @@ static void dial_connected(struct tether__dialer *d)
     }
 }
 
-static void dial_on_writable(struct tether__io *io, unsigned revents)
+/* An attempt failed (or was abandoned): record it, move on. */
+static void cand_failed(struct dial_cand *k, int err, uint64_t took)
+{
+    struct tether__dialer *d = k->d;
+    cand_close(k);
+    if (k->state == CAND_RUNNING) {
+        d->running--;
+    }
+    k->state = CAND_DONE;
+    k->err = err;
+    k->took = took;
+}
+
+static void cand_on_writable(struct tether__io *io, unsigned revents)
 {
     (void)revents;
-    struct tether__dialer *d = tether__container_of(io, struct tether__dialer, io);
+    struct dial_cand *k = tether__container_of(io, struct dial_cand, io);
     int soerr = 0;
     socklen_t sl = sizeof soerr;
-    if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) {
+    if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) {
         soerr = errno;
     }
     if (soerr == 0) {
-        dial_connected(d);
+        dial_won(k);
         return;
     }
-    tether__io_stop(d->c->loop, &d->io);
-    close(d->fd);
-    d->fd = -1;
-    dial_record(d, d->next - 1, tether__errno_to_err(soerr));
-    dial_try_next(d);
+    struct tether__dialer *d = k->d;
+    cand_failed(k, tether__errno_to_err(soerr), d->c->loop->now - k->started);
+    dial_advance(d);
 }
 
-static void dial_try_next(struct tether__dialer *d)
+static void cand_on_timer(struct tether__tnode *n)
 {
+    struct dial_cand *k = tether__container_of(n, struct dial_cand, timer);
+    struct tether__dialer *d = k->d;
+    cand_failed(k, TETHER_ETIMEDOUT, k->limit_ms);
+    dial_advance(d);
+}
+
+/* This attempt's limit: its share of the time left, never below the floor,
+ * and none when the overall deadline comes first anyway. */
+static uint64_t cand_limit(const struct tether__dialer *d, int idx)
+{
+    const tether_conn *c = d->c;
+    if (!tether__tnode_active(&c->timer)) {
+        return 0; /* no overall deadline (connect_timeout_ms < 0) */
+    }
+    uint64_t now = c->loop->now;
+    uint64_t left = c->timer.deadline > now ? c->timer.deadline - now : 0;
+    uint64_t share = left / (uint64_t)(d->ncand - idx);
+    uint64_t limit = TETHER__MAX(share, (uint64_t)ATTEMPT_FLOOR_MS);
+    return limit < left ? limit : 0;
+}
+
+static enum start_result cand_start(struct dial_cand *k, int idx)
+{
+    struct tether__dialer *d = k->d;
     tether_conn *c = d->c;
-    while (d->next < d->naddr) {
+    const struct sockaddr *sa = (const struct sockaddr *)&k->addr.ss;
+    k->started = c->loop->now;
+    k->state = CAND_RUNNING;
+    d->running++;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        cand_failed(k, tether__errno_to_err(errno), 0);
+        return START_FAILED;
+    }
+    k->fd = fd;
+    tether__sock_apply_opts(fd, c->cfg, sa->sa_family == AF_UNIX);
+    int r;
+    do {
+        r = connect(fd, sa, k->addr.len);
+    } while (r != 0 && errno == EINTR);
+    if (r == 0) {
+        dial_won(k);
+        return START_CONNECTED;
+    }
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+        cand_failed(k, tether__errno_to_err(errno), 0);
+        return START_FAILED;
+    }
+    /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
+     * once the server accepts. */
+    tether__io_init(&k->io, fd, cand_on_writable);
+    int rv = tether__io_set(c->loop, &k->io, TETHER_EV_WRITE);
+    if (rv != TETHER_OK) {
+        cand_failed(k, rv, 0);
+        return START_FAILED;
+    }
+    k->limit_ms = cand_limit(d, idx);
+    if (k->limit_ms > 0) {
+        tether__tnode_start(c->loop, &k->timer, k->limit_ms);
+    }
+    return START_RUNNING;
+}
+
+/* Starts candidates until one is in progress (then waits for it, at most
+ * the attempt delay), or reports the failure once nothing is left. */
+static void dial_advance(struct tether__dialer *d)
+{
+    tether_loop *loop = d->c->loop;
+    while (d->next < d->ncand) {
         int idx = d->next++;
-        const struct sockaddr *sa = (const struct sockaddr *)&d->addrs[idx];
-        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            dial_record(d, idx, tether__errno_to_err(errno));
-            continue;
+        enum start_result r = cand_start(&d->cands[idx], idx);
+        if (r == START_CONNECTED) {
+            return; /* the dialer is gone */
         }
-        tether__sock_apply_opts(fd, c->cfg, sa->sa_family == AF_UNIX);
-        int r;
-        do {
-            r = connect(fd, sa, d->lens[idx]);
-        } while (r != 0 && errno == EINTR);
-        if (r == 0) {
-            d->fd = fd;
-            dial_connected(d);
-            return;
-        }
-        if (errno == EINPROGRESS || errno == EAGAIN) {
-            /* EAGAIN: a Unix socket whose accept queue is full; it becomes
-             * writable once the server accepts. */
-            d->fd = fd;
-            tether__io_init(&d->io, fd, dial_on_writable);
-            int rv = tether__io_set(c->loop, &d->io, TETHER_EV_WRITE);
-            if (rv != TETHER_OK) {
-                close(fd);
-                d->fd = -1;
-                dial_record(d, idx, rv);
-                continue;
+        if (r == START_RUNNING) {
+            if (d->next < d->ncand) {
+                tether__tnode_start(loop, &d->stagger, d->delay_ms);
+            } else {
+                tether__tnode_stop(loop, &d->stagger);
             }
             return;
         }
-        int err = tether__errno_to_err(errno);
-        close(fd);
-        dial_record(d, idx, err);
     }
-    dial_fail_all(d);
+    tether__tnode_stop(loop, &d->stagger);
+    if (d->running == 0) {
+        dial_report(d, dial_pick_code(d));
+    }
 }
 
-static int dial_add_numeric(struct tether__dialer *d, int family, const char *ip, int port)
+static void dial_on_stagger(struct tether__tnode *n)
 {
-    struct sockaddr_storage *ss = &d->addrs[d->naddr];
-    memset(ss, 0, sizeof *ss);
-    if (family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct tether__dialer *d = tether__container_of(n, struct tether__dialer, stagger);
+    dial_advance(d);
+}
+
+/* Takes over an address list and starts connecting. */
+static void dial_set_cands(struct tether__dialer *d, struct tether__addr *addrs, size_t n)
+{
+    if (n == 0) {
+        dial_fail_early(d, TETHER_ENOADDR, "no address to connect to");
+        return;
+    }
+    if (n > DIAL_MAX_CANDS) {
+        d->dropped = (int)(n - DIAL_MAX_CANDS);
+        n = DIAL_MAX_CANDS;
+    }
+    d->cands = calloc(n, sizeof *d->cands);
+    if (d->cands == NULL) {
+        dial_fail_early(d, TETHER_ENOMEM, "out of memory");
+        return;
+    }
+    d->ncand = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        struct dial_cand *k = &d->cands[i];
+        k->d = d;
+        k->addr = addrs[i];
+        k->fd = -1;
+        tether__io_init(&k->io, -1, cand_on_writable);
+        tether__tnode_init(&k->timer, cand_on_timer);
+    }
+    dial_advance(d);
+}
+
+/* ---- resolution -------------------------------------------------------- */
+
+static int family_af(tether_family f)
+{
+    return f == TETHER_FAMILY_V4 ? AF_INET : f == TETHER_FAMILY_V6 ? AF_INET6 : AF_UNSPEC;
+}
+
+static void dial_on_resolved(int status, struct tether__addr *addrs, size_t n, const char *detail,
+                             void *ud)
+{
+    struct tether__dialer *d = ud;
+    d->dns = NULL;
+    if (status != TETHER_OK) {
+        dial_fail_early(d, status, detail);
+        return;
+    }
+    dial_set_cands(d, addrs, n);
+    free(addrs);
+}
+
+/* localhost, localhost. and *.localhost (RFC 6761 section 6.3). */
+static bool is_localhost(const char *host)
+{
+    size_t n = strlen(host);
+    if (n > 0 && host[n - 1] == '.') {
+        n--;
+    }
+    static const char lh[] = "localhost";
+    size_t l = sizeof lh - 1;
+    if (n < l || strncasecmp(host + n - l, lh, l) != 0) {
+        return false;
+    }
+    return n == l || host[n - l - 1] == '.';
+}
+
+/* A name c-ares can look up: labels of 1 to 63 printable characters. */
+static bool is_valid_name(const char *host)
+{
+    size_t label = 0;
+    for (const char *p = host; *p != '\0'; p++) {
+        if (*p == '.') {
+            if (label == 0) {
+                return false;
+            }
+            label = 0;
+        } else if (!isgraph((unsigned char)*p) || ++label > 63) {
+            return false;
+        }
+    }
+    return host[0] != '\0';
+}
+
+static void addr_set(struct tether__addr *a, int af, const void *ip, int port)
+{
+    memset(a, 0, sizeof *a);
+    if (af == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)port);
-        inet_pton(AF_INET, ip, &sin->sin_addr);
-        d->lens[d->naddr] = sizeof *sin;
+        memcpy(&sin->sin_addr, ip, sizeof sin->sin_addr);
+        a->len = sizeof *sin;
     } else {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons((uint16_t)port);
-        inet_pton(AF_INET6, ip, &sin6->sin6_addr);
-        d->lens[d->naddr] = sizeof *sin6;
+        memcpy(&sin6->sin6_addr, ip, sizeof sin6->sin6_addr);
+        a->len = sizeof *sin6;
     }
-    d->naddr++;
-    return TETHER_OK;
+}
+
+static unsigned clamp_delay(int ms)
+{
+    if (ms < ATTEMPT_DELAY_MIN_MS) {
+        return ATTEMPT_DELAY_MIN_MS;
+    }
+    if (ms > ATTEMPT_DELAY_MAX_MS) {
+        return ATTEMPT_DELAY_MAX_MS;
+    }
+    return (unsigned)ms;
 }
 
 int tether__dial_start(tether_conn *c, const struct tether__url *u)
@@ -204,27 +505,79 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     }
     d->c = c;
     d->u = *u;
-    d->fd = -1;
-    tether__io_init(&d->io, -1, dial_on_writable);
+    d->delay_ms = clamp_delay(c->cfg->o.attempt_delay_ms);
     tether__pending_init(&d->free_pend, dialer_free_cb);
+    tether__tnode_init(&d->stagger, dial_on_stagger);
     c->dialer = d;
 
-    int rv = tether__url_sockaddr(u, &d->addrs[0], &d->lens[0]);
+    int af = family_af(c->cfg->o.family);
+    struct tether__addr one;
+    int rv = tether__url_sockaddr(u, &one.ss, &one.len);
     if (rv == TETHER_OK) {
-        d->naddr = 1;
-    } else if (strcmp(u->host, "localhost") == 0) {
-        /* localhost never needs a DNS server: try both loopbacks. */
-        dial_add_numeric(d, AF_INET, "127.0.0.1", u->port);
-        dial_add_numeric(d, AF_INET6, "::1", u->port);
-    } else {
-        tether__conn_set_err(c, "connect to %s: resolving host names is not supported yet",
-                             c->url);
-        dialer_release(d);
-        tether__conn_end(c, TETHER_ENOTSUP);
+        int fam = one.ss.ss_family;
+        if (af != AF_UNSPEC && fam != AF_UNIX && fam != af) {
+            char detail[TETHER__HOST_MAX + 64];
+            snprintf(detail, sizeof detail, "%s is not an %s address", u->host,
+                     af == AF_INET ? "IPv4" : "IPv6");
+            dial_fail_early(d, TETHER_ENOADDR, detail);
+            return TETHER_OK;
+        }
+        dial_set_cands(d, &one, 1);
         return TETHER_OK;
     }
-    dial_try_next(d);
+    d->named = true;
+    if (is_localhost(u->host)) {
+        /* Loopback needs no DNS server, and RFC 6761 says not to ask one.
+         * IPv6 first, as RFC 6724 orders them. */
+        struct tether__addr lo[2];
+        size_t n = 0;
+        if (af != AF_INET) {
+            addr_set(&lo[n++], AF_INET6, &in6addr_loopback, u->port);
+        }
+        if (af != AF_INET6) {
+            struct in_addr v4 = {.s_addr = htonl(INADDR_LOOPBACK)};
+            addr_set(&lo[n++], AF_INET, &v4, u->port);
+        }
+        dial_set_cands(d, lo, n);
+        return TETHER_OK;
+    }
+    if (!is_valid_name(u->host)) {
+        char detail[TETHER__HOST_MAX + 64];
+        snprintf(detail, sizeof detail, "'%s' is not a valid host name", u->host);
+        dial_fail_early(d, TETHER_EINVAL, detail);
+        return TETHER_OK;
+    }
+    tether_error err;
+    d->dns_started = c->loop->now;
+    rv = tether__dns_resolve(&d->dns, c->loop, u->host, u->port, af, dial_on_resolved, d, &err);
+    if (rv != TETHER_OK) {
+        dial_fail_early(d, rv, err.message);
+    }
     return TETHER_OK;
+}
+
+void tether__dial_timeout(tether_conn *c)
+{
+    struct tether__dialer *d = c->dialer;
+    uint64_t now = c->loop->now;
+    if (d->dns != NULL) {
+        /* The overall deadline passed before the name was resolved: that
+         * is a DNS timeout as far as the caller can tell. */
+        char detail[TETHER__HOST_MAX + 96];
+        snprintf(detail, sizeof detail, "resolving %s timed out after %d ms (connect timeout)",
+                 d->u.host, c->cfg->o.connect_timeout_ms);
+        dial_fail_early(d, TETHER_EDNSTIMEDOUT, detail);
+        return;
+    }
+    /* Attempts still running ran until the deadline. */
+    uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+    for (int i = 0; i < d->ncand; i++) {
+        struct dial_cand *k = &d->cands[i];
+        if (k->state == CAND_RUNNING) {
+            cand_failed(k, TETHER_ETIMEDOUT, deadline - k->started);
+        }
+    }
+    dial_report(d, TETHER_ETIMEDOUT);
 }
 
 void tether__dial_cancel(tether_conn *c)

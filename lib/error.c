@@ -43,9 +43,13 @@ static const struct err_entry err_table[] = {
     {TETHER_EDNS, "TETHER_EDNS", "DNS resolution failed"},
     {TETHER_ENOADDR, "TETHER_ENOADDR", "no address of the requested family"},
     {TETHER_EDNSTIMEDOUT, "TETHER_EDNSTIMEDOUT", "DNS query timed out"},
+    {TETHER_ENOTTLS, "TETHER_ENOTTLS", "peer does not speak TLS"},
+    {TETHER_ENOSHARED, "TETHER_ENOSHARED", "no TLS version or cipher suite in common"},
+    {TETHER_EALPN, "TETHER_EALPN", "no application protocol (ALPN) in common"},
+    {TETHER_ECERTREQUIRED, "TETHER_ECERTREQUIRED", "client certificate required"},
 };
 
-static_assert(TETHER__ARRAY_SIZE(err_table) == 1 - TETHER_EDNSTIMEDOUT,
+static_assert(TETHER__ARRAY_SIZE(err_table) == 1 - TETHER_ECERTREQUIRED,
               "err_table must list every tether_err code in order");
 
 static const struct err_entry *err_lookup(int err)

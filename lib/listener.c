@@ -6,6 +6,7 @@
  * with a doubling back-off (10 ms up to 1 s), and tries again; clients wait
  * in the kernel's backlog meanwhile and are served once descriptors free up. */
 #include "conn.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -63,6 +64,11 @@ static void listener_report(tether_listener *l, int err, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     l->o.on_error(l, err, msg, l->o.userdata);
+}
+
+void tether__listener_report_conn(tether_listener *l, int err, const char *detail)
+{
+    listener_report(l, err, "%s", detail);
 }
 
 static void listener_backoff_cb(struct tether__tnode *n)
@@ -177,9 +183,6 @@ static bool unix_path_is_stale(const struct sockaddr_storage *ss, socklen_t sl)
     return stale;
 }
 
-int tether__listener_tls_setup(struct tether__conn_cfg *cfg, const tether_conn_opts *opts,
-                               tether_error *err) __attribute__((weak));
-
 int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
                   const tether_listen_opts *opts, tether_error *out_err)
 {
@@ -222,13 +225,7 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
     }
     l->o.conn_opts = NULL; /* copied into cfg */
     if (u.scheme == TETHER__SCHEME_TLS) {
-        if (tether__listener_tls_setup == NULL) {
-            tether__conn_cfg_unref(l->cfg);
-            free(l);
-            return tether__set_error(out_err, TETHER_ENOTSUP,
-                                     "tls:// is not supported by this build of tether");
-        }
-        rv = tether__listener_tls_setup(l->cfg, opts != NULL ? opts->conn_opts : NULL, out_err);
+        rv = tether__tls_conn_cfg_setup(l->cfg, true, out_err);
         if (rv != TETHER_OK) {
             tether__conn_cfg_unref(l->cfg);
             free(l);

@@ -173,6 +173,8 @@ void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
     }
 }
 
+int tether__dns_servers_check(const char *servers) __attribute__((weak));
+
 int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
 {
     if (out == NULL) {
@@ -202,6 +204,12 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
             return TETHER_ENOMEM;
         }
         loop->opts.dns_servers = loop->dns_servers;
+        if (tether__dns_servers_check != NULL &&
+            tether__dns_servers_check(loop->dns_servers) != TETHER_OK) {
+            free(loop->dns_servers);
+            free(loop);
+            return TETHER_EINVAL;
+        }
     }
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0) {

@@ -182,9 +182,21 @@ int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_op
     if (s == NULL) {
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    int rv = tether_loop_new(&s->loop, NULL);
+    /* The private loop takes the caller's DNS settings (servers, timeout,
+     * tries) from the field appended for this purpose, if the caller's
+     * header has it. */
+    const tether_loop_opts *lo = NULL;
+    if (opts != NULL && opts->size >= offsetof(tether_conn_opts, loop_opts) + sizeof lo) {
+        lo = opts->loop_opts;
+    }
+    int rv = tether_loop_new(&s->loop, lo);
     if (rv != TETHER_OK) {
         free(s);
+        if (rv == TETHER_EINVAL) {
+            return tether__set_error(out_err, rv,
+                                     "invalid loop_opts (dns_servers, dns_timeout_ms or "
+                                     "dns_tries)");
+        }
         return tether__set_error(out_err, rv, "cannot create a loop: %s", tether_strerror(rv));
     }
     tether_conn_opts o;
@@ -209,7 +221,13 @@ int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_op
         free(s);
         return rv;
     }
+    /* The connection's own deadline (capped to timeout_ms above) ends the
+     * attempt and names what was tried; this wait is only a safety net, so
+     * it allows a little longer for that report to arrive. */
     uint64_t deadline = deadline_of(timeout_ms);
+    if (deadline != UINT64_MAX) {
+        deadline += 250;
+    }
     sync_wait(s, deadline, sync_connect_done);
     if (!s->connect_done) {
         tether_conn_abort(s->c);

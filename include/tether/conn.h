@@ -16,6 +16,34 @@
  * allows, IPv4) address, and port 0 picks a free port (see
  * tether_listener_port()).
  *
+ * **Connecting to a name.** tether_conn_dial() never blocks. A numeric host
+ * is used as it is. `localhost` (also `localhost.` and `*.localhost`, RFC
+ * 6761) means ::1 and 127.0.0.1 without asking any DNS server. Any other
+ * name is looked up, A and AAAA together, on the loop's asynchronous
+ * resolver (c-ares): /etc/hosts first, then the DNS servers of
+ * /etc/resolv.conf or of tether_loop_opts::dns_servers. Every dial looks the
+ * name up again, so a service that moved is found by the next connection.
+ * tether_conn_opts::family restricts all of this to IPv4 or IPv6.
+ *
+ * Every address is a candidate, and they are tried with Happy Eyeballs
+ * (RFC 8305): the families interleaved, starting with the preferred one
+ * (RFC 6724 order, usually IPv6); the next attempt starts after
+ * tether_conn_opts::attempt_delay_ms while earlier attempts keep running,
+ * or at once when an attempt fails; the first attempt to connect wins and
+ * the others are closed at once.
+ *
+ * tether_conn_opts::connect_timeout_ms bounds the whole set-up: resolution,
+ * every attempt and, for `tls://`, the handshake. In addition each attempt
+ * is abandoned after max(2 s, L / n), where L is the time left before that
+ * deadline when the attempt starts and n the number of candidates not yet
+ * started (itself included), so that one dead address cannot use up the
+ * time of the addresses after it.
+ *
+ * A failed dial has a distinct code (see tether_conn_dial()) and
+ * tether_conn_last_error() says what was tried, for example
+ * `connect to tcp://db.test:5432 failed: 2 addresses tried: [::1]:5432
+ * refused; 127.0.0.1:5432 timed out after 3000 ms`.
+ *
  * **Messages.** tether_conn_send() takes a whole message and the
  * `on_message` callback delivers whole messages, in order, however TCP cut
  * the stream. The framing (see the framing group) is chosen per connection.
@@ -135,6 +163,15 @@ typedef void (*tether_listener_error_cb)(tether_listener *l, int err, const char
 typedef void (*tether_free_cb)(void *data, void *ud);
 
 /**
+ * @brief Address families a dialled connection may use (tether_conn_opts::family).
+ */
+typedef enum tether_family {
+    TETHER_FAMILY_ANY = 0, /**< IPv4 and IPv6, whichever answers first (default). */
+    TETHER_FAMILY_V4 = 4,  /**< IPv4 only: only A records are looked up. */
+    TETHER_FAMILY_V6 = 6,  /**< IPv6 only: only AAAA records are looked up. */
+} tether_family;
+
+/**
  * @brief Options for connections.
  *
  * Initialise with tether_conn_opts_init(), then set what you need. Fields
@@ -168,6 +205,23 @@ typedef struct tether_conn_opts {
                                      20000. Negative means none (not recommended). */
     int close_timeout_ms;       /**< How long tether_conn_close() may take to flush the
                                      queue before it aborts; default 10000. */
+    int attempt_delay_ms;       /**< Happy Eyeballs "connection attempt delay": while an
+                                     attempt is in progress, the next address is tried after
+                                     this long (earlier attempts keep running). Default 250;
+                                     values are clamped to 100..2000. */
+    tether_family family;       /**< Which address families to resolve and connect to;
+                                     default #TETHER_FAMILY_ANY. */
+    const tether_loop_opts *loop_opts; /**< Blocking API only: options for the private loop
+                                            of tether_sync_connect() (DNS servers, DNS
+                                            timeout and tries); NULL for defaults. Read
+                                            during that call only. Ignored elsewhere: an
+                                            event-API connection uses its loop's options. */
+    struct tether_tls_config *tls; /**< TLS configuration for `tls://` URLs (see the TLS
+                                        group); the connection or listener takes its own
+                                        reference. NULL on a dialled `tls://` URL means a
+                                        default client configuration that trusts the
+                                        system's CA store; a `tls://` listener requires
+                                        one with a certificate. Ignored for other URLs. */
 } tether_conn_opts;
 
 /**
@@ -228,6 +282,20 @@ TETHER_API void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t s
  * @retval TETHER_OK      Connecting; the callbacks will report the rest.
  * @retval TETHER_EINVAL  A NULL argument, a malformed URL or a bad option; no callback runs.
  * @retval TETHER_ENOMEM  Out of memory; no callback runs.
+ *
+ * Failures reported through `on_connect` (and then `on_close`) include:
+ * - #TETHER_ENOTFOUND: the name does not exist (NXDOMAIN);
+ * - #TETHER_ENOADDR: the name has no address of the requested family
+ *   (tether_conn_opts::family), or a numeric host is of the other family;
+ * - #TETHER_EDNSTIMEDOUT: no DNS server answered in time, or
+ *   connect_timeout_ms passed while the name was still being resolved;
+ * - #TETHER_EDNS: any other resolver failure (server failure, refusal);
+ * - #TETHER_ECONNREFUSED, #TETHER_ENETUNREACH, #TETHER_EHOSTUNREACH: every
+ *   attempt failed; with several addresses the code is the most telling
+ *   outcome, in this order: refused, timed out, host unreachable, network
+ *   unreachable, anything else;
+ * - #TETHER_ETIMEDOUT: connect_timeout_ms passed during the attempts or the
+ *   TLS handshake, or every attempt timed out.
  */
 TETHER_API int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
                                 const tether_conn_opts *opts, tether_error *out_err);

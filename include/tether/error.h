@@ -56,6 +56,12 @@ typedef enum tether_err {
     TETHER_EDNS = -26,          /**< DNS resolution failed (server failure, refused, bad reply). */
     TETHER_ENOADDR = -27,       /**< The name has no address of the requested family. */
     TETHER_EDNSTIMEDOUT = -28,  /**< No DNS server answered in time. */
+    TETHER_ENOTTLS = -29,       /**< The peer does not speak TLS (plain TCP, HTTP, wrong port). */
+    TETHER_ENOSHARED = -30,     /**< TLS peers have no protocol version or cipher suite in
+                                     common; the detail names which. */
+    TETHER_EALPN = -31,         /**< TLS peers have no application protocol (ALPN) in common. */
+    TETHER_ECERTREQUIRED = -32, /**< The TLS server requires a client certificate and none was
+                                     sent. */
 } tether_err;
 
 /** @brief Maximum length, including the terminating NUL, of a detail message. */

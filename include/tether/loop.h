@@ -58,6 +58,14 @@ typedef void (*tether_post_cb)(tether_loop *loop, void *ud);
  * Initialise with tether_loop_opts_init() before setting fields, so that a
  * program compiled against an older header keeps working with a newer
  * library (the `size` field records which fields the caller knows).
+ *
+ * The DNS fields configure the loop's resolver: one asynchronous c-ares
+ * channel per loop, created on the first lookup of a host name (numeric
+ * hosts and `localhost` never need it) and freed by tether_loop_free(). Its
+ * sockets and timeouts run on the loop like everything else; a lookup never
+ * blocks the loop's thread. Unless overridden here, the name servers,
+ * search domains and options come from /etc/resolv.conf, and /etc/hosts is
+ * consulted before DNS.
  */
 typedef struct tether_loop_opts {
     size_t size; /**< Set by tether_loop_opts_init(); do not change. */
@@ -67,7 +75,11 @@ typedef struct tether_loop_opts {
      * system configuration. Copied by tether_loop_new().
      */
     const char *dns_servers;
-    int dns_timeout_ms; /**< Per-try DNS timeout; 0 for the default (2000 ms). */
+    int dns_timeout_ms; /**< DNS timeout of the first try; 0 for the default (2000 ms).
+                             c-ares doubles it for each further round over the servers,
+                             so with one server a lookup gives up after about
+                             dns_timeout_ms * (2^dns_tries - 1): 6 s with the defaults.
+                             tether_conn_opts::connect_timeout_ms still bounds every dial. */
     int dns_tries;      /**< DNS tries per server; 0 for the default (2). */
 } tether_loop_opts;
 
@@ -89,7 +101,9 @@ TETHER_API void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
  * @param[out] out  Receives the loop; set to NULL on failure.
  * @param[in]  opts Options, or NULL for defaults. Copied; need not outlive the call.
  * @retval TETHER_OK      Success; free the loop with tether_loop_free().
- * @retval TETHER_EINVAL  @p out is NULL or an option is invalid.
+ * @retval TETHER_EINVAL  @p out is NULL or an option is invalid (for example a
+ *                        tether_loop_opts::dns_servers entry that is not an IP
+ *                        address with an optional port).
  * @retval TETHER_ENOMEM  Out of memory.
  * @retval TETHER_EMFILE  No file descriptor for epoll or eventfd.
  */

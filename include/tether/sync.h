@@ -54,6 +54,13 @@ typedef struct tether_msg {
 
 /**
  * @brief Connects, waiting at most @p timeout_ms.
+ *
+ * Resolution, Happy Eyeballs and the error messages are those of
+ * tether_conn_dial(). The private loop's resolver takes its settings (DNS
+ * servers, DNS timeout and tries) from tether_conn_opts::loop_opts; the
+ * connect deadline is the smaller of @p timeout_ms and
+ * tether_conn_opts::connect_timeout_ms, and covers resolution, every
+ * attempt and the TLS handshake.
  * @param[out] out        Receives the connection.
  * @param[in]  url        Where to connect, as for tether_conn_dial().
  * @param[in]  opts       Options (callbacks are ignored), or NULL for defaults.
@@ -63,6 +70,7 @@ typedef struct tether_msg {
  *                        connection refused".
  * @retval TETHER_OK        Connected; close with tether_sync_close().
  * @retval TETHER_ETIMEDOUT The deadline passed.
+ * @retval TETHER_EINVAL    A bad URL or option, including tether_conn_opts::loop_opts.
  * @return Any other code tether_conn_dial() or its `on_connect` can report.
  */
 TETHER_API int tether_sync_connect(tether_sync **out, const char *url,

@@ -12,6 +12,7 @@
 #include <tether/framing.h>
 #include <tether/conn.h>
 #include <tether/sync.h>
+#include <tether/tls.h>
 
 #ifdef __cplusplus
 extern "C" {

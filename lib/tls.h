@@ -1,0 +1,108 @@
+/* TLS internals shared by tls.c (configuration objects, SSL_CTX generations
+ * and the client session cache), transport_tls.c (the transport) and the
+ * connection code that selects TLS (conn.c, listener.c). */
+#ifndef TETHER_TLS_INT_H
+#define TETHER_TLS_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <openssl/ssl.h>
+
+#include "conn.h"
+
+/* Size of one TLS record's plaintext: the write path fills records to this. */
+#define TETHER__TLS_RECORD 16384u
+
+/* One generation of SSL_CTXs: the default certificate plus the SNI
+ * certificates. tether_tls_config_reload() builds a new generation and
+ * swaps it in; connections keep the SSL_CTX they started with (an SSL holds
+ * a reference to its SSL_CTX), and a handshake in progress keeps the whole
+ * generation (for the SNI callback) until it ends. */
+struct tether__tls_sni {
+    SSL_CTX *ctx;
+    X509 *leaf; /* the certificate whose names are matched against SNI */
+};
+
+struct tether__tls_gen {
+    atomic_uint refs;
+    SSL_CTX *ctx; /* the default certificate (none on a client-only config) */
+    size_t nsni;
+    struct tether__tls_sni *sni;
+};
+
+struct tether__tls_cache_entry; /* tls.c */
+
+struct tether_tls_config {
+    atomic_uint refs;
+    pthread_mutex_t mu; /* guards gen, the SNI file lists and the session cache */
+    struct tether__tls_gen *gen;
+
+    /* Copies of the options, for rebuilding a generation. */
+    char *ca_file;
+    char *ca_dir;
+    char *cert_file;
+    char *key_file;
+    char *ciphers;
+    char *ciphersuites;
+    char *server_name;
+    char *alpn_text;     /* as given, for error messages */
+    unsigned char *alpn; /* wire format: length-prefixed protocol names */
+    unsigned alpn_len;
+    char **sni_cert;
+    char **sni_key;
+    size_t nsni;
+    int min_version; /* OpenSSL's TLS1_2_VERSION / TLS1_3_VERSION */
+    int max_version;
+    int handshake_timeout_ms;
+    tether_tls_client_auth client_auth;
+    bool insecure;
+    bool no_resumption;
+
+    /* Client session cache, keyed by target. */
+    struct tether__tls_cache_entry *cache;
+    size_t ncache;
+    uint64_t cache_tick;
+};
+
+/* ---- tls.c ------------------------------------------------------------- */
+
+/* Selects TLS for a connection configuration built from user options:
+ * takes a reference to cfg->o.tls into cfg->tls. Servers require one with a
+ * certificate; clients without one get the shared default client
+ * configuration. Fills err on failure. */
+int tether__tls_conn_cfg_setup(struct tether__conn_cfg *cfg, bool server, tether_error *err);
+
+/* The current generation, with a reference for the caller. */
+struct tether__tls_gen *tether__tls_gen_get(tether_tls_config *cfg);
+void tether__tls_gen_unref(struct tether__tls_gen *g);
+
+/* Client session cache. get returns a session to offer (a reference owned
+ * by the caller) or NULL; put takes ownership of sess. */
+SSL_SESSION *tether__tls_cache_get(tether_tls_config *cfg, const char *key);
+void tether__tls_cache_put(tether_tls_config *cfg, const char *key, SSL_SESSION *sess);
+
+/* The server-side handshake deadline of accepted connections (ms, < 0 for none). */
+int tether__tls_handshake_timeout_ms(const tether_tls_config *cfg);
+
+/* Describes the newest OpenSSL error for a message: the reason string, or
+ * the system error for ERR_LIB_SYS. */
+void tether__tls_err_text(unsigned long e, char *buf, size_t len);
+
+/* ---- transport_tls.c --------------------------------------------------- */
+
+/* Wraps a connected, non-blocking socket in TLS. host is the name the client
+ * dialled (for SNI and verification), NULL on servers. Takes ownership of fd
+ * (closes it on failure too). */
+int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *cfg, int fd,
+                              const char *host, bool server);
+
+/* Callbacks installed on every SSL_CTX by tls.c, implemented next to the
+ * transport they report to. */
+int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess);
+int tether__tls_client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey);
+int tether__tls_alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                               const unsigned char *in, unsigned int inlen, void *arg);
+int tether__tls_servername_cb(SSL *ssl, int *alert, void *arg);
+
+#endif /* TETHER_TLS_INT_H */

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# echo_client's --dns-server and --connect-timeout, end to end.
+#
+#   bash tests/dns/echo_client_dns.sh ECHO_SERVER ECHO_CLIENT
+#
+# Starts dnsmasq on a free loopback port with a configuration written here
+# (echo.test has ::1 and 127.0.0.1, moved.test comes from a hosts file that
+# is rewritten halfway, nx.test does not exist), an echo server on
+# 127.0.0.1, and checks that the client resolves through --dns-server only,
+# that a moved name is found by the next run, and that DNS and connect
+# failures come out as one line naming the cause, within the deadline
+# given by --connect-timeout.
+#
+# Every wait is bounded; the EXIT trap kills and reaps every background
+# process. Exits 0 when every check passed; each failed check prints FAIL.
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+    echo "usage: $0 ECHO_SERVER ECHO_CLIENT" >&2
+    exit 2
+fi
+server_bin=$1
+client_bin=$2
+dnsmasq_bin=/usr/sbin/dnsmasq
+
+if [[ ! -x $dnsmasq_bin ]]; then
+    echo "FAIL: $dnsmasq_bin not found: install the Debian package dnsmasq-base" \
+        "(bash tests/run-all.sh installs it through tests/deps.sh)"
+    exit 1
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-dns.XXXXXX")
+chmod 755 "$tmp" # dnsmasq re-reads the hosts file as "nobody"
+declare -a bg_pids=()
+failures=0
+checks=0
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${bg_pids[@]}"; do
+        # dnsmasq and echo_server stop at once on SIGTERM; bounded anyway.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() {
+    checks=$((checks + 1))
+    echo "ok: $1"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $1"
+}
+
+now_ms() {
+    date +%s%3N
+}
+
+# Runs the client with a hard limit; sets out, err and status.
+run_client() {
+    set +e
+    out=$(timeout 20 "$client_bin" "$@" 2>"$tmp/client.err")
+    status=$?
+    set -e
+    err=$(cat "$tmp/client.err")
+}
+
+# A UDP answer from dnsmasq for an A query, as "1.2.3.4" lines; empty if none.
+dns_a() {
+    python3 - "$1" "$2" <<'EOF'
+import socket, struct, sys
+port, name = int(sys.argv[1]), sys.argv[2]
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+for label in name.split("."):
+    q += bytes([len(label)]) + label.encode()
+q += b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+try:
+    s.sendto(q, ("127.0.0.1", port))
+    r = s.recv(1500)
+except OSError:
+    sys.exit(0)
+an = struct.unpack(">H", r[6:8])[0]
+o = 12
+while r[o] != 0:
+    o += 1 + r[o]
+o += 5
+for _ in range(an):
+    while r[o] != 0 and (r[o] & 0xC0) != 0xC0:
+        o += 1 + r[o]
+    o += 2 if (r[o] & 0xC0) == 0xC0 else 1
+    typ, _, _, rdlen = struct.unpack(">HHIH", r[o:o + 10])
+    o += 10
+    if typ == 1 and rdlen == 4:
+        print(".".join(str(b) for b in r[o:o + 4]))
+    o += rdlen
+EOF
+}
+
+# ---- dnsmasq on a free port ----------------------------------------------------
+
+echo "127.0.0.1 moved.test" >"$tmp/hosts"
+chmod 644 "$tmp/hosts"
+dns_port=
+for _ in $(seq 10); do
+    port=$(python3 -c 'import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+p = u.getsockname()[1]
+t = socket.socket(); t.bind(("127.0.0.1", p)); print(p)' 2>/dev/null) || continue
+    cat >"$tmp/dnsmasq.conf" <<EOF
+port=$port
+listen-address=127.0.0.1
+bind-interfaces
+no-resolv
+no-hosts
+local=/test/
+addn-hosts=$tmp/hosts
+host-record=echo.test,127.0.0.1,::1
+log-facility=-
+EOF
+    "$dnsmasq_bin" --no-daemon --pid-file= --conf-file="$tmp/dnsmasq.conf" \
+        >"$tmp/dnsmasq.log" 2>&1 &
+    dns_pid=$!
+    for _ in $(seq 50); do
+        if [[ -n $(dns_a "$port" echo.test) ]]; then
+            dns_port=$port
+            break
+        fi
+        kill -0 "$dns_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -n $dns_port ]]; then
+        bg_pids+=("$dns_pid")
+        break
+    fi
+    kill -KILL "$dns_pid" 2>/dev/null || true
+    wait "$dns_pid" 2>/dev/null || true
+done
+if [[ -z $dns_port ]]; then
+    echo "FAIL: dnsmasq did not start; its log:"
+    cat "$tmp/dnsmasq.log"
+    exit 1
+fi
+
+# ---- an echo server on 127.0.0.1 -------------------------------------------------
+
+"$server_bin" --listen tcp://127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
+bg_pids+=("$!")
+srv_port=
+for _ in $(seq 50); do
+    line=$(head -n1 "$tmp/server.out" 2>/dev/null || true)
+    if [[ $line == "listening on tcp://127.0.0.1:"* ]]; then
+        srv_port=${line##*:}
+        break
+    fi
+    sleep 0.1
+done
+if [[ -z $srv_port ]]; then
+    echo "FAIL: echo_server did not report its port"
+    exit 1
+fi
+
+# ---- checks --------------------------------------------------------------------
+
+dns=127.0.0.1:$dns_port
+
+run_client --connect "tcp://echo.test:$srv_port" --dns-server "$dns" --count 5
+if [[ $status -eq 0 && $out == "ok 5" ]]; then
+    ok "a name through --dns-server ($out)"
+else
+    fail "a name through --dns-server: status $status, stdout '$out', stderr '$err'"
+fi
+
+run_client --connect "tcp://nx.test:$srv_port" --dns-server "$dns"
+want="error: connect to tcp://nx.test:$srv_port failed: host nx.test not found"
+if [[ $status -eq 1 && $err == "$want" ]]; then
+    ok "NXDOMAIN: $err"
+else
+    fail "NXDOMAIN: status $status, stderr '$err' (want '$want')"
+fi
+
+# Both addresses of echo.test refused, listed in the order tried.
+closed_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run_client --connect "tcp://echo.test:$closed_port" --dns-server "$dns"
+want="error: connect to tcp://echo.test:$closed_port failed: 2 addresses tried: [::1]:$closed_port refused; 127.0.0.1:$closed_port refused"
+if [[ $status -eq 1 && $err == "$want" ]]; then
+    ok "every address refused: $err"
+else
+    fail "every address refused: status $status, stderr '$err' (want '$want')"
+fi
+
+# A DNS server that never answers: --connect-timeout ends it, in time.
+sink_port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))
+time.sleep(60)' "$sink_port" &
+bg_pids+=("$!")
+sleep 0.2
+t0=$(now_ms)
+run_client --connect "tcp://echo.test:$srv_port" --dns-server "127.0.0.1:$sink_port" \
+    --connect-timeout 400
+took=$(($(now_ms) - t0))
+want="error: connect to tcp://echo.test:$srv_port failed: resolving echo.test timed out after 400 ms (connect timeout)"
+if [[ $status -eq 1 && $err == "$want" && $took -lt 3000 ]]; then
+    ok "--connect-timeout bounds resolution (${took} ms): $err"
+else
+    fail "--connect-timeout 400 with a silent DNS server: status $status after ${took} ms, stderr '$err' (want '$want')"
+fi
+
+run_client --connect "tcp://echo.test:$srv_port" --dns-server not-an-ip
+if [[ $status -eq 1 && $err == "error: --dns-server: invalid value 'not-an-ip'"* ]]; then
+    ok "bad --dns-server: $err"
+else
+    fail "bad --dns-server: status $status, stderr '$err'"
+fi
+
+run_client --connect "tcp://echo.test:$srv_port" --connect-timeout -5
+if [[ $status -eq 1 && $err == "error: --connect-timeout: invalid value '-5'" ]]; then
+    ok "bad --connect-timeout: $err"
+else
+    fail "bad --connect-timeout: status $status, stderr '$err'"
+fi
+
+# A moved service is found by the next connection: moved.test goes from
+# 127.0.0.1 (the echo server) to 127.0.0.2 (nothing there).
+run_client --connect "tcp://moved.test:$srv_port" --dns-server "$dns"
+if [[ $status -eq 0 && $out == "ok 1" ]]; then
+    ok "moved.test before the move"
+else
+    fail "moved.test before the move: status $status, stdout '$out', stderr '$err'"
+fi
+echo "127.0.0.2 moved.test" >"$tmp/hosts"
+kill -HUP "${bg_pids[0]}"
+moved=
+for _ in $(seq 50); do
+    if [[ $(dns_a "$dns_port" moved.test) == 127.0.0.2 ]]; then
+        moved=1
+        break
+    fi
+    sleep 0.1
+done
+run_client --connect "tcp://moved.test:$srv_port" --dns-server "$dns"
+want="error: connect to tcp://moved.test:$srv_port failed: 1 address tried: 127.0.0.2:$srv_port refused"
+if [[ -n $moved && $status -eq 1 && $err == "$want" ]]; then
+    ok "moved.test after the move: $err"
+else
+    fail "moved.test after the move (dnsmasq reloaded: ${moved:-no}): status $status, stderr '$err' (want '$want')"
+fi
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]
