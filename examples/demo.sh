@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds tether and its examples, starts
-# the echo server and runs the echo client against it.
+# the TLS echo server with the test certificates in certs/ and runs the echo
+# client against it, verifying the server's certificate and host name.
 #
 #   bash examples/demo.sh
 #
-# Exits with the client's status. PORT overrides the port (default 7777).
+# Exits with the client's status. PORT overrides the port (default: any free
+# port, read back from the server's "listening on" line).
 # cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
@@ -20,8 +22,7 @@ echo "demo: building into build/"
 cmake -S . -B build >/dev/null
 cmake --build build -j "$(nproc)" --target echo_server echo_client
 
-port=${PORT:-7777}
-url=tcp://127.0.0.1:$port
+port=${PORT:-0}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-demo.XXXXXX")
 server_pid=
 
@@ -34,8 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "demo: starting build/examples/echo_server --listen $url"
-build/examples/echo_server --listen "$url" >"$tmp/server.log" 2>&1 &
+server_args=(--listen "tls://127.0.0.1:$port" --cert certs/server.pem --key certs/server.key)
+echo "demo: starting build/examples/echo_server ${server_args[*]}"
+build/examples/echo_server "${server_args[@]}" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 
 # Wait (at most 10 s) for the server to say it is listening.
@@ -53,11 +55,16 @@ if ! grep -q '^listening on ' "$tmp/server.log"; then
     cat "$tmp/server.log" >&2
     exit 1
 fi
-echo "demo: server: $(grep -m 1 '^listening on ' "$tmp/server.log")"
+listening=$(grep -m 1 '^listening on ' "$tmp/server.log")
+echo "demo: server: $listening"
+port=${listening##*:}
 
-echo "demo: running build/examples/echo_client --connect $url --count 1000 --size 512"
+# The client connects by name: the certificate is checked against
+# "localhost" and against the test CA, as a real client would.
+client_args=(--connect "tls://localhost:$port" --ca certs/ca.pem --count 1000 --size 512)
+echo "demo: running build/examples/echo_client ${client_args[*]}"
 status=0
-build/examples/echo_client --connect "$url" --count 1000 --size 512 || status=$?
+build/examples/echo_client "${client_args[@]}" || status=$?
 
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true

@@ -1,0 +1,443 @@
+/* echo_client: sends messages to an echo server and checks every echo.
+ *
+ *   echo_client --connect tcp://127.0.0.1:7777 [--count N] [--size BYTES]
+ *               [--framing len32|varint|line] [--max-msg BYTES] [--timeout MS]
+ *   echo_client --connect tls://localhost:7777 --ca certs/ca.pem
+ *               [--cert certs/client.pem --key certs/client.key]
+ *               [--servername NAME] [--insecure]
+ *   echo_client --connect tcp://db.test:7777 --dns-server 127.0.0.1:5353
+ *               [--connect-timeout MS]
+ *
+ * What it shows:
+ * - dialling with the event API and reading the outcome in `on_connect`;
+ * - pipelining with flow control: send until tether_conn_send() returns
+ *   TETHER_EAGAIN, then continue from `on_drain`, so the client never
+ *   waits for one echo before sending the next, yet never queues more than
+ *   the connection's high-water mark;
+ * - turning every failure into one line that names the cause, using
+ *   tether_error for failures before a connection exists and
+ *   tether_conn_last_error() after;
+ * - a timer as an overall deadline.
+ *
+ * Message i carries a pattern computed from i and the byte offset, so a lost,
+ * repeated, reordered or corrupted message is caught. On success it prints
+ * `ok N` and exits with 0; on any failure it prints one `error: ...` line to
+ * stderr and exits with 1. */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tether/tether.h>
+
+struct options {
+    const char *connect_url;
+    size_t count;
+    size_t size;
+    tether_framing_kind framing;
+    size_t max_msg; /* 0: the library's default */
+    size_t timeout_ms;
+    /* TLS (tls:// URLs): whom to trust, our certificate for servers that
+     * ask for one, the name to verify instead of the URL's host, and the
+     * explicitly insecure way to skip verification altogether. */
+    const char *ca;
+    const char *cert;
+    const char *key;
+    const char *servername;
+    bool insecure;
+    /* Name resolution and connecting: DNS servers instead of the system's,
+     * and the connect deadline (resolution + attempts + TLS handshake). */
+    const char *dns_server;
+    size_t connect_timeout_ms; /* 0: the library's default (20 s) */
+};
+
+struct client {
+    const struct options *opt;
+    tether_conn *conn;   /* NULL once its on_close has run */
+    tether_timer *timer; /* the overall deadline; NULL once finished */
+    uint8_t *msg;        /* the next message to send (size bytes) */
+    size_t msg_index;    /* which message msg holds, or SIZE_MAX */
+    size_t sent;         /* messages accepted by tether_conn_send() */
+    size_t received;     /* echoes checked */
+    bool finished;       /* success or failure has been reported */
+    int status;          /* exit status */
+};
+
+static const char usage[] =
+    "usage: echo_client --connect URL [options]\n"
+    "Sends messages to an echo server and checks every echo.\n\n"
+    "  --connect URL     tcp://HOST:PORT, tcp://[::1]:PORT, tls://HOST:PORT,\n"
+    "                    unix:///path or unix://@abstract-name\n"
+    "  --count N         messages to send (default 1)\n"
+    "  --size BYTES      bytes per message (default 64; may be 0)\n"
+    "  --framing KIND    len32 (default), varint or line\n"
+    "  --max-msg BYTES   largest message allowed (default 16 MiB)\n"
+    "  --timeout MS      give up after this long (default 30000)\n"
+    "  --ca PEM          CA certificates to trust for tls:// (default: the system's)\n"
+    "  --cert PEM        client certificate, for servers that require one\n"
+    "  --key PEM         its private key\n"
+    "  --servername NAME verify (and send as SNI) NAME instead of the URL's host\n"
+    "  --insecure        do not verify the server's certificate at all (tests only)\n"
+    "  --dns-server IP:PORT  resolve names with this DNS server (e.g. 127.0.0.1:5353\n"
+    "                    or [::1]:53; a comma-separated list works too)\n"
+    "  --connect-timeout MS  deadline for resolving and connecting (default 20000)\n"
+    "  --help            show this help\n";
+
+/* Byte `off` of message `index`. The index is mixed in so that messages
+ * differ from each other, not only inside themselves. With --framing line
+ * the bytes are printable ASCII, which never contains the "\n" delimiter. */
+static uint8_t pattern_byte(size_t index, size_t off, bool printable)
+{
+    uint32_t v = (uint32_t)index * 131u + (uint32_t)(index >> 8) * 17u + (uint32_t)off * 7u +
+                 (uint32_t)(off >> 8);
+    return printable ? (uint8_t)('!' + v % 94u) : (uint8_t)v;
+}
+
+/* Reports the outcome once: the first failure is the cause, and whatever it
+ * sets off afterwards (on_close, a late echo) is not reported again. */
+static void finish(struct client *cl, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void finish(struct client *cl, int status, const char *fmt, ...)
+{
+    if (cl->finished) {
+        return;
+    }
+    cl->finished = true;
+    cl->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(status == 0 ? stdout : stderr, fmt, ap);
+    va_end(ap);
+    /* Free the deadline so that the loop runs dry and tether_loop_run()
+     * returns once the connection has closed. */
+    tether_timer_free(cl->timer);
+    cl->timer = NULL;
+    if (status == 0) {
+        tether_conn_close(cl->conn); /* graceful: our side is done */
+    } else {
+        tether_conn_abort(cl->conn); /* NULL (already closed) is ignored */
+    }
+}
+
+/* Sends until done or the queue is full; on_drain calls it again. */
+static void pump(struct client *cl)
+{
+    const struct options *opt = cl->opt;
+    bool printable = opt->framing == TETHER_FRAMING_LINE;
+    while (!cl->finished && cl->sent < opt->count) {
+        if (cl->msg_index != cl->sent) { /* after EAGAIN the message is ready */
+            for (size_t j = 0; j < opt->size; j++) {
+                cl->msg[j] = pattern_byte(cl->sent, j, printable);
+            }
+            cl->msg_index = cl->sent;
+        }
+        int rv = tether_conn_send(cl->conn, cl->msg, opt->size);
+        if (rv == TETHER_EAGAIN || rv == TETHER_ECLOSED) {
+            /* EAGAIN: the echoes flowing back drain the queue and on_drain
+             * calls us again. ECLOSED: it is ending; on_close says why. */
+            return;
+        }
+        if (rv != TETHER_OK) {
+            finish(cl, 1, "error: cannot send message %zu: %s\n", cl->sent, tether_strerror(rv));
+            return;
+        }
+        cl->sent++;
+    }
+}
+
+static void on_connect(tether_conn *c, int status, void *ud)
+{
+    struct client *cl = ud;
+    if (status != TETHER_OK) {
+        /* e.g. "connect to tcp://127.0.0.1:9: connection refused" */
+        const char *detail = tether_conn_last_error(c);
+        finish(cl, 1, "error: %s\n", detail[0] != '\0' ? detail : tether_strerror(status));
+        return;
+    }
+    if (cl->opt->count == 0) {
+        finish(cl, 0, "ok 0\n");
+        return;
+    }
+    pump(cl);
+}
+
+static void on_drain(tether_conn *c, void *ud)
+{
+    (void)c;
+    pump(ud);
+}
+
+static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    struct client *cl = ud;
+    const struct options *opt = cl->opt;
+    if (cl->finished) {
+        return;
+    }
+    if (cl->received >= cl->sent) {
+        finish(cl, 1, "error: received a message nobody sent (after %zu echoes)\n", cl->received);
+        return;
+    }
+    if (len != opt->size) {
+        finish(cl, 1, "error: echo %zu has %zu bytes instead of %zu\n", cl->received, len,
+               opt->size);
+        return;
+    }
+    bool printable = opt->framing == TETHER_FRAMING_LINE;
+    for (size_t j = 0; j < len; j++) {
+        if (data[j] != pattern_byte(cl->received, j, printable)) {
+            finish(cl, 1, "error: echo %zu differs from what was sent at byte %zu\n", cl->received,
+                   j);
+            return;
+        }
+    }
+    cl->received++;
+    if (cl->received == opt->count) {
+        finish(cl, 0, "ok %zu\n", cl->received);
+    }
+}
+
+static void on_close(tether_conn *c, int reason, void *ud)
+{
+    struct client *cl = ud;
+    const char *detail = tether_conn_last_error(c);
+    finish(cl, 1, "error: connection closed after %zu of %zu echoes: %s\n", cl->received,
+           cl->opt->count, detail[0] != '\0' ? detail : tether_strerror(reason));
+    cl->conn = NULL; /* freed when this returns */
+}
+
+static void on_timeout(tether_timer *t, void *ud)
+{
+    (void)t;
+    struct client *cl = ud;
+    finish(cl, 1, "error: timed out after %zu ms with %zu of %zu echoes\n", cl->opt->timeout_ms,
+           cl->received, cl->opt->count);
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+/* A decimal number; strtoull() alone would also take "-1" and " 1". */
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX) {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+static bool parse_framing(const char *s, tether_framing_kind *out)
+{
+    static const char *const names[] = {[TETHER_FRAMING_LEN32] = "len32",
+                                        [TETHER_FRAMING_VARINT] = "varint",
+                                        [TETHER_FRAMING_LINE] = "line"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (tether_framing_kind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help.
+ * A new flag is an enum value, a line in the table and a case. */
+static int parse_options(int argc, char **argv, struct options *opt)
+{
+    enum {
+        OPT_CONNECT = 256,
+        OPT_COUNT,
+        OPT_SIZE,
+        OPT_FRAMING,
+        OPT_MAX_MSG,
+        OPT_TIMEOUT,
+        OPT_CA,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_SERVERNAME,
+        OPT_INSECURE,
+        OPT_DNS_SERVER,
+        OPT_CONNECT_TIMEOUT
+    };
+    static const struct option longopts[] = {
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"size", required_argument, NULL, OPT_SIZE},
+        {"framing", required_argument, NULL, OPT_FRAMING},
+        {"max-msg", required_argument, NULL, OPT_MAX_MSG},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"servername", required_argument, NULL, OPT_SERVERNAME},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"dns-server", required_argument, NULL, OPT_DNS_SERVER},
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0; /* we report problems ourselves, in one line */
+    int ch, li = 0;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        bool ok = true;
+        switch (ch) {
+        case OPT_CONNECT:
+            opt->connect_url = optarg;
+            break;
+        case OPT_COUNT:
+            ok = parse_size(optarg, &opt->count);
+            break;
+        case OPT_SIZE:
+            ok = parse_size(optarg, &opt->size);
+            break;
+        case OPT_FRAMING:
+            ok = parse_framing(optarg, &opt->framing);
+            break;
+        case OPT_MAX_MSG:
+            ok = parse_size(optarg, &opt->max_msg) && opt->max_msg > 0;
+            break;
+        case OPT_TIMEOUT:
+            ok = parse_size(optarg, &opt->timeout_ms) && opt->timeout_ms > 0;
+            break;
+        case OPT_CA:
+            opt->ca = optarg;
+            break;
+        case OPT_CERT:
+            opt->cert = optarg;
+            break;
+        case OPT_KEY:
+            opt->key = optarg;
+            break;
+        case OPT_SERVERNAME:
+            opt->servername = optarg;
+            break;
+        case OPT_INSECURE:
+            opt->insecure = true;
+            break;
+        case OPT_DNS_SERVER:
+            opt->dns_server = optarg;
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            ok = parse_size(optarg, &opt->connect_timeout_ms) && opt->connect_timeout_ms > 0 &&
+                 opt->connect_timeout_ms <= 2147483647u;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 1;
+        default:
+            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return 1;
+        }
+        if (!ok) {
+            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
+            return 1;
+        }
+    }
+    if (optind < argc || opt->connect_url == NULL) {
+        fprintf(stderr, "error: %s (see --help)\n",
+                optind < argc ? "unexpected argument" : "--connect URL is required");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    struct options opt = {
+        .count = 1, .size = 64, .framing = TETHER_FRAMING_LEN32, .timeout_ms = 30000};
+    int rv = parse_options(argc, argv, &opt);
+    if (rv != 0) {
+        return rv < 0 ? 0 : 1;
+    }
+
+    struct client cl = {.opt = &opt, .msg_index = SIZE_MAX};
+    cl.msg = malloc(opt.size > 0 ? opt.size : 1);
+    /* The loop's resolver: --dns-server replaces /etc/resolv.conf's. */
+    tether_loop_opts lo;
+    tether_loop_opts_init(&lo);
+    lo.dns_servers = opt.dns_server;
+    tether_loop *loop = NULL;
+    rv = cl.msg == NULL ? TETHER_ENOMEM : tether_loop_new(&loop, &lo);
+    if (rv == TETHER_EINVAL) {
+        fprintf(stderr, "error: --dns-server: invalid value '%s' (expected IP or IP:PORT)\n",
+                opt.dns_server);
+        free(cl.msg);
+        return 1;
+    }
+    if (rv != TETHER_OK || tether_timer_new(&cl.timer, loop) != TETHER_OK) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.userdata = &cl;
+    co.framing = opt.framing;
+    if (opt.max_msg > 0) {
+        co.max_msg = opt.max_msg;
+    }
+    co.on_connect = on_connect;
+    co.on_message = on_message;
+    co.on_drain = on_drain;
+    co.on_close = on_close;
+    if (opt.connect_timeout_ms > 0) {
+        co.connect_timeout_ms = (int)opt.connect_timeout_ms;
+    }
+    /* TLS: without any option a tls:// URL uses the system's trust store.
+     * The connection keeps its own reference to the configuration. */
+    tether_tls_config *tls = NULL;
+    tether_error err;
+    if (opt.ca != NULL || opt.cert != NULL || opt.key != NULL || opt.servername != NULL ||
+        opt.insecure) {
+        tether_tls_opts to;
+        tether_tls_opts_init(&to);
+        to.ca_file = opt.ca;
+        to.cert_file = opt.cert;
+        to.key_file = opt.key;
+        to.server_name = opt.servername;
+        to.insecure_skip_verify = opt.insecure;
+        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
+            fprintf(stderr, "error: %s\n", err.message); /* names the file and the problem */
+            tether_timer_free(cl.timer);
+            tether_loop_free(loop);
+            free(cl.msg);
+            return 1;
+        }
+        co.tls = tls;
+    }
+
+    /* A malformed URL or bad option is reported here, before any callback;
+     * the message says what is wrong ("invalid URL '...': missing port"). */
+    rv = tether_conn_dial(&cl.conn, loop, opt.connect_url, &co, &err);
+    tether_tls_config_unref(tls);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message);
+        tether_timer_free(cl.timer);
+        tether_loop_free(loop);
+        free(cl.msg);
+        return 1;
+    }
+    tether_timer_start(cl.timer, opt.timeout_ms, 0, on_timeout, &cl);
+
+    /* Runs until finish() has freed the timer and the connection has
+     * closed: then nothing is active any more. */
+    rv = tether_loop_run(loop);
+    if (rv != TETHER_OK && !cl.finished) {
+        fprintf(stderr, "error: the event loop failed: %s\n", tether_strerror(rv));
+        cl.status = 1;
+    }
+    tether_loop_free(loop);
+    free(cl.msg);
+    return cl.status;
+}

@@ -1,0 +1,415 @@
+/* echo_server: sends every message back on the connection it came from.
+ *
+ *   echo_server --listen tcp://127.0.0.1:7777 [--framing len32|varint|line]
+ *               [--max-msg BYTES]
+ *   echo_server --listen tls://127.0.0.1:7777 --cert certs/server.pem
+ *               --key certs/server.key [--ca certs/ca.pem --verify-client]
+ *
+ * What it shows:
+ * - a listener whose accepted connections share one set of callbacks, with
+ *   per-connection state kept in the connection's user data;
+ * - flow control: when a peer sends faster than it reads its echoes, the
+ *   send queue fills up; rather than drop messages or buffer without limit,
+ *   the server stops reading from that peer until the queue has drained
+ *   (tether_conn_pause(), `on_drain`, tether_conn_resume());
+ * - a clean shutdown on SIGINT or SIGTERM: a helper thread waits for the
+ *   signal and hands the work to the loop with tether_loop_post(), the one
+ *   loop function that may be called from another thread.
+ *
+ * It prints `listening on URL` once clients can connect (with the real port
+ * when the URL asks for port 0), one line on stderr for every connection
+ * that ends with an error, and exits with 0 after a clean stop, 1 otherwise.
+ * A second signal during the shutdown exits at once. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tether/tether.h>
+
+struct options {
+    const char *listen_url;
+    tether_framing_kind framing;
+    size_t max_msg; /* 0: the library's default */
+    /* TLS (tls:// URLs): our certificate and key, and the CA that client
+     * certificates must come from when --verify-client is given. */
+    const char *cert;
+    const char *key;
+    const char *ca;
+    bool verify_client;
+};
+
+struct server;
+
+/* Per-connection state, found through the connection's user data. */
+struct echo_conn {
+    struct server *srv;
+    tether_conn *conn;
+    struct echo_conn *prev, *next; /* all open connections, for the shutdown */
+    char peer[80];                 /* for messages: unknown once the socket is closed */
+    uint8_t *held;                 /* an echo the send queue had no room for */
+    size_t held_len;
+    bool has_held;
+};
+
+struct server {
+    tether_loop *loop;
+    tether_listener *listener;
+    struct echo_conn *conns;
+    sigset_t stop_signals;
+    atomic_bool finished; /* the loop has returned: the signal thread must not post */
+};
+
+static const char usage[] =
+    "usage: echo_server --listen URL [options]\n"
+    "Echoes every message back to its sender until SIGINT or SIGTERM.\n\n"
+    "  --listen URL      tcp://HOST:PORT (port 0 picks one), tcp://[::1]:PORT,\n"
+    "                    tls://HOST:PORT (with --cert and --key),\n"
+    "                    unix:///path or unix://@abstract-name\n"
+    "  --framing KIND    len32 (default), varint or line\n"
+    "  --max-msg BYTES   largest message accepted (default 16 MiB)\n"
+    "  --cert PEM        TLS certificate chain (required for tls://HOST:PORT)\n"
+    "  --key PEM         its private key\n"
+    "  --ca PEM          CA certificates that client certificates are checked against\n"
+    "  --verify-client   require every client to present a certificate from --ca\n"
+    "  --help            show this help\n";
+
+/* ---- connections ------------------------------------------------------- */
+
+static void on_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    struct server *srv = ud;
+    struct echo_conn *ec = calloc(1, sizeof *ec);
+    if (ec == NULL) {
+        fprintf(stderr, "echo_server: out of memory accepting a connection\n");
+        tether_conn_abort(c); /* its on_close gets NULL user data */
+        return;
+    }
+    ec->srv = srv;
+    ec->conn = c;
+    if (tether_conn_peer(c, ec->peer, sizeof ec->peer) != TETHER_OK) {
+        snprintf(ec->peer, sizeof ec->peer, "unknown peer");
+    }
+    ec->next = srv->conns;
+    if (srv->conns != NULL) {
+        srv->conns->prev = ec;
+    }
+    srv->conns = ec;
+    tether_conn_set_userdata(c, ec);
+}
+
+static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    struct echo_conn *ec = ud;
+    int rv = tether_conn_send(c, data, len);
+    if (rv == TETHER_EAGAIN) {
+        /* The peer sends faster than it reads its echoes. Keep this one
+         * (data is only borrowed until we return) and stop reading: the
+         * kernel's buffers fill up and TCP slows the peer down. No further
+         * on_message runs until tether_conn_resume(). */
+        ec->held = malloc(len > 0 ? len : 1);
+        if (ec->held == NULL) {
+            fprintf(stderr, "echo_server: %s: out of memory\n", ec->peer);
+            tether_conn_abort(c);
+            return;
+        }
+        memcpy(ec->held, data, len);
+        ec->held_len = len;
+        ec->has_held = true;
+        tether_conn_pause(c);
+    } else if (rv != TETHER_OK && rv != TETHER_ECLOSED) {
+        /* (TETHER_ECLOSED: the connection is ending; on_close says why.) */
+        fprintf(stderr, "echo_server: %s: cannot echo: %s\n", ec->peer, tether_strerror(rv));
+        tether_conn_abort(c);
+    }
+}
+
+/* The send queue has drained to its low-water mark: send the held echo. */
+static void on_drain(tether_conn *c, void *ud)
+{
+    struct echo_conn *ec = ud;
+    if (!ec->has_held) {
+        return;
+    }
+    int rv = tether_conn_send(c, ec->held, ec->held_len);
+    if (rv == TETHER_EAGAIN) {
+        return; /* still full: another on_drain follows */
+    }
+    free(ec->held);
+    ec->held = NULL;
+    ec->has_held = false;
+    if (rv == TETHER_OK) {
+        tether_conn_resume(c);
+    } else if (rv != TETHER_ECLOSED) {
+        fprintf(stderr, "echo_server: %s: cannot echo: %s\n", ec->peer, tether_strerror(rv));
+        tether_conn_abort(c);
+    }
+}
+
+static void on_close(tether_conn *c, int reason, void *ud)
+{
+    struct echo_conn *ec = ud;
+    /* TETHER_EOF is a client saying goodbye; TETHER_OK and TETHER_ECANCELED
+     * are our own close and abort. Anything else is worth a line. */
+    if (reason != TETHER_OK && reason != TETHER_EOF && reason != TETHER_ECANCELED) {
+        const char *detail = tether_conn_last_error(c);
+        fprintf(stderr, "echo_server: %s: %s\n", ec != NULL ? ec->peer : "unknown peer",
+                detail[0] != '\0' ? detail : tether_strerror(reason));
+    }
+    if (ec == NULL) {
+        return;
+    }
+    if (ec->prev != NULL) {
+        ec->prev->next = ec->next;
+    } else {
+        ec->srv->conns = ec->next;
+    }
+    if (ec->next != NULL) {
+        ec->next->prev = ec->prev;
+    }
+    free(ec->held);
+    free(ec);
+}
+
+/* Problems no connection can report, e.g. running out of descriptors. */
+static void on_listener_error(tether_listener *l, int err, const char *detail, void *ud)
+{
+    (void)l, (void)err, (void)ud;
+    fprintf(stderr, "echo_server: %s\n", detail);
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+/* Runs on the loop thread. Once the listener and every connection are
+ * closed nothing is active and tether_loop_run() returns by itself. The
+ * graceful close still sends what is queued; a held echo is dropped. */
+static void on_stop(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    struct server *srv = ud;
+    tether_listener_close(srv->listener);
+    srv->listener = NULL;
+    for (struct echo_conn *ec = srv->conns; ec != NULL; ec = ec->next) {
+        tether_conn_close(ec->conn); /* asynchronous: on_close unlinks it later */
+    }
+}
+
+/* SIGINT and SIGTERM are blocked in every thread, so they wait until
+ * sigwait() takes them here. A signal handler could not do this job:
+ * tether_loop_post() allocates, which is not async-signal-safe. */
+static void *signal_thread(void *arg)
+{
+    struct server *srv = arg;
+    bool stopping = false;
+    for (;;) {
+        int sig;
+        if (sigwait(&srv->stop_signals, &sig) != 0 || atomic_load(&srv->finished)) {
+            return NULL; /* the loop is gone: main() woke us up to end */
+        }
+        if (stopping || tether_loop_post(srv->loop, on_stop, srv) != TETHER_OK) {
+            /* A second signal: whoever sent it does not want to wait. */
+            fprintf(stderr, "echo_server: exiting without a clean shutdown\n");
+            _exit(1);
+        }
+        stopping = true;
+    }
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+/* A decimal number; strtoull() alone would also take "-1" and " 1". */
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX) {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+static bool parse_framing(const char *s, tether_framing_kind *out)
+{
+    static const char *const names[] = {[TETHER_FRAMING_LEN32] = "len32",
+                                        [TETHER_FRAMING_VARINT] = "varint",
+                                        [TETHER_FRAMING_LINE] = "line"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (tether_framing_kind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help.
+ * A new flag is an enum value, a line in the table and a case. */
+static int parse_options(int argc, char **argv, struct options *opt)
+{
+    enum {
+        OPT_LISTEN = 256,
+        OPT_FRAMING,
+        OPT_MAX_MSG,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_CA,
+        OPT_VERIFY_CLIENT
+    };
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"verify-client", no_argument, NULL, OPT_VERIFY_CLIENT},
+        {"framing", required_argument, NULL, OPT_FRAMING},
+        {"max-msg", required_argument, NULL, OPT_MAX_MSG},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0; /* we report problems ourselves, in one line */
+    int ch, li = 0;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        bool ok = true;
+        switch (ch) {
+        case OPT_LISTEN:
+            opt->listen_url = optarg;
+            break;
+        case OPT_FRAMING:
+            ok = parse_framing(optarg, &opt->framing);
+            break;
+        case OPT_MAX_MSG:
+            ok = parse_size(optarg, &opt->max_msg) && opt->max_msg > 0;
+            break;
+        case OPT_CERT:
+            opt->cert = optarg;
+            break;
+        case OPT_KEY:
+            opt->key = optarg;
+            break;
+        case OPT_CA:
+            opt->ca = optarg;
+            break;
+        case OPT_VERIFY_CLIENT:
+            opt->verify_client = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 1;
+        default:
+            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return 1;
+        }
+        if (!ok) {
+            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
+            return 1;
+        }
+    }
+    if (optind < argc || opt->listen_url == NULL) {
+        fprintf(stderr, "error: %s (see --help)\n",
+                optind < argc ? "unexpected argument" : "--listen URL is required");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.framing = TETHER_FRAMING_LEN32};
+    int rv = parse_options(argc, argv, &opt);
+    if (rv != 0) {
+        return rv < 0 ? 0 : 1;
+    }
+
+    static struct server srv; /* static: the signal thread must never see it go */
+    /* Block the signals before any thread exists: threads inherit the mask,
+     * so only sigwait() ever sees them. */
+    sigemptyset(&srv.stop_signals);
+    sigaddset(&srv.stop_signals, SIGINT);
+    sigaddset(&srv.stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &srv.stop_signals, NULL);
+
+    rv = tether_loop_new(&srv.loop, NULL);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
+        return 1;
+    }
+    /* Options for every accepted connection (copied by tether_listen()). */
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.framing = opt.framing;
+    if (opt.max_msg > 0) {
+        co.max_msg = opt.max_msg;
+    }
+    co.on_message = on_message;
+    co.on_drain = on_drain;
+    co.on_close = on_close;
+    /* TLS: one configuration for every connection. The listener keeps its
+     * own reference, so ours goes as soon as tether_listen() returns. A
+     * problem with the files is reported here, naming the file. */
+    tether_tls_config *tls = NULL;
+    if (opt.cert != NULL || opt.key != NULL || opt.ca != NULL || opt.verify_client) {
+        tether_tls_opts to;
+        tether_tls_opts_init(&to);
+        to.cert_file = opt.cert;
+        to.key_file = opt.key;
+        to.ca_file = opt.ca;
+        to.client_auth =
+            opt.verify_client ? TETHER_TLS_CLIENT_AUTH_REQUIRED : TETHER_TLS_CLIENT_AUTH_NONE;
+        tether_error terr;
+        if (tether_tls_config_new(&tls, &to, &terr) != TETHER_OK) {
+            fprintf(stderr, "error: %s\n", terr.message);
+            tether_loop_free(srv.loop);
+            return 1;
+        }
+        co.tls = tls;
+    }
+
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.on_error = on_listener_error;
+    lo.userdata = &srv;
+    lo.conn_opts = &co;
+
+    tether_error err;
+    pthread_t sig_tid;
+    rv = tether_listen(&srv.listener, srv.loop, opt.listen_url, &lo, &err);
+    tether_tls_config_unref(tls);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message); /* e.g. "invalid URL '...': ..." */
+        tether_loop_free(srv.loop);
+        return 1;
+    }
+    if (pthread_create(&sig_tid, NULL, signal_thread, &srv) != 0) {
+        fprintf(stderr, "error: cannot start a thread\n");
+        return 1;
+    }
+    /* The socket is listening. Scripts wait for this line and read the port
+     * from it, so it must not sit in stdout's buffer. */
+    printf("listening on %s\n", tether_listener_url(srv.listener));
+    fflush(stdout);
+
+    rv = tether_loop_run(srv.loop);
+
+    /* End the signal thread: raise the flag, then wake it with a signal
+     * aimed at that thread alone. */
+    atomic_store(&srv.finished, true);
+    pthread_kill(sig_tid, SIGTERM);
+    pthread_join(sig_tid, NULL);
+    if (rv != TETHER_OK || tether_loop_free(srv.loop) != TETHER_OK) {
+        fprintf(stderr, "error: the event loop did not shut down cleanly\n");
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# End-to-end test of examples/echo_server and examples/echo_client.
+#
+#   bash tests/integration/echo_examples.sh ECHO_SERVER ECHO_CLIENT
+#
+# Starts servers on 127.0.0.1 port 0 (and on ::1 and Unix sockets), learns
+# each real URL from the server's `listening on` line, and checks that the
+# client gets `ok N` for every framing and a range of sizes, that failures
+# come out as one line naming the cause (connection refused, invalid URL,
+# a timeout, a message above the server's limit), and that the server stops
+# with status 0 on SIGTERM and SIGINT, also with a connection open.
+#
+# Every wait is bounded and every background process is reaped by the EXIT
+# trap. Exits 0 when every check passed; each failed check prints `FAIL:`.
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+    echo "usage: $0 ECHO_SERVER ECHO_CLIENT" >&2
+    exit 2
+fi
+server_bin=$1
+client_bin=$2
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-echo.XXXXXX")
+declare -a bg_pids=()
+failures=0
+checks=0
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok: $*"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+}
+
+# forget_pid PID: the process has been reaped; cleanup must not touch it.
+forget_pid() {
+    local keep=() p
+    for p in "${bg_pids[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    bg_pids=("${keep[@]}")
+}
+
+# wait_exit PID SECONDS: waits for a background process, at most SECONDS;
+# sets exit_status (124 and a SIGKILL when it did not exit in time).
+wait_exit() {
+    local pid=$1 limit=$2 i
+    for ((i = 0; i < limit * 20; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        exit_status=124
+    else
+        exit_status=0
+        wait "$pid" || exit_status=$?
+    fi
+    forget_pid "$pid"
+}
+
+# start_server NAME ARGS...: starts echo_server with ARGS, waits at most 10 s
+# for its `listening on URL` line and sets server_pid and server_url. Output
+# goes to $tmp/NAME.out and $tmp/NAME.err.
+start_server() {
+    local name=$1 i
+    shift
+    server_url=
+    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    server_pid=$!
+    bg_pids+=("$server_pid")
+    for ((i = 0; i < 200; i++)); do
+        if grep -q '^listening on ' "$tmp/$name.out"; then
+            server_url=$(sed -n 's/^listening on //p' "$tmp/$name.out" | head -n 1)
+            return 0
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.05
+    done
+    fail "server $name ($*) did not report that it is listening; stderr:"
+    sed 's/^/    /' "$tmp/$name.err" >&2
+    return 1
+}
+
+# stop_server PID NAME [SIGNAL [EXPECTED]]: sends SIGNAL (default TERM;
+# "none" when the caller has sent it already: a second signal makes the
+# server exit at once) and expects a clean exit (status 0) within 10 s and
+# nothing on stderr except lines containing the fixed string EXPECTED.
+stop_server() {
+    local pid=$1 name=$2 sig=${3:-TERM} expected=${4:-}
+    local unexpected
+    if [[ $sig != none ]]; then
+        kill -"$sig" "$pid" 2>/dev/null || true
+    fi
+    wait_exit "$pid" 10
+    [[ $sig != none ]] || sig=TERM
+    if [[ $exit_status -eq 0 ]]; then
+        pass "server $name exits 0 on SIG$sig"
+    elif [[ $exit_status -eq 124 ]]; then
+        fail "server $name did not exit within 10 s of SIG$sig"
+    else
+        fail "server $name exited with status $exit_status after SIG$sig"
+    fi
+    if [[ -n $expected ]]; then
+        unexpected=$(grep -vF -- "$expected" "$tmp/$name.err" || true)
+    else
+        unexpected=$(cat "$tmp/$name.err")
+    fi
+    if [[ -n $unexpected ]]; then
+        fail "server $name wrote to stderr:"
+        printf '    %s\n' "$unexpected" >&2
+    fi
+}
+
+# run_client OUT ARGS...: runs echo_client (bounded by `timeout`); stdout goes
+# to $tmp/OUT.out, stderr to $tmp/OUT.err; sets client_status.
+run_client() {
+    local out=$1
+    shift
+    client_status=0
+    timeout -k 5 120 "$client_bin" "$@" >"$tmp/$out.out" 2>"$tmp/$out.err" || client_status=$?
+}
+
+# expect_ok URL COUNT ARGS...: the client must print exactly `ok COUNT`.
+expect_ok() {
+    local url=$1 count=$2
+    shift 2
+    local desc="--count $count $*"
+    run_client client --connect "$url" --count "$count" "$@"
+    if [[ $client_status -eq 0 && $(cat "$tmp/client.out") == "ok $count" &&
+        ! -s $tmp/client.err ]]; then
+        pass "$url $desc"
+    else
+        fail "$url $desc: status $client_status, stdout '$(cat "$tmp/client.out")'," \
+            "stderr '$(cat "$tmp/client.err")'"
+    fi
+}
+
+# expect_error DESC PATTERN ARGS...: the client must fail (status 1) with a
+# single stderr line that contains PATTERN, and print nothing on stdout.
+expect_error() {
+    local desc=$1 pattern=$2
+    shift 2
+    run_client client "$@"
+    local lines
+    lines=$(wc -l <"$tmp/client.err")
+    if [[ $client_status -eq 1 && $lines -eq 1 && ! -s $tmp/client.out ]] &&
+        grep -qF -- "$pattern" "$tmp/client.err"; then
+        pass "$desc: $(cat "$tmp/client.err")"
+    else
+        fail "$desc: expected status 1 and one line containing '$pattern'; got status" \
+            "$client_status, stdout '$(cat "$tmp/client.out")', stderr '$(cat "$tmp/client.err")'"
+    fi
+}
+
+# ---- every framing, many sizes --------------------------------------------
+
+for framing in len32 varint line; do
+    start_server "$framing" --listen tcp://127.0.0.1:0 --framing "$framing" || continue
+    pid=$server_pid
+    url=$server_url
+    if [[ $framing != line ]]; then
+        expect_ok "$url" 10 --framing "$framing" --size 0
+    fi
+    for size in 1 64 127 128 300 16383 16384 65536 100000; do
+        expect_ok "$url" 20 --framing "$framing" --size "$size"
+    done
+    expect_ok "$url" 3 --framing "$framing" --size 1048576
+    expect_ok "$url" 1 --framing "$framing" # the defaults: one 64-byte message
+    stop_server "$pid" "$framing"
+done
+
+# ---- many messages, several clients at once, and the limit ----------------
+
+if start_server bulk --listen tcp://127.0.0.1:0 --max-msg 100000; then
+    pid=$server_pid
+    url=$server_url
+    expect_ok "$url" 100000 --size 100
+
+    declare -a cpids=()
+    for i in 1 2 3 4; do
+        timeout -k 5 120 "$client_bin" --connect "$url" --count 20000 --size $((i * 100)) \
+            >"$tmp/par$i.out" 2>"$tmp/par$i.err" &
+        cpids+=($!)
+    done
+    for i in 1 2 3 4; do
+        status=0
+        wait "${cpids[$((i - 1))]}" || status=$?
+        if [[ $status -eq 0 && $(cat "$tmp/par$i.out") == "ok 20000" ]]; then
+            pass "parallel client $i of 4"
+        else
+            fail "parallel client $i: status $status, $(cat "$tmp/par$i.out" "$tmp/par$i.err")"
+        fi
+    done
+
+    # A message above the server's --max-msg: the server drops that client
+    # and says why; the client names what happened.
+    expect_error "message above the server's limit" "connection closed after 0 of 1 echoes" \
+        --connect "$url" --size 100001
+    # Give the server a moment to log the line (it is written when the
+    # connection closes, which the client may notice first).
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'peer announced' "$tmp/bulk.err" && break
+        sleep 0.05
+    done
+    if grep -qF 'peer announced a 100001-byte message; the limit is 100000' "$tmp/bulk.err"; then
+        pass "server names the oversized message: $(cat "$tmp/bulk.err")"
+    else
+        fail "server stderr does not name the oversized message: '$(cat "$tmp/bulk.err")'"
+    fi
+    expect_ok "$url" 100 --size 100000 # still serving
+    stop_server "$pid" bulk TERM 'peer announced a 100001-byte message; the limit is 100000'
+fi
+
+# ---- Unix sockets ----------------------------------------------------------
+
+sock=$tmp/echo.sock
+if start_server unix --listen "unix://$sock"; then
+    pid=$server_pid
+    if [[ $server_url == "unix://$sock" ]]; then
+        pass "unix listener reports $server_url"
+    else
+        fail "unix listener reports '$server_url', expected unix://$sock"
+    fi
+    expect_ok "unix://$sock" 1000 --size 1000
+    expect_ok "unix://$sock" 2 --size 1048576
+    stop_server "$pid" unix
+    if [[ -e $sock ]]; then
+        fail "the socket file $sock is still there after the server stopped"
+    else
+        pass "the server removed its socket file"
+    fi
+fi
+
+abstract=tether-echo-test-$$-$RANDOM
+if start_server abstract --listen "unix://@$abstract" --framing varint; then
+    pid=$server_pid
+    expect_ok "unix://@$abstract" 1000 --size 1000 --framing varint
+    stop_server "$pid" abstract
+fi
+
+# ---- IPv6 loopback -----------------------------------------------------------
+
+if [[ -r /proc/net/if_inet6 ]] && grep -q '^0\{31\}1 ' /proc/net/if_inet6; then
+    if start_server ipv6 --listen 'tcp://[::1]:0'; then
+        pid=$server_pid
+        expect_ok "$server_url" 1000 --size 500
+        stop_server "$pid" ipv6
+    fi
+else
+    echo "SKIP: no IPv6 loopback address (::1) on this host; IPv6 case not run"
+fi
+
+# ---- failures the client must name -----------------------------------------
+
+# A port nobody listens on: one that a server had and gave up.
+if start_server refused --listen tcp://127.0.0.1:0; then
+    dead_url=$server_url
+    stop_server "$server_pid" refused
+    expect_error "connect to a closed port" "connection refused" --connect "$dead_url"
+    expect_error "connect to a closed port (exact text)" \
+        "error: connect to $dead_url: connection refused" --connect "$dead_url"
+fi
+
+expect_error "URL without a port" "invalid URL" --connect tcp://127.0.0.1
+expect_error "URL with an unknown scheme" "invalid URL" --connect bogus://127.0.0.1:1
+expect_error "no --connect" "--connect URL is required" --count 1
+expect_error "bad --count" "--count" --connect tcp://127.0.0.1:1 --count abc
+expect_error "unknown option" "unknown option" --connect tcp://127.0.0.1:1 --frobnicate
+
+status=0
+"$server_bin" --listen tcp://127.0.0.1 >"$tmp/badurl.out" 2>"$tmp/badurl.err" || status=$?
+if [[ $status -eq 1 ]] && grep -q 'invalid URL' "$tmp/badurl.err"; then
+    pass "server with a malformed URL: $(cat "$tmp/badurl.err")"
+else
+    fail "server with a malformed URL: status $status, stderr '$(cat "$tmp/badurl.err")'"
+fi
+
+# A peer that accepts the connection but never answers (a Python listener
+# that never calls accept): the client's --timeout must end the run with a
+# message, well before ctest's timeout.
+check_timeout() {
+    local i silent_pid silent_port start
+    python3 -c '
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+' >"$tmp/silent.out" 2>&1 &
+    silent_pid=$!
+    bg_pids+=("$silent_pid")
+    for ((i = 0; i < 200; i++)); do
+        [[ -s $tmp/silent.out ]] && break
+        sleep 0.05
+    done
+    silent_port=$(head -n 1 "$tmp/silent.out")
+    start=$SECONDS
+    expect_error "a silent server" "timed out after 500 ms with 0 of 1 echoes" \
+        --connect "tcp://127.0.0.1:$silent_port" --timeout 500
+    if ((SECONDS - start <= 5)); then
+        pass "the timeout fired promptly"
+    else
+        fail "--timeout 500 took $((SECONDS - start)) s"
+    fi
+    kill "$silent_pid" 2>/dev/null || true
+    wait_exit "$silent_pid" 5
+}
+if command -v python3 >/dev/null; then
+    check_timeout
+else
+    echo "SKIP: python3 not found; the --timeout case needs it for a silent server"
+fi
+
+# ---- shutdown with a connection open, and SIGINT ---------------------------
+
+if start_server idle --listen tcp://127.0.0.1:0; then
+    pid=$server_pid
+    port=${server_url##*:}
+    # An idle client connection held by this shell: the server must close
+    # it (we read EOF) and still exit 0.
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    sleep 0.2
+    kill -TERM "$pid"
+    status=0
+    read -r -t 10 -u 3 _ || status=$?
+    if [[ $status -eq 1 ]]; then
+        pass "the server closed an idle connection on SIGTERM"
+    elif [[ $status -gt 128 ]]; then
+        fail "the server did not close an idle connection within 10 s of SIGTERM"
+    else
+        fail "the server sent data to an idle connection"
+    fi
+    exec 3<&-
+    stop_server "$pid" idle none
+fi
+
+if start_server sigint --listen tcp://127.0.0.1:0; then
+    pid=$server_pid
+    expect_ok "$server_url" 10
+    stop_server "$pid" sigint INT
+fi
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]
