@@ -151,12 +151,15 @@ static void wake_on_readable(struct tether__io *io, unsigned revents)
     (void)revents;
     tether_loop *loop = tether__container_of(io, tether_loop, wake_io);
     uint64_t v;
-    /* Reset the flag before draining: a post racing with us either sees the
-     * flag cleared and writes again, or its write is drained here and its
-     * node is already in the queue we are about to run. */
-    atomic_store(&loop->wake_armed, false);
+    /* Drain first, then clear the flag. The other order loses wakeups: a
+     * post landing between the clear and the drain writes the eventfd, the
+     * drain swallows that write, and the flag stays set, so later posts
+     * skip their write and the loop sleeps with work queued. In this order
+     * a post that still sees the flag set has its node queued already, and
+     * the posts run at the end of this iteration pick it up. */
     while (read(loop->evfd, &v, sizeof v) > 0) {
     }
+    atomic_store(&loop->wake_armed, false);
 }
 
 void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
@@ -271,6 +274,7 @@ int tether_loop_free(tether_loop *loop)
     free(loop->heap);
     free(loop->events);
     free(loop->rbuf);
+    tether__seg_cache_free(loop);
     free(loop->dns_servers);
     free(loop);
     return TETHER_OK;

@@ -1,6 +1,8 @@
 /* Event loop and timers: ordering, cancellation, repeat, posts from other
  * threads, run-once semantics and handle accounting. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "helpers.h"
@@ -201,6 +203,61 @@ START_TEST(wakeup_interrupts_blocking_wait)
 }
 END_TEST
 
+/* Each post waits until the previous one ran, so the loop goes back to
+ * sleep between posts: the pattern that loses a wakeup if the eventfd is
+ * drained after the "armed" flag is cleared. */
+enum { PINGS = 50000 };
+static atomic_long pings_ran;
+
+static void ping_cb(tether_loop *loop, void *ud)
+{
+    (void)ud;
+    if (atomic_fetch_add(&pings_ran, 1) + 1 == PINGS) {
+        tether_loop_stop(loop);
+    }
+}
+
+static void *pinger(void *arg)
+{
+    tether_loop *loop = arg;
+    for (long i = 0; i < PINGS; i++) {
+        ck_assert_int_eq(tether_loop_post(loop, ping_cb, NULL), TETHER_OK);
+        uint64_t t0 = th_now_ms();
+        while (atomic_load(&pings_ran) <= i) {
+            if (th_now_ms() - t0 > 5000) {
+                return (void *)1; /* lost: the loop slept with a post queued */
+            }
+            sched_yield();
+        }
+    }
+    return NULL;
+}
+
+static void give_up_cb(tether_timer *t, void *ud)
+{
+    (void)t;
+    (void)ud;
+    tether_loop_stop(th_loop);
+}
+
+START_TEST(post_wakeups_are_never_lost)
+{
+    atomic_store(&pings_ran, 0);
+    tether_timer *guard;
+    ck_assert_int_eq(tether_timer_new(&guard, th_loop), TETHER_OK);
+    /* Only wakes a loop that lost a wakeup, so the test ends either way. */
+    tether_timer_start(guard, 10000, 0, give_up_cb, NULL);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, pinger, th_loop), 0);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    void *lost = NULL;
+    pthread_join(th, &lost);
+    ck_assert_ptr_null(lost);
+    ck_assert_int_eq(atomic_load(&pings_ran), PINGS);
+    tether_timer_free(guard);
+}
+END_TEST
+
 static void stop_cb(tether_timer *t, void *ud)
 {
     (void)ud;
@@ -290,6 +347,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, timer_heap_survives_random_cancels);
     tcase_add_test(tc, post_from_other_threads);
     tcase_add_test(tc, wakeup_interrupts_blocking_wait);
+    tcase_add_test(tc, post_wakeups_are_never_lost);
     tcase_add_test(tc, stop_ends_run);
     tcase_add_test(tc, run_once_nowait_and_nested_run);
     tcase_add_test(tc, nested_run_is_refused);
