@@ -221,6 +221,35 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
 
 /* ---- output queue ------------------------------------------------------ */
 
+/* Small segments are recycled through a per-loop free list: a reply of a
+ * few bytes would otherwise cost a malloc and a free per message, and
+ * keeping one per connection would cost idle connections memory. */
+#define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
+#define SEG_CACHE_MAX 64u
+
+static void seg_release(tether_loop *loop, struct tether__wseg *s)
+{
+    if (s->cap == SEG_SMALL_CAP && loop->seg_cache_n < SEG_CACHE_MAX) {
+        s->next = loop->seg_cache;
+        loop->seg_cache = s;
+        loop->seg_cache_n++;
+        return;
+    }
+    free(s);
+}
+
+void tether__seg_cache_free(tether_loop *loop)
+{
+    struct tether__wseg *s = loop->seg_cache;
+    while (s != NULL) {
+        struct tether__wseg *next = s->next;
+        free(s);
+        s = next;
+    }
+    loop->seg_cache = NULL;
+    loop->seg_cache_n = 0;
+}
+
 static void wq_release_all(tether_conn *c)
 {
     struct tether__wseg *s = c->wq_head;
@@ -231,7 +260,7 @@ static void wq_release_all(tether_conn *c)
         if (s->free_cb != NULL) {
             s->free_cb(s->free_data, s->free_ud);
         }
-        free(s);
+        seg_release(c->loop, s);
         s = next;
     }
 }
@@ -260,16 +289,24 @@ static size_t wq_tail_room(const tether_conn *c)
 static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
 {
     size_t cap;
-    if (c->wq_head == NULL && need <= SEG_FIRST_ALLOC - sizeof(struct tether__wseg)) {
-        cap = SEG_FIRST_ALLOC - sizeof(struct tether__wseg);
+    struct tether__wseg *s = NULL;
+    if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
+        cap = SEG_SMALL_CAP;
+        s = c->loop->seg_cache;
+        if (s != NULL) {
+            c->loop->seg_cache = s->next;
+            c->loop->seg_cache_n--;
+        }
     } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
         cap = SEG_ALLOC - sizeof(struct tether__wseg);
     } else {
         cap = need;
     }
-    struct tether__wseg *s = malloc(sizeof *s + cap);
     if (s == NULL) {
-        return NULL;
+        s = malloc(sizeof *s + cap);
+        if (s == NULL) {
+            return NULL;
+        }
     }
     s->ptr = s->data;
     s->len = 0;
@@ -356,7 +393,7 @@ static void wq_consume(tether_conn *c, size_t n)
              * earlier messages, whose bytes are with the kernel by now. */
             s->free_cb(s->free_data, s->free_ud);
         }
-        free(s);
+        seg_release(c->loop, s);
     }
     if (n > 0) {
         c->wq_head->ptr += n;
@@ -368,7 +405,12 @@ static void wq_consume(tether_conn *c, size_t n)
 
 static void conn_destroy_transport(tether_conn *c)
 {
-    tether__io_stop(c->loop, &c->io);
+    if (c->tr != NULL) {
+        /* destroy() closes the fd, which takes it out of the epoll set. */
+        tether__io_forget(&c->io);
+    } else {
+        tether__io_stop(c->loop, &c->io);
+    }
     if (c->tr != NULL) {
         c->tr->ops->destroy(c->tr);
         c->tr = NULL;
@@ -907,6 +949,23 @@ static void conn_flush_cb(struct tether__flush *f)
     conn_dispatch_end(c);
 }
 
+/* After a message was queued: write at once when a full batch is waiting,
+ * otherwise make sure the queue is flushed when the current dispatch ends
+ * (or before the loop polls, for a send from outside this connection's
+ * callbacks). */
+static inline void conn_after_queue(tether_conn *c)
+{
+    if (c->queued >= FLUSH_BATCH && c->state == TETHER__CS_READY &&
+        !(c->flags & TETHER__CF_WBLOCKED)) {
+        conn_flush(c);
+        if (c->flags & TETHER__CF_DRAIN_DUE) {
+            tether__flush_queue(c->loop, &c->flush);
+        }
+    } else if (c->dispatching == 0) {
+        tether__flush_queue(c->loop, &c->flush);
+    }
+}
+
 static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                           tether_free_cb fcb, void *fud)
 {
@@ -923,6 +982,22 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
     if (c->queued >= cfg->o.send_hwm) {
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
+    }
+    if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
+        /* The common case: a small message in the default framing that fits
+         * the tail segment. One header store and one copy, no iovecs. */
+        struct tether__wseg *t = c->wq_tail;
+        if (t != NULL && wq_tail_room(c) >= 4 + len) {
+            uint8_t *p = (uint8_t *)t->ptr + t->len;
+            tether__put_be32(p, (uint32_t)len);
+            if (len > 0) {
+                memcpy(p + 4, data, len);
+            }
+            t->len += 4 + len;
+            c->queued += 4 + len;
+            conn_after_queue(c);
+            return TETHER_OK;
+        }
     }
     uint8_t hdr[TETHER_FRAME_HDR_MAX];
     uint8_t trl[TETHER_FRAME_TRAILER_MAX];
@@ -1024,14 +1099,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
             return rv;
         }
     }
-    if (can_write && c->queued >= FLUSH_BATCH) {
-        conn_flush(c);
-        if (c->flags & TETHER__CF_DRAIN_DUE) {
-            tether__flush_queue(c->loop, &c->flush);
-        }
-    } else if (c->dispatching == 0) {
-        tether__flush_queue(c->loop, &c->flush);
-    }
+    conn_after_queue(c);
     return TETHER_OK;
 }
 
@@ -1171,7 +1239,8 @@ static void conn_handshake_timeout(tether_conn *c)
                       tether__tls_handshake_timeout_ms(c->cfg->tls));
 }
 
-int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server)
+int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
+                        struct tether__io *handoff)
 {
     int rv;
     if (c->cfg->tls != NULL) {
@@ -1191,6 +1260,9 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
         return rv;
     }
     tether__io_init(&c->io, fd, conn_on_io);
+    if (handoff != NULL) {
+        tether__io_take_over(&c->io, handoff);
+    }
     c->state = TETHER__CS_HANDSHAKING;
     c->dispatching++;
     conn_handshake_step(c);

@@ -116,8 +116,10 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 /* A socket is connected (dialled or accepted): wrap it in the transport the
  * configuration asks for and start the handshake. host is the name the
  * client dialled (for TLS SNI and verification), NULL on servers. Takes
- * ownership of fd. */
-int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server);
+ * ownership of fd. handoff, if not NULL, is a watcher whose epoll
+ * registration of fd the connection takes over (the dialer's). */
+int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
+                        struct tether__io *handoff);
 
 /* Ends the connection with a reason; detail (may be NULL) is printf-style. */
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)

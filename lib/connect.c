@@ -109,11 +109,13 @@ static void dialer_free_cb(struct tether__pending *p)
 static void cand_close(struct dial_cand *k)
 {
     tether_loop *loop = k->d->c->loop;
-    tether__io_stop(loop, &k->io);
     tether__tnode_stop(loop, &k->timer);
     if (k->fd >= 0) {
+        tether__io_forget(&k->io); /* close() takes it out of the epoll set */
         close(k->fd);
         k->fd = -1;
+    } else {
+        tether__io_stop(loop, &k->io);
     }
 }
 
@@ -250,11 +252,13 @@ static void dial_won(struct dial_cand *k)
     bool is_unix = d->u.scheme == TETHER__SCHEME_UNIX;
     char host[TETHER__HOST_MAX + 1];
     memcpy(host, d->u.host, sizeof host);
-    tether__io_stop(c->loop, &k->io);
+    /* The connection takes over the winner's epoll registration. */
+    struct tether__io handoff = k->io;
+    tether__io_forget(&k->io);
     k->fd = -1;
     /* The losers are closed here, before the winner is even attached. */
     dialer_release(d);
-    int rv = tether__conn_attach(c, fd, is_unix, is_unix ? NULL : host, false);
+    int rv = tether__conn_attach(c, fd, is_unix, is_unix ? NULL : host, false, &handoff);
     if (rv != TETHER_OK) {
         tether__conn_fail(c, rv, "connect to %s: %s", c->url, tether_strerror(rv));
     }

@@ -121,7 +121,7 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
             continue;
         }
         c->flags |= TETHER__CF_ACCEPTED;
-        int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true);
+        int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
         if (rv != TETHER_OK) {
             listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
             tether__conn_end(c, rv);

@@ -87,6 +87,8 @@ struct tether_loop {
     bool running;         /* inside run/run_once: guards against nesting */
 
     uint8_t *rbuf;        /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
+    void *seg_cache;      /* free list of small output segments (conn.c) */
+    unsigned seg_cache_n;
 
     struct epoll_event *events;
     int events_cap;
@@ -101,6 +103,28 @@ struct tether_loop {
 void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb);
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events);
 void tether__io_stop(tether_loop *loop, struct tether__io *io);
+
+/* The fd is about to be closed: closing removes it from the epoll set, so
+ * skip the EPOLL_CTL_DEL system call and only mark the watcher stopped.
+ * Only for fds the library owns and never duplicates. */
+static inline void tether__io_forget(struct tether__io *io)
+{
+    io->registered = false;
+    io->events = 0;
+}
+
+/* Hands an fd's epoll registration from one watcher to another without
+ * removing and re-adding it: the next tether__io_set() on `to` modifies the
+ * entry to point at `to` (one system call instead of two). */
+static inline void tether__io_take_over(struct tether__io *to, struct tether__io *from)
+{
+    if (from->registered) {
+        to->registered = true;
+        to->events = ~0u; /* matches no real interest set: forces the MOD */
+    }
+    from->registered = false;
+    from->events = 0;
+}
 
 /* Internal timers. */
 void tether__tnode_init(struct tether__tnode *n, tether__tnode_cb cb);
@@ -135,6 +159,9 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
         loop->active--;
     }
 }
+
+/* Frees the output segments cached by conn.c. */
+void tether__seg_cache_free(tether_loop *loop);
 
 /* The shared read buffer (NULL on allocation failure). */
 uint8_t *tether__loop_rbuf(tether_loop *loop);

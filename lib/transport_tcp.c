@@ -55,14 +55,21 @@ static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int 
                       size_t *nwritten)
 {
     struct tcp_transport *t = (struct tcp_transport *)tr;
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = (struct iovec *)iov;
-    mh.msg_iovlen = (size_t)iovcnt;
     ssize_t n;
-    do {
-        n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    if (iovcnt == 1) {
+        /* send() skips the iovec copy-in that sendmsg() does. */
+        do {
+            n = send(tr->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+    } else {
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = (struct iovec *)iov;
+        mh.msg_iovlen = (size_t)iovcnt;
+        do {
+            n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+    }
     if (n < 0) {
         *nwritten = 0;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
