@@ -1,0 +1,102 @@
+/* Plumbing for tether_bench: the side-by-side benchmark protocol of the
+ * shared bench harness (shared/bench/SPEC.md), re-implemented here so that
+ * the repository builds and the benchmark runs without that tree.
+ *
+ * It mirrors shared/bench/peers/common.[ch] function for function: the
+ * command line, fork/reap/timeout of the server child, the control pipe
+ * (port, then one byte per established connection in `conns`), VmRSS of
+ * the server, and the single JSON line on stdout. Keep the two in step: the
+ * figures are only comparable while every implementation follows the same
+ * rules.
+ */
+#ifndef TETHER_BENCH_COMMON_H
+#define TETHER_BENCH_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+#include <sys/types.h>
+
+enum bench_scenario {
+    SC_THR,
+    SC_LAT,
+    SC_HS,
+    SC_CONNS
+};
+enum bench_transport {
+    TR_TCP,
+    TR_TLS
+};
+
+struct bench_opts {
+    const char *impl;
+    enum bench_scenario scenario;
+    enum bench_transport transport;
+    size_t size;
+    long count;
+    long conns;
+    const char *cert;
+    const char *key;
+    const char *ca;
+    bool resume; /* tether's own flag: hs with TLS session resumption */
+};
+
+extern struct bench_opts O;
+
+/* Fixed protocol details shared by every implementation. */
+#define HELLO_LEN 1     /* client -> server before the clock starts */
+#define READY_LEN 1     /* server -> client reply to the hello */
+#define ACK_LEN 1       /* thr: server -> client after the last message */
+#define CONNS_WINDOW 64 /* conns: connections opened but not yet confirmed */
+#define HS_WARMUP 1     /* hs: untimed connections before the timed ones */
+#define SERVER_NAME "localhost"
+
+const char *bench_scenario_name(enum bench_scenario s);
+const char *bench_transport_name(enum bench_transport t);
+
+/* Parses the command line into O; exits 2 on a usage error. */
+void bench_parse_args(int argc, char **argv, const char *impl);
+
+/* "impl: message" (or "impl (server): message") on stderr. */
+void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs, kills and reaps the server when called in the parent, exits 1. */
+noreturn void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+uint64_t bench_now_ns(void);
+double bench_now_s(void);
+
+/* The server child. bench_spawn_server() forks; the child makes itself die
+ * with the parent, runs fn (which must call bench_ctl_send_port() once it
+ * listens) and exits with its return value; stdout is redirected to stderr
+ * there. The parent arms the BENCH_TIMEOUT_S alarm and returns the port the
+ * child reported. */
+typedef int (*bench_server_fn)(void);
+int bench_spawn_server(bench_server_fn fn);
+
+/* Child side. */
+void bench_ctl_send_port(int port);
+void bench_ctl_notify(void);       /* one established connection */
+void bench_server_wait_stop(void); /* blocks until the parent says stop */
+
+/* Parent side. */
+long bench_ctl_read_nb(void);    /* notifications readable now (may be 0) */
+long bench_ctl_read_block(void); /* waits for at least one notification */
+void bench_finish_server(void);  /* tell it to stop, reap it, check its status */
+long bench_server_rss_kib(void); /* VmRSS of the server child, KiB */
+
+void bench_raise_nofile(long need);
+void *bench_xmalloc(size_t n);
+void bench_fill_payload(uint8_t *p, size_t n);
+long bench_lat_warmup(void);
+
+/* Output: each prints the single JSON line (common fields, metrics, and an
+ * optional pre-formatted extra fragment such as "tls":"..."). */
+void bench_emit_thr(double elapsed_s, const char *extra);
+void bench_emit_lat(double *rtt_us, long n, const char *extra); /* sorts rtt_us */
+void bench_emit_hs(double elapsed_s, long n, const char *extra);
+void bench_emit_conns(double setup_s, double rss_kib_per_conn, double rss_kib_per_conn_echoed,
+                      double echo_all_s, const char *extra);
+void bench_emit_skip(const char *why);
+
+#endif /* TETHER_BENCH_COMMON_H */
