@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -962,6 +963,56 @@ START_TEST(listen_errors_name_the_cause)
 }
 END_TEST
 
+/* ---- SIGPIPE ---------------------------------------------------------------- */
+
+static void flood_drain(tether_conn *c, void *ud)
+{
+    (void)ud;
+    static uint8_t chunk[64 * 1024];
+    while (tether_conn_send(c, chunk, sizeof chunk) == TETHER_OK) {
+    }
+}
+
+START_TEST(peer_gone_while_writing_does_not_raise_sigpipe)
+{
+    /* The default disposition kills the process: if any write raised
+     * SIGPIPE, this test's process would die instead of passing. A Unix
+     * socket whose peer has closed fails the very next write with EPIPE,
+     * which is exactly when the kernel raises SIGPIPE unless the write
+     * says MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_DFL);
+    reset_state();
+    S.echo = false;
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_drain = flood_drain;
+    char name[64];
+    snprintf(name, sizeof name, "tether-sigpipe-%d", (int)getpid());
+    char url[80];
+    snprintf(url, sizeof url, "unix://@%s", name);
+    tether_listener *l = start_server_url(url, &so);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path + 1, name, strlen(name));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sl), 0);
+    uint64_t deadline = th_now_ms() + 5000;
+    while (S.last == NULL && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_ptr_nonnull(S.last);
+    flood_drain(S.last, NULL);
+    for (int i = 0; i < 5; i++) {
+        tether_loop_run_once(th_loop, 5);
+    }
+    ck_assert_uint_gt(tether_conn_queued(S.last), 0);
+    close(fd);
+    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
+    ck_assert_int_eq(S.last_reason, TETHER_ECONNRESET);
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- exact read boundaries ---------------------------------------------- */
 
 /* Bytes written to a Unix socket are queued at the receiver before write()
@@ -1211,6 +1262,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
+    tcase_add_test(tc, peer_gone_while_writing_does_not_raise_sigpipe);
     tcase_add_test(tc, long_line_tail_is_not_stranded);
     tcase_add_test(tc, frames_after_resume_are_not_stranded);
     tcase_add_test(tc, emfile_backs_off_and_recovers);
