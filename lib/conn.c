@@ -487,6 +487,10 @@ static void conn_free(tether_conn *c)
     conn_destroy_transport(c);
     tether__loop_handle_remove(c->loop, true);
     tether__pending_cancel(c->loop, &c->pend);
+    /* A send from outside this connection's callbacks (e.g. a broadcast
+     * from another connection's on_message) queued a flush; an abort that
+     * followed must not leave it pointing at freed memory. */
+    tether__flush_cancel(c->loop, &c->flush);
     free(c->rpart);
     free(c->err);
     free(c->url);

@@ -138,6 +138,22 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     loop->flush_head = f;
 }
 
+void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
+{
+    if (!f->queued) {
+        return;
+    }
+    /* Linear, but only ever called when a connection is freed. */
+    for (struct tether__flush **pp = &loop->flush_head; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    f->next = NULL;
+    f->queued = false;
+}
+
 uint8_t *tether__loop_rbuf(tether_loop *loop)
 {
     if (loop->rbuf == NULL) {

@@ -142,6 +142,8 @@ void tether__pending_cancel(tether_loop *loop, struct tether__pending *p);
 
 void tether__flush_init(struct tether__flush *f, tether__flush_cb cb);
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
+/* Takes f off the flush list if it is queued: the owner is being freed. */
+void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);
 
 /* Handle accounting. `active` keeps tether_loop_run() running; `handles`
  * keeps tether_loop_free() from freeing a loop that still has them. */

@@ -963,6 +963,70 @@ START_TEST(listen_errors_name_the_cause)
 }
 END_TEST
 
+/* ---- fan-out ----------------------------------------------------------------- */
+
+static tether_conn *fan[2];
+static int nfan;
+
+static void fan_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    (void)ud;
+    if (nfan < 2) {
+        fan[nfan++] = c;
+    }
+}
+
+static void fan_message(tether_conn *c, const uint8_t *d, size_t n, void *ud)
+{
+    (void)d;
+    (void)n;
+    (void)ud;
+    tether_conn *other = c == fan[0] ? fan[1] : fan[0];
+    if (other != NULL) {
+        /* Queues a flush of `other` for later in this iteration, then ends
+         * it: the flush must not touch it once it is freed. */
+        ck_assert_int_eq(tether_conn_send(other, "x", 1), TETHER_OK);
+        tether_conn_abort(other);
+        fan[0] = fan[1] = NULL;
+    }
+}
+
+START_TEST(abort_after_send_from_another_connection)
+{
+    reset_state();
+    nfan = 0;
+    fan[0] = fan[1] = NULL;
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_message = fan_message;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = fan_accept;
+    lo.conn_opts = &so;
+    tether_listener *l = NULL;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "tcp://127.0.0.1:0", &lo, NULL), TETHER_OK);
+    struct cli a = {0};
+    struct cli b = {0};
+    tether_conn_opts oa = cli_opts(&a);
+    tether_conn_opts ob = cli_opts(&b);
+    dial(&a, th_url_of(l), &oa);
+    dial(&b, th_url_of(l), &ob);
+    uint64_t deadline = th_now_ms() + 5000;
+    while (nfan < 2 && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(nfan, 2);
+    ck_assert_int_eq(tether_conn_send(a.c, "hi", 2), TETHER_OK);
+    /* B's server side is aborted, so B sees its peer go away. */
+    ck_assert(th_run_until_pred(cli_closed, &b, 5000));
+    ck_assert(b.close_reason == TETHER_EOF || b.close_reason == TETHER_ECONNRESET);
+    tether_conn_close(a.c);
+    ck_assert(th_run_until_pred(cli_closed, &a, 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- SIGPIPE ---------------------------------------------------------------- */
 
 static void flood_drain(tether_conn *c, void *ud)
@@ -1262,6 +1326,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
+    tcase_add_test(tc, abort_after_send_from_another_connection);
     tcase_add_test(tc, peer_gone_while_writing_does_not_raise_sigpipe);
     tcase_add_test(tc, long_line_tail_is_not_stranded);
     tcase_add_test(tc, frames_after_resume_are_not_stranded);
