@@ -993,9 +993,17 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
     }
     if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits
-         * the tail segment. One header store and one copy, no iovecs. */
+         * the tail segment (or starts an empty queue: a reply in a
+         * request/response exchange). One header store and one copy, no
+         * iovecs. */
         struct tether__wseg *t = c->wq_tail;
-        if (t != NULL && wq_tail_room(c) >= 4 + len) {
+        if (t == NULL) {
+            t = wq_new_copy(c, 4 + len);
+            if (t == NULL) {
+                return TETHER_ENOMEM;
+            }
+        }
+        if (wq_tail_room(c) >= 4 + len) {
             uint8_t *p = (uint8_t *)t->ptr + t->len;
             tether__put_be32(p, (uint32_t)len);
             if (len > 0) {
