@@ -23,26 +23,27 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Output tuning. */
-#define SEG_FIRST_ALLOC 1024u             /* first copy segment: small replies */
-#define SEG_ALLOC (64u * 1024u)           /* later copy segments */
+#define SEG_FIRST_ALLOC 1024u   /* first copy segment: small replies */
+#define SEG_ALLOC (64u * 1024u) /* later copy segments */
 /* Queued bytes that trigger a write inside send(). Measured with
  * tether_bench (thr tcp, 64 B and 1 KiB): 32-48 KiB writes keep the
  * receiver busy in parallel; 64 KiB writes ran 1 KiB messages at a third
  * of the rate on loopback, and 16-24 KiB cost more system calls. */
 #define FLUSH_BATCH (32u * 1024u)
-#define DIRECT_MIN (16u * 1024u)          /* messages written straight from the caller */
+#define DIRECT_MIN (16u * 1024u) /* messages written straight from the caller */
 #define IOV_BATCH 64
-#define READ_ROUNDS 4                     /* reads per readiness event, for fairness */
-#define LINGER_MS 2000u                   /* drain input after our FIN, at most this long */
+#define READ_ROUNDS 4   /* reads per readiness event, for fairness */
+#define LINGER_MS 2000u /* drain input after our FIN, at most this long */
 
 /* ---- configuration ----------------------------------------------------- */
 
@@ -63,10 +64,49 @@ void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
     d.close_timeout_ms = 10000;
     d.attempt_delay_ms = 250;
     d.family = TETHER_FAMILY_ANY;
+    d.heartbeat_misses = 3;
     memcpy(opts, &d, TETHER__MIN(size, sizeof d));
     if (size > sizeof d) {
         memset((char *)opts + sizeof d, 0, size - sizeof d);
     }
+}
+
+/* The liveness options: all are off at 0, none may be negative, and
+ * heartbeats need the framing that has room for control frames. */
+static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
+{
+    static const struct {
+        size_t off;
+        const char *name;
+        int max;
+    } fields[] = {
+        {offsetof(tether_conn_opts, keepalive_idle_ms), "keepalive_idle_ms", 32767000},
+        {offsetof(tether_conn_opts, keepalive_interval_ms), "keepalive_interval_ms", 32767000},
+        {offsetof(tether_conn_opts, keepalive_count), "keepalive_count", 127},
+        {offsetof(tether_conn_opts, user_timeout_ms), "user_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, heartbeat_ms), "heartbeat_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, idle_timeout_ms), "idle_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, frame_timeout_ms), "frame_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, write_timeout_ms), "write_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, max_age_ms), "max_age_ms", INT32_MAX},
+    };
+    for (size_t i = 0; i < TETHER__ARRAY_SIZE(fields); i++) {
+        int v;
+        memcpy(&v, (const char *)o + fields[i].off, sizeof v);
+        if (v < 0 || v > fields[i].max) {
+            return tether__set_error(err, TETHER_EINVAL, "%s must be between 0 and %d",
+                                     fields[i].name, fields[i].max);
+        }
+    }
+    if (o->heartbeat_misses < 1 || o->heartbeat_misses > 1000) {
+        return tether__set_error(err, TETHER_EINVAL, "heartbeat_misses must be between 1 and 1000");
+    }
+    if (o->heartbeat_ms > 0 && o->framing != TETHER_FRAMING_LEN32) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "heartbeats need the len32 framing (it reserves room for control "
+                                 "frames)");
+    }
+    return TETHER_OK;
 }
 
 int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
@@ -102,6 +142,8 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
     } else if (o->family != TETHER_FAMILY_ANY && o->family != TETHER_FAMILY_V4 &&
                o->family != TETHER_FAMILY_V6) {
         rv = tether__set_error(err, TETHER_EINVAL, "unknown address family %d", (int)o->family);
+    } else {
+        rv = cfg_check_liveness(o, err);
     }
     if (rv == TETHER_OK && o->send_lwm == 0) {
         o->send_lwm = o->send_hwm / 4;
@@ -118,8 +160,7 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
         case TETHER_FRAMING_LINE: {
             const char *d = o->line_delim != NULL ? o->line_delim : "\n";
             if (tether__line_framer_init(&cfg->line, (const uint8_t *)d, strlen(d)) != 0) {
-                rv = tether__set_error(err, TETHER_EINVAL,
-                                       "line_delim must be 1 to 8 bytes long");
+                rv = tether__set_error(err, TETHER_EINVAL, "line_delim must be 1 to 8 bytes long");
             }
             cfg->framer = &cfg->line.base;
             break;
@@ -142,6 +183,8 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
         free(cfg);
         return rv;
     }
+    cfg->live = o->heartbeat_ms > 0 || o->idle_timeout_ms > 0 || o->frame_timeout_ms > 0 ||
+                o->write_timeout_ms > 0 || o->max_age_ms > 0;
     *out = cfg;
     return TETHER_OK;
 }
@@ -159,6 +202,7 @@ void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_flush_cb(struct tether__flush *f);
 static void conn_timer_cb(struct tether__tnode *n);
+static void live_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
 static void conn_flush(tether_conn *c);
 static void conn_update_io(tether_conn *c);
@@ -201,6 +245,17 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     cfg->refs++;
     c->userdata = cfg->o.userdata;
     c->state = state;
+    c->rtt_us = -1;
+    if (cfg->live) {
+        c->live = calloc(1, sizeof *c->live);
+        if (c->live == NULL) {
+            tether__conn_cfg_unref(cfg);
+            free(c);
+            return NULL;
+        }
+        tether__tnode_init(&c->live->timer, live_timer_cb);
+        c->live->c = c;
+    }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, conn_flush_cb);
@@ -220,6 +275,16 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
     }
     if (cfg->o.rcvbuf > 0) {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->o.rcvbuf, sizeof cfg->o.rcvbuf);
+    }
+    if (!is_unix) {
+        const tether_conn_opts *o = &cfg->o;
+        if (o->keepalive) {
+            tether__tcp_set_keepalive(fd, o->keepalive_idle_ms, o->keepalive_interval_ms,
+                                      o->keepalive_count);
+        }
+        if (o->user_timeout_ms > 0) {
+            tether__tcp_set_user_timeout(fd, o->user_timeout_ms);
+        }
     }
 }
 
@@ -269,6 +334,8 @@ static void wq_release_all(tether_conn *c)
     }
 }
 
+static void live_queue_started(tether_conn *c);
+
 static void wq_link(tether_conn *c, struct tether__wseg *s)
 {
     s->next = NULL;
@@ -276,6 +343,10 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
         c->wq_tail->next = s;
     } else {
         c->wq_head = s;
+        if (c->live != NULL) {
+            /* The write timeout counts from here when nothing moves. */
+            live_queue_started(c);
+        }
     }
     c->wq_tail = s;
 }
@@ -428,6 +499,9 @@ static void conn_finish(tether_conn *c, int reason)
     if (c->state == TETHER__CS_DEAD) {
         return;
     }
+    if (c->live != NULL) {
+        tether__tnode_stop(c->loop, &c->live->timer);
+    }
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
@@ -475,8 +549,28 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
 static void conn_fail_io(tether_conn *c, int rv, const char *what)
 {
     const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
+    const tether_conn_opts *o = &c->cfg->o;
     if (rv == TETHER_ECONNRESET) {
         tether__conn_fail(c, rv, "connection reset by peer during %s", what);
+    } else if (rv == TETHER_ETIMEDOUT) {
+        /* The kernel gave up on the peer: say which of our settings made
+         * it do so, if any. */
+        if (o->user_timeout_ms > 0) {
+            tether__conn_fail(c, rv,
+                              "TCP user timeout during %s: sent data stayed unacknowledged for "
+                              "%d ms (TCP_USER_TIMEOUT)",
+                              what, o->user_timeout_ms);
+        } else if (o->keepalive) {
+            tether__conn_fail(c, rv,
+                              "TCP keepalive timeout during %s: the peer stopped answering "
+                              "(or TCP retransmissions gave up)",
+                              what);
+        } else {
+            tether__conn_fail(c, rv,
+                              "%s failed: connection timed out (TCP retransmissions "
+                              "gave up)",
+                              what);
+        }
     } else {
         tether__conn_fail(c, rv, "%s failed: %s", what, d != NULL ? d : tether_strerror(rv));
     }
@@ -484,6 +578,10 @@ static void conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
+    if (c->live != NULL) {
+        tether__tnode_stop(c->loop, &c->live->timer);
+        free(c->live);
+    }
     conn_destroy_transport(c);
     tether__loop_handle_remove(c->loop, true);
     tether__pending_cancel(c->loop, &c->pend);
@@ -500,8 +598,7 @@ static void conn_free(tether_conn *c)
 
 /* ---- reading ----------------------------------------------------------- */
 
-static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f,
-                                const char *detail)
+static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
 {
     if (rv == TETHER_EMSGSIZE) {
         if (c->cfg->o.framing == TETHER_FRAMING_LINE) {
@@ -525,10 +622,14 @@ static inline bool conn_can_deliver(const tether_conn *c)
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     tether_msg_cb cb = c->cfg->o.on_message;
+    c->msgs_in++;
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }
 }
+
+static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
+static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len);
 
 /* Delivers the whole frames at the start of buf. Returns the bytes consumed;
  * *known is set to the total size of the incomplete frame that follows when
@@ -547,9 +648,23 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
             }
             size_t plen = tether__get_be32(buf + off);
             if (TETHER__UNLIKELY(plen > max)) {
-                tether_frame f = {.hdr_len = 4, .payload_len = plen};
-                conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
-                return off;
+                /* An impossible length: a control frame, if the peer may
+                 * send one, else a framing error. */
+                size_t clen = ctrl_frame_len(c, buf + off);
+                if (clen == 0) {
+                    tether_frame f = {.hdr_len = 4, .payload_len = plen};
+                    conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+                    return off;
+                }
+                if (avail < clen) {
+                    *known = clen;
+                    break;
+                }
+                if (!conn_on_ctrl(c, buf + off, clen)) {
+                    return off;
+                }
+                off += clen;
+                continue;
             }
             if (avail - 4 < plen) {
                 *known = 4 + plen;
@@ -650,7 +765,10 @@ static void conn_on_eof(tether_conn *c)
     if (c->rlen > 0) {
         size_t known = 0;
         if (c->cfg->fast_len32 && c->rlen >= 4) {
-            known = 4 + (size_t)tether__get_be32(c->rpart);
+            known = ctrl_frame_len(c, c->rpart);
+            if (known == 0) {
+                known = 4 + (size_t)tether__get_be32(c->rpart);
+            }
         }
         if (known > 0) {
             tether__conn_fail(c, TETHER_ETRUNCATED,
@@ -674,7 +792,18 @@ static void conn_on_eof(tether_conn *c)
     conn_begin_close(c);
 }
 
+static void conn_read_rounds(tether_conn *c);
+static void live_after_read(tether_conn *c);
+
 static void conn_read(tether_conn *c)
+{
+    conn_read_rounds(c);
+    if (c->live != NULL) {
+        live_after_read(c);
+    }
+}
+
+static void conn_read_rounds(tether_conn *c)
 {
     uint8_t *lb = tether__loop_rbuf(c->loop);
     if (lb == NULL) {
@@ -702,8 +831,8 @@ static void conn_read(tether_conn *c)
                 if (c->rlen > TETHER__RBUF_SIZE / 2) {
                     /* A long line still without its delimiter: grow rpart. */
                     size_t cap = c->rcap * 2;
-                    size_t limit = c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX +
-                                   TETHER_FRAME_HDR_MAX;
+                    size_t limit =
+                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
                     if (cap > limit) {
                         cap = TETHER__MAX(limit, c->rlen + 1);
                     }
@@ -735,7 +864,7 @@ static void conn_read(tether_conn *c)
             iov[0].iov_len = TETHER__RBUF_SIZE - pre;
             iovcnt = 1;
         }
-    do_read:;
+do_read:;
         size_t n = 0;
         int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
         if (rv == TETHER_EAGAIN) {
@@ -748,6 +877,10 @@ static void conn_read(tether_conn *c)
         if (n == 0) {
             conn_on_eof(c);
             return;
+        }
+        c->bytes_in += n;
+        if (c->live != NULL) {
+            c->live->last_rx = c->loop->now;
         }
         size_t known;
         if (direct) {
@@ -837,10 +970,10 @@ static void conn_linger_read(tether_conn *c)
 
 static void conn_flush(tether_conn *c)
 {
-    if (c->tr == NULL ||
-        (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
+    if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
         return;
     }
+    bool progress = false;
     while (c->wq_head != NULL) {
         if (c->wq_head->len == 0) {
             wq_consume(c, 0);
@@ -866,12 +999,20 @@ static void conn_flush(tether_conn *c)
             return;
         }
         wq_consume(c, w);
+        c->bytes_out += w;
+        progress = true;
         if (w < total) {
             /* A short write means the socket buffer is full: asking again
              * would only return EAGAIN. */
             c->flags |= TETHER__CF_WBLOCKED;
             break;
         }
+    }
+    if (progress && c->live != NULL) {
+        c->live->wstall = c->live->last_wprog = c->loop->now;
+    }
+    if (progress && c->wnotify != NULL) {
+        c->wnotify(c);
     }
     if (c->wq_head == NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
@@ -1011,6 +1152,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
             }
             t->len += 4 + len;
             c->queued += 4 + len;
+            c->msgs_out++;
             conn_after_queue(c);
             return TETHER_OK;
         }
@@ -1036,11 +1178,16 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
         size_t w = 0;
         int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
+        c->msgs_out++;
         if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
             /* The connection is broken: report it from the loop, as the
              * callback contract asks, and keep the caller's buffer. */
             conn_fail_io(c, rv, "write");
             return TETHER_OK;
+        }
+        c->bytes_out += w;
+        if (w > 0 && c->live != NULL) {
+            c->live->wstall = c->live->last_wprog = c->loop->now;
         }
         if (w == total) {
             if (zc && fcb != NULL) {
@@ -1115,6 +1262,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
             return rv;
         }
     }
+    c->msgs_out++;
     conn_after_queue(c);
     return TETHER_OK;
 }
@@ -1128,6 +1276,377 @@ int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb f
                         void *free_ud)
 {
     return conn_send_impl(c, data, len, true, free_cb, free_ud);
+}
+
+/* ---- control frames and liveness --------------------------------------- */
+
+/* The wire format and the rules are documented in tether/conn.h, section
+ * "Heartbeat wire format". Control frames are rare, so nothing here is on
+ * a per-message path: the fast len32 parser only comes here for a header
+ * that no data message can have. */
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The total size of the control frame starting at hdr (4 bytes available),
+ * or 0 when the peer may not send it now. A peer that never sent HELLO
+ * gets exactly the framing error it got before control frames existed. */
+static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
+{
+    if (hdr[0] != TETHER__CTRL_MARK) {
+        return 0;
+    }
+    switch (hdr[1]) {
+    case TETHER__CTRL_HELLO:
+        if (c->flags & TETHER__CF_PEER_HELLO) {
+            return 0;
+        }
+        break;
+    case TETHER__CTRL_PING:
+    case TETHER__CTRL_PONG:
+        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
+            return 0;
+        }
+        break;
+    default:
+        return 0;
+    }
+    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
+}
+
+static void live_due(tether_conn *c, uint64_t at);
+
+/* Queues a control frame behind whatever is queued already. */
+static int ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *payload, size_t n)
+{
+    uint8_t buf[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
+    assert(n <= TETHER__CTRL_PING_MAX);
+    tether__len32_ctrl_header(buf, type, (uint16_t)n);
+    if (n > 0) {
+        memcpy(buf + TETHER__CTRL_HDR_LEN, payload, n);
+    }
+    struct iovec iov = {buf, TETHER__CTRL_HDR_LEN + n};
+    return wq_append_copy(c, &iov, 1, iov.iov_len);
+}
+
+static int ctrl_queue_hello(tether_conn *c)
+{
+    uint8_t p[TETHER__CTRL_HELLO_LEN];
+    p[0] = TETHER__CTRL_HELLO_VERSION;
+    p[1] = 0; /* flags: none defined */
+    tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
+    int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
+    if (rv == TETHER_OK) {
+        c->flags |= TETHER__CF_HELLO_SENT;
+    }
+    return rv;
+}
+
+static void ctrl_send_ping(tether_conn *c)
+{
+    uint8_t p[8];
+    uint64_t t = mono_us();
+    tether__put_be32(p, (uint32_t)(t >> 32));
+    tether__put_be32(p + 4, (uint32_t)t);
+    if (ctrl_queue(c, TETHER__CTRL_PING, p, sizeof p) != TETHER_OK) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
+        return;
+    }
+    c->pings_sent++;
+    c->live->last_ping = c->loop->now;
+    conn_after_queue(c);
+}
+
+/* Handles one complete control frame. Returns false when the connection
+ * failed. */
+static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
+{
+    uint8_t type = frame[1];
+    const uint8_t *p = frame + TETHER__CTRL_HDR_LEN;
+    size_t n = len - TETHER__CTRL_HDR_LEN;
+    c->ctrl_in++;
+    switch (type) {
+    case TETHER__CTRL_HELLO: {
+        if (n < TETHER__CTRL_HELLO_LEN || p[0] == 0) {
+            tether__conn_fail(c, TETHER_EPROTO,
+                              "framing error (len32): malformed HELLO control frame (%zu bytes)",
+                              n);
+            return false;
+        }
+        c->flags |= TETHER__CF_PEER_HELLO;
+        uint32_t peer_ms = tether__get_be32(p + 2);
+        if (!(c->flags & TETHER__CF_HELLO_SENT) && ctrl_queue_hello(c) != TETHER_OK) {
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
+            return false;
+        }
+        int own = c->cfg->o.heartbeat_ms;
+        if (own > 0 && c->live != NULL) {
+            /* The slower side decides: nobody pings more often than its
+             * peer asked for. */
+            c->hb_ms = TETHER__MAX((uint32_t)own, peer_ms);
+            c->live->unanswered = 0;
+            ctrl_send_ping(c); /* a first round-trip time, right away */
+            live_due(c, c->loop->now + c->hb_ms);
+        } else {
+            conn_after_queue(c);
+        }
+        break;
+    }
+    case TETHER__CTRL_PING:
+        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
+            tether__conn_fail(c, TETHER_EPROTO,
+                              "framing error (len32): malformed PING control frame (%zu bytes)", n);
+            return false;
+        }
+        /* A peer that pings without reading gets no pongs: they would only
+         * pile up in our queue. */
+        if (c->queued <= c->cfg->o.send_hwm) {
+            if (ctrl_queue(c, TETHER__CTRL_PONG, p, n) != TETHER_OK) {
+                tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a heartbeat");
+                return false;
+            }
+            conn_after_queue(c);
+        }
+        break;
+    case TETHER__CTRL_PONG:
+        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
+            tether__conn_fail(c, TETHER_EPROTO,
+                              "framing error (len32): malformed PONG control frame (%zu bytes)", n);
+            return false;
+        }
+        c->pongs_in++;
+        if (n == 8) {
+            uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
+            uint64_t now = mono_us();
+            if (sent <= now) {
+                c->rtt_us = (int64_t)(now - sent);
+            }
+        }
+        break;
+    default:
+        break; /* ctrl_frame_len() admits no other type */
+    }
+    return c->state == TETHER__CS_READY;
+}
+
+/* Makes sure the liveness timer fires no later than `at` (loop ms). Cheap
+ * when it already does, which is the common case on busy connections. */
+static void live_due(tether_conn *c, uint64_t at)
+{
+    struct tether__tnode *t = &c->live->timer;
+    if (tether__tnode_active(t) && t->deadline <= at) {
+        return;
+    }
+    uint64_t now = c->loop->now;
+    tether__tnode_start(c->loop, t, at > now ? at - now : 0);
+}
+
+static void live_queue_started(tether_conn *c)
+{
+    struct tether__live *l = c->live;
+    l->wstall = c->loop->now;
+    if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
+        live_due(c, l->wstall + (uint64_t)c->cfg->o.write_timeout_ms);
+    }
+}
+
+/* After a read: notice when an incomplete frame starts, for the frame
+ * timeout. The frame counter tells whether rpart still holds the frame seen
+ * last time or a new one. */
+static void live_after_read(tether_conn *c)
+{
+    struct tether__live *l = c->live;
+    int ft = c->cfg->o.frame_timeout_ms;
+    if (ft <= 0 || c->state != TETHER__CS_READY) {
+        return;
+    }
+    if (c->rlen == 0 || (c->flags & TETHER__CF_PAUSED)) {
+        l->frame_mark = UINT64_MAX;
+        return;
+    }
+    uint64_t mark = c->msgs_in + c->ctrl_in;
+    if (l->frame_mark != mark) {
+        l->frame_mark = mark;
+        l->frame_start = c->loop->now;
+        live_due(c, l->frame_start + (uint64_t)ft);
+    }
+}
+
+/* Arms the timer for the earliest check that could fail or ping. */
+static void live_arm(tether_conn *c)
+{
+    struct tether__live *l = c->live;
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t next = UINT64_MAX;
+    if (l->age_deadline != 0) {
+        next = l->age_deadline;
+    }
+    if (o->write_timeout_ms > 0 && c->queued > 0) {
+        next = TETHER__MIN(next, l->wstall + (uint64_t)o->write_timeout_ms);
+    }
+    if (!(c->flags & TETHER__CF_PAUSED)) {
+        if (o->idle_timeout_ms > 0) {
+            next = TETHER__MIN(next, l->last_rx + (uint64_t)o->idle_timeout_ms);
+        }
+        if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+            uint64_t start = l->frame_mark != UINT64_MAX ? l->frame_start : c->loop->now;
+            next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
+        }
+        if (c->hb_ms > 0) {
+            uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
+            next = TETHER__MIN(next, from + c->hb_ms);
+        } else if (o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
+                   !(c->flags & TETHER__CF_PEER_HELLO)) {
+            next = TETHER__MIN(next, l->last_rx + (uint64_t)o->heartbeat_ms *
+                                                      (uint64_t)(o->heartbeat_misses + 1));
+        }
+    }
+    if (next == UINT64_MAX) {
+        tether__tnode_stop(c->loop, &l->timer);
+        return;
+    }
+    uint64_t now = c->loop->now;
+    tether__tnode_start(c->loop, &l->timer, next > now ? next - now : 1);
+}
+
+static void live_start(tether_conn *c)
+{
+    struct tether__live *l = c->live;
+    uint64_t now = c->loop->now;
+    l->last_rx = now;
+    l->wstall = now;
+    l->last_wprog = now;
+    l->frame_mark = UINT64_MAX;
+    int age = c->cfg->o.max_age_ms;
+    if (age > 0) {
+        /* ±10 %, so that connections opened together do not all expire
+         * together. */
+        double f = 0.9 + 0.2 * ((double)(tether__random_u64() >> 11) / 9007199254740992.0);
+        l->age_deadline = now + (uint64_t)((double)age * f);
+    }
+    live_arm(c);
+}
+
+/* The checks themselves; the caller re-arms the timer. */
+static void live_check(tether_conn *c)
+{
+    struct tether__live *l = c->live;
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t now = c->loop->now;
+
+    if (l->age_deadline != 0 && now >= l->age_deadline) {
+        tether__conn_set_err(c, "maximum connection age reached (%llu ms; max_age_ms %d)",
+                             (unsigned long long)(now - c->ready_at), o->max_age_ms);
+        c->flags |= TETHER__CF_CLOSE_REQ;
+        c->reason = TETHER_OK;
+        conn_begin_close(c);
+        return;
+    }
+    if (o->write_timeout_ms > 0 && c->queued > 0 &&
+        now - l->wstall >= (uint64_t)o->write_timeout_ms) {
+        /* Ask the socket once more before blaming the peer (the loop may
+         * have been busy elsewhere). */
+        conn_flush(c);
+        if (c->state != TETHER__CS_READY) {
+            return;
+        }
+        if (c->queued > 0 && now - l->wstall >= (uint64_t)o->write_timeout_ms) {
+            tether__conn_fail(c, TETHER_ETIMEDOUT,
+                              "write timeout: %zu queued bytes made no progress for %llu ms "
+                              "(write_timeout_ms %d); the peer stopped reading",
+                              c->queued, (unsigned long long)(now - l->wstall),
+                              o->write_timeout_ms);
+            return;
+        }
+    }
+    if (c->flags & TETHER__CF_PAUSED) {
+        return; /* silence is expected while we do not read */
+    }
+    uint32_t hb = c->hb_ms;
+    bool hello_wait = hb == 0 && o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
+                      !(c->flags & TETHER__CF_PEER_HELLO);
+    uint64_t hello_limit = (uint64_t)o->heartbeat_ms * (uint64_t)(o->heartbeat_misses + 1);
+    bool due = (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) ||
+               (o->frame_timeout_ms > 0 && c->rlen > 0) || (hb > 0 && now - l->last_rx >= hb) ||
+               (hello_wait && now - l->last_rx >= hello_limit);
+    if (due) {
+        /* Before declaring the peer silent, read what the kernel holds: the
+         * loop may have been blocked (or, for the blocking API, not run at
+         * all) while the peer was talking. */
+        conn_read(c);
+        if (c->state != TETHER__CS_READY) {
+            return;
+        }
+    }
+    if (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) {
+        tether__conn_fail(c, TETHER_ETIMEDOUT,
+                          "idle timeout: nothing received for %llu ms (idle_timeout_ms %d)",
+                          (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
+        return;
+    }
+    if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+        if (l->frame_mark == UINT64_MAX) {
+            /* A frame left incomplete across a pause: time it from now. */
+            l->frame_mark = c->msgs_in + c->ctrl_in;
+            l->frame_start = now;
+        } else if (now - l->frame_start >= (uint64_t)o->frame_timeout_ms) {
+            tether__conn_fail(c, TETHER_ETIMEDOUT,
+                              "frame timeout: a frame was still incomplete after %llu ms "
+                              "(%zu bytes of it received; frame_timeout_ms %d)",
+                              (unsigned long long)(now - l->frame_start), c->rlen,
+                              o->frame_timeout_ms);
+            return;
+        }
+    }
+    if (hb > 0) {
+        if (l->last_rx >= l->last_ping) {
+            l->unanswered = 0; /* anything received answers every ping before it */
+        }
+        if (l->unanswered > 0 && c->queued > 0 && l->last_wprog > l->last_ping) {
+            /* Our own output is still draining ahead of the ping: its
+             * interval counts from that progress, not from when it was
+             * queued. (A dead link stops the progress soon enough.) */
+            l->last_ping = l->last_wprog;
+        }
+        if (l->unanswered >= (uint32_t)o->heartbeat_misses && now - l->last_ping >= hb) {
+            tether__conn_fail(c, TETHER_ETIMEDOUT,
+                              "heartbeat timeout: %u pings unanswered, nothing received for "
+                              "%llu ms (interval %u ms)",
+                              l->unanswered, (unsigned long long)(now - l->last_rx), hb);
+            return;
+        }
+        if (now - l->last_rx >= hb && (l->unanswered == 0 || now - l->last_ping >= hb)) {
+            l->unanswered++;
+            ctrl_send_ping(c);
+        }
+    } else if (hello_wait && now - l->last_rx >= hello_limit) {
+        tether__conn_fail(c, TETHER_ETIMEDOUT,
+                          "heartbeat timeout: the peer did not answer our HELLO within %llu ms "
+                          "(interval %d ms)",
+                          (unsigned long long)(now - l->last_rx), o->heartbeat_ms);
+    }
+}
+
+static void live_timer_cb(struct tether__tnode *n)
+{
+    struct tether__live *l = tether__container_of(n, struct tether__live, timer);
+    tether_conn *c = l->c;
+    if (c->state != TETHER__CS_READY) {
+        return;
+    }
+    c->dispatching++;
+    live_check(c);
+    c->dispatching--;
+    if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
+        conn_dispatch_end(c);
+    }
+    if (c->state == TETHER__CS_READY) {
+        live_arm(c);
+    }
 }
 
 /* ---- state transitions ------------------------------------------------- */
@@ -1168,6 +1687,10 @@ static void conn_begin_shutdown(tether_conn *c)
 static void conn_begin_close(tether_conn *c)
 {
     c->state = TETHER__CS_CLOSING;
+    if (c->live != NULL) {
+        /* The close timeout bounds this phase. */
+        tether__tnode_stop(c->loop, &c->live->timer);
+    }
     int ms = c->cfg->o.close_timeout_ms;
     if (ms >= 0) {
         tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
@@ -1183,7 +1706,11 @@ static void conn_begin_close(tether_conn *c)
 static void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
+    c->ready_at = c->loop->now;
     tether__tnode_stop(c->loop, &c->timer);
+    if (c->live != NULL) {
+        live_start(c);
+    }
     if (c->flags & TETHER__CF_DIALED) {
         conn_todo(c, TETHER__CT_CONNECTED);
     }
@@ -1303,8 +1830,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             conn_flush(c);
         }
         if (c->state == TETHER__CS_READY && c->tr != NULL &&
-            ((revents & TETHER_EV_READ) ||
-             (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
+            ((revents & TETHER_EV_READ) || (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
             /* (TLS reading may wait for writability.) */
             conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
@@ -1318,15 +1844,14 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
                     break;
                 }
             }
-            if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY &&
-                c->wq_head != NULL && c->tr != NULL &&
-                (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
+            if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY && c->wq_head != NULL &&
+                c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
                 /* TLS may need to read to finish a write. */
                 c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
                 conn_flush(c);
             }
-        } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING &&
-                   c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
+        } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING && c->tr != NULL &&
+                   (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
             /* TLS may need to read to finish a write. */
             conn_flush(c);
         }
@@ -1427,6 +1952,12 @@ static void conn_pending_cb(struct tether__pending *p)
         if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
             c->flags |= TETHER__CF_CLOSE_DONE;
             int reason = c->state == TETHER__CS_LINGER ? TETHER_OK : c->reason;
+            if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
+                const char *d = tether_conn_last_error(c);
+                tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
+                            c->url != NULL ? "dialled" : "accepted", tether_err_name(reason),
+                            d[0] != '\0' ? d : tether_strerror(reason));
+            }
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
@@ -1510,6 +2041,13 @@ void tether_conn_resume(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
+    if (c->live != NULL) {
+        /* The peer was not heard while we did not listen: start over. */
+        c->live->last_rx = c->loop->now;
+        c->live->frame_mark = UINT64_MAX;
+        c->live->unanswered = 0;
+        live_arm(c);
+    }
     if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them
          * from the loop, not from inside this call. */
@@ -1547,6 +2085,34 @@ const char *tether_conn_last_error(const tether_conn *c)
 size_t tether_conn_queued(const tether_conn *c)
 {
     return c != NULL ? c->queued : 0;
+}
+
+int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t size)
+{
+    if (c == NULL || st == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    tether_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = size;
+    s.bytes_in = c->bytes_in;
+    s.bytes_out = c->bytes_out;
+    s.msgs_in = c->msgs_in;
+    s.msgs_out = c->msgs_out;
+    s.queued_bytes = c->queued;
+    s.connects = c->ready_at != 0 ? 1 : 0;
+    s.heartbeat_ms = c->hb_ms;
+    s.rtt_us = c->rtt_us;
+    s.pings_sent = c->pings_sent;
+    s.pongs_received = c->pongs_in;
+    if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
+        s.uptime_ms = c->loop->now - c->ready_at;
+    }
+    memcpy(st, &s, TETHER__MIN(size, sizeof s));
+    if (size > sizeof s) {
+        memset((char *)st + sizeof s, 0, size - sizeof s);
+    }
+    return TETHER_OK;
 }
 
 int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
@@ -1610,6 +2176,11 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
     c->flags |= TETHER__CF_DIALED;
     c->url = strdup(url);
     if (c->url == NULL) {
+        c->state = TETHER__CS_DEAD;
+        conn_free(c);
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    if (cfg->o.heartbeat_ms > 0 && ctrl_queue_hello(c) != TETHER_OK) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -24,6 +24,7 @@ struct tether__conn_cfg {
     void *accept_ud;
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
+    bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
 };
 
 /* Builds a configuration from user options (NULL for defaults). */
@@ -55,6 +56,23 @@ struct tether__wseg {
 
 struct tether__dialer; /* connect.c */
 
+/* Liveness state, allocated only for connections whose configuration turns
+ * on heartbeats or a timeout (cfg->live), so that other connections carry
+ * nothing but the pointer. Times are loop milliseconds. The hot paths only
+ * store timestamps here; one coarse timer compares them with the limits. */
+struct tether__live {
+    struct tether__tnode timer; /* the next check that can fail or ping */
+    tether_conn *c;
+    uint64_t last_rx;      /* the last read that returned bytes */
+    uint64_t wstall;       /* the last write progress, or when the queue filled from empty */
+    uint64_t last_wprog;   /* the last write progress */
+    uint64_t frame_start;  /* when the incomplete frame in rpart began */
+    uint64_t frame_mark;   /* frames received when frame_start was taken */
+    uint64_t last_ping;    /* when the last ping went out */
+    uint64_t age_deadline; /* max_age with its jitter; 0 for none */
+    uint32_t unanswered;   /* pings sent since anything was received */
+};
+
 struct tether_conn {
     tether_loop *loop;
     struct tether__conn_cfg *cfg;
@@ -68,8 +86,8 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo;       /* deferred work for pend */
-    int reason;          /* close reason once finishing */
+    uint16_t todo; /* deferred work for pend */
+    int reason;    /* close reason once finishing */
 
     /* Output queue. */
     struct tether__wseg *wq_head;
@@ -83,24 +101,47 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err;    /* detail of the last failure, lazily allocated */
+    char *err; /* detail of the last failure, lazily allocated */
     struct tether__dialer *dialer;
-    char *url;    /* dialled URL, for error messages (dialled conns only) */
+    char *url; /* dialled URL, for error messages (dialled conns only) */
+
+    /* Statistics (tether_conn_get_stats). bytes_out is also the stream
+     * offset the reconnecting client compares its messages with: every byte
+     * ever queued is bytes_out + queued. */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t msgs_in;
+    uint64_t msgs_out;
+    uint64_t ctrl_in; /* control frames received */
+    uint64_t pings_sent;
+    uint64_t pongs_in;
+    int64_t rtt_us;    /* -1 until measured */
+    uint32_t hb_ms;    /* negotiated heartbeat interval; 0: we send no pings */
+    uint64_t ready_at; /* loop ms when established; 0 before */
+
+    struct tether__live *live; /* NULL unless cfg->live */
+
+    /* Internal observer (reconnect.c): called after output was handed to
+     * the transport, never from inside a user callback's dispatch of a
+     * different connection. Must not call user code. */
+    void (*wnotify)(tether_conn *c);
 };
 
 /* conn->flags */
 #define TETHER__CF_PAUSED 0x0001u
-#define TETHER__CF_WANT_DRAIN 0x0002u /* send returned EAGAIN: fire on_drain at the lwm */
-#define TETHER__CF_WBLOCKED 0x0004u   /* the socket is full: wait for writability */
-#define TETHER__CF_CLOSE_REQ 0x0008u  /* close requested before the connection was up */
-#define TETHER__CF_EOF 0x0010u        /* the peer's FIN was seen */
-#define TETHER__CF_DIALED 0x0020u     /* created by tether_conn_dial */
+#define TETHER__CF_WANT_DRAIN 0x0002u   /* send returned EAGAIN: fire on_drain at the lwm */
+#define TETHER__CF_WBLOCKED 0x0004u     /* the socket is full: wait for writability */
+#define TETHER__CF_CLOSE_REQ 0x0008u    /* close requested before the connection was up */
+#define TETHER__CF_EOF 0x0010u          /* the peer's FIN was seen */
+#define TETHER__CF_DIALED 0x0020u       /* created by tether_conn_dial */
 #define TETHER__CF_CONNECT_DONE 0x0040u /* on_connect has been called */
-#define TETHER__CF_ACCEPTED 0x0080u   /* created by a listener */
+#define TETHER__CF_ACCEPTED 0x0080u     /* created by a listener */
 #define TETHER__CF_ACCEPT_DONE 0x0100u  /* on_accept has been called */
-#define TETHER__CF_CLOSE_DONE 0x0200u /* on_close has been called */
+#define TETHER__CF_CLOSE_DONE 0x0200u   /* on_close has been called */
 #define TETHER__CF_DRAIN_DUE 0x0400u
 #define TETHER__CF_REPORT_LISTENER 0x0800u /* accepted, failed before on_accept: tell on_error */
+#define TETHER__CF_HELLO_SENT 0x1000u      /* our HELLO control frame is queued or sent */
+#define TETHER__CF_PEER_HELLO 0x2000u      /* the peer's HELLO arrived: it speaks control frames */
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
@@ -131,6 +172,10 @@ void tether__conn_end(tether_conn *c, int reason);
 /* Records a detail string without ending the connection. */
 void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Random numbers for jitter (reconnect.c): per thread, seeded from the
+ * kernel's random source, not for cryptography. */
+uint64_t tether__random_u64(void);
 
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);

@@ -336,6 +336,7 @@ static int dns_get(tether_loop *loop, struct tether__dns **out, tether_error *er
     int st = ares_init_options(&dns->ch, &o, mask);
     if (st != ARES_SUCCESS) {
         free(dns);
+        tether__log(TETHER_LOG_ERROR, "cannot create a DNS resolver: %s", ares_strerror(st));
         return tether__set_error(err, st == ARES_ENOMEM ? TETHER_ENOMEM : TETHER_EDNS,
                                  "cannot create a DNS resolver: %s", ares_strerror(st));
     }

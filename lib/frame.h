@@ -18,6 +18,14 @@
 #define TETHER__CTRL_HDR_LEN 4u
 #define TETHER__CTRL_MAX_PAYLOAD 0xFFFFu
 
+/* Control frame types (the wire format is documented in tether/conn.h). */
+#define TETHER__CTRL_HELLO 1u
+#define TETHER__CTRL_PING 2u
+#define TETHER__CTRL_PONG 3u
+#define TETHER__CTRL_HELLO_LEN 6u /* version, flags, interval (be32) */
+#define TETHER__CTRL_HELLO_VERSION 1u
+#define TETHER__CTRL_PING_MAX 64u /* largest PING payload answered */
+
 /* len32 with control frames enabled. */
 const tether_framer *tether__framer_len32_ctrl(void);
 

@@ -39,6 +39,12 @@ int tether__errno_to_err(int e);
 int tether__set_error(tether_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Hands a printf-style message to the application's log function (see
+ * tether/log.h). The level is checked before anything is formatted, so a
+ * disabled call is cheap; keep calls off the per-message paths all the same. */
+void tether__log(tether_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Copies the defaults for an options struct and then the caller's first
  * `size` bytes over them: the ABI rule for options that grow at the end. */
 void tether__opts_merge(void *dst, size_t dst_size, const void *src);

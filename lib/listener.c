@@ -55,15 +55,17 @@ static void listener_report(tether_listener *l, int err, const char *fmt, ...)
 
 static void listener_report(tether_listener *l, int err, const char *fmt, ...)
 {
-    if (l->o.on_error == NULL) {
-        return;
-    }
     char msg[TETHER_ERROR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    l->o.on_error(l, err, msg, l->o.userdata);
+    /* Also logged: a server without on_error would otherwise never hear of
+     * accept failures or of clients that fail their TLS handshake. */
+    tether__log(TETHER_LOG_WARN, "%s", msg);
+    if (l->o.on_error != NULL) {
+        l->o.on_error(l, err, msg, l->o.userdata);
+    }
 }
 
 void tether__listener_report_conn(tether_listener *l, int err, const char *detail)
@@ -95,14 +97,14 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
             }
             if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
                 bool first = l->backoff_ms == 0;
-                l->backoff_ms = first ? BACKOFF_MIN_MS
-                                      : TETHER__MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
+                l->backoff_ms =
+                    first ? BACKOFF_MIN_MS : TETHER__MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
                 tether__io_set(l->loop, &l->io, 0);
                 tether__tnode_start(l->loop, &l->backoff_timer, l->backoff_ms);
                 if (first) {
                     listener_report(l, tether__errno_to_err(e),
-                                    "accept on %s failed: %s; pausing accepts and retrying",
-                                    l->url, strerror(e));
+                                    "accept on %s failed: %s; pausing accepts and retrying", l->url,
+                                    strerror(e));
                 }
                 return;
             }
@@ -137,8 +139,7 @@ static void listener_free_cb(struct tether__pending *p)
     free(l);
 }
 
-static void listener_format_url(tether_listener *l, const struct sockaddr_storage *ss,
-                                socklen_t sl)
+static void listener_format_url(tether_listener *l, const struct sockaddr_storage *ss, socklen_t sl)
 {
     char addr[200];
     if (l->is_unix) {
@@ -266,14 +267,13 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
         int e = errno;
         tether__conn_cfg_unref(l->cfg);
         free(l);
-        return tether__set_error(out_err, tether__errno_to_err(e), "listen on %s: socket: %s",
-                                 url, strerror(e));
+        return tether__set_error(out_err, tether__errno_to_err(e), "listen on %s: socket: %s", url,
+                                 strerror(e));
     }
     if (!l->is_unix) {
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (l->o.reuseport &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        if (l->o.reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
             int e = errno;
             close(fd);
             tether__conn_cfg_unref(l->cfg);
@@ -317,6 +317,7 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, rv, "listen on %s: cannot watch the socket", url);
     }
     tether__loop_handle_add(loop, true);
+    tether__log(TETHER_LOG_INFO, "listening on %s", l->url);
     *out = l;
     return TETHER_OK;
 }

@@ -276,8 +276,7 @@ int tether_loop_free(tether_loop *loop)
     if (loop->running) {
         return TETHER_EBUSY;
     }
-    if (loop->handles > 0 || loop->pend_head != NULL ||
-        atomic_load(&loop->posts_queued) > 0) {
+    if (loop->handles > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0) {
         return TETHER_EBUSY;
     }
     if (loop->dns != NULL && tether__dns_loop_free != NULL) {

@@ -81,21 +81,21 @@ struct tether_loop {
     struct tether__post *post_tail;
     atomic_size_t posts_queued;
 
-    size_t active;        /* live handles: conns, listeners, armed user timers */
-    size_t handles;       /* every allocated handle, for tether_loop_free */
+    size_t active;  /* live handles: conns, listeners, armed user timers */
+    size_t handles; /* every allocated handle, for tether_loop_free */
     bool stop;
-    bool running;         /* inside run/run_once: guards against nesting */
+    bool running; /* inside run/run_once: guards against nesting */
 
-    uint8_t *rbuf;        /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
-    void *seg_cache;      /* free list of small output segments (conn.c) */
+    uint8_t *rbuf;   /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
+    void *seg_cache; /* free list of small output segments (conn.c) */
     unsigned seg_cache_n;
 
     struct epoll_event *events;
     int events_cap;
 
-    void *dns;            /* resolver state (dns.c), created on first use */
+    void *dns; /* resolver state (dns.c), created on first use */
     tether_loop_opts opts;
-    char *dns_servers;    /* owned copy of opts.dns_servers */
+    char *dns_servers; /* owned copy of opts.dns_servers */
 };
 
 /* I/O watchers. start/update sets the full interest set; 0 events keeps the

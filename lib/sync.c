@@ -33,7 +33,8 @@ struct tether_sync {
     char err[TETHER_ERROR_MSG_MAX];
 };
 
-static void sync_set_err(tether_sync *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sync_set_err(tether_sync *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void sync_set_err(tether_sync *s, const char *fmt, ...)
 {
@@ -280,8 +281,9 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
     }
     rv = sync_wait(s, deadline, sync_flushed);
     if (rv != TETHER_OK) {
-        sync_set_err(s, "send timed out after %d ms with %zu bytes still queued (they stay "
-                        "queued and will be sent)",
+        sync_set_err(s,
+                     "send timed out after %d ms with %zu bytes still queued (they stay "
+                     "queued and will be sent)",
                      timeout_ms, tether_conn_queued(s->c));
         return rv;
     }

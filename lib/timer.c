@@ -211,8 +211,8 @@ int tether_timer_new(tether_timer **out, tether_loop *loop)
     return TETHER_OK;
 }
 
-int tether_timer_start(tether_timer *t, uint64_t timeout_ms, uint64_t repeat_ms,
-                       tether_timer_cb cb, void *ud)
+int tether_timer_start(tether_timer *t, uint64_t timeout_ms, uint64_t repeat_ms, tether_timer_cb cb,
+                       void *ud)
 {
     if (t == NULL || cb == NULL || t->free_requested) {
         return TETHER_EINVAL;

@@ -69,4 +69,13 @@ struct tether_transport {
  * on failure too). */
 int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_unix);
 
+/* TCP keepalive on a TCP socket: SO_KEEPALIVE, and TCP_KEEPIDLE,
+ * TCP_KEEPINTVL (milliseconds, rounded up to the seconds the kernel takes)
+ * and TCP_KEEPCNT where they are not 0. Best effort: returns the first
+ * failure as a TETHER_E* code, the socket stays usable. */
+int tether__tcp_set_keepalive(int fd, int idle_ms, int interval_ms, int count);
+
+/* TCP_USER_TIMEOUT in milliseconds (best effort, as above). */
+int tether__tcp_set_user_timeout(int fd, int ms);
+
 #endif /* TETHER_TRANSPORT_H */

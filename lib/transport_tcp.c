@@ -5,6 +5,8 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,4 +156,47 @@ int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_uni
     t->is_unix = is_unix;
     *out = &t->base;
     return TETHER_OK;
+}
+
+/* ---- socket options ---------------------------------------------------- */
+
+/* Keepalive and the user timeout belong to the TCP socket rather than to the
+ * transport object: they are set on every candidate socket before connect()
+ * (so TCP_USER_TIMEOUT also bounds the SYN retransmissions) and on every
+ * accepted socket before any byte moves (libuv's uv__tcp_keepalive). */
+static int tcp_setopt_int(int fd, int level, int name, int value)
+{
+    if (setsockopt(fd, level, name, &value, sizeof value) != 0) {
+        return tether__errno_to_err(errno);
+    }
+    return TETHER_OK;
+}
+
+static int ms_to_s_ceil(int ms)
+{
+    return ms / 1000 + (ms % 1000 != 0 ? 1 : 0);
+}
+
+int tether__tcp_set_keepalive(int fd, int idle_ms, int interval_ms, int count)
+{
+    int rv = tcp_setopt_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    int r;
+    if (idle_ms > 0) {
+        r = tcp_setopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, ms_to_s_ceil(idle_ms));
+        rv = rv != TETHER_OK ? rv : r;
+    }
+    if (interval_ms > 0) {
+        r = tcp_setopt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, ms_to_s_ceil(interval_ms));
+        rv = rv != TETHER_OK ? rv : r;
+    }
+    if (count > 0) {
+        r = tcp_setopt_int(fd, IPPROTO_TCP, TCP_KEEPCNT, count);
+        rv = rv != TETHER_OK ? rv : r;
+    }
+    return rv;
+}
+
+int tether__tcp_set_user_timeout(int fd, int ms)
+{
+    return tcp_setopt_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, ms);
 }

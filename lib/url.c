@@ -22,8 +22,7 @@ static bool host_char_ok(char ch)
            ch == '-' || ch == '.' || ch == '_';
 }
 
-static int parse_port(const char *url, const char *p, bool for_listen, int *port,
-                      tether_error *err)
+static int parse_port(const char *url, const char *p, bool for_listen, int *port, tether_error *err)
 {
     if (*p == '\0') {
         return url_error(err, url, "%s", "missing port after ':'");
@@ -97,8 +96,7 @@ static int parse_inet(const char *url, const char *rest, bool for_listen, struct
         } else {
             for (size_t i = 0; i < hl; i++) {
                 if (!host_char_ok(u->host[i])) {
-                    return url_error(err, url, "host '%s' contains an invalid character",
-                                     u->host);
+                    return url_error(err, url, "host '%s' contains an invalid character", u->host);
                 }
             }
         }
@@ -144,8 +142,7 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
     memset(u, 0, sizeof *u);
     const char *sep = strstr(url, "://");
     if (sep == NULL) {
-        return url_error(err, url, "%s",
-                         "missing scheme (expected tcp://, tls:// or unix://)");
+        return url_error(err, url, "%s", "missing scheme (expected tcp://, tls:// or unix://)");
     }
     size_t sl = (size_t)(sep - url);
     const char *rest = sep + 3;

@@ -32,8 +32,7 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
 /* Fills a sockaddr for a numeric host (IPv4 or IPv6 literal, or the
  * wildcard) or a Unix path. Returns TETHER_EAGAIN if the host is a name
  * that needs resolving. */
-int tether__url_sockaddr(const struct tether__url *u, struct sockaddr_storage *ss,
-                         socklen_t *len);
+int tether__url_sockaddr(const struct tether__url *u, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
 void tether__addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);

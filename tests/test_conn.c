@@ -513,7 +513,10 @@ START_TEST(graceful_close_delivers_everything_queued)
     o.on_message = NULL;
     dial(&k, th_url_of(l), &o);
     /* Queue 16 MB before the connection is even up, then close at once. */
-    enum { N = 4000, SZ = 4096 };
+    enum {
+        N = 4000,
+        SZ = 4096
+    };
     uint8_t *buf = malloc(SZ);
     for (long i = 0; i < N; i++) {
         th_fill(buf, SZ, (uint32_t)i);
@@ -553,7 +556,10 @@ START_TEST(abort_drops_queue_and_releases_buffers)
     o.send_hwm = 256 * 1024 * 1024;
     dial(&k, th_url_of(l), &o);
     zc_frees = 0;
-    enum { N = 64, SZ = 1024 * 1024 };
+    enum {
+        N = 64,
+        SZ = 1024 * 1024
+    };
     /* Enough that it cannot all fit in the kernel's buffers. */
     for (int i = 0; i < N; i++) {
         uint8_t *b = malloc(SZ);
@@ -1272,8 +1278,7 @@ START_TEST(emfile_backs_off_and_recovers)
         tether_loop_run_once(th_loop, 100);
     }
     double used_cpu = cpu_seconds() - c0;
-    ck_assert_msg(used_cpu < 0.5, "listener used %.2f s of CPU in 1 s while out of fds",
-                  used_cpu);
+    ck_assert_msg(used_cpu < 0.5, "listener used %.2f s of CPU in 1 s while out of fds", used_cpu);
     /* One report per episode, not one per retry. */
     ck_assert_int_eq(S.errors, 1);
     /* Free descriptors: close the accepted connections from the server's

@@ -88,7 +88,9 @@ END_TEST
  * its order through arbitrary removals. */
 START_TEST(timer_heap_survives_random_cancels)
 {
-    enum { N = 500 };
+    enum {
+        N = 500
+    };
     tether_timer *t[N];
     static bool cancelled[N];
     norder = 0;
@@ -206,7 +208,9 @@ END_TEST
 /* Each post waits until the previous one ran, so the loop goes back to
  * sleep between posts: the pattern that loses a wakeup if the eventfd is
  * drained after the "armed" flag is cleared. */
-enum { PINGS = 50000 };
+enum {
+    PINGS = 50000
+};
 static atomic_long pings_ran;
 
 static void ping_cb(tether_loop *loop, void *ud)

@@ -1,12 +1,12 @@
 /* The blocking API against a tether echo server running on its own loop in
  * a second thread (the only cross-thread call is tether_loop_post). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "helpers.h"

@@ -63,7 +63,8 @@ static const struct bad_case bad[] = {
     {"tcp://*:80", false, "only valid for listening"},
     {"unix://relative/path", false, "absolute path"},
     {"unix://@", false, "empty abstract"},
-    {"unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {"unix:///"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaa",
      false, "too long"},
 };

@@ -56,6 +56,89 @@
  * the call that caused them, and it is safe to call tether_conn_close(),
  * tether_conn_abort() or tether_conn_send() from inside any of them.
  *
+ * **Liveness, heartbeats and timeouts.** Everything here is off by default
+ * and set per connection in #tether_conn_opts:
+ * - TCP keepalive (`keepalive`, `keepalive_idle_ms`,
+ *   `keepalive_interval_ms`, `keepalive_count`) and TCP_USER_TIMEOUT
+ *   (`user_timeout_ms`), on dialled and accepted TCP sockets, let the
+ *   kernel notice a peer that vanished. They work with every framing and
+ *   with any peer, but a proxy or load balancer in between answers for the
+ *   real peer, and keepalive only probes an idle connection.
+ * - Heartbeats (`heartbeat_ms`, `heartbeat_misses`) are pings and pongs
+ *   between the two tether endpoints themselves, end to end through any
+ *   proxy; they measure the round-trip time (tether_stats::rtt_us).
+ * - `idle_timeout_ms` closes a connection on which nothing was received for
+ *   a while, `frame_timeout_ms` one whose peer started a frame and does not
+ *   finish it (a slowloris peer), `write_timeout_ms` one whose queued
+ *   output makes no progress (a peer that stopped reading, which would
+ *   otherwise hold its queue, up to the high-water mark, forever).
+ * - `max_age_ms` closes a connection gracefully after a while (±10 %
+ *   jitter), so that a long-lived client re-resolves the name, spreads over
+ *   new servers and re-checks the certificate; a reconnecting client
+ *   (tether_client_new()) reconnects at once.
+ *
+ * Each failure ends the connection with #TETHER_ETIMEDOUT and a detail
+ * naming the timeout, e.g. `heartbeat timeout: 3 pings unanswered for 4000
+ * ms (interval 1000 ms)`. The checks cost nothing per message: the
+ * connection only records when it last read and wrote, and one coarse
+ * timer per connection compares those times with the limits.
+ *
+ * While reading is paused (tether_conn_pause()) silence is expected, so the
+ * idle, frame and heartbeat checks rest until tether_conn_resume().
+ *
+ * **Heartbeat wire format** (#TETHER_FRAMING_LEN32 only). A len32 header
+ * whose first byte is 0xFF would announce a message of at least 0xFF000000
+ * bytes, far above what any tether connection accepts
+ * (tether_conn_opts::max_msg is at most 1 GiB), so such headers carry
+ * control frames instead:
+ *
+ *     0xFF | type (1 byte) | payload length (2 bytes, big-endian) | payload
+ *
+ * The types and their payloads:
+ * - 1, HELLO: version (1 byte, = 1), flags (1 byte, = 0), the sender's
+ *   heartbeat interval in ms (4 bytes, big-endian; 0 = "I send no pings").
+ *   At least 6 bytes; receivers ignore any bytes after the sixth. For
+ *   example `FF 01 00 06 01 00 00 00 03 E8` announces 1000 ms.
+ * - 2, PING: 1 to 64 opaque bytes (tether sends 8: its clock in µs,
+ *   big-endian).
+ * - 3, PONG: the payload of the PING it answers, unchanged.
+ *
+ * The rules:
+ * 1. Only the dialling side speaks first: a connection dialled with
+ *    `heartbeat_ms` > 0 sends HELLO as its very first frame. An accepted
+ *    connection never sends a control frame before it has received a
+ *    HELLO, so a server with heartbeats enabled still serves plain
+ *    length-prefixed clients byte for byte as before.
+ * 2. Every len32 tether connection, whatever its own settings, answers the
+ *    first HELLO it receives with its own (interval 0 when its heartbeats
+ *    are off) and then answers every PING with a PONG. So heartbeats can be
+ *    turned on in a client whose server runs tether with default options.
+ *    A control frame from a peer that has not sent HELLO, a second HELLO,
+ *    an unknown type or a malformed payload is a framing error, reported
+ *    exactly as before this protocol existed (#TETHER_EMSGSIZE, or
+ *    #TETHER_EPROTO for a malformed payload).
+ * 3. Each side with heartbeats enabled uses the larger of the two announced
+ *    intervals; a side with heartbeats off sends no pings. The slower side
+ *    decides, and tether never limits how often its peer pings, so a client
+ *    can never be cut off for pinging too often.
+ * 4. A side pings once it has received nothing (data or control) for one
+ *    interval, then again every interval while the silence lasts; anything
+ *    received counts as an answer. When `heartbeat_misses` pings in a row
+ *    went unanswered for one interval each, it closes. A peer that vanished
+ *    is thus noticed (heartbeat_misses + 1) × interval after the last byte
+ *    it sent. Each side also pings once right after the HELLO exchange to
+ *    measure the round-trip time.
+ * 5. A dialled connection whose HELLO is not answered (nothing at all is
+ *    received) within (heartbeat_misses + 1) × heartbeat_ms closes the
+ *    same way.
+ * 6. Enable heartbeats in a client only toward servers that speak this
+ *    protocol (tether, with any options): a plain length-prefixed server
+ *    reads the HELLO as an oversized message and closes.
+ *
+ * Control frames never reach `on_message`, are not counted as messages,
+ * and are not subject to the high-water mark (a PONG is skipped, not
+ * queued, while the send queue is above it).
+ *
  * **Threading.** Loop thread only (see the loop group).
  * @{
  */
@@ -115,13 +198,17 @@ typedef void (*tether_drain_cb)(tether_conn *c, void *ud);
  * The handle is freed when this returns; do not use it afterwards.
  * @param[in] c      The connection.
  * @param[in] reason Why it closed:
- *   - #TETHER_OK: closed by tether_conn_close(), everything queued was sent;
+ *   - #TETHER_OK: closed by tether_conn_close() (or by
+ *     tether_conn_opts::max_age_ms; the detail says so), everything queued
+ *     was sent;
  *   - #TETHER_ECANCELED: closed by tether_conn_abort() (queued data dropped);
  *   - #TETHER_EOF: the peer closed the connection cleanly;
  *   - #TETHER_ECONNRESET: the peer reset it;
  *   - #TETHER_ETRUNCATED: the peer closed in the middle of a message;
  *   - #TETHER_EMSGSIZE, #TETHER_EPROTO: the peer broke the framing;
- *   - #TETHER_ETIMEDOUT: a deadline passed;
+ *   - #TETHER_ETIMEDOUT: a deadline passed; the detail names which one
+ *     ("connect", "heartbeat timeout", "idle timeout", "frame timeout",
+ *     "write timeout", "close", or the kernel's TCP_USER_TIMEOUT);
  *   - any other code: the error that ended it (e.g. a failed connect).
  *   tether_conn_last_error() gives the detail while the callback runs.
  * @param[in] ud     The connection's user data.
@@ -157,12 +244,19 @@ typedef void (*tether_listener_error_cb)(tether_listener *l, int err, const char
 
 /**
  * @brief Releases a buffer handed over with tether_conn_send_zc().
+ *
+ * Called exactly once per buffer, on the loop thread: once the buffer has
+ * been written to the socket (which may happen before
+ * tether_conn_send_zc() returns, when the socket takes it at once), or when
+ * the connection ends with it still queued (before that connection's
+ * `on_close`). It must not call back into that connection's send functions.
  * @param[in] data The buffer.
  * @param[in] ud   The user data given with it.
  */
 typedef void (*tether_free_cb)(void *data, void *ud);
 
 /**
+ * @ingroup dns
  * @brief Address families a dialled connection may use (tether_conn_opts::family).
  */
 typedef enum tether_family {
@@ -181,47 +275,85 @@ typedef enum tether_family {
  * is created, except tether_conn_opts::framer (see there).
  */
 typedef struct tether_conn_opts {
-    size_t size;                /**< Set by tether_conn_opts_init(); do not change. */
-    void *userdata;             /**< Passed to every callback; see tether_conn_set_userdata(). */
+    size_t size;                  /**< Set by tether_conn_opts_init(); do not change. */
+    void *userdata;               /**< Passed to every callback; see tether_conn_set_userdata(). */
     tether_connect_cb on_connect; /**< Dial outcome (dialled connections only); may be NULL. */
-    tether_msg_cb on_message;   /**< Whole messages; may be NULL to discard them. */
-    tether_drain_cb on_drain;   /**< Send queue drained below the low-water mark; may be NULL. */
-    tether_close_cb on_close;   /**< Final callback; may be NULL. */
-    tether_framing_kind framing; /**< Framing; default #TETHER_FRAMING_LEN32. */
-    const char *line_delim;     /**< #TETHER_FRAMING_LINE delimiter, 1 to 8 bytes; default "\n". */
+    tether_msg_cb on_message;     /**< Whole messages; may be NULL to discard them. */
+    tether_drain_cb on_drain;     /**< Send queue drained below the low-water mark; may be NULL. */
+    tether_close_cb on_close;     /**< Final callback; may be NULL. */
+    tether_framing_kind framing;  /**< Framing; default #TETHER_FRAMING_LEN32. */
+    const char *line_delim;      /**< #TETHER_FRAMING_LINE delimiter, 1 to 8 bytes; default "\n". */
     const tether_framer *framer; /**< #TETHER_FRAMING_CUSTOM framer; must outlive every
                                       connection that uses it. */
-    size_t max_msg;             /**< Largest message accepted or sent; default 16 MiB
-                                     (for lines: the longest line). At most 1 GiB. */
-    size_t send_hwm;            /**< High-water mark on queued bytes: above it
-                                     tether_conn_send() returns #TETHER_EAGAIN. Default 1 MiB. */
-    size_t send_lwm;            /**< Low-water mark: `on_drain` fires when the queue
-                                     falls to it. Default a quarter of send_hwm. */
-    bool nodelay;               /**< TCP_NODELAY (disable Nagle); default true. */
-    int sndbuf;                 /**< SO_SNDBUF in bytes; 0 keeps the system's autotuning. */
-    int rcvbuf;                 /**< SO_RCVBUF in bytes; 0 keeps the system's autotuning. */
-    int connect_timeout_ms;     /**< Deadline for the whole connection set-up (name
-                                     resolution, TCP connect, TLS handshake); default
-                                     20000. Negative means none (not recommended). */
-    int close_timeout_ms;       /**< How long tether_conn_close() may take to flush the
-                                     queue before it aborts; default 10000. */
-    int attempt_delay_ms;       /**< Happy Eyeballs "connection attempt delay": while an
-                                     attempt is in progress, the next address is tried after
-                                     this long (earlier attempts keep running). Default 250;
-                                     values are clamped to 100..2000. */
-    tether_family family;       /**< Which address families to resolve and connect to;
-                                     default #TETHER_FAMILY_ANY. */
+    size_t max_msg;              /**< Largest message accepted or sent; default 16 MiB
+                                      (for lines: the longest line). At most 1 GiB. */
+    size_t send_hwm;             /**< High-water mark on queued bytes: above it
+                                      tether_conn_send() returns #TETHER_EAGAIN. Default 1 MiB. */
+    size_t send_lwm;             /**< Low-water mark: `on_drain` fires when the queue
+                                      falls to it. Default a quarter of send_hwm. */
+    bool nodelay;                /**< TCP_NODELAY (disable Nagle); default true. */
+    int sndbuf;                  /**< SO_SNDBUF in bytes; 0 keeps the system's autotuning. */
+    int rcvbuf;                  /**< SO_RCVBUF in bytes; 0 keeps the system's autotuning. */
+    int connect_timeout_ms;      /**< Deadline for the whole connection set-up (name
+                                      resolution, TCP connect, TLS handshake); default
+                                      20000. Negative means none (not recommended). */
+    int close_timeout_ms;        /**< How long tether_conn_close() may take to flush the
+                                      queue before it aborts; default 10000. */
+    int attempt_delay_ms;        /**< Happy Eyeballs "connection attempt delay": while an
+                                      attempt is in progress, the next address is tried after
+                                      this long (earlier attempts keep running). Default 250;
+                                      values are clamped to 100..2000. */
+    tether_family family;        /**< Which address families to resolve and connect to;
+                                      default #TETHER_FAMILY_ANY. */
     const tether_loop_opts *loop_opts; /**< Blocking API only: options for the private loop
                                             of tether_sync_connect() (DNS servers, DNS
                                             timeout and tries); NULL for defaults. Read
                                             during that call only. Ignored elsewhere: an
                                             event-API connection uses its loop's options. */
-    struct tether_tls_config *tls; /**< TLS configuration for `tls://` URLs (see the TLS
-                                        group); the connection or listener takes its own
-                                        reference. NULL on a dialled `tls://` URL means a
-                                        default client configuration that trusts the
-                                        system's CA store; a `tls://` listener requires
-                                        one with a certificate. Ignored for other URLs. */
+    struct tether_tls_config *tls;     /**< TLS configuration for `tls://` URLs (see the TLS
+                                            group); the connection or listener takes its own
+                                            reference. NULL on a dialled `tls://` URL means a
+                                            default client configuration that trusts the
+                                            system's CA store; a `tls://` listener requires
+                                            one with a certificate. Ignored for other URLs. */
+
+    /* ---- Liveness (see "Liveness, heartbeats and timeouts" above). Every
+     * feature below is off by default. ---- */
+
+    bool keepalive;            /**< TCP keepalive (SO_KEEPALIVE) on TCP sockets, dialled and
+                                    accepted; default false. The three fields below tune it. */
+    int keepalive_idle_ms;     /**< TCP_KEEPIDLE: idle time before the first probe, rounded up
+                                    to whole seconds; 0 keeps the system's (usually 2 h). */
+    int keepalive_interval_ms; /**< TCP_KEEPINTVL: time between probes, rounded up to whole
+                                    seconds; 0 keeps the system's (usually 75 s). */
+    int keepalive_count;       /**< TCP_KEEPCNT: unanswered probes before the kernel drops the
+                                    connection (1..127); 0 keeps the system's (usually 9). */
+    int user_timeout_ms;       /**< TCP_USER_TIMEOUT: the kernel drops the connection when sent
+                                    data stays unacknowledged (or cannot be sent into a zero
+                                    window) this long; the close reason is
+                                    #TETHER_ETIMEDOUT. 0 keeps the system's (about 15 min of
+                                    retransmissions). Independent of `keepalive`. */
+    int heartbeat_ms;          /**< Application heartbeats (len32 framing only): after this long
+                                    without receiving anything, send a ping. Negotiated with
+                                    the peer; see the wire format above. 0 (default) sends no
+                                    heartbeat of its own. */
+    int heartbeat_misses;      /**< Unanswered pings, each given `heartbeat_ms` (the negotiated
+                                    interval) to be answered, before the connection closes
+                                    with #TETHER_ETIMEDOUT ("heartbeat timeout"). Default 3,
+                                    at least 1. */
+    int idle_timeout_ms;       /**< Read-idle timeout: close with #TETHER_ETIMEDOUT when nothing
+                                    at all (data or control) has been received for this long.
+                                    0 (default) means none. */
+    int frame_timeout_ms;      /**< Close with #TETHER_ETIMEDOUT when a frame has started to
+                                    arrive but is not complete after this long (a peer that
+                                    trickles bytes: "slowloris"). 0 (default) means none. */
+    int write_timeout_ms;      /**< Close with #TETHER_ETIMEDOUT when queued output has made no
+                                    progress for this long (a peer that stopped reading). 0
+                                    (default) means none. */
+    int max_age_ms;            /**< Close gracefully (as tether_conn_close(); `on_close` gets
+                                    #TETHER_OK and the detail "maximum connection age
+                                    reached") once the connection has been established this
+                                    long, ±10 % random jitter. 0 (default) means never. */
 } tether_conn_opts;
 
 /**
@@ -243,13 +375,13 @@ TETHER_API void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
  * Initialise with tether_listen_opts_init().
  */
 typedef struct tether_listen_opts {
-    size_t size;                /**< Set by tether_listen_opts_init(); do not change. */
-    tether_accept_cb on_accept; /**< Called for every accepted connection; may be NULL. */
-    void *userdata;             /**< Passed to `on_accept`. */
+    size_t size;                       /**< Set by tether_listen_opts_init(); do not change. */
+    tether_accept_cb on_accept;        /**< Called for every accepted connection; may be NULL. */
+    void *userdata;                    /**< Passed to `on_accept`. */
     const tether_conn_opts *conn_opts; /**< Options for accepted connections (copied);
                                             NULL for defaults. `on_connect` is not used. */
-    int backlog;                /**< listen() backlog; default 1024 (capped by the system). */
-    bool reuseport;             /**< SO_REUSEPORT, to spread accepts over several loops. */
+    int backlog;    /**< listen() backlog; default 1024 (capped by the system). */
+    bool reuseport; /**< SO_REUSEPORT, to spread accepts over several loops. */
     tether_listener_error_cb on_error; /**< Accept-side problems; may be NULL. */
 } tether_listen_opts;
 
@@ -422,6 +554,66 @@ TETHER_API const char *tether_conn_last_error(const tether_conn *c);
 TETHER_API size_t tether_conn_queued(const tether_conn *c);
 
 /**
+ * @brief Counters and measurements of a connection or of a reconnecting client.
+ *
+ * Filled by tether_conn_get_stats() and tether_client_get_stats(). Like the
+ * option structs it only grows at the end: the `size` field tells the
+ * library how much of it the caller's header knows. Fields that do not
+ * apply are 0 (or -1 for tether_stats::rtt_us).
+ */
+typedef struct tether_stats {
+    size_t size;             /**< Set by the getter macros; do not change. */
+    uint64_t bytes_in;       /**< Bytes received (framing and control frames included; for TLS
+                                  the decrypted bytes). A client: over all its connections. */
+    uint64_t bytes_out;      /**< Bytes handed to the socket (to TLS, for `tls://`), framing
+                                  and control frames included. A client: over all connections. */
+    uint64_t msgs_in;        /**< Messages delivered to `on_message` (control frames are not
+                                  counted). */
+    uint64_t msgs_out;       /**< A connection: messages accepted by tether_conn_send(). A
+                                  client: messages completely handed to a socket. */
+    size_t queued_bytes;     /**< A connection: bytes waiting in its send queue, framing
+                                  included (tether_conn_queued()). A client: payload bytes of
+                                  the messages it still holds (not yet completely written). */
+    size_t queued_msgs;      /**< A client: messages it still holds. A connection: 0. */
+    uint64_t connects;       /**< A client: connections established. A connection: 1 once
+                                  established. */
+    uint64_t reconnects;     /**< A client: connections established after the first one. */
+    uint64_t attempts;       /**< A client: connection attempts started. */
+    uint64_t undelivered;    /**< A client: messages handed back through `on_undelivered`. */
+    uint32_t backoff_ms;     /**< A client: the delay before the current (or last) retry, jitter
+                                  included; 0 before the first. */
+    uint32_t heartbeat_ms;   /**< The heartbeat interval in use after negotiation; 0 when this
+                                  side sends no pings. */
+    int64_t rtt_us;          /**< The last round-trip time measured by a ping, in
+                                  microseconds; -1 before the first measurement. */
+    uint64_t pings_sent;     /**< Heartbeat pings sent. */
+    uint64_t pongs_received; /**< Heartbeat pongs received. */
+    uint64_t uptime_ms;      /**< How long the (current) connection has been established; 0
+                                  when it is not. */
+} tether_stats;
+
+/**
+ * @brief Fills a #tether_stats; used through tether_conn_get_stats().
+ * @param[in]  c    The connection.
+ * @param[out] st   Receives the statistics.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t size);
+
+/**
+ * @brief Reads a connection's counters and measurements (bytes, messages,
+ *        queued bytes, heartbeat interval, last RTT).
+ *
+ * Cheap: it copies counters the connection keeps anyway. Also valid inside
+ * `on_close`, where it gives the final numbers.
+ * @param c  The connection.
+ * @param st Pointer to a #tether_stats.
+ */
+#define tether_conn_get_stats(c, st) tether_conn_get_stats_sized((c), (st), sizeof(*(st)))
+
+/**
  * @brief Formats the peer's address, e.g. "127.0.0.1:5555", "[::1]:80" or "unix:/tmp/s".
  * @param[in]  c   The connection.
  * @param[out] buf Receives the NUL-terminated text.
@@ -474,7 +666,8 @@ TETHER_API int tether_listener_port(const tether_listener *l);
 /**
  * @brief The URL a listener is bound to, with the real port filled in.
  * @param[in] l The listener.
- * @return A string owned by the listener, e.g. "tcp://127.0.0.1:40123".
+ * @return A string owned by the listener, e.g. "tcp://127.0.0.1:40123",
+ *         valid until tether_listener_close().
  */
 TETHER_API const char *tether_listener_url(const tether_listener *l);
 

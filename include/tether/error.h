@@ -27,20 +27,20 @@ extern "C" {
 
 /** @brief Error codes returned by the library (0 or negative). */
 typedef enum tether_err {
-    TETHER_OK = 0,              /**< Success. */
-    TETHER_EINVAL = -1,         /**< Invalid argument (NULL, malformed URL, bad option). */
-    TETHER_ENOMEM = -2,         /**< Out of memory. */
-    TETHER_EAGAIN = -3,         /**< Would block: the send queue is above its high-water mark. */
-    TETHER_ECLOSED = -4,        /**< The handle is closing or closed. */
-    TETHER_ECANCELED = -5,      /**< The operation was canceled (connection aborted locally). */
-    TETHER_ETIMEDOUT = -6,      /**< A deadline passed (connect, read, write, heartbeat). */
-    TETHER_ECONNREFUSED = -7,   /**< The peer refused the connection (nothing listening). */
-    TETHER_ECONNRESET = -8,     /**< The peer reset the connection. */
-    TETHER_EOF = -9,            /**< The peer closed the connection cleanly. */
-    TETHER_ETRUNCATED = -10,    /**< The stream ended inside a frame (or TLS without close_notify). */
-    TETHER_EMSGSIZE = -11,      /**< A message is larger than the configured maximum. */
-    TETHER_EPROTO = -12,        /**< The peer violated the framing protocol. */
-    TETHER_EADDRINUSE = -13,    /**< The local address is already in use. */
+    TETHER_OK = 0,            /**< Success. */
+    TETHER_EINVAL = -1,       /**< Invalid argument (NULL, malformed URL, bad option). */
+    TETHER_ENOMEM = -2,       /**< Out of memory. */
+    TETHER_EAGAIN = -3,       /**< Would block: the send queue is above its high-water mark. */
+    TETHER_ECLOSED = -4,      /**< The handle is closing or closed. */
+    TETHER_ECANCELED = -5,    /**< The operation was canceled (connection aborted locally). */
+    TETHER_ETIMEDOUT = -6,    /**< A deadline passed (connect, read, write, heartbeat). */
+    TETHER_ECONNREFUSED = -7, /**< The peer refused the connection (nothing listening). */
+    TETHER_ECONNRESET = -8,   /**< The peer reset the connection. */
+    TETHER_EOF = -9,          /**< The peer closed the connection cleanly. */
+    TETHER_ETRUNCATED = -10,  /**< The stream ended inside a frame (or TLS without close_notify). */
+    TETHER_EMSGSIZE = -11,    /**< A message is larger than the configured maximum. */
+    TETHER_EPROTO = -12,      /**< The peer violated the framing protocol. */
+    TETHER_EADDRINUSE = -13,  /**< The local address is already in use. */
     TETHER_EADDRNOTAVAIL = -14, /**< The address is not available on this host. */
     TETHER_ENETUNREACH = -15,   /**< The network is unreachable. */
     TETHER_EHOSTUNREACH = -16,  /**< The host is unreachable. */

@@ -10,6 +10,7 @@
 
 /**
  * @def TETHER_API
+ * @ingroup version
  * @brief Marks a function as part of the exported public API.
  *
  * Expands to `__attribute__((visibility("default")))` on GCC and Clang, and

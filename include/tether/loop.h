@@ -65,7 +65,7 @@ typedef void (*tether_post_cb)(tether_loop *loop, void *ud);
  * sockets and timeouts run on the loop like everything else; a lookup never
  * blocks the loop's thread. Unless overridden here, the name servers,
  * search domains and options come from /etc/resolv.conf, and /etc/hosts is
- * consulted before DNS.
+ * consulted before DNS. See also the DNS and connecting group (@ref dns).
  */
 typedef struct tether_loop_opts {
     size_t size; /**< Set by tether_loop_opts_init(); do not change. */

@@ -73,9 +73,8 @@ typedef struct tether_msg {
  * @retval TETHER_EINVAL    A bad URL or option, including tether_conn_opts::loop_opts.
  * @return Any other code tether_conn_dial() or its `on_connect` can report.
  */
-TETHER_API int tether_sync_connect(tether_sync **out, const char *url,
-                                   const tether_conn_opts *opts, int timeout_ms,
-                                   tether_error *out_err);
+TETHER_API int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_opts *opts,
+                                   int timeout_ms, tether_error *out_err);
 
 /**
  * @brief Sends one message and waits until it is written to the socket.

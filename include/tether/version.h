@@ -4,6 +4,23 @@
  *
  * CMake reads the version from this file, so it is the one place to change.
  * At run time, tether_version() returns the library's own version.
+ *
+ * @defgroup version Version and linking
+ * @brief Compile-time and run-time versions, and what keeps the ABI stable.
+ *
+ * The macros below give the version of the headers a program was compiled
+ * with; tether_version() gives the version of the library it runs with.
+ * They differ only when a program built against one release runs with
+ * another, which the shared library's versioned soname (`libtether.so.0`,
+ * changed only when the ABI breaks) keeps safe: handles are opaque, and
+ * every options struct starts with its own size, filled in by its
+ * `*_opts_init()` macro, so a newer library knows which fields an older
+ * program set. Link with `pkg-config --cflags --libs tether` or CMake's
+ * `find_package(tether)` and `tether::tether` (shared) or
+ * `tether::tether_static`.
+ *
+ * Thread-safety: everything in this group is thread-safe.
+ * @{
  */
 #ifndef TETHER_VERSION_H
 #define TETHER_VERSION_H
@@ -21,3 +38,4 @@
     (TETHER_VERSION_MAJOR * 10000 + TETHER_VERSION_MINOR * 100 + TETHER_VERSION_PATCH)
 
 #endif /* TETHER_VERSION_H */
+/** @} */

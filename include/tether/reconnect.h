@@ -1,0 +1,381 @@
+/**
+ * @file reconnect.h
+ * @brief Reconnecting clients: a connection to one URL that comes back by
+ *        itself, with exponential backoff, and never loses a message
+ *        silently.
+ *
+ * @defgroup reconnect Reconnecting clients
+ * @brief Keep a connection to a URL alive across failures and restarts.
+ *
+ * A #tether_client dials a URL with tether_conn_dial() and, whenever the
+ * attempt fails or the connection is lost, waits and dials again. Every
+ * attempt resolves the name again (a service that moved is found) and, for
+ * `tls://`, offers the session of the previous connection, so reconnecting
+ * costs an abbreviated handshake (tether_conn_opts::tls is shared by every
+ * attempt, and that configuration keeps the sessions; see the TLS group).
+ *
+ * **Backoff.** The waits follow gRPC's connection-backoff specification
+ * (grpc/grpc `doc/connection-backoff.md`). The n-th consecutive attempt
+ * (n = 0, 1, ...) gets a backoff of
+ * `b = min(initial_backoff_ms × multiplier^n, max_backoff_ms)`, spread by
+ * `± jitter × b` uniformly at random (never below 0; the jitter is applied
+ * after the cap, as gRPC does, so a wait can exceed max_backoff_ms by up to
+ * the jitter). The next attempt starts that long after the *start* of the
+ * failed one, or at once if the attempt itself took longer; each attempt may
+ * take max(b, min_connect_timeout_ms) to connect (name resolution, TCP and
+ * TLS included). With the defaults the waits are about 1, 1.6, 2.6, 4.1,
+ * 6.6 ... seconds, up to 120 s.
+ *
+ * The schedule starts over only once a connection has really been
+ * established (for TLS: the handshake completed) *and* stayed up for
+ * tether_client_opts::stable_ms; a server that accepts and at once drops
+ * connections therefore still sees growing waits. After a connection that
+ * was stable is lost, the first new attempt waits a random time between 0
+ * and tether_client_opts::reconnect_spread_ms, so that the clients of a
+ * restarting server do not all come back in the same instant.
+ * tether_client_opts::max_attempts optionally gives up after that many
+ * attempts in a row without a stable connection. tether_client_reconnect_now()
+ * skips a wait.
+ *
+ * **States.** `on_state` reports every transition with a
+ * #tether_client_event: #TETHER_CLIENT_CONNECTING (an attempt starts),
+ * #TETHER_CLIENT_CONNECTED, #TETHER_CLIENT_DISCONNECTED (an attempt failed or
+ * the connection was lost; with the reason), #TETHER_CLIENT_WAITING (with
+ * the delay), #TETHER_CLIENT_GAVE_UP and finally #TETHER_CLIENT_CLOSED.
+ *
+ * **Messages.** tether_client_send() works in every state. The client keeps
+ * each message until it has been handed to a connection's socket
+ * completely (to TLS, for `tls://`), and sends the messages in order:
+ * - while disconnected they wait, bounded by
+ *   tether_client_opts::queue_max_bytes and tether_client_opts::queue_max_msgs
+ *   (above either, tether_client_send() fails with #TETHER_EAGAIN and
+ *   `on_drain` follows once there is room again), and go out after the next
+ *   connection is established;
+ * - when a connection is lost, every message it had not completely written
+ *   (queued, or only partly written) is sent again, *in full*, on the next
+ *   connection. A partly written frame dies with its connection (the peer
+ *   discards it: #TETHER_ETRUNCATED), so no truncated or duplicated frame
+ *   ever reaches the peer's `on_message`;
+ * - messages the client still holds when it gives up or is closed are
+ *   handed back, in order, through `on_undelivered`;
+ * - with tether_client_opts::fail_fast, sending while not connected fails
+ *   with #TETHER_ENOTCONN, and the held messages are handed back through
+ *   `on_undelivered` as soon as a connection is lost instead of waiting.
+ *
+ * **Which messages can be lost.** A message the client has completely
+ * written to the socket is no longer held: it sits in kernel buffers (ours,
+ * then the network's, then the peer's) until the peer's application reads
+ * it. If the connection dies in that window, the message is lost, and
+ * neither side's TCP can say so: TCP acknowledges bytes when the peer's
+ * *kernel* has them, not when its application has processed them, and it
+ * does not report acknowledgements to the application at all. Such a
+ * message is counted in tether_stats::msgs_out, never handed back and
+ * never sent twice. Only an acknowledgement from the peer's application
+ * (a reply) can close that gap; see the README section "Which messages can
+ * be lost".
+ *
+ * **Ownership and threading.** A client belongs to its loop's thread; every
+ * function here must be called on it. Callbacks run on that thread from
+ * loop dispatch, never from inside the call that caused them (so
+ * tether_client_new() reports #TETHER_CLIENT_CONNECTING on a later
+ * iteration), and it is safe to call tether_client_send(),
+ * tether_client_reconnect_now() and tether_client_close() from inside any
+ * of them. The client counts as an active handle of its loop until
+ * `on_state` has reported #TETHER_CLIENT_CLOSED; the library frees it when
+ * that callback returns.
+ * @{
+ */
+#ifndef TETHER_RECONNECT_H
+#define TETHER_RECONNECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tether/conn.h>
+#include <tether/error.h>
+#include <tether/export.h>
+#include <tether/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief A reconnecting client (opaque). */
+typedef struct tether_client tether_client;
+
+/** @brief The states a client reports through `on_state`. */
+typedef enum tether_client_state {
+    TETHER_CLIENT_CONNECTING = 1,   /**< An attempt starts: resolving, connecting, handshaking. */
+    TETHER_CLIENT_CONNECTED = 2,    /**< The connection is established (TLS handshake done). */
+    TETHER_CLIENT_DISCONNECTED = 3, /**< An attempt failed or the connection was lost;
+                                         tether_client_event::reason says why. */
+    TETHER_CLIENT_WAITING = 4,      /**< Waiting tether_client_event::delay_ms before the
+                                         next attempt. */
+    TETHER_CLIENT_GAVE_UP = 5,      /**< tether_client_opts::max_attempts reached. The client
+                                         stays until closed; tether_client_reconnect_now()
+                                         starts over. */
+    TETHER_CLIENT_CLOSED = 6,       /**< tether_client_close() finished: the last callback. */
+} tether_client_state;
+
+/** @brief One state transition, passed to `on_state`. */
+typedef struct tether_client_event {
+    tether_client_state state; /**< The new state. */
+    int reason;                /**< #TETHER_CLIENT_DISCONNECTED, #TETHER_CLIENT_WAITING,
+                                    #TETHER_CLIENT_GAVE_UP: the TETHER_E* code of the failure
+                                    (#TETHER_OK after a graceful close at
+                                    tether_conn_opts::max_age_ms); otherwise 0. */
+    const char *detail;        /**< The failure in words, e.g. "connect to tcp://127.0.0.1:9:
+                                    connection refused"; "" when there is none. Borrowed until
+                                    the callback returns. */
+    uint32_t delay_ms;         /**< #TETHER_CLIENT_WAITING: the wait before the next attempt. */
+    uint32_t attempt;          /**< The number of the current attempt since the schedule last
+                                    started over (1 for the first). */
+} tether_client_event;
+
+/**
+ * @brief Reports a state transition.
+ * @param[in] cl The client.
+ * @param[in] ev The transition; **borrowed** until the callback returns.
+ * @param[in] ud tether_client_opts::userdata.
+ */
+typedef void (*tether_client_state_cb)(tether_client *cl, const tether_client_event *ev, void *ud);
+
+/**
+ * @brief Delivers one whole message received on the current connection.
+ * @param[in] cl   The client.
+ * @param[in] data The payload, **borrowed** until the callback returns.
+ * @param[in] len  Its length (may be 0).
+ * @param[in] ud   tether_client_opts::userdata.
+ */
+typedef void (*tether_client_msg_cb)(tether_client *cl, const uint8_t *data, size_t len, void *ud);
+
+/**
+ * @brief Hands back a message the client will not send.
+ *
+ * Called once per such message, in the order they were sent, when the
+ * client gives up, is closed, or (with tether_client_opts::fail_fast) loses
+ * its connection.
+ * @param[in] cl     The client.
+ * @param[in] data   The message, **borrowed** until the callback returns.
+ * @param[in] len    Its length.
+ * @param[in] reason Why: #TETHER_ECANCELED when the client was closed, else
+ *                   the failure that ended the last connection or attempt.
+ * @param[in] ud     tether_client_opts::userdata.
+ */
+typedef void (*tether_client_undelivered_cb)(tether_client *cl, const uint8_t *data, size_t len,
+                                             int reason, void *ud);
+
+/**
+ * @brief Fires when there is room again after tether_client_send() returned
+ *        #TETHER_EAGAIN (the held messages fell to a quarter of the bounds).
+ * @param[in] cl The client.
+ * @param[in] ud tether_client_opts::userdata.
+ */
+typedef void (*tether_client_drain_cb)(tether_client *cl, void *ud);
+
+/**
+ * @brief Options for tether_client_new().
+ *
+ * Initialise with tether_client_opts_init(); fields are only ever added at
+ * the end (see #tether_conn_opts).
+ */
+typedef struct tether_client_opts {
+    size_t size;                                 /**< Set by tether_client_opts_init(). */
+    void *userdata;                              /**< Passed to every callback. */
+    tether_client_state_cb on_state;             /**< State transitions; may be NULL. */
+    tether_client_msg_cb on_message;             /**< Received messages; may be NULL. */
+    tether_client_undelivered_cb on_undelivered; /**< Messages handed back; may be NULL
+                                                      (they are then dropped, but still
+                                                      counted in tether_stats::undelivered). */
+    tether_client_drain_cb on_drain;   /**< Room again after #TETHER_EAGAIN; may be NULL. */
+    const tether_conn_opts *conn_opts; /**< Options for every connection (copied), or
+                                            NULL. Its callbacks and user data are not
+                                            used (the client's are), nor is
+                                            connect_timeout_ms (see
+                                            `min_connect_timeout_ms`). Heartbeats,
+                                            timeouts, keepalive and max_age_ms apply to
+                                            each connection; a connection they end is
+                                            reconnected like any other. */
+    uint32_t initial_backoff_ms;       /**< The first backoff; default 1000. */
+    double multiplier;                 /**< Growth per failed attempt; default 1.6, at
+                                            least 1. */
+    double jitter;                     /**< Spread of each wait, as a fraction of the
+                                            backoff (0..1); default 0.2 (±20 %). */
+    uint32_t max_backoff_ms;           /**< The largest backoff; default 120000. */
+    uint32_t min_connect_timeout_ms;   /**< The least time an attempt may take to
+                                            connect; default 20000. */
+    uint32_t stable_ms;                /**< How long a connection must stay established
+                                            before the schedule starts over; default
+                                            10000. */
+    uint32_t reconnect_spread_ms;      /**< After losing a stable connection, the first
+                                            attempt waits a random time up to this;
+                                            default 1000. 0 reconnects at once (as gRPC
+                                            does). */
+    uint32_t max_attempts;             /**< Give up after this many attempts in a row
+                                            without a stable connection; 0 (default)
+                                            never gives up. */
+    size_t queue_max_bytes;            /**< Bound on the payload bytes the client holds;
+                                            default 4 MiB. */
+    size_t queue_max_msgs;             /**< Bound on the number of messages it holds;
+                                            default 65536. */
+    bool fail_fast;                    /**< Fail sends while not connected
+                                            (#TETHER_ENOTCONN) and hand held messages back
+                                            when a connection is lost; default false. */
+} tether_client_opts;
+
+/**
+ * @brief Fills @p opts with defaults; used through tether_client_opts_init().
+ * @param[out] opts The options.
+ * @param[in]  size `sizeof *opts` as the caller's header defines it.
+ */
+TETHER_API void tether_client_opts_init_sized(tether_client_opts *opts, size_t size);
+
+/**
+ * @brief Initialises a #tether_client_opts with the defaults.
+ * @param opts Pointer to the options.
+ */
+#define tether_client_opts_init(opts) tether_client_opts_init_sized((opts), sizeof(*(opts)))
+
+/**
+ * @brief Creates a client that keeps a connection to @p url alive.
+ *
+ * The first attempt starts on the next loop iteration (reported as
+ * #TETHER_CLIENT_CONNECTING). Messages may be sent at once; they wait for
+ * the connection.
+ * @param[out] out     Receives the client; valid until `on_state` has
+ *                     reported #TETHER_CLIENT_CLOSED.
+ * @param[in]  loop    The loop.
+ * @param[in]  url     Where to connect (as for tether_conn_dial()). Copied.
+ * @param[in]  opts    Options, or NULL for defaults.
+ * @param[out] out_err Optional: on failure, the code and a message.
+ * @retval TETHER_OK     Created; close it with tether_client_close().
+ * @retval TETHER_EINVAL A NULL argument, a malformed URL or a bad option; no
+ *                       callback runs.
+ * @retval TETHER_ENOMEM Out of memory; no callback runs.
+ */
+TETHER_API int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
+                                 const tether_client_opts *opts, tether_error *out_err);
+
+/**
+ * @brief Sends a copy of one message, now or after the next connection.
+ *
+ * The bytes are copied before this returns. The message is held until the
+ * socket has taken all of it; see the group description for what happens
+ * to it when a connection is lost.
+ * @param[in] cl   The client.
+ * @param[in] data The message; may be NULL if @p len is 0.
+ * @param[in] len  Its length.
+ * @retval TETHER_OK       Accepted: it will be written, or handed back through
+ *                         `on_undelivered`.
+ * @retval TETHER_EAGAIN   The client holds tether_client_opts::queue_max_bytes
+ *                         or queue_max_msgs already; nothing was queued. Wait
+ *                         for `on_drain`.
+ * @retval TETHER_ENOTCONN tether_client_opts::fail_fast is set and the client
+ *                         is not connected.
+ * @retval TETHER_EMSGSIZE @p len is above tether_conn_opts::max_msg or
+ *                         tether_client_opts::queue_max_bytes.
+ * @retval TETHER_ECLOSED  The client has given up or is closing.
+ * @retval TETHER_EINVAL   NULL arguments.
+ * @retval TETHER_ENOMEM   Out of memory; nothing was queued.
+ */
+TETHER_API int tether_client_send(tether_client *cl, const void *data, size_t len);
+
+/**
+ * @brief Skips the current wait and starts the next attempt now.
+ *
+ * Also starts over after #TETHER_CLIENT_GAVE_UP (with a fresh schedule).
+ * The attempt is reported through `on_state` on a later iteration.
+ * @param[in] cl The client.
+ * @retval TETHER_OK     An attempt will start.
+ * @retval TETHER_EBUSY  An attempt is already running, or the client is
+ *                       connected.
+ * @retval TETHER_ECLOSED The client is closing.
+ * @retval TETHER_EINVAL @p cl is NULL.
+ */
+TETHER_API int tether_client_reconnect_now(tether_client *cl);
+
+/**
+ * @brief Closes the client: asynchronous and idempotent.
+ *
+ * When connected, everything the client holds is written first and the
+ * connection is closed gracefully (bounded by
+ * tether_conn_opts::close_timeout_ms); otherwise the current attempt or
+ * wait is abandoned. Messages that were not completely written are handed
+ * back through `on_undelivered` (with #TETHER_ECANCELED, or the error that
+ * ended the connection), then `on_state` reports #TETHER_CLIENT_CLOSED, and
+ * the library frees the client when that callback returns.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_close(tether_client *cl);
+
+/**
+ * @brief The client's current state.
+ * @param[in] cl The client.
+ * @return The state last reported through `on_state` (0 before the first).
+ */
+TETHER_API tether_client_state tether_client_get_state(const tether_client *cl);
+
+/**
+ * @brief The current connection, if there is one.
+ *
+ * For reading its details (tether_conn_peer(), tether_conn_tls_info(),
+ * tether_conn_get_stats()); sending through it directly bypasses the
+ * client's guarantees, and closing it makes the client reconnect.
+ * @param[in] cl The client.
+ * @return The connection of the attempt in progress (from just after the
+ *         #TETHER_CLIENT_CONNECTING report) or the established connection;
+ *         NULL while waiting, after giving up and once closed. Valid until
+ *         the next state transition.
+ */
+TETHER_API tether_conn *tether_client_conn(const tether_client *cl);
+
+/**
+ * @brief The detail of the last failure (of an attempt or a connection).
+ * @param[in] cl The client.
+ * @return A string owned by the client, valid until the next failure; ""
+ *         if nothing failed yet.
+ */
+TETHER_API const char *tether_client_last_error(const tether_client *cl);
+
+/**
+ * @brief Fills a #tether_stats; used through tether_client_get_stats().
+ * @param[in]  cl   The client.
+ * @param[out] st   Receives the statistics.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st,
+                                             size_t size);
+
+/**
+ * @brief Reads the client's counters: bytes and messages over all its
+ *        connections, the messages it holds, connections, reconnections,
+ *        attempts, the current backoff, and the current connection's
+ *        heartbeat interval, RTT and uptime.
+ * @param cl The client.
+ * @param st Pointer to a #tether_stats.
+ */
+#define tether_client_get_stats(cl, st) tether_client_get_stats_sized((cl), (st), sizeof(*(st)))
+
+/**
+ * @brief Returns the client's user data (tether_client_opts::userdata).
+ * @param[in] cl The client.
+ * @return The pointer.
+ */
+TETHER_API void *tether_client_userdata(const tether_client *cl);
+
+/**
+ * @brief The name of a state, e.g. "connecting", for logs.
+ * @param[in] state A #tether_client_state.
+ * @return A static string; "unknown" for other values.
+ */
+TETHER_API const char *tether_client_state_name(tether_client_state state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_RECONNECT_H */
+/** @} */

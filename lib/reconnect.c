@@ -1,0 +1,926 @@
+/* Reconnecting clients: one connection to a URL at a time, redialled with
+ * gRPC's connection backoff whenever it fails, and a list of the messages
+ * that have not yet been written completely.
+ *
+ * Messages. The client copies every message into a record and keeps the
+ * records in one list, in the order they were sent. A prefix of the list
+ * has been handed to the current connection; the rest (from `waiting` on)
+ * waits for a connection or for room in its queue. When a record is handed
+ * over, it notes the stream offset just past its frame on that connection:
+ * every byte the connection was ever given is bytes_out + queued (its
+ * control frames included, since they share the queue), so the offset is
+ * exact. The connection reports each write (the wnotify hook), and records
+ * whose offset the written bytes have passed are freed. When the connection
+ * ends, the records it had not written completely go back to waiting, and
+ * the next connection sends them again from their first byte: a frame cut
+ * in the middle dies with its connection, which the peer reports as
+ * truncated and never delivers.
+ *
+ * Records of 16 KiB and more are handed over without a second copy
+ * (tether_conn_send_zc() with no free callback): the record outlives the
+ * reference, because it is freed only once the connection has written all
+ * of it, or after the connection has released its queue.
+ *
+ * Schedule. tether__backoff_* is gRPC's algorithm; an attempt that starts
+ * at t with backoff b (jitter applied) connects within max(b,
+ * min_connect_timeout) and, if it fails, the next attempt starts at t + b or
+ * at once if that has passed. The schedule resets after a connection has
+ * stayed up for stable_ms (the timer starts when on_connect reports
+ * success, i.e. after the TLS handshake), never on a bare TCP connect. */
+#include "reconnect.h"
+#include "conn.h"
+#include "tls.h"
+#include "url.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ZC_MIN (16u * 1024u) /* records at least this large are not copied again */
+
+/* ---- random numbers ---------------------------------------------------- */
+
+static _Thread_local uint64_t rng_state;
+
+uint64_t tether__random_u64(void)
+{
+    if (rng_state == 0) {
+        uint64_t seed = 0;
+        if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
+                   (uint64_t)(uintptr_t)&seed;
+        }
+        rng_state = seed != 0 ? seed : 0x9E3779B97F4A7C15u;
+    }
+    /* xorshift64*: plenty for jitter, and cheap. */
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545F4914F6CDD1Du;
+}
+
+double tether__random_unit(void)
+{
+    return (double)(tether__random_u64() >> 11) / 9007199254740992.0; /* 2^53 */
+}
+
+static double (*rand_hook)(void *arg);
+static void *rand_hook_arg;
+
+void tether__client_set_random(double (*fn)(void *arg), void *arg);
+void tether__client_set_random(double (*fn)(void *arg), void *arg)
+{
+    rand_hook = fn;
+    rand_hook_arg = arg;
+}
+
+static double client_random(void)
+{
+    if (rand_hook != NULL) {
+        double r = rand_hook(rand_hook_arg);
+        return r < 0 ? 0 : (r >= 1 ? 0.9999999999 : r);
+    }
+    return tether__random_unit();
+}
+
+/* ---- the schedule ------------------------------------------------------ */
+
+void tether__backoff_init(struct tether__backoff *b, uint32_t initial_ms, double multiplier,
+                          double jitter, uint32_t max_ms)
+{
+    b->initial_ms = initial_ms;
+    b->multiplier = multiplier;
+    b->jitter = jitter;
+    b->max_ms = max_ms;
+    b->current_ms = 0;
+}
+
+void tether__backoff_reset(struct tether__backoff *b)
+{
+    b->current_ms = 0;
+}
+
+uint32_t tether__backoff_next(struct tether__backoff *b, double r)
+{
+    if (b->current_ms <= 0) {
+        b->current_ms = b->initial_ms;
+    } else {
+        double next = b->current_ms * b->multiplier;
+        b->current_ms = next < b->max_ms ? next : b->max_ms;
+    }
+    /* ±jitter after the cap, as gRPC does; a jitter above 1 could go
+     * negative, so clamp (the options refuse one, this is belt and braces). */
+    double d = b->current_ms * (1.0 + b->jitter * (2.0 * r - 1.0));
+    if (d < 0) {
+        d = 0;
+    }
+    if (d > (double)UINT32_MAX) {
+        d = (double)UINT32_MAX;
+    }
+    return (uint32_t)(d + 0.5);
+}
+
+/* ---- the client -------------------------------------------------------- */
+
+struct cmsg {
+    struct cmsg *next;
+    uint64_t end; /* stream offset past its frame on the connection it was handed to */
+    size_t len;
+    uint8_t data[];
+};
+
+enum timer_mode {
+    TM_NONE,
+    TM_WAIT,   /* the wait before the next attempt */
+    TM_STABLE, /* the connection must stay up this long to reset the schedule */
+    TM_CLOSE,  /* closing: the deadline for flushing what we hold */
+};
+
+#define T_START 0x1u  /* start an attempt */
+#define T_DRAIN 0x2u  /* fire on_drain */
+#define T_FINISH 0x4u /* the close is complete: hand back, report CLOSED */
+#define T_FREE 0x8u
+
+struct tether_client {
+    tether_loop *loop;
+    char *url;
+    tether_client_opts o;
+    tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
+    char *line_delim;
+    tether_tls_config *tls;
+    tether_conn *conn; /* the current attempt or connection */
+
+    tether_client_state state; /* last reported */
+    struct tether__pending pend;
+    unsigned todo;
+    struct tether__tnode timer;
+    uint8_t tmode;
+
+    struct tether__backoff bo;
+    uint64_t attempt_deadline; /* start of the last attempt + its backoff */
+    uint32_t attempt;          /* attempts since the schedule started over */
+    bool connected;            /* the current connection is established */
+    bool stable;               /* ... and has passed stable_ms */
+    bool closing;
+    bool gave_up;
+    bool want_drain;
+
+    /* Messages held: head .. waiting (exclusive) are with the connection. */
+    struct cmsg *head;
+    struct cmsg *tail;
+    struct cmsg *waiting;
+    size_t held_bytes;
+    size_t held_msgs;
+
+    /* Statistics; the current connection's own counters are added. */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t msgs_in;
+    uint64_t msgs_out;
+    uint64_t connects;
+    uint64_t attempts;
+    uint64_t undelivered;
+    uint32_t backoff_ms;
+    uint32_t last_hb_ms;
+    int64_t last_rtt_us;
+    uint64_t pings_sent;
+    uint64_t pongs_in;
+
+    int last_reason;
+    char err[TETHER_ERROR_MSG_MAX];
+};
+
+static void client_pending_cb(struct tether__pending *p);
+static void client_timer_cb(struct tether__tnode *n);
+static void client_finish(tether_client *cl, int reason);
+
+static void client_todo(tether_client *cl, unsigned what)
+{
+    cl->todo |= what;
+    tether__pending_queue(cl->loop, &cl->pend);
+}
+
+static void client_timer(tether_client *cl, enum timer_mode mode, uint64_t ms)
+{
+    cl->tmode = (uint8_t)mode;
+    tether__tnode_start(cl->loop, &cl->timer, ms);
+}
+
+static void client_timer_stop(tether_client *cl)
+{
+    cl->tmode = TM_NONE;
+    tether__tnode_stop(cl->loop, &cl->timer);
+}
+
+static void client_report(tether_client *cl, tether_client_state state, int reason,
+                          const char *detail, uint32_t delay_ms)
+{
+    cl->state = state;
+    if (cl->o.on_state == NULL) {
+        return;
+    }
+    tether_client_event ev = {
+        .state = state,
+        .reason = reason,
+        .detail = detail != NULL ? detail : "",
+        .delay_ms = delay_ms,
+        .attempt = cl->attempt,
+    };
+    cl->o.on_state(cl, &ev, cl->o.userdata);
+}
+
+/* ---- the message list -------------------------------------------------- */
+
+static void msg_pop_head(tether_client *cl)
+{
+    struct cmsg *m = cl->head;
+    cl->head = m->next;
+    if (cl->head == NULL) {
+        cl->tail = NULL;
+    }
+    if (cl->waiting == m) {
+        cl->waiting = m->next;
+    }
+    cl->held_bytes -= m->len;
+    cl->held_msgs--;
+    free(m);
+}
+
+static void client_check_drain(tether_client *cl)
+{
+    if (cl->want_drain && cl->held_bytes <= cl->o.queue_max_bytes / 4 &&
+        cl->held_msgs <= cl->o.queue_max_msgs / 4) {
+        cl->want_drain = false;
+        client_todo(cl, T_DRAIN);
+    }
+}
+
+/* Frees the records the connection has written completely. */
+static void client_prune(tether_client *cl)
+{
+    if (cl->conn == NULL) {
+        return;
+    }
+    uint64_t written = cl->conn->bytes_out;
+    while (cl->head != NULL && cl->head != cl->waiting && cl->head->end <= written) {
+        msg_pop_head(cl);
+        cl->msgs_out++;
+    }
+    client_check_drain(cl);
+}
+
+static void client_wnotify(tether_conn *c)
+{
+    tether_client *cl = tether_conn_userdata(c);
+    if (cl != NULL) {
+        client_prune(cl);
+    }
+}
+
+/* Hands waiting records to the connection until its queue is full. */
+static void client_feed(tether_client *cl)
+{
+    tether_conn *c = cl->conn;
+    if (c == NULL || !cl->connected) {
+        return;
+    }
+    while (cl->waiting != NULL) {
+        struct cmsg *m = cl->waiting;
+        int rv;
+        if (m->len >= ZC_MIN) {
+            rv = tether_conn_send_zc(c, m->data, m->len, NULL, NULL);
+        } else {
+            rv = tether_conn_send(c, m->data, m->len);
+        }
+        if (rv != TETHER_OK) {
+            /* EAGAIN: on_drain continues. ECLOSED: the connection is
+             * ending and its on_close settles the records. */
+            break;
+        }
+        m->end = c->bytes_out + c->queued;
+        cl->waiting = m->next;
+    }
+    client_prune(cl);
+    if (cl->closing && cl->waiting == NULL && cl->conn != NULL) {
+        tether_conn_close(cl->conn);
+    }
+}
+
+/* Hands every held record back to the application. */
+static void client_undeliver_all(tether_client *cl, int reason)
+{
+    struct cmsg *m = cl->head;
+    /* Detach first: the callback may send (and is told ECLOSED or
+     * ENOTCONN), which must not touch the list being walked. */
+    cl->head = cl->tail = cl->waiting = NULL;
+    cl->held_bytes = 0;
+    cl->held_msgs = 0;
+    while (m != NULL) {
+        struct cmsg *next = m->next;
+        cl->undelivered++;
+        if (cl->o.on_undelivered != NULL) {
+            cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+        }
+        free(m);
+        m = next;
+    }
+    client_check_drain(cl);
+}
+
+/* ---- attempts ---------------------------------------------------------- */
+
+static void client_on_connect(tether_conn *c, int status, void *ud);
+static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud);
+static void client_on_drain(tether_conn *c, void *ud);
+static void client_on_close(tether_conn *c, int reason, void *ud);
+
+static void client_attempt_failed(tether_client *cl, int reason);
+
+static void client_start_attempt(tether_client *cl)
+{
+    if (cl->closing || cl->conn != NULL || cl->gave_up) {
+        return;
+    }
+    client_timer_stop(cl);
+    cl->attempt++;
+    cl->attempts++;
+    uint32_t b = tether__backoff_next(&cl->bo, client_random());
+    cl->backoff_ms = b;
+    cl->attempt_deadline = cl->loop->now + b;
+    client_report(cl, TETHER_CLIENT_CONNECTING, 0, NULL, 0);
+    if (cl->closing || cl->conn != NULL || cl->gave_up) {
+        return; /* closed (or restarted) from inside the callback */
+    }
+    uint32_t ct = TETHER__MAX(b, cl->o.min_connect_timeout_ms);
+    cl->co.connect_timeout_ms = ct > INT32_MAX ? INT32_MAX : (int)ct;
+    tether_error err;
+    int rv = tether_conn_dial(&cl->conn, cl->loop, cl->url, &cl->co, &err);
+    if (rv != TETHER_OK) {
+        /* Only resource failures get here (the URL and options were
+         * checked by tether_client_new()): count it as a failed attempt. */
+        cl->conn = NULL;
+        snprintf(cl->err, sizeof cl->err, "%s", err.message);
+        client_attempt_failed(cl, rv);
+        return;
+    }
+    cl->conn->wnotify = client_wnotify;
+}
+
+static void client_wait(tether_client *cl, uint32_t delay_ms, int reason)
+{
+    cl->backoff_ms = delay_ms;
+    /* Armed before the report, so that reconnect_now() or close() from
+     * inside on_state finds the wait to cancel. */
+    client_timer(cl, TM_WAIT, delay_ms);
+    client_report(cl, TETHER_CLIENT_WAITING, reason, cl->err, delay_ms);
+}
+
+static void client_give_up(tether_client *cl, int reason)
+{
+    cl->gave_up = true;
+    client_timer_stop(cl);
+    client_undeliver_all(cl, reason);
+    client_report(cl, TETHER_CLIENT_GAVE_UP, reason, cl->err, 0);
+}
+
+/* An attempt (or a connection that never became stable) failed. */
+static void client_attempt_failed(tether_client *cl, int reason)
+{
+    cl->last_reason = reason;
+    client_report(cl, TETHER_CLIENT_DISCONNECTED, reason, cl->err, 0);
+    if (cl->closing || cl->conn != NULL || cl->gave_up || (cl->todo & T_START)) {
+        return; /* the application closed or restarted from inside on_state */
+    }
+    if (cl->o.fail_fast) {
+        client_undeliver_all(cl, reason);
+        if (cl->closing || (cl->todo & T_START)) {
+            return;
+        }
+    }
+    if (cl->o.max_attempts > 0 && cl->attempt >= cl->o.max_attempts) {
+        client_give_up(cl, reason);
+        return;
+    }
+    uint64_t now = cl->loop->now;
+    uint32_t delay = 0;
+    if (cl->attempt_deadline > now) {
+        delay = (uint32_t)TETHER__MIN(cl->attempt_deadline - now, (uint64_t)UINT32_MAX);
+    }
+    client_wait(cl, delay, reason);
+}
+
+/* ---- connection callbacks ---------------------------------------------- */
+
+static void client_on_connect(tether_conn *c, int status, void *ud)
+{
+    tether_client *cl = ud;
+    if (status != TETHER_OK || c != cl->conn) {
+        return; /* on_close follows and handles the failure */
+    }
+    cl->connected = true;
+    cl->stable = false;
+    cl->connects++;
+    if (!cl->closing) {
+        client_timer(cl, TM_STABLE, cl->o.stable_ms);
+    }
+    client_report(cl, TETHER_CLIENT_CONNECTED, 0, NULL, 0);
+    client_feed(cl);
+}
+
+static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    tether_client *cl = ud;
+    if (cl->o.on_message != NULL) {
+        cl->o.on_message(cl, data, len, cl->o.userdata);
+    }
+}
+
+static void client_on_drain(tether_conn *c, void *ud)
+{
+    (void)c;
+    client_feed(ud);
+}
+
+static void client_on_close(tether_conn *c, int reason, void *ud)
+{
+    tether_client *cl = ud;
+    if (c != cl->conn) {
+        return;
+    }
+    c->wnotify = NULL;
+    /* Settle the records this connection had: those it wrote completely are
+     * done (they may still be lost in flight; see reconnect.h), the rest go
+     * back to waiting and will be sent again from their first byte. The
+     * connection has already released its queue, so nothing references
+     * their memory any more. */
+    uint64_t written = c->bytes_out;
+    while (cl->head != NULL && cl->head != cl->waiting && cl->head->end <= written) {
+        msg_pop_head(cl);
+        cl->msgs_out++;
+    }
+    cl->waiting = cl->head;
+    client_check_drain(cl);
+
+    cl->bytes_in += c->bytes_in;
+    cl->bytes_out += c->bytes_out;
+    cl->msgs_in += c->msgs_in;
+    cl->pings_sent += c->pings_sent;
+    cl->pongs_in += c->pongs_in;
+    cl->last_hb_ms = c->hb_ms;
+    if (c->rtt_us >= 0) {
+        cl->last_rtt_us = c->rtt_us;
+    }
+    const char *d = tether_conn_last_error(c);
+    if (d[0] != '\0') {
+        snprintf(cl->err, sizeof cl->err, "%s", d);
+    } else {
+        snprintf(cl->err, sizeof cl->err, "%s", tether_strerror(reason));
+    }
+    cl->conn = NULL;
+    bool was_connected = cl->connected;
+    bool was_stable = cl->stable;
+    cl->connected = false;
+    cl->stable = false;
+    if (cl->tmode == TM_STABLE || cl->tmode == TM_CLOSE) {
+        client_timer_stop(cl);
+    }
+    if (cl->closing) {
+        client_finish(cl, reason == TETHER_OK ? TETHER_ECANCELED : reason);
+        return;
+    }
+    if (!was_connected || (!was_stable && reason != TETHER_OK)) {
+        client_attempt_failed(cl, reason);
+        return;
+    }
+    /* A connection that had been up is gone. */
+    cl->last_reason = reason;
+    client_report(cl, TETHER_CLIENT_DISCONNECTED, reason, cl->err, 0);
+    if (cl->closing || cl->conn != NULL || cl->gave_up || (cl->todo & T_START)) {
+        return;
+    }
+    if (cl->o.fail_fast) {
+        client_undeliver_all(cl, reason);
+        if (cl->closing || (cl->todo & T_START)) {
+            return;
+        }
+    }
+    uint32_t delay = 0;
+    if (reason == TETHER_OK) {
+        /* Closed gracefully at max_age_ms: a planned rotation, not a
+         * failure. Reconnect at once with a fresh schedule (the age had its
+         * own jitter). */
+        tether__backoff_reset(&cl->bo);
+        cl->attempt = 0;
+    } else if (cl->o.reconnect_spread_ms > 0) {
+        /* The schedule was reset when the connection became stable. Its
+         * first attempt would start at once; spread it instead, so that the
+         * clients of a restarting server do not return all together. */
+        delay = (uint32_t)(client_random() * (double)cl->o.reconnect_spread_ms);
+    }
+    client_wait(cl, delay, reason);
+}
+
+/* ---- loop callbacks ---------------------------------------------------- */
+
+static void client_timer_cb(struct tether__tnode *n)
+{
+    tether_client *cl = tether__container_of(n, tether_client, timer);
+    enum timer_mode mode = (enum timer_mode)cl->tmode;
+    cl->tmode = TM_NONE;
+    switch (mode) {
+    case TM_WAIT:
+        client_start_attempt(cl);
+        break;
+    case TM_STABLE:
+        if (cl->connected) {
+            cl->stable = true;
+            tether__backoff_reset(&cl->bo);
+            cl->attempt = 0;
+        }
+        break;
+    case TM_CLOSE:
+        if (cl->conn != NULL) {
+            snprintf(cl->err, sizeof cl->err,
+                     "close timed out after %d ms with %zu messages not yet written",
+                     cl->co.close_timeout_ms, cl->held_msgs);
+            tether_conn_abort(cl->conn);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void client_free(tether_client *cl)
+{
+    client_timer_stop(cl);
+    tether__pending_cancel(cl->loop, &cl->pend);
+    tether__loop_handle_remove(cl->loop, true);
+    tether_tls_config_unref(cl->tls);
+    free(cl->line_delim);
+    free(cl->url);
+    free(cl);
+}
+
+static void client_finish(tether_client *cl, int reason)
+{
+    client_timer_stop(cl);
+    client_undeliver_all(cl, reason);
+    client_report(cl, TETHER_CLIENT_CLOSED, 0, NULL, 0);
+    client_todo(cl, T_FREE);
+}
+
+static void client_pending_cb(struct tether__pending *p)
+{
+    tether_client *cl = tether__container_of(p, tether_client, pend);
+    if (cl->todo & T_START) {
+        cl->todo &= ~T_START;
+        client_start_attempt(cl);
+    }
+    if (cl->todo & T_DRAIN) {
+        cl->todo &= ~T_DRAIN;
+        if (!cl->closing && cl->o.on_drain != NULL) {
+            cl->o.on_drain(cl, cl->o.userdata);
+        }
+    }
+    if (cl->todo & T_FINISH) {
+        cl->todo &= ~T_FINISH;
+        client_finish(cl, TETHER_ECANCELED);
+    }
+    if (cl->todo & T_FREE) {
+        client_free(cl);
+    }
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+void tether_client_opts_init_sized(tether_client_opts *opts, size_t size)
+{
+    if (opts == NULL || size < sizeof(size_t)) {
+        return;
+    }
+    tether_client_opts d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    d.initial_backoff_ms = 1000;
+    d.multiplier = 1.6;
+    d.jitter = 0.2;
+    d.max_backoff_ms = 120000;
+    d.min_connect_timeout_ms = 20000;
+    d.stable_ms = 10000;
+    d.reconnect_spread_ms = 1000;
+    d.queue_max_bytes = 4u * 1024u * 1024u;
+    d.queue_max_msgs = 65536;
+    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
+    if (size > sizeof d) {
+        memset((char *)opts + sizeof d, 0, size - sizeof d);
+    }
+}
+
+static int client_check_opts(const tether_client_opts *o, tether_error *err)
+{
+    if (o->initial_backoff_ms == 0) {
+        return tether__set_error(err, TETHER_EINVAL, "initial_backoff_ms must be positive");
+    }
+    if (!(o->multiplier >= 1.0 && o->multiplier <= 1000.0)) {
+        return tether__set_error(err, TETHER_EINVAL, "multiplier must be between 1 and 1000");
+    }
+    if (!(o->jitter >= 0.0 && o->jitter <= 1.0)) {
+        return tether__set_error(err, TETHER_EINVAL, "jitter must be between 0 and 1");
+    }
+    if (o->max_backoff_ms < o->initial_backoff_ms) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "max_backoff_ms (%u) is below initial_backoff_ms (%u)",
+                                 o->max_backoff_ms, o->initial_backoff_ms);
+    }
+    if (o->min_connect_timeout_ms == 0 || o->min_connect_timeout_ms > INT32_MAX) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "min_connect_timeout_ms must be between 1 and %d", INT32_MAX);
+    }
+    if (o->queue_max_bytes == 0 || o->queue_max_msgs == 0) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "queue_max_bytes and queue_max_msgs must be positive");
+    }
+    return TETHER_OK;
+}
+
+int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
+                      const tether_client_opts *opts, tether_error *out_err)
+{
+    if (out_err != NULL) {
+        out_err->code = TETHER_OK;
+        out_err->message[0] = '\0';
+    }
+    if (out == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
+    }
+    *out = NULL;
+    if (loop == NULL || url == NULL) {
+        return tether__set_error(out_err, TETHER_EINVAL, "%s is NULL",
+                                 loop == NULL ? "loop" : "url");
+    }
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return tether__set_error(out_err, TETHER_EINVAL,
+                                 "options not initialised with tether_client_opts_init()");
+    }
+    struct tether__url u;
+    int rv = tether__url_parse(url, false, &u, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether_client *cl = calloc(1, sizeof *cl);
+    if (cl == NULL) {
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    tether_client_opts_init(&cl->o);
+    if (opts != NULL) {
+        tether__opts_merge(&cl->o, sizeof cl->o, opts);
+        cl->o.size = sizeof cl->o;
+    }
+    rv = client_check_opts(&cl->o, out_err);
+    if (rv != TETHER_OK) {
+        free(cl);
+        return rv;
+    }
+    tether_conn_opts_init(&cl->co);
+    if (cl->o.conn_opts != NULL) {
+        if (cl->o.conn_opts->size < sizeof(size_t)) {
+            free(cl);
+            return tether__set_error(out_err, TETHER_EINVAL,
+                                     "conn_opts not initialised with tether_conn_opts_init()");
+        }
+        tether__opts_merge(&cl->co, sizeof cl->co, cl->o.conn_opts);
+        cl->co.size = sizeof cl->co;
+    }
+    cl->o.conn_opts = NULL; /* not kept */
+    cl->co.userdata = cl;
+    cl->co.on_connect = client_on_connect;
+    cl->co.on_message = client_on_message;
+    cl->co.on_drain = client_on_drain;
+    cl->co.on_close = client_on_close;
+    cl->co.loop_opts = NULL;
+    /* Check the connection options once, here, so that attempts can only
+     * fail for reasons worth retrying; and settle the TLS configuration:
+     * every attempt must use the same one, which keeps the session to
+     * resume (a default configuration is made once, for all attempts). */
+    struct tether__conn_cfg *cfg = NULL;
+    rv = tether__conn_cfg_new(&cfg, &cl->co, out_err);
+    if (rv == TETHER_OK && u.scheme == TETHER__SCHEME_TLS) {
+        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        if (rv == TETHER_OK) {
+            cl->tls = tether_tls_config_ref(cfg->tls);
+        }
+    }
+    if (cfg != NULL) {
+        tether__conn_cfg_unref(cfg);
+    }
+    if (rv != TETHER_OK) {
+        free(cl);
+        return rv;
+    }
+    cl->co.tls = u.scheme == TETHER__SCHEME_TLS ? cl->tls : NULL;
+    if (cl->co.line_delim != NULL) {
+        cl->line_delim = strdup(cl->co.line_delim);
+        cl->co.line_delim = cl->line_delim;
+    }
+    cl->url = strdup(url);
+    if (cl->url == NULL || (cl->co.line_delim != NULL && cl->line_delim == NULL)) {
+        tether_tls_config_unref(cl->tls);
+        free(cl->line_delim);
+        free(cl->url);
+        free(cl);
+        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+    }
+    cl->loop = loop;
+    cl->last_rtt_us = -1;
+    tether__backoff_init(&cl->bo, cl->o.initial_backoff_ms, cl->o.multiplier, cl->o.jitter,
+                         cl->o.max_backoff_ms);
+    tether__pending_init(&cl->pend, client_pending_cb);
+    tether__tnode_init(&cl->timer, client_timer_cb);
+    tether__loop_handle_add(loop, true);
+    client_todo(cl, T_START);
+    *out = cl;
+    return TETHER_OK;
+}
+
+int tether_client_send(tether_client *cl, const void *data, size_t len)
+{
+    if (cl == NULL || (data == NULL && len > 0)) {
+        return TETHER_EINVAL;
+    }
+    if (cl->closing || cl->gave_up) {
+        return TETHER_ECLOSED;
+    }
+    if (len > cl->co.max_msg || len > cl->o.queue_max_bytes) {
+        return TETHER_EMSGSIZE;
+    }
+    if (cl->o.fail_fast && !cl->connected) {
+        return TETHER_ENOTCONN;
+    }
+    if (cl->held_msgs >= cl->o.queue_max_msgs || cl->held_bytes + len > cl->o.queue_max_bytes) {
+        cl->want_drain = true;
+        return TETHER_EAGAIN;
+    }
+    struct cmsg *m = malloc(sizeof *m + len);
+    if (m == NULL) {
+        return TETHER_ENOMEM;
+    }
+    m->next = NULL;
+    m->end = 0;
+    m->len = len;
+    if (len > 0) {
+        memcpy(m->data, data, len);
+    }
+    if (cl->tail != NULL) {
+        cl->tail->next = m;
+    } else {
+        cl->head = m;
+    }
+    cl->tail = m;
+    if (cl->waiting == NULL) {
+        cl->waiting = m;
+    }
+    cl->held_bytes += len;
+    cl->held_msgs++;
+    if (cl->connected && cl->waiting == m) {
+        client_feed(cl);
+    }
+    return TETHER_OK;
+}
+
+int tether_client_reconnect_now(tether_client *cl)
+{
+    if (cl == NULL) {
+        return TETHER_EINVAL;
+    }
+    if (cl->closing) {
+        return TETHER_ECLOSED;
+    }
+    if (cl->conn != NULL) {
+        return TETHER_EBUSY;
+    }
+    if (cl->gave_up) {
+        cl->gave_up = false;
+        tether__backoff_reset(&cl->bo);
+        cl->attempt = 0;
+    }
+    client_timer_stop(cl);
+    client_todo(cl, T_START);
+    return TETHER_OK;
+}
+
+void tether_client_close(tether_client *cl)
+{
+    if (cl == NULL || cl->closing) {
+        return;
+    }
+    cl->closing = true;
+    cl->todo &= ~(T_START | T_DRAIN);
+    client_timer_stop(cl);
+    if (cl->conn == NULL) {
+        client_todo(cl, T_FINISH);
+        return;
+    }
+    if (!cl->connected) {
+        tether_conn_abort(cl->conn); /* its on_close finishes the close */
+        return;
+    }
+    /* Write what we hold, then close gracefully; on_close finishes. */
+    if (cl->co.close_timeout_ms >= 0) {
+        client_timer(cl, TM_CLOSE, (uint64_t)cl->co.close_timeout_ms);
+    }
+    client_feed(cl);
+}
+
+tether_client_state tether_client_get_state(const tether_client *cl)
+{
+    return cl != NULL ? cl->state : (tether_client_state)0;
+}
+
+tether_conn *tether_client_conn(const tether_client *cl)
+{
+    return cl != NULL ? cl->conn : NULL;
+}
+
+const char *tether_client_last_error(const tether_client *cl)
+{
+    return cl != NULL ? cl->err : "";
+}
+
+void *tether_client_userdata(const tether_client *cl)
+{
+    return cl != NULL ? cl->o.userdata : NULL;
+}
+
+int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, size_t size)
+{
+    if (cl == NULL || st == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    tether_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = size;
+    s.bytes_in = cl->bytes_in;
+    s.bytes_out = cl->bytes_out;
+    s.msgs_in = cl->msgs_in;
+    s.msgs_out = cl->msgs_out;
+    s.queued_bytes = cl->held_bytes;
+    s.queued_msgs = cl->held_msgs;
+    s.connects = cl->connects;
+    s.reconnects = cl->connects > 0 ? cl->connects - 1 : 0;
+    s.attempts = cl->attempts;
+    s.undelivered = cl->undelivered;
+    s.backoff_ms = cl->backoff_ms;
+    s.heartbeat_ms = cl->last_hb_ms;
+    s.rtt_us = cl->last_rtt_us;
+    s.pings_sent = cl->pings_sent;
+    s.pongs_received = cl->pongs_in;
+    const tether_conn *c = cl->conn;
+    if (c != NULL) {
+        s.bytes_in += c->bytes_in;
+        s.bytes_out += c->bytes_out;
+        s.msgs_in += c->msgs_in;
+        s.pings_sent += c->pings_sent;
+        s.pongs_received += c->pongs_in;
+        s.heartbeat_ms = c->hb_ms;
+        if (c->rtt_us >= 0) {
+            s.rtt_us = c->rtt_us;
+        }
+        if (cl->connected && c->ready_at != 0) {
+            s.uptime_ms = cl->loop->now - c->ready_at;
+        }
+    }
+    memcpy(st, &s, TETHER__MIN(size, sizeof s));
+    if (size > sizeof s) {
+        memset((char *)st + sizeof s, 0, size - sizeof s);
+    }
+    return TETHER_OK;
+}
+
+const char *tether_client_state_name(tether_client_state state)
+{
+    switch (state) {
+    case TETHER_CLIENT_CONNECTING:
+        return "connecting";
+    case TETHER_CLIENT_CONNECTED:
+        return "connected";
+    case TETHER_CLIENT_DISCONNECTED:
+        return "disconnected";
+    case TETHER_CLIENT_WAITING:
+        return "waiting";
+    case TETHER_CLIENT_GAVE_UP:
+        return "gave up";
+    case TETHER_CLIENT_CLOSED:
+        return "closed";
+    }
+    return "unknown";
+}
