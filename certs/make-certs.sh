@@ -9,6 +9,7 @@
 #                                   (certificate reload tests)
 #   alt.pem / alt.key               SAN alt.localhost (SNI selection tests)
 #   client.pem / client.key         CN=alice, a client certificate (mutual TLS)
+#   bob.pem / bob.key               CN=bob, a second client (the chat example)
 #   expired.pem / expired.key       server names, expired in 2001
 #   future.pem / future.key         server names, not valid before 2090
 #   wronghost.pem / wronghost.key   valid, but only for wrong.example
@@ -107,6 +108,7 @@ sign server "/O=tether/CN=localhost" v3_server ca
 sign server2 "/O=tether/CN=tether test server 2" v3_server ca
 sign alt "/O=tether/CN=alt.localhost" v3_alt ca
 sign client "/O=tether/CN=alice" v3_client ca
+sign bob "/O=tether/CN=bob" v3_client ca
 sign expired "/O=tether/CN=localhost (expired)" v3_server ca 20000101000000Z 20010101000000Z
 sign future "/O=tether/CN=localhost (future)" v3_server ca 20900101000000Z 20910101000000Z
 sign wronghost "/O=tether/CN=wrong.example" v3_wronghost ca
@@ -116,7 +118,8 @@ sign untrusted-client "/O=tether/CN=mallory" v3_client other-ca
 # Sanity checks: the good ones verify, the bad ones fail for their reason.
 openssl verify -CAfile "$tmp/ca.pem" -purpose sslserver "$tmp/server.pem" "$tmp/server2.pem" \
     "$tmp/alt.pem" >/dev/null
-openssl verify -CAfile "$tmp/ca.pem" -purpose sslclient "$tmp/client.pem" >/dev/null
+openssl verify -CAfile "$tmp/ca.pem" -purpose sslclient "$tmp/client.pem" "$tmp/bob.pem" \
+    >/dev/null
 if openssl verify -CAfile "$tmp/ca.pem" "$tmp/expired.pem" >/dev/null 2>&1; then
     echo "make-certs: expired.pem unexpectedly verifies" >&2
     exit 1
@@ -126,7 +129,7 @@ if openssl verify -CAfile "$tmp/ca.pem" "$tmp/untrusted.pem" >/dev/null 2>&1; th
     exit 1
 fi
 
-for n in ca other-ca server server2 alt client expired future wronghost untrusted \
+for n in ca other-ca server server2 alt client bob expired future wronghost untrusted \
     untrusted-client; do
     cp "$tmp/$n.pem" "$tmp/$n.key" "$dir/"
     chmod 644 "$dir/$n.pem" "$dir/$n.key"

@@ -7,6 +7,8 @@
  *               [--servername NAME] [--insecure]
  *   echo_client --connect tcp://db.test:7777 --dns-server 127.0.0.1:5353
  *               [--connect-timeout MS]
+ *   echo_client --connect tcp://127.0.0.1:7777 --reconnect [--interval MS]
+ *               [--heartbeat MS]
  *
  * What it shows:
  * - dialling with the event API and reading the outcome in `on_connect`;
@@ -17,7 +19,16 @@
  * - turning every failure into one line that names the cause, using
  *   tether_error for failures before a connection exists and
  *   tether_conn_last_error() after;
- * - a timer as an overall deadline.
+ * - a timer as an overall deadline;
+ * - with --reconnect, a reconnecting client (tether_client_new()) that
+ *   completes its --count across server restarts. The echo is the only
+ *   proof that the server got a message (a message written to a socket can
+ *   still die with the connection), so after every reconnection the client
+ *   sends again, from the first message whose echo is missing. It asks the
+ *   library to hand back what it held instead of resending it
+ *   (fail_fast), so that no message goes out twice;
+ * - with --heartbeat, application heartbeats that notice a dead server
+ *   even when no message is in flight.
  *
  * Message i carries a pattern computed from i and the byte offset, so a lost,
  * repeated, reordered or corrupted message is caught. On success it prints
@@ -51,12 +62,20 @@ struct options {
      * and the connect deadline (resolution + attempts + TLS handshake). */
     const char *dns_server;
     size_t connect_timeout_ms; /* 0: the library's default (20 s) */
+    /* Liveness: reconnect across failures, pace the messages so that a
+     * run can span a server restart, and heartbeats. */
+    bool reconnect;
+    size_t interval_ms; /* 0: pipeline everything at once */
+    size_t heartbeat_ms;
 };
 
 struct client {
     const struct options *opt;
     tether_conn *conn;   /* NULL once its on_close has run */
+    tether_client *rc;   /* --reconnect: the reconnecting client instead */
+    bool rc_up;          /* --reconnect: connected */
     tether_timer *timer; /* the overall deadline; NULL once finished */
+    tether_timer *pace;  /* --interval: one message per tick */
     uint8_t *msg;        /* the next message to send (size bytes) */
     size_t msg_index;    /* which message msg holds, or SIZE_MAX */
     size_t sent;         /* messages accepted by tether_conn_send() */
@@ -83,6 +102,11 @@ static const char usage[] =
     "  --dns-server IP:PORT  resolve names with this DNS server (e.g. 127.0.0.1:5353\n"
     "                    or [::1]:53; a comma-separated list works too)\n"
     "  --connect-timeout MS  deadline for resolving and connecting (default 20000)\n"
+    "  --reconnect       reconnect (with backoff) whenever the connection fails or is\n"
+    "                    lost, and still complete --count; transitions go to stderr\n"
+    "  --interval MS     send one message every MS ms instead of all at once\n"
+    "  --heartbeat MS    application heartbeats: ping after MS ms of silence, give up\n"
+    "                    on the server after 3 unanswered pings\n"
     "  --help            show this help\n";
 
 /* Byte `off` of message `index`. The index is mixed in so that messages
@@ -115,6 +139,12 @@ static void finish(struct client *cl, int status, const char *fmt, ...)
      * returns once the connection has closed. */
     tether_timer_free(cl->timer);
     cl->timer = NULL;
+    tether_timer_free(cl->pace);
+    cl->pace = NULL;
+    if (cl->rc != NULL) {
+        tether_client_close(cl->rc); /* on_state reports CLOSED, then it is freed */
+        return;
+    }
     if (status == 0) {
         tether_conn_close(cl->conn); /* graceful: our side is done */
     } else {
@@ -122,22 +152,34 @@ static void finish(struct client *cl, int status, const char *fmt, ...)
     }
 }
 
-/* Sends until done or the queue is full; on_drain calls it again. */
+/* Sends through whichever handle this run uses. */
+static int send_msg(struct client *cl, const uint8_t *data, size_t len)
+{
+    if (cl->rc != NULL) {
+        return cl->rc_up ? tether_client_send(cl->rc, data, len) : TETHER_ENOTCONN;
+    }
+    return tether_conn_send(cl->conn, data, len);
+}
+
+/* Sends until done or the queue is full; on_drain calls it again. With
+ * --interval, sends at most one message per call (the pace timer's). */
 static void pump(struct client *cl)
 {
     const struct options *opt = cl->opt;
     bool printable = opt->framing == TETHER_FRAMING_LINE;
-    while (!cl->finished && cl->sent < opt->count) {
+    size_t budget = opt->interval_ms > 0 ? 1 : SIZE_MAX;
+    while (!cl->finished && cl->sent < opt->count && budget > 0) {
         if (cl->msg_index != cl->sent) { /* after EAGAIN the message is ready */
             for (size_t j = 0; j < opt->size; j++) {
                 cl->msg[j] = pattern_byte(cl->sent, j, printable);
             }
             cl->msg_index = cl->sent;
         }
-        int rv = tether_conn_send(cl->conn, cl->msg, opt->size);
-        if (rv == TETHER_EAGAIN || rv == TETHER_ECLOSED) {
+        int rv = send_msg(cl, cl->msg, opt->size);
+        if (rv == TETHER_EAGAIN || rv == TETHER_ECLOSED || rv == TETHER_ENOTCONN) {
             /* EAGAIN: the echoes flowing back drain the queue and on_drain
-             * calls us again. ECLOSED: it is ending; on_close says why. */
+             * calls us again. ECLOSED: it is ending; on_close says why.
+             * ENOTCONN (--reconnect): the next connection resumes. */
             return;
         }
         if (rv != TETHER_OK) {
@@ -145,6 +187,7 @@ static void pump(struct client *cl)
             return;
         }
         cl->sent++;
+        budget--;
     }
 }
 
@@ -161,19 +204,23 @@ static void on_connect(tether_conn *c, int status, void *ud)
         finish(cl, 0, "ok 0\n");
         return;
     }
-    pump(cl);
+    if (cl->opt->interval_ms == 0) {
+        pump(cl);
+    }
 }
 
 static void on_drain(tether_conn *c, void *ud)
 {
     (void)c;
-    pump(ud);
+    struct client *cl = ud;
+    if (cl->opt->interval_ms == 0) {
+        pump(cl);
+    }
 }
 
-static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+/* Checks one echo (from either kind of handle). */
+static void check_echo(struct client *cl, const uint8_t *data, size_t len)
 {
-    (void)c;
-    struct client *cl = ud;
     const struct options *opt = cl->opt;
     if (cl->finished) {
         return;
@@ -199,6 +246,75 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     if (cl->received == opt->count) {
         finish(cl, 0, "ok %zu\n", cl->received);
     }
+}
+
+static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    check_echo(ud, data, len);
+}
+
+/* ---- --reconnect ------------------------------------------------------- */
+
+static void rc_on_state(tether_client *rc, const tether_client_event *ev, void *ud)
+{
+    (void)rc;
+    struct client *cl = ud;
+    switch (ev->state) {
+    case TETHER_CLIENT_CONNECTED:
+        cl->rc_up = true;
+        /* Everything not echoed yet goes again, in order: the library
+         * handed back what it still held (fail_fast), and what it had
+         * written may have died with the old connection. */
+        cl->sent = cl->received;
+        if (cl->opt->count == 0) {
+            finish(cl, 0, "ok 0\n");
+        } else if (cl->opt->interval_ms == 0) {
+            pump(cl);
+        }
+        break;
+    case TETHER_CLIENT_WAITING:
+        cl->rc_up = false;
+        if (!cl->finished) {
+            fprintf(stderr, "echo_client: disconnected: %s; retrying in %.2f s\n",
+                    ev->detail[0] != '\0' ? ev->detail : tether_strerror(ev->reason),
+                    ev->delay_ms / 1000.0);
+        }
+        break;
+    case TETHER_CLIENT_DISCONNECTED:
+        cl->rc_up = false;
+        break;
+    case TETHER_CLIENT_GAVE_UP:
+        finish(cl, 1, "error: gave up: %s\n", ev->detail);
+        break;
+    case TETHER_CLIENT_CLOSED:
+        cl->rc = NULL; /* freed when this returns */
+        break;
+    default:
+        break;
+    }
+}
+
+static void rc_on_message(tether_client *rc, const uint8_t *data, size_t len, void *ud)
+{
+    (void)rc;
+    check_echo(ud, data, len);
+}
+
+static void rc_on_drain(tether_client *rc, void *ud)
+{
+    (void)rc;
+    struct client *cl = ud;
+    if (cl->opt->interval_ms == 0) {
+        pump(cl);
+    }
+}
+
+/* The pace timer of --interval. */
+static void on_pace(tether_timer *t, void *ud)
+{
+    (void)t;
+    pump(ud);
 }
 
 static void on_close(tether_conn *c, int reason, void *ud)
@@ -263,7 +379,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_SERVERNAME,
         OPT_INSECURE,
         OPT_DNS_SERVER,
-        OPT_CONNECT_TIMEOUT
+        OPT_CONNECT_TIMEOUT,
+        OPT_RECONNECT,
+        OPT_INTERVAL,
+        OPT_HEARTBEAT
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
@@ -279,6 +398,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"dns-server", required_argument, NULL, OPT_DNS_SERVER},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+        {"reconnect", no_argument, NULL, OPT_RECONNECT},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -327,6 +449,16 @@ static int parse_options(int argc, char **argv, struct options *opt)
             ok = parse_size(optarg, &opt->connect_timeout_ms) && opt->connect_timeout_ms > 0 &&
                  opt->connect_timeout_ms <= 2147483647u;
             break;
+        case OPT_RECONNECT:
+            opt->reconnect = true;
+            break;
+        case OPT_INTERVAL:
+            ok = parse_size(optarg, &opt->interval_ms) && opt->interval_ms > 0;
+            break;
+        case OPT_HEARTBEAT:
+            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0 &&
+                 opt->heartbeat_ms <= 2147483647u;
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -345,6 +477,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
     if (optind < argc || opt->connect_url == NULL) {
         fprintf(stderr, "error: %s (see --help)\n",
                 optind < argc ? "unexpected argument" : "--connect URL is required");
+        return 1;
+    }
+    if (opt->heartbeat_ms > 0 && opt->framing != TETHER_FRAMING_LEN32) {
+        fprintf(stderr, "error: --heartbeat needs --framing len32\n");
         return 1;
     }
     return 0;
@@ -375,7 +511,8 @@ int main(int argc, char **argv)
         free(cl.msg);
         return 1;
     }
-    if (rv != TETHER_OK || tether_timer_new(&cl.timer, loop) != TETHER_OK) {
+    if (rv != TETHER_OK || tether_timer_new(&cl.timer, loop) != TETHER_OK ||
+        (opt.interval_ms > 0 && tether_timer_new(&cl.pace, loop) != TETHER_OK)) {
         fprintf(stderr, "error: out of memory\n");
         return 1;
     }
@@ -394,6 +531,7 @@ int main(int argc, char **argv)
     if (opt.connect_timeout_ms > 0) {
         co.connect_timeout_ms = (int)opt.connect_timeout_ms;
     }
+    co.heartbeat_ms = (int)opt.heartbeat_ms;
     /* TLS: without any option a tls:// URL uses the system's trust store.
      * The connection keeps its own reference to the configuration. */
     tether_tls_config *tls = NULL;
@@ -410,6 +548,7 @@ int main(int argc, char **argv)
         if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
             fprintf(stderr, "error: %s\n", err.message); /* names the file and the problem */
             tether_timer_free(cl.timer);
+            tether_timer_free(cl.pace);
             tether_loop_free(loop);
             free(cl.msg);
             return 1;
@@ -419,16 +558,35 @@ int main(int argc, char **argv)
 
     /* A malformed URL or bad option is reported here, before any callback;
      * the message says what is wrong ("invalid URL '...': missing port"). */
-    rv = tether_conn_dial(&cl.conn, loop, opt.connect_url, &co, &err);
+    if (opt.reconnect) {
+        /* The connection options apply to every attempt; the client's own
+         * callbacks replace the connection's. The deadline (--timeout)
+         * bounds the whole run, however many attempts it takes. */
+        tether_client_opts ro;
+        tether_client_opts_init(&ro);
+        ro.userdata = &cl;
+        ro.on_state = rc_on_state;
+        ro.on_message = rc_on_message;
+        ro.on_drain = rc_on_drain;
+        ro.conn_opts = &co;
+        ro.fail_fast = true; /* we resend from the first missing echo ourselves */
+        rv = tether_client_new(&cl.rc, loop, opt.connect_url, &ro, &err);
+    } else {
+        rv = tether_conn_dial(&cl.conn, loop, opt.connect_url, &co, &err);
+    }
     tether_tls_config_unref(tls);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message);
         tether_timer_free(cl.timer);
+        tether_timer_free(cl.pace);
         tether_loop_free(loop);
         free(cl.msg);
         return 1;
     }
     tether_timer_start(cl.timer, opt.timeout_ms, 0, on_timeout, &cl);
+    if (cl.pace != NULL) {
+        tether_timer_start(cl.pace, opt.interval_ms, opt.interval_ms, on_pace, &cl);
+    }
 
     /* Runs until finish() has freed the timer and the connection has
      * closed: then nothing is active any more. */

@@ -4,6 +4,7 @@
  *               [--max-msg BYTES]
  *   echo_server --listen tls://127.0.0.1:7777 --cert certs/server.pem
  *               --key certs/server.key [--ca certs/ca.pem --verify-client]
+ *   echo_server --listen tcp://127.0.0.1:7777 --heartbeat MS [--idle-timeout MS]
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -41,6 +42,11 @@ struct options {
     const char *key;
     const char *ca;
     bool verify_client;
+    /* Liveness: heartbeats (clients that announce theirs are answered in
+     * any case; this makes the server ping them too) and a read-idle
+     * timeout for clients that go silent. */
+    size_t heartbeat_ms;
+    size_t idle_timeout_ms;
 };
 
 struct server;
@@ -76,6 +82,9 @@ static const char usage[] =
     "  --key PEM         its private key\n"
     "  --ca PEM          CA certificates that client certificates are checked against\n"
     "  --verify-client   require every client to present a certificate from --ca\n"
+    "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
+    "                    (such clients are answered even without this option)\n"
+    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n"
     "  --help            show this help\n";
 
 /* ---- connections ------------------------------------------------------- */
@@ -259,7 +268,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_CERT,
         OPT_KEY,
         OPT_CA,
-        OPT_VERIFY_CLIENT
+        OPT_VERIFY_CLIENT,
+        OPT_HEARTBEAT,
+        OPT_IDLE_TIMEOUT
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -269,6 +280,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"verify-client", no_argument, NULL, OPT_VERIFY_CLIENT},
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
+        {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -297,6 +310,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
             break;
         case OPT_VERIFY_CLIENT:
             opt->verify_client = true;
+            break;
+        case OPT_HEARTBEAT:
+            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0 &&
+                 opt->heartbeat_ms <= 2147483647u;
+            break;
+        case OPT_IDLE_TIMEOUT:
+            ok = parse_size(optarg, &opt->idle_timeout_ms) && opt->idle_timeout_ms > 0 &&
+                 opt->idle_timeout_ms <= 2147483647u;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -354,6 +375,13 @@ int main(int argc, char **argv)
     co.on_message = on_message;
     co.on_drain = on_drain;
     co.on_close = on_close;
+    if (opt.heartbeat_ms > 0 && opt.framing != TETHER_FRAMING_LEN32) {
+        fprintf(stderr, "error: --heartbeat needs --framing len32\n");
+        tether_loop_free(srv.loop);
+        return 1;
+    }
+    co.heartbeat_ms = (int)opt.heartbeat_ms;
+    co.idle_timeout_ms = (int)opt.idle_timeout_ms;
     /* TLS: one configuration for every connection. The listener keeps its
      * own reference, so ours goes as soon as tether_listen() returns. A
      * problem with the files is reported here, naming the file. */

@@ -68,15 +68,6 @@ static noreturn void die_rv(const char *what, int rv, const char *detail)
 
 /* ---- transport-specific set-up ------------------------------------------ */
 
-/* TLS (tls.h). Until lib/ implements it these are weak references: they
- * are NULL at run time, no configuration is built, and tls:// fails with
- * TETHER_ENOTSUP, which turns into the "skip" line. Once the library has
- * TLS the pragmas can go. */
-#pragma weak tether_tls_opts_init_sized
-#pragma weak tether_tls_config_new
-#pragma weak tether_tls_config_unref
-#pragma weak tether_conn_tls_info_sized
-
 static tether_tls_config *g_tls;
 static char g_tls_desc_buf[160];
 
@@ -90,7 +81,7 @@ static void bench_url(char *buf, size_t len, int port)
  * client verifies the server against --ca for the name "localhost". */
 static void bench_tls_setup(bool server)
 {
-    if (O.transport != TR_TLS || tether_tls_config_new == NULL) {
+    if (O.transport != TR_TLS) {
         return;
     }
     tether_tls_opts to;

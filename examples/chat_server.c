@@ -1,0 +1,544 @@
+/* chat_server: a chat room over mutual TLS, where a slow client never
+ * stalls the others.
+ *
+ *   chat_server --listen tls://127.0.0.1:7000 --cert certs/server.pem
+ *               --key certs/server.key --ca certs/ca.pem
+ *               [--queue BYTES] [--max-line BYTES] [--verbose]
+ *
+ * Clients (see chat_client.c) connect with a certificate from --ca: the
+ * certificate's common name (CN) is their nickname, so nobody can speak
+ * under someone else's name. Every line a client sends goes to everyone
+ * else as `<nick> text`; joins and departures are announced as
+ * `* alice joined` and `* alice left`. A newcomer first gets
+ * `* welcome alice; here: bob, carol`.
+ *
+ * What it shows:
+ * - a TLS listener that requires client certificates, and reading the
+ *   peer's name with tether_conn_tls_info() in `on_accept`;
+ * - line framing (TETHER_FRAMING_LINE): the library cuts the stream into
+ *   lines and enforces a maximum line length;
+ * - backpressure in a fan-out server. tether_conn_send() never blocks: it
+ *   queues, and fails with TETHER_EAGAIN once a connection's queue holds
+ *   more than its high-water mark (here --queue, default 1 MiB). The policy
+ *   is: **a client whose queue is full is disconnected**, and the others
+ *   are told `* bob left (dropped: not reading fast enough)`. So one client
+ *   that stops reading costs at most --queue bytes of memory (plus the
+ *   kernel's socket buffers) and never delays anyone else. The alternative,
+ *   skipping lines for that client, would leave it with a conversation that
+ *   has silent holes in it. The same rule applies to a client that reads,
+ *   but more slowly than the room talks for as long as its queue lasts
+ *   (a flood of several MB per second): raise --queue for bursty rooms;
+ * - the logging hook: --verbose sends the library's own diagnostics to
+ *   stderr (tether_set_log());
+ * - a clean shutdown on SIGINT or SIGTERM, as in echo_server.c.
+ *
+ * Lines from clients are cleaned before they are passed on: a trailing
+ * "\r" (from telnet-style clients) is removed, empty lines are ignored, and
+ * control characters other than tab become '?', so that nobody can send
+ * terminal escape sequences to the others. Bytes of 0x80 and above pass
+ * unchanged (UTF-8 text stays intact).
+ *
+ * stdout gets one line per event, flushed: `listening on URL`,
+ * `alice joined from 127.0.0.1:40000`, `alice left`,
+ * `bob dropped: not reading fast enough (1048576 bytes queued)`. Clients
+ * that fail the TLS handshake (no certificate, an untrusted one) are
+ * reported on stderr. Exit status 0 after a clean stop, 1 otherwise. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tether/tether.h>
+
+#define NICK_MAX 64
+
+struct options {
+    const char *listen_url;
+    const char *cert;
+    const char *key;
+    const char *ca;
+    size_t queue;    /* per-client send queue limit (send_hwm) */
+    size_t max_line; /* longest line accepted from a client */
+    bool verbose;
+};
+
+struct room;
+
+/* One connected client, found through the connection's user data. */
+struct member {
+    struct room *room;
+    tether_conn *conn;
+    struct member *prev, *next; /* everyone in the room */
+    char nick[NICK_MAX];
+    bool dropped; /* aborted for not reading; on_close will announce it */
+};
+
+struct room {
+    const struct options *opt;
+    tether_loop *loop;
+    tether_listener *listener;
+    struct member *members;
+    char *line;    /* scratch buffer for "<nick> text": max_line + NICK_MAX + 4 */
+    bool stopping; /* shutting down: no more notices */
+    sigset_t stop_signals;
+    atomic_bool finished; /* the loop has returned: the signal thread must not post */
+};
+
+static const char usage[] =
+    "usage: chat_server --listen tls://HOST:PORT --cert PEM --key PEM --ca PEM [options]\n"
+    "A chat room: every line a client sends goes to everyone else, prefixed with\n"
+    "the sender's nickname, which is the common name (CN) of its certificate.\n\n"
+    "  --listen URL      tls://HOST:PORT (port 0 picks one)\n"
+    "  --cert PEM        the server's certificate chain\n"
+    "  --key PEM         its private key\n"
+    "  --ca PEM          CA certificates that client certificates must come from\n"
+    "                    (every client must present one)\n"
+    "  --queue BYTES     a client whose unsent output exceeds this is disconnected\n"
+    "                    (default 1048576)\n"
+    "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
+    "  --verbose         print the library's diagnostics on stderr\n"
+    "  --help            show this help\n";
+
+/* ---- the room ------------------------------------------------------------ */
+
+static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One line on stdout, flushed: scripts wait for these. */
+static void event(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* Sends one line to one member. A full queue means that member reads more
+ * slowly than the room talks: disconnect it rather than let it hold memory
+ * without bound or hold up anyone else. The abort only marks it; on_close
+ * runs on a later iteration, so the caller's loop over the members stays
+ * valid. */
+static void deliver(struct member *m, const char *line, size_t len)
+{
+    if (m->dropped) {
+        return;
+    }
+    int rv = tether_conn_send(m->conn, line, len);
+    if (rv == TETHER_OK || rv == TETHER_ECLOSED) {
+        return; /* ECLOSED: it is leaving already; on_close will say so */
+    }
+    m->dropped = true;
+    if (rv == TETHER_EAGAIN) {
+        event("%s dropped: not reading fast enough (%zu bytes queued)", m->nick,
+              tether_conn_queued(m->conn));
+    } else {
+        event("%s dropped: cannot send: %s", m->nick, tether_strerror(rv));
+    }
+    tether_conn_abort(m->conn);
+}
+
+/* Sends a line to every member except `except` (which may be NULL). */
+static void broadcast(struct room *room, const struct member *except, const char *line, size_t len)
+{
+    for (struct member *m = room->members; m != NULL; m = m->next) {
+        if (m != except) {
+            deliver(m, line, len);
+        }
+    }
+}
+
+static void notice(struct room *room, const struct member *except, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void notice(struct room *room, const struct member *except, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        broadcast(room, except, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    }
+}
+
+/* Copies a certificate name into a nickname: printable ASCII and UTF-8
+ * bytes only, no spaces, so that "<nick> text" stays unambiguous. */
+static void make_nick(char *out, size_t outlen, const char *cn)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)cn; *p != '\0' && n + 1 < outlen; p++) {
+        out[n++] = (*p <= ' ' || *p == 0x7f || *p == '<' || *p == '>') ? '_' : (char)*p;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(out, outlen, "anonymous");
+    }
+}
+
+static bool nick_taken(const struct room *room, const char *nick)
+{
+    for (const struct member *m = room->members; m != NULL; m = m->next) {
+        if (strcmp(m->nick, nick) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+static void on_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    struct room *room = ud;
+    if (room->stopping) {
+        tether_conn_close(c);
+        return;
+    }
+    /* The handshake is complete and, since client certificates are
+     * required, verified: the CN is a name the CA vouches for. */
+    tether_tls_info info;
+    int rv = tether_conn_tls_info(c, &info);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "chat_server: cannot read the client's certificate: %s\n",
+                tether_strerror(rv));
+        tether_conn_abort(c);
+        return;
+    }
+    struct member *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        fprintf(stderr, "chat_server: out of memory accepting a connection\n");
+        tether_conn_abort(c);
+        return;
+    }
+    m->room = room;
+    m->conn = c;
+    char base[NICK_MAX - 8];
+    make_nick(base, sizeof base, info.peer_common_name);
+    /* The same certificate may be used twice: alice, alice#2, ... */
+    snprintf(m->nick, sizeof m->nick, "%s", base);
+    for (int i = 2; nick_taken(room, m->nick); i++) {
+        snprintf(m->nick, sizeof m->nick, "%s#%d", base, i);
+    }
+
+    /* The welcome names who is here, then everyone else hears of us. */
+    char here[512] = "";
+    size_t used = 0;
+    for (const struct member *o = room->members; o != NULL && used < sizeof here; o = o->next) {
+        int w = snprintf(here + used, sizeof here - used, "%s%s", used > 0 ? ", " : "", o->nick);
+        used = w < 0 ? sizeof here : used + (size_t)w;
+    }
+    char welcome[640];
+    int n = snprintf(welcome, sizeof welcome, "* welcome %s; here: %s", m->nick,
+                     here[0] != '\0' ? here : "nobody else yet");
+    notice(room, NULL, "* %s joined", m->nick); /* before linking m: not to m itself */
+
+    m->next = room->members;
+    if (room->members != NULL) {
+        room->members->prev = m;
+    }
+    room->members = m;
+    tether_conn_set_userdata(c, m);
+    deliver(m, welcome, (size_t)n < sizeof welcome ? (size_t)n : sizeof welcome - 1);
+
+    char peer[80];
+    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+        snprintf(peer, sizeof peer, "an unknown address");
+    }
+    event("%s joined from %s", m->nick, peer);
+}
+
+static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    struct member *m = ud;
+    struct room *room = m->room;
+    if (m->dropped || room->stopping) {
+        return;
+    }
+    if (len > 0 && data[len - 1] == '\r') {
+        len--;
+    }
+    if (len == 0) {
+        return;
+    }
+    /* data is borrowed until we return; the line is built in a copy. */
+    int hdr = snprintf(room->line, NICK_MAX + 4, "<%s> ", m->nick);
+    char *text = room->line + hdr;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t ch = data[i];
+        text[i] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
+    }
+    broadcast(room, m, room->line, (size_t)hdr + len);
+}
+
+static void on_close(tether_conn *c, int reason, void *ud)
+{
+    struct member *m = ud;
+    if (m == NULL) {
+        return; /* never joined (aborted in on_accept) */
+    }
+    struct room *room = m->room;
+    if (m->prev != NULL) {
+        m->prev->next = m->next;
+    } else {
+        room->members = m->next;
+    }
+    if (m->next != NULL) {
+        m->next->prev = m->prev;
+    }
+    /* EOF: the client said goodbye. OK and ECANCELED: our own close or
+     * abort (the shutdown, or a drop that deliver() has reported). */
+    if (reason == TETHER_EOF || reason == TETHER_OK || reason == TETHER_ECANCELED) {
+        if (!m->dropped) {
+            event("%s left", m->nick);
+        }
+    } else {
+        const char *detail = tether_conn_last_error(c);
+        event("%s left: %s", m->nick, detail[0] != '\0' ? detail : tether_strerror(reason));
+    }
+    if (!room->stopping) {
+        if (m->dropped) {
+            notice(room, NULL, "* %s left (dropped: not reading fast enough)", m->nick);
+        } else {
+            notice(room, NULL, "* %s left", m->nick);
+        }
+    }
+    free(m);
+}
+
+/* Clients that never got in: no certificate, an untrusted one, not TLS. */
+static void on_listener_error(tether_listener *l, int err, const char *detail, void *ud)
+{
+    (void)l, (void)err, (void)ud;
+    fprintf(stderr, "chat_server: %s\n", detail);
+}
+
+static void log_to_stderr(tether_log_level level, const char *msg, void *ud)
+{
+    (void)ud;
+    fprintf(stderr, "chat_server: tether %s: %s\n", tether_log_level_name(level), msg);
+}
+
+/* ---- shutdown -------------------------------------------------------------- */
+
+/* Runs on the loop thread: say goodbye, close everything gracefully; the
+ * loop returns once the last connection has closed. */
+static void on_stop(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    struct room *room = ud;
+    notice(room, NULL, "* the server is shutting down");
+    room->stopping = true;
+    tether_listener_close(room->listener);
+    room->listener = NULL;
+    for (struct member *m = room->members; m != NULL; m = m->next) {
+        tether_conn_close(m->conn);
+    }
+}
+
+/* As in echo_server.c: the signals are blocked everywhere and taken here. */
+static void *signal_thread(void *arg)
+{
+    struct room *room = arg;
+    bool stopping = false;
+    for (;;) {
+        int sig;
+        if (sigwait(&room->stop_signals, &sig) != 0 || atomic_load(&room->finished)) {
+            return NULL;
+        }
+        if (stopping || tether_loop_post(room->loop, on_stop, room) != TETHER_OK) {
+            fprintf(stderr, "chat_server: exiting without a clean shutdown\n");
+            _exit(1);
+        }
+        stopping = true;
+    }
+}
+
+/* ---- options --------------------------------------------------------------- */
+
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX || v == 0) {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
+static int parse_options(int argc, char **argv, struct options *opt)
+{
+    enum {
+        OPT_LISTEN = 256,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_CA,
+        OPT_QUEUE,
+        OPT_MAX_LINE,
+        OPT_VERBOSE
+    };
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"queue", required_argument, NULL, OPT_QUEUE},
+        {"max-line", required_argument, NULL, OPT_MAX_LINE},
+        {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int ch, li = 0;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        bool ok = true;
+        switch (ch) {
+        case OPT_LISTEN:
+            opt->listen_url = optarg;
+            break;
+        case OPT_CERT:
+            opt->cert = optarg;
+            break;
+        case OPT_KEY:
+            opt->key = optarg;
+            break;
+        case OPT_CA:
+            opt->ca = optarg;
+            break;
+        case OPT_QUEUE:
+            ok = parse_size(optarg, &opt->queue);
+            break;
+        case OPT_MAX_LINE:
+            ok = parse_size(optarg, &opt->max_line) && opt->max_line <= 1024 * 1024;
+            break;
+        case OPT_VERBOSE:
+            opt->verbose = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 1;
+        default:
+            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return 1;
+        }
+        if (!ok) {
+            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
+            return 1;
+        }
+    }
+    const char *missing = opt->listen_url == NULL ? "--listen URL"
+                          : opt->cert == NULL     ? "--cert PEM"
+                          : opt->key == NULL      ? "--key PEM"
+                          : opt->ca == NULL       ? "--ca PEM"
+                                                  : NULL;
+    if (optind < argc || missing != NULL) {
+        fprintf(stderr, "error: %s%s (see --help)\n",
+                optind < argc ? "unexpected argument" : missing,
+                optind < argc ? "" : " is required");
+        return 1;
+    }
+    if (strncmp(opt->listen_url, "tls://", 6) != 0) {
+        fprintf(stderr, "error: --listen must be a tls:// URL: nicknames come from client "
+                        "certificates\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.queue = 1024 * 1024, .max_line = 4096};
+    int rv = parse_options(argc, argv, &opt);
+    if (rv != 0) {
+        return rv < 0 ? 0 : 1;
+    }
+    if (opt.verbose) {
+        tether_set_log(log_to_stderr, TETHER_LOG_DEBUG, NULL);
+    }
+
+    static struct room room; /* static: the signal thread must never see it go */
+    room.opt = &opt;
+    room.line = malloc(opt.max_line + NICK_MAX + 4);
+    sigemptyset(&room.stop_signals);
+    sigaddset(&room.stop_signals, SIGINT);
+    sigaddset(&room.stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &room.stop_signals, NULL);
+
+    rv = room.line == NULL ? TETHER_ENOMEM : tether_loop_new(&room.loop, NULL);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
+        return 1;
+    }
+
+    /* Mutual TLS: our certificate, and every client must present one
+     * issued by --ca. A problem with a file is reported here, by name. */
+    tether_tls_opts to;
+    tether_tls_opts_init(&to);
+    to.cert_file = opt.cert;
+    to.key_file = opt.key;
+    to.ca_file = opt.ca;
+    to.client_auth = TETHER_TLS_CLIENT_AUTH_REQUIRED;
+    tether_tls_config *tls;
+    tether_error err;
+    if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message);
+        tether_loop_free(room.loop);
+        return 1;
+    }
+
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.framing = TETHER_FRAMING_LINE;
+    co.max_msg = opt.max_line; /* a longer line closes that client (TETHER_EMSGSIZE) */
+    co.send_hwm = opt.queue;
+    co.on_message = on_message;
+    co.on_close = on_close;
+    co.tls = tls;
+
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.on_error = on_listener_error;
+    lo.userdata = &room;
+    lo.conn_opts = &co;
+    rv = tether_listen(&room.listener, room.loop, opt.listen_url, &lo, &err);
+    tether_tls_config_unref(tls); /* the listener holds its own reference */
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message);
+        tether_loop_free(room.loop);
+        return 1;
+    }
+    pthread_t sig_tid;
+    if (pthread_create(&sig_tid, NULL, signal_thread, &room) != 0) {
+        fprintf(stderr, "error: cannot start a thread\n");
+        return 1;
+    }
+    event("listening on %s", tether_listener_url(room.listener));
+
+    rv = tether_loop_run(room.loop);
+
+    atomic_store(&room.finished, true);
+    pthread_kill(sig_tid, SIGTERM);
+    pthread_join(sig_tid, NULL);
+    free(room.line);
+    if (rv != TETHER_OK || tether_loop_free(room.loop) != TETHER_OK) {
+        fprintf(stderr, "error: the event loop did not shut down cleanly\n");
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,368 @@
+/* reconnecting_client: stays connected to an echo server through failures
+ * and restarts, sends a message every second, and prints every state
+ * transition.
+ *
+ *   reconnecting_client --connect tcp://127.0.0.1:7777 [--interval MS]
+ *                       [--count N] [--heartbeat MS] [--max-attempts N]
+ *                       [--initial-backoff MS] [--ca PEM] [--verbose]
+ *
+ * What it shows:
+ * - a reconnecting client (tether_client_new()): after a failed attempt or a
+ *   lost connection it waits and tries again, with gRPC's exponential
+ *   backoff and jitter, resolving the name and (for tls://) resuming the
+ *   TLS session each time;
+ * - the state callback: every transition becomes one line, e.g.
+ *     connecting to tcp://127.0.0.1:7777 (attempt 1)
+ *     disconnected: connection refused; retrying in 1.18 s
+ *     connected to 127.0.0.1:7777
+ * - messages sent while disconnected: they wait (bounded) and go out in
+ *   order once connected; whatever the client still holds when it gives
+ *   up or is closed comes back through on_undelivered, so nothing is lost
+ *   without a word;
+ * - heartbeats (--heartbeat) that notice a dead server even when no
+ *   message is in flight, and the client's statistics at exit.
+ *
+ * Stop it with SIGINT or SIGTERM (a clean close: it writes what it holds
+ * first), or let --count end it after that many echoes. Exit status 0
+ * after a clean stop, 1 if it gave up (--max-attempts) or failed. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tether/tether.h>
+
+struct options {
+    const char *connect_url;
+    size_t interval_ms;
+    size_t count; /* 0: until stopped */
+    size_t heartbeat_ms;
+    size_t max_attempts;
+    size_t initial_backoff_ms;
+    const char *ca;
+    bool verbose;
+};
+
+struct app {
+    const struct options *opt;
+    tether_loop *loop;
+    tether_client *rc;   /* NULL once CLOSED has been reported */
+    tether_timer *timer; /* one message per interval */
+    size_t next;         /* number of the next message */
+    size_t echoed;
+    size_t undelivered;
+    bool gave_up;
+    bool stopping;
+    sigset_t stop_signals;
+    atomic_bool finished;
+};
+
+static const char usage[] =
+    "usage: reconnecting_client --connect URL [options]\n"
+    "Keeps a connection to an echo server alive through failures and restarts,\n"
+    "sends a message every second and prints every state transition.\n\n"
+    "  --connect URL          tcp://HOST:PORT, tls://HOST:PORT or unix:///path\n"
+    "  --interval MS          time between messages (default 1000)\n"
+    "  --count N              stop after N echoes (default: run until SIGINT/SIGTERM)\n"
+    "  --heartbeat MS         ping after MS ms of silence; 3 unanswered pings end the\n"
+    "                         connection (and a new one is dialled)\n"
+    "  --max-attempts N       give up after N failed attempts in a row (default never)\n"
+    "  --initial-backoff MS   the first wait between attempts (default 1000)\n"
+    "  --ca PEM               CA certificates to trust for tls:// (default: the system's)\n"
+    "  --verbose              print the full detail of every failure\n"
+    "  --help                 show this help\n";
+
+/* ---- the client --------------------------------------------------------- */
+
+static void print_stats(struct app *a)
+{
+    tether_stats st;
+    if (tether_client_get_stats(a->rc, &st) != TETHER_OK) {
+        return;
+    }
+    printf("stats: %llu messages written, %llu echoes, %llu connections (%llu reconnects), "
+           "%llu attempts, %llu undelivered",
+           (unsigned long long)st.msgs_out, (unsigned long long)st.msgs_in,
+           (unsigned long long)st.connects, (unsigned long long)st.reconnects,
+           (unsigned long long)st.attempts, (unsigned long long)st.undelivered);
+    if (st.rtt_us >= 0) {
+        printf(", last rtt %.3f ms", (double)st.rtt_us / 1000.0);
+    }
+    printf("\n");
+}
+
+static void on_state(tether_client *rc, const tether_client_event *ev, void *ud)
+{
+    struct app *a = ud;
+    /* The short form names the cause ("connection refused"); --verbose
+     * adds what was tried ("connect to tcp://...: connection refused"). */
+    const char *why =
+        a->opt->verbose && ev->detail[0] != '\0' ? ev->detail : tether_strerror(ev->reason);
+    switch (ev->state) {
+    case TETHER_CLIENT_CONNECTING:
+        printf("connecting to %s (attempt %u)\n", a->opt->connect_url, ev->attempt);
+        break;
+    case TETHER_CLIENT_CONNECTED: {
+        char peer[80] = "the server";
+        tether_conn_peer(tether_client_conn(rc), peer, sizeof peer);
+        printf("connected to %s\n", peer);
+        break;
+    }
+    case TETHER_CLIENT_DISCONNECTED:
+        /* A WAITING or GAVE_UP line follows at once and says it all. */
+        break;
+    case TETHER_CLIENT_WAITING:
+        printf("disconnected: %s; retrying in %.2f s\n", why, ev->delay_ms / 1000.0);
+        break;
+    case TETHER_CLIENT_GAVE_UP:
+        printf("disconnected: %s; giving up after %u attempts\n", why, ev->attempt);
+        a->gave_up = true;
+        tether_client_close(rc);
+        break;
+    case TETHER_CLIENT_CLOSED:
+        print_stats(a);
+        printf("closed\n");
+        a->rc = NULL; /* freed when this returns */
+        tether_timer_free(a->timer);
+        a->timer = NULL;
+        break;
+    }
+    fflush(stdout);
+}
+
+static void on_message(tether_client *rc, const uint8_t *data, size_t len, void *ud)
+{
+    (void)rc;
+    struct app *a = ud;
+    a->echoed++;
+    printf("echo: %.*s\n", (int)len, (const char *)data);
+    fflush(stdout);
+    if (a->opt->count > 0 && a->echoed == a->opt->count && !a->stopping) {
+        a->stopping = true;
+        tether_client_close(rc);
+    }
+}
+
+/* Messages the client will never send: it gave up or was closed before it
+ * could write them. data is only borrowed. */
+static void on_undelivered(tether_client *rc, const uint8_t *data, size_t len, int reason, void *ud)
+{
+    (void)rc;
+    struct app *a = ud;
+    a->undelivered++;
+    printf("undelivered (%s): %.*s\n", tether_strerror(reason), (int)len, (const char *)data);
+}
+
+static void on_tick(tether_timer *t, void *ud)
+{
+    (void)t;
+    struct app *a = ud;
+    if (a->stopping || (a->opt->count > 0 && a->next >= a->opt->count)) {
+        return;
+    }
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, "message %zu", a->next);
+    /* Works in every state: while disconnected the message waits. */
+    int rv = tether_client_send(a->rc, msg, (size_t)n);
+    if (rv == TETHER_OK) {
+        a->next++;
+    } else if (rv == TETHER_EAGAIN) {
+        printf("not sent: the client already holds as much as it may\n");
+    } else {
+        printf("not sent: %s\n", tether_strerror(rv));
+    }
+}
+
+/* ---- shutdown on SIGINT / SIGTERM (as in echo_server.c) ---------------- */
+
+static void on_stop(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    struct app *a = ud;
+    a->stopping = true;
+    tether_client_close(a->rc); /* NULL (already closed) is ignored */
+}
+
+static void *signal_thread(void *arg)
+{
+    struct app *a = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&a->stop_signals, &sig) != 0 || atomic_load(&a->finished)) {
+            return NULL;
+        }
+        if (tether_loop_post(a->loop, on_stop, a) != TETHER_OK) {
+            _exit(1);
+        }
+    }
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > 2147483647u) {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+static int parse_options(int argc, char **argv, struct options *opt)
+{
+    enum {
+        OPT_CONNECT = 256,
+        OPT_INTERVAL,
+        OPT_COUNT,
+        OPT_HEARTBEAT,
+        OPT_MAX_ATTEMPTS,
+        OPT_INITIAL_BACKOFF,
+        OPT_CA,
+        OPT_VERBOSE
+    };
+    static const struct option longopts[] = {
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
+        {"initial-backoff", required_argument, NULL, OPT_INITIAL_BACKOFF},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int ch, li = 0;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        bool ok = true;
+        switch (ch) {
+        case OPT_CONNECT:
+            opt->connect_url = optarg;
+            break;
+        case OPT_INTERVAL:
+            ok = parse_size(optarg, &opt->interval_ms) && opt->interval_ms > 0;
+            break;
+        case OPT_COUNT:
+            ok = parse_size(optarg, &opt->count);
+            break;
+        case OPT_HEARTBEAT:
+            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0;
+            break;
+        case OPT_MAX_ATTEMPTS:
+            ok = parse_size(optarg, &opt->max_attempts) && opt->max_attempts > 0;
+            break;
+        case OPT_INITIAL_BACKOFF:
+            ok = parse_size(optarg, &opt->initial_backoff_ms) && opt->initial_backoff_ms > 0;
+            break;
+        case OPT_CA:
+            opt->ca = optarg;
+            break;
+        case OPT_VERBOSE:
+            opt->verbose = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 1;
+        default:
+            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return 1;
+        }
+        if (!ok) {
+            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
+            return 1;
+        }
+    }
+    if (optind < argc || opt->connect_url == NULL) {
+        fprintf(stderr, "error: %s (see --help)\n",
+                optind < argc ? "unexpected argument" : "--connect URL is required");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.interval_ms = 1000};
+    int rv = parse_options(argc, argv, &opt);
+    if (rv != 0) {
+        return rv < 0 ? 0 : 1;
+    }
+    static struct app a; /* static: the signal thread must never see it go */
+    a.opt = &opt;
+    sigemptyset(&a.stop_signals);
+    sigaddset(&a.stop_signals, SIGINT);
+    sigaddset(&a.stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &a.stop_signals, NULL);
+
+    if (tether_loop_new(&a.loop, NULL) != TETHER_OK ||
+        tether_timer_new(&a.timer, a.loop) != TETHER_OK) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+    /* Options for every connection the client makes. */
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.heartbeat_ms = (int)opt.heartbeat_ms;
+    tether_tls_config *tls = NULL;
+    tether_error err;
+    if (opt.ca != NULL) {
+        tether_tls_opts to;
+        tether_tls_opts_init(&to);
+        to.ca_file = opt.ca;
+        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
+            fprintf(stderr, "error: %s\n", err.message);
+            return 1;
+        }
+        co.tls = tls; /* one configuration for all attempts: sessions resume */
+    }
+    tether_client_opts ro;
+    tether_client_opts_init(&ro);
+    ro.userdata = &a;
+    ro.on_state = on_state;
+    ro.on_message = on_message;
+    ro.on_undelivered = on_undelivered;
+    ro.conn_opts = &co;
+    ro.max_attempts = (uint32_t)opt.max_attempts;
+    if (opt.initial_backoff_ms > 0) {
+        ro.initial_backoff_ms = (uint32_t)opt.initial_backoff_ms;
+        if (ro.max_backoff_ms < ro.initial_backoff_ms) {
+            ro.max_backoff_ms = ro.initial_backoff_ms;
+        }
+    }
+    rv = tether_client_new(&a.rc, a.loop, opt.connect_url, &ro, &err);
+    tether_tls_config_unref(tls);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message); /* e.g. a malformed URL */
+        return 1;
+    }
+    tether_timer_start(a.timer, 0, opt.interval_ms, on_tick, &a);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    pthread_t sig_tid;
+    if (pthread_create(&sig_tid, NULL, signal_thread, &a) != 0) {
+        fprintf(stderr, "error: cannot start a thread\n");
+        return 1;
+    }
+    /* Runs until the client has reported CLOSED and the timer is freed. */
+    rv = tether_loop_run(a.loop);
+    atomic_store(&a.finished, true);
+    pthread_kill(sig_tid, SIGTERM);
+    pthread_join(sig_tid, NULL);
+    if (rv != TETHER_OK || tether_loop_free(a.loop) != TETHER_OK) {
+        fprintf(stderr, "error: the event loop did not shut down cleanly\n");
+        return 1;
+    }
+    return a.gave_up ? 1 : 0;
+}

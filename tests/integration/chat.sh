@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# End-to-end test of examples/chat_server and examples/chat_client over
+# mutual TLS with the test certificates.
+#
+#   bash tests/integration/chat.sh CHAT_SERVER CHAT_CLIENT CERTS_DIR
+#
+# Checks: --help and usage errors; nicknames come from the client
+# certificate's CN (alice, bob; a second alice becomes alice#2); join and
+# leave notices; every line reaches everyone else as `<nick> text` and not
+# the sender; control characters are neutralised; clients without a
+# certificate or with one from an untrusted CA are refused, on both sides,
+# with a message naming why; chat_client works from a pipe and exits 0 at
+# the end of stdin; and the slow-client policy: with a client stopped
+# (SIGSTOP) while another floods the room, everyone else still receives
+# every line, in order, and the stopped client is disconnected and the room
+# told so. Finally the server stops cleanly on SIGTERM with clients
+# connected.
+#
+# Loopback only, port 0, every wait bounded, every background process reaped
+# by the EXIT trap (stopped ones included).
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 3 ]]; then
+    echo "usage: $0 CHAT_SERVER CHAT_CLIENT CERTS_DIR" >&2
+    exit 2
+fi
+server_bin=$1
+client_bin=$2
+certs=$3
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-chat.XXXXXX")
+declare -a bg_pids=()
+failures=0
+checks=0
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
+        echo "kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok: $*"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+}
+
+# check DESC COMMAND...: pass if COMMAND succeeds.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then
+        pass "$desc"
+    else
+        fail "$desc"
+    fi
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${bg_pids[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    bg_pids=("${keep[@]}")
+}
+
+# wait_exit PID SECONDS: waits at most SECONDS; sets exit_status (124 after a
+# SIGKILL when it did not exit in time).
+wait_exit() {
+    local pid=$1 limit=$2 i
+    for ((i = 0; i < limit * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        exit_status=124
+    else
+        exit_status=0
+        wait "$pid" || exit_status=$?
+    fi
+    forget_pid "$pid"
+}
+
+# wait_line FILE FIXED-STRING [SECONDS]: waits (default 10 s) until a line of
+# FILE contains the string.
+wait_line() {
+    local file=$1 want=$2 limit=${3:-10} i
+    for ((i = 0; i < limit * 20; i++)); do
+        if [[ -f $file ]] && grep -qF -- "$want" "$file"; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# expect_line FILE FIXED-STRING DESC [SECONDS]
+expect_line() {
+    if wait_line "$1" "$2" "${4:-10}"; then
+        pass "$3"
+    else
+        fail "$3: no line with '$2' in ${1##*/}:"
+        { sed 's/^/    /' "$1" | head -n 20 | cut -c 1-160; } >&2 || true
+    fi
+}
+
+server_url=
+server_pid=
+# start_server NAME ARGS...: starts chat_server and waits for `listening on`.
+start_server() {
+    local name=$1
+    shift
+    rm -f "$tmp/$name.out" "$tmp/$name.err"
+    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    server_pid=$!
+    bg_pids+=("$server_pid")
+    if wait_line "$tmp/$name.out" "listening on " 10; then
+        server_url=$(grep -m 1 '^listening on ' "$tmp/$name.out" | sed 's/^listening on //')
+        # Connect by name: the server certificate is checked against localhost.
+        server_url=tls://localhost:${server_url##*:}
+        return 0
+    fi
+    fail "server $name did not start; stderr:"
+    sed 's/^/    /' "$tmp/$name.err" >&2
+    return 1
+}
+
+# start_client NAME CERT: starts chat_client as the user of certs/CERT.pem
+# (none: without a certificate), reading stdin from a FIFO that this shell
+# keeps open on a new descriptor (client_fd[NAME]); output goes to
+# $tmp/NAME.out and $tmp/NAME.err.
+declare -A client_pid=() client_fd=()
+start_client() {
+    local name=$1 cert=$2 fd
+    local tls=(--ca "$certs/ca.pem")
+    if [[ $cert != none ]]; then
+        tls+=(--cert "$certs/$cert.pem" --key "$certs/$cert.key")
+    fi
+    mkfifo "$tmp/$name.in"
+    # Read-write: never blocks, whatever the client does.
+    exec {fd}<>"$tmp/$name.in"
+    client_fd[$name]=$fd
+    # The client must not inherit any FIFO's write end (its own included),
+    # or its stdin would never end.
+    (
+        for fd in "${client_fd[@]}"; do
+            exec {fd}>&-
+        done
+        exec "$client_bin" --connect "$server_url" "${tls[@]}" <"$tmp/$name.in" \
+            >"$tmp/$name.out" 2>"$tmp/$name.err"
+    ) &
+    client_pid[$name]=$!
+    bg_pids+=("$!")
+}
+
+# say NAME TEXT: the client NAME types a line.
+say() {
+    printf '%s\n' "$2" >&"${client_fd[$1]}"
+}
+
+# hang_up NAME: ends the client's stdin.
+hang_up() {
+    local fd=${client_fd[$1]}
+    exec {fd}>&-
+}
+
+# ---- help and usage errors --------------------------------------------------
+
+for bin in "$server_bin" "$client_bin"; do
+    out=$("$bin" --help) && status=0 || status=$?
+    if [[ $status -eq 0 && $out == usage:* ]]; then
+        pass "${bin##*/} --help"
+    else
+        fail "${bin##*/} --help: status $status, output '$out'"
+    fi
+done
+status=0
+err=$("$server_bin" --listen tcp://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" 2>&1) || status=$?
+check "chat_server refuses a tcp:// URL: $err" \
+    test "$status" -eq 1 -a -n "$(grep -F 'tls://' <<<"$err")"
+status=0
+err=$("$server_bin" --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" 2>&1) || status=$?
+check "chat_server without --ca: $err" test "$status" -eq 1 -a -n "$(grep -F -- '--ca' <<<"$err")"
+status=0
+err=$("$client_bin" 2>&1) || status=$?
+check "chat_client without --connect: $err" test "$status" -eq 1
+
+# ---- a conversation -----------------------------------------------------------
+
+if start_server room --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem"; then
+    room_pid=$server_pid
+
+    start_client bob bob
+    expect_line "$tmp/bob.out" "* welcome bob; here: nobody else yet" "bob is welcomed"
+    expect_line "$tmp/room.out" "bob joined from 127.0.0.1:" "the server names bob from his certificate"
+
+    start_client alice client
+    expect_line "$tmp/alice.out" "* welcome alice; here: bob" "alice is welcomed and told who is here"
+    expect_line "$tmp/bob.out" "* alice joined" "bob hears that alice joined"
+
+    say alice "hello bob"
+    expect_line "$tmp/bob.out" "<alice> hello bob" "bob gets alice's line with her nickname"
+    say bob "hi alice, nice to meet you"
+    expect_line "$tmp/alice.out" "<bob> hi alice, nice to meet you" "alice gets bob's line"
+    # Terminal escapes do not survive; a trailing CR is removed; UTF-8 stays.
+    say alice $'\e[31mred\r'
+    expect_line "$tmp/bob.out" "<alice> ?[31mred" "control characters become '?'"
+    say alice "grüße, ça va?"
+    expect_line "$tmp/bob.out" "<alice> grüße, ça va?" "UTF-8 text passes unchanged"
+    if grep -qF '<alice>' "$tmp/alice.out"; then
+        fail "alice received her own lines"
+    else
+        pass "nobody receives their own lines"
+    fi
+
+    # The same certificate twice: a distinct nickname.
+    start_client alice2 client
+    expect_line "$tmp/alice2.out" "* welcome alice#2; here: " "a second alice becomes alice#2"
+    expect_line "$tmp/bob.out" "* alice#2 joined" "bob hears of alice#2"
+    hang_up alice2
+    wait_exit "${client_pid[alice2]}" 10
+    check "chat_client exits 0 at the end of stdin (status $exit_status)" \
+        test "$exit_status" -eq 0
+    expect_line "$tmp/bob.out" "* alice#2 left" "bob hears that alice#2 left"
+    expect_line "$tmp/room.out" "alice#2 left" "the server logs the departure"
+
+    # No certificate: refused during the handshake, on both sides. (stdin
+    # stays open: with TLS 1.3 the client learns of the refusal only after
+    # its own side of the handshake is done.)
+    start_client nocert none
+    wait_exit "${client_pid[nocert]}" 20
+    check "a client without a certificate fails: $(cat "$tmp/nocert.err")" \
+        test "$exit_status" -eq 1 -a -n "$(grep -F 'requires a client certificate' "$tmp/nocert.err")"
+    hang_up nocert
+    expect_line "$tmp/room.err" "client certificate required" \
+        "the server reports the client without a certificate"
+    # A certificate from a CA the server does not trust.
+    start_client mallory untrusted-client
+    wait_exit "${client_pid[mallory]}" 20
+    check "a client with an untrusted certificate fails: $(cat "$tmp/mallory.err")" \
+        test "$exit_status" -eq 1
+    hang_up mallory
+    expect_line "$tmp/room.err" "unknown CA: the client certificate 'CN=mallory" \
+        "the server names the untrusted client certificate"
+    if grep -qE 'mallory|anonymous' "$tmp/room.out" "$tmp/bob.out"; then
+        fail "a refused client joined the room"
+    else
+        pass "refused clients never join the room"
+    fi
+
+    # A piped client: sends everything, then leaves, exit 0.
+    status=0
+    printf 'one\ntwo\nthree\n' | timeout -k 5 30 "$client_bin" --connect "$server_url" \
+        --ca "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client.key" \
+        >"$tmp/piped.out" 2>"$tmp/piped.err" || status=$?
+    check "a piped client exits 0 (stderr '$(cat "$tmp/piped.err")')" test "$status" -eq 0
+    expect_line "$tmp/bob.out" "<alice#2> three" "every piped line arrives"
+    check "piped lines arrive in order" \
+        test "$(grep -F '<alice#2> ' "$tmp/bob.out" | tr '\n' ' ')" == \
+        "<alice#2> one <alice#2> two <alice#2> three "
+
+    hang_up alice
+    wait_exit "${client_pid[alice]}" 10
+    check "alice exits 0 after her stdin ends" test "$exit_status" -eq 0
+    expect_line "$tmp/bob.out" "* alice left" "bob hears that alice left"
+
+    # Shutdown with bob still connected: he is told, and the server exits 0.
+    kill -TERM "$room_pid"
+    wait_exit "$room_pid" 10
+    check "the server exits 0 on SIGTERM with a client connected (status $exit_status)" \
+        test "$exit_status" -eq 0
+    expect_line "$tmp/bob.out" "* the server is shutting down" "bob hears of the shutdown"
+    wait_exit "${client_pid[bob]}" 10
+    check "bob exits 1 when the server goes away (status $exit_status)" test "$exit_status" -eq 1
+    check "bob names the disconnection: $(cat "$tmp/bob.err")" \
+        grep -qF "error: disconnected" "$tmp/bob.err"
+    hang_up bob
+    if [[ -s $tmp/room.err ]] && grep -vqE 'client certificate required|unknown CA' "$tmp/room.err"; then
+        fail "unexpected server stderr: $(cat "$tmp/room.err")"
+    else
+        pass "the server wrote nothing unexpected on stderr"
+    fi
+fi
+
+# ---- a client that stops reading does not stall the room ----------------------
+
+# The default queue (1 MiB per client); the kernel's socket buffers take
+# some hundreds of KiB more before it starts to fill.
+if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem"; then
+    slow_pid=$server_pid
+    rm -f "$tmp"/{alice,bob}.{in,out,err}
+    start_client alice client
+    expect_line "$tmp/alice.out" "* welcome alice" "slow test: alice joined"
+    start_client bob bob
+    expect_line "$tmp/bob.out" "* welcome bob" "slow test: bob joined"
+    expect_line "$tmp/alice.out" "* bob joined" "slow test: alice saw bob join"
+    kill -STOP "${client_pid[bob]}"
+
+    # 12 000 lines of 1 KB (12 MB): about twice what bob's socket buffers
+    # (a few MB) and his queue (1 MiB) hold. Fed in bursts of 200 lines,
+    # a few MB/s: a busy room, but one that a client that reads keeps up
+    # with even on a loaded machine; the policy is about clients that stop.
+    lines=12000
+    mkdir "$tmp/flood"
+    awk -v n="$lines" -v dir="$tmp/flood" 'BEGIN { pad = sprintf("%1000s", ""); gsub(/ /, "x", pad);
+        for (i = 0; i < n; i++) printf "line %d %s\n", i, pad > sprintf("%s/%05d", dir, int(i / 200)) }'
+    start=$SECONDS
+    status=0
+    for chunk in "$tmp"/flood/*; do
+        cat "$chunk"
+        sleep 0.03
+    done | timeout -k 5 120 "$client_bin" --connect "$server_url" --ca "$certs/ca.pem" \
+        --cert "$certs/client.pem" --key "$certs/client.key" \
+        >"$tmp/flood.out" 2>"$tmp/flood.err" || status=$?
+    check "the flooding client sends everything and exits 0 (status $status, $(cat "$tmp/flood.err"))" \
+        test "$status" -eq 0
+    expect_line "$tmp/slow.out" "bob dropped: not reading fast enough" \
+        "the server drops the client that stopped reading" 30
+    expect_line "$tmp/alice.out" "<alice#2> line $((lines - 1)) " \
+        "alice receives the whole flood while bob is stopped" 60
+    got=$(grep -c '^<alice#2> line ' "$tmp/alice.out" || true)
+    check "alice got all $lines lines (got $got)" test "$got" -eq "$lines"
+    # shellcheck disable=SC2016
+    check "alice got them in order" \
+        awk -v n="$lines" '/^<alice#2> line / { if ($3 != i++) bad = 1 } END { exit bad || i != n }' \
+        "$tmp/alice.out"
+    expect_line "$tmp/alice.out" "* bob left (dropped: not reading fast enough)" \
+        "the room is told that bob was dropped"
+    echo "   (flood delivered in $((SECONDS - start)) s; server: $(grep dropped "$tmp/slow.out"))"
+
+    # Bob wakes up: reads what his buffers held, then finds himself
+    # disconnected and says so.
+    kill -CONT "${client_pid[bob]}"
+    wait_exit "${client_pid[bob]}" 20
+    check "bob exits 1 after being dropped (status $exit_status)" test "$exit_status" -eq 1
+    check "bob says he was disconnected: $(cat "$tmp/bob.err")" \
+        grep -qF "error: disconnected" "$tmp/bob.err"
+    bob_got=$(grep -c '^<alice#2> line ' "$tmp/bob.out" || true)
+    check "bob got only a prefix of the flood ($bob_got lines)" test "$bob_got" -lt "$lines"
+    # shellcheck disable=SC2016
+    check "bob's prefix is in order" \
+        awk '/^<alice#2> line / { if ($3 != i++) bad = 1 } END { exit bad }' "$tmp/bob.out"
+    hang_up bob
+    hang_up alice
+    wait_exit "${client_pid[alice]}" 10
+    check "alice exits 0 (status $exit_status)" test "$exit_status" -eq 0
+    kill -TERM "$slow_pid"
+    wait_exit "$slow_pid" 10
+    check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
+fi
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]

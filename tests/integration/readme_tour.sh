@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Keeps README.md true: extracts the five-minute tour's server and client
+# (the ```c blocks after the <!-- tour:server --> and <!-- tour:client -->
+# markers), compiles them against the library like a user would, runs the
+# server on a free loopback port and the client against it, and checks that
+# the client prints the echo. Also checks that the README still opens with
+# the two commands, and that the tour stays short.
+#
+#   bash tests/integration/readme_tour.sh README.md INCLUDE_DIR LIBTETHER
+#
+# Environment: CC (default cc); TETHER_CONSUMER_FLAGS, extra compile and
+# link flags (the sanitizer flags of an ASan build).
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 3 ]]; then
+    echo "usage: $0 README.md INCLUDE_DIR LIBTETHER" >&2
+    exit 2
+fi
+readme=$1
+include=$2
+lib=$3
+cc=${CC:-cc}
+read -r -a extra_flags <<<"${TETHER_CONSUMER_FLAGS:-}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-tour.XXXXXX")
+server_pid=
+failures=0
+checks=0
+
+cleanup() {
+    if [[ -n $server_pid ]]; then
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
+        echo "kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok: $*"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+}
+
+# ---- the README opens with the two commands ----------------------------------
+
+want=$'```sh\nbash examples/demo.sh\n```\n\n```sh\nbash tests/run-all.sh\n```'
+if [[ $(head -n 7 "$readme") == "$want" ]]; then
+    pass "README.md opens with the demo and test commands"
+else
+    fail "README.md does not open with the two commands; its first lines:"
+    head -n 7 "$readme" | sed 's/^/    /' >&2
+fi
+
+# ---- extract ----------------------------------------------------------------------
+
+# extract NAME: the first ```c block after <!-- tour:NAME -->.
+extract() {
+    awk -v marker="<!-- tour:$1 -->" '
+        $0 == marker { armed = 1; next }
+        armed && !inside && /^```c[[:space:]]*$/ { inside = 1; next }
+        inside && /^```[[:space:]]*$/ { exit }
+        inside { print }
+    ' "$readme"
+}
+
+for part in server client; do
+    extract "$part" >"$tmp/$part.c"
+    if [[ ! -s $tmp/$part.c ]]; then
+        fail "no \`\`\`c block after <!-- tour:$part --> in README.md"
+        continue
+    fi
+    # "A server in about 20 lines, a client in about 15": lines of code,
+    # not counting blank lines, #include lines and lone braces. Keep it so.
+    lines=$(grep -cvE '^[[:space:]]*$|^#include|^[[:space:]]*[{}][[:space:]]*$' "$tmp/$part.c" ||
+        true)
+    limit=$([[ $part == server ]] && echo 24 || echo 18)
+    if ((lines <= limit)); then
+        pass "the tour's $part has $lines lines of code (at most $limit)"
+    else
+        fail "the tour's $part has grown to $lines lines of code (limit $limit)"
+    fi
+    if "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror "${extra_flags[@]}" -I"$include" \
+        -o "$tmp/$part" "$tmp/$part.c" "$lib" "-Wl,-rpath,$(dirname "$lib")" \
+        2>"$tmp/$part.cc.err"; then
+        pass "the tour's $part compiles with -Wall -Wextra -Wpedantic -Werror"
+    else
+        fail "the tour's $part does not compile:"
+        sed 's/^/    /' "$tmp/$part.cc.err" >&2
+    fi
+done
+
+# ---- run -----------------------------------------------------------------------------
+
+if [[ -x $tmp/server && -x $tmp/client ]]; then
+    "$tmp/server" tcp://127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
+    server_pid=$!
+    url=
+    for ((i = 0; i < 200; i++)); do
+        url=$(grep -m 1 '^listening on ' "$tmp/server.out" | sed 's/^listening on //' || true)
+        [[ -n $url ]] && break
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ -z $url ]]; then
+        fail "the tour's server did not print 'listening on URL': $(cat "$tmp/server.err")"
+    else
+        pass "the tour's server is listening on $url"
+        status=0
+        timeout -k 5 30 "$tmp/client" "$url" >"$tmp/client.out" 2>"$tmp/client.err" || status=$?
+        if [[ $status -eq 0 && $(cat "$tmp/client.out") == hello ]]; then
+            pass "the tour's client prints the echo: $(cat "$tmp/client.out")"
+        else
+            fail "the tour's client: status $status, stdout '$(cat "$tmp/client.out")'," \
+                "stderr '$(cat "$tmp/client.err")'"
+        fi
+        # And names the problem when nobody listens.
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+        status=0
+        timeout -k 5 30 "$tmp/client" "$url" >"$tmp/refused.out" 2>"$tmp/refused.err" || status=$?
+        if [[ $status -ne 0 && $(cat "$tmp/refused.err") == "error: connect to $url: connection refused" ]]; then
+            pass "the tour's client without a server: $(cat "$tmp/refused.err")"
+        else
+            fail "the tour's client without a server: status $status, '$(cat "$tmp/refused.err")'"
+        fi
+    fi
+fi
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]

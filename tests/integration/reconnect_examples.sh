@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# End-to-end test of reconnection and heartbeats with the examples.
+#
+#   bash tests/integration/reconnect_examples.sh ECHO_SERVER ECHO_CLIENT \
+#        RECONNECTING_CLIENT PYTHON
+#
+# - echo_client --reconnect started before its server completes once the
+#   server appears, and completes its --count across a server that is
+#   killed (SIGKILL) and restarted on the same port in the middle of a run;
+# - echo_client --heartbeat against echo_server --heartbeat completes, and
+#   against a server that accepts but never answers (a few lines of Python)
+#   it fails with "heartbeat timeout" within the bound;
+# - reconnecting_client prints its transitions through a server restart and
+#   exits 0 after --count echoes; with --max-attempts against a port where
+#   nothing listens it gives up, hands back what it held and exits 1.
+#
+# Every wait is bounded and every background process is reaped by the EXIT
+# trap. Exits 0 when every check passed; each failed check prints `FAIL:`.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 4 ]]; then
+    echo "usage: $0 ECHO_SERVER ECHO_CLIENT RECONNECTING_CLIENT PYTHON" >&2
+    exit 2
+fi
+server_bin=$1
+client_bin=$2
+rc_bin=$3
+python=$4
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-reconnect.XXXXXX")
+declare -a bg_pids=()
+failures=0
+checks=0
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok: $*"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${bg_pids[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    bg_pids=("${keep[@]}")
+}
+
+# wait_exit PID SECONDS: sets exit_status (124 after a SIGKILL on timeout).
+wait_exit() {
+    local pid=$1 limit=$2 i
+    for ((i = 0; i < limit * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        exit_status=124
+    else
+        exit_status=0
+        wait "$pid" || exit_status=$?
+    fi
+    forget_pid "$pid"
+}
+
+# start_server NAME ARGS...: sets server_pid and server_port once the
+# server prints `listening on URL` (at most 10 s).
+start_server() {
+    local name=$1 i
+    shift
+    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    server_pid=$!
+    bg_pids+=("$server_pid")
+    for ((i = 0; i < 200; i++)); do
+        if grep -q '^listening on ' "$tmp/$name.out"; then
+            server_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/$name.out" | head -n 1)
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    fail "server $name ($*) did not start; stderr:"
+    sed 's/^/    /' "$tmp/$name.err" >&2
+    return 1
+}
+
+# kill_server SIGNAL: stops the current server and reaps it.
+kill_server() {
+    kill -"$1" "$server_pid" 2>/dev/null || true
+    wait_exit "$server_pid" 10
+}
+
+# start_bg NAME CMD...: runs CMD in the background; sets bg_pid.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    bg_pid=$!
+    bg_pids+=("$bg_pid")
+}
+
+# A free port: let a server pick one, then stop it.
+start_server probe --listen tcp://127.0.0.1:0
+port=$server_port
+kill_server TERM
+
+# ---- echo_client --reconnect ------------------------------------------------
+
+# 1. The client starts first; the server appears a second later.
+start_bg late "$client_bin" --connect "tcp://127.0.0.1:$port" --reconnect --count 50 \
+    --size 100 --timeout 20000
+client_pid=$bg_pid
+sleep 1
+start_server late_srv --listen "tcp://127.0.0.1:$port"
+wait_exit "$client_pid" 25
+if [[ $exit_status -eq 0 ]] && grep -qx 'ok 50' "$tmp/late.out" &&
+    grep -q 'disconnected: .*connection refused.*; retrying in' "$tmp/late.err"; then
+    pass "echo_client --reconnect waits for a server that starts late"
+else
+    fail "echo_client --reconnect with a late server: status $exit_status, $(cat "$tmp/late.out" "$tmp/late.err")"
+fi
+kill_server TERM
+
+# 2. The server is killed (SIGKILL) in the middle of a paced run and
+#    restarted on the same port: the client still gets every echo.
+start_server first --listen "tcp://127.0.0.1:$port"
+start_bg restart "$client_bin" --connect "tcp://127.0.0.1:$port" --reconnect --count 150 \
+    --size 64 --interval 20 --timeout 30000
+client_pid=$bg_pid
+sleep 1
+kill_server KILL
+sleep 1
+start_server second --listen "tcp://127.0.0.1:$port"
+wait_exit "$client_pid" 35
+if [[ $exit_status -eq 0 ]] && grep -qx 'ok 150' "$tmp/restart.out" &&
+    grep -q 'retrying in' "$tmp/restart.err"; then
+    pass "echo_client --reconnect completes --count across a server restart"
+else
+    fail "echo_client --reconnect across a restart: status $exit_status, $(cat "$tmp/restart.out" "$tmp/restart.err")"
+fi
+kill_server TERM
+
+# ---- heartbeats --------------------------------------------------------------
+
+start_server hb --listen tcp://127.0.0.1:0 --heartbeat 50
+start_bg hbc "$client_bin" --connect "tcp://127.0.0.1:$server_port" --heartbeat 100 \
+    --count 20 --interval 50 --timeout 20000
+wait_exit "$bg_pid" 25
+if [[ $exit_status -eq 0 ]] && grep -qx 'ok 20' "$tmp/hbc.out"; then
+    pass "echo_client --heartbeat against echo_server --heartbeat"
+else
+    fail "heartbeats between the examples: status $exit_status, $(cat "$tmp/hbc.out" "$tmp/hbc.err")"
+fi
+kill_server TERM
+if [[ -s $tmp/hb.err ]]; then
+    fail "echo_server --heartbeat wrote to stderr: $(cat "$tmp/hb.err")"
+fi
+
+# A server that accepts and reads but never answers anything.
+cat >"$tmp/mute.py" <<'EOF'
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+c.settimeout(0.1)
+end = time.time() + 20
+while time.time() < end:
+    try:
+        if not c.recv(65536):
+            break
+    except socket.timeout:
+        pass
+EOF
+start_bg mute "$python" "$tmp/mute.py"
+mute_pid=$bg_pid
+for ((i = 0; i < 100; i++)); do
+    [[ -s $tmp/mute.out ]] && break
+    sleep 0.05
+done
+mute_port=$(head -n 1 "$tmp/mute.out")
+t0=$(date +%s%N)
+start_bg hbdead "$client_bin" --connect "tcp://127.0.0.1:$mute_port" --heartbeat 100 \
+    --timeout 20000
+wait_exit "$bg_pid" 25
+took_ms=$((($(date +%s%N) - t0) / 1000000))
+if [[ $exit_status -eq 1 ]] && grep -q 'heartbeat timeout' "$tmp/hbdead.err" &&
+    [[ $took_ms -lt 5000 ]]; then
+    pass "echo_client --heartbeat gives up on a mute server after ${took_ms} ms: $(cat "$tmp/hbdead.err")"
+else
+    fail "echo_client --heartbeat against a mute server: status $exit_status after ${took_ms} ms: $(cat "$tmp/hbdead.err")"
+fi
+kill -KILL "$mute_pid" 2>/dev/null || true
+wait_exit "$mute_pid" 5
+
+# ---- reconnecting_client -----------------------------------------------------
+
+start_server rc1 --listen "tcp://127.0.0.1:$port"
+start_bg rc "$rc_bin" --connect "tcp://127.0.0.1:$port" --interval 100 --count 20 \
+    --initial-backoff 200
+rc_pid=$bg_pid
+sleep 0.8
+kill_server TERM
+sleep 0.8
+start_server rc2 --listen "tcp://127.0.0.1:$port"
+wait_exit "$rc_pid" 20
+out=$(cat "$tmp/rc.out")
+if [[ $exit_status -eq 0 ]] && grep -q '^connected to 127.0.0.1:' "$tmp/rc.out" &&
+    grep -q '^disconnected: connection closed by peer; retrying in ' "$tmp/rc.out" &&
+    grep -q '^disconnected: connection refused; retrying in [0-9.]* s$' "$tmp/rc.out" &&
+    grep -qx 'echo: message 19' "$tmp/rc.out" && grep -q '1 reconnects' "$tmp/rc.out" &&
+    grep -qx 'closed' "$tmp/rc.out"; then
+    pass "reconnecting_client survives a server restart"
+    sed 's/^/    /' "$tmp/rc.out" | grep -v '^    echo:' || true
+else
+    fail "reconnecting_client through a restart: status $exit_status:"
+    printf '%s\n' "$out" | sed 's/^/    /' >&2
+fi
+kill_server TERM
+
+start_bg giveup "$rc_bin" --connect "tcp://127.0.0.1:$port" --interval 50 --max-attempts 2 \
+    --initial-backoff 300
+wait_exit "$bg_pid" 20
+if [[ $exit_status -eq 1 ]] && grep -q 'giving up after 2 attempts' "$tmp/giveup.out" &&
+    grep -q '^undelivered (connection refused): message 0$' "$tmp/giveup.out"; then
+    pass "reconnecting_client --max-attempts gives up and hands back what it held"
+else
+    fail "reconnecting_client --max-attempts: status $exit_status: $(cat "$tmp/giveup.out" "$tmp/giveup.err")"
+fi
+
+# Usage errors are one line.
+if "$rc_bin" --connect nope >/dev/null 2>"$tmp/bad.err"; then
+    fail "reconnecting_client accepted a malformed URL"
+elif grep -q "^error: invalid URL 'nope'" "$tmp/bad.err"; then
+    pass "reconnecting_client names a malformed URL: $(cat "$tmp/bad.err")"
+else
+    fail "reconnecting_client with a malformed URL: $(cat "$tmp/bad.err")"
+fi
+"$rc_bin" --help | grep -q '^usage: reconnecting_client' && pass "reconnecting_client --help" ||
+    fail "reconnecting_client --help"
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# End-to-end test of examples/sync_client (the blocking API) against
+# examples/echo_server.
+#
+#   bash tests/integration/sync_client.sh SYNC_CLIENT ECHO_SERVER CERTS_DIR PYTHON
+#
+# Checks: --help; the echo over tcp:// and over tls:// verified with the
+# test CA (by name and by IP address); and that each failure is one line
+# naming the cause and comes within the timeout: connection refused, a
+# server whose certificate we do not trust, a server that accepts but never
+# answers (receive timeout), a server that never completes the TLS
+# handshake (connect timeout), and usage errors.
+#
+# Loopback only, port 0, every wait bounded, every background process reaped
+# by the EXIT trap.
+# cleanup runs from the EXIT trap.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+if [[ $# -ne 4 ]]; then
+    echo "usage: $0 SYNC_CLIENT ECHO_SERVER CERTS_DIR PYTHON" >&2
+    exit 2
+fi
+client_bin=$1
+server_bin=$2
+certs=$3
+python=$4
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-sync.XXXXXX")
+declare -a bg_pids=()
+failures=0
+checks=0
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
+        echo "kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+
+pass() {
+    checks=$((checks + 1))
+    echo "ok: $*"
+}
+
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+}
+
+# start_bg NAME READY-PATTERN COMMAND...: starts COMMAND, waits (10 s at
+# most) for READY-PATTERN on its stdout; sets bg_pid and bg_line (that line).
+start_bg() {
+    local name=$1 ready=$2 i
+    shift 2
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    bg_pid=$!
+    bg_pids+=("$bg_pid")
+    for ((i = 0; i < 200; i++)); do
+        if grep -q -- "$ready" "$tmp/$name.out"; then
+            bg_line=$(grep -m 1 -- "$ready" "$tmp/$name.out")
+            return 0
+        fi
+        kill -0 "$bg_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    fail "$name did not start: $(cat "$tmp/$name.err")"
+    return 1
+}
+
+# run NAME ARGS...: runs sync_client (bounded by timeout(1)); sets status and
+# elapsed (whole seconds).
+run() {
+    local name=$1 start=$SECONDS
+    shift
+    status=0
+    timeout -k 5 60 "$client_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || status=$?
+    elapsed=$((SECONDS - start))
+}
+
+# expect_echo NAME WANT ARGS...
+expect_echo() {
+    local name=$1 want=$2
+    shift 2
+    run "$name" "$@"
+    if [[ $status -eq 0 && $(cat "$tmp/$name.out") == "$want" && ! -s $tmp/$name.err ]]; then
+        pass "$name: $* -> $want"
+    else
+        fail "$name: status $status, stdout '$(cat "$tmp/$name.out")', stderr '$(cat "$tmp/$name.err")'"
+    fi
+}
+
+# expect_error NAME PATTERN MAX-SECONDS ARGS...: status 1, one stderr line
+# containing PATTERN, nothing on stdout, within MAX-SECONDS.
+expect_error() {
+    local name=$1 pattern=$2 max=$3
+    shift 3
+    run "$name" "$@"
+    if [[ $status -eq 1 && $(wc -l <"$tmp/$name.err") -eq 1 && ! -s $tmp/$name.out ]] &&
+        grep -qF -- "$pattern" "$tmp/$name.err" && ((elapsed <= max)); then
+        pass "$name: $(cat "$tmp/$name.err")"
+    else
+        fail "$name: expected status 1 and one line with '$pattern' within $max s; got status" \
+            "$status after ${elapsed}s, stdout '$(cat "$tmp/$name.out")', stderr '$(cat "$tmp/$name.err")'"
+    fi
+}
+
+out=$("$client_bin" --help) && status=0 || status=$?
+if [[ $status -eq 0 && $out == usage:* ]]; then
+    pass "--help"
+else
+    fail "--help: status $status, '$out'"
+fi
+
+# ---- echoes ---------------------------------------------------------------------
+
+if start_bg tcp '^listening on ' "$server_bin" --listen tcp://127.0.0.1:0; then
+    url=${bg_line#listening on }
+    expect_echo tcp "hello" "$url" "hello"
+    expect_echo tcp-spaces "hello, blocking world" "$url" "hello, blocking world" --timeout 2000
+    kill -TERM "$bg_pid"
+    wait "$bg_pid" || true
+    expect_error refused "error: connect to $url: connection refused" 5 "$url" "hello"
+fi
+
+if start_bg tls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+    --cert "$certs/server.pem" --key "$certs/server.key"; then
+    port=${bg_line##*:}
+    expect_echo tls-name "hello" "tls://localhost:$port" "hello" --ca "$certs/ca.pem"
+    expect_echo tls-ip "hello" "tls://127.0.0.1:$port" "hello" --ca "$certs/ca.pem"
+    # Without --ca the system's trust store does not know the test CA.
+    expect_error untrusted "certificate verify failed: unknown CA" 10 \
+        "tls://localhost:$port" "hello"
+fi
+
+# ---- timeouts ---------------------------------------------------------------------
+
+# A listener that never accepts and never reads: TCP connects (the kernel
+# completes the handshake from the backlog), but no reply ever comes, and a
+# TLS handshake never completes.
+if start_bg silent '^port ' "$python" -c '
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print("port", s.getsockname()[1], flush=True)
+time.sleep(60)
+'; then
+    port=${bg_line#port }
+    expect_error recv-timeout "error: no message within 500 ms" 5 \
+        "tcp://127.0.0.1:$port" "hello" --timeout 500
+    expect_error tls-timeout "timed out" 5 "tls://127.0.0.1:$port" "hello" \
+        --ca "$certs/ca.pem" --timeout 500
+fi
+
+# ---- usage errors -------------------------------------------------------------------
+
+expect_error no-args "URL and MESSAGE are required" 5
+expect_error bad-url "invalid URL" 5 "tcp://127.0.0.1" "hello"
+expect_error extra-arg "unexpected argument" 5 "tcp://127.0.0.1:1" "hello" "again"
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]
