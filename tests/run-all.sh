@@ -10,11 +10,12 @@
 #   test        ctest in build/
 #   asan-build  build-asan/  ASan + UBSan, -O1, warnings are errors
 #   asan-test   ctest in build-asan/ (leak checks on, any UBSan report fails)
+#   fuzz        the framing fuzzer (clang, libFuzzer + ASan/UBSan) for 30 s
 #   docs        doxygen; any warning fails
 #
 # For local use, skip stages with TETHER_SKIP_<STAGE>=1, e.g.
-# TETHER_SKIP_ASAN=1 (both ASan stages), TETHER_SKIP_DOCS=1, TETHER_SKIP_DEPS=1,
-# TETHER_SKIP_TEST=1. JOBS overrides the parallelism (default: nproc).
+# TETHER_SKIP_ASAN=1 (both ASan stages), TETHER_SKIP_FUZZ=1, TETHER_SKIP_DOCS=1,
+# TETHER_SKIP_DEPS=1, TETHER_SKIP_TEST=1. JOBS overrides the parallelism (default: nproc).
 # Extra arguments are passed to every ctest run (e.g. -R framing).
 # CI runs everything.
 # The stage functions are called indirectly, through run_stage.
@@ -139,6 +140,17 @@ run_asan_ctest() {
     run_ctest build-asan
 }
 
+# The framing fuzzer (tests/fuzz/), built with clang's libFuzzer and the
+# sanitizers, runs for a bounded time: long enough to catch a regression in
+# the decoders, short enough for CI. TETHER_FUZZ_SECONDS changes the time.
+fuzz() {
+    mkdir -p build-fuzz/corpus
+    clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Ilib \
+        lib/framing.c lib/error.c tests/fuzz/fuzz_framing.c -o build-fuzz/fuzz_framing
+    build-fuzz/fuzz_framing -max_total_time="${TETHER_FUZZ_SECONDS:-30}" \
+        -artifact_prefix=build-fuzz/ build-fuzz/corpus
+}
+
 # The docs need a configured tree, not a successful build.
 docs() {
     configure build "${build_args[@]}" >/dev/null
@@ -186,6 +198,12 @@ else
     else
         blocked asan-test asan-build
     fi
+fi
+
+if skip_requested FUZZ; then
+    skip_stage fuzz TETHER_SKIP_FUZZ
+else
+    run_stage fuzz fuzz || true
 fi
 
 if skip_requested DOCS; then
