@@ -65,10 +65,7 @@ void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
     d.attempt_delay_ms = 250;
     d.family = TETHER_FAMILY_ANY;
     d.heartbeat_misses = 3;
-    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
-    if (size > sizeof d) {
-        memset((char *)opts + sizeof d, 0, size - sizeof d);
-    }
+    tether__opts_fill(opts, size, &d, sizeof d);
 }
 
 /* The liveness options: all are off at 0, none may be negative, and
@@ -2140,10 +2137,7 @@ int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
 int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
                      const tether_conn_opts *opts, tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (out == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
     }

@@ -152,3 +152,19 @@ void tether__opts_merge(void *dst, size_t dst_size, const void *src)
                src_size - sizeof(size_t));
     }
 }
+
+void tether__opts_fill(void *opts, size_t size, const void *defaults, size_t defaults_size)
+{
+    memcpy(opts, defaults, TETHER__MIN(size, defaults_size));
+    if (size > defaults_size) {
+        memset((char *)opts + defaults_size, 0, size - defaults_size);
+    }
+}
+
+void tether__error_clear(tether_error *err)
+{
+    if (err != NULL) {
+        err->code = TETHER_OK;
+        err->message[0] = '\0';
+    }
+}

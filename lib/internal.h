@@ -45,6 +45,15 @@ int tether__set_error(tether_error *err, int code, const char *fmt, ...)
 void tether__log(tether_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Writes an options struct's defaults into the caller's copy, which is
+ * `size` bytes long as the caller's header defines it: an older, smaller
+ * struct gets the fields it knows, a newer, larger one has the rest zeroed.
+ * The defaults' own size field must already say `size`. */
+void tether__opts_fill(void *opts, size_t size, const void *defaults, size_t defaults_size);
+
+/* Resets an optional error record (NULL is ignored) to "no error". */
+void tether__error_clear(tether_error *err);
+
 /* Copies the defaults for an options struct and then the caller's first
  * `size` bytes over them: the ABI rule for options that grow at the end. */
 void tether__opts_merge(void *dst, size_t dst_size, const void *src);

@@ -44,10 +44,7 @@ void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
     memset(&d, 0, sizeof d);
     d.size = size;
     d.backlog = 1024;
-    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
-    if (size > sizeof d) {
-        memset((char *)opts + sizeof d, 0, size - sizeof d);
-    }
+    tether__opts_fill(opts, size, &d, sizeof d);
 }
 
 static void listener_report(tether_listener *l, int err, const char *fmt, ...)
@@ -187,10 +184,7 @@ static bool unix_path_is_stale(const struct sockaddr_storage *ss, socklen_t sl)
 int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
                   const tether_listen_opts *opts, tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (out == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
     }

@@ -186,10 +186,7 @@ void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
     tether_loop_opts d;
     memset(&d, 0, sizeof d);
     d.size = size;
-    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
-    if (size > sizeof d) {
-        memset((char *)opts + sizeof d, 0, size - sizeof d);
-    }
+    tether__opts_fill(opts, size, &d, sizeof d);
 }
 
 int tether__dns_servers_check(const char *servers) __attribute__((weak));

@@ -620,10 +620,7 @@ void tether_client_opts_init_sized(tether_client_opts *opts, size_t size)
     d.reconnect_spread_ms = 1000;
     d.queue_max_bytes = 4u * 1024u * 1024u;
     d.queue_max_msgs = 65536;
-    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
-    if (size > sizeof d) {
-        memset((char *)opts + sizeof d, 0, size - sizeof d);
-    }
+    tether__opts_fill(opts, size, &d, sizeof d);
 }
 
 static int client_check_opts(const tether_client_opts *o, tether_error *err)
@@ -656,10 +653,7 @@ static int client_check_opts(const tether_client_opts *o, tether_error *err)
 int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
                       const tether_client_opts *opts, tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (out == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
     }

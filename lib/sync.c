@@ -167,10 +167,7 @@ static void sync_free(tether_sync *s)
 int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_opts *opts,
                         int timeout_ms, tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (out == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
     }

@@ -51,10 +51,7 @@ void tether_tls_opts_init_sized(tether_tls_opts *opts, size_t size)
     memset(&d, 0, sizeof d);
     d.size = size;
     d.handshake_timeout_ms = TLS_DEFAULT_HS_TIMEOUT_MS;
-    memcpy(opts, &d, TETHER__MIN(size, sizeof d));
-    if (size > sizeof d) {
-        memset((char *)opts + sizeof d, 0, size - sizeof d);
-    }
+    tether__opts_fill(opts, size, &d, sizeof d);
 }
 
 void tether__tls_err_text(unsigned long e, char *buf, size_t len)
@@ -422,10 +419,7 @@ static void config_free(tether_tls_config *cfg)
 int tether_tls_config_new(tether_tls_config **out, const tether_tls_opts *opts,
                           tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (out == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
     }
@@ -532,10 +526,7 @@ static void gen_swap_locked(tether_tls_config *cfg, struct tether__tls_gen *g)
 int tether_tls_config_add_cert(tether_tls_config *cfg, const char *cert_file, const char *key_file,
                                tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (cfg == NULL || cert_file == NULL || key_file == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "a NULL argument");
     }
@@ -574,10 +565,7 @@ int tether_tls_config_add_cert(tether_tls_config *cfg, const char *cert_file, co
 int tether_tls_config_reload(tether_tls_config *cfg, const char *cert_file, const char *key_file,
                              tether_error *out_err)
 {
-    if (out_err != NULL) {
-        out_err->code = TETHER_OK;
-        out_err->message[0] = '\0';
-    }
+    tether__error_clear(out_err);
     if (cfg == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "cfg is NULL");
     }

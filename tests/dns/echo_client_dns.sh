@@ -205,12 +205,19 @@ else
 fi
 
 # A DNS server that never answers: --connect-timeout ends it, in time.
-sink_port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -c 'import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))
-time.sleep(60)' "$sink_port" &
+# The sink binds first and then prints its port, so once the port is known
+# the socket exists: no window in which the query would meet a closed port
+# (an ICMP "port unreachable" ends the lookup at once).
+python3 -c 'import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+time.sleep(60)' >"$tmp/sink.port" &
 bg_pids+=("$!")
-sleep 0.2
+for _ in $(seq 200); do
+    [[ -s $tmp/sink.port ]] && break
+    sleep 0.05
+done
+sink_port=$(cat "$tmp/sink.port")
 t0=$(now_ms)
 run_client --connect "tcp://echo.test:$srv_port" --dns-server "127.0.0.1:$sink_port" \
     --connect-timeout 400

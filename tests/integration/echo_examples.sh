@@ -343,7 +343,10 @@ if start_server idle --listen tcp://127.0.0.1:0; then
     # An idle client connection held by this shell: the server must close
     # it (we read EOF) and still exit 0.
     exec 3<>"/dev/tcp/127.0.0.1/$port"
-    sleep 0.2
+    # One echoed message proves the server has accepted the connection
+    # (a connection still in the listen backlog would be reset instead).
+    printf '\x00\x00\x00\x01x' >&3
+    read -r -d '' -t 10 -u 3 _ || true # up to the echo's first (NUL) byte
     kill -TERM "$pid"
     status=0
     read -r -t 10 -u 3 _ || status=$?
