@@ -504,6 +504,12 @@ TETHER_API void tether_conn_abort(tether_conn *c);
  *
  * No `on_message` runs until tether_conn_resume(); the kernel's buffers fill
  * and TCP slows the peer down. Idempotent.
+ *
+ * A paused connection does not read, so it also does not see the peer
+ * close the connection: `on_close` for a peer's close comes after
+ * tether_conn_resume() has delivered what was sent before it. (A reset
+ * still ends it, once the next write fails.) The idle, frame and heartbeat
+ * timeouts rest while reading is paused.
  * @param[in] c The connection.
  */
 TETHER_API void tether_conn_pause(tether_conn *c);
