@@ -877,7 +877,7 @@ do_read:;
         }
         c->bytes_in += n;
         if (c->live != NULL) {
-            c->live->last_rx = c->loop->now;
+            c->live->last_rx = tether__loop_time(c->loop);
         }
         size_t known;
         if (direct) {
@@ -1006,7 +1006,7 @@ static void conn_flush(tether_conn *c)
         }
     }
     if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = c->loop->now;
+        c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
     }
     if (progress && c->wnotify != NULL) {
         c->wnotify(c);
@@ -1184,7 +1184,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         }
         c->bytes_out += w;
         if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = c->loop->now;
+            c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
         }
         if (w == total) {
             if (zc && fcb != NULL) {
@@ -1354,7 +1354,7 @@ static void ctrl_send_ping(tether_conn *c)
         return;
     }
     c->pings_sent++;
-    c->live->last_ping = c->loop->now;
+    c->live->last_ping = tether__loop_time(c->loop);
     conn_after_queue(c);
 }
 
@@ -1387,7 +1387,7 @@ static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
             c->hb_ms = TETHER__MAX((uint32_t)own, peer_ms);
             c->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, c->loop->now + c->hb_ms);
+            live_due(c, tether__loop_time(c->loop) + c->hb_ms);
         } else {
             conn_after_queue(c);
         }
@@ -1438,14 +1438,14 @@ static void live_due(tether_conn *c, uint64_t at)
     if (tether__tnode_active(t) && t->deadline <= at) {
         return;
     }
-    uint64_t now = c->loop->now;
+    uint64_t now = tether__loop_time(c->loop);
     tether__tnode_start(c->loop, t, at > now ? at - now : 0);
 }
 
 static void live_queue_started(tether_conn *c)
 {
     struct tether__live *l = c->live;
-    l->wstall = c->loop->now;
+    l->wstall = tether__loop_time(c->loop);
     if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
         live_due(c, l->wstall + (uint64_t)c->cfg->o.write_timeout_ms);
     }
@@ -1468,7 +1468,7 @@ static void live_after_read(tether_conn *c)
     uint64_t mark = c->msgs_in + c->ctrl_in;
     if (l->frame_mark != mark) {
         l->frame_mark = mark;
-        l->frame_start = c->loop->now;
+        l->frame_start = tether__loop_time(c->loop);
         live_due(c, l->frame_start + (uint64_t)ft);
     }
 }
@@ -1490,7 +1490,8 @@ static void live_arm(tether_conn *c)
             next = TETHER__MIN(next, l->last_rx + (uint64_t)o->idle_timeout_ms);
         }
         if (o->frame_timeout_ms > 0 && c->rlen > 0) {
-            uint64_t start = l->frame_mark != UINT64_MAX ? l->frame_start : c->loop->now;
+            uint64_t start =
+                l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->loop);
             next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
         }
         if (c->hb_ms > 0) {
@@ -1506,14 +1507,14 @@ static void live_arm(tether_conn *c)
         tether__tnode_stop(c->loop, &l->timer);
         return;
     }
-    uint64_t now = c->loop->now;
+    uint64_t now = tether__loop_time(c->loop);
     tether__tnode_start(c->loop, &l->timer, next > now ? next - now : 1);
 }
 
 static void live_start(tether_conn *c)
 {
     struct tether__live *l = c->live;
-    uint64_t now = c->loop->now;
+    uint64_t now = tether__loop_time(c->loop);
     l->last_rx = now;
     l->wstall = now;
     l->last_wprog = now;
@@ -1533,7 +1534,7 @@ static void live_check(tether_conn *c)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
-    uint64_t now = c->loop->now;
+    uint64_t now = tether__loop_time(c->loop);
 
     if (l->age_deadline != 0 && now >= l->age_deadline) {
         tether__conn_set_err(c, "maximum connection age reached (%llu ms; max_age_ms %d)",
@@ -1703,7 +1704,7 @@ static void conn_begin_close(tether_conn *c)
 static void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
-    c->ready_at = c->loop->now;
+    c->ready_at = tether__loop_time(c->loop);
     tether__tnode_stop(c->loop, &c->timer);
     if (c->live != NULL) {
         live_start(c);
@@ -2040,7 +2041,7 @@ void tether_conn_resume(tether_conn *c)
     }
     if (c->live != NULL) {
         /* The peer was not heard while we did not listen: start over. */
-        c->live->last_rx = c->loop->now;
+        c->live->last_rx = tether__loop_time(c->loop);
         c->live->frame_mark = UINT64_MAX;
         c->live->unanswered = 0;
         live_arm(c);
@@ -2103,7 +2104,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
-        s.uptime_ms = c->loop->now - c->ready_at;
+        s.uptime_ms = tether__loop_time(c->loop) - c->ready_at;
     }
     memcpy(st, &s, TETHER__MIN(size, sizeof s));
     if (size > sizeof s) {

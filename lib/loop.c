@@ -113,6 +113,11 @@ void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
             if (loop->pend_tail == p) {
                 loop->pend_tail = prev;
             }
+            if (loop->pend_last == p) {
+                /* The end of the running batch: it now ends at the item
+                 * before, or has ended if this was the first left in it. */
+                loop->pend_last = prev;
+            }
             break;
         }
         prev = it;
@@ -314,23 +319,24 @@ static void run_posts(tether_loop *loop)
 static void run_pending(tether_loop *loop)
 {
     /* Only the work queued before we started: work queued by these
-     * callbacks runs on the next iteration (which will not block). */
-    struct tether__pending *p = loop->pend_head;
-    struct tether__pending *last = loop->pend_tail;
-    if (p == NULL) {
-        return;
-    }
-    loop->pend_head = loop->pend_tail = NULL;
-    for (;;) {
-        struct tether__pending *next = p->next;
-        bool was_last = (p == last);
+     * callbacks runs on the next iteration (which will not block). The
+     * batch stays on the list and is taken off one item at a time, so that
+     * a callback can still cancel a later item of the same batch (and free
+     * its owner): tether__pending_cancel() finds it there and moves the end
+     * of the batch if needed. */
+    loop->pend_last = loop->pend_tail;
+    while (loop->pend_last != NULL) {
+        struct tether__pending *p = loop->pend_head;
+        if (p == loop->pend_last) {
+            loop->pend_last = NULL;
+        }
+        loop->pend_head = p->next;
+        if (loop->pend_head == NULL) {
+            loop->pend_tail = NULL;
+        }
         p->queued = false;
         p->next = NULL;
         p->cb(p);
-        if (was_last) {
-            break;
-        }
-        p = next;
     }
 }
 

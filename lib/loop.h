@@ -74,6 +74,7 @@ struct tether_loop {
 
     struct tether__pending *pend_head;
     struct tether__pending *pend_tail;
+    struct tether__pending *pend_last; /* last item of the batch run_pending() is running */
     struct tether__flush *flush_head;
 
     pthread_mutex_t post_mu;
@@ -170,6 +171,18 @@ uint8_t *tether__loop_rbuf(tether_loop *loop);
 
 /* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
+
+/* The loop's time for a timestamp or deadline. Inside the loop it is the
+ * time cached for this iteration; from outside (before the loop runs, or
+ * between the blocking API's calls, when it may be stale by however long
+ * the loop slept) it is read afresh and cached. */
+static inline uint64_t tether__loop_time(tether_loop *loop)
+{
+    if (!loop->running) {
+        loop->now = tether__now_ms();
+    }
+    return loop->now;
+}
 
 /* Timer heap (timer.c). */
 int tether__timers_run(tether_loop *loop);

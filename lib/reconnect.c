@@ -354,7 +354,7 @@ static void client_start_attempt(tether_client *cl)
     cl->attempts++;
     uint32_t b = tether__backoff_next(&cl->bo, client_random());
     cl->backoff_ms = b;
-    cl->attempt_deadline = cl->loop->now + b;
+    cl->attempt_deadline = tether__loop_time(cl->loop) + b;
     client_report(cl, TETHER_CLIENT_CONNECTING, 0, NULL, 0);
     if (cl->closing || cl->conn != NULL || cl->gave_up) {
         return; /* closed (or restarted) from inside the callback */
@@ -409,7 +409,7 @@ static void client_attempt_failed(tether_client *cl, int reason)
         client_give_up(cl, reason);
         return;
     }
-    uint64_t now = cl->loop->now;
+    uint64_t now = tether__loop_time(cl->loop);
     uint32_t delay = 0;
     if (cl->attempt_deadline > now) {
         delay = (uint32_t)TETHER__MIN(cl->attempt_deadline - now, (uint64_t)UINT32_MAX);
@@ -890,7 +890,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
             s.rtt_us = c->rtt_us;
         }
         if (cl->connected && c->ready_at != 0) {
-            s.uptime_ms = cl->loop->now - c->ready_at;
+            s.uptime_ms = tether__loop_time(cl->loop) - c->ready_at;
         }
     }
     memcpy(st, &s, TETHER__MIN(size, sizeof s));

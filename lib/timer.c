@@ -92,13 +92,9 @@ void tether__tnode_stop(tether_loop *loop, struct tether__tnode *n)
 void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t timeout_ms)
 {
     tether__tnode_stop(loop, n);
-    if (!loop->running) {
-        /* Armed from outside the loop (before it runs, or between runs): the
-         * cached time may be stale by however long the caller took, which
-         * would make the deadline fire early. Inside callbacks the cached
-         * time is kept so that one iteration sees one "now". */
-        loop->now = tether__now_ms();
-    }
+    /* Armed from outside the loop, the cached time may be stale by however
+     * long the caller took, which would make the deadline fire early. */
+    uint64_t now = tether__loop_time(loop);
     if (loop->heap_len == loop->heap_cap) {
         uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
         struct tether__tnode **h = realloc(loop->heap, cap * sizeof *h);
@@ -111,7 +107,7 @@ void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t ti
         loop->heap = h;
         loop->heap_cap = cap;
     }
-    n->deadline = loop->now + timeout_ms;
+    n->deadline = now + timeout_ms;
     n->seq = loop->timer_seq++;
     loop->heap_len++;
     heap_place(loop, loop->heap_len - 1, n);
