@@ -87,7 +87,8 @@ struct sender {
     uint64_t offset; /* where the receiver asked us to start */
     EVP_MD_CTX *md;
     uint8_t digest[32];
-    uint8_t *chunk; /* a chunk read but not yet accepted (after EAGAIN) */
+    bool digest_done; /* digest holds the final SHA-256 */
+    uint8_t *chunk;   /* a chunk read but not yet accepted (after EAGAIN) */
     size_t chunk_len;
     enum {
         WAIT_ACCEPT,
@@ -293,15 +294,17 @@ static void pump(struct sender *s)
         }
         /* Everything is queued: the trailer ends the file. */
         uint8_t trailer[1 + 32];
-        unsigned int dlen = 0;
-        EVP_DigestFinal_ex(s->md, s->digest, &dlen);
+        if (!s->digest_done) {
+            unsigned int dlen = 0;
+            EVP_DigestFinal_ex(s->md, s->digest, &dlen);
+            s->digest_done = true;
+        }
         trailer[0] = 'T';
         memcpy(trailer + 1, s->digest, sizeof s->digest);
         int rv = tether_conn_send(s->conn, trailer, sizeof trailer);
         if (rv == TETHER_EAGAIN) {
-            /* Cannot happen with a drained queue, but would be harmless to
-             * retry; the digest must not be finalised twice, though. */
-            finish(s, 1, "error: cannot send the trailer: queue full\n");
+            /* The last chunk may have taken the queue above the high-water
+             * mark (a slow peer, or a busy machine): on_drain retries. */
             return;
         }
         if (rv != TETHER_OK && rv != TETHER_ECLOSED) {

@@ -171,9 +171,10 @@ transfer() {
             "$tmp/$name.send.out" && [[ ! -e $out.part ]]; then
         pass "$name: $size bytes over $scheme, sha256 ${sum:0:16}..."
     else
+        # Progress lines would hide the error: show the other lines.
         fail "$name: send status $send_status, recv status $recv_status;" \
-            "send: $(cat "$tmp/$name.send.out" "$tmp/$name.send.err" | head -n 5);" \
-            "recv: $(cat "$tmp/$name.recv.out" "$tmp/$name.recv.err" | head -n 5)"
+            "send: $(cat "$tmp/$name.send.out" "$tmp/$name.send.err" | grep -v '^progress:' | tail -n 5);" \
+            "recv: $(cat "$tmp/$name.recv.out" "$tmp/$name.recv.err" | grep -v '^progress:' | tail -n 5)"
     fi
 }
 

@@ -60,10 +60,10 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_listening PORT PID: until something listens on 127.0.0.1:PORT (5 s).
+# wait_listening PORT PID: until something listens on 127.0.0.1:PORT (30 s).
 wait_listening() {
     local _
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         if ss -Hltn "sport = :$1" | grep -q .; then
             return 0
         fi
@@ -193,15 +193,21 @@ server_start() {
     bg_pids+=("$srv_pid")
     local _
     srv_port=
-    for _ in $(seq 100); do
+    # Up to 30 s: an ASan build on a busy machine can take seconds to start.
+    for _ in $(seq 600); do
         if grep -q '^listening on ' "$tmp/server.out" 2>/dev/null; then
             srv_port=$(sed -n 's/^listening on tls:\/\/127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/server.out")
             break
         fi
+        kill -0 "$srv_pid" 2>/dev/null || break
         sleep 0.05
     done
     if [[ -z $srv_port ]]; then
         fail "echo_server did not start: $(cat "$tmp/server.err")"
+        # A server still starting would print its port into the next
+        # server's output file: end it now.
+        kill -KILL "$srv_pid" 2>/dev/null || true
+        wait "$srv_pid" 2>/dev/null || true
         return 1
     fi
 }
