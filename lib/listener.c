@@ -4,7 +4,9 @@
  * at 100 % CPU: the listening socket stays readable while every accept()
  * fails with EMFILE. Here the listener stops watching the socket, waits
  * with a doubling back-off (10 ms up to 1 s), and tries again; clients wait
- * in the kernel's backlog meanwhile and are served once descriptors free up. */
+ * in the kernel's backlog meanwhile and are served once descriptors free up.
+ * (Linux keeps a client whose accept() failed in the backlog; some
+ * sandboxed kernels dequeue it first and drop it.) */
 #include "conn.h"
 #include "tls.h"
 
@@ -70,11 +72,16 @@ void tether__listener_report_conn(tether_listener *l, int err, const char *detai
     listener_report(l, err, "%s", detail);
 }
 
+static void listener_on_readable(struct tether__io *io, unsigned revents);
+
 static void listener_backoff_cb(struct tether__tnode *n)
 {
     tether_listener *l = tether__container_of(n, tether_listener, backoff_timer);
     if (!l->closed) {
+        /* Try at once rather than wait for the next readiness report:
+         * clients may have queued up while accepts were paused. */
         tether__io_set(l->loop, &l->io, TETHER_EV_READ);
+        listener_on_readable(&l->io, TETHER_EV_READ);
     }
 }
 
