@@ -404,6 +404,8 @@ START_TEST(echo_event_api_with_details)
     ck_assert_str_eq(k.info.server_name, "localhost");
     ck_assert_str_eq(k.info.alpn, "");
     ck_assert(strlen(k.info.cipher) > 0);
+    /* OpenSSL 3's first default group, on both sides. */
+    ck_assert_str_eq(k.info.group, "X25519");
 
     /* Mixed sizes, including empty, one record, many records, 1 MiB. */
     static const size_t sizes[] = {0, 1, 60, 1000, 16379, 16380, 16381, 40000, 65536, 1u << 20};

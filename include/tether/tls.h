@@ -300,6 +300,10 @@ typedef struct tether_tls_info {
     /** Its subjectAltName entries, comma-separated, e.g.
      *  "DNS:localhost,IP:127.0.0.1,IP:::1". */
     char peer_sans[TETHER_TLS_INFO_STR_MAX];
+    /** The key-exchange group, e.g. "X25519" or "prime256v1" (a static
+     *  string); "" when the handshake used none, as a resumed TLS 1.2
+     *  session does. */
+    const char *group;
 } tether_tls_info;
 
 /**

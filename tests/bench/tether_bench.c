@@ -119,11 +119,11 @@ static void bench_tls_note(const tether_conn *c)
     g_tls_resumed += info.resumed ? 1 : 0;
     if (O.resume) {
         snprintf(g_tls_desc_buf, sizeof g_tls_desc_buf,
-                 "\"tls\":\"%s %s, %ld of %ld handshakes resumed\"", info.version, info.cipher,
-                 g_tls_resumed, g_tls_conns);
+                 "\"tls\":\"%s %s %s, %ld of %ld handshakes resumed\"", info.version, info.cipher,
+                 info.group, g_tls_resumed, g_tls_conns);
     } else {
-        snprintf(g_tls_desc_buf, sizeof g_tls_desc_buf, "\"tls\":\"%s %s\"", info.version,
-                 info.cipher);
+        snprintf(g_tls_desc_buf, sizeof g_tls_desc_buf, "\"tls\":\"%s %s %s\"", info.version,
+                 info.cipher, info.group);
     }
     g_tls_desc = g_tls_desc_buf;
 }
