@@ -13,7 +13,6 @@
 #
 # Every wait is bounded; the EXIT trap kills and reaps every background
 # process. Exits 0 when every check passed; each failed check prints FAIL.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -31,12 +30,12 @@ if [[ ! -x $dnsmasq_bin ]]; then
     exit 1
 fi
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-dns.XXXXXX")
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin dns
 chmod 755 "$tmp" # dnsmasq re-reads the hosts file as "nobody"
-declare -a bg_pids=()
-failures=0
-checks=0
 
+# The EXIT trap: SIGTERM first, so dnsmasq ends on its own.
 cleanup() {
     local pid
     for pid in "${bg_pids[@]}"; do
@@ -48,23 +47,10 @@ cleanup() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$tmp"
+    th_cleanup
 }
 trap cleanup EXIT
-
-ok() {
-    checks=$((checks + 1))
-    echo "ok: $1"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $1"
-}
 
 now_ms() {
     date +%s%3N
@@ -159,21 +145,9 @@ fi
 
 # ---- an echo server on 127.0.0.1 -------------------------------------------------
 
-"$server_bin" --listen tcp://127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
-bg_pids+=("$!")
-srv_port=
-for _ in $(seq 50); do
-    line=$(head -n1 "$tmp/server.out" 2>/dev/null || true)
-    if [[ $line == "listening on tcp://127.0.0.1:"* ]]; then
-        srv_port=${line##*:}
-        break
-    fi
-    sleep 0.1
-done
-if [[ -z $srv_port ]]; then
-    echo "FAIL: echo_server did not report its port"
-    exit 1
-fi
+th_start server '^listening on tcp://127\.0\.0\.1:[0-9]*$' \
+    "$server_bin" --listen tcp://127.0.0.1:0 || exit 1
+srv_port=${bg_line##*:}
 
 # ---- checks --------------------------------------------------------------------
 
@@ -181,7 +155,7 @@ dns=127.0.0.1:$dns_port
 
 run_client --connect "tcp://echo.test:$srv_port" --dns-server "$dns" --count 5
 if [[ $status -eq 0 && $out == "ok 5" ]]; then
-    ok "a name through --dns-server ($out)"
+    pass "a name through --dns-server ($out)"
 else
     fail "a name through --dns-server: status $status, stdout '$out', stderr '$err'"
 fi
@@ -189,7 +163,7 @@ fi
 run_client --connect "tcp://nx.test:$srv_port" --dns-server "$dns"
 want="error: connect to tcp://nx.test:$srv_port failed: host nx.test not found"
 if [[ $status -eq 1 && $err == "$want" ]]; then
-    ok "NXDOMAIN: $err"
+    pass "NXDOMAIN: $err"
 else
     fail "NXDOMAIN: status $status, stderr '$err' (want '$want')"
 fi
@@ -199,7 +173,7 @@ closed_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 run_client --connect "tcp://echo.test:$closed_port" --dns-server "$dns"
 want="error: connect to tcp://echo.test:$closed_port failed: 2 addresses tried: [::1]:$closed_port refused; 127.0.0.1:$closed_port refused"
 if [[ $status -eq 1 && $err == "$want" ]]; then
-    ok "every address refused: $err"
+    pass "every address refused: $err"
 else
     fail "every address refused: status $status, stderr '$err' (want '$want')"
 fi
@@ -224,21 +198,21 @@ run_client --connect "tcp://echo.test:$srv_port" --dns-server "127.0.0.1:$sink_p
 took=$(($(now_ms) - t0))
 want="error: connect to tcp://echo.test:$srv_port failed: resolving echo.test timed out after 400 ms (connect timeout)"
 if [[ $status -eq 1 && $err == "$want" && $took -lt 3000 ]]; then
-    ok "--connect-timeout bounds resolution (${took} ms): $err"
+    pass "--connect-timeout bounds resolution (${took} ms): $err"
 else
     fail "--connect-timeout 400 with a silent DNS server: status $status after ${took} ms, stderr '$err' (want '$want')"
 fi
 
 run_client --connect "tcp://echo.test:$srv_port" --dns-server not-an-ip
 if [[ $status -eq 1 && $err == "error: --dns-server: invalid value 'not-an-ip'"* ]]; then
-    ok "bad --dns-server: $err"
+    pass "bad --dns-server: $err"
 else
     fail "bad --dns-server: status $status, stderr '$err'"
 fi
 
 run_client --connect "tcp://echo.test:$srv_port" --connect-timeout -5
 if [[ $status -eq 1 && $err == "error: --connect-timeout: invalid value '-5'" ]]; then
-    ok "bad --connect-timeout: $err"
+    pass "bad --connect-timeout: $err"
 else
     fail "bad --connect-timeout: status $status, stderr '$err'"
 fi
@@ -247,7 +221,7 @@ fi
 # 127.0.0.1 (the echo server) to 127.0.0.2 (nothing there).
 run_client --connect "tcp://moved.test:$srv_port" --dns-server "$dns"
 if [[ $status -eq 0 && $out == "ok 1" ]]; then
-    ok "moved.test before the move"
+    pass "moved.test before the move"
 else
     fail "moved.test before the move: status $status, stdout '$out', stderr '$err'"
 fi
@@ -264,10 +238,9 @@ done
 run_client --connect "tcp://moved.test:$srv_port" --dns-server "$dns"
 want="error: connect to tcp://moved.test:$srv_port failed: 1 address tried: 127.0.0.2:$srv_port refused"
 if [[ -n $moved && $status -eq 1 && $err == "$want" ]]; then
-    ok "moved.test after the move: $err"
+    pass "moved.test after the move: $err"
 else
     fail "moved.test after the move (dnsmasq reloaded: ${moved:-no}): status $status, stderr '$err' (want '$want')"
 fi
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

@@ -18,7 +18,6 @@
 #
 # Loopback only, port 0, every wait bounded, every background process reaped
 # by the EXIT trap (stopped ones included).
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -30,96 +29,9 @@ server_bin=$1
 client_bin=$2
 certs=$3
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-chat.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
-        echo "kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
-
-# check DESC COMMAND...: pass if COMMAND succeeds.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then
-        pass "$desc"
-    else
-        fail "$desc"
-    fi
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${bg_pids[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    bg_pids=("${keep[@]}")
-}
-
-# wait_exit PID SECONDS: waits at most SECONDS; sets exit_status (124 after a
-# SIGKILL when it did not exit in time).
-wait_exit() {
-    local pid=$1 limit=$2 i
-    for ((i = 0; i < limit * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        exit_status=124
-    else
-        exit_status=0
-        wait "$pid" || exit_status=$?
-    fi
-    forget_pid "$pid"
-}
-
-# wait_line FILE FIXED-STRING [SECONDS]: waits (default 10 s) until a line of
-# FILE contains the string.
-wait_line() {
-    local file=$1 want=$2 limit=${3:-10} i
-    for ((i = 0; i < limit * 20; i++)); do
-        if [[ -f $file ]] && grep -qF -- "$want" "$file"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-# expect_line FILE FIXED-STRING DESC [SECONDS]
-expect_line() {
-    if wait_line "$1" "$2" "${4:-10}"; then
-        pass "$3"
-    else
-        fail "$3: no line with '$2' in ${1##*/}:"
-        { sed 's/^/    /' "$1" | head -n 20 | cut -c 1-160; } >&2 || true
-    fi
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin chat
 
 server_url=
 server_pid=
@@ -127,19 +39,10 @@ server_pid=
 start_server() {
     local name=$1
     shift
-    rm -f "$tmp/$name.out" "$tmp/$name.err"
-    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    server_pid=$!
-    bg_pids+=("$server_pid")
-    if wait_line "$tmp/$name.out" "listening on " 10; then
-        server_url=$(grep -m 1 '^listening on ' "$tmp/$name.out" | sed 's/^listening on //')
-        # Connect by name: the server certificate is checked against localhost.
-        server_url=tls://localhost:${server_url##*:}
-        return 0
-    fi
-    fail "server $name did not start; stderr:"
-    sed 's/^/    /' "$tmp/$name.err" >&2
-    return 1
+    th_start "$name" '^listening on ' "$server_bin" "$@" || return 1
+    server_pid=$bg_pid
+    # Connect by name: the server certificate is checked against localhost.
+    server_url=tls://localhost:${bg_line##*:}
 }
 
 # start_client NAME CERT: starts chat_client as the user of certs/CERT.pem
@@ -370,5 +273,4 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
 fi
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

@@ -12,7 +12,6 @@
 #
 # Every wait is bounded and every background process is reaped by the EXIT
 # trap. Exits 0 when every check passed; each failed check prints `FAIL:`.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -23,85 +22,20 @@ fi
 server_bin=$1
 client_bin=$2
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-echo.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
-
-# forget_pid PID: the process has been reaped; cleanup must not touch it.
-forget_pid() {
-    local keep=() p
-    for p in "${bg_pids[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    bg_pids=("${keep[@]}")
-}
-
-# wait_exit PID SECONDS: waits for a background process, at most SECONDS;
-# sets exit_status (124 and a SIGKILL when it did not exit in time).
-wait_exit() {
-    local pid=$1 limit=$2 i
-    for ((i = 0; i < limit * 20; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            break
-        fi
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        exit_status=124
-    else
-        exit_status=0
-        wait "$pid" || exit_status=$?
-    fi
-    forget_pid "$pid"
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin echo
 
 # start_server NAME ARGS...: starts echo_server with ARGS, waits at most 10 s
 # for its `listening on URL` line and sets server_pid and server_url. Output
 # goes to $tmp/NAME.out and $tmp/NAME.err.
 start_server() {
-    local name=$1 i
+    local name=$1
     shift
     server_url=
-    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    server_pid=$!
-    bg_pids+=("$server_pid")
-    for ((i = 0; i < 200; i++)); do
-        if grep -q '^listening on ' "$tmp/$name.out"; then
-            server_url=$(sed -n 's/^listening on //p' "$tmp/$name.out" | head -n 1)
-            return 0
-        fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            break
-        fi
-        sleep 0.05
-    done
-    fail "server $name ($*) did not report that it is listening; stderr:"
-    sed 's/^/    /' "$tmp/$name.err" >&2
-    return 1
+    th_start "$name" '^listening on ' "$server_bin" "$@" || return 1
+    server_pid=$bg_pid
+    server_url=${bg_line#listening on }
 }
 
 # stop_server PID NAME [SIGNAL [EXPECTED]]: sends SIGNAL (default TERM;
@@ -367,5 +301,4 @@ if start_server sigint --listen tcp://127.0.0.1:0; then
     stop_server "$pid" sigint INT
 fi
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

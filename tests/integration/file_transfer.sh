@@ -17,7 +17,6 @@
 #
 # Loopback only, port 0, every wait bounded, every background process reaped
 # by the EXIT trap.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -30,100 +29,18 @@ recv_bin=$2
 certs=$3
 python=$4
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-file.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
-        echo "kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
-
-check() {
-    local desc=$1
-    shift
-    if "$@"; then
-        pass "$desc"
-    else
-        fail "$desc"
-    fi
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${bg_pids[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    bg_pids=("${keep[@]}")
-}
-
-# wait_exit PID SECONDS: sets exit_status (124 after a SIGKILL on timeout).
-wait_exit() {
-    local pid=$1 limit=$2 i
-    for ((i = 0; i < limit * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        exit_status=124
-    else
-        exit_status=0
-        wait "$pid" || exit_status=$?
-    fi
-    forget_pid "$pid"
-}
-
-# wait_line FILE FIXED-STRING [SECONDS]
-wait_line() {
-    local file=$1 want=$2 limit=${3:-10} i
-    for ((i = 0; i < limit * 20; i++)); do
-        if [[ -f $file ]] && grep -qF -- "$want" "$file"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin file
 
 # start_recv NAME ARGS...: starts file_recv, waits for `listening on`, sets
 # recv_pid and recv_url. Output in $tmp/NAME.out / NAME.err.
 start_recv() {
     local name=$1
     shift
-    # A fresh file: an earlier run's `listening on` line must not be read.
-    rm -f "$tmp/$name.out" "$tmp/$name.err"
-    "$recv_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    recv_pid=$!
-    bg_pids+=("$recv_pid")
-    if wait_line "$tmp/$name.out" "listening on " 10; then
-        recv_url=$(grep -m 1 '^listening on ' "$tmp/$name.out" | sed 's/^listening on //')
-        return 0
-    fi
-    fail "file_recv $name did not start: $(cat "$tmp/$name.err")"
-    return 1
+    th_start "$name" '^listening on ' "$recv_bin" "$@" || return 1
+    recv_pid=$bg_pid
+    recv_url=${bg_line#listening on }
 }
 
 # run_send NAME ARGS...: runs file_send (bounded); sets send_status.
@@ -335,5 +252,4 @@ status=0
 "$recv_bin" --listen tcp://127.0.0.1:0 >/dev/null 2>"$tmp/noout.err" || status=$?
 check "file_recv without --out: $(cat "$tmp/noout.err")" test "$status" -eq 1
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

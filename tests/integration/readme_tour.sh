@@ -10,7 +10,6 @@
 #
 # Environment: CC (default cc); TETHER_CONSUMER_FLAGS, extra compile and
 # link flags (the sanitizer flags of an ASan build).
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -24,34 +23,9 @@ lib=$3
 cc=${CC:-cc}
 read -r -a extra_flags <<<"${TETHER_CONSUMER_FLAGS:-}"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-tour.XXXXXX")
-server_pid=
-failures=0
-checks=0
-
-cleanup() {
-    if [[ -n $server_pid ]]; then
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
-        echo "kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin tour
 
 # ---- the README opens with the two commands ----------------------------------
 
@@ -104,18 +78,9 @@ done
 # ---- run -----------------------------------------------------------------------------
 
 if [[ -x $tmp/server && -x $tmp/client ]]; then
-    "$tmp/server" tcp://127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
-    server_pid=$!
-    url=
-    for ((i = 0; i < 200; i++)); do
-        url=$(grep -m 1 '^listening on ' "$tmp/server.out" | sed 's/^listening on //' || true)
-        [[ -n $url ]] && break
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -z $url ]]; then
-        fail "the tour's server did not print 'listening on URL': $(cat "$tmp/server.err")"
-    else
+    if th_start server '^listening on ' "$tmp/server" tcp://127.0.0.1:0; then
+        server_pid=$bg_pid
+        url=${bg_line#listening on }
         pass "the tour's server is listening on $url"
         status=0
         timeout -k 5 30 "$tmp/client" "$url" >"$tmp/client.out" 2>"$tmp/client.err" || status=$?
@@ -127,8 +92,7 @@ if [[ -x $tmp/server && -x $tmp/client ]]; then
         fi
         # And names the problem when nobody listens.
         kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
+        wait_exit "$server_pid" 10
         status=0
         timeout -k 5 30 "$tmp/client" "$url" >"$tmp/refused.out" 2>"$tmp/refused.err" || status=$?
         if [[ $status -ne 0 && $(cat "$tmp/refused.err") == "error: connect to $url: connection refused" ]]; then
@@ -139,5 +103,4 @@ if [[ -x $tmp/server && -x $tmp/client ]]; then
     fi
 fi
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

@@ -28,77 +28,18 @@ client_bin=$2
 rc_bin=$3
 python=$4
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-reconnect.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${bg_pids[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    bg_pids=("${keep[@]}")
-}
-
-# wait_exit PID SECONDS: sets exit_status (124 after a SIGKILL on timeout).
-wait_exit() {
-    local pid=$1 limit=$2 i
-    for ((i = 0; i < limit * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        exit_status=124
-    else
-        exit_status=0
-        wait "$pid" || exit_status=$?
-    fi
-    forget_pid "$pid"
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin reconnect
 
 # start_server NAME ARGS...: sets server_pid and server_port once the
 # server prints `listening on URL` (at most 10 s).
 start_server() {
-    local name=$1 i
+    local name=$1
     shift
-    "$server_bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    server_pid=$!
-    bg_pids+=("$server_pid")
-    for ((i = 0; i < 200; i++)); do
-        if grep -q '^listening on ' "$tmp/$name.out"; then
-            server_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/$name.out" | head -n 1)
-            return 0
-        fi
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    fail "server $name ($*) did not start; stderr:"
-    sed 's/^/    /' "$tmp/$name.err" >&2
-    return 1
+    th_start "$name" '^listening on .*:[0-9]*$' "$server_bin" "$@" || return 1
+    server_pid=$bg_pid
+    server_port=${bg_line##*:}
 }
 
 # kill_server SIGNAL: stops the current server and reaps it.
@@ -257,5 +198,4 @@ fi
 "$rc_bin" --help | grep -q '^usage: reconnecting_client' && pass "reconnecting_client --help" ||
     fail "reconnecting_client --help"
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

@@ -13,7 +13,6 @@
 #
 # Loopback only, port 0, every wait bounded, every background process reaped
 # by the EXIT trap.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -26,55 +25,9 @@ server_bin=$2
 certs=$3
 python=$4
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-sync.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${TETHER_TEST_KEEP:-} ]]; then
-        echo "kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
-
-# start_bg NAME READY-PATTERN COMMAND...: starts COMMAND, waits (10 s at
-# most) for READY-PATTERN on its stdout; sets bg_pid and bg_line (that line).
-start_bg() {
-    local name=$1 ready=$2 i
-    shift 2
-    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    bg_pid=$!
-    bg_pids+=("$bg_pid")
-    for ((i = 0; i < 200; i++)); do
-        if grep -q -- "$ready" "$tmp/$name.out"; then
-            bg_line=$(grep -m 1 -- "$ready" "$tmp/$name.out")
-            return 0
-        fi
-        kill -0 "$bg_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    fail "$name did not start: $(cat "$tmp/$name.err")"
-    return 1
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin sync
 
 # run NAME ARGS...: runs sync_client (bounded by timeout(1)); sets status and
 # elapsed (whole seconds).
@@ -122,7 +75,7 @@ fi
 
 # ---- echoes ---------------------------------------------------------------------
 
-if start_bg tcp '^listening on ' "$server_bin" --listen tcp://127.0.0.1:0; then
+if th_start tcp '^listening on ' "$server_bin" --listen tcp://127.0.0.1:0; then
     url=${bg_line#listening on }
     expect_echo tcp "hello" "$url" "hello"
     expect_echo tcp-spaces "hello, blocking world" "$url" "hello, blocking world" --timeout 2000
@@ -131,7 +84,7 @@ if start_bg tcp '^listening on ' "$server_bin" --listen tcp://127.0.0.1:0; then
     expect_error refused "error: connect to $url: connection refused" 5 "$url" "hello"
 fi
 
-if start_bg tls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+if th_start tls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
     --cert "$certs/server.pem" --key "$certs/server.key"; then
     port=${bg_line##*:}
     expect_echo tls-name "hello" "tls://localhost:$port" "hello" --ca "$certs/ca.pem"
@@ -146,7 +99,7 @@ fi
 # A listener that never accepts and never reads: TCP connects (the kernel
 # completes the handshake from the backlog), but no reply ever comes, and a
 # TLS handshake never completes.
-if start_bg silent '^port ' "$python" -c '
+if th_start silent '^port ' "$python" -c '
 import socket, time
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
@@ -167,5 +120,4 @@ expect_error no-args "URL and MESSAGE are required" 5
 expect_error bad-url "invalid URL" 5 "tcp://127.0.0.1" "hello"
 expect_error extra-arg "unexpected argument" 5 "tcp://127.0.0.1:1" "hello" "again"
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end

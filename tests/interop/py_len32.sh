@@ -16,7 +16,6 @@
 # SEED (default: random, printed) makes the first client's run repeatable;
 # the second uses SEED + 1. Every wait is bounded and every background
 # process is reaped by the EXIT trap.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -30,24 +29,9 @@ seed=${3:-$((RANDOM * 32768 + RANDOM))}
 client=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/py_len32_client.py
 limit=2000000
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-pylen32.XXXXXX")
-declare -a bg_pids=()
-failures=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-fail() {
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin pylen32
 
 # py ARGS...: runs the Python client, bounded; its output is shown as is.
 py() {
@@ -56,22 +40,11 @@ py() {
 
 echo "seed $seed (rerun with: bash $0 ECHO_SERVER PYTHON3 $seed)"
 
-"$server_bin" --listen tcp://127.0.0.1:0 --max-msg "$limit" >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-bg_pids+=("$server_pid")
-for ((i = 0; i < 200; i++)); do
-    grep -q '^listening on ' "$tmp/server.out" && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-done
-url=$(sed -n 's/^listening on //p' "$tmp/server.out" | head -n 1)
-if [[ ! $url =~ ^tcp://127\.0\.0\.1:([0-9]+)$ ]]; then
-    echo "FAIL: the server did not start; stderr:" >&2
-    cat "$tmp/server.err" >&2
-    exit 1
-fi
-port=${BASH_REMATCH[1]}
-echo "server: $url"
+th_start server '^listening on tcp://127\.0\.0\.1:[0-9]*$' \
+    "$server_bin" --listen tcp://127.0.0.1:0 --max-msg "$limit" || exit 1
+server_pid=$bg_pid
+port=${bg_line##*:}
+echo "server: ${bg_line#listening on }"
 
 # 1. Two clients at once, with different seeds.
 py echo 127.0.0.1 "$port" --seed "$seed" >"$tmp/c1.log" 2>&1 &
@@ -84,60 +57,33 @@ for c in 1 2; do
     status=0
     wait "$pid" || status=$?
     sed "s/^/client $c: /" "$tmp/c$c.log"
-    if [[ $status -ne 0 ]]; then
-        fail "echo client $c exited with status $status"
-    fi
+    check "echo client $c exits 0 (status $status)" test "$status" -eq 0
+    forget_pid "$pid"
 done
-bg_pids=("$server_pid")
 
 # 2. Announcements above the limit, one just above and one absurd.
 for size in $((limit + 1)) 4294967295; do
-    if ! py oversize 127.0.0.1 "$port" "$size"; then
-        fail "oversize announcement of $size bytes"
-    fi
-    expected="peer announced a $size-byte message; the limit is $limit"
+    check "oversize announcement of $size bytes" py oversize 127.0.0.1 "$port" "$size"
     # The server logs when it closes, which the client may notice first.
-    for ((i = 0; i < 100; i++)); do
-        grep -qF "$expected" "$tmp/server.err" && break
-        sleep 0.05
-    done
-    if grep -qF "$expected" "$tmp/server.err"; then
-        echo "server: $(grep -F "$expected" "$tmp/server.err")"
-    else
-        fail "server stderr lacks '$expected'; it has: '$(cat "$tmp/server.err")'"
-    fi
+    expect_line "$tmp/server.err" "peer announced a $size-byte message; the limit is $limit" \
+        "the server names the announced size and the limit" 5
 done
 
 # 3. Still serving.
-if ! py echo 127.0.0.1 "$port" --seed $((seed + 2)) --messages 300; then
-    fail "echo client after the oversize announcements"
-fi
+check "echo client after the oversize announcements" \
+    py echo 127.0.0.1 "$port" --seed $((seed + 2)) --messages 300
 
 # 4. SIGTERM: a clean exit, promptly.
 kill -TERM "$server_pid"
-for ((i = 0; i < 200; i++)); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-done
-if kill -0 "$server_pid" 2>/dev/null; then
+wait_exit "$server_pid" 10
+if [[ $exit_status -eq 124 ]]; then
     fail "the server did not exit within 10 s of SIGTERM"
 else
-    status=0
-    wait "$server_pid" || status=$?
-    bg_pids=()
-    if [[ $status -ne 0 ]]; then
-        fail "the server exited with status $status after SIGTERM"
-    fi
+    check "the server exits 0 on SIGTERM (status $exit_status)" test "$exit_status" -eq 0
 fi
 # Only the two expected lines may be on the server's stderr.
 unexpected=$(grep -v 'peer announced a' "$tmp/server.err" || true)
-if [[ -n $unexpected ]]; then
-    fail "unexpected server stderr: $unexpected"
-fi
+check "no unexpected server stderr: $unexpected" test -z "$unexpected"
 
-if [[ $failures -eq 0 ]]; then
-    echo "all passed"
-else
-    echo "$failures failed (seed $seed)"
-fi
-[[ $failures -eq 0 ]]
+[[ $failures -eq 0 ]] || echo "rerun with seed $seed"
+th_end

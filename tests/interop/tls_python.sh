@@ -14,7 +14,6 @@
 #  4. a server whose certificate is for another name is refused by Python.
 # Every wait is bounded and every background process is reaped by the EXIT
 # trap. Exits 0 when every check passed.
-# cleanup runs from the EXIT trap.
 # shellcheck disable=SC2317
 set -euo pipefail
 
@@ -27,31 +26,9 @@ python=$2
 certs=$3
 client=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tls_py_client.py
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-tls-python.XXXXXX")
-declare -a bg_pids=()
-failures=0
-checks=0
-
-cleanup() {
-    local pid
-    for pid in "${bg_pids[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-pass() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
-
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "FAIL: $*" >&2
-}
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+th_begin tls-python
 
 py() {
     timeout -k 5 120 "$python" "$client" "$@"
@@ -59,28 +36,11 @@ py() {
 
 # server_start ARGS...: echo_server on tls://127.0.0.1:0; sets srv_pid, srv_port.
 server_start() {
-    "$server_bin" --listen tls://127.0.0.1:0 "$@" >"$tmp/server.out" 2>"$tmp/server.err" &
-    srv_pid=$!
-    bg_pids+=("$srv_pid")
-    local _
     srv_port=
-    # Up to 30 s: an ASan build on a busy machine can take seconds to start.
-    for _ in $(seq 600); do
-        if grep -q '^listening on ' "$tmp/server.out" 2>/dev/null; then
-            srv_port=$(sed -n 's/^listening on tls:\/\/127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/server.out")
-            break
-        fi
-        kill -0 "$srv_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -z $srv_port ]]; then
-        fail "echo_server did not start: $(cat "$tmp/server.err")"
-        # A server still starting would print its port into the next
-        # server's output file: end it now.
-        kill -KILL "$srv_pid" 2>/dev/null || true
-        wait "$srv_pid" 2>/dev/null || true
-        return 1
-    fi
+    th_start server '^listening on tls://127\.0\.0\.1:[0-9]*$' \
+        "$server_bin" --listen tls://127.0.0.1:0 "$@" || return 1
+    srv_pid=$bg_pid
+    srv_port=${bg_line##*:}
 }
 
 # stop: SIGTERM; echo_server must exit 0 within 10 s.
@@ -166,5 +126,4 @@ if server_start --cert "$certs/wronghost.pem" --key "$certs/wronghost.key"; then
     stop
 fi
 
-echo "$checks checks, $failures failed"
-[[ $failures -eq 0 ]]
+th_end
