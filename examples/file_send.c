@@ -49,12 +49,7 @@
 #include <openssl/evp.h>
 #include <tether/tether.h>
 
-enum progress_mode {
-    PROGRESS_AUTO,
-    PROGRESS_BAR,
-    PROGRESS_LINES,
-    PROGRESS_NONE
-};
+#include "common/file_common.h"
 
 struct options {
     const char *connect_url;
@@ -66,15 +61,6 @@ struct options {
     const char *cert;
     const char *key;
     const char *servername;
-};
-
-/* Progress on stderr: a bar on a terminal, a line per 10 % otherwise. */
-struct progress {
-    enum progress_mode mode; /* BAR, LINES or NONE once decided */
-    uint64_t total;
-    uint64_t start_ms;
-    uint64_t last_draw_ms;
-    int last_tenth; /* LINES: the last 10 % step printed */
 };
 
 struct sender {
@@ -116,63 +102,6 @@ static const char usage[] =
     "  --servername NAME   verify NAME instead of the URL's host\n"
     "  --help              show this help\n";
 
-/* ---- progress ------------------------------------------------------------- */
-
-static void human(char *buf, size_t len, double bytes)
-{
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int u = 0;
-    while (bytes >= 1024.0 && u < 4) {
-        bytes /= 1024.0;
-        u++;
-    }
-    snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-}
-
-static void progress_start(struct progress *p, enum progress_mode mode, uint64_t total,
-                           uint64_t now_ms)
-{
-    if (mode == PROGRESS_AUTO) {
-        mode = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_LINES;
-    }
-    *p = (struct progress){.mode = mode, .total = total, .start_ms = now_ms, .last_tenth = -1};
-}
-
-static void progress_update(struct progress *p, uint64_t done, uint64_t now_ms, bool final)
-{
-    int tenth = p->total == 0 ? 10 : (int)(done * 10 / p->total);
-    char d[32], t[32];
-    if (p->mode == PROGRESS_LINES) {
-        if (tenth > p->last_tenth && (tenth < 10 || final)) {
-            p->last_tenth = tenth;
-            human(d, sizeof d, (double)done);
-            human(t, sizeof t, (double)p->total);
-            fprintf(stderr, "progress: %3d%% (%s of %s)\n", tenth * 10, d, t);
-        }
-    } else if (p->mode == PROGRESS_BAR && (final || now_ms - p->last_draw_ms >= 100)) {
-        /* Redraw in place at most ten times a second. */
-        p->last_draw_ms = now_ms;
-        enum {
-            WIDTH = 30
-        };
-        int fill = p->total == 0 ? WIDTH : (int)(done * WIDTH / p->total);
-        char bar[WIDTH + 1];
-        for (int i = 0; i < WIDTH; i++) {
-            bar[i] = i < fill ? '#' : '.';
-        }
-        bar[WIDTH] = '\0';
-        double secs = (double)(now_ms - p->start_ms) / 1000.0;
-        char rate[32];
-        human(d, sizeof d, (double)done);
-        human(t, sizeof t, (double)p->total);
-        human(rate, sizeof rate, secs > 0 ? (double)done / secs : 0.0);
-        int pct = p->total == 0 ? 100 : (int)(done * 100 / p->total);
-        /* "\033[K" clears what a longer previous line left behind. */
-        fprintf(stderr, "\r[%s] %3d%%  %s / %s%s%s%s\033[K%s", bar, pct, d, t, secs > 0 ? "  " : "",
-                secs > 0 ? rate : "", secs > 0 ? "/s" : "", final ? "\n" : "");
-    }
-}
-
 /* ---- the transfer ----------------------------------------------------------- */
 
 static void finish(struct sender *s, int status, const char *fmt, ...)
@@ -198,30 +127,6 @@ static void finish(struct sender *s, int status, const char *fmt, ...)
         tether_conn_close(s->conn);
     } else {
         tether_conn_abort(s->conn); /* NULL (already closed) is ignored */
-    }
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = v << 8 | p[i];
-    }
-    return v;
-}
-
-static void hex(char *out, const uint8_t *d, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        snprintf(out + 2 * i, 3, "%02x", d[i]);
     }
 }
 
@@ -425,18 +330,6 @@ static bool parse_size(const char *s, size_t *out)
     }
     *out = (size_t)v;
     return true;
-}
-
-static bool parse_progress(const char *s, enum progress_mode *out)
-{
-    static const char *const names[] = {"auto", "bar", "lines", "none"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (enum progress_mode)i;
-            return true;
-        }
-    }
-    return false;
 }
 
 /* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
