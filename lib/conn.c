@@ -65,7 +65,7 @@ void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
     d.attempt_delay_ms = 250;
     d.family = TETHER_FAMILY_ANY;
     d.heartbeat_misses = 3;
-    tether__opts_fill(opts, size, &d, sizeof d);
+    tether__sized_fill(opts, size, &d, sizeof d);
 }
 
 /* The liveness options: all are off at 0, none may be negative, and
@@ -2106,10 +2106,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
         s.uptime_ms = tether__loop_time(c->loop) - c->ready_at;
     }
-    memcpy(st, &s, TETHER__MIN(size, sizeof s));
-    if (size > sizeof s) {
-        memset((char *)st + sizeof s, 0, size - sizeof s);
-    }
+    tether__sized_fill(st, size, &s, sizeof s);
     return TETHER_OK;
 }
 

@@ -153,11 +153,11 @@ void tether__opts_merge(void *dst, size_t dst_size, const void *src)
     }
 }
 
-void tether__opts_fill(void *opts, size_t size, const void *defaults, size_t defaults_size)
+void tether__sized_fill(void *dst, size_t size, const void *src, size_t src_size)
 {
-    memcpy(opts, defaults, TETHER__MIN(size, defaults_size));
-    if (size > defaults_size) {
-        memset((char *)opts + defaults_size, 0, size - defaults_size);
+    memcpy(dst, src, TETHER__MIN(size, src_size));
+    if (size > src_size) {
+        memset((char *)dst + src_size, 0, size - src_size);
     }
 }
 

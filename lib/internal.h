@@ -45,11 +45,12 @@ int tether__set_error(tether_error *err, int code, const char *fmt, ...)
 void tether__log(tether_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Writes an options struct's defaults into the caller's copy, which is
- * `size` bytes long as the caller's header defines it: an older, smaller
- * struct gets the fields it knows, a newer, larger one has the rest zeroed.
- * The defaults' own size field must already say `size`. */
-void tether__opts_fill(void *opts, size_t size, const void *defaults, size_t defaults_size);
+/* Writes a struct that starts with a size field (options defaults,
+ * statistics, TLS details) into the caller's copy, which is `size` bytes
+ * long as the caller's header defines it: an older, smaller struct gets the
+ * fields it knows, a newer, larger one has the rest zeroed. The source's
+ * own size field must already say `size`. */
+void tether__sized_fill(void *dst, size_t size, const void *src, size_t src_size);
 
 /* Resets an optional error record (NULL is ignored) to "no error". */
 void tether__error_clear(tether_error *err);

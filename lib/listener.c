@@ -46,7 +46,7 @@ void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
     memset(&d, 0, sizeof d);
     d.size = size;
     d.backlog = 1024;
-    tether__opts_fill(opts, size, &d, sizeof d);
+    tether__sized_fill(opts, size, &d, sizeof d);
 }
 
 static void listener_report(tether_listener *l, int err, const char *fmt, ...)

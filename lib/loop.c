@@ -191,7 +191,7 @@ void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
     tether_loop_opts d;
     memset(&d, 0, sizeof d);
     d.size = size;
-    tether__opts_fill(opts, size, &d, sizeof d);
+    tether__sized_fill(opts, size, &d, sizeof d);
 }
 
 int tether__dns_servers_check(const char *servers) __attribute__((weak));

@@ -620,7 +620,7 @@ void tether_client_opts_init_sized(tether_client_opts *opts, size_t size)
     d.reconnect_spread_ms = 1000;
     d.queue_max_bytes = 4u * 1024u * 1024u;
     d.queue_max_msgs = 65536;
-    tether__opts_fill(opts, size, &d, sizeof d);
+    tether__sized_fill(opts, size, &d, sizeof d);
 }
 
 static int client_check_opts(const tether_client_opts *o, tether_error *err)
@@ -893,10 +893,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
             s.uptime_ms = tether__loop_time(cl->loop) - c->ready_at;
         }
     }
-    memcpy(st, &s, TETHER__MIN(size, sizeof s));
-    if (size > sizeof s) {
-        memset((char *)st + sizeof s, 0, size - sizeof s);
-    }
+    tether__sized_fill(st, size, &s, sizeof s);
     return TETHER_OK;
 }
 

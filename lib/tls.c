@@ -51,7 +51,7 @@ void tether_tls_opts_init_sized(tether_tls_opts *opts, size_t size)
     memset(&d, 0, sizeof d);
     d.size = size;
     d.handshake_timeout_ms = TLS_DEFAULT_HS_TIMEOUT_MS;
-    tether__opts_fill(opts, size, &d, sizeof d);
+    tether__sized_fill(opts, size, &d, sizeof d);
 }
 
 void tether__tls_err_text(unsigned long e, char *buf, size_t len)

@@ -1124,7 +1124,7 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
     }
     tether_tls_info d;
     memset(&d, 0, sizeof d);
-    d.size = TETHER__MIN(size, sizeof d);
+    d.size = size;
     SSL *ssl = t->ssl;
     d.version = SSL_get_version(ssl);
     d.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
@@ -1150,6 +1150,6 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
                                   (int)sizeof d.peer_common_name);
         format_sans(peer, d.peer_sans, sizeof d.peer_sans);
     }
-    memcpy(info, &d, TETHER__MIN(size, sizeof d));
+    tether__sized_fill(info, size, &d, sizeof d);
     return TETHER_OK;
 }
