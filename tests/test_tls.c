@@ -205,6 +205,22 @@ static tether_listener *srv_start(tether_tls_config *cfg)
     return l;
 }
 
+/* A fresh server state listening with certificate NAME (see server_cfg());
+ * returns the configuration, which srv_down() releases. */
+static tether_tls_config *srv_up(const char *name, opts_tweak tweak)
+{
+    srv_reset();
+    tether_tls_config *cfg = server_cfg(name, tweak);
+    srv_start(cfg);
+    return cfg;
+}
+
+static void srv_down(tether_tls_config *cfg)
+{
+    tether_listener_close(S.l);
+    tether_tls_config_unref(cfg);
+}
+
 static const char *url_for(const char *host, int port)
 {
     static char buf[128];
@@ -432,9 +448,7 @@ START_TEST(echo_ipv6_and_default_config_errors)
 {
     /* The default client configuration trusts the system store, which does
      * not know the test CA: verification must fail, never be skipped. */
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     struct cli k;
     ck_assert_int_eq(cli_dial_wait(&k, url_for("127.0.0.1", S.port), NULL), TETHER_ECERT);
     ASSERT_HAS(k.connect_detail, "unknown CA");
@@ -630,10 +644,8 @@ END_TEST
 static void expect_client_failure(const char *name, const char *host, opts_tweak ctw, int code,
                                   const char *text1, const char *text2)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg(name, NULL);
+    tether_tls_config *scfg = srv_up(name, NULL);
     tether_tls_config *ccfg = client_cfg(ctw);
-    srv_start(scfg);
     struct cli k;
     int rv = cli_dial_wait(&k, url_for(host, S.port), ccfg);
     ck_assert_msg(rv == code, "%s: got %s (%s), want %s", name, tether_err_name(rv),
@@ -653,8 +665,7 @@ static void expect_client_failure(const char *name, const char *host, opts_tweak
     ck_assert_int_eq(S.last_error, TETHER_ECERT);
     ASSERT_HAS(S.error_detail, "TLS handshake with 127.0.0.1:");
     ASSERT_HAS(S.error_detail, "rejected our certificate");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 
@@ -705,9 +716,7 @@ static void tw_name_alt(tether_tls_opts *o)
 
 START_TEST(server_name_override_and_insecure)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("wronghost", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("wronghost", NULL);
     /* --servername: the name checked (and sent) is the override. */
     tether_tls_config *ccfg = client_cfg(tw_name_wrong);
     struct cli k;
@@ -716,14 +725,11 @@ START_TEST(server_name_override_and_insecure)
     ck_assert_str_eq(k.info.server_name, "wrong.example");
     cli_finish(&k);
     tether_tls_config_unref(ccfg);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 
     /* The explicitly insecure option accepts an untrusted certificate, and
      * says that it was not verified. */
-    srv_reset();
-    scfg = server_cfg("untrusted", NULL);
-    srv_start(scfg);
+    scfg = srv_up("untrusted", NULL);
     ccfg = client_cfg(tw_insecure);
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
     ck_assert(!k.info.peer_verified);
@@ -732,8 +738,7 @@ START_TEST(server_name_override_and_insecure)
     wait_msgs(&k, 1, 5000);
     cli_finish(&k);
     tether_tls_config_unref(ccfg);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 }
 END_TEST
 
@@ -741,10 +746,8 @@ END_TEST
 
 START_TEST(mtls_required_and_present)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_require);
+    tether_tls_config *scfg = srv_up("server", tw_require);
     tether_tls_config *ccfg = client_cert_cfg("client", NULL);
-    srv_start(scfg);
     struct cli k;
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
     send_checked(k.c, 100, 3);
@@ -757,18 +760,15 @@ START_TEST(mtls_required_and_present)
     ASSERT_HAS(S.info.peer_subject, "CN=alice");
     ck_assert_int_eq(S.errors, 0);
     cli_finish(&k);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 START_TEST(mtls_required_and_missing_tls13)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_require);
+    tether_tls_config *scfg = srv_up("server", tw_require);
     tether_tls_config *ccfg = client_cfg(NULL);
-    srv_start(scfg);
     struct cli k;
     /* TLS 1.3: our side of the handshake completes before the server has
      * judged it; the refusal arrives right after. */
@@ -786,18 +786,15 @@ START_TEST(mtls_required_and_missing_tls13)
     ASSERT_HAS(S.error_detail, "client certificate required");
     ASSERT_HAS(S.error_detail, "127.0.0.1:");
     ck_assert_int_eq(S.accepted, 0);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 START_TEST(mtls_required_and_missing_tls12)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_require12);
+    tether_tls_config *scfg = srv_up("server", tw_require12);
     tether_tls_config *ccfg = client_cfg(NULL);
-    srv_start(scfg);
     struct cli k;
     /* TLS 1.2: the refusal is part of the handshake. */
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_ECERTREQUIRED);
@@ -805,19 +802,16 @@ START_TEST(mtls_required_and_missing_tls12)
     wait_server_errors(1);
     ck_assert_int_eq(S.last_error, TETHER_ECERTREQUIRED);
     ASSERT_HAS(S.error_detail, "client certificate required");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 START_TEST(mtls_untrusted_client_certificate)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_require);
+    tether_tls_config *scfg = srv_up("server", tw_require);
     tether_tls_config *ccfg =
         mk_cfg_t(CERT("untrusted-client.pem"), CERT("untrusted-client.key"), CERT("ca.pem"), NULL);
-    srv_start(scfg);
     struct cli k;
     cli_dial(&k, url_for("localhost", S.port), ccfg);
     ck_assert(th_run_until(&k.connect_done, 10000));
@@ -831,17 +825,14 @@ START_TEST(mtls_untrusted_client_certificate)
     wait_server_errors(1);
     ck_assert_int_eq(S.last_error, TETHER_ECERT);
     ASSERT_HAS(S.error_detail, "unknown CA: the client certificate 'CN=mallory");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 START_TEST(mtls_optional)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_optional);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", tw_optional);
     /* Without a certificate: accepted, nothing to verify. */
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
@@ -865,8 +856,7 @@ START_TEST(mtls_optional)
     cli_finish(&k);
     ck_assert_int_eq(S.errors, 0);
     tether_tls_config_unref(ccfg);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 }
 END_TEST
 
@@ -889,9 +879,7 @@ static void tw_alpn_other(tether_tls_opts *o)
 
 START_TEST(alpn_agreement_and_mismatch)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_alpn_srv);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", tw_alpn_srv);
     tether_tls_config *ccfg = client_cfg(tw_alpn_cli);
     struct cli k;
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
@@ -918,27 +906,21 @@ START_TEST(alpn_agreement_and_mismatch)
     ck_assert_int_eq(S.last_error, TETHER_EALPN);
     ASSERT_HAS(S.error_detail, "ALPN mismatch");
     ASSERT_HAS(S.error_detail, "chat/2,chat/1");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 
     /* A server without ALPN: a client that requires a protocol refuses. */
-    srv_reset();
-    scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    scfg = srv_up("server", NULL);
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_EALPN);
     ASSERT_HAS(k.connect_detail, "the server selected none of our protocols");
     ck_assert(th_run_until(&k.closed, 5000));
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 static void check_version(opts_tweak stw, opts_tweak ctw, const char *want)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", stw);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", stw);
     tether_tls_config *ccfg = client_cfg(ctw);
     struct cli k;
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
@@ -948,16 +930,13 @@ static void check_version(opts_tweak stw, opts_tweak ctw, const char *want)
     wait_accepted(1);
     ck_assert_str_eq(S.info.version, want);
     cli_finish(&k);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 
 static void check_no_version(opts_tweak stw, opts_tweak ctw)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", stw);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", stw);
     tether_tls_config *ccfg = client_cfg(ctw);
     struct cli k;
     int rv = cli_dial_wait(&k, url_for("localhost", S.port), ccfg);
@@ -966,8 +945,7 @@ static void check_no_version(opts_tweak stw, opts_tweak ctw)
     wait_server_errors(1);
     ck_assert_int_eq(S.last_error, TETHER_ENOSHARED);
     ASSERT_HAS(S.error_detail, "no TLS version in common");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 
@@ -996,9 +974,7 @@ static void tw_cipher_b(tether_tls_opts *o)
 
 START_TEST(no_shared_cipher)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_cipher_a);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", tw_cipher_a);
     tether_tls_config *ccfg = client_cfg(tw_cipher_b);
     struct cli k;
     int rv = cli_dial_wait(&k, url_for("localhost", S.port), ccfg);
@@ -1007,8 +983,7 @@ START_TEST(no_shared_cipher)
     wait_server_errors(1);
     ck_assert_int_eq(S.last_error, TETHER_ENOSHARED);
     ASSERT_HAS(S.error_detail, "no cipher suite in common");
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
@@ -1033,9 +1008,7 @@ static bool connect_once(tether_tls_config *ccfg, const char *host)
 
 static void check_resumption(opts_tweak stw)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", stw);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", stw);
     tether_tls_config *ccfg = client_cfg(NULL);
     ck_assert(!connect_once(ccfg, "localhost"));
     ck_assert(connect_once(ccfg, "localhost"));
@@ -1049,8 +1022,7 @@ static void check_resumption(opts_tweak stw)
     ck_assert(!connect_once(ccfg, "localhost"));
     ck_assert(!connect_once(ccfg, "localhost"));
     tether_tls_config_unref(ccfg);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 }
 
 START_TEST(resumption_tls13)
@@ -1067,9 +1039,7 @@ END_TEST
 
 START_TEST(certificate_reload)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     tether_tls_config *ccfg = client_cfg(tw_no_resume);
     struct cli a;
     ck_assert_int_eq(cli_dial_wait(&a, url_for("localhost", S.port), ccfg), TETHER_OK);
@@ -1103,8 +1073,7 @@ START_TEST(certificate_reload)
     ck_assert_int_eq(a.close_reason, TETHER_OK);
     /* Reloading the same files again (NULL, NULL) works too. */
     ck_assert_int_eq(tether_tls_config_reload(scfg, NULL, NULL, &err), TETHER_OK);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
@@ -1133,8 +1102,7 @@ START_TEST(sni_selects_certificate)
     ck_assert_int_eq(cli_dial_wait(&k, url_for("127.0.0.1", S.port), alt), TETHER_OK);
     ck_assert_str_eq(k.info.peer_common_name, "alt.localhost");
     cli_finish(&k);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(alt);
     tether_tls_config_unref(def);
 }
@@ -1157,9 +1125,7 @@ static int raw_connect(int port)
 
 START_TEST(garbage_and_plain_clients_are_rejected)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     tether_tls_config *ccfg = client_cfg(NULL);
     int fds0 = th_count_fds();
 
@@ -1228,9 +1194,7 @@ END_TEST
 
 START_TEST(server_handshake_timeout)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", tw_short_hs);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", tw_short_hs);
     int fd = raw_connect(S.port); /* never sends a ClientHello */
     uint64_t t0 = th_now_ms();
     wait_server_errors(1);
@@ -1244,8 +1208,7 @@ START_TEST(server_handshake_timeout)
     ck_assert_int_le(recv(fd, &b, 1, 0), 0);
     close(fd);
     ck_assert_int_eq(S.accepted, 0);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 }
 END_TEST
 
@@ -1281,9 +1244,7 @@ END_TEST
 
 START_TEST(close_notify_and_truncation)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     tether_tls_config *ccfg = client_cfg(NULL);
 
     /* The server closes gracefully: close_notify, then a clean EOF. */
@@ -1316,8 +1277,7 @@ START_TEST(close_notify_and_truncation)
         tether_loop_run_once(th_loop, 20);
     }
     ck_assert_int_eq(S.last_close, TETHER_EOF);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
@@ -1326,9 +1286,7 @@ START_TEST(peer_reset_while_writing_never_raises_sigpipe)
 {
     /* The library must not rely on the application ignoring SIGPIPE. */
     signal(SIGPIPE, SIG_DFL);
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     tether_tls_config *ccfg = client_cfg(NULL);
     for (int i = 0; i < 3; i++) {
         S.abort_on_accept = true;
@@ -1342,8 +1300,7 @@ START_TEST(peer_reset_while_writing_never_raises_sigpipe)
         ck_assert_msg(k.close_reason == TETHER_ECONNRESET || k.close_reason == TETHER_ETRUNCATED,
                       "got %s: %s", tether_err_name(k.close_reason), k.close_detail);
     }
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
@@ -1358,9 +1315,7 @@ static void free_cb(void *data, void *ud)
 
 static void bulk_echo(opts_tweak stw)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", stw);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", stw);
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
     tether_conn_opts o;
@@ -1392,8 +1347,7 @@ static void bulk_echo(opts_tweak stw)
     }
     wait_msgs(&k, n, 30000);
     cli_finish(&k);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 
@@ -1420,10 +1374,8 @@ static void resume_later(tether_timer *t, void *ud)
 
 START_TEST(pause_and_resume_with_buffered_records)
 {
-    srv_reset();
-    S.pause_on_accept = true;
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
+    S.pause_on_accept = true; /* before the loop runs, so before any accept */
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
     ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
@@ -1441,17 +1393,14 @@ START_TEST(pause_and_resume_with_buffered_records)
     wait_msgs(&k, 2000, 10000);
     tether_timer_free(t);
     cli_finish(&k);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
     tether_tls_config_unref(ccfg);
 }
 END_TEST
 
 START_TEST(many_clients_share_one_config)
 {
-    srv_reset();
-    tether_tls_config *scfg = server_cfg("server", NULL);
-    srv_start(scfg);
+    tether_tls_config *scfg = srv_up("server", NULL);
     tether_tls_config *ccfg = client_cfg(NULL);
     enum {
         N = 50
@@ -1471,8 +1420,7 @@ START_TEST(many_clients_share_one_config)
         cli_finish(&ks[i]);
     }
     ck_assert_int_eq(S.accepted, N);
-    tether_listener_close(S.l);
-    tether_tls_config_unref(scfg);
+    srv_down(scfg);
 }
 END_TEST
 
