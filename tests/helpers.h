@@ -50,6 +50,11 @@ bool th_check(const uint8_t *buf, size_t len, uint32_t seed);
 /* Number of open file descriptors of this process. */
 int th_count_fds(void);
 
+/* A port on 127.0.0.1 on which nothing listens: bound (so nobody else takes
+ * it) but not listening, so the kernel refuses connections to it. *keep_fd
+ * holds it; close that to let a listener take the port. */
+int th_refused_port(int *keep_fd);
+
 /* Runs a suite and returns an exit status (0 when every test passed). */
 int th_run_suite(Suite *s);
 

@@ -286,27 +286,13 @@ static bool raw_wait_closed(int fd, int ms)
     return false;
 }
 
-/* A port on which nothing listens: bound (so nobody else takes it) but not
- * listening, which makes the kernel refuse connections to it. */
-static int unused_port(int *keep_fd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &sl);
-    *keep_fd = fd;
-    return ntohs(sin.sin_port);
-}
-
 /* ---- tests ---------------------------------------------------------------- */
 
 START_TEST(connection_refused_is_clear)
 {
     reset_state();
     int keep;
-    int port = unused_port(&keep);
+    int port = th_refused_port(&keep);
     char url[64];
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
     struct cli k = {0};

@@ -227,20 +227,6 @@ static void r_abort_conns(void)
     }
 }
 
-/* A port on which nothing listens: bound but not listening, so the kernel
- * refuses connections; close the fd to let a listener take it. */
-static int refused_port(int *keep_fd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &sl);
-    *keep_fd = fd;
-    return ntohs(sin.sin_port);
-}
-
 /* ---- an observed client ------------------------------------------------------------ */
 
 struct ev {
@@ -495,7 +481,7 @@ static double fixed_random(void *arg)
 static void check_schedule(double r, double factor)
 {
     int keep;
-    int port = refused_port(&keep);
+    int port = th_refused_port(&keep);
     rand_fixed = r;
     tether__client_set_random(fixed_random, NULL);
     struct obs o = {0};
@@ -737,7 +723,7 @@ END_TEST
 START_TEST(max_attempts_gives_up_and_hands_back_every_message)
 {
     int keep;
-    int port = refused_port(&keep);
+    int port = th_refused_port(&keep);
     struct obs o = {0};
     tether_client_opts co;
     client_opts(&co, &o);
@@ -1037,7 +1023,7 @@ END_TEST
 START_TEST(queue_bounds_then_drain)
 {
     int keep;
-    int port = refused_port(&keep);
+    int port = th_refused_port(&keep);
     struct obs o = {0};
     tether_client_opts co;
     client_opts(&co, &o);
@@ -1133,7 +1119,7 @@ END_TEST
 START_TEST(reconnect_now_skips_the_wait)
 {
     int keep;
-    int port = refused_port(&keep);
+    int port = th_refused_port(&keep);
     struct obs o = {0};
     tether_client_opts co;
     client_opts(&co, &o);
@@ -1188,7 +1174,7 @@ START_TEST(close_flushes_or_hands_back)
     tether_listener_close(R.l);
 
     int keep;
-    int port = refused_port(&keep);
+    int port = th_refused_port(&keep);
     struct obs p = {0};
     tether_client_opts cp;
     client_opts(&cp, &p);

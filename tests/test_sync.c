@@ -170,14 +170,9 @@ END_TEST
 
 START_TEST(connect_refused_message)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    int keep;
     char u[64];
-    snprintf(u, sizeof u, "tcp://127.0.0.1:%d", ntohs(sin.sin_port));
+    snprintf(u, sizeof u, "tcp://127.0.0.1:%d", th_refused_port(&keep));
     tether_sync *s = (tether_sync *)1;
     tether_error err;
     ck_assert_int_eq(tether_sync_connect(&s, u, NULL, 5000, &err), TETHER_ECONNREFUSED);
@@ -186,7 +181,7 @@ START_TEST(connect_refused_message)
     char want[128];
     snprintf(want, sizeof want, "connect to %s: connection refused", u);
     ck_assert_str_eq(err.message, want);
-    close(fd);
+    close(keep);
 
     ck_assert_int_eq(tether_sync_connect(&s, "tcp://nope", NULL, 1000, &err), TETHER_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.message, "invalid URL"));
