@@ -38,6 +38,13 @@ static uint32_t to_epoll(unsigned ev)
     if (ev & TETHER_EV_WRITE) {
         e |= EPOLLOUT;
     }
+    if (e == 0) {
+        /* epoll reports errors and hang-ups even to an fd that asks for
+         * nothing, and level-triggered it reports them on every wait: a
+         * paused connection whose peer reset it would make the loop spin.
+         * Edge-triggered they come once, and are dropped below. */
+        e = EPOLLET;
+    }
     return e;
 }
 

@@ -100,7 +100,8 @@ struct tether_loop {
 };
 
 /* I/O watchers. start/update sets the full interest set; 0 events keeps the
- * fd registered with no interest (cheaper than DEL/ADD for a moment). */
+ * fd registered with no interest (cheaper than DEL/ADD for a moment): an
+ * error or hang-up meanwhile is not reported until interest returns. */
 void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb);
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events);
 void tether__io_stop(tether_loop *loop, struct tether__io *io);

@@ -1324,6 +1324,47 @@ START_TEST(emfile_backs_off_and_recovers)
 }
 END_TEST
 
+/* A paused connection watches nothing, but the kernel reports errors and
+ * hang-ups whether asked or not: a peer's reset must not make the loop spin
+ * until resume, and resume must then report the reset. */
+START_TEST(reset_while_paused_does_not_spin)
+{
+    reset_state();
+    S.pause_new = true;
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    int fd = raw_connect(tether_listener_port(l));
+    uint64_t until = th_now_ms() + 5000;
+    while (S.last == NULL && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_ptr_nonnull(S.last);
+    tether_conn *srv = S.last;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd); /* RST */
+    int spins = 0;
+    double c0 = cpu_seconds();
+    uint64_t t0 = th_now_ms();
+    while (th_now_ms() - t0 < 500) {
+        tether_loop_run_once(th_loop, 100);
+        spins++;
+    }
+    double used_cpu = cpu_seconds() - c0;
+    /* Waiting 100 ms at a time, half a second is about 5 iterations. */
+    ck_assert_msg(spins < 50, "%d loop iterations in 0.5 s (%.2f s of CPU)", spins, used_cpu);
+    ck_assert_int_eq(S.closed, 0);
+    tether_conn_resume(srv);
+    until = th_now_ms() + 5000;
+    while (S.closed == 0 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(S.closed, 1);
+    ck_assert_int_eq(S.last_reason, TETHER_ECONNRESET);
+    tether_listener_close(l);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
     Suite *s = suite_create("conn");
@@ -1359,6 +1400,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, long_line_tail_is_not_stranded);
     tcase_add_test(tc, frames_after_resume_are_not_stranded);
     tcase_add_test(tc, emfile_backs_off_and_recovers);
+    tcase_add_test(tc, reset_while_paused_does_not_spin);
     suite_add_tcase(s, tc);
     return s;
 }
