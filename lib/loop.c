@@ -216,63 +216,67 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     if (loop == NULL) {
         return TETHER_ENOMEM;
     }
+    loop->epfd = -1;
+    loop->evfd = -1;
+    int rv = TETHER_OK;
     tether_loop_opts_init(&loop->opts);
     if (opts != NULL) {
         tether__opts_merge(&loop->opts, sizeof loop->opts, opts);
         loop->opts.size = sizeof loop->opts;
     }
     if (loop->opts.dns_timeout_ms < 0 || loop->opts.dns_tries < 0) {
-        free(loop);
-        return TETHER_EINVAL;
+        rv = TETHER_EINVAL;
+        goto fail;
     }
     if (loop->opts.dns_servers != NULL) {
         loop->dns_servers = strdup(loop->opts.dns_servers);
         if (loop->dns_servers == NULL) {
-            free(loop);
-            return TETHER_ENOMEM;
+            rv = TETHER_ENOMEM;
+            goto fail;
         }
         loop->opts.dns_servers = loop->dns_servers;
         if (tether__dns_servers_check != NULL &&
             tether__dns_servers_check(loop->dns_servers) != TETHER_OK) {
-            free(loop->dns_servers);
-            free(loop);
-            return TETHER_EINVAL;
+            rv = TETHER_EINVAL;
+            goto fail;
         }
     }
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->epfd < 0) {
-        int rv = tether__errno_to_err(errno);
-        free(loop->dns_servers);
-        free(loop);
-        return rv;
-    }
-    loop->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    loop->evfd = loop->epfd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (loop->evfd < 0) {
-        int rv = tether__errno_to_err(errno);
-        close(loop->epfd);
-        free(loop->dns_servers);
-        free(loop);
-        return rv;
+        rv = tether__errno_to_err(errno);
+        goto fail;
+    }
+    loop->events_cap = 256;
+    loop->events = malloc((size_t)loop->events_cap * sizeof *loop->events);
+    if (loop->events == NULL) {
+        rv = TETHER_ENOMEM;
+        goto fail;
+    }
+    tether__io_init(&loop->wake_io, loop->evfd, wake_on_readable);
+    rv = tether__io_set(loop, &loop->wake_io, TETHER_EV_READ);
+    if (rv != TETHER_OK) {
+        goto fail;
     }
     pthread_mutex_init(&loop->post_mu, NULL);
     atomic_init(&loop->wake_armed, false);
     atomic_init(&loop->posts_queued, 0);
-    loop->events_cap = 256;
-    loop->events = malloc((size_t)loop->events_cap * sizeof *loop->events);
-    tether__io_init(&loop->wake_io, loop->evfd, wake_on_readable);
-    if (loop->events == NULL || tether__io_set(loop, &loop->wake_io, TETHER_EV_READ) != 0) {
-        free(loop->events);
-        close(loop->evfd);
-        close(loop->epfd);
-        pthread_mutex_destroy(&loop->post_mu);
-        free(loop->dns_servers);
-        free(loop);
-        return TETHER_ENOMEM;
-    }
     loop->now = tether__now_ms();
 
     *out = loop;
     return TETHER_OK;
+
+fail:
+    free(loop->events);
+    if (loop->evfd >= 0) {
+        close(loop->evfd);
+    }
+    if (loop->epfd >= 0) {
+        close(loop->epfd);
+    }
+    free(loop->dns_servers);
+    free(loop);
+    return rv;
 }
 
 void tether__dns_loop_free(tether_loop *loop) __attribute__((weak));
