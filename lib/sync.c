@@ -226,11 +226,12 @@ int tether_sync_connect(tether_sync **out, const char *url, const tether_conn_op
     if (deadline != UINT64_MAX) {
         deadline += 250;
     }
-    sync_wait(s, deadline, sync_connect_done);
+    rv = sync_wait(s, deadline, sync_connect_done);
     if (!s->connect_done) {
         tether_conn_abort(s->c);
-        sync_set_err(s, "connect to %s timed out after %d ms", url, timeout_ms);
-        rv = TETHER_ETIMEDOUT;
+        if (rv == TETHER_ETIMEDOUT) {
+            sync_set_err(s, "connect to %s timed out after %d ms", url, timeout_ms);
+        }
     } else {
         rv = s->connect_status;
     }
@@ -265,7 +266,10 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
         }
         rv = sync_wait(s, deadline, sync_can_send);
         if (rv != TETHER_OK) {
-            sync_set_err(s, "send timed out after %d ms: the send queue stayed full", timeout_ms);
+            if (rv == TETHER_ETIMEDOUT) {
+                sync_set_err(s, "send timed out after %d ms: the send queue stayed full",
+                             timeout_ms);
+            }
             return rv;
         }
         if (s->closed) {
@@ -278,10 +282,12 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
     }
     rv = sync_wait(s, deadline, sync_flushed);
     if (rv != TETHER_OK) {
-        sync_set_err(s,
-                     "send timed out after %d ms with %zu bytes still queued (they stay "
-                     "queued and will be sent)",
-                     timeout_ms, tether_conn_queued(s->c));
+        if (rv == TETHER_ETIMEDOUT) {
+            sync_set_err(s,
+                         "send timed out after %d ms with %zu bytes still queued (they stay "
+                         "queued and will be sent)",
+                         timeout_ms, tether_conn_queued(s->c));
+        }
         return rv;
     }
     if (s->closed) {
