@@ -1129,9 +1129,11 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
     d.version = SSL_get_version(ssl);
     d.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
     d.resumed = SSL_session_reused(ssl) == 1;
+    /* A group that only a provider defines has no NID (TLSEXT_nid_unknown
+     * is set): OBJ_nid2sn() would fail and leave an error on the queue. */
     int gid = SSL_get_negotiated_group(ssl);
-    const char *gname = gid > 0 ? OBJ_nid2sn(gid & ~TLSEXT_nid_unknown) : NULL;
-    d.group = gid > 0 && !(gid & TLSEXT_nid_unknown) && gname != NULL ? gname : "";
+    const char *gname = gid > 0 && !(gid & TLSEXT_nid_unknown) ? OBJ_nid2sn(gid) : NULL;
+    d.group = gname != NULL ? gname : "";
     const unsigned char *ap = NULL;
     unsigned int al = 0;
     SSL_get0_alpn_selected(ssl, &ap, &al);

@@ -302,7 +302,7 @@ typedef struct tether_tls_info {
     char peer_sans[TETHER_TLS_INFO_STR_MAX];
     /** The key-exchange group, e.g. "X25519" or "prime256v1" (a static
      *  string); "" when the handshake used none, as a resumed TLS 1.2
-     *  session does. */
+     *  session does, or used one that only an OpenSSL provider defines. */
     const char *group;
 } tether_tls_info;
 
