@@ -37,7 +37,6 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -455,23 +454,6 @@ static bool is_localhost(const char *host)
     return n == l || host[n - l - 1] == '.';
 }
 
-/* A name c-ares can look up: labels of 1 to 63 printable characters. */
-static bool is_valid_name(const char *host)
-{
-    size_t label = 0;
-    for (const char *p = host; *p != '\0'; p++) {
-        if (*p == '.') {
-            if (label == 0) {
-                return false;
-            }
-            label = 0;
-        } else if (!isgraph((unsigned char)*p) || ++label > 63) {
-            return false;
-        }
-    }
-    return host[0] != '\0';
-}
-
 static void addr_set(struct tether__addr *a, int af, const void *ip, int port)
 {
     memset(a, 0, sizeof *a);
@@ -543,12 +525,6 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
             addr_set(&lo[n++], AF_INET, &v4, u->port);
         }
         dial_set_cands(d, lo, n);
-        return TETHER_OK;
-    }
-    if (!is_valid_name(u->host)) {
-        char detail[TETHER__HOST_MAX + 64];
-        snprintf(detail, sizeof detail, "'%s' is not a valid host name", u->host);
-        dial_fail_early(d, TETHER_EINVAL, detail);
         return TETHER_OK;
     }
     tether_error err;

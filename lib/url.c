@@ -94,9 +94,20 @@ static int parse_inet(const char *url, const char *rest, bool for_listen, struct
             }
             u->wildcard = true;
         } else {
+            size_t label = 0; /* DNS labels: 1 to 63 characters */
             for (size_t i = 0; i < hl; i++) {
                 if (!host_char_ok(u->host[i])) {
                     return url_error(err, url, "host '%s' contains an invalid character", u->host);
+                }
+                if (u->host[i] != '.') {
+                    label++;
+                } else if (label == 0) {
+                    return url_error(err, url, "host '%s' has an empty label", u->host);
+                } else {
+                    label = 0;
+                }
+                if (label > 63) {
+                    return url_error(err, url, "host '%s' has a label over 63 characters", u->host);
                 }
             }
         }
