@@ -391,19 +391,30 @@ static void client_give_up(tether_client *cl, int reason)
     client_report(cl, TETHER_CLIENT_GAVE_UP, reason, cl->err, 0);
 }
 
-/* An attempt (or a connection that never became stable) failed. */
-static void client_attempt_failed(tether_client *cl, int reason)
+/* Reports DISCONNECTED and, under fail_fast, hands back what the client
+ * holds. False when the application closed or restarted the client from
+ * inside those callbacks, and the caller must stop. */
+static bool client_report_lost(tether_client *cl, int reason)
 {
     cl->last_reason = reason;
     client_report(cl, TETHER_CLIENT_DISCONNECTED, reason, cl->err, 0);
     if (cl->closing || cl->conn != NULL || cl->gave_up || (cl->todo & T_START)) {
-        return; /* the application closed or restarted from inside on_state */
+        return false;
     }
     if (cl->o.fail_fast) {
         client_undeliver_all(cl, reason);
         if (cl->closing || (cl->todo & T_START)) {
-            return;
+            return false;
         }
+    }
+    return true;
+}
+
+/* An attempt (or a connection that never became stable) failed. */
+static void client_attempt_failed(tether_client *cl, int reason)
+{
+    if (!client_report_lost(cl, reason)) {
+        return;
     }
     if (cl->o.max_attempts > 0 && cl->attempt >= cl->o.max_attempts) {
         client_give_up(cl, reason);
@@ -462,13 +473,8 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
      * back to waiting and will be sent again from their first byte. The
      * connection has already released its queue, so nothing references
      * their memory any more. */
-    uint64_t written = c->bytes_out;
-    while (cl->head != NULL && cl->head != cl->waiting && cl->head->end <= written) {
-        msg_pop_head(cl);
-        cl->msgs_out++;
-    }
+    client_prune(cl);
     cl->waiting = cl->head;
-    client_check_drain(cl);
 
     cl->bytes_in += c->bytes_in;
     cl->bytes_out += c->bytes_out;
@@ -502,16 +508,8 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
         return;
     }
     /* A connection that had been up is gone. */
-    cl->last_reason = reason;
-    client_report(cl, TETHER_CLIENT_DISCONNECTED, reason, cl->err, 0);
-    if (cl->closing || cl->conn != NULL || cl->gave_up || (cl->todo & T_START)) {
+    if (!client_report_lost(cl, reason)) {
         return;
-    }
-    if (cl->o.fail_fast) {
-        client_undeliver_all(cl, reason);
-        if (cl->closing || (cl->todo & T_START)) {
-            return;
-        }
     }
     uint32_t delay = 0;
     if (reason == TETHER_OK) {
