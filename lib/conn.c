@@ -348,14 +348,16 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
     c->wq_tail = s;
 }
 
+static size_t wseg_room(const struct tether__wseg *s)
+{
+    return s->cap - (size_t)(s->ptr - s->data) - s->len;
+}
+
 /* Room at the end of the tail segment, if it is a copy segment. */
 static size_t wq_tail_room(const tether_conn *c)
 {
     const struct tether__wseg *t = c->wq_tail;
-    if (t == NULL || t->cap == 0) {
-        return 0;
-    }
-    return t->cap - (size_t)(t->ptr - t->data) - t->len;
+    return t != NULL && t->cap != 0 ? wseg_room(t) : 0;
 }
 
 static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
@@ -388,11 +390,6 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     s->free_ud = NULL;
     wq_link(c, s);
     return s;
-}
-
-static size_t wseg_room(const struct tether__wseg *s)
-{
-    return s->cap - (size_t)(s->ptr - s->data) - s->len;
 }
 
 /* Appends pieces as copies: what fits goes into the tail segment, the rest
@@ -1934,12 +1931,8 @@ static void conn_pending_cb(struct tether__pending *p)
             conn_update_io(c);
         }
     }
-    if (c->todo & TETHER__CT_DRAIN) {
-        c->todo &= (uint16_t)~TETHER__CT_DRAIN;
-    }
-    if (c->todo & TETHER__CT_FLUSH) {
-        c->todo &= (uint16_t)~TETHER__CT_FLUSH;
-    }
+    /* CT_FLUSH only asks for this call: dispatch_end flushes the queue. */
+    c->todo &= (uint16_t)~TETHER__CT_FLUSH;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         c->dispatching++;
         conn_dispatch_end(c);

@@ -146,10 +146,9 @@ struct tether_conn {
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
 #define TETHER__CT_PARSE 0x02u
-#define TETHER__CT_DRAIN 0x04u
 #define TETHER__CT_CLOSE 0x08u
 #define TETHER__CT_FREE 0x10u
-#define TETHER__CT_FLUSH 0x20u
+#define TETHER__CT_FLUSH 0x20u /* write what was queued before the connection was ready */
 
 /* Allocates a connection in the given state, registered with the loop. */
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state);

@@ -78,7 +78,6 @@ struct tether__dialer {
     struct tether__pending free_pend; /* frees the dialer outside dispatch */
     struct tether__tnode stagger;     /* starts the next candidate */
     struct tether__dns_req *dns;      /* the lookup in progress, or NULL */
-    uint64_t dns_started;
     struct dial_cand *cands;
     int ncand;
     int dropped; /* candidates beyond DIAL_MAX_CANDS */
@@ -528,7 +527,6 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
         return TETHER_OK;
     }
     tether_error err;
-    d->dns_started = c->loop->now;
     rv = tether__dns_resolve(&d->dns, c->loop, u->host, u->port, af, dial_on_resolved, d, &err);
     if (rv != TETHER_OK) {
         dial_fail_early(d, rv, err.message);

@@ -378,17 +378,9 @@ void tether__dns_loop_free(tether_loop *loop)
         tether__io_stop(loop, &s->io);
         free(s);
     }
-    if (dns->resched.queued) {
-        /* Unlink it: the flush list is walked once more by nobody, but keep
-         * the loop's list free of dangling nodes all the same. */
-        struct tether__flush **f = &loop->flush_head;
-        while (*f != NULL && *f != &dns->resched) {
-            f = &(*f)->next;
-        }
-        if (*f != NULL) {
-            *f = dns->resched.next;
-        }
-    }
+    /* The flush list is walked once more by nobody, but keep the loop's
+     * list free of dangling nodes all the same. */
+    tether__flush_cancel(loop, &dns->resched);
     free(dns);
     loop->dns = NULL;
 }

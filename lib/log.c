@@ -24,7 +24,6 @@ static atomic_int log_threshold = -1;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static tether_log_fn log_fn;
 static void *log_ud;
-static int log_level = -1;
 
 void tether_set_log(tether_log_fn fn, tether_log_level level, void *ud)
 {
@@ -37,8 +36,7 @@ void tether_set_log(tether_log_fn fn, tether_log_level level, void *ud)
     pthread_mutex_lock(&log_lock);
     log_fn = fn;
     log_ud = ud;
-    log_level = fn != NULL ? lv : -1;
-    atomic_store_explicit(&log_threshold, log_level, memory_order_relaxed);
+    atomic_store_explicit(&log_threshold, fn != NULL ? lv : -1, memory_order_relaxed);
     pthread_mutex_unlock(&log_lock);
 }
 
@@ -65,7 +63,7 @@ void tether__log(tether_log_level level, const char *fmt, ...)
     pthread_mutex_lock(&log_lock);
     tether_log_fn fn = log_fn;
     void *ud = log_ud;
-    int lv = log_level;
+    int lv = atomic_load_explicit(&log_threshold, memory_order_relaxed);
     pthread_mutex_unlock(&log_lock);
     /* The setting may have changed since the unlocked check. */
     if (fn == NULL || (int)level > lv) {

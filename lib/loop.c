@@ -184,9 +184,10 @@ static void wake_on_readable(struct tether__io *io, unsigned revents)
      * drain swallows that write, and the flag stays set, so later posts
      * skip their write and the loop sleeps with work queued. In this order
      * a post that still sees the flag set has its node queued already, and
-     * the posts run at the end of this iteration pick it up. */
-    while (read(loop->evfd, &v, sizeof v) > 0) {
-    }
+     * the posts run at the end of this iteration pick it up. One read takes
+     * the whole counter (it is not a semaphore eventfd). */
+    ssize_t n = read(loop->evfd, &v, sizeof v);
+    (void)n;
     atomic_store(&loop->wake_armed, false);
 }
 

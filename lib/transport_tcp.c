@@ -16,7 +16,6 @@
 struct tcp_transport {
     struct tether_transport base; /* must be first */
     int last_errno;
-    bool is_unix;
 };
 
 static int tcp_fail(struct tcp_transport *t, int e)
@@ -153,7 +152,6 @@ int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_uni
     }
     t->base.ops = is_unix ? &unix_ops : &tcp_ops;
     t->base.fd = fd;
-    t->is_unix = is_unix;
     *out = &t->base;
     return TETHER_OK;
 }
