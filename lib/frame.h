@@ -11,9 +11,10 @@
  * 0xFF cannot announce a legal data message (that would be at least
  * 0xFF000000 bytes, far above TETHER__MAX_MSG_LIMIT), so the library reserves
  * it: 0xFF, a control type (1..255), then a 16-bit big-endian control payload
- * length. Only the framer returned by tether__framer_len32_ctrl() decodes
- * them; the plain len32 framer reports such a header as EMSGSIZE, so a peer
- * that never enabled control frames sees nothing new on the wire. */
+ * length. Connections recognise them in conn.c (ctrl_frame_len(), which
+ * also checks that the peer may send that type now) before the plain len32
+ * framer would report such a header as EMSGSIZE, so a peer that never
+ * enabled control frames sees nothing new on the wire. */
 #define TETHER__CTRL_MARK 0xFFu
 #define TETHER__CTRL_HDR_LEN 4u
 #define TETHER__CTRL_MAX_PAYLOAD 0xFFFFu
@@ -26,7 +27,9 @@
 #define TETHER__CTRL_HELLO_VERSION 1u
 #define TETHER__CTRL_PING_MAX 64u /* largest PING payload answered */
 
-/* len32 with control frames enabled. */
+/* len32 with control frames as a framer of their own: the reference
+ * decoder that test_framing and the fuzzer exercise. Connections do not use
+ * it (see above). */
 const tether_framer *tether__framer_len32_ctrl(void);
 
 /* Encodes a control frame header (4 bytes) for the len32 framing. */
