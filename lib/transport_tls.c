@@ -52,6 +52,7 @@
 #define TF_RD_WANTS_W 0x0020u     /* SSL_read is blocked on a write */
 #define TF_WR_WANTS_R 0x0040u     /* SSL_write is blocked on a read */
 #define TF_EOF 0x0080u            /* the socket returned end of stream */
+#define TF_RD_CLOSED 0x0100u      /* close_notify read behind data not yet returned */
 
 struct tls_transport {
     struct tether_transport base; /* must be first */
@@ -705,6 +706,11 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     if (t->deferred != 0) {
         return t->deferred;
     }
+    if (t->flags & TF_RD_CLOSED) {
+        /* The close_notify that came with the data of the previous call:
+         * the end of the stream. */
+        return TETHER_OK;
+    }
     uint8_t *p = iov[0].iov_base;
     size_t cap = iov[0].iov_len;
     size_t got = 0;
@@ -733,7 +739,14 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
             /* close_notify: a clean end of stream (0 bytes) once the data
-             * before it has been delivered. */
+             * before it has been delivered. If it came in the same read as
+             * that data, OpenSSL has consumed it and epoll will never
+             * report it again (the peer may well wait for our answer
+             * without sending a FIN): remember it, and has_pending() makes
+             * the connection come back for the end of the stream. */
+            if (got > 0) {
+                t->flags |= TF_RD_CLOSED;
+            }
             break;
         }
         int rv = tls_fail(t, e);
@@ -903,6 +916,9 @@ static bool tls_has_pending(const struct tether_transport *tr)
     const struct tls_transport *t = (const struct tls_transport *)tr;
     if (t->ssl == NULL || !(t->flags & TF_HS_DONE) || t->deferred != 0) {
         return false;
+    }
+    if (t->flags & TF_RD_CLOSED) {
+        return true; /* the end of the stream, which epoll cannot see */
     }
     if (SSL_pending(t->ssl) > 0) {
         return true;

@@ -15,6 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "helpers.h"
 
 #ifndef TETHER_CERTS_DIR
@@ -1282,6 +1285,229 @@ START_TEST(close_notify_and_truncation)
 }
 END_TEST
 
+/* ---- close_notify in the same segment as the last data ------------------- */
+
+/* A TLS peer on a blocking socket whose OpenSSL writes into a memory BIO,
+ * so that the test decides what goes out in one send(): the last data
+ * record and close_notify together, with no FIN after them. It then waits
+ * for tether to answer with close_notify of its own. */
+struct cn_peer {
+    int fd;
+    bool server;
+    int version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+    pthread_t thr;
+    /* results */
+    bool handshake_ok;
+    bool got_close_notify; /* tether answered */
+    bool got_fin_first;    /* tether closed TCP without answering */
+    char err[256];
+};
+
+/* Sends everything OpenSSL wrote into the memory BIO, in one send(). */
+static bool cn_flush(struct cn_peer *p, BIO *wbio)
+{
+    char buf[64 * 1024];
+    int n = BIO_read(wbio, buf, sizeof buf);
+    if (n <= 0) {
+        return true;
+    }
+    if (BIO_ctrl_pending(wbio) != 0) {
+        return false; /* more than one send's worth: not what the test means */
+    }
+    return send(p->fd, buf, (size_t)n, MSG_NOSIGNAL) == n;
+}
+
+/* Reads what the socket has into the read BIO; false on EOF or error. */
+static bool cn_fill(struct cn_peer *p, BIO *rbio, bool *eof)
+{
+    char buf[16 * 1024];
+    ssize_t n = recv(p->fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+        *eof = n == 0;
+        return false;
+    }
+    BIO_write(rbio, buf, (int)n);
+    return true;
+}
+
+static void *cn_peer_main(void *arg)
+{
+    struct cn_peer *p = arg;
+    SSL_CTX *ctx = SSL_CTX_new(p->server ? TLS_server_method() : TLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, p->version);
+    SSL_CTX_set_max_proto_version(ctx, p->version);
+    if (p->server) {
+        SSL_CTX_use_certificate_chain_file(ctx, CERT("server.pem"));
+        SSL_CTX_use_PrivateKey_file(ctx, CERT("server.key"), SSL_FILETYPE_PEM);
+    }
+    SSL *ssl = SSL_new(ctx);
+    BIO *rbio = BIO_new(BIO_s_mem());
+    BIO *wbio = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, rbio, wbio);
+    if (p->server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        SSL_set_connect_state(ssl);
+        SSL_set_tlsext_host_name(ssl, "localhost");
+    }
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    bool eof = false;
+    for (;;) {
+        int r = SSL_do_handshake(ssl);
+        if (!cn_flush(p, wbio)) {
+            snprintf(p->err, sizeof p->err, "send during handshake failed");
+            goto out;
+        }
+        if (r == 1) {
+            break;
+        }
+        if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ || !cn_fill(p, rbio, &eof)) {
+            snprintf(p->err, sizeof p->err, "handshake failed");
+            goto out;
+        }
+    }
+    p->handshake_ok = true;
+    /* Let tether finish its side (a TLS 1.3 server's tickets, the client's
+     * Finished) and see the connection as up before the last words. */
+    usleep(200 * 1000);
+    /* The last message (len32 framing: "bye") and close_notify, one send. */
+    static const unsigned char msg[] = {0, 0, 0, 3, 'b', 'y', 'e'};
+    if (SSL_write(ssl, msg, sizeof msg) != (int)sizeof msg || SSL_shutdown(ssl) < 0 ||
+        !cn_flush(p, wbio)) {
+        snprintf(p->err, sizeof p->err, "send of data + close_notify failed");
+        goto out;
+    }
+    /* Now wait for tether's close_notify. The socket stays open: no FIN. */
+    for (;;) {
+        char b[256];
+        int r = SSL_read(ssl, b, sizeof b);
+        if (r > 0) {
+            continue; /* an echo, tickets */
+        }
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            p->got_close_notify = true;
+            break;
+        }
+        if (e != SSL_ERROR_WANT_READ) {
+            snprintf(p->err, sizeof p->err, "SSL_read error %d", e);
+            break;
+        }
+        if (!cn_fill(p, rbio, &eof)) {
+            p->got_fin_first = eof;
+            snprintf(p->err, sizeof p->err, "%s",
+                     eof ? "EOF without close_notify" : "no close_notify within 10 s");
+            break;
+        }
+    }
+out:
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return NULL;
+}
+
+static bool cn_closed(void *arg)
+{
+    return *(int *)arg != S.closed;
+}
+
+/* tether as the server: an accepted connection whose peer ends with data and
+ * close_notify in one segment delivers the data, reports a clean EOF and
+ * answers close_notify. */
+static void cn_accepted(int version)
+{
+    tether_tls_config *scfg = srv_up("server", NULL);
+    S.echo = false;
+    int closed = S.closed;
+    struct cn_peer p = {.server = false, .version = version};
+    p.fd = raw_connect(S.port);
+    ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
+    bool done = th_run_until_pred(cn_closed, &closed, 15000);
+    /* The peer thread ends by itself within its 10 s receive timeout. */
+    uint64_t deadline = th_now_ms() + 15000;
+    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    pthread_join(p.thr, NULL);
+    close(p.fd);
+    ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
+    ck_assert_msg(done, "the server never reported the end of the stream");
+    ck_assert_int_eq(S.msgs, 1);
+    ck_assert_msg(S.last_close == TETHER_EOF, "got %s: %s", tether_err_name(S.last_close),
+                  S.close_detail);
+    ck_assert_msg(p.got_close_notify, "peer: %s", p.err);
+    srv_down(scfg);
+}
+
+START_TEST(close_notify_with_last_data_accepted_tls12)
+{
+    cn_accepted(TLS1_2_VERSION);
+}
+END_TEST
+
+START_TEST(close_notify_with_last_data_accepted_tls13)
+{
+    cn_accepted(TLS1_3_VERSION);
+}
+END_TEST
+
+/* tether as the client, against a peer server that ends the same way. */
+static void cn_dialled(int version)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(lfd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(lfd, 1), 0);
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+
+    tether_tls_config *ccfg = client_cfg(NULL);
+    struct cli k;
+    cli_dial(&k, url_for("localhost", ntohs(sa.sin_port)), ccfg);
+    struct cn_peer p = {.server = true, .version = version};
+    /* The dial resolves and connects from the loop: run it until the
+     * connection arrives. */
+    p.fd = -1;
+    uint64_t until = th_now_ms() + 10000;
+    while (p.fd < 0 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 20);
+        p.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    }
+    ck_assert_int_ge(p.fd, 0);
+    ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
+    bool done = th_run_until(&k.closed, 15000);
+    uint64_t deadline = th_now_ms() + 15000;
+    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    pthread_join(p.thr, NULL);
+    close(p.fd);
+    close(lfd);
+    ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
+    ck_assert_msg(k.connected, "connect failed: %s", k.connect_detail);
+    ck_assert_msg(done, "the client never reported the end of the stream");
+    ck_assert_int_eq(k.got, 1);
+    ck_assert_msg(k.close_reason == TETHER_EOF, "got %s: %s", tether_err_name(k.close_reason),
+                  k.close_detail);
+    ck_assert_msg(p.got_close_notify, "peer: %s", p.err);
+    tether_tls_config_unref(ccfg);
+}
+
+START_TEST(close_notify_with_last_data_dialled_tls12)
+{
+    cn_dialled(TLS1_2_VERSION);
+}
+END_TEST
+
+START_TEST(close_notify_with_last_data_dialled_tls13)
+{
+    cn_dialled(TLS1_3_VERSION);
+}
+END_TEST
+
 START_TEST(peer_reset_while_writing_never_raises_sigpipe)
 {
     /* The library must not rely on the application ignoring SIGPIPE. */
@@ -1534,6 +1760,10 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, server_handshake_timeout);
     tcase_add_test(tc, client_handshake_timeout);
     tcase_add_test(tc, close_notify_and_truncation);
+    tcase_add_test(tc, close_notify_with_last_data_accepted_tls12);
+    tcase_add_test(tc, close_notify_with_last_data_accepted_tls13);
+    tcase_add_test(tc, close_notify_with_last_data_dialled_tls12);
+    tcase_add_test(tc, close_notify_with_last_data_dialled_tls13);
     tcase_add_test(tc, peer_reset_while_writing_never_raises_sigpipe);
     tcase_add_test(tc, bulk_echo_small_buffers_tls13);
     tcase_add_test(tc, bulk_echo_small_buffers_tls12);
