@@ -372,6 +372,15 @@ static int tls_alert_error(struct tls_transport *t, int alert)
     }
 }
 
+/* What a peer that sent nothing during the handshake probably is: a client
+ * suspects a server that does not speak TLS; a server suspects a port check
+ * (a health probe, a scanner) rather than a TLS client. */
+static const char *not_tls_hint(const struct tls_transport *t)
+{
+    return (t->flags & TF_SERVER) ? " (a port check or health probe, or not a TLS client?)"
+                                  : " (is it a TLS server?)";
+}
+
 /* Classifies a failed SSL call. Called with the OpenSSL error queue of that
  * call; leaves it empty. */
 static int tls_fail(struct tls_transport *t, int ssl_err)
@@ -397,11 +406,12 @@ static int tls_fail(struct tls_transport *t, int ssl_err)
         }
         rv = tether__errno_to_err(se);
         if (rv == TETHER_ECONNRESET) {
-            tls_set_err(t, "connection reset by peer%s",
+            tls_set_err(t, "connection reset by peer%s%s",
                         !hs              ? ""
                         : t->nfirst == 0 ? " during the TLS handshake, before any TLS data "
-                                           "arrived (is it a TLS server?)"
-                                         : " during the TLS handshake");
+                                           "arrived"
+                                         : " during the TLS handshake",
+                        hs && t->nfirst == 0 ? not_tls_hint(t) : "");
         } else {
             tls_set_err(t, "%s%s", strerror(se), hs ? " during the TLS handshake" : "");
         }
@@ -468,8 +478,14 @@ static int tls_fail(struct tls_transport *t, int ssl_err)
 
 eof:
     if (hs) {
-        tls_set_err(t, "the peer closed the connection during the TLS handshake%s",
-                    t->nfirst == 0 ? " without answering (is it a TLS server?)" : "");
+        if (t->nfirst == 0 && (t->flags & TF_SERVER)) {
+            tls_set_err(t, "the client closed the connection before sending anything%s",
+                        not_tls_hint(t));
+        } else {
+            tls_set_err(t, "the peer closed the connection during the TLS handshake%s%s",
+                        t->nfirst == 0 ? " without answering" : "",
+                        t->nfirst == 0 ? not_tls_hint(t) : "");
+        }
         return TETHER_ETLS;
     }
     tls_set_err(t, "TLS stream truncated: the peer closed the connection without close_notify");

@@ -1149,13 +1149,21 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert_int_le(recv(fd, &b, 1, 0), 0); /* closed */
     close(fd);
 
+    /* A port check: connect and close without a word. The server's text
+     * must not ask whether its client is a TLS server. */
+    fd = raw_connect(S.port);
+    close(fd);
+    wait_server_errors(2);
+    ASSERT_HAS(S.error_detail, "the client closed the connection before sending anything");
+    ck_assert_msg(strstr(S.error_detail, "TLS server") == NULL, "%s", S.error_detail);
+
     /* Random bytes. */
     fd = raw_connect(S.port);
     uint8_t junk[300];
     th_fill(junk, sizeof junk, 99);
     junk[0] = 0x00;
     ck_assert_int_eq(send(fd, junk, sizeof junk, MSG_NOSIGNAL), (ssize_t)sizeof junk);
-    wait_server_errors(2);
+    wait_server_errors(3);
     ck_assert_int_eq(S.last_error, TETHER_ENOTTLS);
     ASSERT_HAS(S.error_detail, "does not speak TLS (it sent 00 ");
     close(fd);
@@ -1169,7 +1177,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert_int_eq(plain.connect_status, TETHER_OK);
     ck_assert_int_eq(tether_conn_tls_info(plain.c, &plain.info), TETHER_ENOTSUP);
     send_checked(plain.c, 2, 1);
-    wait_server_errors(3);
+    wait_server_errors(4);
     ck_assert_int_eq(S.last_error, TETHER_ENOTTLS);
     ASSERT_HAS(S.error_detail, "does not speak TLS (it sent 00 00 00 06 ");
     ck_assert(th_run_until(&plain.closed, 5000));
@@ -1178,7 +1186,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     fd = raw_connect(S.port);
     const uint8_t hdr[] = {0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00};
     ck_assert_int_eq(send(fd, hdr, sizeof hdr, MSG_NOSIGNAL), (ssize_t)sizeof hdr);
-    wait_server_errors(4);
+    wait_server_errors(5);
     ck_assert_int_ne(S.last_error, TETHER_OK);
     close(fd);
 
