@@ -34,9 +34,12 @@
  *
  * Lines from clients are cleaned before they are passed on: a trailing
  * "\r" (from telnet-style clients) is removed, empty lines are ignored, and
- * control characters other than tab become '?', so that nobody can send
- * terminal escape sequences to the others. Bytes of 0x80 and above pass
- * unchanged (UTF-8 text stays intact).
+ * control characters become '?', so that nobody can send terminal escape
+ * sequences to the others: C0 (0x00 to 0x1f except tab, and 0x7f) and C1
+ * (U+0080 to U+009F, which a terminal may take as ESC [ and the like, both
+ * as the UTF-8 bytes C2 80 to C2 9F and as raw bytes 0x80 to 0x9f). Valid
+ * UTF-8 text otherwise passes unchanged; every byte that is not part of a
+ * valid UTF-8 character becomes '?' as well.
  *
  * stdout gets one line per event, flushed: `listening on URL`,
  * `alice joined from 127.0.0.1:40000`, `alice left`,
@@ -168,13 +171,81 @@ static void notice(struct room *room, const struct member *except, const char *f
     }
 }
 
-/* Copies a certificate name into a nickname: printable ASCII and UTF-8
- * bytes only, no spaces, so that "<nick> text" stays unambiguous. */
-static void make_nick(char *out, size_t outlen, const char *cn)
+/* The length of the valid UTF-8 character at p (at most n bytes), or 0 if
+ * p does not start one: overlong forms, surrogates and values above
+ * U+10FFFF are invalid (RFC 3629). */
+static size_t utf8_char_len(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint8_t lo = 0x80, hi = 0xbf; /* the range of the second byte */
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        lo = p[0] == 0xe0 ? 0xa0 : 0x80;
+        hi = p[0] == 0xed ? 0x9f : 0xbf;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        lo = p[0] == 0xf0 ? 0x90 : 0x80;
+        hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (n < len || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+    return len;
+}
+
+/* Copies len bytes of a client's text to out (room for len bytes), with
+ * every control character (C0 but tab, DEL, C1) and every byte that is not
+ * part of valid UTF-8 replaced by '?'. Returns the length written, at most
+ * len: a C1 character (2 bytes in UTF-8) becomes one '?'. */
+static size_t clean_text(char *out, const uint8_t *in, size_t len)
 {
     size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)cn; *p != '\0' && n + 1 < outlen; p++) {
-        out[n++] = (*p <= ' ' || *p == 0x7f || *p == '<' || *p == '>') ? '_' : (char)*p;
+    for (size_t i = 0; i < len;) {
+        uint8_t ch = in[i];
+        if (ch < 0x80) {
+            out[n++] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
+            i++;
+            continue;
+        }
+        size_t clen = utf8_char_len(in + i, len - i);
+        if (clen == 0 || (ch == 0xc2 && in[i + 1] <= 0x9f)) { /* invalid, or C1 */
+            out[n++] = '?';
+            i += clen > 0 ? clen : 1;
+            continue;
+        }
+        memcpy(out + n, in + i, clen);
+        n += clen;
+        i += clen;
+    }
+    return n;
+}
+
+/* Copies a certificate name into a nickname: cleaned like every line
+ * (clean_text()), with no spaces or angle brackets, so that "<nick> text"
+ * stays unambiguous, and cut at a character boundary. */
+static void make_nick(char *out, size_t outlen, const char *cn)
+{
+    char clean[256];
+    size_t len = strlen(cn);
+    size_t n = clean_text(clean, (const uint8_t *)cn, len < sizeof clean ? len : sizeof clean);
+    if (n >= outlen) {
+        n = outlen - 1;
+        while (n > 0 && ((uint8_t)clean[n] & 0xc0) == 0x80) {
+            n--; /* do not split a UTF-8 character */
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = clean[i];
+        out[i] = (ch == ' ' || ch == '\t' || ch == '<' || ch == '>') ? '_' : ch;
     }
     out[n] = '\0';
     if (n == 0) {
@@ -271,12 +342,8 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     }
     /* data is borrowed until we return; the line is built in a copy. */
     int hdr = snprintf(room->line, NICK_MAX + 4, "<%s> ", m->nick);
-    char *text = room->line + hdr;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t ch = data[i];
-        text[i] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
-    }
-    broadcast(room, m, room->line, (size_t)hdr + len);
+    size_t n = clean_text(room->line + hdr, data, len);
+    broadcast(room, m, room->line, (size_t)hdr + n);
 }
 
 static void on_close(tether_conn *c, int reason, void *ud)
