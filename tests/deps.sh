@@ -35,6 +35,7 @@ TETHER_APT_PACKAGES=(
 
 # What examples/demo.sh needs to build the library and the examples (no
 # tests, no docs): a compiler, CMake, pkg-config, OpenSSL and c-ares.
+# shellcheck disable=SC2034 # used by examples/demo.sh
 TETHER_DEMO_PACKAGES=(
     build-essential
     cmake
