@@ -287,4 +287,26 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
 fi
 
+# ---- --verbose reports a refused client once -------------------------------------
+
+if start_server verbose --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --verbose; then
+    verbose_pid=$server_pid
+    start_client vnocert none
+    wait_exit "${client_pid[vnocert]}" 20
+    hang_up vnocert
+    expect_line "$tmp/verbose.err" "client certificate required" \
+        "chat_server --verbose reports the client without a certificate"
+    sleep 0.5 # a duplicate would follow at once, from the same callback chain
+    n=$(grep -c "client certificate required" "$tmp/verbose.err" || true)
+    if [[ $n -eq 1 ]]; then
+        pass "chat_server --verbose reports the refused handshake once"
+    else
+        fail "chat_server --verbose reports the refused handshake $n times:"
+        sed 's/^/    /' "$tmp/verbose.err" >&2
+    fi
+    kill -TERM "$verbose_pid"
+    wait_exit "$verbose_pid" 10
+fi
+
 th_end
