@@ -21,7 +21,6 @@
  * when the URL asks for port 0), one line on stderr for every connection
  * that ends with an error, and exits with 0 after a clean stop, 1 otherwise.
  * A second signal during the shutdown exits at once. */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
