@@ -212,6 +212,23 @@ fi
 kill -KILL "$mute_pid" 2>/dev/null || true
 wait_exit "$mute_pid" 5
 
+# Mutual TLS: a server that requires a client certificate, and the client
+# flags shared with the other examples.
+certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
+if start_server mtls --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --verify-client; then
+    start_bg rctls "$rc_bin" --connect "tls://localhost:$server_port" --ca "$certs/ca.pem" \
+        --cert "$certs/client.pem" --key "$certs/client.key" --interval 50 --count 3
+    wait_exit "$bg_pid" 20
+    if [[ $exit_status -eq 0 ]] && grep -qx 'echo: message 2' "$tmp/rctls.out"; then
+        pass "reconnecting_client over mutual TLS (--cert/--key)"
+    else
+        fail "reconnecting_client over mutual TLS: status $exit_status:"
+        sed 's/^/    /' "$tmp/rctls.out" "$tmp/rctls.err" >&2
+    fi
+    kill_server TERM
+fi
+
 # Usage errors are one line.
 if "$rc_bin" --connect nope >/dev/null 2>"$tmp/bad.err"; then
     fail "reconnecting_client accepted a malformed URL"

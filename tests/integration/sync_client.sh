@@ -5,7 +5,8 @@
 #   bash tests/integration/sync_client.sh SYNC_CLIENT ECHO_SERVER CERTS_DIR PYTHON
 #
 # Checks: --help; the echo over tcp:// and over tls:// verified with the
-# test CA (by name and by IP address); and that each failure is one line
+# test CA (by name and by IP address), with a client certificate, and with
+# --servername; and that each failure is one line
 # naming the cause and comes within the timeout: connection refused, a
 # server whose certificate we do not trust, a server that accepts but never
 # answers (receive timeout), a server that never completes the TLS
@@ -93,6 +94,25 @@ if th_start tls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
     # Without --ca the system's trust store does not know the test CA.
     expect_error untrusted "certificate verify failed: unknown CA" 10 \
         --connect "tls://localhost:$port"
+fi
+
+# Mutual TLS: a server that requires a client certificate.
+if th_start mtls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+    --cert "$certs/server.pem" --key "$certs/server.key" --ca "$certs/ca.pem" --verify-client; then
+    port=${bg_line##*:}
+    expect_echo mtls "hello" --connect "tls://localhost:$port" --ca "$certs/ca.pem" \
+        --cert "$certs/client.pem" --key "$certs/client.key"
+    expect_error mtls-nocert "requires a client certificate" 10 \
+        --connect "tls://localhost:$port" --ca "$certs/ca.pem"
+fi
+# --servername: verify a name other than the URL's host.
+if th_start sni '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+    --cert "$certs/wronghost.pem" --key "$certs/wronghost.key"; then
+    port=${bg_line##*:}
+    expect_echo servername "hello" --connect "tls://127.0.0.1:$port" --ca "$certs/ca.pem" \
+        --servername wrong.example
+    expect_error no-servername "address mismatch" 10 \
+        --connect "tls://127.0.0.1:$port" --ca "$certs/ca.pem"
 fi
 
 # ---- timeouts ---------------------------------------------------------------------
