@@ -110,8 +110,6 @@ expect_err echo_server "error: --framing: invalid value 'json' (expected len32, 
 for prog in "${clients[@]}"; do
     extra=()
     [[ $prog == file_send ]] && extra=(--file "$certs/ca.pem")
-    url=tcp://127.0.0.1:1
-    [[ $prog == chat_client ]] && url=tls://127.0.0.1:1
     expect_err "$prog" "error: --connect URL is required (see --help)" "${extra[@]}"
     expect_err "$prog" "error: --cert needs --key as well (a certificate and its private key)" \
         --connect tls://127.0.0.1:1 --cert "$certs/client.pem" "${extra[@]}"
