@@ -153,12 +153,13 @@ if readelf -d "$libdir/libtether.so" | grep -qE 'RPATH|RUNPATH'; then
     fail "the installed libtether.so has an rpath"
 fi
 export LD_LIBRARY_PATH=$libdir
+: >"$tmp/tour/server.out" # exists before the loop below reads it
 "$tmp/tour/server" tcp://127.0.0.1:0 >"$tmp/tour/server.out" 2>&1 &
 server_pid=$!
 trap 'kill -KILL "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 url=
 for ((i = 0; i < 600; i++)); do
-    url=$(sed -n 's/^listening on //p' "$tmp/tour/server.out")
+    url=$(sed -n 's/^listening on //p' "$tmp/tour/server.out" || true)
     [[ -n $url ]] && break
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.05
