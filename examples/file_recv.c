@@ -198,6 +198,13 @@ static void on_header(struct receiver *r, const uint8_t *data, size_t len)
     }
     r->name[nl] = '\0';
 
+    struct stat st;
+    if (!r->opt->resume && stat(r->part, &st) == 0 && st.st_size > 0) {
+        fprintf(stderr,
+                "replacing %s (%llu bytes left by an earlier transfer; --resume would "
+                "continue it)\n",
+                r->part, (unsigned long long)st.st_size);
+    }
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (r->opt->resume ? 0 : O_TRUNC);
     r->fd = open(r->part, flags, 0644);
     if (r->fd < 0) {

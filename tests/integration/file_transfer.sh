@@ -279,6 +279,12 @@ if [[ $(id -u) -ne 0 ]]; then
     recv_err readonly "error: --out $tmp/ro/x: cannot write in $tmp/ro: Permission denied" \
         --out "$tmp/ro/x"
 fi
+# A PATH.part from an earlier transfer, without --resume: replaced, and said.
+head -c 1000 "$tmp/big.bin" >"$tmp/replace.copy.part"
+transfer replace "$tmp/f1.bin" tcp --progress none -- --progress none
+check "file_recv says it replaces an old PATH.part: $(grep replacing "$tmp/replace.recv.err" || true)" \
+    grep -qF "replacing $tmp/replace.copy.part (1000 bytes left by an earlier transfer" \
+    "$tmp/replace.recv.err"
 # With --force the existing file is replaced by the transfer.
 printf 'old contents' >"$tmp/force.copy"
 transfer force "$tmp/f1.bin" tcp --force --progress none -- --progress none
