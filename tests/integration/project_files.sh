@@ -4,6 +4,8 @@
 # - tests/needs.sh skips (status 77) and names a missing tool;
 # - `tests/run-all.sh --help` prints a usage text and exits 0 without
 #   running any stage;
+# - cmake/check-docs-html.py (the docs target's check) fails on broken
+#   bold and passes clean pages;
 # - CHANGELOG.md has a section for the version in include/tether/version.h,
 #   and LICENSE is the MIT license.
 #
@@ -77,6 +79,34 @@ for arg in --help -h; do
         head -n 5 <<<"$out" | sed 's/^/    /' >&2
     fi
 done
+
+# ---- cmake/check-docs-html.py catches what doxygen 1.9.4 renders wrong --------------
+
+if command -v python3 >/dev/null 2>&1; then
+    mkdir -p "$tmp/html-good" "$tmp/html-bad" "$tmp/html-runaway"
+    cat >"$tmp/html-good/index.html" <<'HTML'
+<html><body><div id="projectname">tether<span id="projectnumber">&#160;1.2.3</span></div>
+<ul><li><b>Heartbeats</b> (<code>heartbeat_ms</code>): pings.</li></ul>
+<div class="fragment">int main(int argc, char **argv)</div>
+<table><tr><td class="memname">int tether_loop_new</td><td class="paramtype">tether_loop **&#160;</td></tr></table>
+</body></html>
+HTML
+    cat >"$tmp/html-bad/index.html" <<'HTML'
+<html><body><ul><li>**Heartbeats (<code>heartbeat_ms</code>):** pings.</li></ul></body></html>
+HTML
+    cat >"$tmp/html-runaway/index.html" <<'HTML'
+<html><body><p><b>1. Held by the client.</p><p>More text</b> in the next paragraph.</p></body></html>
+HTML
+    check "check-docs-html.py passes clean HTML with C pointers in code" \
+        python3 "$src/cmake/check-docs-html.py" --version 1.2.3 "$tmp/html-good"
+    check "check-docs-html.py fails on a wrong version" \
+        bash -c '! python3 "$0" --version 9.9.9 "$1" >/dev/null 2>&1' \
+        "$src/cmake/check-docs-html.py" "$tmp/html-good"
+    check "check-docs-html.py fails on a literal **" \
+        bash -c '! python3 "$0" "$1" >/dev/null 2>&1' "$src/cmake/check-docs-html.py" "$tmp/html-bad"
+    check "check-docs-html.py fails on bold that crosses a paragraph" \
+        bash -c '! python3 "$0" "$1" >/dev/null 2>&1' "$src/cmake/check-docs-html.py" "$tmp/html-runaway"
+fi
 
 # ---- CHANGELOG and LICENSE -----------------------------------------------------------
 
