@@ -10,7 +10,7 @@
 #   and LICENSE is the MIT license.
 #
 #   bash tests/integration/project_files.sh SOURCE_DIR
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317,SC2016
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
