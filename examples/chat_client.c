@@ -26,7 +26,6 @@
  * - a TLS client with a client certificate (mutual TLS), and line framing;
  * - a graceful close (tether_conn_close()) that still delivers everything
  *   that was queued. */
-#include <getopt.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,16 +35,15 @@
 
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
+
 /* Bytes of stdin lines handed to the loop and not yet accepted by
  * tether_conn_send(): above this the reader thread waits. */
 #define STDIN_WINDOW (64 * 1024)
 
 struct options {
     const char *connect_url;
-    const char *ca;
-    const char *cert;
-    const char *key;
-    const char *servername;
+    struct cli_tls tls;
     size_t max_line;
 };
 
@@ -80,13 +78,10 @@ static const char usage[] =
     "usage: chat_client --connect tls://HOST:PORT --ca PEM --cert PEM --key PEM\n"
     "Joins a chat_server room: sends the lines of stdin, prints the room's lines.\n"
     "Exits at the end of stdin, after everything typed has been sent.\n\n"
-    "  --connect URL      the server, e.g. tls://localhost:7000\n"
-    "  --ca PEM           CA certificates to trust (default: the system's)\n"
-    "  --cert PEM         our certificate; its common name is our nickname\n"
-    "  --key PEM          its private key\n"
-    "  --servername NAME  verify NAME instead of the URL's host\n"
-    "  --max-line BYTES   longest line to send (default 4096, the server's default)\n"
-    "  --help             show this help\n";
+    "  --connect URL     the server, e.g. tls://localhost:7000\n" CLI_USAGE_TLS_CLIENT
+    "                    (--cert: its common name is our nickname)\n"
+    "  --max-line BYTES  longest line to send (default 4096, the server's "
+    "default)\n" CLI_USAGE_COMMON;
 
 static void finish(struct client *cl, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -280,81 +275,54 @@ static void on_close(tether_conn *c, int reason, void *ud)
     cl->conn = NULL; /* freed when this returns */
 }
 
-/* ---- options ------------------------------------------------------------------- */
+/* ---- options ---------------------------------------------------------------------- */
 
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX || v == 0) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
         OPT_CONNECT = 256,
-        OPT_CA,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_SERVERNAME,
         OPT_MAX_LINE
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"servername", required_argument, NULL, OPT_SERVERNAME},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_CLIENT,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0;
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_CONNECT:
             opt->connect_url = optarg;
             break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_SERVERNAME:
-            opt->servername = optarg;
-            break;
         case OPT_MAX_LINE:
-            ok = parse_size(optarg, &opt->max_line);
+            if (!cli_parse_size(optarg, &opt->max_line) || opt->max_line == 0 ||
+                opt->max_line > 1024 * 1024) {
+                r = cli_bad_value("max-line", optarg, "a number of bytes from 1 to 1048576");
+            }
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("chat_client", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->connect_url == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc ? "unexpected argument" : "--connect URL is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->connect_url == NULL) {
+        fprintf(stderr, "error: --connect URL is required (see --help)\n");
+        return 1;
+    }
+    if (strncmp(opt->connect_url, "tls://", 6) != 0) {
+        fprintf(stderr, "error: --connect must be a tls:// URL: chat_server only speaks TLS\n");
         return 1;
     }
     return 0;
@@ -381,16 +349,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    tether_tls_opts to;
-    tether_tls_opts_init(&to);
-    to.ca_file = opt.ca;
-    to.cert_file = opt.cert;
-    to.key_file = opt.key;
-    to.server_name = opt.servername;
+    /* TLS: --ca, --cert and --key become a tether_tls_config (see
+     * common/cli.c); NULL without flags: the system's trust store. */
     tether_tls_config *tls;
     tether_error err;
-    if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-        fprintf(stderr, "error: %s\n", err.message);
+    if (!cli_tls_client(&opt.tls, opt.connect_url, &tls)) {
         tether_loop_free(cl.loop);
         return 1;
     }

@@ -34,16 +34,18 @@
  *
  * Lines from clients are cleaned before they are passed on: a trailing
  * "\r" (from telnet-style clients) is removed, empty lines are ignored, and
- * control characters other than tab become '?', so that nobody can send
- * terminal escape sequences to the others. Bytes of 0x80 and above pass
- * unchanged (UTF-8 text stays intact).
+ * control characters become '?', so that nobody can send terminal escape
+ * sequences to the others: C0 (0x00 to 0x1f except tab, and 0x7f) and C1
+ * (U+0080 to U+009F, which a terminal may take as ESC [ and the like, both
+ * as the UTF-8 bytes C2 80 to C2 9F and as raw bytes 0x80 to 0x9f). Valid
+ * UTF-8 text otherwise passes unchanged; every byte that is not part of a
+ * valid UTF-8 character becomes '?' as well.
  *
  * stdout gets one line per event, flushed: `listening on URL`,
  * `alice joined from 127.0.0.1:40000`, `alice left`,
  * `bob dropped: not reading fast enough (1048576 bytes queued)`. Clients
  * that fail the TLS handshake (no certificate, an untrusted one) are
  * reported on stderr. Exit status 0 after a clean stop, 1 otherwise. */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -55,15 +57,15 @@
 
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
+
 #define NICK_MAX 64
 
 struct options {
     const char *listen_url;
-    const char *cert;
-    const char *key;
-    const char *ca;
-    size_t queue;    /* per-client send queue limit (send_hwm) */
-    size_t max_line; /* longest line accepted from a client */
+    struct cli_tls tls; /* --cert, --key and --ca: all three are needed */
+    size_t queue;       /* per-client send queue limit (send_hwm) */
+    size_t max_line;    /* longest line accepted from a client */
     bool verbose;
 };
 
@@ -93,16 +95,13 @@ static const char usage[] =
     "usage: chat_server --listen tls://HOST:PORT --cert PEM --key PEM --ca PEM [options]\n"
     "A chat room: every line a client sends goes to everyone else, prefixed with\n"
     "the sender's nickname, which is the common name (CN) of its certificate.\n\n"
-    "  --listen URL      tls://HOST:PORT (port 0 picks one)\n"
-    "  --cert PEM        the server's certificate chain\n"
-    "  --key PEM         its private key\n"
-    "  --ca PEM          CA certificates that client certificates must come from\n"
+    "  --listen URL      tls://HOST:PORT (port 0 picks one)\n" CLI_USAGE_TLS_SERVER
     "                    (every client must present one)\n"
     "  --queue BYTES     a client whose unsent output exceeds this is disconnected\n"
     "                    (default 1048576)\n"
     "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
-    "  --verbose         print the library's diagnostics on stderr\n"
-    "  --help            show this help\n";
+    "  --verbose         print the library's diagnostics (info and up) on "
+    "stderr\n" CLI_USAGE_COMMON;
 
 /* ---- the room ------------------------------------------------------------ */
 
@@ -168,13 +167,81 @@ static void notice(struct room *room, const struct member *except, const char *f
     }
 }
 
-/* Copies a certificate name into a nickname: printable ASCII and UTF-8
- * bytes only, no spaces, so that "<nick> text" stays unambiguous. */
-static void make_nick(char *out, size_t outlen, const char *cn)
+/* The length of the valid UTF-8 character at p (at most n bytes), or 0 if
+ * p does not start one: overlong forms, surrogates and values above
+ * U+10FFFF are invalid (RFC 3629). */
+static size_t utf8_char_len(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint8_t lo = 0x80, hi = 0xbf; /* the range of the second byte */
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        lo = p[0] == 0xe0 ? 0xa0 : 0x80;
+        hi = p[0] == 0xed ? 0x9f : 0xbf;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        lo = p[0] == 0xf0 ? 0x90 : 0x80;
+        hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (n < len || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+    return len;
+}
+
+/* Copies len bytes of a client's text to out (room for len bytes), with
+ * every control character (C0 but tab, DEL, C1) and every byte that is not
+ * part of valid UTF-8 replaced by '?'. Returns the length written, at most
+ * len: a C1 character (2 bytes in UTF-8) becomes one '?'. */
+static size_t clean_text(char *out, const uint8_t *in, size_t len)
 {
     size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)cn; *p != '\0' && n + 1 < outlen; p++) {
-        out[n++] = (*p <= ' ' || *p == 0x7f || *p == '<' || *p == '>') ? '_' : (char)*p;
+    for (size_t i = 0; i < len;) {
+        uint8_t ch = in[i];
+        if (ch < 0x80) {
+            out[n++] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
+            i++;
+            continue;
+        }
+        size_t clen = utf8_char_len(in + i, len - i);
+        if (clen == 0 || (ch == 0xc2 && in[i + 1] <= 0x9f)) { /* invalid, or C1 */
+            out[n++] = '?';
+            i += clen > 0 ? clen : 1;
+            continue;
+        }
+        memcpy(out + n, in + i, clen);
+        n += clen;
+        i += clen;
+    }
+    return n;
+}
+
+/* Copies a certificate name into a nickname: cleaned like every line
+ * (clean_text()), with no spaces or angle brackets, so that "<nick> text"
+ * stays unambiguous, and cut at a character boundary. */
+static void make_nick(char *out, size_t outlen, const char *cn)
+{
+    char clean[256];
+    size_t len = strlen(cn);
+    size_t n = clean_text(clean, (const uint8_t *)cn, len < sizeof clean ? len : sizeof clean);
+    if (n >= outlen) {
+        n = outlen - 1;
+        while (n > 0 && ((uint8_t)clean[n] & 0xc0) == 0x80) {
+            n--; /* do not split a UTF-8 character */
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = clean[i];
+        out[i] = (ch == ' ' || ch == '\t' || ch == '<' || ch == '>') ? '_' : ch;
     }
     out[n] = '\0';
     if (n == 0) {
@@ -271,12 +338,8 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     }
     /* data is borrowed until we return; the line is built in a copy. */
     int hdr = snprintf(room->line, NICK_MAX + 4, "<%s> ", m->nick);
-    char *text = room->line + hdr;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t ch = data[i];
-        text[i] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
-    }
-    broadcast(room, m, room->line, (size_t)hdr + len);
+    size_t n = clean_text(room->line + hdr, data, len);
+    broadcast(room, m, room->line, (size_t)hdr + n);
 }
 
 static void on_close(tether_conn *c, int reason, void *ud)
@@ -314,17 +377,29 @@ static void on_close(tether_conn *c, int reason, void *ud)
     free(m);
 }
 
+/* The last warning the library logged (--verbose), so that a failure it
+ * has already reported is not printed a second time by on_listener_error. */
+static char last_warning[512];
+
 /* Clients that never got in: no certificate, an untrusted one, not TLS. */
 static void on_listener_error(tether_listener *l, int err, const char *detail, void *ud)
 {
     (void)l, (void)err, (void)ud;
-    fprintf(stderr, "chat_server: %s\n", detail);
+    if (strcmp(detail, last_warning) != 0) {
+        fprintf(stderr, "chat_server: %s\n", detail);
+    }
+    last_warning[0] = '\0';
 }
 
+/* --verbose: the library's diagnostics from INFO up. (DEBUG would add a
+ * third line for every refused client: "accepted connection ended ...".) */
 static void log_to_stderr(tether_log_level level, const char *msg, void *ud)
 {
     (void)ud;
     fprintf(stderr, "chat_server: tether %s: %s\n", tether_log_level_name(level), msg);
+    if (level == TETHER_LOG_WARN) {
+        snprintf(last_warning, sizeof last_warning, "%s", msg);
+    }
 }
 
 /* ---- shutdown -------------------------------------------------------------- */
@@ -364,90 +439,61 @@ static void *signal_thread(void *arg)
 
 /* ---- options --------------------------------------------------------------- */
 
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX || v == 0) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
         OPT_LISTEN = 256,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_CA,
         OPT_QUEUE,
         OPT_MAX_LINE,
         OPT_VERBOSE
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"ca", required_argument, NULL, OPT_CA},
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"help", no_argument, NULL, 'h'},
+        /* --verify-client is accepted but changes nothing: always on here. */
+        CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0;
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_LISTEN:
             opt->listen_url = optarg;
             break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
         case OPT_QUEUE:
-            ok = parse_size(optarg, &opt->queue);
+            if (!cli_parse_size(optarg, &opt->queue)) {
+                r = cli_bad_value("queue", optarg, "a number of bytes");
+            }
             break;
         case OPT_MAX_LINE:
-            ok = parse_size(optarg, &opt->max_line) && opt->max_line <= 1024 * 1024;
+            if (!cli_parse_size(optarg, &opt->max_line) || opt->max_line == 0 ||
+                opt->max_line > 1024 * 1024) {
+                r = cli_bad_value("max-line", optarg, "a number of bytes from 1 to 1048576");
+            }
             break;
         case OPT_VERBOSE:
             opt->verbose = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("chat_server", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    const char *missing = opt->listen_url == NULL ? "--listen URL"
-                          : opt->cert == NULL     ? "--cert PEM"
-                          : opt->key == NULL      ? "--key PEM"
-                          : opt->ca == NULL       ? "--ca PEM"
-                                                  : NULL;
-    if (optind < argc || missing != NULL) {
-        fprintf(stderr, "error: %s%s (see --help)\n",
-                optind < argc ? "unexpected argument" : missing,
-                optind < argc ? "" : " is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->listen_url == NULL) {
+        fprintf(stderr, "error: --listen URL is required (see --help)\n");
         return 1;
     }
     if (strncmp(opt->listen_url, "tls://", 6) != 0) {
@@ -468,7 +514,7 @@ int main(int argc, char **argv)
         return rv < 0 ? 0 : 1;
     }
     if (opt.verbose) {
-        tether_set_log(log_to_stderr, TETHER_LOG_DEBUG, NULL);
+        tether_set_log(log_to_stderr, TETHER_LOG_INFO, NULL);
     }
 
     static struct room room; /* static: the signal thread must never see it go */
@@ -486,17 +532,11 @@ int main(int argc, char **argv)
     }
 
     /* Mutual TLS: our certificate, and every client must present one
-     * issued by --ca. A problem with a file is reported here, by name. */
-    tether_tls_opts to;
-    tether_tls_opts_init(&to);
-    to.cert_file = opt.cert;
-    to.key_file = opt.key;
-    to.ca_file = opt.ca;
-    to.client_auth = TETHER_TLS_CLIENT_AUTH_REQUIRED;
+     * issued by --ca (client_auth = TETHER_TLS_CLIENT_AUTH_REQUIRED; see
+     * common/cli.c). A problem with a file is reported here, by name. */
     tether_tls_config *tls;
     tether_error err;
-    if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-        fprintf(stderr, "error: %s\n", err.message);
+    if (!cli_tls_server(&opt.tls, opt.listen_url, true, &tls)) {
         tether_loop_free(room.loop);
         return 1;
     }

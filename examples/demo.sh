@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The demo: installs what is missing, builds tether and its examples, starts
+# The demo: installs what is missing of the five packages it needs
+# (compiler, CMake, pkg-config, OpenSSL and c-ares; not the test tools),
+# builds tether and its examples in build-demo/ (without the tests), starts
 # the TLS echo server with the test certificates in certs/ and runs the echo
 # client against it, verifying the server's certificate and host name.
 #
@@ -16,11 +18,18 @@ cd "$root"
 
 # shellcheck source=tests/deps.sh
 source tests/deps.sh
-tether_install_deps
+tether_install_deps "${TETHER_DEMO_PACKAGES[@]}"
 
-echo "demo: building into build/"
-cmake -S . -B build >/dev/null
-cmake --build build -j "$(nproc)" --target echo_server echo_client
+# Its own build directory, so that build/ (the tests') is left as it is.
+bin=build-demo/examples
+echo "demo: building into build-demo/"
+if ! cmake -S . -B build-demo -DTETHER_BUILD_TESTS=OFF -DTETHER_BUILD_BENCH=OFF \
+    >"${TMPDIR:-/tmp}/tether-demo-cmake.log" 2>&1; then
+    cat "${TMPDIR:-/tmp}/tether-demo-cmake.log" >&2
+    echo "demo: cmake failed" >&2
+    exit 1
+fi
+cmake --build build-demo -j "$(nproc)" --target echo_server echo_client
 
 port=${PORT:-0}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-demo.XXXXXX")
@@ -36,8 +45,8 @@ cleanup() {
 trap cleanup EXIT
 
 server_args=(--listen "tls://127.0.0.1:$port" --cert certs/server.pem --key certs/server.key)
-echo "demo: starting build/examples/echo_server ${server_args[*]}"
-build/examples/echo_server "${server_args[@]}" >"$tmp/server.log" 2>&1 &
+echo "demo: starting $bin/echo_server ${server_args[*]}"
+"$bin/echo_server" "${server_args[@]}" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 
 # Wait (at most 10 s) for the server to say it is listening.
@@ -62,9 +71,9 @@ port=${listening##*:}
 # The client connects by name: the certificate is checked against
 # "localhost" and against the test CA, as a real client would.
 client_args=(--connect "tls://localhost:$port" --ca certs/ca.pem --count 1000 --size 512)
-echo "demo: running build/examples/echo_client ${client_args[*]}"
+echo "demo: running $bin/echo_client ${client_args[*]}"
 status=0
-build/examples/echo_client "${client_args[@]}" || status=$?
+"$bin/echo_client" "${client_args[@]}" || status=$?
 
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true

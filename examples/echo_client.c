@@ -34,7 +34,6 @@
  * repeated, reordered or corrupted message is caught. On success it prints
  * `ok N` and exits with 0; on any failure it prints one `error: ...` line to
  * stderr and exits with 1. */
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -42,6 +41,8 @@
 #include <string.h>
 
 #include <tether/tether.h>
+
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
 
 struct options {
     const char *connect_url;
@@ -53,11 +54,7 @@ struct options {
     /* TLS (tls:// URLs): whom to trust, our certificate for servers that
      * ask for one, the name to verify instead of the URL's host, and the
      * explicitly insecure way to skip verification altogether. */
-    const char *ca;
-    const char *cert;
-    const char *key;
-    const char *servername;
-    bool insecure;
+    struct cli_tls tls;
     /* Name resolution and connecting: DNS servers instead of the system's,
      * and the connect deadline (resolution + attempts + TLS handshake). */
     const char *dns_server;
@@ -93,12 +90,7 @@ static const char usage[] =
     "  --size BYTES      bytes per message (default 64; may be 0)\n"
     "  --framing KIND    len32 (default), varint or line\n"
     "  --max-msg BYTES   largest message allowed (default 16 MiB)\n"
-    "  --timeout MS      give up after this long (default 30000)\n"
-    "  --ca PEM          CA certificates to trust for tls:// (default: the system's)\n"
-    "  --cert PEM        client certificate, for servers that require one\n"
-    "  --key PEM         its private key\n"
-    "  --servername NAME verify (and send as SNI) NAME instead of the URL's host\n"
-    "  --insecure        do not verify the server's certificate at all (tests only)\n"
+    "  --timeout MS      give up after this long (default 30000)\n" CLI_USAGE_TLS_CLIENT
     "  --dns-server IP:PORT  resolve names with this DNS server (e.g. 127.0.0.1:5353\n"
     "                    or [::1]:53; a comma-separated list works too)\n"
     "  --connect-timeout MS  deadline for resolving and connecting (default 20000)\n"
@@ -106,8 +98,7 @@ static const char usage[] =
     "                    lost, and still complete --count; transitions go to stderr\n"
     "  --interval MS     send one message every MS ms instead of all at once\n"
     "  --heartbeat MS    application heartbeats: ping after MS ms of silence, give up\n"
-    "                    on the server after 3 unanswered pings\n"
-    "  --help            show this help\n";
+    "                    on the server after 3 unanswered pings\n" CLI_USAGE_COMMON;
 
 /* Byte `off` of message `index`. The index is mixed in so that messages
  * differ from each other, not only inside themselves. With --framing line
@@ -336,34 +327,8 @@ static void on_timeout(tether_timer *t, void *ud)
 
 /* ---- options ----------------------------------------------------------- */
 
-/* A decimal number; strtoull() alone would also take "-1" and " 1". */
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
-static bool parse_framing(const char *s, tether_framing_kind *out)
-{
-    static const char *const names[] = {[TETHER_FRAMING_LEN32] = "len32",
-                                        [TETHER_FRAMING_VARINT] = "varint",
-                                        [TETHER_FRAMING_LINE] = "line"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (tether_framing_kind)i;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help.
- * A new flag is an enum value, a line in the table and a case. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. A new flag is an enum value, a line in the table and a case. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
@@ -373,11 +338,6 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_FRAMING,
         OPT_MAX_MSG,
         OPT_TIMEOUT,
-        OPT_CA,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_SERVERNAME,
-        OPT_INSECURE,
         OPT_DNS_SERVER,
         OPT_CONNECT_TIMEOUT,
         OPT_RECONNECT,
@@ -391,92 +351,85 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"servername", required_argument, NULL, OPT_SERVERNAME},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
         {"dns-server", required_argument, NULL, OPT_DNS_SERVER},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"reconnect", no_argument, NULL, OPT_RECONNECT},
         {"interval", required_argument, NULL, OPT_INTERVAL},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_CLIENT,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0; /* we report problems ourselves, in one line */
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_CONNECT:
             opt->connect_url = optarg;
             break;
         case OPT_COUNT:
-            ok = parse_size(optarg, &opt->count);
+            if (!cli_parse_size(optarg, &opt->count)) {
+                r = cli_bad_value("count", optarg, "a number of messages");
+            }
             break;
         case OPT_SIZE:
-            ok = parse_size(optarg, &opt->size);
+            if (!cli_parse_size(optarg, &opt->size)) {
+                r = cli_bad_value("size", optarg, "a number of bytes");
+            }
             break;
         case OPT_FRAMING:
-            ok = parse_framing(optarg, &opt->framing);
+            if (!cli_parse_framing(optarg, &opt->framing)) {
+                r = cli_bad_value("framing", optarg, "len32, varint or line");
+            }
             break;
         case OPT_MAX_MSG:
-            ok = parse_size(optarg, &opt->max_msg) && opt->max_msg > 0;
+            if (!cli_parse_size(optarg, &opt->max_msg) || opt->max_msg == 0) {
+                r = cli_bad_value("max-msg", optarg, "a number of bytes, at least 1");
+            }
             break;
         case OPT_TIMEOUT:
-            ok = parse_size(optarg, &opt->timeout_ms) && opt->timeout_ms > 0;
-            break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_SERVERNAME:
-            opt->servername = optarg;
-            break;
-        case OPT_INSECURE:
-            opt->insecure = true;
+            if (!cli_parse_ms(optarg, &opt->timeout_ms)) {
+                r = cli_bad_value("timeout", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_DNS_SERVER:
             opt->dns_server = optarg;
             break;
         case OPT_CONNECT_TIMEOUT:
-            ok = parse_size(optarg, &opt->connect_timeout_ms) && opt->connect_timeout_ms > 0 &&
-                 opt->connect_timeout_ms <= 2147483647u;
+            if (!cli_parse_ms(optarg, &opt->connect_timeout_ms)) {
+                r = cli_bad_value("connect-timeout", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_RECONNECT:
             opt->reconnect = true;
             break;
         case OPT_INTERVAL:
-            ok = parse_size(optarg, &opt->interval_ms) && opt->interval_ms > 0;
+            if (!cli_parse_ms(optarg, &opt->interval_ms)) {
+                r = cli_bad_value("interval", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_HEARTBEAT:
-            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0 &&
-                 opt->heartbeat_ms <= 2147483647u;
+            if (!cli_parse_ms(optarg, &opt->heartbeat_ms)) {
+                r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
+            }
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("echo_client", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->connect_url == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc ? "unexpected argument" : "--connect URL is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->connect_url == NULL) {
+        fprintf(stderr, "error: --connect URL is required (see --help)\n");
+        return 1;
+    }
+    if (!cli_check_max_msg(opt->max_msg) || !cli_check_size(opt->size, opt->max_msg)) {
         return 1;
     }
     if (opt->heartbeat_ms > 0 && opt->framing != TETHER_FRAMING_LEN32) {
@@ -532,29 +485,20 @@ int main(int argc, char **argv)
         co.connect_timeout_ms = (int)opt.connect_timeout_ms;
     }
     co.heartbeat_ms = (int)opt.heartbeat_ms;
-    /* TLS: without any option a tls:// URL uses the system's trust store.
-     * The connection keeps its own reference to the configuration. */
+    /* TLS: without any flag a tls:// URL uses the system's trust store.
+     * cli_tls_client() fills a tether_tls_opts (ca_file, cert_file,
+     * key_file, server_name, insecure_skip_verify) and calls
+     * tether_tls_config_new(). The connection keeps its own reference. */
     tether_tls_config *tls = NULL;
     tether_error err;
-    if (opt.ca != NULL || opt.cert != NULL || opt.key != NULL || opt.servername != NULL ||
-        opt.insecure) {
-        tether_tls_opts to;
-        tether_tls_opts_init(&to);
-        to.ca_file = opt.ca;
-        to.cert_file = opt.cert;
-        to.key_file = opt.key;
-        to.server_name = opt.servername;
-        to.insecure_skip_verify = opt.insecure;
-        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-            fprintf(stderr, "error: %s\n", err.message); /* names the file and the problem */
-            tether_timer_free(cl.timer);
-            tether_timer_free(cl.pace);
-            tether_loop_free(loop);
-            free(cl.msg);
-            return 1;
-        }
-        co.tls = tls;
+    if (!cli_tls_client(&opt.tls, opt.connect_url, &tls)) {
+        tether_timer_free(cl.timer);
+        tether_timer_free(cl.pace);
+        tether_loop_free(loop);
+        free(cl.msg);
+        return 1;
     }
+    co.tls = tls;
 
     /* A malformed URL or bad option is reported here, before any callback;
      * the message says what is wrong ("invalid URL '...': missing port"). */

@@ -21,7 +21,6 @@
  * when the URL asks for port 0), one line on stderr for every connection
  * that ends with an error, and exits with 0 after a clean stop, 1 otherwise.
  * A second signal during the shutdown exits at once. */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -32,16 +31,15 @@
 
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
+
 struct options {
     const char *listen_url;
     tether_framing_kind framing;
     size_t max_msg; /* 0: the library's default */
     /* TLS (tls:// URLs): our certificate and key, and the CA that client
      * certificates must come from when --verify-client is given. */
-    const char *cert;
-    const char *key;
-    const char *ca;
-    bool verify_client;
+    struct cli_tls tls;
     /* Liveness: heartbeats (clients that announce theirs are answered in
      * any case; this makes the server ping them too) and a read-idle
      * timeout for clients that go silent. */
@@ -77,15 +75,11 @@ static const char usage[] =
     "                    tls://HOST:PORT (with --cert and --key),\n"
     "                    unix:///path or unix://@abstract-name\n"
     "  --framing KIND    len32 (default), varint or line\n"
-    "  --max-msg BYTES   largest message accepted (default 16 MiB)\n"
-    "  --cert PEM        TLS certificate chain (required for tls://HOST:PORT)\n"
-    "  --key PEM         its private key\n"
-    "  --ca PEM          CA certificates that client certificates are checked against\n"
+    "  --max-msg BYTES   largest message accepted (default 16 MiB)\n" CLI_USAGE_TLS_SERVER
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
     "                    (such clients are answered even without this option)\n"
-    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n"
-    "  --help            show this help\n";
+    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n" CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -231,112 +225,75 @@ static void *signal_thread(void *arg)
 
 /* ---- options ----------------------------------------------------------- */
 
-/* A decimal number; strtoull() alone would also take "-1" and " 1". */
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
-static bool parse_framing(const char *s, tether_framing_kind *out)
-{
-    static const char *const names[] = {[TETHER_FRAMING_LEN32] = "len32",
-                                        [TETHER_FRAMING_VARINT] = "varint",
-                                        [TETHER_FRAMING_LINE] = "line"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (tether_framing_kind)i;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help.
- * A new flag is an enum value, a line in the table and a case. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. A new flag is an enum value, a line in the table and a case. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
         OPT_LISTEN = 256,
         OPT_FRAMING,
         OPT_MAX_MSG,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_CA,
-        OPT_VERIFY_CLIENT,
         OPT_HEARTBEAT,
         OPT_IDLE_TIMEOUT
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"verify-client", no_argument, NULL, OPT_VERIFY_CLIENT},
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0; /* we report problems ourselves, in one line */
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_LISTEN:
             opt->listen_url = optarg;
             break;
         case OPT_FRAMING:
-            ok = parse_framing(optarg, &opt->framing);
+            if (!cli_parse_framing(optarg, &opt->framing)) {
+                r = cli_bad_value("framing", optarg, "len32, varint or line");
+            }
             break;
         case OPT_MAX_MSG:
-            ok = parse_size(optarg, &opt->max_msg) && opt->max_msg > 0;
-            break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
-        case OPT_VERIFY_CLIENT:
-            opt->verify_client = true;
+            if (!cli_parse_size(optarg, &opt->max_msg) || opt->max_msg == 0) {
+                r = cli_bad_value("max-msg", optarg, "a number of bytes, at least 1");
+            }
             break;
         case OPT_HEARTBEAT:
-            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0 &&
-                 opt->heartbeat_ms <= 2147483647u;
+            if (!cli_parse_ms(optarg, &opt->heartbeat_ms)) {
+                r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_IDLE_TIMEOUT:
-            ok = parse_size(optarg, &opt->idle_timeout_ms) && opt->idle_timeout_ms > 0 &&
-                 opt->idle_timeout_ms <= 2147483647u;
+            if (!cli_parse_ms(optarg, &opt->idle_timeout_ms)) {
+                r = cli_bad_value("idle-timeout", optarg, "milliseconds, at least 1");
+            }
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("echo_server", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->listen_url == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc ? "unexpected argument" : "--listen URL is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->listen_url == NULL) {
+        fprintf(stderr, "error: --listen URL is required (see --help)\n");
+        return 1;
+    }
+    if (!cli_check_max_msg(opt->max_msg)) {
+        return 1;
+    }
+    if (opt->heartbeat_ms > 0 && opt->framing != TETHER_FRAMING_LEN32) {
+        fprintf(stderr, "error: --heartbeat needs --framing len32\n");
         return 1;
     }
     return 0;
@@ -375,33 +332,19 @@ int main(int argc, char **argv)
     co.on_message = on_message;
     co.on_drain = on_drain;
     co.on_close = on_close;
-    if (opt.heartbeat_ms > 0 && opt.framing != TETHER_FRAMING_LEN32) {
-        fprintf(stderr, "error: --heartbeat needs --framing len32\n");
+    co.heartbeat_ms = (int)opt.heartbeat_ms;
+    co.idle_timeout_ms = (int)opt.idle_timeout_ms;
+    /* TLS: one configuration for every connection (cli_tls_server() fills
+     * a tether_tls_opts: cert_file, key_file, ca_file and client_auth, then
+     * calls tether_tls_config_new(), which names a bad file). The listener
+     * keeps its own reference, so ours goes as soon as tether_listen()
+     * returns. */
+    tether_tls_config *tls = NULL;
+    if (!cli_tls_server(&opt.tls, opt.listen_url, false, &tls)) {
         tether_loop_free(srv.loop);
         return 1;
     }
-    co.heartbeat_ms = (int)opt.heartbeat_ms;
-    co.idle_timeout_ms = (int)opt.idle_timeout_ms;
-    /* TLS: one configuration for every connection. The listener keeps its
-     * own reference, so ours goes as soon as tether_listen() returns. A
-     * problem with the files is reported here, naming the file. */
-    tether_tls_config *tls = NULL;
-    if (opt.cert != NULL || opt.key != NULL || opt.ca != NULL || opt.verify_client) {
-        tether_tls_opts to;
-        tether_tls_opts_init(&to);
-        to.cert_file = opt.cert;
-        to.key_file = opt.key;
-        to.ca_file = opt.ca;
-        to.client_auth =
-            opt.verify_client ? TETHER_TLS_CLIENT_AUTH_REQUIRED : TETHER_TLS_CLIENT_AUTH_NONE;
-        tether_error terr;
-        if (tether_tls_config_new(&tls, &to, &terr) != TETHER_OK) {
-            fprintf(stderr, "error: %s\n", terr.message);
-            tether_loop_free(srv.loop);
-            return 1;
-        }
-        co.tls = tls;
-    }
+    co.tls = tls;
 
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);

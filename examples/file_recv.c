@@ -1,7 +1,7 @@
 /* file_recv: receives one file from file_send and checks its size and
  * SHA-256.
  *
- *   file_recv --listen tcp://127.0.0.1:7001 --out copy.iso [--resume]
+ *   file_recv --listen tcp://127.0.0.1:7001 --out copy.iso [--resume] [--force]
  *   file_recv --listen tls://127.0.0.1:7001 --out copy.iso
  *             --cert certs/server.pem --key certs/server.key
  *             [--ca certs/ca.pem --verify-client] [--progress auto|bar|lines|none]
@@ -13,12 +13,15 @@
  * `error: ...` line on stderr. Other senders that connect meanwhile are
  * told that it is busy.
  *
- * The data goes to PATH.part and is renamed to PATH only once verified, so
- * PATH never holds a partial or corrupt file. When the connection breaks
- * in the middle, PATH.part is kept; run again with --resume and the sender
- * only sends the rest. The final SHA-256 covers the whole file, so a
- * leftover PATH.part that does not belong to this file is detected (and
- * removed, so that the next attempt starts afresh).
+ * Before it listens, it checks that PATH's directory exists and is
+ * writable, and that PATH does not exist yet (--force overwrites it), so a
+ * typo costs nothing. The data goes to PATH.part and is renamed to PATH
+ * only once verified, so PATH never holds a partial or corrupt file. When
+ * the connection breaks in the middle, PATH.part is kept; run again with
+ * --resume and the sender only sends the rest. The final SHA-256 covers
+ * the whole file, so a leftover PATH.part that does not belong to this file
+ * is detected, and removed (it says so) so that the next attempt starts
+ * afresh.
  *
  * What it shows:
  * - a server that takes whole messages and dispatches on their first byte;
@@ -33,7 +36,7 @@
  * I/O to another thread. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +47,7 @@
 #include <openssl/evp.h>
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags */
 #include "common/file_common.h"
 
 /* The sender's chunks are 64 KiB by default and at most 8 MiB. */
@@ -53,11 +57,9 @@ struct options {
     const char *listen_url;
     const char *out;
     bool resume;
+    bool force;
     enum progress_mode progress;
-    const char *cert;
-    const char *key;
-    const char *ca;
-    bool verify_client;
+    struct cli_tls tls;
 };
 
 struct receiver {
@@ -90,13 +92,10 @@ static const char usage[] =
     "                    (with --cert and --key) or unix:///path\n"
     "  --out PATH        where to store the file (written as PATH.part first)\n"
     "  --resume          continue from PATH.part left by an interrupted transfer\n"
+    "  --force           overwrite PATH if it exists\n"
     "  --progress MODE   auto (a bar on a terminal, lines otherwise; default),\n"
-    "                    bar, lines or none\n"
-    "  --cert PEM        TLS certificate chain\n"
-    "  --key PEM         its private key\n"
-    "  --ca PEM          CA certificates that client certificates are checked against\n"
-    "  --verify-client   require the sender to present a certificate from --ca\n"
-    "  --help            show this help\n";
+    "                    bar, lines or none\n" CLI_USAGE_TLS_SERVER
+    "  --verify-client   require the sender to present a certificate from --ca\n" CLI_USAGE_COMMON;
 
 /* ---- the transfer ---------------------------------------------------------------- */
 
@@ -163,7 +162,13 @@ static bool write_all(int fd, const uint8_t *p, size_t len)
 static uint64_t resume_part(struct receiver *r)
 {
     struct stat st;
-    if (fstat(r->fd, &st) != 0 || (uint64_t)st.st_size > r->size) {
+    if (fstat(r->fd, &st) != 0) {
+        return 0;
+    }
+    if ((uint64_t)st.st_size > r->size) {
+        fprintf(stderr,
+                "%s has %llu bytes, more than the %llu of %s: emptying it, starting afresh\n",
+                r->part, (unsigned long long)st.st_size, (unsigned long long)r->size, r->name);
         return 0;
     }
     uint8_t buf[65536];
@@ -193,6 +198,13 @@ static void on_header(struct receiver *r, const uint8_t *data, size_t len)
     }
     r->name[nl] = '\0';
 
+    struct stat st;
+    if (!r->opt->resume && stat(r->part, &st) == 0 && st.st_size > 0) {
+        fprintf(stderr,
+                "replacing %s (%llu bytes left by an earlier transfer; --resume would "
+                "continue it)\n",
+                r->part, (unsigned long long)st.st_size);
+    }
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (r->opt->resume ? 0 : O_TRUNC);
     r->fd = open(r->part, flags, 0644);
     if (r->fd < 0) {
@@ -256,9 +268,10 @@ static void on_trailer(struct receiver *r, const uint8_t *want)
         return;
     }
     /* A corrupt PATH.part is useless for resuming: start afresh next time. */
-    unlink(r->part);
+    bool removed = unlink(r->part) == 0;
     reply(r, 'R', 1, msg);
-    finish(r, 1, "error: %s: %s\n", r->name, msg);
+    finish(r, 1, "error: %s: %s%s%s%s\n", r->name, msg, removed ? "; removed " : "",
+           removed ? r->part : "", removed ? " (it cannot be resumed)" : "");
 }
 
 static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
@@ -343,35 +356,31 @@ static void on_listener_error(tether_listener *l, int err, const char *detail, v
 
 /* ---- options ------------------------------------------------------------------- */
 
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
         OPT_LISTEN = 256,
         OPT_OUT,
         OPT_RESUME,
-        OPT_PROGRESS,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_CA,
-        OPT_VERIFY_CLIENT
+        OPT_FORCE,
+        OPT_PROGRESS
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"out", required_argument, NULL, OPT_OUT},
         {"resume", no_argument, NULL, OPT_RESUME},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"progress", required_argument, NULL, OPT_PROGRESS},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"verify-client", no_argument, NULL, OPT_VERIFY_CLIENT},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0;
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result res = CLI_HANDLED;
         switch (ch) {
         case OPT_LISTEN:
             opt->listen_url = optarg;
@@ -382,44 +391,61 @@ static int parse_options(int argc, char **argv, struct options *opt)
         case OPT_RESUME:
             opt->resume = true;
             break;
+        case OPT_FORCE:
+            opt->force = true;
+            break;
         case OPT_PROGRESS:
-            ok = parse_progress(optarg, &opt->progress);
+            if (!parse_progress(optarg, &opt->progress)) {
+                res = cli_bad_value("progress", optarg, "auto, bar, lines or none");
+            }
             break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
-        case OPT_VERIFY_CLIENT:
-            opt->verify_client = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            res = cli_option("file_recv", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (res == CLI_EXIT_OK || res == CLI_EXIT_ERROR) {
+            return res == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->listen_url == NULL || opt->out == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc             ? "unexpected argument"
-                : opt->listen_url == NULL ? "--listen URL is required"
-                                          : "--out PATH is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->listen_url == NULL || opt->out == NULL) {
+        fprintf(stderr, "error: %s is required (see --help)\n",
+                opt->listen_url == NULL ? "--listen URL" : "--out PATH");
         return 1;
     }
     return 0;
+}
+
+/* Checks --out before anything is listening: its directory exists and is
+ * writable, and it is not a directory, nor (without --force) a file. */
+static bool check_out(const struct options *opt)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", opt->out);
+    const char *dir = dirname(copy); /* "." for a bare name */
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "error: --out %s: the directory %s does not exist\n", opt->out, dir);
+        return false;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "error: --out %s: cannot write in %s: %s\n", opt->out, dir,
+                strerror(errno));
+        return false;
+    }
+    if (stat(opt->out, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "error: --out %s is a directory; give a file name\n", opt->out);
+            return false;
+        }
+        if (!opt->force) {
+            fprintf(stderr, "error: --out %s exists; pass --force to overwrite it\n", opt->out);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* ---- main ---------------------------------------------------------------------- */
@@ -435,6 +461,9 @@ int main(int argc, char **argv)
     tether_tls_config *tls = NULL;
     if ((size_t)snprintf(r.part, sizeof r.part, "%s.part", opt.out) >= sizeof r.part) {
         fprintf(stderr, "error: --out: path too long\n");
+        goto out;
+    }
+    if (!check_out(&opt)) {
         goto out;
     }
     r.md = EVP_MD_CTX_new();
@@ -454,20 +483,12 @@ int main(int argc, char **argv)
     co.on_message = on_message;
     co.on_close = on_close;
     tether_error err;
-    if (opt.cert != NULL || opt.key != NULL || opt.ca != NULL || opt.verify_client) {
-        tether_tls_opts to;
-        tether_tls_opts_init(&to);
-        to.cert_file = opt.cert;
-        to.key_file = opt.key;
-        to.ca_file = opt.ca;
-        to.client_auth =
-            opt.verify_client ? TETHER_TLS_CLIENT_AUTH_REQUIRED : TETHER_TLS_CLIENT_AUTH_NONE;
-        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-            fprintf(stderr, "error: %s\n", err.message);
-            goto out;
-        }
-        co.tls = tls;
+    /* tls:// needs --cert and --key; --verify-client asks the sender for a
+     * certificate from --ca (see common/cli.c). */
+    if (!cli_tls_server(&opt.tls, opt.listen_url, false, &tls)) {
+        goto out;
     }
+    co.tls = tls;
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);
     lo.on_accept = on_accept;

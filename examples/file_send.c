@@ -38,7 +38,6 @@
  * stderr and exit status 1. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +48,7 @@
 #include <openssl/evp.h>
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
 #include "common/file_common.h"
 
 struct options {
@@ -57,10 +57,7 @@ struct options {
     const char *name; /* sent in the header; default: the file's base name */
     size_t chunk;
     enum progress_mode progress;
-    const char *ca;
-    const char *cert;
-    const char *key;
-    const char *servername;
+    struct cli_tls tls;
 };
 
 struct sender {
@@ -90,17 +87,12 @@ struct sender {
 static const char usage[] =
     "usage: file_send --connect URL --file PATH [options]\n"
     "Sends a file to file_recv; the receiver checks its size and SHA-256.\n\n"
-    "  --connect URL       tcp://HOST:PORT, tls://HOST:PORT or unix:///path\n"
-    "  --file PATH         the file to send\n"
-    "  --name NAME         the name to announce (default: the file's base name)\n"
-    "  --chunk BYTES       bytes per message (default 65536)\n"
-    "  --progress MODE     auto (a bar on a terminal, lines otherwise; default),\n"
-    "                      bar, lines or none\n"
-    "  --ca PEM            CA certificates to trust for tls:// (default: the system's)\n"
-    "  --cert PEM          client certificate, for receivers that require one\n"
-    "  --key PEM           its private key\n"
-    "  --servername NAME   verify NAME instead of the URL's host\n"
-    "  --help              show this help\n";
+    "  --connect URL     tcp://HOST:PORT, tls://HOST:PORT or unix:///path\n"
+    "  --file PATH       the file to send\n"
+    "  --name NAME       the name to announce (default: the file's base name)\n"
+    "  --chunk BYTES     bytes per message (default 65536, at most 8 MiB)\n"
+    "  --progress MODE   auto (a bar on a terminal, lines otherwise; default),\n"
+    "                    bar, lines or none\n" CLI_USAGE_TLS_CLIENT CLI_USAGE_COMMON;
 
 /* ---- the transfer ----------------------------------------------------------- */
 
@@ -321,18 +313,8 @@ static void on_close(tether_conn *c, int reason, void *ud)
 
 /* ---- options ----------------------------------------------------------------- */
 
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX || v == 0) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
-/* Returns 0 to run, 1 after a usage error (reported), -1 after --help. */
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
@@ -340,11 +322,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_FILE,
         OPT_NAME,
         OPT_CHUNK,
-        OPT_PROGRESS,
-        OPT_CA,
-        OPT_CERT,
-        OPT_KEY,
-        OPT_SERVERNAME
+        OPT_PROGRESS
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
@@ -352,17 +330,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"name", required_argument, NULL, OPT_NAME},
         {"chunk", required_argument, NULL, OPT_CHUNK},
         {"progress", required_argument, NULL, OPT_PROGRESS},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"servername", required_argument, NULL, OPT_SERVERNAME},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_CLIENT,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0;
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_CONNECT:
             opt->connect_url = optarg;
@@ -374,43 +349,30 @@ static int parse_options(int argc, char **argv, struct options *opt)
             opt->name = optarg;
             break;
         case OPT_CHUNK:
-            ok = parse_size(optarg, &opt->chunk) && opt->chunk <= 8 * 1024 * 1024;
+            if (!cli_parse_size(optarg, &opt->chunk) || opt->chunk == 0 ||
+                opt->chunk > 8 * 1024 * 1024) {
+                r = cli_bad_value("chunk", optarg, "a number of bytes from 1 to 8388608 (8 MiB)");
+            }
             break;
         case OPT_PROGRESS:
-            ok = parse_progress(optarg, &opt->progress);
+            if (!parse_progress(optarg, &opt->progress)) {
+                r = cli_bad_value("progress", optarg, "auto, bar, lines or none");
+            }
             break;
-        case OPT_CA:
-            opt->ca = optarg;
-            break;
-        case OPT_CERT:
-            opt->cert = optarg;
-            break;
-        case OPT_KEY:
-            opt->key = optarg;
-            break;
-        case OPT_SERVERNAME:
-            opt->servername = optarg;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("file_send", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->connect_url == NULL || opt->file == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc              ? "unexpected argument"
-                : opt->connect_url == NULL ? "--connect URL is required"
-                                           : "--file PATH is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->connect_url == NULL || opt->file == NULL) {
+        fprintf(stderr, "error: %s is required (see --help)\n",
+                opt->connect_url == NULL ? "--connect URL" : "--file PATH");
         return 1;
     }
     if (opt->name == NULL) {
@@ -460,19 +422,12 @@ int main(int argc, char **argv)
     co.on_close = on_close;
     co.max_msg = opt.chunk + 1 > 4096 ? opt.chunk + 1 : 4096;
     tether_error err;
-    if (opt.ca != NULL || opt.cert != NULL || opt.key != NULL || opt.servername != NULL) {
-        tether_tls_opts to;
-        tether_tls_opts_init(&to);
-        to.ca_file = opt.ca;
-        to.cert_file = opt.cert;
-        to.key_file = opt.key;
-        to.server_name = opt.servername;
-        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-            fprintf(stderr, "error: %s\n", err.message);
-            goto out;
-        }
-        co.tls = tls;
+    /* TLS flags become a tether_tls_config (see common/cli.c); without
+     * them a tls:// URL trusts the system's CAs. */
+    if (!cli_tls_client(&opt.tls, opt.connect_url, &tls)) {
+        goto out;
     }
+    co.tls = tls;
     /* A malformed URL is reported here; everything else through on_connect. */
     rv = tether_conn_dial(&s.conn, s.loop, opt.connect_url, &co, &err);
     if (rv != TETHER_OK) {

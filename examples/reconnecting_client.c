@@ -4,7 +4,10 @@
  *
  *   reconnecting_client --connect tcp://127.0.0.1:7777 [--interval MS]
  *                       [--count N] [--heartbeat MS] [--max-attempts N]
- *                       [--initial-backoff MS] [--ca PEM] [--verbose]
+ *                       [--initial-backoff MS] [--verbose]
+ *   reconnecting_client --connect tls://localhost:7777 --ca certs/ca.pem
+ *                       [--cert certs/client.pem --key certs/client.key]
+ *                       [--servername NAME] [--insecure]
  *
  * What it shows:
  * - a reconnecting client (tether_client_new()): after a failed attempt or a
@@ -20,12 +23,17 @@
  *   up or is closed comes back through on_undelivered, so nothing is lost
  *   without a word;
  * - heartbeats (--heartbeat) that notice a dead server even when no
- *   message is in flight, and the client's statistics at exit.
+ *   message is in flight, and the client's statistics at exit;
+ * - what a lost connection costs: messages already written to the socket
+ *   but never echoed are gone (tether does not resend them, since the
+ *   server may have processed them). When a connection is lost, the
+ *   client says how many, and why the connection was lost (e.g. the
+ *   heartbeat timeout), pointing at README.md's "Which messages can be
+ *   lost".
  *
  * Stop it with SIGINT or SIGTERM (a clean close: it writes what it holds
  * first), or let --count end it after that many echoes. Exit status 0
  * after a clean stop, 1 if it gave up (--max-attempts) or failed. */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -36,6 +44,8 @@
 
 #include <tether/tether.h>
 
+#include "common/cli.h" /* --help, --version, the TLS flags, number parsing */
+
 struct options {
     const char *connect_url;
     size_t interval_ms;
@@ -43,7 +53,7 @@ struct options {
     size_t heartbeat_ms;
     size_t max_attempts;
     size_t initial_backoff_ms;
-    const char *ca;
+    struct cli_tls tls;
     bool verbose;
 };
 
@@ -55,6 +65,8 @@ struct app {
     size_t next;         /* number of the next message */
     size_t echoed;
     size_t undelivered;
+    bool connected;      /* since CONNECTED, until the next DISCONNECTED */
+    uint64_t lost_total; /* written, never echoed, on connections now gone */
     bool gave_up;
     bool stopping;
     sigset_t stop_signals;
@@ -71,10 +83,8 @@ static const char usage[] =
     "  --heartbeat MS         ping after MS ms of silence; 3 unanswered pings end the\n"
     "                         connection (and a new one is dialled)\n"
     "  --max-attempts N       give up after N failed attempts in a row (default never)\n"
-    "  --initial-backoff MS   the first wait between attempts (default 1000)\n"
-    "  --ca PEM               CA certificates to trust for tls:// (default: the system's)\n"
-    "  --verbose              print the full detail of every failure\n"
-    "  --help                 show this help\n";
+    "  --initial-backoff MS   the first wait between attempts (default 1000)\n" CLI_USAGE_TLS_CLIENT
+    "  --verbose              print the full detail of every failed attempt\n" CLI_USAGE_COMMON;
 
 /* ---- the client --------------------------------------------------------- */
 
@@ -95,13 +105,37 @@ static void print_stats(struct app *a)
     printf("\n");
 }
 
+/* After a lost connection: the messages written to it that no echo
+ * acknowledged. They are not resent (the server may have processed them)
+ * and nobody else will mention them, so say so. */
+static void report_lost(struct app *a)
+{
+    tether_stats st;
+    if (tether_client_get_stats(a->rc, &st) != TETHER_OK || st.msgs_out < st.msgs_in) {
+        return;
+    }
+    uint64_t unanswered = st.msgs_out - st.msgs_in;
+    if (unanswered <= a->lost_total) {
+        return;
+    }
+    uint64_t lost = unanswered - a->lost_total;
+    a->lost_total = unanswered;
+    printf("lost: %llu message%s written to the connection got no echo and will not be resent "
+           "(see \"Which messages can be lost\" in README.md)\n",
+           (unsigned long long)lost, lost == 1 ? "" : "s");
+}
+
 static void on_state(tether_client *rc, const tether_client_event *ev, void *ud)
 {
     struct app *a = ud;
-    /* The short form names the cause ("connection refused"); --verbose
-     * adds what was tried ("connect to tcp://...: connection refused"). */
-    const char *why =
-        a->opt->verbose && ev->detail[0] != '\0' ? ev->detail : tether_strerror(ev->reason);
+    /* A failed attempt: the short form names the cause ("connection
+     * refused"); --verbose adds what was tried ("connect to tcp://...:
+     * connection refused"). A lost connection always gets the detail,
+     * which says e.g. that the heartbeats went unanswered. */
+    bool lost = a->connected;
+    const char *why = (a->opt->verbose || lost) && ev->detail[0] != '\0'
+                          ? ev->detail
+                          : tether_strerror(ev->reason);
     switch (ev->state) {
     case TETHER_CLIENT_CONNECTING:
         printf("connecting to %s (attempt %u)\n", a->opt->connect_url, ev->attempt);
@@ -110,16 +144,25 @@ static void on_state(tether_client *rc, const tether_client_event *ev, void *ud)
         char peer[80] = "the server";
         tether_conn_peer(tether_client_conn(rc), peer, sizeof peer);
         printf("connected to %s\n", peer);
+        a->connected = true;
         break;
     }
     case TETHER_CLIENT_DISCONNECTED:
-        /* A WAITING or GAVE_UP line follows at once and says it all. */
+        /* A WAITING or GAVE_UP line follows at once and says why. */
         break;
     case TETHER_CLIENT_WAITING:
         printf("disconnected: %s; retrying in %.2f s\n", why, ev->delay_ms / 1000.0);
+        if (lost) {
+            report_lost(a);
+        }
+        a->connected = false;
         break;
     case TETHER_CLIENT_GAVE_UP:
         printf("disconnected: %s; giving up after %u attempts\n", why, ev->attempt);
+        if (lost) {
+            report_lost(a);
+        }
+        a->connected = false;
         a->gave_up = true;
         tether_client_close(rc);
         break;
@@ -203,17 +246,8 @@ static void *signal_thread(void *arg)
 
 /* ---- options ------------------------------------------------------------ */
 
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > 2147483647u) {
-        return false;
-    }
-    *out = (size_t)v;
-    return true;
-}
-
+/* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
+ * --version. */
 static int parse_options(int argc, char **argv, struct options *opt)
 {
     enum {
@@ -223,7 +257,6 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_HEARTBEAT,
         OPT_MAX_ATTEMPTS,
         OPT_INITIAL_BACKOFF,
-        OPT_CA,
         OPT_VERBOSE
     };
     static const struct option longopts[] = {
@@ -233,58 +266,60 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
         {"initial-backoff", required_argument, NULL, OPT_INITIAL_BACKOFF},
-        {"ca", required_argument, NULL, OPT_CA},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPTS_TLS_CLIENT,
+        CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
-    opterr = 0;
+    opterr = 0; /* cli_option() reports problems, in one line */
     int ch, li = 0;
     while ((ch = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
-        bool ok = true;
+        enum cli_result r = CLI_HANDLED;
         switch (ch) {
         case OPT_CONNECT:
             opt->connect_url = optarg;
             break;
         case OPT_INTERVAL:
-            ok = parse_size(optarg, &opt->interval_ms) && opt->interval_ms > 0;
+            if (!cli_parse_ms(optarg, &opt->interval_ms)) {
+                r = cli_bad_value("interval", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_COUNT:
-            ok = parse_size(optarg, &opt->count);
+            if (!cli_parse_size(optarg, &opt->count)) {
+                r = cli_bad_value("count", optarg, "a number of echoes");
+            }
             break;
         case OPT_HEARTBEAT:
-            ok = parse_size(optarg, &opt->heartbeat_ms) && opt->heartbeat_ms > 0;
+            if (!cli_parse_ms(optarg, &opt->heartbeat_ms)) {
+                r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_MAX_ATTEMPTS:
-            ok = parse_size(optarg, &opt->max_attempts) && opt->max_attempts > 0;
+            if (!cli_parse_ms(optarg, &opt->max_attempts)) {
+                r = cli_bad_value("max-attempts", optarg, "a number of attempts, at least 1");
+            }
             break;
         case OPT_INITIAL_BACKOFF:
-            ok = parse_size(optarg, &opt->initial_backoff_ms) && opt->initial_backoff_ms > 0;
-            break;
-        case OPT_CA:
-            opt->ca = optarg;
+            if (!cli_parse_ms(optarg, &opt->initial_backoff_ms)) {
+                r = cli_bad_value("initial-backoff", optarg, "milliseconds, at least 1");
+            }
             break;
         case OPT_VERBOSE:
             opt->verbose = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
-        case ':':
-            fprintf(stderr, "error: option '%s' needs a value (see --help)\n", argv[optind - 1]);
-            return 1;
         default:
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 1;
+            r = cli_option("reconnecting_client", usage, ch, argv, &opt->tls);
+            break;
         }
-        if (!ok) {
-            fprintf(stderr, "error: --%s: invalid value '%s'\n", longopts[li].name, optarg);
-            return 1;
+        if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
+            return r == CLI_EXIT_OK ? -1 : 1;
         }
     }
-    if (optind < argc || opt->connect_url == NULL) {
-        fprintf(stderr, "error: %s (see --help)\n",
-                optind < argc ? "unexpected argument" : "--connect URL is required");
+    if (cli_no_operands(argc, argv) == CLI_EXIT_ERROR) {
+        return 1;
+    }
+    if (opt->connect_url == NULL) {
+        fprintf(stderr, "error: --connect URL is required (see --help)\n");
         return 1;
     }
     return 0;
@@ -317,16 +352,10 @@ int main(int argc, char **argv)
     co.heartbeat_ms = (int)opt.heartbeat_ms;
     tether_tls_config *tls = NULL;
     tether_error err;
-    if (opt.ca != NULL) {
-        tether_tls_opts to;
-        tether_tls_opts_init(&to);
-        to.ca_file = opt.ca;
-        if (tether_tls_config_new(&tls, &to, &err) != TETHER_OK) {
-            fprintf(stderr, "error: %s\n", err.message);
-            return 1;
-        }
-        co.tls = tls; /* one configuration for all attempts: sessions resume */
+    if (!cli_tls_client(&opt.tls, opt.connect_url, &tls)) { /* see common/cli.c */
+        return 1;
     }
+    co.tls = tls; /* one configuration for all attempts: sessions resume */
     tether_client_opts ro;
     tether_client_opts_init(&ro);
     ro.userdata = &a;

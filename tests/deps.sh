@@ -1,12 +1,15 @@
 # shellcheck shell=bash
-# Installs the Debian packages tether needs to build, test and document
-# itself, if any are missing. Sourced by tests/run-all.sh and examples/demo.sh:
+# Installs the Debian packages tether needs, if any are missing. Sourced by
+# tests/run-all.sh and examples/demo.sh:
 #
 #   source tests/deps.sh
-#   tether_install_deps
+#   tether_install_deps                                # everything
+#   tether_install_deps "${TETHER_DEMO_PACKAGES[@]}"   # only these
 #
 # Only packages that dpkg does not report as installed are installed, so a
 # machine that has everything is left alone (and needs no network).
+# README.md's dependency list is checked against TETHER_APT_PACKAGES by
+# tests/integration/project_files.sh: change both together.
 
 # Everything the build, the tests and the docs use, in one place:
 # compilers and build tools, OpenSSL 3 (library and CLI, for test
@@ -30,24 +33,44 @@ TETHER_APT_PACKAGES=(
     libclang-rt-dev
 )
 
-# Prints the packages from TETHER_APT_PACKAGES that are not installed.
+# What examples/demo.sh needs to build the library and the examples (no
+# tests, no docs): a compiler, CMake, pkg-config, OpenSSL and c-ares.
+# shellcheck disable=SC2034 # used by examples/demo.sh
+TETHER_DEMO_PACKAGES=(
+    build-essential
+    cmake
+    pkg-config
+    libssl-dev
+    libc-ares-dev
+)
+
+# tether_missing_deps [PACKAGE...]: prints those of the packages (default:
+# TETHER_APT_PACKAGES) that are not installed.
 tether_missing_deps() {
     local pkg
-    for pkg in "${TETHER_APT_PACKAGES[@]}"; do
+    if [[ $# -eq 0 ]]; then
+        set -- "${TETHER_APT_PACKAGES[@]}"
+    fi
+    for pkg in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
             printf '%s\n' "$pkg"
         fi
     done
 }
 
+# tether_install_deps [PACKAGE...]: installs those of the packages
+# (default: TETHER_APT_PACKAGES) that are missing.
 tether_install_deps() {
     local missing sudo=()
+    if [[ $# -eq 0 ]]; then
+        set -- "${TETHER_APT_PACKAGES[@]}"
+    fi
     if ! command -v dpkg-query >/dev/null 2>&1; then
         echo "deps: dpkg-query not found; this script expects Debian 12." >&2
-        echo "deps: install these by hand: ${TETHER_APT_PACKAGES[*]}" >&2
+        echo "deps: install these by hand: $*" >&2
         return 1
     fi
-    mapfile -t missing < <(tether_missing_deps)
+    mapfile -t missing < <(tether_missing_deps "$@")
     if [[ ${#missing[@]} -eq 0 ]]; then
         return 0
     fi
@@ -62,8 +85,14 @@ tether_install_deps() {
     echo "deps: installing ${missing[*]}"
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q
         -o Dpkg::Use-Pty=0 install --no-install-recommends)
-    # Try without `apt-get update` first: it is slow and needs the network,
-    # and the package lists are usually recent enough.
+    # A fresh image may have no package lists at all: every install would
+    # fail with "Unable to locate package", so fetch them first, quietly.
+    if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+        echo "deps: no apt package lists yet; running apt-get update"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq update </dev/null >/dev/null
+    fi
+    # Otherwise try without `apt-get update` first: it is slow and needs the
+    # network, and the package lists are usually recent enough.
     if ! "${apt[@]}" "${missing[@]}" </dev/null; then
         echo "deps: install failed; running apt-get update and retrying"
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null

@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, runnable on a fresh Debian 12 clone
-# as root with no prior state.
-#
-#   bash tests/run-all.sh
-#
-# Stages:
-#   deps        install missing Debian packages (tests/deps.sh)
-#   build       build/       RelWithDebInfo, warnings are errors
-#   test        ctest in build/
-#   asan-build  build-asan/  ASan + UBSan, -O1, warnings are errors
-#   asan-test   ctest in build-asan/ (leak checks on, any UBSan report fails)
-#   fuzz        the framing fuzzer (clang, libFuzzer + ASan/UBSan) for 30 s
-#   docs        doxygen; any warning fails
-#
-# For local use, skip stages with TETHER_SKIP_<STAGE>=1, e.g.
-# TETHER_SKIP_ASAN=1 (both ASan stages), TETHER_SKIP_FUZZ=1, TETHER_SKIP_DOCS=1,
-# TETHER_SKIP_DEPS=1, TETHER_SKIP_TEST=1. JOBS overrides the parallelism (default: nproc).
-# Extra arguments are passed to every ctest run (e.g. -R framing).
-# CI runs everything.
+# as root with no prior state. `bash tests/run-all.sh --help` prints the
+# usage text below.
 # The stage functions are called indirectly, through run_stage.
 # shellcheck disable=SC2317
 set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: bash tests/run-all.sh [--help] [CTEST-ARGS...]
+
+The test command: everything CI checks, on a fresh Debian 12 clone, as root.
+Runs these stages in order and ends with a summary table; exits non-zero if
+any stage failed.
+
+  deps        install missing Debian packages (tests/deps.sh)
+  build       build/       RelWithDebInfo, warnings are errors
+  test        ctest in build/
+  asan-build  build-asan/  ASan + UBSan, -O1, warnings are errors
+  asan-test   ctest in build-asan/ (leak checks on, any UBSan report fails)
+  fuzz        the fuzz targets (clang, libFuzzer + ASan/UBSan), time-bounded
+  docs        doxygen (any warning fails) and a check of the generated HTML
+
+Each stage prints one line when it passes; its full output goes to a log
+file (named in that line) under build/ or build-asan/, and a failing stage
+prints the end of its log.
+
+Arguments (other than --help) are passed to every ctest run, e.g. -R framing.
+
+Environment:
+  TETHER_SKIP_<STAGE>=1  skip stages: DEPS, BUILD, TEST (both ctest stages),
+                         ASAN (both ASan stages), FUZZ, DOCS. Ignored when
+                         CI=true: CI runs everything.
+  JOBS=N                 parallelism (default: nproc)
+  TETHER_VERBOSE=1       print every stage's output as it runs
+USAGE
+}
+
+case ${1:-} in
+-h | --help)
+    usage
+    exit 0
+    ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -97,41 +119,90 @@ blocked() {
     failed=1
 }
 
+# quietly LOG COMMAND...: runs COMMAND with its output in LOG (shown as it
+# runs with TETHER_VERBOSE=1). On failure prints the last lines of LOG.
+quietly() {
+    local log=$1 rc=0
+    shift
+    mkdir -p "$(dirname "$log")"
+    if [[ -n ${TETHER_VERBOSE:-} && ${TETHER_VERBOSE} != 0 ]]; then
+        "$@" 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+    else
+        "$@" >"$log" 2>&1 || rc=$?
+    fi
+    if [[ $rc -ne 0 ]]; then
+        printf -- '---- the last 150 lines of %s:\n' "${log#"$root"/}"
+        tail -n 150 "$log"
+        printf -- '---- end of %s\n' "${log#"$root"/}"
+    else
+        printf '  log: %s\n' "${log#"$root"/}"
+    fi
+    return "$rc"
+}
+
 # ---- stages ---------------------------------------------------------------
 
 deps() {
     # shellcheck source=tests/deps.sh
     source tests/deps.sh
-    tether_install_deps
+    quietly "$root/build/run-all-deps.log" tether_install_deps
 }
 
-# configure DIR CMAKE-ARGS...: (re)configures DIR, starting afresh if it was
-# configured for another source tree.
-configure() {
+# fresh_if_foreign DIR: removes DIR if it was configured for another source
+# tree.
+fresh_if_foreign() {
     local dir=$1
-    shift
     if [[ -f $dir/CMakeCache.txt ]] &&
         ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$root" "$dir/CMakeCache.txt"; then
         echo "run-all: $dir belongs to another source tree; starting it afresh"
         rm -rf "$dir"
     fi
+}
+
+# configure DIR CMAKE-ARGS...: (re)configures DIR.
+configure() {
+    local dir=$1
+    shift
     cmake -S . -B "$dir" -DTETHER_WERROR=ON "$@"
 }
 
-build_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_SANITIZE=OFF)
+# Tests, examples and benchmarks explicitly on, whatever an earlier
+# configuration of the same directory chose.
+all_on=(-DTETHER_BUILD_TESTS=ON -DTETHER_BUILD_EXAMPLES=ON -DTETHER_BUILD_BENCH=ON)
+build_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_SANITIZE=OFF "${all_on[@]}")
 # Sanitizers want frame pointers and little inlining for readable reports;
 # -O1 keeps the tests fast, and Debug keeps the library's assertions.
-asan_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" -DTETHER_SANITIZE=ON)
+asan_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" -DTETHER_SANITIZE=ON "${all_on[@]}")
 
+# configure_build DIR CMAKE-ARGS...: configures and builds DIR, the output in
+# DIR/run-all-build.log.
 configure_build() {
     local dir=$1
     shift
-    configure "$dir" "$@"
-    cmake --build "$dir" -j "$JOBS"
+    fresh_if_foreign "$dir"
+    quietly "$root/$dir/run-all-build.log" configure_and_build "$dir" "$@"
 }
 
+configure_and_build() {
+    local dir=$1
+    shift
+    configure "$dir" "$@" && cmake --build "$dir" -j "$JOBS"
+}
+
+# run_ctest DIR: ctest with its output in DIR/run-all-ctest.log; prints the
+# summary line and every skipped test with the reason it gave (a test that
+# lacks a tool prints "SKIPPED: needs ..."), or the log's end on failure.
 run_ctest() {
-    ctest --test-dir "$1" --output-on-failure --no-tests=error -j "$JOBS" "${ctest_args[@]}"
+    local dir=$1 log=$root/$1/run-all-ctest.log rc=0
+    quietly "$log" ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$JOBS" \
+        "${ctest_args[@]}" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        grep -E 'tests passed|Skipped' "$log" | sed 's/^/  /' || true
+        grep -hE '^SKIPPED: ' "$dir"/Testing/Temporary/LastTest.log 2>/dev/null |
+            sort -u | sed 's/^/  /' || true
+    fi
+    return "$rc"
 }
 
 run_asan_ctest() {
@@ -151,10 +222,15 @@ fuzz() {
         -artifact_prefix=build-fuzz/ build-fuzz/corpus
 }
 
-# The docs need a configured tree, not a successful build.
+# The docs need a configured tree, not a successful build. The docs target
+# also checks the generated HTML (cmake/check-docs-html.sh).
 docs() {
-    configure build "${build_args[@]}" >/dev/null
-    cmake --build build --target docs
+    fresh_if_foreign build
+    quietly "$root/build/run-all-docs.log" configure_and_docs
+}
+
+configure_and_docs() {
+    configure build "${build_args[@]}" && cmake --build build --target docs
 }
 
 # ---- run ------------------------------------------------------------------

@@ -78,8 +78,8 @@
  *   (tether_client_new()) reconnects at once.
  *
  * Each failure ends the connection with #TETHER_ETIMEDOUT and a detail
- * naming the timeout, e.g. `heartbeat timeout: 3 pings unanswered for 4000
- * ms (interval 1000 ms)`. The checks cost nothing per message: the
+ * naming the timeout, e.g. `heartbeat timeout: 3 pings unanswered, nothing
+ * received for 4000 ms (interval 1000 ms)`. The checks cost nothing per message: the
  * connection only records when it last read and wrote, and one coarse
  * timer per connection compares those times with the limits.
  *

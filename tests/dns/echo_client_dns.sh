@@ -211,7 +211,7 @@ else
 fi
 
 run_client --connect "tcp://echo.test:$srv_port" --connect-timeout -5
-if [[ $status -eq 1 && $err == "error: --connect-timeout: invalid value '-5'" ]]; then
+if [[ $status -eq 1 && $err == "error: --connect-timeout: invalid value '-5' (expected milliseconds, at least 1)" ]]; then
     pass "bad --connect-timeout: $err"
 else
     fail "bad --connect-timeout: status $status, stderr '$err'"

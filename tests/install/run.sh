@@ -4,8 +4,13 @@
 #   (a) pkg-config, shared library (run through an rpath);
 #   (b) pkg-config --static, against libtether.a;
 #   (c) CMake find_package(tether), both tether::tether and tether::tether_static;
-# and checks the installed files: SONAME, exported symbols, C++ compatibility
-# of the headers.
+#   (d) README.md's five-minute tour, built and run with the README's own
+#       commands (`cc -o server server.c $(pkg-config ...)`), with no rpath,
+#       finding the library through LD_LIBRARY_PATH as the README says for
+#       a prefix other than /usr/local;
+# and checks the installed files: SONAME, exported symbols, no RUNPATH,
+# C++ compatibility of the headers, the man pages (`man tether_conn_send`)
+# and README, LICENSE and CHANGELOG under share/doc/tether.
 #
 # Usage: run.sh SOURCE_DIR BUILD_DIR
 # Environment: CC (default cc), TETHER_CONSUMER_FLAGS (extra compile and link
@@ -114,6 +119,83 @@ if readelf -d "$tmp/consumer/app_static" | grep -q 'NEEDED.*libtether'; then
 fi
 check_run "$tmp/consumer/app"
 check_run "$tmp/consumer/app_static"
+
+step "(d) the README's tour with the README's commands, no rpath"
+# The tour's programs and the `cc -o ...` lines of its run block, as written.
+extract() {
+    awk -v marker="<!-- tour:$1 -->" -v lang="$2" '
+        $0 == marker { armed = 1; next }
+        armed && !inside && $0 ~ "^```" lang "[[:space:]]*$" { inside = 1; next }
+        inside && /^```[[:space:]]*$/ { exit }
+        inside { print }
+    ' "$src/README.md"
+}
+mkdir "$tmp/tour"
+extract server c >"$tmp/tour/server.c"
+extract client c >"$tmp/tour/client.c"
+mapfile -t cc_lines < <(extract run sh | grep -E '^cc -o ')
+[[ ${#cc_lines[@]} -eq 2 && -s $tmp/tour/server.c && -s $tmp/tour/client.c ]] ||
+    fail "README.md: no tour server, client or two 'cc -o' lines after <!-- tour:run -->"
+grep -qx 'ldconfig .*' <(extract run sh) || fail "README.md's tour does not run ldconfig after installing"
+grep -qF "LD_LIBRARY_PATH=DIR/lib" "$src/README.md" ||
+    fail "README.md does not say to set LD_LIBRARY_PATH for another prefix"
+for line in "${cc_lines[@]}"; do
+    # "cc" is $CC with the build's sanitizer flags, if any; the rest as written.
+    (cd "$tmp/tour" && eval "\"\$cc\" \"\${extra_flags[@]}\" ${line#cc }") ||
+        fail "README.md's '$line' failed against the installed tether"
+done
+for prog in server client; do
+    if readelf -d "$tmp/tour/$prog" | grep -qE 'RPATH|RUNPATH'; then
+        fail "the tour's $prog has an rpath: $(readelf -d "$tmp/tour/$prog" | grep -E 'RPATH|RUNPATH')"
+    fi
+done
+if readelf -d "$libdir/libtether.so" | grep -qE 'RPATH|RUNPATH'; then
+    fail "the installed libtether.so has an rpath"
+fi
+export LD_LIBRARY_PATH=$libdir
+: >"$tmp/tour/server.out" # exists before the loop below reads it
+"$tmp/tour/server" tcp://127.0.0.1:0 >"$tmp/tour/server.out" 2>&1 &
+server_pid=$!
+trap 'kill -KILL "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+url=
+for ((i = 0; i < 600; i++)); do
+    url=$(sed -n 's/^listening on //p' "$tmp/tour/server.out" || true)
+    [[ -n $url ]] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+done
+[[ -n $url ]] || fail "the installed tour server did not start: $(cat "$tmp/tour/server.out")"
+out=$(timeout -k 5 30 "$tmp/tour/client" "$url" 2>&1) || fail "the installed tour client: $out"
+[[ $out == hello ]] || fail "the installed tour client printed '$out', expected 'hello'"
+kill -TERM "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+unset LD_LIBRARY_PATH
+printf '   server and client built as the README says, no rpath: %s\n' "$out"
+
+step "man pages and documents"
+mandir=$prefix/share/man
+if [[ -d $mandir/man3 ]]; then
+    for page in tether_conn_send tether_loop_new tether_conn_opts tether-conn; do
+        found=$(MANPATH=$mandir man -w "$page" 2>/dev/null) || fail "man -w $page: no page under $mandir"
+        [[ $found == "$mandir"/* ]] || fail "man -w $page found $found, not the installed one"
+    done
+    MANWIDTH=80 MANPATH=$mandir man tether_conn_send 2>/dev/null | grep -q 'int tether_conn_send (tether_conn \*c' ||
+        fail "man tether_conn_send does not show the function"
+    MANWIDTH=80 MANPATH=$mandir man tether_conn_send 2>/dev/null | grep -qF "$version" ||
+        fail "man tether_conn_send does not show the version $version"
+    for page in size len name log; do
+        [[ ! -e $mandir/man3/$page.3 ]] || fail "installed $page.3, which shadows unrelated pages"
+    done
+    printf '   %s pages in share/man/man3; man tether_conn_send works\n' "$(find "$mandir/man3" -name '*.3' | wc -l)"
+elif grep -q '^TETHER_BUILD_MAN:BOOL=ON' "$build/CMakeCache.txt"; then
+    fail "TETHER_BUILD_MAN is ON but no man pages were installed"
+else
+    printf '   no man pages (TETHER_BUILD_MAN is OFF: doxygen was not found)\n'
+fi
+for f in README.md LICENSE CHANGELOG.md; do
+    cmp -s "$src/$f" "$prefix/share/doc/tether/$f" || fail "share/doc/tether/$f is not installed"
+done
+printf '   share/doc/tether: README.md LICENSE CHANGELOG.md\n'
 
 if command -v c++ >/dev/null 2>&1; then
     step "public headers compile as C++"

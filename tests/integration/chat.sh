@@ -128,6 +128,20 @@ if start_server room --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     # Terminal escapes do not survive; a trailing CR is removed; UTF-8 stays.
     say alice $'\e[31mred\r'
     expect_line "$tmp/bob.out" "<alice> ?[31mred" "control characters become '?'"
+    # C1 controls too: CSI as a raw byte (0x9b) and as UTF-8 (U+009B, C2 9B),
+    # which some terminals take as ESC [; other invalid UTF-8 becomes '?'.
+    say alice $'\x9b32mraw'
+    expect_line "$tmp/bob.out" "<alice> ?32mraw" "a raw C1 byte (0x9b) becomes '?'"
+    say alice $'\xc2\x9b33mutf8 \xc2\x85nel'
+    expect_line "$tmp/bob.out" "<alice> ?33mutf8 ?nel" "C1 characters in UTF-8 (C2 9B, C2 85) become '?'"
+    say alice $'bad \xc0\xaf \xed\xa0\x80 end'
+    expect_line "$tmp/bob.out" "<alice> bad ?? ??? end" "invalid UTF-8 (overlong, surrogate) becomes '?'"
+    # (bob has seen no UTF-8 text yet, so any such byte would be a C1 leak)
+    if od -An -v -tx1 "$tmp/bob.out" | grep -qwE '[89][0-9a-f]'; then
+        fail "bob received a byte in 0x80-0x9f outside a valid UTF-8 character"
+    else
+        pass "no C1 byte reaches bob"
+    fi
     say alice "grüße, ça va?"
     expect_line "$tmp/bob.out" "<alice> grüße, ça va?" "UTF-8 text passes unchanged"
     if grep -qF '<alice>' "$tmp/alice.out"; then
@@ -271,6 +285,28 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     kill -TERM "$slow_pid"
     wait_exit "$slow_pid" 10
     check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
+fi
+
+# ---- --verbose reports a refused client once -------------------------------------
+
+if start_server verbose --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --verbose; then
+    verbose_pid=$server_pid
+    start_client vnocert none
+    wait_exit "${client_pid[vnocert]}" 20
+    hang_up vnocert
+    expect_line "$tmp/verbose.err" "client certificate required" \
+        "chat_server --verbose reports the client without a certificate"
+    sleep 0.5 # a duplicate would follow at once, from the same callback chain
+    n=$(grep -c "client certificate required" "$tmp/verbose.err" || true)
+    if [[ $n -eq 1 ]]; then
+        pass "chat_server --verbose reports the refused handshake once"
+    else
+        fail "chat_server --verbose reports the refused handshake $n times:"
+        sed 's/^/    /' "$tmp/verbose.err" >&2
+    fi
+    kill -TERM "$verbose_pid"
+    wait_exit "$verbose_pid" 10
 fi
 
 th_end

@@ -169,6 +169,8 @@ if start_recv corrupt.recv --listen tcp://127.0.0.1:0 --out "$tmp/corrupt.copy" 
         test "$send_status" -eq 1 -a -n "$(grep -F 'the receiver rejected big.bin: sha256 mismatch' "$tmp/corrupt.send.err")"
     check "a bad partial file: no output file and no .part left" \
         test ! -e "$tmp/corrupt.copy" -a ! -e "$tmp/corrupt.copy.part"
+    check "a bad partial file: the receiver says it removed it" \
+        grep -qF "removed $tmp/corrupt.copy.part (it cannot be resumed)" "$tmp/corrupt.recv.err"
     # The retry starts afresh and succeeds.
     transfer corrupt "$tmp/big.bin" tcp --resume --progress none -- --progress none
 fi
@@ -251,5 +253,40 @@ check "no --connect: $(cat "$tmp/nourl.err")" test "$send_status" -eq 1
 status=0
 "$recv_bin" --listen tcp://127.0.0.1:0 >/dev/null 2>"$tmp/noout.err" || status=$?
 check "file_recv without --out: $(cat "$tmp/noout.err")" test "$status" -eq 1
+
+# --out is checked before listening: directory, directory-ness, overwriting.
+# recv_err NAME WANT ARGS...: file_recv must fail at once with WANT in its
+# one line on stderr, and never say `listening on`.
+recv_err() {
+    local name=$1 want=$2 status=0
+    shift 2
+    timeout -k 5 30 "$recv_bin" --listen tcp://127.0.0.1:0 "$@" >"$tmp/$name.out" \
+        2>"$tmp/$name.err" || status=$?
+    if [[ $status -eq 1 && $(cat "$tmp/$name.err") == "$want" && ! -s $tmp/$name.out ]]; then
+        pass "file_recv $*: $want"
+    else
+        fail "file_recv $*: status $status, stdout '$(cat "$tmp/$name.out")', stderr '$(cat "$tmp/$name.err")', want '$want'"
+    fi
+}
+recv_err nodir "error: --out $tmp/no/such/dir/x: the directory $tmp/no/such/dir does not exist" \
+    --out "$tmp/no/such/dir/x"
+recv_err isdir "error: --out $tmp is a directory; give a file name" --out "$tmp"
+cp "$tmp/f1.bin" "$tmp/exists.copy"
+recv_err exists "error: --out $tmp/exists.copy exists; pass --force to overwrite it" \
+    --out "$tmp/exists.copy"
+if [[ $(id -u) -ne 0 ]]; then
+    mkdir "$tmp/ro" && chmod 555 "$tmp/ro"
+    recv_err readonly "error: --out $tmp/ro/x: cannot write in $tmp/ro: Permission denied" \
+        --out "$tmp/ro/x"
+fi
+# A PATH.part from an earlier transfer, without --resume: replaced, and said.
+head -c 1000 "$tmp/big.bin" >"$tmp/replace.copy.part"
+transfer replace "$tmp/f1.bin" tcp --progress none -- --progress none
+check "file_recv says it replaces an old PATH.part: $(grep replacing "$tmp/replace.recv.err" || true)" \
+    grep -qF "replacing $tmp/replace.copy.part (1000 bytes left by an earlier transfer" \
+    "$tmp/replace.recv.err"
+# With --force the existing file is replaced by the transfer.
+printf 'old contents' >"$tmp/force.copy"
+transfer force "$tmp/f1.bin" tcp --force --progress none -- --progress none
 
 th_end

@@ -4,7 +4,8 @@
 # markers), compiles them against the library like a user would, runs the
 # server on a free loopback port and the client against it, and checks that
 # the client prints the echo. Also checks that the README still opens with
-# the two commands, and that the tour stays short.
+# a title, one line saying what tether is, and the two commands, and that
+# the tour stays short.
 #
 #   bash tests/integration/readme_tour.sh README.md INCLUDE_DIR LIBTETHER
 #
@@ -27,14 +28,25 @@ read -r -a extra_flags <<<"${TETHER_CONSUMER_FLAGS:-}"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 th_begin tour
 
-# ---- the README opens with the two commands ----------------------------------
+# ---- the README opens with a title, one line, and the two commands -----------
 
-want=$'```sh\nbash examples/demo.sh\n```\n\n```sh\nbash tests/run-all.sh\n```'
-if [[ $(head -n 7 "$readme") == "$want" ]]; then
-    pass "README.md opens with the demo and test commands"
+if [[ $(sed -n 1p "$readme") =~ ^#\ [^#] ]]; then
+    pass "README.md starts with a title: $(sed -n 1p "$readme")"
 else
-    fail "README.md does not open with the two commands; its first lines:"
-    head -n 7 "$readme" | sed 's/^/    /' >&2
+    fail "README.md does not start with a '# title' line: $(sed -n 1p "$readme")"
+fi
+if [[ -z $(sed -n 2p "$readme") && -n $(sed -n 3p "$readme") && -z $(sed -n 4p "$readme") &&
+    $(sed -n 3p "$readme") != '```'* ]]; then
+    pass "README.md says in one line what tether is: $(sed -n 3p "$readme" | cut -c 1-60)..."
+else
+    fail "README.md line 3 should be one line saying what tether is, between blank lines"
+fi
+want=$'```sh\nbash examples/demo.sh\n```\n\n```sh\nbash tests/run-all.sh\n```'
+if [[ $(sed -n 5,11p "$readme") == "$want" ]]; then
+    pass "README.md continues with the demo and test commands"
+else
+    fail "README.md lines 5-11 are not the two commands; they are:"
+    sed -n 5,11p "$readme" | sed 's/^/    /' >&2
 fi
 
 # ---- extract ----------------------------------------------------------------------

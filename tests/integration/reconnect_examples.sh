@@ -10,7 +10,8 @@
 # - echo_client --heartbeat against echo_server --heartbeat completes, and
 #   against a server that accepts but never answers (a few lines of Python)
 #   it fails with "heartbeat timeout" within the bound;
-# - reconnecting_client prints its transitions through a server restart and
+# - reconnecting_client prints its transitions through a server restart, a
+#   heartbeat-detected loss with the count of messages lost, and
 #   exits 0 after --count echoes; with --max-attempts against a port where
 #   nothing listens it gives up, hands back what it held and exits 1.
 #
@@ -185,6 +186,47 @@ if [[ $exit_status -eq 1 ]] && grep -q 'giving up after 2 attempts' "$tmp/giveup
     pass "reconnecting_client --max-attempts gives up and hands back what it held"
 else
     fail "reconnecting_client --max-attempts: status $exit_status: $(cat "$tmp/giveup.out" "$tmp/giveup.err")"
+fi
+
+# A heartbeat-detected loss, without --verbose: the detail says why, and the
+# messages written but never echoed are counted and pointed at the README.
+start_bg mute2 "$python" "$tmp/mute.py"
+mute_pid=$bg_pid
+for ((i = 0; i < 100; i++)); do
+    [[ -s $tmp/mute2.out ]] && break
+    sleep 0.05
+done
+mute_port=$(head -n 1 "$tmp/mute2.out")
+start_bg rchb "$rc_bin" --connect "tcp://127.0.0.1:$mute_port" --heartbeat 100 --interval 50 \
+    --max-attempts 1
+wait_exit "$bg_pid" 20
+if grep -q '^disconnected: heartbeat timeout' "$tmp/rchb.out" &&
+    grep -qE '^lost: [1-9][0-9]* messages? written to the connection got no echo and will not be resent \(see "Which messages can be lost" in README.md\)$' \
+        "$tmp/rchb.out"; then
+    pass "reconnecting_client reports a heartbeat loss and the messages lost:"
+    grep -E '^(disconnected|lost):' "$tmp/rchb.out" | sed 's/^/    /'
+else
+    fail "reconnecting_client against a mute server: status $exit_status:"
+    sed 's/^/    /' "$tmp/rchb.out" "$tmp/rchb.err" >&2
+fi
+kill -KILL "$mute_pid" 2>/dev/null || true
+wait_exit "$mute_pid" 5
+
+# Mutual TLS: a server that requires a client certificate, and the client
+# flags shared with the other examples.
+certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
+if start_server mtls --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --verify-client; then
+    start_bg rctls "$rc_bin" --connect "tls://localhost:$server_port" --ca "$certs/ca.pem" \
+        --cert "$certs/client.pem" --key "$certs/client.key" --interval 50 --count 3
+    wait_exit "$bg_pid" 20
+    if [[ $exit_status -eq 0 ]] && grep -qx 'echo: message 2' "$tmp/rctls.out"; then
+        pass "reconnecting_client over mutual TLS (--cert/--key)"
+    else
+        fail "reconnecting_client over mutual TLS: status $exit_status:"
+        sed 's/^/    /' "$tmp/rctls.out" "$tmp/rctls.err" >&2
+    fi
+    kill_server TERM
 fi
 
 # Usage errors are one line.

@@ -5,7 +5,8 @@
 #   bash tests/integration/sync_client.sh SYNC_CLIENT ECHO_SERVER CERTS_DIR PYTHON
 #
 # Checks: --help; the echo over tcp:// and over tls:// verified with the
-# test CA (by name and by IP address); and that each failure is one line
+# test CA (by name and by IP address), with a client certificate, and with
+# --servername; and that each failure is one line
 # naming the cause and comes within the timeout: connection refused, a
 # server whose certificate we do not trust, a server that accepts but never
 # answers (receive timeout), a server that never completes the TLS
@@ -77,21 +78,41 @@ fi
 
 if th_start tcp '^listening on ' "$server_bin" --listen tcp://127.0.0.1:0; then
     url=${bg_line#listening on }
-    expect_echo tcp "hello" "$url" "hello"
-    expect_echo tcp-spaces "hello, blocking world" "$url" "hello, blocking world" --timeout 2000
+    expect_echo tcp "hello" --connect "$url"
+    expect_echo tcp-spaces "hello, blocking world" --connect "$url" \
+        --message "hello, blocking world" --timeout 2000
     kill -TERM "$bg_pid"
     wait "$bg_pid" || true
-    expect_error refused "error: connect to $url: connection refused" 5 "$url" "hello"
+    expect_error refused "error: connect to $url: connection refused" 5 --connect "$url"
 fi
 
 if th_start tls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
     --cert "$certs/server.pem" --key "$certs/server.key"; then
     port=${bg_line##*:}
-    expect_echo tls-name "hello" "tls://localhost:$port" "hello" --ca "$certs/ca.pem"
-    expect_echo tls-ip "hello" "tls://127.0.0.1:$port" "hello" --ca "$certs/ca.pem"
+    expect_echo tls-name "hello" --connect "tls://localhost:$port" --ca "$certs/ca.pem"
+    expect_echo tls-ip "hello" --connect "tls://127.0.0.1:$port" --ca "$certs/ca.pem"
     # Without --ca the system's trust store does not know the test CA.
     expect_error untrusted "certificate verify failed: unknown CA" 10 \
-        "tls://localhost:$port" "hello"
+        --connect "tls://localhost:$port"
+fi
+
+# Mutual TLS: a server that requires a client certificate.
+if th_start mtls '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+    --cert "$certs/server.pem" --key "$certs/server.key" --ca "$certs/ca.pem" --verify-client; then
+    port=${bg_line##*:}
+    expect_echo mtls "hello" --connect "tls://localhost:$port" --ca "$certs/ca.pem" \
+        --cert "$certs/client.pem" --key "$certs/client.key"
+    expect_error mtls-nocert "requires a client certificate" 10 \
+        --connect "tls://localhost:$port" --ca "$certs/ca.pem"
+fi
+# --servername: verify a name other than the URL's host.
+if th_start sni '^listening on ' "$server_bin" --listen tls://127.0.0.1:0 \
+    --cert "$certs/wronghost.pem" --key "$certs/wronghost.key"; then
+    port=${bg_line##*:}
+    expect_echo servername "hello" --connect "tls://127.0.0.1:$port" --ca "$certs/ca.pem" \
+        --servername wrong.example
+    expect_error no-servername "address mismatch" 10 \
+        --connect "tls://127.0.0.1:$port" --ca "$certs/ca.pem"
 fi
 
 # ---- timeouts ---------------------------------------------------------------------
@@ -109,15 +130,16 @@ time.sleep(60)
 '; then
     port=${bg_line#port }
     expect_error recv-timeout "error: no message within 500 ms" 5 \
-        "tcp://127.0.0.1:$port" "hello" --timeout 500
-    expect_error tls-timeout "timed out" 5 "tls://127.0.0.1:$port" "hello" \
+        --connect "tcp://127.0.0.1:$port" --timeout 500
+    expect_error tls-timeout "timed out" 5 --connect "tls://127.0.0.1:$port" \
         --ca "$certs/ca.pem" --timeout 500
 fi
 
 # ---- usage errors -------------------------------------------------------------------
 
-expect_error no-args "URL and MESSAGE are required" 5
-expect_error bad-url "invalid URL" 5 "tcp://127.0.0.1" "hello"
-expect_error extra-arg "unexpected argument" 5 "tcp://127.0.0.1:1" "hello" "again"
+expect_error no-args "error: --connect URL is required (see --help)" 5
+expect_error bad-url "invalid URL" 5 --connect "tcp://127.0.0.1"
+expect_error extra-arg "error: unexpected argument 'hello' (see --help)" 5 \
+    --connect "tcp://127.0.0.1:1" "hello"
 
 th_end

@@ -1,0 +1,238 @@
+/* Command-line plumbing shared by the examples (see cli.h): the shared
+ * flags, number parsing, and the checks and set-up of the TLS flags. */
+#include "common/cli.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cli_result cli_option(const char *prog, const char *usage, int ch, char **argv,
+                           struct cli_tls *tls)
+{
+    switch (ch) {
+    case CLI_OPT_HELP:
+        fputs(usage, stdout);
+        return CLI_EXIT_OK;
+    case CLI_OPT_VERSION:
+        /* The library actually loaded, which may differ from the headers. */
+        printf("%s (tether %s)\n", prog, tether_version());
+        return CLI_EXIT_OK;
+    case ':': {
+        /* argv[optind - 1] is the flag itself, e.g. "--ca". */
+        const char *flag = argv[optind - 1];
+        fprintf(stderr, "error: %s needs a value (see --help)\n", flag);
+        return CLI_EXIT_ERROR;
+    }
+    case '?':
+        if (optopt != 0 && optopt < 256) {
+            fprintf(stderr, "error: unknown option '-%c' (see --help)\n", optopt);
+        } else {
+            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+        }
+        return CLI_EXIT_ERROR;
+    default:
+        break;
+    }
+    if (tls == NULL) {
+        return CLI_NOT_MINE;
+    }
+    switch (ch) {
+    case CLI_OPT_CA:
+        tls->ca = optarg;
+        return CLI_HANDLED;
+    case CLI_OPT_CERT:
+        tls->cert = optarg;
+        return CLI_HANDLED;
+    case CLI_OPT_KEY:
+        tls->key = optarg;
+        return CLI_HANDLED;
+    case CLI_OPT_SERVERNAME:
+        tls->servername = optarg;
+        return CLI_HANDLED;
+    case CLI_OPT_INSECURE:
+        tls->insecure = true;
+        return CLI_HANDLED;
+    case CLI_OPT_VERIFY_CLIENT:
+        tls->verify_client = true;
+        return CLI_HANDLED;
+    default:
+        return CLI_NOT_MINE;
+    }
+}
+
+enum cli_result cli_bad_value(const char *name, const char *arg, const char *what)
+{
+    fprintf(stderr, "error: --%s: invalid value '%s' (expected %s)\n", name, arg, what);
+    return CLI_EXIT_ERROR;
+}
+
+enum cli_result cli_no_operands(int argc, char **argv)
+{
+    if (optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return CLI_EXIT_ERROR;
+    }
+    return CLI_HANDLED;
+}
+
+bool cli_parse_size(const char *s, size_t *out)
+{
+    /* strtoull() alone would also take "-1" and " 1". */
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || v > SIZE_MAX) {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+bool cli_parse_ms(const char *s, size_t *out)
+{
+    size_t v;
+    if (!cli_parse_size(s, &v) || v == 0 || v > INT_MAX) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse_framing(const char *s, tether_framing_kind *out)
+{
+    static const char *const names[] = {[TETHER_FRAMING_LEN32] = "len32",
+                                        [TETHER_FRAMING_VARINT] = "varint",
+                                        [TETHER_FRAMING_LINE] = "line"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (tether_framing_kind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "16 MiB" for whole MiB, else "N bytes". */
+static void describe_bytes(char *buf, size_t len, size_t n)
+{
+    if (n >= ((size_t)1 << 20) && n % ((size_t)1 << 20) == 0) {
+        snprintf(buf, len, "%zu MiB (%zu bytes)", n >> 20, n);
+    } else {
+        snprintf(buf, len, "%zu bytes", n);
+    }
+}
+
+bool cli_check_max_msg(size_t max_msg)
+{
+    if (max_msg > CLI_MAX_MSG_LIMIT) {
+        fprintf(stderr, "error: --max-msg %zu is above tether's limit of 1 GiB (%zu bytes)\n",
+                max_msg, CLI_MAX_MSG_LIMIT);
+        return false;
+    }
+    return true;
+}
+
+bool cli_check_size(size_t size, size_t max_msg)
+{
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    size_t limit = max_msg > 0 ? max_msg : co.max_msg;
+    if (size <= limit) {
+        return true;
+    }
+    if (max_msg > 0) {
+        fprintf(stderr, "error: --size %zu is above --max-msg %zu\n", size, max_msg);
+        return false;
+    }
+    char what[64];
+    describe_bytes(what, sizeof what, limit);
+    fprintf(stderr,
+            "error: --size %zu is above the largest message tether allows by default, %s: "
+            "raise the limit with --max-msg (at most 1 GiB; the server needs it too)\n",
+            size, what);
+    return false;
+}
+
+static bool is_tls_url(const char *url)
+{
+    return strncmp(url, "tls://", 6) == 0;
+}
+
+/* The checks that clients and servers share. */
+static bool check_common(const struct cli_tls *tls, const char *url, bool any_flag,
+                         const char *flags)
+{
+    if (any_flag && !is_tls_url(url)) {
+        fprintf(stderr, "error: %s only apply to tls:// URLs, not to %s\n", flags, url);
+        return false;
+    }
+    if ((tls->cert == NULL) != (tls->key == NULL)) {
+        fprintf(stderr, "error: %s needs %s as well (a certificate and its private key)\n",
+                tls->cert != NULL ? "--cert" : "--key", tls->cert != NULL ? "--key" : "--cert");
+        return false;
+    }
+    return true;
+}
+
+bool cli_tls_client(const struct cli_tls *tls, const char *url, tether_tls_config **out)
+{
+    *out = NULL;
+    bool any = tls->ca != NULL || tls->cert != NULL || tls->key != NULL ||
+               tls->servername != NULL || tls->insecure;
+    if (!check_common(tls, url, any, "--ca, --cert, --key, --servername and --insecure")) {
+        return false;
+    }
+    if (!any) {
+        return true; /* tls:// without flags: the system's trust store */
+    }
+    tether_tls_opts to;
+    tether_tls_opts_init(&to);
+    to.ca_file = tls->ca;
+    to.cert_file = tls->cert;
+    to.key_file = tls->key;
+    to.server_name = tls->servername;
+    to.insecure_skip_verify = tls->insecure;
+    tether_error err;
+    if (tether_tls_config_new(out, &to, &err) != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message); /* names the file and the problem */
+        return false;
+    }
+    return true;
+}
+
+bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_client,
+                    tether_tls_config **out)
+{
+    *out = NULL;
+    bool any = tls->ca != NULL || tls->cert != NULL || tls->key != NULL || tls->verify_client;
+    if (!check_common(tls, url, any, "--cert, --key, --ca and --verify-client")) {
+        return false;
+    }
+    if (!is_tls_url(url)) {
+        return true;
+    }
+    if (tls->cert == NULL) {
+        fprintf(stderr, "error: tls:// needs --cert and --key (the server's certificate and "
+                        "private key)\n");
+        return false;
+    }
+    bool verify = require_client || tls->verify_client;
+    if (verify && tls->ca == NULL) {
+        fprintf(stderr, "error: %s needs --ca (the CA that client certificates must come from)\n",
+                require_client ? "checking client certificates" : "--verify-client");
+        return false;
+    }
+    tether_tls_opts to;
+    tether_tls_opts_init(&to);
+    to.cert_file = tls->cert;
+    to.key_file = tls->key;
+    to.ca_file = tls->ca;
+    to.client_auth = verify ? TETHER_TLS_CLIENT_AUTH_REQUIRED : TETHER_TLS_CLIENT_AUTH_NONE;
+    tether_error err;
+    if (tether_tls_config_new(out, &to, &err) != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message);
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,132 @@
+/* Command-line plumbing shared by the examples: --help and --version, the
+ * TLS flags (--ca, --cert, --key, --servername, --insecure,
+ * --verify-client) and how they become a tether_tls_config, number parsing,
+ * and one-line errors that speak of flags, not of tether's structs.
+ *
+ * Not part of tether: a program of your own would have its own versions.
+ * Each example keeps its own getopt_long() table and usage text and adds
+ * these flags to them with the CLI_* macros. */
+#ifndef TETHER_EXAMPLES_CLI_H
+#define TETHER_EXAMPLES_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <tether/tether.h>
+
+/* getopt_long() codes of the shared flags; an example's own start at 256. */
+enum {
+    CLI_OPT_HELP = 'h',
+    CLI_OPT_VERSION = 1000,
+    CLI_OPT_CA,
+    CLI_OPT_CERT,
+    CLI_OPT_KEY,
+    CLI_OPT_SERVERNAME,
+    CLI_OPT_INSECURE,
+    CLI_OPT_VERIFY_CLIENT
+};
+
+/* Entries for a struct option table. */
+#define CLI_LONGOPTS_COMMON                                                                        \
+    {"help", no_argument, NULL, CLI_OPT_HELP},                                                     \
+    {                                                                                              \
+        "version", no_argument, NULL, CLI_OPT_VERSION                                              \
+    }
+#define CLI_LONGOPTS_TLS_CLIENT                                                                    \
+    {"ca", required_argument, NULL, CLI_OPT_CA}, {"cert", required_argument, NULL, CLI_OPT_CERT},  \
+        {"key", required_argument, NULL, CLI_OPT_KEY},                                             \
+        {"servername", required_argument, NULL, CLI_OPT_SERVERNAME},                               \
+    {                                                                                              \
+        "insecure", no_argument, NULL, CLI_OPT_INSECURE                                            \
+    }
+#define CLI_LONGOPTS_TLS_SERVER                                                                    \
+    {"ca", required_argument, NULL, CLI_OPT_CA}, {"cert", required_argument, NULL, CLI_OPT_CERT},  \
+        {"key", required_argument, NULL, CLI_OPT_KEY},                                             \
+    {                                                                                              \
+        "verify-client", no_argument, NULL, CLI_OPT_VERIFY_CLIENT                                  \
+    }
+
+/* Lines for the usage texts. */
+#define CLI_USAGE_TLS_CLIENT                                                                       \
+    "  --ca PEM          CA certificates to trust for tls:// (default: the system's)\n"            \
+    "  --cert PEM        client certificate, for servers that require one\n"                       \
+    "  --key PEM         its private key\n"                                                        \
+    "  --servername NAME verify (and send as SNI) NAME instead of the URL's host\n"                \
+    "  --insecure        do not verify the server's certificate at all (tests only)\n"
+#define CLI_USAGE_TLS_SERVER                                                                       \
+    "  --cert PEM        server certificate (chain), needed for tls://\n"                          \
+    "  --key PEM         its private key, needed for tls://\n"                                     \
+    "  --ca PEM          CA certificates that client certificates must come from\n"
+#define CLI_USAGE_COMMON                                                                           \
+    "  --version         print the program's and tether's version\n"                               \
+    "  --help            show this help\n"
+
+/* The TLS flags as given (NULL / false: not given). */
+struct cli_tls {
+    const char *ca;
+    const char *cert;
+    const char *key;
+    const char *servername; /* clients */
+    bool insecure;          /* clients */
+    bool verify_client;     /* servers */
+};
+
+/* What cli_option() and the parsers' callers do next. */
+enum cli_result {
+    CLI_NOT_MINE = 0, /* not a shared flag: the example handles it */
+    CLI_HANDLED,      /* a shared flag, stored */
+    CLI_EXIT_OK,      /* --help or --version printed: exit with 0 */
+    CLI_EXIT_ERROR    /* an error was printed: exit with 1 */
+};
+
+/* Handles one getopt_long() result `ch` if it is a shared flag, a missing
+ * value (':') or an unknown option ('?'): stores TLS flags in *tls (may be
+ * NULL for examples without TLS flags), prints `usage` or the version, or
+ * prints `error: --ca needs a value (see --help)` /
+ * `error: unknown option '--foo' (see --help)`. Set opterr = 0 and start
+ * the optstring with ':' so that getopt_long() reports these to us. */
+enum cli_result cli_option(const char *prog, const char *usage, int ch, char **argv,
+                           struct cli_tls *tls);
+
+/* Prints `error: --NAME: invalid value 'ARG' (expected WHAT)` and returns
+ * CLI_EXIT_ERROR. */
+enum cli_result cli_bad_value(const char *name, const char *arg, const char *what);
+
+/* Prints `error: unexpected argument 'ARG' (see --help)` for the first
+ * operand left at argv[optind], if any, and returns CLI_EXIT_ERROR;
+ * otherwise CLI_HANDLED. */
+enum cli_result cli_no_operands(int argc, char **argv);
+
+/* A decimal number (no sign, no spaces) up to SIZE_MAX. */
+bool cli_parse_size(const char *s, size_t *out);
+/* Milliseconds: a decimal number from 1 to INT_MAX. */
+bool cli_parse_ms(const char *s, size_t *out);
+/* len32, varint or line. */
+bool cli_parse_framing(const char *s, tether_framing_kind *out);
+
+/* The largest --max-msg tether accepts (1 GiB) and the default (16 MiB). */
+#define CLI_MAX_MSG_LIMIT ((size_t)1 << 30)
+/* Checks --max-msg (0: not given): prints `error: --max-msg ...` and
+ * returns false if it is above CLI_MAX_MSG_LIMIT. */
+bool cli_check_max_msg(size_t max_msg);
+/* Checks that a message of `size` bytes fits `max_msg` (0: the default):
+ * `error: --size 20000000 is above the largest message tether allows by
+ * default, 16 MiB (16777216 bytes): raise the limit with --max-msg ...`. */
+bool cli_check_size(size_t size, size_t max_msg);
+
+/* TLS for a client dialling `url`: *out is NULL when no flag was given
+ * (a tls:// URL then trusts the system's CAs), or a new configuration the
+ * caller unrefs. Checks the flags first: they need a tls:// URL, --cert and
+ * --key go together. Returns true, or prints one `error: ...` line and
+ * returns false. */
+bool cli_tls_client(const struct cli_tls *tls, const char *url, tether_tls_config **out);
+
+/* TLS for a server listening on `url`: tls:// needs --cert and --key, the
+ * flags need a tls:// URL, --verify-client needs --ca (require_client:
+ * client certificates are required whether or not --verify-client was
+ * given, as in chat_server). *out is NULL for other URLs. */
+bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_client,
+                    tether_tls_config **out);
+
+#endif
