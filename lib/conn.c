@@ -19,7 +19,7 @@
  * dispatch that sent it ends (or before the loop polls, for sends made
  * outside a dispatch of this connection), so a burst of sends costs one
  * system call. */
-#include "conn.h"
+#include "conn_int.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -32,36 +32,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Output tuning. */
-#define SEG_FIRST_ALLOC 1024u   /* first copy segment: small replies */
-#define SEG_ALLOC (64u * 1024u) /* later copy segments */
-/* Queued bytes that trigger a write inside send(). Measured with
- * tether_bench (thr tcp, 64 B and 1 KiB): 32-48 KiB writes keep the
- * receiver busy in parallel; 64 KiB writes ran 1 KiB messages at a third
- * of the rate on loopback, and 16-24 KiB cost more system calls. */
-#define FLUSH_BATCH (32u * 1024u)
-#define DIRECT_MIN (16u * 1024u) /* messages written straight from the caller */
-#define IOV_BATCH 64
 #define READ_ROUNDS 4   /* reads per readiness event, for fairness */
 #define LINGER_MS 2000u /* drain input after our FIN, at most this long */
 
 /* ---- small helpers ----------------------------------------------------- */
 
 static void conn_pending_cb(struct tether__pending *p);
-static void conn_flush_cb(struct tether__flush *f);
 static void conn_timer_cb(struct tether__tnode *n);
 static void live_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
-static void conn_flush(tether_conn *c);
-static void conn_update_io(tether_conn *c);
-static void conn_begin_shutdown(tether_conn *c);
 static void conn_begin_close(tether_conn *c);
-
-static void conn_todo(tether_conn *c, uint16_t what)
-{
-    c->todo |= what;
-    tether__pending_queue(c->loop, &c->pend);
-}
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
@@ -106,195 +86,10 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
-    tether__flush_init(&c->flush, conn_flush_cb);
+    tether__flush_init(&c->flush, tether__conn_flush_cb);
     tether__tnode_init(&c->timer, conn_timer_cb);
     tether__loop_handle_add(loop, true);
     return c;
-}
-
-/* ---- output queue ------------------------------------------------------ */
-
-/* Small segments are recycled through a per-loop free list: a reply of a
- * few bytes would otherwise cost a malloc and a free per message, and
- * keeping one per connection would cost idle connections memory. */
-#define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
-#define SEG_CACHE_MAX 64u
-
-static void seg_release(tether_loop *loop, struct tether__wseg *s)
-{
-    if (s->cap == SEG_SMALL_CAP && loop->seg_cache_n < SEG_CACHE_MAX) {
-        s->next = loop->seg_cache;
-        loop->seg_cache = s;
-        loop->seg_cache_n++;
-        return;
-    }
-    free(s);
-}
-
-void tether__seg_cache_free(tether_loop *loop)
-{
-    struct tether__wseg *s = loop->seg_cache;
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        free(s);
-        s = next;
-    }
-    loop->seg_cache = NULL;
-    loop->seg_cache_n = 0;
-}
-
-static void wq_release_all(tether_conn *c)
-{
-    struct tether__wseg *s = c->wq_head;
-    c->wq_head = c->wq_tail = NULL;
-    c->queued = 0;
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        if (s->free_cb != NULL) {
-            s->free_cb(s->free_data, s->free_ud);
-        }
-        seg_release(c->loop, s);
-        s = next;
-    }
-}
-
-static void live_queue_started(tether_conn *c);
-
-static void wq_link(tether_conn *c, struct tether__wseg *s)
-{
-    s->next = NULL;
-    if (c->wq_tail != NULL) {
-        c->wq_tail->next = s;
-    } else {
-        c->wq_head = s;
-        if (c->live != NULL) {
-            /* The write timeout counts from here when nothing moves. */
-            live_queue_started(c);
-        }
-    }
-    c->wq_tail = s;
-}
-
-static size_t wseg_room(const struct tether__wseg *s)
-{
-    return s->cap - (size_t)(s->ptr - s->data) - s->len;
-}
-
-/* Room at the end of the tail segment, if it is a copy segment. */
-static size_t wq_tail_room(const tether_conn *c)
-{
-    const struct tether__wseg *t = c->wq_tail;
-    return t != NULL && t->cap != 0 ? wseg_room(t) : 0;
-}
-
-static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
-{
-    size_t cap;
-    struct tether__wseg *s = NULL;
-    if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
-        cap = SEG_SMALL_CAP;
-        s = c->loop->seg_cache;
-        if (s != NULL) {
-            c->loop->seg_cache = s->next;
-            c->loop->seg_cache_n--;
-        }
-    } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
-        cap = SEG_ALLOC - sizeof(struct tether__wseg);
-    } else {
-        cap = need;
-    }
-    if (s == NULL) {
-        s = malloc(sizeof *s + cap);
-        if (s == NULL) {
-            return NULL;
-        }
-    }
-    s->ptr = s->data;
-    s->len = 0;
-    s->cap = cap;
-    s->free_cb = NULL;
-    s->free_data = NULL;
-    s->free_ud = NULL;
-    wq_link(c, s);
-    return s;
-}
-
-/* Appends pieces as copies: what fits goes into the tail segment, the rest
- * into one new segment. All or nothing on allocation failure. */
-static int wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
-{
-    struct tether__wseg *tail = c->wq_tail;
-    size_t room = wq_tail_room(c);
-    struct tether__wseg *fresh = NULL;
-    if (room < total) {
-        fresh = wq_new_copy(c, total - room);
-        if (fresh == NULL) {
-            return TETHER_ENOMEM;
-        }
-    }
-    struct tether__wseg *s = room > 0 ? tail : fresh;
-    for (int i = 0; i < n; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            size_t r = wseg_room(s);
-            if (r == 0) {
-                s = fresh;
-                r = wseg_room(s);
-            }
-            size_t k = left < r ? left : r;
-            memcpy((uint8_t *)s->ptr + s->len, p, k);
-            s->len += k;
-            p += k;
-            left -= k;
-        }
-    }
-    c->queued += total;
-    return TETHER_OK;
-}
-
-static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
-                         void *fdata, void *fud)
-{
-    struct tether__wseg *s = malloc(sizeof *s);
-    if (s == NULL) {
-        return TETHER_ENOMEM;
-    }
-    s->ptr = data;
-    s->len = len;
-    s->cap = 0;
-    s->free_cb = fcb;
-    s->free_data = fdata;
-    s->free_ud = fud;
-    wq_link(c, s);
-    c->queued += len;
-    return TETHER_OK;
-}
-
-/* Drops n written bytes from the head of the queue, including empty
- * segments (zero-copy buffers already sent, waiting to be released). */
-static void wq_consume(tether_conn *c, size_t n)
-{
-    c->queued -= n;
-    while (c->wq_head != NULL && c->wq_head->len <= n) {
-        struct tether__wseg *s = c->wq_head;
-        n -= s->len;
-        c->wq_head = s->next;
-        if (c->wq_head == NULL) {
-            c->wq_tail = NULL;
-        }
-        if (s->free_cb != NULL) {
-            /* Releasing a zero-copy buffer calls into the application. This
-             * runs from loop dispatch, or inside send() only for buffers of
-             * earlier messages, whose bytes are with the kernel by now. */
-            s->free_cb(s->free_data, s->free_ud);
-        }
-        seg_release(c->loop, s);
-    }
-    if (n > 0) {
-        c->wq_head->ptr += n;
-        c->wq_head->len -= n;
-    }
 }
 
 /* ---- closing ----------------------------------------------------------- */
@@ -328,7 +123,7 @@ static void conn_finish(tether_conn *c, int reason)
         c->state = TETHER__CS_DEAD;
         tether__tnode_stop(c->loop, &c->timer);
         conn_destroy_transport(c);
-        conn_todo(c, TETHER__CT_FREE);
+        tether__conn_todo(c, TETHER__CT_FREE);
         return;
     }
     if (c->state == TETHER__CS_CONNECTING) {
@@ -343,7 +138,7 @@ static void conn_finish(tether_conn *c, int reason)
     free(c->rpart);
     c->rpart = NULL;
     c->rlen = c->rcap = 0;
-    conn_todo(c, TETHER__CT_CLOSE);
+    tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
 void tether__conn_end(tether_conn *c, int reason)
@@ -367,7 +162,7 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
 }
 
 /* Fails with the transport's own detail, prefixed with what we were doing. */
-static void conn_fail_io(tether_conn *c, int rv, const char *what)
+void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 {
     const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
     const tether_conn_opts *o = &c->cfg->o;
@@ -692,7 +487,7 @@ do_read:;
             return;
         }
         if (rv != TETHER_OK) {
-            conn_fail_io(c, rv, "read");
+            tether__conn_fail_io(c, rv, "read");
             return;
         }
         if (n == 0) {
@@ -787,69 +582,7 @@ static void conn_linger_read(tether_conn *c)
     }
 }
 
-/* ---- writing ----------------------------------------------------------- */
-
-static void conn_flush(tether_conn *c)
-{
-    if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
-        return;
-    }
-    bool progress = false;
-    while (c->wq_head != NULL) {
-        if (c->wq_head->len == 0) {
-            wq_consume(c, 0);
-            continue;
-        }
-        struct iovec iov[IOV_BATCH];
-        int n = 0;
-        size_t total = 0;
-        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH; s = s->next) {
-            iov[n].iov_base = (void *)s->ptr;
-            iov[n].iov_len = s->len;
-            total += s->len;
-            n++;
-        }
-        size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
-        if (rv == TETHER_EAGAIN) {
-            c->flags |= TETHER__CF_WBLOCKED;
-            break;
-        }
-        if (rv != TETHER_OK) {
-            conn_fail_io(c, rv, "write");
-            return;
-        }
-        wq_consume(c, w);
-        c->bytes_out += w;
-        progress = true;
-        if (w < total) {
-            /* A short write means the socket buffer is full: asking again
-             * would only return EAGAIN. */
-            c->flags |= TETHER__CF_WBLOCKED;
-            break;
-        }
-    }
-    if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
-    }
-    if (progress && c->wnotify != NULL) {
-        c->wnotify(c);
-    }
-    if (c->wq_head == NULL) {
-        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-    }
-    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
-        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
-        c->flags |= TETHER__CF_DRAIN_DUE;
-    }
-    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
-        conn_begin_shutdown(c);
-        return;
-    }
-    conn_update_io(c);
-}
-
-static void conn_update_io(tether_conn *c)
+void tether__conn_update_io(tether_conn *c)
 {
     if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
         return;
@@ -887,216 +620,6 @@ static void conn_update_io(tether_conn *c)
     if (rv != TETHER_OK) {
         tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
     }
-}
-
-/* Fires on_drain if due; only called from loop dispatch. */
-static void conn_fire_drain(tether_conn *c)
-{
-    if ((c->flags & TETHER__CF_DRAIN_DUE) && c->state == TETHER__CS_READY) {
-        c->flags &= (uint16_t)~TETHER__CF_DRAIN_DUE;
-        if (c->cfg->o.on_drain != NULL) {
-            c->cfg->o.on_drain(c, c->userdata);
-        }
-    }
-}
-
-/* End of a dispatch to this connection: send what the callbacks queued. */
-static void conn_dispatch_end(tether_conn *c)
-{
-    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-    }
-    conn_fire_drain(c);
-    /* on_drain may have queued more. */
-    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-    }
-}
-
-static void conn_flush_cb(struct tether__flush *f)
-{
-    tether_conn *c = tether__container_of(f, tether_conn, flush);
-    conn_dispatch_end(c);
-}
-
-/* After a message was queued: write at once when a full batch is waiting,
- * otherwise make sure the queue is flushed when the current dispatch ends
- * (or before the loop polls, for a send from outside this connection's
- * callbacks). */
-static inline void conn_after_queue(tether_conn *c)
-{
-    if (c->queued >= FLUSH_BATCH && c->state == TETHER__CS_READY &&
-        !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-        if (c->flags & TETHER__CF_DRAIN_DUE) {
-            tether__flush_queue(c->loop, &c->flush);
-        }
-    } else if (c->dispatching == 0) {
-        tether__flush_queue(c->loop, &c->flush);
-    }
-}
-
-static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
-                          tether_free_cb fcb, void *fud)
-{
-    if (c == NULL || (data == NULL && len > 0)) {
-        return TETHER_EINVAL;
-    }
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
-        return TETHER_ECLOSED;
-    }
-    const struct tether__conn_cfg *cfg = c->cfg;
-    if (len > cfg->o.max_msg) {
-        return TETHER_EMSGSIZE;
-    }
-    if (c->queued >= cfg->o.send_hwm) {
-        c->flags |= TETHER__CF_WANT_DRAIN;
-        return TETHER_EAGAIN;
-    }
-    if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
-        /* The common case: a small message in the default framing that fits
-         * the tail segment (or starts an empty queue: a reply in a
-         * request/response exchange). One header store and one copy, no
-         * iovecs. */
-        struct tether__wseg *t = c->wq_tail;
-        if (t == NULL) {
-            t = wq_new_copy(c, 4 + len);
-            if (t == NULL) {
-                return TETHER_ENOMEM;
-            }
-        }
-        if (wq_tail_room(c) >= 4 + len) {
-            uint8_t *p = (uint8_t *)t->ptr + t->len;
-            tether__put_be32(p, (uint32_t)len);
-            if (len > 0) {
-                memcpy(p + 4, data, len);
-            }
-            t->len += 4 + len;
-            c->queued += 4 + len;
-            c->msgs_out++;
-            conn_after_queue(c);
-            return TETHER_OK;
-        }
-    }
-    uint8_t hdr[TETHER_FRAME_HDR_MAX];
-    uint8_t trl[TETHER_FRAME_TRAILER_MAX];
-    size_t hl = 4;
-    size_t tl = 0;
-    if (cfg->fast_len32) {
-        tether__put_be32(hdr, (uint32_t)len);
-    } else {
-        int rv = cfg->framer->encode(cfg->framer, data, len, hdr, &hl, trl, &tl);
-        if (rv != TETHER_OK) {
-            return rv;
-        }
-    }
-    size_t total = hl + len + tl;
-    bool can_write = c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED);
-
-    if (len >= DIRECT_MIN && can_write && c->wq_head == NULL) {
-        /* A large message with nothing ahead of it: write it from the
-         * caller's memory and queue only what the socket did not take. */
-        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
-        size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
-        c->msgs_out++;
-        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-            /* The connection is broken: report it from the loop, as the
-             * callback contract asks, and keep the caller's buffer. */
-            conn_fail_io(c, rv, "write");
-            return TETHER_OK;
-        }
-        c->bytes_out += w;
-        if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
-        }
-        if (w == total) {
-            if (zc && fcb != NULL) {
-                /* Sent already; the buffer is released from the loop. */
-                int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-                if (r2 != TETHER_OK) {
-                    return r2;
-                }
-                tether__flush_queue(c->loop, &c->flush);
-            }
-            return TETHER_OK;
-        }
-        c->flags |= TETHER__CF_WBLOCKED;
-        /* Queue the rest: header remainder, payload remainder, trailer. */
-        int r3 = TETHER_OK;
-        size_t skip = w;
-        if (skip < hl) {
-            struct iovec h = {hdr + skip, hl - skip};
-            r3 = wq_append_copy(c, &h, 1, hl - skip);
-            skip = 0;
-        } else {
-            skip -= hl;
-        }
-        if (r3 == TETHER_OK && skip < len) {
-            if (zc) {
-                r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
-            } else {
-                struct iovec p = {(void *)(data + skip), len - skip};
-                r3 = wq_append_copy(c, &p, 1, len - skip);
-            }
-            skip = 0;
-        } else if (skip >= len) {
-            skip -= len;
-            if (zc && fcb != NULL && r3 == TETHER_OK) {
-                r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-            }
-        }
-        if (r3 == TETHER_OK && tl > skip) {
-            struct iovec t = {trl + skip, tl - skip};
-            r3 = wq_append_copy(c, &t, 1, tl - skip);
-        }
-        if (r3 != TETHER_OK) {
-            /* Part of the frame is on the wire: the stream cannot be kept
-             * consistent without the rest. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-        conn_update_io(c);
-        return TETHER_OK;
-    }
-
-    int rv;
-    if (zc) {
-        struct iovec h = {hdr, hl};
-        rv = wq_append_copy(c, &h, 1, hl);
-        if (rv == TETHER_OK) {
-            rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
-        }
-        if (rv == TETHER_OK && tl > 0) {
-            struct iovec t = {trl, tl};
-            rv = wq_append_copy(c, &t, 1, tl);
-        }
-        if (rv != TETHER_OK) {
-            /* A header without its payload would corrupt the stream. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-    } else {
-        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
-        rv = wq_append_copy(c, iov, tl > 0 ? 3 : 2, total);
-        if (rv != TETHER_OK) {
-            return rv;
-        }
-    }
-    c->msgs_out++;
-    conn_after_queue(c);
-    return TETHER_OK;
-}
-
-int tether_conn_send(tether_conn *c, const void *data, size_t len)
-{
-    return conn_send_impl(c, data, len, false, NULL, NULL);
-}
-
-int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
-                        void *free_ud)
-{
-    return conn_send_impl(c, data, len, true, free_cb, free_ud);
 }
 
 /* ---- control frames and liveness --------------------------------------- */
@@ -1151,7 +674,7 @@ static int ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *payload, size
         memcpy(buf + TETHER__CTRL_HDR_LEN, payload, n);
     }
     struct iovec iov = {buf, TETHER__CTRL_HDR_LEN + n};
-    return wq_append_copy(c, &iov, 1, iov.iov_len);
+    return tether__wq_append_copy(c, &iov, 1, iov.iov_len);
 }
 
 static int ctrl_queue_hello(tether_conn *c)
@@ -1179,7 +702,7 @@ static void ctrl_send_ping(tether_conn *c)
     }
     c->pings_sent++;
     c->live->last_ping = tether__loop_time(c->loop);
-    conn_after_queue(c);
+    tether__conn_after_queue(c);
 }
 
 /* Handles one complete control frame. Returns false when the connection
@@ -1213,7 +736,7 @@ static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
             ctrl_send_ping(c); /* a first round-trip time, right away */
             live_due(c, tether__loop_time(c->loop) + c->hb_ms);
         } else {
-            conn_after_queue(c);
+            tether__conn_after_queue(c);
         }
         break;
     }
@@ -1230,7 +753,7 @@ static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
                 tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a heartbeat");
                 return false;
             }
-            conn_after_queue(c);
+            tether__conn_after_queue(c);
         }
         break;
     case TETHER__CTRL_PONG:
@@ -1266,7 +789,7 @@ static void live_due(tether_conn *c, uint64_t at)
     tether__tnode_start(c->loop, t, at > now ? at - now : 0);
 }
 
-static void live_queue_started(tether_conn *c)
+void tether__live_queue_started(tether_conn *c)
 {
     struct tether__live *l = c->live;
     l->wstall = tether__loop_time(c->loop);
@@ -1372,7 +895,7 @@ static void live_check(tether_conn *c)
         now - l->wstall >= (uint64_t)o->write_timeout_ms) {
         /* Ask the socket once more before blaming the peer (the loop may
          * have been busy elsewhere). */
-        conn_flush(c);
+        tether__conn_flush(c);
         if (c->state != TETHER__CS_READY) {
             return;
         }
@@ -1464,7 +987,7 @@ static void live_timer_cb(struct tether__tnode *n)
     live_check(c);
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-        conn_dispatch_end(c);
+        tether__conn_dispatch_end(c);
     }
     if (c->state == TETHER__CS_READY) {
         live_arm(c);
@@ -1473,7 +996,7 @@ static void live_timer_cb(struct tether__tnode *n)
 
 /* ---- state transitions ------------------------------------------------- */
 
-static void conn_begin_shutdown(tether_conn *c)
+void tether__conn_begin_shutdown(tether_conn *c)
 {
     bool done = false;
     int rv = c->tr->ops->shutdown(c->tr, &done);
@@ -1483,7 +1006,7 @@ static void conn_begin_shutdown(tether_conn *c)
         done = true;
     }
     if (!done) {
-        conn_update_io(c);
+        tether__conn_update_io(c);
         return;
     }
     int reason = c->reason;
@@ -1502,8 +1025,8 @@ static void conn_begin_shutdown(tether_conn *c)
     c->rpart = NULL;
     c->rlen = c->rcap = 0;
     tether__tnode_start(c->loop, &c->timer, LINGER_MS);
-    conn_update_io(c);
-    conn_todo(c, TETHER__CT_CLOSE);
+    tether__conn_update_io(c);
+    tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
 static void conn_begin_close(tether_conn *c)
@@ -1518,10 +1041,10 @@ static void conn_begin_close(tether_conn *c)
         tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
     }
     if (c->wq_head == NULL) {
-        conn_begin_shutdown(c);
+        tether__conn_begin_shutdown(c);
     } else {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-        conn_flush(c);
+        tether__conn_flush(c);
     }
 }
 
@@ -1534,7 +1057,7 @@ static void conn_became_ready(tether_conn *c)
         live_start(c);
     }
     if (c->flags & TETHER__CF_DIALED) {
-        conn_todo(c, TETHER__CT_CONNECTED);
+        tether__conn_todo(c, TETHER__CT_CONNECTED);
     }
     if (c->flags & TETHER__CF_ACCEPTED && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
         c->flags |= TETHER__CF_ACCEPT_DONE;
@@ -1547,13 +1070,13 @@ static void conn_became_ready(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    conn_update_io(c);
+    tether__conn_update_io(c);
     if (c->wq_head != NULL) {
-        conn_todo(c, TETHER__CT_FLUSH);
+        tether__conn_todo(c, TETHER__CT_FLUSH);
     }
     if (c->tr->ops->has_pending(c->tr)) {
         /* TLS read data along with the end of the handshake. */
-        conn_todo(c, TETHER__CT_PARSE);
+        tether__conn_todo(c, TETHER__CT_PARSE);
     }
 }
 
@@ -1581,7 +1104,7 @@ static void conn_handshake_step(tether_conn *c)
     if (done) {
         conn_became_ready(c);
     } else {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
@@ -1649,7 +1172,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
     case TETHER__CS_CLOSING:
         if (revents & TETHER_EV_WRITE) {
             c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-            conn_flush(c);
+            tether__conn_flush(c);
         }
         if (c->state == TETHER__CS_READY && c->tr != NULL &&
             ((revents & TETHER_EV_READ) || (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
@@ -1662,7 +1185,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
                 conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                     /* Finish from the pending queue, after other work. */
-                    conn_todo(c, TETHER__CT_PARSE);
+                    tether__conn_todo(c, TETHER__CT_PARSE);
                     break;
                 }
             }
@@ -1670,12 +1193,12 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
                 c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
                 /* TLS may need to read to finish a write. */
                 c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-                conn_flush(c);
+                tether__conn_flush(c);
             }
         } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING && c->tr != NULL &&
                    (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
             /* TLS may need to read to finish a write. */
-            conn_flush(c);
+            tether__conn_flush(c);
         }
         break;
     case TETHER__CS_LINGER:
@@ -1686,7 +1209,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
     }
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-        conn_dispatch_end(c);
+        tether__conn_dispatch_end(c);
     }
 }
 
@@ -1751,18 +1274,18 @@ static void conn_pending_cb(struct tether__pending *p)
             conn_read(c);
             c->dispatching--;
             if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
-                conn_todo(c, TETHER__CT_PARSE);
+                tether__conn_todo(c, TETHER__CT_PARSE);
             }
         }
         if (c->state == TETHER__CS_READY) {
-            conn_update_io(c);
+            tether__conn_update_io(c);
         }
     }
     /* CT_FLUSH only asks for this call: dispatch_end flushes the queue. */
     c->todo &= (uint16_t)~TETHER__CT_FLUSH;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         c->dispatching++;
-        conn_dispatch_end(c);
+        tether__conn_dispatch_end(c);
         c->dispatching--;
     }
     if (c->todo & TETHER__CT_CLOSE) {
@@ -1779,7 +1302,7 @@ static void conn_pending_cb(struct tether__pending *p)
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
-                wq_release_all(c);
+                tether__wq_release_all(c);
             }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
                 c->flags |= TETHER__CF_CONNECT_DONE;
@@ -1802,7 +1325,7 @@ static void conn_pending_cb(struct tether__pending *p)
         }
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
-        wq_release_all(c);
+        tether__wq_release_all(c);
         conn_free(c);
     }
 }
@@ -1846,7 +1369,7 @@ void tether_conn_pause(tether_conn *c)
     }
     c->flags |= TETHER__CF_PAUSED;
     if (c->state == TETHER__CS_READY) {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
@@ -1869,9 +1392,9 @@ void tether_conn_resume(tether_conn *c)
     if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them
          * from the loop, not from inside this call. */
-        conn_todo(c, TETHER__CT_PARSE);
+        tether__conn_todo(c, TETHER__CT_PARSE);
     } else {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
