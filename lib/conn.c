@@ -32,7 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define READ_ROUNDS 4   /* reads per readiness event, for fairness */
 #define LINGER_MS 2000u /* drain input after our FIN, at most this long */
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -41,7 +40,6 @@ static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
 static void live_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
-static void conn_begin_close(tether_conn *c);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
@@ -212,375 +210,7 @@ static void conn_free(tether_conn *c)
     free(c);
 }
 
-/* ---- reading ----------------------------------------------------------- */
-
-static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
-{
-    if (rv == TETHER_EMSGSIZE) {
-        if (c->cfg->o.framing == TETHER_FRAMING_LINE) {
-            tether__conn_fail(c, rv, "peer sent a line longer than the limit of %zu bytes",
-                              c->cfg->o.max_msg);
-        } else {
-            tether__conn_fail(c, rv, "peer announced a %zu-byte message; the limit is %zu",
-                              f->payload_len, c->cfg->o.max_msg);
-        }
-    } else {
-        tether__conn_fail(c, rv, "framing error (%s): %s", c->cfg->framer->name,
-                          detail != NULL ? detail : "malformed frame");
-    }
-}
-
-static inline bool conn_can_deliver(const tether_conn *c)
-{
-    return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
-}
-
-static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
-{
-    tether_msg_cb cb = c->cfg->o.on_message;
-    c->msgs_in++;
-    if (cb != NULL) {
-        cb(c, p, len, c->userdata);
-    }
-}
-
-static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
-static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len);
-
-/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
- * *known is set to the total size of the incomplete frame that follows when
- * its header is complete (0 when unknown). Stops early when the connection
- * stops accepting messages (paused, closing) or fails. */
-static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
-{
-    size_t off = 0;
-    *known = 0;
-    if (c->cfg->fast_len32) {
-        size_t max = c->cfg->o.max_msg;
-        while (conn_can_deliver(c)) {
-            size_t avail = len - off;
-            if (avail < 4) {
-                break;
-            }
-            size_t plen = tether__get_be32(buf + off);
-            if (TETHER__UNLIKELY(plen > max)) {
-                /* An impossible length: a control frame, if the peer may
-                 * send one, else a framing error. */
-                size_t clen = ctrl_frame_len(c, buf + off);
-                if (clen == 0) {
-                    tether_frame f = {.hdr_len = 4, .payload_len = plen};
-                    conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
-                    return off;
-                }
-                if (avail < clen) {
-                    *known = clen;
-                    break;
-                }
-                if (!conn_on_ctrl(c, buf + off, clen)) {
-                    return off;
-                }
-                off += clen;
-                continue;
-            }
-            if (avail - 4 < plen) {
-                *known = 4 + plen;
-                break;
-            }
-            conn_deliver(c, buf + off + 4, plen);
-            off += 4 + plen;
-        }
-        return off;
-    }
-    const tether_framer *fr = c->cfg->framer;
-    while (conn_can_deliver(c)) {
-        tether_frame f = {0, 0, 0, 0};
-        const char *detail = NULL;
-        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, &c->rscan, &f, &detail);
-        if (rv == TETHER_EAGAIN) {
-            break;
-        }
-        if (rv != TETHER_OK) {
-            conn_protocol_error(c, rv, &f, detail);
-            return off;
-        }
-        if (f.payload_len > c->cfg->o.max_msg) {
-            conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
-            return off;
-        }
-        size_t total = f.hdr_len + f.payload_len + f.trailer_len;
-        if (len - off < total) {
-            *known = total;
-            break;
-        }
-        c->rscan = 0;
-        if (f.control == 0) {
-            conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
-        }
-        off += total;
-    }
-    return off;
-}
-
-/* Keeps the unconsumed tail of a read for later. known is the full size of
- * the incomplete frame when its header has arrived. */
-static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
-{
-    if (n == 0) {
-        return TETHER_OK;
-    }
-    size_t cap;
-    if (known > n && known > TETHER__RBUF_SIZE / 2) {
-        cap = known; /* a large frame: read the rest straight into place */
-    } else {
-        cap = TETHER__MAX(n, (size_t)256);
-    }
-    uint8_t *b = malloc(cap);
-    if (b == NULL) {
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
-        return TETHER_ENOMEM;
-    }
-    memcpy(b, p, n);
-    c->rpart = b;
-    c->rlen = n;
-    c->rcap = cap;
-    return TETHER_OK;
-}
-
-/* Parses what rpart holds (after a resume, or once a large frame is in). */
-static void conn_parse_rpart(tether_conn *c)
-{
-    size_t known;
-    size_t used = conn_parse(c, c->rpart, c->rlen, &known);
-    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
-        return;
-    }
-    if (used == c->rlen) {
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
-        return;
-    }
-    if (used > 0) {
-        memmove(c->rpart, c->rpart + used, c->rlen - used);
-        c->rlen -= used;
-    }
-    if (known > c->rcap) {
-        /* The frame in front is larger than the buffer: give it its size. */
-        uint8_t *b = realloc(c->rpart, known);
-        if (b == NULL) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
-            return;
-        }
-        c->rpart = b;
-        c->rcap = known;
-    }
-}
-
-static void conn_on_eof(tether_conn *c)
-{
-    if (c->rlen > 0) {
-        size_t known = 0;
-        if (c->cfg->fast_len32 && c->rlen >= 4) {
-            known = ctrl_frame_len(c, c->rpart);
-            if (known == 0) {
-                known = 4 + (size_t)tether__get_be32(c->rpart);
-            }
-        }
-        if (known > 0) {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection after %zu of %zu bytes of a message",
-                              c->rlen, known);
-        } else {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection inside a message (%zu bytes pending)",
-                              c->rlen);
-        }
-        return;
-    }
-    c->flags |= TETHER__CF_EOF;
-    if (c->queued == 0) {
-        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
-        return;
-    }
-    /* Half-close: the peer is done sending but may still read our replies. */
-    c->reason = TETHER_EOF;
-    tether__conn_set_err(c, "connection closed by peer");
-    conn_begin_close(c);
-}
-
-static void conn_read_rounds(tether_conn *c);
-static void live_after_read(tether_conn *c);
-
-static void conn_read(tether_conn *c)
-{
-    conn_read_rounds(c);
-    if (c->live != NULL) {
-        live_after_read(c);
-    }
-}
-
-static void conn_read_rounds(tether_conn *c)
-{
-    uint8_t *lb = tether__loop_rbuf(c->loop);
-    if (lb == NULL) {
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
-        return;
-    }
-    for (int round = 0; round < READ_ROUNDS; round++) {
-        if (!conn_can_deliver(c)) {
-            return;
-        }
-        struct iovec iov[2];
-        int iovcnt;
-        size_t pre = 0; /* bytes of rpart copied to the front of lb */
-        bool direct = false;
-        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
-            /* Large frame: fill it in place; whatever follows lands in lb. */
-            iov[0].iov_base = c->rpart + c->rlen;
-            iov[0].iov_len = c->rcap - c->rlen;
-            iov[1].iov_base = lb;
-            iov[1].iov_len = TETHER__RBUF_SIZE;
-            iovcnt = 2;
-            direct = true;
-        } else {
-            if (c->rlen > 0) {
-                if (c->rlen > TETHER__RBUF_SIZE / 2) {
-                    /* A long line still without its delimiter: grow rpart. */
-                    size_t cap = c->rcap * 2;
-                    size_t limit =
-                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
-                    if (cap > limit) {
-                        cap = TETHER__MAX(limit, c->rlen + 1);
-                    }
-                    if (cap <= c->rcap) {
-                        tether__conn_fail(c, TETHER_EMSGSIZE,
-                                          "peer sent a message longer than the limit of %zu bytes",
-                                          c->cfg->o.max_msg);
-                        return;
-                    }
-                    {
-                        uint8_t *b = realloc(c->rpart, cap);
-                        if (b == NULL) {
-                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                            return;
-                        }
-                        c->rpart = b;
-                        c->rcap = cap;
-                    }
-                    iov[0].iov_base = c->rpart + c->rlen;
-                    iov[0].iov_len = c->rcap - c->rlen;
-                    iovcnt = 1;
-                    direct = true;
-                    goto do_read;
-                }
-                memcpy(lb, c->rpart, c->rlen);
-                pre = c->rlen;
-            }
-            iov[0].iov_base = lb + pre;
-            iov[0].iov_len = TETHER__RBUF_SIZE - pre;
-            iovcnt = 1;
-        }
-do_read:;
-        size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
-        if (rv == TETHER_EAGAIN) {
-            return;
-        }
-        if (rv != TETHER_OK) {
-            tether__conn_fail_io(c, rv, "read");
-            return;
-        }
-        if (n == 0) {
-            conn_on_eof(c);
-            return;
-        }
-        c->bytes_in += n;
-        if (c->live != NULL) {
-            c->live->last_rx = tether__loop_time(c->loop);
-        }
-        size_t known;
-        if (direct) {
-            size_t in_place = TETHER__MIN(n, iov[0].iov_len);
-            c->rlen += in_place;
-            conn_parse_rpart(c);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            size_t extra = n - in_place;
-            if (extra == 0) {
-                if (n < iov[0].iov_len) {
-                    return; /* the socket is drained */
-                }
-                continue;
-            }
-            if (c->rlen > 0) {
-                /* rpart still holds something (an unfinished frame, or
-                 * frames held back by a pause): the extra bytes belong
-                 * behind it. They may complete that frame and carry more,
-                 * so parse again unless delivery is off. */
-                if (c->rcap - c->rlen < extra) {
-                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
-                    if (b == NULL) {
-                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                        return;
-                    }
-                    c->rpart = b;
-                    c->rcap = c->rlen + extra;
-                }
-                memcpy(c->rpart + c->rlen, lb, extra);
-                c->rlen += extra;
-                if (conn_can_deliver(c)) {
-                    conn_parse_rpart(c);
-                }
-                return;
-            }
-            size_t used = conn_parse(c, lb, extra, &known);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            if (conn_keep(c, lb + used, extra - used, known) != 0) {
-                return;
-            }
-            if (extra < TETHER__RBUF_SIZE) {
-                return;
-            }
-            continue;
-        }
-        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
-        size_t avail = pre + n;
-        size_t used = conn_parse(c, lb, avail, &known);
-        if (c->state == TETHER__CS_DEAD) {
-            return;
-        }
-        if (conn_keep(c, lb + used, avail - used, known) != 0) {
-            return;
-        }
-        if (n < iov[0].iov_len) {
-            return; /* the socket is drained: no need to try again */
-        }
-    }
-}
-
-/* Reads and discards after our FIN, until the peer's FIN. */
-static void conn_linger_read(tether_conn *c)
-{
-    uint8_t *lb = tether__loop_rbuf(c->loop);
-    for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
-        struct iovec iov = {lb, TETHER__RBUF_SIZE};
-        size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, &iov, 1, &n);
-        if (rv == TETHER_EAGAIN) {
-            return;
-        }
-        if (rv != TETHER_OK || n == 0) {
-            conn_finish(c, TETHER_OK);
-            return;
-        }
-    }
-}
+/* ---- I/O interest ---------------------------------------------------- */
 
 void tether__conn_update_io(tether_conn *c)
 {
@@ -636,32 +266,6 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* The total size of the control frame starting at hdr (4 bytes available),
- * or 0 when the peer may not send it now. A peer that never sent HELLO
- * gets exactly the framing error it got before control frames existed. */
-static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
-{
-    if (hdr[0] != TETHER__CTRL_MARK) {
-        return 0;
-    }
-    switch (hdr[1]) {
-    case TETHER__CTRL_HELLO:
-        if (c->flags & TETHER__CF_PEER_HELLO) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_PING:
-    case TETHER__CTRL_PONG:
-        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
-            return 0;
-        }
-        break;
-    default:
-        return 0;
-    }
-    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
-}
-
 static void live_due(tether_conn *c, uint64_t at);
 
 /* Queues a control frame behind whatever is queued already. */
@@ -707,7 +311,7 @@ static void ctrl_send_ping(tether_conn *c)
 
 /* Handles one complete control frame. Returns false when the connection
  * failed. */
-static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
+bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
 {
     uint8_t type = frame[1];
     const uint8_t *p = frame + TETHER__CTRL_HDR_LEN;
@@ -801,7 +405,7 @@ void tether__live_queue_started(tether_conn *c)
 /* After a read: notice when an incomplete frame starts, for the frame
  * timeout. The frame counter tells whether rpart still holds the frame seen
  * last time or a new one. */
-static void live_after_read(tether_conn *c)
+void tether__live_after_read(tether_conn *c)
 {
     struct tether__live *l = c->live;
     int ft = c->cfg->o.frame_timeout_ms;
@@ -888,7 +492,7 @@ static void live_check(tether_conn *c)
                              (unsigned long long)(now - c->ready_at), o->max_age_ms);
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
-        conn_begin_close(c);
+        tether__conn_begin_close(c);
         return;
     }
     if (o->write_timeout_ms > 0 && c->queued > 0 &&
@@ -922,7 +526,7 @@ static void live_check(tether_conn *c)
         /* Before declaring the peer silent, read what the kernel holds: the
          * loop may have been blocked (or, for the blocking API, not run at
          * all) while the peer was talking. */
-        conn_read(c);
+        tether__conn_read(c);
         if (c->state != TETHER__CS_READY) {
             return;
         }
@@ -1029,7 +633,7 @@ void tether__conn_begin_shutdown(tether_conn *c)
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
-static void conn_begin_close(tether_conn *c)
+void tether__conn_begin_close(tether_conn *c)
 {
     c->state = TETHER__CS_CLOSING;
     if (c->live != NULL) {
@@ -1177,12 +781,12 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         if (c->state == TETHER__CS_READY && c->tr != NULL &&
             ((revents & TETHER_EV_READ) || (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
             /* (TLS reading may wait for writability.) */
-            conn_read(c);
+            tether__conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
             while (c->state == TETHER__CS_READY && c->tr != NULL &&
                    !(c->flags & TETHER__CF_PAUSED) && c->tr->ops->has_pending(c->tr)) {
                 size_t before = c->rlen;
-                conn_read(c);
+                tether__conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                     /* Finish from the pending queue, after other work. */
                     tether__conn_todo(c, TETHER__CT_PARSE);
@@ -1202,7 +806,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         }
         break;
     case TETHER__CS_LINGER:
-        conn_linger_read(c);
+        tether__conn_linger_read(c);
         break;
     default:
         break;
@@ -1256,24 +860,24 @@ static void conn_pending_cb(struct tether__pending *p)
                 c->dispatching--;
             }
             if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
-                conn_begin_close(c);
+                tether__conn_begin_close(c);
             }
         }
     }
     if (c->todo & TETHER__CT_PARSE) {
         c->todo &= (uint16_t)~TETHER__CT_PARSE;
-        if (c->rlen > 0 && conn_can_deliver(c)) {
+        if (c->rlen > 0 && tether__conn_can_deliver(c)) {
             c->dispatching++;
-            conn_parse_rpart(c);
+            tether__conn_parse_rpart(c);
             c->dispatching--;
         }
-        if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+        if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
             /* Input held inside the transport (TLS) that epoll will not
              * report; more than one read's worth continues next time. */
             c->dispatching++;
-            conn_read(c);
+            tether__conn_read(c);
             c->dispatching--;
-            if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+            if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                 tether__conn_todo(c, TETHER__CT_PARSE);
             }
         }
@@ -1347,7 +951,7 @@ void tether_conn_close(tether_conn *c)
     case TETHER__CS_READY:
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
-        conn_begin_close(c);
+        tether__conn_begin_close(c);
         break;
     default:
         break;

@@ -35,6 +35,10 @@ void tether__conn_update_io(tether_conn *c);
  * ("read", "write"). */
 void tether__conn_fail_io(tether_conn *c, int rv, const char *what);
 
+/* Starts closing: CLOSING flushes the queue (bounded by the close
+ * timeout), then shuts the transport down. */
+void tether__conn_begin_close(tether_conn *c);
+
 /* The queue is empty in CLOSING: shut the transport down (TLS
  * close_notify, FIN), then linger or finish. */
 void tether__conn_begin_shutdown(tether_conn *c);
@@ -75,10 +79,36 @@ static inline void tether__conn_after_queue(tether_conn *c)
     }
 }
 
+/* ---- conn_read.c: the read path -------------------------------------- */
+
+/* The connection takes messages now: established and not paused. */
+static inline bool tether__conn_can_deliver(const tether_conn *c)
+{
+    return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
+}
+
+/* Reads what the transport has (a few rounds at most) and delivers the
+ * whole frames. */
+void tether__conn_read(tether_conn *c);
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+void tether__conn_parse_rpart(tether_conn *c);
+
+/* Reads and discards after our FIN, until the peer's FIN. */
+void tether__conn_linger_read(tether_conn *c);
+
 /* ---- liveness ----------------------------------------------------------- */
 
 /* The queue went from empty to non-empty: the write timeout counts from
  * here when nothing moves. */
 void tether__live_queue_started(tether_conn *c);
+
+/* After a read: notices when an incomplete frame starts, for the frame
+ * timeout. */
+void tether__live_after_read(tether_conn *c);
+
+/* Handles one complete control frame (HELLO, PING, PONG). Returns false
+ * when the connection failed. */
+bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
 
 #endif /* TETHER_CONN_CORE_H */
