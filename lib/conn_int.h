@@ -97,7 +97,20 @@ void tether__conn_parse_rpart(tether_conn *c);
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c);
 
-/* ---- liveness ----------------------------------------------------------- */
+/* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
+
+/* Allocates c->live for a configuration with a liveness option. */
+int tether__live_new(tether_conn *c);
+
+/* The connection is established: takes the first timestamps, draws the
+ * maximum age, and arms the timer. */
+void tether__live_start(tether_conn *c);
+
+/* Arms the timer for the earliest check that could fail or ping. */
+void tether__live_arm(tether_conn *c);
+
+/* Queues our HELLO control frame (heartbeat negotiation). */
+int tether__ctrl_queue_hello(tether_conn *c);
 
 /* The queue went from empty to non-empty: the write timeout counts from
  * here when nothing moves. */
