@@ -697,6 +697,28 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     return TETHER_OK;
 }
 
+int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size_t size)
+{
+    if (c == NULL || info == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    if (c->tr == NULL) {
+        return c->cfg->tls != NULL ? TETHER_ENOTCONN : TETHER_ENOTSUP;
+    }
+    tether_tls_info d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    int rv = tether__tls_transport_info(c->tr, &d);
+    if (rv == TETHER_OK && c->state == TETHER__CS_HANDSHAKING) {
+        rv = TETHER_ENOTCONN; /* the TLS layer is done, the connection not yet */
+    }
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether__sized_fill(info, size, &d, sizeof d);
+    return TETHER_OK;
+}
+
 int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
 {
     if (c == NULL || buf == NULL || len == 0) {
@@ -741,7 +763,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return rv;
     }
     if (u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
         if (rv != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
             return rv;

@@ -31,6 +31,10 @@ struct tether__conn_cfg {
 int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
                          tether_error *err);
 void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
+/* Selects TLS for a configuration built from user options: takes a
+ * reference to the TLS configuration cfg->o.tls names into cfg->tls (see
+ * tether__tls_config_select). Fills err on failure. */
+int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_error *err);
 
 enum tether__conn_state {
     TETHER__CS_CONNECTING,  /* dialling: resolving and connecting */

@@ -3,6 +3,7 @@
  * tether__conn_cfg, reference-counted, immutable once built), and the
  * socket options they ask for. Nothing here runs per message. */
 #include "conn.h"
+#include "tls.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -177,4 +178,14 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
             tether__tcp_set_user_timeout(fd, o->user_timeout_ms);
         }
     }
+}
+
+int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_error *err)
+{
+    tether_tls_config *t = NULL;
+    int rv = tether__tls_config_select(&t, cfg->o.tls, server, err);
+    if (rv == TETHER_OK) {
+        cfg->tls = t;
+    }
+    return rv;
 }

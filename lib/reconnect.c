@@ -707,7 +707,7 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
     struct tether__conn_cfg *cfg = NULL;
     rv = tether__conn_cfg_new(&cfg, &cl->co, out_err);
     if (rv == TETHER_OK && u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
         if (rv == TETHER_OK) {
             cl->tls = tether_tls_config_ref(cfg->tls);
         }
