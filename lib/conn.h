@@ -176,10 +176,6 @@ void tether__conn_end(tether_conn *c, int reason);
 void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Random numbers for jitter (reconnect.c): per thread, seeded from the
- * kernel's random source, not for cryptography. */
-uint64_t tether__random_u64(void);
-
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 

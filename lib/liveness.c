@@ -7,6 +7,7 @@
  * timer per connection compares them with the limits. Connections without
  * a liveness option have no struct tether__live at all. */
 #include "conn_int.h"
+#include "random.h"
 
 #include <stdlib.h>
 #include <string.h>
