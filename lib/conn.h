@@ -58,7 +58,8 @@ struct tether__wseg {
     uint8_t data[];
 };
 
-struct tether__dialer; /* connect.c */
+struct tether__dialer;    /* connect.c */
+struct tether__seg_cache; /* wqueue.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -90,13 +91,15 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo; /* deferred work for pend */
-    int reason;    /* close reason once finishing */
+    uint16_t todo;  /* deferred work for pend */
+    int reason;     /* close reason once finishing */
+    uint32_t hb_ms; /* negotiated heartbeat interval; 0: we send no pings */
 
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
     size_t queued;
+    struct tether__seg_cache *segs; /* the loop's cache of small segments, or NULL */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
      * held back while reading is paused. */
@@ -120,7 +123,6 @@ struct tether_conn {
     uint64_t pings_sent;
     uint64_t pongs_in;
     int64_t rtt_us;    /* -1 until measured */
-    uint32_t hb_ms;    /* negotiated heartbeat interval; 0: we send no pings */
     uint64_t ready_at; /* loop ms when established; 0 before */
 
     struct tether__live *live; /* NULL unless cfg->live */

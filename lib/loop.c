@@ -280,7 +280,11 @@ fail:
     return rv;
 }
 
-void tether__dns_loop_free(tether_loop *loop) __attribute__((weak));
+void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    ext->next = loop->exts;
+    loop->exts = ext;
+}
 
 int tether_loop_free(tether_loop *loop)
 {
@@ -293,8 +297,10 @@ int tether_loop_free(tether_loop *loop)
     if (loop->handles > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0) {
         return TETHER_EBUSY;
     }
-    if (loop->dns != NULL && tether__dns_loop_free != NULL) {
-        tether__dns_loop_free(loop);
+    while (loop->exts != NULL) {
+        struct tether__loop_ext *e = loop->exts;
+        loop->exts = e->next;
+        e->cleanup(loop, e);
     }
     tether__io_stop(loop, &loop->wake_io);
     close(loop->evfd);
@@ -303,7 +309,6 @@ int tether_loop_free(tether_loop *loop)
     free(loop->heap);
     free(loop->events);
     free(loop->rbuf);
-    tether__seg_cache_free(loop);
     free(loop->dns_servers);
     free(loop);
     return TETHER_OK;

@@ -27,27 +27,55 @@
 #define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
 #define SEG_CACHE_MAX 64u
 
-static void seg_release(tether_loop *loop, struct tether__wseg *s)
-{
-    if (s->cap == SEG_SMALL_CAP && loop->seg_cache_n < SEG_CACHE_MAX) {
-        s->next = loop->seg_cache;
-        loop->seg_cache = s;
-        loop->seg_cache_n++;
-        return;
-    }
-    free(s);
-}
+/* The cache is per-loop state registered with the loop, created with the
+ * loop's first connection and freed with the loop. Each connection keeps
+ * a pointer to it (c->segs), so that the per-message paths need no
+ * lookup. */
+struct tether__seg_cache {
+    struct tether__loop_ext ext;
+    struct tether__wseg *head;
+    unsigned n;
+};
 
-void tether__seg_cache_free(tether_loop *loop)
+static const char seg_cache_key; /* its address identifies the cache */
+
+static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
-    struct tether__wseg *s = loop->seg_cache;
+    (void)loop;
+    struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
+    struct tether__wseg *s = sc->head;
     while (s != NULL) {
         struct tether__wseg *next = s->next;
         free(s);
         s = next;
     }
-    loop->seg_cache = NULL;
-    loop->seg_cache_n = 0;
+    free(sc);
+}
+
+struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &seg_cache_key);
+    if (e != NULL) {
+        return tether__container_of(e, struct tether__seg_cache, ext);
+    }
+    struct tether__seg_cache *sc = calloc(1, sizeof *sc);
+    if (sc != NULL) {
+        sc->ext.key = &seg_cache_key;
+        sc->ext.cleanup = seg_cache_cleanup;
+        tether__loop_ext_add(loop, &sc->ext);
+    }
+    return sc;
+}
+
+static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)
+{
+    if (s->cap == SEG_SMALL_CAP && sc != NULL && sc->n < SEG_CACHE_MAX) {
+        s->next = sc->head;
+        sc->head = s;
+        sc->n++;
+        return;
+    }
+    free(s);
 }
 
 void tether__wq_release_all(tether_conn *c)
@@ -60,7 +88,7 @@ void tether__wq_release_all(tether_conn *c)
         if (s->free_cb != NULL) {
             s->free_cb(s->free_data, s->free_ud);
         }
-        seg_release(c->loop, s);
+        seg_release(c->segs, s);
         s = next;
     }
 }
@@ -98,10 +126,11 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     struct tether__wseg *s = NULL;
     if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
         cap = SEG_SMALL_CAP;
-        s = c->loop->seg_cache;
-        if (s != NULL) {
-            c->loop->seg_cache = s->next;
-            c->loop->seg_cache_n--;
+        struct tether__seg_cache *sc = c->segs;
+        if (sc != NULL && sc->head != NULL) {
+            s = sc->head;
+            sc->head = s->next;
+            sc->n--;
         }
     } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
         cap = SEG_ALLOC - sizeof(struct tether__wseg);
@@ -194,7 +223,7 @@ static void wq_consume(tether_conn *c, size_t n)
              * earlier messages, whose bytes are with the kernel by now. */
             s->free_cb(s->free_data, s->free_ud);
         }
-        seg_release(c->loop, s);
+        seg_release(c->segs, s);
     }
     if (n > 0) {
         c->wq_head->ptr += n;
