@@ -192,14 +192,17 @@ static int dns_parse_servers(const char *servers, struct ares_addr_port_node *no
     return TETHER_OK;
 }
 
-int tether__dns_servers_check(const char *servers)
+int tether__dns_loop_opts_check(const tether_loop_opts *o)
 {
     struct ares_addr_port_node nodes[DNS_MAX_SERVERS];
     int n;
-    if (servers == NULL) {
+    if (o->dns_timeout_ms < 0 || o->dns_tries < 0) {
+        return TETHER_EINVAL;
+    }
+    if (o->dns_servers == NULL) {
         return TETHER_OK;
     }
-    return dns_parse_servers(servers, nodes, &n);
+    return dns_parse_servers(o->dns_servers, nodes, &n);
 }
 
 /* ---- the channel and the loop ----------------------------------------------- */

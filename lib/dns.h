@@ -48,9 +48,11 @@ int tether__dns_resolve(struct tether__dns_req **out, tether_loop *loop, const c
  * (or times out) in the background and its answer is dropped. */
 void tether__dns_cancel(struct tether__dns_req *req);
 
-/* Validates a tether_loop_opts::dns_servers string ("IP", "IP:PORT",
- * "[IPv6]:PORT", comma-separated). Returns TETHER_OK or TETHER_EINVAL. */
-int tether__dns_servers_check(const char *servers);
+/* Validates the DNS fields of loop options: dns_timeout_ms and dns_tries
+ * not negative, dns_servers NULL or a list of "IP", "IP:PORT" or
+ * "[IPv6]:PORT", comma-separated. Returns TETHER_OK or TETHER_EINVAL.
+ * tether_loop_new() calls it before it builds the loop (loop_new.c). */
+int tether__dns_loop_opts_check(const tether_loop_opts *o);
 
 /* Puts an address list into the order in which Happy Eyeballs (RFC 8305,
  * section 4) tries it: duplicates removed, then the two families

@@ -202,9 +202,7 @@ void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
     tether__sized_fill(opts, size, &d, sizeof d);
 }
 
-int tether__dns_servers_check(const char *servers) __attribute__((weak));
-
-int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
+int tether__loop_new(tether_loop **out, const tether_loop_opts *opts)
 {
     if (out == NULL) {
         return TETHER_EINVAL;
@@ -225,10 +223,6 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
         tether__opts_merge(&loop->opts, sizeof loop->opts, opts);
         loop->opts.size = sizeof loop->opts;
     }
-    if (loop->opts.dns_timeout_ms < 0 || loop->opts.dns_tries < 0) {
-        rv = TETHER_EINVAL;
-        goto fail;
-    }
     if (loop->opts.dns_servers != NULL) {
         loop->dns_servers = strdup(loop->opts.dns_servers);
         if (loop->dns_servers == NULL) {
@@ -236,11 +230,6 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
             goto fail;
         }
         loop->opts.dns_servers = loop->dns_servers;
-        if (tether__dns_servers_check != NULL &&
-            tether__dns_servers_check(loop->dns_servers) != TETHER_OK) {
-            rv = TETHER_EINVAL;
-            goto fail;
-        }
     }
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->evfd = loop->epfd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

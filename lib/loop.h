@@ -112,6 +112,12 @@ struct tether_loop {
     char *dns_servers; /* owned copy of opts.dns_servers */
 };
 
+/* Builds a loop (tether_loop_new() without the checks of the options that
+ * belong to the layers above the loop, which loop_new.c makes first).
+ * Returns TETHER_EINVAL for options not initialised with
+ * tether_loop_opts_init(), or the error that stopped it. */
+int tether__loop_new(tether_loop **out, const tether_loop_opts *opts);
+
 /* I/O watchers. start/update sets the full interest set; 0 events keeps the
  * fd registered with no interest (cheaper than DEL/ADD for a moment): an
  * error or hang-up meanwhile is not reported until interest returns. */
