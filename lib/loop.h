@@ -9,7 +9,6 @@
 #include <sys/epoll.h>
 
 #include "internal.h"
-#include "transport.h"
 
 struct tether__io;
 typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);

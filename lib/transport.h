@@ -13,10 +13,6 @@
 
 #include "internal.h"
 
-/* Readiness bits, also used by the loop. */
-#define TETHER_EV_READ 0x1u
-#define TETHER_EV_WRITE 0x2u
-
 struct tether_transport;
 
 struct tether_transport_ops {
