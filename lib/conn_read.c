@@ -16,6 +16,46 @@
 
 #define READ_ROUNDS 4 /* reads per readiness event, for fairness */
 
+/* The read buffer shared by all connections of a loop: per-loop state
+ * registered with the loop on the first read, freed with the loop. The
+ * buffer comes first, so that it keeps malloc's alignment. */
+#define TETHER__RBUF_SIZE (128u * 1024u)
+
+struct read_buf {
+    uint8_t data[TETHER__RBUF_SIZE];
+    struct tether__loop_ext ext;
+};
+
+static const char read_buf_key; /* its address identifies the buffer */
+
+static void read_buf_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    (void)loop;
+    free(tether__container_of(ext, struct read_buf, ext));
+}
+
+__attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_loop *loop)
+{
+    struct read_buf *b = malloc(sizeof *b);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->ext.key = &read_buf_key;
+    b->ext.cleanup = read_buf_cleanup;
+    tether__loop_ext_add(loop, &b->ext);
+    return b->data;
+}
+
+/* The loop's read buffer (NULL on allocation failure). */
+static inline uint8_t *read_buf_get(tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &read_buf_key);
+    if (TETHER__LIKELY(e != NULL)) {
+        return tether__container_of(e, struct read_buf, ext)->data;
+    }
+    return read_buf_new(loop);
+}
+
 static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
 {
     if (rv == TETHER_EMSGSIZE) {
@@ -240,7 +280,7 @@ void tether__conn_read(tether_conn *c)
 
 static void conn_read_rounds(tether_conn *c)
 {
-    uint8_t *lb = tether__loop_rbuf(c->loop);
+    uint8_t *lb = read_buf_get(c->loop);
     if (lb == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
         return;
@@ -386,7 +426,7 @@ do_read:;
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c)
 {
-    uint8_t *lb = tether__loop_rbuf(c->loop);
+    uint8_t *lb = read_buf_get(c->loop);
     for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
         struct iovec iov = {lb, TETHER__RBUF_SIZE};
         size_t n = 0;

@@ -166,14 +166,6 @@ void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
     f->queued = false;
 }
 
-uint8_t *tether__loop_rbuf(tether_loop *loop)
-{
-    if (loop->rbuf == NULL) {
-        loop->rbuf = malloc(TETHER__RBUF_SIZE);
-    }
-    return loop->rbuf;
-}
-
 static void wake_on_readable(struct tether__io *io, unsigned revents)
 {
     (void)revents;
@@ -297,7 +289,6 @@ int tether_loop_free(tether_loop *loop)
     pthread_mutex_destroy(&loop->post_mu);
     free(loop->heap);
     free(loop->events);
-    free(loop->rbuf);
     free(loop->dns_servers);
     free(loop);
     return TETHER_OK;

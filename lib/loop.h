@@ -1,6 +1,5 @@
 /* Internal side of the event loop: I/O watchers, internal timers, deferred
- * work, the read buffer shared by every connection, and the per-loop state
- * that the layers above register with it. */
+ * work, and the per-loop state that the layers above register with it. */
 #ifndef TETHER_LOOP_INT_H
 #define TETHER_LOOP_INT_H
 
@@ -47,8 +46,8 @@ struct tether__tnode {
 struct tether__post; /* a callback posted from another thread */
 
 /* Per-loop state of a layer above the loop (the resolver, the cache of
- * output segments). The loop knows nothing of what it holds: it keeps the
- * list, lets the owner find its state again by key, and calls cleanup from
+ * output segments, the connections' shared read buffer). The loop knows nothing of what it holds:
+ * it keeps the list, lets the owner find its state again by key, and calls cleanup from
  * tether_loop_free(), newest first, while the loop's watchers, timers and
  * deferred work can still be stopped (libuv's loop watchers, NNG's
  * init.c). Embedded in the owner's state, which cleanup frees. */
@@ -70,9 +69,6 @@ struct tether__flush {
     tether__flush_cb cb;
     bool queued;
 };
-
-/* Size of the read buffer shared by all connections of a loop. */
-#define TETHER__RBUF_SIZE (128u * 1024u)
 
 struct tether_loop {
     int epfd;
@@ -101,7 +97,6 @@ struct tether_loop {
     bool stop;
     bool running; /* inside run/run_once: guards against nesting */
 
-    uint8_t *rbuf;                 /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
     struct tether__loop_ext *exts; /* per-loop state of the layers above, newest first */
 
     struct epoll_event *events;
@@ -187,7 +182,7 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
 void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
 
 /* The state registered under key, or NULL. A short list (one entry per
- * layer), and inline: the segment cache looks itself up per message. */
+ * layer), and inline: the read path looks its buffer up per read. */
 static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *loop,
                                                              const void *key)
 {
@@ -197,9 +192,6 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
     }
     return e;
 }
-
-/* The shared read buffer (NULL on allocation failure). */
-uint8_t *tether__loop_rbuf(tether_loop *loop);
 
 /* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
