@@ -4,7 +4,7 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c); conn_int.h declares what they share.
+ * (liveness.c); conn_core.h declares what they share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -12,7 +12,7 @@
  * queues it on the connection's pending node. Memory is freed only from
  * deferred work, so it is always safe to close or abort a connection inside
  * its callbacks. */
-#include "conn_int.h"
+#include "conn_core.h"
 #include "tls.h"
 
 #include <errno.h>

@@ -9,7 +9,7 @@
  * into a per-connection buffer (rpart). Idle connections therefore hold no
  * input buffer at all. A large frame whose length is known gets a buffer
  * of exactly its size, and the rest of it is read directly into place. */
-#include "conn_int.h"
+#include "conn_core.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * The hot paths only store timestamps in struct tether__live; one coarse
  * timer per connection compares them with the limits. Connections without
  * a liveness option have no struct tether__live at all. */
-#include "conn_int.h"
+#include "conn_core.h"
 #include "random.h"
 
 #include <stdlib.h>

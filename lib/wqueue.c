@@ -8,7 +8,7 @@
  * sent it ends (or before the loop polls, for sends made outside a
  * dispatch of this connection), so a burst of sends costs one system
  * call. */
-#include "conn_int.h"
+#include "conn_core.h"
 
 #include <stdlib.h>
 #include <string.h>
