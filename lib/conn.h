@@ -1,5 +1,6 @@
 /* Internal side of connections: the shared configuration, the connection
- * object and the hooks between conn.c, connect.c (dialling) and listener.c. */
+ * object and the hooks between the connection code (conn.c and the files
+ * listed in conn_core.h), connect.c (dialling) and listener.c. */
 #ifndef TETHER_CONN_INT_H
 #define TETHER_CONN_INT_H
 
