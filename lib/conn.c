@@ -1,216 +1,34 @@
-/* Connections: framed messages over a transport.
+/* Connections: the state machine and the public connection API.
  *
  * State machine: CONNECTING -> HANDSHAKING -> READY -> CLOSING -> LINGER ->
- * DEAD. Only this file calls the application's callbacks, and only from
- * loop dispatch (I/O events, deferred work, pre-poll flushes), never from
- * inside an API call: an API call that has something to report queues it on
- * the connection's pending node. Memory is freed only from deferred work,
- * so it is always safe to close or abort a connection inside its callbacks.
+ * DEAD. This file moves a connection between the states and ties together
+ * the parts in the other files: options (conn_opts.c), the output queue and
+ * the write path (wqueue.c), the read path (conn_read.c) and liveness
+ * (liveness.c); conn_core.h declares what they share.
  *
- * Input: every connection reads into the loop's shared buffer and frames
- * are delivered straight from it; only the incomplete tail of a read is
- * copied into a per-connection buffer. Idle connections therefore hold no
- * input buffer at all. A large frame whose length is known gets a buffer of
- * exactly its size, and the rest of it is read directly into place.
- *
- * Output: send() appends to a chain of segments; small messages share a
- * segment, large ones are written straight from the caller's memory when
- * the queue is empty. The queue is flushed with one writev when the
- * dispatch that sent it ends (or before the loop polls, for sends made
- * outside a dispatch of this connection), so a burst of sends costs one
- * system call. */
-#include "conn.h"
+ * Those files are the only ones that call the application's callbacks, and
+ * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
+ * never from inside an API call: an API call that has something to report
+ * queues it on the connection's pending node. Memory is freed only from
+ * deferred work, so it is always safe to close or abort a connection inside
+ * its callbacks. */
+#include "conn_core.h"
 #include "tls.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 #include <unistd.h>
 
-/* Output tuning. */
-#define SEG_FIRST_ALLOC 1024u   /* first copy segment: small replies */
-#define SEG_ALLOC (64u * 1024u) /* later copy segments */
-/* Queued bytes that trigger a write inside send(). Measured with
- * tether_bench (thr tcp, 64 B and 1 KiB): 32-48 KiB writes keep the
- * receiver busy in parallel; 64 KiB writes ran 1 KiB messages at a third
- * of the rate on loopback, and 16-24 KiB cost more system calls. */
-#define FLUSH_BATCH (32u * 1024u)
-#define DIRECT_MIN (16u * 1024u) /* messages written straight from the caller */
-#define IOV_BATCH 64
-#define READ_ROUNDS 4   /* reads per readiness event, for fairness */
 #define LINGER_MS 2000u /* drain input after our FIN, at most this long */
-
-/* ---- configuration ----------------------------------------------------- */
-
-void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
-{
-    if (opts == NULL || size < sizeof(size_t)) {
-        return;
-    }
-    tether_conn_opts d;
-    memset(&d, 0, sizeof d);
-    d.size = size;
-    d.framing = TETHER_FRAMING_LEN32;
-    d.max_msg = 16u * 1024u * 1024u;
-    d.send_hwm = 1024u * 1024u;
-    d.send_lwm = 0; /* 0 = a quarter of send_hwm, resolved at creation */
-    d.nodelay = true;
-    d.connect_timeout_ms = 20000;
-    d.close_timeout_ms = 10000;
-    d.attempt_delay_ms = 250;
-    d.family = TETHER_FAMILY_ANY;
-    d.heartbeat_misses = 3;
-    tether__sized_fill(opts, size, &d, sizeof d);
-}
-
-/* The liveness options: all are off at 0, none may be negative, and
- * heartbeats need the framing that has room for control frames. */
-static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
-{
-    static const struct {
-        size_t off;
-        const char *name;
-        int max;
-    } fields[] = {
-        {offsetof(tether_conn_opts, keepalive_idle_ms), "keepalive_idle_ms", 32767000},
-        {offsetof(tether_conn_opts, keepalive_interval_ms), "keepalive_interval_ms", 32767000},
-        {offsetof(tether_conn_opts, keepalive_count), "keepalive_count", 127},
-        {offsetof(tether_conn_opts, user_timeout_ms), "user_timeout_ms", INT32_MAX},
-        {offsetof(tether_conn_opts, heartbeat_ms), "heartbeat_ms", INT32_MAX},
-        {offsetof(tether_conn_opts, idle_timeout_ms), "idle_timeout_ms", INT32_MAX},
-        {offsetof(tether_conn_opts, frame_timeout_ms), "frame_timeout_ms", INT32_MAX},
-        {offsetof(tether_conn_opts, write_timeout_ms), "write_timeout_ms", INT32_MAX},
-        {offsetof(tether_conn_opts, max_age_ms), "max_age_ms", INT32_MAX},
-    };
-    for (size_t i = 0; i < TETHER__ARRAY_SIZE(fields); i++) {
-        int v;
-        memcpy(&v, (const char *)o + fields[i].off, sizeof v);
-        if (v < 0 || v > fields[i].max) {
-            return tether__set_error(err, TETHER_EINVAL, "%s must be between 0 and %d",
-                                     fields[i].name, fields[i].max);
-        }
-    }
-    if (o->heartbeat_misses < 1 || o->heartbeat_misses > 1000) {
-        return tether__set_error(err, TETHER_EINVAL, "heartbeat_misses must be between 1 and 1000");
-    }
-    if (o->heartbeat_ms > 0 && o->framing != TETHER_FRAMING_LEN32) {
-        return tether__set_error(err, TETHER_EINVAL,
-                                 "heartbeats need the len32 framing (it reserves room for control "
-                                 "frames)");
-    }
-    return TETHER_OK;
-}
-
-int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
-                         tether_error *err)
-{
-    *out = NULL;
-    if (opts != NULL && opts->size < sizeof(size_t)) {
-        return tether__set_error(err, TETHER_EINVAL,
-                                 "options not initialised with tether_conn_opts_init()");
-    }
-    struct tether__conn_cfg *cfg = calloc(1, sizeof *cfg);
-    if (cfg == NULL) {
-        return tether__set_error(err, TETHER_ENOMEM, "out of memory");
-    }
-    cfg->refs = 1;
-    tether_conn_opts_init(&cfg->o);
-    if (opts != NULL) {
-        tether__opts_merge(&cfg->o, sizeof cfg->o, opts);
-        cfg->o.size = sizeof cfg->o;
-    }
-    tether_conn_opts *o = &cfg->o;
-    int rv = TETHER_OK;
-    if (o->max_msg == 0 || o->max_msg > TETHER__MAX_MSG_LIMIT) {
-        rv = tether__set_error(err, TETHER_EINVAL, "max_msg must be between 1 and %zu bytes",
-                               (size_t)TETHER__MAX_MSG_LIMIT);
-    } else if (o->send_hwm == 0) {
-        rv = tether__set_error(err, TETHER_EINVAL, "send_hwm must be positive");
-    } else if (o->send_lwm > o->send_hwm) {
-        rv = tether__set_error(err, TETHER_EINVAL, "send_lwm (%zu) is above send_hwm (%zu)",
-                               o->send_lwm, o->send_hwm);
-    } else if (o->sndbuf < 0 || o->rcvbuf < 0) {
-        rv = tether__set_error(err, TETHER_EINVAL, "sndbuf and rcvbuf must not be negative");
-    } else if (o->family != TETHER_FAMILY_ANY && o->family != TETHER_FAMILY_V4 &&
-               o->family != TETHER_FAMILY_V6) {
-        rv = tether__set_error(err, TETHER_EINVAL, "unknown address family %d", (int)o->family);
-    } else {
-        rv = cfg_check_liveness(o, err);
-    }
-    if (rv == TETHER_OK && o->send_lwm == 0) {
-        o->send_lwm = o->send_hwm / 4;
-    }
-    if (rv == TETHER_OK) {
-        switch (o->framing) {
-        case TETHER_FRAMING_LEN32:
-            cfg->framer = tether_framer_len32();
-            cfg->fast_len32 = true;
-            break;
-        case TETHER_FRAMING_VARINT:
-            cfg->framer = tether_framer_varint();
-            break;
-        case TETHER_FRAMING_LINE: {
-            const char *d = o->line_delim != NULL ? o->line_delim : "\n";
-            if (tether__line_framer_init(&cfg->line, (const uint8_t *)d, strlen(d)) != 0) {
-                rv = tether__set_error(err, TETHER_EINVAL, "line_delim must be 1 to 8 bytes long");
-            }
-            cfg->framer = &cfg->line.base;
-            break;
-        }
-        case TETHER_FRAMING_CUSTOM:
-            if (o->framer == NULL || o->framer->decode == NULL || o->framer->encode == NULL) {
-                rv = tether__set_error(err, TETHER_EINVAL,
-                                       "TETHER_FRAMING_CUSTOM needs a framer with decode and "
-                                       "encode");
-            }
-            cfg->framer = o->framer;
-            break;
-        default:
-            rv = tether__set_error(err, TETHER_EINVAL, "unknown framing %d", (int)o->framing);
-            break;
-        }
-    }
-    o->line_delim = NULL; /* the caller's string is not kept */
-    if (rv != TETHER_OK) {
-        free(cfg);
-        return rv;
-    }
-    cfg->live = o->heartbeat_ms > 0 || o->idle_timeout_ms > 0 || o->frame_timeout_ms > 0 ||
-                o->write_timeout_ms > 0 || o->max_age_ms > 0;
-    *out = cfg;
-    return TETHER_OK;
-}
-
-void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
-{
-    if (cfg != NULL && --cfg->refs == 0) {
-        tether_tls_config_unref(cfg->tls);
-        free(cfg);
-    }
-}
 
 /* ---- small helpers ----------------------------------------------------- */
 
 static void conn_pending_cb(struct tether__pending *p);
-static void conn_flush_cb(struct tether__flush *f);
 static void conn_timer_cb(struct tether__tnode *n);
-static void live_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
-static void conn_flush(tether_conn *c);
-static void conn_update_io(tether_conn *c);
-static void conn_begin_shutdown(tether_conn *c);
-static void conn_begin_close(tether_conn *c);
-
-static void conn_todo(tether_conn *c, uint16_t what)
-{
-    c->todo |= what;
-    tether__pending_queue(c->loop, &c->pend);
-}
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
@@ -244,230 +62,19 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     c->state = state;
     c->rtt_us = -1;
     if (cfg->live) {
-        c->live = calloc(1, sizeof *c->live);
-        if (c->live == NULL) {
+        if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
             free(c);
             return NULL;
         }
-        tether__tnode_init(&c->live->timer, live_timer_cb);
-        c->live->c = c;
     }
+    c->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
-    tether__flush_init(&c->flush, conn_flush_cb);
+    tether__flush_init(&c->flush, tether__conn_flush_cb);
     tether__tnode_init(&c->timer, conn_timer_cb);
     tether__loop_handle_add(loop, true);
     return c;
-}
-
-void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
-{
-    int one = 1;
-    if (!is_unix && cfg->o.nodelay) {
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (cfg->o.sndbuf > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->o.sndbuf, sizeof cfg->o.sndbuf);
-    }
-    if (cfg->o.rcvbuf > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->o.rcvbuf, sizeof cfg->o.rcvbuf);
-    }
-    if (!is_unix) {
-        const tether_conn_opts *o = &cfg->o;
-        if (o->keepalive) {
-            tether__tcp_set_keepalive(fd, o->keepalive_idle_ms, o->keepalive_interval_ms,
-                                      o->keepalive_count);
-        }
-        if (o->user_timeout_ms > 0) {
-            tether__tcp_set_user_timeout(fd, o->user_timeout_ms);
-        }
-    }
-}
-
-/* ---- output queue ------------------------------------------------------ */
-
-/* Small segments are recycled through a per-loop free list: a reply of a
- * few bytes would otherwise cost a malloc and a free per message, and
- * keeping one per connection would cost idle connections memory. */
-#define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
-#define SEG_CACHE_MAX 64u
-
-static void seg_release(tether_loop *loop, struct tether__wseg *s)
-{
-    if (s->cap == SEG_SMALL_CAP && loop->seg_cache_n < SEG_CACHE_MAX) {
-        s->next = loop->seg_cache;
-        loop->seg_cache = s;
-        loop->seg_cache_n++;
-        return;
-    }
-    free(s);
-}
-
-void tether__seg_cache_free(tether_loop *loop)
-{
-    struct tether__wseg *s = loop->seg_cache;
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        free(s);
-        s = next;
-    }
-    loop->seg_cache = NULL;
-    loop->seg_cache_n = 0;
-}
-
-static void wq_release_all(tether_conn *c)
-{
-    struct tether__wseg *s = c->wq_head;
-    c->wq_head = c->wq_tail = NULL;
-    c->queued = 0;
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        if (s->free_cb != NULL) {
-            s->free_cb(s->free_data, s->free_ud);
-        }
-        seg_release(c->loop, s);
-        s = next;
-    }
-}
-
-static void live_queue_started(tether_conn *c);
-
-static void wq_link(tether_conn *c, struct tether__wseg *s)
-{
-    s->next = NULL;
-    if (c->wq_tail != NULL) {
-        c->wq_tail->next = s;
-    } else {
-        c->wq_head = s;
-        if (c->live != NULL) {
-            /* The write timeout counts from here when nothing moves. */
-            live_queue_started(c);
-        }
-    }
-    c->wq_tail = s;
-}
-
-static size_t wseg_room(const struct tether__wseg *s)
-{
-    return s->cap - (size_t)(s->ptr - s->data) - s->len;
-}
-
-/* Room at the end of the tail segment, if it is a copy segment. */
-static size_t wq_tail_room(const tether_conn *c)
-{
-    const struct tether__wseg *t = c->wq_tail;
-    return t != NULL && t->cap != 0 ? wseg_room(t) : 0;
-}
-
-static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
-{
-    size_t cap;
-    struct tether__wseg *s = NULL;
-    if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
-        cap = SEG_SMALL_CAP;
-        s = c->loop->seg_cache;
-        if (s != NULL) {
-            c->loop->seg_cache = s->next;
-            c->loop->seg_cache_n--;
-        }
-    } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
-        cap = SEG_ALLOC - sizeof(struct tether__wseg);
-    } else {
-        cap = need;
-    }
-    if (s == NULL) {
-        s = malloc(sizeof *s + cap);
-        if (s == NULL) {
-            return NULL;
-        }
-    }
-    s->ptr = s->data;
-    s->len = 0;
-    s->cap = cap;
-    s->free_cb = NULL;
-    s->free_data = NULL;
-    s->free_ud = NULL;
-    wq_link(c, s);
-    return s;
-}
-
-/* Appends pieces as copies: what fits goes into the tail segment, the rest
- * into one new segment. All or nothing on allocation failure. */
-static int wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
-{
-    struct tether__wseg *tail = c->wq_tail;
-    size_t room = wq_tail_room(c);
-    struct tether__wseg *fresh = NULL;
-    if (room < total) {
-        fresh = wq_new_copy(c, total - room);
-        if (fresh == NULL) {
-            return TETHER_ENOMEM;
-        }
-    }
-    struct tether__wseg *s = room > 0 ? tail : fresh;
-    for (int i = 0; i < n; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            size_t r = wseg_room(s);
-            if (r == 0) {
-                s = fresh;
-                r = wseg_room(s);
-            }
-            size_t k = left < r ? left : r;
-            memcpy((uint8_t *)s->ptr + s->len, p, k);
-            s->len += k;
-            p += k;
-            left -= k;
-        }
-    }
-    c->queued += total;
-    return TETHER_OK;
-}
-
-static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
-                         void *fdata, void *fud)
-{
-    struct tether__wseg *s = malloc(sizeof *s);
-    if (s == NULL) {
-        return TETHER_ENOMEM;
-    }
-    s->ptr = data;
-    s->len = len;
-    s->cap = 0;
-    s->free_cb = fcb;
-    s->free_data = fdata;
-    s->free_ud = fud;
-    wq_link(c, s);
-    c->queued += len;
-    return TETHER_OK;
-}
-
-/* Drops n written bytes from the head of the queue, including empty
- * segments (zero-copy buffers already sent, waiting to be released). */
-static void wq_consume(tether_conn *c, size_t n)
-{
-    c->queued -= n;
-    while (c->wq_head != NULL && c->wq_head->len <= n) {
-        struct tether__wseg *s = c->wq_head;
-        n -= s->len;
-        c->wq_head = s->next;
-        if (c->wq_head == NULL) {
-            c->wq_tail = NULL;
-        }
-        if (s->free_cb != NULL) {
-            /* Releasing a zero-copy buffer calls into the application. This
-             * runs from loop dispatch, or inside send() only for buffers of
-             * earlier messages, whose bytes are with the kernel by now. */
-            s->free_cb(s->free_data, s->free_ud);
-        }
-        seg_release(c->loop, s);
-    }
-    if (n > 0) {
-        c->wq_head->ptr += n;
-        c->wq_head->len -= n;
-    }
 }
 
 /* ---- closing ----------------------------------------------------------- */
@@ -501,7 +108,7 @@ static void conn_finish(tether_conn *c, int reason)
         c->state = TETHER__CS_DEAD;
         tether__tnode_stop(c->loop, &c->timer);
         conn_destroy_transport(c);
-        conn_todo(c, TETHER__CT_FREE);
+        tether__conn_todo(c, TETHER__CT_FREE);
         return;
     }
     if (c->state == TETHER__CS_CONNECTING) {
@@ -516,7 +123,7 @@ static void conn_finish(tether_conn *c, int reason)
     free(c->rpart);
     c->rpart = NULL;
     c->rlen = c->rcap = 0;
-    conn_todo(c, TETHER__CT_CLOSE);
+    tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
 void tether__conn_end(tether_conn *c, int reason)
@@ -540,7 +147,7 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
 }
 
 /* Fails with the transport's own detail, prefixed with what we were doing. */
-static void conn_fail_io(tether_conn *c, int rv, const char *what)
+void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 {
     const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
     const tether_conn_opts *o = &c->cfg->o;
@@ -590,439 +197,9 @@ static void conn_free(tether_conn *c)
     free(c);
 }
 
-/* ---- reading ----------------------------------------------------------- */
+/* ---- I/O interest ---------------------------------------------------- */
 
-static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
-{
-    if (rv == TETHER_EMSGSIZE) {
-        if (c->cfg->o.framing == TETHER_FRAMING_LINE) {
-            tether__conn_fail(c, rv, "peer sent a line longer than the limit of %zu bytes",
-                              c->cfg->o.max_msg);
-        } else {
-            tether__conn_fail(c, rv, "peer announced a %zu-byte message; the limit is %zu",
-                              f->payload_len, c->cfg->o.max_msg);
-        }
-    } else {
-        tether__conn_fail(c, rv, "framing error (%s): %s", c->cfg->framer->name,
-                          detail != NULL ? detail : "malformed frame");
-    }
-}
-
-static inline bool conn_can_deliver(const tether_conn *c)
-{
-    return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
-}
-
-static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
-{
-    tether_msg_cb cb = c->cfg->o.on_message;
-    c->msgs_in++;
-    if (cb != NULL) {
-        cb(c, p, len, c->userdata);
-    }
-}
-
-static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
-static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len);
-
-/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
- * *known is set to the total size of the incomplete frame that follows when
- * its header is complete (0 when unknown). Stops early when the connection
- * stops accepting messages (paused, closing) or fails. */
-static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
-{
-    size_t off = 0;
-    *known = 0;
-    if (c->cfg->fast_len32) {
-        size_t max = c->cfg->o.max_msg;
-        while (conn_can_deliver(c)) {
-            size_t avail = len - off;
-            if (avail < 4) {
-                break;
-            }
-            size_t plen = tether__get_be32(buf + off);
-            if (TETHER__UNLIKELY(plen > max)) {
-                /* An impossible length: a control frame, if the peer may
-                 * send one, else a framing error. */
-                size_t clen = ctrl_frame_len(c, buf + off);
-                if (clen == 0) {
-                    tether_frame f = {.hdr_len = 4, .payload_len = plen};
-                    conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
-                    return off;
-                }
-                if (avail < clen) {
-                    *known = clen;
-                    break;
-                }
-                if (!conn_on_ctrl(c, buf + off, clen)) {
-                    return off;
-                }
-                off += clen;
-                continue;
-            }
-            if (avail - 4 < plen) {
-                *known = 4 + plen;
-                break;
-            }
-            conn_deliver(c, buf + off + 4, plen);
-            off += 4 + plen;
-        }
-        return off;
-    }
-    const tether_framer *fr = c->cfg->framer;
-    while (conn_can_deliver(c)) {
-        tether_frame f = {0, 0, 0, 0};
-        const char *detail = NULL;
-        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, &c->rscan, &f, &detail);
-        if (rv == TETHER_EAGAIN) {
-            break;
-        }
-        if (rv != TETHER_OK) {
-            conn_protocol_error(c, rv, &f, detail);
-            return off;
-        }
-        if (f.payload_len > c->cfg->o.max_msg) {
-            conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
-            return off;
-        }
-        size_t total = f.hdr_len + f.payload_len + f.trailer_len;
-        if (len - off < total) {
-            *known = total;
-            break;
-        }
-        c->rscan = 0;
-        if (f.control == 0) {
-            conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
-        }
-        off += total;
-    }
-    return off;
-}
-
-/* Keeps the unconsumed tail of a read for later. known is the full size of
- * the incomplete frame when its header has arrived. */
-static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
-{
-    if (n == 0) {
-        return TETHER_OK;
-    }
-    size_t cap;
-    if (known > n && known > TETHER__RBUF_SIZE / 2) {
-        cap = known; /* a large frame: read the rest straight into place */
-    } else {
-        cap = TETHER__MAX(n, (size_t)256);
-    }
-    uint8_t *b = malloc(cap);
-    if (b == NULL) {
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
-        return TETHER_ENOMEM;
-    }
-    memcpy(b, p, n);
-    c->rpart = b;
-    c->rlen = n;
-    c->rcap = cap;
-    return TETHER_OK;
-}
-
-/* Parses what rpart holds (after a resume, or once a large frame is in). */
-static void conn_parse_rpart(tether_conn *c)
-{
-    size_t known;
-    size_t used = conn_parse(c, c->rpart, c->rlen, &known);
-    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
-        return;
-    }
-    if (used == c->rlen) {
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
-        return;
-    }
-    if (used > 0) {
-        memmove(c->rpart, c->rpart + used, c->rlen - used);
-        c->rlen -= used;
-    }
-    if (known > c->rcap) {
-        /* The frame in front is larger than the buffer: give it its size. */
-        uint8_t *b = realloc(c->rpart, known);
-        if (b == NULL) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
-            return;
-        }
-        c->rpart = b;
-        c->rcap = known;
-    }
-}
-
-static void conn_on_eof(tether_conn *c)
-{
-    if (c->rlen > 0) {
-        size_t known = 0;
-        if (c->cfg->fast_len32 && c->rlen >= 4) {
-            known = ctrl_frame_len(c, c->rpart);
-            if (known == 0) {
-                known = 4 + (size_t)tether__get_be32(c->rpart);
-            }
-        }
-        if (known > 0) {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection after %zu of %zu bytes of a message",
-                              c->rlen, known);
-        } else {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection inside a message (%zu bytes pending)",
-                              c->rlen);
-        }
-        return;
-    }
-    c->flags |= TETHER__CF_EOF;
-    if (c->queued == 0) {
-        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
-        return;
-    }
-    /* Half-close: the peer is done sending but may still read our replies. */
-    c->reason = TETHER_EOF;
-    tether__conn_set_err(c, "connection closed by peer");
-    conn_begin_close(c);
-}
-
-static void conn_read_rounds(tether_conn *c);
-static void live_after_read(tether_conn *c);
-
-static void conn_read(tether_conn *c)
-{
-    conn_read_rounds(c);
-    if (c->live != NULL) {
-        live_after_read(c);
-    }
-}
-
-static void conn_read_rounds(tether_conn *c)
-{
-    uint8_t *lb = tether__loop_rbuf(c->loop);
-    if (lb == NULL) {
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
-        return;
-    }
-    for (int round = 0; round < READ_ROUNDS; round++) {
-        if (!conn_can_deliver(c)) {
-            return;
-        }
-        struct iovec iov[2];
-        int iovcnt;
-        size_t pre = 0; /* bytes of rpart copied to the front of lb */
-        bool direct = false;
-        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
-            /* Large frame: fill it in place; whatever follows lands in lb. */
-            iov[0].iov_base = c->rpart + c->rlen;
-            iov[0].iov_len = c->rcap - c->rlen;
-            iov[1].iov_base = lb;
-            iov[1].iov_len = TETHER__RBUF_SIZE;
-            iovcnt = 2;
-            direct = true;
-        } else {
-            if (c->rlen > 0) {
-                if (c->rlen > TETHER__RBUF_SIZE / 2) {
-                    /* A long line still without its delimiter: grow rpart. */
-                    size_t cap = c->rcap * 2;
-                    size_t limit =
-                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
-                    if (cap > limit) {
-                        cap = TETHER__MAX(limit, c->rlen + 1);
-                    }
-                    if (cap <= c->rcap) {
-                        tether__conn_fail(c, TETHER_EMSGSIZE,
-                                          "peer sent a message longer than the limit of %zu bytes",
-                                          c->cfg->o.max_msg);
-                        return;
-                    }
-                    {
-                        uint8_t *b = realloc(c->rpart, cap);
-                        if (b == NULL) {
-                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                            return;
-                        }
-                        c->rpart = b;
-                        c->rcap = cap;
-                    }
-                    iov[0].iov_base = c->rpart + c->rlen;
-                    iov[0].iov_len = c->rcap - c->rlen;
-                    iovcnt = 1;
-                    direct = true;
-                    goto do_read;
-                }
-                memcpy(lb, c->rpart, c->rlen);
-                pre = c->rlen;
-            }
-            iov[0].iov_base = lb + pre;
-            iov[0].iov_len = TETHER__RBUF_SIZE - pre;
-            iovcnt = 1;
-        }
-do_read:;
-        size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
-        if (rv == TETHER_EAGAIN) {
-            return;
-        }
-        if (rv != TETHER_OK) {
-            conn_fail_io(c, rv, "read");
-            return;
-        }
-        if (n == 0) {
-            conn_on_eof(c);
-            return;
-        }
-        c->bytes_in += n;
-        if (c->live != NULL) {
-            c->live->last_rx = tether__loop_time(c->loop);
-        }
-        size_t known;
-        if (direct) {
-            size_t in_place = TETHER__MIN(n, iov[0].iov_len);
-            c->rlen += in_place;
-            conn_parse_rpart(c);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            size_t extra = n - in_place;
-            if (extra == 0) {
-                if (n < iov[0].iov_len) {
-                    return; /* the socket is drained */
-                }
-                continue;
-            }
-            if (c->rlen > 0) {
-                /* rpart still holds something (an unfinished frame, or
-                 * frames held back by a pause): the extra bytes belong
-                 * behind it. They may complete that frame and carry more,
-                 * so parse again unless delivery is off. */
-                if (c->rcap - c->rlen < extra) {
-                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
-                    if (b == NULL) {
-                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                        return;
-                    }
-                    c->rpart = b;
-                    c->rcap = c->rlen + extra;
-                }
-                memcpy(c->rpart + c->rlen, lb, extra);
-                c->rlen += extra;
-                if (conn_can_deliver(c)) {
-                    conn_parse_rpart(c);
-                }
-                return;
-            }
-            size_t used = conn_parse(c, lb, extra, &known);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            if (conn_keep(c, lb + used, extra - used, known) != 0) {
-                return;
-            }
-            if (extra < TETHER__RBUF_SIZE) {
-                return;
-            }
-            continue;
-        }
-        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
-        size_t avail = pre + n;
-        size_t used = conn_parse(c, lb, avail, &known);
-        if (c->state == TETHER__CS_DEAD) {
-            return;
-        }
-        if (conn_keep(c, lb + used, avail - used, known) != 0) {
-            return;
-        }
-        if (n < iov[0].iov_len) {
-            return; /* the socket is drained: no need to try again */
-        }
-    }
-}
-
-/* Reads and discards after our FIN, until the peer's FIN. */
-static void conn_linger_read(tether_conn *c)
-{
-    uint8_t *lb = tether__loop_rbuf(c->loop);
-    for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
-        struct iovec iov = {lb, TETHER__RBUF_SIZE};
-        size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, &iov, 1, &n);
-        if (rv == TETHER_EAGAIN) {
-            return;
-        }
-        if (rv != TETHER_OK || n == 0) {
-            conn_finish(c, TETHER_OK);
-            return;
-        }
-    }
-}
-
-/* ---- writing ----------------------------------------------------------- */
-
-static void conn_flush(tether_conn *c)
-{
-    if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
-        return;
-    }
-    bool progress = false;
-    while (c->wq_head != NULL) {
-        if (c->wq_head->len == 0) {
-            wq_consume(c, 0);
-            continue;
-        }
-        struct iovec iov[IOV_BATCH];
-        int n = 0;
-        size_t total = 0;
-        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH; s = s->next) {
-            iov[n].iov_base = (void *)s->ptr;
-            iov[n].iov_len = s->len;
-            total += s->len;
-            n++;
-        }
-        size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
-        if (rv == TETHER_EAGAIN) {
-            c->flags |= TETHER__CF_WBLOCKED;
-            break;
-        }
-        if (rv != TETHER_OK) {
-            conn_fail_io(c, rv, "write");
-            return;
-        }
-        wq_consume(c, w);
-        c->bytes_out += w;
-        progress = true;
-        if (w < total) {
-            /* A short write means the socket buffer is full: asking again
-             * would only return EAGAIN. */
-            c->flags |= TETHER__CF_WBLOCKED;
-            break;
-        }
-    }
-    if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
-    }
-    if (progress && c->wnotify != NULL) {
-        c->wnotify(c);
-    }
-    if (c->wq_head == NULL) {
-        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-    }
-    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
-        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
-        c->flags |= TETHER__CF_DRAIN_DUE;
-    }
-    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
-        conn_begin_shutdown(c);
-        return;
-    }
-    conn_update_io(c);
-}
-
-static void conn_update_io(tether_conn *c)
+void tether__conn_update_io(tether_conn *c)
 {
     if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
         return;
@@ -1062,591 +239,9 @@ static void conn_update_io(tether_conn *c)
     }
 }
 
-/* Fires on_drain if due; only called from loop dispatch. */
-static void conn_fire_drain(tether_conn *c)
-{
-    if ((c->flags & TETHER__CF_DRAIN_DUE) && c->state == TETHER__CS_READY) {
-        c->flags &= (uint16_t)~TETHER__CF_DRAIN_DUE;
-        if (c->cfg->o.on_drain != NULL) {
-            c->cfg->o.on_drain(c, c->userdata);
-        }
-    }
-}
-
-/* End of a dispatch to this connection: send what the callbacks queued. */
-static void conn_dispatch_end(tether_conn *c)
-{
-    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-    }
-    conn_fire_drain(c);
-    /* on_drain may have queued more. */
-    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-    }
-}
-
-static void conn_flush_cb(struct tether__flush *f)
-{
-    tether_conn *c = tether__container_of(f, tether_conn, flush);
-    conn_dispatch_end(c);
-}
-
-/* After a message was queued: write at once when a full batch is waiting,
- * otherwise make sure the queue is flushed when the current dispatch ends
- * (or before the loop polls, for a send from outside this connection's
- * callbacks). */
-static inline void conn_after_queue(tether_conn *c)
-{
-    if (c->queued >= FLUSH_BATCH && c->state == TETHER__CS_READY &&
-        !(c->flags & TETHER__CF_WBLOCKED)) {
-        conn_flush(c);
-        if (c->flags & TETHER__CF_DRAIN_DUE) {
-            tether__flush_queue(c->loop, &c->flush);
-        }
-    } else if (c->dispatching == 0) {
-        tether__flush_queue(c->loop, &c->flush);
-    }
-}
-
-static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
-                          tether_free_cb fcb, void *fud)
-{
-    if (c == NULL || (data == NULL && len > 0)) {
-        return TETHER_EINVAL;
-    }
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
-        return TETHER_ECLOSED;
-    }
-    const struct tether__conn_cfg *cfg = c->cfg;
-    if (len > cfg->o.max_msg) {
-        return TETHER_EMSGSIZE;
-    }
-    if (c->queued >= cfg->o.send_hwm) {
-        c->flags |= TETHER__CF_WANT_DRAIN;
-        return TETHER_EAGAIN;
-    }
-    if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
-        /* The common case: a small message in the default framing that fits
-         * the tail segment (or starts an empty queue: a reply in a
-         * request/response exchange). One header store and one copy, no
-         * iovecs. */
-        struct tether__wseg *t = c->wq_tail;
-        if (t == NULL) {
-            t = wq_new_copy(c, 4 + len);
-            if (t == NULL) {
-                return TETHER_ENOMEM;
-            }
-        }
-        if (wq_tail_room(c) >= 4 + len) {
-            uint8_t *p = (uint8_t *)t->ptr + t->len;
-            tether__put_be32(p, (uint32_t)len);
-            if (len > 0) {
-                memcpy(p + 4, data, len);
-            }
-            t->len += 4 + len;
-            c->queued += 4 + len;
-            c->msgs_out++;
-            conn_after_queue(c);
-            return TETHER_OK;
-        }
-    }
-    uint8_t hdr[TETHER_FRAME_HDR_MAX];
-    uint8_t trl[TETHER_FRAME_TRAILER_MAX];
-    size_t hl = 4;
-    size_t tl = 0;
-    if (cfg->fast_len32) {
-        tether__put_be32(hdr, (uint32_t)len);
-    } else {
-        int rv = cfg->framer->encode(cfg->framer, data, len, hdr, &hl, trl, &tl);
-        if (rv != TETHER_OK) {
-            return rv;
-        }
-    }
-    size_t total = hl + len + tl;
-    bool can_write = c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED);
-
-    if (len >= DIRECT_MIN && can_write && c->wq_head == NULL) {
-        /* A large message with nothing ahead of it: write it from the
-         * caller's memory and queue only what the socket did not take. */
-        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
-        size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
-        c->msgs_out++;
-        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-            /* The connection is broken: report it from the loop, as the
-             * callback contract asks, and keep the caller's buffer. */
-            conn_fail_io(c, rv, "write");
-            return TETHER_OK;
-        }
-        c->bytes_out += w;
-        if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
-        }
-        if (w == total) {
-            if (zc && fcb != NULL) {
-                /* Sent already; the buffer is released from the loop. */
-                int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-                if (r2 != TETHER_OK) {
-                    return r2;
-                }
-                tether__flush_queue(c->loop, &c->flush);
-            }
-            return TETHER_OK;
-        }
-        c->flags |= TETHER__CF_WBLOCKED;
-        /* Queue the rest: header remainder, payload remainder, trailer. */
-        int r3 = TETHER_OK;
-        size_t skip = w;
-        if (skip < hl) {
-            struct iovec h = {hdr + skip, hl - skip};
-            r3 = wq_append_copy(c, &h, 1, hl - skip);
-            skip = 0;
-        } else {
-            skip -= hl;
-        }
-        if (r3 == TETHER_OK && skip < len) {
-            if (zc) {
-                r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
-            } else {
-                struct iovec p = {(void *)(data + skip), len - skip};
-                r3 = wq_append_copy(c, &p, 1, len - skip);
-            }
-            skip = 0;
-        } else if (skip >= len) {
-            skip -= len;
-            if (zc && fcb != NULL && r3 == TETHER_OK) {
-                r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-            }
-        }
-        if (r3 == TETHER_OK && tl > skip) {
-            struct iovec t = {trl + skip, tl - skip};
-            r3 = wq_append_copy(c, &t, 1, tl - skip);
-        }
-        if (r3 != TETHER_OK) {
-            /* Part of the frame is on the wire: the stream cannot be kept
-             * consistent without the rest. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-        conn_update_io(c);
-        return TETHER_OK;
-    }
-
-    int rv;
-    if (zc) {
-        struct iovec h = {hdr, hl};
-        rv = wq_append_copy(c, &h, 1, hl);
-        if (rv == TETHER_OK) {
-            rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
-        }
-        if (rv == TETHER_OK && tl > 0) {
-            struct iovec t = {trl, tl};
-            rv = wq_append_copy(c, &t, 1, tl);
-        }
-        if (rv != TETHER_OK) {
-            /* A header without its payload would corrupt the stream. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-    } else {
-        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
-        rv = wq_append_copy(c, iov, tl > 0 ? 3 : 2, total);
-        if (rv != TETHER_OK) {
-            return rv;
-        }
-    }
-    c->msgs_out++;
-    conn_after_queue(c);
-    return TETHER_OK;
-}
-
-int tether_conn_send(tether_conn *c, const void *data, size_t len)
-{
-    return conn_send_impl(c, data, len, false, NULL, NULL);
-}
-
-int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
-                        void *free_ud)
-{
-    return conn_send_impl(c, data, len, true, free_cb, free_ud);
-}
-
-/* ---- control frames and liveness --------------------------------------- */
-
-/* The wire format and the rules are documented in tether/conn.h, section
- * "Heartbeat wire format". Control frames are rare, so nothing here is on
- * a per-message path: the fast len32 parser only comes here for a header
- * that no data message can have. */
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* The total size of the control frame starting at hdr (4 bytes available),
- * or 0 when the peer may not send it now. A peer that never sent HELLO
- * gets exactly the framing error it got before control frames existed. */
-static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
-{
-    if (hdr[0] != TETHER__CTRL_MARK) {
-        return 0;
-    }
-    switch (hdr[1]) {
-    case TETHER__CTRL_HELLO:
-        if (c->flags & TETHER__CF_PEER_HELLO) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_PING:
-    case TETHER__CTRL_PONG:
-        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
-            return 0;
-        }
-        break;
-    default:
-        return 0;
-    }
-    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
-}
-
-static void live_due(tether_conn *c, uint64_t at);
-
-/* Queues a control frame behind whatever is queued already. */
-static int ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *payload, size_t n)
-{
-    uint8_t buf[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
-    assert(n <= TETHER__CTRL_PING_MAX);
-    tether__len32_ctrl_header(buf, type, (uint16_t)n);
-    if (n > 0) {
-        memcpy(buf + TETHER__CTRL_HDR_LEN, payload, n);
-    }
-    struct iovec iov = {buf, TETHER__CTRL_HDR_LEN + n};
-    return wq_append_copy(c, &iov, 1, iov.iov_len);
-}
-
-static int ctrl_queue_hello(tether_conn *c)
-{
-    uint8_t p[TETHER__CTRL_HELLO_LEN];
-    p[0] = TETHER__CTRL_HELLO_VERSION;
-    p[1] = 0; /* flags: none defined */
-    tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
-    int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
-    if (rv == TETHER_OK) {
-        c->flags |= TETHER__CF_HELLO_SENT;
-    }
-    return rv;
-}
-
-static void ctrl_send_ping(tether_conn *c)
-{
-    uint8_t p[8];
-    uint64_t t = mono_us();
-    tether__put_be32(p, (uint32_t)(t >> 32));
-    tether__put_be32(p + 4, (uint32_t)t);
-    if (ctrl_queue(c, TETHER__CTRL_PING, p, sizeof p) != TETHER_OK) {
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
-        return;
-    }
-    c->pings_sent++;
-    c->live->last_ping = tether__loop_time(c->loop);
-    conn_after_queue(c);
-}
-
-/* Handles one complete control frame. Returns false when the connection
- * failed. */
-static bool conn_on_ctrl(tether_conn *c, const uint8_t *frame, size_t len)
-{
-    uint8_t type = frame[1];
-    const uint8_t *p = frame + TETHER__CTRL_HDR_LEN;
-    size_t n = len - TETHER__CTRL_HDR_LEN;
-    c->ctrl_in++;
-    switch (type) {
-    case TETHER__CTRL_HELLO: {
-        if (n < TETHER__CTRL_HELLO_LEN || p[0] == 0) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed HELLO control frame (%zu bytes)",
-                              n);
-            return false;
-        }
-        c->flags |= TETHER__CF_PEER_HELLO;
-        uint32_t peer_ms = tether__get_be32(p + 2);
-        if (!(c->flags & TETHER__CF_HELLO_SENT) && ctrl_queue_hello(c) != TETHER_OK) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
-            return false;
-        }
-        int own = c->cfg->o.heartbeat_ms;
-        if (own > 0 && c->live != NULL) {
-            /* The slower side decides: nobody pings more often than its
-             * peer asked for. */
-            c->hb_ms = TETHER__MAX((uint32_t)own, peer_ms);
-            c->live->unanswered = 0;
-            ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->loop) + c->hb_ms);
-        } else {
-            conn_after_queue(c);
-        }
-        break;
-    }
-    case TETHER__CTRL_PING:
-        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed PING control frame (%zu bytes)", n);
-            return false;
-        }
-        /* A peer that pings without reading gets no pongs: they would only
-         * pile up in our queue. */
-        if (c->queued <= c->cfg->o.send_hwm) {
-            if (ctrl_queue(c, TETHER__CTRL_PONG, p, n) != TETHER_OK) {
-                tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a heartbeat");
-                return false;
-            }
-            conn_after_queue(c);
-        }
-        break;
-    case TETHER__CTRL_PONG:
-        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed PONG control frame (%zu bytes)", n);
-            return false;
-        }
-        c->pongs_in++;
-        if (n == 8) {
-            uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
-            uint64_t now = mono_us();
-            if (sent <= now) {
-                c->rtt_us = (int64_t)(now - sent);
-            }
-        }
-        break;
-    default:
-        break; /* ctrl_frame_len() admits no other type */
-    }
-    return c->state == TETHER__CS_READY;
-}
-
-/* Makes sure the liveness timer fires no later than `at` (loop ms). Cheap
- * when it already does, which is the common case on busy connections. */
-static void live_due(tether_conn *c, uint64_t at)
-{
-    struct tether__tnode *t = &c->live->timer;
-    if (tether__tnode_active(t) && t->deadline <= at) {
-        return;
-    }
-    uint64_t now = tether__loop_time(c->loop);
-    tether__tnode_start(c->loop, t, at > now ? at - now : 0);
-}
-
-static void live_queue_started(tether_conn *c)
-{
-    struct tether__live *l = c->live;
-    l->wstall = tether__loop_time(c->loop);
-    if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
-        live_due(c, l->wstall + (uint64_t)c->cfg->o.write_timeout_ms);
-    }
-}
-
-/* After a read: notice when an incomplete frame starts, for the frame
- * timeout. The frame counter tells whether rpart still holds the frame seen
- * last time or a new one. */
-static void live_after_read(tether_conn *c)
-{
-    struct tether__live *l = c->live;
-    int ft = c->cfg->o.frame_timeout_ms;
-    if (ft <= 0 || c->state != TETHER__CS_READY) {
-        return;
-    }
-    if (c->rlen == 0 || (c->flags & TETHER__CF_PAUSED)) {
-        l->frame_mark = UINT64_MAX;
-        return;
-    }
-    uint64_t mark = c->msgs_in + c->ctrl_in;
-    if (l->frame_mark != mark) {
-        l->frame_mark = mark;
-        l->frame_start = tether__loop_time(c->loop);
-        live_due(c, l->frame_start + (uint64_t)ft);
-    }
-}
-
-/* Arms the timer for the earliest check that could fail or ping. */
-static void live_arm(tether_conn *c)
-{
-    struct tether__live *l = c->live;
-    const tether_conn_opts *o = &c->cfg->o;
-    uint64_t next = UINT64_MAX;
-    if (l->age_deadline != 0) {
-        next = l->age_deadline;
-    }
-    if (o->write_timeout_ms > 0 && c->queued > 0) {
-        next = TETHER__MIN(next, l->wstall + (uint64_t)o->write_timeout_ms);
-    }
-    if (!(c->flags & TETHER__CF_PAUSED)) {
-        if (o->idle_timeout_ms > 0) {
-            next = TETHER__MIN(next, l->last_rx + (uint64_t)o->idle_timeout_ms);
-        }
-        if (o->frame_timeout_ms > 0 && c->rlen > 0) {
-            uint64_t start =
-                l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->loop);
-            next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
-        }
-        if (c->hb_ms > 0) {
-            uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
-            next = TETHER__MIN(next, from + c->hb_ms);
-        } else if (o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
-                   !(c->flags & TETHER__CF_PEER_HELLO)) {
-            next = TETHER__MIN(next, l->last_rx + (uint64_t)o->heartbeat_ms *
-                                                      (uint64_t)(o->heartbeat_misses + 1));
-        }
-    }
-    if (next == UINT64_MAX) {
-        tether__tnode_stop(c->loop, &l->timer);
-        return;
-    }
-    uint64_t now = tether__loop_time(c->loop);
-    tether__tnode_start(c->loop, &l->timer, next > now ? next - now : 1);
-}
-
-static void live_start(tether_conn *c)
-{
-    struct tether__live *l = c->live;
-    uint64_t now = tether__loop_time(c->loop);
-    l->last_rx = now;
-    l->wstall = now;
-    l->last_wprog = now;
-    l->frame_mark = UINT64_MAX;
-    int age = c->cfg->o.max_age_ms;
-    if (age > 0) {
-        /* ±10 %, so that connections opened together do not all expire
-         * together. */
-        double f = 0.9 + 0.2 * ((double)(tether__random_u64() >> 11) / 9007199254740992.0);
-        l->age_deadline = now + (uint64_t)((double)age * f);
-    }
-    live_arm(c);
-}
-
-/* The checks themselves; the caller re-arms the timer. */
-static void live_check(tether_conn *c)
-{
-    struct tether__live *l = c->live;
-    const tether_conn_opts *o = &c->cfg->o;
-    uint64_t now = tether__loop_time(c->loop);
-
-    if (l->age_deadline != 0 && now >= l->age_deadline) {
-        tether__conn_set_err(c, "maximum connection age reached (%llu ms; max_age_ms %d)",
-                             (unsigned long long)(now - c->ready_at), o->max_age_ms);
-        c->flags |= TETHER__CF_CLOSE_REQ;
-        c->reason = TETHER_OK;
-        conn_begin_close(c);
-        return;
-    }
-    if (o->write_timeout_ms > 0 && c->queued > 0 &&
-        now - l->wstall >= (uint64_t)o->write_timeout_ms) {
-        /* Ask the socket once more before blaming the peer (the loop may
-         * have been busy elsewhere). */
-        conn_flush(c);
-        if (c->state != TETHER__CS_READY) {
-            return;
-        }
-        if (c->queued > 0 && now - l->wstall >= (uint64_t)o->write_timeout_ms) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "write timeout: %zu queued bytes made no progress for %llu ms "
-                              "(write_timeout_ms %d); the peer stopped reading",
-                              c->queued, (unsigned long long)(now - l->wstall),
-                              o->write_timeout_ms);
-            return;
-        }
-    }
-    if (c->flags & TETHER__CF_PAUSED) {
-        return; /* silence is expected while we do not read */
-    }
-    uint32_t hb = c->hb_ms;
-    bool hello_wait = hb == 0 && o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
-                      !(c->flags & TETHER__CF_PEER_HELLO);
-    uint64_t hello_limit = (uint64_t)o->heartbeat_ms * (uint64_t)(o->heartbeat_misses + 1);
-    bool due = (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) ||
-               (o->frame_timeout_ms > 0 && c->rlen > 0) || (hb > 0 && now - l->last_rx >= hb) ||
-               (hello_wait && now - l->last_rx >= hello_limit);
-    if (due) {
-        /* Before declaring the peer silent, read what the kernel holds: the
-         * loop may have been blocked (or, for the blocking API, not run at
-         * all) while the peer was talking. */
-        conn_read(c);
-        if (c->state != TETHER__CS_READY) {
-            return;
-        }
-    }
-    if (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) {
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "idle timeout: nothing received for %llu ms (idle_timeout_ms %d)",
-                          (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
-        return;
-    }
-    if (o->frame_timeout_ms > 0 && c->rlen > 0) {
-        if (l->frame_mark == UINT64_MAX) {
-            /* A frame left incomplete across a pause: time it from now. */
-            l->frame_mark = c->msgs_in + c->ctrl_in;
-            l->frame_start = now;
-        } else if (now - l->frame_start >= (uint64_t)o->frame_timeout_ms) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "frame timeout: a frame was still incomplete after %llu ms "
-                              "(%zu bytes of it received; frame_timeout_ms %d)",
-                              (unsigned long long)(now - l->frame_start), c->rlen,
-                              o->frame_timeout_ms);
-            return;
-        }
-    }
-    if (hb > 0) {
-        if (l->last_rx >= l->last_ping) {
-            l->unanswered = 0; /* anything received answers every ping before it */
-        }
-        if (l->unanswered > 0 && c->queued > 0 && l->last_wprog > l->last_ping) {
-            /* Our own output is still draining ahead of the ping: its
-             * interval counts from that progress, not from when it was
-             * queued. (A dead link stops the progress soon enough.) */
-            l->last_ping = l->last_wprog;
-        }
-        if (l->unanswered >= (uint32_t)o->heartbeat_misses && now - l->last_ping >= hb) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "heartbeat timeout: %u pings unanswered, nothing received for "
-                              "%llu ms (interval %u ms)",
-                              l->unanswered, (unsigned long long)(now - l->last_rx), hb);
-            return;
-        }
-        if (now - l->last_rx >= hb && (l->unanswered == 0 || now - l->last_ping >= hb)) {
-            l->unanswered++;
-            ctrl_send_ping(c);
-        }
-    } else if (hello_wait && now - l->last_rx >= hello_limit) {
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "heartbeat timeout: the peer did not answer our HELLO within %llu ms "
-                          "(interval %d ms)",
-                          (unsigned long long)(now - l->last_rx), o->heartbeat_ms);
-    }
-}
-
-static void live_timer_cb(struct tether__tnode *n)
-{
-    struct tether__live *l = tether__container_of(n, struct tether__live, timer);
-    tether_conn *c = l->c;
-    if (c->state != TETHER__CS_READY) {
-        return;
-    }
-    c->dispatching++;
-    live_check(c);
-    c->dispatching--;
-    if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-        conn_dispatch_end(c);
-    }
-    if (c->state == TETHER__CS_READY) {
-        live_arm(c);
-    }
-}
-
 /* ---- state transitions ------------------------------------------------- */
 
-static void conn_begin_shutdown(tether_conn *c)
+void tether__conn_begin_shutdown(tether_conn *c)
 {
     bool done = false;
     int rv = c->tr->ops->shutdown(c->tr, &done);
@@ -1656,7 +251,7 @@ static void conn_begin_shutdown(tether_conn *c)
         done = true;
     }
     if (!done) {
-        conn_update_io(c);
+        tether__conn_update_io(c);
         return;
     }
     int reason = c->reason;
@@ -1675,11 +270,11 @@ static void conn_begin_shutdown(tether_conn *c)
     c->rpart = NULL;
     c->rlen = c->rcap = 0;
     tether__tnode_start(c->loop, &c->timer, LINGER_MS);
-    conn_update_io(c);
-    conn_todo(c, TETHER__CT_CLOSE);
+    tether__conn_update_io(c);
+    tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
-static void conn_begin_close(tether_conn *c)
+void tether__conn_begin_close(tether_conn *c)
 {
     c->state = TETHER__CS_CLOSING;
     if (c->live != NULL) {
@@ -1691,10 +286,10 @@ static void conn_begin_close(tether_conn *c)
         tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
     }
     if (c->wq_head == NULL) {
-        conn_begin_shutdown(c);
+        tether__conn_begin_shutdown(c);
     } else {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-        conn_flush(c);
+        tether__conn_flush(c);
     }
 }
 
@@ -1704,10 +299,10 @@ static void conn_became_ready(tether_conn *c)
     c->ready_at = tether__loop_time(c->loop);
     tether__tnode_stop(c->loop, &c->timer);
     if (c->live != NULL) {
-        live_start(c);
+        tether__live_start(c);
     }
     if (c->flags & TETHER__CF_DIALED) {
-        conn_todo(c, TETHER__CT_CONNECTED);
+        tether__conn_todo(c, TETHER__CT_CONNECTED);
     }
     if (c->flags & TETHER__CF_ACCEPTED && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
         c->flags |= TETHER__CF_ACCEPT_DONE;
@@ -1720,13 +315,13 @@ static void conn_became_ready(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    conn_update_io(c);
+    tether__conn_update_io(c);
     if (c->wq_head != NULL) {
-        conn_todo(c, TETHER__CT_FLUSH);
+        tether__conn_todo(c, TETHER__CT_FLUSH);
     }
     if (c->tr->ops->has_pending(c->tr)) {
         /* TLS read data along with the end of the handshake. */
-        conn_todo(c, TETHER__CT_PARSE);
+        tether__conn_todo(c, TETHER__CT_PARSE);
     }
 }
 
@@ -1754,7 +349,7 @@ static void conn_handshake_step(tether_conn *c)
     if (done) {
         conn_became_ready(c);
     } else {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
@@ -1822,20 +417,20 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
     case TETHER__CS_CLOSING:
         if (revents & TETHER_EV_WRITE) {
             c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-            conn_flush(c);
+            tether__conn_flush(c);
         }
         if (c->state == TETHER__CS_READY && c->tr != NULL &&
             ((revents & TETHER_EV_READ) || (c->tr->ops->want_events(c->tr) & TETHER_EV_WRITE))) {
             /* (TLS reading may wait for writability.) */
-            conn_read(c);
+            tether__conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
             while (c->state == TETHER__CS_READY && c->tr != NULL &&
                    !(c->flags & TETHER__CF_PAUSED) && c->tr->ops->has_pending(c->tr)) {
                 size_t before = c->rlen;
-                conn_read(c);
+                tether__conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                     /* Finish from the pending queue, after other work. */
-                    conn_todo(c, TETHER__CT_PARSE);
+                    tether__conn_todo(c, TETHER__CT_PARSE);
                     break;
                 }
             }
@@ -1843,23 +438,23 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
                 c->tr != NULL && (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
                 /* TLS may need to read to finish a write. */
                 c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-                conn_flush(c);
+                tether__conn_flush(c);
             }
         } else if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_CLOSING && c->tr != NULL &&
                    (c->tr->ops->want_events(c->tr) & TETHER_EV_READ)) {
             /* TLS may need to read to finish a write. */
-            conn_flush(c);
+            tether__conn_flush(c);
         }
         break;
     case TETHER__CS_LINGER:
-        conn_linger_read(c);
+        tether__conn_linger_read(c);
         break;
     default:
         break;
     }
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-        conn_dispatch_end(c);
+        tether__conn_dispatch_end(c);
     }
 }
 
@@ -1906,36 +501,36 @@ static void conn_pending_cb(struct tether__pending *p)
                 c->dispatching--;
             }
             if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
-                conn_begin_close(c);
+                tether__conn_begin_close(c);
             }
         }
     }
     if (c->todo & TETHER__CT_PARSE) {
         c->todo &= (uint16_t)~TETHER__CT_PARSE;
-        if (c->rlen > 0 && conn_can_deliver(c)) {
+        if (c->rlen > 0 && tether__conn_can_deliver(c)) {
             c->dispatching++;
-            conn_parse_rpart(c);
+            tether__conn_parse_rpart(c);
             c->dispatching--;
         }
-        if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+        if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
             /* Input held inside the transport (TLS) that epoll will not
              * report; more than one read's worth continues next time. */
             c->dispatching++;
-            conn_read(c);
+            tether__conn_read(c);
             c->dispatching--;
-            if (conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
-                conn_todo(c, TETHER__CT_PARSE);
+            if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                tether__conn_todo(c, TETHER__CT_PARSE);
             }
         }
         if (c->state == TETHER__CS_READY) {
-            conn_update_io(c);
+            tether__conn_update_io(c);
         }
     }
     /* CT_FLUSH only asks for this call: dispatch_end flushes the queue. */
     c->todo &= (uint16_t)~TETHER__CT_FLUSH;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         c->dispatching++;
-        conn_dispatch_end(c);
+        tether__conn_dispatch_end(c);
         c->dispatching--;
     }
     if (c->todo & TETHER__CT_CLOSE) {
@@ -1952,7 +547,7 @@ static void conn_pending_cb(struct tether__pending *p)
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
-                wq_release_all(c);
+                tether__wq_release_all(c);
             }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
                 c->flags |= TETHER__CF_CONNECT_DONE;
@@ -1975,7 +570,7 @@ static void conn_pending_cb(struct tether__pending *p)
         }
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
-        wq_release_all(c);
+        tether__wq_release_all(c);
         conn_free(c);
     }
 }
@@ -1997,7 +592,7 @@ void tether_conn_close(tether_conn *c)
     case TETHER__CS_READY:
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
-        conn_begin_close(c);
+        tether__conn_begin_close(c);
         break;
     default:
         break;
@@ -2019,7 +614,7 @@ void tether_conn_pause(tether_conn *c)
     }
     c->flags |= TETHER__CF_PAUSED;
     if (c->state == TETHER__CS_READY) {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
@@ -2037,14 +632,14 @@ void tether_conn_resume(tether_conn *c)
         c->live->last_rx = tether__loop_time(c->loop);
         c->live->frame_mark = UINT64_MAX;
         c->live->unanswered = 0;
-        live_arm(c);
+        tether__live_arm(c);
     }
     if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them
          * from the loop, not from inside this call. */
-        conn_todo(c, TETHER__CT_PARSE);
+        tether__conn_todo(c, TETHER__CT_PARSE);
     } else {
-        conn_update_io(c);
+        tether__conn_update_io(c);
     }
 }
 
@@ -2103,6 +698,28 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     return TETHER_OK;
 }
 
+int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size_t size)
+{
+    if (c == NULL || info == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    if (c->tr == NULL) {
+        return c->cfg->tls != NULL ? TETHER_ENOTCONN : TETHER_ENOTSUP;
+    }
+    tether_tls_info d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    int rv = tether__tls_transport_info(c->tr, &d);
+    if (rv == TETHER_OK && c->state == TETHER__CS_HANDSHAKING) {
+        rv = TETHER_ENOTCONN; /* the TLS layer is done, the connection not yet */
+    }
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether__sized_fill(info, size, &d, sizeof d);
+    return TETHER_OK;
+}
+
 int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
 {
     if (c == NULL || buf == NULL || len == 0) {
@@ -2147,7 +764,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return rv;
     }
     if (u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
         if (rv != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
             return rv;
@@ -2165,7 +782,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.heartbeat_ms > 0 && ctrl_queue_hello(c) != TETHER_OK) {
+    if (cfg->o.heartbeat_ms > 0 && tether__ctrl_queue_hello(c) != TETHER_OK) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

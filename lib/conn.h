@@ -1,5 +1,6 @@
 /* Internal side of connections: the shared configuration, the connection
- * object and the hooks between conn.c, connect.c (dialling) and listener.c. */
+ * object and the hooks between the connection code (conn.c and the files
+ * listed in conn_core.h), connect.c (dialling) and listener.c. */
 #ifndef TETHER_CONN_INT_H
 #define TETHER_CONN_INT_H
 
@@ -31,6 +32,10 @@ struct tether__conn_cfg {
 int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
                          tether_error *err);
 void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
+/* Selects TLS for a configuration built from user options: takes a
+ * reference to the TLS configuration cfg->o.tls names into cfg->tls (see
+ * tether__tls_config_select). Fills err on failure. */
+int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_error *err);
 
 enum tether__conn_state {
     TETHER__CS_CONNECTING,  /* dialling: resolving and connecting */
@@ -54,7 +59,8 @@ struct tether__wseg {
     uint8_t data[];
 };
 
-struct tether__dialer; /* connect.c */
+struct tether__dialer;    /* connect.c */
+struct tether__seg_cache; /* wqueue.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -86,13 +92,15 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo; /* deferred work for pend */
-    int reason;    /* close reason once finishing */
+    uint16_t todo;  /* deferred work for pend */
+    int reason;     /* close reason once finishing */
+    uint32_t hb_ms; /* negotiated heartbeat interval; 0: we send no pings */
 
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
     size_t queued;
+    struct tether__seg_cache *segs; /* the loop's cache of small segments, or NULL */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
      * held back while reading is paused. */
@@ -116,7 +124,6 @@ struct tether_conn {
     uint64_t pings_sent;
     uint64_t pongs_in;
     int64_t rtt_us;    /* -1 until measured */
-    uint32_t hb_ms;    /* negotiated heartbeat interval; 0: we send no pings */
     uint64_t ready_at; /* loop ms when established; 0 before */
 
     struct tether__live *live; /* NULL unless cfg->live */
@@ -171,10 +178,6 @@ void tether__conn_end(tether_conn *c, int reason);
 /* Records a detail string without ending the connection. */
 void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-/* Random numbers for jitter (reconnect.c): per thread, seeded from the
- * kernel's random source, not for cryptography. */
-uint64_t tether__random_u64(void);
 
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);

@@ -52,6 +52,7 @@ struct dns_sock {
 };
 
 struct tether__dns {
+    struct tether__loop_ext ext; /* registered with the loop, which frees it */
     tether_loop *loop;
     ares_channel ch;
     struct dns_sock *socks;   /* watched sockets */
@@ -191,14 +192,17 @@ static int dns_parse_servers(const char *servers, struct ares_addr_port_node *no
     return TETHER_OK;
 }
 
-int tether__dns_servers_check(const char *servers)
+int tether__dns_loop_opts_check(const tether_loop_opts *o)
 {
     struct ares_addr_port_node nodes[DNS_MAX_SERVERS];
     int n;
-    if (servers == NULL) {
+    if (o->dns_timeout_ms < 0 || o->dns_tries < 0) {
+        return TETHER_EINVAL;
+    }
+    if (o->dns_servers == NULL) {
         return TETHER_OK;
     }
-    return dns_parse_servers(servers, nodes, &n);
+    return dns_parse_servers(o->dns_servers, nodes, &n);
 }
 
 /* ---- the channel and the loop ----------------------------------------------- */
@@ -295,11 +299,23 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
     tether__io_set(dns->loop, &s->io, ev);
 }
 
+static const char dns_ext_key; /* its address identifies the resolver's loop state */
+
+/* The loop's resolver state, or NULL before the first lookup. */
+static struct tether__dns *dns_of(const tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &dns_ext_key);
+    return e != NULL ? tether__container_of(e, struct tether__dns, ext) : NULL;
+}
+
+static void dns_ext_cleanup(tether_loop *loop, struct tether__loop_ext *ext);
+
 /* Creates the loop's channel on first use. */
 static int dns_get(tether_loop *loop, struct tether__dns **out, tether_error *err)
 {
-    if (loop->dns != NULL) {
-        *out = loop->dns;
+    struct tether__dns *have = dns_of(loop);
+    if (have != NULL) {
+        *out = have;
         return TETHER_OK;
     }
     pthread_once(&dns_once, dns_lib_init);
@@ -354,17 +370,18 @@ static int dns_get(tether_loop *loop, struct tether__dns **out, tether_error *er
                                      loop->opts.dns_servers, ares_strerror(st));
         }
     }
-    loop->dns = dns;
+    dns->ext.key = &dns_ext_key;
+    dns->ext.cleanup = dns_ext_cleanup;
+    tether__loop_ext_add(loop, &dns->ext);
     *out = dns;
     return TETHER_OK;
 }
 
-void tether__dns_loop_free(tether_loop *loop)
+/* The loop is being freed: destroys the channel. Queries still in flight
+ * belong to connections that no longer exist: they are dropped. */
+static void dns_ext_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
-    struct tether__dns *dns = loop->dns;
-    if (dns == NULL) {
-        return;
-    }
+    struct tether__dns *dns = tether__container_of(ext, struct tether__dns, ext);
     /* Outstanding queries complete with ARES_EDESTRUCTION and their closing
      * sockets are retired; nothing may be queued on a loop being freed. */
     dns->destroying = true;
@@ -382,13 +399,17 @@ void tether__dns_loop_free(tether_loop *loop)
      * list free of dangling nodes all the same. */
     tether__flush_cancel(loop, &dns->resched);
     free(dns);
-    loop->dns = NULL;
 }
 
 size_t tether__dns_inflight(const tether_loop *loop)
 {
-    const struct tether__dns *dns = loop->dns;
+    const struct tether__dns *dns = dns_of(loop);
     return dns != NULL ? dns->reqs : 0;
+}
+
+bool tether__dns_exists(const tether_loop *loop)
+{
+    return dns_of(loop) != NULL;
 }
 
 /* ---- address lists ---------------------------------------------------------- */

@@ -2,7 +2,8 @@
  * the dialer connects to.
  *
  * Each loop has at most one c-ares channel, created on the first lookup
- * with the loop's DNS options and destroyed by tether_loop_free(). Its
+ * with the loop's DNS options and registered with the loop as per-loop
+ * state (struct tether__loop_ext), so tether_loop_free() destroys it. Its
  * sockets are loop I/O watchers and its timeouts one loop timer, so a
  * lookup never blocks the loop thread. Results are always delivered from
  * the loop's pending queue, never from inside tether__dns_resolve(). */
@@ -47,13 +48,11 @@ int tether__dns_resolve(struct tether__dns_req **out, tether_loop *loop, const c
  * (or times out) in the background and its answer is dropped. */
 void tether__dns_cancel(struct tether__dns_req *req);
 
-/* Validates a tether_loop_opts::dns_servers string ("IP", "IP:PORT",
- * "[IPv6]:PORT", comma-separated). Returns TETHER_OK or TETHER_EINVAL. */
-int tether__dns_servers_check(const char *servers);
-
-/* Destroys the loop's channel; called by tether_loop_free(). Queries still
- * in flight belong to connections that no longer exist: they are dropped. */
-void tether__dns_loop_free(tether_loop *loop);
+/* Validates the DNS fields of loop options: dns_timeout_ms and dns_tries
+ * not negative, dns_servers NULL or a list of "IP", "IP:PORT" or
+ * "[IPv6]:PORT", comma-separated. Returns TETHER_OK or TETHER_EINVAL.
+ * tether_loop_new() calls it before it builds the loop (loop_new.c). */
+int tether__dns_loop_opts_check(const tether_loop_opts *o);
 
 /* Puts an address list into the order in which Happy Eyeballs (RFC 8305,
  * section 4) tries it: duplicates removed, then the two families
@@ -65,6 +64,10 @@ size_t tether__addrs_order(struct tether__addr *addrs, size_t n);
 /* The number of requests not freed yet: waiting for c-ares, waiting for
  * delivery, or cancelled but still in c-ares (for tests). */
 size_t tether__dns_inflight(const tether_loop *loop);
+
+/* Whether the loop's channel has been created (for tests: a lookup that
+ * never needed DNS must not create it). */
+bool tether__dns_exists(const tether_loop *loop);
 
 /* For tests only: ARES_FLAG_* bits for channels created after it is set,
  * e.g. ARES_FLAG_USEVC to exercise the TCP path (write interest, partial

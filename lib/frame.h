@@ -11,10 +11,11 @@
  * 0xFF cannot announce a legal data message (that would be at least
  * 0xFF000000 bytes, far above TETHER__MAX_MSG_LIMIT), so the library reserves
  * it: 0xFF, a control type (1..255), then a 16-bit big-endian control payload
- * length. Connections recognise them in conn.c (ctrl_frame_len(), which
- * also checks that the peer may send that type now) before the plain len32
- * framer would report such a header as EMSGSIZE, so a peer that never
- * enabled control frames sees nothing new on the wire. */
+ * length. Connections recognise them in conn_read.c (ctrl_frame_len(),
+ * which also checks that the peer may send that type now; liveness.c
+ * handles them) before the plain len32 framer would report such a header
+ * as EMSGSIZE, so a peer that never enabled control frames sees nothing
+ * new on the wire. */
 #define TETHER__CTRL_MARK 0xFFu
 #define TETHER__CTRL_HDR_LEN 4u
 #define TETHER__CTRL_MAX_PAYLOAD 0xFFFFu

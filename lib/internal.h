@@ -30,6 +30,12 @@
 #define TETHER__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TETHER__MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* Readiness bits: what the loop watches an fd for, and what a transport
+ * asks for (want_events). Here rather than in loop.h or transport.h, so
+ * that neither needs the other. */
+#define TETHER_EV_READ 0x1u
+#define TETHER_EV_WRITE 0x2u
+
 /* Maps an errno value to the nearest TETHER_E* code. */
 int tether__errno_to_err(int e);
 

@@ -227,7 +227,7 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
     }
     l->o.conn_opts = NULL; /* copied into cfg */
     if (u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__tls_conn_cfg_setup(l->cfg, true, out_err);
+        rv = tether__conn_cfg_set_tls(l->cfg, true, out_err);
         if (rv != TETHER_OK) {
             tether__conn_cfg_unref(l->cfg);
             free(l);

@@ -166,14 +166,6 @@ void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
     f->queued = false;
 }
 
-uint8_t *tether__loop_rbuf(tether_loop *loop)
-{
-    if (loop->rbuf == NULL) {
-        loop->rbuf = malloc(TETHER__RBUF_SIZE);
-    }
-    return loop->rbuf;
-}
-
 static void wake_on_readable(struct tether__io *io, unsigned revents)
 {
     (void)revents;
@@ -202,9 +194,7 @@ void tether_loop_opts_init_sized(tether_loop_opts *opts, size_t size)
     tether__sized_fill(opts, size, &d, sizeof d);
 }
 
-int tether__dns_servers_check(const char *servers) __attribute__((weak));
-
-int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
+int tether__loop_new(tether_loop **out, const tether_loop_opts *opts)
 {
     if (out == NULL) {
         return TETHER_EINVAL;
@@ -225,10 +215,6 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
         tether__opts_merge(&loop->opts, sizeof loop->opts, opts);
         loop->opts.size = sizeof loop->opts;
     }
-    if (loop->opts.dns_timeout_ms < 0 || loop->opts.dns_tries < 0) {
-        rv = TETHER_EINVAL;
-        goto fail;
-    }
     if (loop->opts.dns_servers != NULL) {
         loop->dns_servers = strdup(loop->opts.dns_servers);
         if (loop->dns_servers == NULL) {
@@ -236,11 +222,6 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
             goto fail;
         }
         loop->opts.dns_servers = loop->dns_servers;
-        if (tether__dns_servers_check != NULL &&
-            tether__dns_servers_check(loop->dns_servers) != TETHER_OK) {
-            rv = TETHER_EINVAL;
-            goto fail;
-        }
     }
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->evfd = loop->epfd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -280,7 +261,11 @@ fail:
     return rv;
 }
 
-void tether__dns_loop_free(tether_loop *loop) __attribute__((weak));
+void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    ext->next = loop->exts;
+    loop->exts = ext;
+}
 
 int tether_loop_free(tether_loop *loop)
 {
@@ -293,8 +278,10 @@ int tether_loop_free(tether_loop *loop)
     if (loop->handles > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0) {
         return TETHER_EBUSY;
     }
-    if (loop->dns != NULL && tether__dns_loop_free != NULL) {
-        tether__dns_loop_free(loop);
+    while (loop->exts != NULL) {
+        struct tether__loop_ext *e = loop->exts;
+        loop->exts = e->next;
+        e->cleanup(loop, e);
     }
     tether__io_stop(loop, &loop->wake_io);
     close(loop->evfd);
@@ -302,8 +289,6 @@ int tether_loop_free(tether_loop *loop)
     pthread_mutex_destroy(&loop->post_mu);
     free(loop->heap);
     free(loop->events);
-    free(loop->rbuf);
-    tether__seg_cache_free(loop);
     free(loop->dns_servers);
     free(loop);
     return TETHER_OK;

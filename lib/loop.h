@@ -1,5 +1,5 @@
 /* Internal side of the event loop: I/O watchers, internal timers, deferred
- * work and the per-loop resources shared by every connection. */
+ * work, and the per-loop state that the layers above register with it. */
 #ifndef TETHER_LOOP_INT_H
 #define TETHER_LOOP_INT_H
 
@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 
 #include "internal.h"
-#include "transport.h"
 
 struct tether__io;
 typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
@@ -46,6 +45,20 @@ struct tether__tnode {
 
 struct tether__post; /* a callback posted from another thread */
 
+/* Per-loop state of a layer above the loop (the resolver, the cache of
+ * output segments, the connections' shared read buffer). The loop knows nothing of what it holds:
+ * it keeps the list, lets the owner find its state again by key, and calls cleanup from
+ * tether_loop_free(), newest first, while the loop's watchers, timers and
+ * deferred work can still be stopped (libuv's loop watchers, NNG's
+ * init.c). Embedded in the owner's state, which cleanup frees. */
+struct tether__loop_ext;
+typedef void (*tether__loop_ext_cb)(tether_loop *loop, struct tether__loop_ext *ext);
+struct tether__loop_ext {
+    struct tether__loop_ext *next;
+    const void *key;             /* the owner: the address of a static object of its file */
+    tether__loop_ext_cb cleanup; /* runs once, from tether_loop_free() */
+};
+
 /* Work to run just before the loop blocks in epoll_wait: connections with
  * queued output flush there, so that everything sent during one iteration
  * goes out in as few system calls as possible. */
@@ -56,9 +69,6 @@ struct tether__flush {
     tether__flush_cb cb;
     bool queued;
 };
-
-/* Size of the read buffer shared by all connections of a loop. */
-#define TETHER__RBUF_SIZE (128u * 1024u)
 
 struct tether_loop {
     int epfd;
@@ -87,17 +97,20 @@ struct tether_loop {
     bool stop;
     bool running; /* inside run/run_once: guards against nesting */
 
-    uint8_t *rbuf;   /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
-    void *seg_cache; /* free list of small output segments (conn.c) */
-    unsigned seg_cache_n;
+    struct tether__loop_ext *exts; /* per-loop state of the layers above, newest first */
 
     struct epoll_event *events;
     int events_cap;
 
-    void *dns; /* resolver state (dns.c), created on first use */
     tether_loop_opts opts;
     char *dns_servers; /* owned copy of opts.dns_servers */
 };
+
+/* Builds a loop (tether_loop_new() without the checks of the options that
+ * belong to the layers above the loop, which loop_new.c makes first).
+ * Returns TETHER_EINVAL for options not initialised with
+ * tether_loop_opts_init(), or the error that stopped it. */
+int tether__loop_new(tether_loop **out, const tether_loop_opts *opts);
 
 /* I/O watchers. start/update sets the full interest set; 0 events keeps the
  * fd registered with no interest (cheaper than DEL/ADD for a moment): an
@@ -164,11 +177,21 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
     }
 }
 
-/* Frees the output segments cached by conn.c. */
-void tether__seg_cache_free(tether_loop *loop);
+/* Registers per-loop state of a layer above (see struct tether__loop_ext):
+ * it stays until tether_loop_free() calls its cleanup. */
+void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
 
-/* The shared read buffer (NULL on allocation failure). */
-uint8_t *tether__loop_rbuf(tether_loop *loop);
+/* The state registered under key, or NULL. A short list (one entry per
+ * layer), and inline: the read path looks its buffer up per read. */
+static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *loop,
+                                                             const void *key)
+{
+    struct tether__loop_ext *e = loop->exts;
+    while (e != NULL && e->key != key) {
+        e = e->next;
+    }
+    return e;
+}
 
 /* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);

@@ -36,41 +36,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #define ZC_MIN (16u * 1024u) /* records at least this large are not copied again */
-
-/* ---- random numbers ---------------------------------------------------- */
-
-static _Thread_local uint64_t rng_state;
-
-uint64_t tether__random_u64(void)
-{
-    if (rng_state == 0) {
-        uint64_t seed = 0;
-        if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
-                   (uint64_t)(uintptr_t)&seed;
-        }
-        rng_state = seed != 0 ? seed : 0x9E3779B97F4A7C15u;
-    }
-    /* xorshift64*: plenty for jitter, and cheap. */
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545F4914F6CDD1Du;
-}
-
-double tether__random_unit(void)
-{
-    return (double)(tether__random_u64() >> 11) / 9007199254740992.0; /* 2^53 */
-}
 
 static double (*rand_hook)(void *arg);
 static void *rand_hook_arg;
@@ -707,7 +676,7 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
     struct tether__conn_cfg *cfg = NULL;
     rv = tether__conn_cfg_new(&cfg, &cl->co, out_err);
     if (rv == TETHER_OK && u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__tls_conn_cfg_setup(cfg, false, out_err);
+        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
         if (rv == TETHER_OK) {
             cl->tls = tether_tls_config_ref(cfg->tls);
         }

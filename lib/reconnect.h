@@ -5,6 +5,7 @@
 #define TETHER_RECONNECT_INT_H
 
 #include "internal.h"
+#include "random.h" /* tether__random_unit(), for the tests of the schedule */
 
 /* gRPC's connection backoff (grpc/grpc doc/connection-backoff.md). */
 struct tether__backoff {
@@ -27,10 +28,6 @@ void tether__backoff_reset(struct tether__backoff *b);
  * Never negative. The next attempt starts this long after the start of
  * this one (or at once, if this one took longer). */
 uint32_t tether__backoff_next(struct tether__backoff *b, double r);
-
-/* A uniform random number in [0, 1) for jitter, from the per-thread
- * generator behind tether__random_u64(). */
-double tether__random_unit(void);
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),

@@ -630,9 +630,11 @@ static int default_client_config(tether_tls_config **out, tether_error *err)
     return rv;
 }
 
-int tether__tls_conn_cfg_setup(struct tether__conn_cfg *cfg, bool server, tether_error *err)
+int tether__tls_config_select(tether_tls_config **out, tether_tls_config *given, bool server,
+                              tether_error *err)
 {
-    tether_tls_config *t = cfg->o.tls;
+    tether_tls_config *t = given;
+    *out = NULL;
     if (server) {
         if (t == NULL) {
             return tether__set_error(err, TETHER_EINVAL,
@@ -645,11 +647,11 @@ int tether__tls_conn_cfg_setup(struct tether__conn_cfg *cfg, bool server, tether
                                      "the TLS configuration of a tls:// listener has no "
                                      "certificate: set tether_tls_opts.cert_file and key_file");
         }
-        cfg->tls = tether_tls_config_ref(t);
+        *out = tether_tls_config_ref(t);
         return TETHER_OK;
     }
     if (t != NULL) {
-        cfg->tls = tether_tls_config_ref(t);
+        *out = tether_tls_config_ref(t);
         return TETHER_OK;
     }
     tether_tls_config *d = NULL;
@@ -657,7 +659,7 @@ int tether__tls_conn_cfg_setup(struct tether__conn_cfg *cfg, bool server, tether
     if (rv != TETHER_OK) {
         return rv;
     }
-    cfg->tls = d;
+    *out = d;
     return TETHER_OK;
 }
 

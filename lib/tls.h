@@ -1,6 +1,7 @@
 /* TLS internals shared by tls.c (configuration objects, SSL_CTX generations
  * and the client session cache), transport_tls.c (the transport) and the
- * connection code that selects TLS (conn.c, listener.c). */
+ * connection code that selects TLS (conn.c, conn_opts.c, listener.c,
+ * reconnect.c). It knows nothing of connections. */
 #ifndef TETHER_TLS_INT_H
 #define TETHER_TLS_INT_H
 
@@ -9,7 +10,7 @@
 
 #include <openssl/ssl.h>
 
-#include "conn.h"
+#include "transport.h"
 
 /* Size of one TLS record's plaintext: the write path fills records to this. */
 #define TETHER__TLS_RECORD 16384u
@@ -67,11 +68,12 @@ struct tether_tls_config {
 
 /* ---- tls.c ------------------------------------------------------------- */
 
-/* Selects TLS for a connection configuration built from user options:
- * takes a reference to cfg->o.tls into cfg->tls. Servers require one with a
- * certificate; clients without one get the shared default client
- * configuration. Fills err on failure. */
-int tether__tls_conn_cfg_setup(struct tether__conn_cfg *cfg, bool server, tether_error *err);
+/* Chooses the TLS configuration of a connection from the one its options
+ * name (given, may be NULL) and stores a reference to it in *out. Servers
+ * require one with a certificate; clients without one get the shared
+ * default client configuration. Fills err on failure (*out is then NULL). */
+int tether__tls_config_select(tether_tls_config **out, tether_tls_config *given, bool server,
+                              tether_error *err);
 
 /* The current generation, with a reference for the caller. */
 struct tether__tls_gen *tether__tls_gen_get(tether_tls_config *cfg);
@@ -96,6 +98,12 @@ void tether__tls_err_text(unsigned long e, char *buf, size_t len);
  * (closes it on failure too). */
 int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *cfg, int fd,
                               const char *host, bool server);
+
+/* What the TLS transport tr negotiated, for tether_conn_tls_info(): fills
+ * the fields of *out after size (the caller zeroes it and sets size).
+ * Returns TETHER_ENOTSUP when tr is not a TLS transport and
+ * TETHER_ENOTCONN while its handshake has not finished. */
+int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out);
 
 /* Callbacks installed on every SSL_CTX by tls.c, implemented next to the
  * transport they report to. */

@@ -4,18 +4,15 @@
  * one socket, plain (transport_tcp.c, also used for Unix sockets) or
  * encrypted (transport_tls.c). Every transport embeds struct
  * tether_transport as its first member and points `ops` at one static
- * table. Transports return codes and never call user callbacks: only conn.c
- * does. All operations are non-blocking. */
+ * table. Transports return codes and never call user callbacks: only the
+ * connection code (conn.c and the files listed in conn_core.h) does. All
+ * operations are non-blocking. */
 #ifndef TETHER_TRANSPORT_H
 #define TETHER_TRANSPORT_H
 
 #include <sys/uio.h>
 
 #include "internal.h"
-
-/* Readiness bits, also used by the loop. */
-#define TETHER_EV_READ 0x1u
-#define TETHER_EV_WRITE 0x2u
 
 struct tether_transport;
 

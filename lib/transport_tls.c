@@ -1137,53 +1137,44 @@ int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *
     return TETHER_OK;
 }
 
-/* ---- public: what a connection negotiated ------------------------------ */
+/* ---- what a connection negotiated --------------------------------------- */
 
-int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size_t size)
+int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out)
 {
-    if (c == NULL || info == NULL || size < sizeof(size_t)) {
-        return TETHER_EINVAL;
-    }
-    if (c->tr == NULL) {
-        return c->cfg->tls != NULL ? TETHER_ENOTCONN : TETHER_ENOTSUP;
-    }
-    if (c->tr->ops != &tls_ops) {
+    if (tr->ops != &tls_ops) {
         return TETHER_ENOTSUP;
     }
-    const struct tls_transport *t = (const struct tls_transport *)c->tr;
-    if (!(t->flags & TF_HS_DONE) || c->state == TETHER__CS_HANDSHAKING) {
+    const struct tls_transport *t = (const struct tls_transport *)tr;
+    if (!(t->flags & TF_HS_DONE)) {
         return TETHER_ENOTCONN;
     }
-    tether_tls_info d;
-    memset(&d, 0, sizeof d);
-    d.size = size;
+    tether_tls_info *d = out;
     SSL *ssl = t->ssl;
-    d.version = SSL_get_version(ssl);
-    d.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
-    d.resumed = SSL_session_reused(ssl) == 1;
+    d->version = SSL_get_version(ssl);
+    d->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
+    d->resumed = SSL_session_reused(ssl) == 1;
     /* A group that only a provider defines has no NID (TLSEXT_nid_unknown
      * is set): OBJ_nid2sn() would fail and leave an error on the queue. */
     int gid = SSL_get_negotiated_group(ssl);
     const char *gname = gid > 0 && !(gid & TLSEXT_nid_unknown) ? OBJ_nid2sn(gid) : NULL;
-    d.group = gname != NULL ? gname : "";
+    d->group = gname != NULL ? gname : "";
     const unsigned char *ap = NULL;
     unsigned int al = 0;
     SSL_get0_alpn_selected(ssl, &ap, &al);
-    snprintf(d.alpn, sizeof d.alpn, "%.*s", (int)al, ap != NULL ? (const char *)ap : "");
+    snprintf(d->alpn, sizeof d->alpn, "%.*s", (int)al, ap != NULL ? (const char *)ap : "");
     const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    snprintf(d.server_name, sizeof d.server_name, "%s", sn != NULL ? sn : "");
+    snprintf(d->server_name, sizeof d->server_name, "%s", sn != NULL ? sn : "");
     X509 *peer = SSL_get0_peer_certificate(ssl);
     if (peer != NULL) {
-        d.has_peer_cert = true;
+        d->has_peer_cert = true;
         bool verifying = (t->flags & TF_SERVER) ? t->cfg->client_auth != TETHER_TLS_CLIENT_AUTH_NONE
                                                 : !t->cfg->insecure;
-        d.peer_verified = verifying && SSL_get_verify_result(ssl) == X509_V_OK;
-        name_rfc2253(X509_get_subject_name(peer), d.peer_subject, sizeof d.peer_subject);
-        name_rfc2253(X509_get_issuer_name(peer), d.peer_issuer, sizeof d.peer_issuer);
-        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, d.peer_common_name,
-                                  (int)sizeof d.peer_common_name);
-        format_sans(peer, d.peer_sans, sizeof d.peer_sans);
+        d->peer_verified = verifying && SSL_get_verify_result(ssl) == X509_V_OK;
+        name_rfc2253(X509_get_subject_name(peer), d->peer_subject, sizeof d->peer_subject);
+        name_rfc2253(X509_get_issuer_name(peer), d->peer_issuer, sizeof d->peer_issuer);
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, d->peer_common_name,
+                                  (int)sizeof d->peer_common_name);
+        format_sans(peer, d->peer_sans, sizeof d->peer_sans);
     }
-    tether__sized_fill(info, size, &d, sizeof d);
     return TETHER_OK;
 }

@@ -1,0 +1,131 @@
+/* Declarations shared only by the files that make up a connection: the
+ * state machine and public API (conn.c), the options (conn_opts.c), the
+ * write queue and write path (wqueue.c), the read path (conn_read.c) and
+ * liveness (liveness.c). Dialling, listeners, reconnecting clients and the
+ * blocking API need conn.h alone.
+ *
+ * What runs once per message is static inline here, so that the split
+ * into files costs no function calls on the hot paths. */
+#ifndef TETHER_CONN_CORE_H
+#define TETHER_CONN_CORE_H
+
+#include <sys/uio.h>
+
+#include "conn.h"
+
+/* Queued bytes that trigger a write inside send(). Measured with
+ * tether_bench (thr tcp, 64 B and 1 KiB): 32-48 KiB writes keep the
+ * receiver busy in parallel; 64 KiB writes ran 1 KiB messages at a third
+ * of the rate on loopback, and 16-24 KiB cost more system calls. */
+#define TETHER__FLUSH_BATCH (32u * 1024u)
+
+/* ---- conn.c: the state machine ----------------------------------------- */
+
+/* Queues deferred work for the connection's pending callback. */
+static inline void tether__conn_todo(tether_conn *c, uint16_t what)
+{
+    c->todo |= what;
+    tether__pending_queue(c->loop, &c->pend);
+}
+
+/* Sets the socket's epoll interest from the state and the flags. */
+void tether__conn_update_io(tether_conn *c);
+
+/* Fails with the transport's own detail, prefixed with what we were doing
+ * ("read", "write"). */
+void tether__conn_fail_io(tether_conn *c, int rv, const char *what);
+
+/* Starts closing: CLOSING flushes the queue (bounded by the close
+ * timeout), then shuts the transport down. */
+void tether__conn_begin_close(tether_conn *c);
+
+/* The queue is empty in CLOSING: shut the transport down (TLS
+ * close_notify, FIN), then linger or finish. */
+void tether__conn_begin_shutdown(tether_conn *c);
+
+/* ---- wqueue.c: the output queue and the write path --------------------- */
+
+/* The loop's cache of small output segments, created on first use and
+ * freed with the loop; NULL if it cannot be allocated. */
+struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop);
+
+/* Releases every queued segment, calling the zero-copy free callbacks. */
+void tether__wq_release_all(tether_conn *c);
+
+/* Appends pieces as copies: what fits goes into the tail segment, the rest
+ * into one new segment. All or nothing on allocation failure. */
+int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total);
+
+/* Writes as much of the queue as the socket takes. */
+void tether__conn_flush(tether_conn *c);
+
+/* End of a dispatch to this connection: send what the callbacks queued
+ * and fire on_drain when it is due. */
+void tether__conn_dispatch_end(tether_conn *c);
+
+/* The loop's pre-poll flush hook of a connection (c->flush). */
+void tether__conn_flush_cb(struct tether__flush *f);
+
+/* After a message was queued: write at once when a full batch is waiting,
+ * otherwise make sure the queue is flushed when the current dispatch ends
+ * (or before the loop polls, for a send from outside this connection's
+ * callbacks). */
+static inline void tether__conn_after_queue(tether_conn *c)
+{
+    if (c->queued >= TETHER__FLUSH_BATCH && c->state == TETHER__CS_READY &&
+        !(c->flags & TETHER__CF_WBLOCKED)) {
+        tether__conn_flush(c);
+        if (c->flags & TETHER__CF_DRAIN_DUE) {
+            tether__flush_queue(c->loop, &c->flush);
+        }
+    } else if (c->dispatching == 0) {
+        tether__flush_queue(c->loop, &c->flush);
+    }
+}
+
+/* ---- conn_read.c: the read path -------------------------------------- */
+
+/* The connection takes messages now: established and not paused. */
+static inline bool tether__conn_can_deliver(const tether_conn *c)
+{
+    return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
+}
+
+/* Reads what the transport has (a few rounds at most) and delivers the
+ * whole frames. */
+void tether__conn_read(tether_conn *c);
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+void tether__conn_parse_rpart(tether_conn *c);
+
+/* Reads and discards after our FIN, until the peer's FIN. */
+void tether__conn_linger_read(tether_conn *c);
+
+/* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
+
+/* Allocates c->live for a configuration with a liveness option. */
+int tether__live_new(tether_conn *c);
+
+/* The connection is established: takes the first timestamps, draws the
+ * maximum age, and arms the timer. */
+void tether__live_start(tether_conn *c);
+
+/* Arms the timer for the earliest check that could fail or ping. */
+void tether__live_arm(tether_conn *c);
+
+/* Queues our HELLO control frame (heartbeat negotiation). */
+int tether__ctrl_queue_hello(tether_conn *c);
+
+/* The queue went from empty to non-empty: the write timeout counts from
+ * here when nothing moves. */
+void tether__live_queue_started(tether_conn *c);
+
+/* After a read: notices when an incomplete frame starts, for the frame
+ * timeout. */
+void tether__live_after_read(tether_conn *c);
+
+/* Handles one complete control frame (HELLO, PING, PONG). Returns false
+ * when the connection failed. */
+bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
+
+#endif /* TETHER_CONN_CORE_H */

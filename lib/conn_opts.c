@@ -1,0 +1,191 @@
+/* Connection options: their defaults (tether_conn_opts_init), their
+ * validation, the shared configuration built from them (struct
+ * tether__conn_cfg, reference-counted, immutable once built), and the
+ * socket options they ask for. Nothing here runs per message. */
+#include "conn.h"
+#include "tls.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
+{
+    if (opts == NULL || size < sizeof(size_t)) {
+        return;
+    }
+    tether_conn_opts d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    d.framing = TETHER_FRAMING_LEN32;
+    d.max_msg = 16u * 1024u * 1024u;
+    d.send_hwm = 1024u * 1024u;
+    d.send_lwm = 0; /* 0 = a quarter of send_hwm, resolved at creation */
+    d.nodelay = true;
+    d.connect_timeout_ms = 20000;
+    d.close_timeout_ms = 10000;
+    d.attempt_delay_ms = 250;
+    d.family = TETHER_FAMILY_ANY;
+    d.heartbeat_misses = 3;
+    tether__sized_fill(opts, size, &d, sizeof d);
+}
+
+/* The liveness options: all are off at 0, none may be negative, and
+ * heartbeats need the framing that has room for control frames. */
+static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
+{
+    static const struct {
+        size_t off;
+        const char *name;
+        int max;
+    } fields[] = {
+        {offsetof(tether_conn_opts, keepalive_idle_ms), "keepalive_idle_ms", 32767000},
+        {offsetof(tether_conn_opts, keepalive_interval_ms), "keepalive_interval_ms", 32767000},
+        {offsetof(tether_conn_opts, keepalive_count), "keepalive_count", 127},
+        {offsetof(tether_conn_opts, user_timeout_ms), "user_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, heartbeat_ms), "heartbeat_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, idle_timeout_ms), "idle_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, frame_timeout_ms), "frame_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, write_timeout_ms), "write_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, max_age_ms), "max_age_ms", INT32_MAX},
+    };
+    for (size_t i = 0; i < TETHER__ARRAY_SIZE(fields); i++) {
+        int v;
+        memcpy(&v, (const char *)o + fields[i].off, sizeof v);
+        if (v < 0 || v > fields[i].max) {
+            return tether__set_error(err, TETHER_EINVAL, "%s must be between 0 and %d",
+                                     fields[i].name, fields[i].max);
+        }
+    }
+    if (o->heartbeat_misses < 1 || o->heartbeat_misses > 1000) {
+        return tether__set_error(err, TETHER_EINVAL, "heartbeat_misses must be between 1 and 1000");
+    }
+    if (o->heartbeat_ms > 0 && o->framing != TETHER_FRAMING_LEN32) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "heartbeats need the len32 framing (it reserves room for control "
+                                 "frames)");
+    }
+    return TETHER_OK;
+}
+
+int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                         tether_error *err)
+{
+    *out = NULL;
+    if (opts != NULL && opts->size < sizeof(size_t)) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "options not initialised with tether_conn_opts_init()");
+    }
+    struct tether__conn_cfg *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        return tether__set_error(err, TETHER_ENOMEM, "out of memory");
+    }
+    cfg->refs = 1;
+    tether_conn_opts_init(&cfg->o);
+    if (opts != NULL) {
+        tether__opts_merge(&cfg->o, sizeof cfg->o, opts);
+        cfg->o.size = sizeof cfg->o;
+    }
+    tether_conn_opts *o = &cfg->o;
+    int rv = TETHER_OK;
+    if (o->max_msg == 0 || o->max_msg > TETHER__MAX_MSG_LIMIT) {
+        rv = tether__set_error(err, TETHER_EINVAL, "max_msg must be between 1 and %zu bytes",
+                               (size_t)TETHER__MAX_MSG_LIMIT);
+    } else if (o->send_hwm == 0) {
+        rv = tether__set_error(err, TETHER_EINVAL, "send_hwm must be positive");
+    } else if (o->send_lwm > o->send_hwm) {
+        rv = tether__set_error(err, TETHER_EINVAL, "send_lwm (%zu) is above send_hwm (%zu)",
+                               o->send_lwm, o->send_hwm);
+    } else if (o->sndbuf < 0 || o->rcvbuf < 0) {
+        rv = tether__set_error(err, TETHER_EINVAL, "sndbuf and rcvbuf must not be negative");
+    } else if (o->family != TETHER_FAMILY_ANY && o->family != TETHER_FAMILY_V4 &&
+               o->family != TETHER_FAMILY_V6) {
+        rv = tether__set_error(err, TETHER_EINVAL, "unknown address family %d", (int)o->family);
+    } else {
+        rv = cfg_check_liveness(o, err);
+    }
+    if (rv == TETHER_OK && o->send_lwm == 0) {
+        o->send_lwm = o->send_hwm / 4;
+    }
+    if (rv == TETHER_OK) {
+        switch (o->framing) {
+        case TETHER_FRAMING_LEN32:
+            cfg->framer = tether_framer_len32();
+            cfg->fast_len32 = true;
+            break;
+        case TETHER_FRAMING_VARINT:
+            cfg->framer = tether_framer_varint();
+            break;
+        case TETHER_FRAMING_LINE: {
+            const char *d = o->line_delim != NULL ? o->line_delim : "\n";
+            if (tether__line_framer_init(&cfg->line, (const uint8_t *)d, strlen(d)) != 0) {
+                rv = tether__set_error(err, TETHER_EINVAL, "line_delim must be 1 to 8 bytes long");
+            }
+            cfg->framer = &cfg->line.base;
+            break;
+        }
+        case TETHER_FRAMING_CUSTOM:
+            if (o->framer == NULL || o->framer->decode == NULL || o->framer->encode == NULL) {
+                rv = tether__set_error(err, TETHER_EINVAL,
+                                       "TETHER_FRAMING_CUSTOM needs a framer with decode and "
+                                       "encode");
+            }
+            cfg->framer = o->framer;
+            break;
+        default:
+            rv = tether__set_error(err, TETHER_EINVAL, "unknown framing %d", (int)o->framing);
+            break;
+        }
+    }
+    o->line_delim = NULL; /* the caller's string is not kept */
+    if (rv != TETHER_OK) {
+        free(cfg);
+        return rv;
+    }
+    cfg->live = o->heartbeat_ms > 0 || o->idle_timeout_ms > 0 || o->frame_timeout_ms > 0 ||
+                o->write_timeout_ms > 0 || o->max_age_ms > 0;
+    *out = cfg;
+    return TETHER_OK;
+}
+
+void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0) {
+        tether_tls_config_unref(cfg->tls);
+        free(cfg);
+    }
+}
+void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
+{
+    int one = 1;
+    if (!is_unix && cfg->o.nodelay) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (cfg->o.sndbuf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->o.sndbuf, sizeof cfg->o.sndbuf);
+    }
+    if (cfg->o.rcvbuf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->o.rcvbuf, sizeof cfg->o.rcvbuf);
+    }
+    if (!is_unix) {
+        const tether_conn_opts *o = &cfg->o;
+        if (o->keepalive) {
+            tether__tcp_set_keepalive(fd, o->keepalive_idle_ms, o->keepalive_interval_ms,
+                                      o->keepalive_count);
+        }
+        if (o->user_timeout_ms > 0) {
+            tether__tcp_set_user_timeout(fd, o->user_timeout_ms);
+        }
+    }
+}
+
+int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_error *err)
+{
+    tether_tls_config *t = NULL;
+    int rv = tether__tls_config_select(&t, cfg->o.tls, server, err);
+    if (rv == TETHER_OK) {
+        cfg->tls = t;
+    }
+    return rv;
+}

@@ -1,0 +1,442 @@
+/* The read path of a connection: reading from the transport, splitting
+ * the input into frames (the inlined len32 parser, or the configured
+ * framer), telling control frames from messages, delivering messages,
+ * keeping and growing the buffer of an incomplete frame, the peer's EOF,
+ * and the discarding read of a connection that lingers after close.
+ *
+ * Every connection reads into the loop's shared buffer and frames are
+ * delivered straight from it; only the incomplete tail of a read is copied
+ * into a per-connection buffer (rpart). Idle connections therefore hold no
+ * input buffer at all. A large frame whose length is known gets a buffer
+ * of exactly its size, and the rest of it is read directly into place. */
+#include "conn_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_ROUNDS 4 /* reads per readiness event, for fairness */
+
+/* The read buffer shared by all connections of a loop: per-loop state
+ * registered with the loop on the first read, freed with the loop. The
+ * buffer comes first, so that it keeps malloc's alignment. */
+#define TETHER__RBUF_SIZE (128u * 1024u)
+
+struct read_buf {
+    uint8_t data[TETHER__RBUF_SIZE];
+    struct tether__loop_ext ext;
+};
+
+static const char read_buf_key; /* its address identifies the buffer */
+
+static void read_buf_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    (void)loop;
+    free(tether__container_of(ext, struct read_buf, ext));
+}
+
+__attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_loop *loop)
+{
+    struct read_buf *b = malloc(sizeof *b);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->ext.key = &read_buf_key;
+    b->ext.cleanup = read_buf_cleanup;
+    tether__loop_ext_add(loop, &b->ext);
+    return b->data;
+}
+
+/* The loop's read buffer (NULL on allocation failure). */
+static inline uint8_t *read_buf_get(tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &read_buf_key);
+    if (TETHER__LIKELY(e != NULL)) {
+        return tether__container_of(e, struct read_buf, ext)->data;
+    }
+    return read_buf_new(loop);
+}
+
+static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
+{
+    if (rv == TETHER_EMSGSIZE) {
+        if (c->cfg->o.framing == TETHER_FRAMING_LINE) {
+            tether__conn_fail(c, rv, "peer sent a line longer than the limit of %zu bytes",
+                              c->cfg->o.max_msg);
+        } else {
+            tether__conn_fail(c, rv, "peer announced a %zu-byte message; the limit is %zu",
+                              f->payload_len, c->cfg->o.max_msg);
+        }
+    } else {
+        tether__conn_fail(c, rv, "framing error (%s): %s", c->cfg->framer->name,
+                          detail != NULL ? detail : "malformed frame");
+    }
+}
+
+static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
+{
+    tether_msg_cb cb = c->cfg->o.on_message;
+    c->msgs_in++;
+    if (cb != NULL) {
+        cb(c, p, len, c->userdata);
+    }
+}
+
+/* The total size of the control frame starting at hdr (4 bytes available),
+ * or 0 when the peer may not send it now. A peer that never sent HELLO
+ * gets exactly the framing error it got before control frames existed. */
+static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
+{
+    if (hdr[0] != TETHER__CTRL_MARK) {
+        return 0;
+    }
+    switch (hdr[1]) {
+    case TETHER__CTRL_HELLO:
+        if (c->flags & TETHER__CF_PEER_HELLO) {
+            return 0;
+        }
+        break;
+    case TETHER__CTRL_PING:
+    case TETHER__CTRL_PONG:
+        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
+            return 0;
+        }
+        break;
+    default:
+        return 0;
+    }
+    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
+}
+
+/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
+ * *known is set to the total size of the incomplete frame that follows when
+ * its header is complete (0 when unknown). Stops early when the connection
+ * stops accepting messages (paused, closing) or fails. */
+static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    size_t off = 0;
+    *known = 0;
+    if (c->cfg->fast_len32) {
+        size_t max = c->cfg->o.max_msg;
+        while (tether__conn_can_deliver(c)) {
+            size_t avail = len - off;
+            if (avail < 4) {
+                break;
+            }
+            size_t plen = tether__get_be32(buf + off);
+            if (TETHER__UNLIKELY(plen > max)) {
+                /* An impossible length: a control frame, if the peer may
+                 * send one, else a framing error. */
+                size_t clen = ctrl_frame_len(c, buf + off);
+                if (clen == 0) {
+                    tether_frame f = {.hdr_len = 4, .payload_len = plen};
+                    conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+                    return off;
+                }
+                if (avail < clen) {
+                    *known = clen;
+                    break;
+                }
+                if (!tether__ctrl_on_frame(c, buf + off, clen)) {
+                    return off;
+                }
+                off += clen;
+                continue;
+            }
+            if (avail - 4 < plen) {
+                *known = 4 + plen;
+                break;
+            }
+            conn_deliver(c, buf + off + 4, plen);
+            off += 4 + plen;
+        }
+        return off;
+    }
+    const tether_framer *fr = c->cfg->framer;
+    while (tether__conn_can_deliver(c)) {
+        tether_frame f = {0, 0, 0, 0};
+        const char *detail = NULL;
+        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, &c->rscan, &f, &detail);
+        if (rv == TETHER_EAGAIN) {
+            break;
+        }
+        if (rv != TETHER_OK) {
+            conn_protocol_error(c, rv, &f, detail);
+            return off;
+        }
+        if (f.payload_len > c->cfg->o.max_msg) {
+            conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+            return off;
+        }
+        size_t total = f.hdr_len + f.payload_len + f.trailer_len;
+        if (len - off < total) {
+            *known = total;
+            break;
+        }
+        c->rscan = 0;
+        if (f.control == 0) {
+            conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
+        }
+        off += total;
+    }
+    return off;
+}
+
+/* Keeps the unconsumed tail of a read for later. known is the full size of
+ * the incomplete frame when its header has arrived. */
+static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+{
+    if (n == 0) {
+        return TETHER_OK;
+    }
+    size_t cap;
+    if (known > n && known > TETHER__RBUF_SIZE / 2) {
+        cap = known; /* a large frame: read the rest straight into place */
+    } else {
+        cap = TETHER__MAX(n, (size_t)256);
+    }
+    uint8_t *b = malloc(cap);
+    if (b == NULL) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
+        return TETHER_ENOMEM;
+    }
+    memcpy(b, p, n);
+    c->rpart = b;
+    c->rlen = n;
+    c->rcap = cap;
+    return TETHER_OK;
+}
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+void tether__conn_parse_rpart(tether_conn *c)
+{
+    size_t known;
+    size_t used = conn_parse(c, c->rpart, c->rlen, &known);
+    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
+        return;
+    }
+    if (used == c->rlen) {
+        free(c->rpart);
+        c->rpart = NULL;
+        c->rlen = c->rcap = 0;
+        return;
+    }
+    if (used > 0) {
+        memmove(c->rpart, c->rpart + used, c->rlen - used);
+        c->rlen -= used;
+    }
+    if (known > c->rcap) {
+        /* The frame in front is larger than the buffer: give it its size. */
+        uint8_t *b = realloc(c->rpart, known);
+        if (b == NULL) {
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
+            return;
+        }
+        c->rpart = b;
+        c->rcap = known;
+    }
+}
+
+static void conn_on_eof(tether_conn *c)
+{
+    if (c->rlen > 0) {
+        size_t known = 0;
+        if (c->cfg->fast_len32 && c->rlen >= 4) {
+            known = ctrl_frame_len(c, c->rpart);
+            if (known == 0) {
+                known = 4 + (size_t)tether__get_be32(c->rpart);
+            }
+        }
+        if (known > 0) {
+            tether__conn_fail(c, TETHER_ETRUNCATED,
+                              "peer closed the connection after %zu of %zu bytes of a message",
+                              c->rlen, known);
+        } else {
+            tether__conn_fail(c, TETHER_ETRUNCATED,
+                              "peer closed the connection inside a message (%zu bytes pending)",
+                              c->rlen);
+        }
+        return;
+    }
+    c->flags |= TETHER__CF_EOF;
+    if (c->queued == 0) {
+        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
+        return;
+    }
+    /* Half-close: the peer is done sending but may still read our replies. */
+    c->reason = TETHER_EOF;
+    tether__conn_set_err(c, "connection closed by peer");
+    tether__conn_begin_close(c);
+}
+
+static void conn_read_rounds(tether_conn *c);
+
+void tether__conn_read(tether_conn *c)
+{
+    conn_read_rounds(c);
+    if (c->live != NULL) {
+        tether__live_after_read(c);
+    }
+}
+
+static void conn_read_rounds(tether_conn *c)
+{
+    uint8_t *lb = read_buf_get(c->loop);
+    if (lb == NULL) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
+        return;
+    }
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        if (!tether__conn_can_deliver(c)) {
+            return;
+        }
+        struct iovec iov[2];
+        int iovcnt;
+        size_t pre = 0; /* bytes of rpart copied to the front of lb */
+        bool direct = false;
+        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
+            /* Large frame: fill it in place; whatever follows lands in lb. */
+            iov[0].iov_base = c->rpart + c->rlen;
+            iov[0].iov_len = c->rcap - c->rlen;
+            iov[1].iov_base = lb;
+            iov[1].iov_len = TETHER__RBUF_SIZE;
+            iovcnt = 2;
+            direct = true;
+        } else {
+            if (c->rlen > 0) {
+                if (c->rlen > TETHER__RBUF_SIZE / 2) {
+                    /* A long line still without its delimiter: grow rpart. */
+                    size_t cap = c->rcap * 2;
+                    size_t limit =
+                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
+                    if (cap > limit) {
+                        cap = TETHER__MAX(limit, c->rlen + 1);
+                    }
+                    if (cap <= c->rcap) {
+                        tether__conn_fail(c, TETHER_EMSGSIZE,
+                                          "peer sent a message longer than the limit of %zu bytes",
+                                          c->cfg->o.max_msg);
+                        return;
+                    }
+                    {
+                        uint8_t *b = realloc(c->rpart, cap);
+                        if (b == NULL) {
+                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
+                            return;
+                        }
+                        c->rpart = b;
+                        c->rcap = cap;
+                    }
+                    iov[0].iov_base = c->rpart + c->rlen;
+                    iov[0].iov_len = c->rcap - c->rlen;
+                    iovcnt = 1;
+                    direct = true;
+                    goto do_read;
+                }
+                memcpy(lb, c->rpart, c->rlen);
+                pre = c->rlen;
+            }
+            iov[0].iov_base = lb + pre;
+            iov[0].iov_len = TETHER__RBUF_SIZE - pre;
+            iovcnt = 1;
+        }
+do_read:;
+        size_t n = 0;
+        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
+        if (rv == TETHER_EAGAIN) {
+            return;
+        }
+        if (rv != TETHER_OK) {
+            tether__conn_fail_io(c, rv, "read");
+            return;
+        }
+        if (n == 0) {
+            conn_on_eof(c);
+            return;
+        }
+        c->bytes_in += n;
+        if (c->live != NULL) {
+            c->live->last_rx = tether__loop_time(c->loop);
+        }
+        size_t known;
+        if (direct) {
+            size_t in_place = TETHER__MIN(n, iov[0].iov_len);
+            c->rlen += in_place;
+            tether__conn_parse_rpart(c);
+            if (c->state == TETHER__CS_DEAD) {
+                return;
+            }
+            size_t extra = n - in_place;
+            if (extra == 0) {
+                if (n < iov[0].iov_len) {
+                    return; /* the socket is drained */
+                }
+                continue;
+            }
+            if (c->rlen > 0) {
+                /* rpart still holds something (an unfinished frame, or
+                 * frames held back by a pause): the extra bytes belong
+                 * behind it. They may complete that frame and carry more,
+                 * so parse again unless delivery is off. */
+                if (c->rcap - c->rlen < extra) {
+                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
+                    if (b == NULL) {
+                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
+                        return;
+                    }
+                    c->rpart = b;
+                    c->rcap = c->rlen + extra;
+                }
+                memcpy(c->rpart + c->rlen, lb, extra);
+                c->rlen += extra;
+                if (tether__conn_can_deliver(c)) {
+                    tether__conn_parse_rpart(c);
+                }
+                return;
+            }
+            size_t used = conn_parse(c, lb, extra, &known);
+            if (c->state == TETHER__CS_DEAD) {
+                return;
+            }
+            if (conn_keep(c, lb + used, extra - used, known) != 0) {
+                return;
+            }
+            if (extra < TETHER__RBUF_SIZE) {
+                return;
+            }
+            continue;
+        }
+        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
+        free(c->rpart);
+        c->rpart = NULL;
+        c->rlen = c->rcap = 0;
+        size_t avail = pre + n;
+        size_t used = conn_parse(c, lb, avail, &known);
+        if (c->state == TETHER__CS_DEAD) {
+            return;
+        }
+        if (conn_keep(c, lb + used, avail - used, known) != 0) {
+            return;
+        }
+        if (n < iov[0].iov_len) {
+            return; /* the socket is drained: no need to try again */
+        }
+    }
+}
+
+/* Reads and discards after our FIN, until the peer's FIN. */
+void tether__conn_linger_read(tether_conn *c)
+{
+    uint8_t *lb = read_buf_get(c->loop);
+    for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
+        struct iovec iov = {lb, TETHER__RBUF_SIZE};
+        size_t n = 0;
+        int rv = c->tr->ops->readv(c->tr, &iov, 1, &n);
+        if (rv == TETHER_EAGAIN) {
+            return;
+        }
+        if (rv != TETHER_OK || n == 0) {
+            tether__conn_end(c, TETHER_OK);
+            return;
+        }
+    }
+}

@@ -1,0 +1,487 @@
+/* The output queue of a connection and the write path: segments (copies
+ * of small messages, references to zero-copy buffers), the per-loop cache
+ * of small segments, send(), and flushing the queue to the transport.
+ *
+ * send() appends to a chain of segments; small messages share a segment,
+ * large ones are written straight from the caller's memory when the queue
+ * is empty. The queue is flushed with one writev when the dispatch that
+ * sent it ends (or before the loop polls, for sends made outside a
+ * dispatch of this connection), so a burst of sends costs one system
+ * call. */
+#include "conn_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Output tuning. */
+#define SEG_FIRST_ALLOC 1024u    /* first copy segment: small replies */
+#define SEG_ALLOC (64u * 1024u)  /* later copy segments */
+#define DIRECT_MIN (16u * 1024u) /* messages written straight from the caller */
+#define IOV_BATCH 64
+
+/* ---- output queue ------------------------------------------------------ */
+
+/* Small segments are recycled through a per-loop free list: a reply of a
+ * few bytes would otherwise cost a malloc and a free per message, and
+ * keeping one per connection would cost idle connections memory. */
+#define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
+#define SEG_CACHE_MAX 64u
+
+/* The cache is per-loop state registered with the loop, created with the
+ * loop's first connection and freed with the loop. Each connection keeps
+ * a pointer to it (c->segs), so that the per-message paths need no
+ * lookup. */
+struct tether__seg_cache {
+    struct tether__loop_ext ext;
+    struct tether__wseg *head;
+    unsigned n;
+};
+
+static const char seg_cache_key; /* its address identifies the cache */
+
+static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    (void)loop;
+    struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
+    struct tether__wseg *s = sc->head;
+    while (s != NULL) {
+        struct tether__wseg *next = s->next;
+        free(s);
+        s = next;
+    }
+    free(sc);
+}
+
+struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &seg_cache_key);
+    if (e != NULL) {
+        return tether__container_of(e, struct tether__seg_cache, ext);
+    }
+    struct tether__seg_cache *sc = calloc(1, sizeof *sc);
+    if (sc != NULL) {
+        sc->ext.key = &seg_cache_key;
+        sc->ext.cleanup = seg_cache_cleanup;
+        tether__loop_ext_add(loop, &sc->ext);
+    }
+    return sc;
+}
+
+static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)
+{
+    if (s->cap == SEG_SMALL_CAP && sc != NULL && sc->n < SEG_CACHE_MAX) {
+        s->next = sc->head;
+        sc->head = s;
+        sc->n++;
+        return;
+    }
+    free(s);
+}
+
+void tether__wq_release_all(tether_conn *c)
+{
+    struct tether__wseg *s = c->wq_head;
+    c->wq_head = c->wq_tail = NULL;
+    c->queued = 0;
+    while (s != NULL) {
+        struct tether__wseg *next = s->next;
+        if (s->free_cb != NULL) {
+            s->free_cb(s->free_data, s->free_ud);
+        }
+        seg_release(c->segs, s);
+        s = next;
+    }
+}
+
+static void wq_link(tether_conn *c, struct tether__wseg *s)
+{
+    s->next = NULL;
+    if (c->wq_tail != NULL) {
+        c->wq_tail->next = s;
+    } else {
+        c->wq_head = s;
+        if (c->live != NULL) {
+            /* The write timeout counts from here when nothing moves. */
+            tether__live_queue_started(c);
+        }
+    }
+    c->wq_tail = s;
+}
+
+static size_t wseg_room(const struct tether__wseg *s)
+{
+    return s->cap - (size_t)(s->ptr - s->data) - s->len;
+}
+
+/* Room at the end of the tail segment, if it is a copy segment. */
+static size_t wq_tail_room(const tether_conn *c)
+{
+    const struct tether__wseg *t = c->wq_tail;
+    return t != NULL && t->cap != 0 ? wseg_room(t) : 0;
+}
+
+static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
+{
+    size_t cap;
+    struct tether__wseg *s = NULL;
+    if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
+        cap = SEG_SMALL_CAP;
+        struct tether__seg_cache *sc = c->segs;
+        if (sc != NULL && sc->head != NULL) {
+            s = sc->head;
+            sc->head = s->next;
+            sc->n--;
+        }
+    } else if (need <= SEG_ALLOC - sizeof(struct tether__wseg)) {
+        cap = SEG_ALLOC - sizeof(struct tether__wseg);
+    } else {
+        cap = need;
+    }
+    if (s == NULL) {
+        s = malloc(sizeof *s + cap);
+        if (s == NULL) {
+            return NULL;
+        }
+    }
+    s->ptr = s->data;
+    s->len = 0;
+    s->cap = cap;
+    s->free_cb = NULL;
+    s->free_data = NULL;
+    s->free_ud = NULL;
+    wq_link(c, s);
+    return s;
+}
+
+/* Appends pieces as copies: what fits goes into the tail segment, the rest
+ * into one new segment. All or nothing on allocation failure. */
+int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
+{
+    struct tether__wseg *tail = c->wq_tail;
+    size_t room = wq_tail_room(c);
+    struct tether__wseg *fresh = NULL;
+    if (room < total) {
+        fresh = wq_new_copy(c, total - room);
+        if (fresh == NULL) {
+            return TETHER_ENOMEM;
+        }
+    }
+    struct tether__wseg *s = room > 0 ? tail : fresh;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t r = wseg_room(s);
+            if (r == 0) {
+                s = fresh;
+                r = wseg_room(s);
+            }
+            size_t k = left < r ? left : r;
+            memcpy((uint8_t *)s->ptr + s->len, p, k);
+            s->len += k;
+            p += k;
+            left -= k;
+        }
+    }
+    c->queued += total;
+    return TETHER_OK;
+}
+
+static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
+                         void *fdata, void *fud)
+{
+    struct tether__wseg *s = malloc(sizeof *s);
+    if (s == NULL) {
+        return TETHER_ENOMEM;
+    }
+    s->ptr = data;
+    s->len = len;
+    s->cap = 0;
+    s->free_cb = fcb;
+    s->free_data = fdata;
+    s->free_ud = fud;
+    wq_link(c, s);
+    c->queued += len;
+    return TETHER_OK;
+}
+
+/* Drops n written bytes from the head of the queue, including empty
+ * segments (zero-copy buffers already sent, waiting to be released). */
+static void wq_consume(tether_conn *c, size_t n)
+{
+    c->queued -= n;
+    while (c->wq_head != NULL && c->wq_head->len <= n) {
+        struct tether__wseg *s = c->wq_head;
+        n -= s->len;
+        c->wq_head = s->next;
+        if (c->wq_head == NULL) {
+            c->wq_tail = NULL;
+        }
+        if (s->free_cb != NULL) {
+            /* Releasing a zero-copy buffer calls into the application. This
+             * runs from loop dispatch, or inside send() only for buffers of
+             * earlier messages, whose bytes are with the kernel by now. */
+            s->free_cb(s->free_data, s->free_ud);
+        }
+        seg_release(c->segs, s);
+    }
+    if (n > 0) {
+        c->wq_head->ptr += n;
+        c->wq_head->len -= n;
+    }
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+void tether__conn_flush(tether_conn *c)
+{
+    if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
+        return;
+    }
+    bool progress = false;
+    while (c->wq_head != NULL) {
+        if (c->wq_head->len == 0) {
+            wq_consume(c, 0);
+            continue;
+        }
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        size_t total = 0;
+        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH; s = s->next) {
+            iov[n].iov_base = (void *)s->ptr;
+            iov[n].iov_len = s->len;
+            total += s->len;
+            n++;
+        }
+        size_t w = 0;
+        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
+        if (rv == TETHER_EAGAIN) {
+            c->flags |= TETHER__CF_WBLOCKED;
+            break;
+        }
+        if (rv != TETHER_OK) {
+            tether__conn_fail_io(c, rv, "write");
+            return;
+        }
+        wq_consume(c, w);
+        c->bytes_out += w;
+        progress = true;
+        if (w < total) {
+            /* A short write means the socket buffer is full: asking again
+             * would only return EAGAIN. */
+            c->flags |= TETHER__CF_WBLOCKED;
+            break;
+        }
+    }
+    if (progress && c->live != NULL) {
+        c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
+    }
+    if (progress && c->wnotify != NULL) {
+        c->wnotify(c);
+    }
+    if (c->wq_head == NULL) {
+        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+    }
+    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
+        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
+        c->flags |= TETHER__CF_DRAIN_DUE;
+    }
+    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
+        tether__conn_begin_shutdown(c);
+        return;
+    }
+    tether__conn_update_io(c);
+}
+
+/* Fires on_drain if due; only called from loop dispatch. */
+static void conn_fire_drain(tether_conn *c)
+{
+    if ((c->flags & TETHER__CF_DRAIN_DUE) && c->state == TETHER__CS_READY) {
+        c->flags &= (uint16_t)~TETHER__CF_DRAIN_DUE;
+        if (c->cfg->o.on_drain != NULL) {
+            c->cfg->o.on_drain(c, c->userdata);
+        }
+    }
+}
+
+/* End of a dispatch to this connection: send what the callbacks queued. */
+void tether__conn_dispatch_end(tether_conn *c)
+{
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        tether__conn_flush(c);
+    }
+    conn_fire_drain(c);
+    /* on_drain may have queued more. */
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        tether__conn_flush(c);
+    }
+}
+
+void tether__conn_flush_cb(struct tether__flush *f)
+{
+    tether_conn *c = tether__container_of(f, tether_conn, flush);
+    tether__conn_dispatch_end(c);
+}
+
+static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
+                          tether_free_cb fcb, void *fud)
+{
+    if (c == NULL || (data == NULL && len > 0)) {
+        return TETHER_EINVAL;
+    }
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
+        return TETHER_ECLOSED;
+    }
+    const struct tether__conn_cfg *cfg = c->cfg;
+    if (len > cfg->o.max_msg) {
+        return TETHER_EMSGSIZE;
+    }
+    if (c->queued >= cfg->o.send_hwm) {
+        c->flags |= TETHER__CF_WANT_DRAIN;
+        return TETHER_EAGAIN;
+    }
+    if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
+        /* The common case: a small message in the default framing that fits
+         * the tail segment (or starts an empty queue: a reply in a
+         * request/response exchange). One header store and one copy, no
+         * iovecs. */
+        struct tether__wseg *t = c->wq_tail;
+        if (t == NULL) {
+            t = wq_new_copy(c, 4 + len);
+            if (t == NULL) {
+                return TETHER_ENOMEM;
+            }
+        }
+        if (wq_tail_room(c) >= 4 + len) {
+            uint8_t *p = (uint8_t *)t->ptr + t->len;
+            tether__put_be32(p, (uint32_t)len);
+            if (len > 0) {
+                memcpy(p + 4, data, len);
+            }
+            t->len += 4 + len;
+            c->queued += 4 + len;
+            c->msgs_out++;
+            tether__conn_after_queue(c);
+            return TETHER_OK;
+        }
+    }
+    uint8_t hdr[TETHER_FRAME_HDR_MAX];
+    uint8_t trl[TETHER_FRAME_TRAILER_MAX];
+    size_t hl = 4;
+    size_t tl = 0;
+    if (cfg->fast_len32) {
+        tether__put_be32(hdr, (uint32_t)len);
+    } else {
+        int rv = cfg->framer->encode(cfg->framer, data, len, hdr, &hl, trl, &tl);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    size_t total = hl + len + tl;
+    bool can_write = c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED);
+
+    if (len >= DIRECT_MIN && can_write && c->wq_head == NULL) {
+        /* A large message with nothing ahead of it: write it from the
+         * caller's memory and queue only what the socket did not take. */
+        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
+        size_t w = 0;
+        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
+        c->msgs_out++;
+        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+            /* The connection is broken: report it from the loop, as the
+             * callback contract asks, and keep the caller's buffer. */
+            tether__conn_fail_io(c, rv, "write");
+            return TETHER_OK;
+        }
+        c->bytes_out += w;
+        if (w > 0 && c->live != NULL) {
+            c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
+        }
+        if (w == total) {
+            if (zc && fcb != NULL) {
+                /* Sent already; the buffer is released from the loop. */
+                int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+                if (r2 != TETHER_OK) {
+                    return r2;
+                }
+                tether__flush_queue(c->loop, &c->flush);
+            }
+            return TETHER_OK;
+        }
+        c->flags |= TETHER__CF_WBLOCKED;
+        /* Queue the rest: header remainder, payload remainder, trailer. */
+        int r3 = TETHER_OK;
+        size_t skip = w;
+        if (skip < hl) {
+            struct iovec h = {hdr + skip, hl - skip};
+            r3 = tether__wq_append_copy(c, &h, 1, hl - skip);
+            skip = 0;
+        } else {
+            skip -= hl;
+        }
+        if (r3 == TETHER_OK && skip < len) {
+            if (zc) {
+                r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+            } else {
+                struct iovec p = {(void *)(data + skip), len - skip};
+                r3 = tether__wq_append_copy(c, &p, 1, len - skip);
+            }
+            skip = 0;
+        } else if (skip >= len) {
+            skip -= len;
+            if (zc && fcb != NULL && r3 == TETHER_OK) {
+                r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            }
+        }
+        if (r3 == TETHER_OK && tl > skip) {
+            struct iovec t = {trl + skip, tl - skip};
+            r3 = tether__wq_append_copy(c, &t, 1, tl - skip);
+        }
+        if (r3 != TETHER_OK) {
+            /* Part of the frame is on the wire: the stream cannot be kept
+             * consistent without the rest. */
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+            return TETHER_OK;
+        }
+        tether__conn_update_io(c);
+        return TETHER_OK;
+    }
+
+    int rv;
+    if (zc) {
+        struct iovec h = {hdr, hl};
+        rv = tether__wq_append_copy(c, &h, 1, hl);
+        if (rv == TETHER_OK) {
+            rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
+        }
+        if (rv == TETHER_OK && tl > 0) {
+            struct iovec t = {trl, tl};
+            rv = tether__wq_append_copy(c, &t, 1, tl);
+        }
+        if (rv != TETHER_OK) {
+            /* A header without its payload would corrupt the stream. */
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+            return TETHER_OK;
+        }
+    } else {
+        struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
+        rv = tether__wq_append_copy(c, iov, tl > 0 ? 3 : 2, total);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    c->msgs_out++;
+    tether__conn_after_queue(c);
+    return TETHER_OK;
+}
+
+int tether_conn_send(tether_conn *c, const void *data, size_t len)
+{
+    return conn_send_impl(c, data, len, false, NULL, NULL);
+}
+
+int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
+                        void *free_ud)
+{
+    return conn_send_impl(c, data, len, true, free_cb, free_ud);
+}
