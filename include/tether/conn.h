@@ -276,7 +276,9 @@ typedef enum tether_family {
  */
 typedef struct tether_conn_opts {
     size_t size;                  /**< Set by tether_conn_opts_init(); do not change. */
-    void *userdata;               /**< Passed to every callback; see tether_conn_set_userdata(). */
+    void *userdata;               /**< Passed to every callback of the connection; see
+                                       tether_conn_set_userdata() and, for accepted
+                                       connections, tether_listen_opts::userdata. */
     tether_connect_cb on_connect; /**< Dial outcome (dialled connections only); may be NULL. */
     tether_msg_cb on_message;     /**< Whole messages; may be NULL to discard them. */
     tether_drain_cb on_drain;     /**< Send queue drained below the low-water mark; may be NULL. */
@@ -377,7 +379,16 @@ TETHER_API void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
 typedef struct tether_listen_opts {
     size_t size;                       /**< Set by tether_listen_opts_init(); do not change. */
     tether_accept_cb on_accept;        /**< Called for every accepted connection; may be NULL. */
-    void *userdata;                    /**< Passed to `on_accept`. */
+    /** The listener's own user data, passed to `on_accept` and `on_error`.
+     *
+     *  Two pointers are in play on a server, and they differ: this one
+     *  belongs to the listener, while each accepted connection starts
+     *  with `conn_opts->userdata` (tether_conn_opts::userdata, the same
+     *  value for every connection of this listener), which its
+     *  `on_message`, `on_drain` and `on_close` receive. To give each
+     *  connection its own state, call tether_conn_set_userdata() in
+     *  `on_accept`, before any other callback of that connection runs. */
+    void *userdata;
     const tether_conn_opts *conn_opts; /**< Options for accepted connections (copied);
                                             NULL for defaults. `on_connect` is not used. */
     int backlog;    /**< listen() backlog; default 1024 (capped by the system). */

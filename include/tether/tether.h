@@ -51,22 +51,4 @@
  * runs on the loop's thread, like every callback of the dial.
  */
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-/**
- * @ingroup version
- * @brief The library's version at run time, e.g. "0.1.0".
- *
- * Compare with #TETHER_VERSION_STRING to detect a header/library mismatch.
- * Thread-safe.
- * @return A static string.
- */
-TETHER_API const char *tether_version(void);
-
-#ifdef __cplusplus
-}
-#endif
-
 #endif /* TETHER_TETHER_H */

@@ -25,6 +25,8 @@
 #ifndef TETHER_VERSION_H
 #define TETHER_VERSION_H
 
+#include <tether/export.h>
+
 /** @brief Major version: changes break the API or ABI. */
 #define TETHER_VERSION_MAJOR 0
 /** @brief Minor version: new features, backwards compatible. */
@@ -36,6 +38,23 @@
 /** @brief The version as one comparable number: major * 10000 + minor * 100 + patch. */
 #define TETHER_VERSION_NUMBER                                                                      \
     (TETHER_VERSION_MAJOR * 10000 + TETHER_VERSION_MINOR * 100 + TETHER_VERSION_PATCH)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * @brief The library's version at run time, e.g. "0.1.0".
+ *
+ * Compare with #TETHER_VERSION_STRING to detect a header/library mismatch.
+ * Thread-safe.
+ * @return A static string.
+ */
+TETHER_API const char *tether_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* TETHER_VERSION_H */
 /** @} */

@@ -82,6 +82,19 @@ printf '   %s, %s public symbols\n' "$soname" \
 warn=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 read -r -a cflags <<<"$(pkg-config --cflags tether)"
 
+step "each public header compiles on its own"
+# A declaration that lives in another header than the one that documents it
+# (tether_version() once did) fails here as an implicit declaration.
+for h in "$prefix"/include/tether/*.h; do
+    printf '#include <tether/%s>\nint main(void) { return 0; }\n' "${h##*/}" >"$tmp/hdr.c"
+    "$cc" "${warn[@]}" "${cflags[@]}" -fsyntax-only "$tmp/hdr.c" || fail "tether/${h##*/} does not compile alone"
+done
+printf '#include <tether/version.h>\n#include <tether/framing.h>\nint main(void) { return tether_version() == 0 || tether_framer_line() == 0; }\n' >"$tmp/alone.c"
+"$cc" "${warn[@]}" "${extra_flags[@]}" "${cflags[@]}" "$tmp/alone.c" -o "$tmp/alone" \
+    "-L$libdir" -ltether "-Wl,-rpath,$libdir" ||
+    fail "tether_version() / tether_framer_line() are not declared in version.h / framing.h"
+"$tmp/alone" || fail "tether_version() or tether_framer_line() returned NULL"
+
 step "(a) pkg-config, shared"
 read -r -a libs <<<"$(pkg-config --libs tether)"
 "$cc" "${warn[@]}" "${extra_flags[@]}" "${cflags[@]}" "$src/tests/install/consumer.c" \
