@@ -48,6 +48,45 @@
  * `on_message` callback delivers whole messages, in order, however TCP cut
  * the stream. The framing (see the framing group) is chosen per connection.
  *
+ * **Backpressure.** Every connection has a send queue: the bytes accepted
+ * by tether_conn_send() and not yet written to the socket, framing included
+ * (tether_conn_queued()). The rule, in one sentence: tether_conn_send()
+ * returns #TETHER_EAGAIN, and queues nothing, when the bytes already queued
+ * have reached tether_conn_opts::send_hwm at the moment of the call;
+ * otherwise it queues the whole message, even one that takes the queue past
+ * `send_hwm` (so the queue may exceed the mark by up to one message, and a
+ * message larger than `send_hwm` is accepted whenever the queue is below
+ * it). After a #TETHER_EAGAIN, `on_drain` runs once, when the queue has
+ * fallen to tether_conn_opts::send_lwm; a send from there always finds
+ * room. Nothing is dropped: a refused message is the caller's to keep.
+ *
+ * A relay that forwards what one connection receives to another holds the
+ * one refused message and stops reading until `on_drain`:
+ * @code
+ * struct relay { tether_conn *in, *out; uint8_t *held; size_t held_len; };
+ *
+ * static void in_on_message(tether_conn *in, const uint8_t *data, size_t len, void *ud)
+ * {
+ *     struct relay *r = ud;
+ *     if (tether_conn_send(r->out, data, len) == TETHER_EAGAIN) {
+ *         r->held = malloc(len);              // data is borrowed: copy it
+ *         memcpy(r->held, data, len);
+ *         r->held_len = len;
+ *         tether_conn_pause(in);              // no more messages until on_drain
+ *     }
+ * }
+ *
+ * static void out_on_drain(tether_conn *out, void *ud)  // the queue is at send_lwm
+ * {
+ *     struct relay *r = ud;
+ *     if (r->held != NULL && tether_conn_send(out, r->held, r->held_len) == TETHER_OK) {
+ *         free(r->held);
+ *         r->held = NULL;
+ *         tether_conn_resume(r->in);          // order kept: the held one went first
+ *     }
+ * }
+ * @endcode
+ *
  * **Lifecycle and callbacks.** A connection from tether_conn_dial() reports
  * its outcome once through `on_connect`. Every connection handle, dialled or
  * accepted, ends with exactly one `on_close` call that carries the reason;
@@ -187,6 +226,10 @@ typedef void (*tether_msg_cb)(tether_conn *c, const uint8_t *data, size_t len, v
 /**
  * @brief Fires when the send queue falls to the low-water mark after
  *        tether_conn_send() returned #TETHER_EAGAIN.
+ *
+ * Once per refusal: the next tether_conn_send() finds room (the queue is
+ * at tether_conn_opts::send_lwm, below `send_hwm`). See "Backpressure" in
+ * the connection group for an example.
  * @param[in] c  The connection.
  * @param[in] ud The connection's user data.
  */
@@ -289,8 +332,10 @@ typedef struct tether_conn_opts {
                                       connection that uses it. */
     size_t max_msg;              /**< Largest message accepted or sent; default 16 MiB
                                       (for lines: the longest line). At most 1 GiB. */
-    size_t send_hwm;             /**< High-water mark on queued bytes: above it
-                                      tether_conn_send() returns #TETHER_EAGAIN. Default 1 MiB. */
+    size_t send_hwm;             /**< High-water mark on queued bytes: once the
+                                      queue has reached it, tether_conn_send() returns
+                                      #TETHER_EAGAIN; below it a message is queued whole.
+                                      Default 1 MiB. See "Backpressure" in the group. */
     size_t send_lwm;             /**< Low-water mark: `on_drain` fires when the queue
                                       falls to it. Default a quarter of send_hwm. */
     bool nodelay;                /**< TCP_NODELAY (disable Nagle); default true. */
@@ -377,8 +422,8 @@ TETHER_API void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
  * Initialise with tether_listen_opts_init().
  */
 typedef struct tether_listen_opts {
-    size_t size;                       /**< Set by tether_listen_opts_init(); do not change. */
-    tether_accept_cb on_accept;        /**< Called for every accepted connection; may be NULL. */
+    size_t size;                /**< Set by tether_listen_opts_init(); do not change. */
+    tether_accept_cb on_accept; /**< Called for every accepted connection; may be NULL. */
     /** The listener's own user data, passed to `on_accept` and `on_error`.
      *
      *  Two pointers are in play on a server, and they differ: this one
@@ -454,8 +499,10 @@ TETHER_API int tether_conn_dial(tether_conn **out, tether_loop *loop, const char
  * @param[in] len  Its length.
  * @retval TETHER_OK       Queued; it will be sent unless the connection fails
  *                         or is aborted (`on_close` then says why).
- * @retval TETHER_EAGAIN   The queue is above the high-water mark; nothing was
- *                         queued. Wait for `on_drain`.
+ * @retval TETHER_EAGAIN   The bytes already queued have reached
+ *                         tether_conn_opts::send_hwm; nothing was queued.
+ *                         Keep the message and send it again from `on_drain`
+ *                         (see "Backpressure" in the group description).
  * @retval TETHER_EMSGSIZE @p len is above tether_conn_opts::max_msg.
  * @retval TETHER_EINVAL   NULL arguments, or the framing cannot carry the
  *                         message (a line containing its delimiter).
