@@ -21,10 +21,10 @@
  * reference, because it is freed only once the connection has written all
  * of it, or after the connection has released its queue.
  *
- * Schedule. tether__backoff_* is gRPC's algorithm; an attempt that starts
- * at t with backoff b (jitter applied) connects within max(b,
- * min_connect_timeout) and, if it fails, the next attempt starts at t + b or
- * at once if that has passed. The schedule resets after a connection has
+ * Schedule. tether__backoff_* (backoff.c) is gRPC's algorithm; an
+ * attempt that starts at t with backoff b (jitter applied) connects within
+ * max(b, min_connect_timeout) and, if it fails, the next attempt starts at
+ * t + b or at once if that has passed. The schedule resets after a connection has
  * stayed up for stable_ms (the timer starts when on_connect reports
  * success, i.e. after the TLS handshake), never on a bare TCP connect. */
 #include "reconnect.h"
@@ -58,43 +58,6 @@ static double client_random(void)
         return r < 0 ? 0 : (r >= 1 ? 0.9999999999 : r);
     }
     return tether__random_unit();
-}
-
-/* ---- the schedule ------------------------------------------------------ */
-
-void tether__backoff_init(struct tether__backoff *b, uint32_t initial_ms, double multiplier,
-                          double jitter, uint32_t max_ms)
-{
-    b->initial_ms = initial_ms;
-    b->multiplier = multiplier;
-    b->jitter = jitter;
-    b->max_ms = max_ms;
-    b->current_ms = 0;
-}
-
-void tether__backoff_reset(struct tether__backoff *b)
-{
-    b->current_ms = 0;
-}
-
-uint32_t tether__backoff_next(struct tether__backoff *b, double r)
-{
-    if (b->current_ms <= 0) {
-        b->current_ms = b->initial_ms;
-    } else {
-        double next = b->current_ms * b->multiplier;
-        b->current_ms = next < b->max_ms ? next : b->max_ms;
-    }
-    /* ±jitter after the cap, as gRPC does; a jitter above 1 could go
-     * negative, so clamp (the options refuse one, this is belt and braces). */
-    double d = b->current_ms * (1.0 + b->jitter * (2.0 * r - 1.0));
-    if (d < 0) {
-        d = 0;
-    }
-    if (d > (double)UINT32_MAX) {
-        d = (double)UINT32_MAX;
-    }
-    return (uint32_t)(d + 0.5);
 }
 
 /* ---- the client -------------------------------------------------------- */
