@@ -104,6 +104,7 @@ struct tether_client {
     bool closing;
     bool gave_up;
     bool want_drain;
+    bool paused; /* tether_client_pause(): every connection starts paused */
 
     /* Messages held: head .. waiting (exclusive) are with the connection. */
     struct cmsg *head;
@@ -304,6 +305,11 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    if (cl->paused) {
+        /* Before the connection reads anything: not one message of the
+         * new connection may slip through. */
+        tether_conn_pause(cl->conn);
+    }
 }
 
 static void client_wait(tether_client *cl, uint32_t delay_ms, int reason)
@@ -763,6 +769,33 @@ void tether_client_close(tether_client *cl)
         client_timer(cl, TM_CLOSE, (uint64_t)cl->co.close_timeout_ms);
     }
     client_feed(cl);
+}
+
+void tether_client_pause(tether_client *cl)
+{
+    if (cl == NULL || cl->paused) {
+        return;
+    }
+    cl->paused = true;
+    if (cl->conn != NULL) {
+        tether_conn_pause(cl->conn);
+    }
+}
+
+void tether_client_resume(tether_client *cl)
+{
+    if (cl == NULL || !cl->paused) {
+        return;
+    }
+    cl->paused = false;
+    if (cl->conn != NULL) {
+        tether_conn_resume(cl->conn);
+    }
+}
+
+bool tether_client_is_paused(const tether_client *cl)
+{
+    return cl != NULL && cl->paused;
 }
 
 tether_client_state tether_client_get_state(const tether_client *cl)

@@ -97,6 +97,7 @@ struct rsrv {
     int accepted;
     bool abort_on_accept;
     bool pause_on_accept;
+    int greet; /* messages each accepted connection sends at once */
     bool echo;
     bool tls;
     int rcvbuf;
@@ -134,6 +135,11 @@ static void r_accept(tether_listener *l, tether_conn *c, void *ud)
     }
     if (R.pause_on_accept) {
         tether_conn_pause(c);
+    }
+    for (int i = 0; i < R.greet; i++) {
+        char g[32];
+        int n = snprintf(g, sizeof g, "greeting %d of connection %d", i, idx);
+        ck_assert_int_eq(tether_conn_send(c, g, (size_t)n), TETHER_OK);
     }
 }
 
@@ -1147,6 +1153,95 @@ START_TEST(reconnect_now_skips_the_wait)
 }
 END_TEST
 
+/* Every greeting of the server's connections has been written to the
+ * socket: over loopback it is then in the client's receive buffer. */
+static bool server_greeted(void *arg)
+{
+    int want = *(int *)arg;
+    if (R.accepted < want || R.nconns < 1) {
+        return false;
+    }
+    for (int i = 0; i < R.nconns; i++) {
+        if (tether_conn_queued(R.conns[i]) > 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Runs the loop for a while (bounded by iterations, not by a clock): with
+ * messages already in the client's socket buffer, an unpaused client
+ * would deliver them on the first iteration. */
+static void spin(int iterations)
+{
+    for (int i = 0; i < iterations; i++) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 5), 0);
+    }
+}
+
+/* tether_client_pause() holds back messages on the current connection and
+ * on every later one: a connection made while paused starts paused. */
+START_TEST(pause_survives_a_reconnect)
+{
+    r_reset();
+    R.greet = 3;
+    r_listen(0);
+    struct obs o = {0};
+    tether_client_opts co;
+    client_opts(&co, &o);
+    new_client(&o, R.port, &co);
+    tether_client_pause(NULL); /* ignored */
+    tether_client_resume(NULL);
+    ck_assert(!tether_client_is_paused(NULL));
+
+    /* Paused before the first connection exists. */
+    tether_client_pause(o.cl);
+    tether_client_pause(o.cl); /* idempotent */
+    ck_assert(tether_client_is_paused(o.cl));
+    ck_assert(th_run_until_pred(obs_is_connected, &o, 10000));
+    int want = 1;
+    ck_assert(th_run_until_pred(server_greeted, &want, 10000));
+    spin(40);
+    ck_assert_int_eq(o.got, 0);
+    tether_client_resume(o.cl);
+    ck_assert(!tether_client_is_paused(o.cl));
+    uint64_t until = th_now_ms() + 10000;
+    while (o.got < 3 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.got, 3);
+
+    /* Paused while connected, then the connection is replaced: the new
+     * one must start paused too. */
+    tether_client_pause(o.cl);
+    tether_conn *first = tether_client_conn(o.cl);
+    ck_assert_ptr_nonnull(first);
+    tether_conn_close(first); /* the client reconnects at once */
+    until = th_now_ms() + 10000;
+    while ((o.connects < 2 || !o.connected) && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.connects, 2);
+    ck_assert_ptr_ne(tether_client_conn(o.cl), first);
+    want = 2;
+    ck_assert(th_run_until_pred(server_greeted, &want, 10000));
+    spin(40);
+    ck_assert_int_eq(o.got, 3);
+    tether_stats st;
+    ck_assert_int_eq(tether_conn_get_stats(tether_client_conn(o.cl), &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_in, 0);
+
+    tether_client_resume(o.cl);
+    until = th_now_ms() + 10000;
+    while (o.got < 6 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.got, 6);
+    close_client(&o);
+    tether_listener_close(R.l);
+}
+END_TEST
+
 /* Closing while connected writes everything first; closing while waiting
  * hands everything back; CLOSED is always the last callback. */
 START_TEST(close_flushes_or_hands_back)
@@ -1389,6 +1484,7 @@ static Suite *reconnect_suite(void)
     tcase_add_test(tc, queue_bounds_then_drain);
     tcase_add_test(tc, fail_fast_policy);
     tcase_add_test(tc, reconnect_now_skips_the_wait);
+    tcase_add_test(tc, pause_survives_a_reconnect);
     tcase_add_test(tc, close_flushes_or_hands_back);
     tcase_add_test(tc, max_age_rotates_connections_without_loss);
     tcase_add_test(tc, heartbeat_timeout_triggers_reconnect);
