@@ -17,7 +17,12 @@
  * `*_opts_init()` macro, so a newer library knows which fields an older
  * program set. Link with `pkg-config --cflags --libs tether` or CMake's
  * `find_package(tether)` and `tether::tether` (shared) or
- * `tether::tether_static`.
+ * `tether::tether_static`. Only the static library needs the development
+ * files of OpenSSL 3 and c-ares where the program is built: CMake looks
+ * them up for `find_package(tether COMPONENTS static)` (which fails with a
+ * message naming what is missing), quietly for a plain
+ * `find_package(tether)` (which then offers only `tether::tether` if they
+ * are absent), and not at all for `find_package(tether COMPONENTS shared)`.
  *
  * Thread-safety: everything in this group is thread-safe.
  * @{
