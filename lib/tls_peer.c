@@ -286,6 +286,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 
     tether_tls_verify_info vi;
     memset(&vi, 0, sizeof vi);
+    vi.size = sizeof vi;
     vi.is_server = server;
     vi.preverified = ok && verr == X509_V_OK;
     vi.verify_error = vi.preverified ? X509_V_OK : verr;

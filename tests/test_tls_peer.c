@@ -71,6 +71,7 @@ struct seen {
 
 static void note(struct seen *s, const tether_tls_verify_info *vi)
 {
+    ck_assert_uint_eq(vi->size, sizeof *vi);
     s->calls++;
     s->is_server = vi->is_server;
     s->preverified = vi->preverified;

@@ -140,9 +140,14 @@ typedef struct tether_tls_cert {
  * @brief What a verify hook is told about the peer; valid only while the
  *        hook runs.
  *
- * The library fills it; new fields are only ever added at the end.
+ * The library fills it; new fields are only ever added at the end, and
+ * `size` tells which ones this library filled.
  */
 typedef struct tether_tls_verify_info {
+    /** `sizeof` the struct as the running library knows it: a field that
+     *  ends beyond it was not filled (a program built against a newer
+     *  header, running with an older library). */
+    size_t size;
     /** true when we are the server judging a client's certificate; false
      *  when we are the client judging the server's. */
     bool is_server;
