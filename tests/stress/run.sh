@@ -6,7 +6,7 @@
 #                       [--list] [--keep]
 #
 # --short (the default, <= 2 minutes) is the ctest test stress_short;
-# --long runs issue #9's full counts and windows (about 11 minutes plus the
+# --long runs issue #9's full counts and windows (about 8 minutes plus the
 # soak's --minutes). The examples come from build/examples unless --bin-dir
 # or --server say otherwise. PYTHON3 picks the interpreter. The suite itself
 # (stress.py) reaps every process it starts and bounds every attack.
