@@ -225,7 +225,9 @@ async def nonreading_attack(run, res, name, n, window, target, args, rss_limit=N
                       after is not None and idle is not None and
                       after["VmRSS"] <= idle["VmRSS"] + 64 * MIB,
                       "not all closed" if after is None else "RSS %s" % mib(after["VmRSS"]))
-    if rss_limit is not None:
+    if rss_limit is not None and run.asan:
+        res.fig("RSS limit not checked under ASan (its quarantine and redzones count in RSS)")
+    elif rss_limit is not None:
         res.check("server RSS stayed under %s" % mib(rss_limit), peak is not None and peak < rss_limit,
                   "peak %s" % mib(peak))
 
@@ -919,7 +921,7 @@ async def soak(run, res):
 ATTACKS = [
     ("slowloris", slowloris, "peers trickle one byte per second into a frame"),
     ("nonreading", nonreading, "peers send 16 MiB messages and never read the echoes"),
-    ("mem-limit", mem_limit, "--mem-limit 256M with 60 non-reading 16 MiB peers"),
+    ("mem-limit", mem_limit, "--mem-limit 256M with non-reading 16 MiB peers (60; short run 20)"),
     ("header-only", header_only, "connections send only a len32 header announcing 16 MiB"),
     ("header-only-varint", header_only_varint, "the same with a varint header"),
     ("flood", flood, "connection flood to EMFILE (low ulimit -n) and back"),

@@ -65,7 +65,7 @@ PARAMS = {
         "attack_limit": 90,
         "slow_peers": 20, "slow_window": 10, "slow_target": 10, "slow_frame_timeout": 3000,
         "nr_peers": 6, "nr_window": 12, "nr_target": 10, "nr_write_timeout": 3000,
-        "ml_peers": 12, "ml_window": 15,
+        "ml_peers": 20, "ml_window": 15,  # unlimited, 20 peers pin ~640 MiB
         "ho_conns": 1000,
         "flood_nofile": 256, "flood_hold": 2,
         "rst_secs": 3, "rst_batch": 50,
@@ -75,7 +75,7 @@ PARAMS = {
         "echo_client_timeouts": ["--timeout", "4000", "--connect-timeout", "3000"],
         "echo_client_bound": 10, "rc_bound": 10,
         "client_rss_limit": 64 * MIB,
-        "soak_secs": 15, "soak_conns": 8,
+        "soak_secs": 10, "soak_conns": 8,
     },
     "long": {
         "attack_limit": 300,
@@ -94,7 +94,7 @@ PARAMS = {
         "soak_secs": 120, "soak_conns": 40,
     },
 }
-ASAN = {"slow_peers": 10, "nr_peers": 4, "ml_peers": 6, "ho_conns": 300, "rst_batch": 20,
+ASAN = {"slow_peers": 10, "nr_peers": 4, "ho_conns": 300, "rst_batch": 20,
         "tls_batch": 15, "soak_conns": 4, "client_rss_limit": 512 * MIB, "echo_client_bound": 15}
 
 
@@ -198,7 +198,7 @@ def main():
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--short", action="store_true", help="scaled-down counts, <= 2 minutes (default)")
     g.add_argument("--long", action="store_true", help="issue #9's full counts and windows")
-    ap.add_argument("--minutes", type=float, help="soak duration (long default 2, short 0.25)")
+    ap.add_argument("--minutes", type=float, help="soak duration (long default 2, short 10 s)")
     ap.add_argument("--asan", action="store_true",
                     help="the examples are a sanitizer build: smaller counts (detected by itself too)")
     ap.add_argument("--only", help="comma-separated attack names (see --list)")
