@@ -1,12 +1,12 @@
 /* The event loop: level-triggered epoll, timers, deferred work and a
  * thread-safe wakeup through an eventfd.
  *
- * One iteration: update the clock, run expired timers, run deferred work,
- * flush connections with queued output, then block in epoll_wait for at
- * most the time to the next timer (not at all if deferred work is waiting),
+ * One iteration: update the clock, run expired timers, posted callbacks and
+ * deferred work, flush connections with queued output, block in epoll_wait
+ * for at most the time to the next timer (not at all if work is waiting),
  * and dispatch the ready fds. Objects are only ever freed from deferred
- * work, so the pointers in one batch of epoll events stay valid while it is
- * dispatched. */
+ * work, so the pointers in one batch of epoll events stay valid while it
+ * is dispatched. */
 #include "loop.h"
 
 #include <errno.h>
@@ -219,6 +219,7 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     }
     loop->epfd = -1;
     loop->evfd = -1;
+    tether__queue_init(&loop->handle_q);
     int rv = TETHER_OK;
     tether_loop_opts_init(&loop->opts);
     if (opts != NULL) {
@@ -262,7 +263,7 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     pthread_mutex_init(&loop->post_mu, NULL);
     atomic_init(&loop->wake_armed, false);
     atomic_init(&loop->posts_queued, 0);
-    loop->now = tether__now_ms();
+    tether__loop_update_time(loop);
 
     *out = loop;
     return TETHER_OK;
@@ -370,7 +371,7 @@ static bool loop_alive(const tether_loop *loop)
 
 static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 {
-    loop->now = tether__now_ms();
+    tether__loop_update_time(loop);
     tether__timers_run(loop);
     run_posts(loop);
     run_pending(loop);
@@ -391,12 +392,12 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 
     int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
     if (n < 0) {
-        if (errno == EINTR) {
-            return 0;
+        if (errno != EINTR) {
+            return tether__errno_to_err(errno);
         }
-        return tether__errno_to_err(errno);
+        n = 0; /* interrupted by a signal: nothing to dispatch */
     }
-    loop->now = tether__now_ms();
+    tether__loop_update_time(loop);
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
         uint32_t e = loop->events[i].events;

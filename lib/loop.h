@@ -1,5 +1,6 @@
 /* Internal side of the event loop: I/O watchers, internal timers, deferred
- * work and the per-loop resources shared by every connection. */
+ * work, the handle registry and the per-loop resources shared by every
+ * connection. */
 #ifndef TETHER_LOOP_INT_H
 #define TETHER_LOOP_INT_H
 
@@ -21,6 +22,71 @@ struct tether__io {
     unsigned events; /* TETHER_EV_* currently registered with epoll */
     bool registered;
     tether__io_cb cb;
+};
+
+/* A circular doubly-linked list with a sentinel head (libuv's QUEUE). A
+ * node unlinks itself without knowing which list holds it, which lets a
+ * dispatcher move a whole list aside and run it while callbacks stop,
+ * free or start any member. */
+struct tether__queue {
+    struct tether__queue *next;
+    struct tether__queue *prev;
+};
+
+static inline void tether__queue_init(struct tether__queue *q)
+{
+    q->next = q;
+    q->prev = q;
+}
+
+static inline bool tether__queue_empty(const struct tether__queue *q)
+{
+    return q->next == q;
+}
+
+static inline void tether__queue_insert_tail(struct tether__queue *head, struct tether__queue *q)
+{
+    q->next = head;
+    q->prev = head->prev;
+    head->prev->next = q;
+    head->prev = q;
+}
+
+static inline void tether__queue_remove(struct tether__queue *q)
+{
+    q->prev->next = q->next;
+    q->next->prev = q->prev;
+    tether__queue_init(q);
+}
+
+/* Moves every node of `from` to the empty list `to`; `from` ends empty. */
+static inline void tether__queue_move(struct tether__queue *from, struct tether__queue *to)
+{
+    if (tether__queue_empty(from)) {
+        tether__queue_init(to);
+        return;
+    }
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    tether__queue_init(from);
+}
+
+/* The common part of every handle a user can see on a loop (timers,
+ * listeners): the registry tether_loop_walk()
+ * iterates and the ref/unref state that decides whether an active handle
+ * keeps tether_loop_run() going. */
+typedef void (*tether__handle_close_fn)(void *obj);
+struct tether__handle {
+    struct tether__queue node; /* in loop->handle_q while not closed */
+    tether_loop *loop;
+    void *obj;                     /* the public object, handed to the walk callback */
+    tether__handle_close_fn close; /* frees or closes obj: tether_loop_close_all() */
+    tether_handle_type type;
+    bool active;  /* started: counts in loop->active unless unref'd */
+    bool unref;   /* does not keep the loop alive */
+    bool closing; /* freed or closed; no longer walked or started */
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
@@ -86,6 +152,8 @@ struct tether_loop {
     size_t handles; /* every allocated handle, for tether_loop_free */
     bool stop;
     bool running; /* inside run/run_once: guards against nesting */
+
+    struct tether__queue handle_q; /* registered handles (tether__handle) */
 
     uint8_t *rbuf;   /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
     void *seg_cache; /* free list of small output segments (conn.c) */
@@ -164,6 +232,19 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
     }
 }
 
+/* The handle registry (handle.c). init registers the handle (counted in
+ * loop->handles until the owner calls tether__loop_handle_remove() when it
+ * frees the memory); start/stop mark it active, so that unless unref'd it
+ * keeps tether_loop_run() going; detach stops it and takes it off the
+ * registry when it is closed or freed. */
+void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
+                         void *obj, tether__handle_close_fn close);
+void tether__handle_start(struct tether__handle *h);
+void tether__handle_stop(struct tether__handle *h);
+void tether__handle_ref(struct tether__handle *h);
+void tether__handle_unref(struct tether__handle *h);
+void tether__handle_detach(struct tether__handle *h);
+
 /* Frees the output segments cached by conn.c. */
 void tether__seg_cache_free(tether_loop *loop);
 
@@ -173,6 +254,12 @@ uint8_t *tether__loop_rbuf(tether_loop *loop);
 /* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
 
+/* Reads the clock into the loop's cached time. */
+static inline void tether__loop_update_time(tether_loop *loop)
+{
+    loop->now = tether__now_ms();
+}
+
 /* The loop's time for a timestamp or deadline. Inside the loop it is the
  * time cached for this iteration; from outside (before the loop runs, or
  * between the blocking API's calls, when it may be stale by however long
@@ -180,7 +267,7 @@ uint64_t tether__now_ms(void);
 static inline uint64_t tether__loop_time(tether_loop *loop)
 {
     if (!loop->running) {
-        loop->now = tether__now_ms();
+        tether__loop_update_time(loop);
     }
     return loop->now;
 }

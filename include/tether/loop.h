@@ -16,7 +16,18 @@
  * runs the loop (or, before it runs, the thread that created it). The only
  * functions that may be called from any thread are tether_loop_post() and
  * tether_loop_wakeup(); use tether_loop_post() to hand work to a loop from
- * another thread. For many connections on many cores, run one loop per thread.
+ * another thread. For many connections on many cores, run one loop per
+ * thread.
+ *
+ * **Handles.** Timers and listeners are *handles*: objects
+ * registered on a loop until freed (or closed). A handle is *active* while
+ * started (a listener from creation to close). tether_loop_run() keeps
+ * running while an active handle is *referenced* (the default); unref it
+ * (tether_timer_unref(), tether_listener_unref()) to let the loop return
+ * while it is still active, as with libuv's uv_unref(). Connections and
+ * reconnecting clients keep the loop alive while open. tether_loop_walk()
+ * visits every registered handle, and tether_loop_close_all() frees or
+ * closes them at shutdown.
  * @{
  */
 #ifndef TETHER_LOOP_H
@@ -44,6 +55,28 @@ typedef struct tether_timer tether_timer;
  * @param[in] ud The user data given to tether_timer_start().
  */
 typedef void (*tether_timer_cb)(tether_timer *t, void *ud);
+
+/**
+ * @brief The kinds of handle that tether_loop_walk() reports.
+ *
+ * The `handle` pointer given to the walk callback points to the object of
+ * that type: cast it to the type named here.
+ */
+typedef enum tether_handle_type {
+    TETHER_HANDLE_TIMER = 1,   /**< A #tether_timer; free with tether_timer_free(). */
+    TETHER_HANDLE_LISTENER = 5 /**< A #tether_listener; close with tether_listener_close(). */
+} tether_handle_type;
+
+/**
+ * @brief Callback of tether_loop_walk(), once per registered handle.
+ * @param[in] loop   The loop being walked.
+ * @param[in] type   What the handle is.
+ * @param[in] handle The handle, a pointer to the object named by @p type. It
+ *                   may be freed or closed inside the callback, and so may
+ *                   any other handle.
+ * @param[in] ud     The user data given to tether_loop_walk().
+ */
+typedef void (*tether_walk_cb)(tether_loop *loop, tether_handle_type type, void *handle, void *ud);
 
 /**
  * @brief Callback posted to a loop with tether_loop_post().
@@ -124,8 +157,9 @@ TETHER_API int tether_loop_free(tether_loop *loop);
 /**
  * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
  *
- * "Active" means: an open connection or listener, a running timer, or a
- * pending callback. A server that listens therefore runs until stopped.
+ * "Active" means: an open connection or listener, a started and
+ * referenced timer, a pending or
+ * posted callback. A server that listens therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
  * @retval TETHER_EINVAL @p loop is NULL.
@@ -135,6 +169,13 @@ TETHER_API int tether_loop_run(tether_loop *loop);
 
 /**
  * @brief Runs one iteration: expired timers, I/O, deferred callbacks.
+ *
+ * One iteration runs, in order: expired timers, posted callbacks, deferred
+ * work, the flush of queued output; then it waits for I/O (never longer
+ * than the next timer, and not at all if work is pending), dispatches the
+ * ready fds (connections, listeners), and finally runs the
+ * timers and work that became due meanwhile.
+
  * @param[in] loop       The loop.
  * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
  *                       0 polls without waiting, a negative value waits until
@@ -178,6 +219,43 @@ TETHER_API int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud);
  * @param[in] loop The loop.
  */
 TETHER_API void tether_loop_wakeup(tether_loop *loop);
+
+/**
+ * @brief Calls @p cb for every handle registered on the loop.
+ *
+ * Visits timers and listeners that
+ * have not been freed or closed, in the order they were created. The
+ * callback may free or close the visited handle or any other; a handle
+ * created during the walk is not visited. Connections and reconnecting
+ * clients are not handles of this kind: close them through the objects
+ * that own them (their listener's connections through tether_conn_close()).
+ *
+ * Loop thread only.
+ * @param[in] loop The loop.
+ * @param[in] cb   Called once per handle.
+ * @param[in] ud   Passed to @p cb.
+ * @retval TETHER_OK     Every handle was visited.
+ * @retval TETHER_EINVAL @p loop or @p cb is NULL.
+ */
+TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
+
+/**
+ * @brief Frees every timer and closes every listener still on the loop.
+ *
+ * For shutdown: afterwards run the loop until it returns (listener frees
+ * and the close callbacks of connections run there) and free it. The
+ * application's own pointers to the freed handles become dangling. Loop
+ * thread only; safe inside a callback of the loop.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_close_all(tether_loop *loop);
+
+/**
+ * @brief The name of a handle type ("timer", "listener"), for logs.
+ * @param[in] type The type.
+ * @return A static string; "unknown" for a value that is not a type.
+ */
+TETHER_API const char *tether_handle_type_name(tether_handle_type type);
 
 /**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
@@ -234,6 +312,29 @@ TETHER_API bool tether_timer_active(const tether_timer *t);
  * @param[in] t The timer; NULL is ignored.
  */
 TETHER_API void tether_timer_free(tether_timer *t);
+
+/**
+ * @brief Lets tether_loop_run() return while this timer is still armed.
+ *
+ * For periodic housekeeping that must not keep a program alive. Idempotent;
+ * the timer still fires while the loop runs for other reasons.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_unref(tether_timer *t);
+
+/**
+ * @brief Undoes tether_timer_unref(): an armed timer keeps the loop running
+ *        again (the default). Idempotent.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_ref(tether_timer *t);
+
+/**
+ * @brief Tells whether a timer keeps the loop alive when armed.
+ * @param[in] t The timer.
+ * @return false after tether_timer_unref() (or for NULL), true otherwise.
+ */
+TETHER_API bool tether_timer_has_ref(const tether_timer *t);
 
 #ifdef __cplusplus
 }
