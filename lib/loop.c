@@ -5,8 +5,8 @@
  * deferred work, flush connections with queued output, block in epoll_wait
  * for at most the time to the next timer (not at all if work is waiting),
  * and dispatch the ready fds. Objects are only ever freed from deferred
- * work, so the pointers in one batch of epoll events stay valid while it
- * is dispatched. */
+ * work (or, for fd watchers, after the batch), so the pointers in one batch
+ * of epoll events stay valid while it is dispatched. */
 #include "loop.h"
 
 #include <errno.h>
@@ -53,6 +53,7 @@ void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
     io->fd = fd;
     io->events = 0;
     io->registered = false;
+    io->report_errors = false;
     io->cb = cb;
 }
 
@@ -398,6 +399,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         n = 0; /* interrupted by a signal: nothing to dispatch */
     }
     tether__loop_update_time(loop);
+    loop->dispatching = true;
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
         uint32_t e = loop->events[i].events;
@@ -413,9 +415,14 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         /* Owners that stopped watching during this batch are skipped. */
         rev &= io->events;
         if (io->registered && rev != 0) {
+            if (io->report_errors) {
+                rev |= (e & EPOLLERR) ? TETHER__EV_ERROR : 0u;
+                rev |= (e & (EPOLLHUP | EPOLLRDHUP)) ? TETHER__EV_HANGUP : 0u;
+            }
             io->cb(io, rev);
         }
     }
+    loop->dispatching = false;
     if (n == loop->events_cap && loop->events_cap < 4096) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);

@@ -11,6 +11,11 @@
 #include "internal.h"
 #include "transport.h"
 
+/* Extra readiness bits, passed only to watchers that ask for them
+ * (tether__io::report_errors): the public tether_io reports them. */
+#define TETHER__EV_ERROR 0x4u
+#define TETHER__EV_HANGUP 0x8u
+
 struct tether__io;
 typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
 
@@ -21,6 +26,7 @@ struct tether__io {
     int fd;
     unsigned events; /* TETHER_EV_* currently registered with epoll */
     bool registered;
+    bool report_errors; /* add TETHER__EV_ERROR/HANGUP to revents */
     tether__io_cb cb;
 };
 
@@ -73,8 +79,8 @@ static inline void tether__queue_move(struct tether__queue *from, struct tether_
     tether__queue_init(from);
 }
 
-/* The common part of every handle a user can see on a loop (timers,
- * listeners): the registry tether_loop_walk()
+/* The common part of every handle a user can see on a loop (timers, fd
+ * watchers, listeners): the registry tether_loop_walk()
  * iterates and the ref/unref state that decides whether an active handle
  * keeps tether_loop_run() going. */
 typedef void (*tether__handle_close_fn)(void *obj);
@@ -151,7 +157,8 @@ struct tether_loop {
     size_t active;  /* live handles: conns, listeners, armed user timers */
     size_t handles; /* every allocated handle, for tether_loop_free */
     bool stop;
-    bool running; /* inside run/run_once: guards against nesting */
+    bool running;     /* inside run/run_once: guards against nesting */
+    bool dispatching; /* delivering a batch of epoll events */
 
     struct tether__queue handle_q; /* registered handles (tether__handle) */
 

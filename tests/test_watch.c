@@ -1,9 +1,220 @@
-/* The handle registry (lib/handle.c): ref/unref deciding when the loop
- * returns, and walk/close-all. */
+/* Watchers on a loop (lib/io.c) and the handle registry (lib/handle.c):
+ * fd watches on pipes and socketpairs, ref/unref and walk/close-all. */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "helpers.h"
+
+static void nonblock_pipe(int p[2])
+{
+    ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+}
+
+/* ---- fd watchers -------------------------------------------------------- */
+
+struct io_rec {
+    int calls;
+    unsigned last;
+    unsigned all;
+    bool drain;       /* read what is there */
+    bool stop_self;   /* stop inside the callback */
+    tether_io *other; /* freed inside the callback */
+};
+
+static void io_rec_cb(tether_io *io, unsigned events, void *ud)
+{
+    struct io_rec *r = ud;
+    r->calls++;
+    r->last = events;
+    r->all |= events;
+    if (r->drain && (events & TETHER_IO_READABLE)) {
+        char buf[64];
+        while (read(tether_io_fd(io), buf, sizeof buf) > 0) {
+        }
+    }
+    if (r->stop_self) {
+        tether_io_stop(io);
+    }
+    if (r->other != NULL) {
+        tether_io_free(r->other);
+        r->other = NULL;
+        tether_io_free(io);
+    }
+}
+
+START_TEST(io_pipe_is_level_triggered)
+{
+    int p[2];
+    nonblock_pipe(p);
+    tether_io *io;
+    struct io_rec r = {0};
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, &r, NULL), TETHER_OK);
+    ck_assert_uint_eq(tether_io_events(io), TETHER_IO_READABLE);
+    /* Nothing to read: no callback. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(r.calls, 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_uint_eq(r.last, TETHER_IO_READABLE);
+    /* Not read: reported again on the next iteration. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 2);
+    /* Drained: quiet. */
+    r.drain = true;
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 3);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(r.calls, 3);
+    /* The writer closes: readable with a hang-up. */
+    close(p[1]);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 4);
+    ck_assert_uint_eq(r.last, TETHER_IO_READABLE | TETHER_IO_HANGUP);
+    tether_io_free(io);
+    close(p[0]);
+}
+END_TEST
+
+START_TEST(io_socketpair_modify_and_hangup)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    tether_io *io;
+    struct io_rec r = {0};
+    ck_assert_int_eq(tether_io_new(&io, th_loop, sv[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_WRITABLE, io_rec_cb, &r, NULL), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_uint_eq(r.last, TETHER_IO_WRITABLE);
+    /* Switch to reading, keeping the callback. */
+    ck_assert_int_eq(tether_io_modify(io, TETHER_IO_READABLE, NULL), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(write(sv[1], "hello", 5), 5);
+    r.drain = true;
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_int_eq(r.calls, 2);
+    ck_assert_uint_eq(r.last, TETHER_IO_READABLE);
+    /* Both directions at once. */
+    ck_assert_int_eq(tether_io_modify(io, TETHER_IO_READABLE | TETHER_IO_WRITABLE, NULL),
+                     TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert_uint_eq(r.last, TETHER_IO_WRITABLE);
+    /* The peer goes away: a hang-up with readability (EOF to read). */
+    ck_assert_int_eq(tether_io_modify(io, TETHER_IO_READABLE, NULL), TETHER_OK);
+    close(sv[1]);
+    r.drain = false;
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 5000), 0);
+    ck_assert(r.last & TETHER_IO_READABLE);
+    ck_assert(r.last & TETHER_IO_HANGUP);
+    /* Stopped: nothing more, although the fd stays readable. */
+    int before = r.calls;
+    tether_io_stop(io);
+    ck_assert_uint_eq(tether_io_events(io), 0);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(r.calls, before);
+    ck_assert_int_eq(tether_io_modify(io, TETHER_IO_READABLE, NULL), TETHER_EINVAL);
+    tether_io_free(io);
+    close(sv[0]);
+}
+END_TEST
+
+START_TEST(io_stop_and_free_inside_callbacks)
+{
+    /* Two watchers ready in the same epoll batch; whichever runs first
+     * frees the other and itself, so exactly one callback runs, and the
+     * freed watcher's event later in the batch must not be delivered. */
+    int a[2], b[2], c[2];
+    nonblock_pipe(a);
+    nonblock_pipe(b);
+    nonblock_pipe(c);
+    ck_assert_int_eq(write(a[1], "x", 1), 1);
+    ck_assert_int_eq(write(b[1], "x", 1), 1);
+    ck_assert_int_eq(write(c[1], "x", 1), 1);
+    tether_io *ia, *ib, *ic;
+    struct io_rec ra = {0}, rb = {0}, rc = {.stop_self = true};
+    ck_assert_int_eq(tether_io_new(&ia, th_loop, a[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_new(&ib, th_loop, b[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_new(&ic, th_loop, c[0]), TETHER_OK);
+    ra.other = ib;
+    rb.other = ia;
+    ck_assert_int_eq(tether_io_start(ia, TETHER_IO_READABLE, io_rec_cb, &ra, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(ib, TETHER_IO_READABLE, io_rec_cb, &rb, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(ic, TETHER_IO_READABLE, io_rec_cb, &rc, NULL), TETHER_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 1000), 0);
+    }
+    ck_assert_int_eq(ra.calls + rb.calls, 1);
+    /* Stopped itself on its first callback though still readable. */
+    ck_assert_int_eq(rc.calls, 1);
+    ck_assert_uint_eq(tether_io_events(ic), 0);
+    tether_io_free(ic);
+    int fds[] = {a[0], a[1], b[0], b[1], c[0], c[1]};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        close(fds[i]);
+    }
+}
+END_TEST
+
+START_TEST(io_bad_input_is_refused)
+{
+    int p[2];
+    nonblock_pipe(p);
+    tether_io *io, *io2;
+    struct io_rec r = {0};
+    tether_error err;
+    ck_assert_int_eq(tether_io_new(&io, th_loop, -1), TETHER_EINVAL);
+    ck_assert_ptr_null(io);
+    ck_assert_int_eq(tether_io_new(&io, NULL, p[0]), TETHER_EINVAL);
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_new(&io2, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, 0, io_rec_cb, &r, &err), TETHER_EINVAL);
+    ck_assert_int_eq(err.code, TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "events"));
+    ck_assert_int_eq(tether_io_start(io, 0x10 | TETHER_IO_READABLE, io_rec_cb, &r, NULL),
+                     TETHER_EINVAL);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, NULL, &r, &err), TETHER_EINVAL);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, &r, &err), TETHER_OK);
+    /* A second watcher for the same fd on the same loop. */
+    ck_assert_int_eq(tether_io_start(io2, TETHER_IO_WRITABLE, io_rec_cb, &r, &err), TETHER_EBUSY);
+    ck_assert_int_eq(err.code, TETHER_EBUSY);
+    ck_assert_ptr_nonnull(strstr(err.message, "already watched"));
+    ck_assert_uint_eq(tether_io_events(io2), 0);
+    tether_io_free(io2);
+    /* A regular file cannot be polled. */
+    char path[] = "/tmp/tether_watch_XXXXXX";
+    int f = mkstemp(path);
+    ck_assert_int_ge(f, 0);
+    unlink(path);
+    ck_assert_int_eq(tether_io_new(&io2, th_loop, f), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io2, TETHER_IO_READABLE, io_rec_cb, &r, &err), TETHER_ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(err.message, "regular file"));
+    tether_io_free(io2);
+    close(f);
+    /* A closed fd. */
+    int dead = dup(p[1]);
+    close(dead);
+    ck_assert_int_eq(tether_io_new(&io2, th_loop, dead), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io2, TETHER_IO_READABLE, io_rec_cb, &r, &err), TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "not open"));
+    tether_io_free(io2);
+    /* Another loop may watch the same fd. */
+    tether_loop *other;
+    ck_assert_int_eq(tether_loop_new(&other, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_io_new(&io2, other, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io2, TETHER_IO_READABLE, io_rec_cb, &r, &err), TETHER_OK);
+    tether_io_free(io2);
+    ck_assert_int_eq(tether_loop_free(other), TETHER_OK);
+    tether_io_free(io);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
 
 /* ---- ref/unref ------------------------------------------------------------ */
 
@@ -22,11 +233,19 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_timer_start(longer, 30000, 0, count_timer_cb, &fired_long), TETHER_OK);
     tether_timer_unref(longer);
     ck_assert(!tether_timer_has_ref(longer));
-    /* An open listener, unref'd. */
+    /* A started fd watcher and listener, both unref'd. */
+    int p[2];
+    nonblock_pipe(p);
+    tether_io *io;
+    struct io_rec r = {0};
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, &r, NULL), TETHER_OK);
+    tether_io_unref(io);
     tether_listener *l = th_listen_tcp(NULL);
     tether_listener_unref(l);
     /* Unref twice is the same as once. */
     tether_listener_unref(l);
+    tether_io_unref(io);
 
     /* Only the referenced short timer keeps the loop running. */
     ck_assert_int_eq(tether_timer_start(shorter, 10, 0, count_timer_cb, &fired_short), TETHER_OK);
@@ -38,11 +257,14 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
     ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
 
-    /* ref makes the listener keep the loop again. */
-    tether_listener_ref(l);
+    /* ref makes the watcher keep the loop again: it runs until its
+     * callback stops it. */
+    r.stop_self = true;
+    tether_io_ref(io);
     ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
-    tether_listener_unref(l);
-    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(r.calls, 1);
 
     /* A referenced timer restarted short brings back a one-shot run. */
     tether_timer_ref(longer);
@@ -54,8 +276,11 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(fired_long, 1);
 
     tether_listener_close(l);
+    tether_io_free(io);
     tether_timer_free(shorter);
     tether_timer_free(longer);
+    close(p[0]);
+    close(p[1]);
 }
 END_TEST
 
@@ -100,16 +325,22 @@ START_TEST(walk_and_close_all)
     ck_assert_int_eq(tether_timer_new(&t2, th_loop), TETHER_OK);
     ck_assert_int_eq(tether_timer_new(&t3, th_loop), TETHER_OK);
     ck_assert_int_eq(tether_timer_start(t1, 60000, 0, count_timer_cb, NULL), TETHER_OK);
+    int p[2];
+    nonblock_pipe(p);
+    tether_io *io;
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, NULL, NULL), TETHER_OK);
     tether_listener *l = th_listen_tcp(NULL);
     (void)l;
 
     struct walk_count w = {0};
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 4);
+    ck_assert_int_eq(w.total, 5);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 3);
+    ck_assert_int_eq(w.n[TETHER_HANDLE_IO], 1);
     ck_assert_int_eq(w.n[TETHER_HANDLE_LISTENER], 1);
     ck_assert_int_eq(tether_loop_walk(th_loop, NULL, NULL), TETHER_EINVAL);
-    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_LISTENER), "listener");
+    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_IO), "io");
     ck_assert_str_eq(tether_handle_type_name((tether_handle_type)99), "unknown");
 
     /* A walk callback that frees a handle not yet visited. */
@@ -117,7 +348,7 @@ START_TEST(walk_and_close_all)
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_free_cb, NULL), TETHER_OK);
     memset(&w, 0, sizeof w);
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 1);
+    ck_assert_int_eq(w.total, 2);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 0);
 
     tether_loop_close_all(th_loop);
@@ -126,6 +357,8 @@ START_TEST(walk_and_close_all)
     ck_assert_int_eq(w.total, 0);
     /* The listener is freed by the loop; then nothing is left. */
     ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    close(p[0]);
+    close(p[1]);
 }
 END_TEST
 
@@ -135,6 +368,10 @@ static Suite *watch_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_set_timeout(tc, 40);
+    tcase_add_test(tc, io_pipe_is_level_triggered);
+    tcase_add_test(tc, io_socketpair_modify_and_hangup);
+    tcase_add_test(tc, io_stop_and_free_inside_callbacks);
+    tcase_add_test(tc, io_bad_input_is_refused);
     tcase_add_test(tc, unref_decides_when_run_returns);
     tcase_add_test(tc, walk_and_close_all);
     suite_add_tcase(s, tc);

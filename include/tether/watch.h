@@ -1,0 +1,169 @@
+/**
+ * @file watch.h
+ * @brief Watchers on a loop: your own fds.
+ *
+ * @defgroup watch Watchers: fds
+ * @brief Put the application's own file descriptors on a loop.
+ *
+ * Watchers follow one model, the same as #tether_timer's (and
+ * libuv's handles): `tether_X_new()` creates a stopped watcher registered on
+ * a loop, `tether_X_start()` starts (or changes) it, `tether_X_stop()` stops
+ * it, and `tether_X_free()` stops and frees it. Freeing or stopping is safe
+ * anywhere on the loop's thread, including inside the watcher's own
+ * callback and inside any other callback of the same iteration. A started
+ * watcher keeps tether_loop_run() going unless `tether_X_unref()` was
+ * called. All functions are for the loop's thread only (see the @ref loop
+ * threading model); callbacks run on that thread, never from inside the
+ * call that started the watcher.
+ * @{
+ */
+#ifndef TETHER_WATCH_H
+#define TETHER_WATCH_H
+
+#include <stdbool.h>
+
+#include <tether/error.h>
+#include <tether/export.h>
+#include <tether/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- fd watchers -------------------------------------------------------- */
+
+/** @brief Watches an fd that the application owns for readiness (opaque). */
+typedef struct tether_io tether_io;
+
+/** @brief Events of a #tether_io: the interest set and what fired. */
+typedef enum tether_io_event {
+    TETHER_IO_READABLE = 0x1, /**< Data (or EOF, or a pending connection) can be read. */
+    TETHER_IO_WRITABLE = 0x2, /**< Data can be written without blocking. */
+    TETHER_IO_ERROR = 0x4,    /**< Reported only: an error is pending on the fd
+                                   (for a socket, read it with SO_ERROR). */
+    TETHER_IO_HANGUP = 0x8    /**< Reported only: the other end is gone (EPOLLHUP: every
+                                   writer of a pipe closed, a socket shut down in both
+                                   directions); reading returns EOF or an error. */
+} tether_io_event;
+
+/**
+ * @brief Callback of a #tether_io.
+ *
+ * Level-triggered: it runs on every iteration in which the fd is ready for
+ * an event in the interest set, until the application reads, writes or
+ * stops watching; it need not drain the fd. An error or hang-up is always
+ * reported, together with #TETHER_IO_READABLE and/or #TETHER_IO_WRITABLE
+ * (whichever is in the interest set), so that the read or write the
+ * application then makes returns the precise error.
+ * @param[in] io     The watcher. It may be stopped, restarted with other
+ *                   events, or freed inside.
+ * @param[in] events The events that fired: a subset of the interest set,
+ *                   plus #TETHER_IO_ERROR and #TETHER_IO_HANGUP.
+ * @param[in] ud     The user data given to tether_io_start().
+ */
+typedef void (*tether_io_cb)(tether_io *io, unsigned events, void *ud);
+
+/**
+ * @brief Creates a stopped watcher for @p fd on a loop.
+ *
+ * The fd stays the application's: tether never reads, writes or closes it.
+ * It should be non-blocking, since the callback is level-triggered and a
+ * blocking read of a spuriously ready fd would stall the loop. Stop or
+ * free the watcher *before* closing the fd (epoll forgets an fd only when
+ * every duplicate of it is closed, and a reused fd number would be a
+ * different file).
+ *
+ * One fd can have one watcher per loop, as with epoll itself: starting a
+ * second watcher for the same fd on the same loop (or watching an fd the
+ * loop already uses for a connection) fails with #TETHER_EBUSY. To watch
+ * for reading and writing, start one watcher with both events. Watchers on
+ * different loops may share an fd (each is then told about readiness).
+ * @param[out] out  Receives the watcher; set to NULL on failure.
+ * @param[in]  loop The loop.
+ * @param[in]  fd   The descriptor (any pollable kind: socket, pipe, eventfd,
+ *                  signalfd, inotify, timerfd, a tty, ...).
+ * @retval TETHER_OK     Success; free with tether_io_free().
+ * @retval TETHER_EINVAL @p out or @p loop is NULL, or @p fd is negative.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_io_new(tether_io **out, tether_loop *loop, int fd);
+
+/**
+ * @brief Starts watching, or changes the events and callback of a started
+ *        watcher.
+ *
+ * The callback runs on a later iteration once the fd is ready.
+ * @param[in]  io      The watcher.
+ * @param[in]  events  #TETHER_IO_READABLE, #TETHER_IO_WRITABLE or both.
+ * @param[in]  cb      The callback.
+ * @param[in]  ud      Passed to @p cb.
+ * @param[out] out_err Optional; receives the code and a message naming the
+ *                     cause on failure.
+ * @retval TETHER_OK      Watching.
+ * @retval TETHER_EINVAL  @p io or @p cb is NULL, @p events is empty or has
+ *                        other bits, the watcher was freed, or the fd is not
+ *                        open.
+ * @retval TETHER_EBUSY   The fd already has a watcher on this loop (another
+ *                        #tether_io, or the loop's own use of it).
+ * @retval TETHER_ENOTSUP The fd cannot be polled (a regular file or a
+ *                        directory).
+ * @retval TETHER_ENOMEM  The kernel is out of memory (or the epoll watch
+ *                        limit is reached).
+ * On failure the watcher is left stopped.
+ */
+TETHER_API int tether_io_start(tether_io *io, unsigned events, tether_io_cb cb, void *ud,
+                               tether_error *out_err);
+
+/**
+ * @brief Changes the events of a started watcher, keeping its callback.
+ * @param[in]  io      The watcher.
+ * @param[in]  events  #TETHER_IO_READABLE, #TETHER_IO_WRITABLE or both.
+ * @param[out] out_err Optional; receives the code and message on failure.
+ * @retval TETHER_OK     Changed.
+ * @retval TETHER_EINVAL @p io is NULL or not started, or @p events is invalid.
+ * Other codes as for tether_io_start().
+ */
+TETHER_API int tether_io_modify(tether_io *io, unsigned events, tether_error *out_err);
+
+/**
+ * @brief Stops watching; the callback does not run again until restarted.
+ *
+ * Also stops a callback that was about to run in the current iteration.
+ * @param[in] io The watcher; NULL is ignored.
+ */
+TETHER_API void tether_io_stop(tether_io *io);
+
+/**
+ * @brief Stops and frees a watcher. Safe inside any callback of the loop,
+ *        including the watcher's own. The fd is not closed.
+ * @param[in] io The watcher; NULL is ignored.
+ */
+TETHER_API void tether_io_free(tether_io *io);
+
+/**
+ * @brief The events a watcher is started for.
+ * @param[in] io The watcher.
+ * @return The interest set, or 0 if stopped (or NULL).
+ */
+TETHER_API unsigned tether_io_events(const tether_io *io);
+
+/**
+ * @brief The watched fd.
+ * @param[in] io The watcher.
+ * @return The fd given to tether_io_new(), or -1 for NULL.
+ */
+TETHER_API int tether_io_fd(const tether_io *io);
+
+/** @brief Lets tether_loop_run() return while the watcher is started. @param[in] io The watcher;
+ * NULL is ignored. */
+TETHER_API void tether_io_unref(tether_io *io);
+
+/** @brief Undoes tether_io_unref() (the default). @param[in] io The watcher; NULL is ignored. */
+TETHER_API void tether_io_ref(tether_io *io);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_WATCH_H */
+/** @} */
