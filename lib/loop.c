@@ -220,7 +220,10 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     }
     loop->epfd = -1;
     loop->evfd = -1;
+    loop->sigfd = -1;
+    sigemptyset(&loop->sigmask);
     tether__queue_init(&loop->handle_q);
+    tether__queue_init(&loop->sig_q);
     int rv = TETHER_OK;
     tether_loop_opts_init(&loop->opts);
     if (opts != NULL) {

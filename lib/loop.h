@@ -5,6 +5,7 @@
 #define TETHER_LOOP_INT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
 
@@ -80,7 +81,7 @@ static inline void tether__queue_move(struct tether__queue *from, struct tether_
 }
 
 /* The common part of every handle a user can see on a loop (timers, fd
- * watchers, listeners): the registry tether_loop_walk()
+ * watchers, signals, listeners): the registry tether_loop_walk()
  * iterates and the ref/unref state that decides whether an active handle
  * keeps tether_loop_run() going. */
 typedef void (*tether__handle_close_fn)(void *obj);
@@ -161,6 +162,13 @@ struct tether_loop {
     bool dispatching; /* delivering a batch of epoll events */
 
     struct tether__queue handle_q; /* registered handles (tether__handle) */
+
+    /* Signals (signal.c): one signalfd per loop, created with the first
+     * watcher and closed with the last. */
+    int sigfd;
+    struct tether__io sig_io;
+    sigset_t sigmask;
+    struct tether__queue sig_q; /* started tether_signal watchers */
 
     uint8_t *rbuf;   /* shared read buffer, TETHER__RBUF_SIZE, lazily allocated */
     void *seg_cache; /* free list of small output segments (conn.c) */

@@ -1,6 +1,8 @@
-/* Watchers on a loop (lib/io.c) and the handle registry (lib/handle.c):
- * fd watches on pipes and socketpairs, ref/unref and walk/close-all. */
+/* Watchers on a loop (lib/io.c, lib/signal.c) and the handle registry
+ * (lib/handle.c): fd watches on pipes and socketpairs, signals, ref/unref
+ * and walk/close-all. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -216,6 +218,99 @@ START_TEST(io_bad_input_is_refused)
 }
 END_TEST
 
+/* ---- signals ------------------------------------------------------------ */
+
+struct sig_rec {
+    int calls;
+    int signum;
+    bool free_self;
+};
+
+static void sig_rec_cb(tether_signal *s, int signum, void *ud)
+{
+    struct sig_rec *r = ud;
+    r->calls++;
+    r->signum = signum;
+    if (r->free_self) {
+        tether_signal_free(s);
+    }
+}
+
+static bool sig_pred(void *arg)
+{
+    struct sig_rec *r = arg;
+    return r->calls > 0;
+}
+
+START_TEST(signal_usr1_is_delivered)
+{
+    tether_signal *s1, *s2;
+    struct sig_rec r1 = {0}, r2 = {.free_self = true};
+    tether_error err;
+    ck_assert_int_eq(tether_signal_new(&s1, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_signal_new(&s2, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s1, SIGUSR1, sig_rec_cb, &r1, &err), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s2, SIGUSR1, sig_rec_cb, &r2, &err), TETHER_OK);
+    ck_assert_int_eq(tether_signal_signum(s1), SIGUSR1);
+    /* Blocked by start: raising it does not kill the test. */
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    ck_assert(sigismember(&cur, SIGUSR1));
+    ck_assert_int_eq(raise(SIGUSR1), 0);
+    ck_assert(th_run_until_pred(sig_pred, &r1, 10000));
+    ck_assert_int_eq(r1.signum, SIGUSR1);
+    /* Both watchers of the loop saw it; the second freed itself. */
+    ck_assert_int_eq(r2.calls, 1);
+    ck_assert_int_eq(r2.signum, SIGUSR1);
+    /* A process-directed one, too. */
+    r1.calls = 0;
+    ck_assert_int_eq(kill(getpid(), SIGUSR1), 0);
+    ck_assert(th_run_until_pred(sig_pred, &r1, 10000));
+    ck_assert_int_eq(r2.calls, 1);
+    tether_signal_free(s1);
+}
+END_TEST
+
+START_TEST(signal_one_loop_per_signal)
+{
+    tether_signal *s1, *s2;
+    struct sig_rec r1 = {0}, r2 = {0};
+    tether_error err;
+    tether_loop *other;
+    ck_assert_int_eq(tether_loop_new(&other, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_signal_new(&s1, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_signal_new(&s2, other), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s1, SIGUSR2, sig_rec_cb, &r1, &err), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s2, SIGUSR2, sig_rec_cb, &r2, &err), TETHER_EBUSY);
+    ck_assert_ptr_nonnull(strstr(err.message, "another loop"));
+    ck_assert_int_eq(tether_signal_signum(s2), 0);
+    /* Other signals are free. */
+    ck_assert_int_eq(tether_signal_start(s2, SIGHUP, sig_rec_cb, &r2, &err), TETHER_OK);
+    /* Once the first loop lets go, the other may take it. */
+    tether_signal_stop(s1);
+    ck_assert_int_eq(tether_signal_start(s2, SIGUSR2, sig_rec_cb, &r2, &err), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s1, SIGUSR2, sig_rec_cb, &r1, &err), TETHER_EBUSY);
+    /* Bad signals. */
+    ck_assert_int_eq(tether_signal_start(s1, SIGKILL, sig_rec_cb, &r1, &err), TETHER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "cannot be watched"));
+    ck_assert_int_eq(tether_signal_start(s1, 0, sig_rec_cb, &r1, &err), TETHER_EINVAL);
+    ck_assert_int_eq(tether_signal_start(s1, 100000, sig_rec_cb, &r1, &err), TETHER_EINVAL);
+    ck_assert_int_eq(tether_signal_start(s1, SIGSEGV, sig_rec_cb, &r1, &err), TETHER_EINVAL);
+    ck_assert_int_eq(tether_signal_start(s1, SIGTERM, NULL, &r1, &err), TETHER_EINVAL);
+    /* The other loop gets SIGUSR2 now. */
+    ck_assert_int_eq(raise(SIGUSR2), 0);
+    for (int i = 0; i < 200 && r2.calls == 0; i++) {
+        ck_assert_int_ge(tether_loop_run_once(other, 50), 0);
+    }
+    ck_assert_int_eq(r2.calls, 1);
+    ck_assert_int_eq(r2.signum, SIGUSR2);
+    ck_assert_int_eq(r1.calls, 0);
+    tether_signal_free(s2);
+    tether_signal_free(s1);
+    ck_assert_int_eq(tether_loop_free(other), TETHER_OK);
+}
+END_TEST
+
 /* ---- ref/unref ------------------------------------------------------------ */
 
 static void count_timer_cb(tether_timer *t, void *ud)
@@ -233,7 +328,7 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_timer_start(longer, 30000, 0, count_timer_cb, &fired_long), TETHER_OK);
     tether_timer_unref(longer);
     ck_assert(!tether_timer_has_ref(longer));
-    /* A started fd watcher and listener, both unref'd. */
+    /* A started fd watcher, signal watcher and listener, all unref'd. */
     int p[2];
     nonblock_pipe(p);
     tether_io *io;
@@ -241,6 +336,11 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
     ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, &r, NULL), TETHER_OK);
     tether_io_unref(io);
+    tether_signal *s;
+    struct sig_rec sr = {0};
+    ck_assert_int_eq(tether_signal_new(&s, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s, SIGHUP, sig_rec_cb, &sr, NULL), TETHER_OK);
+    tether_signal_unref(s);
     tether_listener *l = th_listen_tcp(NULL);
     tether_listener_unref(l);
     /* Unref twice is the same as once. */
@@ -276,6 +376,7 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(fired_long, 1);
 
     tether_listener_close(l);
+    tether_signal_free(s);
     tether_io_free(io);
     tether_timer_free(shorter);
     tether_timer_free(longer);
@@ -330,17 +431,21 @@ START_TEST(walk_and_close_all)
     tether_io *io;
     ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
     ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_rec_cb, NULL, NULL), TETHER_OK);
+    tether_signal *s;
+    ck_assert_int_eq(tether_signal_new(&s, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_signal_start(s, SIGTERM, sig_rec_cb, NULL, NULL), TETHER_OK);
     tether_listener *l = th_listen_tcp(NULL);
     (void)l;
 
     struct walk_count w = {0};
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 5);
+    ck_assert_int_eq(w.total, 6);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 3);
     ck_assert_int_eq(w.n[TETHER_HANDLE_IO], 1);
+    ck_assert_int_eq(w.n[TETHER_HANDLE_SIGNAL], 1);
     ck_assert_int_eq(w.n[TETHER_HANDLE_LISTENER], 1);
     ck_assert_int_eq(tether_loop_walk(th_loop, NULL, NULL), TETHER_EINVAL);
-    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_IO), "io");
+    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_SIGNAL), "signal");
     ck_assert_str_eq(tether_handle_type_name((tether_handle_type)99), "unknown");
 
     /* A walk callback that frees a handle not yet visited. */
@@ -348,7 +453,7 @@ START_TEST(walk_and_close_all)
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_free_cb, NULL), TETHER_OK);
     memset(&w, 0, sizeof w);
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 2);
+    ck_assert_int_eq(w.total, 3);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 0);
 
     tether_loop_close_all(th_loop);
@@ -372,6 +477,8 @@ static Suite *watch_suite(void)
     tcase_add_test(tc, io_socketpair_modify_and_hangup);
     tcase_add_test(tc, io_stop_and_free_inside_callbacks);
     tcase_add_test(tc, io_bad_input_is_refused);
+    tcase_add_test(tc, signal_usr1_is_delivered);
+    tcase_add_test(tc, signal_one_loop_per_signal);
     tcase_add_test(tc, unref_decides_when_run_returns);
     tcase_add_test(tc, walk_and_close_all);
     suite_add_tcase(s, tc);

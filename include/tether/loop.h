@@ -19,8 +19,8 @@
  * another thread. For many connections on many cores, run one loop per
  * thread.
  *
- * **Handles.** Timers, fd watchers (#tether_io) and listeners are
- * *handles*: objects
+ * **Handles.** Timers, fd watchers (#tether_io), signal watchers
+ * (#tether_signal) and listeners are *handles*: objects
  * registered on a loop until freed (or closed). A handle is *active* while
  * started (a listener from creation to close). tether_loop_run() keeps
  * running while an active handle is *referenced* (the default); unref it
@@ -66,6 +66,7 @@ typedef void (*tether_timer_cb)(tether_timer *t, void *ud);
 typedef enum tether_handle_type {
     TETHER_HANDLE_TIMER = 1,   /**< A #tether_timer; free with tether_timer_free(). */
     TETHER_HANDLE_IO = 2,      /**< A #tether_io; free with tether_io_free(). */
+    TETHER_HANDLE_SIGNAL = 3,  /**< A #tether_signal; free with tether_signal_free(). */
     TETHER_HANDLE_LISTENER = 5 /**< A #tether_listener; close with tether_listener_close(). */
 } tether_handle_type;
 
@@ -160,7 +161,7 @@ TETHER_API int tether_loop_free(tether_loop *loop);
  * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
  *
  * "Active" means: an open connection or listener, a started and
- * referenced handle (timer, fd watcher), a pending or
+ * referenced handle (timer, fd watcher, signal watcher), a pending or
  * posted callback. A server that listens therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
@@ -175,7 +176,7 @@ TETHER_API int tether_loop_run(tether_loop *loop);
  * One iteration runs, in order: expired timers, posted callbacks, deferred
  * work, the flush of queued output; then it waits for I/O (never longer
  * than the next timer, and not at all if work is pending), dispatches the
- * ready fds (fd watchers, connections), and finally runs the
+ * ready fds (fd watchers, signals, connections), and finally runs the
  * timers and work that became due meanwhile.
 
  * @param[in] loop       The loop.
@@ -225,7 +226,7 @@ TETHER_API void tether_loop_wakeup(tether_loop *loop);
 /**
  * @brief Calls @p cb for every handle registered on the loop.
  *
- * Visits timers, fd watchers and listeners that
+ * Visits timers, fd watchers, signal watchers and listeners that
  * have not been freed or closed, in the order they were created. The
  * callback may free or close the visited handle or any other; a handle
  * created during the walk is not visited. Connections and reconnecting
@@ -242,8 +243,8 @@ TETHER_API void tether_loop_wakeup(tether_loop *loop);
 TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
 
 /**
- * @brief Frees every timer and fd watcher and closes every listener still
- *        on the loop.
+ * @brief Frees every timer, fd watcher and signal watcher and closes
+ *        every listener still on the loop.
  *
  * For shutdown: afterwards run the loop until it returns (listener frees
  * and the close callbacks of connections run there) and free it. The
@@ -254,7 +255,8 @@ TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
 TETHER_API void tether_loop_close_all(tether_loop *loop);
 
 /**
- * @brief The name of a handle type ("timer", "io", "listener"), for logs.
+ * @brief The name of a handle type ("timer", "io", "signal", "listener"),
+ *        for logs.
  * @param[in] type The type.
  * @return A static string; "unknown" for a value that is not a type.
  */

@@ -1,11 +1,11 @@
 /**
  * @file watch.h
- * @brief Watchers on a loop: your own fds.
+ * @brief Watchers on a loop: your own fds and signals.
  *
- * @defgroup watch Watchers: fds
- * @brief Put the application's own file descriptors on a loop.
+ * @defgroup watch Watchers: fds, signals
+ * @brief Put the application's own file descriptors and signals on a loop.
  *
- * Watchers follow one model, the same as #tether_timer's (and
+ * Both kinds follow one model, the same as #tether_timer's (and
  * libuv's handles): `tether_X_new()` creates a stopped watcher registered on
  * a loop, `tether_X_start()` starts (or changes) it, `tether_X_stop()` stops
  * it, and `tether_X_free()` stops and frees it. Freeing or stopping is safe
@@ -160,6 +160,107 @@ TETHER_API void tether_io_unref(tether_io *io);
 
 /** @brief Undoes tether_io_unref() (the default). @param[in] io The watcher; NULL is ignored. */
 TETHER_API void tether_io_ref(tether_io *io);
+
+/* ---- signals ------------------------------------------------------------ */
+
+/** @brief Delivers a POSIX signal as a loop callback (opaque). */
+typedef struct tether_signal tether_signal;
+
+/**
+ * @brief Callback of a #tether_signal, on the loop's thread (not in a
+ *        signal handler: any tether call is allowed).
+ * @param[in] sig    The watcher; it may be stopped or freed inside.
+ * @param[in] signum The signal that arrived.
+ * @param[in] ud     The user data given to tether_signal_start().
+ */
+typedef void (*tether_signal_cb)(tether_signal *sig, int signum, void *ud);
+
+/**
+ * @brief Creates a stopped signal watcher on a loop.
+ * @param[out] out  Receives the watcher; set to NULL on failure.
+ * @param[in]  loop The loop.
+ * @retval TETHER_OK     Success; free with tether_signal_free().
+ * @retval TETHER_EINVAL A NULL argument.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_signal_new(tether_signal **out, tether_loop *loop);
+
+/**
+ * @brief Starts delivering @p signum (SIGINT, SIGTERM, SIGHUP, SIGCHLD,
+ *        SIGUSR1, ...) to the callback.
+ *
+ * The loop reads signals from a signalfd(2). **Mask handling**: a signalfd
+ * only sees a signal that is blocked, and a process-directed signal
+ * (kill(2), a terminal's Ctrl-C) goes to any one thread that does *not*
+ * block it, where its default action (often: terminate) would run instead.
+ * So:
+ * - tether_signal_start() blocks @p signum in the **calling thread** (with
+ *   pthread_sigmask()), which must be the loop's thread;
+ * - every **other** thread of the process must block it too. Threads inherit
+ *   the mask of the thread that creates them, so the simple rule is: create
+ *   the loop's watchers (or block the signals yourself) *before* creating
+ *   any other thread, including threads that libraries start;
+ * - tether_signal_stop() and tether_signal_free() leave the signal blocked
+ *   (unblocking could deliver a pending signal with its default action);
+ *   unblock it yourself if needed;
+ * - child processes inherit the blocked mask across fork(2) and execve(2):
+ *   unblock the signals in the child before exec.
+ *
+ * Standard signals do not queue: several arrivals of one signal before the
+ * loop reads it run the callback once (for SIGCHLD, reap with waitpid()
+ * and WNOHANG in a loop). Several watchers of one loop may watch the same
+ * signal; each callback runs for every arrival. SIGKILL and SIGSTOP cannot
+ * be watched, and neither can signals that report faults of the thread
+ * itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL).
+ *
+ * **One loop per signal.** A signal is delivered once per process, and a
+ * signalfd that reads it consumes it: two loops watching one signal would
+ * each see an arbitrary share of the arrivals. So a signal can be watched
+ * by one loop at a time, and starting a watcher for it on another loop fails
+ * with #TETHER_EBUSY until every watcher of the first loop for that signal is
+ * stopped. Fan out to other loops with tether_loop_post() from the callback.
+ * @param[in]  sig     The watcher. If started, it is first stopped.
+ * @param[in]  signum  The signal number.
+ * @param[in]  cb      The callback.
+ * @param[in]  ud      Passed to @p cb.
+ * @param[out] out_err Optional; receives the code and a message on failure.
+ * @retval TETHER_OK     Started; the signal is blocked in the calling thread.
+ * @retval TETHER_EINVAL @p sig or @p cb is NULL, the watcher was freed, or
+ *                       @p signum cannot be watched.
+ * @retval TETHER_EBUSY  Another loop watches @p signum.
+ * @retval TETHER_EMFILE No descriptor for the signalfd.
+ */
+TETHER_API int tether_signal_start(tether_signal *sig, int signum, tether_signal_cb cb, void *ud,
+                                   tether_error *out_err);
+
+/**
+ * @brief Stops a signal watcher (the signal stays blocked, see
+ *        tether_signal_start()).
+ * @param[in] sig The watcher; NULL is ignored.
+ */
+TETHER_API void tether_signal_stop(tether_signal *sig);
+
+/**
+ * @brief Stops and frees a signal watcher. Safe inside any callback of the
+ *        loop, including its own.
+ * @param[in] sig The watcher; NULL is ignored.
+ */
+TETHER_API void tether_signal_free(tether_signal *sig);
+
+/**
+ * @brief The signal a watcher is started for.
+ * @param[in] sig The watcher.
+ * @return The signal number, or 0 if stopped (or NULL).
+ */
+TETHER_API int tether_signal_signum(const tether_signal *sig);
+
+/** @brief Lets tether_loop_run() return while the watcher is started. @param[in] sig The watcher;
+ * NULL is ignored. */
+TETHER_API void tether_signal_unref(tether_signal *sig);
+
+/** @brief Undoes tether_signal_unref() (the default). @param[in] sig The watcher; NULL is ignored.
+ */
+TETHER_API void tether_signal_ref(tether_signal *sig);
 
 #ifdef __cplusplus
 }
