@@ -1,5 +1,5 @@
-/* The handle registry of a loop: every timer, fd watcher, signal watcher
- * and listener registers here while it lives. It decides which
+/* The handle registry of a loop: every timer, fd watcher, signal watcher,
+ * hook and listener registers here while it lives. It decides which
  * handles keep tether_loop_run() going (active and referenced), lets
  * tether_loop_walk() and tether_loop_close_all() find them at shutdown. */
 #include "loop.h"
@@ -117,6 +117,8 @@ const char *tether_handle_type_name(tether_handle_type type)
         return "io";
     case TETHER_HANDLE_SIGNAL:
         return "signal";
+    case TETHER_HANDLE_HOOK:
+        return "hook";
     case TETHER_HANDLE_LISTENER:
         return "listener";
     }

@@ -1,10 +1,11 @@
-/* The event loop: level-triggered epoll, timers, deferred work and a
- * thread-safe wakeup through an eventfd.
+/* The event loop: level-triggered epoll, timers, deferred work, the
+ * iteration's hook points and a thread-safe wakeup through an eventfd.
  *
  * One iteration: update the clock, run expired timers, posted callbacks and
- * deferred work, flush connections with queued output, block in epoll_wait
- * for at most the time to the next timer (not at all if work is waiting),
- * and dispatch the ready fds. Objects are only ever freed from deferred
+ * deferred work, then the idle and prepare hooks, flush connections with
+ * queued output, block in epoll_wait for at most the time to the next timer
+ * (not at all if work is waiting or an idle hook is started), dispatch the
+ * ready fds, run the check hooks. Objects are only ever freed from deferred
  * work (or, for fd watchers, after the batch), so the pointers in one batch
  * of epoll events stay valid while it is dispatched. */
 #include "loop.h"
@@ -224,6 +225,9 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     sigemptyset(&loop->sigmask);
     tether__queue_init(&loop->handle_q);
     tether__queue_init(&loop->sig_q);
+    for (size_t i = 0; i < TETHER__ARRAY_SIZE(loop->hook_q); i++) {
+        tether__queue_init(&loop->hook_q[i]);
+    }
     int rv = TETHER_OK;
     tether_loop_opts_init(&loop->opts);
     if (opts != NULL) {
@@ -379,10 +383,13 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
     tether__timers_run(loop);
     run_posts(loop);
     run_pending(loop);
+    tether__hooks_run(loop, TETHER_HOOK_IDLE);
+    tether__hooks_run(loop, TETHER_HOOK_PREPARE);
     run_flushes(loop);
 
     int timeout = timeout_ms;
     if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
+        !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
         (until_idle && !loop_alive(loop))) {
         /* Work is waiting, or tether_loop_run() is about to return because
          * nothing is left: do not block. */
@@ -399,7 +406,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         if (errno != EINTR) {
             return tether__errno_to_err(errno);
         }
-        n = 0; /* interrupted by a signal: nothing to dispatch */
+        n = 0; /* a signal: the check hooks still see the wakeup */
     }
     tether__loop_update_time(loop);
     loop->dispatching = true;
@@ -426,6 +433,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         }
     }
     loop->dispatching = false;
+    tether__hooks_run(loop, TETHER_HOOK_CHECK);
     if (n == loop->events_cap && loop->events_cap < 4096) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);

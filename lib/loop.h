@@ -81,7 +81,7 @@ static inline void tether__queue_move(struct tether__queue *from, struct tether_
 }
 
 /* The common part of every handle a user can see on a loop (timers, fd
- * watchers, signals, listeners): the registry tether_loop_walk()
+ * watchers, signals, hooks, listeners): the registry tether_loop_walk()
  * iterates and the ref/unref state that decides whether an active handle
  * keeps tether_loop_run() going. */
 typedef void (*tether__handle_close_fn)(void *obj);
@@ -161,7 +161,8 @@ struct tether_loop {
     bool running;     /* inside run/run_once: guards against nesting */
     bool dispatching; /* delivering a batch of epoll events */
 
-    struct tether__queue handle_q; /* registered handles (tether__handle) */
+    struct tether__queue handle_q;  /* registered handles (tether__handle) */
+    struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
 
     /* Signals (signal.c): one signalfd per loop, created with the first
      * watcher and closed with the last. */
@@ -259,6 +260,9 @@ void tether__handle_stop(struct tether__handle *h);
 void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
 void tether__handle_detach(struct tether__handle *h);
+
+/* Runs the started hooks of one kind (hook.c). */
+void tether__hooks_run(tether_loop *loop, tether_hook_kind kind);
 
 /* Frees the output segments cached by conn.c. */
 void tether__seg_cache_free(tether_loop *loop);

@@ -1,6 +1,6 @@
-/* Watchers on a loop (lib/io.c, lib/signal.c) and the handle registry
- * (lib/handle.c): fd watches on pipes and socketpairs, signals, ref/unref
- * and walk/close-all. */
+/* Watchers on a loop (lib/io.c, lib/signal.c, lib/hook.c) and the handle
+ * registry (lib/handle.c): fd watches on pipes and socketpairs, signals,
+ * hook ordering, ref/unref and walk/close-all. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -311,6 +311,115 @@ START_TEST(signal_one_loop_per_signal)
 }
 END_TEST
 
+/* ---- hooks -------------------------------------------------------------- */
+
+static char trace[64];
+static size_t ntrace;
+
+static void trace_add(char c)
+{
+    if (ntrace + 1 < sizeof trace) {
+        trace[ntrace++] = c;
+        trace[ntrace] = '\0';
+    }
+}
+
+static void hook_trace_cb(tether_hook *h, void *ud)
+{
+    (void)h;
+    trace_add((char)(intptr_t)ud);
+}
+
+static void hook_trace_stop_cb(tether_hook *h, void *ud)
+{
+    trace_add((char)(intptr_t)ud);
+    tether_hook_stop(h);
+}
+
+static void timer_trace_cb(tether_timer *t, void *ud)
+{
+    (void)ud;
+    trace_add('T');
+    tether_timer_free(t);
+}
+
+static void io_trace_cb(tether_io *io, unsigned events, void *ud)
+{
+    (void)events;
+    (void)ud;
+    char c;
+    ck_assert_int_eq(read(tether_io_fd(io), &c, 1), 1);
+    trace_add('I');
+}
+
+START_TEST(hooks_run_in_order)
+{
+    ntrace = 0;
+    trace[0] = '\0';
+    int p[2];
+    nonblock_pipe(p);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    tether_io *io;
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, io_trace_cb, NULL, NULL), TETHER_OK);
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(t, 0, 0, timer_trace_cb, NULL), TETHER_OK);
+    tether_hook *check, *prep, *idle, *prep2;
+    ck_assert_int_eq(tether_hook_new(&check, th_loop, TETHER_HOOK_CHECK), TETHER_OK);
+    ck_assert_int_eq(tether_hook_new(&prep, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_new(&prep2, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    tether_hook *bad;
+    ck_assert_int_eq(tether_hook_new(&bad, th_loop, (tether_hook_kind)7), TETHER_EINVAL);
+    ck_assert_ptr_null(bad);
+    ck_assert_int_eq(tether_hook_new(&idle, th_loop, TETHER_HOOK_IDLE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_get_kind(prep), TETHER_HOOK_PREPARE);
+    /* Started in an order unlike the run order. */
+    ck_assert_int_eq(tether_hook_start(check, hook_trace_cb, (void *)(intptr_t)'C'), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(prep, hook_trace_cb, (void *)(intptr_t)'P'), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(prep2, hook_trace_stop_cb, (void *)(intptr_t)'Q'),
+                     TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(idle, hook_trace_stop_cb, (void *)(intptr_t)'D'), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(idle, NULL, NULL), TETHER_EINVAL);
+    /* An idle hook is started: even a blocking call must not wait. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, -1), 0);
+    ck_assert_str_eq(trace, "TDPQIC");
+    /* The next iteration: the stopped hooks (idle, prepare Q) are gone. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_str_eq(trace, "TDPQICPC");
+    tether_hook_free(idle);
+    tether_hook_free(prep2);
+    tether_hook_free(prep);
+    tether_hook_free(check);
+    tether_io_free(io);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+static void hook_free_other_cb(tether_hook *h, void *ud)
+{
+    trace_add('F');
+    tether_hook_free(ud);
+    tether_hook_free(h);
+}
+
+START_TEST(hook_frees_itself_and_the_next)
+{
+    ntrace = 0;
+    trace[0] = '\0';
+    tether_hook *a, *b;
+    ck_assert_int_eq(tether_hook_new(&a, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_new(&b, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(a, hook_free_other_cb, b), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(b, hook_trace_cb, (void *)(intptr_t)'B'), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_str_eq(trace, "F");
+    /* Both gone: the loop has nothing left. */
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+}
+END_TEST
+
 /* ---- ref/unref ------------------------------------------------------------ */
 
 static void count_timer_cb(tether_timer *t, void *ud)
@@ -328,7 +437,7 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_timer_start(longer, 30000, 0, count_timer_cb, &fired_long), TETHER_OK);
     tether_timer_unref(longer);
     ck_assert(!tether_timer_has_ref(longer));
-    /* A started fd watcher, signal watcher and listener, all unref'd. */
+    /* A started fd watcher, signal watcher, hook and listener, all unref'd. */
     int p[2];
     nonblock_pipe(p);
     tether_io *io;
@@ -341,6 +450,10 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(tether_signal_new(&s, th_loop), TETHER_OK);
     ck_assert_int_eq(tether_signal_start(s, SIGHUP, sig_rec_cb, &sr, NULL), TETHER_OK);
     tether_signal_unref(s);
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_CHECK), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(h, hook_trace_cb, (void *)(intptr_t)'c'), TETHER_OK);
+    tether_hook_unref(h);
     tether_listener *l = th_listen_tcp(NULL);
     tether_listener_unref(l);
     /* Unref twice is the same as once. */
@@ -376,6 +489,7 @@ START_TEST(unref_decides_when_run_returns)
     ck_assert_int_eq(fired_long, 1);
 
     tether_listener_close(l);
+    tether_hook_free(h);
     tether_signal_free(s);
     tether_io_free(io);
     tether_timer_free(shorter);
@@ -434,15 +548,18 @@ START_TEST(walk_and_close_all)
     tether_signal *s;
     ck_assert_int_eq(tether_signal_new(&s, th_loop), TETHER_OK);
     ck_assert_int_eq(tether_signal_start(s, SIGTERM, sig_rec_cb, NULL, NULL), TETHER_OK);
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
     tether_listener *l = th_listen_tcp(NULL);
     (void)l;
 
     struct walk_count w = {0};
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 6);
+    ck_assert_int_eq(w.total, 7);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 3);
     ck_assert_int_eq(w.n[TETHER_HANDLE_IO], 1);
     ck_assert_int_eq(w.n[TETHER_HANDLE_SIGNAL], 1);
+    ck_assert_int_eq(w.n[TETHER_HANDLE_HOOK], 1);
     ck_assert_int_eq(w.n[TETHER_HANDLE_LISTENER], 1);
     ck_assert_int_eq(tether_loop_walk(th_loop, NULL, NULL), TETHER_EINVAL);
     ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_SIGNAL), "signal");
@@ -453,7 +570,7 @@ START_TEST(walk_and_close_all)
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_free_cb, NULL), TETHER_OK);
     memset(&w, 0, sizeof w);
     ck_assert_int_eq(tether_loop_walk(th_loop, walk_count_cb, &w), TETHER_OK);
-    ck_assert_int_eq(w.total, 3);
+    ck_assert_int_eq(w.total, 4);
     ck_assert_int_eq(w.n[TETHER_HANDLE_TIMER], 0);
 
     tether_loop_close_all(th_loop);
@@ -479,6 +596,8 @@ static Suite *watch_suite(void)
     tcase_add_test(tc, io_bad_input_is_refused);
     tcase_add_test(tc, signal_usr1_is_delivered);
     tcase_add_test(tc, signal_one_loop_per_signal);
+    tcase_add_test(tc, hooks_run_in_order);
+    tcase_add_test(tc, hook_frees_itself_and_the_next);
     tcase_add_test(tc, unref_decides_when_run_returns);
     tcase_add_test(tc, walk_and_close_all);
     suite_add_tcase(s, tc);

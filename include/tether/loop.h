@@ -20,7 +20,7 @@
  * thread.
  *
  * **Handles.** Timers, fd watchers (#tether_io), signal watchers
- * (#tether_signal) and listeners are *handles*: objects
+ * (#tether_signal), hooks (#tether_hook) and listeners are *handles*: objects
  * registered on a loop until freed (or closed). A handle is *active* while
  * started (a listener from creation to close). tether_loop_run() keeps
  * running while an active handle is *referenced* (the default); unref it
@@ -67,6 +67,7 @@ typedef enum tether_handle_type {
     TETHER_HANDLE_TIMER = 1,   /**< A #tether_timer; free with tether_timer_free(). */
     TETHER_HANDLE_IO = 2,      /**< A #tether_io; free with tether_io_free(). */
     TETHER_HANDLE_SIGNAL = 3,  /**< A #tether_signal; free with tether_signal_free(). */
+    TETHER_HANDLE_HOOK = 4,    /**< A #tether_hook; free with tether_hook_free(). */
     TETHER_HANDLE_LISTENER = 5 /**< A #tether_listener; close with tether_listener_close(). */
 } tether_handle_type;
 
@@ -161,7 +162,7 @@ TETHER_API int tether_loop_free(tether_loop *loop);
  * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
  *
  * "Active" means: an open connection or listener, a started and
- * referenced handle (timer, fd watcher, signal watcher), a pending or
+ * referenced handle (timer, fd watcher, signal watcher, hook), a pending or
  * posted callback. A server that listens therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
@@ -174,10 +175,11 @@ TETHER_API int tether_loop_run(tether_loop *loop);
  * @brief Runs one iteration: expired timers, I/O, deferred callbacks.
  *
  * One iteration runs, in order: expired timers, posted callbacks, deferred
- * work, the flush of queued output; then it waits for I/O (never longer
- * than the next timer, and not at all if work is pending), dispatches the
- * ready fds (fd watchers, signals, connections), and finally runs the
- * timers and work that became due meanwhile.
+ * work, idle hooks, prepare hooks, the flush of queued output; then it waits
+ * for I/O (never longer than the next timer, and not at all if work is
+ * pending or an idle hook is started), dispatches the ready fds (fd
+ * watchers, signals, connections), runs the check hooks, and finally runs
+ * the timers and work that became due meanwhile.
 
  * @param[in] loop       The loop.
  * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
@@ -226,7 +228,7 @@ TETHER_API void tether_loop_wakeup(tether_loop *loop);
 /**
  * @brief Calls @p cb for every handle registered on the loop.
  *
- * Visits timers, fd watchers, signal watchers and listeners that
+ * Visits timers, fd watchers, signal watchers, hooks and listeners that
  * have not been freed or closed, in the order they were created. The
  * callback may free or close the visited handle or any other; a handle
  * created during the walk is not visited. Connections and reconnecting
@@ -243,7 +245,7 @@ TETHER_API void tether_loop_wakeup(tether_loop *loop);
 TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
 
 /**
- * @brief Frees every timer, fd watcher and signal watcher and closes
+ * @brief Frees every timer, fd watcher, signal watcher and hook and closes
  *        every listener still on the loop.
  *
  * For shutdown: afterwards run the loop until it returns (listener frees
@@ -255,8 +257,8 @@ TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
 TETHER_API void tether_loop_close_all(tether_loop *loop);
 
 /**
- * @brief The name of a handle type ("timer", "io", "signal", "listener"),
- *        for logs.
+ * @brief The name of a handle type ("timer", "io", "signal", "hook",
+ *        "listener"), for logs.
  * @param[in] type The type.
  * @return A static string; "unknown" for a value that is not a type.
  */

@@ -1,11 +1,12 @@
 /**
  * @file watch.h
- * @brief Watchers on a loop: your own fds and signals.
+ * @brief Watchers on a loop: your own fds, signals, and per-iteration hooks.
  *
- * @defgroup watch Watchers: fds, signals
- * @brief Put the application's own file descriptors and signals on a loop.
+ * @defgroup watch Watchers: fds, signals, hooks
+ * @brief Put the application's own file descriptors and signals on a loop,
+ *        and run code before the loop blocks and after it wakes.
  *
- * Both kinds follow one model, the same as #tether_timer's (and
+ * The three kinds follow one model, the same as #tether_timer's (and
  * libuv's handles): `tether_X_new()` creates a stopped watcher registered on
  * a loop, `tether_X_start()` starts (or changes) it, `tether_X_stop()` stops
  * it, and `tether_X_free()` stops and frees it. Freeing or stopping is safe
@@ -261,6 +262,87 @@ TETHER_API void tether_signal_unref(tether_signal *sig);
 /** @brief Undoes tether_signal_unref() (the default). @param[in] sig The watcher; NULL is ignored.
  */
 TETHER_API void tether_signal_ref(tether_signal *sig);
+
+/* ---- hooks -------------------------------------------------------------- */
+
+/** @brief A callback run once per loop iteration at a fixed point (opaque). */
+typedef struct tether_hook tether_hook;
+
+/** @brief When in an iteration a #tether_hook runs (see tether_loop_run_once()). */
+typedef enum tether_hook_kind {
+    /** Every iteration, before the prepare hooks; while one is started the
+     *  loop does not block (it polls for I/O without waiting). For work done
+     *  in small steps while nothing else happens; mind that a started idle
+     *  hook makes the loop spin. */
+    TETHER_HOOK_IDLE = 0,
+    /** Right before the loop blocks waiting for I/O, after timers, posted and
+     *  deferred callbacks: for per-iteration batching (flush what the
+     *  iteration accumulated). Queued output is flushed after the prepare
+     *  hooks, so what they send leaves in the same iteration. */
+    TETHER_HOOK_PREPARE = 1,
+    /** Right after the loop wakes and has dispatched the ready fds (fd
+     *  watchers, signals, connections), before the timers that became due. */
+    TETHER_HOOK_CHECK = 2
+} tether_hook_kind;
+
+/**
+ * @brief Callback of a #tether_hook.
+ * @param[in] h  The hook; it may be stopped or freed inside.
+ * @param[in] ud The user data given to tether_hook_start().
+ */
+typedef void (*tether_hook_cb)(tether_hook *h, void *ud);
+
+/**
+ * @brief Creates a stopped hook of one kind on a loop.
+ * @param[out] out  Receives the hook; set to NULL on failure.
+ * @param[in]  loop The loop.
+ * @param[in]  kind #TETHER_HOOK_IDLE, #TETHER_HOOK_PREPARE or #TETHER_HOOK_CHECK.
+ * @retval TETHER_OK     Success; free with tether_hook_free().
+ * @retval TETHER_EINVAL A NULL argument or an unknown @p kind.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_hook_new(tether_hook **out, tether_loop *loop, tether_hook_kind kind);
+
+/**
+ * @brief Starts a hook (or changes the callback of a started one).
+ *
+ * The callback runs once per iteration, starting with the next time the
+ * loop reaches the hook's point. Hooks of one kind run in the order they
+ * were started; a hook started by a hook of the same kind first runs in
+ * the next iteration.
+ * @param[in] h  The hook.
+ * @param[in] cb The callback.
+ * @param[in] ud Passed to @p cb.
+ * @retval TETHER_OK     Started.
+ * @retval TETHER_EINVAL @p h or @p cb is NULL, or the hook was freed.
+ */
+TETHER_API int tether_hook_start(tether_hook *h, tether_hook_cb cb, void *ud);
+
+/**
+ * @brief Stops a hook.
+ * @param[in] h The hook; NULL is ignored.
+ */
+TETHER_API void tether_hook_stop(tether_hook *h);
+
+/**
+ * @brief Stops and frees a hook. Safe inside any callback of the loop.
+ * @param[in] h The hook; NULL is ignored.
+ */
+TETHER_API void tether_hook_free(tether_hook *h);
+
+/**
+ * @brief The kind a hook was created with.
+ * @param[in] h The hook (not NULL).
+ * @return Its kind.
+ */
+TETHER_API tether_hook_kind tether_hook_get_kind(const tether_hook *h);
+
+/** @brief Lets tether_loop_run() return while the hook is started. @param[in] h The hook; NULL is
+ * ignored. */
+TETHER_API void tether_hook_unref(tether_hook *h);
+
+/** @brief Undoes tether_hook_unref() (the default). @param[in] h The hook; NULL is ignored. */
+TETHER_API void tether_hook_ref(tether_hook *h);
 
 #ifdef __cplusplus
 }
