@@ -1,7 +1,8 @@
 /* The handle registry of a loop: every timer, fd watcher, signal watcher,
  * hook and listener registers here while it lives. It decides which
  * handles keep tether_loop_run() going (active and referenced), lets
- * tether_loop_walk() and tether_loop_close_all() find them at shutdown. */
+ * tether_loop_walk() and tether_loop_close_all() find them at shutdown, and
+ * holds the thread-safe keep-alive count of tether_loop_ref(). */
 #include "loop.h"
 
 void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
@@ -123,4 +124,28 @@ const char *tether_handle_type_name(tether_handle_type type)
         return "listener";
     }
     return "unknown";
+}
+
+void tether_loop_ref(tether_loop *loop)
+{
+    if (loop != NULL) {
+        atomic_fetch_add(&loop->keepalive, 1);
+    }
+}
+
+void tether_loop_unref(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    /* Under the post lock, like tether_loop_post(): tether_loop_free()
+     * takes it too, so once the count is 0 and the loop thread frees the
+     * loop, no unref is still about to touch it. The wakeup makes a run
+     * with nothing else to do re-check and return. */
+    pthread_mutex_lock(&loop->post_mu);
+    size_t n = atomic_load(&loop->keepalive);
+    while (n > 0 && !atomic_compare_exchange_weak(&loop->keepalive, &n, n - 1)) {
+    }
+    tether_loop_wakeup(loop);
+    pthread_mutex_unlock(&loop->post_mu);
 }

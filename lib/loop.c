@@ -1,5 +1,6 @@
 /* The event loop: level-triggered epoll, timers, deferred work, the
- * iteration's hook points and a thread-safe wakeup through an eventfd.
+ * iteration's hook points and a thread-safe (and async-signal-safe) wakeup
+ * through an eventfd.
  *
  * One iteration: update the clock, run expired timers, posted callbacks and
  * deferred work, then the idle and prepare hooks, flush connections with
@@ -29,6 +30,10 @@ uint64_t tether__now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+/* tether_loop_wakeup() runs in signal handlers: its flag must be a real
+ * lock-free atomic, not one emulated with a lock. */
+static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");
 
 static uint32_t to_epoll(unsigned ev)
 {
@@ -271,6 +276,7 @@ int tether_loop_new(tether_loop **out, const tether_loop_opts *opts)
     pthread_mutex_init(&loop->post_mu, NULL);
     atomic_init(&loop->wake_armed, false);
     atomic_init(&loop->posts_queued, 0);
+    atomic_init(&loop->keepalive, 0);
     tether__loop_update_time(loop);
 
     *out = loop;
@@ -299,7 +305,19 @@ int tether_loop_free(tether_loop *loop)
     if (loop->running) {
         return TETHER_EBUSY;
     }
-    if (loop->handles > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0) {
+    if (loop->handles > 0 || loop->pend_head != NULL) {
+        return TETHER_EBUSY;
+    }
+    /* Posts and keep-alive references come from other threads. They change
+     * the counts and wake the loop under post_mu, so once we have seen both
+     * at 0 under the lock, no other thread is inside tether_loop_post() or
+     * tether_loop_unref() for this loop any more (and a thread that would
+     * start one now is misusing a loop it holds no reference to). A post
+     * that is queued is owed its run: tether_loop_run() runs it. */
+    pthread_mutex_lock(&loop->post_mu);
+    bool busy = atomic_load(&loop->posts_queued) > 0 || atomic_load(&loop->keepalive) > 0;
+    pthread_mutex_unlock(&loop->post_mu);
+    if (busy) {
         return TETHER_EBUSY;
     }
     if (loop->dns != NULL && tether__dns_loop_free != NULL) {
@@ -374,7 +392,8 @@ static void run_flushes(tether_loop *loop)
 
 static bool loop_alive(const tether_loop *loop)
 {
-    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0;
+    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0 ||
+           atomic_load(&loop->keepalive) > 0;
 }
 
 static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
@@ -499,13 +518,17 @@ void tether_loop_stop(tether_loop *loop)
 
 void tether_loop_wakeup(tether_loop *loop)
 {
+    /* Async-signal-safe: a lock-free atomic and write(2), nothing else, and
+     * errno restored for the code the signal interrupted. */
     if (loop == NULL) {
         return;
     }
     if (!atomic_exchange(&loop->wake_armed, true)) {
+        int saved = errno;
         uint64_t one = 1;
         ssize_t r = write(loop->evfd, &one, sizeof one);
         (void)r; /* EAGAIN means the counter is already non-zero: awake anyway */
+        errno = saved;
     }
 }
 
@@ -529,8 +552,11 @@ int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
     }
     loop->post_tail = p;
     atomic_fetch_add(&loop->posts_queued, 1);
-    pthread_mutex_unlock(&loop->post_mu);
+    /* Woken under the lock: once the loop has run this post and
+     * tether_loop_free() has taken the lock, this thread no longer touches
+     * the loop. */
     tether_loop_wakeup(loop);
+    pthread_mutex_unlock(&loop->post_mu);
     return TETHER_OK;
 }
 

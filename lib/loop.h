@@ -155,8 +155,9 @@ struct tether_loop {
     struct tether__post *post_tail;
     atomic_size_t posts_queued;
 
-    size_t active;  /* live handles: conns, listeners, armed user timers */
-    size_t handles; /* every allocated handle, for tether_loop_free */
+    size_t active;           /* live handles: conns, listeners, armed user timers */
+    size_t handles;          /* every allocated handle, for tether_loop_free */
+    atomic_size_t keepalive; /* tether_loop_ref() count, from any thread */
     bool stop;
     bool running;     /* inside run/run_once: guards against nesting */
     bool dispatching; /* delivering a batch of epoll events */

@@ -14,10 +14,11 @@
  * **Threading model.** A loop and everything on it belong to one thread: call
  * loop, timer, connection and listener functions only from the thread that
  * runs the loop (or, before it runs, the thread that created it). The only
- * functions that may be called from any thread are tether_loop_post() and
- * tether_loop_wakeup(); use tether_loop_post() to hand work to a loop from
- * another thread. For many connections on many cores, run one loop per
- * thread.
+ * functions that may be called from any thread are tether_loop_post(),
+ * tether_loop_wakeup(), tether_loop_ref() and tether_loop_unref(); use
+ * tether_loop_post() to hand work to a loop from another thread. Only
+ * tether_loop_wakeup() may be called from a signal handler. For many
+ * connections on many cores, run one loop per thread.
  *
  * **Handles.** Timers, fd watchers (#tether_io), signal watchers
  * (#tether_signal), hooks (#tether_hook) and listeners are *handles*: objects
@@ -152,9 +153,21 @@ TETHER_API int tether_loop_new(tether_loop **out, const tether_loop_opts *opts);
  * Close every connection and listener and free every timer first, then run
  * the loop until their close callbacks have fired (tether_loop_run() returns
  * once nothing is active).
+ *
+ * A callback posted by another thread after tether_loop_run() returned
+ * (or while tether_loop_ref() holds the loop) also keeps the loop from
+ * being freed: it is owed exactly one run. tether_loop_free() then returns
+ * #TETHER_EBUSY and changes nothing; run the loop again (tether_loop_run()
+ * runs the queued callbacks and returns once nothing else is active) and
+ * call tether_loop_free() again. To free a loop safely while other threads
+ * may still post to it, have each of them hold a tether_loop_ref() until
+ * after its last tether_loop_post() call, so that tether_loop_run() does not
+ * return before they are done.
  * @param[in] loop The loop; NULL is accepted and ignored.
  * @retval TETHER_OK    The loop was freed.
- * @retval TETHER_EBUSY Handles, timers or posted callbacks remain; nothing was freed.
+ * @retval TETHER_EBUSY Called from inside the loop's own callback, or
+ *                      handles, deferred work, posted callbacks or
+ *                      tether_loop_ref() references remain; nothing was freed.
  */
 TETHER_API int tether_loop_free(tether_loop *loop);
 
@@ -163,7 +176,8 @@ TETHER_API int tether_loop_free(tether_loop *loop);
  *
  * "Active" means: an open connection or listener, a started and
  * referenced handle (timer, fd watcher, signal watcher, hook), a pending or
- * posted callback. A server that listens therefore runs until stopped.
+ * posted callback, or a tether_loop_ref() reference. A server that listens
+ * therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
  * @retval TETHER_EINVAL @p loop is NULL.
@@ -205,6 +219,15 @@ TETHER_API void tether_loop_stop(tether_loop *loop);
  * **Thread-safe**: may be called from any thread, including from inside a
  * callback on the loop itself. Callbacks posted from one thread run in the
  * order they were posted. The loop wakes up if it is waiting.
+ *
+ * **Not async-signal-safe**: it allocates and takes a mutex, so never call
+ * it from a signal handler; use tether_loop_wakeup() there, or watch the
+ * signal with #tether_signal.
+ *
+ * The caller must know that @p loop is not being freed meanwhile: a thread
+ * that posts to a loop it does not run should hold tether_loop_ref() from
+ * before its first post until after its last one.
+ *
  * If this returns #TETHER_OK the callback runs exactly once, never from
  * inside this call.
  * @param[in] loop The loop.
@@ -219,11 +242,40 @@ TETHER_API int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud);
 /**
  * @brief Wakes the loop if it is blocked waiting for events.
  *
- * **Thread-safe.** Cheap and coalescing: many wakeups before the loop runs
- * cost one iteration.
- * @param[in] loop The loop.
+ * **Thread-safe** and **async-signal-safe**: it does one atomic exchange
+ * and at most one write(2) to an eventfd, takes no lock, allocates nothing
+ * and leaves `errno` as it found it, so a signal handler may call it (the
+ * handler must still know that @p loop outlives it). Cheap and coalescing:
+ * many wakeups before the loop runs cost one iteration. A wakeup makes a
+ * blocked tether_loop_run() or tether_loop_run_once() go round once; by
+ * itself it runs no callback.
+ * @param[in] loop The loop; NULL is ignored.
  */
 TETHER_API void tether_loop_wakeup(tether_loop *loop);
+
+/**
+ * @brief Holds the loop alive: tether_loop_run() does not return for lack
+ *        of work while a reference is held.
+ *
+ * For loops that other threads post to: a producer thread takes a reference
+ * before it starts posting and drops it with tether_loop_unref() after its
+ * last post, so that the loop can neither return early nor be freed under
+ * it. References are counted. tether_loop_stop() still stops the loop.
+ *
+ * **Thread-safe** (not async-signal-safe).
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_ref(tether_loop *loop);
+
+/**
+ * @brief Drops a reference taken with tether_loop_ref().
+ *
+ * **Thread-safe.** Wakes the loop, so that a tether_loop_run() with nothing
+ * else left to do returns. Dropping more references than were taken is a
+ * programming error and is ignored.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_unref(tether_loop *loop);
 
 /**
  * @brief Calls @p cb for every handle registered on the loop.
