@@ -71,6 +71,7 @@ int tether_hook_start(tether_hook *h, tether_hook_cb cb, void *ud)
     if (!h->h.active) {
         tether__queue_insert_tail(&h->h.loop->hook_q[h->kind], &h->node);
         tether__handle_start(&h->h);
+        tether__loop_touch(h->h.loop);
     }
     return TETHER_OK;
 }

@@ -1,6 +1,6 @@
 /* The event loop: level-triggered epoll, timers, deferred work, the
- * iteration's hook points and a thread-safe (and async-signal-safe) wakeup
- * through an eventfd.
+ * iteration's hook points, a thread-safe (and async-signal-safe) wakeup
+ * through an eventfd, and the embedding interface (backend fd and timeout).
  *
  * One iteration: update the clock, run expired timers, posted callbacks and
  * deferred work, then the idle and prepare hooks, flush connections with
@@ -12,6 +12,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -29,6 +30,13 @@ uint64_t tether__now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t tether__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* tether_loop_wakeup() runs in signal handlers: its flag must be a real
@@ -109,6 +117,7 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
         loop->pend_head = p;
     }
     loop->pend_tail = p;
+    tether__loop_touch(loop);
 }
 
 void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
@@ -155,6 +164,7 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     f->queued = true;
     f->next = loop->flush_head;
     loop->flush_head = f;
+    tether__loop_touch(loop);
 }
 
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
@@ -396,6 +406,14 @@ static bool loop_alive(const tether_loop *loop)
            atomic_load(&loop->keepalive) > 0;
 }
 
+/* Work that must run without waiting for I/O. */
+static bool loop_has_work(const tether_loop *loop)
+{
+    return loop->pend_head != NULL || loop->flush_head != NULL ||
+           atomic_load(&loop->posts_queued) > 0 ||
+           !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]);
+}
+
 static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 {
     tether__loop_update_time(loop);
@@ -563,4 +581,47 @@ int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
 uint64_t tether_loop_now(const tether_loop *loop)
 {
     return loop != NULL ? loop->now : 0;
+}
+
+uint64_t tether_loop_now_us(const tether_loop *loop)
+{
+    return loop != NULL ? loop->now_us : 0;
+}
+
+void tether_loop_update_time(tether_loop *loop)
+{
+    if (loop != NULL) {
+        tether__loop_update_time(loop);
+    }
+}
+
+int tether_loop_backend_fd(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return -1;
+    }
+    /* From now on work queued outside an iteration wakes the eventfd. */
+    loop->embedded = true;
+    return loop->epfd;
+}
+
+int tether_loop_backend_timeout(const tether_loop *loop)
+{
+    if (loop == NULL) {
+        return -1;
+    }
+    if (loop_has_work(loop)) {
+        return 0;
+    }
+    if (loop->heap_len == 0) {
+        return -1;
+    }
+    /* Asked between iterations by an embedding loop, the cached time is as
+     * old as the last iteration: measure from the clock instead. */
+    uint64_t now = loop->running ? loop->now : tether__now_ms();
+    uint64_t d = loop->heap[0]->deadline;
+    if (d <= now) {
+        return 0;
+    }
+    return d - now > INT_MAX ? INT_MAX : (int)(d - now);
 }

@@ -161,6 +161,8 @@ struct tether_loop {
     bool stop;
     bool running;     /* inside run/run_once: guards against nesting */
     bool dispatching; /* delivering a batch of epoll events */
+    bool embedded;    /* tether_loop_backend_fd() was asked for */
+    uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
 
     struct tether__queue handle_q;  /* registered handles (tether__handle) */
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
@@ -262,6 +264,18 @@ void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
 void tether__handle_detach(struct tether__handle *h);
 
+/* Work was queued from outside an iteration (a foreign loop's callback):
+ * wake the loop so that an embedding loop polling tether_loop_backend_fd()
+ * notices it. Inside an iteration the loop recomputes its timeout itself,
+ * and a loop nobody embeds (no backend fd handed out) looks at its queues
+ * before it blocks anyway, so neither pays for the eventfd write. */
+static inline void tether__loop_touch(tether_loop *loop)
+{
+    if (loop->embedded && !loop->running) {
+        tether_loop_wakeup(loop);
+    }
+}
+
 /* Runs the started hooks of one kind (hook.c). */
 void tether__hooks_run(tether_loop *loop, tether_hook_kind kind);
 
@@ -271,13 +285,15 @@ void tether__seg_cache_free(tether_loop *loop);
 /* The shared read buffer (NULL on allocation failure). */
 uint8_t *tether__loop_rbuf(tether_loop *loop);
 
-/* Monotonic clock in milliseconds. */
+/* Monotonic clock in milliseconds and in microseconds. */
 uint64_t tether__now_ms(void);
+uint64_t tether__now_us(void);
 
 /* Reads the clock into the loop's cached time. */
 static inline void tether__loop_update_time(tether_loop *loop)
 {
-    loop->now = tether__now_ms();
+    loop->now_us = tether__now_us();
+    loop->now = loop->now_us / 1000u;
 }
 
 /* The loop's time for a timestamp or deadline. Inside the loop it is the

@@ -112,6 +112,11 @@ void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t ti
     loop->heap_len++;
     heap_place(loop, loop->heap_len - 1, n);
     heap_sift_up(loop, loop->heap_len - 1);
+    if (n->index == 0) {
+        /* The nearest deadline moved: an embedding loop must re-read
+         * tether_loop_backend_timeout(). */
+        tether__loop_touch(loop);
+    }
 }
 
 int tether__timers_next_timeout(const tether_loop *loop)

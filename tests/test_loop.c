@@ -1,12 +1,15 @@
 /* Event loop and timers: ordering, cancellation, repeat, posts from other
  * threads, run-once semantics and handle accounting. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "loop.h"
@@ -535,6 +538,7 @@ START_TEST(free_after_a_late_post_can_be_completed)
     pthread_join(th, NULL);
     /* The post is owed its run, so the loop cannot be freed yet ... */
     ck_assert_int_eq(tether_loop_free(loop), TETHER_EBUSY);
+    ck_assert_int_eq(tether_loop_backend_timeout(loop), 0);
     /* ... and running it again is what to do about it. */
     ck_assert_int_eq(tether_loop_run(loop), TETHER_OK);
     ck_assert_int_eq(atomic_load(&p.ran), 1);
@@ -583,6 +587,26 @@ START_TEST(free_races_no_poster)
             ck_assert_int_eq(atomic_load(&p[i].ran), 20);
         }
     }
+}
+END_TEST
+
+/* ---- clocks ---------------------------------------------------------------- */
+
+START_TEST(now_us_matches_now)
+{
+    tether_loop_update_time(th_loop);
+    uint64_t us = tether_loop_now_us(th_loop);
+    ck_assert_uint_eq(tether_loop_now(th_loop), us / 1000);
+    struct timespec ts = {0, 3 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    /* Cached: unchanged until the loop (or update_time) reads the clock. */
+    ck_assert_uint_eq(tether_loop_now_us(th_loop), us);
+    tether_loop_update_time(th_loop);
+    ck_assert_uint_ge(tether_loop_now_us(th_loop), us + 3000);
+    ck_assert_uint_eq(tether_loop_now(th_loop), tether_loop_now_us(th_loop) / 1000);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_uint_eq(tether_loop_now(th_loop), tether_loop_now_us(th_loop) / 1000);
+    ck_assert_uint_eq(tether_loop_now_us(NULL), 0);
 }
 END_TEST
 
@@ -650,6 +674,134 @@ START_TEST(wakeup_from_a_signal_handler)
 }
 END_TEST
 
+/* ---- embedding: backend fd and timeout ------------------------------------ */
+
+static bool backend_readable(void)
+{
+    struct pollfd pfd = {.fd = tether_loop_backend_fd(th_loop), .events = POLLIN};
+    int n = poll(&pfd, 1, 0);
+    ck_assert_int_ge(n, 0);
+    return n == 1 && (pfd.revents & POLLIN);
+}
+
+static int backend_posts;
+
+static void backend_post_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    (void)ud;
+    backend_posts++;
+}
+
+static void backend_hook_cb(tether_hook *h, void *ud)
+{
+    (*(int *)ud)++;
+    tether_hook_stop(h);
+}
+
+static void backend_io_cb(tether_io *io, unsigned events, void *ud)
+{
+    (void)events;
+    char c;
+    ck_assert_int_eq(read(tether_io_fd(io), &c, 1), 1);
+    (*(int *)ud)++;
+}
+
+START_TEST(backend_fd_and_timeout_contract)
+{
+    ck_assert_int_eq(tether_loop_backend_fd(NULL), -1);
+    ck_assert_int_eq(tether_loop_backend_timeout(NULL), -1);
+    ck_assert_int_ge(tether_loop_backend_fd(th_loop), 0);
+    /* Idle loop: nothing to do, no deadline. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+
+    /* A timer: the timeout counts down to it; the fd stays quiet. */
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(t, 60000, 0, record_cb, NULL), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    int to = tether_loop_backend_timeout(th_loop);
+    ck_assert_int_gt(to, 0);
+    ck_assert_int_le(to, 60000);
+    ck_assert(!backend_readable());
+    /* A nearer timer armed from outside an iteration (a foreign loop's
+     * callback) makes the fd readable, so the new deadline is noticed. */
+    tether_timer *t2;
+    ck_assert_int_eq(tether_timer_new(&t2, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(t2, 30000, 0, record_cb, NULL), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_le(tether_loop_backend_timeout(th_loop), 30000);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    tether_timer_free(t2);
+    tether_timer_free(t);
+
+    /* A post: readable, and no waiting. */
+    backend_posts = 0;
+    ck_assert_int_eq(tether_loop_post(th_loop, backend_post_cb, NULL), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(backend_posts, 1);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+
+    /* A plain wakeup. */
+    tether_loop_wakeup(th_loop);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+
+    /* Deferred work queued outside an iteration (here a listener close,
+     * which frees the listener from the pending queue). */
+    tether_listener *l = th_listen_tcp(NULL);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    tether_listener_close(l);
+    ck_assert(backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+
+    /* A hook started from outside, and a started idle hook. */
+    int hook_runs = 0;
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(h, backend_hook_cb, &hook_runs), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(hook_runs, 1);
+    tether_hook_free(h);
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_IDLE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(h, backend_hook_cb, &hook_runs), TETHER_OK);
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(hook_runs, 2);
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+    tether_hook_free(h);
+
+    /* An fd event. */
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    int io_runs = 0;
+    tether_io *io;
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, backend_io_cb, &io_runs, NULL),
+                     TETHER_OK);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(io_runs, 1);
+    ck_assert(!backend_readable());
+    tether_io_free(io);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 static Suite *loop_suite(void)
 {
     Suite *s = suite_create("loop");
@@ -671,7 +823,9 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, loop_ref_keeps_run_alive_for_posts);
     tcase_add_test(tc, free_after_a_late_post_can_be_completed);
     tcase_add_test(tc, free_races_no_poster);
+    tcase_add_test(tc, now_us_matches_now);
     tcase_add_test(tc, wakeup_from_a_signal_handler);
+    tcase_add_test(tc, backend_fd_and_timeout_contract);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -30,6 +30,12 @@
  * reconnecting clients keep the loop alive while open. tether_loop_walk()
  * visits every registered handle, and tether_loop_close_all() frees or
  * closes them at shutdown.
+ *
+ * **Embedding.** Another event loop (libuv, GLib, libevent, a hand-written
+ * poll loop) can drive a tether loop: watch tether_loop_backend_fd() for
+ * readability, wait at most tether_loop_backend_timeout() milliseconds, and
+ * call tether_loop_run_once() with a timeout of 0 whenever either fires.
+ * See examples/embed_libuv.c.
  * @{
  */
 #ifndef TETHER_LOOP_H
@@ -194,7 +200,10 @@ TETHER_API int tether_loop_run(tether_loop *loop);
  * pending or an idle hook is started), dispatches the ready fds (fd
  * watchers, signals, connections), runs the check hooks, and finally runs
  * the timers and work that became due meanwhile.
-
+ *
+ * An embedding loop calls this with @p timeout_ms 0 whenever
+ * tether_loop_backend_fd() is readable or tether_loop_backend_timeout()
+ * has passed.
  * @param[in] loop       The loop.
  * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
  *                       0 polls without waiting, a negative value waits until
@@ -246,9 +255,9 @@ TETHER_API int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud);
  * and at most one write(2) to an eventfd, takes no lock, allocates nothing
  * and leaves `errno` as it found it, so a signal handler may call it (the
  * handler must still know that @p loop outlives it). Cheap and coalescing:
- * many wakeups before the loop runs cost one iteration. A wakeup makes a
- * blocked tether_loop_run() or tether_loop_run_once() go round once; by
- * itself it runs no callback.
+ * many wakeups before the loop runs cost one iteration. A wakeup makes
+ * tether_loop_backend_fd() readable and makes a blocked tether_loop_run()
+ * or tether_loop_run_once() go round once; by itself it runs no callback.
  * @param[in] loop The loop; NULL is ignored.
  */
 TETHER_API void tether_loop_wakeup(tether_loop *loop);
@@ -317,6 +326,39 @@ TETHER_API void tether_loop_close_all(tether_loop *loop);
 TETHER_API const char *tether_handle_type_name(tether_handle_type type);
 
 /**
+ * @brief The loop's epoll descriptor, for embedding in another event loop.
+ *
+ * It is readable whenever tether_loop_run_once() has something to do:
+ * an fd event, a wakeup, a posted callback, or work queued from outside an
+ * iteration (a send, a close, a started hook or a timer armed from a
+ * foreign loop's callback wakes the loop's eventfd, which the epoll set
+ * watches). Work that becomes due with time is covered by
+ * tether_loop_backend_timeout(). Watch it for readability only; never read
+ * from it, write to it or close it. Valid until tether_loop_free().
+ *
+ * Asking for it marks the loop as embedded: from then on, work queued from
+ * outside an iteration costs one eventfd write per iteration, which a loop
+ * run by tether_loop_run() alone does not need. Loop thread only.
+ * @param[in] loop The loop.
+ * @return The descriptor, or -1 if @p loop is NULL.
+ */
+TETHER_API int tether_loop_backend_fd(tether_loop *loop);
+
+/**
+ * @brief How long an embedding loop may wait before it must call
+ *        tether_loop_run_once() even if tether_loop_backend_fd() stays quiet.
+ *
+ * Call it after every tether_loop_run_once() and whenever the embedding
+ * loop is about to block (a libuv prepare handle, a GSource's prepare).
+ * @param[in] loop The loop.
+ * @return 0 if work is waiting (deferred or posted callbacks, queued
+ *         output, a started idle hook, an expired timer), otherwise the
+ *         milliseconds until the next timer, or -1 if no timer is armed (and
+ *         -1 for a NULL @p loop).
+ */
+TETHER_API int tether_loop_backend_timeout(const tether_loop *loop);
+
+/**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
  *
  * Updated at the start of every iteration, so it is cheap and stays the same
@@ -325,6 +367,29 @@ TETHER_API const char *tether_handle_type_name(tether_handle_type type);
  * @return Milliseconds since an arbitrary fixed point.
  */
 TETHER_API uint64_t tether_loop_now(const tether_loop *loop);
+
+/**
+ * @brief The loop's cached time in microseconds on the monotonic clock.
+ *
+ * The same instant as tether_loop_now() (which is this value divided by
+ * 1000), at microsecond resolution: cheap, and constant during one
+ * iteration's callbacks. For a fresh reading call tether_loop_update_time()
+ * first.
+ * @param[in] loop The loop.
+ * @return Microseconds since the same fixed point as tether_loop_now(), or
+ *         0 if @p loop is NULL.
+ */
+TETHER_API uint64_t tether_loop_now_us(const tether_loop *loop);
+
+/**
+ * @brief Reads the monotonic clock into the loop's cached time.
+ *
+ * For a callback that ran long and wants tether_loop_now() and
+ * tether_loop_now_us() to be current. Timers started afterwards count from
+ * the new time. Loop thread only.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_update_time(tether_loop *loop);
 
 /**
  * @brief Creates a stopped timer on a loop.
