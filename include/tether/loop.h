@@ -156,9 +156,10 @@ TETHER_API int tether_loop_new(tether_loop **out, const tether_loop_opts *opts);
 /**
  * @brief Frees a loop that has no live handles left.
  *
- * Close every connection and listener and free every timer first, then run
- * the loop until their close callbacks have fired (tether_loop_run() returns
- * once nothing is active).
+ * Close every connection and listener and free every timer and watcher
+ * first (tether_loop_close_all() does it for all but connections and
+ * clients), then run the loop until their close callbacks have fired
+ * (tether_loop_run() returns once nothing is active).
  *
  * A callback posted by another thread after tether_loop_run() returned
  * (or while tether_loop_ref() holds the loop) also keeps the loop from
@@ -293,8 +294,8 @@ TETHER_API void tether_loop_unref(tether_loop *loop);
  * have not been freed or closed, in the order they were created. The
  * callback may free or close the visited handle or any other; a handle
  * created during the walk is not visited. Connections and reconnecting
- * clients are not handles of this kind: close them through the objects
- * that own them (their listener's connections through tether_conn_close()).
+ * clients are not visited: close them yourself (tether_conn_close(),
+ * tether_client_close()).
  *
  * Loop thread only.
  * @param[in] loop The loop.
