@@ -23,6 +23,7 @@
 #define BACKOFF_MAX_MS 1000u
 
 struct tether_listener {
+    struct tether__handle h; /* active from listen to close */
     tether_loop *loop;
     struct tether__io io;
     struct tether__conn_cfg *cfg;
@@ -141,6 +142,11 @@ static void listener_free_cb(struct tether__pending *p)
     l->loop->handles--;
     tether__conn_cfg_unref(l->cfg);
     free(l);
+}
+
+static void listener_close_obj(void *obj)
+{
+    tether_listener_close(obj);
 }
 
 static void listener_format_url(tether_listener *l, const struct sockaddr_storage *ss, socklen_t sl)
@@ -317,7 +323,8 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
         free(l);
         return tether__set_error(out_err, rv, "listen on %s: cannot watch the socket", url);
     }
-    tether__loop_handle_add(loop, true);
+    tether__handle_init(&l->h, loop, TETHER_HANDLE_LISTENER, l, listener_close_obj);
+    tether__handle_start(&l->h);
     tether__log(TETHER_LOG_INFO, "listening on %s", l->url);
     *out = l;
     return TETHER_OK;
@@ -339,9 +346,10 @@ void tether_listener_close(tether_listener *l)
     /* Connections still handshaking outlive us; they must not call back
      * into a freed listener. */
     l->cfg->listener = NULL;
-    tether__loop_handle_remove(l->loop, true);
-    /* Freed from the loop: we may be inside our own accept dispatch. */
-    l->loop->handles++;
+    /* Off the registry and no longer active, but still counted in
+     * loop->handles until freed from the loop: we may be inside our own
+     * accept dispatch. */
+    tether__handle_detach(&l->h);
     tether__pending_queue(l->loop, &l->free_pend);
 }
 
@@ -353,4 +361,18 @@ int tether_listener_port(const tether_listener *l)
 const char *tether_listener_url(const tether_listener *l)
 {
     return l != NULL ? l->url : "";
+}
+
+void tether_listener_unref(tether_listener *l)
+{
+    if (l != NULL) {
+        tether__handle_unref(&l->h);
+    }
+}
+
+void tether_listener_ref(tether_listener *l)
+{
+    if (l != NULL) {
+        tether__handle_ref(&l->h);
+    }
 }

@@ -735,6 +735,23 @@ TETHER_API int tether_listener_port(const tether_listener *l);
  */
 TETHER_API const char *tether_listener_url(const tether_listener *l);
 
+/**
+ * @brief Lets tether_loop_run() return while the listener is open.
+ *
+ * For a listener that serves alongside other work and must not keep the
+ * program running by itself (see the handle model in @ref loop). Accepting
+ * goes on whenever the loop runs. Idempotent. Loop thread only.
+ * @param[in] l The listener; NULL is ignored.
+ */
+TETHER_API void tether_listener_unref(tether_listener *l);
+
+/**
+ * @brief Undoes tether_listener_unref(): an open listener keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] l The listener; NULL is ignored.
+ */
+TETHER_API void tether_listener_ref(tether_listener *l);
+
 #ifdef __cplusplus
 }
 #endif

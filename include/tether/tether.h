@@ -15,6 +15,7 @@
 #include <tether/sync.h>
 #include <tether/tls.h>
 #include <tether/version.h>
+#include <tether/watch.h>
 
 /**
  * @defgroup dns DNS and connecting
