@@ -103,6 +103,12 @@ static size_t decode_all(const tether_framer *fr, bool ctrl, const uint8_t *buf,
             *out_rv = rv;
             return off;
         }
+        /* With max_msg = SIZE_MAX a varint may announce close to 2^64
+         * bytes, and the sum would wrap: such a frame never completes. */
+        if (f.payload_len > SIZE_MAX - f.hdr_len - f.trailer_len) {
+            *out_rv = TETHER_EAGAIN;
+            return off;
+        }
         total = f.hdr_len + f.payload_len + f.trailer_len;
         if (total > avail) {
             *out_rv = TETHER_EAGAIN;
