@@ -5,9 +5,11 @@ Each handshake runs in memory between Python's ssl client and server
 (certs/ from the repository) and records every byte the client sends, up
 to its Finished. Replayed against tether, the server's random differs, so
 the handshake fails at the client's Finished (TLS 1.2: CertificateVerify),
-but everything before it, client certificates included, is real.
+but everything before it, client certificates included, is real. The
+seeds that complete their handshake (session-*) are recorded by the
+target itself: FUZZ_TLS_RECORD=DIR build-fuzz/tests/fuzz/fuzz_tls_server.
 
-    python3 tests/fuzz/make-tls-seeds.py   # rewrites tests/fuzz/corpus/fuzz_tls_server/
+    python3 tests/fuzz/make-tls-seeds.py   # rewrites its files in tests/fuzz/corpus/fuzz_tls_server/
 """
 import os
 import ssl
