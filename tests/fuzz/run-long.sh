@@ -128,7 +128,7 @@ for t in "${targets[@]}"; do
         echo "---- tail of $dir/logs/$t.log"
         tail -n 60 "$dir/logs/$t.log"
         echo "---- crashing inputs: $dir/crashes/$t/"
-        ls -1 "$dir/crashes/$t/" | tail -n 5
+        find "$dir/crashes/$t" -type f | tail -n 5
     fi
 done
 exit "$status"
