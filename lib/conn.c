@@ -68,6 +68,14 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
             return NULL;
         }
     }
+    c->mem = tether__mem_get(loop);
+    if (c->mem == NULL) {
+        free(c->live);
+        tether__conn_cfg_unref(cfg);
+        free(c);
+        return NULL;
+    }
+    c->mem->conns++;
     c->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
@@ -120,9 +128,7 @@ static void conn_finish(tether_conn *c, int reason)
     /* The socket stays open, unwatched, until the handle is freed after
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->loop, &c->io);
-    free(c->rpart);
-    c->rpart = NULL;
-    c->rlen = c->rcap = 0;
+    tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
@@ -190,7 +196,8 @@ static void conn_free(tether_conn *c)
      * from another connection's on_message) queued a flush; an abort that
      * followed must not leave it pointing at freed memory. */
     tether__flush_cancel(c->loop, &c->flush);
-    free(c->rpart);
+    tether__conn_rpart_free(c);
+    tether__mem_conn_gone(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -213,7 +220,8 @@ void tether__conn_update_io(tether_conn *c)
         }
         break;
     case TETHER__CS_READY:
-        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF))) {
+        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF)) &&
+            !(c->memflags & TETHER__MF_PAUSED)) {
             ev |= TETHER_EV_READ;
         }
         if (c->flags & TETHER__CF_WBLOCKED) {
@@ -266,9 +274,7 @@ void tether__conn_begin_shutdown(tether_conn *c)
      * reset that destroys data the peer has not read yet. */
     c->reason = TETHER_OK;
     c->state = TETHER__CS_LINGER;
-    free(c->rpart);
-    c->rpart = NULL;
-    c->rlen = c->rcap = 0;
+    tether__conn_rpart_free(c);
     tether__tnode_start(c->loop, &c->timer, LINGER_MS);
     tether__conn_update_io(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);

@@ -59,6 +59,7 @@ struct tether__wseg {
     uint8_t data[];
 };
 
+struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 
@@ -127,6 +128,14 @@ struct tether_conn {
     uint64_t ready_at; /* loop ms when established; 0 before */
 
     struct tether__live *live; /* NULL unless cfg->live */
+
+    /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
+    struct tether__mem *mem; /* the loop's memory budget and accounting */
+    tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
+    tether_conn *mem_prev;
+    uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
+    size_t rknown;    /* full size of the frame at rpart[0]; 0 if unknown */
+    size_t qacct;     /* the part of queued the budget has counted */
 
     /* Internal observer (reconnect.c): called after output was handed to
      * the transport, never from inside a user callback's dispatch of a

@@ -7,8 +7,9 @@
  * Every connection reads into the loop's shared buffer and frames are
  * delivered straight from it; only the incomplete tail of a read is copied
  * into a per-connection buffer (rpart). Idle connections therefore hold no
- * input buffer at all. A large frame whose length is known gets a buffer
- * of exactly its size, and the rest of it is read directly into place. */
+ * input buffer at all. The buffer grows with the bytes that arrive, never
+ * with the size a header announces; once a frame has 64 KiB in it, the
+ * rest is read directly into place. */
 #include "conn_core.h"
 
 #include <stdlib.h>
@@ -181,33 +182,94 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
     return off;
 }
 
-/* Keeps the unconsumed tail of a read for later. known is the full size of
- * the incomplete frame when its header has arrived. */
-static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+/* ---- the input buffer (rpart) ------------------------------------------
+ *
+ * Its capacity follows what has arrived, never what a header announces: a
+ * peer that sends a header claiming 16 MiB and nothing else costs a few
+ * hundred bytes. It grows geometrically (at most twice the bytes it holds)
+ * and never beyond the size of the frame in front (rknown) or, when that is
+ * unknown (a line without its delimiter yet), beyond the largest frame
+ * allowed. Every change of capacity goes through the loop's memory budget. */
+
+void tether__conn_rpart_free(tether_conn *c)
 {
-    if (n == 0) {
-        return TETHER_OK;
+    if (c->rpart != NULL) {
+        free(c->rpart);
+        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap);
+        c->rpart = NULL;
     }
-    size_t cap;
-    if (known > n && known > TETHER__RBUF_SIZE / 2) {
-        cap = known; /* a large frame: read the rest straight into place */
-    } else {
-        cap = TETHER__MAX(n, (size_t)256);
+    c->rlen = c->rcap = 0;
+    c->rknown = 0;
+}
+
+/* The largest capacity the frame at rpart[0] can use. */
+static size_t rpart_limit(const tether_conn *c)
+{
+    if (c->rknown != 0) {
+        return c->rknown;
     }
-    uint8_t *b = malloc(cap);
+    return c->cfg->o.max_msg + TETHER_FRAME_HDR_MAX + TETHER_FRAME_TRAILER_MAX;
+}
+
+/* Sets the capacity to cap (>= rlen), moving the contents. */
+static int rpart_resize(tether_conn *c, size_t cap)
+{
+    uint8_t *b = realloc(c->rpart, cap);
     if (b == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
         return TETHER_ENOMEM;
     }
-    memcpy(b, p, n);
+    if (cap > c->rcap) {
+        tether__mem_add(c->mem, &c->mem->in_bytes, cap - c->rcap);
+    } else {
+        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap - cap);
+    }
     c->rpart = b;
-    c->rlen = n;
     c->rcap = cap;
     return TETHER_OK;
 }
 
-/* Parses what rpart holds (after a resume, or once a large frame is in). */
-void tether__conn_parse_rpart(tether_conn *c)
+/* Makes room for need bytes in all: doubles (at least), within the limit
+ * unless need itself is above it. */
+static int rpart_reserve(tether_conn *c, size_t need)
+{
+    if (TETHER__LIKELY(need <= c->rcap)) {
+        return TETHER_OK;
+    }
+    size_t cap = TETHER__MAX(TETHER__MAX(need, c->rcap * 2), (size_t)256);
+    cap = TETHER__MIN(cap, TETHER__MAX(rpart_limit(c), need));
+    return rpart_resize(c, cap);
+}
+
+/* Keeps the unconsumed tail of a read for later, reusing the buffer when it
+ * is large enough. known is the full size of the incomplete frame when its
+ * header has arrived. */
+static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+{
+    if (n == 0) {
+        tether__conn_rpart_free(c); /* idle connections hold no input buffer */
+        return TETHER_OK;
+    }
+    c->rknown = known;
+    c->rlen = 0;
+    if (known != 0 && c->rcap > known && c->rcap > TETHER__RBUF_SIZE) {
+        /* Left from a larger frame: give back what this one cannot use.
+         * (A buffer kept from the previous frame is at most the size of a
+         * frame this peer has sent in full.) */
+        if (rpart_resize(c, TETHER__MAX(known, n)) != TETHER_OK) {
+            return TETHER_ENOMEM;
+        }
+    } else if (rpart_reserve(c, n) != TETHER_OK) {
+        return TETHER_ENOMEM;
+    }
+    memcpy(c->rpart, p, n);
+    c->rlen = n;
+    return TETHER_OK;
+}
+
+/* Parses what rpart holds. keep: more input follows at once, so an emptied
+ * buffer stays for it (conn_keep decides whether its size fits). */
+static void rpart_parse(tether_conn *c, bool keep)
 {
     size_t known;
     size_t used = conn_parse(c, c->rpart, c->rlen, &known);
@@ -215,25 +277,26 @@ void tether__conn_parse_rpart(tether_conn *c)
         return;
     }
     if (used == c->rlen) {
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
+        if (keep) {
+            c->rlen = 0;
+            c->rknown = 0;
+        } else {
+            tether__conn_rpart_free(c);
+        }
         return;
     }
     if (used > 0) {
         memmove(c->rpart, c->rpart + used, c->rlen - used);
         c->rlen -= used;
     }
-    if (known > c->rcap) {
-        /* The frame in front is larger than the buffer: give it its size. */
-        uint8_t *b = realloc(c->rpart, known);
-        if (b == NULL) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
-            return;
-        }
-        c->rpart = b;
-        c->rcap = known;
-    }
+    /* The buffer grows with what arrives (conn_read_rounds), not here. */
+    c->rknown = known;
+}
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+void tether__conn_parse_rpart(tether_conn *c)
+{
+    rpart_parse(c, false);
 }
 
 static void conn_on_eof(tether_conn *c)
@@ -289,49 +352,41 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c)) {
+            /* The loop's budget is spent and this peer holds more than its
+             * share: stop reading it until usage is back down. */
+            tether__mem_block(c, TETHER__MF_PAUSED);
+            return;
+        }
         struct iovec iov[2];
         int iovcnt;
         size_t pre = 0; /* bytes of rpart copied to the front of lb */
         bool direct = false;
-        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
-            /* Large frame: fill it in place; whatever follows lands in lb. */
+        if (c->rlen >= TETHER__RBUF_SIZE / 2) {
+            /* A large frame under way: read the rest of it in place, growing
+             * the buffer by what has arrived so far (within the frame's size);
+             * whatever follows the frame lands in lb. */
+            size_t limit = rpart_limit(c);
+            if (c->rlen >= limit) {
+                tether__conn_fail(c, TETHER_EMSGSIZE,
+                                  "peer sent a message longer than the limit of %zu bytes",
+                                  c->cfg->o.max_msg);
+                return;
+            }
+            if (c->rcap - c->rlen < c->rlen / 2 &&
+                rpart_resize(c, TETHER__MIN(c->rlen * 2, limit)) != TETHER_OK) {
+                return;
+            }
             iov[0].iov_base = c->rpart + c->rlen;
             iov[0].iov_len = c->rcap - c->rlen;
             iov[1].iov_base = lb;
             iov[1].iov_len = TETHER__RBUF_SIZE;
-            iovcnt = 2;
+            /* Bytes that land in lb before the frame is complete would have
+             * to be copied behind it: read into lb only what follows it. */
+            iovcnt = c->rknown != 0 && c->rcap >= c->rknown ? 2 : 1;
             direct = true;
         } else {
             if (c->rlen > 0) {
-                if (c->rlen > TETHER__RBUF_SIZE / 2) {
-                    /* A long line still without its delimiter: grow rpart. */
-                    size_t cap = c->rcap * 2;
-                    size_t limit =
-                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
-                    if (cap > limit) {
-                        cap = TETHER__MAX(limit, c->rlen + 1);
-                    }
-                    if (cap <= c->rcap) {
-                        tether__conn_fail(c, TETHER_EMSGSIZE,
-                                          "peer sent a message longer than the limit of %zu bytes",
-                                          c->cfg->o.max_msg);
-                        return;
-                    }
-                    {
-                        uint8_t *b = realloc(c->rpart, cap);
-                        if (b == NULL) {
-                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                            return;
-                        }
-                        c->rpart = b;
-                        c->rcap = cap;
-                    }
-                    iov[0].iov_base = c->rpart + c->rlen;
-                    iov[0].iov_len = c->rcap - c->rlen;
-                    iovcnt = 1;
-                    direct = true;
-                    goto do_read;
-                }
                 memcpy(lb, c->rpart, c->rlen);
                 pre = c->rlen;
             }
@@ -339,7 +394,6 @@ static void conn_read_rounds(tether_conn *c)
             iov[0].iov_len = TETHER__RBUF_SIZE - pre;
             iovcnt = 1;
         }
-do_read:;
         size_t n = 0;
         int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
         if (rv == TETHER_EAGAIN) {
@@ -361,7 +415,7 @@ do_read:;
         if (direct) {
             size_t in_place = TETHER__MIN(n, iov[0].iov_len);
             c->rlen += in_place;
-            tether__conn_parse_rpart(c);
+            rpart_parse(c, n > in_place);
             if (c->state == TETHER__CS_DEAD) {
                 return;
             }
@@ -377,14 +431,8 @@ do_read:;
                  * frames held back by a pause): the extra bytes belong
                  * behind it. They may complete that frame and carry more,
                  * so parse again unless delivery is off. */
-                if (c->rcap - c->rlen < extra) {
-                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
-                    if (b == NULL) {
-                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                        return;
-                    }
-                    c->rpart = b;
-                    c->rcap = c->rlen + extra;
+                if (rpart_reserve(c, c->rlen + extra) != TETHER_OK) {
+                    return;
                 }
                 memcpy(c->rpart + c->rlen, lb, extra);
                 c->rlen += extra;
@@ -405,10 +453,9 @@ do_read:;
             }
             continue;
         }
-        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
+        /* rpart (if any) was copied into lb: it takes the new tail, reusing
+         * its memory. */
+        c->rlen = 0;
         size_t avail = pre + n;
         size_t used = conn_parse(c, lb, avail, &known);
         if (c->state == TETHER__CS_DEAD) {

@@ -677,6 +677,88 @@ TETHER_API int tether_listener_port(const tether_listener *l);
  */
 TETHER_API const char *tether_listener_url(const tether_listener *l);
 
+/**
+ * @name Memory budget
+ *
+ * Every loop keeps account of the memory its connections hold for their
+ * peers: the buffers of incomplete input frames (and of frames held back
+ * while reading is paused) and the queued output. The worst case of one
+ * connection is
+ *
+ *     send_hwm + 2 x max_msg + framing (a few bytes) [+ ~70 KiB TLS buffers]
+ *
+ * (a send is accepted while less than `send_hwm` is queued, so one more
+ * message of up to `max_msg` can be queued on top; the input buffer of a
+ * frame grows with what has arrived, at most twice that and never beyond
+ * the frame's size, so it reaches `max_msg` only for a frame that has
+ * almost all arrived). With the defaults (1 MiB, 16 MiB) that is about
+ * 33 MiB; an application that keeps copies of messages adds its own. A
+ * header that announces a large message reserves nothing.
+ *
+ * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a
+ * connection that holds more than its share (the limit divided by the
+ * connections on the loop, and at least 64 KiB) stops being read, and
+ * tether_conn_send() on it returns #TETHER_EAGAIN. Connections holding
+ * less carry on. When the total falls to three quarters of the limit,
+ * reading resumes and `on_drain` runs on every connection whose send was
+ * refused. Usage can overshoot the limit by what one read or one send adds.
+ * Held-back connections wait for memory to be freed by others (replies
+ * written, frames completed, connections closed); timeouts decide how long
+ * a stuck peer may keep its share.
+ * @{
+ */
+
+/** The default per-loop memory budget: 1 GiB. */
+#define TETHER_MEM_LIMIT_DEFAULT ((size_t)1 << 30)
+
+/**
+ * @brief Sets the loop's memory budget for connection buffers.
+ * @param[in] loop  The loop.
+ * @param[in] bytes The limit in bytes; 0 for none. Applies at once, also to
+ *                  connections that exist already.
+ * @retval TETHER_OK     Set.
+ * @retval TETHER_EINVAL @p loop is NULL.
+ * @retval TETHER_ENOMEM Out of memory.
+ *
+ * Call from the loop's thread.
+ */
+TETHER_API int tether_loop_set_mem_limit(tether_loop *loop, size_t bytes);
+
+/**
+ * @brief Memory held by a loop's connections, filled by tether_loop_get_mem_stats().
+ */
+typedef struct tether_mem_stats {
+    size_t size;         /**< Set by the getter macro; do not change. */
+    size_t limit;        /**< The budget; 0 for none. */
+    size_t input_bytes;  /**< Capacity of the input buffers (incomplete or held-back frames). */
+    size_t output_bytes; /**< Bytes queued for sending, framing included. */
+    size_t conns;        /**< Connections on the loop. */
+    bool over;           /**< Past the limit and not yet back to the low-water mark. */
+    uint64_t pauses;     /**< Times a connection stopped being read because of the budget. */
+    uint64_t refusals;   /**< Sends refused with #TETHER_EAGAIN because of the budget. */
+} tether_mem_stats;
+
+/**
+ * @brief Fills a #tether_mem_stats; used through tether_loop_get_mem_stats().
+ * @param[in]  loop The loop.
+ * @param[out] st   Receives the figures.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_loop_get_mem_stats_sized(tether_loop *loop, tether_mem_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads the memory a loop's connections hold and the budget's counters.
+ * @param l  The loop.
+ * @param st Pointer to a #tether_mem_stats.
+ */
+#define tether_loop_get_mem_stats(l, st) tether_loop_get_mem_stats_sized((l), (st), sizeof(*(st)))
+
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif
