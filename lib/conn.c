@@ -198,6 +198,9 @@ static void conn_free(tether_conn *c)
     tether__flush_cancel(c->loop, &c->flush);
     tether__conn_rpart_free(c);
     tether__mem_conn_gone(c);
+    if (c->flags & TETHER__CF_ACCEPTED) {
+        c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+    }
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -731,16 +734,21 @@ int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
     if (c == NULL || buf == NULL || len == 0) {
         return TETHER_EINVAL;
     }
-    if (c->tr == NULL) {
-        return TETHER_ENOTCONN;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
-        return TETHER_ENOTCONN;
-    }
     char tmp[160];
-    tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    if (c->peer.sa.sa_family != 0) {
+        /* Recorded at accept: still known after the peer reset. */
+        tether__addr_format(&c->peer.sa, sizeof c->peer, tmp, sizeof tmp);
+    } else {
+        if (c->tr == NULL) {
+            return TETHER_ENOTCONN;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
+            return TETHER_ENOTCONN;
+        }
+        tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    }
     if (strlen(tmp) + 1 > len) {
         return TETHER_EINVAL;
     }

@@ -383,7 +383,16 @@ typedef struct tether_listen_opts {
     int backlog;    /**< listen() backlog; default 1024 (capped by the system). */
     bool reuseport; /**< SO_REUSEPORT, to spread accepts over several loops. */
     tether_listener_error_cb on_error; /**< Accept-side problems; may be NULL. */
+    size_t max_conns;                  /**< Most accepted connections alive at once (handshaking
+                                            included); beyond it a new client is accepted and
+                                            closed at once, counted in
+                                            tether_listener_stats::rejected and reported through
+                                            `on_error` (#TETHER_EAGAIN) once per episode.
+                                            Default #TETHER_MAX_CONNS_DEFAULT; 0 for no limit. */
 } tether_listen_opts;
+
+/** The default of tether_listen_opts::max_conns. */
+#define TETHER_MAX_CONNS_DEFAULT 16384u
 
 /**
  * @brief Fills @p opts with defaults; used through tether_listen_opts_init().
@@ -676,6 +685,35 @@ TETHER_API int tether_listener_port(const tether_listener *l);
  *         valid until tether_listener_close().
  */
 TETHER_API const char *tether_listener_url(const tether_listener *l);
+
+/**
+ * @brief Counters of a listener, filled by tether_listener_get_stats().
+ */
+typedef struct tether_listener_stats {
+    size_t size;       /**< Set by the getter macro; do not change. */
+    uint64_t accepted; /**< Connections accepted and handed to the library. */
+    uint64_t rejected; /**< Connections accepted and closed at once because
+                            tether_listen_opts::max_conns were alive. */
+    size_t active;     /**< Accepted connections alive now (handshaking included). */
+} tether_listener_stats;
+
+/**
+ * @brief Fills a #tether_listener_stats; used through tether_listener_get_stats().
+ * @param[in]  l    The listener.
+ * @param[out] st   Receives the counters.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_listener_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads a listener's counters (accepted, rejected, active).
+ * @param l  The listener.
+ * @param st Pointer to a #tether_listener_stats.
+ */
+#define tether_listener_get_stats(l, st) tether_listener_get_stats_sized((l), (st), sizeof(*(st)))
 
 /**
  * @name Memory budget
