@@ -158,7 +158,7 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
     const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
     const tether_conn_opts *o = &c->cfg->o;
     if (rv == TETHER_ECONNRESET) {
-        tether__conn_fail(c, rv, "connection reset by peer during %s", what);
+        tether__conn_fail_reset(c, what); /* may suggest tls:// (conn_read.c) */
     } else if (rv == TETHER_ETIMEDOUT) {
         /* The kernel gave up on the peer: say which of our settings made
          * it do so, if any. */

@@ -98,6 +98,10 @@ void tether__conn_read(tether_conn *c);
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
 
+/* Fails with "connection reset by peer during <what>", suggesting tls://
+ * to a plain client that has heard nothing from its server. */
+void tether__conn_fail_reset(tether_conn *c, const char *what);
+
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c);
 

@@ -12,6 +12,7 @@
  * rest is read directly into place. */
 #include "conn_core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,42 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
     }
 }
 
+/* A plain client that dialled a TLS server hears a TLS alert record
+ * (0x15 0x03 0x0X) or nothing at all: the error then suggests tls://. */
+static bool conn_plain_client_first_bytes(const tether_conn *c)
+{
+    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && c->url != NULL &&
+           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(c->url, "tcp://", 6) == 0;
+}
+
+static bool looks_like_tls_record(const uint8_t *p, size_t len)
+{
+    return len >= 3 && (p[0] == 0x15 || p[0] == 0x16) && p[1] == 0x03 && p[2] <= 0x04;
+}
+
+/* Fails with detail plus the tls:// suggestion when it applies. */
+static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uint8_t *first,
+                           size_t len)
+{
+    if (conn_plain_client_first_bytes(c) &&
+        ((first != NULL && looks_like_tls_record(first, len)) ||
+         (first == NULL && c->bytes_in == 0 && c->bytes_out > 0))) {
+        tether__conn_fail(c, rv, "%s; %s: is it a TLS server? Try tls://%s", detail,
+                          first != NULL ? "the reply looks like a TLS record"
+                                        : "it closed before sending anything",
+                          c->url + 6);
+    } else {
+        tether__conn_fail(c, rv, "%s", detail);
+    }
+}
+
+void tether__conn_fail_reset(tether_conn *c, const char *what)
+{
+    char d[96];
+    snprintf(d, sizeof d, "connection reset by peer during %s", what);
+    conn_fail_hint(c, TETHER_ECONNRESET, d, NULL, 0);
+}
+
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     tether_msg_cb cb = c->cfg->o.on_message;
@@ -129,6 +166,13 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
                  * send one, else a framing error. */
                 size_t clen = ctrl_frame_len(c, buf + off);
                 if (clen == 0) {
+                    if (off == 0 && looks_like_tls_record(buf, avail) &&
+                        conn_plain_client_first_bytes(c)) {
+                        char d[96];
+                        snprintf(d, sizeof d, "peer announced a %zu-byte message", plen);
+                        conn_fail_hint(c, TETHER_EMSGSIZE, d, buf, avail);
+                        return off;
+                    }
                     tether_frame f = {.hdr_len = 4, .payload_len = plen};
                     conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
                     return off;
@@ -309,20 +353,21 @@ static void conn_on_eof(tether_conn *c)
                 known = 4 + (size_t)tether__get_be32(c->rpart);
             }
         }
+        char d[128];
         if (known > 0) {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection after %zu of %zu bytes of a message",
-                              c->rlen, known);
+            snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
+                     c->rlen, known);
         } else {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection inside a message (%zu bytes pending)",
-                              c->rlen);
+            snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
+                     c->rlen);
         }
+        conn_fail_hint(c, TETHER_ETRUNCATED, d,
+                       looks_like_tls_record(c->rpart, c->rlen) ? c->rpart : NULL, c->rlen);
         return;
     }
     c->flags |= TETHER__CF_EOF;
     if (c->queued == 0) {
-        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
+        conn_fail_hint(c, TETHER_EOF, "connection closed by peer", NULL, 0);
         return;
     }
     /* Half-close: the peer is done sending but may still read our replies. */
