@@ -165,9 +165,10 @@ struct tether__mem *tether__mem_get(tether_loop *loop);
 void tether__mem_went_over(struct tether__mem *m);
 void tether__mem_went_under(struct tether__mem *m);
 
-/* Over the budget, a connection that holds more than its share (and
- * more than a small floor) is "heavy": it may not read or queue more. */
-bool tether__mem_heavy(const tether_conn *c);
+/* Over the budget, a connection that holds (or would hold) held bytes,
+ * more than its share and more than a small floor, is "heavy": it may not
+ * read or queue more. */
+bool tether__mem_heavy(const tether_conn *c, size_t held);
 
 /* Holds a heavy connection back (TETHER__MF_*); it is released when
  * usage falls to the low-water mark. */

@@ -397,7 +397,7 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c)) {
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */
             tether__mem_block(c, TETHER__MF_PAUSED);
@@ -418,9 +418,16 @@ static void conn_read_rounds(tether_conn *c)
                                   c->cfg->o.max_msg);
                 return;
             }
-            if (c->rcap - c->rlen < c->rlen / 2 &&
-                rpart_resize(c, TETHER__MIN(c->rlen * 2, limit)) != TETHER_OK) {
-                return;
+            if (c->rcap - c->rlen < c->rlen / 2) {
+                size_t cap = TETHER__MIN(c->rlen * 2, limit);
+                if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
+                    /* Growing would take this peer past its share. */
+                    tether__mem_block(c, TETHER__MF_PAUSED);
+                    return;
+                }
+                if (rpart_resize(c, cap) != TETHER_OK) {
+                    return;
+                }
             }
             iov[0].iov_base = c->rpart + c->rlen;
             iov[0].iov_len = c->rcap - c->rlen;

@@ -5,8 +5,11 @@
  *
  * Past the limit, a connection that holds more than its share (the limit
  * divided by the connections on the loop, and at least HEAVY_FLOOR) may
- * not read or queue more: the read path stops reading it and
- * tether_conn_send() refuses its messages with TETHER_EAGAIN. Connections
+ * not read or queue more: the read path stops reading it (input and
+ * output count, and so does the growth a read would need), and
+ * tether_conn_send() refuses its messages with TETHER_EAGAIN (its queued
+ * output counts: the frame being delivered is about to be freed, so an
+ * echo of it does not add to what the connection holds). Connections
  * holding little carry on, so that one client's small requests are still
  * answered while a few peers pin large buffers. Everything held back is
  * released together when usage falls to the low-water mark (a quarter
@@ -76,10 +79,9 @@ void tether__mem_went_under(struct tether__mem *m)
     }
 }
 
-bool tether__mem_heavy(const tether_conn *c)
+bool tether__mem_heavy(const tether_conn *c, size_t held)
 {
     const struct tether__mem *m = c->mem;
-    size_t held = c->rcap + c->queued;
     if (held < HEAVY_FLOOR) {
         return false;
     }

@@ -340,7 +340,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c)) {
+    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
         /* The loop's memory budget is spent and this connection holds
          * more than its share: on_drain runs once usage is back down. */
         tether__mem_block(c, TETHER__MF_REFUSED);
