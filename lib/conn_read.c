@@ -94,10 +94,15 @@ static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uin
     if (conn_plain_client_first_bytes(c) &&
         ((first != NULL && looks_like_tls_record(first, len)) ||
          (first == NULL && c->bytes_in == 0 && c->bytes_out > 0))) {
-        tether__conn_fail(c, rv, "%s; %s: is it a TLS server? Try tls://%s", detail,
-                          first != NULL ? "the reply looks like a TLS record"
-                                        : "it closed before sending anything",
-                          c->url + 6);
+        if (first != NULL) {
+            tether__conn_fail(c, rv, "%s; the reply looks like a TLS record: dial tls://%s", detail,
+                              c->url + 6);
+        } else {
+            tether__conn_fail(c, rv,
+                              "%s before the server sent anything; if it speaks TLS, "
+                              "dial tls://%s",
+                              detail, c->url + 6);
+        }
     } else {
         tether__conn_fail(c, rv, "%s", detail);
     }

@@ -94,8 +94,8 @@ static void listener_reject(tether_listener *l, int fd, const union tether__peer
         }
         l->rejecting = true;
         listener_report(l, TETHER_EAGAIN,
-                        "%s: %zu connections open (max_conns); closing new ones, starting with "
-                        "%s, until some end",
+                        "%s: at the limit of %zu connections (max_conns); closing new ones "
+                        "(the first: %s) until some end",
                         l->url, l->o.max_conns, peer);
     }
 }

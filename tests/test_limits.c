@@ -482,8 +482,8 @@ START_TEST(max_conns_rejects_and_recovers)
     ck_assert_uint_eq(st.active, 3);
     ck_assert_int_eq(S.errors, 1);
     ck_assert_int_eq(S.last_error, TETHER_EAGAIN);
-    ck_assert_msg(strstr(S.last_error_msg, "3 connections open (max_conns)") != NULL, "%s",
-                  S.last_error_msg);
+    ck_assert_msg(strstr(S.last_error_msg, "at the limit of 3 connections (max_conns)") != NULL,
+                  "%s", S.last_error_msg);
     close(x1);
     close(x2);
     /* The accepted ones are still served. */
@@ -710,7 +710,8 @@ START_TEST(plain_client_to_tls_server_suggests_tls)
     ck_assert_int_eq(tether_conn_send(k.c, "hello", 5), TETHER_OK);
     ck_assert(th_run_until_pred(cli_closed, &k, 20000));
     char want[80];
-    snprintf(want, sizeof want, "Try tls://127.0.0.1:%d", tether_listener_port(l));
+    snprintf(want, sizeof want, "if it speaks TLS, dial tls://127.0.0.1:%d",
+             tether_listener_port(l));
     ck_assert_msg(strstr(k.detail, want) != NULL, "%s: %s", tether_err_name(k.close_reason),
                   k.detail);
     tether_listener_close(l);
