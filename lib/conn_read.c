@@ -75,7 +75,11 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
 }
 
 /* A plain client that dialled a TLS server hears a TLS alert record
- * (0x15 0x03 0x0X) or nothing at all: the error then suggests tls://. */
+ * (0x15 0x03 0x0X) or nothing at all: the error then suggests tls://.
+ * "Nothing at all" only counts after a small first write: a TLS server
+ * gives up after the first 5 bytes, while a plain server that closes
+ * after a large message more likely refused the message. */
+#define FIRST_BYTES_MAX (64u * 1024u)
 static bool conn_plain_client_first_bytes(const tether_conn *c)
 {
     return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && c->url != NULL &&
@@ -93,7 +97,8 @@ static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uin
 {
     if (conn_plain_client_first_bytes(c) &&
         ((first != NULL && looks_like_tls_record(first, len)) ||
-         (first == NULL && c->bytes_in == 0 && c->bytes_out > 0))) {
+         (first == NULL && c->bytes_in == 0 && c->bytes_out > 0 &&
+          c->bytes_out <= FIRST_BYTES_MAX))) {
         if (first != NULL) {
             tether__conn_fail(c, rv, "%s; the reply looks like a TLS record: dial tls://%s", detail,
                               c->url + 6);

@@ -265,6 +265,27 @@ time.sleep(30)
 }
 check_timeout # python3: ctest runs this script only where it exists
 
+# ---- a plain client pointed at a TLS port -----------------------------------
+
+certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
+if start_server tlsport --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key"; then
+    expect_error "tcp:// to a TLS echo_server suggests tls://" \
+        "if it speaks TLS, dial tls://${server_url#tls://}" \
+        --connect "tcp://${server_url#tls://}" --count 1
+    stop_server "$server_pid" tlsport TERM 'handshake'
+fi
+if command -v openssl >/dev/null &&
+    th_start s_server '^ACCEPT ' openssl s_server -accept 127.0.0.1:0 -naccept 1 \
+        -cert "$certs/server.pem" -key "$certs/server.key"; then
+    port=${bg_line##*:}
+    expect_error "tcp:// to openssl s_server suggests tls://" \
+        "if it speaks TLS, dial tls://127.0.0.1:$port" \
+        --connect "tcp://127.0.0.1:$port" --count 1
+    kill "$bg_pid" 2>/dev/null || true
+    wait_exit "$bg_pid" 5
+fi
+
 # ---- --max-conns and --mem-limit -------------------------------------------
 
 if start_server limits --listen tcp://127.0.0.1:0 --max-conns 1 --mem-limit 64M; then
