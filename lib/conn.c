@@ -433,8 +433,8 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             /* (TLS reading may wait for writability.) */
             tether__conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
-            while (c->state == TETHER__CS_READY && c->tr != NULL &&
-                   !(c->flags & TETHER__CF_PAUSED) && c->tr->ops->has_pending(c->tr)) {
+            while (c->state == TETHER__CS_READY && c->tr != NULL && tether__conn_can_read(c) &&
+                   c->tr->ops->has_pending(c->tr)) {
                 size_t before = c->rlen;
                 tether__conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
@@ -521,13 +521,13 @@ static void conn_pending_cb(struct tether__pending *p)
             tether__conn_parse_rpart(c);
             c->dispatching--;
         }
-        if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+        if (tether__conn_can_read(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
             /* Input held inside the transport (TLS) that epoll will not
              * report; more than one read's worth continues next time. */
             c->dispatching++;
             tether__conn_read(c);
             c->dispatching--;
-            if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+            if (tether__conn_can_read(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                 tether__conn_todo(c, TETHER__CT_PARSE);
             }
         }

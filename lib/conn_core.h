@@ -85,10 +85,23 @@ static inline void tether__conn_after_queue(tether_conn *c)
 
 /* ---- conn_read.c: the read path -------------------------------------- */
 
+/* conn->memflags: what the budget holds back on a connection (it is on
+ * the budget's blocked list while any is set). */
+#define TETHER__MF_PAUSED 0x01u  /* reading stopped */
+#define TETHER__MF_REFUSED 0x02u /* a send was refused: on_drain once it clears */
+
 /* The connection takes messages now: established and not paused. */
 static inline bool tether__conn_can_deliver(const tether_conn *c)
 {
     return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
+}
+
+/* The connection may read now: it takes messages and the memory budget
+ * does not hold it back. (Input already buffered is still delivered while
+ * only the budget holds the connection back.) */
+static inline bool tether__conn_can_read(const tether_conn *c)
+{
+    return tether__conn_can_deliver(c) && !(c->memflags & TETHER__MF_PAUSED);
 }
 
 /* Reads what the transport has (a few rounds at most) and delivers the
@@ -133,11 +146,6 @@ void tether__live_after_read(tether_conn *c);
 bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
 
 /* ---- membudget.c: the loop's memory budget ---------------------------- */
-
-/* conn->memflags: what the budget holds back on a connection (it is on
- * the budget's blocked list while any is set). */
-#define TETHER__MF_PAUSED 0x01u  /* reading stopped */
-#define TETHER__MF_REFUSED 0x02u /* a send was refused: on_drain once it clears */
 
 /* Per-loop accounting of the memory connections hold for their peers:
  * the capacity of the input buffers (rpart) and the queued output. Past
