@@ -723,15 +723,17 @@ TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_
  * while reading is paused) and the queued output. The worst case of one
  * connection is
  *
- *     send_hwm + 2 x max_msg + framing (a few bytes) [+ ~70 KiB TLS buffers]
+ *     send_hwm + 2 x max_msg + framing (a few bytes)
  *
- * (a send is accepted while less than `send_hwm` is queued, so one more
+ * A send is accepted while less than `send_hwm` is queued, so one more
  * message of up to `max_msg` can be queued on top; the input buffer of a
- * frame grows with what has arrived, at most twice that and never beyond
- * the frame's size, so it reaches `max_msg` only for a frame that has
- * almost all arrived). With the defaults (1 MiB, 16 MiB) that is about
- * 33 MiB; an application that keeps copies of messages adds its own. A
- * header that announces a large message reserves nothing.
+ * frame grows with what has arrived (at most twice that, never beyond the
+ * frame's size), so it reaches `max_msg` only for a frame that has almost
+ * all arrived. With the defaults (1 MiB, 16 MiB) that is about 33 MiB. TLS
+ * adds OpenSSL's own state (about 15 KiB on an idle connection, more while
+ * records are in flight), and an application that keeps copies of
+ * messages adds its own. A header that announces a large message reserves
+ * nothing.
  *
  * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a
  * connection that holds more than its share (the limit divided by the
