@@ -744,7 +744,13 @@ TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_
  * refused. Usage can overshoot the limit by what one read or one send adds.
  * Held-back connections wait for memory to be freed by others (replies
  * written, frames completed, connections closed); timeouts decide how long
- * a stuck peer may keep its share.
+ * a stuck peer may keep its share. Size the limit for the large messages
+ * expected at once: when every connection that holds memory is held back
+ * (say, more concurrent uploads of `max_msg` than the limit holds), none
+ * progresses until memory is freed, the limit is raised or a timeout
+ * closes one. No connection is let past the limit to break such a tie,
+ * because a peer that does not read its replies would turn that into
+ * memory the budget cannot reclaim.
  * @{
  */
 
