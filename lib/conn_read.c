@@ -306,11 +306,13 @@ static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
     }
     c->rknown = known;
     c->rlen = 0;
-    if (known != 0 && c->rcap > known && c->rcap > TETHER__RBUF_SIZE) {
-        /* Left from a larger frame: give back what this one cannot use.
-         * (A buffer kept from the previous frame is at most the size of a
-         * frame this peer has sent in full.) */
-        if (rpart_resize(c, TETHER__MAX(known, n)) != TETHER_OK) {
+    /* A buffer left from the previous frame is kept for the next one up to
+     * that frame's size (a peer sending large messages back to back does
+     * not regrow it each time), but no larger, and not at all while the
+     * size is unknown: it is at most what this peer has just sent. */
+    size_t fit = known != 0 ? TETHER__MAX(known, n) : TETHER__MAX(n * 2, (size_t)256);
+    if (c->rcap > TETHER__RBUF_SIZE && c->rcap > fit) {
+        if (rpart_resize(c, fit) != TETHER_OK) {
             return TETHER_ENOMEM;
         }
     } else if (rpart_reserve(c, n) != TETHER_OK) {

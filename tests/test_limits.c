@@ -324,6 +324,40 @@ START_TEST(varint_15mib_message_in_large_steps)
 }
 END_TEST
 
+static bool input_settled(void *arg)
+{
+    (void)arg;
+    return S.msgs >= 1 && mem_stats().input_bytes > 0;
+}
+
+START_TEST(buffer_of_a_finished_frame_is_not_kept_for_a_header)
+{
+    /* A 1 MiB message and one byte of the next header in the same write:
+     * the 1 MiB buffer must not stay behind for that byte. */
+    reset_state();
+    S.check_big = true;
+    tether_listener *l = start_server("tcp://127.0.0.1:0", NULL, NULL);
+    const size_t len = 1024u * 1024u;
+    uint8_t *m = malloc(len + 5);
+    ck_assert_ptr_nonnull(m);
+    m[0] = 0;
+    m[1] = 0x10; /* 1 MiB */
+    m[2] = 0;
+    m[3] = 0;
+    th_fill(m + 4, len, 7);
+    m[len + 4] = 0;
+    int fd = raw_connect(tether_listener_port(l));
+    ck_assert_uint_eq(raw_trickle(fd, m, len + 5, 300000, 20000, NULL), len + 5);
+    ck_assert(th_run_until_pred(input_settled, NULL, 10000));
+    ck_assert(!S.bad);
+    ck_assert_msg(mem_stats().input_bytes <= 1024, "%zu bytes kept for a 1-byte header",
+                  mem_stats().input_bytes);
+    close(fd);
+    free(m);
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- a tether client ------------------------------------------------------ */
 
 struct cli {
@@ -826,6 +860,7 @@ Suite *limits_suite(void)
     tcase_add_test(tc, len32_15mib_message_in_small_steps);
     tcase_add_test(tc, varint_15mib_message_in_large_steps);
     tcase_add_test(tc, echo_15mib_between_tether_peers);
+    tcase_add_test(tc, buffer_of_a_finished_frame_is_not_kept_for_a_header);
     tcase_add_test(tc, max_conns_rejects_and_recovers);
     tcase_add_test(tc, listener_stats_bad_arguments);
     tcase_add_test(tc, budget_stops_reading_the_heaviest_and_resumes);
