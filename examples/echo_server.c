@@ -5,6 +5,7 @@
  *   echo_server --listen tls://127.0.0.1:7777 --cert certs/server.pem
  *               --key certs/server.key [--ca certs/ca.pem --verify-client]
  *   echo_server --listen tcp://127.0.0.1:7777 --heartbeat MS [--idle-timeout MS]
+ *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -12,7 +13,12 @@
  * - flow control: when a peer sends faster than it reads its echoes, the
  *   send queue fills up; rather than drop messages or buffer without limit,
  *   the server stops reading from that peer until the queue has drained
- *   (tether_conn_pause(), `on_drain`, tether_conn_resume());
+ *   (tether_conn_pause(), `on_drain`, tether_conn_resume()). A client
+ *   costs at most send_hwm + 2 x max_msg (~33 MiB by default): its queue
+ *   (below send_hwm, plus the one message that crossed it), and either an
+ *   incomplete input message or the one echo held while paused (that copy
+ *   is handed over with tether_conn_send_zc(), not copied again). The
+ *   queues of all clients together are bounded by --mem-limit;
  * - a clean shutdown on SIGINT or SIGTERM: a helper thread waits for the
  *   signal and hands the work to the loop with tether_loop_post(), the one
  *   loop function that may be called from another thread.
@@ -45,6 +51,8 @@ struct options {
      * timeout for clients that go silent. */
     size_t heartbeat_ms;
     size_t idle_timeout_ms;
+    /* Limits: --max-conns, --mem-limit (common/cli.h). */
+    struct cli_limits limits;
 };
 
 struct server;
@@ -79,7 +87,8 @@ static const char usage[] =
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
     "                    (such clients are answered even without this option)\n"
-    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n" CLI_USAGE_COMMON;
+    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n" CLI_USAGE_LIMITS
+        CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -132,6 +141,12 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     }
 }
 
+static void free_held(void *data, void *ud)
+{
+    (void)ud;
+    free(data);
+}
+
 /* The send queue has drained to its low-water mark: send the held echo. */
 static void on_drain(tether_conn *c, void *ud)
 {
@@ -139,11 +154,15 @@ static void on_drain(tether_conn *c, void *ud)
     if (!ec->has_held) {
         return;
     }
-    int rv = tether_conn_send(c, ec->held, ec->held_len);
+    /* Hand the held copy over instead of copying it once more: the library
+     * frees it (free_held) once it is written or the connection ends. */
+    int rv = tether_conn_send_zc(c, ec->held, ec->held_len, free_held, NULL);
     if (rv == TETHER_EAGAIN) {
         return; /* still full: another on_drain follows */
     }
-    free(ec->held);
+    if (rv != TETHER_OK) {
+        free(ec->held); /* refused: still ours */
+    }
     ec->held = NULL;
     ec->has_held = false;
     if (rv == TETHER_OK) {
@@ -243,6 +262,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -275,7 +295,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
             }
             break;
         default:
-            r = cli_option("echo_server", usage, ch, argv, &opt->tls);
+            r = cli_limits_option(ch, optarg, &opt->limits);
+            if (r == CLI_NOT_MINE) {
+                r = cli_option("echo_server", usage, ch, argv, &opt->tls);
+            }
             break;
         }
         if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
@@ -352,6 +375,10 @@ int main(int argc, char **argv)
     lo.on_error = on_listener_error;
     lo.userdata = &srv;
     lo.conn_opts = &co;
+    if (!cli_limits_apply(&opt.limits, srv.loop, &lo)) {
+        tether_loop_free(srv.loop);
+        return 1;
+    }
 
     tether_error err;
     pthread_t sig_tid;

@@ -439,7 +439,16 @@ typedef struct tether_listen_opts {
     int backlog;    /**< listen() backlog; default 1024 (capped by the system). */
     bool reuseport; /**< SO_REUSEPORT, to spread accepts over several loops. */
     tether_listener_error_cb on_error; /**< Accept-side problems; may be NULL. */
+    size_t max_conns;                  /**< Most accepted connections alive at once (handshaking
+                                            included); beyond it a new client is accepted and
+                                            closed at once, counted in
+                                            tether_listener_stats::rejected and reported through
+                                            `on_error` (#TETHER_EAGAIN) once per episode.
+                                            Default #TETHER_MAX_CONNS_DEFAULT; 0 for no limit. */
 } tether_listen_opts;
+
+/** The default of tether_listen_opts::max_conns. */
+#define TETHER_MAX_CONNS_DEFAULT 16384u
 
 /**
  * @brief Fills @p opts with defaults; used through tether_listen_opts_init().
@@ -751,6 +760,125 @@ TETHER_API void tether_listener_unref(tether_listener *l);
  * @param[in] l The listener; NULL is ignored.
  */
 TETHER_API void tether_listener_ref(tether_listener *l);
+
+/**
+ * @brief Counters of a listener, filled by tether_listener_get_stats().
+ */
+typedef struct tether_listener_stats {
+    size_t size;       /**< Set by the getter macro; do not change. */
+    uint64_t accepted; /**< Connections accepted and handed to the library. */
+    uint64_t rejected; /**< Connections accepted and closed at once because
+                            tether_listen_opts::max_conns were alive. */
+    size_t active;     /**< Accepted connections alive now (handshaking included). */
+} tether_listener_stats;
+
+/**
+ * @brief Fills a #tether_listener_stats; used through tether_listener_get_stats().
+ * @param[in]  l    The listener.
+ * @param[out] st   Receives the counters.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_listener_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads a listener's counters (accepted, rejected, active).
+ * @param l  The listener.
+ * @param st Pointer to a #tether_listener_stats.
+ */
+#define tether_listener_get_stats(l, st) tether_listener_get_stats_sized((l), (st), sizeof(*(st)))
+
+/**
+ * @name Memory budget
+ *
+ * Every loop keeps account of the memory its connections hold for their
+ * peers: the buffers of incomplete input frames (and of frames held back
+ * while reading is paused) and the queued output. The worst case of one
+ * connection is
+ *
+ *     send_hwm + 2 x max_msg + framing (a few bytes)
+ *
+ * A send is accepted while less than `send_hwm` is queued, so one more
+ * message of up to `max_msg` can be queued on top; the input buffer of a
+ * frame grows with what has arrived (at most twice that, never beyond the
+ * frame's size), so it reaches `max_msg` only for a frame that has almost
+ * all arrived. With the defaults (1 MiB, 16 MiB) that is about 33 MiB. TLS
+ * adds OpenSSL's own state (about 15 KiB on an idle connection, more while
+ * records are in flight), and an application that keeps copies of
+ * messages adds its own. A header that announces a large message reserves
+ * nothing.
+ *
+ * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a
+ * connection that holds more than its share (the limit divided by the
+ * connections on the loop, and at least 64 KiB) stops being read, and
+ * tether_conn_send() on it returns #TETHER_EAGAIN. Connections holding
+ * less carry on. When the total falls to three quarters of the limit,
+ * reading resumes and `on_drain` runs on every connection whose send was
+ * refused. Usage can overshoot the limit by what one read or one send adds.
+ * Held-back connections wait for memory to be freed by others (replies
+ * written, frames completed, connections closed); timeouts decide how long
+ * a stuck peer may keep its share. Size the limit for the large messages
+ * expected at once: when every connection that holds memory is held back
+ * (say, more concurrent uploads of `max_msg` than the limit holds), none
+ * progresses until memory is freed, the limit is raised or a timeout
+ * closes one. No connection is let past the limit to break such a tie,
+ * because a peer that does not read its replies would turn that into
+ * memory the budget cannot reclaim.
+ * @{
+ */
+
+/** The default per-loop memory budget: 1 GiB. */
+#define TETHER_MEM_LIMIT_DEFAULT ((size_t)1 << 30)
+
+/**
+ * @brief Sets the loop's memory budget for connection buffers.
+ * @param[in] loop  The loop.
+ * @param[in] bytes The limit in bytes; 0 for none. Applies at once, also to
+ *                  connections that exist already.
+ * @retval TETHER_OK     Set.
+ * @retval TETHER_EINVAL @p loop is NULL.
+ * @retval TETHER_ENOMEM Out of memory.
+ *
+ * Call from the loop's thread.
+ */
+TETHER_API int tether_loop_set_mem_limit(tether_loop *loop, size_t bytes);
+
+/**
+ * @brief Memory held by a loop's connections, filled by tether_loop_get_mem_stats().
+ */
+typedef struct tether_mem_stats {
+    size_t size;         /**< Set by the getter macro; do not change. */
+    size_t limit;        /**< The budget; 0 for none. */
+    size_t input_bytes;  /**< Capacity of the input buffers (incomplete or held-back frames). */
+    size_t output_bytes; /**< Bytes queued for sending, framing included. */
+    size_t conns;        /**< Connections on the loop. */
+    bool over;           /**< Past the limit and not yet back to the low-water mark. */
+    uint64_t pauses;     /**< Times a connection stopped being read because of the budget. */
+    uint64_t refusals;   /**< Sends refused with #TETHER_EAGAIN because of the budget. */
+} tether_mem_stats;
+
+/**
+ * @brief Fills a #tether_mem_stats; used through tether_loop_get_mem_stats().
+ * @param[in]  loop The loop.
+ * @param[out] st   Receives the figures.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_loop_get_mem_stats_sized(tether_loop *loop, tether_mem_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads the memory a loop's connections hold and the budget's counters.
+ * @param l  The loop.
+ * @param st Pointer to a #tether_mem_stats.
+ */
+#define tether_loop_get_mem_stats(l, st) tether_loop_get_mem_stats_sized((l), (st), sizeof(*(st)))
+
+/** @} */
 
 #ifdef __cplusplus
 }
