@@ -47,13 +47,15 @@ ENFORCED = [
     "client-trickle",
     "rc-tls-silent",
     "soak",
+    "header-only",
+    "header-only-varint",
+    "mem-limit",
+    "max-conns",
 ]
 # Not yet enforced, waiting for issue #9:
 #   slowloris, nonreading            slow and stuck peers reaped by default
-#   header-only, header-only-varint  never reserve memory from a peer's claim
 #   hello-interval                   clamp the peer's HELLO interval (bug 3)
 #   hello-reason                     name the protocol violation (bug 5)
-#   mem-limit, max-conns             SKIP until echo_server has the flags
 #   rc-trickle                       reconnecting_client hangs on a server that
 #                                    trickles (long run only)
 
