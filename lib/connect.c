@@ -28,6 +28,10 @@
  *    Abandoning an attempt counts as a failure: the next candidate starts
  *    at once.
  *
+ * 4. SRV (tcp+srv://, tls+srv://). The records (dns_srv.c) give the
+ *    targets in RFC 2782 order; each is dialled as above in turn, under the
+ *    same deadline (see "SRV targets" below).
+ *
  * Every outcome is recorded per candidate, so that a failure can say
  * exactly what was tried: "connect to tcp://db.test:5432 failed: 2
  * addresses tried: [::1]:5432 refused; 127.0.0.1:5432 timed out after
@@ -239,22 +243,25 @@ static int cands_list(const struct tether__dialer *d, char *list, size_t len)
 
 /* Records the outcome of the dial on the connection, releases the dialer
  * and ends the connection with code. */
+/* How the current SRV target's attempts went: "refused" when it had one
+ * address, else its addresses in parentheses. */
+static void target_outcome(const struct tether__dialer *d, char *what, size_t len)
+{
+    char list[TETHER_ERROR_MSG_MAX];
+    int tried = cands_list(d, list, sizeof list);
+    if (tried == 1 && d->ncand == 1) {
+        cand_outcome(&d->cands[0], what, len);
+    } else {
+        snprintf(what, len, "(%.250s)", list);
+    }
+}
+
 static void dial_report(struct tether__dialer *d, int code)
 {
     tether_conn *c = d->c;
     if (d->targets != NULL) {
-        /* One SRV target failed: "a.test:7001 refused" when it had one
-         * address, else the addresses in parentheses. */
-        char list[TETHER_ERROR_MSG_MAX];
         char what[TETHER_ERROR_MSG_MAX];
-        int tried = cands_list(d, list, sizeof list);
-        if (tried == 1 && d->ncand == 1) {
-            char how[48];
-            cand_outcome(&d->cands[0], how, sizeof how);
-            snprintf(what, sizeof what, "%s", how);
-        } else {
-            snprintf(what, sizeof what, "(%.250s)", list);
-        }
+        target_outcome(d, what, sizeof what);
         srv_target_failed(d, code, what);
         return;
     }
@@ -720,10 +727,8 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
                 cand_failed(k, TETHER_ETIMEDOUT, deadline - k->started);
             }
         }
-        char list[TETHER_ERROR_MSG_MAX];
         char what[TETHER_ERROR_MSG_MAX];
-        cands_list(d, list, sizeof list);
-        snprintf(what, sizeof what, "(%.250s)", list);
+        target_outcome(d, what, sizeof what);
         srv_note(d, what);
     }
     char lead[64];

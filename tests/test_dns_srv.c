@@ -662,6 +662,75 @@ START_TEST(srv_lookup_deadline)
 }
 END_TEST
 
+/* A port on 127.0.0.1 whose SYNs are dropped: a listener that never
+ * accepts, with its accept queue filled. Returns the port; fds[0..4]
+ * hold the sockets (close them). */
+static int hang_port(int fds[5])
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(bind(fds[0], (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(fds[0], 0), 0);
+    socklen_t sl = sizeof sin;
+    getsockname(fds[0], (struct sockaddr *)&sin, &sl);
+    for (int i = 1; i < 5; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fds[i], (struct sockaddr *)&sin, sizeof sin);
+    }
+    usleep(100 * 1000);
+    return ntohs(sin.sin_port);
+}
+
+/* One connect deadline covers every target, and each attempt's share of
+ * it counts the targets still waiting: a first target that hangs is
+ * abandoned after half of 5 s, leaving the rest for the second; with
+ * 600 ms in all, the error says how far it got. */
+START_TEST(deadline_covers_targets)
+{
+    loop_start();
+    servers_start(NULL);
+    int hang[5];
+    int hp = hang_port(hang);
+    char rec[512];
+    snprintf(rec, sizeof rec,
+             "srv-host=_svc._tcp.test,a.test,%d,1,1\n"
+             "srv-host=_svc._tcp.test,b.test,%d,2,1\n",
+             hp, S.port[1]);
+    dm_start(rec);
+
+    struct batch b;
+    dial_many(&b, "tcp+srv://_svc._tcp.test", 1, 1, NULL); /* 10 s deadline */
+    ck_assert_msg(b.failed == 0, "%s", b.last_err);
+    ck_assert_int_eq(b.by_server[1], 1);
+
+    memset(&b, 0, sizeof b);
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.on_connect = b_connect;
+    o.on_close = b_close;
+    o.userdata = &b;
+    o.connect_timeout_ms = 600;
+    tether_conn *c;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, "tcp+srv://_svc._tcp.test", &o, NULL),
+                     TETHER_OK);
+    b.running = 1;
+    ck_assert(th_run_until_pred(batch_idle, &b, 20000));
+    ck_assert_int_eq(b.last_status, TETHER_ETIMEDOUT);
+    char want[160];
+    snprintf(want, sizeof want,
+             "connect to tcp+srv://_svc._tcp.test failed: timed out after 600 ms (connect "
+             "timeout); 1 of 2 SRV targets tried: a.test:%d timed out after ",
+             hp);
+    ck_assert_msg(strncmp(b.last_err, want, strlen(want)) == 0, "'%s' does not start with '%s'",
+                  b.last_err, want);
+    for (int i = 0; i < 5; i++) {
+        close(hang[i]);
+    }
+    servers_stop();
+}
+END_TEST
+
 /* tls+srv:// checks the certificate against the SRV target's name, not the
  * SRV name: the test certificate is for "localhost". */
 START_TEST(tls_checks_the_target_name)
@@ -810,6 +879,7 @@ static Suite *dns_srv_suite(void)
     tcase_add_test(tc, weights_and_priorities);
     tcase_add_test(tc, srv_errors);
     tcase_add_test(tc, srv_lookup_deadline);
+    tcase_add_test(tc, deadline_covers_targets);
     tcase_add_test(tc, tls_checks_the_target_name);
     tcase_add_test(tc, client_follows_dns);
     suite_add_tcase(s, tc);
