@@ -684,8 +684,8 @@ static int hang_port(int fds[5])
 
 /* One connect deadline covers every target, and each attempt's share of
  * it counts the targets still waiting: a first target that hangs is
- * abandoned after half of 5 s, leaving the rest for the second; with
- * 600 ms in all, the error says how far it got. */
+ * abandoned after half of the 10 s deadline, leaving the rest for the
+ * second; with 600 ms in all, the error says how far it got. */
 START_TEST(deadline_covers_targets)
 {
     loop_start();
