@@ -156,7 +156,7 @@ bool cli_check_size(size_t size, size_t max_msg)
 
 static bool is_tls_url(const char *url)
 {
-    return strncmp(url, "tls://", 6) == 0;
+    return strncmp(url, "tls://", 6) == 0 || strncmp(url, "tls+srv://", 10) == 0;
 }
 
 /* The checks that clients and servers share. */
@@ -164,7 +164,8 @@ static bool check_common(const struct cli_tls *tls, const char *url, bool any_fl
                          const char *flags)
 {
     if (any_flag && !is_tls_url(url)) {
-        fprintf(stderr, "error: %s only apply to tls:// URLs, not to %s\n", flags, url);
+        fprintf(stderr, "error: %s only apply to tls:// and tls+srv:// URLs, not to %s\n", flags,
+                url);
         return false;
     }
     if ((tls->cert == NULL) != (tls->key == NULL)) {

@@ -13,6 +13,11 @@
  * `tls://`, offers the session of the previous connection, so reconnecting
  * costs an abbreviated handshake (tether_conn_opts::tls is shared by every
  * attempt, and that configuration keeps the sessions; see the TLS group).
+ * With `tcp+srv://` or `tls+srv://` every attempt takes the SRV records
+ * again (from the loop's cache while their TTL lasts, from DNS after) and
+ * chooses a target by priority and weight anew, so servers added to DNS
+ * receive new clients, and servers removed from it stop receiving them once
+ * the TTL has passed (see "Service discovery" in the connections group).
  *
  * **Backoff.** The waits follow gRPC's connection-backoff specification
  * (grpc/grpc `doc/connection-backoff.md`). The n-th consecutive attempt
