@@ -123,7 +123,7 @@ static void dialer_free_cb(struct tether__pending *p)
 
 static void cand_close(struct dial_cand *k)
 {
-    tether_loop *loop = k->d->c->loop;
+    tether_loop *loop = k->d->c->h.loop;
     tether__tnode_stop(loop, &k->timer);
     if (k->fd >= 0) {
         tether__io_forget(&k->io); /* close() takes it out of the epoll set */
@@ -139,7 +139,7 @@ static void cand_close(struct dial_cand *k)
  * dispatched. */
 static void dialer_release(struct tether__dialer *d)
 {
-    tether_loop *loop = d->c->loop;
+    tether_loop *loop = d->c->h.loop;
     for (int i = 0; i < d->ncand; i++) {
         cand_close(&d->cands[i]);
     }
@@ -359,7 +359,7 @@ static void cand_on_writable(struct tether__io *io, unsigned revents)
         return;
     }
     struct tether__dialer *d = k->d;
-    cand_failed(k, tether__errno_to_err(soerr), d->c->loop->now - k->started);
+    cand_failed(k, tether__errno_to_err(soerr), d->c->h.loop->now - k->started);
     dial_advance(d);
 }
 
@@ -379,7 +379,7 @@ static uint64_t cand_limit(const struct tether__dialer *d, int idx)
     if (!tether__tnode_active(&c->timer)) {
         return 0; /* no overall deadline (connect_timeout_ms < 0) */
     }
-    uint64_t now = c->loop->now;
+    uint64_t now = c->h.loop->now;
     uint64_t left = c->timer.deadline > now ? c->timer.deadline - now : 0;
     /* SRV targets not tried yet get their shares too. */
     size_t later = d->targets != NULL ? d->ntargets - d->target - 1 : 0;
@@ -393,7 +393,7 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     struct tether__dialer *d = k->d;
     tether_conn *c = d->c;
     const struct sockaddr *sa = (const struct sockaddr *)&k->addr.ss;
-    k->started = c->loop->now;
+    k->started = c->h.loop->now;
     k->state = CAND_RUNNING;
     d->running++;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -418,14 +418,14 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
      * once the server accepts. */
     tether__io_init(&k->io, fd, cand_on_writable);
-    int rv = tether__io_set(c->loop, &k->io, TETHER_EV_WRITE);
+    int rv = tether__io_set(c->h.loop, &k->io, TETHER_EV_WRITE);
     if (rv != TETHER_OK) {
         cand_failed(k, rv, 0);
         return START_FAILED;
     }
     k->limit_ms = cand_limit(d, idx);
     if (k->limit_ms > 0) {
-        tether__tnode_start(c->loop, &k->timer, k->limit_ms);
+        tether__tnode_start(c->h.loop, &k->timer, k->limit_ms);
     }
     return START_RUNNING;
 }
@@ -434,7 +434,7 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
  * the attempt delay), or reports the failure once nothing is left. */
 static void dial_advance(struct tether__dialer *d)
 {
-    tether_loop *loop = d->c->loop;
+    tether_loop *loop = d->c->h.loop;
     while (d->next < d->ncand) {
         int idx = d->next++;
         enum start_result r = cand_start(&d->cands[idx], idx);
@@ -593,7 +593,7 @@ static void dial_host(struct tether__dialer *d)
         return;
     }
     tether_error err;
-    rv = tether__dns_resolve(&d->dns, c->loop, u->host, u->port, af, dial_on_resolved, d, &err);
+    rv = tether__dns_resolve(&d->dns, c->h.loop, u->host, u->port, af, dial_on_resolved, d, &err);
     if (rv != TETHER_OK) {
         dial_fail_early(d, rv, err.message);
     }
@@ -706,7 +706,7 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     }
     memcpy(d->srv_name, u->host, sizeof d->srv_name);
     tether_error err;
-    int rv = tether__srv_resolve(&d->srv, c->loop, u->host, dial_on_srv, d, &err);
+    int rv = tether__srv_resolve(&d->srv, c->h.loop, u->host, dial_on_srv, d, &err);
     if (rv != TETHER_OK) {
         dial_fail_early(d, rv, err.message);
     }
@@ -741,7 +741,7 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
 void tether__dial_timeout(tether_conn *c)
 {
     struct tether__dialer *d = c->dialer;
-    uint64_t now = c->loop->now;
+    uint64_t now = c->h.loop->now;
     if (d->srv != NULL) {
         char detail[TETHER__HOST_MAX + 96];
         snprintf(detail, sizeof detail, "SRV lookup of %s timed out after %d ms (connect timeout)",

@@ -599,6 +599,28 @@ TETHER_API void tether_conn_close(tether_conn *c);
 TETHER_API void tether_conn_abort(tether_conn *c);
 
 /**
+ * @brief Lets tether_loop_run() return while the connection is open.
+ *
+ * An open connection (from tether_conn_dial() or `on_accept` until the
+ * library frees it, lingering close included) keeps the loop running by
+ * default. After this call it no longer does, as with libuv's uv_unref():
+ * for a connection that lives alongside other work, such as a link to a
+ * monitoring service, and must not keep the program running by itself. The
+ * connection goes on working whenever the loop runs. Idempotent. Loop
+ * thread only. A connection of a reconnecting client follows the client
+ * (tether_client_unref()); do not call this on it.
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_unref(tether_conn *c);
+
+/**
+ * @brief Undoes tether_conn_unref(): an open connection keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_ref(tether_conn *c);
+
+/**
  * @brief Stops reading from the connection (flow control toward the peer).
  *
  * No `on_message` runs until tether_conn_resume(); the kernel's buffers fill

@@ -315,6 +315,25 @@ TETHER_API int tether_client_reconnect_now(tether_client *cl);
 TETHER_API void tether_client_close(tether_client *cl);
 
 /**
+ * @brief Lets tether_loop_run() return while the client is open.
+ *
+ * A client keeps the loop running from tether_client_new() until it is
+ * freed, and so does its current connection. After this call neither
+ * does, as with libuv's uv_unref(): for a client that must not keep the
+ * program running by itself. The client goes on connecting, sending and
+ * reconnecting whenever the loop runs. Idempotent. Loop thread only.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_unref(tether_client *cl);
+
+/**
+ * @brief Undoes tether_client_unref(): an open client keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_ref(tether_client *cl);
+
+/**
  * @brief Stops delivering messages, on this connection and every later one.
  *
  * Receive-side flow control for a client, as tether_conn_pause() is for a
