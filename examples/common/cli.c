@@ -309,3 +309,47 @@ bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_li
     }
     return true;
 }
+
+/* ---- servers behind a proxy -------------------------------------------- */
+
+enum cli_result cli_proxy_option(int ch, struct cli_proxy *px)
+{
+    switch (ch) {
+    case CLI_OPT_PROXY_PROTOCOL:
+        px->proxy_protocol = true;
+        return CLI_HANDLED;
+    case CLI_OPT_VERBOSE:
+        px->verbose = true;
+        return CLI_HANDLED;
+    default:
+        return CLI_NOT_MINE;
+    }
+}
+
+void cli_proxy_apply(const struct cli_proxy *px, tether_listen_opts *lo)
+{
+    if (px->proxy_protocol) {
+        lo->proxy_protocol = TETHER_PROXY_V1 | TETHER_PROXY_V2;
+    }
+}
+
+void cli_proxy_log_accept(const struct cli_proxy *px, const char *prog, tether_conn *c)
+{
+    if (!px->verbose) {
+        return;
+    }
+    char peer[160];
+    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+        snprintf(peer, sizeof peer, "an unknown peer");
+    }
+    tether_proxy_info info;
+    if (tether_conn_proxy_info(c, &info) != TETHER_OK) {
+        printf("%s: accepted %s\n", prog, peer);
+    } else if (info.local) {
+        printf("%s: accepted %s (PROXY v%d LOCAL: a health check or an unknown client)\n", prog,
+               peer, info.version);
+    } else {
+        printf("%s: accepted %s via %s (PROXY v%d)\n", prog, peer, info.proxy, info.version);
+    }
+    fflush(stdout);
+}

@@ -171,4 +171,41 @@ enum cli_result cli_limits_option(int ch, const char *arg, struct cli_limits *li
  * limit to the loop. Prints an error and returns false on failure. */
 bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_listen_opts *lo);
 
+/* ---- servers behind a proxy: --proxy-protocol and --verbose ------------ */
+
+/* getopt_long() codes of these flags (a block of their own). */
+enum {
+    CLI_OPT_PROXY_PROTOCOL = 1200,
+    CLI_OPT_VERBOSE
+};
+
+#define CLI_LONGOPTS_PROXY                                                                         \
+    {"proxy-protocol", no_argument, NULL, CLI_OPT_PROXY_PROTOCOL},                                 \
+    {                                                                                              \
+        "verbose", no_argument, NULL, CLI_OPT_VERBOSE                                              \
+    }
+#define CLI_USAGE_PROXY                                                                            \
+    "  --proxy-protocol  require a PROXY protocol header (v1 or v2) on every\n"                    \
+    "                    connection, as HAProxy's send-proxy sends it; clients are\n"              \
+    "                    then reported by the address it names\n"                                  \
+    "  --verbose         print one line per accepted connection with its peer\n"
+
+/* The flags as given. */
+struct cli_proxy {
+    bool proxy_protocol;
+    bool verbose;
+};
+
+/* Handles one of these flags: CLI_HANDLED, or CLI_NOT_MINE for other codes. */
+enum cli_result cli_proxy_option(int ch, struct cli_proxy *px);
+
+/* Applies --proxy-protocol to the listener options. */
+void cli_proxy_apply(const struct cli_proxy *px, tether_listen_opts *lo);
+
+/* With --verbose, prints on stdout (flushed) one line for an accepted
+ * connection: `accepted 127.0.0.7:40000` and, behind a proxy, ` via
+ * 127.0.0.1:5678 (PROXY v2)` or ` (PROXY v2 LOCAL: a health check or
+ * an unknown client)`. */
+void cli_proxy_log_accept(const struct cli_proxy *px, const char *prog, tether_conn *c);
+
 #endif
