@@ -178,6 +178,35 @@
  * and are not subject to the high-water mark (a PONG is skipped, not
  * queued, while the send queue is above it).
  *
+ * **Behind a load balancer: the PROXY protocol.** A listener with
+ * tether_listen_opts::proxy_protocol requires HAProxy's PROXY protocol
+ * header (version 1, the text line, and/or version 2, the binary header;
+ * the two are told apart by their signatures) at the start of every
+ * accepted connection. It is read before the TLS handshake and the first
+ * frame, never more bytes than the header, within a size limit (107 bytes
+ * for v1, 16 + #TETHER_PROXY_V2_MAX_LEN for v2) and a deadline
+ * (tether_listen_opts::proxy_timeout_ms). Then:
+ * - tether_conn_peer(), and the texts that name the peer, report the
+ *   client the header announced (IPv4, IPv6 or a Unix path);
+ *   tether_conn_proxy_peer() reports the proxy; tether_conn_proxy_info()
+ *   and tether_conn_proxy_tlv() give the rest (v2 TLVs such as ALPN and
+ *   authority are kept as received; a CRC32C TLV is verified);
+ * - a v2 `LOCAL` connection (a proxy's health check), a v1 `UNKNOWN` line
+ *   and a v2 header with an unspecified family or transport are accepted
+ *   as ordinary connections with the real peer address;
+ * - a missing, malformed or late header closes the connection, which never
+ *   reaches `on_accept`: the listener's `on_error` gets #TETHER_EPROTO
+ *   (#TETHER_EMSGSIZE for a header over the limit, #TETHER_ETIMEDOUT after
+ *   the deadline, #TETHER_EOF or #TETHER_ETRUNCATED if the peer closed
+ *   first) and a detail naming the cause and the proxy, e.g.
+ *   `PROXY protocol header from 127.0.0.1:40112: PROXY protocol v1 header
+ *   has a bad source port "080" (0..65535, no heading zero)`.
+ *
+ * As the specification demands, a listener never guesses whether a header
+ * is present: whoever can reach it can claim any address, so only trusted
+ * proxies should reach it. A dialled connection sends a header with
+ * tether_conn_opts::proxy_protocol.
+ *
  * **Threading.** Loop thread only (see the loop group).
  * @{
  */
