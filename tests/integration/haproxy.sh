@@ -10,21 +10,25 @@
 # - a backend without send-proxy reaches a listener that requires the
 #   header: the client gets no echo and the server names the cause;
 # - TLS passthrough with `send-proxy-v2-ssl` to a tls:// listener: the
-#   header comes first, then the TLS handshake with the real client.
+#   header comes first, then the TLS handshake with the real client;
+# - tether as the sender: echo_client --send-proxy v1 and v2 to a HAProxy
+#   `accept-proxy` frontend, which relays the announced client (v2) to an
+#   echo server that reports it.
 #
-#   bash tests/integration/haproxy.sh ECHO_SERVER CERTS_DIR
+#   bash tests/integration/haproxy.sh ECHO_SERVER ECHO_CLIENT CERTS_DIR
 #
 # HAProxy runs in the foreground (-db) with a generated configuration on
 # loopback ports and is killed and reaped at the end, as every server.
 # shellcheck disable=SC2317,SC2154 # tmp, bg_*: tests/lib.sh; port_*: start_echo
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-    echo "usage: $0 ECHO_SERVER CERTS_DIR" >&2
+if [[ $# -ne 3 ]]; then
+    echo "usage: $0 ECHO_SERVER ECHO_CLIENT CERTS_DIR" >&2
     exit 2
 fi
 server_bin=$1
-certs=$2
+client_bin=$2
+certs=$3
 haproxy_bin=${HAPROXY:-/usr/sbin/haproxy}
 
 # shellcheck source=tests/lib.sh
@@ -90,7 +94,7 @@ start_echo s1 --listen tcp://127.0.0.1:0 --proxy-protocol
 start_echo s2 --listen tcp://127.0.0.1:0 --proxy-protocol
 start_echo s3 --listen tls://127.0.0.1:0 --proxy-protocol \
     --cert "$certs/server.pem" --key "$certs/server.key"
-read -r fe_v1 fe_v2 fe_plain fe_tls <<<"$(free_ports 4)"
+read -r fe_v1 fe_v2 fe_plain fe_tls fe_accept <<<"$(free_ports 5)"
 
 cat >"$tmp/haproxy.cfg" <<EOF
 global
@@ -127,6 +131,12 @@ frontend fe_tls
     default_backend be_tls
 backend be_tls
     server s3 127.0.0.1:$port_s3 send-proxy-v2-ssl
+
+frontend fe_accept
+    bind 127.0.0.1:$fe_accept accept-proxy
+    default_backend be_relay
+backend be_relay
+    server s2 127.0.0.1:$port_s2 send-proxy-v2
 EOF
 
 if ! "$haproxy_bin" -c -f "$tmp/haproxy.cfg" >"$tmp/check.out" 2>&1; then
@@ -254,6 +264,20 @@ else
     fail "TLS client through send-proxy-v2-ssl: $reply"
     sed 's/^/    /' "$tmp/s3.err" >&2
 fi
+
+# ---- tether sends, HAProxy accepts (accept-proxy) and relays ---------------
+for v in 1 2; do
+    src=127.0.0.1$v:432$v
+    out=$(timeout -k 5 30 "$client_bin" --connect "tcp://127.0.0.1:$fe_accept" \
+        --send-proxy "v$v" --proxy-source "$src" --count 3 --timeout 10000 2>&1 || true)
+    if [[ $out == "ok 3" ]]; then
+        pass "echo_client --send-proxy v$v through HAProxy's accept-proxy: ok 3"
+        expect_line "$tmp/s2.out" "accepted $src via 127.0.0.1:" \
+            "HAProxy parsed tether's v$v header: the server reports the announced $src"
+    else
+        fail "echo_client --send-proxy v$v through accept-proxy: $out"
+    fi
+done
 
 # ---- stop everything --------------------------------------------------------
 kill -TERM "$haproxy_pid" 2>/dev/null || true
