@@ -758,6 +758,10 @@ TETHER_API int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *s
 
 /**
  * @brief Formats the peer's address, e.g. "127.0.0.1:5555", "[::1]:80" or "unix:/tmp/s".
+ *
+ * On a connection accepted with tether_listen_opts::proxy_protocol, once
+ * its header has arrived (from `on_accept` on), this is the client the
+ * header announced; tether_conn_proxy_peer() gives the proxy's address.
  * @param[in]  c   The connection.
  * @param[out] buf Receives the NUL-terminated text.
  * @param[in]  len Size of @p buf (64 bytes is always enough for TCP).
