@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -639,6 +640,41 @@ START_TEST(dialled_sends_v1_and_v2)
 }
 END_TEST
 
+START_TEST(unix_listener)
+{
+    /* A proxy on the same host may reach its servers over Unix sockets. */
+    char url[80];
+    snprintf(url, sizeof url, "unix://@tether-pp-test-%d", (int)getpid());
+    tether_listener *l = pp_listen(url, TETHER_PROXY_V1 | TETHER_PROXY_V2, 0, NULL);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "tether-pp-test-%d", (int)getpid());
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun,
+                             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
+                     0);
+    static const char v1[] = "PROXY TCP6 2001:db8::5 ::1 1111 2222\r\n\x00\x00\x00\x01u";
+    raw_write(fd, v1, sizeof v1 - 1);
+    int one = 1;
+    ck_assert(th_run_until_pred(pred_msgs, &one, 10000));
+    ck_assert_str_eq(S.peer, "[2001:db8::5]:1111");
+    ck_assert_str_eq(S.proxy, "unix:(unnamed)");
+    close(fd);
+    /* A tether client over a Unix socket has no address to announce: v1
+     * sends UNKNOWN, v2 an unspecified family; both leave the real peer. */
+    dial_with_header(url, TETHER_PROXY_V1, NULL, NULL);
+    ck_assert(S.info.local);
+    ck_assert_int_eq(S.info.version, 1);
+    ck_assert_str_eq(S.peer, "unix:(unnamed)");
+    dial_with_header(url, TETHER_PROXY_V2, NULL, NULL);
+    ck_assert(S.info.local);
+    ck_assert_int_eq(S.info.version, 2);
+    ck_assert_int_eq(S.errors, 0);
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
 START_TEST(bad_options)
 {
     tether_conn_opts o;
@@ -720,6 +756,7 @@ Suite *proxy_proto_suite(void)
     tcase_add_test(tc, listener_refuses_missing_and_malformed);
     tcase_add_test(tc, listener_header_deadline);
     tcase_add_test(tc, dialled_sends_v1_and_v2);
+    tcase_add_test(tc, unix_listener);
     tcase_add_test(tc, bad_options);
     tcase_add_test(tc, tls_listener_after_header);
     suite_add_tcase(s, tc);
