@@ -9,6 +9,8 @@
  *               [--connect-timeout MS]
  *   echo_client --connect tcp://127.0.0.1:7777 --reconnect [--interval MS]
  *               [--heartbeat MS]
+ *   echo_client --connect tcp://127.0.0.1:7777 --send-proxy v2
+ *               [--proxy-source 127.0.0.10:4321]
  *
  * What it shows:
  * - dialling with the event API and reading the outcome in `on_connect`;
@@ -64,6 +66,8 @@ struct options {
     bool reconnect;
     size_t interval_ms; /* 0: pipeline everything at once */
     size_t heartbeat_ms;
+    /* As a load balancer would: --send-proxy, --proxy-source (common/cli.h). */
+    struct cli_proxy_client proxy;
 };
 
 struct client {
@@ -99,7 +103,8 @@ static const char usage[] =
     "                    lost, and still complete --count; transitions go to stderr\n"
     "  --interval MS     send one message every MS ms instead of all at once\n"
     "  --heartbeat MS    application heartbeats: ping after MS ms of silence, give up\n"
-    "                    on the server after 3 unanswered pings\n" CLI_USAGE_COMMON;
+    "                    on the server after 3 unanswered pings\n" CLI_USAGE_PROXY_CLIENT
+        CLI_USAGE_COMMON;
 
 /* Byte `off` of message `index`. The index is mixed in so that messages
  * differ from each other, not only inside themselves. With --framing line
@@ -358,6 +363,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"interval", required_argument, NULL, OPT_INTERVAL},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         CLI_LONGOPTS_TLS_CLIENT,
+        CLI_LONGOPTS_PROXY_CLIENT,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -416,7 +422,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
             }
             break;
         default:
-            r = cli_option("echo_client", usage, ch, argv, &opt->tls);
+            r = cli_proxy_client_option(ch, optarg, &opt->proxy);
+            if (r == CLI_NOT_MINE) {
+                r = cli_option("echo_client", usage, ch, argv, &opt->tls);
+            }
             break;
         }
         if (r == CLI_EXIT_OK || r == CLI_EXIT_ERROR) {
@@ -486,6 +495,13 @@ int main(int argc, char **argv)
         co.connect_timeout_ms = (int)opt.connect_timeout_ms;
     }
     co.heartbeat_ms = (int)opt.heartbeat_ms;
+    if (!cli_proxy_client_apply(&opt.proxy, &co)) {
+        tether_timer_free(cl.timer);
+        tether_timer_free(cl.pace);
+        tether_loop_free(loop);
+        free(cl.msg);
+        return 1;
+    }
     /* TLS: without any flag a tls:// URL uses the system's trust store.
      * cli_tls_client() fills a tether_tls_opts (ca_file, cert_file,
      * key_file, server_name, insecure_skip_verify) and calls

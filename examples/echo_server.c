@@ -6,6 +6,7 @@
  *               --key certs/server.key [--ca certs/ca.pem --verify-client]
  *   echo_server --listen tcp://127.0.0.1:7777 --heartbeat MS [--idle-timeout MS]
  *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
+ *   echo_server --listen tcp://127.0.0.1:7777 --proxy-protocol --verbose
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -51,6 +52,8 @@ struct options {
     size_t idle_timeout_ms;
     /* Limits: --max-conns, --mem-limit (common/cli.h). */
     struct cli_limits limits;
+    /* Behind a proxy: --proxy-protocol, --verbose (common/cli.h). */
+    struct cli_proxy proxy;
 };
 
 struct server;
@@ -61,12 +64,14 @@ struct echo_conn {
     tether_conn *conn;
     struct echo_conn *prev, *next; /* all open connections, for the shutdown */
     char peer[80];                 /* for messages: unknown once the socket is closed */
+    bool health_check;             /* a proxy's PROXY v2 LOCAL connection */
     uint8_t *held;                 /* an echo the send queue had no room for */
     size_t held_len;
     bool has_held;
 };
 
 struct server {
+    const struct cli_proxy *proxy;
     tether_loop *loop;
     tether_listener *listener;
     struct echo_conn *conns;
@@ -86,7 +91,7 @@ static const char usage[] =
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
     "                    (such clients are answered even without this option)\n"
     "  --idle-timeout MS close connections on which nothing arrived for MS ms\n" CLI_USAGE_LIMITS
-        CLI_USAGE_COMMON;
+        CLI_USAGE_PROXY CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -102,9 +107,15 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
     }
     ec->srv = srv;
     ec->conn = c;
+    /* Behind a proxy that sends the PROXY protocol (--proxy-protocol),
+     * this is the client the proxy relayed, not the proxy. */
     if (tether_conn_peer(c, ec->peer, sizeof ec->peer) != TETHER_OK) {
         snprintf(ec->peer, sizeof ec->peer, "unknown peer");
     }
+    cli_proxy_log_accept(srv->proxy, "echo_server", c);
+    tether_proxy_info info;
+    ec->health_check =
+        tether_conn_proxy_info(c, &info) == TETHER_OK && info.local && info.version == 2;
     ec->next = srv->conns;
     if (srv->conns != NULL) {
         srv->conns->prev = ec;
@@ -176,7 +187,10 @@ static void on_close(tether_conn *c, int reason, void *ud)
     struct echo_conn *ec = ud;
     /* TETHER_EOF is a client saying goodbye; TETHER_OK and TETHER_ECANCELED
      * are our own close and abort. Anything else is worth a line. */
-    if (reason != TETHER_OK && reason != TETHER_EOF && reason != TETHER_ECANCELED) {
+    /* HAProxy ends its TCP health checks (PROXY v2 LOCAL) with a reset:
+     * that is the check passing, not a problem. */
+    bool check_reset = ec != NULL && ec->health_check && reason == TETHER_ECONNRESET;
+    if (reason != TETHER_OK && reason != TETHER_EOF && reason != TETHER_ECANCELED && !check_reset) {
         const char *detail = tether_conn_last_error(c);
         fprintf(stderr, "echo_server: %s: %s\n", ec != NULL ? ec->peer : "unknown peer",
                 detail[0] != '\0' ? detail : tether_strerror(reason));
@@ -282,6 +296,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         CLI_LONGOPTS_TLS_SERVER,
         CLI_LONGOPTS_LIMITS,
+        CLI_LONGOPTS_PROXY,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -315,6 +330,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             break;
         default:
             r = cli_limits_option(ch, optarg, &opt->limits);
+            if (r == CLI_NOT_MINE) {
+                r = cli_proxy_option(ch, &opt->proxy);
+            }
             if (r == CLI_NOT_MINE) {
                 r = cli_option("echo_server", usage, ch, argv, &opt->tls);
             }
@@ -398,6 +416,8 @@ int main(int argc, char **argv)
         tether_loop_free(srv.loop);
         return 1;
     }
+    cli_proxy_apply(&opt.proxy, &lo);
+    srv.proxy = &opt.proxy;
 
     tether_error err;
     rv = tether_listen(&srv.listener, srv.loop, opt.listen_url, &lo, &err);

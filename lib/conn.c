@@ -206,6 +206,7 @@ static void conn_free(tether_conn *c)
     if (c->flags & TETHER__CF_ACCEPTED) {
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
     }
+    tether__pp_conn_free(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -222,6 +223,9 @@ void tether__conn_update_io(tether_conn *c)
     unsigned ev = 0;
     switch (c->state) {
     case TETHER__CS_HANDSHAKING:
+        if (tether__pp_conn_pending(c, &ev)) {
+            break; /* the PROXY protocol header comes first */
+        }
         ev = c->tr->ops->want_events(c->tr);
         if (ev == 0) {
             ev = TETHER_EV_READ;
@@ -343,6 +347,14 @@ static void conn_became_ready(tether_conn *c)
 static void conn_handshake_step(tether_conn *c)
 {
     bool done = false;
+    if (!tether__pp_conn_step(c, &done)) {
+        return; /* failed; the connection is ending */
+    }
+    if (!done) {
+        tether__conn_update_io(c);
+        return;
+    }
+    done = false;
     int rv = c->tr->ops->handshake(c->tr, &done);
     if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
         const char *d = c->tr->ops->last_error(c->tr);
@@ -393,7 +405,7 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     int rv;
     if (c->cfg->tls != NULL) {
         rv = tether__tls_transport_new(&c->tr, c->cfg->tls, fd, host, server);
-        if (rv == TETHER_OK && server) {
+        if (rv == TETHER_OK && server && c->cfg->pp_accept == 0) {
             /* Accepted connections have no connect deadline: the TLS
              * configuration bounds their handshake. */
             int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
@@ -410,6 +422,12 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     tether__io_init(&c->io, fd, conn_on_io);
     if (handoff != NULL) {
         tether__io_take_over(&c->io, handoff);
+    }
+    /* (With a PROXY header to receive, its deadline comes first and the
+     * TLS handshake's is armed once it is in.) */
+    rv = tether__pp_conn_start(c, server);
+    if (rv != TETHER_OK) {
+        return rv;
     }
     c->state = TETHER__CS_HANDSHAKING;
     c->dispatching++;
@@ -476,11 +494,17 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
 static void conn_timer_cb(struct tether__tnode *n)
 {
     tether_conn *c = tether__container_of(n, tether_conn, timer);
+    unsigned pp_ev;
     switch (c->state) {
     case TETHER__CS_CONNECTING:
     case TETHER__CS_HANDSHAKING:
         if (c->state == TETHER__CS_CONNECTING && c->dialer != NULL) {
             tether__dial_timeout(c); /* names the addresses it tried */
+            break;
+        }
+        if (c->state == TETHER__CS_HANDSHAKING && tether__pp_conn_pending(c, &pp_ev) &&
+            c->url == NULL) {
+            tether__pp_conn_timeout(c);
             break;
         }
         if (c->state == TETHER__CS_HANDSHAKING && c->cfg->tls != NULL) {
@@ -772,7 +796,9 @@ int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
         return TETHER_EINVAL;
     }
     char tmp[160];
-    if (c->peer.sa.sa_family != 0) {
+    if (tether__pp_conn_source(c, tmp, sizeof tmp)) {
+        /* The client the proxy relayed (PROXY protocol). */
+    } else if (c->peer.sa.sa_family != 0) {
         /* Recorded at accept: still known after the peer reset. */
         tether__addr_format(&c->peer.sa, sizeof c->peer, tmp, sizeof tmp);
     } else {

@@ -28,6 +28,12 @@ struct tether__conn_cfg {
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
     size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
+    /* PROXY protocol (conn_proxy.c): the versions an accepting listener
+     * requires (TETHER__PP_V1|V2, 0: off) and its header deadline (ms,
+     * negative: none); a dialler's source override (family 0: none). */
+    unsigned pp_accept;
+    int pp_timeout_ms;
+    struct sockaddr_storage pp_source;
 };
 
 /* Builds a configuration from user options (NULL for defaults). */
@@ -72,6 +78,7 @@ union tether__peer_addr {
 struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
+struct tether__pp_conn;   /* conn_proxy.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -151,6 +158,7 @@ struct tether_conn {
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
+    struct tether__pp_conn *pp;   /* PROXY protocol header in flight or received; or NULL */
 
     /* Internal observer (reconnect.c): called after output was handed to
      * the transport, never from inside a user callback's dispatch of a

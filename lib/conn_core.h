@@ -145,6 +145,37 @@ void tether__live_after_read(tether_conn *c);
  * when the connection failed. */
 bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
 
+/* ---- conn_proxy.c: the PROXY protocol header ------------------------ */
+
+/* A connection got its socket: prepares the header to send (dialled, with
+ * tether_conn_opts::proxy_protocol) or to receive (accepted by a listener
+ * that requires one) in c->pp, and for the latter arms the header
+ * deadline. Returns an error only when out of memory or when the header
+ * cannot be built. */
+int tether__pp_conn_start(tether_conn *c, bool server);
+
+/* One non-blocking step of the header exchange, before the transport's
+ * handshake: *done once it is sent or received and valid. Fails the
+ * connection itself on error (and returns false). */
+bool tether__pp_conn_step(tether_conn *c, bool *done);
+
+/* The header exchange is in progress: the readiness it waits for. */
+bool tether__pp_conn_pending(const tether_conn *c, unsigned *events);
+
+/* The deadline passed while the header was still awaited. */
+void tether__pp_conn_timeout(tether_conn *c);
+
+/* Formats the client address the header announced; false when there is
+ * none (no PROXY protocol, LOCAL, UNKNOWN). */
+bool tether__pp_conn_source(const tether_conn *c, char *buf, size_t len);
+
+/* Frees c->pp. */
+void tether__pp_conn_free(tether_conn *c);
+
+/* Validates the PROXY options of a configuration and fills cfg->pp_source
+ * (conn_opts.c calls it once the options are merged). */
+int tether__pp_cfg_init(struct tether__conn_cfg *cfg, tether_error *err);
+
 /* ---- membudget.c: the loop's memory budget ---------------------------- */
 
 /* Per-loop accounting of the memory connections hold for their peers:

@@ -2,7 +2,7 @@
  * validation, the shared configuration built from them (struct
  * tether__conn_cfg, reference-counted, immutable once built), and the
  * socket options they ask for. Nothing here runs per message. */
-#include "conn.h"
+#include "conn_core.h"
 #include "tls.h"
 
 #include <netinet/in.h>
@@ -137,6 +137,12 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
             rv = tether__set_error(err, TETHER_EINVAL, "unknown framing %d", (int)o->framing);
             break;
         }
+    }
+    /* PROXY protocol (conn_proxy.c): validates and copies proxy_source. */
+    if (rv == TETHER_OK) {
+        rv = tether__pp_cfg_init(cfg, err);
+    } else {
+        o->proxy_source = NULL;
     }
     o->line_delim = NULL; /* the caller's string is not kept */
     if (rv != TETHER_OK) {

@@ -270,11 +270,22 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
     if (l->o.backlog <= 0) {
         l->o.backlog = 1024;
     }
+    if ((l->o.proxy_protocol & ~(unsigned)(TETHER_PROXY_V1 | TETHER_PROXY_V2)) != 0) {
+        unsigned bad = l->o.proxy_protocol;
+        free(l);
+        return tether__set_error(out_err, TETHER_EINVAL,
+                                 "proxy_protocol must be TETHER_PROXY_V1, TETHER_PROXY_V2, both "
+                                 "or 0, not 0x%x",
+                                 bad);
+    }
     rv = tether__conn_cfg_new(&l->cfg, l->o.conn_opts, out_err);
     if (rv != TETHER_OK) {
         free(l);
         return rv;
     }
+    l->cfg->pp_accept = l->o.proxy_protocol;
+    l->cfg->pp_timeout_ms =
+        l->o.proxy_timeout_ms == 0 ? TETHER_PROXY_TIMEOUT_DEFAULT : l->o.proxy_timeout_ms;
     l->o.conn_opts = NULL; /* copied into cfg */
     if (u.scheme == TETHER__SCHEME_TLS) {
         rv = tether__conn_cfg_set_tls(l->cfg, true, out_err);

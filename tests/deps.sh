@@ -19,7 +19,8 @@
 # --no-install-recommends would skip), llvm for llvm-symbolizer (function
 # names and lines in the fuzz targets' crash reports), libuv and GLib (the
 # embedding tests and examples/embed_libuv.c drive tether from those loops;
-# never a dependency of libtether itself).
+# never a dependency of libtether itself), haproxy (the PROXY protocol
+# test puts the real load balancer in front of tether servers).
 TETHER_APT_PACKAGES=(
     build-essential
     cmake
@@ -37,6 +38,7 @@ TETHER_APT_PACKAGES=(
     llvm
     libuv1-dev
     libglib2.0-dev
+    haproxy
 )
 
 # What examples/demo.sh needs to build the library and the examples (no

@@ -2,6 +2,7 @@
  * flags, number parsing, and the checks and set-up of the TLS flags. */
 #include "common/cli.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -309,5 +310,116 @@ bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_li
             return false;
         }
     }
+    return true;
+}
+
+/* ---- servers behind a proxy -------------------------------------------- */
+
+enum cli_result cli_proxy_option(int ch, struct cli_proxy *px)
+{
+    switch (ch) {
+    case CLI_OPT_PROXY_PROTOCOL:
+        px->proxy_protocol = true;
+        return CLI_HANDLED;
+    case CLI_OPT_VERBOSE:
+        px->verbose = true;
+        return CLI_HANDLED;
+    default:
+        return CLI_NOT_MINE;
+    }
+}
+
+void cli_proxy_apply(const struct cli_proxy *px, tether_listen_opts *lo)
+{
+    if (px->proxy_protocol) {
+        lo->proxy_protocol = TETHER_PROXY_V1 | TETHER_PROXY_V2;
+    }
+}
+
+void cli_proxy_log_accept(const struct cli_proxy *px, const char *prog, tether_conn *c)
+{
+    if (!px->verbose) {
+        return;
+    }
+    char peer[160];
+    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+        snprintf(peer, sizeof peer, "an unknown peer");
+    }
+    tether_proxy_info info;
+    if (tether_conn_proxy_info(c, &info) != TETHER_OK) {
+        printf("%s: accepted %s\n", prog, peer);
+    } else if (info.local) {
+        printf("%s: accepted %s (PROXY v%d LOCAL: a health check or an unknown client)\n", prog,
+               peer, info.version);
+    } else {
+        printf("%s: accepted %s via %s (PROXY v%d)\n", prog, peer, info.proxy, info.version);
+    }
+    fflush(stdout);
+}
+
+/* IP, IP:PORT or [IPv6]:PORT, as tether_conn_opts::proxy_source takes it. */
+static bool cli_valid_source(const char *s)
+{
+    char host[64];
+    const char *port = NULL;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || (end[1] != '\0' && end[1] != ':')) {
+            return false;
+        }
+        hl = (size_t)(end - s - 1);
+        s++;
+        port = end[1] == ':' ? end + 2 : NULL;
+    } else {
+        const char *colon = strchr(s, ':');
+        bool one_colon = colon != NULL && strchr(colon + 1, ':') == NULL;
+        hl = one_colon ? (size_t)(colon - s) : strlen(s);
+        port = one_colon ? colon + 1 : NULL;
+    }
+    if (hl == 0 || hl >= sizeof host) {
+        return false;
+    }
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    size_t p;
+    if (port != NULL && (!cli_parse_size(port, &p) || p > 65535)) {
+        return false;
+    }
+    unsigned char bin[16];
+    return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+}
+
+enum cli_result cli_proxy_client_option(int ch, const char *arg, struct cli_proxy_client *pc)
+{
+    switch (ch) {
+    case CLI_OPT_SEND_PROXY:
+        if (strcmp(arg, "v1") == 0) {
+            pc->version = TETHER_PROXY_V1;
+        } else if (strcmp(arg, "v2") == 0) {
+            pc->version = TETHER_PROXY_V2;
+        } else {
+            return cli_bad_value("send-proxy", arg, "v1 or v2");
+        }
+        return CLI_HANDLED;
+    case CLI_OPT_PROXY_SOURCE:
+        if (!cli_valid_source(arg)) {
+            return cli_bad_value("proxy-source", arg, "IP, IP:PORT or [IPv6]:PORT");
+        }
+        pc->source = arg;
+        return CLI_HANDLED;
+    default:
+        return CLI_NOT_MINE;
+    }
+}
+
+bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts *co)
+{
+    if (pc->source != NULL && pc->version == 0) {
+        fprintf(stderr, "error: --proxy-source needs --send-proxy v1 or v2\n");
+        return false;
+    }
+    co->proxy_protocol = pc->version;
+    co->proxy_source = pc->source;
     return true;
 }

@@ -171,4 +171,70 @@ enum cli_result cli_limits_option(int ch, const char *arg, struct cli_limits *li
  * limit to the loop. Prints an error and returns false on failure. */
 bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_listen_opts *lo);
 
+/* ---- servers behind a proxy: --proxy-protocol and --verbose ------------ */
+
+/* getopt_long() codes of these flags (a block of their own), and of the
+ * clients' --send-proxy and --proxy-source. */
+enum {
+    CLI_OPT_PROXY_PROTOCOL = 1200,
+    CLI_OPT_VERBOSE,
+    CLI_OPT_SEND_PROXY,
+    CLI_OPT_PROXY_SOURCE
+};
+
+#define CLI_LONGOPTS_PROXY                                                                         \
+    {"proxy-protocol", no_argument, NULL, CLI_OPT_PROXY_PROTOCOL},                                 \
+    {                                                                                              \
+        "verbose", no_argument, NULL, CLI_OPT_VERBOSE                                              \
+    }
+#define CLI_USAGE_PROXY                                                                            \
+    "  --proxy-protocol  require a PROXY protocol header (v1 or v2) on every\n"                    \
+    "                    connection, as HAProxy's send-proxy sends it; clients are\n"              \
+    "                    then reported by the address it names\n"                                  \
+    "  --verbose         print one line per accepted connection with its peer\n"
+
+/* The flags as given. */
+struct cli_proxy {
+    bool proxy_protocol;
+    bool verbose;
+};
+
+/* Handles one of these flags: CLI_HANDLED, or CLI_NOT_MINE for other codes. */
+enum cli_result cli_proxy_option(int ch, struct cli_proxy *px);
+
+/* Applies --proxy-protocol to the listener options. */
+void cli_proxy_apply(const struct cli_proxy *px, tether_listen_opts *lo);
+
+/* With --verbose, prints on stdout (flushed) one line for an accepted
+ * connection: `accepted 127.0.0.7:40000` and, behind a proxy, ` via
+ * 127.0.0.1:5678 (PROXY v2)` or ` (PROXY v2 LOCAL: a health check or
+ * an unknown client)`. */
+void cli_proxy_log_accept(const struct cli_proxy *px, const char *prog, tether_conn *c);
+
+/* Clients: --send-proxy v1|v2 sends a PROXY protocol header first (as a
+ * proxy would), announcing --proxy-source instead of our own address. */
+#define CLI_LONGOPTS_PROXY_CLIENT                                                                  \
+    {"send-proxy", required_argument, NULL, CLI_OPT_SEND_PROXY},                                   \
+    {                                                                                              \
+        "proxy-source", required_argument, NULL, CLI_OPT_PROXY_SOURCE                              \
+    }
+#define CLI_USAGE_PROXY_CLIENT                                                                     \
+    "  --send-proxy V    send a PROXY protocol header first, v1 or v2, as a load\n"                \
+    "                    balancer would (for servers behind one)\n"                                \
+    "  --proxy-source ADDR  the client address it announces: IP, IP:PORT or\n"                     \
+    "                    [IPv6]:PORT (default: our own)\n"
+
+struct cli_proxy_client {
+    int version;        /* 0, TETHER_PROXY_V1 or TETHER_PROXY_V2 */
+    const char *source; /* NULL: not given */
+};
+
+/* Handles --send-proxy and --proxy-source: CLI_HANDLED, CLI_EXIT_ERROR
+ * after a bad value (reported), or CLI_NOT_MINE. */
+enum cli_result cli_proxy_client_option(int ch, const char *arg, struct cli_proxy_client *pc);
+
+/* Checks the pair (--proxy-source needs --send-proxy; prints an error and
+ * returns false) and sets the connection options. */
+bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts *co);
+
 #endif

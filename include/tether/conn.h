@@ -210,6 +210,35 @@
  * and are not subject to the high-water mark (a PONG is skipped, not
  * queued, while the send queue is above it).
  *
+ * **Behind a load balancer: the PROXY protocol.** A listener with
+ * tether_listen_opts::proxy_protocol requires HAProxy's PROXY protocol
+ * header (version 1, the text line, and/or version 2, the binary header;
+ * the two are told apart by their signatures) at the start of every
+ * accepted connection. It is read before the TLS handshake and the first
+ * frame, never more bytes than the header, within a size limit (107 bytes
+ * for v1, 16 + #TETHER_PROXY_V2_MAX_LEN for v2) and a deadline
+ * (tether_listen_opts::proxy_timeout_ms). Then:
+ * - tether_conn_peer(), and the texts that name the peer, report the
+ *   client the header announced (IPv4, IPv6 or a Unix path);
+ *   tether_conn_proxy_peer() reports the proxy; tether_conn_proxy_info()
+ *   and tether_conn_proxy_tlv() give the rest (v2 TLVs such as ALPN and
+ *   authority are kept as received; a CRC32C TLV is verified);
+ * - a v2 `LOCAL` connection (a proxy's health check), a v1 `UNKNOWN` line
+ *   and a v2 header with an unspecified family or transport are accepted
+ *   as ordinary connections with the real peer address;
+ * - a missing, malformed or late header closes the connection, which never
+ *   reaches `on_accept`: the listener's `on_error` gets #TETHER_EPROTO
+ *   (#TETHER_EMSGSIZE for a header over the limit, #TETHER_ETIMEDOUT after
+ *   the deadline, #TETHER_EOF or #TETHER_ETRUNCATED if the peer closed
+ *   first) and a detail naming the cause and the proxy, e.g.
+ *   `PROXY protocol header from 127.0.0.1:40112: PROXY protocol v1 header
+ *   has a bad source port "080" (0..65535, no heading zero)`.
+ *
+ * As the specification demands, a listener never guesses whether a header
+ * is present: whoever can reach it can claim any address, so only trusted
+ * proxies should reach it. A dialled connection sends a header with
+ * tether_conn_opts::proxy_protocol.
+ *
  * **Threading.** Loop thread only (see the loop group).
  * @{
  */
@@ -433,7 +462,34 @@ typedef struct tether_conn_opts {
                                     #TETHER_OK and the detail "maximum connection age
                                     reached") once the connection has been established this
                                     long, ±10 % random jitter. 0 (default) means never. */
+
+    /* ---- PROXY protocol (see "Behind a load balancer" above). ---- */
+
+    int proxy_protocol;       /**< Dialled connections: send a PROXY protocol header of this
+                                   version, #TETHER_PROXY_V1 or #TETHER_PROXY_V2, as the very
+                                   first bytes, before the TLS handshake and the first frame
+                                   (as curl's CURLOPT_HAPROXYPROTOCOL). It announces
+                                   `proxy_source` (or the connection's local address) to the
+                                   address dialled; over a Unix socket v1 sends `UNKNOWN` and
+                                   v2 an unspecified address. 0 (default): none. Ignored on
+                                   accepted connections (see tether_listen_opts). */
+    const char *proxy_source; /**< With `proxy_protocol`: the client address to announce,
+                                   "IP", "IP:port" or "[IPv6]:port" (port 0 if none), instead
+                                   of the local address (as curl's CURLOPT_HAPROXY_CLIENT_IP),
+                                   for a relay that forwards its own clients' connections.
+                                   Copied. NULL (default): the local address. */
 } tether_conn_opts;
+
+/** PROXY protocol version 1, the text line (tether_conn_opts::proxy_protocol,
+ *  tether_listen_opts::proxy_protocol). */
+#define TETHER_PROXY_V1 0x1
+/** PROXY protocol version 2, the binary header. */
+#define TETHER_PROXY_V2 0x2
+/** The default of tether_listen_opts::proxy_timeout_ms: 5 seconds. */
+#define TETHER_PROXY_TIMEOUT_DEFAULT 5000
+/** The largest PROXY v2 address and TLV block a listener accepts (the spec
+ *  allows 65535): a header takes at most 16 + 4096 bytes. */
+#define TETHER_PROXY_V2_MAX_LEN 4096
 
 /**
  * @brief Fills @p opts with defaults; used through tether_conn_opts_init().
@@ -477,6 +533,20 @@ typedef struct tether_listen_opts {
                                             tether_listener_stats::rejected and reported through
                                             `on_error` (#TETHER_EAGAIN) once per episode.
                                             Default #TETHER_MAX_CONNS_DEFAULT; 0 for no limit. */
+
+    /* ---- PROXY protocol (see "Behind a load balancer" above). ---- */
+
+    unsigned proxy_protocol; /**< Require a PROXY protocol header on every accepted
+                                  connection: #TETHER_PROXY_V1, #TETHER_PROXY_V2 or both
+                                  (OR-ed; the two are told apart by their signatures). A
+                                  connection without one, or with a malformed one, is closed
+                                  and reported through `on_error` (never guessed: a listener
+                                  that enables it requires it). 0 (default): off. Only enable
+                                  it on listeners that only trusted proxies can reach. */
+    int proxy_timeout_ms;    /**< How long an accepted connection may take to send its whole
+                                  PROXY header (#TETHER_ETIMEDOUT otherwise); the TLS
+                                  handshake timeout starts after it. 0 (default) means
+                                  #TETHER_PROXY_TIMEOUT_DEFAULT; negative means none. */
 } tether_listen_opts;
 
 /** The default of tether_listen_opts::max_conns. */
@@ -742,6 +812,10 @@ TETHER_API int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *s
 
 /**
  * @brief Formats the peer's address, e.g. "127.0.0.1:5555", "[::1]:80" or "unix:/tmp/s".
+ *
+ * On a connection accepted with tether_listen_opts::proxy_protocol, once
+ * its header has arrived (from `on_accept` on), this is the client the
+ * header announced; tether_conn_proxy_peer() gives the proxy's address.
  * @param[in]  c   The connection.
  * @param[out] buf Receives the NUL-terminated text.
  * @param[in]  len Size of @p buf (64 bytes is always enough for TCP).
@@ -750,6 +824,99 @@ TETHER_API int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *s
  * @retval TETHER_EINVAL   A NULL argument or @p buf too small.
  */
 TETHER_API int tether_conn_peer(const tether_conn *c, char *buf, size_t len);
+
+/**
+ * @name PROXY protocol details of an accepted connection
+ * See "Behind a load balancer: the PROXY protocol" in the group description.
+ * @{
+ */
+
+/** TLV type of the ALPN the client negotiated with the proxy (bytes, e.g. "h2"). */
+#define TETHER_PROXY_TLV_ALPN 0x01
+/** TLV type of the host name the client asked the proxy for (TLS SNI; UTF-8). */
+#define TETHER_PROXY_TLV_AUTHORITY 0x02
+/** TLV type of the proxy's unique connection ID (opaque, up to 128 bytes). */
+#define TETHER_PROXY_TLV_UNIQUE_ID 0x05
+/** TLV type of the client's TLS details (client flags, verify result, sub-TLVs). */
+#define TETHER_PROXY_TLV_SSL 0x20
+
+/**
+ * @brief What the PROXY protocol header of an accepted connection said,
+ *        filled by tether_conn_proxy_info().
+ */
+typedef struct tether_proxy_info {
+    size_t size;           /**< Set by the getter macro; do not change. */
+    int version;           /**< 1 or 2. */
+    bool local;            /**< The header carried no client address: a v2 `LOCAL`
+                                connection (a proxy's health check), a v1 `UNKNOWN` line,
+                                or a v2 header with an unspecified family or transport.
+                                tether_conn_peer() then reports the real peer. */
+    char source[128];      /**< The original client, formatted as tether_conn_peer()
+                                formats addresses ("" when `local`). */
+    char destination[128]; /**< The address the client connected to ("" when `local`). */
+    char proxy[128];       /**< The proxy: the socket's real peer address. */
+} tether_proxy_info;
+
+/**
+ * @brief Fills a #tether_proxy_info; used through tether_conn_proxy_info().
+ * @param[in]  c    The connection.
+ * @param[out] info Receives the details.
+ * @param[in]  size `sizeof *info` as the caller's header defines it.
+ * @retval TETHER_OK       Filled.
+ * @retval TETHER_ENOTSUP  The connection was not accepted by a listener with
+ *                         tether_listen_opts::proxy_protocol.
+ * @retval TETHER_ENOTCONN Its header has not been received yet.
+ * @retval TETHER_EINVAL   A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_conn_proxy_info_sized(const tether_conn *c, tether_proxy_info *info,
+                                            size_t size);
+
+/**
+ * @brief Reads what an accepted connection's PROXY protocol header said:
+ *        version, the client's and the proxy's addresses.
+ *
+ * Valid from `on_accept` until `on_close` returns. Loop thread only.
+ * @param c    The connection.
+ * @param info Pointer to a #tether_proxy_info.
+ */
+#define tether_conn_proxy_info(c, info) tether_conn_proxy_info_sized((c), (info), sizeof(*(info)))
+
+/**
+ * @brief Finds a TLV (type-length-value) of a connection's PROXY v2 header.
+ *
+ * The header's TLVs are kept with the connection as they arrived, e.g.
+ * #TETHER_PROXY_TLV_ALPN, #TETHER_PROXY_TLV_AUTHORITY or an application
+ * type (0xE0..0xEF). The first TLV of that type is returned.
+ * @param[in]  c       The connection.
+ * @param[in]  type    The TLV type.
+ * @param[out] out_val Receives a pointer to the value, owned by the
+ *                     connection and valid until its `on_close` returns.
+ * @param[out] out_len Receives the value's length.
+ * @retval TETHER_OK       Found.
+ * @retval TETHER_ENOTFOUND No TLV of that type (or a v1 header, which has none).
+ * @retval TETHER_ENOTSUP  Not a connection accepted with the PROXY protocol.
+ * @retval TETHER_ENOTCONN Its header has not been received yet.
+ * @retval TETHER_EINVAL   A NULL argument.
+ */
+TETHER_API int tether_conn_proxy_tlv(const tether_conn *c, uint8_t type, const uint8_t **out_val,
+                                     size_t *out_len);
+
+/**
+ * @brief Formats the address of the proxy that relayed an accepted
+ *        connection: the socket's real peer (tether_conn_peer() reports the
+ *        client the PROXY header announced).
+ *
+ * For a connection without the PROXY protocol, the same as tether_conn_peer().
+ * @param[in]  c   The connection.
+ * @param[out] buf Receives the NUL-terminated text.
+ * @param[in]  len Size of @p buf.
+ * @retval TETHER_OK       Written.
+ * @retval TETHER_ENOTCONN Not connected.
+ * @retval TETHER_EINVAL   A NULL argument or @p buf too small.
+ */
+TETHER_API int tether_conn_proxy_peer(const tether_conn *c, char *buf, size_t len);
+
+/** @} */
 
 /**
  * @brief Starts listening on @p url and accepting connections.
