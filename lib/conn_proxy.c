@@ -208,7 +208,7 @@ int tether__pp_conn_start(tether_conn *c, bool server)
     pp->mode = PP_RECV;
     c->pp = pp;
     if (c->cfg->pp_timeout_ms >= 0) {
-        tether__tnode_start(c->loop, &c->timer, (uint64_t)c->cfg->pp_timeout_ms);
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)c->cfg->pp_timeout_ms);
     }
     return TETHER_OK;
 }
@@ -272,11 +272,11 @@ static void pp_received(tether_conn *c, const struct tether__pp_result *r)
     free(pp->buf);
     pp->buf = NULL;
     pp->mode = PP_DONE;
-    tether__tnode_stop(c->loop, &c->timer);
+    tether__tnode_stop(c->h.loop, &c->timer);
     if (c->cfg->tls != NULL) {
         int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
         if (ms >= 0) {
-            tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
+            tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
         }
     }
     if (r->has_addr) {
