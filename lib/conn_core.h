@@ -124,8 +124,24 @@ void tether__live_queue_started(tether_conn *c);
  * timeout. */
 void tether__live_after_read(tether_conn *c);
 
-/* Handles one complete control frame (HELLO, PING, PONG). Returns false
- * when the connection failed. */
+/* Handles one complete control frame (HELLO, PING, PONG, GOAWAY). Returns
+ * false when the connection failed or is closing. */
 bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
+
+/* The total size of the control frame starting at hdr (4 bytes available),
+ * or 0 when the peer may not send it now. A peer that never sent HELLO
+ * gets exactly the framing error it got before control frames existed. */
+size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
+
+/* hdr starts a control frame that tether__ctrl_frame_len() refused, on a
+ * connection where control frames are spoken (a second HELLO, a PING
+ * before HELLO, an unknown type): fails the connection naming the
+ * violation and returns true. False for a plain len32 peer, whose 0xFF
+ * header is just an oversized length. */
+bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr);
+
+/* The heartbeat interval to use given our options and the interval the
+ * peer's HELLO announced. */
+uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
 
 #endif /* TETHER_CONN_CORE_H */

@@ -220,7 +220,7 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
     if (l->o.backlog <= 0) {
         l->o.backlog = 1024;
     }
-    rv = tether__conn_cfg_new(&l->cfg, l->o.conn_opts, out_err);
+    rv = tether__conn_cfg_new_role(&l->cfg, l->o.conn_opts, true, out_err);
     if (rv != TETHER_OK) {
         free(l);
         return rv;

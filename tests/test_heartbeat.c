@@ -420,14 +420,17 @@ START_TEST(liveness_options_are_checked)
         size_t off;
         int value;
     } bad[] = {
-        {offsetof(tether_conn_opts, keepalive_idle_ms), -1},
+        /* (-1 is TETHER_ROLE_DEFAULT where a field takes it.) */
+        {offsetof(tether_conn_opts, keepalive_idle_ms), -2},
         {offsetof(tether_conn_opts, keepalive_count), 128},
         {offsetof(tether_conn_opts, user_timeout_ms), -5},
         {offsetof(tether_conn_opts, heartbeat_ms), -1},
         {offsetof(tether_conn_opts, heartbeat_misses), 0},
         {offsetof(tether_conn_opts, idle_timeout_ms), -1},
-        {offsetof(tether_conn_opts, frame_timeout_ms), -1},
-        {offsetof(tether_conn_opts, write_timeout_ms), -1},
+        {offsetof(tether_conn_opts, frame_timeout_ms), -2},
+        {offsetof(tether_conn_opts, write_timeout_ms), -2},
+        {offsetof(tether_conn_opts, frame_min_rate), -2},
+        {offsetof(tether_conn_opts, write_min_rate), -2},
         {offsetof(tether_conn_opts, max_age_ms), -1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -726,8 +729,9 @@ START_TEST(wire_format_and_timeout_against_a_raw_peer)
 }
 END_TEST
 
-/* Control frames a peer may not send are framing errors, exactly as before
- * the protocol existed. */
+/* Control frames a peer may not send are framing errors: exactly as before
+ * the protocol existed from a peer that never sent HELLO, named as the
+ * protocol violation they are from one that did. */
 START_TEST(bad_control_frames_are_framing_errors)
 {
     static const struct {
@@ -742,8 +746,9 @@ START_TEST(bad_control_frames_are_framing_errors)
         {{0xFF, 9, 0, 0}, 4, TETHER_EMSGSIZE, "announced"},
         /* A HELLO too short to hold an interval. */
         {{0xFF, 1, 0, 2, 1, 0}, 6, TETHER_EPROTO, "malformed HELLO"},
-        /* A second HELLO. */
-        {{0xFF, 1, 0, 6, 1, 0, 0, 0, 0, 0, 0xFF, 1, 0, 6, 1, 0}, 16, TETHER_EMSGSIZE, "announced"},
+        /* A second HELLO (it used to read "peer announced a 4278255622-byte
+         * message"). */
+        {{0xFF, 1, 0, 6, 1, 0, 0, 0, 0, 0, 0xFF, 1, 0, 6, 1, 0}, 16, TETHER_EPROTO, "second HELLO"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         reset_state();
@@ -961,6 +966,7 @@ START_TEST(non_reading_peer_closed_by_write_timeout)
     tether_conn_opts so;
     tether_conn_opts_init(&so);
     so.write_timeout_ms = 500;
+    so.close_timeout_ms = 300; /* bounds the clean close the peer does not take */
     so.send_hwm = 64 * 1024;
     so.sndbuf = 16384;
     start_server(&so);
