@@ -351,7 +351,7 @@ void tether__live_arm(tether_conn *c)
         next = l->age_deadline;
     }
     if (o->write_timeout_ms > 0 && c->queued > 0) {
-        uint64_t from = o->write_min_rate > 0 ? l->wwin_start : l->wstall;
+        uint64_t from = o->write_min_rate > 0 ? TETHER__MIN(l->wwin_start, l->wstall) : l->wstall;
         next = TETHER__MIN(next, from + (uint64_t)o->write_timeout_ms);
     }
     if (!(c->flags & TETHER__CF_PAUSED)) {
@@ -361,6 +361,9 @@ void tether__live_arm(tether_conn *c)
         if (o->frame_timeout_ms > 0 && c->rlen > 0) {
             uint64_t start =
                 l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->loop);
+            if (o->frame_min_rate > 0 && l->frame_mark != UINT64_MAX) {
+                start = TETHER__MIN(start, l->last_rx); /* nothing for a whole window */
+            }
             next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
         }
         if (c->hb_ms > 0) {
@@ -400,16 +403,16 @@ void tether__live_start(tether_conn *c)
     tether__live_arm(c);
 }
 
-/* The write check, due: queued output made no progress for a whole
- * window (write_min_rate 0), or less than the minimum rate over it. True
- * when the connection is closing. */
+/* The write check: queued output made no progress for a whole window,
+ * or (with write_min_rate) less than the minimum rate over the window
+ * that just ended. True when the connection is closing. */
 static bool live_check_write(tether_conn *c, uint64_t now)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t wt = (uint64_t)o->write_timeout_ms;
-    uint64_t from = o->write_min_rate > 0 ? l->wwin_start : l->wstall;
-    if (now - from < wt) {
+    bool window_done = o->write_min_rate > 0 && now - l->wwin_start >= wt;
+    if (now - l->wstall < wt && !window_done) {
         return false;
     }
     /* Ask the socket once more before blaming the peer (the loop may
@@ -422,10 +425,9 @@ static bool live_check_write(tether_conn *c, uint64_t now)
         return false;
     }
     char text[128];
-    if (o->write_min_rate == 0) {
-        if (now - l->wstall < wt) {
-            return false;
-        }
+    if (now - l->wstall >= wt) {
+        /* No progress at all for a whole window, whatever the rate: a
+         * peer that stops reading is not granted a second window. */
         snprintf(text, sizeof text, "write timeout (you read nothing for %llu ms)",
                  (unsigned long long)(now - l->wstall));
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_WRITE, text,
@@ -433,6 +435,9 @@ static bool live_check_write(tether_conn *c, uint64_t now)
                    "(write_timeout_ms %d); the peer stopped reading",
                    c->queued, (unsigned long long)(now - l->wstall), o->write_timeout_ms);
         return true;
+    }
+    if (!window_done) {
+        return false;
     }
     uint64_t span = now - l->wwin_start;
     uint64_t got = c->bytes_out - l->wwin_bytes;
@@ -451,16 +456,31 @@ static bool live_check_write(tether_conn *c, uint64_t now)
     return true;
 }
 
-/* The frame check, due: the incomplete frame has been arriving for a
- * whole window. With a minimum rate it may go on as long as each window
- * brings enough bytes (mod_reqtimeout's MinRate), so a large message over
- * a slow link is not cut. True when the connection is closing. */
+/* The frame check: the incomplete frame has been arriving for a whole
+ * window, or (with a minimum rate) nothing of it came for one. With a
+ * minimum rate it may go on as long as each window brings enough bytes
+ * (mod_reqtimeout's MinRate), so a large message over a slow link is not
+ * cut. True when the connection is closing. */
 static bool live_check_frame(tether_conn *c, uint64_t now)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t span = now - l->frame_start;
+    uint64_t ft = (uint64_t)o->frame_timeout_ms;
     char text[128];
+    if (o->frame_min_rate > 0 && now - l->last_rx >= ft) {
+        /* Nothing at all for a whole window: not granted a second one. */
+        snprintf(text, sizeof text, "frame timeout (nothing of a message for %llu ms)",
+                 (unsigned long long)(now - l->last_rx));
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
+                   "frame timeout: nothing of an incomplete frame arrived for %llu ms "
+                   "(%zu bytes of it held; frame_timeout_ms %d)",
+                   (unsigned long long)(now - l->last_rx), c->rlen, o->frame_timeout_ms);
+        return true;
+    }
+    if (span < ft) {
+        return false;
+    }
     if (o->frame_min_rate == 0) {
         snprintf(text, sizeof text, "frame timeout (a message still incomplete after %llu ms)",
                  (unsigned long long)span);
@@ -539,8 +559,7 @@ static void live_check(tether_conn *c)
             l->frame_mark = c->msgs_in + c->ctrl_in;
             l->frame_start = now;
             l->frame_bytes = c->bytes_in;
-        } else if (now - l->frame_start >= (uint64_t)o->frame_timeout_ms &&
-                   live_check_frame(c, now)) {
+        } else if (live_check_frame(c, now)) {
             return;
         }
     }

@@ -667,6 +667,56 @@ START_TEST(write_min_rate_closes_a_slow_reader)
 }
 END_TEST
 
+/* With a minimum rate, a peer that was fast and then stops altogether is
+ * closed one window after its last progress, not granted a second window
+ * on the strength of the first (which would double the worst case). */
+START_TEST(min_rate_peer_that_stops_gets_one_window)
+{
+    /* A frame: 1000 bytes at once of a 5000-byte message, then nothing. */
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    so.frame_timeout_ms = 400;
+    so.frame_min_rate = 100;
+    start_server(&so);
+    int fd = raw_connect(tether_listener_port(S.l), 0);
+    static uint8_t msg[4 + 1000] = {0, 0, 0x13, 0x88}; /* announces 5000 */
+    raw_write(fd, msg, sizeof msg);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 5000));
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(S.last_detail, "nothing of an incomplete frame arrived for") != NULL, "%s",
+                  S.last_detail);
+    close(fd);
+    tether_listener_close(S.l);
+    th_run_idle(3000);
+
+    /* Output: the peer reads fast for a while, then stops reading. */
+    reset_state();
+    srv_opts(&so);
+    so.write_timeout_ms = 400;
+    so.write_min_rate = 1000;
+    so.close_timeout_ms = 300;
+    so.sndbuf = 16384;
+    so.send_hwm = 256 * 1024;
+    S.pump = true;
+    S.pump_size = 8000;
+    start_server(&so);
+    fd = raw_connect(tether_listener_port(S.l), 4096);
+    uint8_t buf[65536];
+    uint64_t until = th_now_ms() + 300;
+    while (th_now_ms() < until) {
+        (void)recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        tether_loop_run_once(th_loop, 5);
+    }
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 5000));
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(S.last_detail, "made no progress for") != NULL, "%s", S.last_detail);
+    close(fd);
+    tether_listener_close(S.l);
+}
+END_TEST
+
 /* ---- server defaults -------------------------------------------------------- */
 
 /* The defaults of an accepted connection are the documented ones; a dialled
@@ -821,6 +871,7 @@ static Suite *liveness_suite(void)
     tcase_add_test(tc, write_timeout_close_is_bounded_and_keeps_its_reason);
     tcase_add_test(tc, frame_min_rate_spares_a_slow_large_message);
     tcase_add_test(tc, write_min_rate_closes_a_slow_reader);
+    tcase_add_test(tc, min_rate_peer_that_stops_gets_one_window);
     tcase_add_test(tc, accepted_connections_reap_by_default);
     tcase_add_test(tc, many_slow_and_stuck_peers_are_reaped);
     suite_add_tcase(s, tc);

@@ -114,11 +114,13 @@
  *   measured over each 30 s window (Apache mod_reqtimeout's MinRate idea,
  *   without credit beyond one window). A peer trickling a byte a second,
  *   or sending a header and nothing more, is closed 30 s after its frame
- *   started; a 16 MiB message over a 100 kB/s link is not cut.
+ *   started; a 16 MiB message over a 100 kB/s link is not cut. A frame
+ *   of which nothing at all arrives for a whole window is closed then,
+ *   whatever came before.
  * - `write_timeout_ms` 60000 with `write_min_rate` 1024: queued output must
  *   drain at 1024 bytes/s or more over each 60 s window (the window
  *   restarts whenever the queue empties; nginx's `send_timeout` is 60 s). A
- *   peer that stops reading is closed 60 s after its queue stopped moving,
+ *   peer that stops reading is closed 60 s after its queue last moved,
  *   plus at most close_timeout_ms (10 s) for the clean close it cannot
  *   take; then its queue is freed.
  * - `keepalive_idle_ms` resolves to TCP keepalive after 60 s idle, probes
@@ -444,14 +446,16 @@ typedef struct tether_conn_opts {
     int frame_min_rate;        /**< Bytes per second a started frame must keep arriving at,
                                     measured over `frame_timeout_ms` windows: a frame still
                                     incomplete at the end of a window closes the connection
-                                    when that window brought fewer than rate × window bytes.
+                                    when that window brought fewer than rate × window bytes,
+                                    or as soon as nothing at all arrived for a window.
                                     0: `frame_timeout_ms` is a flat deadline per frame.
                                     Needs `frame_timeout_ms`. #TETHER_ROLE_DEFAULT (the
                                     default): 0 on dialled connections, 1024 on accepted
                                     ones. */
     int write_min_rate;        /**< Bytes per second queued output must keep draining at,
                                     measured over `write_timeout_ms` windows (the window
-                                    restarts whenever the queue empties). 0:
+                                    restarts whenever the queue empties); no progress at all
+                                    for a window closes at once. 0:
                                     `write_timeout_ms` is a flat no-progress deadline. Needs
                                     `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
                                     on dialled connections, 1024 on accepted ones. */
