@@ -137,6 +137,14 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
         conn_finish(c, reason);
         return;
     }
+    if (c->state == TETHER__CS_CLOSING && (c->flags & TETHER__CF_KEEP_REASON) &&
+        c->reason != TETHER_OK) {
+        /* A liveness close (liveness.c) already named the cause; a reset
+         * or a failed write while the peer is being closed follows from
+         * it (a peer that stopped reading, then gave up). */
+        conn_finish(c, c->reason);
+        return;
+    }
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);

@@ -584,6 +584,41 @@ START_TEST(write_timeout_close_is_bounded_and_keeps_its_reason)
 }
 END_TEST
 
+static bool srv_closing(void *arg)
+{
+    (void)arg;
+    return S.last != NULL && S.last->state == TETHER__CS_CLOSING;
+}
+
+/* A peer that stopped reading resets the connection while the server is
+ * still trying to close it cleanly: the reason stays the write timeout. */
+START_TEST(reset_during_a_timeout_close_keeps_the_reason)
+{
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    so.write_timeout_ms = 200;
+    so.close_timeout_ms = 20000; /* the reset comes first */
+    so.send_hwm = 64 * 1024;
+    so.sndbuf = 16384;
+    S.pump = true;
+    S.pump_size = 8000;
+    start_server(&so);
+    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    ck_assert(th_run_until_pred(srv_closing, NULL, 10000));
+    ck_assert_int_eq(S.closed, 0);
+    struct linger lg = {1, 0};
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd); /* a reset */
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 5000));
+    /* Before: TETHER_ECONNRESET, "connection reset by peer during write". */
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(S.last_detail, "write timeout") != NULL, "%s", S.last_detail);
+    tether_listener_close(S.l);
+}
+END_TEST
+
 /* ---- minimum rates ------------------------------------------------------------ */
 
 /* A large frame that keeps arriving faster than the minimum rate is not
@@ -712,6 +747,43 @@ START_TEST(min_rate_peer_that_stops_gets_one_window)
     ck_assert(th_run_until_pred(srv_closed_n, &one, 5000));
     ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
     ck_assert_msg(strstr(S.last_detail, "made no progress for") != NULL, "%s", S.last_detail);
+    close(fd);
+    tether_listener_close(S.l);
+}
+END_TEST
+
+/* A peer that sends one large message (read straight into place, echoed
+ * by a direct write) and never reads the echo. */
+START_TEST(non_reader_of_a_large_echo_is_reaped)
+{
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    so.write_timeout_ms = 300;
+    so.close_timeout_ms = 300;
+    start_server(&so);
+    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    enum {
+        SIZE = 8 << 20
+    };
+    uint8_t *msg = calloc(1, 4 + SIZE);
+    ck_assert_ptr_nonnull(msg);
+    msg[1] = SIZE >> 16;
+    size_t sent = 0;
+    uint64_t until = th_now_ms() + 10000;
+    while (sent < 4 + (size_t)SIZE && th_now_ms() < until) {
+        ssize_t w = send(fd, msg + sent, 4 + SIZE - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            sent += (size_t)w;
+        }
+        tether_loop_run_once(th_loop, 5);
+    }
+    free(msg);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 10000));
+    ck_assert_int_eq(S.msgs, 1);
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(S.last_detail, "write timeout") != NULL, "%s", S.last_detail);
     close(fd);
     tether_listener_close(S.l);
 }
@@ -869,9 +941,11 @@ static Suite *liveness_suite(void)
     tcase_add_test(tc, goaway_wire_format);
     tcase_add_test(tc, max_age_goaway_reaches_the_client);
     tcase_add_test(tc, write_timeout_close_is_bounded_and_keeps_its_reason);
+    tcase_add_test(tc, reset_during_a_timeout_close_keeps_the_reason);
     tcase_add_test(tc, frame_min_rate_spares_a_slow_large_message);
     tcase_add_test(tc, write_min_rate_closes_a_slow_reader);
     tcase_add_test(tc, min_rate_peer_that_stops_gets_one_window);
+    tcase_add_test(tc, non_reader_of_a_large_echo_is_reaped);
     tcase_add_test(tc, accepted_connections_reap_by_default);
     tcase_add_test(tc, many_slow_and_stuck_peers_are_reaped);
     suite_add_tcase(s, tc);
