@@ -96,8 +96,9 @@ struct tether__live {
                               start of its current min-rate window */
     uint64_t frame_mark;   /* frames received when frame_start was taken */
     uint64_t frame_bytes;  /* bytes_in at frame_start */
-    uint64_t wwin_start;   /* the current write min-rate window began */
-    uint64_t wwin_bytes;   /* bytes_out at wwin_start */
+    uint64_t wwin_start;   /* the queue went from empty to non-empty */
+    uint64_t wbase_at;     /* the current write window began; 0 before the first */
+    uint64_t wbase_val;    /* bytes the peer had received then (liveness.c) */
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */

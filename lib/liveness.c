@@ -12,11 +12,20 @@
 #include "conn_core.h"
 #include "random.h"
 
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+
+/* How long queued output waits before the write check takes its first
+ * measurement of what the peer has received (at most; a quarter of
+ * write_timeout_ms when that is shorter). Connections whose queue drains
+ * sooner never pay for the measurement. */
+#define WRITE_SAMPLE_DELAY_MS 1000u
 
 /* The wire format and the rules are documented in tether/conn.h, section
  * "Heartbeat wire format". Control frames are rare, so nothing here is on
@@ -307,14 +316,37 @@ static void live_due(tether_conn *c, uint64_t at)
     tether__tnode_start(c->loop, t, at > now ? at - now : 0);
 }
 
+static uint64_t write_sample_delay(const tether_conn_opts *o)
+{
+    return TETHER__MIN((uint64_t)WRITE_SAMPLE_DELAY_MS, (uint64_t)o->write_timeout_ms / 4 + 1);
+}
+
+/* How many bytes the peer has received: on TCP the bytes it acknowledged
+ * (TCP_INFO), which a kernel send buffer still growing by autotuning
+ * cannot fake; elsewhere what we handed to the socket. Monotonic per
+ * connection. One system call: only the write check uses it. */
+static uint64_t live_delivered(const tether_conn *c)
+{
+    if (c->tr != NULL && c->tr->fd >= 0) {
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        memset(&ti, 0, sizeof ti);
+        if (getsockopt(c->tr->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            len >= offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked) {
+            return ti.tcpi_bytes_acked;
+        }
+    }
+    return c->bytes_out;
+}
+
 void tether__live_queue_started(tether_conn *c)
 {
     struct tether__live *l = c->live;
     l->wstall = tether__loop_time(c->loop);
     l->wwin_start = l->wstall;
-    l->wwin_bytes = c->bytes_out;
+    l->wbase_at = 0;
     if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
-        live_due(c, l->wstall + (uint64_t)c->cfg->o.write_timeout_ms);
+        live_due(c, l->wstall + write_sample_delay(&c->cfg->o));
     }
 }
 
@@ -351,8 +383,10 @@ void tether__live_arm(tether_conn *c)
         next = l->age_deadline;
     }
     if (o->write_timeout_ms > 0 && c->queued > 0) {
-        uint64_t from = o->write_min_rate > 0 ? TETHER__MIN(l->wwin_start, l->wstall) : l->wstall;
-        next = TETHER__MIN(next, from + (uint64_t)o->write_timeout_ms);
+        uint64_t wt = (uint64_t)o->write_timeout_ms;
+        next = TETHER__MIN(next, l->wstall + wt);
+        next = TETHER__MIN(next, l->wbase_at == 0 ? l->wwin_start + write_sample_delay(o)
+                                                  : l->wbase_at + wt);
     }
     if (!(c->flags & TETHER__CF_PAUSED)) {
         if (o->idle_timeout_ms > 0) {
@@ -391,7 +425,7 @@ void tether__live_start(tether_conn *c)
     l->wstall = now;
     l->last_wprog = now;
     l->wwin_start = now;
-    l->wwin_bytes = c->bytes_out;
+    l->wbase_at = 0;
     l->frame_mark = UINT64_MAX;
     int age = c->cfg->o.max_age_ms;
     if (age > 0) {
@@ -403,16 +437,22 @@ void tether__live_start(tether_conn *c)
     tether__live_arm(c);
 }
 
-/* The write check: queued output made no progress for a whole window,
- * or (with write_min_rate) less than the minimum rate over the window
- * that just ended. True when the connection is closing. */
+/* The write check. Queued output must keep reaching the peer: no write
+ * progress at all for write_timeout_ms closes the connection, and so does
+ * a window of write_timeout_ms in which the peer received less than
+ * write_min_rate bytes/s (nothing at all when the rate is 0), measured
+ * from what it acknowledged: a kernel send buffer that autotuning keeps
+ * growing accepts writes for minutes from a peer that reads nothing. The
+ * first window starts once the queue has stayed non-empty for
+ * write_sample_delay(). True when the connection is closing. */
 static bool live_check_write(tether_conn *c, uint64_t now)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t wt = (uint64_t)o->write_timeout_ms;
-    bool window_done = o->write_min_rate > 0 && now - l->wwin_start >= wt;
-    if (now - l->wstall < wt && !window_done) {
+    bool sample_due =
+        l->wbase_at == 0 ? now - l->wwin_start >= write_sample_delay(o) : now - l->wbase_at >= wt;
+    if (now - l->wstall < wt && !sample_due) {
         return false;
     }
     /* Ask the socket once more before blaming the peer (the loop may
@@ -426,8 +466,6 @@ static bool live_check_write(tether_conn *c, uint64_t now)
     }
     char text[128];
     if (now - l->wstall >= wt) {
-        /* No progress at all for a whole window, whatever the rate: a
-         * peer that stops reading is not granted a second window. */
         snprintf(text, sizeof text, "write timeout (you read nothing for %llu ms)",
                  (unsigned long long)(now - l->wstall));
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_WRITE, text,
@@ -436,21 +474,29 @@ static bool live_check_write(tether_conn *c, uint64_t now)
                    c->queued, (unsigned long long)(now - l->wstall), o->write_timeout_ms);
         return true;
     }
-    if (!window_done) {
+    if (!sample_due) {
         return false;
     }
-    uint64_t span = now - l->wwin_start;
-    uint64_t got = c->bytes_out - l->wwin_bytes;
-    if (got * 1000u >= (uint64_t)o->write_min_rate * span) {
-        l->wwin_start = now; /* fast enough: measure the next window */
-        l->wwin_bytes = c->bytes_out;
+    uint64_t d = live_delivered(c);
+    if (l->wbase_at == 0) {
+        l->wbase_at = now; /* the first window starts */
+        l->wbase_val = d;
+        return false;
+    }
+    uint64_t span = now - l->wbase_at;
+    uint64_t got = d > l->wbase_val ? d - l->wbase_val : 0;
+    bool slow =
+        o->write_min_rate == 0 ? got == 0 : got * 1000u < (uint64_t)o->write_min_rate * span;
+    if (!slow) {
+        l->wbase_at = now; /* fast enough: measure the next window */
+        l->wbase_val = d;
         return false;
     }
     snprintf(text, sizeof text, "write timeout (you read %llu bytes in %llu ms)",
              (unsigned long long)got, (unsigned long long)span);
     live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_WRITE, text,
-               "write timeout: the peer read %llu bytes in %llu ms, below write_min_rate %d "
-               "bytes/s (write_timeout_ms %d; %zu bytes queued); the peer stopped reading",
+               "write timeout: the peer received %llu bytes in %llu ms, below write_min_rate "
+               "%d bytes/s (write_timeout_ms %d; %zu bytes queued); the peer stopped reading",
                (unsigned long long)got, (unsigned long long)span, o->write_min_rate,
                o->write_timeout_ms, c->queued);
     return true;

@@ -789,6 +789,47 @@ START_TEST(non_reader_of_a_large_echo_is_reaped)
 }
 END_TEST
 
+/* The same with a longer window: the kernel's send buffer is left to
+ * autotuning, and the zero-window probes of a peer that reads nothing let
+ * it grow now and then, so writes still make a little progress for
+ * minutes (a no-progress deadline never fires). What counts is what the
+ * peer receives. */
+START_TEST(non_reader_is_reaped_despite_send_buffer_autotuning)
+{
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    so.write_timeout_ms = 6000;
+    so.close_timeout_ms = 300;
+    start_server(&so);
+    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    enum {
+        SIZE = 16 << 20
+    };
+    uint8_t *msg = calloc(1, 4 + SIZE);
+    ck_assert_ptr_nonnull(msg);
+    msg[0] = 1; /* 16 MiB, big-endian */
+    size_t sent = 0;
+    uint64_t until = th_now_ms() + 10000;
+    while (sent < 4 + (size_t)SIZE && th_now_ms() < until) {
+        ssize_t w = send(fd, msg + sent, 4 + SIZE - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            sent += (size_t)w;
+        }
+        tether_loop_run_once(th_loop, 1);
+    }
+    free(msg);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 30000));
+    printf("autotuned non-reader: %s\n", S.last_detail);
+    ck_assert_int_eq(S.msgs, 1);
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(S.last_detail, "write timeout") != NULL, "%s", S.last_detail);
+    close(fd);
+    tether_listener_close(S.l);
+}
+END_TEST
+
 /* ---- server defaults -------------------------------------------------------- */
 
 /* The defaults of an accepted connection are the documented ones; a dialled
@@ -946,6 +987,7 @@ static Suite *liveness_suite(void)
     tcase_add_test(tc, write_min_rate_closes_a_slow_reader);
     tcase_add_test(tc, min_rate_peer_that_stops_gets_one_window);
     tcase_add_test(tc, non_reader_of_a_large_echo_is_reaped);
+    tcase_add_test(tc, non_reader_is_reaped_despite_send_buffer_autotuning);
     tcase_add_test(tc, accepted_connections_reap_by_default);
     tcase_add_test(tc, many_slow_and_stuck_peers_are_reaped);
     suite_add_tcase(s, tc);

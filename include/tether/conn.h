@@ -117,12 +117,18 @@
  *   started; a 16 MiB message over a 100 kB/s link is not cut. A frame
  *   of which nothing at all arrives for a whole window is closed then,
  *   whatever came before.
- * - `write_timeout_ms` 60000 with `write_min_rate` 1024: queued output must
- *   drain at 1024 bytes/s or more over each 60 s window (the window
- *   restarts whenever the queue empties; nginx's `send_timeout` is 60 s). A
- *   peer that stops reading is closed 60 s after its queue last moved,
- *   plus at most close_timeout_ms (10 s) for the clean close it cannot
- *   take; then its queue is freed.
+ * - `write_timeout_ms` 60000 with `write_min_rate` 1024: while output is
+ *   queued, the peer must receive at least 1024 bytes/s over each 60 s
+ *   window (nginx's `send_timeout` is 60 s). On TCP this counts what the
+ *   peer acknowledged (TCP_INFO), not what the kernel's send buffer took:
+ *   autotuning keeps growing that buffer for minutes for a peer that reads
+ *   nothing. The first window starts once the queue has stayed non-empty
+ *   for 1 s (so connections whose queue drains at once pay nothing), and
+ *   no write progress at all for a window also closes. A peer that stops
+ *   reading is thus closed about 61 s after its output got stuck (up to
+ *   two windows if it read quickly before it stopped), plus at most
+ *   close_timeout_ms (10 s) for the clean close it cannot take; then its
+ *   queue is freed.
  * - `keepalive_idle_ms` resolves to TCP keepalive after 60 s idle, probes
  *   every 10 s, 6 probes; `user_timeout_ms` to 120000 (TCP_USER_TIMEOUT):
  *   a peer that vanished (a half-open connection) is dropped by the kernel
@@ -131,8 +137,9 @@
  * A peer that is alive but silent is not closed by default (set
  * `idle_timeout_ms` for that). Set a field to 0 to turn its server default
  * off, or to a value of your own. The worst case for a slow or stuck peer
- * is thus bounded: 30 s for a trickled frame, 70 s for a non-reader, about
- * 2 min for a vanished host.
+ * is thus bounded: 30 s for a trickled frame (60 s if it was fast before
+ * it slowed down), about 71 s for a non-reader, about 2 min for a vanished
+ * host.
  *
  * **Heartbeat wire format** (#TETHER_FRAMING_LEN32 only). A len32 header
  * whose first byte is 0xFF would announce a message of at least 0xFF000000
@@ -452,11 +459,12 @@ typedef struct tether_conn_opts {
                                     Needs `frame_timeout_ms`. #TETHER_ROLE_DEFAULT (the
                                     default): 0 on dialled connections, 1024 on accepted
                                     ones. */
-    int write_min_rate;        /**< Bytes per second queued output must keep draining at,
-                                    measured over `write_timeout_ms` windows (the window
-                                    restarts whenever the queue empties); no progress at all
-                                    for a window closes at once. 0:
-                                    `write_timeout_ms` is a flat no-progress deadline. Needs
+    int write_min_rate;        /**< Bytes per second the peer must keep receiving while
+                                    output is queued, measured over `write_timeout_ms`
+                                    windows from what it acknowledged (on TCP; see "Slow
+                                    and stuck peers"); no write progress at all for a window
+                                    closes too. 0: a window in which the peer received
+                                    nothing closes. Needs
                                     `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
                                     on dialled connections, 1024 on accepted ones. */
 } tether_conn_opts;
