@@ -29,7 +29,10 @@
  *   skipping lines for that client, would leave it with a conversation that
  *   has silent holes in it. The same rule applies to a client that reads,
  *   but more slowly than the room talks for as long as its queue lasts
- *   (a flood of several MB per second): raise --queue for bursty rooms;
+ *   (a flood of several MB per second): raise --queue for bursty rooms.
+ *   --mem-limit bounds all queues together: past it, sends to the clients
+ *   holding the most are refused too, and the same rule drops them;
+ *   --max-conns bounds the number of clients;
  * - the logging hook: --verbose sends the library's own diagnostics to
  *   stderr (tether_set_log());
  * - a clean shutdown on SIGINT or SIGTERM, as in echo_server.c.
@@ -70,6 +73,7 @@ struct options {
     size_t max_line;    /* longest line accepted from a client */
     bool verbose;
     struct cli_timeouts timeouts; /* against slow and stuck clients */
+    struct cli_limits limits;     /* --max-conns, --mem-limit (common/cli.h) */
 };
 
 struct room;
@@ -104,7 +108,7 @@ static const char usage[] =
     "                    (default 1048576)\n"
     "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
     "  --verbose         print the library's diagnostics (info and up) on "
-    "stderr\n" CLI_USAGE_TIMEOUTS CLI_USAGE_COMMON;
+    "stderr\n" CLI_USAGE_TIMEOUTS CLI_USAGE_LIMITS CLI_USAGE_COMMON;
 
 /* ---- the room ------------------------------------------------------------ */
 
@@ -460,6 +464,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         CLI_LONGOPTS_TIMEOUTS,
         /* --verify-client is accepted but changes nothing: always on here. */
         CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -487,6 +492,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             break;
         default:
             r = cli_timeouts_option(ch, optarg, &opt->timeouts);
+            if (r == CLI_NOT_MINE) {
+                r = cli_limits_option(ch, optarg, &opt->limits);
+            }
             if (r == CLI_NOT_MINE) {
                 r = cli_option("chat_server", usage, ch, argv, &opt->tls);
             }
@@ -564,6 +572,11 @@ int main(int argc, char **argv)
     lo.on_error = on_listener_error;
     lo.userdata = &room;
     lo.conn_opts = &co;
+    if (!cli_limits_apply(&opt.limits, room.loop, &lo)) {
+        tether_tls_config_unref(tls);
+        tether_loop_free(room.loop);
+        return 1;
+    }
     rv = tether_listen(&room.listener, room.loop, opt.listen_url, &lo, &err);
     tether_tls_config_unref(tls); /* the listener holds its own reference */
     if (rv != TETHER_OK) {

@@ -7,6 +7,7 @@
  *   echo_server --listen tcp://127.0.0.1:7777 --heartbeat MS [--idle-timeout MS]
  *               [--frame-timeout MS] [--frame-min-rate B] [--write-timeout MS]
  *               [--write-min-rate B]
+ *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -14,7 +15,12 @@
  * - flow control: when a peer sends faster than it reads its echoes, the
  *   send queue fills up; rather than drop messages or buffer without limit,
  *   the server stops reading from that peer until the queue has drained
- *   (tether_conn_pause(), `on_drain`, tether_conn_resume());
+ *   (tether_conn_pause(), `on_drain`, tether_conn_resume()). A client
+ *   costs at most send_hwm + 2 x max_msg (~33 MiB by default): its queue
+ *   (below send_hwm, plus the one message that crossed it), and either an
+ *   incomplete input message or the one echo held while paused (that copy
+ *   is handed over with tether_conn_send_zc(), not copied again). The
+ *   queues of all clients together are bounded by --mem-limit;
  * - a clean shutdown on SIGINT or SIGTERM: a helper thread waits for the
  *   signal and hands the work to the loop with tether_loop_post(), the one
  *   loop function that may be called from another thread.
@@ -49,6 +55,8 @@ struct options {
      * that go silent, and tether's server defaults against slow and stuck
      * clients, which these flags change). */
     struct cli_timeouts timeouts;
+    /* Limits: --max-conns, --mem-limit (common/cli.h). */
+    struct cli_limits limits;
 };
 
 struct server;
@@ -83,7 +91,7 @@ static const char usage[] =
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
     "                    (such clients are answered even without this option)\n" CLI_USAGE_TIMEOUTS
-        CLI_USAGE_COMMON;
+        CLI_USAGE_LIMITS CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -136,6 +144,12 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     }
 }
 
+static void free_held(void *data, void *ud)
+{
+    (void)ud;
+    free(data);
+}
+
 /* The send queue has drained to its low-water mark: send the held echo. */
 static void on_drain(tether_conn *c, void *ud)
 {
@@ -143,11 +157,15 @@ static void on_drain(tether_conn *c, void *ud)
     if (!ec->has_held) {
         return;
     }
-    int rv = tether_conn_send(c, ec->held, ec->held_len);
+    /* Hand the held copy over instead of copying it once more: the library
+     * frees it (free_held) once it is written or the connection ends. */
+    int rv = tether_conn_send_zc(c, ec->held, ec->held_len, free_held, NULL);
     if (rv == TETHER_EAGAIN) {
         return; /* still full: another on_drain follows */
     }
-    free(ec->held);
+    if (rv != TETHER_OK) {
+        free(ec->held); /* refused: still ours */
+    }
     ec->held = NULL;
     ec->has_held = false;
     if (rv == TETHER_OK) {
@@ -246,6 +264,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         CLI_LONGOPTS_TIMEOUTS,
         CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -274,6 +293,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             break;
         default:
             r = cli_timeouts_option(ch, optarg, &opt->timeouts);
+            if (r == CLI_NOT_MINE) {
+                r = cli_limits_option(ch, optarg, &opt->limits);
+            }
             if (r == CLI_NOT_MINE) {
                 r = cli_option("echo_server", usage, ch, argv, &opt->tls);
             }
@@ -363,6 +385,10 @@ int main(int argc, char **argv)
     lo.on_error = on_listener_error;
     lo.userdata = &srv;
     lo.conn_opts = &co;
+    if (!cli_limits_apply(&opt.limits, srv.loop, &lo)) {
+        tether_loop_free(srv.loop);
+        return 1;
+    }
 
     tether_error err;
     pthread_t sig_tid;

@@ -68,6 +68,14 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
             return NULL;
         }
     }
+    c->mem = tether__mem_get(loop);
+    if (c->mem == NULL) {
+        free(c->live);
+        tether__conn_cfg_unref(cfg);
+        free(c);
+        return NULL;
+    }
+    c->mem->conns++;
     c->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
@@ -120,9 +128,7 @@ static void conn_finish(tether_conn *c, int reason)
     /* The socket stays open, unwatched, until the handle is freed after
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->loop, &c->io);
-    free(c->rpart);
-    c->rpart = NULL;
-    c->rlen = c->rcap = 0;
+    tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
@@ -160,7 +166,7 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
     const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
     const tether_conn_opts *o = &c->cfg->o;
     if (rv == TETHER_ECONNRESET) {
-        tether__conn_fail(c, rv, "connection reset by peer during %s", what);
+        tether__conn_fail_reset(c, what); /* may suggest tls:// (conn_read.c) */
     } else if (rv == TETHER_ETIMEDOUT) {
         /* The kernel gave up on the peer: say which of our settings made
          * it do so, if any. */
@@ -198,7 +204,11 @@ static void conn_free(tether_conn *c)
      * from another connection's on_message) queued a flush; an abort that
      * followed must not leave it pointing at freed memory. */
     tether__flush_cancel(c->loop, &c->flush);
-    free(c->rpart);
+    tether__conn_rpart_free(c);
+    tether__mem_conn_gone(c);
+    if (c->flags & TETHER__CF_ACCEPTED) {
+        c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+    }
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -221,7 +231,8 @@ void tether__conn_update_io(tether_conn *c)
         }
         break;
     case TETHER__CS_READY:
-        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF))) {
+        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF)) &&
+            !(c->memflags & TETHER__MF_PAUSED)) {
             ev |= TETHER_EV_READ;
         }
         if (c->flags & TETHER__CF_WBLOCKED) {
@@ -277,9 +288,7 @@ void tether__conn_begin_shutdown(tether_conn *c)
         c->reason = TETHER_OK;
     }
     c->state = TETHER__CS_LINGER;
-    free(c->rpart);
-    c->rpart = NULL;
-    c->rlen = c->rcap = 0;
+    tether__conn_rpart_free(c);
     tether__tnode_start(c->loop, &c->timer, LINGER_MS);
     tether__conn_update_io(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
@@ -435,8 +444,8 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             /* (TLS reading may wait for writability.) */
             tether__conn_read(c);
             /* TLS may hold decrypted records that epoll cannot see. */
-            while (c->state == TETHER__CS_READY && c->tr != NULL &&
-                   !(c->flags & TETHER__CF_PAUSED) && c->tr->ops->has_pending(c->tr)) {
+            while (c->state == TETHER__CS_READY && c->tr != NULL && tether__conn_can_read(c) &&
+                   c->tr->ops->has_pending(c->tr)) {
                 size_t before = c->rlen;
                 tether__conn_read(c);
                 if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
@@ -529,13 +538,13 @@ static void conn_pending_cb(struct tether__pending *p)
             tether__conn_parse_rpart(c);
             c->dispatching--;
         }
-        if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+        if (tether__conn_can_read(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
             /* Input held inside the transport (TLS) that epoll will not
              * report; more than one read's worth continues next time. */
             c->dispatching++;
             tether__conn_read(c);
             c->dispatching--;
-            if (tether__conn_can_deliver(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+            if (tether__conn_can_read(c) && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
                 tether__conn_todo(c, TETHER__CT_PARSE);
             }
         }
@@ -742,16 +751,21 @@ int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
     if (c == NULL || buf == NULL || len == 0) {
         return TETHER_EINVAL;
     }
-    if (c->tr == NULL) {
-        return TETHER_ENOTCONN;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
-        return TETHER_ENOTCONN;
-    }
     char tmp[160];
-    tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    if (c->peer.sa.sa_family != 0) {
+        /* Recorded at accept: still known after the peer reset. */
+        tether__addr_format(&c->peer.sa, sizeof c->peer, tmp, sizeof tmp);
+    } else {
+        if (c->tr == NULL) {
+            return TETHER_ENOTCONN;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
+            return TETHER_ENOTCONN;
+        }
+        tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    }
     if (strlen(tmp) + 1 > len) {
         return TETHER_EINVAL;
     }

@@ -4,6 +4,7 @@
 #ifndef TETHER_CONN_INT_H
 #define TETHER_CONN_INT_H
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "frame.h"
@@ -26,6 +27,7 @@ struct tether__conn_cfg {
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
+    size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
 };
 
 /* Builds a configuration from user options (NULL for defaults) for
@@ -79,6 +81,15 @@ struct tether__wseg {
     uint8_t data[];
 };
 
+/* The peer's address as accept() gave it, kept so that error texts can
+ * name a peer whose socket is already dead (getpeername fails then). */
+union tether__peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 
@@ -152,6 +163,15 @@ struct tether_conn {
     uint64_t ready_at; /* loop ms when established; 0 before */
 
     struct tether__live *live; /* NULL unless cfg->live */
+
+    /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
+    struct tether__mem *mem; /* the loop's memory budget and accounting */
+    tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
+    tether_conn *mem_prev;
+    uint8_t memflags;             /* TETHER__MF_*: what the budget holds back */
+    size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
+    size_t qacct;                 /* the part of queued the budget has counted */
+    union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
 
     /* Internal observer (reconnect.c): called after output was handed to
      * the transport, never from inside a user callback's dispatch of a

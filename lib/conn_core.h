@@ -85,10 +85,23 @@ static inline void tether__conn_after_queue(tether_conn *c)
 
 /* ---- conn_read.c: the read path -------------------------------------- */
 
+/* conn->memflags: what the budget holds back on a connection (it is on
+ * the budget's blocked list while any is set). */
+#define TETHER__MF_PAUSED 0x01u  /* reading stopped */
+#define TETHER__MF_REFUSED 0x02u /* a send was refused: on_drain once it clears */
+
 /* The connection takes messages now: established and not paused. */
 static inline bool tether__conn_can_deliver(const tether_conn *c)
 {
     return c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_PAUSED);
+}
+
+/* The connection may read now: it takes messages and the memory budget
+ * does not hold it back. (Input already buffered is still delivered while
+ * only the budget holds the connection back.) */
+static inline bool tether__conn_can_read(const tether_conn *c)
+{
+    return tether__conn_can_deliver(c) && !(c->memflags & TETHER__MF_PAUSED);
 }
 
 /* Reads what the transport has (a few rounds at most) and delivers the
@@ -97,6 +110,10 @@ void tether__conn_read(tether_conn *c);
 
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
+
+/* Fails with "connection reset by peer during <what>", suggesting tls://
+ * to a plain client that has heard nothing from its server. */
+void tether__conn_fail_reset(tether_conn *c, const char *what);
 
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c);
@@ -143,5 +160,90 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr);
 /* The heartbeat interval to use given our options and the interval the
  * peer's HELLO announced. */
 uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
+
+/* ---- membudget.c: the loop's memory budget ---------------------------- */
+
+/* Per-loop accounting of the memory connections hold for their peers:
+ * the capacity of the input buffers (rpart) and the queued output. Past
+ * the limit, the connections holding the most stop reading and have their
+ * sends refused, until usage falls to the low-water mark. */
+struct tether__mem {
+    struct tether__loop_ext ext;
+    tether_loop *loop;
+    size_t in_bytes;  /* sum of rcap */
+    size_t out_bytes; /* sum of queued */
+    size_t limit;     /* SIZE_MAX: none */
+    size_t lwm;       /* resume at or below this */
+    size_t conns;     /* connections on the loop */
+    bool over;        /* went past limit, not yet back to lwm */
+    tether_conn *blocked;
+    struct tether__pending resume;
+    uint64_t pauses;
+    uint64_t refusals;
+};
+
+/* The loop's budget, created with the defaults on first use; NULL if out
+ * of memory. */
+struct tether__mem *tether__mem_get(tether_loop *loop);
+
+void tether__mem_went_over(struct tether__mem *m);
+void tether__mem_went_under(struct tether__mem *m);
+
+/* Over the budget, a connection that holds (or would hold) held bytes,
+ * more than its share and more than a small floor, is "heavy": it may not
+ * read or queue more. */
+bool tether__mem_heavy(const tether_conn *c, size_t held);
+
+/* Holds a heavy connection back (TETHER__MF_*); it is released when
+ * usage falls to the low-water mark. */
+void tether__mem_block(tether_conn *c, uint8_t what);
+
+/* The connection is freed: leaves the blocked list and the count. */
+void tether__mem_conn_gone(tether_conn *c);
+
+static inline void tether__mem_add(struct tether__mem *m, size_t *counter, size_t n)
+{
+    *counter += n;
+    if (TETHER__UNLIKELY(m->in_bytes + m->out_bytes > m->limit)) {
+        tether__mem_went_over(m);
+    }
+}
+
+static inline void tether__mem_sub(struct tether__mem *m, size_t *counter, size_t n)
+{
+    *counter -= n;
+    if (TETHER__UNLIKELY(m->over) && m->in_bytes + m->out_bytes <= m->lwm) {
+        tether__mem_went_under(m);
+    }
+}
+
+/* Brings the budget's count of queued output up to date with c->queued.
+ * The small-message path of tether_conn_send() only adds to c->queued (a
+ * few instructions per message count); every write, segment allocation
+ * and release syncs, so the budget lags by less than one segment. */
+static inline void tether__conn_mem_sync(tether_conn *c)
+{
+    if (c->queued >= c->qacct) {
+        tether__mem_add(c->mem, &c->mem->out_bytes, c->queued - c->qacct);
+    } else {
+        tether__mem_sub(c->mem, &c->mem->out_bytes, c->qacct - c->queued);
+    }
+    c->qacct = c->queued;
+}
+
+static inline void tether__conn_queued_add(tether_conn *c, size_t n)
+{
+    c->queued += n;
+    tether__conn_mem_sync(c);
+}
+
+static inline void tether__conn_queued_sub(tether_conn *c, size_t n)
+{
+    c->queued -= n;
+    tether__conn_mem_sync(c);
+}
+
+/* Frees the input buffer (conn_read.c). */
+void tether__conn_rpart_free(tether_conn *c);
 
 #endif /* TETHER_CONN_CORE_H */

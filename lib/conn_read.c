@@ -7,10 +7,12 @@
  * Every connection reads into the loop's shared buffer and frames are
  * delivered straight from it; only the incomplete tail of a read is copied
  * into a per-connection buffer (rpart). Idle connections therefore hold no
- * input buffer at all. A large frame whose length is known gets a buffer
- * of exactly its size, and the rest of it is read directly into place. */
+ * input buffer at all. The buffer grows with the bytes that arrive, never
+ * with the size a header announces; once a frame has 64 KiB in it, the
+ * rest is read directly into place. */
 #include "conn_core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +74,52 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
     }
 }
 
+/* A plain client that dialled a TLS server hears a TLS alert record
+ * (0x15 0x03 0x0X) or nothing at all: the error then suggests tls://.
+ * "Nothing at all" only counts after a small first write: a TLS server
+ * gives up after the first 5 bytes, while a plain server that closes
+ * after a large message more likely refused the message. */
+#define FIRST_BYTES_MAX (64u * 1024u)
+static bool conn_plain_client_first_bytes(const tether_conn *c)
+{
+    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && c->url != NULL &&
+           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(c->url, "tcp://", 6) == 0;
+}
+
+static bool looks_like_tls_record(const uint8_t *p, size_t len)
+{
+    return len >= 3 && (p[0] == 0x15 || p[0] == 0x16) && p[1] == 0x03 && p[2] <= 0x04;
+}
+
+/* Fails with detail plus the tls:// suggestion when it applies. */
+static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uint8_t *first,
+                           size_t len)
+{
+    if (conn_plain_client_first_bytes(c) &&
+        ((first != NULL && looks_like_tls_record(first, len)) ||
+         (first == NULL && c->bytes_in == 0 && c->bytes_out > 0 &&
+          c->bytes_out <= FIRST_BYTES_MAX))) {
+        if (first != NULL) {
+            tether__conn_fail(c, rv, "%s; the reply looks like a TLS record: dial tls://%s", detail,
+                              c->url + 6);
+        } else {
+            tether__conn_fail(c, rv,
+                              "%s before the server sent anything; if it speaks TLS, "
+                              "dial tls://%s",
+                              detail, c->url + 6);
+        }
+    } else {
+        tether__conn_fail(c, rv, "%s", detail);
+    }
+}
+
+void tether__conn_fail_reset(tether_conn *c, const char *what)
+{
+    char d[96];
+    snprintf(d, sizeof d, "connection reset by peer during %s", what);
+    conn_fail_hint(c, TETHER_ECONNRESET, d, NULL, 0);
+}
+
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     tether_msg_cb cb = c->cfg->o.on_message;
@@ -102,6 +150,13 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
                  * send one, else a framing error. */
                 size_t clen = tether__ctrl_frame_len(c, buf + off);
                 if (clen == 0) {
+                    if (off == 0 && looks_like_tls_record(buf, avail) &&
+                        conn_plain_client_first_bytes(c)) {
+                        char d[96];
+                        snprintf(d, sizeof d, "peer announced a %zu-byte message", plen);
+                        conn_fail_hint(c, TETHER_EMSGSIZE, d, buf, avail);
+                        return off;
+                    }
                     if (!tether__ctrl_violation(c, buf + off)) {
                         tether_frame f = {.hdr_len = 4, .payload_len = plen};
                         conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
@@ -157,33 +212,96 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
     return off;
 }
 
-/* Keeps the unconsumed tail of a read for later. known is the full size of
- * the incomplete frame when its header has arrived. */
-static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+/* ---- the input buffer (rpart) ------------------------------------------
+ *
+ * Its capacity follows what has arrived, never what a header announces: a
+ * peer that sends a header claiming 16 MiB and nothing else costs a few
+ * hundred bytes. It grows geometrically (at most twice the bytes it holds)
+ * and never beyond the size of the frame in front (rknown) or, when that is
+ * unknown (a line without its delimiter yet), beyond the largest frame
+ * allowed. Every change of capacity goes through the loop's memory budget. */
+
+void tether__conn_rpart_free(tether_conn *c)
 {
-    if (n == 0) {
-        return TETHER_OK;
+    if (c->rpart != NULL) {
+        free(c->rpart);
+        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap);
+        c->rpart = NULL;
     }
-    size_t cap;
-    if (known > n && known > TETHER__RBUF_SIZE / 2) {
-        cap = known; /* a large frame: read the rest straight into place */
-    } else {
-        cap = TETHER__MAX(n, (size_t)256);
+    c->rlen = c->rcap = 0;
+    c->rknown = 0;
+}
+
+/* The largest capacity the frame at rpart[0] can use. */
+static size_t rpart_limit(const tether_conn *c)
+{
+    if (c->rknown != 0) {
+        return c->rknown;
     }
-    uint8_t *b = malloc(cap);
+    return c->cfg->o.max_msg + TETHER_FRAME_HDR_MAX + TETHER_FRAME_TRAILER_MAX;
+}
+
+/* Sets the capacity to cap (>= rlen), moving the contents. */
+static int rpart_resize(tether_conn *c, size_t cap)
+{
+    uint8_t *b = realloc(c->rpart, cap);
     if (b == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
         return TETHER_ENOMEM;
     }
-    memcpy(b, p, n);
+    if (cap > c->rcap) {
+        tether__mem_add(c->mem, &c->mem->in_bytes, cap - c->rcap);
+    } else {
+        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap - cap);
+    }
     c->rpart = b;
-    c->rlen = n;
     c->rcap = cap;
     return TETHER_OK;
 }
 
-/* Parses what rpart holds (after a resume, or once a large frame is in). */
-void tether__conn_parse_rpart(tether_conn *c)
+/* Makes room for need bytes in all: doubles (at least), within the limit
+ * unless need itself is above it. */
+static int rpart_reserve(tether_conn *c, size_t need)
+{
+    if (TETHER__LIKELY(need <= c->rcap)) {
+        return TETHER_OK;
+    }
+    size_t cap = TETHER__MAX(TETHER__MAX(need, c->rcap * 2), (size_t)256);
+    cap = TETHER__MIN(cap, TETHER__MAX(rpart_limit(c), need));
+    return rpart_resize(c, cap);
+}
+
+/* Keeps the unconsumed tail of a read for later, reusing the buffer when it
+ * is large enough. known is the full size of the incomplete frame when its
+ * header has arrived. */
+static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+{
+    if (n == 0) {
+        tether__conn_rpart_free(c); /* idle connections hold no input buffer */
+        return TETHER_OK;
+    }
+    c->rknown = known;
+    c->rlen = 0;
+    /* A buffer left from the previous frame is kept for the next one up to
+     * that frame's size (a peer sending large messages back to back does
+     * not regrow it each time), but no larger, and not at all while the
+     * size is unknown: it is at most what this peer has just sent. */
+    size_t fit = known != 0 ? TETHER__MAX(known, n) : TETHER__MAX(n * 2, (size_t)256);
+    if (c->rcap > TETHER__RBUF_SIZE && c->rcap > fit) {
+        if (rpart_resize(c, fit) != TETHER_OK) {
+            return TETHER_ENOMEM;
+        }
+    } else if (rpart_reserve(c, n) != TETHER_OK) {
+        return TETHER_ENOMEM;
+    }
+    memcpy(c->rpart, p, n);
+    c->rlen = n;
+    return TETHER_OK;
+}
+
+/* Parses what rpart holds. keep: more input follows at once, so an emptied
+ * buffer stays for it (conn_keep decides whether its size fits). */
+static void rpart_parse(tether_conn *c, bool keep)
 {
     size_t known;
     size_t used = conn_parse(c, c->rpart, c->rlen, &known);
@@ -191,25 +309,26 @@ void tether__conn_parse_rpart(tether_conn *c)
         return;
     }
     if (used == c->rlen) {
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
+        if (keep) {
+            c->rlen = 0;
+            c->rknown = 0;
+        } else {
+            tether__conn_rpart_free(c);
+        }
         return;
     }
     if (used > 0) {
         memmove(c->rpart, c->rpart + used, c->rlen - used);
         c->rlen -= used;
     }
-    if (known > c->rcap) {
-        /* The frame in front is larger than the buffer: give it its size. */
-        uint8_t *b = realloc(c->rpart, known);
-        if (b == NULL) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory for a %zu-byte message", known);
-            return;
-        }
-        c->rpart = b;
-        c->rcap = known;
-    }
+    /* The buffer grows with what arrives (conn_read_rounds), not here. */
+    c->rknown = known;
+}
+
+/* Parses what rpart holds (after a resume, or once a large frame is in). */
+void tether__conn_parse_rpart(tether_conn *c)
+{
+    rpart_parse(c, false);
 }
 
 static void conn_on_eof(tether_conn *c)
@@ -222,20 +341,21 @@ static void conn_on_eof(tether_conn *c)
                 known = 4 + (size_t)tether__get_be32(c->rpart);
             }
         }
+        char d[128];
         if (known > 0) {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection after %zu of %zu bytes of a message",
-                              c->rlen, known);
+            snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
+                     c->rlen, known);
         } else {
-            tether__conn_fail(c, TETHER_ETRUNCATED,
-                              "peer closed the connection inside a message (%zu bytes pending)",
-                              c->rlen);
+            snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
+                     c->rlen);
         }
+        conn_fail_hint(c, TETHER_ETRUNCATED, d,
+                       looks_like_tls_record(c->rpart, c->rlen) ? c->rpart : NULL, c->rlen);
         return;
     }
     c->flags |= TETHER__CF_EOF;
     if (c->queued == 0) {
-        tether__conn_fail(c, TETHER_EOF, "connection closed by peer");
+        conn_fail_hint(c, TETHER_EOF, "connection closed by peer", NULL, 0);
         return;
     }
     /* Half-close: the peer is done sending but may still read our replies. */
@@ -265,49 +385,48 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued)) {
+            /* The loop's budget is spent and this peer holds more than its
+             * share: stop reading it until usage is back down. */
+            tether__mem_block(c, TETHER__MF_PAUSED);
+            return;
+        }
         struct iovec iov[2];
         int iovcnt;
         size_t pre = 0; /* bytes of rpart copied to the front of lb */
         bool direct = false;
-        if (c->rlen > 0 && c->rcap - c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE / 2) {
-            /* Large frame: fill it in place; whatever follows lands in lb. */
+        if (c->rlen >= TETHER__RBUF_SIZE / 2) {
+            /* A large frame under way: read the rest of it in place, growing
+             * the buffer by what has arrived so far (within the frame's size);
+             * whatever follows the frame lands in lb. */
+            size_t limit = rpart_limit(c);
+            if (c->rlen >= limit) {
+                tether__conn_fail(c, TETHER_EMSGSIZE,
+                                  "peer sent a message longer than the limit of %zu bytes",
+                                  c->cfg->o.max_msg);
+                return;
+            }
+            if (c->rcap - c->rlen < c->rlen / 2) {
+                size_t cap = TETHER__MIN(c->rlen * 2, limit);
+                if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
+                    /* Growing would take this peer past its share. */
+                    tether__mem_block(c, TETHER__MF_PAUSED);
+                    return;
+                }
+                if (rpart_resize(c, cap) != TETHER_OK) {
+                    return;
+                }
+            }
             iov[0].iov_base = c->rpart + c->rlen;
             iov[0].iov_len = c->rcap - c->rlen;
             iov[1].iov_base = lb;
             iov[1].iov_len = TETHER__RBUF_SIZE;
-            iovcnt = 2;
+            /* Bytes that land in lb before the frame is complete would have
+             * to be copied behind it: read into lb only what follows it. */
+            iovcnt = c->rknown != 0 && c->rcap >= c->rknown ? 2 : 1;
             direct = true;
         } else {
             if (c->rlen > 0) {
-                if (c->rlen > TETHER__RBUF_SIZE / 2) {
-                    /* A long line still without its delimiter: grow rpart. */
-                    size_t cap = c->rcap * 2;
-                    size_t limit =
-                        c->cfg->o.max_msg + TETHER_FRAME_TRAILER_MAX + TETHER_FRAME_HDR_MAX;
-                    if (cap > limit) {
-                        cap = TETHER__MAX(limit, c->rlen + 1);
-                    }
-                    if (cap <= c->rcap) {
-                        tether__conn_fail(c, TETHER_EMSGSIZE,
-                                          "peer sent a message longer than the limit of %zu bytes",
-                                          c->cfg->o.max_msg);
-                        return;
-                    }
-                    {
-                        uint8_t *b = realloc(c->rpart, cap);
-                        if (b == NULL) {
-                            tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                            return;
-                        }
-                        c->rpart = b;
-                        c->rcap = cap;
-                    }
-                    iov[0].iov_base = c->rpart + c->rlen;
-                    iov[0].iov_len = c->rcap - c->rlen;
-                    iovcnt = 1;
-                    direct = true;
-                    goto do_read;
-                }
                 memcpy(lb, c->rpart, c->rlen);
                 pre = c->rlen;
             }
@@ -315,7 +434,6 @@ static void conn_read_rounds(tether_conn *c)
             iov[0].iov_len = TETHER__RBUF_SIZE - pre;
             iovcnt = 1;
         }
-do_read:;
         size_t n = 0;
         int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
         if (rv == TETHER_EAGAIN) {
@@ -337,7 +455,7 @@ do_read:;
         if (direct) {
             size_t in_place = TETHER__MIN(n, iov[0].iov_len);
             c->rlen += in_place;
-            tether__conn_parse_rpart(c);
+            rpart_parse(c, n > in_place);
             if (c->state == TETHER__CS_DEAD) {
                 return;
             }
@@ -353,14 +471,8 @@ do_read:;
                  * frames held back by a pause): the extra bytes belong
                  * behind it. They may complete that frame and carry more,
                  * so parse again unless delivery is off. */
-                if (c->rcap - c->rlen < extra) {
-                    uint8_t *b = realloc(c->rpart, c->rlen + extra);
-                    if (b == NULL) {
-                        tether__conn_fail(c, TETHER_ENOMEM, "out of memory");
-                        return;
-                    }
-                    c->rpart = b;
-                    c->rcap = c->rlen + extra;
+                if (rpart_reserve(c, c->rlen + extra) != TETHER_OK) {
+                    return;
                 }
                 memcpy(c->rpart + c->rlen, lb, extra);
                 c->rlen += extra;
@@ -381,10 +493,9 @@ do_read:;
             }
             continue;
         }
-        /* rpart (if any) was copied into lb: it is replaced by the new tail. */
-        free(c->rpart);
-        c->rpart = NULL;
-        c->rlen = c->rcap = 0;
+        /* rpart (if any) was copied into lb: it takes the new tail, reusing
+         * its memory. */
+        c->rlen = 0;
         size_t avail = pre + n;
         size_t used = conn_parse(c, lb, avail, &known);
         if (c->state == TETHER__CS_DEAD) {

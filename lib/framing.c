@@ -320,6 +320,19 @@ static int line_encode(const tether_framer *fr, const uint8_t *payload, size_t l
     return TETHER_OK;
 }
 
+/* The public newline framer: the same code as TETHER_FRAMING_LINE with its
+ * default delimiter, so a custom framing can wrap or reuse it. */
+static const tether__line_framer newline_framer = {
+    .base = {.name = "line", .decode = line_decode, .encode = line_encode, .arg = NULL},
+    .delim = {'\n'},
+    .delim_len = 1,
+};
+
+const tether_framer *tether_framer_line(void)
+{
+    return &newline_framer.base;
+}
+
 int tether__line_framer_init(tether__line_framer *lf, const uint8_t *delim, size_t delim_len)
 {
     if (lf == NULL || delim == NULL || delim_len == 0 || delim_len > sizeof lf->delim) {

@@ -1,4 +1,5 @@
-/* Listeners: bind, listen, accept, and hand new connections to conn.c.
+/* Listeners: bind, listen, accept (within tether_listen_opts::max_conns),
+ * and hand new connections to conn.c.
  *
  * Running out of file descriptors is the classic way an accept loop spins
  * at 100 % CPU: the listening socket stays readable while every accept()
@@ -23,12 +24,16 @@
 #define BACKOFF_MAX_MS 1000u
 
 struct tether_listener {
+    struct tether__handle h; /* active from listen to close */
     tether_loop *loop;
     struct tether__io io;
     struct tether__conn_cfg *cfg;
     tether_listen_opts o;
     struct tether__tnode backoff_timer;
     uint32_t backoff_ms;
+    uint64_t accepted;
+    uint64_t rejected;
+    bool rejecting; /* at max_conns: reported once per episode */
     struct tether__pending free_pend;
     bool closed;
     bool is_unix;
@@ -46,6 +51,7 @@ void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
     memset(&d, 0, sizeof d);
     d.size = size;
     d.backlog = 1024;
+    d.max_conns = TETHER_MAX_CONNS_DEFAULT;
     tether__sized_fill(opts, size, &d, sizeof d);
 }
 
@@ -74,6 +80,27 @@ void tether__listener_report_conn(tether_listener *l, int err, const char *detai
 
 static void listener_on_readable(struct tether__io *io, unsigned revents);
 
+/* At max_conns: the client is accepted and closed at once, so that it
+ * hears at once instead of waiting in the backlog, and the listening
+ * socket does not stay readable (a busy loop). Reported once per episode,
+ * which ends at the next accept below the limit. */
+static void listener_reject(tether_listener *l, int fd, const union tether__peer_addr *pa)
+{
+    close(fd);
+    l->rejected++;
+    if (!l->rejecting) {
+        char peer[160] = "a client";
+        if (pa->sa.sa_family == AF_INET || pa->sa.sa_family == AF_INET6) {
+            tether__addr_format(&pa->sa, sizeof *pa, peer, sizeof peer);
+        }
+        l->rejecting = true;
+        listener_report(l, TETHER_EAGAIN,
+                        "%s: at the limit of %zu connections (max_conns); closing new ones "
+                        "(the first: %s) until some end",
+                        l->url, l->o.max_conns, peer);
+    }
+}
+
 static void listener_backoff_cb(struct tether__tnode *n)
 {
     tether_listener *l = tether__container_of(n, tether_listener, backoff_timer);
@@ -90,7 +117,10 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
     (void)revents;
     tether_listener *l = tether__container_of(io, tether_listener, io);
     for (int i = 0; i < ACCEPTS_PER_EVENT && !l->closed; i++) {
-        int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        union tether__peer_addr pa;
+        socklen_t pl = sizeof pa;
+        memset(&pa, 0, sizeof pa);
+        int fd = accept4(l->io.fd, &pa.sa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EAGAIN || e == EWOULDBLOCK) {
@@ -119,6 +149,15 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
         if (l->backoff_ms != 0) {
             l->backoff_ms = 0;
         }
+        if (l->o.max_conns != 0 && l->cfg->accepted >= l->o.max_conns) {
+            listener_reject(l, fd, &pa);
+            continue;
+        }
+        if (l->rejecting) {
+            l->rejecting = false;
+            tether__log(TETHER_LOG_INFO, "%s: below %zu connections again, accepting", l->url,
+                        l->o.max_conns);
+        }
         tether__sock_apply_opts(fd, l->cfg, l->is_unix);
         tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
         if (c == NULL) {
@@ -127,6 +166,11 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
             continue;
         }
         c->flags |= TETHER__CF_ACCEPTED;
+        l->cfg->accepted++;
+        l->accepted++;
+        if (pa.sa.sa_family == AF_INET || pa.sa.sa_family == AF_INET6) {
+            c->peer = pa;
+        }
         int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
         if (rv != TETHER_OK) {
             listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
@@ -141,6 +185,11 @@ static void listener_free_cb(struct tether__pending *p)
     l->loop->handles--;
     tether__conn_cfg_unref(l->cfg);
     free(l);
+}
+
+static void listener_close_obj(void *obj)
+{
+    tether_listener_close(obj);
 }
 
 static void listener_format_url(tether_listener *l, const struct sockaddr_storage *ss, socklen_t sl)
@@ -317,7 +366,8 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
         free(l);
         return tether__set_error(out_err, rv, "listen on %s: cannot watch the socket", url);
     }
-    tether__loop_handle_add(loop, true);
+    tether__handle_init(&l->h, loop, TETHER_HANDLE_LISTENER, l, listener_close_obj);
+    tether__handle_start(&l->h);
     tether__log(TETHER_LOG_INFO, "listening on %s", l->url);
     *out = l;
     return TETHER_OK;
@@ -339,9 +389,10 @@ void tether_listener_close(tether_listener *l)
     /* Connections still handshaking outlive us; they must not call back
      * into a freed listener. */
     l->cfg->listener = NULL;
-    tether__loop_handle_remove(l->loop, true);
-    /* Freed from the loop: we may be inside our own accept dispatch. */
-    l->loop->handles++;
+    /* Off the registry and no longer active, but still counted in
+     * loop->handles until freed from the loop: we may be inside our own
+     * accept dispatch. */
+    tether__handle_detach(&l->h);
     tether__pending_queue(l->loop, &l->free_pend);
 }
 
@@ -353,4 +404,34 @@ int tether_listener_port(const tether_listener *l)
 const char *tether_listener_url(const tether_listener *l)
 {
     return l != NULL ? l->url : "";
+}
+
+void tether_listener_unref(tether_listener *l)
+{
+    if (l != NULL) {
+        tether__handle_unref(&l->h);
+    }
+}
+
+void tether_listener_ref(tether_listener *l)
+{
+    if (l != NULL) {
+        tether__handle_ref(&l->h);
+    }
+}
+
+int tether_listener_get_stats_sized(const tether_listener *l, tether_listener_stats *st,
+                                    size_t size)
+{
+    if (l == NULL || st == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    tether_listener_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = size;
+    s.accepted = l->accepted;
+    s.rejected = l->rejected;
+    s.active = l->cfg->accepted;
+    tether__sized_fill(st, size, &s, sizeof s);
+    return TETHER_OK;
 }

@@ -1,15 +1,18 @@
-/* The event loop: level-triggered epoll, timers, deferred work and a
- * thread-safe wakeup through an eventfd.
+/* The event loop: level-triggered epoll, timers, deferred work, the
+ * iteration's hook points, a thread-safe (and async-signal-safe) wakeup
+ * through an eventfd, and the embedding interface (backend fd and timeout).
  *
- * One iteration: update the clock, run expired timers, run deferred work,
- * flush connections with queued output, then block in epoll_wait for at
- * most the time to the next timer (not at all if deferred work is waiting),
- * and dispatch the ready fds. Objects are only ever freed from deferred
- * work, so the pointers in one batch of epoll events stay valid while it is
- * dispatched. */
+ * One iteration: update the clock, run expired timers, posted callbacks and
+ * deferred work, then the idle and prepare hooks, flush connections with
+ * queued output, block in epoll_wait for at most the time to the next timer
+ * (not at all if work is waiting or an idle hook is started), dispatch the
+ * ready fds, run the check hooks. Objects are only ever freed from deferred
+ * work (or, for fd watchers, after the batch), so the pointers in one batch
+ * of epoll events stay valid while it is dispatched. */
 #include "loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -28,6 +31,17 @@ uint64_t tether__now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+uint64_t tether__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* tether_loop_wakeup() runs in signal handlers: its flag must be a real
+ * lock-free atomic, not one emulated with a lock. */
+static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");
 
 static uint32_t to_epoll(unsigned ev)
 {
@@ -53,6 +67,7 @@ void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
     io->fd = fd;
     io->events = 0;
     io->registered = false;
+    io->report_errors = false;
     io->cb = cb;
 }
 
@@ -102,6 +117,7 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
         loop->pend_head = p;
     }
     loop->pend_tail = p;
+    tether__loop_touch(loop);
 }
 
 void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
@@ -148,6 +164,7 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     f->queued = true;
     f->next = loop->flush_head;
     loop->flush_head = f;
+    tether__loop_touch(loop);
 }
 
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
@@ -209,6 +226,13 @@ int tether__loop_new(tether_loop **out, const tether_loop_opts *opts)
     }
     loop->epfd = -1;
     loop->evfd = -1;
+    loop->sigfd = -1;
+    sigemptyset(&loop->sigmask);
+    tether__queue_init(&loop->handle_q);
+    tether__queue_init(&loop->sig_q);
+    for (size_t i = 0; i < TETHER__ARRAY_SIZE(loop->hook_q); i++) {
+        tether__queue_init(&loop->hook_q[i]);
+    }
     int rv = TETHER_OK;
     tether_loop_opts_init(&loop->opts);
     if (opts != NULL) {
@@ -243,7 +267,8 @@ int tether__loop_new(tether_loop **out, const tether_loop_opts *opts)
     pthread_mutex_init(&loop->post_mu, NULL);
     atomic_init(&loop->wake_armed, false);
     atomic_init(&loop->posts_queued, 0);
-    loop->now = tether__now_ms();
+    atomic_init(&loop->keepalive, 0);
+    tether__loop_update_time(loop);
 
     *out = loop;
     return TETHER_OK;
@@ -275,7 +300,19 @@ int tether_loop_free(tether_loop *loop)
     if (loop->running) {
         return TETHER_EBUSY;
     }
-    if (loop->handles > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0) {
+    if (loop->handles > 0 || loop->pend_head != NULL) {
+        return TETHER_EBUSY;
+    }
+    /* Posts and keep-alive references come from other threads. They change
+     * the counts and wake the loop under post_mu, so once we have seen both
+     * at 0 under the lock, no other thread is inside tether_loop_post() or
+     * tether_loop_unref() for this loop any more (and a thread that would
+     * start one now is misusing a loop it holds no reference to). A post
+     * that is queued is owed its run: tether_loop_run() runs it. */
+    pthread_mutex_lock(&loop->post_mu);
+    bool busy = atomic_load(&loop->posts_queued) > 0 || atomic_load(&loop->keepalive) > 0;
+    pthread_mutex_unlock(&loop->post_mu);
+    if (busy) {
         return TETHER_EBUSY;
     }
     while (loop->exts != NULL) {
@@ -350,19 +387,31 @@ static void run_flushes(tether_loop *loop)
 
 static bool loop_alive(const tether_loop *loop)
 {
-    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0;
+    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0 ||
+           atomic_load(&loop->keepalive) > 0;
+}
+
+/* Work that must run without waiting for I/O. */
+static bool loop_has_work(const tether_loop *loop)
+{
+    return loop->pend_head != NULL || loop->flush_head != NULL ||
+           atomic_load(&loop->posts_queued) > 0 ||
+           !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]);
 }
 
 static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 {
-    loop->now = tether__now_ms();
+    tether__loop_update_time(loop);
     tether__timers_run(loop);
     run_posts(loop);
     run_pending(loop);
+    tether__hooks_run(loop, TETHER_HOOK_IDLE);
+    tether__hooks_run(loop, TETHER_HOOK_PREPARE);
     run_flushes(loop);
 
     int timeout = timeout_ms;
     if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
+        !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
         (until_idle && !loop_alive(loop))) {
         /* Work is waiting, or tether_loop_run() is about to return because
          * nothing is left: do not block. */
@@ -376,12 +425,13 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
 
     int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
     if (n < 0) {
-        if (errno == EINTR) {
-            return 0;
+        if (errno != EINTR) {
+            return tether__errno_to_err(errno);
         }
-        return tether__errno_to_err(errno);
+        n = 0; /* a signal: the check hooks still see the wakeup */
     }
-    loop->now = tether__now_ms();
+    tether__loop_update_time(loop);
+    loop->dispatching = true;
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
         uint32_t e = loop->events[i].events;
@@ -397,9 +447,15 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         /* Owners that stopped watching during this batch are skipped. */
         rev &= io->events;
         if (io->registered && rev != 0) {
+            if (io->report_errors) {
+                rev |= (e & EPOLLERR) ? TETHER__EV_ERROR : 0u;
+                rev |= (e & (EPOLLHUP | EPOLLRDHUP)) ? TETHER__EV_HANGUP : 0u;
+            }
             io->cb(io, rev);
         }
     }
+    loop->dispatching = false;
+    tether__hooks_run(loop, TETHER_HOOK_CHECK);
     if (n == loop->events_cap && loop->events_cap < 4096) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
@@ -465,13 +521,17 @@ void tether_loop_stop(tether_loop *loop)
 
 void tether_loop_wakeup(tether_loop *loop)
 {
+    /* Async-signal-safe: a lock-free atomic and write(2), nothing else, and
+     * errno restored for the code the signal interrupted. */
     if (loop == NULL) {
         return;
     }
     if (!atomic_exchange(&loop->wake_armed, true)) {
+        int saved = errno;
         uint64_t one = 1;
         ssize_t r = write(loop->evfd, &one, sizeof one);
         (void)r; /* EAGAIN means the counter is already non-zero: awake anyway */
+        errno = saved;
     }
 }
 
@@ -495,12 +555,58 @@ int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
     }
     loop->post_tail = p;
     atomic_fetch_add(&loop->posts_queued, 1);
-    pthread_mutex_unlock(&loop->post_mu);
+    /* Woken under the lock: once the loop has run this post and
+     * tether_loop_free() has taken the lock, this thread no longer touches
+     * the loop. */
     tether_loop_wakeup(loop);
+    pthread_mutex_unlock(&loop->post_mu);
     return TETHER_OK;
 }
 
 uint64_t tether_loop_now(const tether_loop *loop)
 {
     return loop != NULL ? loop->now : 0;
+}
+
+uint64_t tether_loop_now_us(const tether_loop *loop)
+{
+    return loop != NULL ? loop->now_us : 0;
+}
+
+void tether_loop_update_time(tether_loop *loop)
+{
+    if (loop != NULL) {
+        tether__loop_update_time(loop);
+    }
+}
+
+int tether_loop_backend_fd(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return -1;
+    }
+    /* From now on work queued outside an iteration wakes the eventfd. */
+    loop->embedded = true;
+    return loop->epfd;
+}
+
+int tether_loop_backend_timeout(const tether_loop *loop)
+{
+    if (loop == NULL) {
+        return -1;
+    }
+    if (loop_has_work(loop)) {
+        return 0;
+    }
+    if (loop->heap_len == 0) {
+        return -1;
+    }
+    /* Asked between iterations by an embedding loop, the cached time is as
+     * old as the last iteration: measure from the clock instead. */
+    uint64_t now = loop->running ? loop->now : tether__now_ms();
+    uint64_t d = loop->heap[0]->deadline;
+    if (d <= now) {
+        return 0;
+    }
+    return d - now > INT_MAX ? INT_MAX : (int)(d - now);
 }

@@ -1,13 +1,20 @@
 /* Internal side of the event loop: I/O watchers, internal timers, deferred
- * work, and the per-loop state that the layers above register with it. */
+ * work, the handle registry, and the per-loop state that the layers above
+ * register with it. */
 #ifndef TETHER_LOOP_INT_H
 #define TETHER_LOOP_INT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
 
 #include "internal.h"
+
+/* Extra readiness bits, passed only to watchers that ask for them
+ * (tether__io::report_errors): the public tether_io reports them. */
+#define TETHER__EV_ERROR 0x4u
+#define TETHER__EV_HANGUP 0x8u
 
 struct tether__io;
 typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
@@ -19,7 +26,73 @@ struct tether__io {
     int fd;
     unsigned events; /* TETHER_EV_* currently registered with epoll */
     bool registered;
+    bool report_errors; /* add TETHER__EV_ERROR/HANGUP to revents */
     tether__io_cb cb;
+};
+
+/* A circular doubly-linked list with a sentinel head (libuv's QUEUE). A
+ * node unlinks itself without knowing which list holds it, which lets a
+ * dispatcher move a whole list aside and run it while callbacks stop,
+ * free or start any member. */
+struct tether__queue {
+    struct tether__queue *next;
+    struct tether__queue *prev;
+};
+
+static inline void tether__queue_init(struct tether__queue *q)
+{
+    q->next = q;
+    q->prev = q;
+}
+
+static inline bool tether__queue_empty(const struct tether__queue *q)
+{
+    return q->next == q;
+}
+
+static inline void tether__queue_insert_tail(struct tether__queue *head, struct tether__queue *q)
+{
+    q->next = head;
+    q->prev = head->prev;
+    head->prev->next = q;
+    head->prev = q;
+}
+
+static inline void tether__queue_remove(struct tether__queue *q)
+{
+    q->prev->next = q->next;
+    q->next->prev = q->prev;
+    tether__queue_init(q);
+}
+
+/* Moves every node of `from` to the empty list `to`; `from` ends empty. */
+static inline void tether__queue_move(struct tether__queue *from, struct tether__queue *to)
+{
+    if (tether__queue_empty(from)) {
+        tether__queue_init(to);
+        return;
+    }
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    tether__queue_init(from);
+}
+
+/* The common part of every handle a user can see on a loop (timers, fd
+ * watchers, signals, hooks, listeners): the registry tether_loop_walk()
+ * iterates and the ref/unref state that decides whether an active handle
+ * keeps tether_loop_run() going. */
+typedef void (*tether__handle_close_fn)(void *obj);
+struct tether__handle {
+    struct tether__queue node; /* in loop->handle_q while not closed */
+    tether_loop *loop;
+    void *obj;                     /* the public object, handed to the walk callback */
+    tether__handle_close_fn close; /* frees or closes obj: tether_loop_close_all() */
+    tether_handle_type type;
+    bool active;  /* started: counts in loop->active unless unref'd */
+    bool unref;   /* does not keep the loop alive */
+    bool closing; /* freed or closed; no longer walked or started */
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
@@ -92,10 +165,24 @@ struct tether_loop {
     struct tether__post *post_tail;
     atomic_size_t posts_queued;
 
-    size_t active;  /* live handles: conns, listeners, armed user timers */
-    size_t handles; /* every allocated handle, for tether_loop_free */
+    size_t active;           /* live handles: conns, listeners, armed user timers */
+    size_t handles;          /* every allocated handle, for tether_loop_free */
+    atomic_size_t keepalive; /* tether_loop_ref() count, from any thread */
     bool stop;
-    bool running; /* inside run/run_once: guards against nesting */
+    bool running;     /* inside run/run_once: guards against nesting */
+    bool dispatching; /* delivering a batch of epoll events */
+    bool embedded;    /* tether_loop_backend_fd() was asked for */
+    uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
+
+    struct tether__queue handle_q;  /* registered handles (tether__handle) */
+    struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
+
+    /* Signals (signal.c): one signalfd per loop, created with the first
+     * watcher and closed with the last. */
+    int sigfd;
+    struct tether__io sig_io;
+    sigset_t sigmask;
+    struct tether__queue sig_q; /* started tether_signal watchers */
 
     struct tether__loop_ext *exts; /* per-loop state of the layers above, newest first */
 
@@ -181,6 +268,34 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
  * it stays until tether_loop_free() calls its cleanup. */
 void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
 
+/* The handle registry (handle.c). init registers the handle (counted in
+ * loop->handles until the owner calls tether__loop_handle_remove() when it
+ * frees the memory); start/stop mark it active, so that unless unref'd it
+ * keeps tether_loop_run() going; detach stops it and takes it off the
+ * registry when it is closed or freed. */
+void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
+                         void *obj, tether__handle_close_fn close);
+void tether__handle_start(struct tether__handle *h);
+void tether__handle_stop(struct tether__handle *h);
+void tether__handle_ref(struct tether__handle *h);
+void tether__handle_unref(struct tether__handle *h);
+void tether__handle_detach(struct tether__handle *h);
+
+/* Work was queued from outside an iteration (a foreign loop's callback):
+ * wake the loop so that an embedding loop polling tether_loop_backend_fd()
+ * notices it. Inside an iteration the loop recomputes its timeout itself,
+ * and a loop nobody embeds (no backend fd handed out) looks at its queues
+ * before it blocks anyway, so neither pays for the eventfd write. */
+static inline void tether__loop_touch(tether_loop *loop)
+{
+    if (loop->embedded && !loop->running) {
+        tether_loop_wakeup(loop);
+    }
+}
+
+/* Runs the started hooks of one kind (hook.c). */
+void tether__hooks_run(tether_loop *loop, tether_hook_kind kind);
+
 /* The state registered under key, or NULL. A short list (one entry per
  * layer), and inline: the read path looks its buffer up per read. */
 static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *loop,
@@ -193,8 +308,16 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
     return e;
 }
 
-/* Monotonic clock in milliseconds. */
+/* Monotonic clock in milliseconds and in microseconds. */
 uint64_t tether__now_ms(void);
+uint64_t tether__now_us(void);
+
+/* Reads the clock into the loop's cached time. */
+static inline void tether__loop_update_time(tether_loop *loop)
+{
+    loop->now_us = tether__now_us();
+    loop->now = loop->now_us / 1000u;
+}
 
 /* The loop's time for a timestamp or deadline. Inside the loop it is the
  * time cached for this iteration; from outside (before the loop runs, or
@@ -203,7 +326,7 @@ uint64_t tether__now_ms(void);
 static inline uint64_t tether__loop_time(tether_loop *loop)
 {
     if (!loop->running) {
-        loop->now = tether__now_ms();
+        tether__loop_update_time(loop);
     }
     return loop->now;
 }

@@ -21,10 +21,10 @@
  * reference, because it is freed only once the connection has written all
  * of it, or after the connection has released its queue.
  *
- * Schedule. tether__backoff_* is gRPC's algorithm; an attempt that starts
- * at t with backoff b (jitter applied) connects within max(b,
- * min_connect_timeout) and, if it fails, the next attempt starts at t + b or
- * at once if that has passed. The schedule resets after a connection has
+ * Schedule. tether__backoff_* (backoff.c) is gRPC's algorithm; an
+ * attempt that starts at t with backoff b (jitter applied) connects within
+ * max(b, min_connect_timeout) and, if it fails, the next attempt starts at
+ * t + b or at once if that has passed. The schedule resets after a connection has
  * stayed up for stable_ms (the timer starts when on_connect reports
  * success, i.e. after the TLS handshake), never on a bare TCP connect. */
 #include "reconnect.h"
@@ -58,43 +58,6 @@ static double client_random(void)
         return r < 0 ? 0 : (r >= 1 ? 0.9999999999 : r);
     }
     return tether__random_unit();
-}
-
-/* ---- the schedule ------------------------------------------------------ */
-
-void tether__backoff_init(struct tether__backoff *b, uint32_t initial_ms, double multiplier,
-                          double jitter, uint32_t max_ms)
-{
-    b->initial_ms = initial_ms;
-    b->multiplier = multiplier;
-    b->jitter = jitter;
-    b->max_ms = max_ms;
-    b->current_ms = 0;
-}
-
-void tether__backoff_reset(struct tether__backoff *b)
-{
-    b->current_ms = 0;
-}
-
-uint32_t tether__backoff_next(struct tether__backoff *b, double r)
-{
-    if (b->current_ms <= 0) {
-        b->current_ms = b->initial_ms;
-    } else {
-        double next = b->current_ms * b->multiplier;
-        b->current_ms = next < b->max_ms ? next : b->max_ms;
-    }
-    /* ±jitter after the cap, as gRPC does; a jitter above 1 could go
-     * negative, so clamp (the options refuse one, this is belt and braces). */
-    double d = b->current_ms * (1.0 + b->jitter * (2.0 * r - 1.0));
-    if (d < 0) {
-        d = 0;
-    }
-    if (d > (double)UINT32_MAX) {
-        d = (double)UINT32_MAX;
-    }
-    return (uint32_t)(d + 0.5);
 }
 
 /* ---- the client -------------------------------------------------------- */
@@ -141,6 +104,7 @@ struct tether_client {
     bool closing;
     bool gave_up;
     bool want_drain;
+    bool paused; /* tether_client_pause(): every connection starts paused */
 
     /* Messages held: head .. waiting (exclusive) are with the connection. */
     struct cmsg *head;
@@ -341,6 +305,11 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    if (cl->paused) {
+        /* Before the connection reads anything: not one message of the
+         * new connection may slip through. */
+        tether_conn_pause(cl->conn);
+    }
 }
 
 static void client_wait(tether_client *cl, uint32_t delay_ms, int reason)
@@ -800,6 +769,33 @@ void tether_client_close(tether_client *cl)
         client_timer(cl, TM_CLOSE, (uint64_t)cl->co.close_timeout_ms);
     }
     client_feed(cl);
+}
+
+void tether_client_pause(tether_client *cl)
+{
+    if (cl == NULL || cl->paused) {
+        return;
+    }
+    cl->paused = true;
+    if (cl->conn != NULL) {
+        tether_conn_pause(cl->conn);
+    }
+}
+
+void tether_client_resume(tether_client *cl)
+{
+    if (cl == NULL || !cl->paused) {
+        return;
+    }
+    cl->paused = false;
+    if (cl->conn != NULL) {
+        tether_conn_resume(cl->conn);
+    }
+}
+
+bool tether_client_is_paused(const tether_client *cl)
+{
+    return cl != NULL && cl->paused;
 }
 
 tether_client_state tether_client_get_state(const tether_client *cl)

@@ -1,6 +1,6 @@
 /* Internal side of reconnecting clients (reconnect.c): the backoff schedule
- * as pure functions, so that the unit tests can check it with their own
- * random numbers and clock. */
+ * (backoff.c) as pure functions, so that the unit tests can check it with
+ * their own random numbers and clock. */
 #ifndef TETHER_RECONNECT_INT_H
 #define TETHER_RECONNECT_INT_H
 

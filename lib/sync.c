@@ -296,24 +296,23 @@ int tether_sync_send(tether_sync *s, const void *data, size_t len, int timeout_m
     return TETHER_OK;
 }
 
-int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
+/* Waits for the next message; TETHER_OK when one is first in line. */
+static int sync_wait_msg(tether_sync *s, int timeout_ms)
 {
-    if (s == NULL || out_msg == NULL) {
-        return TETHER_EINVAL;
-    }
-    out_msg->data = NULL;
-    out_msg->len = 0;
-    uint64_t deadline = deadline_of(timeout_ms);
-    int rv = sync_wait(s, deadline, sync_has_msg);
+    int rv = sync_wait(s, deadline_of(timeout_ms), sync_has_msg);
     if (rv != TETHER_OK) {
         if (rv == TETHER_ETIMEDOUT) {
             sync_set_err(s, "no message within %d ms", timeout_ms);
         }
         return rv;
     }
-    if (s->head == NULL) {
-        return sync_closed_status(s);
-    }
+    return s->head != NULL ? TETHER_OK : sync_closed_status(s);
+}
+
+/* Takes the first message off the list; reading resumes once the list has
+ * shrunk enough. */
+static struct sync_msg *sync_pop(tether_sync *s)
+{
     struct sync_msg *m = s->head;
     s->head = m->next;
     if (s->head == NULL) {
@@ -324,6 +323,21 @@ int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
         s->paused = false;
         tether_conn_resume(s->c);
     }
+    return m;
+}
+
+int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
+{
+    if (s == NULL || out_msg == NULL) {
+        return TETHER_EINVAL;
+    }
+    out_msg->data = NULL;
+    out_msg->len = 0;
+    int rv = sync_wait_msg(s, timeout_ms);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    struct sync_msg *m = sync_pop(s);
     size_t len = m->len;
     if (len > 0) {
         /* Hand over the payload without another copy: it sits right after
@@ -334,6 +348,33 @@ int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms)
     } else {
         free(m);
     }
+    return TETHER_OK;
+}
+
+int tether_sync_recv_into(tether_sync *s, void *buf, size_t cap, size_t *out_len, int timeout_ms)
+{
+    if (out_len != NULL) {
+        *out_len = 0;
+    }
+    if (s == NULL || out_len == NULL || (buf == NULL && cap > 0)) {
+        return TETHER_EINVAL;
+    }
+    int rv = sync_wait_msg(s, timeout_ms);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    size_t len = s->head->len;
+    *out_len = len;
+    if (len > cap) {
+        /* Left first in line, so that a retry with a larger buffer gets it. */
+        sync_set_err(s, "the next message is %zu bytes; the buffer holds %zu", len, cap);
+        return TETHER_EMSGSIZE;
+    }
+    struct sync_msg *m = sync_pop(s);
+    if (len > 0) {
+        memcpy(buf, m->data, len);
+    }
+    free(m);
     return TETHER_OK;
 }
 

@@ -112,6 +112,11 @@ void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t ti
     loop->heap_len++;
     heap_place(loop, loop->heap_len - 1, n);
     heap_sift_up(loop, loop->heap_len - 1);
+    if (n->index == 0) {
+        /* The nearest deadline moved: an embedding loop must re-read
+         * tether_loop_backend_timeout(). */
+        tether__loop_touch(loop);
+    }
 }
 
 int tether__timers_next_timeout(const tether_loop *loop)
@@ -148,6 +153,7 @@ int tether__timers_run(tether_loop *loop)
 /* ---- public timers ---------------------------------------------------- */
 
 struct tether_timer {
+    struct tether__handle h; /* active while armed */
     struct tether__tnode node;
     tether_loop *loop;
     tether_timer_cb cb;
@@ -155,20 +161,7 @@ struct tether_timer {
     uint64_t repeat;
     bool in_cb;
     bool free_requested;
-    bool counted; /* contributes to loop->active while armed */
 };
-
-static void timer_set_counted(tether_timer *t, bool on)
-{
-    if (t->counted != on) {
-        t->counted = on;
-        if (on) {
-            t->loop->active++;
-        } else {
-            t->loop->active--;
-        }
-    }
-}
 
 static void timer_fire(struct tether__tnode *n)
 {
@@ -176,7 +169,7 @@ static void timer_fire(struct tether__tnode *n)
     if (t->repeat > 0) {
         tether__tnode_start(t->loop, &t->node, t->repeat);
     } else {
-        timer_set_counted(t, false);
+        tether__handle_stop(&t->h);
     }
     t->in_cb = true;
     t->cb(t, t->ud);
@@ -185,6 +178,11 @@ static void timer_fire(struct tether__tnode *n)
         tether__loop_handle_remove(t->loop, false);
         free(t);
     }
+}
+
+static void timer_close(void *obj)
+{
+    tether_timer_free(obj);
 }
 
 int tether_timer_new(tether_timer **out, tether_loop *loop)
@@ -202,7 +200,7 @@ int tether_timer_new(tether_timer **out, tether_loop *loop)
     }
     tether__tnode_init(&t->node, timer_fire);
     t->loop = loop;
-    tether__loop_handle_add(loop, false);
+    tether__handle_init(&t->h, loop, TETHER_HANDLE_TIMER, t, timer_close);
     *out = t;
     return TETHER_OK;
 }
@@ -217,7 +215,7 @@ int tether_timer_start(tether_timer *t, uint64_t timeout_ms, uint64_t repeat_ms,
     t->ud = ud;
     t->repeat = repeat_ms;
     tether__tnode_start(t->loop, &t->node, timeout_ms);
-    timer_set_counted(t, true);
+    tether__handle_start(&t->h);
     return TETHER_OK;
 }
 
@@ -227,7 +225,7 @@ void tether_timer_stop(tether_timer *t)
         return;
     }
     tether__tnode_stop(t->loop, &t->node);
-    timer_set_counted(t, false);
+    tether__handle_stop(&t->h);
 }
 
 bool tether_timer_active(const tether_timer *t)
@@ -241,6 +239,7 @@ void tether_timer_free(tether_timer *t)
         return;
     }
     tether_timer_stop(t);
+    tether__handle_detach(&t->h);
     if (t->in_cb) {
         /* Freed from its own callback: timer_fire frees it on return. */
         t->free_requested = true;
@@ -248,4 +247,23 @@ void tether_timer_free(tether_timer *t)
     }
     tether__loop_handle_remove(t->loop, false);
     free(t);
+}
+
+void tether_timer_unref(tether_timer *t)
+{
+    if (t != NULL) {
+        tether__handle_unref(&t->h);
+    }
+}
+
+void tether_timer_ref(tether_timer *t)
+{
+    if (t != NULL) {
+        tether__handle_ref(&t->h);
+    }
+}
+
+bool tether_timer_has_ref(const tether_timer *t)
+{
+    return t != NULL && !t->h.unref;
 }

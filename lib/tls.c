@@ -277,8 +277,14 @@ static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const c
                                cfg->ciphersuites);
     }
     if (cfg->no_resumption) {
+        /* A server that asks for client certificates still sends one TLS
+         * 1.3 ticket: it is how a client learns that its certificate was
+         * accepted (see transport_tls.c, tls_await_verdict). With
+         * SSL_OP_NO_TICKET it is a stateful ticket, and with the session
+         * cache off it names a session that is never found again, so
+         * nothing is ever resumed. */
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-        SSL_CTX_set_num_tickets(ctx, 0);
+        SSL_CTX_set_num_tickets(ctx, cfg->client_auth != TETHER_TLS_CLIENT_AUTH_NONE ? 1 : 0);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     } else {
         /* Clients: sessions go to our own cache (keyed by target) through
@@ -296,6 +302,10 @@ static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const c
         SSL_CTX_set_alpn_select_cb(ctx, tether__tls_alpn_select_cb, (void *)cfg);
     }
     SSL_CTX_set_client_cert_cb(ctx, tether__tls_client_cert_cb);
+    if (cfg->verify_cb != NULL) {
+        /* OpenSSL's verification, then the application's verdict. */
+        SSL_CTX_set_cert_verify_callback(ctx, tether__tls_cert_verify_cb, NULL);
+    }
     if (rv == TETHER_OK && cert != NULL) {
         rv = ctx_load_cert(ctx, cert, key, err);
     }
@@ -482,6 +492,9 @@ int tether_tls_config_new(tether_tls_config **out, const tether_tls_opts *opts,
     cfg->client_auth = o.client_auth;
     cfg->insecure = o.insecure_skip_verify;
     cfg->no_resumption = o.no_resumption;
+    cfg->no_client_cert_wait = o.no_client_cert_wait;
+    cfg->verify_cb = o.verify_cb;
+    cfg->verify_ud = o.verify_userdata;
     if (oom) {
         rv = tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }

@@ -1,6 +1,7 @@
 /* TLS internals shared by tls.c (configuration objects, SSL_CTX generations
- * and the client session cache), transport_tls.c (the transport) and the
- * connection code that selects TLS (conn.c, conn_opts.c, listener.c,
+ * and the client session cache), transport_tls.c (the transport),
+ * tls_peer.c (peer details and the verify hook) and the connection code
+ * that selects TLS (conn.c, conn_opts.c, conn_tls.c, listener.c,
  * reconnect.c). It knows nothing of connections. */
 #ifndef TETHER_TLS_INT_H
 #define TETHER_TLS_INT_H
@@ -59,6 +60,9 @@ struct tether_tls_config {
     tether_tls_client_auth client_auth;
     bool insecure;
     bool no_resumption;
+    bool no_client_cert_wait;
+    tether_tls_verify_cb verify_cb; /* NULL for none */
+    void *verify_ud;
 
     /* Client session cache, keyed by target. */
     struct tether__tls_cache_entry *cache;
@@ -99,12 +103,6 @@ void tether__tls_err_text(unsigned long e, char *buf, size_t len);
 int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *cfg, int fd,
                               const char *host, bool server);
 
-/* What the TLS transport tr negotiated, for tether_conn_tls_info(): fills
- * the fields of *out after size (the caller zeroes it and sets size).
- * Returns TETHER_ENOTSUP when tr is not a TLS transport and
- * TETHER_ENOTCONN while its handshake has not finished. */
-int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out);
-
 /* Callbacks installed on every SSL_CTX by tls.c, implemented next to the
  * transport they report to. */
 int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess);
@@ -112,5 +110,29 @@ int tether__tls_client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey);
 int tether__tls_alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                                const unsigned char *in, unsigned int inlen, void *arg);
 int tether__tls_servername_cb(SSL *ssl, int *alert, void *arg);
+
+/* ---- tls_peer.c -------------------------------------------------------- */
+
+/* What the TLS transport tr negotiated, for tether_conn_tls_info(): fills
+ * the fields of *out after size (the caller zeroes it and sets size).
+ * Returns TETHER_ENOTSUP when tr is not a TLS transport and
+ * TETHER_ENOTCONN while its handshake has not finished. */
+int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out);
+
+/* The certificate the peer of tr presented, as for
+ * tether_conn_tls_peer_cert() (*out_len 0 when there is none); the same
+ * errors as tether__tls_transport_info(). */
+int tether__tls_transport_peer_cert(const struct tether_transport *tr,
+                                    tether_tls_cert_format format, void *buf, size_t cap,
+                                    size_t *out_len);
+
+/* The SSL of tr for <tether/openssl.h>; NULL when tether__tls_transport_info()
+ * would fail. */
+SSL *tether__tls_transport_ssl(const struct tether_transport *tr);
+
+/* The certificate verify callback of configurations with a verify hook.
+ * Runs OpenSSL's verification, then the hook, and turns a refusal into the
+ * alert the hook chose. */
+int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg);
 
 #endif /* TETHER_TLS_INT_H */

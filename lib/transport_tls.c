@@ -27,7 +27,7 @@
  * (see tls.h in include/) with a detail string that names the reason: the
  * verify callback records which certificate failed and why, and alerts
  * received are translated into what the peer meant. */
-#include "tls.h"
+#include "tls_transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,36 +41,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#define TLS_FIRST_MAX 6 /* peer bytes kept to recognise a peer that is not TLS */
-
-/* tls_transport.flags */
-#define TF_SERVER 0x0001u
-#define TF_HS_DONE 0x0002u
-#define TF_CERT_REQUESTED 0x0004u /* the server asked us for a certificate we do not have */
-#define TF_VERIFY_ERR 0x0008u     /* the verify callback recorded the reason */
-#define TF_RD_DRAINED 0x0010u     /* the last SSL_read needed the socket */
-#define TF_RD_WANTS_W 0x0020u     /* SSL_read is blocked on a write */
-#define TF_WR_WANTS_R 0x0040u     /* SSL_write is blocked on a read */
-#define TF_EOF 0x0080u            /* the socket returned end of stream */
-#define TF_RD_CLOSED 0x0100u      /* close_notify read behind data not yet returned */
-
-struct tls_transport {
-    struct tether_transport base; /* must be first */
-    SSL *ssl;
-    tether_tls_config *cfg;
-    struct tether__tls_gen *gen; /* held during the handshake (SNI), then released */
-    char *key;                   /* clients: the session cache key */
-    char *err;                   /* detail of the last failure, lazily allocated */
-    /* Small types below: idle servers hold many of these (72 bytes). */
-    uint16_t wpend;    /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
-    int16_t sys_errno; /* the last socket error seen by the BIO */
-    uint16_t flags;
-    int8_t deferred; /* an error (TETHER_E*) to report on the next call, after data */
-    uint8_t hs_want; /* TETHER_EV_* the handshake waits for */
-    uint8_t sd_want; /* TETHER_EV_* the shutdown waits for */
-    uint8_t nfirst;
-    uint8_t first[TLS_FIRST_MAX];
-};
 static_assert(sizeof(struct tls_transport) <= 72, "keep the TLS transport small");
 
 static const struct tether_transport_ops tls_ops;
@@ -89,10 +59,7 @@ static struct tls_transport *tls_of(const SSL *ssl)
 
 /* ---- error details ----------------------------------------------------- */
 
-static void tls_set_err(struct tls_transport *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void tls_set_err(struct tls_transport *t, const char *fmt, ...)
+static void tls_set_errv(struct tls_transport *t, const char *fmt, va_list ap)
 {
     if (t->err == NULL) {
         t->err = malloc(TETHER_ERROR_MSG_MAX);
@@ -100,67 +67,32 @@ static void tls_set_err(struct tls_transport *t, const char *fmt, ...)
             return;
         }
     }
+    vsnprintf(t->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+}
+
+static void tls_set_err(struct tls_transport *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tls_set_err(struct tls_transport *t, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+    tls_set_errv(t, fmt, ap);
     va_end(ap);
 }
 
-static void name_rfc2253(const X509_NAME *n, char *buf, size_t len)
+/* For tls_peer.c. */
+struct tls_transport *tether__tls_of(const SSL *ssl)
 {
-    buf[0] = '\0';
-    if (n == NULL || len == 0) {
-        return;
-    }
-    BIO *b = BIO_new(BIO_s_mem());
-    if (b == NULL) {
-        return;
-    }
-    X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-    int n_read = BIO_read(b, buf, (int)len - 1);
-    buf[n_read > 0 ? n_read : 0] = '\0';
-    BIO_free(b);
+    return tls_of(ssl);
 }
 
-/* Comma-separated subjectAltName entries: "DNS:localhost,IP:127.0.0.1". */
-static void format_sans(X509 *x, char *buf, size_t len)
+void tether__tls_set_err(struct tls_transport *t, const char *fmt, ...)
 {
-    buf[0] = '\0';
-    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    if (gens == NULL) {
-        return;
-    }
-    size_t used = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(gens) && used + 1 < len; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        char item[INET6_ADDRSTRLEN + 8];
-        item[0] = '\0';
-        if (g->type == GEN_DNS || g->type == GEN_EMAIL || g->type == GEN_URI) {
-            const ASN1_IA5STRING *s = g->d.ia5;
-            const char *pfx = g->type == GEN_DNS ? "DNS" : g->type == GEN_EMAIL ? "email" : "URI";
-            int n = snprintf(buf + used, len - used, "%s%s:%.*s", used > 0 ? "," : "", pfx,
-                             ASN1_STRING_length(s), (const char *)ASN1_STRING_get0_data(s));
-            used += n > 0 ? (size_t)n : 0;
-            continue;
-        }
-        if (g->type == GEN_IPADD) {
-            const ASN1_OCTET_STRING *ip = g->d.ip;
-            int l = ASN1_STRING_length(ip);
-            char a[INET6_ADDRSTRLEN];
-            if ((l == 4 || l == 16) &&
-                inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), a, sizeof a)) {
-                snprintf(item, sizeof item, "IP:%s", a);
-            }
-        }
-        if (item[0] != '\0') {
-            int n = snprintf(buf + used, len - used, "%s%s", used > 0 ? "," : "", item);
-            used += n > 0 ? (size_t)n : 0;
-        }
-    }
-    if (used >= len) {
-        buf[len - 1] = '\0';
-    }
-    GENERAL_NAMES_free(gens);
+    va_list ap;
+    va_start(ap, fmt);
+    tls_set_errv(t, fmt, ap);
+    va_end(ap);
 }
 
 static void asn1_time_text(const ASN1_TIME *tm, char *buf, size_t len)
@@ -207,8 +139,8 @@ static int tls_verify_cb(int ok, X509_STORE_CTX *sctx)
     const char *who = (t->flags & TF_SERVER) ? "client" : "server";
     char subj[96];
     char iss[96];
-    name_rfc2253(x != NULL ? X509_get_subject_name(x) : NULL, subj, sizeof subj);
-    name_rfc2253(x != NULL ? X509_get_issuer_name(x) : NULL, iss, sizeof iss);
+    tether__tls_name_rfc2253(x != NULL ? X509_get_subject_name(x) : NULL, subj, sizeof subj);
+    tether__tls_name_rfc2253(x != NULL ? X509_get_issuer_name(x) : NULL, iss, sizeof iss);
     char when[40];
     switch (e) {
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
@@ -244,7 +176,7 @@ static int tls_verify_cb(int ok, X509_STORE_CTX *sctx)
         char want[128];
         char sans[96];
         expected_name(ssl, want, sizeof want);
-        format_sans(x, sans, sizeof sans);
+        tether__tls_format_sans(x, sans, sizeof sans);
         tls_set_err(t,
                     "certificate verify failed: %s mismatch: the server certificate is not "
                     "valid for '%s' (it is for %s)",
@@ -672,6 +604,61 @@ int tether__tls_servername_cb(SSL *ssl, int *alert, void *arg)
 
 /* ---- transport operations ---------------------------------------------- */
 
+/* Clients: notes the server's CertificateRequest and the first message it
+ * sends after the handshake (a TLS 1.3 session ticket), for
+ * tls_await_verdict(). Removed once the handshake is complete, since
+ * OpenSSL calls it for every record. */
+static void tls_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                       SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)arg;
+    if (write_p || content_type != SSL3_RT_HANDSHAKE || len == 0) {
+        return;
+    }
+    struct tls_transport *t = tls_of(ssl);
+    if (t == NULL) {
+        return;
+    }
+    uint8_t type = ((const uint8_t *)buf)[0];
+    if (type == SSL3_MT_CERTIFICATE_REQUEST) {
+        t->flags |= TF_CR_SEEN;
+    } else if (type == SSL3_MT_NEWSESSION_TICKET) {
+        t->flags |= TF_POST_HS;
+    }
+}
+
+/* TLS 1.3 clients that were asked for a certificate: the server judges it
+ * after our side of the handshake is done, and says so with its first
+ * message: an alert that refuses it, or session tickets (or data) once it
+ * has accepted it. Until then the connection is not reported up, so that a
+ * refusal fails the handshake as it does with TLS 1.2 instead of closing a
+ * connection that on_connect called established. TETHER_OK once the
+ * server has accepted, TETHER_EAGAIN while waiting, or the refusal. */
+static int tls_await_verdict(struct tls_transport *t)
+{
+    if ((t->flags & (TF_SERVER | TF_CR_SEEN)) != TF_CR_SEEN || t->cfg->no_client_cert_wait ||
+        SSL_version(t->ssl) < TLS1_3_VERSION || (t->flags & TF_POST_HS)) {
+        return TETHER_OK;
+    }
+    uint8_t b;
+    ERR_clear_error();
+    int r = SSL_peek(t->ssl, &b, 1);
+    if (r > 0 || (t->flags & TF_POST_HS)) {
+        return TETHER_OK; /* data (kept for the first read) or a ticket */
+    }
+    int e = SSL_get_error(t->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error();
+        t->hs_want = e == SSL_ERROR_WANT_READ ? TETHER_EV_READ : TETHER_EV_WRITE;
+        return TETHER_EAGAIN;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN) {
+        return TETHER_OK; /* accepted, then closed: the first read says so */
+    }
+    return tls_fail(t, e);
+}
+
 static int tls_handshake(struct tether_transport *tr, bool *done)
 {
     struct tls_transport *t = (struct tls_transport *)tr;
@@ -680,30 +667,41 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         *done = true;
         return TETHER_OK;
     }
-    ERR_clear_error();
-    int r = SSL_do_handshake(t->ssl);
-    if (r != 1) {
-        int e = SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_WANT_READ) {
-            t->hs_want = TETHER_EV_READ;
-            return TETHER_EAGAIN;
+    if (!(t->flags & TF_OWN_DONE)) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(t->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(t->ssl, r);
+            if (e == SSL_ERROR_WANT_READ) {
+                t->hs_want = TETHER_EV_READ;
+                return TETHER_EAGAIN;
+            }
+            if (e == SSL_ERROR_WANT_WRITE) {
+                t->hs_want = TETHER_EV_WRITE;
+                return TETHER_EAGAIN;
+            }
+            return tls_fail(t, e);
         }
-        if (e == SSL_ERROR_WANT_WRITE) {
-            t->hs_want = TETHER_EV_WRITE;
-            return TETHER_EAGAIN;
+        t->hs_want = 0;
+        if (!(t->flags & TF_SERVER) && t->cfg->alpn != NULL) {
+            const unsigned char *p = NULL;
+            unsigned int pl = 0;
+            SSL_get0_alpn_selected(t->ssl, &p, &pl);
+            if (pl == 0) {
+                tls_set_err(t, "ALPN mismatch: the server selected none of our protocols (%s)",
+                            t->cfg->alpn_text);
+                return TETHER_EALPN;
+            }
         }
-        return tls_fail(t, e);
+        t->flags |= TF_OWN_DONE;
+    }
+    int rv = tls_await_verdict(t);
+    if (rv != TETHER_OK) {
+        return rv;
     }
     t->hs_want = 0;
-    if (!(t->flags & TF_SERVER) && t->cfg->alpn != NULL) {
-        const unsigned char *p = NULL;
-        unsigned int pl = 0;
-        SSL_get0_alpn_selected(t->ssl, &p, &pl);
-        if (pl == 0) {
-            tls_set_err(t, "ALPN mismatch: the server selected none of our protocols (%s)",
-                        t->cfg->alpn_text);
-            return TETHER_EALPN;
-        }
+    if (!(t->flags & TF_SERVER)) {
+        SSL_set_msg_callback(t->ssl, NULL);
     }
     t->flags |= TF_HS_DONE;
     /* The SNI certificates are only needed while handshaking. */
@@ -1043,7 +1041,12 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
         return TETHER_EINVAL;
     }
     if (cfg->insecure) {
-        SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
+        /* Nothing is verified, but a verify hook must still be able to
+         * refuse: OpenSSL ignores a failed verification under
+         * SSL_VERIFY_NONE, and tls_peer.c's callback accepts whatever the
+         * hook accepts. */
+        SSL_set_verify(t->ssl, cfg->verify_cb != NULL ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                       cfg->verify_cb != NULL ? tls_verify_cb : NULL);
     } else {
         X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
         X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -1076,6 +1079,9 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
             SSL_set_session(t->ssl, s);
             SSL_SESSION_free(s);
         }
+    }
+    if (!cfg->no_client_cert_wait) {
+        SSL_set_msg_callback(t->ssl, tls_msg_cb);
     }
     SSL_set_connect_state(t->ssl);
     return TETHER_OK;
@@ -1137,44 +1143,18 @@ int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *
     return TETHER_OK;
 }
 
-/* ---- what a connection negotiated --------------------------------------- */
+/* ---- for tls_peer.c ----------------------------------------------------- */
 
-int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out)
+int tether__tls_transport_get(const struct tether_transport *tr, struct tls_transport **out)
 {
-    if (tr->ops != &tls_ops) {
+    *out = NULL;
+    if (tr == NULL || tr->ops != &tls_ops) {
         return TETHER_ENOTSUP;
     }
-    const struct tls_transport *t = (const struct tls_transport *)tr;
+    struct tls_transport *t = (struct tls_transport *)tr;
     if (!(t->flags & TF_HS_DONE)) {
         return TETHER_ENOTCONN;
     }
-    tether_tls_info *d = out;
-    SSL *ssl = t->ssl;
-    d->version = SSL_get_version(ssl);
-    d->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
-    d->resumed = SSL_session_reused(ssl) == 1;
-    /* A group that only a provider defines has no NID (TLSEXT_nid_unknown
-     * is set): OBJ_nid2sn() would fail and leave an error on the queue. */
-    int gid = SSL_get_negotiated_group(ssl);
-    const char *gname = gid > 0 && !(gid & TLSEXT_nid_unknown) ? OBJ_nid2sn(gid) : NULL;
-    d->group = gname != NULL ? gname : "";
-    const unsigned char *ap = NULL;
-    unsigned int al = 0;
-    SSL_get0_alpn_selected(ssl, &ap, &al);
-    snprintf(d->alpn, sizeof d->alpn, "%.*s", (int)al, ap != NULL ? (const char *)ap : "");
-    const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    snprintf(d->server_name, sizeof d->server_name, "%s", sn != NULL ? sn : "");
-    X509 *peer = SSL_get0_peer_certificate(ssl);
-    if (peer != NULL) {
-        d->has_peer_cert = true;
-        bool verifying = (t->flags & TF_SERVER) ? t->cfg->client_auth != TETHER_TLS_CLIENT_AUTH_NONE
-                                                : !t->cfg->insecure;
-        d->peer_verified = verifying && SSL_get_verify_result(ssl) == X509_V_OK;
-        name_rfc2253(X509_get_subject_name(peer), d->peer_subject, sizeof d->peer_subject);
-        name_rfc2253(X509_get_issuer_name(peer), d->peer_issuer, sizeof d->peer_issuer);
-        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, d->peer_common_name,
-                                  (int)sizeof d->peer_common_name);
-        format_sans(peer, d->peer_sans, sizeof d->peer_sans);
-    }
+    *out = t;
     return TETHER_OK;
 }

@@ -82,7 +82,7 @@ void tether__wq_release_all(tether_conn *c)
 {
     struct tether__wseg *s = c->wq_head;
     c->wq_head = c->wq_tail = NULL;
-    c->queued = 0;
+    tether__conn_queued_sub(c, c->queued);
     while (s != NULL) {
         struct tether__wseg *next = s->next;
         if (s->free_cb != NULL) {
@@ -183,7 +183,7 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
             left -= k;
         }
     }
-    c->queued += total;
+    tether__conn_queued_add(c, total);
     return TETHER_OK;
 }
 
@@ -201,7 +201,7 @@ static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether
     s->free_data = fdata;
     s->free_ud = fud;
     wq_link(c, s);
-    c->queued += len;
+    tether__conn_queued_add(c, len);
     return TETHER_OK;
 }
 
@@ -209,7 +209,7 @@ static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether
  * segments (zero-copy buffers already sent, waiting to be released). */
 static void wq_consume(tether_conn *c, size_t n)
 {
-    c->queued -= n;
+    tether__conn_queued_sub(c, n);
     while (c->wq_head != NULL && c->wq_head->len <= n) {
         struct tether__wseg *s = c->wq_head;
         n -= s->len;
@@ -340,6 +340,12 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
+    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
+        /* The loop's memory budget is spent and this connection holds
+         * more than its share: on_drain runs once usage is back down. */
+        tether__mem_block(c, TETHER__MF_REFUSED);
+        return TETHER_EAGAIN;
+    }
     if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits
          * the tail segment (or starts an empty queue: a reply in a
@@ -359,7 +365,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
                 memcpy(p + 4, data, len);
             }
             t->len += 4 + len;
-            c->queued += 4 + len;
+            c->queued += 4 + len; /* the budget catches up at the next write */
             c->msgs_out++;
             tether__conn_after_queue(c);
             return TETHER_OK;

@@ -16,7 +16,10 @@
 # certificates), c-ares, check, doxygen, python3 (test helpers), dnsmasq and
 # iproute2 (integration tests for DNS and network faults), clang and its
 # sanitizer/libFuzzer runtimes (fuzz targets; a Recommends of clang, which
-# --no-install-recommends would skip).
+# --no-install-recommends would skip), llvm for llvm-symbolizer (function
+# names and lines in the fuzz targets' crash reports), libuv and GLib (the
+# embedding tests and examples/embed_libuv.c drive tether from those loops;
+# never a dependency of libtether itself).
 TETHER_APT_PACKAGES=(
     build-essential
     cmake
@@ -31,6 +34,9 @@ TETHER_APT_PACKAGES=(
     iproute2
     clang
     libclang-rt-dev
+    llvm
+    libuv1-dev
+    libglib2.0-dev
 )
 
 # What examples/demo.sh needs to build the library and the examples (no

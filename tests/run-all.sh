@@ -19,7 +19,11 @@ any stage failed.
   test        ctest in build/
   asan-build  build-asan/  ASan + UBSan, -O1, warnings are errors
   asan-test   ctest in build-asan/ (leak checks on, any UBSan report fails)
-  fuzz        the fuzz targets (clang, libFuzzer + ASan/UBSan), time-bounded
+  fuzz        build-fuzz/  every libFuzzer target in tests/fuzz/ (clang, ASan +
+              UBSan) for TETHER_FUZZ_SECONDS each (default 25), two at a time:
+              about a minute; one line per target with its executions, the
+              symbolized crash report on a failure (build-fuzz/logs/ has the
+              rest; tests/fuzz/run-long.sh SECONDS runs them for longer)
   docs        doxygen (any warning fails) and a check of the generated HTML
 
 Each stage prints one line when it passes; its full output goes to a log
@@ -211,15 +215,14 @@ run_asan_ctest() {
     run_ctest build-asan
 }
 
-# The framing fuzzer (tests/fuzz/), built with clang's libFuzzer and the
-# sanitizers, runs for a bounded time: long enough to catch a regression in
-# the decoders, short enough for CI. TETHER_FUZZ_SECONDS changes the time.
+# The fuzz targets (tests/fuzz/), built with clang's libFuzzer and the
+# sanitizers, each for a bounded time: long enough to catch a regression in
+# the parsers, short enough for CI. tests/fuzz/run-long.sh does the work;
+# it keeps libFuzzer's output in build-fuzz/logs/ and prints one line per
+# target, or the symbolized crash report. TETHER_FUZZ_SECONDS changes the
+# time per target.
 fuzz() {
-    mkdir -p build-fuzz/corpus
-    clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Ilib \
-        lib/framing.c lib/error.c tests/fuzz/fuzz_framing.c -o build-fuzz/fuzz_framing
-    build-fuzz/fuzz_framing -max_total_time="${TETHER_FUZZ_SECONDS:-30}" \
-        -artifact_prefix=build-fuzz/ build-fuzz/corpus
+    FUZZ_PARALLEL=${FUZZ_PARALLEL:-$JOBS} tests/fuzz/run-long.sh "${TETHER_FUZZ_SECONDS:-25}"
 }
 
 # The docs need a configured tree, not a successful build. The docs target

@@ -38,6 +38,7 @@ enum {
     CFG_LINE_CRLF,
     CFG_LINE_LFLF,
     CFG_LINE_LONG,
+    CFG_LINE_PUBLIC,
     CFG_COUNT
 };
 
@@ -75,6 +76,8 @@ static const tether_framer *cfg_framer(int cfg)
     case CFG_LINE_LONG:
         init_line(&line_long, "<<END>>\n");
         return &line_long.base;
+    case CFG_LINE_PUBLIC:
+        return tether_framer_line();
     default:
         ck_abort_msg("bad configuration %d", cfg);
         return NULL;
@@ -937,6 +940,40 @@ START_TEST(test_public_accessors)
 }
 END_TEST
 
+/* tether_framer_line() is the newline framer of TETHER_FRAMING_LINE: "\n"
+ * after each payload, refused inside one, found again by the decoder. */
+START_TEST(test_line_public_framer)
+{
+    const tether_framer *fr = tether_framer_line();
+    ck_assert_ptr_nonnull(fr);
+    ck_assert_ptr_eq(fr, tether_framer_line());
+    ck_assert_str_eq(fr->name, "line");
+
+    uint8_t hdr[TETHER_FRAME_HDR_MAX];
+    uint8_t trl[TETHER_FRAME_TRAILER_MAX];
+    size_t hl = 99;
+    size_t tl = 99;
+    ck_assert_int_eq(fr->encode(fr, (const uint8_t *)"hello", 5, hdr, &hl, trl, &tl), TETHER_OK);
+    ck_assert_uint_eq(hl, 0);
+    ck_assert_uint_eq(tl, 1);
+    ck_assert_int_eq(trl[0], '\n');
+    ck_assert_int_eq(fr->encode(fr, (const uint8_t *)"a\nb", 3, hdr, &hl, trl, &tl), TETHER_EINVAL);
+
+    const uint8_t in[] = "first\nsecond";
+    size_t scan = 0;
+    tether_frame f;
+    const char *detail = NULL;
+    ck_assert_int_eq(fr->decode(fr, in, sizeof in - 1, 64, &scan, &f, &detail), TETHER_OK);
+    ck_assert_uint_eq(f.hdr_len, 0);
+    ck_assert_uint_eq(f.payload_len, 5);
+    ck_assert_uint_eq(f.trailer_len, 1);
+    scan = 0;
+    ck_assert_int_eq(fr->decode(fr, in + 6, sizeof in - 7, 64, &scan, &f, &detail), TETHER_EAGAIN);
+    scan = 0;
+    ck_assert_int_eq(fr->decode(fr, in, sizeof in - 1, 4, &scan, &f, &detail), TETHER_EMSGSIZE);
+}
+END_TEST
+
 Suite *framing_suite(void)
 {
     Suite *s = suite_create("framing");
@@ -976,6 +1013,7 @@ Suite *framing_suite(void)
     tcase_add_test(tc, test_line_crlf_straddles_chunks);
     tcase_add_test(tc, test_line_resumed_scan_matches_fresh);
     tcase_add_test(tc, test_line_too_long);
+    tcase_add_test(tc, test_line_public_framer);
     suite_add_tcase(s, tc);
 
     return s;

@@ -1,10 +1,15 @@
 /* Event loop and timers: ordering, cancellation, repeat, posts from other
  * threads, run-once semantics and handle accounting. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "loop.h"
@@ -469,6 +474,334 @@ START_TEST(now_is_monotonic)
 }
 END_TEST
 
+/* ---- keep-alive and freeing a loop that others post to ------------------ */
+
+struct producer {
+    tether_loop *loop;
+    atomic_int ran;
+    int posts;
+    bool hold_ref;
+};
+
+static void producer_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    struct producer *p = ud;
+    atomic_fetch_add(&p->ran, 1);
+}
+
+static void *producer_main(void *arg)
+{
+    struct producer *p = arg;
+    for (int i = 0; i < p->posts; i++) {
+        /* Gaps in which the loop has nothing to do at all. */
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        ck_assert_int_eq(tether_loop_post(p->loop, producer_cb, p), TETHER_OK);
+    }
+    if (p->hold_ref) {
+        tether_loop_unref(p->loop);
+    }
+    return NULL;
+}
+
+START_TEST(loop_ref_keeps_run_alive_for_posts)
+{
+    struct producer p = {.loop = th_loop, .posts = 5, .hold_ref = true};
+    atomic_init(&p.ran, 0);
+    /* Taken before the thread starts, so run cannot return before it. */
+    tether_loop_ref(th_loop);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, producer_main, &p), 0);
+    /* Nothing but the reference keeps this run going. */
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(atomic_load(&p.ran), 5);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    /* An unbalanced unref is ignored rather than wrapping the count. */
+    tether_loop_unref(th_loop);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+}
+END_TEST
+
+START_TEST(free_after_a_late_post_can_be_completed)
+{
+    tether_loop *loop;
+    ck_assert_int_eq(tether_loop_new(&loop, NULL), TETHER_OK);
+    /* run returns at once: nothing is active. */
+    ck_assert_int_eq(tether_loop_run(loop), TETHER_OK);
+    /* Another thread posts after that. */
+    struct producer p = {.loop = loop, .posts = 1};
+    atomic_init(&p.ran, 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, producer_main, &p), 0);
+    pthread_join(th, NULL);
+    /* The post is owed its run, so the loop cannot be freed yet ... */
+    ck_assert_int_eq(tether_loop_free(loop), TETHER_EBUSY);
+    ck_assert_int_eq(tether_loop_backend_timeout(loop), 0);
+    /* ... and running it again is what to do about it. */
+    ck_assert_int_eq(tether_loop_run(loop), TETHER_OK);
+    ck_assert_int_eq(atomic_load(&p.ran), 1);
+    ck_assert_int_eq(tether_loop_free(loop), TETHER_OK);
+
+    /* A held reference also keeps it from being freed. */
+    ck_assert_int_eq(tether_loop_new(&loop, NULL), TETHER_OK);
+    tether_loop_ref(loop);
+    ck_assert_int_eq(tether_loop_free(loop), TETHER_EBUSY);
+    ck_assert_int_eq(tether_loop_run_once(loop, 0), 1);
+    tether_loop_unref(loop);
+    ck_assert_int_eq(tether_loop_free(loop), TETHER_OK);
+}
+END_TEST
+
+/* Many producers post and drop their references while the loop thread
+ * runs and frees the loop as soon as run returns: under ASan, a poster
+ * that still touched the loop after its last post would be caught. */
+static void *racing_producer(void *arg)
+{
+    struct producer *p = arg;
+    for (int i = 0; i < p->posts; i++) {
+        ck_assert_int_eq(tether_loop_post(p->loop, producer_cb, p), TETHER_OK);
+    }
+    tether_loop_unref(p->loop);
+    return NULL;
+}
+
+START_TEST(free_races_no_poster)
+{
+    for (int round = 0; round < 50; round++) {
+        tether_loop *loop;
+        ck_assert_int_eq(tether_loop_new(&loop, NULL), TETHER_OK);
+        struct producer p[3];
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++) {
+            p[i] = (struct producer){.loop = loop, .posts = 20};
+            atomic_init(&p[i].ran, 0);
+            tether_loop_ref(loop);
+            ck_assert_int_eq(pthread_create(&th[i], NULL, racing_producer, &p[i]), 0);
+        }
+        ck_assert_int_eq(tether_loop_run(loop), TETHER_OK);
+        ck_assert_int_eq(tether_loop_free(loop), TETHER_OK);
+        for (int i = 0; i < 3; i++) {
+            pthread_join(th[i], NULL);
+            ck_assert_int_eq(atomic_load(&p[i].ran), 20);
+        }
+    }
+}
+END_TEST
+
+/* ---- clocks ---------------------------------------------------------------- */
+
+START_TEST(now_us_matches_now)
+{
+    tether_loop_update_time(th_loop);
+    uint64_t us = tether_loop_now_us(th_loop);
+    ck_assert_uint_eq(tether_loop_now(th_loop), us / 1000);
+    struct timespec ts = {0, 3 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    /* Cached: unchanged until the loop (or update_time) reads the clock. */
+    ck_assert_uint_eq(tether_loop_now_us(th_loop), us);
+    tether_loop_update_time(th_loop);
+    ck_assert_uint_ge(tether_loop_now_us(th_loop), us + 3000);
+    ck_assert_uint_eq(tether_loop_now(th_loop), tether_loop_now_us(th_loop) / 1000);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_uint_eq(tether_loop_now(th_loop), tether_loop_now_us(th_loop) / 1000);
+    ck_assert_uint_eq(tether_loop_now_us(NULL), 0);
+}
+END_TEST
+
+/* ---- async-signal-safe wakeup ------------------------------------------- */
+
+static tether_loop *sig_wake_loop;
+static volatile sig_atomic_t sig_wake_errno_kept;
+static volatile sig_atomic_t sig_wake_handled;
+
+static void wake_handler(int signum)
+{
+    (void)signum;
+    errno = ERANGE;
+    tether_loop_wakeup(sig_wake_loop);
+    sig_wake_errno_kept = errno == ERANGE;
+    sig_wake_handled = 1;
+}
+
+/* The handler runs in this thread, which leaves SIGALRM unblocked while
+ * the loop's thread blocks it: the loop's epoll_wait is not interrupted by
+ * the signal, only woken by the handler's wakeup. */
+static void *signal_target(void *arg)
+{
+    (void)arg;
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    while (!sig_wake_handled) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+START_TEST(wakeup_from_a_signal_handler)
+{
+    sig_wake_loop = th_loop;
+    sig_wake_handled = 0;
+    sig_wake_errno_kept = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = wake_handler;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGALRM, &sa, NULL), 0);
+    sigset_t alrm;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &alrm, NULL), 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, signal_target, NULL), 0);
+    /* A hang guard only: the loop has nothing to do for 20 s. */
+    tether_timer *guard;
+    ck_assert_int_eq(tether_timer_new(&guard, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(guard, 20000, 0, record_cb, NULL), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    norder = 0;
+    ck_assert_int_eq(pthread_kill(th, SIGALRM), 0);
+    /* Blocks until woken: by the handler's wakeup, or by the guard. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, -1), 0);
+    pthread_join(th, NULL);
+    ck_assert(sig_wake_handled);
+    ck_assert_int_eq(norder, 0); /* not the guard timer */
+    ck_assert(sig_wake_errno_kept);
+    tether_timer_free(guard);
+}
+END_TEST
+
+/* ---- embedding: backend fd and timeout ------------------------------------ */
+
+static bool backend_readable(void)
+{
+    struct pollfd pfd = {.fd = tether_loop_backend_fd(th_loop), .events = POLLIN};
+    int n = poll(&pfd, 1, 0);
+    ck_assert_int_ge(n, 0);
+    return n == 1 && (pfd.revents & POLLIN);
+}
+
+static int backend_posts;
+
+static void backend_post_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    (void)ud;
+    backend_posts++;
+}
+
+static void backend_hook_cb(tether_hook *h, void *ud)
+{
+    (*(int *)ud)++;
+    tether_hook_stop(h);
+}
+
+static void backend_io_cb(tether_io *io, unsigned events, void *ud)
+{
+    (void)events;
+    char c;
+    ck_assert_int_eq(read(tether_io_fd(io), &c, 1), 1);
+    (*(int *)ud)++;
+}
+
+START_TEST(backend_fd_and_timeout_contract)
+{
+    ck_assert_int_eq(tether_loop_backend_fd(NULL), -1);
+    ck_assert_int_eq(tether_loop_backend_timeout(NULL), -1);
+    ck_assert_int_ge(tether_loop_backend_fd(th_loop), 0);
+    /* Idle loop: nothing to do, no deadline. */
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+
+    /* A timer: the timeout counts down to it; the fd stays quiet. */
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(t, 60000, 0, record_cb, NULL), TETHER_OK);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    int to = tether_loop_backend_timeout(th_loop);
+    ck_assert_int_gt(to, 0);
+    ck_assert_int_le(to, 60000);
+    ck_assert(!backend_readable());
+    /* A nearer timer armed from outside an iteration (a foreign loop's
+     * callback) makes the fd readable, so the new deadline is noticed. */
+    tether_timer *t2;
+    ck_assert_int_eq(tether_timer_new(&t2, th_loop), TETHER_OK);
+    ck_assert_int_eq(tether_timer_start(t2, 30000, 0, record_cb, NULL), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_le(tether_loop_backend_timeout(th_loop), 30000);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    tether_timer_free(t2);
+    tether_timer_free(t);
+
+    /* A post: readable, and no waiting. */
+    backend_posts = 0;
+    ck_assert_int_eq(tether_loop_post(th_loop, backend_post_cb, NULL), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(backend_posts, 1);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+
+    /* A plain wakeup. */
+    tether_loop_wakeup(th_loop);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+
+    /* Deferred work queued outside an iteration (here a listener close,
+     * which frees the listener from the pending queue). */
+    tether_listener *l = th_listen_tcp(NULL);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+    tether_listener_close(l);
+    ck_assert(backend_readable());
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert(!backend_readable());
+
+    /* A hook started from outside, and a started idle hook. */
+    int hook_runs = 0;
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_PREPARE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(h, backend_hook_cb, &hook_runs), TETHER_OK);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(hook_runs, 1);
+    tether_hook_free(h);
+    ck_assert_int_eq(tether_hook_new(&h, th_loop, TETHER_HOOK_IDLE), TETHER_OK);
+    ck_assert_int_eq(tether_hook_start(h, backend_hook_cb, &hook_runs), TETHER_OK);
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), 0);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(hook_runs, 2);
+    ck_assert_int_eq(tether_loop_backend_timeout(th_loop), -1);
+    tether_hook_free(h);
+
+    /* An fd event. */
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    int io_runs = 0;
+    tether_io *io;
+    ck_assert_int_eq(tether_io_new(&io, th_loop, p[0]), TETHER_OK);
+    ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, backend_io_cb, &io_runs, NULL),
+                     TETHER_OK);
+    ck_assert(!backend_readable());
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    ck_assert(backend_readable());
+    ck_assert_int_ge(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(io_runs, 1);
+    ck_assert(!backend_readable());
+    tether_io_free(io);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 static Suite *loop_suite(void)
 {
     Suite *s = suite_create("loop");
@@ -487,6 +820,12 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, run_once_nowait_and_nested_run);
     tcase_add_test(tc, nested_run_is_refused);
     tcase_add_test(tc, now_is_monotonic);
+    tcase_add_test(tc, loop_ref_keeps_run_alive_for_posts);
+    tcase_add_test(tc, free_after_a_late_post_can_be_completed);
+    tcase_add_test(tc, free_races_no_poster);
+    tcase_add_test(tc, now_us_matches_now);
+    tcase_add_test(tc, wakeup_from_a_signal_handler);
+    tcase_add_test(tc, backend_fd_and_timeout_contract);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -97,6 +97,7 @@ struct rsrv {
     int accepted;
     bool abort_on_accept;
     bool pause_on_accept;
+    int greet; /* messages each accepted connection sends at once */
     bool echo;
     bool tls;
     int rcvbuf;
@@ -134,6 +135,11 @@ static void r_accept(tether_listener *l, tether_conn *c, void *ud)
     }
     if (R.pause_on_accept) {
         tether_conn_pause(c);
+    }
+    for (int i = 0; i < R.greet; i++) {
+        char g[32];
+        int n = snprintf(g, sizeof g, "greeting %d of connection %d", i, idx);
+        ck_assert_int_eq(tether_conn_send(c, g, (size_t)n), TETHER_OK);
     }
 }
 
@@ -234,9 +240,25 @@ struct ev {
     int reason;
     uint32_t delay;
     uint32_t attempt;
-    uint64_t t;  /* wall clock (monotonic ms) */
-    uint64_t lt; /* the loop's time, which the client schedules from */
+    uint64_t t;    /* wall clock (monotonic ms) */
+    uint64_t lt;   /* the loop's time, which the client schedules from */
+    unsigned iter; /* the loop iteration it happened in (see run_counted) */
 };
+
+/* Loop iterations counted by run_counted(), with the loop's time at the end
+ * of each: a timer due at D must fire in the first iteration whose timers
+ * saw a time >= D, which is a fact about the loop, unlike how many ms late
+ * a busy machine let that iteration run. */
+#define MAX_ITERS 8192
+static unsigned loop_iter;
+static uint64_t iter_end[MAX_ITERS];
+
+static void run_counted(int timeout_ms)
+{
+    ck_assert_uint_lt(loop_iter, MAX_ITERS);
+    tether_loop_run_once(th_loop, timeout_ms);
+    iter_end[loop_iter++] = tether_loop_now(th_loop);
+}
 
 struct obs {
     tether_client *cl;
@@ -268,8 +290,8 @@ static void obs_state(tether_client *cl, const tether_client_event *ev, void *ud
         ck_assert_ptr_nonnull(o->evs);
     }
     uint64_t now = th_now_ms();
-    o->evs[o->nev++] = (struct ev){ev->state,   ev->reason, ev->delay_ms,
-                                   ev->attempt, now,        tether_loop_now(th_loop)};
+    o->evs[o->nev++] = (struct ev){
+        ev->state, ev->reason, ev->delay_ms, ev->attempt, now, tether_loop_now(th_loop), loop_iter};
     ck_assert_ptr_nonnull(ev->detail);
     ck_assert_int_eq(tether_client_get_state(cl), ev->state);
     switch (ev->state) {
@@ -477,7 +499,11 @@ static double fixed_random(void *arg)
 
 /* Against a port that refuses: the waits follow initial × multiplier^n
  * (capped), moved by the injected random draw, and count from the start of
- * each attempt. */
+ * each attempt. Everything is checked in the loop's own terms, so a loop
+ * stalled by a busy machine cannot fail it: each wait the client arms is
+ * the backoff minus what the attempt took, and the next attempt starts
+ * when that timer fires, never earlier and in the first loop iteration
+ * that reaches its deadline. */
 static void check_schedule(double r, double factor)
 {
     int keep;
@@ -491,32 +517,50 @@ static void check_schedule(double r, double factor)
     co.multiplier = 2.0;
     co.max_backoff_ms = 400;
     co.jitter = 0.2;
+    loop_iter = 0;
     new_client(&o, port, &co);
     ck_assert_int_eq(o.nev, 0); /* nothing from inside the call */
     uint64_t until = th_now_ms() + 10000;
     while (count_state(&o, TETHER_CLIENT_CONNECTING) < 6 && th_now_ms() < until) {
-        tether_loop_run_once(th_loop, 10);
+        run_counted(10);
     }
     tether__client_set_random(NULL, NULL);
     static const double base[] = {100, 200, 400, 400, 400};
     int w = 0;
     uint64_t prev_start = 0;
+    const struct ev *wait = NULL; /* the WAITING before the next attempt */
     int n = 0;
     printf("schedule with r = %.2f:", r);
     for (int i = 0; i < o.nev; i++) {
         struct ev *e = &o.evs[i];
         if (e->state == TETHER_CLIENT_CONNECTING) {
             if (n > 0 && n <= 5) {
-                /* In loop time, never early; late only by how busy the
-                 * machine is (generously bounded). */
                 uint64_t gap = e->lt - prev_start;
                 uint64_t want = (uint64_t)(base[n - 1] * factor + 0.5);
+                ck_assert_ptr_nonnull(wait);
+                uint64_t due = wait->lt + wait->delay; /* the armed timer */
                 printf(" %llu ms", (unsigned long long)gap);
-                ck_assert_msg(gap >= want && gap <= want + 500,
-                              "attempt %d started %llu ms after the previous, want %llu", n + 1,
-                              (unsigned long long)gap, (unsigned long long)want);
+                /* Never early: not before the armed timer, nor before the
+                 * backoff counted from the previous start. */
+                ck_assert_msg(e->lt >= due && gap >= want,
+                              "attempt %d started %llu ms after the previous, want %llu "
+                              "(timer due at +%llu)",
+                              n + 1, (unsigned long long)gap, (unsigned long long)want,
+                              (unsigned long long)(due - prev_start));
+                /* Never late in loop terms: the iteration before the one
+                 * that started it had not reached the deadline (unless it
+                 * was armed in that same iteration). */
+                if (e->iter > wait->iter) {
+                    ck_assert_uint_gt(e->iter, 0);
+                    ck_assert_msg(iter_end[e->iter - 1] < due,
+                                  "attempt %d: the loop reached its deadline (+%llu ms) in "
+                                  "iteration %u but started it in iteration %u",
+                                  n + 1, (unsigned long long)(due - prev_start), e->iter - 1,
+                                  e->iter);
+                }
             }
             prev_start = e->lt;
+            wait = NULL;
             n++;
             ck_assert_uint_eq(e->attempt, (uint32_t)n);
         } else if (e->state == TETHER_CLIENT_WAITING && w < 5) {
@@ -528,11 +572,13 @@ static void check_schedule(double r, double factor)
             ck_assert_msg(e->delay == left, "wait %d: %u ms after a %llu ms attempt, want %llu", w,
                           e->delay, (unsigned long long)took, (unsigned long long)left);
             ck_assert_int_eq(e->reason, TETHER_ECONNREFUSED);
+            wait = e;
             w++;
         }
     }
     printf("\n");
     ck_assert_int_ge(n, 6);
+    ck_assert_int_ge(w, 5);
     tether_stats st = client_stats(&o);
     ck_assert_uint_ge(st.attempts, 6);
     ck_assert_uint_eq(st.connects, 0);
@@ -1147,6 +1193,95 @@ START_TEST(reconnect_now_skips_the_wait)
 }
 END_TEST
 
+/* Every greeting of the server's connections has been written to the
+ * socket: over loopback it is then in the client's receive buffer. */
+static bool server_greeted(void *arg)
+{
+    int want = *(int *)arg;
+    if (R.accepted < want || R.nconns < 1) {
+        return false;
+    }
+    for (int i = 0; i < R.nconns; i++) {
+        if (tether_conn_queued(R.conns[i]) > 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Runs the loop for a while (bounded by iterations, not by a clock): with
+ * messages already in the client's socket buffer, an unpaused client
+ * would deliver them on the first iteration. */
+static void spin(int iterations)
+{
+    for (int i = 0; i < iterations; i++) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 5), 0);
+    }
+}
+
+/* tether_client_pause() holds back messages on the current connection and
+ * on every later one: a connection made while paused starts paused. */
+START_TEST(pause_survives_a_reconnect)
+{
+    r_reset();
+    R.greet = 3;
+    r_listen(0);
+    struct obs o = {0};
+    tether_client_opts co;
+    client_opts(&co, &o);
+    new_client(&o, R.port, &co);
+    tether_client_pause(NULL); /* ignored */
+    tether_client_resume(NULL);
+    ck_assert(!tether_client_is_paused(NULL));
+
+    /* Paused before the first connection exists. */
+    tether_client_pause(o.cl);
+    tether_client_pause(o.cl); /* idempotent */
+    ck_assert(tether_client_is_paused(o.cl));
+    ck_assert(th_run_until_pred(obs_is_connected, &o, 10000));
+    int want = 1;
+    ck_assert(th_run_until_pred(server_greeted, &want, 10000));
+    spin(40);
+    ck_assert_int_eq(o.got, 0);
+    tether_client_resume(o.cl);
+    ck_assert(!tether_client_is_paused(o.cl));
+    uint64_t until = th_now_ms() + 10000;
+    while (o.got < 3 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.got, 3);
+
+    /* Paused while connected, then the connection is replaced: the new
+     * one must start paused too. */
+    tether_client_pause(o.cl);
+    tether_conn *first = tether_client_conn(o.cl);
+    ck_assert_ptr_nonnull(first);
+    tether_conn_close(first); /* the client reconnects at once */
+    until = th_now_ms() + 10000;
+    while ((o.connects < 2 || !o.connected) && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.connects, 2);
+    ck_assert_ptr_ne(tether_client_conn(o.cl), first);
+    want = 2;
+    ck_assert(th_run_until_pred(server_greeted, &want, 10000));
+    spin(40);
+    ck_assert_int_eq(o.got, 3);
+    tether_stats st;
+    ck_assert_int_eq(tether_conn_get_stats(tether_client_conn(o.cl), &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_in, 0);
+
+    tether_client_resume(o.cl);
+    until = th_now_ms() + 10000;
+    while (o.got < 6 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(o.got, 6);
+    close_client(&o);
+    tether_listener_close(R.l);
+}
+END_TEST
+
 /* Closing while connected writes everything first; closing while waiting
  * hands everything back; CLOSED is always the last callback. */
 START_TEST(close_flushes_or_hands_back)
@@ -1389,6 +1524,7 @@ static Suite *reconnect_suite(void)
     tcase_add_test(tc, queue_bounds_then_drain);
     tcase_add_test(tc, fail_fast_policy);
     tcase_add_test(tc, reconnect_now_skips_the_wait);
+    tcase_add_test(tc, pause_survives_a_reconnect);
     tcase_add_test(tc, close_flushes_or_hands_back);
     tcase_add_test(tc, max_age_rotates_connections_without_loss);
     tcase_add_test(tc, heartbeat_timeout_triggers_reconnect);

@@ -229,6 +229,78 @@ START_TEST(connect_timeout)
 }
 END_TEST
 
+/* tether_sync_recv_into(): a message too large for the buffer is reported
+ * with its size and stays first in line; the next call gets it whole, and
+ * the messages after it keep their order. */
+START_TEST(recv_into_caller_buffer)
+{
+    start_server(true, false);
+    tether_sync *s = NULL;
+    ck_assert_int_eq(tether_sync_connect(&s, url(), NULL, 5000, NULL), TETHER_OK);
+    uint8_t big[3000];
+    th_fill(big, sizeof big, 7);
+    ck_assert_int_eq(tether_sync_send(s, big, sizeof big, 5000), TETHER_OK);
+    ck_assert_int_eq(tether_sync_send(s, "after", 5, 5000), TETHER_OK);
+    ck_assert_int_eq(tether_sync_send(s, "", 0, 5000), TETHER_OK);
+
+    uint8_t small[100];
+    memset(small, 0xAB, sizeof small);
+    size_t n = 0;
+    ck_assert_int_eq(tether_sync_recv_into(s, small, sizeof small, &n, 5000), TETHER_EMSGSIZE);
+    ck_assert_uint_eq(n, sizeof big);
+    ck_assert_str_eq(tether_sync_last_error(s),
+                     "the next message is 3000 bytes; the buffer holds 100");
+    for (size_t i = 0; i < sizeof small; i++) {
+        ck_assert_uint_eq(small[i], 0xAB); /* untouched */
+    }
+    /* Asking again with no room at all reports the same message. */
+    ck_assert_int_eq(tether_sync_recv_into(s, NULL, 0, &n, 0), TETHER_EMSGSIZE);
+    ck_assert_uint_eq(n, sizeof big);
+
+    uint8_t *buf = malloc(n);
+    ck_assert_ptr_nonnull(buf);
+    size_t got = 0;
+    ck_assert_int_eq(tether_sync_recv_into(s, buf, n, &got, 0), TETHER_OK);
+    ck_assert_uint_eq(got, sizeof big);
+    ck_assert(th_check(buf, got, 7));
+    free(buf);
+
+    ck_assert_int_eq(tether_sync_recv_into(s, small, sizeof small, &got, 5000), TETHER_OK);
+    ck_assert_uint_eq(got, 5);
+    ck_assert(memcmp(small, "after", 5) == 0);
+    ck_assert_int_eq(tether_sync_recv_into(s, NULL, 0, &got, 5000), TETHER_OK);
+    ck_assert_uint_eq(got, 0);
+
+    /* Nothing more: a timeout, then bad arguments. */
+    got = 99;
+    ck_assert_int_eq(tether_sync_recv_into(s, small, sizeof small, &got, 50), TETHER_ETIMEDOUT);
+    ck_assert_uint_eq(got, 0);
+    ck_assert_int_eq(tether_sync_recv_into(s, NULL, 10, &got, 0), TETHER_EINVAL);
+    ck_assert_int_eq(tether_sync_recv_into(s, small, sizeof small, NULL, 0), TETHER_EINVAL);
+    ck_assert_int_eq(tether_sync_recv_into(NULL, small, sizeof small, &got, 0), TETHER_EINVAL);
+    ck_assert_int_eq(tether_sync_close(s), TETHER_OK);
+    stop_server();
+}
+END_TEST
+
+/* The end of the stream reaches tether_sync_recv_into() too. */
+START_TEST(recv_into_eof)
+{
+    start_server(true, true);
+    tether_sync *s = NULL;
+    ck_assert_int_eq(tether_sync_connect(&s, url(), NULL, 5000, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_sync_send(s, "ping", 4, 5000), TETHER_OK);
+    uint8_t buf[16];
+    size_t n = 0;
+    ck_assert_int_eq(tether_sync_recv_into(s, buf, sizeof buf, &n, 5000), TETHER_OK);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_int_eq(tether_sync_recv_into(s, buf, sizeof buf, &n, 5000), TETHER_EOF);
+    ck_assert_uint_eq(n, 0);
+    tether_sync_close(s);
+    stop_server();
+}
+END_TEST
+
 static Suite *sync_suite(void)
 {
     Suite *s = suite_create("sync");
@@ -239,6 +311,8 @@ static Suite *sync_suite(void)
     tcase_add_test(tc, peer_close_is_eof);
     tcase_add_test(tc, connect_refused_message);
     tcase_add_test(tc, connect_timeout);
+    tcase_add_test(tc, recv_into_caller_buffer);
+    tcase_add_test(tc, recv_into_eof);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -306,3 +306,76 @@ void cli_timeouts_apply(const struct cli_timeouts *t, tether_conn_opts *co)
         co->write_min_rate = 0;
     }
 }
+
+/* ---- server limits ------------------------------------------------------- */
+
+bool cli_parse_bytes(const char *s, size_t *out)
+{
+    char num[32];
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof num) {
+        return false;
+    }
+    unsigned shift = 0;
+    switch (s[n - 1]) {
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        break;
+    }
+    memcpy(num, s, n + 1);
+    if (shift != 0) {
+        num[n - 1] = '\0';
+    }
+    size_t v;
+    if (!cli_parse_size(num, &v) || v > (SIZE_MAX >> shift)) {
+        return false;
+    }
+    *out = v << shift;
+    return true;
+}
+
+enum cli_result cli_limits_option(int ch, const char *arg, struct cli_limits *lim)
+{
+    switch (ch) {
+    case CLI_OPT_MAX_CONNS:
+        if (!cli_parse_size(arg, &lim->max_conns)) {
+            return cli_bad_value("max-conns", arg, "a number of connections, 0 for no limit");
+        }
+        lim->max_conns_set = true;
+        return CLI_HANDLED;
+    case CLI_OPT_MEM_LIMIT:
+        if (!cli_parse_bytes(arg, &lim->mem_limit)) {
+            return cli_bad_value("mem-limit", arg, "bytes with an optional K, M or G suffix");
+        }
+        lim->mem_limit_set = true;
+        return CLI_HANDLED;
+    default:
+        return CLI_NOT_MINE;
+    }
+}
+
+bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_listen_opts *lo)
+{
+    if (lim->max_conns_set) {
+        lo->max_conns = lim->max_conns;
+    }
+    if (lim->mem_limit_set) {
+        int rv = tether_loop_set_mem_limit(loop, lim->mem_limit);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: --mem-limit: %s\n", tether_strerror(rv));
+            return false;
+        }
+    }
+    return true;
+}

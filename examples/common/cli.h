@@ -5,6 +5,9 @@
  * --frame-min-rate, --write-timeout, --write-min-rate), number parsing,
  * and one-line errors that speak of flags, not of tether's structs.
  *
+ * Server examples also take the limit flags (--max-conns, --mem-limit),
+ * declared in a block of their own at the end.
+ *
  * Not part of tether: a program of your own would have its own versions.
  * Each example keeps its own getopt_long() table and usage text and adds
  * these flags to them with the CLI_* macros. */
@@ -139,7 +142,7 @@ bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_cli
 
 /* getopt_long() codes of these flags. */
 enum {
-    CLI_OPT_IDLE_TIMEOUT = 1100,
+    CLI_OPT_IDLE_TIMEOUT = 1200,
     CLI_OPT_FRAME_TIMEOUT,
     CLI_OPT_FRAME_MIN_RATE,
     CLI_OPT_WRITE_TIMEOUT,
@@ -190,5 +193,44 @@ enum cli_result cli_timeouts_option(int ch, const char *arg, struct cli_timeouts
 
 /* Copies the flags given into the options of accepted connections. */
 void cli_timeouts_apply(const struct cli_timeouts *t, tether_conn_opts *co);
+
+/* ---- server limits: --max-conns and --mem-limit ------------------------ */
+
+/* getopt_long() codes of the limit flags (a block of their own). */
+enum {
+    CLI_OPT_MAX_CONNS = 1100,
+    CLI_OPT_MEM_LIMIT
+};
+
+#define CLI_LONGOPTS_LIMITS                                                                        \
+    {"max-conns", required_argument, NULL, CLI_OPT_MAX_CONNS},                                     \
+    {                                                                                              \
+        "mem-limit", required_argument, NULL, CLI_OPT_MEM_LIMIT                                    \
+    }
+#define CLI_USAGE_LIMITS                                                                           \
+    "  --max-conns N     most clients connected at once; more are closed at once\n"                \
+    "                    (default 16384, 0 for no limit)\n"                                        \
+    "  --mem-limit SIZE  memory for queued input and output of all clients, e.g.\n"                \
+    "                    256M; past it the clients holding most are slowed down\n"                 \
+    "                    (K, M, G suffixes; default 1G, 0 for no limit)\n"
+
+/* The limit flags as given. */
+struct cli_limits {
+    size_t max_conns;
+    bool max_conns_set;
+    size_t mem_limit;
+    bool mem_limit_set;
+};
+
+/* A size in bytes with an optional K, M or G suffix (powers of 1024). */
+bool cli_parse_bytes(const char *s, size_t *out);
+
+/* Handles a limit flag: CLI_HANDLED, CLI_EXIT_ERROR after a bad value
+ * (reported), or CLI_NOT_MINE for other codes. */
+enum cli_result cli_limits_option(int ch, const char *arg, struct cli_limits *lim);
+
+/* Applies the flags given: max_conns to the listener options, the memory
+ * limit to the loop. Prints an error and returns false on failure. */
+bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_listen_opts *lo);
 
 #endif

@@ -48,6 +48,45 @@
  * `on_message` callback delivers whole messages, in order, however TCP cut
  * the stream. The framing (see the framing group) is chosen per connection.
  *
+ * **Backpressure.** Every connection has a send queue: the bytes accepted
+ * by tether_conn_send() and not yet written to the socket, framing included
+ * (tether_conn_queued()). The rule, in one sentence: tether_conn_send()
+ * returns #TETHER_EAGAIN, and queues nothing, when the bytes already queued
+ * have reached tether_conn_opts::send_hwm at the moment of the call;
+ * otherwise it queues the whole message, even one that takes the queue past
+ * `send_hwm` (so the queue may exceed the mark by up to one message, and a
+ * message larger than `send_hwm` is accepted whenever the queue is below
+ * it). After a #TETHER_EAGAIN, `on_drain` runs once, when the queue has
+ * fallen to tether_conn_opts::send_lwm; a send from there always finds
+ * room. Nothing is dropped: a refused message is the caller's to keep.
+ *
+ * A relay that forwards what one connection receives to another holds the
+ * one refused message and stops reading until `on_drain`:
+ * @code
+ * struct relay { tether_conn *in, *out; uint8_t *held; size_t held_len; };
+ *
+ * static void in_on_message(tether_conn *in, const uint8_t *data, size_t len, void *ud)
+ * {
+ *     struct relay *r = ud;
+ *     if (tether_conn_send(r->out, data, len) == TETHER_EAGAIN) {
+ *         r->held = malloc(len);              // data is borrowed: copy it
+ *         memcpy(r->held, data, len);
+ *         r->held_len = len;
+ *         tether_conn_pause(in);              // no more messages until on_drain
+ *     }
+ * }
+ *
+ * static void out_on_drain(tether_conn *out, void *ud)  // the queue is at send_lwm
+ * {
+ *     struct relay *r = ud;
+ *     if (r->held != NULL && tether_conn_send(out, r->held, r->held_len) == TETHER_OK) {
+ *         free(r->held);
+ *         r->held = NULL;
+ *         tether_conn_resume(r->in);          // order kept: the held one went first
+ *     }
+ * }
+ * @endcode
+ *
  * **Lifecycle and callbacks.** A connection from tether_conn_dial() reports
  * its outcome once through `on_connect`. Every connection handle, dialled or
  * accepted, ends with exactly one `on_close` call that carries the reason;
@@ -264,6 +303,10 @@ typedef void (*tether_msg_cb)(tether_conn *c, const uint8_t *data, size_t len, v
 /**
  * @brief Fires when the send queue falls to the low-water mark after
  *        tether_conn_send() returned #TETHER_EAGAIN.
+ *
+ * Once per refusal: the next tether_conn_send() finds room (the queue is
+ * at tether_conn_opts::send_lwm, below `send_hwm`). See "Backpressure" in
+ * the connection group for an example.
  * @param[in] c  The connection.
  * @param[in] ud The connection's user data.
  */
@@ -355,7 +398,9 @@ typedef enum tether_family {
  */
 typedef struct tether_conn_opts {
     size_t size;                  /**< Set by tether_conn_opts_init(); do not change. */
-    void *userdata;               /**< Passed to every callback; see tether_conn_set_userdata(). */
+    void *userdata;               /**< Passed to every callback of the connection; see
+                                       tether_conn_set_userdata() and, for accepted
+                                       connections, tether_listen_opts::userdata. */
     tether_connect_cb on_connect; /**< Dial outcome (dialled connections only); may be NULL. */
     tether_msg_cb on_message;     /**< Whole messages; may be NULL to discard them. */
     tether_drain_cb on_drain;     /**< Send queue drained below the low-water mark; may be NULL. */
@@ -366,8 +411,10 @@ typedef struct tether_conn_opts {
                                       connection that uses it. */
     size_t max_msg;              /**< Largest message accepted or sent; default 16 MiB
                                       (for lines: the longest line). At most 1 GiB. */
-    size_t send_hwm;             /**< High-water mark on queued bytes: above it
-                                      tether_conn_send() returns #TETHER_EAGAIN. Default 1 MiB. */
+    size_t send_hwm;             /**< High-water mark on queued bytes: once the
+                                      queue has reached it, tether_conn_send() returns
+                                      #TETHER_EAGAIN; below it a message is queued whole.
+                                      Default 1 MiB. See "Backpressure" in the group. */
     size_t send_lwm;             /**< Low-water mark: `on_drain` fires when the queue
                                       falls to it. Default a quarter of send_hwm. */
     bool nodelay;                /**< TCP_NODELAY (disable Nagle); default true. */
@@ -500,15 +547,33 @@ TETHER_API void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
  * Initialise with tether_listen_opts_init().
  */
 typedef struct tether_listen_opts {
-    size_t size;                       /**< Set by tether_listen_opts_init(); do not change. */
-    tether_accept_cb on_accept;        /**< Called for every accepted connection; may be NULL. */
-    void *userdata;                    /**< Passed to `on_accept`. */
+    size_t size;                /**< Set by tether_listen_opts_init(); do not change. */
+    tether_accept_cb on_accept; /**< Called for every accepted connection; may be NULL. */
+    /** The listener's own user data, passed to `on_accept` and `on_error`.
+     *
+     *  Two pointers are in play on a server, and they differ: this one
+     *  belongs to the listener, while each accepted connection starts
+     *  with `conn_opts->userdata` (tether_conn_opts::userdata, the same
+     *  value for every connection of this listener), which its
+     *  `on_message`, `on_drain` and `on_close` receive. To give each
+     *  connection its own state, call tether_conn_set_userdata() in
+     *  `on_accept`, before any other callback of that connection runs. */
+    void *userdata;
     const tether_conn_opts *conn_opts; /**< Options for accepted connections (copied);
                                             NULL for defaults. `on_connect` is not used. */
     int backlog;    /**< listen() backlog; default 1024 (capped by the system). */
     bool reuseport; /**< SO_REUSEPORT, to spread accepts over several loops. */
     tether_listener_error_cb on_error; /**< Accept-side problems; may be NULL. */
+    size_t max_conns;                  /**< Most accepted connections alive at once (handshaking
+                                            included); beyond it a new client is accepted and
+                                            closed at once, counted in
+                                            tether_listener_stats::rejected and reported through
+                                            `on_error` (#TETHER_EAGAIN) once per episode.
+                                            Default #TETHER_MAX_CONNS_DEFAULT; 0 for no limit. */
 } tether_listen_opts;
+
+/** The default of tether_listen_opts::max_conns. */
+#define TETHER_MAX_CONNS_DEFAULT 16384u
 
 /**
  * @brief Fills @p opts with defaults; used through tether_listen_opts_init().
@@ -568,8 +633,10 @@ TETHER_API int tether_conn_dial(tether_conn **out, tether_loop *loop, const char
  * @param[in] len  Its length.
  * @retval TETHER_OK       Queued; it will be sent unless the connection fails
  *                         or is aborted (`on_close` then says why).
- * @retval TETHER_EAGAIN   The queue is above the high-water mark; nothing was
- *                         queued. Wait for `on_drain`.
+ * @retval TETHER_EAGAIN   The bytes already queued have reached
+ *                         tether_conn_opts::send_hwm; nothing was queued.
+ *                         Keep the message and send it again from `on_drain`
+ *                         (see "Backpressure" in the group description).
  * @retval TETHER_EMSGSIZE @p len is above tether_conn_opts::max_msg.
  * @retval TETHER_EINVAL   NULL arguments, or the framing cannot carry the
  *                         message (a line containing its delimiter).
@@ -801,6 +868,142 @@ TETHER_API int tether_listener_port(const tether_listener *l);
  *         valid until tether_listener_close().
  */
 TETHER_API const char *tether_listener_url(const tether_listener *l);
+
+/**
+ * @brief Lets tether_loop_run() return while the listener is open.
+ *
+ * For a listener that serves alongside other work and must not keep the
+ * program running by itself (see the handle model in @ref loop). Accepting
+ * goes on whenever the loop runs. Idempotent. Loop thread only.
+ * @param[in] l The listener; NULL is ignored.
+ */
+TETHER_API void tether_listener_unref(tether_listener *l);
+
+/**
+ * @brief Undoes tether_listener_unref(): an open listener keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] l The listener; NULL is ignored.
+ */
+TETHER_API void tether_listener_ref(tether_listener *l);
+
+/**
+ * @brief Counters of a listener, filled by tether_listener_get_stats().
+ */
+typedef struct tether_listener_stats {
+    size_t size;       /**< Set by the getter macro; do not change. */
+    uint64_t accepted; /**< Connections accepted and handed to the library. */
+    uint64_t rejected; /**< Connections accepted and closed at once because
+                            tether_listen_opts::max_conns were alive. */
+    size_t active;     /**< Accepted connections alive now (handshaking included). */
+} tether_listener_stats;
+
+/**
+ * @brief Fills a #tether_listener_stats; used through tether_listener_get_stats().
+ * @param[in]  l    The listener.
+ * @param[out] st   Receives the counters.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ */
+TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_listener_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads a listener's counters (accepted, rejected, active).
+ * @param l  The listener.
+ * @param st Pointer to a #tether_listener_stats.
+ */
+#define tether_listener_get_stats(l, st) tether_listener_get_stats_sized((l), (st), sizeof(*(st)))
+
+/**
+ * @name Memory budget
+ *
+ * Every loop keeps account of the memory its connections hold for their
+ * peers: the buffers of incomplete input frames (and of frames held back
+ * while reading is paused) and the queued output. The worst case of one
+ * connection is
+ *
+ *     send_hwm + 2 x max_msg + framing (a few bytes)
+ *
+ * A send is accepted while less than `send_hwm` is queued, so one more
+ * message of up to `max_msg` can be queued on top; the input buffer of a
+ * frame grows with what has arrived (at most twice that, never beyond the
+ * frame's size), so it reaches `max_msg` only for a frame that has almost
+ * all arrived. With the defaults (1 MiB, 16 MiB) that is about 33 MiB. TLS
+ * adds OpenSSL's own state (about 15 KiB on an idle connection, more while
+ * records are in flight), and an application that keeps copies of
+ * messages adds its own. A header that announces a large message reserves
+ * nothing.
+ *
+ * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a
+ * connection that holds more than its share (the limit divided by the
+ * connections on the loop, and at least 64 KiB) stops being read, and
+ * tether_conn_send() on it returns #TETHER_EAGAIN. Connections holding
+ * less carry on. When the total falls to three quarters of the limit,
+ * reading resumes and `on_drain` runs on every connection whose send was
+ * refused. Usage can overshoot the limit by what one read or one send adds.
+ * Held-back connections wait for memory to be freed by others (replies
+ * written, frames completed, connections closed); timeouts decide how long
+ * a stuck peer may keep its share. Size the limit for the large messages
+ * expected at once: when every connection that holds memory is held back
+ * (say, more concurrent uploads of `max_msg` than the limit holds), none
+ * progresses until memory is freed, the limit is raised or a timeout
+ * closes one. No connection is let past the limit to break such a tie,
+ * because a peer that does not read its replies would turn that into
+ * memory the budget cannot reclaim.
+ * @{
+ */
+
+/** The default per-loop memory budget: 1 GiB. */
+#define TETHER_MEM_LIMIT_DEFAULT ((size_t)1 << 30)
+
+/**
+ * @brief Sets the loop's memory budget for connection buffers.
+ * @param[in] loop  The loop.
+ * @param[in] bytes The limit in bytes; 0 for none. Applies at once, also to
+ *                  connections that exist already.
+ * @retval TETHER_OK     Set.
+ * @retval TETHER_EINVAL @p loop is NULL.
+ * @retval TETHER_ENOMEM Out of memory.
+ *
+ * Call from the loop's thread.
+ */
+TETHER_API int tether_loop_set_mem_limit(tether_loop *loop, size_t bytes);
+
+/**
+ * @brief Memory held by a loop's connections, filled by tether_loop_get_mem_stats().
+ */
+typedef struct tether_mem_stats {
+    size_t size;         /**< Set by the getter macro; do not change. */
+    size_t limit;        /**< The budget; 0 for none. */
+    size_t input_bytes;  /**< Capacity of the input buffers (incomplete or held-back frames). */
+    size_t output_bytes; /**< Bytes queued for sending, framing included. */
+    size_t conns;        /**< Connections on the loop. */
+    bool over;           /**< Past the limit and not yet back to the low-water mark. */
+    uint64_t pauses;     /**< Times a connection stopped being read because of the budget. */
+    uint64_t refusals;   /**< Sends refused with #TETHER_EAGAIN because of the budget. */
+} tether_mem_stats;
+
+/**
+ * @brief Fills a #tether_mem_stats; used through tether_loop_get_mem_stats().
+ * @param[in]  loop The loop.
+ * @param[out] st   Receives the figures.
+ * @param[in]  size `sizeof *st` as the caller's header defines it.
+ * @retval TETHER_OK     Filled.
+ * @retval TETHER_EINVAL A NULL argument or a @p size too small.
+ * @retval TETHER_ENOMEM Out of memory.
+ */
+TETHER_API int tether_loop_get_mem_stats_sized(tether_loop *loop, tether_mem_stats *st,
+                                               size_t size);
+
+/**
+ * @brief Reads the memory a loop's connections hold and the budget's counters.
+ * @param l  The loop.
+ * @param st Pointer to a #tether_mem_stats.
+ */
+#define tether_loop_get_mem_stats(l, st) tether_loop_get_mem_stats_sized((l), (st), sizeof(*(st)))
+
+/** @} */
 
 #ifdef __cplusplus
 }

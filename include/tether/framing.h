@@ -137,6 +137,19 @@ TETHER_API const tether_framer *tether_framer_len32(void);
  */
 TETHER_API const tether_framer *tether_framer_varint(void);
 
+/**
+ * @brief Returns the built-in line framer with the default delimiter "\n".
+ *
+ * The framer behind #TETHER_FRAMING_LINE when tether_conn_opts::line_delim
+ * is NULL: each message is one line, the delimiter is not part of it, a
+ * payload that contains a newline is refused by its encoder
+ * (#TETHER_EINVAL), and the longest line accepted is the `max_msg` the
+ * decoder is given. Useful as the inner framer of a custom one. For another
+ * delimiter, use #TETHER_FRAMING_LINE with tether_conn_opts::line_delim.
+ * @return A static framer; never NULL.
+ */
+TETHER_API const tether_framer *tether_framer_line(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,9 +14,28 @@
  * **Threading model.** A loop and everything on it belong to one thread: call
  * loop, timer, connection and listener functions only from the thread that
  * runs the loop (or, before it runs, the thread that created it). The only
- * functions that may be called from any thread are tether_loop_post() and
- * tether_loop_wakeup(); use tether_loop_post() to hand work to a loop from
- * another thread. For many connections on many cores, run one loop per thread.
+ * functions that may be called from any thread are tether_loop_post(),
+ * tether_loop_wakeup(), tether_loop_ref() and tether_loop_unref(); use
+ * tether_loop_post() to hand work to a loop from another thread. Only
+ * tether_loop_wakeup() may be called from a signal handler. For many
+ * connections on many cores, run one loop per thread.
+ *
+ * **Handles.** Timers, fd watchers (#tether_io), signal watchers
+ * (#tether_signal), hooks (#tether_hook) and listeners are *handles*: objects
+ * registered on a loop until freed (or closed). A handle is *active* while
+ * started (a listener from creation to close). tether_loop_run() keeps
+ * running while an active handle is *referenced* (the default); unref it
+ * (tether_timer_unref(), tether_io_unref(), ...) to let the loop return
+ * while it is still active, as with libuv's uv_unref(). Connections and
+ * reconnecting clients keep the loop alive while open. tether_loop_walk()
+ * visits every registered handle, and tether_loop_close_all() frees or
+ * closes them at shutdown.
+ *
+ * **Embedding.** Another event loop (libuv, GLib, libevent, a hand-written
+ * poll loop) can drive a tether loop: watch tether_loop_backend_fd() for
+ * readability, wait at most tether_loop_backend_timeout() milliseconds, and
+ * call tether_loop_run_once() with a timeout of 0 whenever either fires.
+ * See examples/embed_libuv.c.
  * @{
  */
 #ifndef TETHER_LOOP_H
@@ -44,6 +63,31 @@ typedef struct tether_timer tether_timer;
  * @param[in] ud The user data given to tether_timer_start().
  */
 typedef void (*tether_timer_cb)(tether_timer *t, void *ud);
+
+/**
+ * @brief The kinds of handle that tether_loop_walk() reports.
+ *
+ * The `handle` pointer given to the walk callback points to the object of
+ * that type: cast it to the type named here.
+ */
+typedef enum tether_handle_type {
+    TETHER_HANDLE_TIMER = 1,   /**< A #tether_timer; free with tether_timer_free(). */
+    TETHER_HANDLE_IO = 2,      /**< A #tether_io; free with tether_io_free(). */
+    TETHER_HANDLE_SIGNAL = 3,  /**< A #tether_signal; free with tether_signal_free(). */
+    TETHER_HANDLE_HOOK = 4,    /**< A #tether_hook; free with tether_hook_free(). */
+    TETHER_HANDLE_LISTENER = 5 /**< A #tether_listener; close with tether_listener_close(). */
+} tether_handle_type;
+
+/**
+ * @brief Callback of tether_loop_walk(), once per registered handle.
+ * @param[in] loop   The loop being walked.
+ * @param[in] type   What the handle is.
+ * @param[in] handle The handle, a pointer to the object named by @p type. It
+ *                   may be freed or closed inside the callback, and so may
+ *                   any other handle.
+ * @param[in] ud     The user data given to tether_loop_walk().
+ */
+typedef void (*tether_walk_cb)(tether_loop *loop, tether_handle_type type, void *handle, void *ud);
 
 /**
  * @brief Callback posted to a loop with tether_loop_post().
@@ -112,20 +156,35 @@ TETHER_API int tether_loop_new(tether_loop **out, const tether_loop_opts *opts);
 /**
  * @brief Frees a loop that has no live handles left.
  *
- * Close every connection and listener and free every timer first, then run
- * the loop until their close callbacks have fired (tether_loop_run() returns
- * once nothing is active).
+ * Close every connection and listener and free every timer and watcher
+ * first (tether_loop_close_all() does it for all but connections and
+ * clients), then run the loop until their close callbacks have fired
+ * (tether_loop_run() returns once nothing is active).
+ *
+ * A callback posted by another thread after tether_loop_run() returned
+ * (or while tether_loop_ref() holds the loop) also keeps the loop from
+ * being freed: it is owed exactly one run. tether_loop_free() then returns
+ * #TETHER_EBUSY and changes nothing; run the loop again (tether_loop_run()
+ * runs the queued callbacks and returns once nothing else is active) and
+ * call tether_loop_free() again. To free a loop safely while other threads
+ * may still post to it, have each of them hold a tether_loop_ref() until
+ * after its last tether_loop_post() call, so that tether_loop_run() does not
+ * return before they are done.
  * @param[in] loop The loop; NULL is accepted and ignored.
  * @retval TETHER_OK    The loop was freed.
- * @retval TETHER_EBUSY Handles, timers or posted callbacks remain; nothing was freed.
+ * @retval TETHER_EBUSY Called from inside the loop's own callback, or
+ *                      handles, deferred work, posted callbacks or
+ *                      tether_loop_ref() references remain; nothing was freed.
  */
 TETHER_API int tether_loop_free(tether_loop *loop);
 
 /**
  * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
  *
- * "Active" means: an open connection or listener, a running timer, or a
- * pending callback. A server that listens therefore runs until stopped.
+ * "Active" means: an open connection or listener, a started and
+ * referenced handle (timer, fd watcher, signal watcher, hook), a pending or
+ * posted callback, or a tether_loop_ref() reference. A server that listens
+ * therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
  * @retval TETHER_EINVAL @p loop is NULL.
@@ -135,6 +194,17 @@ TETHER_API int tether_loop_run(tether_loop *loop);
 
 /**
  * @brief Runs one iteration: expired timers, I/O, deferred callbacks.
+ *
+ * One iteration runs, in order: expired timers, posted callbacks, deferred
+ * work, idle hooks, prepare hooks, the flush of queued output; then it waits
+ * for I/O (never longer than the next timer, and not at all if work is
+ * pending or an idle hook is started), dispatches the ready fds (fd
+ * watchers, signals, connections), runs the check hooks, and finally runs
+ * the timers and work that became due meanwhile.
+ *
+ * An embedding loop calls this with @p timeout_ms 0 whenever
+ * tether_loop_backend_fd() is readable or tether_loop_backend_timeout()
+ * has passed.
  * @param[in] loop       The loop.
  * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
  *                       0 polls without waiting, a negative value waits until
@@ -159,6 +229,15 @@ TETHER_API void tether_loop_stop(tether_loop *loop);
  * **Thread-safe**: may be called from any thread, including from inside a
  * callback on the loop itself. Callbacks posted from one thread run in the
  * order they were posted. The loop wakes up if it is waiting.
+ *
+ * **Not async-signal-safe**: it allocates and takes a mutex, so never call
+ * it from a signal handler; use tether_loop_wakeup() there, or watch the
+ * signal with #tether_signal.
+ *
+ * The caller must know that @p loop is not being freed meanwhile: a thread
+ * that posts to a loop it does not run should hold tether_loop_ref() from
+ * before its first post until after its last one.
+ *
  * If this returns #TETHER_OK the callback runs exactly once, never from
  * inside this call.
  * @param[in] loop The loop.
@@ -173,11 +252,112 @@ TETHER_API int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud);
 /**
  * @brief Wakes the loop if it is blocked waiting for events.
  *
- * **Thread-safe.** Cheap and coalescing: many wakeups before the loop runs
- * cost one iteration.
- * @param[in] loop The loop.
+ * **Thread-safe** and **async-signal-safe**: it does one atomic exchange
+ * and at most one write(2) to an eventfd, takes no lock, allocates nothing
+ * and leaves `errno` as it found it, so a signal handler may call it (the
+ * handler must still know that @p loop outlives it). Cheap and coalescing:
+ * many wakeups before the loop runs cost one iteration. A wakeup makes
+ * tether_loop_backend_fd() readable and makes a blocked tether_loop_run()
+ * or tether_loop_run_once() go round once; by itself it runs no callback.
+ * @param[in] loop The loop; NULL is ignored.
  */
 TETHER_API void tether_loop_wakeup(tether_loop *loop);
+
+/**
+ * @brief Holds the loop alive: tether_loop_run() does not return for lack
+ *        of work while a reference is held.
+ *
+ * For loops that other threads post to: a producer thread takes a reference
+ * before it starts posting and drops it with tether_loop_unref() after its
+ * last post, so that the loop can neither return early nor be freed under
+ * it. References are counted. tether_loop_stop() still stops the loop.
+ *
+ * **Thread-safe** (not async-signal-safe).
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_ref(tether_loop *loop);
+
+/**
+ * @brief Drops a reference taken with tether_loop_ref().
+ *
+ * **Thread-safe.** Wakes the loop, so that a tether_loop_run() with nothing
+ * else left to do returns. Dropping more references than were taken is a
+ * programming error and is ignored.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_unref(tether_loop *loop);
+
+/**
+ * @brief Calls @p cb for every handle registered on the loop.
+ *
+ * Visits timers, fd watchers, signal watchers, hooks and listeners that
+ * have not been freed or closed, in the order they were created. The
+ * callback may free or close the visited handle or any other; a handle
+ * created during the walk is not visited. Connections and reconnecting
+ * clients are not visited: close them yourself (tether_conn_close(),
+ * tether_client_close()).
+ *
+ * Loop thread only.
+ * @param[in] loop The loop.
+ * @param[in] cb   Called once per handle.
+ * @param[in] ud   Passed to @p cb.
+ * @retval TETHER_OK     Every handle was visited.
+ * @retval TETHER_EINVAL @p loop or @p cb is NULL.
+ */
+TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
+
+/**
+ * @brief Frees every timer, fd watcher, signal watcher and hook and closes
+ *        every listener still on the loop.
+ *
+ * For shutdown: afterwards run the loop until it returns (listener frees
+ * and the close callbacks of connections run there) and free it. The
+ * application's own pointers to the freed handles become dangling. Loop
+ * thread only; safe inside a callback of the loop.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_close_all(tether_loop *loop);
+
+/**
+ * @brief The name of a handle type ("timer", "io", "signal", "hook",
+ *        "listener"), for logs.
+ * @param[in] type The type.
+ * @return A static string; "unknown" for a value that is not a type.
+ */
+TETHER_API const char *tether_handle_type_name(tether_handle_type type);
+
+/**
+ * @brief The loop's epoll descriptor, for embedding in another event loop.
+ *
+ * It is readable whenever tether_loop_run_once() has something to do:
+ * an fd event, a wakeup, a posted callback, or work queued from outside an
+ * iteration (a send, a close, a started hook or a timer armed from a
+ * foreign loop's callback wakes the loop's eventfd, which the epoll set
+ * watches). Work that becomes due with time is covered by
+ * tether_loop_backend_timeout(). Watch it for readability only; never read
+ * from it, write to it or close it. Valid until tether_loop_free().
+ *
+ * Asking for it marks the loop as embedded: from then on, work queued from
+ * outside an iteration costs one eventfd write per iteration, which a loop
+ * run by tether_loop_run() alone does not need. Loop thread only.
+ * @param[in] loop The loop.
+ * @return The descriptor, or -1 if @p loop is NULL.
+ */
+TETHER_API int tether_loop_backend_fd(tether_loop *loop);
+
+/**
+ * @brief How long an embedding loop may wait before it must call
+ *        tether_loop_run_once() even if tether_loop_backend_fd() stays quiet.
+ *
+ * Call it after every tether_loop_run_once() and whenever the embedding
+ * loop is about to block (a libuv prepare handle, a GSource's prepare).
+ * @param[in] loop The loop.
+ * @return 0 if work is waiting (deferred or posted callbacks, queued
+ *         output, a started idle hook, an expired timer), otherwise the
+ *         milliseconds until the next timer, or -1 if no timer is armed (and
+ *         -1 for a NULL @p loop).
+ */
+TETHER_API int tether_loop_backend_timeout(const tether_loop *loop);
 
 /**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
@@ -188,6 +368,29 @@ TETHER_API void tether_loop_wakeup(tether_loop *loop);
  * @return Milliseconds since an arbitrary fixed point.
  */
 TETHER_API uint64_t tether_loop_now(const tether_loop *loop);
+
+/**
+ * @brief The loop's cached time in microseconds on the monotonic clock.
+ *
+ * The same instant as tether_loop_now() (which is this value divided by
+ * 1000), at microsecond resolution: cheap, and constant during one
+ * iteration's callbacks. For a fresh reading call tether_loop_update_time()
+ * first.
+ * @param[in] loop The loop.
+ * @return Microseconds since the same fixed point as tether_loop_now(), or
+ *         0 if @p loop is NULL.
+ */
+TETHER_API uint64_t tether_loop_now_us(const tether_loop *loop);
+
+/**
+ * @brief Reads the monotonic clock into the loop's cached time.
+ *
+ * For a callback that ran long and wants tether_loop_now() and
+ * tether_loop_now_us() to be current. Timers started afterwards count from
+ * the new time. Loop thread only.
+ * @param[in] loop The loop; NULL is ignored.
+ */
+TETHER_API void tether_loop_update_time(tether_loop *loop);
 
 /**
  * @brief Creates a stopped timer on a loop.
@@ -234,6 +437,29 @@ TETHER_API bool tether_timer_active(const tether_timer *t);
  * @param[in] t The timer; NULL is ignored.
  */
 TETHER_API void tether_timer_free(tether_timer *t);
+
+/**
+ * @brief Lets tether_loop_run() return while this timer is still armed.
+ *
+ * For periodic housekeeping that must not keep a program alive. Idempotent;
+ * the timer still fires while the loop runs for other reasons.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_unref(tether_timer *t);
+
+/**
+ * @brief Undoes tether_timer_unref(): an armed timer keeps the loop running
+ *        again (the default). Idempotent.
+ * @param[in] t The timer; NULL is ignored.
+ */
+TETHER_API void tether_timer_ref(tether_timer *t);
+
+/**
+ * @brief Tells whether a timer keeps the loop alive when armed.
+ * @param[in] t The timer.
+ * @return false after tether_timer_unref() (or for NULL), true otherwise.
+ */
+TETHER_API bool tether_timer_has_ref(const tether_timer *t);
 
 #ifdef __cplusplus
 }

@@ -310,6 +310,44 @@ TETHER_API int tether_client_reconnect_now(tether_client *cl);
 TETHER_API void tether_client_close(tether_client *cl);
 
 /**
+ * @brief Stops delivering messages, on this connection and every later one.
+ *
+ * Receive-side flow control for a client, as tether_conn_pause() is for a
+ * connection: no `on_message` runs until tether_client_resume(). The
+ * current connection (or attempt) stops reading, so the kernel's buffers
+ * fill and TCP slows the server down, and every connection the client
+ * makes while paused starts paused, before it reads anything: a reconnect
+ * does not undo the pause. Sending is not affected. Idempotent; may be
+ * called from any of the client's callbacks (from `on_message`, no
+ * further message is delivered).
+ *
+ * As with tether_conn_pause(), a paused connection does not read, so it
+ * does not notice the server closing it (a reset is noticed once a write
+ * fails); the idle, frame and heartbeat timeouts rest while paused. Use
+ * pausing for short stretches, e.g. while a consumer catches up, not to
+ * park a client.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_pause(tether_client *cl);
+
+/**
+ * @brief Resumes delivering messages after tether_client_pause().
+ *
+ * The current connection resumes reading and delivers what arrived in the
+ * meantime, in order; later connections start unpaused. Idempotent.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_resume(tether_client *cl);
+
+/**
+ * @brief Whether the client is paused (tether_client_pause()).
+ * @param[in] cl The client.
+ * @return true between tether_client_pause() and tether_client_resume();
+ *         false for NULL.
+ */
+TETHER_API bool tether_client_is_paused(const tether_client *cl);
+
+/**
  * @brief The client's current state.
  * @param[in] cl The client.
  * @return The state last reported through `on_state` (0 before the first).
@@ -321,7 +359,9 @@ TETHER_API tether_client_state tether_client_get_state(const tether_client *cl);
  *
  * For reading its details (tether_conn_peer(), tether_conn_tls_info(),
  * tether_conn_get_stats()); sending through it directly bypasses the
- * client's guarantees, and closing it makes the client reconnect.
+ * client's guarantees, and closing it makes the client reconnect. Pause
+ * with tether_client_pause(), not tether_conn_pause() on this connection:
+ * the next connection would not be paused.
  * @param[in] cl The client.
  * @return The connection of the attempt in progress (from just after the
  *         #TETHER_CLIENT_CONNECTING report) or the established connection;

@@ -81,6 +81,13 @@ TETHER_API int tether_sync_connect(tether_sync **out, const char *url, const tet
  *
  * On #TETHER_ETIMEDOUT the message stays queued in full and is sent by later
  * calls; it is never cut short on the wire.
+ *
+ * **Pipelining.** The timeout covers queueing and writing to the socket
+ * (the kernel's buffer), never the peer's answer, so requests pipeline:
+ * `send(a, 1000); send(b, 1000); recv(&ra, 5000); recv(&rb, 5000)` returns
+ * from each send as soon as its bytes are written, whether or not the peer
+ * has read them, and a send that timed out must not be repeated, because
+ * its message is still queued and goes out, in order, before the next one.
  * @param[in] s          The connection.
  * @param[in] data       The message.
  * @param[in] len        Its length.
@@ -94,6 +101,9 @@ TETHER_API int tether_sync_send(tether_sync *s, const void *data, size_t len, in
 
 /**
  * @brief Receives the next message, waiting at most @p timeout_ms.
+ *
+ * The payload is allocated for the caller; tether_sync_recv_into() receives
+ * into a buffer of the caller's instead.
  * @param[in]  s          The connection.
  * @param[out] out_msg    Receives the message; free it with tether_msg_free().
  * @param[in]  timeout_ms How long to wait.
@@ -103,6 +113,39 @@ TETHER_API int tether_sync_send(tether_sync *s, const void *data, size_t len, in
  * @return Or the error that closed the connection.
  */
 TETHER_API int tether_sync_recv(tether_sync *s, tether_msg *out_msg, int timeout_ms);
+
+/**
+ * @brief Receives the next message into the caller's buffer.
+ *
+ * Like tether_sync_recv() without an allocation. A message that does not
+ * fit is not lost: it stays first in line, @p out_len says how large it is,
+ * and a later call with a buffer that large returns it.
+ * @code
+ * uint8_t small[64];
+ * size_t n;
+ * int rv = tether_sync_recv_into(s, small, sizeof small, &n, 5000);
+ * if (rv == TETHER_EMSGSIZE) {          // n is the size of the waiting message
+ *     uint8_t *big = malloc(n);
+ *     rv = tether_sync_recv_into(s, big, n, &n, 0);   // the same message
+ * }
+ * @endcode
+ * @param[in]  s          The connection.
+ * @param[out] buf        Receives the payload; may be NULL when @p cap is 0.
+ * @param[in]  cap        Size of @p buf in bytes.
+ * @param[out] out_len    The payload's length; with #TETHER_EMSGSIZE, the
+ *                        size @p buf needs. 0 on the other errors.
+ * @param[in]  timeout_ms How long to wait for a message.
+ * @retval TETHER_OK        A message of *@p out_len bytes is in @p buf.
+ * @retval TETHER_EMSGSIZE  The next message is larger than @p cap; nothing
+ *                          was consumed and @p buf is unchanged.
+ * @retval TETHER_ETIMEDOUT None arrived in time (the connection stays usable).
+ * @retval TETHER_EOF       The peer closed the connection; no more messages.
+ * @retval TETHER_EINVAL    @p s or @p out_len is NULL, or @p buf is NULL
+ *                          with @p cap > 0.
+ * @return Or the error that closed the connection.
+ */
+TETHER_API int tether_sync_recv_into(tether_sync *s, void *buf, size_t cap, size_t *out_len,
+                                     int timeout_ms);
 
 /**
  * @brief Frees a message's payload and clears the record. NULL is ignored.

@@ -15,6 +15,7 @@
 #include <tether/sync.h>
 #include <tether/tls.h>
 #include <tether/version.h>
+#include <tether/watch.h>
 
 /**
  * @defgroup dns DNS and connecting
@@ -50,23 +51,5 @@
  * and of tether_conn_dial(). Threading: the resolver belongs to its loop and
  * runs on the loop's thread, like every callback of the dial.
  */
-
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-/**
- * @ingroup version
- * @brief The library's version at run time, e.g. "0.1.0".
- *
- * Compare with #TETHER_VERSION_STRING to detect a header/library mismatch.
- * Thread-safe.
- * @return A static string.
- */
-TETHER_API const char *tether_version(void);
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* TETHER_TETHER_H */

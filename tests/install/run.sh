@@ -82,6 +82,19 @@ printf '   %s, %s public symbols\n' "$soname" \
 warn=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 read -r -a cflags <<<"$(pkg-config --cflags tether)"
 
+step "each public header compiles on its own"
+# A declaration that lives in another header than the one that documents it
+# (tether_version() once did) fails here as an implicit declaration.
+for h in "$prefix"/include/tether/*.h; do
+    printf '#include <tether/%s>\nint main(void) { return 0; }\n' "${h##*/}" >"$tmp/hdr.c"
+    "$cc" "${warn[@]}" "${cflags[@]}" -fsyntax-only "$tmp/hdr.c" || fail "tether/${h##*/} does not compile alone"
+done
+printf '#include <tether/version.h>\n#include <tether/framing.h>\nint main(void) { return tether_version() == 0 || tether_framer_line() == 0; }\n' >"$tmp/alone.c"
+"$cc" "${warn[@]}" "${extra_flags[@]}" "${cflags[@]}" "$tmp/alone.c" -o "$tmp/alone" \
+    "-L$libdir" -ltether "-Wl,-rpath,$libdir" ||
+    fail "tether_version() / tether_framer_line() are not declared in version.h / framing.h"
+"$tmp/alone" || fail "tether_version() or tether_framer_line() returned NULL"
+
 step "(a) pkg-config, shared"
 read -r -a libs <<<"$(pkg-config --libs tether)"
 "$cc" "${warn[@]}" "${extra_flags[@]}" "${cflags[@]}" "$src/tests/install/consumer.c" \
@@ -196,6 +209,60 @@ for f in README.md LICENSE CHANGELOG.md; do
     cmp -s "$src/$f" "$prefix/share/doc/tether/$f" || fail "share/doc/tether/$f is not installed"
 done
 printf '   share/doc/tether: README.md LICENSE CHANGELOG.md\n'
+
+# Builds the consumer in mode $1 into $tmp/$2 with extra cmake arguments;
+# the log goes to $tmp/$2.log. Returns cmake's status.
+consumer_build() {
+    local mode=$1 dir=$2
+    shift 2
+    {
+        cmake -S "$src/tests/install" -B "$tmp/$dir" -DCMAKE_PREFIX_PATH="$prefix" \
+            -DTETHER_CONSUMER_MODE="$mode" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Release \
+            -DCMAKE_C_FLAGS="-Wall -Wextra -Wpedantic -Werror $flags" \
+            -DCMAKE_EXE_LINKER_FLAGS="$flags" "$@" &&
+            cmake --build "$tmp/$dir"
+    } >"$tmp/$dir.log" 2>&1
+}
+
+step "(e) find_package(tether) where OpenSSL and c-ares development files are hidden"
+# A machine with only the runtime libraries: CMake's FindOpenSSL is shadowed
+# by one that finds nothing and leaves a mark when it runs, OPENSSL_ROOT_DIR
+# points nowhere, and pkg-config sees an empty directory instead of the
+# system's .pc files (so libcares.pc is invisible).
+mkdir -p "$tmp/hidden/modules" "$tmp/hidden/pkgconfig"
+cat >"$tmp/hidden/modules/FindOpenSSL.cmake" <<'CMAKE'
+file(APPEND "${CMAKE_BINARY_DIR}/openssl-looked-up" "FindOpenSSL ran\n")
+set(OpenSSL_FOUND FALSE)
+set(OPENSSL_FOUND FALSE)
+CMAKE
+hidden=(-DCMAKE_MODULE_PATH="$tmp/hidden/modules" -DOPENSSL_ROOT_DIR="$tmp/hidden/nowhere"
+    -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=OFF)
+export_hidden() { PKG_CONFIG_LIBDIR=$tmp/hidden/pkgconfig PKG_CONFIG_PATH= "$@"; }
+# The trick must really hide them: a static consumer fails, naming OpenSSL.
+if export_hidden consumer_build static hidden_static "${hidden[@]}"; then
+    cat "$tmp/hidden_static.log" >&2
+    fail "tether::tether_static configured although OpenSSL and c-ares are hidden"
+fi
+grep -q "tether::tether_static needs the development files of: OpenSSL 3" \
+    "$tmp/hidden_static.log" || {
+    cat "$tmp/hidden_static.log" >&2
+    fail "the static component's failure does not name OpenSSL"
+}
+grep -q "c-ares" "$tmp/hidden_static.log" || fail "the static component's failure does not name c-ares"
+printf '   COMPONENTS static: refused, naming OpenSSL 3 and c-ares\n'
+for mode in nodeps shared; do
+    if ! export_hidden consumer_build "$mode" "hidden_$mode" "${hidden[@]}"; then
+        cat "$tmp/hidden_$mode.log" >&2
+        fail "a shared-library consumer ($mode) needs OpenSSL or c-ares development files"
+    fi
+    readelf -d "$tmp/hidden_$mode/app" | grep -q "NEEDED.*\[$soname\]" ||
+        fail "hidden_$mode/app does not link $soname"
+    check_run "$tmp/hidden_$mode/app"
+done
+[[ ! -e $tmp/hidden_shared/openssl-looked-up ]] ||
+    fail "COMPONENTS shared still looked OpenSSL up"
+[[ -e $tmp/hidden_nodeps/openssl-looked-up ]] ||
+    fail "the hidden FindOpenSSL was not used, so the test proves nothing"
 
 if command -v c++ >/dev/null 2>&1; then
     step "public headers compile as C++"

@@ -358,6 +358,54 @@ run_server_error "--idle-timeout below twice --heartbeat" \
     "--idle-timeout (4000) must be at least twice --heartbeat (5000)" \
     --listen tcp://127.0.0.1:0 --heartbeat 5000 --idle-timeout 4000
 
+# ---- a plain client pointed at a TLS port -----------------------------------
+
+certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
+if start_server tlsport --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key"; then
+    expect_error "tcp:// to a TLS echo_server suggests tls://" \
+        "if it speaks TLS, dial tls://${server_url#tls://}" \
+        --connect "tcp://${server_url#tls://}" --count 1
+    stop_server "$server_pid" tlsport TERM 'handshake'
+fi
+if command -v openssl >/dev/null &&
+    th_start s_server '^ACCEPT ' openssl s_server -accept 127.0.0.1:0 -naccept 1 \
+        -cert "$certs/server.pem" -key "$certs/server.key"; then
+    port=${bg_line##*:}
+    expect_error "tcp:// to openssl s_server suggests tls://" \
+        "if it speaks TLS, dial tls://127.0.0.1:$port" \
+        --connect "tcp://127.0.0.1:$port" --count 1
+    kill "$bg_pid" 2>/dev/null || true
+    wait_exit "$bg_pid" 5
+fi
+
+# ---- --max-conns and --mem-limit -------------------------------------------
+
+if start_server limits --listen tcp://127.0.0.1:0 --max-conns 1 --mem-limit 64M; then
+    pid=$server_pid
+    port=${server_url##*:}
+    # One client holds the only place (its echo proves it was accepted).
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf '\x00\x00\x00\x01x' >&3
+    # All 5 bytes of the echo: unread input would make our close a reset.
+    timeout 10 head -c 5 <&3 >/dev/null || true
+    # The next is closed at once, and the server says why, once.
+    run_client client --connect "$server_url" --count 3
+    if [[ $client_status -eq 1 ]] && grep -qF 'closed' "$tmp/client.err"; then
+        pass "--max-conns 1: a second client is closed: $(cat "$tmp/client.err")"
+    else
+        fail "--max-conns 1: second client: status $client_status, $(cat "$tmp/client.err")"
+    fi
+    run_client client --connect "$server_url" --count 3
+    n=$(grep -c 'at the limit of 1 connections' "$tmp/limits.err" || true)
+    check "--max-conns 1: reported once for two rejected clients ($n)" test "$n" -eq 1
+    exec 3<&-
+    # The place is free again.
+    sleep 0.2
+    expect_ok "$server_url" 10 --size 100000
+    stop_server "$pid" limits TERM 'at the limit of 1 connections'
+fi
+
 # ---- shutdown with a connection open, and SIGINT ---------------------------
 
 if start_server idle --listen tcp://127.0.0.1:0; then

@@ -104,6 +104,13 @@ expect_err echo_server "error: --max-msg 2000000000 is above tether's limit of 1
     --listen tcp://127.0.0.1:0 --max-msg 2000000000
 expect_err echo_server "error: --framing: invalid value 'json' (expected len32, varint or line)" \
     --listen tcp://127.0.0.1:0 --framing json
+for prog in echo_server chat_server; do
+    expect_err "$prog" "error: --mem-limit: invalid value '12X' (expected bytes with an optional K, M or G suffix)" \
+        --listen tls://127.0.0.1:0 --mem-limit 12X
+    expect_err "$prog" "error: --max-conns: invalid value '-1' (expected a number of connections, 0 for no limit)" \
+        --listen tls://127.0.0.1:0 --max-conns -1
+    expect_err "$prog" "error: --mem-limit needs a value (see --help)" --mem-limit
+done
 
 # ---- clients -------------------------------------------------------------------------
 

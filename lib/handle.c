@@ -1,0 +1,151 @@
+/* The handle registry of a loop: every timer, fd watcher, signal watcher,
+ * hook and listener registers here while it lives. It decides which
+ * handles keep tether_loop_run() going (active and referenced), lets
+ * tether_loop_walk() and tether_loop_close_all() find them at shutdown, and
+ * holds the thread-safe keep-alive count of tether_loop_ref(). */
+#include "loop.h"
+
+void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
+                         void *obj, tether__handle_close_fn close)
+{
+    h->loop = loop;
+    h->obj = obj;
+    h->close = close;
+    h->type = type;
+    h->active = false;
+    h->unref = false;
+    h->closing = false;
+    tether__queue_insert_tail(&loop->handle_q, &h->node);
+    loop->handles++;
+}
+
+void tether__handle_start(struct tether__handle *h)
+{
+    if (h->active) {
+        return;
+    }
+    h->active = true;
+    if (!h->unref) {
+        h->loop->active++;
+    }
+}
+
+void tether__handle_stop(struct tether__handle *h)
+{
+    if (!h->active) {
+        return;
+    }
+    h->active = false;
+    if (!h->unref) {
+        h->loop->active--;
+    }
+}
+
+void tether__handle_ref(struct tether__handle *h)
+{
+    if (!h->unref) {
+        return;
+    }
+    h->unref = false;
+    if (h->active) {
+        h->loop->active++;
+    }
+}
+
+void tether__handle_unref(struct tether__handle *h)
+{
+    if (h->unref) {
+        return;
+    }
+    h->unref = true;
+    if (h->active) {
+        h->loop->active--;
+    }
+}
+
+void tether__handle_detach(struct tether__handle *h)
+{
+    tether__handle_stop(h);
+    h->closing = true;
+    tether__queue_remove(&h->node);
+}
+
+int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud)
+{
+    if (loop == NULL || cb == NULL) {
+        return TETHER_EINVAL;
+    }
+    /* Move the registry aside and put each handle back before its
+     * callback: a callback that frees any handle unlinks it from whichever
+     * list holds it, and handles it creates go to the real registry only,
+     * so they are not visited. */
+    struct tether__queue todo;
+    tether__queue_move(&loop->handle_q, &todo);
+    while (!tether__queue_empty(&todo)) {
+        struct tether__queue *q = todo.next;
+        tether__queue_remove(q);
+        tether__queue_insert_tail(&loop->handle_q, q);
+        struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
+        cb(loop, h->type, h->obj, ud);
+    }
+    return TETHER_OK;
+}
+
+void tether_loop_close_all(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    /* As in tether_loop_walk(); each handle brought its own close function
+     * (the loop knows nothing of listeners). */
+    struct tether__queue todo;
+    tether__queue_move(&loop->handle_q, &todo);
+    while (!tether__queue_empty(&todo)) {
+        struct tether__queue *q = todo.next;
+        tether__queue_remove(q);
+        tether__queue_insert_tail(&loop->handle_q, q);
+        struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
+        h->close(h->obj);
+    }
+}
+
+const char *tether_handle_type_name(tether_handle_type type)
+{
+    switch (type) {
+    case TETHER_HANDLE_TIMER:
+        return "timer";
+    case TETHER_HANDLE_IO:
+        return "io";
+    case TETHER_HANDLE_SIGNAL:
+        return "signal";
+    case TETHER_HANDLE_HOOK:
+        return "hook";
+    case TETHER_HANDLE_LISTENER:
+        return "listener";
+    }
+    return "unknown";
+}
+
+void tether_loop_ref(tether_loop *loop)
+{
+    if (loop != NULL) {
+        atomic_fetch_add(&loop->keepalive, 1);
+    }
+}
+
+void tether_loop_unref(tether_loop *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    /* Under the post lock, like tether_loop_post(): tether_loop_free()
+     * takes it too, so once the count is 0 and the loop thread frees the
+     * loop, no unref is still about to touch it. The wakeup makes a run
+     * with nothing else to do re-check and return. */
+    pthread_mutex_lock(&loop->post_mu);
+    size_t n = atomic_load(&loop->keepalive);
+    while (n > 0 && !atomic_compare_exchange_weak(&loop->keepalive, &n, n - 1)) {
+    }
+    tether_loop_wakeup(loop);
+    pthread_mutex_unlock(&loop->post_mu);
+}
