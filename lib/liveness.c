@@ -203,6 +203,13 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
     c->reason = reason;
     tether__conn_begin_close(c);
+    int wt = c->cfg->o.write_timeout_ms;
+    if (code == TETHER__GOAWAY_WRITE && c->state == TETHER__CS_CLOSING &&
+        (c->cfg->o.close_timeout_ms < 0 || wt < c->cfg->o.close_timeout_ms)) {
+        /* The peer has just shown it reads nothing for a whole window: a
+         * longer wait for it to take the close only holds its memory. */
+        tether__tnode_start(c->loop, &c->timer, (uint64_t)wt);
+    }
 }
 
 /* A GOAWAY from the peer: it is closing (tether sends no other kind yet).

@@ -131,12 +131,13 @@
  * tether_conn_close(). A plain len32 peer sees only the end of the stream,
  * and over TLS a proper close_notify rather than a truncation. A peer that
  * does not read (a write timeout) may take neither: close_timeout_ms
- * bounds the attempt, and `on_close` still reports the timeout that
- * started it, not "close timed out". On the other side, a tether
- * connection that receives GOAWAY closes at once with #TETHER_EOF ("the
- * peer closed the connection cleanly") and the detail `closed by peer: `
- * followed by the peer's text, e.g. `closed by peer: idle timeout (nothing
- * received for 4000 ms)`: the deadline was the peer's, not its own, so it
+ * (or write_timeout_ms, if shorter) bounds the attempt, and `on_close`
+ * still reports the timeout that started it, not "close timed out". On
+ * the other side, a tether connection that receives GOAWAY closes at once
+ * with #TETHER_EOF ("the peer closed the connection cleanly") and the
+ * detail `closed by peer: ` followed by the peer's text, e.g. `closed by
+ * peer: idle timeout (nothing received for 4000 ms)`: the deadline was the
+ * peer's, not its own, so it
  * is not reported as #TETHER_ETIMEDOUT.
  *
  * While reading is paused (tether_conn_pause()) silence is expected, so the
@@ -172,6 +173,11 @@
  *   every 10 s, 6 probes; `user_timeout_ms` to 120000 (TCP_USER_TIMEOUT):
  *   a peer that vanished (a half-open connection) is dropped by the kernel
  *   within about 2 minutes, idle or with data in flight.
+ *
+ * The memory budget (tether_loop_set_mem_limit()) stops reading from the
+ * heaviest connections without pausing them: their checks keep running,
+ * so under sustained overload a connection held back longer than its frame
+ * window is closed like a slow one, which frees its memory for the others.
  *
  * A peer that is alive but silent is not closed by default (set
  * `idle_timeout_ms` for that). Set a field to 0 to turn its server default
