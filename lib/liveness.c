@@ -75,15 +75,32 @@ uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms)
 {
     /* The slower side decides, so nobody pings more often than its peer
      * asked for; but a peer cannot switch our detection off: its value
-     * counts up to TETHER__HB_PEER_MAX_MS, and never beyond half our idle
-     * timeout (which conn_opts.c keeps at twice our own interval or more),
-     * so that our pings keep a quiet peer from being idled out. */
+     * counts up to twice our own interval (and TETHER__HB_PEER_MAX_MS),
+     * and never beyond half our idle timeout (which conn_opts.c keeps at
+     * twice our own interval or more), so that our pings keep a quiet peer
+     * from being idled out. live_hb_deadline() keeps the detection time
+     * our own. */
     uint32_t own = (uint32_t)o->heartbeat_ms;
-    uint32_t hb = TETHER__MAX(own, TETHER__MIN(peer_ms, TETHER__HB_PEER_MAX_MS));
+    uint64_t cap = TETHER__MIN(2u * (uint64_t)own, (uint64_t)TETHER__HB_PEER_MAX_MS);
+    uint32_t hb = (uint32_t)TETHER__MAX((uint64_t)own, TETHER__MIN((uint64_t)peer_ms, cap));
     if (o->idle_timeout_ms > 0) {
         hb = TETHER__MIN(hb, (uint32_t)o->idle_timeout_ms / 2);
     }
     return TETHER__MAX(hb, own);
+}
+
+/* When the peer stretched the interval beyond ours, silence for this long
+ * still closes: our own detection time, (misses + 1) x heartbeat_ms, as
+ * long as it leaves a live peer one interval plus ours to answer a ping.
+ * 0 when the interval is our own (the miss count decides). */
+static uint64_t live_hb_deadline(const tether_conn *c)
+{
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t own = (uint64_t)o->heartbeat_ms;
+    if (c->hb_ms <= own) {
+        return 0;
+    }
+    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1), (uint64_t)c->hb_ms + own);
 }
 
 static void ctrl_send_ping(tether_conn *c)
@@ -410,6 +427,10 @@ void tether__live_arm(tether_conn *c)
         if (c->hb_ms > 0) {
             uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
             next = TETHER__MIN(next, from + c->hb_ms);
+            uint64_t dl = live_hb_deadline(c);
+            if (dl > 0) {
+                next = TETHER__MIN(next, l->last_rx + dl);
+            }
         } else if (o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
                    !(c->flags & TETHER__CF_PEER_HELLO)) {
             next = TETHER__MIN(next, l->last_rx + (uint64_t)o->heartbeat_ms *
@@ -619,6 +640,16 @@ static void live_check(tether_conn *c)
     if (hb > 0) {
         if (l->last_rx >= l->last_ping) {
             l->unanswered = 0; /* anything received answers every ping before it */
+        }
+        uint64_t dl = live_hb_deadline(c);
+        if (dl > 0 && now - l->last_rx >= dl && l->unanswered > 0) {
+            char text[96];
+            snprintf(text, sizeof text, "heartbeat timeout (%u pings unanswered)", l->unanswered);
+            live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_HEARTBEAT, text,
+                       "heartbeat timeout: %u pings unanswered, nothing received for %llu ms "
+                       "(interval %u ms as the peer asked; heartbeat_ms %d)",
+                       l->unanswered, (unsigned long long)(now - l->last_rx), hb, o->heartbeat_ms);
+            return;
         }
         if (l->unanswered > 0 && c->queued > 0 && l->last_wprog > l->last_ping) {
             /* Our own output is still draining ahead of the ping: its

@@ -321,13 +321,14 @@ START_TEST(peer_heartbeat_interval_is_clamped)
     tether_conn_opts_init(&o);
     o.heartbeat_ms = 1000;
     ck_assert_uint_eq(tether__hb_negotiate(&o, 0), 1000);
-    ck_assert_uint_eq(tether__hb_negotiate(&o, 2000), 2000);
-    ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), TETHER__HB_PEER_MAX_MS);
-    o.idle_timeout_ms = 5000;
-    ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), 2500);
-    ck_assert_uint_eq(tether__hb_negotiate(&o, 2000), 2000);
-    o.heartbeat_ms = 400000; /* our own interval is never cut */
+    ck_assert_uint_eq(tether__hb_negotiate(&o, 1500), 1500);
+    ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), 2000); /* twice our own */
+    o.idle_timeout_ms = 3000;
+    ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), 1500); /* half the idle timeout */
+    o.heartbeat_ms = 200000;                                        /* the absolute cap, 5 min */
     o.idle_timeout_ms = 0;
+    ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), TETHER__HB_PEER_MAX_MS);
+    o.heartbeat_ms = 400000; /* our own interval is never cut */
     ck_assert_uint_eq(tether__hb_negotiate(&o, 0xFFFFFFFFu), 400000);
 
     /* End to end: a raw peer announces 0xFFFFFFFF ms (49 days). */
@@ -335,7 +336,7 @@ START_TEST(peer_heartbeat_interval_is_clamped)
         reset_state();
         tether_conn_opts so;
         srv_opts(&so);
-        so.heartbeat_ms = 100;
+        so.heartbeat_ms = 400;
         so.idle_timeout_ms = with_idle ? 1000 : 0;
         start_server(&so);
         int fd = raw_connect(tether_listener_port(S.l), 0);
@@ -349,13 +350,36 @@ START_TEST(peer_heartbeat_interval_is_clamped)
             ck_assert_ptr_nonnull(S.last);
             tether_conn_get_stats(S.last, &st);
         } while (st.heartbeat_ms == 0 && th_now_ms() < until);
-        ck_assert_uint_eq(st.heartbeat_ms, with_idle ? 500u : TETHER__HB_PEER_MAX_MS);
+        ck_assert_uint_eq(st.heartbeat_ms, with_idle ? 500u : 800u);
         close(fd);
         int one = 1;
         ck_assert(th_run_until_pred(srv_closed_n, &one, 3000));
         tether_listener_close(S.l);
         th_run_idle(3000);
     }
+}
+END_TEST
+
+/* A peer that announces 0xFFFFFFFF ms and then never answers: our pings
+ * slow down only to twice our interval, and the silence is still noticed
+ * within our own detection time. (It used to be pinged every 49 days.) */
+START_TEST(peer_that_stretched_the_interval_is_still_detected)
+{
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    so.heartbeat_ms = 200;
+    start_server(&so);
+    int fd = raw_connect(tether_listener_port(S.l), 0);
+    static const uint8_t hello[] = {0xFF, 1, 0, 6, 1, 0, 0xFF, 0xFF, 0xFF, 0xFF};
+    raw_write(fd, hello, sizeof hello);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 10000));
+    printf("stretched interval: %s\n", S.last_detail);
+    ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
+    ck_assert_ptr_nonnull(strstr(S.last_detail, "heartbeat timeout"));
+    close(fd);
+    tether_listener_close(S.l);
 }
 END_TEST
 
@@ -975,6 +999,7 @@ static Suite *liveness_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, heartbeat_longer_than_idle_timeout_is_rejected);
     tcase_add_test(tc, peer_heartbeat_interval_is_clamped);
+    tcase_add_test(tc, peer_that_stretched_the_interval_is_still_detected);
     tcase_add_test(tc, ping_before_hello_names_the_violation);
     tcase_add_test(tc, idle_close_sends_goaway_over_tcp);
     tcase_add_test(tc, idle_close_sends_goaway_and_close_notify_over_tls);

@@ -239,10 +239,14 @@
  *    intervals; a side with heartbeats off sends no pings. The slower side
  *    decides, and tether never limits how often its peer pings, so a client
  *    can never be cut off for pinging too often. But a peer cannot switch
- *    detection off: its announced interval counts up to at most 300000 ms
- *    (5 min), and the result is capped at half the own `idle_timeout_ms`
- *    when that is set (never below the own `heartbeat_ms`). A HELLO
- *    announcing 0xFFFFFFFF ms thus gives 5 min, or idle_timeout_ms / 2.
+ *    detection off: its announced interval counts up to twice the own
+ *    `heartbeat_ms` at most (and 300000 ms, 5 min), and the result is
+ *    capped at half the own `idle_timeout_ms` when that is set (never
+ *    below the own `heartbeat_ms`). When the peer did stretch the
+ *    interval, silence still closes after the own detection time,
+ *    max((heartbeat_misses + 1) × heartbeat_ms, interval + heartbeat_ms),
+ *    once a ping is unanswered. A HELLO announcing 0xFFFFFFFF ms to a side
+ *    with 1000 ms is thus pinged every 2 s and, silent, closed after 4 s.
  * 4. A side pings once it has received nothing (data or control) for one
  *    interval, then again every interval while the silence lasts; anything
  *    received counts as an answer. When `heartbeat_misses` pings in a row
