@@ -150,11 +150,11 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
  * gets exactly the framing error it got before control frames existed. */
 size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
 
-/* hdr starts a control frame that tether__ctrl_frame_len() refused, on a
- * connection where control frames are spoken (a second HELLO, a PING
- * before HELLO, an unknown type): fails the connection naming the
- * violation and returns true. False for a plain len32 peer, whose 0xFF
- * header is just an oversized length. */
+/* hdr starts a control frame that tether__ctrl_frame_len() refused (a
+ * second HELLO, a known type before HELLO, or an unknown type on a
+ * connection where control frames are spoken): fails the connection
+ * naming the violation and returns true. False otherwise: to a plain
+ * len32 peer such a header is just an oversized length. */
 bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr);
 
 /* The heartbeat interval to use given our options and the interval the

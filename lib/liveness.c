@@ -167,15 +167,15 @@ static const char *ctrl_type_name(uint8_t type)
 
 bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
 {
-    /* Only a connection on which a side has spoken control frames knows
-     * that 0xFF starts one; to a plain len32 peer it stays a length. */
-    if (hdr[0] != TETHER__CTRL_MARK ||
-        !(c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO))) {
+    if (hdr[0] != TETHER__CTRL_MARK) {
         return false;
     }
     const char *name = ctrl_type_name(hdr[1]);
     if (name == NULL) {
-        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
+        /* Only a connection on which a side has spoken control frames
+         * knows that 0xFF starts one; to a plain len32 peer an unknown
+         * type is just an oversized length. */
+        if (!(c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO))) {
             return false;
         }
         tether__conn_fail(c, TETHER_EPROTO,
@@ -185,9 +185,13 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
         tether__conn_fail(c, TETHER_EPROTO,
                           "protocol error: the peer sent a second HELLO control frame");
     } else {
+        /* A known type out of order: a peer that speaks control frames
+         * broke their rules (a plain peer would have announced more than
+         * 4 GiB - 16 MiB, which no connection accepts either). */
         tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: the peer sent a %s control frame before its HELLO",
-                          name);
+                          "protocol error: the peer sent a %s control frame before its HELLO "
+                          "(read as a length header: %u bytes, above max_msg %zu)",
+                          name, (unsigned)tether__get_be32(hdr), c->cfg->o.max_msg);
     }
     return true;
 }

@@ -741,8 +741,12 @@ START_TEST(bad_control_frames_are_framing_errors)
         int reason;
         const char *detail;
     } cases[] = {
-        /* A PING from a peer that never sent HELLO. */
-        {{0xFF, 2, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8}, 12, TETHER_EMSGSIZE, "announced"},
+        /* A PING from a peer that never sent HELLO (it used to read "peer
+         * announced a 4278321160-byte message"). */
+        {{0xFF, 2, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8},
+         12,
+         TETHER_EPROTO,
+         "PING control frame before its HELLO"},
         /* An unknown type. */
         {{0xFF, 9, 0, 0}, 4, TETHER_EMSGSIZE, "announced"},
         /* A HELLO too short to hold an interval. */

@@ -227,14 +227,13 @@
  *    first HELLO it receives with its own (interval 0 when its heartbeats
  *    are off) and then answers every PING with a PONG. So heartbeats can be
  *    turned on in a client whose server runs tether with default options.
- *    A control frame from a peer that has not sent HELLO, a second HELLO,
- *    an unknown type or a malformed payload is a framing error. On a
- *    connection where neither side has sent HELLO it is reported exactly
- *    as before this protocol existed (#TETHER_EMSGSIZE: to a plain peer it
- *    is an oversized length); once either side has, it is #TETHER_EPROTO
- *    naming the violation, e.g. `protocol error: the peer sent a second
- *    HELLO control frame` or `... a PING control frame before its HELLO`
- *    (a malformed payload is always #TETHER_EPROTO).
+ *    A second HELLO, or a PING, PONG or GOAWAY from a peer that has not
+ *    sent HELLO, is #TETHER_EPROTO naming the violation, e.g. `protocol
+ *    error: the peer sent a second HELLO control frame` or `... a PING
+ *    control frame before its HELLO`; so is an unknown type once either
+ *    side has sent HELLO, and a malformed payload. An unknown type on a
+ *    connection where neither side has is reported as before this
+ *    protocol existed: #TETHER_EMSGSIZE, an oversized length.
  * 3. Each side with heartbeats enabled uses the larger of the two announced
  *    intervals; a side with heartbeats off sends no pings. The slower side
  *    decides, and tether never limits how often its peer pings, so a client
