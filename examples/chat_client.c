@@ -321,8 +321,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
         fprintf(stderr, "error: --connect URL is required (see --help)\n");
         return 1;
     }
-    if (strncmp(opt->connect_url, "tls://", 6) != 0) {
-        fprintf(stderr, "error: --connect must be a tls:// URL: chat_server only speaks TLS\n");
+    if (strncmp(opt->connect_url, "tls://", 6) != 0 &&
+        strncmp(opt->connect_url, "tls+srv://", 10) != 0) {
+        fprintf(stderr, "error: --connect must be a tls:// or tls+srv:// URL: chat_server only "
+                        "speaks TLS\n");
         return 1;
     }
     return 0;

@@ -51,10 +51,8 @@
  * `bob dropped: not reading fast enough (1048576 bytes queued)`. Clients
  * that fail the TLS handshake (no certificate, an untrusted one) are
  * reported on stderr. Exit status 0 after a clean stop, 1 otherwise. */
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,10 +90,9 @@ struct room {
     tether_loop *loop;
     tether_listener *listener;
     struct member *members;
-    char *line;    /* scratch buffer for "<nick> text": max_line + NICK_MAX + 4 */
-    bool stopping; /* shutting down: no more notices */
-    sigset_t stop_signals;
-    atomic_bool finished; /* the loop has returned: the signal thread must not post */
+    char *line;                     /* scratch buffer for "<nick> text": max_line + NICK_MAX + 4 */
+    bool stopping;                  /* shutting down: no more notices */
+    tether_signal *stop_signals[2]; /* SIGINT, SIGTERM */
 };
 
 static const char usage[] =
@@ -411,12 +408,18 @@ static void log_to_stderr(tether_log_level level, const char *msg, void *ud)
 
 /* ---- shutdown -------------------------------------------------------------- */
 
-/* Runs on the loop thread: say goodbye, close everything gracefully; the
- * loop returns once the last connection has closed. */
-static void on_stop(tether_loop *loop, void *ud)
+/* SIGINT or SIGTERM, delivered by the loop as an ordinary callback (as in
+ * echo_server.c): say goodbye, close everything gracefully; the loop
+ * returns once the last connection has closed (the signal watchers are
+ * unref'd). A second signal exits at once. */
+static void on_stop_signal(tether_signal *sig, int signum, void *ud)
 {
-    (void)loop;
+    (void)sig, (void)signum;
     struct room *room = ud;
+    if (room->stopping) {
+        fprintf(stderr, "chat_server: exiting without a clean shutdown\n");
+        _exit(1);
+    }
     notice(room, NULL, "* the server is shutting down");
     room->stopping = true;
     tether_listener_close(room->listener);
@@ -426,21 +429,34 @@ static void on_stop(tether_loop *loop, void *ud)
     }
 }
 
-/* As in echo_server.c: the signals are blocked everywhere and taken here. */
-static void *signal_thread(void *arg)
+/* As in echo_server.c: tether_signal_start() blocks the signals in this,
+ * the only thread; unref'd, the watchers never keep the loop running. */
+static bool watch_stop_signals(struct room *room)
 {
-    struct room *room = arg;
-    bool stopping = false;
-    for (;;) {
-        int sig;
-        if (sigwait(&room->stop_signals, &sig) != 0 || atomic_load(&room->finished)) {
-            return NULL;
+    static const int signums[2] = {SIGINT, SIGTERM};
+    static const char *const names[2] = {"SIGINT", "SIGTERM"};
+    for (int i = 0; i < 2; i++) {
+        tether_error err;
+        int rv = tether_signal_new(&room->stop_signals[i], room->loop);
+        if (rv == TETHER_OK) {
+            rv = tether_signal_start(room->stop_signals[i], signums[i], on_stop_signal, room, &err);
+        } else {
+            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
         }
-        if (stopping || tether_loop_post(room->loop, on_stop, room) != TETHER_OK) {
-            fprintf(stderr, "chat_server: exiting without a clean shutdown\n");
-            _exit(1);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
+            return false;
         }
-        stopping = true;
+        tether_signal_unref(room->stop_signals[i]);
+    }
+    return true;
+}
+
+static void unwatch_stop_signals(struct room *room)
+{
+    for (int i = 0; i < 2; i++) {
+        tether_signal_free(room->stop_signals[i]);
+        room->stop_signals[i] = NULL;
     }
 }
 
@@ -532,17 +548,17 @@ int main(int argc, char **argv)
         tether_set_log(log_to_stderr, TETHER_LOG_INFO, NULL);
     }
 
-    static struct room room; /* static: the signal thread must never see it go */
+    static struct room room; /* static: an early exit leaves it reachable */
     room.opt = &opt;
     room.line = malloc(opt.max_line + NICK_MAX + 4);
-    sigemptyset(&room.stop_signals);
-    sigaddset(&room.stop_signals, SIGINT);
-    sigaddset(&room.stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &room.stop_signals, NULL);
-
     rv = room.line == NULL ? TETHER_ENOMEM : tether_loop_new(&room.loop, NULL);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
+        return 1;
+    }
+    if (!watch_stop_signals(&room)) {
+        unwatch_stop_signals(&room);
+        tether_loop_free(room.loop);
         return 1;
     }
 
@@ -552,6 +568,7 @@ int main(int argc, char **argv)
     tether_tls_config *tls;
     tether_error err;
     if (!cli_tls_server(&opt.tls, opt.listen_url, true, &tls)) {
+        unwatch_stop_signals(&room);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -574,6 +591,7 @@ int main(int argc, char **argv)
     lo.conn_opts = &co;
     if (!cli_limits_apply(&opt.limits, room.loop, &lo)) {
         tether_tls_config_unref(tls);
+        unwatch_stop_signals(&room);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -581,21 +599,15 @@ int main(int argc, char **argv)
     tether_tls_config_unref(tls); /* the listener holds its own reference */
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message);
+        unwatch_stop_signals(&room);
         tether_loop_free(room.loop);
-        return 1;
-    }
-    pthread_t sig_tid;
-    if (pthread_create(&sig_tid, NULL, signal_thread, &room) != 0) {
-        fprintf(stderr, "error: cannot start a thread\n");
         return 1;
     }
     event("listening on %s", tether_listener_url(room.listener));
 
     rv = tether_loop_run(room.loop);
 
-    atomic_store(&room.finished, true);
-    pthread_kill(sig_tid, SIGTERM);
-    pthread_join(sig_tid, NULL);
+    unwatch_stop_signals(&room);
     free(room.line);
     if (rv != TETHER_OK || tether_loop_free(room.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");

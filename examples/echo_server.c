@@ -21,17 +21,15 @@
  *   incomplete input message or the one echo held while paused (that copy
  *   is handed over with tether_conn_send_zc(), not copied again). The
  *   queues of all clients together are bounded by --mem-limit;
- * - a clean shutdown on SIGINT or SIGTERM: a helper thread waits for the
- *   signal and hands the work to the loop with tether_loop_post(), the one
- *   loop function that may be called from another thread.
+ * - a clean shutdown on SIGINT or SIGTERM: the loop delivers the signals
+ *   as ordinary callbacks (#tether_signal, a signalfd), so the shutdown
+ *   runs on the loop's thread, with no signal handler and no helper thread.
  *
  * It prints `listening on URL` once clients can connect (with the real port
  * when the URL asks for port 0), one line on stderr for every connection
  * that ends with an error, and exits with 0 after a clean stop, 1 otherwise.
  * A second signal during the shutdown exits at once. */
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,8 +74,8 @@ struct server {
     tether_loop *loop;
     tether_listener *listener;
     struct echo_conn *conns;
-    sigset_t stop_signals;
-    atomic_bool finished; /* the loop has returned: the signal thread must not post */
+    tether_signal *stop_signals[2]; /* SIGINT, SIGTERM */
+    bool stopping;                  /* the first signal came */
 };
 
 static const char usage[] =
@@ -210,13 +208,21 @@ static void on_listener_error(tether_listener *l, int err, const char *detail, v
 
 /* ---- shutdown ---------------------------------------------------------- */
 
-/* Runs on the loop thread. Once the listener and every connection are
- * closed nothing is active and tether_loop_run() returns by itself. The
- * graceful close still sends what is queued; a held echo is dropped. */
-static void on_stop(tether_loop *loop, void *ud)
+/* SIGINT or SIGTERM, on the loop thread: an ordinary callback, not a
+ * signal handler, so it may close things. Once the listener and every
+ * connection are closed nothing referenced is active (the signal watchers
+ * are unref'd) and tether_loop_run() returns by itself. The graceful close
+ * still sends what is queued; a held echo is dropped. */
+static void on_stop_signal(tether_signal *sig, int signum, void *ud)
 {
-    (void)loop;
+    (void)sig, (void)signum;
     struct server *srv = ud;
+    if (srv->stopping) {
+        /* A second signal: whoever sent it does not want to wait. */
+        fprintf(stderr, "echo_server: exiting without a clean shutdown\n");
+        _exit(1);
+    }
+    srv->stopping = true;
     tether_listener_close(srv->listener);
     srv->listener = NULL;
     for (struct echo_conn *ec = srv->conns; ec != NULL; ec = ec->next) {
@@ -224,24 +230,37 @@ static void on_stop(tether_loop *loop, void *ud)
     }
 }
 
-/* SIGINT and SIGTERM are blocked in every thread, so they wait until
- * sigwait() takes them here. A signal handler could not do this job:
- * tether_loop_post() allocates, which is not async-signal-safe. */
-static void *signal_thread(void *arg)
+/* Watches SIGINT and SIGTERM on the loop. tether_signal_start() blocks them
+ * in this thread, the only one: a program with other threads must create
+ * them after this, so that they inherit the blocked mask (see
+ * tether_signal_start()). The watchers are unref'd: they must not keep the
+ * loop running once the server has closed everything. */
+static bool watch_stop_signals(struct server *srv)
 {
-    struct server *srv = arg;
-    bool stopping = false;
-    for (;;) {
-        int sig;
-        if (sigwait(&srv->stop_signals, &sig) != 0 || atomic_load(&srv->finished)) {
-            return NULL; /* the loop is gone: main() woke us up to end */
+    static const int signums[2] = {SIGINT, SIGTERM};
+    static const char *const names[2] = {"SIGINT", "SIGTERM"};
+    for (int i = 0; i < 2; i++) {
+        tether_error err;
+        int rv = tether_signal_new(&srv->stop_signals[i], srv->loop);
+        if (rv == TETHER_OK) {
+            rv = tether_signal_start(srv->stop_signals[i], signums[i], on_stop_signal, srv, &err);
+        } else {
+            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
         }
-        if (stopping || tether_loop_post(srv->loop, on_stop, srv) != TETHER_OK) {
-            /* A second signal: whoever sent it does not want to wait. */
-            fprintf(stderr, "echo_server: exiting without a clean shutdown\n");
-            _exit(1);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
+            return false;
         }
-        stopping = true;
+        tether_signal_unref(srv->stop_signals[i]);
+    }
+    return true;
+}
+
+static void unwatch_stop_signals(struct server *srv)
+{
+    for (int i = 0; i < 2; i++) {
+        tether_signal_free(srv->stop_signals[i]);
+        srv->stop_signals[i] = NULL;
     }
 }
 
@@ -342,17 +361,15 @@ int main(int argc, char **argv)
         return rv < 0 ? 0 : 1;
     }
 
-    static struct server srv; /* static: the signal thread must never see it go */
-    /* Block the signals before any thread exists: threads inherit the mask,
-     * so only sigwait() ever sees them. */
-    sigemptyset(&srv.stop_signals);
-    sigaddset(&srv.stop_signals, SIGINT);
-    sigaddset(&srv.stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &srv.stop_signals, NULL);
-
+    static struct server srv; /* static: an early exit leaves it reachable */
     rv = tether_loop_new(&srv.loop, NULL);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
+        return 1;
+    }
+    if (!watch_stop_signals(&srv)) {
+        unwatch_stop_signals(&srv);
+        tether_loop_free(srv.loop);
         return 1;
     }
     /* Options for every accepted connection (copied by tether_listen()). */
@@ -374,6 +391,7 @@ int main(int argc, char **argv)
      * returns. */
     tether_tls_config *tls = NULL;
     if (!cli_tls_server(&opt.tls, opt.listen_url, false, &tls)) {
+        unwatch_stop_signals(&srv);
         tether_loop_free(srv.loop);
         return 1;
     }
@@ -386,21 +404,18 @@ int main(int argc, char **argv)
     lo.userdata = &srv;
     lo.conn_opts = &co;
     if (!cli_limits_apply(&opt.limits, srv.loop, &lo)) {
+        unwatch_stop_signals(&srv);
         tether_loop_free(srv.loop);
         return 1;
     }
 
     tether_error err;
-    pthread_t sig_tid;
     rv = tether_listen(&srv.listener, srv.loop, opt.listen_url, &lo, &err);
     tether_tls_config_unref(tls);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message); /* e.g. "invalid URL '...': ..." */
+        unwatch_stop_signals(&srv);
         tether_loop_free(srv.loop);
-        return 1;
-    }
-    if (pthread_create(&sig_tid, NULL, signal_thread, &srv) != 0) {
-        fprintf(stderr, "error: cannot start a thread\n");
         return 1;
     }
     /* The socket is listening. Scripts wait for this line and read the port
@@ -410,11 +425,9 @@ int main(int argc, char **argv)
 
     rv = tether_loop_run(srv.loop);
 
-    /* End the signal thread: raise the flag, then wake it with a signal
-     * aimed at that thread alone. */
-    atomic_store(&srv.finished, true);
-    pthread_kill(sig_tid, SIGTERM);
-    pthread_join(sig_tid, NULL);
+    /* The signals stay blocked: one that arrives from here on waits,
+     * unseen, until the process exits. */
+    unwatch_stop_signals(&srv);
     if (rv != TETHER_OK || tether_loop_free(srv.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");
         return 1;

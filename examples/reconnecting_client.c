@@ -34,9 +34,7 @@
  * Stop it with SIGINT or SIGTERM (a clean close: it writes what it holds
  * first), or let --count end it after that many echoes. Exit status 0
  * after a clean stop, 1 if it gave up (--max-attempts) or failed. */
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,15 +67,15 @@ struct app {
     uint64_t lost_total; /* written, never echoed, on connections now gone */
     bool gave_up;
     bool stopping;
-    sigset_t stop_signals;
-    atomic_bool finished;
+    tether_signal *stop_signals[2]; /* SIGINT, SIGTERM */
 };
 
 static const char usage[] =
     "usage: reconnecting_client --connect URL [options]\n"
     "Keeps a connection to an echo server alive through failures and restarts,\n"
     "sends a message every second and prints every state transition.\n\n"
-    "  --connect URL          tcp://HOST:PORT, tls://HOST:PORT or unix:///path\n"
+    "  --connect URL          tcp://HOST:PORT, tls://HOST:PORT, unix:///path, or\n"
+    "                         tcp+srv://_SERVICE._tcp.DOMAIN, tls+srv://... (DNS SRV)\n"
     "  --interval MS          time between messages (default 1000)\n"
     "  --count N              stop after N echoes (default: run until SIGINT/SIGTERM)\n"
     "  --heartbeat MS         ping after MS ms of silence; 3 unanswered pings end the\n"
@@ -222,25 +220,43 @@ static void on_tick(tether_timer *t, void *ud)
 
 /* ---- shutdown on SIGINT / SIGTERM (as in echo_server.c) ---------------- */
 
-static void on_stop(tether_loop *loop, void *ud)
+/* A loop callback, not a signal handler. Every signal asks again; the
+ * close is idempotent. The watchers are unref'd: the loop returns once the
+ * client has closed and the timer is freed. */
+static void on_stop_signal(tether_signal *sig, int signum, void *ud)
 {
-    (void)loop;
+    (void)sig, (void)signum;
     struct app *a = ud;
     a->stopping = true;
     tether_client_close(a->rc); /* NULL (already closed) is ignored */
 }
 
-static void *signal_thread(void *arg)
+static bool watch_stop_signals(struct app *a)
 {
-    struct app *a = arg;
-    for (;;) {
-        int sig;
-        if (sigwait(&a->stop_signals, &sig) != 0 || atomic_load(&a->finished)) {
-            return NULL;
+    static const int signums[2] = {SIGINT, SIGTERM};
+    static const char *const names[2] = {"SIGINT", "SIGTERM"};
+    for (int i = 0; i < 2; i++) {
+        tether_error err;
+        int rv = tether_signal_new(&a->stop_signals[i], a->loop);
+        if (rv == TETHER_OK) {
+            rv = tether_signal_start(a->stop_signals[i], signums[i], on_stop_signal, a, &err);
+        } else {
+            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
         }
-        if (tether_loop_post(a->loop, on_stop, a) != TETHER_OK) {
-            _exit(1);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
+            return false;
         }
+        tether_signal_unref(a->stop_signals[i]);
+    }
+    return true;
+}
+
+static void unwatch_stop_signals(struct app *a)
+{
+    for (int i = 0; i < 2; i++) {
+        tether_signal_free(a->stop_signals[i]);
+        a->stop_signals[i] = NULL;
     }
 }
 
@@ -334,16 +350,15 @@ int main(int argc, char **argv)
     if (rv != 0) {
         return rv < 0 ? 0 : 1;
     }
-    static struct app a; /* static: the signal thread must never see it go */
+    static struct app a; /* static: an early exit leaves it reachable */
     a.opt = &opt;
-    sigemptyset(&a.stop_signals);
-    sigaddset(&a.stop_signals, SIGINT);
-    sigaddset(&a.stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &a.stop_signals, NULL);
-
     if (tether_loop_new(&a.loop, NULL) != TETHER_OK ||
         tether_timer_new(&a.timer, a.loop) != TETHER_OK) {
         fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+    /* Before any other thread exists (see tether_signal_start()). */
+    if (!watch_stop_signals(&a)) {
         return 1;
     }
     /* Options for every connection the client makes. */
@@ -379,16 +394,9 @@ int main(int argc, char **argv)
     tether_timer_start(a.timer, 0, opt.interval_ms, on_tick, &a);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    pthread_t sig_tid;
-    if (pthread_create(&sig_tid, NULL, signal_thread, &a) != 0) {
-        fprintf(stderr, "error: cannot start a thread\n");
-        return 1;
-    }
     /* Runs until the client has reported CLOSED and the timer is freed. */
     rv = tether_loop_run(a.loop);
-    atomic_store(&a.finished, true);
-    pthread_kill(sig_tid, SIGTERM);
-    pthread_join(sig_tid, NULL);
+    unwatch_stop_signals(&a);
     if (rv != TETHER_OK || tether_loop_free(a.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");
         return 1;

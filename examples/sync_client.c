@@ -26,7 +26,8 @@
 static const char usage[] =
     "usage: sync_client --connect URL [--message TEXT] [--timeout MS] [options]\n"
     "Sends one message to an echo server with the blocking API and prints the reply.\n\n"
-    "  --connect URL     tcp://HOST:PORT, tls://HOST:PORT or unix:///path\n"
+    "  --connect URL     tcp://HOST:PORT, tls://HOST:PORT, unix:///path, or\n"
+    "                    tcp+srv://_SERVICE._tcp.DOMAIN, tls+srv://... (DNS SRV)\n"
     "  --message TEXT    what to send (default \"hello\")\n"
     "  --timeout MS      how long each step may take (default 5000)\n" CLI_USAGE_TLS_CLIENT
         CLI_USAGE_COMMON;

@@ -29,6 +29,7 @@
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
+static void conn_close_obj(void *obj);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
@@ -55,7 +56,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     if (c == NULL) {
         return NULL;
     }
-    c->loop = loop;
+    c->h.loop = loop; /* for the calls below; registered at the end */
     c->cfg = cfg;
     cfg->refs++;
     c->userdata = cfg->o.userdata;
@@ -81,7 +82,10 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, tether__conn_flush_cb);
     tether__tnode_init(&c->timer, conn_timer_cb);
-    tether__loop_handle_add(loop, true);
+    /* Active, and so keeping the loop running unless unref'd, until freed
+     * (after on_close and any lingering close). */
+    tether__handle_init(&c->h, loop, TETHER_HANDLE_CONN, c, conn_close_obj);
+    tether__handle_start(&c->h);
     return c;
 }
 
@@ -93,7 +97,7 @@ static void conn_destroy_transport(tether_conn *c)
         /* destroy() closes the fd, which takes it out of the epoll set. */
         tether__io_forget(&c->io);
     } else {
-        tether__io_stop(c->loop, &c->io);
+        tether__io_stop(c->h.loop, &c->io);
     }
     if (c->tr != NULL) {
         c->tr->ops->destroy(c->tr);
@@ -109,12 +113,12 @@ static void conn_finish(tether_conn *c, int reason)
         return;
     }
     if (c->live != NULL) {
-        tether__tnode_stop(c->loop, &c->live->timer);
+        tether__tnode_stop(c->h.loop, &c->live->timer);
     }
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
-        tether__tnode_stop(c->loop, &c->timer);
+        tether__tnode_stop(c->h.loop, &c->timer);
         conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
         return;
@@ -124,10 +128,10 @@ static void conn_finish(tether_conn *c, int reason)
     }
     c->state = TETHER__CS_DEAD;
     c->reason = reason;
-    tether__tnode_stop(c->loop, &c->timer);
+    tether__tnode_stop(c->h.loop, &c->timer);
     /* The socket stays open, unwatched, until the handle is freed after
      * on_close, so that tether_conn_peer() still works in on_close. */
-    tether__io_stop(c->loop, &c->io);
+    tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
@@ -194,16 +198,17 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 static void conn_free(tether_conn *c)
 {
     if (c->live != NULL) {
-        tether__tnode_stop(c->loop, &c->live->timer);
+        tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
     conn_destroy_transport(c);
-    tether__loop_handle_remove(c->loop, true);
-    tether__pending_cancel(c->loop, &c->pend);
+    tether__handle_detach(&c->h);
+    c->h.loop->handles--;
+    tether__pending_cancel(c->h.loop, &c->pend);
     /* A send from outside this connection's callbacks (e.g. a broadcast
      * from another connection's on_message) queued a flush; an abort that
      * followed must not leave it pointing at freed memory. */
-    tether__flush_cancel(c->loop, &c->flush);
+    tether__flush_cancel(c->h.loop, &c->flush);
     tether__conn_rpart_free(c);
     tether__mem_conn_gone(c);
     if (c->flags & TETHER__CF_ACCEPTED) {
@@ -252,7 +257,7 @@ void tether__conn_update_io(tether_conn *c)
     default:
         break;
     }
-    int rv = tether__io_set(c->loop, &c->io, ev);
+    int rv = tether__io_set(c->h.loop, &c->io, ev);
     if (rv != TETHER_OK) {
         tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
     }
@@ -289,7 +294,7 @@ void tether__conn_begin_shutdown(tether_conn *c)
     }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
-    tether__tnode_start(c->loop, &c->timer, LINGER_MS);
+    tether__tnode_start(c->h.loop, &c->timer, LINGER_MS);
     tether__conn_update_io(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
@@ -299,11 +304,11 @@ void tether__conn_begin_close(tether_conn *c)
     c->state = TETHER__CS_CLOSING;
     if (c->live != NULL) {
         /* The close timeout bounds this phase. */
-        tether__tnode_stop(c->loop, &c->live->timer);
+        tether__tnode_stop(c->h.loop, &c->live->timer);
     }
     int ms = c->cfg->o.close_timeout_ms;
     if (ms >= 0) {
-        tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
     }
     if (c->wq_head == NULL) {
         tether__conn_begin_shutdown(c);
@@ -316,8 +321,8 @@ void tether__conn_begin_close(tether_conn *c)
 static void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
-    c->ready_at = tether__loop_time(c->loop);
-    tether__tnode_stop(c->loop, &c->timer);
+    c->ready_at = tether__loop_time(c->h.loop);
+    tether__tnode_stop(c->h.loop, &c->timer);
     if (c->live != NULL) {
         tether__live_start(c);
     }
@@ -326,6 +331,7 @@ static void conn_became_ready(tether_conn *c)
     }
     if (c->flags & TETHER__CF_ACCEPTED && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
         c->flags |= TETHER__CF_ACCEPT_DONE;
+        c->h.hidden = false; /* the application has it now */
         if (c->cfg->on_accept != NULL) {
             c->dispatching++;
             c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
@@ -403,7 +409,7 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
              * configuration bounds their handshake. */
             int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
             if (ms >= 0) {
-                tether__tnode_start(c->loop, &c->timer, (uint64_t)ms);
+                tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
             }
         }
     } else {
@@ -563,6 +569,9 @@ static void conn_pending_cb(struct tether__pending *p)
         c->todo &= (uint16_t)~TETHER__CT_CLOSE;
         if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
             c->flags |= TETHER__CF_CLOSE_DONE;
+            /* Gone for the application: no longer walked, even while the
+             * socket lingers. */
+            c->h.hidden = true;
             int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
             if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
                 const char *d = tether_conn_last_error(c);
@@ -625,6 +634,34 @@ void tether_conn_close(tether_conn *c)
     }
 }
 
+/* tether_loop_close_all(): what the application has is closed as it
+ * would close it; an accepted connection still in its handshake, which
+ * the application has not seen, is dropped; a hidden one (a reconnecting
+ * client's, or one already reported closed) is left to its owner. */
+static void conn_close_obj(void *obj)
+{
+    tether_conn *c = obj;
+    if ((c->flags & TETHER__CF_ACCEPTED) && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
+        tether_conn_abort(c);
+    } else if (!c->h.hidden) {
+        tether_conn_close(c);
+    }
+}
+
+void tether_conn_unref(tether_conn *c)
+{
+    if (c != NULL) {
+        tether__handle_unref(&c->h);
+    }
+}
+
+void tether_conn_ref(tether_conn *c)
+{
+    if (c != NULL) {
+        tether__handle_ref(&c->h);
+    }
+}
+
 void tether_conn_abort(tether_conn *c)
 {
     if (c == NULL || c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER) {
@@ -655,7 +692,7 @@ void tether_conn_resume(tether_conn *c)
     }
     if (c->live != NULL) {
         /* The peer was not heard while we did not listen: start over. */
-        c->live->last_rx = tether__loop_time(c->loop);
+        c->live->last_rx = tether__loop_time(c->h.loop);
         c->live->frame_mark = UINT64_MAX;
         c->live->unanswered = 0;
         tether__live_arm(c);
@@ -683,7 +720,7 @@ void tether_conn_set_userdata(tether_conn *c, void *ud)
 
 tether_loop *tether_conn_loop(const tether_conn *c)
 {
-    return c != NULL ? c->loop : NULL;
+    return c != NULL ? c->h.loop : NULL;
 }
 
 const char *tether_conn_last_error(const tether_conn *c)
@@ -718,7 +755,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
-        s.uptime_ms = tether__loop_time(c->loop) - c->ready_at;
+        s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
     }
     tether__sized_fill(st, size, &s, sizeof s);
     return TETHER_OK;

@@ -116,7 +116,11 @@ struct tether__live {
 };
 
 struct tether_conn {
-    tether_loop *loop;
+    /* First member (see struct tether__handle). Its loop is the
+     * connection's loop: h.loop, not a second pointer. Registered from
+     * allocation, active until freed; hidden from the walk until the
+     * application has the connection and again once on_close has run. */
+    struct tether__handle h;
     struct tether__conn_cfg *cfg;
     void *userdata;
     struct tether_transport *tr;

@@ -25,7 +25,7 @@
 static inline void tether__conn_todo(tether_conn *c, uint16_t what)
 {
     c->todo |= what;
-    tether__pending_queue(c->loop, &c->pend);
+    tether__pending_queue(c->h.loop, &c->pend);
 }
 
 /* Sets the socket's epoll interest from the state and the flags. */
@@ -76,10 +76,10 @@ static inline void tether__conn_after_queue(tether_conn *c)
         !(c->flags & TETHER__CF_WBLOCKED)) {
         tether__conn_flush(c);
         if (c->flags & TETHER__CF_DRAIN_DUE) {
-            tether__flush_queue(c->loop, &c->flush);
+            tether__flush_queue(c->h.loop, &c->flush);
         }
     } else if (c->dispatching == 0) {
-        tether__flush_queue(c->loop, &c->flush);
+        tether__flush_queue(c->h.loop, &c->flush);
     }
 }
 

@@ -376,7 +376,7 @@ void tether__conn_read(tether_conn *c)
 
 static void conn_read_rounds(tether_conn *c)
 {
-    uint8_t *lb = read_buf_get(c->loop);
+    uint8_t *lb = read_buf_get(c->h.loop);
     if (lb == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
         return;
@@ -449,7 +449,7 @@ static void conn_read_rounds(tether_conn *c)
         }
         c->bytes_in += n;
         if (c->live != NULL) {
-            c->live->last_rx = tether__loop_time(c->loop);
+            c->live->last_rx = tether__loop_time(c->h.loop);
         }
         size_t known;
         if (direct) {
@@ -513,7 +513,7 @@ static void conn_read_rounds(tether_conn *c)
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c)
 {
-    uint8_t *lb = read_buf_get(c->loop);
+    uint8_t *lb = read_buf_get(c->h.loop);
     for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
         struct iovec iov = {lb, TETHER__RBUF_SIZE};
         size_t n = 0;

@@ -28,6 +28,10 @@
  *    Abandoning an attempt counts as a failure: the next candidate starts
  *    at once.
  *
+ * 4. SRV (tcp+srv://, tls+srv://). The records (dns_srv.c) give the
+ *    targets in RFC 2782 order; each is dialled as above in turn, under the
+ *    same deadline (see "SRV targets" below).
+ *
  * Every outcome is recorded per candidate, so that a failure can say
  * exactly what was tried: "connect to tcp://db.test:5432 failed: 2
  * addresses tried: [::1]:5432 refused; 127.0.0.1:5432 timed out after
@@ -35,6 +39,7 @@
  * reports. */
 #include "conn.h"
 #include "dns.h"
+#include "dns_srv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -85,6 +90,16 @@ struct tether__dialer {
     int running;
     unsigned delay_ms;
     bool named; /* the host was a name: messages list the addresses */
+    /* tcp+srv:// and tls+srv:// (see the comment above dial_on_srv): the
+     * targets in the order to try them. While one is being tried, u.host
+     * and u.port name it, and cands are its addresses. */
+    struct tether__srv_req *srv; /* the SRV lookup in progress, or NULL */
+    struct tether__srv_target *targets;
+    size_t ntargets;
+    size_t target;                       /* the one being tried */
+    int srv_code;                        /* the most telling failure so far */
+    char srv_name[TETHER__HOST_MAX + 1]; /* "_svc._tcp.example.com" */
+    char fails[TETHER_ERROR_MSG_MAX];    /* "a.test:7001 refused; ..." */
 };
 
 enum start_result {
@@ -94,6 +109,7 @@ enum start_result {
 };
 
 static void dial_advance(struct tether__dialer *d);
+static void srv_target_failed(struct tether__dialer *d, int code, const char *what);
 
 /* ---- lifetime ---------------------------------------------------------- */
 
@@ -101,12 +117,13 @@ static void dialer_free_cb(struct tether__pending *p)
 {
     struct tether__dialer *d = tether__container_of(p, struct tether__dialer, free_pend);
     free(d->cands);
+    free(d->targets);
     free(d);
 }
 
 static void cand_close(struct dial_cand *k)
 {
-    tether_loop *loop = k->d->c->loop;
+    tether_loop *loop = k->d->c->h.loop;
     tether__tnode_stop(loop, &k->timer);
     if (k->fd >= 0) {
         tether__io_forget(&k->io); /* close() takes it out of the epoll set */
@@ -122,7 +139,7 @@ static void cand_close(struct dial_cand *k)
  * dispatched. */
 static void dialer_release(struct tether__dialer *d)
 {
-    tether_loop *loop = d->c->loop;
+    tether_loop *loop = d->c->h.loop;
     for (int i = 0; i < d->ncand; i++) {
         cand_close(&d->cands[i]);
     }
@@ -131,6 +148,10 @@ static void dialer_release(struct tether__dialer *d)
     if (d->dns != NULL) {
         tether__dns_cancel(d->dns);
         d->dns = NULL;
+    }
+    if (d->srv != NULL) {
+        tether__srv_cancel(d->srv);
+        d->srv = NULL;
     }
     d->c->dialer = NULL;
     tether__pending_queue(loop, &d->free_pend);
@@ -158,30 +179,92 @@ static const char *short_reason(int err)
  * outcome. A refusal proves the host is up with nothing listening; a
  * timeout that the path or the host is dead; unreachable networks are
  * typically a family this host has no route for. */
-static int dial_pick_code(const struct tether__dialer *d)
+static int code_rank(int err)
 {
     static const int rank[] = {TETHER_ECONNREFUSED, TETHER_ETIMEDOUT, TETHER_EHOSTUNREACH,
                                TETHER_ENETUNREACH};
     for (size_t r = 0; r < TETHER__ARRAY_SIZE(rank); r++) {
-        for (int i = 0; i < d->ncand; i++) {
-            if (d->cands[i].state == CAND_DONE && d->cands[i].err == rank[r]) {
-                return rank[r];
-            }
+        if (err == rank[r]) {
+            return (int)r;
         }
     }
+    return (int)TETHER__ARRAY_SIZE(rank);
+}
+
+/* The more telling of two failure codes (the first one on a tie). */
+static int code_better(int have, int err)
+{
+    return have == 0 || code_rank(err) < code_rank(have) ? err : have;
+}
+
+static int dial_pick_code(const struct tether__dialer *d)
+{
+    int code = 0;
     for (int i = 0; i < d->ncand; i++) {
         if (d->cands[i].state == CAND_DONE) {
-            return d->cands[i].err;
+            code = code_better(code, d->cands[i].err);
         }
     }
-    return TETHER_ETIMEDOUT;
+    return code != 0 ? code : TETHER_ETIMEDOUT;
+}
+
+/* Formats one attempt's outcome: "refused", "timed out after 3000 ms". */
+static void cand_outcome(const struct dial_cand *k, char *buf, size_t len)
+{
+    if (k->err == TETHER_ETIMEDOUT) {
+        snprintf(buf, len, "timed out after %llu ms", (unsigned long long)k->took);
+    } else {
+        snprintf(buf, len, "%s", short_reason(k->err));
+    }
+}
+
+/* Lists the finished attempts: "[::1]:5432 refused; 127.0.0.1:5432 timed
+ * out after 3000 ms". Returns how many there were. */
+static int cands_list(const struct tether__dialer *d, char *list, size_t len)
+{
+    size_t used = 0;
+    int tried = 0;
+    list[0] = '\0';
+    for (int i = 0; i < d->ncand && used < len - 1; i++) {
+        const struct dial_cand *k = &d->cands[i];
+        if (k->state != CAND_DONE) {
+            continue;
+        }
+        char addr[64];
+        char how[48];
+        tether__addr_format((const struct sockaddr *)&k->addr.ss, k->addr.len, addr, sizeof addr);
+        cand_outcome(k, how, sizeof how);
+        int w = snprintf(list + used, len - used, "%s%s %s", used > 0 ? "; " : "", addr, how);
+        used = w < 0 ? len : TETHER__MIN(used + (size_t)w, len);
+        tried++;
+    }
+    return tried;
 }
 
 /* Records the outcome of the dial on the connection, releases the dialer
  * and ends the connection with code. */
+/* How the current SRV target's attempts went: "refused" when it had one
+ * address, else its addresses in parentheses. */
+static void target_outcome(const struct tether__dialer *d, char *what, size_t len)
+{
+    char list[TETHER_ERROR_MSG_MAX];
+    int tried = cands_list(d, list, sizeof list);
+    if (tried == 1 && d->ncand == 1) {
+        cand_outcome(&d->cands[0], what, len);
+    } else {
+        snprintf(what, len, "(%.250s)", list);
+    }
+}
+
 static void dial_report(struct tether__dialer *d, int code)
 {
     tether_conn *c = d->c;
+    if (d->targets != NULL) {
+        char what[TETHER_ERROR_MSG_MAX];
+        target_outcome(d, what, sizeof what);
+        srv_target_failed(d, code, what);
+        return;
+    }
     int tried = 0;
     for (int i = 0; i < d->ncand; i++) {
         tried += d->cands[i].state == CAND_DONE;
@@ -198,26 +281,7 @@ static void dial_report(struct tether__dialer *d, int code)
         }
     } else {
         char list[TETHER_ERROR_MSG_MAX];
-        size_t used = 0;
-        list[0] = '\0';
-        for (int i = 0; i < d->ncand && used < sizeof list - 1; i++) {
-            const struct dial_cand *k = &d->cands[i];
-            if (k->state != CAND_DONE) {
-                continue;
-            }
-            char addr[64];
-            tether__addr_format((const struct sockaddr *)&k->addr.ss, k->addr.len, addr,
-                                sizeof addr);
-            int w;
-            if (k->err == TETHER_ETIMEDOUT) {
-                w = snprintf(list + used, sizeof list - used, "%s%s timed out after %llu ms",
-                             used > 0 ? "; " : "", addr, (unsigned long long)k->took);
-            } else {
-                w = snprintf(list + used, sizeof list - used, "%s%s %s", used > 0 ? "; " : "", addr,
-                             short_reason(k->err));
-            }
-            used = w < 0 ? sizeof list : TETHER__MIN(used + (size_t)w, sizeof list);
-        }
+        cands_list(d, list, sizeof list);
         int untried = d->ncand - tried + d->dropped;
         char more[48] = "";
         if (untried > 0) {
@@ -235,6 +299,12 @@ static void dial_report(struct tether__dialer *d, int code)
 static void dial_fail_early(struct tether__dialer *d, int code, const char *detail)
 {
     tether_conn *c = d->c;
+    if (d->targets != NULL) {
+        char what[TETHER_ERROR_MSG_MAX];
+        snprintf(what, sizeof what, "(%s)", detail);
+        srv_target_failed(d, code, what);
+        return;
+    }
     tether__conn_set_err(c, "connect to %s failed: %s", c->url, detail);
     dialer_release(d);
     tether__conn_end(c, code);
@@ -289,7 +359,7 @@ static void cand_on_writable(struct tether__io *io, unsigned revents)
         return;
     }
     struct tether__dialer *d = k->d;
-    cand_failed(k, tether__errno_to_err(soerr), d->c->loop->now - k->started);
+    cand_failed(k, tether__errno_to_err(soerr), d->c->h.loop->now - k->started);
     dial_advance(d);
 }
 
@@ -309,9 +379,11 @@ static uint64_t cand_limit(const struct tether__dialer *d, int idx)
     if (!tether__tnode_active(&c->timer)) {
         return 0; /* no overall deadline (connect_timeout_ms < 0) */
     }
-    uint64_t now = c->loop->now;
+    uint64_t now = c->h.loop->now;
     uint64_t left = c->timer.deadline > now ? c->timer.deadline - now : 0;
-    uint64_t share = left / (uint64_t)(d->ncand - idx);
+    /* SRV targets not tried yet get their shares too. */
+    size_t later = d->targets != NULL ? d->ntargets - d->target - 1 : 0;
+    uint64_t share = left / ((uint64_t)(d->ncand - idx) + later);
     uint64_t limit = TETHER__MAX(share, (uint64_t)ATTEMPT_FLOOR_MS);
     return limit < left ? limit : 0;
 }
@@ -321,7 +393,7 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     struct tether__dialer *d = k->d;
     tether_conn *c = d->c;
     const struct sockaddr *sa = (const struct sockaddr *)&k->addr.ss;
-    k->started = c->loop->now;
+    k->started = c->h.loop->now;
     k->state = CAND_RUNNING;
     d->running++;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -346,14 +418,14 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
      * once the server accepts. */
     tether__io_init(&k->io, fd, cand_on_writable);
-    int rv = tether__io_set(c->loop, &k->io, TETHER_EV_WRITE);
+    int rv = tether__io_set(c->h.loop, &k->io, TETHER_EV_WRITE);
     if (rv != TETHER_OK) {
         cand_failed(k, rv, 0);
         return START_FAILED;
     }
     k->limit_ms = cand_limit(d, idx);
     if (k->limit_ms > 0) {
-        tether__tnode_start(c->loop, &k->timer, k->limit_ms);
+        tether__tnode_start(c->h.loop, &k->timer, k->limit_ms);
     }
     return START_RUNNING;
 }
@@ -362,7 +434,7 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
  * the attempt delay), or reports the failure once nothing is left. */
 static void dial_advance(struct tether__dialer *d)
 {
-    tether_loop *loop = d->c->loop;
+    tether_loop *loop = d->c->h.loop;
     while (d->next < d->ncand) {
         int idx = d->next++;
         enum start_result r = cand_start(&d->cands[idx], idx);
@@ -482,19 +554,13 @@ static unsigned clamp_delay(int ms)
     return (unsigned)ms;
 }
 
-int tether__dial_start(tether_conn *c, const struct tether__url *u)
+/* Starts dialling d->u: a numeric address or Unix path, localhost, or a
+ * name to resolve. Failures end the dial (or, for an SRV target, move on
+ * to the next target) from here or later. */
+static void dial_host(struct tether__dialer *d)
 {
-    struct tether__dialer *d = calloc(1, sizeof *d);
-    if (d == NULL) {
-        return TETHER_ENOMEM;
-    }
-    d->c = c;
-    d->u = *u;
-    d->delay_ms = clamp_delay(c->cfg->o.attempt_delay_ms);
-    tether__pending_init(&d->free_pend, dialer_free_cb);
-    tether__tnode_init(&d->stagger, dial_on_stagger);
-    c->dialer = d;
-
+    const struct tether__url *u = &d->u;
+    tether_conn *c = d->c;
     int af = family_af(c->cfg->o.family);
     struct tether__addr one;
     int rv = tether__url_sockaddr(u, &one.ss, &one.len);
@@ -505,10 +571,10 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
             snprintf(detail, sizeof detail, "%s is not an %s address", u->host,
                      af == AF_INET ? "IPv4" : "IPv6");
             dial_fail_early(d, TETHER_ENOADDR, detail);
-            return TETHER_OK;
+            return;
         }
         dial_set_cands(d, &one, 1);
-        return TETHER_OK;
+        return;
     }
     d->named = true;
     if (is_localhost(u->host)) {
@@ -524,20 +590,169 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
             addr_set(&lo[n++], AF_INET, &v4, u->port);
         }
         dial_set_cands(d, lo, n);
-        return TETHER_OK;
+        return;
     }
     tether_error err;
-    rv = tether__dns_resolve(&d->dns, c->loop, u->host, u->port, af, dial_on_resolved, d, &err);
+    rv = tether__dns_resolve(&d->dns, c->h.loop, u->host, u->port, af, dial_on_resolved, d, &err);
+    if (rv != TETHER_OK) {
+        dial_fail_early(d, rv, err.message);
+    }
+}
+
+/* ---- SRV targets ------------------------------------------------------- */
+
+/* tcp+srv:// and tls+srv://. The SRV records (dns_srv.c, cached for their
+ * TTL) come back in RFC 2782 order. Each target in turn is dialled like a
+ * tcp:// URL of its name and port, with Happy Eyeballs over its addresses;
+ * when every address of a target fails, the next target starts at once.
+ * The connect deadline covers the SRV lookup and every target, and the
+ * per-attempt share of it counts the targets still waiting. The winner's
+ * TLS name is the target's (RFC 6125 and gRPC do the same), unless
+ * tether_tls_opts::server_name says otherwise. When every target fails,
+ * the error lists each: "all 3 SRV targets failed: a.test:7001 refused;
+ * b.test:7002 (host b.test not found); ...". */
+
+static void srv_start_target(struct tether__dialer *d)
+{
+    const struct tether__srv_target *t = &d->targets[d->target];
+    free(d->cands);
+    d->cands = NULL;
+    d->ncand = 0;
+    d->dropped = 0;
+    d->next = 0;
+    d->running = 0;
+    memcpy(d->u.host, t->host, sizeof d->u.host);
+    d->u.port = t->port;
+    dial_host(d);
+}
+
+/* Ends an SRV dial that failed (or ran out of time): the targets tried so
+ * far are in d->fails. */
+static void srv_report(struct tether__dialer *d, int code, const char *lead, size_t tried)
+{
+    tether_conn *c = d->c;
+    if (tried == d->ntargets) {
+        if (tried == 1) {
+            tether__conn_set_err(c, "connect to %s failed: %sthe only SRV target failed: %s",
+                                 c->url, lead, d->fails);
+        } else {
+            tether__conn_set_err(c, "connect to %s failed: %sall %zu SRV targets failed: %s",
+                                 c->url, lead, tried, d->fails);
+        }
+    } else {
+        tether__conn_set_err(c, "connect to %s failed: %s%zu of %zu SRV targets tried: %s", c->url,
+                             lead, tried, d->ntargets, d->fails);
+    }
+    free(d->targets);
+    d->targets = NULL;
+    dialer_release(d);
+    tether__conn_end(c, code);
+}
+
+/* Appends "host:port what" to the list of failed targets. */
+static void srv_note(struct tether__dialer *d, const char *what)
+{
+    size_t used = strlen(d->fails);
+    if (used + 1 < sizeof d->fails) {
+        /* Truncated when long: the error message has a limit anyway. */
+        int w = snprintf(d->fails + used, sizeof d->fails - used, "%s%.120s:%d %.120s",
+                         used > 0 ? "; " : "", d->u.host, d->u.port, what);
+        (void)w;
+    }
+}
+
+/* The current target failed: code is why, what says how. */
+static void srv_target_failed(struct tether__dialer *d, int code, const char *what)
+{
+    srv_note(d, what);
+    d->srv_code = code_better(d->srv_code, code);
+    if (++d->target < d->ntargets) {
+        srv_start_target(d);
+        return;
+    }
+    srv_report(d, d->srv_code, "", d->ntargets);
+}
+
+static void dial_on_srv(int status, struct tether__srv_target *targets, size_t n,
+                        const char *detail, void *ud)
+{
+    struct tether__dialer *d = ud;
+    d->srv = NULL;
+    if (status != TETHER_OK) {
+        dial_fail_early(d, status, detail);
+        return;
+    }
+    d->targets = targets;
+    d->ntargets = n;
+    d->target = 0;
+    srv_start_target(d);
+}
+
+int tether__dial_start(tether_conn *c, const struct tether__url *u)
+{
+    struct tether__dialer *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return TETHER_ENOMEM;
+    }
+    d->c = c;
+    d->u = *u;
+    d->delay_ms = clamp_delay(c->cfg->o.attempt_delay_ms);
+    tether__pending_init(&d->free_pend, dialer_free_cb);
+    tether__tnode_init(&d->stagger, dial_on_stagger);
+    c->dialer = d;
+    if (!u->srv) {
+        dial_host(d);
+        return TETHER_OK;
+    }
+    memcpy(d->srv_name, u->host, sizeof d->srv_name);
+    tether_error err;
+    int rv = tether__srv_resolve(&d->srv, c->h.loop, u->host, dial_on_srv, d, &err);
     if (rv != TETHER_OK) {
         dial_fail_early(d, rv, err.message);
     }
     return TETHER_OK;
 }
 
+/* The connect deadline passed while SRV targets were being tried. */
+static void srv_timeout(struct tether__dialer *d, uint64_t now)
+{
+    tether_conn *c = d->c;
+    if (d->dns != NULL) {
+        srv_note(d, "(resolving it timed out)");
+    } else {
+        uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+        for (int i = 0; i < d->ncand; i++) {
+            struct dial_cand *k = &d->cands[i];
+            if (k->state == CAND_RUNNING) {
+                cand_failed(k, TETHER_ETIMEDOUT, deadline - k->started);
+            }
+        }
+        char what[TETHER_ERROR_MSG_MAX];
+        target_outcome(d, what, sizeof what);
+        srv_note(d, what);
+    }
+    char lead[64];
+    snprintf(lead, sizeof lead, "timed out after %d ms (connect timeout); ",
+             c->cfg->o.connect_timeout_ms);
+    int code = d->dns != NULL && d->target == 0 ? TETHER_EDNSTIMEDOUT : TETHER_ETIMEDOUT;
+    srv_report(d, code, lead, d->target + 1);
+}
+
 void tether__dial_timeout(tether_conn *c)
 {
     struct tether__dialer *d = c->dialer;
-    uint64_t now = c->loop->now;
+    uint64_t now = c->h.loop->now;
+    if (d->srv != NULL) {
+        char detail[TETHER__HOST_MAX + 96];
+        snprintf(detail, sizeof detail, "SRV lookup of %s timed out after %d ms (connect timeout)",
+                 d->srv_name, c->cfg->o.connect_timeout_ms);
+        dial_fail_early(d, TETHER_EDNSTIMEDOUT, detail);
+        return;
+    }
+    if (d->targets != NULL) {
+        srv_timeout(d, now);
+        return;
+    }
     if (d->dns != NULL) {
         /* The overall deadline passed before the name was resolved: that
          * is a DNS timeout as far as the caller can tell. */

@@ -401,6 +401,22 @@ static void dns_ext_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     free(dns);
 }
 
+int tether__dns_channel(tether_loop *loop, void **out_channel, tether_error *err)
+{
+    struct tether__dns *dns;
+    int rv = dns_get(loop, &dns, err);
+    *out_channel = rv == TETHER_OK ? (void *)dns->ch : NULL;
+    return rv;
+}
+
+void tether__dns_kick(tether_loop *loop)
+{
+    struct tether__dns *dns = dns_of(loop);
+    if (dns != NULL) {
+        dns_resched(dns);
+    }
+}
+
 size_t tether__dns_inflight(const tether_loop *loop)
 {
     const struct tether__dns *dns = dns_of(loop);

@@ -48,6 +48,18 @@ int tether__dns_resolve(struct tether__dns_req **out, tether_loop *loop, const c
  * (or times out) in the background and its answer is dropped. */
 void tether__dns_cancel(struct tether__dns_req *req);
 
+/* The loop's c-ares channel (an ares_channel), created on first use with
+ * the loop's DNS options, for lookups other than addresses (dns_srv.c).
+ * Queries on it must follow this file's rules: completions are deferred to
+ * the pending queue, an ARES_EDESTRUCTION completion (the loop is being
+ * freed) only frees the query's own memory, and after starting a query the
+ * caller calls tether__dns_kick(). Fills err on failure. */
+int tether__dns_channel(tether_loop *loop, void **out_channel, tether_error *err);
+
+/* Makes the loop's DNS timer follow c-ares' deadlines after a query was
+ * started on the channel. */
+void tether__dns_kick(tether_loop *loop);
+
 /* Validates the DNS fields of loop options: dns_timeout_ms and dns_tries
  * not negative, dns_servers NULL or a list of "IP", "IP:PORT" or
  * "[IPv6]:PORT", comma-separated. Returns TETHER_OK or TETHER_EINVAL.

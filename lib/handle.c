@@ -1,20 +1,24 @@
 /* The handle registry of a loop: every timer, fd watcher, signal watcher,
- * hook and listener registers here while it lives. It decides which
- * handles keep tether_loop_run() going (active and referenced), lets
- * tether_loop_walk() and tether_loop_close_all() find them at shutdown, and
- * holds the thread-safe keep-alive count of tether_loop_ref(). */
+ * hook, listener, connection and reconnecting client registers here while
+ * it lives. It decides which handles keep tether_loop_run() going (active
+ * and referenced), lets tether_loop_walk() and tether_loop_close_all() find
+ * them at shutdown, and holds the thread-safe keep-alive count of
+ * tether_loop_ref(). */
 #include "loop.h"
 
 void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
                          void *obj, tether__handle_close_fn close)
 {
+    /* The walk and close-all hand out the handle's address as the object. */
+    assert((void *)h == obj);
+    (void)obj;
     h->loop = loop;
-    h->obj = obj;
     h->close = close;
-    h->type = type;
+    h->type = (uint8_t)type;
     h->active = false;
     h->unref = false;
     h->closing = false;
+    h->hidden = false;
     tether__queue_insert_tail(&loop->handle_q, &h->node);
     loop->handles++;
 }
@@ -86,7 +90,9 @@ int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud)
         tether__queue_remove(q);
         tether__queue_insert_tail(&loop->handle_q, q);
         struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
-        cb(loop, h->type, h->obj, ud);
+        if (!h->hidden) {
+            cb(loop, (tether_handle_type)h->type, h, ud);
+        }
     }
     return TETHER_OK;
 }
@@ -105,7 +111,7 @@ void tether_loop_close_all(tether_loop *loop)
         tether__queue_remove(q);
         tether__queue_insert_tail(&loop->handle_q, q);
         struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
-        h->close(h->obj);
+        h->close(h);
     }
 }
 
@@ -122,6 +128,10 @@ const char *tether_handle_type_name(tether_handle_type type)
         return "hook";
     case TETHER_HANDLE_LISTENER:
         return "listener";
+    case TETHER_HANDLE_CONN:
+        return "conn";
+    case TETHER_HANDLE_CLIENT:
+        return "client";
     }
     return "unknown";
 }

@@ -166,6 +166,7 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
             continue;
         }
         c->flags |= TETHER__CF_ACCEPTED;
+        c->h.hidden = true; /* not the application's until on_accept */
         l->cfg->accepted++;
         l->accepted++;
         if (pa.sa.sa_family == AF_INET || pa.sa.sa_family == AF_INET6) {

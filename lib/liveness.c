@@ -114,7 +114,7 @@ static void ctrl_send_ping(tether_conn *c)
         return;
     }
     c->pings_sent++;
-    c->live->last_ping = tether__loop_time(c->loop);
+    c->live->last_ping = tether__loop_time(c->h.loop);
     tether__conn_after_queue(c);
 }
 
@@ -229,7 +229,7 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
         (c->cfg->o.close_timeout_ms < 0 || wt < c->cfg->o.close_timeout_ms)) {
         /* The peer has just shown it reads nothing for a whole window: a
          * longer wait for it to take the close only holds its memory. */
-        tether__tnode_start(c->loop, &c->timer, (uint64_t)wt);
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)wt);
     }
 }
 
@@ -280,7 +280,7 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             c->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
             c->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->loop) + c->hb_ms);
+            live_due(c, tether__loop_time(c->h.loop) + c->hb_ms);
         } else {
             tether__conn_after_queue(c);
         }
@@ -340,8 +340,8 @@ static void live_due(tether_conn *c, uint64_t at)
     if (tether__tnode_active(t) && t->deadline <= at) {
         return;
     }
-    uint64_t now = tether__loop_time(c->loop);
-    tether__tnode_start(c->loop, t, at > now ? at - now : 0);
+    uint64_t now = tether__loop_time(c->h.loop);
+    tether__tnode_start(c->h.loop, t, at > now ? at - now : 0);
 }
 
 static uint64_t write_sample_delay(const tether_conn_opts *o)
@@ -370,7 +370,7 @@ static uint64_t live_delivered(const tether_conn *c)
 void tether__live_queue_started(tether_conn *c)
 {
     struct tether__live *l = c->live;
-    l->wstall = tether__loop_time(c->loop);
+    l->wstall = tether__loop_time(c->h.loop);
     l->wwin_start = l->wstall;
     l->wbase_at = 0;
     if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
@@ -395,7 +395,7 @@ void tether__live_after_read(tether_conn *c)
     uint64_t mark = c->msgs_in + c->ctrl_in;
     if (l->frame_mark != mark) {
         l->frame_mark = mark;
-        l->frame_start = tether__loop_time(c->loop);
+        l->frame_start = tether__loop_time(c->h.loop);
         l->frame_bytes = c->bytes_in - c->rlen; /* the frame's first byte */
         live_due(c, l->frame_start + (uint64_t)ft);
     }
@@ -422,7 +422,7 @@ void tether__live_arm(tether_conn *c)
         }
         if (o->frame_timeout_ms > 0 && c->rlen > 0) {
             uint64_t start =
-                l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->loop);
+                l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->h.loop);
             if (o->frame_min_rate > 0 && l->frame_mark != UINT64_MAX) {
                 start = TETHER__MIN(start, l->last_rx); /* nothing for a whole window */
             }
@@ -442,17 +442,17 @@ void tether__live_arm(tether_conn *c)
         }
     }
     if (next == UINT64_MAX) {
-        tether__tnode_stop(c->loop, &l->timer);
+        tether__tnode_stop(c->h.loop, &l->timer);
         return;
     }
-    uint64_t now = tether__loop_time(c->loop);
-    tether__tnode_start(c->loop, &l->timer, next > now ? next - now : 1);
+    uint64_t now = tether__loop_time(c->h.loop);
+    tether__tnode_start(c->h.loop, &l->timer, next > now ? next - now : 1);
 }
 
 void tether__live_start(tether_conn *c)
 {
     struct tether__live *l = c->live;
-    uint64_t now = tether__loop_time(c->loop);
+    uint64_t now = tether__loop_time(c->h.loop);
     l->last_rx = now;
     l->wstall = now;
     l->last_wprog = now;
@@ -589,7 +589,7 @@ static void live_check(tether_conn *c)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
-    uint64_t now = tether__loop_time(c->loop);
+    uint64_t now = tether__loop_time(c->h.loop);
 
     if (l->age_deadline != 0 && now >= l->age_deadline) {
         char text[96];

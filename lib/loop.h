@@ -80,19 +80,23 @@ static inline void tether__queue_move(struct tether__queue *from, struct tether_
 }
 
 /* The common part of every handle a user can see on a loop (timers, fd
- * watchers, signals, hooks, listeners): the registry tether_loop_walk()
- * iterates and the ref/unref state that decides whether an active handle
- * keeps tether_loop_run() going. */
+ * watchers, signals, hooks, listeners, connections, reconnecting clients):
+ * the registry tether_loop_walk() iterates and the ref/unref state that
+ * decides whether an active handle keeps tether_loop_run() going. It is
+ * the first member of every handle object, so the handle's address is the
+ * object's (no pointer back): connections are many, and each byte of an
+ * idle one counts. */
 typedef void (*tether__handle_close_fn)(void *obj);
 struct tether__handle {
     struct tether__queue node; /* in loop->handle_q while not closed */
     tether_loop *loop;
-    void *obj;                     /* the public object, handed to the walk callback */
-    tether__handle_close_fn close; /* frees or closes obj: tether_loop_close_all() */
-    tether_handle_type type;
-    bool active;  /* started: counts in loop->active unless unref'd */
-    bool unref;   /* does not keep the loop alive */
-    bool closing; /* freed or closed; no longer walked or started */
+    tether__handle_close_fn close; /* frees or closes the object: tether_loop_close_all() */
+    uint8_t type;                  /* tether_handle_type */
+    bool active;                   /* started: counts in loop->active unless unref'd */
+    bool unref;                    /* does not keep the loop alive */
+    bool closing;                  /* freed or closed; no longer walked or started */
+    bool hidden; /* not shown by tether_loop_walk(): internal to another handle, or
+                    already reported closed; tether_loop_close_all() still calls close */
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
@@ -248,14 +252,9 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);
 
 /* Handle accounting. `active` keeps tether_loop_run() running; `handles`
- * keeps tether_loop_free() from freeing a loop that still has them. */
-static inline void tether__loop_handle_add(tether_loop *loop, bool active)
-{
-    loop->handles++;
-    if (active) {
-        loop->active++;
-    }
-}
+ * keeps tether_loop_free() from freeing a loop that still has them.
+ * tether__handle_init() adds to both; an owner that frees a handle's
+ * memory takes it out of `handles` here (`active` is 0 after detach). */
 static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
 {
     loop->handles--;
@@ -268,9 +267,10 @@ static inline void tether__loop_handle_remove(tether_loop *loop, bool active)
  * it stays until tether_loop_free() calls its cleanup. */
 void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
 
-/* The handle registry (handle.c). init registers the handle (counted in
- * loop->handles until the owner calls tether__loop_handle_remove() when it
- * frees the memory); start/stop mark it active, so that unless unref'd it
+/* The handle registry (handle.c). init registers the handle, which must
+ * be the first member of obj (counted in loop->handles until the owner
+ * calls tether__loop_handle_remove() or decrements it when it frees the
+ * memory); start/stop mark it active, so that unless unref'd it
  * keeps tether_loop_run() going; detach stops it and takes it off the
  * registry when it is closed or freed. */
 void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,

@@ -157,7 +157,7 @@ static void mem_resume_cb(struct tether__pending *p)
         if (what & TETHER__MF_REFUSED) {
             c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
             c->flags |= TETHER__CF_DRAIN_DUE;
-            tether__flush_queue(c->loop, &c->flush); /* fires on_drain from the loop */
+            tether__flush_queue(c->h.loop, &c->flush); /* fires on_drain from the loop */
         }
     }
 }

@@ -82,6 +82,9 @@ enum timer_mode {
 #define T_FREE 0x8u
 
 struct tether_client {
+    /* First member (see struct tether__handle); active from creation until
+     * freed, hidden from the walk once CLOSED has been reported. */
+    struct tether__handle h;
     tether_loop *loop;
     char *url;
     tether_client_opts o;
@@ -132,6 +135,7 @@ struct tether_client {
 };
 
 static void client_pending_cb(struct tether__pending *p);
+static void client_close_obj(void *obj);
 static void client_timer_cb(struct tether__tnode *n);
 static void client_finish(tether_client *cl, int reason);
 
@@ -305,6 +309,12 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    /* The connection is the client's: not walked or closed by
+     * tether_loop_close_all() on its own, and referenced as the client is. */
+    cl->conn->h.hidden = true;
+    if (cl->h.unref) {
+        tether_conn_unref(cl->conn);
+    }
     if (cl->paused) {
         /* Before the connection reads anything: not one message of the
          * new connection may slip through. */
@@ -500,7 +510,8 @@ static void client_free(tether_client *cl)
 {
     client_timer_stop(cl);
     tether__pending_cancel(cl->loop, &cl->pend);
-    tether__loop_handle_remove(cl->loop, true);
+    tether__handle_detach(&cl->h);
+    cl->loop->handles--;
     tether_tls_config_unref(cl->tls);
     free(cl->line_delim);
     free(cl->url);
@@ -511,6 +522,7 @@ static void client_finish(tether_client *cl, int reason)
 {
     client_timer_stop(cl);
     client_undeliver_all(cl, reason);
+    cl->h.hidden = true; /* gone for the application from here on */
     client_report(cl, TETHER_CLIENT_CLOSED, 0, NULL, 0);
     client_todo(cl, T_FREE);
 }
@@ -676,7 +688,8 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
                          cl->o.max_backoff_ms);
     tether__pending_init(&cl->pend, client_pending_cb);
     tether__tnode_init(&cl->timer, client_timer_cb);
-    tether__loop_handle_add(loop, true);
+    tether__handle_init(&cl->h, loop, TETHER_HANDLE_CLIENT, cl, client_close_obj);
+    tether__handle_start(&cl->h);
     client_todo(cl, T_START);
     *out = cl;
     return TETHER_OK;
@@ -769,6 +782,27 @@ void tether_client_close(tether_client *cl)
         client_timer(cl, TM_CLOSE, (uint64_t)cl->co.close_timeout_ms);
     }
     client_feed(cl);
+}
+
+static void client_close_obj(void *obj)
+{
+    tether_client_close(obj);
+}
+
+void tether_client_unref(tether_client *cl)
+{
+    if (cl != NULL) {
+        tether__handle_unref(&cl->h);
+        tether_conn_unref(cl->conn);
+    }
+}
+
+void tether_client_ref(tether_client *cl)
+{
+    if (cl != NULL) {
+        tether__handle_ref(&cl->h);
+        tether_conn_ref(cl->conn);
+    }
 }
 
 void tether_client_pause(tether_client *cl)

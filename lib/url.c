@@ -22,6 +22,64 @@ static bool host_char_ok(char ch)
            ch == '-' || ch == '.' || ch == '_';
 }
 
+/* Checks a DNS name: letters, digits, '-', '_' and '.', labels of 1 to 63
+ * characters (a final '.' is allowed). */
+static int check_name(const char *url, const char *host, tether_error *err)
+{
+    size_t label = 0;
+    for (size_t i = 0; host[i] != '\0'; i++) {
+        if (!host_char_ok(host[i])) {
+            return url_error(err, url, "host '%s' contains an invalid character", host);
+        }
+        if (host[i] != '.') {
+            label++;
+        } else if (label == 0) {
+            return url_error(err, url, "host '%s' has an empty label", host);
+        } else {
+            label = 0;
+        }
+        if (label > 63) {
+            return url_error(err, url, "host '%s' has a label over 63 characters", host);
+        }
+    }
+    return TETHER_OK;
+}
+
+/* The rest of a tcp+srv:// or tls+srv:// URL: an SRV owner name of the form
+ * _service._proto.domain (RFC 2782), and nothing else: the records give
+ * the ports and the hosts. */
+static int parse_srv(const char *url, const char *rest, struct tether__url *u, tether_error *err)
+{
+    if (strpbrk(rest, ":[]") != NULL) {
+        return url_error(err, url, "%s",
+                         "an SRV URL takes no port (its SRV records give the ports)");
+    }
+    const char *slash = strchr(rest, '/');
+    if (slash != NULL) {
+        return url_error(err, url, "unexpected path '%s' after the SRV name", slash);
+    }
+    size_t hl = strlen(rest);
+    if (hl > TETHER__HOST_MAX) {
+        return url_error(err, url, "%s", "SRV name longer than 255 bytes");
+    }
+    memcpy(u->host, rest, hl + 1);
+    int rv = check_name(url, u->host, err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    /* Two labels of at least one character after their '_', then a
+     * domain: "_svc._tcp.example.com". */
+    const char *svc_end = strchr(rest, '.');
+    const char *proto_end = svc_end != NULL ? strchr(svc_end + 1, '.') : NULL;
+    if (rest[0] != '_' || svc_end == NULL || svc_end - rest < 2 || svc_end[1] != '_' ||
+        proto_end == NULL || proto_end - svc_end < 3 || proto_end[1] == '\0') {
+        return url_error(err, url, "SRV name '%s' must have the form _service._proto.domain",
+                         u->host);
+    }
+    u->srv = true;
+    return TETHER_OK;
+}
+
 static int parse_port(const char *url, const char *p, bool for_listen, int *port, tether_error *err)
 {
     if (*p == '\0') {
@@ -94,21 +152,9 @@ static int parse_inet(const char *url, const char *rest, bool for_listen, struct
             }
             u->wildcard = true;
         } else {
-            size_t label = 0; /* DNS labels: 1 to 63 characters */
-            for (size_t i = 0; i < hl; i++) {
-                if (!host_char_ok(u->host[i])) {
-                    return url_error(err, url, "host '%s' contains an invalid character", u->host);
-                }
-                if (u->host[i] != '.') {
-                    label++;
-                } else if (label == 0) {
-                    return url_error(err, url, "host '%s' has an empty label", u->host);
-                } else {
-                    label = 0;
-                }
-                if (label > 63) {
-                    return url_error(err, url, "host '%s' has a label over 63 characters", u->host);
-                }
+            int rv = check_name(url, u->host, err);
+            if (rv != TETHER_OK) {
+                return rv;
             }
         }
     }
@@ -153,7 +199,9 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
     memset(u, 0, sizeof *u);
     const char *sep = strstr(url, "://");
     if (sep == NULL) {
-        return url_error(err, url, "%s", "missing scheme (expected tcp://, tls:// or unix://)");
+        return url_error(
+            err, url, "%s",
+            "missing scheme (expected tcp://, tls://, unix://, tcp+srv:// or tls+srv://)");
     }
     size_t sl = (size_t)(sep - url);
     const char *rest = sep + 3;
@@ -161,13 +209,24 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
         u->scheme = TETHER__SCHEME_TCP;
     } else if (sl == 3 && strncmp(url, "tls", 3) == 0) {
         u->scheme = TETHER__SCHEME_TLS;
+    } else if (sl == 7 && (strncmp(url, "tcp+srv", 7) == 0 || strncmp(url, "tls+srv", 7) == 0)) {
+        u->scheme = url[2] == 'p' ? TETHER__SCHEME_TCP : TETHER__SCHEME_TLS;
+        if (for_listen) {
+            return url_error(err, url, "%s",
+                             "SRV URLs are for dialling only (listen on tcp:// or tls://)");
+        }
+        if (*rest == '\0') {
+            return url_error(err, url, "%s", "missing SRV name (e.g. _service._tcp.example.com)");
+        }
+        return parse_srv(url, rest, u, err);
     } else if (sl == 4 && strncmp(url, "unix", 4) == 0) {
         u->scheme = TETHER__SCHEME_UNIX;
         return parse_unix(url, rest, u, err);
     } else {
         char scheme[32];
         snprintf(scheme, sizeof scheme, "%.*s", (int)TETHER__MIN(sl, 24), url);
-        return url_error(err, url, "unknown scheme '%s' (expected tcp, tls or unix)", scheme);
+        return url_error(
+            err, url, "unknown scheme '%s' (expected tcp, tls, unix, tcp+srv or tls+srv)", scheme);
     }
     if (*rest == '\0') {
         return url_error(err, url, "%s", "missing host and port");

@@ -1,4 +1,5 @@
-/* Parsing of connection URLs: tcp://, tls://, unix://. */
+/* Parsing of connection URLs: tcp://, tls://, unix://, and the DNS SRV
+ * forms tcp+srv:// and tls+srv:// (dialling only). */
 #ifndef TETHER_URL_H
 #define TETHER_URL_H
 
@@ -20,12 +21,16 @@ struct tether__url {
     char host[TETHER__HOST_MAX + 1]; /* without brackets for IPv6 */
     int port;                        /* 0..65535 */
     bool wildcard;                   /* "*" host (listen only) */
+    /* tcp+srv:// or tls+srv://: host is the SRV name ("_svc._tcp.example.com")
+     * and port is 0; the scheme is TCP or TLS as without "+srv". */
+    bool srv;
     /* unix: the sun_path bytes; an abstract name starts with a NUL byte */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     size_t path_len;
 };
 
-/* Parses url. for_listen allows port 0 and the "*" host. On failure returns
+/* Parses url. for_listen allows port 0 and the "*" host, and refuses the
+ * SRV forms. On failure returns
  * TETHER_EINVAL and fills err with a message naming what is wrong. */
 int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err);
 

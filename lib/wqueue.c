@@ -274,7 +274,7 @@ void tether__conn_flush(tether_conn *c)
         }
     }
     if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
+        c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
     }
     if (progress && c->wnotify != NULL) {
         c->wnotify(c);
@@ -401,7 +401,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         }
         c->bytes_out += w;
         if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = tether__loop_time(c->loop);
+            c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
         }
         if (w == total) {
             if (zc && fcb != NULL) {
@@ -410,7 +410,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
                 if (r2 != TETHER_OK) {
                     return r2;
                 }
-                tether__flush_queue(c->loop, &c->flush);
+                tether__flush_queue(c->h.loop, &c->flush);
             }
             return TETHER_OK;
         }

@@ -35,6 +35,28 @@ START_TEST(accepts_valid_urls)
     ck_assert_int_eq(u.path[0], '\0');
     ck_assert_int_eq((int)u.path_len, 9);
     ck_assert(memcmp(u.path + 1, "abstract", 8) == 0);
+    ck_assert(!u.srv);
+}
+END_TEST
+
+START_TEST(accepts_srv_urls)
+{
+    struct tether__url u;
+    tether_error err;
+    ck_assert_int_eq(tether__url_parse("tcp+srv://_chat._tcp.example.com", false, &u, &err),
+                     TETHER_OK);
+    ck_assert_int_eq(u.scheme, TETHER__SCHEME_TCP);
+    ck_assert(u.srv);
+    ck_assert_str_eq(u.host, "_chat._tcp.example.com");
+    ck_assert_int_eq(u.port, 0);
+
+    ck_assert_int_eq(tether__url_parse("tls+srv://_x._tcp.test.", false, &u, &err), TETHER_OK);
+    ck_assert_int_eq(u.scheme, TETHER__SCHEME_TLS);
+    ck_assert(u.srv);
+    ck_assert_str_eq(u.host, "_x._tcp.test.");
+
+    ck_assert_int_eq(tether__url_parse("tcp://host:1", false, &u, &err), TETHER_OK);
+    ck_assert(!u.srv);
 }
 END_TEST
 
@@ -71,6 +93,20 @@ static const struct bad_case bad[] = {
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaa",
      false, "too long"},
+    {"tcp+srv://", false, "missing SRV name"},
+    {"tcp+srv://_svc._tcp.test:80", false, "takes no port"},
+    {"tls+srv://[::1]", false, "takes no port"},
+    {"tcp+srv://_svc._tcp.test/x", false, "unexpected path '/x'"},
+    {"tcp+srv://svc.tcp.test", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_svc.tcp.test", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_._tcp.test", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_svc._.test", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_svc._tcp", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_svc._tcp.", false, "must have the form _service._proto.domain"},
+    {"tcp+srv://_svc._tcp..test", false, "empty label"},
+    {"tcp+srv://_svc._tcp.bad name", false, "invalid character"},
+    {"tcp+srv://_svc._tcp.test", true, "SRV URLs are for dialling only"},
+    {"udp+srv://_svc._udp.test", false, "unknown scheme 'udp+srv'"},
 };
 
 START_TEST(rejects_malformed_urls_with_reason)
@@ -108,6 +144,10 @@ START_TEST(dial_and_listen_report_url_errors)
     ck_assert_int_eq(tether_listen(&l, th_loop, "ftp://x:1", NULL, &err), TETHER_EINVAL);
     ck_assert_ptr_null(l);
     ck_assert_ptr_nonnull(strstr(err.message, "unknown scheme 'ftp'"));
+    ck_assert_int_eq(tether_listen(&l, th_loop, "tcp+srv://_s._tcp.test", NULL, &err),
+                     TETHER_EINVAL);
+    ck_assert_ptr_null(l);
+    ck_assert_ptr_nonnull(strstr(err.message, "for dialling only"));
     /* No error record is fine too. */
     ck_assert_int_eq(tether_conn_dial(&c, th_loop, "nonsense", NULL, NULL), TETHER_EINVAL);
     ck_assert_int_eq(tether_conn_dial(NULL, th_loop, "tcp://a:1", NULL, &err), TETHER_EINVAL);
@@ -142,6 +182,7 @@ static Suite *url_suite(void)
     TCase *tc = tcase_create("parse");
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_add_test(tc, accepts_valid_urls);
+    tcase_add_test(tc, accepts_srv_urls);
     tcase_add_loop_test(tc, rejects_malformed_urls_with_reason, 0,
                         (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, null_url);

@@ -1,6 +1,7 @@
 /* Watchers on a loop (lib/io.c, lib/signal.c, lib/hook.c) and the handle
  * registry (lib/handle.c): fd watches on pipes and socketpairs, signals,
- * hook ordering, ref/unref and walk/close-all. */
+ * hook ordering, ref/unref and walk/close-all, connections and
+ * reconnecting clients as handles. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -584,6 +585,231 @@ START_TEST(walk_and_close_all)
 }
 END_TEST
 
+/* ---- connections and reconnecting clients as handles ------------------- */
+
+struct net_rec {
+    tether_conn *accepted[4];
+    int n_accepted;
+    int connects;      /* on_connect with TETHER_OK, dialled connection */
+    int conn_closes;   /* on_close of the dialled connection */
+    int server_closes; /* on_close of accepted connections */
+    int client_connected;
+    int client_closed;       /* CLOSED reports of the client */
+    bool listed_after_close; /* a walk inside on_close still showed that connection */
+};
+
+struct find_rec {
+    const void *target;
+    bool found;
+    int n[8];
+};
+
+static void walk_find_cb(tether_loop *loop, tether_handle_type type, void *handle, void *ud)
+{
+    (void)loop;
+    struct find_rec *f = ud;
+    ck_assert_int_ge((int)type, 1);
+    ck_assert_int_lt((int)type, 8);
+    f->n[type]++;
+    if (handle == f->target) {
+        f->found = true;
+    }
+}
+
+static bool walk_shows(const void *target)
+{
+    struct find_rec f = {.target = target};
+    ck_assert_int_eq(tether_loop_walk(th_loop, walk_find_cb, &f), TETHER_OK);
+    return f.found;
+}
+
+static void net_on_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    struct net_rec *r = ud;
+    ck_assert_int_lt(r->n_accepted, 4);
+    r->accepted[r->n_accepted++] = c;
+    tether_conn_set_userdata(c, r);
+}
+
+static void net_on_server_close(tether_conn *c, int reason, void *ud)
+{
+    (void)reason;
+    struct net_rec *r = ud;
+    r->server_closes++;
+    if (walk_shows(c)) {
+        r->listed_after_close = true;
+    }
+}
+
+static void net_on_connect(tether_conn *c, int status, void *ud)
+{
+    (void)c;
+    if (status == TETHER_OK) {
+        ((struct net_rec *)ud)->connects++;
+    }
+}
+
+static void net_on_close(tether_conn *c, int reason, void *ud)
+{
+    (void)reason;
+    struct net_rec *r = ud;
+    r->conn_closes++;
+    if (walk_shows(c)) {
+        r->listed_after_close = true;
+    }
+}
+
+static void net_on_state(tether_client *cl, const tether_client_event *ev, void *ud)
+{
+    struct net_rec *r = ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED) {
+        r->client_connected++;
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        r->client_closed++;
+        if (walk_shows(cl)) {
+            r->listed_after_close = true;
+        }
+    }
+}
+
+static bool net_all_up(void *arg)
+{
+    struct net_rec *r = arg;
+    return r->connects == 1 && r->client_connected == 1 && r->n_accepted == 2;
+}
+
+/* A listener, a dialled connection and a reconnecting client to it, all
+ * established: two accepted connections on the server side. */
+static void net_setup(struct net_rec *r, tether_listener **out_l, tether_conn **out_c,
+                      tether_client **out_cl)
+{
+    tether_conn_opts sco;
+    tether_conn_opts_init(&sco);
+    sco.on_close = net_on_server_close;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = net_on_accept;
+    lo.userdata = r;
+    lo.conn_opts = &sco;
+    tether_listener *l = th_listen_tcp(&lo);
+
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_connect = net_on_connect;
+    co.on_close = net_on_close;
+    co.userdata = r;
+    tether_error err;
+    tether_conn *c;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &co, &err), TETHER_OK);
+
+    tether_client_opts clo;
+    tether_client_opts_init(&clo);
+    clo.on_state = net_on_state;
+    clo.userdata = r;
+    tether_client *cl;
+    ck_assert_int_eq(tether_client_new(&cl, th_loop, th_url_of(l), &clo, &err), TETHER_OK);
+    *out_l = l;
+    *out_c = c;
+    *out_cl = cl;
+}
+
+START_TEST(conn_and_client_unref)
+{
+    struct net_rec r = {0};
+    tether_listener *l;
+    tether_conn *c;
+    tether_client *cl;
+    net_setup(&r, &l, &c, &cl);
+    /* Unref'd before its first connection is dialled: the connection it
+     * dials follows it. */
+    tether_client_unref(cl);
+    tether_listener_unref(l);
+    /* run_once with 0 reports whether anything still keeps the loop. */
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
+    ck_assert(th_run_until_pred(net_all_up, &r, 10000));
+
+    /* The dialled and the accepted connections still count. */
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
+    tether_conn_unref(c);
+    tether_conn_unref(c); /* idempotent */
+    tether_conn_unref(r.accepted[0]);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
+    tether_conn_unref(r.accepted[1]);
+    /* Nothing referenced is left: run returns although all are open. */
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(r.conn_closes + r.server_closes + r.client_closed, 0);
+    ck_assert_int_eq(tether_loop_free(th_loop), TETHER_EBUSY); /* still open */
+
+    /* ref brings each back. */
+    tether_client_ref(cl);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
+    tether_client_unref(cl);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    tether_conn_ref(c);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 1);
+    tether_conn_unref(c);
+    ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0);
+    tether_conn_ref(NULL);
+    tether_conn_unref(NULL);
+    tether_client_ref(NULL);
+    tether_client_unref(NULL);
+
+    /* Referenced again, then closed: run returns once all are freed. */
+    tether_conn_ref(c);
+    tether_conn_ref(r.accepted[0]);
+    tether_conn_ref(r.accepted[1]);
+    tether_client_ref(cl);
+    tether_listener_ref(l);
+    tether_conn_close(c);
+    tether_client_close(cl);
+    tether_listener_close(l);
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(r.conn_closes, 1);
+    ck_assert_int_eq(r.server_closes, 2);
+    ck_assert_int_eq(r.client_closed, 1);
+}
+END_TEST
+
+START_TEST(walk_and_close_all_conns_and_clients)
+{
+    struct net_rec r = {0};
+    tether_listener *l;
+    tether_conn *c;
+    tether_client *cl;
+    net_setup(&r, &l, &c, &cl);
+    ck_assert(th_run_until_pred(net_all_up, &r, 10000));
+
+    struct find_rec f = {.target = tether_client_conn(cl)};
+    ck_assert_ptr_nonnull(f.target);
+    ck_assert_int_eq(tether_loop_walk(th_loop, walk_find_cb, &f), TETHER_OK);
+    ck_assert_int_eq(f.n[TETHER_HANDLE_LISTENER], 1);
+    ck_assert_int_eq(f.n[TETHER_HANDLE_CONN], 3); /* dialled + two accepted */
+    ck_assert_int_eq(f.n[TETHER_HANDLE_CLIENT], 1);
+    ck_assert(!f.found); /* the client's own connection belongs to the client */
+    ck_assert(walk_shows(c));
+    ck_assert(walk_shows(cl));
+    ck_assert(walk_shows(r.accepted[0]));
+    ck_assert(walk_shows(r.accepted[1]));
+    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_CONN), "conn");
+    ck_assert_str_eq(tether_handle_type_name(TETHER_HANDLE_CLIENT), "client");
+
+    /* Twice: closing is idempotent, each close callback runs once. */
+    tether_loop_close_all(th_loop);
+    tether_loop_close_all(th_loop);
+    ck_assert_int_eq(r.conn_closes + r.server_closes + r.client_closed, 0); /* from the loop */
+    ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+    ck_assert_int_eq(r.conn_closes, 1);
+    ck_assert_int_eq(r.server_closes, 2);
+    ck_assert_int_eq(r.client_closed, 1);
+    ck_assert(!r.listed_after_close);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(tether_loop_walk(th_loop, walk_find_cb, &f), TETHER_OK);
+    ck_assert_int_eq(f.n[TETHER_HANDLE_CONN] + f.n[TETHER_HANDLE_CLIENT], 0);
+}
+END_TEST
+
 static Suite *watch_suite(void)
 {
     Suite *s = suite_create("watch");
@@ -600,6 +826,8 @@ static Suite *watch_suite(void)
     tcase_add_test(tc, hook_frees_itself_and_the_next);
     tcase_add_test(tc, unref_decides_when_run_returns);
     tcase_add_test(tc, walk_and_close_all);
+    tcase_add_test(tc, conn_and_client_unref);
+    tcase_add_test(tc, walk_and_close_all_conns_and_clients);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -157,15 +157,17 @@ bool cli_check_size(size_t size, size_t max_msg)
 
 static bool is_tls_url(const char *url)
 {
-    return strncmp(url, "tls://", 6) == 0;
+    return strncmp(url, "tls://", 6) == 0 || strncmp(url, "tls+srv://", 10) == 0;
 }
 
 /* The checks that clients and servers share. */
 static bool check_common(const struct cli_tls *tls, const char *url, bool any_flag,
-                         const char *flags)
+                         const char *flags, bool server)
 {
+    /* Servers cannot listen on an SRV name, so they name only tls://. */
     if (any_flag && !is_tls_url(url)) {
-        fprintf(stderr, "error: %s only apply to tls:// URLs, not to %s\n", flags, url);
+        fprintf(stderr, "error: %s only apply to %s URLs, not to %s\n", flags,
+                server ? "tls://" : "tls:// and tls+srv://", url);
         return false;
     }
     if ((tls->cert == NULL) != (tls->key == NULL)) {
@@ -181,7 +183,7 @@ bool cli_tls_client(const struct cli_tls *tls, const char *url, tether_tls_confi
     *out = NULL;
     bool any = tls->ca != NULL || tls->cert != NULL || tls->key != NULL ||
                tls->servername != NULL || tls->insecure;
-    if (!check_common(tls, url, any, "--ca, --cert, --key, --servername and --insecure")) {
+    if (!check_common(tls, url, any, "--ca, --cert, --key, --servername and --insecure", false)) {
         return false;
     }
     if (!any) {
@@ -207,7 +209,7 @@ bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_cli
 {
     *out = NULL;
     bool any = tls->ca != NULL || tls->cert != NULL || tls->key != NULL || tls->verify_client;
-    if (!check_common(tls, url, any, "--cert, --key, --ca and --verify-client")) {
+    if (!check_common(tls, url, any, "--cert, --key, --ca and --verify-client", true)) {
         return false;
     }
     if (!is_tls_url(url)) {

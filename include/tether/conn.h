@@ -10,6 +10,11 @@
  * - `tls://host:port` (TLS over TCP; see the TLS group)
  * - `unix:///path/to/socket` (a filesystem socket)
  * - `unix://@name` (a Linux abstract socket)
+ * - `tcp+srv://_service._tcp.example.com` and
+ *   `tls+srv://_service._tcp.example.com` (dialling only): the servers are
+ *   found through DNS SRV records (RFC 2782); see "Service discovery" below.
+ *   The name must have the form `_service._proto.domain` and the URL has no
+ *   port: the records give the ports.
  *
  * For tether_listen(), the host `*` or `0.0.0.0` listens on
  * every IPv4 address, `tcp://[::]:port` on every IPv6 (and, where the system
@@ -43,6 +48,33 @@
  * tether_conn_last_error() says what was tried, for example
  * `connect to tcp://db.test:5432 failed: 2 addresses tried: [::1]:5432
  * refused; 127.0.0.1:5432 timed out after 3000 ms`.
+ *
+ * **Service discovery (DNS SRV).** For `tcp+srv://` and `tls+srv://` the
+ * dial first asks DNS (the loop's resolver, DNS servers only, not
+ * /etc/hosts) for the SRV records of the name. The targets are tried one
+ * after the other in RFC 2782 order: the lowest priority value first, and
+ * within one priority a weighted random choice (a target with twice the
+ * weight is tried first twice as often; one of weight 0 seldom goes first,
+ * with a chance of 1 in the sum of the weights plus 1, and targets that all
+ * have weight 0 are tried in random order). Each target is dialled
+ * like `tcp://target:port` (Happy Eyeballs over its addresses), and when all
+ * of its addresses fail the next target starts at once. One
+ * tether_conn_opts::connect_timeout_ms covers the SRV lookup and every
+ * target, and each attempt's share of it counts the targets still waiting.
+ * For `tls+srv://` the certificate must name the **target** that was
+ * connected to (e.g. `a.example.com`), not the SRV name, as RFC 6125 and
+ * gRPC have it (SRV-ID certificates are not checked);
+ * tether_tls_opts::server_name overrides it as for `tls://`. The SRV answer is kept per loop for its TTL (the
+ * smallest of its records, at most one day; failures are not kept), and
+ * every dial after that asks again, so a #tether_client, which dials anew
+ * on each reconnect, moves to servers added to DNS and away from servers
+ * removed from it once the TTL has passed. Errors say what happened:
+ * `no SRV records for _chat._tcp.example.com`, `_chat._tcp.example.com: the
+ * service is not available (its SRV target is ".", RFC 2782)` (both
+ * #TETHER_ENOTFOUND, as is a name that does not exist), or `all 3 SRV
+ * targets failed: a.example.com:7001 refused; b.example.com:7002 (host
+ * b.example.com not found); ...` with the most telling code of the
+ * targets' (see tether_conn_dial()).
  *
  * **Messages.** tether_conn_send() takes a whole message and the
  * `on_message` callback delivers whole messages, in order, however TCP cut
@@ -699,6 +731,28 @@ TETHER_API void tether_conn_close(tether_conn *c);
  * @param[in] c The connection; NULL is ignored.
  */
 TETHER_API void tether_conn_abort(tether_conn *c);
+
+/**
+ * @brief Lets tether_loop_run() return while the connection is open.
+ *
+ * An open connection (from tether_conn_dial() or `on_accept` until the
+ * library frees it, lingering close included) keeps the loop running by
+ * default. After this call it no longer does, as with libuv's uv_unref():
+ * for a connection that lives alongside other work, such as a link to a
+ * monitoring service, and must not keep the program running by itself. The
+ * connection goes on working whenever the loop runs. Idempotent. Loop
+ * thread only. A connection of a reconnecting client follows the client
+ * (tether_client_unref()); do not call this on it.
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_unref(tether_conn *c);
+
+/**
+ * @brief Undoes tether_conn_unref(): an open connection keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] c The connection; NULL is ignored.
+ */
+TETHER_API void tether_conn_ref(tether_conn *c);
 
 /**
  * @brief Stops reading from the connection (flow control toward the peer).

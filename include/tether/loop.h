@@ -21,15 +21,16 @@
  * connections on many cores, run one loop per thread.
  *
  * **Handles.** Timers, fd watchers (#tether_io), signal watchers
- * (#tether_signal), hooks (#tether_hook) and listeners are *handles*: objects
- * registered on a loop until freed (or closed). A handle is *active* while
- * started (a listener from creation to close). tether_loop_run() keeps
- * running while an active handle is *referenced* (the default); unref it
- * (tether_timer_unref(), tether_io_unref(), ...) to let the loop return
- * while it is still active, as with libuv's uv_unref(). Connections and
- * reconnecting clients keep the loop alive while open. tether_loop_walk()
- * visits every registered handle, and tether_loop_close_all() frees or
- * closes them at shutdown.
+ * (#tether_signal), hooks (#tether_hook), listeners, connections and
+ * reconnecting clients are *handles*: objects registered on a loop until
+ * freed (or closed). A handle is *active* while started (a listener from
+ * creation to close, a connection or client until the library frees it).
+ * tether_loop_run() keeps running while an active handle is *referenced*
+ * (the default); unref it (tether_timer_unref(), tether_io_unref(),
+ * tether_conn_unref(), ...) to let the loop return while it is still
+ * active, as with libuv's uv_unref(). tether_loop_walk() visits every
+ * registered handle, and tether_loop_close_all() frees or closes them at
+ * shutdown.
  *
  * **Embedding.** Another event loop (libuv, GLib, libevent, a hand-written
  * poll loop) can drive a tether loop: watch tether_loop_backend_fd() for
@@ -71,11 +72,13 @@ typedef void (*tether_timer_cb)(tether_timer *t, void *ud);
  * that type: cast it to the type named here.
  */
 typedef enum tether_handle_type {
-    TETHER_HANDLE_TIMER = 1,   /**< A #tether_timer; free with tether_timer_free(). */
-    TETHER_HANDLE_IO = 2,      /**< A #tether_io; free with tether_io_free(). */
-    TETHER_HANDLE_SIGNAL = 3,  /**< A #tether_signal; free with tether_signal_free(). */
-    TETHER_HANDLE_HOOK = 4,    /**< A #tether_hook; free with tether_hook_free(). */
-    TETHER_HANDLE_LISTENER = 5 /**< A #tether_listener; close with tether_listener_close(). */
+    TETHER_HANDLE_TIMER = 1,    /**< A #tether_timer; free with tether_timer_free(). */
+    TETHER_HANDLE_IO = 2,       /**< A #tether_io; free with tether_io_free(). */
+    TETHER_HANDLE_SIGNAL = 3,   /**< A #tether_signal; free with tether_signal_free(). */
+    TETHER_HANDLE_HOOK = 4,     /**< A #tether_hook; free with tether_hook_free(). */
+    TETHER_HANDLE_LISTENER = 5, /**< A #tether_listener; close with tether_listener_close(). */
+    TETHER_HANDLE_CONN = 6,     /**< A #tether_conn; close with tether_conn_close(). */
+    TETHER_HANDLE_CLIENT = 7    /**< A #tether_client; close with tether_client_close(). */
 } tether_handle_type;
 
 /**
@@ -156,9 +159,9 @@ TETHER_API int tether_loop_new(tether_loop **out, const tether_loop_opts *opts);
 /**
  * @brief Frees a loop that has no live handles left.
  *
- * Close every connection and listener and free every timer and watcher
- * first (tether_loop_close_all() does it for all but connections and
- * clients), then run the loop until their close callbacks have fired
+ * Close every connection, client and listener and free every timer and
+ * watcher first (tether_loop_close_all() does it for all of them), then run
+ * the loop until their close callbacks have fired
  * (tether_loop_run() returns once nothing is active).
  *
  * A callback posted by another thread after tether_loop_run() returned
@@ -181,9 +184,9 @@ TETHER_API int tether_loop_free(tether_loop *loop);
 /**
  * @brief Runs the loop until tether_loop_stop() is called or nothing is active.
  *
- * "Active" means: an open connection or listener, a started and
- * referenced handle (timer, fd watcher, signal watcher, hook), a pending or
- * posted callback, or a tether_loop_ref() reference. A server that listens
+ * "Active" means: an open and referenced connection, client or listener,
+ * a started and referenced handle (timer, fd watcher, signal watcher,
+ * hook), a pending or posted callback, or a tether_loop_ref() reference. A server that listens
  * therefore runs until stopped.
  * @param[in] loop The loop.
  * @retval TETHER_OK     Stopped, or nothing left to do.
@@ -290,12 +293,16 @@ TETHER_API void tether_loop_unref(tether_loop *loop);
 /**
  * @brief Calls @p cb for every handle registered on the loop.
  *
- * Visits timers, fd watchers, signal watchers, hooks and listeners that
- * have not been freed or closed, in the order they were created. The
- * callback may free or close the visited handle or any other; a handle
- * created during the walk is not visited. Connections and reconnecting
- * clients are not visited: close them yourself (tether_conn_close(),
- * tether_client_close()).
+ * Visits timers, fd watchers, signal watchers, hooks, listeners,
+ * connections and reconnecting clients that have not been freed or closed,
+ * in the order they were created. The callback may free or close the
+ * visited handle or any other; a handle created during the walk is not
+ * visited. A connection is visited once the application has it (from
+ * tether_conn_dial() or `on_accept`) until its `on_close` has run, and a
+ * client until `on_state` has reported #TETHER_CLIENT_CLOSED (the memory
+ * outlives these callbacks briefly, but the application must not use it);
+ * the connection of a reconnecting client is not visited: it belongs to
+ * the client.
  *
  * Loop thread only.
  * @param[in] loop The loop.
@@ -308,10 +315,14 @@ TETHER_API int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud);
 
 /**
  * @brief Frees every timer, fd watcher, signal watcher and hook and closes
- *        every listener still on the loop.
+ *        every listener, connection and reconnecting client still on the loop.
  *
- * For shutdown: afterwards run the loop until it returns (listener frees
- * and the close callbacks of connections run there) and free it. The
+ * Connections are closed with tether_conn_close() (gracefully: what is
+ * queued is still sent), clients with tether_client_close(); accepted
+ * connections still in their handshake, which the application has not
+ * seen, are dropped. For shutdown: afterwards run the loop until it
+ * returns (listener frees and the close callbacks of connections and
+ * clients run there) and free it. The
  * application's own pointers to the freed handles become dangling. Loop
  * thread only; safe inside a callback of the loop.
  * @param[in] loop The loop; NULL is ignored.
@@ -320,7 +331,7 @@ TETHER_API void tether_loop_close_all(tether_loop *loop);
 
 /**
  * @brief The name of a handle type ("timer", "io", "signal", "hook",
- *        "listener"), for logs.
+ *        "listener", "conn", "client"), for logs.
  * @param[in] type The type.
  * @return A static string; "unknown" for a value that is not a type.
  */

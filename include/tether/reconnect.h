@@ -13,6 +13,11 @@
  * `tls://`, offers the session of the previous connection, so reconnecting
  * costs an abbreviated handshake (tether_conn_opts::tls is shared by every
  * attempt, and that configuration keeps the sessions; see the TLS group).
+ * With `tcp+srv://` or `tls+srv://` every attempt takes the SRV records
+ * again (from the loop's cache while their TTL lasts, from DNS after) and
+ * chooses a target by priority and weight anew, so servers added to DNS
+ * receive new clients, and servers removed from it stop receiving them once
+ * the TTL has passed (see "Service discovery" in the connections group).
  *
  * **Backoff.** The waits follow gRPC's connection-backoff specification
  * (grpc/grpc `doc/connection-backoff.md`). The n-th consecutive attempt
@@ -308,6 +313,25 @@ TETHER_API int tether_client_reconnect_now(tether_client *cl);
  * @param[in] cl The client; NULL is ignored.
  */
 TETHER_API void tether_client_close(tether_client *cl);
+
+/**
+ * @brief Lets tether_loop_run() return while the client is open.
+ *
+ * A client keeps the loop running from tether_client_new() until it is
+ * freed, and so does its current connection. After this call neither
+ * does, as with libuv's uv_unref(): for a client that must not keep the
+ * program running by itself. The client goes on connecting, sending and
+ * reconnecting whenever the loop runs. Idempotent. Loop thread only.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_unref(tether_client *cl);
+
+/**
+ * @brief Undoes tether_client_unref(): an open client keeps the loop
+ *        running (the default). Idempotent. Loop thread only.
+ * @param[in] cl The client; NULL is ignored.
+ */
+TETHER_API void tether_client_ref(tether_client *cl);
 
 /**
  * @brief Stops delivering messages, on this connection and every later one.

@@ -23,11 +23,11 @@
  * **Secure by default.** A client verifies the server's certificate chain
  * against its trust store AND checks that the certificate names the host in
  * the URL: `tls://localhost:5555` requires the name `localhost`,
- * `tls://127.0.0.1:5555` the IP address 127.0.0.1 (tether_tls_opts::server_name
- * overrides the name). The only way to turn verification off is
- * tether_tls_opts::insecure_skip_verify. TLS 1.2 is the lowest version
- * accepted, renegotiation is off, and a graceful tether_conn_close() sends
- * close_notify.
+ * `tls://127.0.0.1:5555` the IP address 127.0.0.1, and `tls+srv://` the SRV
+ * target connected to (tether_tls_opts::server_name overrides the name). The
+ * only way to turn verification off is tether_tls_opts::insecure_skip_verify.
+ * TLS 1.2 is the lowest version accepted, renegotiation is off, and a
+ * graceful tether_conn_close() sends close_notify.
  *
  * **Errors.** A failed handshake reports a code that says what kind of
  * problem it was and a detail string (tether_conn_last_error(), the
@@ -275,7 +275,8 @@ typedef struct tether_tls_opts {
     const char *alpn;
     /** Clients: the name to send as SNI and to verify the certificate
      *  against, instead of the URL's host (an IP address is verified as an
-     *  address and not sent as SNI). NULL to use the URL's host. */
+     *  address and not sent as SNI). NULL to use the URL's host, or for
+     *  `tls+srv://` the SRV target's. */
     const char *server_name;
     /** Servers: how long an accepted connection may take to complete its
      *  handshake before it is closed (#TETHER_ETIMEDOUT through the

@@ -9,7 +9,8 @@
 # 127.0.0.1, and checks that the client resolves through --dns-server only,
 # that a moved name is found by the next run, and that DNS and connect
 # failures come out as one line naming the cause, within the deadline
-# given by --connect-timeout.
+# given by --connect-timeout. SRV records (_echo._tcp.test) send
+# tcp+srv:// URLs to a second echo server, on a port picked beforehand.
 #
 # Every wait is bounded; the EXIT trap kills and reaps every background
 # process. Exits 0 when every check passed; each failed check prints FAIL.
@@ -102,6 +103,12 @@ EOF
 
 echo "127.0.0.1 moved.test" >"$tmp/hosts"
 chmod 644 "$tmp/hosts"
+# The SRV records need the second echo server's port before it runs: a port
+# free now, which echo_server binds below (a refusal there fails loudly).
+free_tcp_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+srv_echo_port=$(free_tcp_port)
 dns_port=
 for _ in $(seq 10); do
     port=$(python3 -c 'import socket
@@ -117,6 +124,7 @@ no-hosts
 local=/test/
 addn-hosts=$tmp/hosts
 host-record=echo.test,127.0.0.1,::1
+srv-host=_echo._tcp.test,echo.test,$srv_echo_port,1,1
 log-facility=-
 EOF
     "$dnsmasq_bin" --no-daemon --pid-file= --conf-file="$tmp/dnsmasq.conf" \
@@ -241,6 +249,33 @@ if [[ -n $moved && $status -eq 1 && $err == "$want" ]]; then
     pass "moved.test after the move: $err"
 else
     fail "moved.test after the move (dnsmasq reloaded: ${moved:-no}): status $status, stderr '$err' (want '$want')"
+fi
+
+# ---- DNS SRV: tcp+srv:// ----------------------------------------------------------
+
+if th_start server2 '^listening on tcp://127\.0\.0\.1:[0-9]*$' \
+    "$server_bin" --listen "tcp://127.0.0.1:$srv_echo_port"; then
+    run_client --connect tcp+srv://_echo._tcp.test --dns-server "$dns" --count 3
+    if [[ $status -eq 0 && $out == "ok 3" ]]; then
+        pass "tcp+srv:// through --dns-server ($out)"
+    else
+        fail "tcp+srv://: status $status, stdout '$out', stderr '$err'"
+    fi
+fi
+
+run_client --connect tcp+srv://_nx._tcp.test --dns-server "$dns"
+want="error: connect to tcp+srv://_nx._tcp.test failed: no SRV records for _nx._tcp.test (the name does not exist)"
+if [[ $status -eq 1 && $err == "$want" ]]; then
+    pass "no SRV records: $err"
+else
+    fail "no SRV records: status $status, stderr '$err' (want '$want')"
+fi
+
+run_client --connect tcp+srv://_echo._tcp.test:7 --dns-server "$dns"
+if [[ $status -eq 1 && $err == *"an SRV URL takes no port"* ]]; then
+    pass "SRV URL with a port: $err"
+else
+    fail "SRV URL with a port: status $status, stderr '$err'"
 fi
 
 th_end

@@ -124,13 +124,13 @@ for prog in "${clients[@]}"; do
         --connect tls://127.0.0.1:1 --key "$certs/client.key" "${extra[@]}"
     if [[ $prog != chat_client ]]; then
         expect_err "$prog" \
-            "error: --ca, --cert, --key, --servername and --insecure only apply to tls:// URLs, not to tcp://127.0.0.1:1" \
+            "error: --ca, --cert, --key, --servername and --insecure only apply to tls:// and tls+srv:// URLs, not to tcp://127.0.0.1:1" \
             --connect tcp://127.0.0.1:1 --servername localhost "${extra[@]}"
     fi
     expect_err "$prog" "~^error: .*$certs/nope.pem" \
         --connect tls://127.0.0.1:1 --ca "$certs/nope.pem" "${extra[@]}"
 done
-expect_err chat_client "error: --connect must be a tls:// URL: chat_server only speaks TLS" \
+expect_err chat_client "error: --connect must be a tls:// or tls+srv:// URL: chat_server only speaks TLS" \
     --connect tcp://127.0.0.1:1
 expect_err echo_client "~^error: --size 20000000 is above the largest message tether allows by default, 16 MiB \(16777216 bytes\): raise the limit with --max-msg" \
     --connect tcp://127.0.0.1:1 --size 20000000
