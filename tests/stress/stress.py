@@ -51,11 +51,12 @@ ENFORCED = [
     "header-only-varint",
     "mem-limit",
     "max-conns",
+    "slowloris",
+    "nonreading",
+    "hello-interval",
+    "hello-reason",
 ]
-# Not yet enforced, waiting for issue #9:
-#   slowloris, nonreading            slow and stuck peers reaped by default
-#   hello-interval                   clamp the peer's HELLO interval (bug 3)
-#   hello-reason                     name the protocol violation (bug 5)
+# Not yet enforced:
 #   rc-trickle                       reconnecting_client hangs on a server that
 #                                    trickles (long run only)
 
