@@ -21,14 +21,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dns_helpers.h"
 #include "dns_srv.h"
 #include "helpers.h"
 
 #ifndef TETHER_CERTS_DIR
 #error "TETHER_CERTS_DIR must name the certs/ directory"
 #endif
-
-#define DNSMASQ "/usr/sbin/dnsmasq"
 
 /* ---- the order, without sockets -------------------------------------------- */
 
@@ -142,25 +141,6 @@ START_TEST(order_all_zero_weights_shuffled)
 }
 END_TEST
 
-/* Appends a DNS name in wire format. */
-static size_t put_name(uint8_t *p, const char *name)
-{
-    size_t o = 0;
-    while (*name != '\0') {
-        const char *dot = strchr(name, '.');
-        size_t l = dot != NULL ? (size_t)(dot - name) : strlen(name);
-        p[o++] = (uint8_t)l;
-        memcpy(p + o, name, l);
-        o += l;
-        name += l;
-        if (*name == '.') {
-            name++;
-        }
-    }
-    p[o++] = 0;
-    return o;
-}
-
 /* An answer record whose owner is a pointer to offset 12. */
 static size_t put_rr(uint8_t *p, int type, uint32_t ttl, const uint8_t *rdata, size_t rdlen)
 {
@@ -184,13 +164,13 @@ static size_t put_rr(uint8_t *p, int type, uint32_t ttl, const uint8_t *rdata, s
 START_TEST(min_ttl_of_raw_answers)
 {
     uint8_t m[512] = {0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0};
-    size_t o = 12 + put_name(m + 12, "_svc._tcp.test");
+    size_t o = 12 + th_dns_put_name(m + 12, "_svc._tcp.test");
     m[o++] = 0;
     m[o++] = 33;
     m[o++] = 0;
     m[o++] = 1;
     uint8_t srv[64] = {0, 1, 0, 5, 0x1b, 0x59};
-    size_t sl = 6 + put_name(srv + 6, "a.test");
+    size_t sl = 6 + th_dns_put_name(srv + 6, "a.test");
     uint8_t a[4] = {127, 0, 0, 1};
     o += put_rr(m + o, 33, 300, srv, sl);
     o += put_rr(m + o, 1, 7, a, 4); /* not SRV: its TTL does not count */
@@ -205,7 +185,7 @@ START_TEST(min_ttl_of_raw_answers)
     ck_assert_int_eq(tether__srv_min_ttl(m, o), -1);
     /* A TTL with the top bit set counts as 0 (RFC 2181). */
     m[7] = 1;
-    size_t o2 = 12 + put_name(m + 12, "_svc._tcp.test") + 4;
+    size_t o2 = 12 + th_dns_put_name(m + 12, "_svc._tcp.test") + 4;
     o2 += put_rr(m + o2, 33, 0x80000000u, srv, sl);
     ck_assert_int_eq(tether__srv_min_ttl(m, o2), 0);
 }
@@ -213,101 +193,30 @@ END_TEST
 
 /* ---- dnsmasq ---------------------------------------------------------------- */
 
-static struct {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char conf[128];
-    char log[128];
-    char servers[64];
-} dm;
+static struct th_dnsmasq dm;
+static char dm_servers[64]; /* "127.0.0.1:PORT" */
 
-static void write_file(const char *path, const char *text)
+/* Whether 127.0.0.1:port answers the SRV query for _probe._tcp.test with
+ * at least one record. */
+static bool dm_answers(int port)
 {
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_int_eq(fclose(f), 0);
-    chmod(path, 0644);
-}
-
-static int free_port(void)
-{
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-        socklen_t sl = sizeof sin;
-        getsockname(fd, (struct sockaddr *)&sin, &sl);
-        int tfd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        int rv = bind(tfd, (struct sockaddr *)&sin, sizeof sin);
-        close(tfd);
-        close(fd);
-        if (rv == 0) {
-            return ntohs(sin.sin_port);
-        }
-    }
-}
-
-/* Whether 127.0.0.1:port answers an SRV query for name with at least one
- * record, within timeout_ms. */
-static bool dm_answers(const char *name, int timeout_ms)
-{
-    uint8_t q[512] = {0x56, 0x78, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
-    size_t ql = 12 + put_name(q + 12, name);
-    q[ql++] = 0;
-    q[ql++] = 33;
-    q[ql++] = 0;
-    q[ql++] = 1;
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dm.port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (sendto(fd, q, ql, 0, (struct sockaddr *)&sin, sizeof sin) == (ssize_t)ql) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        uint8_t r[1500];
-        ssize_t n;
-        ok = poll(&pfd, 1, timeout_ms) == 1 && (n = recv(fd, r, sizeof r, 0)) >= 12 &&
-             r[0] == 0x56 && r[1] == 0x78 && (r[6] << 8 | r[7]) > 0;
-    }
-    close(fd);
-    return ok;
+    uint8_t r[1500];
+    return th_dns_query(port, "_probe._tcp.test", 33 /* SRV */, r, sizeof r, 100) >= 12 &&
+           (r[6] << 8 | r[7]) > 0;
 }
 
 static void dm_kill(void)
 {
-    if (dm.pid > 0) {
-        kill(dm.pid, SIGTERM);
-        uint64_t deadline = th_now_ms() + 2000;
-        int st;
-        while (waitpid(dm.pid, &st, WNOHANG) == 0) {
-            if (th_now_ms() >= deadline) {
-                kill(dm.pid, SIGKILL);
-                waitpid(dm.pid, &st, 0);
-                break;
-            }
-            usleep(10 * 1000);
-        }
-        dm.pid = 0;
-    }
+    th_dnsmasq_kill(&dm);
 }
 
 /* Picks the directory and the port dnsmasq will use (the loop needs the
  * port before the servers, whose ports the records need, exist). */
 static void dm_prepare(void)
 {
-    ck_assert_msg(access(DNSMASQ, X_OK) == 0,
-                  "dnsmasq not found at " DNSMASQ ": install the Debian package dnsmasq-base");
-    snprintf(dm.dir, sizeof dm.dir, "/tmp/tether-srv-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dm.dir));
-    chmod(dm.dir, 0755);
-    snprintf(dm.conf, sizeof dm.conf, "%s/dnsmasq.conf", dm.dir);
-    snprintf(dm.log, sizeof dm.log, "%s/dnsmasq.log", dm.dir);
-    dm.port = free_port();
-    snprintf(dm.servers, sizeof dm.servers, "127.0.0.1:%d", dm.port);
+    th_dnsmasq_init(&dm, "tether-srv");
+    dm.port = th_free_port();
+    snprintf(dm_servers, sizeof dm_servers, "127.0.0.1:%d", dm.port);
 }
 
 /* (Re)starts dnsmasq on dm.port with records (plus _probe._tcp.test), and
@@ -321,34 +230,12 @@ static void dm_start(const char *records)
              "host-record=a.test,127.0.0.1\nhost-record=b.test,127.0.0.1\n"
              "host-record=c.test,127.0.0.1\nsrv-host=_probe._tcp.test,a.test,1\n%s",
              dm.port, records);
-    write_file(dm.conf, conf);
-    char conf_arg[160];
-    snprintf(conf_arg, sizeof conf_arg, "--conf-file=%s", dm.conf);
+    th_write_file(dm.conf, conf);
     /* A restart may find the port still held for a moment: retry. */
     for (int attempt = 0; attempt < 20; attempt++) {
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int lfd = open(dm.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            int nul = open("/dev/null", O_RDONLY);
-            dup2(nul, 0);
-            dup2(lfd, 1);
-            dup2(lfd, 2);
-            execl(DNSMASQ, "dnsmasq", "--no-daemon", "--pid-file=", conf_arg, (char *)NULL);
-            _exit(127);
-        }
-        dm.pid = pid;
-        uint64_t deadline = th_now_ms() + 5000;
-        while (th_now_ms() < deadline) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                dm.pid = 0;
-                break;
-            }
-            if (dm_answers("_probe._tcp.test", 100)) {
-                return;
-            }
+        th_dnsmasq_spawn(&dm, true);
+        if (th_dnsmasq_wait(&dm, dm_answers, 5000) == 1) {
+            return;
         }
         dm_kill();
         usleep(100 * 1000);
@@ -361,7 +248,7 @@ static void loop_start(void)
     dm_prepare();
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 500;
     lo.dns_tries = 2;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
@@ -373,11 +260,7 @@ static void teardown_srv(void)
         th_teardown();
     }
     dm_kill();
-    if (dm.dir[0] != '\0') {
-        unlink(dm.conf);
-        unlink(dm.log);
-        rmdir(dm.dir);
-    }
+    th_dnsmasq_remove(&dm);
 }
 
 /* ---- servers -------------------------------------------------------------- */
@@ -636,10 +519,10 @@ START_TEST(srv_lookup_deadline)
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
     socklen_t sl = sizeof sin;
     getsockname(fd, (struct sockaddr *)&sin, &sl);
-    snprintf(dm.servers, sizeof dm.servers, "127.0.0.1:%d", ntohs(sin.sin_port));
+    snprintf(dm_servers, sizeof dm_servers, "127.0.0.1:%d", ntohs(sin.sin_port));
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 5000;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
     struct batch b;
