@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,4 +161,43 @@ int th_refused_port(int *keep_fd)
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
     *keep_fd = fd;
     return ntohs(sin.sin_port);
+}
+
+int th_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    return fd;
+}
+
+void th_raw_write(int fd, const void *p, size_t n)
+{
+    ck_assert_int_eq((int)send(fd, p, n, MSG_NOSIGNAL), (int)n);
+}
+
+bool th_raw_wait_eof(int fd, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    uint8_t b[4096];
+    while (th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 5);
+        ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void th_local_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    char ip[INET_ADDRSTRLEN];
+    ck_assert_ptr_nonnull(inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip));
+    snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(sin.sin_port));
 }

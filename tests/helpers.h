@@ -55,6 +55,20 @@ int th_count_fds(void);
  * holds it; close that to let a listener take the port. */
 int th_refused_port(int *keep_fd);
 
+/* A blocking TCP socket connected to 127.0.0.1:port (asserts success). */
+int th_raw_connect(int port);
+
+/* Writes all n bytes to a raw socket in one send (asserts; no SIGPIPE). */
+void th_raw_write(int fd, const void *p, size_t n);
+
+/* Runs th_loop until the raw socket fd sees EOF or a reset (true), or ms
+ * pass (false). Whatever else arrives is discarded. */
+bool th_raw_wait_eof(int fd, int ms);
+
+/* Formats a socket's own IPv4 address as "IP:PORT", the way
+ * tether_conn_peer() formats the other side's view of it. */
+void th_local_name(int fd, char *buf, size_t len);
+
 /* Runs a suite and returns an exit status (0 when every test passed). */
 int th_run_suite(Suite *s);
 

@@ -1107,19 +1107,6 @@ END_TEST
 
 /* ---- peers that do not speak TLS, deadlines ------------------------------ */
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
 START_TEST(garbage_and_plain_clients_are_rejected)
 {
     tether_tls_config *scfg = srv_up("server", NULL);
@@ -1131,7 +1118,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert_int_eq(cli_dial_wait(&good, url_for("localhost", S.port), ccfg), TETHER_OK);
 
     /* HTTP. */
-    int fd = raw_connect(S.port);
+    int fd = th_raw_connect(S.port);
     const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     ck_assert_int_eq(send(fd, http, strlen(http), MSG_NOSIGNAL), (ssize_t)strlen(http));
     wait_server_errors(1);
@@ -1145,14 +1132,14 @@ START_TEST(garbage_and_plain_clients_are_rejected)
 
     /* A port check: connect and close without a word. The server's text
      * must not ask whether its client is a TLS server. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     close(fd);
     wait_server_errors(2);
     ASSERT_HAS(S.error_detail, "the client closed the connection before sending anything");
     ck_assert_msg(strstr(S.error_detail, "TLS server") == NULL, "%s", S.error_detail);
 
     /* Random bytes. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     uint8_t junk[300];
     th_fill(junk, sizeof junk, 99);
     junk[0] = 0x00;
@@ -1177,7 +1164,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert(th_run_until(&plain.closed, 5000));
 
     /* A TLS record header announcing an absurd length. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     const uint8_t hdr[] = {0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00};
     ck_assert_int_eq(send(fd, hdr, sizeof hdr, MSG_NOSIGNAL), (ssize_t)sizeof hdr);
     wait_server_errors(5);
@@ -1200,7 +1187,7 @@ END_TEST
 START_TEST(server_handshake_timeout)
 {
     tether_tls_config *scfg = srv_up("server", tw_short_hs);
-    int fd = raw_connect(S.port); /* never sends a ClientHello */
+    int fd = th_raw_connect(S.port); /* never sends a ClientHello */
     uint64_t t0 = th_now_ms();
     wait_server_errors(1);
     uint64_t took = th_now_ms() - t0;
@@ -1424,7 +1411,7 @@ static void cn_accepted(int version)
     S.echo = false;
     int closed = S.closed;
     struct cn_peer p = {.server = false, .version = version};
-    p.fd = raw_connect(S.port);
+    p.fd = th_raw_connect(S.port);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
     bool done = th_run_until_pred(cn_closed, &closed, 15000);
     /* The peer thread ends by itself within its 10 s receive timeout. */
