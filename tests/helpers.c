@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 tether_loop *th_loop;
 
@@ -171,6 +172,36 @@ int th_raw_connect(int port)
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
     return fd;
+}
+
+int th_raw_listen(int backlog, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(fd, backlog), 0);
+    socklen_t sl = sizeof sin;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int th_hang_port(int *fds, int n)
+{
+    ck_assert_int_ge(n, 2);
+    int port;
+    fds[0] = th_raw_listen(0, &port);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 1; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fds[i], 0);
+        connect(fds[i], (struct sockaddr *)&sin, sizeof sin); /* in progress, or queued */
+    }
+    usleep(100 * 1000); /* let the kernel queue them */
+    return port;
 }
 
 void th_raw_write(int fd, const void *p, size_t n)

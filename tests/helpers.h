@@ -58,6 +58,15 @@ int th_refused_port(int *keep_fd);
 /* A blocking TCP socket connected to 127.0.0.1:port (asserts success). */
 int th_raw_connect(int port);
 
+/* A blocking TCP listener on 127.0.0.1 on a port the kernel picks (put in
+ * *port), with the given accept backlog; asserts success. */
+int th_raw_listen(int backlog, int *port);
+
+/* A port on 127.0.0.1 whose SYNs are dropped, so connects to it hang: a
+ * listener (fds[0], backlog 0) that never accepts, its accept queue filled
+ * by n - 1 connections (fds[1..n-1]). Returns the port; close the n fds. */
+int th_hang_port(int *fds, int n);
+
 /* Writes all n bytes to a raw socket in one send (asserts; no SIGPIPE). */
 void th_raw_write(int fd, const void *p, size_t n);
 

@@ -545,26 +545,6 @@ START_TEST(srv_lookup_deadline)
 }
 END_TEST
 
-/* A port on 127.0.0.1 whose SYNs are dropped: a listener that never
- * accepts, with its accept queue filled. Returns the port; fds[0..4]
- * hold the sockets (close them). */
-static int hang_port(int fds[5])
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_eq(bind(fds[0], (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(fds[0], 0), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fds[0], (struct sockaddr *)&sin, &sl);
-    for (int i = 1; i < 5; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        connect(fds[i], (struct sockaddr *)&sin, sizeof sin);
-    }
-    usleep(100 * 1000);
-    return ntohs(sin.sin_port);
-}
-
 /* One connect deadline covers every target, and each attempt's share of
  * it counts the targets still waiting: a first target that hangs is
  * abandoned after half of the 10 s deadline, leaving the rest for the
@@ -574,7 +554,7 @@ START_TEST(deadline_covers_targets)
     loop_start();
     servers_start(NULL);
     int hang[5];
-    int hp = hang_port(hang);
+    int hp = th_hang_port(hang, 5);
     char rec[512];
     snprintf(rec, sizeof rec,
              "srv-host=_svc._tcp.test,a.test,%d,1,1\n"

@@ -246,19 +246,6 @@ static int raw_connect(int port, int rcvbuf)
     return fd;
 }
 
-static int raw_listen(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(fd, 4), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &sl);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
 /* Accepts on a raw listener while running the loop (bounded). */
 static int raw_accept(int lfd, int ms)
 {
@@ -610,7 +597,7 @@ END_TEST
 START_TEST(default_client_sends_no_control_frames)
 {
     int port;
-    int lfd = raw_listen(&port);
+    int lfd = th_raw_listen(4, &port);
     struct cli k = {0};
     tether_conn_opts co = cli_opts(&k);
     co.idle_timeout_ms = 5000; /* liveness on, heartbeats off */
@@ -640,7 +627,7 @@ END_TEST
 START_TEST(wire_format_and_timeout_against_a_raw_peer)
 {
     int port;
-    int lfd = raw_listen(&port);
+    int lfd = th_raw_listen(4, &port);
     struct cli k = {0};
     tether_conn_opts co = cli_opts(&k);
     co.heartbeat_ms = 100;

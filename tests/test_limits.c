@@ -590,16 +590,10 @@ START_TEST(budget_refuses_sends_then_drains)
     reset_state();
     ck_assert_int_eq(tether_loop_set_mem_limit(th_loop, 1024 * 1024), TETHER_OK);
     /* A raw server that does not read until told to. */
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(ls, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(ls, 4), 0);
-    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sin, &sl), 0);
+    int port;
+    int ls = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
 
     struct cli k = {0};
     tether_conn_opts o;
@@ -782,16 +776,10 @@ START_TEST(tls_record_from_raw_server_suggests_tls)
     /* A server that answers with a TLS alert, as OpenSSL does to a
      * ClientHello it cannot parse. */
     reset_state();
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(ls, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(ls, 4), 0);
-    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sin, &sl), 0);
+    int port;
+    int ls = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
     struct cli k = {0};
     tether_conn_opts o;
     tether_conn_opts_init(&o);

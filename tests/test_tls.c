@@ -1208,16 +1208,8 @@ START_TEST(client_handshake_timeout)
 {
     /* A TCP listener that never answers: the kernel completes the TCP
      * handshake, nobody speaks TLS. */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(lfd, (struct sockaddr *)&sin, &sl);
-    int port = ntohs(sin.sin_port);
+    int port;
+    int lfd = th_raw_listen(8, &port);
 
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
