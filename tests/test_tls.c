@@ -6,6 +6,7 @@
  * certs/README.md). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1394,6 +1395,18 @@ static bool cn_closed(void *arg)
     return *(int *)arg != S.closed;
 }
 
+/* Runs the loop until the peer thread is done (it ends by itself within
+ * its 10 s receive timeout; bounded here too), joins it, closes its fd. */
+static void cn_peer_finish(struct cn_peer *p)
+{
+    uint64_t deadline = th_now_ms() + 15000;
+    while (!p->got_close_notify && p->err[0] == '\0' && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    pthread_join(p->thr, NULL);
+    close(p->fd);
+}
+
 /* tether as the server: an accepted connection whose peer ends with data and
  * close_notify in one segment delivers the data, reports a clean EOF and
  * answers close_notify. */
@@ -1406,13 +1419,7 @@ static void cn_accepted(int version)
     p.fd = th_raw_connect(S.port);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
     bool done = th_run_until_pred(cn_closed, &closed, 15000);
-    /* The peer thread ends by itself within its 10 s receive timeout. */
-    uint64_t deadline = th_now_ms() + 15000;
-    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 20);
-    }
-    pthread_join(p.thr, NULL);
-    close(p.fd);
+    cn_peer_finish(&p);
     ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
     ck_assert_msg(done, "the server never reported the end of the stream");
     ck_assert_int_eq(S.msgs, 1);
@@ -1437,17 +1444,13 @@ END_TEST
 /* tether as the client, against a peer server that ends the same way. */
 static void cn_dialled(int version)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(lfd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(lfd, 1), 0);
-    socklen_t sl = sizeof sa;
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    int port;
+    int lfd = th_raw_listen(1, &port);
+    ck_assert_int_eq(fcntl(lfd, F_SETFL, O_NONBLOCK), 0); /* accept4() below polls */
 
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
-    cli_dial(&k, url_for("localhost", ntohs(sa.sin_port)), ccfg);
+    cli_dial(&k, url_for("localhost", port), ccfg);
     struct cn_peer p = {.server = true, .version = version};
     /* The dial resolves and connects from the loop: run it until the
      * connection arrives. */
@@ -1460,12 +1463,7 @@ static void cn_dialled(int version)
     ck_assert_int_ge(p.fd, 0);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
     bool done = th_run_until(&k.closed, 15000);
-    uint64_t deadline = th_now_ms() + 15000;
-    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 20);
-    }
-    pthread_join(p.thr, NULL);
-    close(p.fd);
+    cn_peer_finish(&p);
     close(lfd);
     ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
     ck_assert_msg(k.connected, "connect failed: %s", k.connect_detail);
