@@ -164,6 +164,13 @@ int th_refused_port(int *keep_fd)
     return ntohs(sin.sin_port);
 }
 
+void th_dial(tether_conn **c, const char *url, const tether_conn_opts *o)
+{
+    tether_error err;
+    int rv = tether_conn_dial(c, th_loop, url, o, &err);
+    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+}
+
 int th_raw_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

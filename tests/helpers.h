@@ -55,6 +55,10 @@ int th_count_fds(void);
  * holds it; close that to let a listener take the port. */
 int th_refused_port(int *keep_fd);
 
+/* tether_conn_dial() on th_loop; fails the test, naming url and the
+ * error, unless it returns TETHER_OK. */
+void th_dial(tether_conn **c, const char *url, const tether_conn_opts *o);
+
 /* A blocking TCP socket connected to 127.0.0.1:port (asserts success). */
 int th_raw_connect(int port);
 

@@ -229,9 +229,7 @@ static tether_conn_opts cli_opts(struct cli *k)
 
 static void dial(struct cli *k, const char *url, const tether_conn_opts *o)
 {
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_closed(void *arg)

@@ -380,9 +380,7 @@ static void dial_many(struct batch *b, const char *url, int n, int parallel, tet
     for (int started = 0; started < n;) {
         while (b->running < parallel && started < n) {
             tether_conn *c;
-            tether_error err;
-            int rv = tether_conn_dial(&c, th_loop, url, &o, &err);
-            ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+            th_dial(&c, url, &o);
             b->running++;
             started++;
         }

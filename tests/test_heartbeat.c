@@ -200,9 +200,7 @@ static void dial_port(struct cli *k, int port, const tether_conn_opts *o)
 {
     char url[64];
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial: %s", err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_connected(void *arg)

@@ -388,9 +388,7 @@ static void cli_dial(struct cli *k, const char *url, tether_conn_opts *o)
     o->on_message = cli_message;
     o->on_drain = cli_drain;
     o->on_close = cli_close;
-    tether_error err;
-    ck_assert_msg(tether_conn_dial(&k->c, th_loop, url, o, &err) == TETHER_OK, "dial: %s",
-                  err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_got(void *arg)

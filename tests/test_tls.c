@@ -315,9 +315,7 @@ static void cli_init_opts(tether_conn_opts *o, struct cli *k, tether_tls_config 
 
 static void cli_dial_opts(struct cli *k, const char *url, const tether_conn_opts *o)
 {
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&k->c, url, o);
 }
 
 static void cli_dial(struct cli *k, const char *url, tether_tls_config *cfg)
