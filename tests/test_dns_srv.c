@@ -366,8 +366,10 @@ static bool batch_idle(void *arg)
     return ((struct batch *)arg)->running == 0;
 }
 
-/* Dials url n times, at most `parallel` at once, and waits for all. */
-static void dial_many(struct batch *b, const char *url, int n, int parallel, tether_tls_config *tls)
+/* Dials url n times, at most `parallel` at once, each with the given
+ * connect timeout, and waits for all. */
+static void dial_many_timeout(struct batch *b, const char *url, int n, int parallel,
+                              tether_tls_config *tls, int connect_timeout_ms)
 {
     memset(b, 0, sizeof *b);
     tether_conn_opts o;
@@ -375,7 +377,7 @@ static void dial_many(struct batch *b, const char *url, int n, int parallel, tet
     o.on_connect = b_connect;
     o.on_close = b_close;
     o.userdata = b;
-    o.connect_timeout_ms = 10000;
+    o.connect_timeout_ms = connect_timeout_ms;
     o.tls = tls;
     for (int started = 0; started < n;) {
         while (b->running < parallel && started < n) {
@@ -386,6 +388,13 @@ static void dial_many(struct batch *b, const char *url, int n, int parallel, tet
         }
         ck_assert_msg(th_run_until_pred(batch_idle, b, 30000), "dials of %s did not finish", url);
     }
+}
+
+/* Dials url n times, at most `parallel` at once, with a 10 s connect
+ * timeout, and waits for all. */
+static void dial_many(struct batch *b, const char *url, int n, int parallel, tether_tls_config *tls)
+{
+    dial_many_timeout(b, url, n, parallel, tls, 10000);
 }
 
 /* One dial, expected to fail: returns its status, the message in b. */
@@ -524,18 +533,7 @@ START_TEST(srv_lookup_deadline)
     lo.dns_timeout_ms = 5000;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
     struct batch b;
-    memset(&b, 0, sizeof b);
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.on_connect = b_connect;
-    o.on_close = b_close;
-    o.userdata = &b;
-    o.connect_timeout_ms = 300;
-    tether_conn *c;
-    ck_assert_int_eq(tether_conn_dial(&c, th_loop, "tcp+srv://_slow._tcp.test", &o, NULL),
-                     TETHER_OK);
-    b.running = 1;
-    ck_assert(th_run_until_pred(batch_idle, &b, 20000));
+    dial_many_timeout(&b, "tcp+srv://_slow._tcp.test", 1, 1, NULL, 300);
     ck_assert_int_eq(b.last_status, TETHER_EDNSTIMEDOUT);
     ck_assert_str_eq(b.last_err, "connect to tcp+srv://_slow._tcp.test failed: SRV lookup of "
                                  "_slow._tcp.test timed out after 300 ms (connect timeout)");
@@ -565,18 +563,7 @@ START_TEST(deadline_covers_targets)
     ck_assert_msg(b.failed == 0, "%s", b.last_err);
     ck_assert_int_eq(b.by_server[1], 1);
 
-    memset(&b, 0, sizeof b);
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.on_connect = b_connect;
-    o.on_close = b_close;
-    o.userdata = &b;
-    o.connect_timeout_ms = 600;
-    tether_conn *c;
-    ck_assert_int_eq(tether_conn_dial(&c, th_loop, "tcp+srv://_svc._tcp.test", &o, NULL),
-                     TETHER_OK);
-    b.running = 1;
-    ck_assert(th_run_until_pred(batch_idle, &b, 20000));
+    dial_many_timeout(&b, "tcp+srv://_svc._tcp.test", 1, 1, NULL, 600);
     ck_assert_int_eq(b.last_status, TETHER_ETIMEDOUT);
     char want[160];
     snprintf(want, sizeof want,
