@@ -74,27 +74,51 @@ void tether__handle_detach(struct tether__handle *h)
     tether__queue_remove(&h->node);
 }
 
-int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud)
+/* Calls fn on every handle registered when it starts. The registry is
+ * moved aside and each handle put back before its call: a call that frees
+ * any handle unlinks it from whichever list holds it, and handles it
+ * creates go to the real registry only, so they are not visited. */
+static void for_each_handle(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
+                            void *arg)
 {
-    if (loop == NULL || cb == NULL) {
-        return TETHER_EINVAL;
-    }
-    /* Move the registry aside and put each handle back before its
-     * callback: a callback that frees any handle unlinks it from whichever
-     * list holds it, and handles it creates go to the real registry only,
-     * so they are not visited. */
     struct tether__queue todo;
     tether__queue_move(&loop->handle_q, &todo);
     while (!tether__queue_empty(&todo)) {
         struct tether__queue *q = todo.next;
         tether__queue_remove(q);
         tether__queue_insert_tail(&loop->handle_q, q);
-        struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
-        if (!h->hidden) {
-            cb(loop, (tether_handle_type)h->type, h, ud);
-        }
+        fn(tether__container_of(q, struct tether__handle, node), arg);
     }
+}
+
+struct walk {
+    tether_loop *loop;
+    tether_walk_cb cb;
+    void *ud;
+};
+
+static void walk_one(struct tether__handle *h, void *arg)
+{
+    struct walk *w = arg;
+    if (!h->hidden) {
+        w->cb(w->loop, (tether_handle_type)h->type, h, w->ud);
+    }
+}
+
+int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud)
+{
+    if (loop == NULL || cb == NULL) {
+        return TETHER_EINVAL;
+    }
+    struct walk w = {loop, cb, ud};
+    for_each_handle(loop, walk_one, &w);
     return TETHER_OK;
+}
+
+static void close_one(struct tether__handle *h, void *arg)
+{
+    (void)arg;
+    h->close(h);
 }
 
 void tether_loop_close_all(tether_loop *loop)
@@ -102,17 +126,9 @@ void tether_loop_close_all(tether_loop *loop)
     if (loop == NULL) {
         return;
     }
-    /* As in tether_loop_walk(); each handle brought its own close function
-     * (the loop knows nothing of listeners). */
-    struct tether__queue todo;
-    tether__queue_move(&loop->handle_q, &todo);
-    while (!tether__queue_empty(&todo)) {
-        struct tether__queue *q = todo.next;
-        tether__queue_remove(q);
-        tether__queue_insert_tail(&loop->handle_q, q);
-        struct tether__handle *h = tether__container_of(q, struct tether__handle, node);
-        h->close(h);
-    }
+    /* Each handle brought its own close function (the loop knows nothing
+     * of listeners). */
+    for_each_handle(loop, close_one, NULL);
 }
 
 const char *tether_handle_type_name(tether_handle_type type)

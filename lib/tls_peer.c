@@ -87,6 +87,22 @@ bool tether__tls_format_sans(X509 *x, char *buf, size_t len)
     return cut;
 }
 
+void tether__tls_expected_name(SSL *ssl, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+    const char *h = X509_VERIFY_PARAM_get0_host(p, 0);
+    if (h != NULL) {
+        snprintf(buf, len, "%s", h);
+        return;
+    }
+    char *ip = X509_VERIFY_PARAM_get1_ip_asc(p);
+    if (ip != NULL) {
+        snprintf(buf, len, "%s", ip);
+        OPENSSL_free(ip);
+    }
+}
+
 /* ---- what a connection negotiated --------------------------------------- */
 
 int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_info *out)
@@ -221,23 +237,6 @@ static int alert_to_x509_error(int alert)
     }
 }
 
-/* The name a client checked the certificate against ("" if none). */
-static void verified_name(SSL *ssl, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
-    const char *h = X509_VERIFY_PARAM_get0_host(p, 0);
-    if (h != NULL) {
-        snprintf(buf, len, "%s", h);
-        return;
-    }
-    char *ip = X509_VERIFY_PARAM_get1_ip_asc(p);
-    if (ip != NULL) {
-        snprintf(buf, len, "%s", ip);
-        OPENSSL_free(ip);
-    }
-}
-
 /* The certificates the peer sent, its own first, as DER. */
 static int chain_der(X509_STORE_CTX *sctx, tether_tls_cert **out, size_t *out_n)
 {
@@ -305,7 +304,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
         const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
         snprintf(name, sizeof name, "%s", sn != NULL ? sn : "");
     } else {
-        verified_name(ssl, name, sizeof name);
+        tether__tls_expected_name(ssl, name, sizeof name);
     }
     vi.server_name = name;
     tether_tls_cert *chain = NULL;

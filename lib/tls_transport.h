@@ -65,4 +65,8 @@ bool tether__tls_name_rfc2253(const X509_NAME *n, char *buf, size_t len);
  * URI:spiffe://example.org/x"); true if they did not all fit. */
 bool tether__tls_format_sans(X509 *x, char *buf, size_t len);
 
+/* The name a client checks the server's certificate against: the host
+ * name, else the IP address it was given; "" if neither is set. */
+void tether__tls_expected_name(SSL *ssl, char *buf, size_t len);
+
 #endif /* TETHER_TLS_TRANSPORT_H */

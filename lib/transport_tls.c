@@ -108,20 +108,6 @@ static void asn1_time_text(const ASN1_TIME *tm, char *buf, size_t len)
     BIO_free(b);
 }
 
-/* The name a client expects in the server's certificate. */
-static void expected_name(SSL *ssl, char *buf, size_t len)
-{
-    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
-    const char *h = X509_VERIFY_PARAM_get0_host(p, 0);
-    if (h != NULL) {
-        snprintf(buf, len, "%s", h);
-        return;
-    }
-    char *ip = X509_VERIFY_PARAM_get1_ip_asc(p);
-    snprintf(buf, len, "%s", ip != NULL ? ip : "?");
-    OPENSSL_free(ip);
-}
-
 /* Records the first verification failure with the certificate it concerns. */
 static int tls_verify_cb(int ok, X509_STORE_CTX *sctx)
 {
@@ -175,13 +161,13 @@ static int tls_verify_cb(int ok, X509_STORE_CTX *sctx)
     case X509_V_ERR_IP_ADDRESS_MISMATCH: {
         char want[128];
         char sans[96];
-        expected_name(ssl, want, sizeof want);
+        tether__tls_expected_name(ssl, want, sizeof want);
         tether__tls_format_sans(x, sans, sizeof sans);
         tls_set_err(t,
                     "certificate verify failed: %s mismatch: the server certificate is not "
                     "valid for '%s' (it is for %s)",
-                    e == X509_V_ERR_HOSTNAME_MISMATCH ? "host name" : "IP address", want,
-                    sans[0] != '\0' ? sans : subj);
+                    e == X509_V_ERR_HOSTNAME_MISMATCH ? "host name" : "IP address",
+                    want[0] != '\0' ? want : "?", sans[0] != '\0' ? sans : subj);
         break;
     }
     default:

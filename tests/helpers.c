@@ -3,12 +3,14 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 tether_loop *th_loop;
 
@@ -160,4 +162,80 @@ int th_refused_port(int *keep_fd)
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
     *keep_fd = fd;
     return ntohs(sin.sin_port);
+}
+
+void th_dial(tether_conn **c, const char *url, const tether_conn_opts *o)
+{
+    tether_error err;
+    int rv = tether_conn_dial(c, th_loop, url, o, &err);
+    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+}
+
+int th_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    return fd;
+}
+
+int th_raw_listen(int backlog, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(fd, backlog), 0);
+    socklen_t sl = sizeof sin;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int th_hang_port(int *fds, int n)
+{
+    ck_assert_int_ge(n, 2);
+    int port;
+    fds[0] = th_raw_listen(0, &port);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 1; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fds[i], 0);
+        connect(fds[i], (struct sockaddr *)&sin, sizeof sin); /* in progress, or queued */
+    }
+    usleep(100 * 1000); /* let the kernel queue them */
+    return port;
+}
+
+void th_raw_write(int fd, const void *p, size_t n)
+{
+    ck_assert_int_eq((int)send(fd, p, n, MSG_NOSIGNAL), (int)n);
+}
+
+bool th_raw_wait_eof(int fd, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    uint8_t b[4096];
+    while (th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 5);
+        ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void th_local_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    char ip[INET_ADDRSTRLEN];
+    ck_assert_ptr_nonnull(inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip));
+    snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(sin.sin_port));
 }

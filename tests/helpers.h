@@ -55,6 +55,33 @@ int th_count_fds(void);
  * holds it; close that to let a listener take the port. */
 int th_refused_port(int *keep_fd);
 
+/* tether_conn_dial() on th_loop; fails the test, naming url and the
+ * error, unless it returns TETHER_OK. */
+void th_dial(tether_conn **c, const char *url, const tether_conn_opts *o);
+
+/* A blocking TCP socket connected to 127.0.0.1:port (asserts success). */
+int th_raw_connect(int port);
+
+/* A blocking TCP listener on 127.0.0.1 on a port the kernel picks (put in
+ * *port), with the given accept backlog; asserts success. */
+int th_raw_listen(int backlog, int *port);
+
+/* A port on 127.0.0.1 whose SYNs are dropped, so connects to it hang: a
+ * listener (fds[0], backlog 0) that never accepts, its accept queue filled
+ * by n - 1 connections (fds[1..n-1]). Returns the port; close the n fds. */
+int th_hang_port(int *fds, int n);
+
+/* Writes all n bytes to a raw socket in one send (asserts; no SIGPIPE). */
+void th_raw_write(int fd, const void *p, size_t n);
+
+/* Runs th_loop until the raw socket fd sees EOF or a reset (true), or ms
+ * pass (false). Whatever else arrives is discarded. */
+bool th_raw_wait_eof(int fd, int ms);
+
+/* Formats a socket's own IPv4 address as "IP:PORT", the way
+ * tether_conn_peer() formats the other side's view of it. */
+void th_local_name(int fd, char *buf, size_t len);
+
 /* Runs a suite and returns an exit status (0 when every test passed). */
 int th_run_suite(Suite *s);
 

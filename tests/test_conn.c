@@ -229,9 +229,7 @@ static tether_conn_opts cli_opts(struct cli *k)
 
 static void dial(struct cli *k, const char *url, const tether_conn_opts *o)
 {
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_closed(void *arg)
@@ -240,51 +238,6 @@ static bool cli_closed(void *arg)
 }
 
 /* ---- raw sockets for hostile peers --------------------------------------- */
-
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
-/* Formats a raw socket's own address the way tether_conn_peer() formats
- * the server side's view of it. */
-static void local_name(int fd, char *buf, size_t len)
-{
-    struct sockaddr_in sin;
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
-    char ip[INET_ADDRSTRLEN];
-    ck_assert_ptr_nonnull(inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip));
-    snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(sin.sin_port));
-}
-
-static void raw_write(int fd, const void *p, size_t n)
-{
-    ck_assert_int_eq((int)write(fd, p, n), (int)n);
-}
-
-/* Waits (bounded) until the raw socket sees EOF or a reset. */
-static bool raw_wait_closed(int fd, int ms)
-{
-    uint64_t deadline = th_now_ms() + (uint64_t)ms;
-    uint8_t b[4096];
-    while (th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 10);
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 0) == 1) {
-            ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
-            if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
 
 /* ---- tests ---------------------------------------------------------------- */
 
@@ -390,9 +343,9 @@ START_TEST(peer_closes_mid_frame_is_truncated)
 {
     reset_state();
     tether_listener *l = start_server(NULL);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     uint8_t frame[4 + 10] = {0, 0, 0, 100}; /* announces 100, sends 10 */
-    raw_write(fd, frame, sizeof frame);
+    th_raw_write(fd, frame, sizeof frame);
     /* Let the server read the partial frame before the FIN arrives. */
     for (int i = 0; i < 10; i++) {
         tether_loop_run_once(th_loop, 5);
@@ -414,10 +367,10 @@ START_TEST(hostile_length_is_rejected_without_allocating)
 {
     reset_state();
     tether_listener *l = start_server(NULL);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     uint8_t hdr[4] = {0xFF, 0xFF, 0xFF, 0xFF};
-    raw_write(fd, hdr, sizeof hdr);
-    ck_assert(raw_wait_closed(fd, 5000));
+    th_raw_write(fd, hdr, sizeof hdr);
+    ck_assert(th_raw_wait_eof(fd, 5000));
     ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
     ck_assert_int_eq(S.last_reason, TETHER_EMSGSIZE);
     ck_assert_str_eq(S.last_detail,
@@ -434,21 +387,21 @@ START_TEST(max_msg_exact_and_one_over)
     tether_conn_opts_init(&so);
     so.max_msg = 1000;
     tether_listener *l = start_server(&so);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     uint8_t buf[4 + 1001];
     memset(buf, 'x', sizeof buf);
     buf[0] = 0;
     buf[1] = 0;
     buf[2] = 0x03;
     buf[3] = 0xE8; /* exactly 1000 */
-    raw_write(fd, buf, 4 + 1000);
+    th_raw_write(fd, buf, 4 + 1000);
     uint64_t deadline = th_now_ms() + 5000;
     while (S.msgs < 1 && th_now_ms() < deadline) {
         tether_loop_run_once(th_loop, 10);
     }
     ck_assert_int_eq(S.msgs, 1);
     buf[3] = 0xE9; /* 1001 */
-    raw_write(fd, buf, 4 + 1001);
+    th_raw_write(fd, buf, 4 + 1001);
     ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
     ck_assert_int_eq(S.msgs, 1);
     ck_assert_int_eq(S.last_reason, TETHER_EMSGSIZE);
@@ -1293,9 +1246,9 @@ START_TEST(emfile_backs_off_and_recovers)
      * the client that waited in the backlog is accepted first; some
      * sandboxed kernels drop a connection whose accept() failed with
      * EMFILE, so only the new one is certain to be there. */
-    int late = raw_connect(port);
+    int late = th_raw_connect(port);
     char want[64];
-    local_name(late, want, sizeof want);
+    th_local_name(late, want, sizeof want);
     uint64_t deadline = th_now_ms() + 10000;
     while (strcmp(S.accepted_peer, want) != 0 && th_now_ms() < deadline) {
         tether_loop_run_once(th_loop, 20);
@@ -1333,7 +1286,7 @@ START_TEST(reset_while_paused_does_not_spin)
     S.pause_new = true;
     S.echo = false;
     tether_listener *l = start_server(NULL);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     uint64_t until = th_now_ms() + 5000;
     while (S.last == NULL && th_now_ms() < until) {
         tether_loop_run_once(th_loop, 10);

@@ -22,84 +22,17 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "dns_helpers.h"
 #include "helpers.h"
 #include "url.h"
 
-#define DNSMASQ "/usr/sbin/dnsmasq"
-
 /* ---- dnsmasq -------------------------------------------------------------- */
 
-static struct {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char conf[128];
-    char hosts[128];
-    char log[128];
-    char servers[64]; /* "127.0.0.1:PORT" */
-} dm;
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_int_eq(fclose(f), 0);
-    chmod(path, 0644); /* dnsmasq re-reads it as "nobody" */
-}
-
-static void read_log(char *buf, size_t len)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(dm.log, "r");
-    if (f != NULL) {
-        size_t n = fread(buf, 1, len - 1, f);
-        buf[n] = '\0';
-        fclose(f);
-    }
-}
-
-/* A port on 127.0.0.1 that is free right now for both UDP and TCP. */
-static int free_port(void)
-{
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-        socklen_t sl = sizeof sin;
-        getsockname(fd, (struct sockaddr *)&sin, &sl);
-        int tfd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        int rv = bind(tfd, (struct sockaddr *)&sin, sizeof sin);
-        close(tfd);
-        close(fd);
-        if (rv == 0) {
-            return ntohs(sin.sin_port);
-        }
-    }
-}
+static struct th_dnsmasq dm;
+static char dm_hosts[128];  /* its addn-hosts file, re-read on SIGHUP */
+static char dm_servers[64]; /* "127.0.0.1:PORT" */
 
 /* ---- a minimal DNS client, independent of the library ----------------------- */
-
-static size_t put_name(uint8_t *p, const char *name)
-{
-    size_t o = 0;
-    while (*name != '\0') {
-        const char *dot = strchr(name, '.');
-        size_t l = dot != NULL ? (size_t)(dot - name) : strlen(name);
-        p[o++] = (uint8_t)l;
-        memcpy(p + o, name, l);
-        o += l;
-        name += l;
-        if (*name == '.') {
-            name++;
-        }
-    }
-    p[o++] = 0;
-    return o;
-}
 
 static size_t skip_name(const uint8_t *p, size_t n, size_t o)
 {
@@ -119,41 +52,28 @@ static size_t skip_name(const uint8_t *p, size_t n, size_t o)
  * in out, or -1 if no answer came within timeout_ms. */
 static int raw_query_a(int port, const char *name, struct in_addr *out, int max, int timeout_ms)
 {
-    uint8_t q[512] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
-    size_t ql = 12 + put_name(q + 12, name);
-    q[ql++] = 0;
-    q[ql++] = 1; /* A */
-    q[ql++] = 0;
-    q[ql++] = 1; /* IN */
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int found = -1;
-    if (sendto(fd, q, ql, 0, (struct sockaddr *)&sin, sizeof sin) == (ssize_t)ql) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        uint8_t r[1500];
-        ssize_t n;
-        if (poll(&pfd, 1, timeout_ms) == 1 && (n = recv(fd, r, sizeof r, 0)) >= 12 &&
-            r[0] == 0x12 && r[1] == 0x34) {
-            found = 0;
-            int an = r[6] << 8 | r[7];
-            size_t o = skip_name(r, (size_t)n, 12) + 4;
-            for (int i = 0; i < an && o + 10 <= (size_t)n; i++) {
-                o = skip_name(r, (size_t)n, o);
-                if (o + 10 > (size_t)n) {
-                    break;
-                }
-                int type = r[o] << 8 | r[o + 1];
-                size_t rdlen = (size_t)(r[o + 8] << 8 | r[o + 9]);
-                o += 10;
-                if (type == 1 && rdlen == 4 && o + 4 <= (size_t)n && found < max) {
-                    memcpy(&out[found++], r + o, 4);
-                }
-                o += rdlen;
-            }
-        }
+    uint8_t r[1500];
+    int rn = th_dns_query(port, name, 1 /* A */, r, sizeof r, timeout_ms);
+    if (rn < 0) {
+        return -1;
     }
-    close(fd);
+    size_t n = (size_t)rn;
+    int found = 0;
+    int an = r[6] << 8 | r[7];
+    size_t o = skip_name(r, n, 12) + 4;
+    for (int i = 0; i < an && o + 10 <= n; i++) {
+        o = skip_name(r, n, o);
+        if (o + 10 > n) {
+            break;
+        }
+        int type = r[o] << 8 | r[o + 1];
+        size_t rdlen = (size_t)(r[o + 8] << 8 | r[o + 9]);
+        o += 10;
+        if (type == 1 && rdlen == 4 && o + 4 <= n && found < max) {
+            memcpy(&out[found++], r + o, 4);
+        }
+        o += rdlen;
+    }
     return found;
 }
 
@@ -178,64 +98,34 @@ static const char DM_RECORDS[] =
     "address=/burst.test/127.0.0.1\n"
     "log-facility=-\n"; /* stderr (our log file), not syslog */
 
+static bool dm_answers(int port)
+{
+    struct in_addr a;
+    return raw_query_a(port, "a-only.test", &a, 1, 100) == 1;
+}
+
 static void dm_start(void)
 {
-    ck_assert_msg(access(DNSMASQ, X_OK) == 0,
-                  "dnsmasq not found at " DNSMASQ ": install the Debian package dnsmasq-base "
-                  "(bash tests/run-all.sh installs it through tests/deps.sh)");
-    snprintf(dm.dir, sizeof dm.dir, "/tmp/tether-dns-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dm.dir));
-    chmod(dm.dir, 0755);
-    snprintf(dm.conf, sizeof dm.conf, "%s/dnsmasq.conf", dm.dir);
-    snprintf(dm.hosts, sizeof dm.hosts, "%s/hosts", dm.dir);
-    snprintf(dm.log, sizeof dm.log, "%s/dnsmasq.log", dm.dir);
-    write_file(dm.hosts, "127.0.0.1 moved.test\n");
+    th_dnsmasq_init(&dm, "tether-dns");
+    snprintf(dm_hosts, sizeof dm_hosts, "%s/hosts", dm.dir);
+    th_write_file(dm_hosts, "127.0.0.1 moved.test\n");
     char log[4096];
     for (int attempt = 0; attempt < 10; attempt++) {
-        dm.port = free_port();
+        dm.port = th_free_port();
         char conf[2048];
-        snprintf(conf, sizeof conf, "port=%d\naddn-hosts=%s\n%s", dm.port, dm.hosts, DM_RECORDS);
-        write_file(dm.conf, conf);
-        char conf_arg[160];
-        snprintf(conf_arg, sizeof conf_arg, "--conf-file=%s", dm.conf);
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            /* Dies with the test, even if the test dies first. */
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int lfd = open(dm.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            int nul = open("/dev/null", O_RDONLY);
-            dup2(nul, 0);
-            dup2(lfd, 1);
-            dup2(lfd, 2);
-            execl(DNSMASQ, "dnsmasq", "--no-daemon", "--pid-file=", conf_arg, (char *)NULL);
-            _exit(127);
+        snprintf(conf, sizeof conf, "port=%d\naddn-hosts=%s\n%s", dm.port, dm_hosts, DM_RECORDS);
+        th_write_file(dm.conf, conf);
+        th_dnsmasq_spawn(&dm, false);
+        int up = th_dnsmasq_wait(&dm, dm_answers, 5000);
+        if (up == 1) {
+            snprintf(dm_servers, sizeof dm_servers, "127.0.0.1:%d", dm.port);
+            return;
         }
-        dm.pid = pid;
-        uint64_t deadline = th_now_ms() + 5000;
-        bool exited = false;
-        while (th_now_ms() < deadline) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                exited = true;
-                dm.pid = 0;
-                break;
-            }
-            struct in_addr a;
-            if (raw_query_a(dm.port, "a-only.test", &a, 1, 100) == 1) {
-                snprintf(dm.servers, sizeof dm.servers, "127.0.0.1:%d", dm.port);
-                return;
-            }
-        }
-        read_log(log, sizeof log);
-        if (exited && strstr(log, "in use") != NULL) {
+        th_dnsmasq_read_log(&dm, log, sizeof log);
+        if (up == 0 && strstr(log, "in use") != NULL) {
             continue; /* lost the race for the port: pick another */
         }
-        if (!exited) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            dm.pid = 0;
-        }
+        th_dnsmasq_kill(&dm);
         ck_abort_msg("dnsmasq did not start answering within 5 s; its log:\n%s", log);
     }
     ck_abort_msg("dnsmasq could not find a free port in 10 tries");
@@ -243,24 +133,9 @@ static void dm_start(void)
 
 static void dm_stop(void)
 {
-    if (dm.pid > 0) {
-        kill(dm.pid, SIGTERM);
-        uint64_t deadline = th_now_ms() + 2000;
-        int st;
-        while (waitpid(dm.pid, &st, WNOHANG) == 0) {
-            if (th_now_ms() >= deadline) {
-                kill(dm.pid, SIGKILL);
-                waitpid(dm.pid, &st, 0);
-                break;
-            }
-            usleep(10 * 1000);
-        }
-        dm.pid = 0;
-    }
-    unlink(dm.conf);
-    unlink(dm.hosts);
-    unlink(dm.log);
-    rmdir(dm.dir);
+    th_dnsmasq_kill(&dm);
+    unlink(dm_hosts);
+    th_dnsmasq_remove(&dm);
 }
 
 /* A loop whose resolver asks our dnsmasq only. */
@@ -269,7 +144,7 @@ static void setup_dns(void)
     dm_start();
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 1000;
     lo.dns_tries = 2;
     th_loop = NULL;
@@ -457,13 +332,11 @@ static void dial_run(struct dial *r, const char *url, const tether_conn_opts *o,
     opts.on_connect = d_on_connect;
     opts.on_close = d_on_close;
     tether_conn *c = NULL;
-    tether_error err;
     /* Deadlines count from the loop's cached time: refresh it, as dialling
      * from a loop callback would. */
     tether_loop_run_once(th_loop, 0);
     r->t0 = th_now_ms();
-    int rv = tether_conn_dial(&c, th_loop, url, &opts, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&c, url, &opts);
     ck_assert_msg(th_run_until_pred(dial_closed, r, wait_ms), "dial %s did not finish in %d ms",
                   url, wait_ms);
     ck_assert(r->done);
@@ -824,7 +697,7 @@ START_TEST(per_attempt_limit_sync)
     scene_start(&s, NULL, hang, 2);
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     tether_conn_opts o;
     tether_conn_opts_init(&o);
     o.loop_opts = &lo;
@@ -878,7 +751,7 @@ START_TEST(moved_service)
     ck_assert_str_eq(r.peer, urlf("127.0.0.1", a.port) + 6);
 
     /* Move it, and wait (bounded) until dnsmasq has re-read its hosts. */
-    write_file(dm.hosts, "127.0.0.2 moved.test\n");
+    th_write_file(dm_hosts, "127.0.0.2 moved.test\n");
     ck_assert_int_eq(kill(dm.pid, SIGHUP), 0);
     bool moved = false;
     for (int i = 0; i < 100 && !moved; i++) {
@@ -1006,7 +879,7 @@ START_TEST(burst_10k)
     ck_assert_int_eq(tether_loop_free(th_loop), TETHER_OK);
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 250;
     lo.dns_tries = 5; /* 250 + 500 + 1000 + 2000 + 4000 ms at most */
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
@@ -1038,7 +911,7 @@ START_TEST(tcp_queries)
     tether__dns_test_flags = ARES_FLAG_USEVC;
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
     struct burst b;
     burst_run(&b, 45, AF_UNSPEC, 20000); /* 90 queries: A and AAAA */

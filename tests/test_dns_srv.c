@@ -21,14 +21,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dns_helpers.h"
 #include "dns_srv.h"
 #include "helpers.h"
 
 #ifndef TETHER_CERTS_DIR
 #error "TETHER_CERTS_DIR must name the certs/ directory"
 #endif
-
-#define DNSMASQ "/usr/sbin/dnsmasq"
 
 /* ---- the order, without sockets -------------------------------------------- */
 
@@ -142,25 +141,6 @@ START_TEST(order_all_zero_weights_shuffled)
 }
 END_TEST
 
-/* Appends a DNS name in wire format. */
-static size_t put_name(uint8_t *p, const char *name)
-{
-    size_t o = 0;
-    while (*name != '\0') {
-        const char *dot = strchr(name, '.');
-        size_t l = dot != NULL ? (size_t)(dot - name) : strlen(name);
-        p[o++] = (uint8_t)l;
-        memcpy(p + o, name, l);
-        o += l;
-        name += l;
-        if (*name == '.') {
-            name++;
-        }
-    }
-    p[o++] = 0;
-    return o;
-}
-
 /* An answer record whose owner is a pointer to offset 12. */
 static size_t put_rr(uint8_t *p, int type, uint32_t ttl, const uint8_t *rdata, size_t rdlen)
 {
@@ -184,13 +164,13 @@ static size_t put_rr(uint8_t *p, int type, uint32_t ttl, const uint8_t *rdata, s
 START_TEST(min_ttl_of_raw_answers)
 {
     uint8_t m[512] = {0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0};
-    size_t o = 12 + put_name(m + 12, "_svc._tcp.test");
+    size_t o = 12 + th_dns_put_name(m + 12, "_svc._tcp.test");
     m[o++] = 0;
     m[o++] = 33;
     m[o++] = 0;
     m[o++] = 1;
     uint8_t srv[64] = {0, 1, 0, 5, 0x1b, 0x59};
-    size_t sl = 6 + put_name(srv + 6, "a.test");
+    size_t sl = 6 + th_dns_put_name(srv + 6, "a.test");
     uint8_t a[4] = {127, 0, 0, 1};
     o += put_rr(m + o, 33, 300, srv, sl);
     o += put_rr(m + o, 1, 7, a, 4); /* not SRV: its TTL does not count */
@@ -205,7 +185,7 @@ START_TEST(min_ttl_of_raw_answers)
     ck_assert_int_eq(tether__srv_min_ttl(m, o), -1);
     /* A TTL with the top bit set counts as 0 (RFC 2181). */
     m[7] = 1;
-    size_t o2 = 12 + put_name(m + 12, "_svc._tcp.test") + 4;
+    size_t o2 = 12 + th_dns_put_name(m + 12, "_svc._tcp.test") + 4;
     o2 += put_rr(m + o2, 33, 0x80000000u, srv, sl);
     ck_assert_int_eq(tether__srv_min_ttl(m, o2), 0);
 }
@@ -213,101 +193,30 @@ END_TEST
 
 /* ---- dnsmasq ---------------------------------------------------------------- */
 
-static struct {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char conf[128];
-    char log[128];
-    char servers[64];
-} dm;
+static struct th_dnsmasq dm;
+static char dm_servers[64]; /* "127.0.0.1:PORT" */
 
-static void write_file(const char *path, const char *text)
+/* Whether 127.0.0.1:port answers the SRV query for _probe._tcp.test with
+ * at least one record. */
+static bool dm_answers(int port)
 {
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_int_eq(fclose(f), 0);
-    chmod(path, 0644);
-}
-
-static int free_port(void)
-{
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-        socklen_t sl = sizeof sin;
-        getsockname(fd, (struct sockaddr *)&sin, &sl);
-        int tfd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        int rv = bind(tfd, (struct sockaddr *)&sin, sizeof sin);
-        close(tfd);
-        close(fd);
-        if (rv == 0) {
-            return ntohs(sin.sin_port);
-        }
-    }
-}
-
-/* Whether 127.0.0.1:port answers an SRV query for name with at least one
- * record, within timeout_ms. */
-static bool dm_answers(const char *name, int timeout_ms)
-{
-    uint8_t q[512] = {0x56, 0x78, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
-    size_t ql = 12 + put_name(q + 12, name);
-    q[ql++] = 0;
-    q[ql++] = 33;
-    q[ql++] = 0;
-    q[ql++] = 1;
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dm.port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (sendto(fd, q, ql, 0, (struct sockaddr *)&sin, sizeof sin) == (ssize_t)ql) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        uint8_t r[1500];
-        ssize_t n;
-        ok = poll(&pfd, 1, timeout_ms) == 1 && (n = recv(fd, r, sizeof r, 0)) >= 12 &&
-             r[0] == 0x56 && r[1] == 0x78 && (r[6] << 8 | r[7]) > 0;
-    }
-    close(fd);
-    return ok;
+    uint8_t r[1500];
+    return th_dns_query(port, "_probe._tcp.test", 33 /* SRV */, r, sizeof r, 100) >= 12 &&
+           (r[6] << 8 | r[7]) > 0;
 }
 
 static void dm_kill(void)
 {
-    if (dm.pid > 0) {
-        kill(dm.pid, SIGTERM);
-        uint64_t deadline = th_now_ms() + 2000;
-        int st;
-        while (waitpid(dm.pid, &st, WNOHANG) == 0) {
-            if (th_now_ms() >= deadline) {
-                kill(dm.pid, SIGKILL);
-                waitpid(dm.pid, &st, 0);
-                break;
-            }
-            usleep(10 * 1000);
-        }
-        dm.pid = 0;
-    }
+    th_dnsmasq_kill(&dm);
 }
 
 /* Picks the directory and the port dnsmasq will use (the loop needs the
  * port before the servers, whose ports the records need, exist). */
 static void dm_prepare(void)
 {
-    ck_assert_msg(access(DNSMASQ, X_OK) == 0,
-                  "dnsmasq not found at " DNSMASQ ": install the Debian package dnsmasq-base");
-    snprintf(dm.dir, sizeof dm.dir, "/tmp/tether-srv-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dm.dir));
-    chmod(dm.dir, 0755);
-    snprintf(dm.conf, sizeof dm.conf, "%s/dnsmasq.conf", dm.dir);
-    snprintf(dm.log, sizeof dm.log, "%s/dnsmasq.log", dm.dir);
-    dm.port = free_port();
-    snprintf(dm.servers, sizeof dm.servers, "127.0.0.1:%d", dm.port);
+    th_dnsmasq_init(&dm, "tether-srv");
+    dm.port = th_free_port();
+    snprintf(dm_servers, sizeof dm_servers, "127.0.0.1:%d", dm.port);
 }
 
 /* (Re)starts dnsmasq on dm.port with records (plus _probe._tcp.test), and
@@ -321,34 +230,12 @@ static void dm_start(const char *records)
              "host-record=a.test,127.0.0.1\nhost-record=b.test,127.0.0.1\n"
              "host-record=c.test,127.0.0.1\nsrv-host=_probe._tcp.test,a.test,1\n%s",
              dm.port, records);
-    write_file(dm.conf, conf);
-    char conf_arg[160];
-    snprintf(conf_arg, sizeof conf_arg, "--conf-file=%s", dm.conf);
+    th_write_file(dm.conf, conf);
     /* A restart may find the port still held for a moment: retry. */
     for (int attempt = 0; attempt < 20; attempt++) {
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int lfd = open(dm.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            int nul = open("/dev/null", O_RDONLY);
-            dup2(nul, 0);
-            dup2(lfd, 1);
-            dup2(lfd, 2);
-            execl(DNSMASQ, "dnsmasq", "--no-daemon", "--pid-file=", conf_arg, (char *)NULL);
-            _exit(127);
-        }
-        dm.pid = pid;
-        uint64_t deadline = th_now_ms() + 5000;
-        while (th_now_ms() < deadline) {
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
-                dm.pid = 0;
-                break;
-            }
-            if (dm_answers("_probe._tcp.test", 100)) {
-                return;
-            }
+        th_dnsmasq_spawn(&dm, true);
+        if (th_dnsmasq_wait(&dm, dm_answers, 5000) == 1) {
+            return;
         }
         dm_kill();
         usleep(100 * 1000);
@@ -361,7 +248,7 @@ static void loop_start(void)
     dm_prepare();
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 500;
     lo.dns_tries = 2;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
@@ -373,11 +260,7 @@ static void teardown_srv(void)
         th_teardown();
     }
     dm_kill();
-    if (dm.dir[0] != '\0') {
-        unlink(dm.conf);
-        unlink(dm.log);
-        rmdir(dm.dir);
-    }
+    th_dnsmasq_remove(&dm);
 }
 
 /* ---- servers -------------------------------------------------------------- */
@@ -483,8 +366,10 @@ static bool batch_idle(void *arg)
     return ((struct batch *)arg)->running == 0;
 }
 
-/* Dials url n times, at most `parallel` at once, and waits for all. */
-static void dial_many(struct batch *b, const char *url, int n, int parallel, tether_tls_config *tls)
+/* Dials url n times, at most `parallel` at once, each with the given
+ * connect timeout, and waits for all. */
+static void dial_many_timeout(struct batch *b, const char *url, int n, int parallel,
+                              tether_tls_config *tls, int connect_timeout_ms)
 {
     memset(b, 0, sizeof *b);
     tether_conn_opts o;
@@ -492,19 +377,24 @@ static void dial_many(struct batch *b, const char *url, int n, int parallel, tet
     o.on_connect = b_connect;
     o.on_close = b_close;
     o.userdata = b;
-    o.connect_timeout_ms = 10000;
+    o.connect_timeout_ms = connect_timeout_ms;
     o.tls = tls;
     for (int started = 0; started < n;) {
         while (b->running < parallel && started < n) {
             tether_conn *c;
-            tether_error err;
-            int rv = tether_conn_dial(&c, th_loop, url, &o, &err);
-            ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+            th_dial(&c, url, &o);
             b->running++;
             started++;
         }
         ck_assert_msg(th_run_until_pred(batch_idle, b, 30000), "dials of %s did not finish", url);
     }
+}
+
+/* Dials url n times, at most `parallel` at once, with a 10 s connect
+ * timeout, and waits for all. */
+static void dial_many(struct batch *b, const char *url, int n, int parallel, tether_tls_config *tls)
+{
+    dial_many_timeout(b, url, n, parallel, tls, 10000);
 }
 
 /* One dial, expected to fail: returns its status, the message in b. */
@@ -636,51 +526,20 @@ START_TEST(srv_lookup_deadline)
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
     socklen_t sl = sizeof sin;
     getsockname(fd, (struct sockaddr *)&sin, &sl);
-    snprintf(dm.servers, sizeof dm.servers, "127.0.0.1:%d", ntohs(sin.sin_port));
+    snprintf(dm_servers, sizeof dm_servers, "127.0.0.1:%d", ntohs(sin.sin_port));
     tether_loop_opts lo;
     tether_loop_opts_init(&lo);
-    lo.dns_servers = dm.servers;
+    lo.dns_servers = dm_servers;
     lo.dns_timeout_ms = 5000;
     ck_assert_int_eq(tether_loop_new(&th_loop, &lo), TETHER_OK);
     struct batch b;
-    memset(&b, 0, sizeof b);
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.on_connect = b_connect;
-    o.on_close = b_close;
-    o.userdata = &b;
-    o.connect_timeout_ms = 300;
-    tether_conn *c;
-    ck_assert_int_eq(tether_conn_dial(&c, th_loop, "tcp+srv://_slow._tcp.test", &o, NULL),
-                     TETHER_OK);
-    b.running = 1;
-    ck_assert(th_run_until_pred(batch_idle, &b, 20000));
+    dial_many_timeout(&b, "tcp+srv://_slow._tcp.test", 1, 1, NULL, 300);
     ck_assert_int_eq(b.last_status, TETHER_EDNSTIMEDOUT);
     ck_assert_str_eq(b.last_err, "connect to tcp+srv://_slow._tcp.test failed: SRV lookup of "
                                  "_slow._tcp.test timed out after 300 ms (connect timeout)");
     close(fd);
 }
 END_TEST
-
-/* A port on 127.0.0.1 whose SYNs are dropped: a listener that never
- * accepts, with its accept queue filled. Returns the port; fds[0..4]
- * hold the sockets (close them). */
-static int hang_port(int fds[5])
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_eq(bind(fds[0], (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(fds[0], 0), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fds[0], (struct sockaddr *)&sin, &sl);
-    for (int i = 1; i < 5; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        connect(fds[i], (struct sockaddr *)&sin, sizeof sin);
-    }
-    usleep(100 * 1000);
-    return ntohs(sin.sin_port);
-}
 
 /* One connect deadline covers every target, and each attempt's share of
  * it counts the targets still waiting: a first target that hangs is
@@ -691,7 +550,7 @@ START_TEST(deadline_covers_targets)
     loop_start();
     servers_start(NULL);
     int hang[5];
-    int hp = hang_port(hang);
+    int hp = th_hang_port(hang, 5);
     char rec[512];
     snprintf(rec, sizeof rec,
              "srv-host=_svc._tcp.test,a.test,%d,1,1\n"
@@ -704,18 +563,7 @@ START_TEST(deadline_covers_targets)
     ck_assert_msg(b.failed == 0, "%s", b.last_err);
     ck_assert_int_eq(b.by_server[1], 1);
 
-    memset(&b, 0, sizeof b);
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.on_connect = b_connect;
-    o.on_close = b_close;
-    o.userdata = &b;
-    o.connect_timeout_ms = 600;
-    tether_conn *c;
-    ck_assert_int_eq(tether_conn_dial(&c, th_loop, "tcp+srv://_svc._tcp.test", &o, NULL),
-                     TETHER_OK);
-    b.running = 1;
-    ck_assert(th_run_until_pred(batch_idle, &b, 20000));
+    dial_many_timeout(&b, "tcp+srv://_svc._tcp.test", 1, 1, NULL, 600);
     ck_assert_int_eq(b.last_status, TETHER_ETIMEDOUT);
     char want[160];
     snprintf(want, sizeof want,

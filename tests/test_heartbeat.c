@@ -200,9 +200,7 @@ static void dial_port(struct cli *k, int port, const tether_conn_opts *o)
 {
     char url[64];
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial: %s", err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_connected(void *arg)
@@ -246,19 +244,6 @@ static int raw_connect(int port, int rcvbuf)
     return fd;
 }
 
-static int raw_listen(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(fd, 4), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &sl);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
 /* Accepts on a raw listener while running the loop (bounded). */
 static int raw_accept(int lfd, int ms)
 {
@@ -271,11 +256,6 @@ static int raw_accept(int lfd, int ms)
         }
     }
     return -1;
-}
-
-static void raw_write(int fd, const void *p, size_t n)
-{
-    ck_assert_int_eq((int)send(fd, p, n, MSG_NOSIGNAL), (int)n);
 }
 
 /* Reads exactly n bytes while running the loop; false on EOF or timeout. */
@@ -313,21 +293,6 @@ static long raw_collect(int fd, uint8_t *buf, size_t cap, int ms)
         }
     }
     return (long)got;
-}
-
-/* Waits (bounded) until the raw socket sees EOF or a reset. */
-static bool raw_wait_closed(int fd, int ms)
-{
-    uint64_t deadline = th_now_ms() + (uint64_t)ms;
-    uint8_t b[4096];
-    while (th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 5);
-        ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-            return true;
-        }
-    }
-    return false;
 }
 
 /* Walks len32 frames; returns false if any header starts with 0xFF (a
@@ -608,7 +573,7 @@ START_TEST(plain_client_sees_no_control_frames)
     start_server(&so);
     int fd = raw_connect(tether_listener_port(S.l), 0);
     uint8_t msg[4 + 3] = {0, 0, 0, 3, 'a', 'b', 'c'};
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     static uint8_t got[65536];
     /* The echo, then nothing more for 13 heartbeat intervals. */
     ck_assert(raw_read_n(fd, got, sizeof msg, 5000));
@@ -617,7 +582,7 @@ START_TEST(plain_client_sees_no_control_frames)
     int frames = 0;
     ck_assert(only_data_frames(got, sizeof msg, &frames));
     ck_assert_int_eq(frames, 1);
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     ck_assert(raw_read_n(fd, got, sizeof msg, 5000));
     n = raw_collect(fd, got + sizeof msg, sizeof got - sizeof msg, 200);
     ck_assert_int_eq(n, 0);
@@ -636,7 +601,7 @@ END_TEST
 START_TEST(default_client_sends_no_control_frames)
 {
     int port;
-    int lfd = raw_listen(&port);
+    int lfd = th_raw_listen(4, &port);
     struct cli k = {0};
     tether_conn_opts co = cli_opts(&k);
     co.idle_timeout_ms = 5000; /* liveness on, heartbeats off */
@@ -666,7 +631,7 @@ END_TEST
 START_TEST(wire_format_and_timeout_against_a_raw_peer)
 {
     int port;
-    int lfd = raw_listen(&port);
+    int lfd = th_raw_listen(4, &port);
     struct cli k = {0};
     tether_conn_opts co = cli_opts(&k);
     co.heartbeat_ms = 100;
@@ -690,7 +655,7 @@ START_TEST(wire_format_and_timeout_against_a_raw_peer)
     /* Our HELLO: interval 250 ms, with two extra bytes a future version
      * might add (they must be ignored). */
     static const uint8_t our_hello[12] = {0xFF, 1, 0, 8, 1, 0, 0, 0, 0, 250, 7, 7};
-    raw_write(fd, our_hello, sizeof our_hello);
+    th_raw_write(fd, our_hello, sizeof our_hello);
     /* The first PING comes at once (for the RTT): 0xFF, 2, length 8. */
     uint8_t ping[12];
     ck_assert(raw_read_n(fd, ping, sizeof ping, 1000));
@@ -701,7 +666,7 @@ START_TEST(wire_format_and_timeout_against_a_raw_peer)
     uint8_t pong[12];
     memcpy(pong, ping, sizeof pong);
     pong[1] = 3;
-    raw_write(fd, pong, sizeof pong);
+    th_raw_write(fd, pong, sizeof pong);
     ck_assert(th_run_until_pred(rtt_known, &k.c, 2000));
     tether_stats cs = stats_of(k.c);
     ck_assert_uint_eq(cs.heartbeat_ms, 200); /* the larger, up to twice our own */
@@ -759,12 +724,12 @@ START_TEST(bad_control_frames_are_framing_errors)
         reset_state();
         start_server(NULL);
         int fd = raw_connect(tether_listener_port(S.l), 0);
-        raw_write(fd, cases[i].bytes, cases[i].len);
+        th_raw_write(fd, cases[i].bytes, cases[i].len);
         if (i == 3) {
             static const uint8_t rest[4] = {0, 0, 0, 0};
-            raw_write(fd, rest, sizeof rest);
+            th_raw_write(fd, rest, sizeof rest);
         }
-        ck_assert(raw_wait_closed(fd, 5000));
+        ck_assert(th_raw_wait_eof(fd, 5000));
         ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
         ck_assert_msg(S.last_reason == cases[i].reason, "case %zu: %s (%s)", i,
                       tether_err_name(S.last_reason), S.last_detail);
@@ -861,7 +826,7 @@ START_TEST(paused_connection_is_not_timed_out)
     start_server(&so);
     int fd = raw_connect(tether_listener_port(S.l), 0);
     uint8_t msg[5] = {0, 0, 0, 1, 'q'};
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     uint8_t echo[5];
     ck_assert(raw_read_n(fd, echo, sizeof echo, 2000));
     ck_assert_ptr_nonnull(S.last);
@@ -896,14 +861,14 @@ START_TEST(idle_timeout_closes_a_silent_peer)
     /* Traffic keeps it alive... */
     for (int i = 0; i < 5; i++) {
         uint8_t msg[5] = {0, 0, 0, 1, 'k'};
-        raw_write(fd, msg, sizeof msg);
+        th_raw_write(fd, msg, sizeof msg);
         run_ms(150);
     }
     ck_assert_int_eq(S.closed, 0);
     /* ...silence ends it. */
     uint64_t t1 = th_now_ms();
     ck_assert_int_eq(S.msgs, 5);
-    ck_assert(raw_wait_closed(fd, 5000));
+    ck_assert(th_raw_wait_eof(fd, 5000));
     ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
     /* Measured from the last message, in the loop's time (which the timeout
      * is computed from): never early, whatever the load on the machine. */
@@ -932,7 +897,7 @@ START_TEST(slowloris_closed_by_frame_timeout)
     start_server(&so);
     int fd = raw_connect(tether_listener_port(S.l), 0);
     uint8_t msg[4 + 100] = {0, 0, 0, 100};
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     ck_assert(th_run_until_pred(srv_got_one, NULL, 3000));
     uint64_t t0 = th_now_ms();
     bool closed = false;
@@ -956,7 +921,7 @@ START_TEST(slowloris_closed_by_frame_timeout)
     ck_assert_ptr_nonnull(strstr(S.last_detail, "frame timeout"));
     ck_assert_uint_ge(took, 380);
     ck_assert_uint_le(took, 1500);
-    ck_assert(raw_wait_closed(fd, 3000));
+    ck_assert(th_raw_wait_eof(fd, 3000));
     close(fd);
     tether_listener_close(S.l);
 }

@@ -131,31 +131,6 @@ static tether_mem_stats mem_stats(void)
 
 /* ---- raw sockets ----------------------------------------------------------- */
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
-static void raw_write(int fd, const void *p, size_t n)
-{
-    ck_assert_int_eq((int)write(fd, p, n), (int)n);
-}
-
-static void local_name(int fd, char *buf, size_t len)
-{
-    struct sockaddr_in sin;
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
-    char ip[INET_ADDRSTRLEN];
-    ck_assert_ptr_nonnull(inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip));
-    snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(sin.sin_port));
-}
-
 /* Writes len bytes to a non-blocking socket in chunks of varying size,
  * running the loop in between, so that the server sees the message in
  * many small reads. Returns the bytes written before stop() held or the
@@ -226,8 +201,8 @@ static void header_only_connections(tether_framing_kind framing, const uint8_t *
     long vm0 = vm_size_kib();
     int fds[HDR_ONLY_CONNS];
     for (int i = 0; i < HDR_ONLY_CONNS; i++) {
-        fds[i] = raw_connect(port);
-        raw_write(fds[i], hdr, hlen);
+        fds[i] = th_raw_connect(port);
+        th_raw_write(fds[i], hdr, hlen);
         tether_loop_run_once(th_loop, 0);
     }
     ck_assert(th_run_until_pred(all_headers_buffered, NULL, 20000));
@@ -299,7 +274,7 @@ static void big_message_in_steps(tether_framing_kind framing, size_t chunk)
         m[hl++] = (uint8_t)v;
     }
     th_fill(m + hl, len, 7);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     size_t sent = raw_trickle(fd, m, hl + len, chunk, 60000, NULL);
     ck_assert_uint_eq(sent, hl + len);
     ck_assert(th_run_until_pred(got_one, NULL, 20000));
@@ -346,7 +321,7 @@ START_TEST(buffer_of_a_finished_frame_is_not_kept_for_a_header)
     m[3] = 0;
     th_fill(m + 4, len, 7);
     m[len + 4] = 0;
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     ck_assert_uint_eq(raw_trickle(fd, m, len + 5, 300000, 20000, NULL), len + 5);
     ck_assert(th_run_until_pred(input_settled, NULL, 10000));
     ck_assert(!S.bad);
@@ -413,9 +388,7 @@ static void cli_dial(struct cli *k, const char *url, tether_conn_opts *o)
     o->on_message = cli_message;
     o->on_drain = cli_drain;
     o->on_close = cli_close;
-    tether_error err;
-    ck_assert_msg(tether_conn_dial(&k->c, th_loop, url, o, &err) == TETHER_OK, "dial: %s",
-                  err.message);
+    th_dial(&k->c, url, o);
 }
 
 static bool cli_got(void *arg)
@@ -459,20 +432,6 @@ END_TEST
 
 /* ---- maximum connections per listener ------------------------------------ */
 
-static bool raw_sees_eof(int fd, int ms)
-{
-    uint64_t deadline = th_now_ms() + (uint64_t)ms;
-    uint8_t b[256];
-    while (th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 10);
-        ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static tether_listener_stats lstats(const tether_listener *l)
 {
     tether_listener_stats st;
@@ -507,14 +466,14 @@ START_TEST(max_conns_rejects_and_recovers)
     int port = tether_listener_port(l);
     int fds[3];
     for (int i = 0; i < 3; i++) {
-        fds[i] = raw_connect(port);
+        fds[i] = th_raw_connect(port);
     }
     ck_assert(th_run_until_pred(three_accepted, l, 5000));
     /* Two more: accepted and closed at once, reported once. */
-    int x1 = raw_connect(port);
-    int x2 = raw_connect(port);
-    ck_assert(raw_sees_eof(x1, 5000));
-    ck_assert(raw_sees_eof(x2, 5000));
+    int x1 = th_raw_connect(port);
+    int x2 = th_raw_connect(port);
+    ck_assert(th_raw_wait_eof(x1, 5000));
+    ck_assert(th_raw_wait_eof(x2, 5000));
     tether_listener_stats st = lstats(l);
     ck_assert_uint_eq(st.rejected, 2);
     ck_assert_uint_eq(st.accepted, 3);
@@ -526,17 +485,17 @@ START_TEST(max_conns_rejects_and_recovers)
     close(x1);
     close(x2);
     /* The accepted ones are still served. */
-    raw_write(fds[0], "\0\0\0\2hi", 6);
+    th_raw_write(fds[0], "\0\0\0\2hi", 6);
     ck_assert(th_run_until_pred(got_one, NULL, 5000));
     /* One leaves: a new client is accepted again. */
     close(fds[1]);
     ck_assert(th_run_until_pred(active_is_two, l, 5000));
-    int y = raw_connect(port);
+    int y = th_raw_connect(port);
     ck_assert(th_run_until_pred(four_accepted, l, 5000));
     ck_assert_uint_eq(lstats(l).active, 3);
     /* And the next episode is reported again. */
-    int z = raw_connect(port);
-    ck_assert(raw_sees_eof(z, 5000));
+    int z = th_raw_connect(port);
+    ck_assert(th_raw_wait_eof(z, 5000));
     ck_assert_uint_eq(lstats(l).rejected, 3);
     ck_assert_int_eq(S.errors, 2);
     close(z);
@@ -590,7 +549,7 @@ START_TEST(budget_stops_reading_the_heaviest_and_resumes)
     m[2] = (uint8_t)(len >> 8);
     m[3] = (uint8_t)len;
     th_fill(m + 4, len, 7);
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     size_t sent = raw_trickle(fd, m, len + 4, 65536, 10000, budget_paused_someone);
     ck_assert(budget_paused_someone());
     ck_assert_uint_lt(sent, len + 4);
@@ -629,16 +588,10 @@ START_TEST(budget_refuses_sends_then_drains)
     reset_state();
     ck_assert_int_eq(tether_loop_set_mem_limit(th_loop, 1024 * 1024), TETHER_OK);
     /* A raw server that does not read until told to. */
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(ls, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(ls, 4), 0);
-    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sin, &sl), 0);
+    int port;
+    int ls = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
 
     struct cli k = {0};
     tether_conn_opts o;
@@ -775,12 +728,12 @@ START_TEST(reset_during_handshake_names_the_peer)
 {
     reset_state();
     tether_listener *l = start_tls_server();
-    int fd = raw_connect(tether_listener_port(l));
+    int fd = th_raw_connect(tether_listener_port(l));
     char me[64];
-    local_name(fd, me, sizeof me);
+    th_local_name(fd, me, sizeof me);
     /* The first 11 bytes of a ClientHello of 512 bytes, then a reset. */
     const uint8_t half[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
-    raw_write(fd, half, sizeof half);
+    th_raw_write(fd, half, sizeof half);
     for (int i = 0; i < 20; i++) {
         tether_loop_run_once(th_loop, 5); /* let the server read it */
     }
@@ -821,16 +774,10 @@ START_TEST(tls_record_from_raw_server_suggests_tls)
     /* A server that answers with a TLS alert, as OpenSSL does to a
      * ClientHello it cannot parse. */
     reset_state();
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(ls, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sin;
-    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(ls, 4), 0);
-    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sin, &sl), 0);
+    int port;
+    int ls = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
     struct cli k = {0};
     tether_conn_opts o;
     tether_conn_opts_init(&o);
@@ -839,7 +786,7 @@ START_TEST(tls_record_from_raw_server_suggests_tls)
     int peer = accept(ls, NULL, NULL);
     ck_assert_int_ge(peer, 0);
     const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46};
-    raw_write(peer, alert, sizeof alert);
+    th_raw_write(peer, alert, sizeof alert);
     ck_assert(th_run_until_pred(cli_closed, &k, 5000));
     ck_assert_int_eq(k.close_reason, TETHER_EMSGSIZE);
     ck_assert_msg(strstr(k.detail, "looks like a TLS record") != NULL, "%s", k.detail);

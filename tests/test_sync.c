@@ -197,22 +197,9 @@ END_TEST
  * it hang: the timeout must end them. */
 START_TEST(connect_timeout)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(lfd, 0), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(lfd, (struct sockaddr *)&sin, &sl);
-    /* Fill the backlog with connections nobody accepts. */
-    int fill[8];
-    for (int i = 0; i < 8; i++) {
-        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        connect(fill[i], (struct sockaddr *)&sin, sizeof sin);
-    }
-    usleep(100 * 1000);
+    int fds[9]; /* the listener, then 8 connections nobody accepts */
     char u[64];
-    snprintf(u, sizeof u, "tcp://127.0.0.1:%d", ntohs(sin.sin_port));
+    snprintf(u, sizeof u, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
     tether_sync *s = NULL;
     tether_error err;
     uint64_t t0 = th_now_ms();
@@ -222,10 +209,9 @@ START_TEST(connect_timeout)
     ck_assert_msg(strstr(err.message, "timed out after 300 ms") != NULL, "%s", err.message);
     ck_assert_uint_ge(took, 290);
     ck_assert_uint_lt(took, 5000);
-    for (int i = 0; i < 8; i++) {
-        close(fill[i]);
+    for (int i = 0; i < 9; i++) {
+        close(fds[i]);
     }
-    close(lfd);
 }
 END_TEST
 

@@ -6,6 +6,7 @@
  * certs/README.md). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -314,9 +315,7 @@ static void cli_init_opts(tether_conn_opts *o, struct cli *k, tether_tls_config 
 
 static void cli_dial_opts(struct cli *k, const char *url, const tether_conn_opts *o)
 {
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&k->c, url, o);
 }
 
 static void cli_dial(struct cli *k, const char *url, tether_tls_config *cfg)
@@ -1107,19 +1106,6 @@ END_TEST
 
 /* ---- peers that do not speak TLS, deadlines ------------------------------ */
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
 START_TEST(garbage_and_plain_clients_are_rejected)
 {
     tether_tls_config *scfg = srv_up("server", NULL);
@@ -1131,7 +1117,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert_int_eq(cli_dial_wait(&good, url_for("localhost", S.port), ccfg), TETHER_OK);
 
     /* HTTP. */
-    int fd = raw_connect(S.port);
+    int fd = th_raw_connect(S.port);
     const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     ck_assert_int_eq(send(fd, http, strlen(http), MSG_NOSIGNAL), (ssize_t)strlen(http));
     wait_server_errors(1);
@@ -1145,14 +1131,14 @@ START_TEST(garbage_and_plain_clients_are_rejected)
 
     /* A port check: connect and close without a word. The server's text
      * must not ask whether its client is a TLS server. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     close(fd);
     wait_server_errors(2);
     ASSERT_HAS(S.error_detail, "the client closed the connection before sending anything");
     ck_assert_msg(strstr(S.error_detail, "TLS server") == NULL, "%s", S.error_detail);
 
     /* Random bytes. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     uint8_t junk[300];
     th_fill(junk, sizeof junk, 99);
     junk[0] = 0x00;
@@ -1177,7 +1163,7 @@ START_TEST(garbage_and_plain_clients_are_rejected)
     ck_assert(th_run_until(&plain.closed, 5000));
 
     /* A TLS record header announcing an absurd length. */
-    fd = raw_connect(S.port);
+    fd = th_raw_connect(S.port);
     const uint8_t hdr[] = {0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00};
     ck_assert_int_eq(send(fd, hdr, sizeof hdr, MSG_NOSIGNAL), (ssize_t)sizeof hdr);
     wait_server_errors(5);
@@ -1200,7 +1186,7 @@ END_TEST
 START_TEST(server_handshake_timeout)
 {
     tether_tls_config *scfg = srv_up("server", tw_short_hs);
-    int fd = raw_connect(S.port); /* never sends a ClientHello */
+    int fd = th_raw_connect(S.port); /* never sends a ClientHello */
     uint64_t t0 = th_now_ms();
     wait_server_errors(1);
     uint64_t took = th_now_ms() - t0;
@@ -1221,16 +1207,8 @@ START_TEST(client_handshake_timeout)
 {
     /* A TCP listener that never answers: the kernel completes the TCP
      * handshake, nobody speaks TLS. */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    socklen_t sl = sizeof sin;
-    getsockname(lfd, (struct sockaddr *)&sin, &sl);
-    int port = ntohs(sin.sin_port);
+    int port;
+    int lfd = th_raw_listen(8, &port);
 
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
@@ -1415,6 +1393,18 @@ static bool cn_closed(void *arg)
     return *(int *)arg != S.closed;
 }
 
+/* Runs the loop until the peer thread is done (it ends by itself within
+ * its 10 s receive timeout; bounded here too), joins it, closes its fd. */
+static void cn_peer_finish(struct cn_peer *p)
+{
+    uint64_t deadline = th_now_ms() + 15000;
+    while (!p->got_close_notify && p->err[0] == '\0' && th_now_ms() < deadline) {
+        tether_loop_run_once(th_loop, 20);
+    }
+    pthread_join(p->thr, NULL);
+    close(p->fd);
+}
+
 /* tether as the server: an accepted connection whose peer ends with data and
  * close_notify in one segment delivers the data, reports a clean EOF and
  * answers close_notify. */
@@ -1424,16 +1414,10 @@ static void cn_accepted(int version)
     S.echo = false;
     int closed = S.closed;
     struct cn_peer p = {.server = false, .version = version};
-    p.fd = raw_connect(S.port);
+    p.fd = th_raw_connect(S.port);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
     bool done = th_run_until_pred(cn_closed, &closed, 15000);
-    /* The peer thread ends by itself within its 10 s receive timeout. */
-    uint64_t deadline = th_now_ms() + 15000;
-    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 20);
-    }
-    pthread_join(p.thr, NULL);
-    close(p.fd);
+    cn_peer_finish(&p);
     ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
     ck_assert_msg(done, "the server never reported the end of the stream");
     ck_assert_int_eq(S.msgs, 1);
@@ -1458,17 +1442,13 @@ END_TEST
 /* tether as the client, against a peer server that ends the same way. */
 static void cn_dialled(int version)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(lfd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(lfd, 1), 0);
-    socklen_t sl = sizeof sa;
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    int port;
+    int lfd = th_raw_listen(1, &port);
+    ck_assert_int_eq(fcntl(lfd, F_SETFL, O_NONBLOCK), 0); /* accept4() below polls */
 
     tether_tls_config *ccfg = client_cfg(NULL);
     struct cli k;
-    cli_dial(&k, url_for("localhost", ntohs(sa.sin_port)), ccfg);
+    cli_dial(&k, url_for("localhost", port), ccfg);
     struct cn_peer p = {.server = true, .version = version};
     /* The dial resolves and connects from the loop: run it until the
      * connection arrives. */
@@ -1481,12 +1461,7 @@ static void cn_dialled(int version)
     ck_assert_int_ge(p.fd, 0);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
     bool done = th_run_until(&k.closed, 15000);
-    uint64_t deadline = th_now_ms() + 15000;
-    while (!p.got_close_notify && p.err[0] == '\0' && th_now_ms() < deadline) {
-        tether_loop_run_once(th_loop, 20);
-    }
-    pthread_join(p.thr, NULL);
-    close(p.fd);
+    cn_peer_finish(&p);
     close(lfd);
     ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
     ck_assert_msg(k.connected, "connect failed: %s", k.connect_detail);

@@ -296,9 +296,7 @@ static int cli_dial(struct cli *k, const char *host, tether_tls_config *cfg)
     o.connect_timeout_ms = 10000;
     char url[128];
     snprintf(url, sizeof url, "tls://%s:%d", host, S.port);
-    tether_error err;
-    int rv = tether_conn_dial(&k->c, th_loop, url, &o, &err);
-    ck_assert_msg(rv == TETHER_OK, "dial %s: %s", url, err.message);
+    th_dial(&k->c, url, &o);
     ck_assert_msg(th_run_until(&k->connect_done, 15000), "no connect outcome for %s", url);
     return k->connect_status;
 }

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "net_helpers.h"
 
 #define FUZZ_CHECK(cond)                                                                           \
     do {                                                                                           \
@@ -410,29 +411,6 @@ static void check_outcome(const tether_framer *ref)
     msgs_free(&sent);
 }
 
-/* connect() that survives libFuzzer's SIGALRM (-timeout): an interrupted
- * connect goes on in the background, so wait for it and ask how it ended. */
-static int connect_eintr(int fd, const struct sockaddr *sa, socklen_t len)
-{
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int err = 0;
-    socklen_t el = sizeof err;
-
-    if (connect(fd, sa, len) == 0) {
-        return 0;
-    }
-    if (errno != EINTR) {
-        return -1;
-    }
-    while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
-        errno = err != 0 ? err : errno;
-        return -1;
-    }
-    return 0;
-}
-
 /* Connects a fresh connection for this input. */
 static void open_conn(bool dial, unsigned idx)
 {
@@ -447,7 +425,7 @@ static void open_conn(bool dial, unsigned idx)
                      (int)getpid(), idx);
         sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
         st.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (st.fd < 0 || connect_eintr(st.fd, (struct sockaddr *)&sun, sl) != 0) {
+        if (st.fd < 0 || fuzz_connect_eintr(st.fd, (struct sockaddr *)&sun, sl) != 0) {
             perror("fuzz_conn: connect");
             abort();
         }

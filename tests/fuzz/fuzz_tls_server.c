@@ -39,6 +39,8 @@
 
 #include <tether/tether.h>
 
+#include "net_helpers.h"
+
 #define FUZZ_CHECK(cond)                                                                           \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
@@ -343,29 +345,6 @@ static bool drain(int fd)
     }
 }
 
-/* connect() that survives libFuzzer's SIGALRM (-timeout): an interrupted
- * connect goes on in the background, so wait for it and ask how it ended. */
-static int connect_eintr(int fd, const struct sockaddr *sa, socklen_t len)
-{
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int err = 0;
-    socklen_t el = sizeof err;
-
-    if (connect(fd, sa, len) == 0) {
-        return 0;
-    }
-    if (errno != EINTR) {
-        return -1;
-    }
-    while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
-        errno = err != 0 ? err : errno;
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- recording seeds -----------------------------------------------------
  *
  * FUZZ_TLS_RECORD=DIR makes the target record complete client sessions
@@ -447,7 +426,7 @@ static void record_one(const char *dir, size_t k)
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sin.sin_port = htons((uint16_t)st.port[sessions[k].which]);
     fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect_eintr(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+    if (fd < 0 || fuzz_connect_eintr(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
         abort();
     }
     for (int i = 0; i < 2000 && phase < 3; i++) {
@@ -551,7 +530,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sin.sin_port = htons((uint16_t)st.port[which]);
     fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect_eintr(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+    if (fd < 0 || fuzz_connect_eintr(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
         perror("fuzz_tls_server: connect");
         abort();
     }

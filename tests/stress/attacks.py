@@ -66,6 +66,24 @@ async def under_attack(run, res, srv, body, probe=True):
             res.fig("server stderr: %d lines, e.g. %r" % (len(lines), lines[0][:150]))
 
 
+async def closing_times(run, res, srv, n, peer):
+    """Runs n copies of peer(loop, t0) at once under attack; each returns
+    the seconds from the start until the server closed it, or None if it
+    did not. Returns the times of those it closed, sorted."""
+    closed_at = [None] * n
+
+    async def one(i, t0, loop):
+        closed_at[i] = await peer(loop, t0)
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        t0 = now()
+        await asyncio.gather(*(one(i, t0, loop) for i in range(n)))
+
+    await under_attack(run, res, srv, body)
+    return sorted(t for t in closed_at if t is not None)
+
+
 def baseline_socks(srv):
     """Sockets the server holds before an attack: the listener and the
     probe's connection."""
@@ -83,33 +101,25 @@ async def slowloris(run, res):
         args = ["--frame-timeout", str(p["slow_frame_timeout"])]
     srv = Server(run, "slowloris", args)
     res.fig("server options: %s" % (" ".join(args) or "defaults"))
-    closed_at = [None] * n
 
-    async def peer(i, t0, loop):
+    async def peer(loop, t0):
         s = await open_conn(loop, srv.port)
         frame = len32(1024) + bytes(1024)  # 1028 s at one byte a second
         try:
             for k in range(len(frame)):
                 if now() - t0 >= window:
-                    return
+                    return None
                 try:
                     await loop.sock_sendall(s, frame[k:k + 1])
                 except OSError:
-                    closed_at[i] = now() - t0
-                    return
+                    return now() - t0
                 if await wait_closed(loop, s, 1.0):
-                    closed_at[i] = now() - t0
-                    return
+                    return now() - t0
+            return None
         finally:
             s.close()
 
-    async def body():
-        loop = asyncio.get_running_loop()
-        t0 = now()
-        await asyncio.gather(*(peer(i, t0, loop) for i in range(n)))
-
-    await under_attack(run, res, srv, body)
-    done = sorted(t for t in closed_at if t is not None)
+    done = await closing_times(run, res, srv, n, peer)
     res.fig("%d peers trickling 1 byte/s: %d closed by the server within the %d s window%s" %
             (n, len(done), window,
              "" if not done else " (first after %.1f s, last after %.1f s)" % (done[0], done[-1])))
@@ -515,23 +525,17 @@ async def tls_silent(run, res):
     p = run.p
     n, window, target = p["silent_peers"], p["silent_window"], p["silent_target"]
     srv = Server(run, "tls-silent", tls=True)
-    closed_at = [None] * n
 
-    async def peer(i, t0, loop):
+    async def peer(loop, t0):
         s = await open_conn(loop, srv.port)
         try:
             if await wait_closed(loop, s, window):
-                closed_at[i] = now() - t0
+                return now() - t0
+            return None
         finally:
             s.close()
 
-    async def body():
-        loop = asyncio.get_running_loop()
-        t0 = now()
-        await asyncio.gather(*(peer(i, t0, loop) for i in range(n)))
-
-    await under_attack(run, res, srv, body)
-    done = sorted(t for t in closed_at if t is not None)
+    done = await closing_times(run, res, srv, n, peer)
     res.fig("%d connections to the tls:// port that never send: %d closed by the server within "
             "the %d s window%s" % (n, len(done), window,
                                    "" if not done else " (after %.1f to %.1f s)" % (done[0], done[-1])))
