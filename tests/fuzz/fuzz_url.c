@@ -33,6 +33,8 @@ static void url_format(const struct tether__url *u, char *buf, size_t len)
         } else {
             snprintf(buf, len, "unix://%s", u->path);
         }
+    } else if (u->srv) {
+        snprintf(buf, len, "%s+srv://%s", scheme, u->host);
     } else if (strchr(u->host, ':') != NULL) {
         snprintf(buf, len, "%s://[%s]:%d", scheme, u->host, u->port);
     } else {
@@ -65,7 +67,10 @@ static void check_parsed(const char *url, bool for_listen, const struct tether__
         FUZZ_CHECK(memchr(u->host, '\0', sizeof u->host) != NULL);
         FUZZ_CHECK(u->host[0] != '\0');
         FUZZ_CHECK(u->port >= 0 && u->port <= 65535);
-        FUZZ_CHECK(u->port != 0 || for_listen);
+        /* An SRV URL names a service, not a port: only dialled, port 0, and
+         * the name starts with "_service". */
+        FUZZ_CHECK(u->port != 0 || for_listen || u->srv);
+        FUZZ_CHECK(!u->srv || (!for_listen && u->port == 0 && u->host[0] == '_'));
         FUZZ_CHECK(!u->wildcard || (for_listen && strcmp(u->host, "*") == 0));
         if (strchr(u->host, ':') != NULL) {
             struct in6_addr a6;
