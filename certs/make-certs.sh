@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Makes the TEST-ONLY certificates that tether's tests and examples use.
 # These keys protect nothing: they are public in the repository. See
 # README.md in this folder for what each file is and how to make real ones.

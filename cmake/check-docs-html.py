@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Checks the HTML that doxygen generated for markup that went wrong
 without a warning (doxygen 1.9.4 warns about neither):
 

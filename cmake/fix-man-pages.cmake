@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Turns doxygen's man pages (GENERATE_MAN, MAN_LINKS) into pages fit to
 # install next to the system's:
 # - a page whose name does not start with tether_ or TETHER_ is dropped if it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* chat_client: talks to chat_server: sends the lines of stdin, prints the
  * lines of the room.
  *

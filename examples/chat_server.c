@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* chat_server: a chat room over mutual TLS, where a slow client never
  * stalls the others.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The demo: installs what is missing of the five packages it needs
 # (compiler, CMake, pkg-config, OpenSSL and c-ares; not the test tools),
 # builds tether and its examples in build-demo/ (without the tests), starts

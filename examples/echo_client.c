@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* echo_client: sends messages to an echo server and checks every echo.
  *
  *   echo_client --connect tcp://127.0.0.1:7777 [--count N] [--size BYTES]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* echo_server: sends every message back on the connection it came from.
  *
  *   echo_server --listen tcp://127.0.0.1:7777 [--framing len32|varint|line]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* embed_libuv: an echo server whose tether loop runs inside a libuv loop.
  *
  *   embed_libuv [--listen tcp://127.0.0.1:7777]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* file_recv: receives one file from file_send and checks its size and
  * SHA-256.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* file_send: sends a file to file_recv as a sequence of messages, with a
  * SHA-256 check at the end.
  *

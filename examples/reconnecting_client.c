@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* reconnecting_client: stays connected to an echo server through failures
  * and restarts, sends a message every second, and prints every state
  * transition.

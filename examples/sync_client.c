@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sync_client: the blocking API in about thirty lines: connect with a
  * timeout, send one message, receive one, close.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The reconnect schedule: gRPC's connection backoff
  * (grpc/grpc doc/connection-backoff.md) as pure functions, so that the unit
  * tests can drive it with their own random numbers. The jitter's random

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connections: the state machine and the public connection API.
  *
  * State machine: CONNECTING -> HANDSHAKING -> READY -> CLOSING -> LINGER ->

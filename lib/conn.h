@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal side of connections: the shared configuration, the connection
  * object and the hooks between the connection code (conn.c and the files
  * listed in conn_core.h), connect.c (dialling) and listener.c. */

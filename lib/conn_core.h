@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Declarations shared only by the files that make up a connection: the
  * state machine and public API (conn.c), the options (conn_opts.c), the
  * write queue and write path (wqueue.c), the read path (conn_read.c) and

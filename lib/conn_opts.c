@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connection options: their defaults (tether_conn_opts_init), their
  * validation, the shared configuration built from them (struct
  * tether__conn_cfg, reference-counted, immutable once built), and the

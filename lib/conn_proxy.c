@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PROXY protocol on connections: sending the header first on a
  * dialled connection, receiving and checking it first on an accepted one
  * (before the TLS handshake and the first frame), and the public accessors

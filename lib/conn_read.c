@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The read path of a connection: reading from the transport, splitting
  * the input into frames (the inlined len32 parser, or the configured
  * framer), telling control frames from messages, delivering messages,

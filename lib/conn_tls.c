@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The TLS accessors of a connection beyond tether_conn_tls_info() (which
  * is in conn.c): tether_conn_tls_peer_cert() and the OpenSSL objects of
  * <tether/openssl.h>. They check the connection's state the way

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Dialling: from a parsed URL to a connected socket handed to conn.c.
  *
  * 1. Candidates. A numeric host or a Unix path is its own single

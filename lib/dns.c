@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Asynchronous name resolution with c-ares 1.18, driven by the loop.
  *
  * One channel per loop, created on the first lookup. c-ares tells us which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Asynchronous name resolution on a loop (c-ares), and the address lists
  * the dialer connects to.
  *

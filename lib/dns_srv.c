@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DNS SRV lookups on the loop's c-ares channel, their per-loop cache, and
  * the RFC 2782 order in which the dialer tries the targets.
  *

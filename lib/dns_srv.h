@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DNS SRV lookups (RFC 2782) for tcp+srv:// and tls+srv:// URLs.
  *
  * A lookup asks the loop's c-ares channel (dns.c) for the SRV records of a

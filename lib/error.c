@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Error names, messages and the errno mapping. */
 #include "internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal side of the framing layer (see include/tether/framing.h). */
 #ifndef TETHER_FRAME_H
 #define TETHER_FRAME_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The built-in framings: len32 (with optional control frames), varint and
  * line. Decoders are pure functions of the bytes they are given: they keep no
  * state, never allocate and never read outside buf[0..len), so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The handle registry of a loop: every timer, fd watcher, signal watcher,
  * hook, listener, connection and reconnecting client registers here while
  * it lives. It decides which handles keep tether_loop_run() going (active

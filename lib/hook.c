@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Hooks: user callbacks run once per iteration at a fixed point of the
  * loop (idle, prepare before blocking, check after waking). Each kind has a
  * list of started hooks on the loop; loop.c calls tether__hooks_run() at

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal helpers shared by every source file of the library. */
 #ifndef TETHER_INTERNAL_H
 #define TETHER_INTERNAL_H

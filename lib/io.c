@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Public fd watchers (tether_io): the application's own descriptors on the
  * loop's level-triggered epoll set, with the events that fired (including
  * errors and hang-ups) passed to a user callback. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Listeners: bind, listen, accept (within tether_listen_opts::max_conns),
  * and hand new connections to conn.c.
  *

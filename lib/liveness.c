@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Liveness of a connection: the control frames (HELLO, PING, PONG,
  * GOAWAY) that negotiate heartbeats, measure the round-trip time and tell
  * the peer why we close, and the checks that end a connection whose peer

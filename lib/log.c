@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The logging hook: one process-wide log function, level and user data.
  *
  * Log statements sit on cold paths (accept errors, failed handshakes and

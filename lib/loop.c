@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The event loop: level-triggered epoll, timers, deferred work, the
  * iteration's hook points, a thread-safe (and async-signal-safe) wakeup
  * through an eventfd, and the embedding interface (backend fd and timeout).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal side of the event loop: I/O watchers, internal timers, deferred
  * work, the handle registry, and the per-loop state that the layers above
  * register with it. */

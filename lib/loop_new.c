@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The public constructor of a loop, tether_loop_new(): checks the options
  * that belong to the layers above the loop (today the resolver's DNS
  * options), then lets loop.c build the loop. Keeping these checks here,

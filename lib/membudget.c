@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The per-loop memory budget of connections: accounting of the memory
  * they hold on behalf of their peers (input buffers and queued output),
  * the limit an operator sets on it, and which connections are held back

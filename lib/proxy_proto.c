@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PROXY protocol, versions 1 and 2 (HAProxy's doc/proxy-protocol.txt):
  * the parser and the encoder of the header, as pure functions on byte
  * buffers, so that every rule can be tested without a socket.

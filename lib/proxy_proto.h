@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PROXY protocol (HAProxy's doc/proxy-protocol.txt, versions 1 and 2)
  * as pure functions on byte buffers: a parser that says how many bytes
  * the header takes (or that it needs more, or why it is malformed) and an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Random numbers for jitter: a per-thread xorshift64* generator, seeded
  * from getrandom() (or, failing that, the clock, the pid and an address). */
 #include "random.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Random numbers for jitter (reconnect backoff, connection max_age): a
  * per-thread xorshift64* generator seeded from the kernel's random source.
  * Fast and good enough to spread timers apart; not for cryptography. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reconnecting clients: one connection to a URL at a time, redialled with
  * gRPC's connection backoff whenever it fails, and a list of the messages
  * that have not yet been written completely.

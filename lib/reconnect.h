@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal side of reconnecting clients (reconnect.c): the backoff schedule
  * (backoff.c) as pure functions, so that the unit tests can check it with
  * their own random numbers and clock. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Signal watchers (tether_signal): POSIX signals read from one signalfd per
  * loop and delivered as ordinary loop callbacks, plus the process-wide
  * record of which loop watches which signal. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking API: a private loop per connection, run only inside calls
  * until the operation completes or its deadline passes. It is the event
  * API's code path with a wait around it, not a second implementation. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Timers: a binary min-heap of nodes ordered by (deadline, start order).
  *
  * Each node records its heap index, so stopping or restarting a timer is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS configuration objects: options, SSL_CTX generations, certificate
  * reload and the client session cache.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS internals shared by tls.c (configuration objects, SSL_CTX generations
  * and the client session cache), transport_tls.c (the transport),
  * tls_peer.c (peer details and the verify hook) and the connection code

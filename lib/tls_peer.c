@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the application learns about a TLS peer, on the TLS side: the
  * details behind tether_conn_tls_info() (truncation included), the peer
  * certificate in DER or PEM and the SSL for tether/openssl.h (conn_tls.c

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The TLS transport's state, shared by transport_tls.c (the transport:
  * handshake, reading, writing, errors) and tls_peer.c (what the
  * application learns about the peer: the details behind

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The transport interface: the byte-stream layer under a connection.
  *
  * A connection (conn.c) moves framed bytes; a transport moves raw bytes over

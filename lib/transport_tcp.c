@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The plain transport: a connected, non-blocking TCP or Unix stream socket.
  *
  * Writes use sendmsg() with MSG_NOSIGNAL so that a peer that went away

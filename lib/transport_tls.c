@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The TLS transport: OpenSSL 3 over a connected, non-blocking socket.
  *
  * Socket I/O goes through a BIO of our own that calls send() with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* URL parsing. Errors name the URL and the part that is wrong, because a
  * bare "invalid argument" for a typo in a configuration file is the kind of
  * message this library exists to avoid. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Parsing of connection URLs: tcp://, tls://, unix://, and the DNS SRV
  * forms tcp+srv:// and tls+srv:// (dialling only). */
 #ifndef TETHER_URL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The run-time version, compiled from the same header the users see. */
 #include "internal.h"
 

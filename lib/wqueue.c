@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The output queue of a connection and the write path: segments (copies
  * of small messages, references to zero-copy buffers), the per-loop cache
  * of small segments, send(), and flushing the queue to the transport.

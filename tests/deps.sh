@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Installs the Debian packages tether needs, if any are missing. Sourced by
 # tests/run-all.sh and examples/demo.sh:

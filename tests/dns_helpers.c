@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Runs a dnsmasq of the test's own on a loopback port and asks it minimal
  * DNS queries, for test_dns and test_dns_srv (see dns_helpers.h). */
 #include "dns_helpers.h"

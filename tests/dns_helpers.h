@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A dnsmasq of the test's own on a loopback port, for the suites that
  * resolve through a real DNS server (test_dns, test_dns_srv): its temporary
  * directory, a free port, starting it with a configuration file, waiting

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared fixtures for the check suites (see helpers.h). */
 #include "helpers.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared fixtures for the check suites: a loop per test that must end with
  * no live handles, bounded waits, and loopback listeners on port 0. */
 #ifndef TETHER_TEST_HELPERS_H

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Helpers shared by the script tests (integration, interop, dns). Sourced,
 # never run:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs a test only if the tools it needs are there; otherwise says which
 # one is missing and exits with 77, which ctest reports as "Skipped" (the
 # tests that use it have SKIP_RETURN_CODE 77). So a test is never dropped

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The test command: everything CI checks, runnable on a fresh Debian 12 clone
 # as root with no prior state. `bash tests/run-all.sh --help` prints the
 # usage text below.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Backpressure as conn.h defines it: tether_conn_send() refuses with
  * TETHER_EAGAIN once the bytes already queued have reached send_hwm, queues
  * a message whole below it, and on_drain says when a refused message can be

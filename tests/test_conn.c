@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connections over loopback: errors, ordering, backpressure, closing, many
  * clients, Unix and IPv6 sockets, hostile peers and descriptor exhaustion. */
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Name resolution, connect timeouts and Happy Eyeballs, against a real DNS
  * server (dnsmasq) that each test starts on a loopback port with a
  * configuration it writes. Hanging addresses are listeners whose accept

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Service discovery through DNS SRV (tcp+srv://, tls+srv://): the RFC 2782
  * order with an injected random source and the TTL walk over raw answers,
  * without sockets; then dials against a real DNS server (dnsmasq, started

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for lib/framing.c: the built-in framers, exercised without
  * sockets through a small reassembler that plays the connection's part. */
 #include <check.h>

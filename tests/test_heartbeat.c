@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Liveness on single connections: TCP keepalive and TCP_USER_TIMEOUT,
  * heartbeats (negotiation, the wire format, plain peers, RTT, detection of
  * a blackholed link through the fault-injection proxy), the idle, frame and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Resources bounded by design: input buffers that grow with what arrives
  * (not with what a header claims), the per-listener connection limit, the
  * per-loop memory budget, peer addresses kept from accept(), and the

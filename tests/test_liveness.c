@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Liveness closes and the server defaults (lib/liveness.c, lib/conn_opts.c):
  * GOAWAY and clean TLS closes on timeouts, the clamped heartbeat
  * negotiation, contradictory settings, control-frame protocol violations,

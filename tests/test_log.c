@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The logging hook: the library prints nothing by default, a log function
  * receives messages at and above its level and nothing below, the user data
  * always travels with its own function, and real events (a failed connect,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Event loop and timers: ordering, cancellation, repeat, posts from other
  * threads, run-once semantics and handle accounting. */
 #include <errno.h>

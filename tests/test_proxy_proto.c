@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PROXY protocol: the parser and encoder of lib/proxy_proto.c with the
  * spec's examples (HAProxy doc/proxy-protocol.txt), the vectors of
  * Twisted's parser tests and malformed headers; then listeners that

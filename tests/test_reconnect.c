@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reconnecting clients: the backoff schedule without sockets (injected
  * random numbers), then clients against servers that die, restart, cut
  * connections (through the fault-injection proxy) or refuse them, and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking API against a tether echo server running on its own loop in
  * a second thread (the only cross-thread call is tether_loop_post). */
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS over loopback: echo with the event and blocking APIs, every failure
  * reason with its own code and text, mutual TLS, ALPN, versions, session
  * resumption, certificate reload, SNI, peers that do not speak TLS,

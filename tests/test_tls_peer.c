@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What an application learns about a TLS peer and how it authorises it
  * (lib/tls_peer.c): the verify hook on clients (certificate pinning) and
  * servers (a SPIFFE ID allow-list), with the refusal seen on both sides

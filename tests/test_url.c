@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* URL parsing: every accepted form, and a message naming the problem for
  * every malformed one. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The two user-data pointers of a server, as tether_listen_opts::userdata
  * documents them: the listener's own goes to on_accept (and on_error);
  * accepted connections start with tether_conn_opts::userdata, shared by

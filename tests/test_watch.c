@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Watchers on a loop (lib/io.c, lib/signal.c, lib/hook.c) and the handle
  * registry (lib/handle.c): fd watches on pipes and socketpairs, signals,
  * hook ordering, ref/unref and walk/close-all, connections and

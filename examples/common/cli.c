@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Command-line plumbing shared by the examples (see cli.h): the shared
  * flags, number parsing, and the checks and set-up of the TLS flags. */
 #include "common/cli.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Command-line plumbing shared by the examples: --help and --version, the
  * TLS flags (--ca, --cert, --key, --servername, --insecure,
  * --verify-client) and how they become a tether_tls_config, the timeouts

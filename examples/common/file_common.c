@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by file_send.c and file_recv.c: the progress display and
  * the big-endian integers and hex digests of their protocol (described in
  * file_send.c). */

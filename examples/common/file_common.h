@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by file_send.c and file_recv.c. Not part of tether: a
  * program of your own would have its own versions of these. */
 #ifndef TETHER_EXAMPLES_FILE_COMMON_H

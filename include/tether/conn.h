@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file conn.h
  * @brief Connections and listeners: dial, listen, send and receive messages.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file framing.h
  * @brief Message framing: how whole messages are cut out of a byte stream.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file loop.h
  * @brief The event loop: an epoll reactor with timers and deferred callbacks.

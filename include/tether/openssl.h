@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file openssl.h
  * @brief Opt-in access to the OpenSSL objects behind a TLS connection.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file reconnect.h
  * @brief Reconnecting clients: a connection to one URL that comes back by

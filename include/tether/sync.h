@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file sync.h
  * @brief The blocking API: connect, send, receive and close with timeouts.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file tether.h
  * @brief The umbrella header: `#include <tether/tether.h>` is all a program needs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file tls.h
  * @brief TLS (OpenSSL 3): configuration objects and per-connection TLS details.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file watch.h
  * @brief Watchers on a loop: your own fds, signals, and per-iteration hooks.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Plumbing for tether_bench; see bench_common.h. This follows
  * shared/bench/peers/common.c closely so that tether is timed, verified and
  * reported exactly like the peers. */

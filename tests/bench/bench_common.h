@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Plumbing for tether_bench: the side-by-side benchmark protocol of the
  * shared bench harness (shared/bench/SPEC.md), re-implemented here so that
  * the repository builds and the benchmark runs without that tree.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tether_bench: tether's entry in the side-by-side benchmark (the protocol
  * is shared/bench/SPEC.md; the plumbing is bench_common.c).
  *

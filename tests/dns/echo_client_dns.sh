@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # echo_client's --dns-server and --connect-timeout, end to end.
 #
 #   bash tests/dns/echo_client_dns.sh ECHO_SERVER ECHO_CLIENT

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The embedding tests' workload (see scenario.h). The client sends one
  * numbered message at a time, paced by a tether timer, and waits for its
  * echo; the gaps between messages are longer than the heartbeat interval,

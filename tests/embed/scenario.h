@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The workload of the embedding tests: a TLS echo server and a
  * reconnecting TLS client with heartbeats on one tether loop, paced by a
  * tether timer. The tests drive the loop from a foreign event loop (libuv,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tether embedded in a GLib main loop: a custom GSource polls
  * tether_loop_backend_fd() and takes its timeout from
  * tether_loop_backend_timeout(); its dispatch calls

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tether embedded in a libuv loop: a uv_poll_t watches
  * tether_loop_backend_fd(), a uv_timer_t follows
  * tether_loop_backend_timeout() (re-armed from a uv_prepare_t before libuv

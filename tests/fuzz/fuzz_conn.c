@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the read path of a real connection: a tether_conn on
  * a loop, accepted by a tether listener or dialled by tether_conn_dial(),
  * on a Unix socket whose other end the fuzzer writes. It covers frame

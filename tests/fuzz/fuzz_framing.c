@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the built-in framers (see README.md in this folder).
  *
  * Input layout: byte 0 picks max_msg, byte 1 the number n of chunk sizes

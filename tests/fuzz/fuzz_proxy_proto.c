@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the PROXY protocol parser (lib/proxy_proto.c), which
  * reads the first bytes of every connection a listener with
  * tether_listen_opts::proxy_protocol accepts.

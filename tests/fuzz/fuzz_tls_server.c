@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the TLS server path: a real tether TLS listener on
  * 127.0.0.1 (tether_listen, the listener's SSL_CTX with its SNI and ALPN
  * callbacks, the TLS transport's socket BIO, handshake, records, close and

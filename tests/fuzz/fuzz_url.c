@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the URL parser (lib/url.c), which parses every URL a
  * user hands to tether_conn_dial(), tether_listen() and the clients.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpus of fuzz_tls_server: what real TLS clients send.
 
 Each handshake runs in memory between Python's ssl client and server

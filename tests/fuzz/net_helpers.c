@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Socket helpers shared by the fuzz targets (see net_helpers.h); not a
  * target itself, hence not named fuzz_*.c (run-long.sh runs those). */
 #include "net_helpers.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Socket helpers shared by the fuzz targets that talk to tether through
  * real sockets (fuzz_conn, fuzz_tls_server). */
 #ifndef TETHER_FUZZ_NET_HELPERS_H

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the fuzz targets (tests/fuzz/, clang + libFuzzer + ASan/UBSan) and
 # runs each for a given time, printing one line per target: executions,
 # executions per second, new corpus entries and crashes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program built against the installed tether, the way a user would build
  * it: it checks that headers and library agree and that the basic calls link
  * and work. Prints "consumer ok <version>" on success. */

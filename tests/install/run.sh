@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install test: installs a build into a temporary prefix and builds the
 # consumer program against it the ways a user would:
 #   (a) pkg-config, shared library (run through an rpath);

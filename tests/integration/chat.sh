@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # End-to-end test of examples/chat_server and examples/chat_client over
 # mutual TLS with the test certificates.
 #

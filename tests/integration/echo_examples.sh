@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # End-to-end test of examples/echo_server and examples/echo_client.
 #
 #   bash tests/integration/echo_examples.sh ECHO_SERVER ECHO_CLIENT

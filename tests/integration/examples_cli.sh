@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Every example's command line: --version names the program and tether's
 # version, --help prints a usage text, and argument errors are one line
 # that speaks to a command-line user (names the flag, never tether's

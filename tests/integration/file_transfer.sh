@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # End-to-end test of examples/file_send and examples/file_recv.
 #
 #   bash tests/integration/file_transfer.sh FILE_SEND FILE_RECV CERTS_DIR PYTHON

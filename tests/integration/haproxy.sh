@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tether servers behind the real HAProxy (Debian's haproxy, TCP mode),
 # which sends them the PROXY protocol:
 # - `send-proxy` (v1) and `send-proxy-v2` (with a CRC32C TLV, round robin

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Keeps the project's own files honest with each other:
 # - README.md's Debian package list is the one tests/deps.sh installs;
 # - tests/needs.sh skips (status 77) and names a missing tool;
@@ -7,7 +8,9 @@
 # - cmake/check-docs-html.py (the docs target's check) fails on broken
 #   bold and passes clean pages;
 # - CHANGELOG.md has a section for the version in include/tether/version.h,
-#   and LICENSE is the MIT license.
+#   and LICENSE is the MIT license;
+# - every source, script and build file names its license (an SPDX line in
+#   its first two lines).
 #
 #   bash tests/integration/project_files.sh SOURCE_DIR
 # shellcheck disable=SC2317,SC2016
@@ -116,5 +119,24 @@ check "CHANGELOG.md has a section for $version (version.h)" \
     grep -qE "^## \[$version\]( - [0-9]{4}-[0-9]{2}-[0-9]{2})?$" "$src/CHANGELOG.md"
 check "CHANGELOG.md has an Unreleased section" grep -qx '## \[Unreleased\]' "$src/CHANGELOG.md"
 check "LICENSE is the MIT license" grep -qx 'MIT License' "$src/LICENSE"
+
+# ---- SPDX identifiers -------------------------------------------------------------------
+
+# Every tracked C file, header, script and build file carries
+# "SPDX-License-Identifier: MIT" in its first two lines (after a shebang).
+missing=()
+if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+    while IFS= read -r f; do
+        case $f in
+        *.c | *.h | *.sh | *.py | *CMakeLists.txt | *.cmake | *.cmake.in | .ci/run) ;;
+        *) continue ;;
+        esac
+        if ! head -n 2 "$src/$f" | grep -q 'SPDX-License-Identifier: MIT'; then
+            missing+=("$f")
+        fi
+    done < <(git -C "$src" ls-files)
+    check "every source and build file has an SPDX line${missing[0]:+ (not: ${missing[*]:0:5})}" \
+        test ${#missing[@]} -eq 0
+fi
 
 th_end

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Keeps README.md true: extracts the five-minute tour's server and client
 # (the ```c blocks after the <!-- tour:server --> and <!-- tour:client -->
 # markers), compiles them against the library like a user would, runs the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # End-to-end test of reconnection and heartbeats with the examples.
 #
 #   bash tests/integration/reconnect_examples.sh ECHO_SERVER ECHO_CLIENT \

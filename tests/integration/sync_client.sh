@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # End-to-end test of examples/sync_client (the blocking API) against
 # examples/echo_server.
 #

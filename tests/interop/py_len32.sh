@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Interoperability: examples/echo_server against a Python client that knows
 # only the LEN32 wire format (tests/interop/py_len32_client.py).
 #

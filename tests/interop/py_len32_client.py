@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A length-prefixed echo client written against the wire format alone.
 
     py_len32_client.py echo HOST PORT [--seed N] [--messages N]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # TLS interoperability with OpenSSL's own command-line peers:
 #
 #   bash tests/interop/tls_openssl.sh ECHO_SERVER ECHO_CLIENT OPENSSL CERTS_DIR

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A TLS client with length-prefixed framing, written with the stdlib alone.
 
     tls_py_client.py echo HOST PORT CA [--messages N] [--cert PEM --key PEM]

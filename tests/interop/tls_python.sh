@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # TLS interoperability with Python's ssl module (stdlib only):
 #
 #   bash tests/interop/tls_python.sh ECHO_SERVER PYTHON3 CERTS_DIR

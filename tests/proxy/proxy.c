@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fault-injection proxy (see proxy.h): one thread, one poll() loop,
  * a pair of sockets per proxied connection and a queue of chunks per
  * direction (the queue is what makes delays possible). */

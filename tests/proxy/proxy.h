@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A fault-injection TCP proxy for the tests, on loopback.
  *
  * It listens on 127.0.0.1 (port 0: the kernel picks one) and forwards

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The attacks of the stress suite against examples/echo_server (and, for
 the hostile-server attacks, against echo_client and reconnecting_client).
 

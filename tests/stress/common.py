@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared parts of the stress suite: the server under attack, its memory
 and descriptor figures from /proc, the well-behaved probe client, the wire
 formats an attacker needs, and a child-process reaper.

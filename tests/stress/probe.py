@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The stress suite's well-behaved client: one len32 (or varint) connection (plain or
 TLS) to 127.0.0.1:PORT that sends a small random message every interval
 and checks each echo byte for byte.

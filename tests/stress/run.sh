@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tether's stress suite: one command for every attack (tests/stress/README.md).
 #
 #   tests/stress/run.sh [--short | --long] [--minutes M] [--only NAME,...]

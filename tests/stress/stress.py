@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """tether's stress suite: attacks on examples/echo_server (and a hostile
 server against echo_client and reconnecting_client), each bounded in time,
 each with figures and a verdict. Run it through tests/stress/run.sh; see
