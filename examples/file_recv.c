@@ -61,6 +61,10 @@ struct options {
     bool force;
     enum progress_mode progress;
     struct cli_tls tls;
+    /* Timeouts and limits of the sender's connection (common/cli.h): the
+     * server defaults against slow and stuck peers, which these change. */
+    struct cli_timeouts timeouts;
+    struct cli_limits limits;
 };
 
 struct receiver {
@@ -96,7 +100,8 @@ static const char usage[] =
     "  --force           overwrite PATH if it exists\n"
     "  --progress MODE   auto (a bar on a terminal, lines otherwise; default),\n"
     "                    bar, lines or none\n" CLI_USAGE_TLS_SERVER
-    "  --verify-client   require the sender to present a certificate from --ca\n" CLI_USAGE_COMMON;
+    "  --verify-client   require the sender to present a certificate from --ca\n" CLI_USAGE_TIMEOUTS
+        CLI_USAGE_LIMITS CLI_USAGE_COMMON;
 
 /* ---- the transfer ---------------------------------------------------------------- */
 
@@ -375,6 +380,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"force", no_argument, NULL, OPT_FORCE},
         {"progress", required_argument, NULL, OPT_PROGRESS},
         CLI_LONGOPTS_TLS_SERVER,
+        CLI_LONGOPTS_TIMEOUTS,
+        CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -401,7 +408,13 @@ static int parse_options(int argc, char **argv, struct options *opt)
             }
             break;
         default:
-            res = cli_option("file_recv", usage, ch, argv, &opt->tls);
+            res = cli_timeouts_option(ch, optarg, &opt->timeouts);
+            if (res == CLI_NOT_MINE) {
+                res = cli_limits_option(ch, optarg, &opt->limits);
+            }
+            if (res == CLI_NOT_MINE) {
+                res = cli_option("file_recv", usage, ch, argv, &opt->tls);
+            }
             break;
         }
         if (res == CLI_EXIT_OK || res == CLI_EXIT_ERROR) {
@@ -453,7 +466,7 @@ static bool check_out(const struct options *opt)
 
 int main(int argc, char **argv)
 {
-    struct options opt = {.progress = PROGRESS_AUTO};
+    struct options opt = {.progress = PROGRESS_AUTO, .timeouts = CLI_TIMEOUTS_INIT};
     int rv = parse_options(argc, argv, &opt);
     if (rv != 0) {
         return rv < 0 ? 0 : 1;
@@ -483,6 +496,7 @@ int main(int argc, char **argv)
     co.max_msg = MAX_MSG;
     co.on_message = on_message;
     co.on_close = on_close;
+    cli_timeouts_apply(&opt.timeouts, &co);
     tether_error err;
     /* tls:// needs --cert and --key; --verify-client asks the sender for a
      * certificate from --ca (see common/cli.c). */
@@ -496,6 +510,9 @@ int main(int argc, char **argv)
     lo.on_error = on_listener_error;
     lo.userdata = &r;
     lo.conn_opts = &co;
+    if (!cli_limits_apply(&opt.limits, r.loop, &lo)) {
+        goto out;
+    }
     rv = tether_listen(&r.listener, r.loop, opt.listen_url, &lo, &err);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message);

@@ -112,6 +112,13 @@ for prog in echo_server chat_server; do
         --listen tls://127.0.0.1:0 --max-conns -1
     expect_err "$prog" "error: --mem-limit needs a value (see --help)" --mem-limit
 done
+# Every example server takes the limits and the timeouts (issue 9).
+for prog in echo_server chat_server file_recv; do
+    expect_err "$prog" "error: --frame-timeout: invalid value 'x' (expected milliseconds, 0 for none)" \
+        --listen tls://127.0.0.1:0 --frame-timeout x
+done
+expect_err file_recv "error: --max-conns: invalid value '-1' (expected a number of connections, 0 for no limit)" \
+    --listen tls://127.0.0.1:0 --max-conns -1
 
 # ---- clients -------------------------------------------------------------------------
 
