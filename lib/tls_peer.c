@@ -5,7 +5,7 @@
  * and conn.c check the connection's state first), and the verify hook
  * (tether_tls_opts::verify_cb), which OpenSSL calls during the handshake
  * through tether__tls_cert_verify_cb(). The transport itself (handshake,
- * I/O, error classification) is transport_tls.c. */
+ * I/O) is transport_tls.c, its error classification tls_errors.c. */
 #include "tls_transport.h"
 
 #include <arpa/inet.h>
@@ -274,7 +274,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     (void)arg;
     SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct tls_transport *t = ssl != NULL ? tether__tls_of(ssl) : NULL;
-    /* OpenSSL's own verification first; tls_verify_cb (transport_tls.c)
+    /* OpenSSL's own verification first; tether__tls_verify_cb (tls_errors.c)
      * records the reason of a failure as it goes. */
     int ok = X509_verify_cert(sctx) > 0;
     if (t == NULL || t->cfg->verify_cb == NULL) {

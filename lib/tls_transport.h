@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The TLS transport's state, shared by transport_tls.c (the transport:
- * handshake, reading, writing, errors) and tls_peer.c (what the
- * application learns about the peer: the details behind
- * tether_conn_tls_info(), the peer certificate and the verify hook).
- * Nothing else includes it. */
+ * handshake, reading, writing), tls_bio.c (its socket BIO), tls_errors.c
+ * (what its failures mean) and tls_peer.c (what the application learns
+ * about the peer: the details behind tether_conn_tls_info(), the peer
+ * certificate and the verify hook). Nothing else includes it. */
 #ifndef TETHER_TLS_TRANSPORT_H
 #define TETHER_TLS_TRANSPORT_H
 
@@ -46,16 +46,50 @@ struct tls_transport {
 
 /* ---- transport_tls.c ---------------------------------------------------- */
 
-/* The transport of an SSL made by tether__tls_transport_new(), else NULL. */
-struct tls_transport *tether__tls_of(const SSL *ssl);
+/* tr as a TLS transport whose handshake has completed: TETHER_OK, or
+ * TETHER_ENOTSUP (not TLS) or TETHER_ENOTCONN (the handshake is not done). */
+int tether__tls_transport_get(const struct tether_transport *tr, struct tls_transport **out);
+
+/* ---- tls_bio.c ---------------------------------------------------------- */
+
+/* The BIO type of the socket BIO; set once by tether__tls_bio_method(). */
+extern int tether__tls_bio_type;
+
+/* The socket BIO's method, made on first use; NULL if OpenSSL is out of
+ * memory. Its BIOs take the tls_transport as their data (BIO_set_data). */
+BIO_METHOD *tether__tls_bio_method(void);
+
+/* The transport of an SSL made by tether__tls_transport_new(), else NULL.
+ * Found through its BIO (whose data it is) rather than through ex_data,
+ * which would cost every connection an allocation. Inline: the message
+ * callback calls it for every handshake record. */
+static inline struct tls_transport *tether__tls_of(const SSL *ssl)
+{
+    BIO *b = SSL_get_rbio(ssl);
+    if (b == NULL || BIO_method_type(b) != tether__tls_bio_type) {
+        return NULL;
+    }
+    return BIO_get_data(b);
+}
+
+/* ---- tls_errors.c ------------------------------------------------------- */
 
 /* Records the detail of a failure (tether_conn_last_error()). */
 void tether__tls_set_err(struct tls_transport *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* tr as a TLS transport whose handshake has completed: TETHER_OK, or
- * TETHER_ENOTSUP (not TLS) or TETHER_ENOTCONN (the handshake is not done). */
-int tether__tls_transport_get(const struct tether_transport *tr, struct tls_transport **out);
+/* Classifies a failed SSL call (ssl_err from SSL_get_error()) into a
+ * TETHER_E* code and records its detail. Called with the OpenSSL error
+ * queue of that call; leaves it empty. */
+int tether__tls_fail(struct tls_transport *t, int ssl_err);
+
+/* After a write failed because the peer reset the connection, looks for an
+ * alert it sent before closing: its code, or 0 if there is none. */
+int tether__tls_probe_alert(struct tls_transport *t);
+
+/* The verify callback of every SSL (SSL_set_verify): records the first
+ * verification failure with the certificate it concerns; returns ok. */
+int tether__tls_verify_cb(int ok, X509_STORE_CTX *sctx);
 
 /* ---- tls_peer.c --------------------------------------------------------- */
 
