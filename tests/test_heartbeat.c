@@ -667,13 +667,16 @@ START_TEST(wire_format_and_timeout_against_a_raw_peer)
     uint8_t pong[12];
     memcpy(pong, ping, sizeof pong);
     pong[1] = 3;
+    /* The silence counts from when the pong was read, which is after this
+     * write: the loop reads it in a later iteration, whose time is taken
+     * after the write. (The loop's time after the wait below would be
+     * later than the read, so the ping would seem a few ms early.) */
+    uint64_t last_rx = th_now_ms();
     th_raw_write(fd, pong, sizeof pong);
     ck_assert(th_run_until_pred(rtt_known, &k.c, 2000));
     tether_stats cs = stats_of(k.c);
     ck_assert_uint_eq(cs.heartbeat_ms, 200); /* the larger, up to twice our own */
     ck_assert_uint_eq(cs.pongs_received, 1);
-    /* The loop's time when the pong was read: the silence counts from it. */
-    uint64_t last_rx = tether_loop_now(th_loop);
 
     /* Now silence: a ping after 200 ms (the interval the peer asked for),
      * and the close once our own detection time has passed, max((misses +
