@@ -1,5 +1,5 @@
 /* tether_bench: tether's entry in the side-by-side benchmark (the protocol
- * is shared/bench/SPEC.md; the plumbing is bench_common.c).
+ * is PROTOCOL.md beside this file; the plumbing is bench_common.c).
  *
  * Both sides use the event API the way a performance-minded application
  * would: one tether_loop per process (the server in the forked child, the
