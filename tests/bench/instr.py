@@ -8,8 +8,9 @@ operations added is the cost of one operation, with start-up, connection
 set-up and exit cancelled out. The client is the process started (the
 parent), the server the child it forks.
 
-- instructions: valgrind --tool=callgrind, one output file per process
-  (repeatable to the instruction on the same binary and inputs; only the
+- instructions: valgrind --tool=callgrind, one output file per process,
+  without the final report (bench_emit_*), whose sort of the latencies
+  would not cancel (repeatable to the instruction on the same binary and inputs; only the
   batching that depends on timing, e.g. how many messages one read() finds
   in thr, still varies a little);
 - system calls: strace -f -ff, one trace file per process, one line per
@@ -160,7 +161,11 @@ def measure(binary, args, count, kind):
     with tempfile.TemporaryDirectory(prefix="tether-instr-") as tmp:
         cmdline = [binary] + args + ["--count", str(count)]
         if kind == "instr":
+            # --toggle-collect: the report at the end (sorting the
+            # latencies grows as N log N) is harness, not the operation.
+            # It must come before --collect-atstart, which it resets.
             cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--dump-line=no",
+                   "--toggle-collect=bench_emit_*", "--collect-atstart=yes",
                    f"--callgrind-out-file={tmp}/cg.%p", "--log-file=" + tmp + "/vg.%p"] + cmdline
             parent = run(cmd, tmp, " ".join(cmdline))
             return per_process(tmp, "cg", parent, callgrind_ir)
