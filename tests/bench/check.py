@@ -110,6 +110,12 @@ def check_instr(paths):
     if not shutil.which("valgrind") or not shutil.which("strace"):
         print("note: instr.py not checked: valgrind or strace is not installed")
         return
+    for path in paths:
+        with open(path, "rb") as fh:
+            if b"__asan_init" in fh.read():
+                print(f"note: instr.py not checked: {path} is built with AddressSanitizer,"
+                      " which does not run under valgrind")
+                return
     p = run([os.path.join(HERE, "instr.py"), "--scale", "0.05"] + paths, timeout=600)
     rows = [r for r in p.stdout.splitlines() if r.startswith("| ") and ": " in r]
     if p.returncode != 0 or len(rows) != 6:
