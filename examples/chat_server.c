@@ -4,6 +4,8 @@
  *   chat_server --listen tls://127.0.0.1:7000 --cert certs/server.pem
  *               --key certs/server.key --ca certs/ca.pem
  *               [--queue BYTES] [--max-line BYTES] [--verbose]
+ *               [--idle-timeout MS] [--frame-timeout MS] [--frame-min-rate B]
+ *               [--write-timeout MS] [--write-min-rate B]
  *
  * Clients (see chat_client.c) connect with a certificate from --ca: the
  * certificate's common name (CN) is their nickname, so nobody can speak
@@ -68,7 +70,8 @@ struct options {
     size_t queue;       /* per-client send queue limit (send_hwm) */
     size_t max_line;    /* longest line accepted from a client */
     bool verbose;
-    struct cli_limits limits; /* --max-conns, --mem-limit (common/cli.h) */
+    struct cli_timeouts timeouts; /* against slow and stuck clients */
+    struct cli_limits limits;     /* --max-conns, --mem-limit (common/cli.h) */
 };
 
 struct room;
@@ -102,7 +105,7 @@ static const char usage[] =
     "                    (default 1048576)\n"
     "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
     "  --verbose         print the library's diagnostics (info and up) on "
-    "stderr\n" CLI_USAGE_LIMITS CLI_USAGE_COMMON;
+    "stderr\n" CLI_USAGE_TIMEOUTS CLI_USAGE_LIMITS CLI_USAGE_COMMON;
 
 /* ---- the room ------------------------------------------------------------ */
 
@@ -474,6 +477,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
+        CLI_LONGOPTS_TIMEOUTS,
         /* --verify-client is accepted but changes nothing: always on here. */
         CLI_LONGOPTS_TLS_SERVER,
         CLI_LONGOPTS_LIMITS,
@@ -503,7 +507,10 @@ static int parse_options(int argc, char **argv, struct options *opt)
             opt->verbose = true;
             break;
         default:
-            r = cli_limits_option(ch, optarg, &opt->limits);
+            r = cli_timeouts_option(ch, optarg, &opt->timeouts);
+            if (r == CLI_NOT_MINE) {
+                r = cli_limits_option(ch, optarg, &opt->limits);
+            }
             if (r == CLI_NOT_MINE) {
                 r = cli_option("chat_server", usage, ch, argv, &opt->tls);
             }
@@ -532,7 +539,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 
 int main(int argc, char **argv)
 {
-    struct options opt = {.queue = 1024 * 1024, .max_line = 4096};
+    struct options opt = {.queue = 1024 * 1024, .max_line = 4096, .timeouts = CLI_TIMEOUTS_INIT};
     int rv = parse_options(argc, argv, &opt);
     if (rv != 0) {
         return rv < 0 ? 0 : 1;
@@ -571,6 +578,7 @@ int main(int argc, char **argv)
     co.framing = TETHER_FRAMING_LINE;
     co.max_msg = opt.max_line; /* a longer line closes that client (TETHER_EMSGSIZE) */
     co.send_hwm = opt.queue;
+    cli_timeouts_apply(&opt.timeouts, &co);
     co.on_message = on_message;
     co.on_close = on_close;
     co.tls = tls;

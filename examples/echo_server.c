@@ -5,6 +5,8 @@
  *   echo_server --listen tls://127.0.0.1:7777 --cert certs/server.pem
  *               --key certs/server.key [--ca certs/ca.pem --verify-client]
  *   echo_server --listen tcp://127.0.0.1:7777 --heartbeat MS [--idle-timeout MS]
+ *               [--frame-timeout MS] [--frame-min-rate B] [--write-timeout MS]
+ *               [--write-min-rate B]
  *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *   echo_server --listen tcp://127.0.0.1:7777 --proxy-protocol --verbose
  *
@@ -46,10 +48,12 @@ struct options {
      * certificates must come from when --verify-client is given. */
     struct cli_tls tls;
     /* Liveness: heartbeats (clients that announce theirs are answered in
-     * any case; this makes the server ping them too) and a read-idle
-     * timeout for clients that go silent. */
+     * any case; this makes the server ping them too). */
     size_t heartbeat_ms;
-    size_t idle_timeout_ms;
+    /* Timeouts of accepted connections (a read-idle timeout for clients
+     * that go silent, and tether's server defaults against slow and stuck
+     * clients, which these flags change). */
+    struct cli_timeouts timeouts;
     /* Limits: --max-conns, --mem-limit (common/cli.h). */
     struct cli_limits limits;
     /* Behind a proxy: --proxy-protocol, --verbose (common/cli.h). */
@@ -89,9 +93,8 @@ static const char usage[] =
     "  --max-msg BYTES   largest message accepted (default 16 MiB)\n" CLI_USAGE_TLS_SERVER
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
-    "                    (such clients are answered even without this option)\n"
-    "  --idle-timeout MS close connections on which nothing arrived for MS ms\n" CLI_USAGE_LIMITS
-        CLI_USAGE_PROXY CLI_USAGE_COMMON;
+    "                    (such clients are answered even without this option)\n" CLI_USAGE_TIMEOUTS
+        CLI_USAGE_LIMITS CLI_USAGE_PROXY CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -285,15 +288,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_LISTEN = 256,
         OPT_FRAMING,
         OPT_MAX_MSG,
-        OPT_HEARTBEAT,
-        OPT_IDLE_TIMEOUT
+        OPT_HEARTBEAT
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
-        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        CLI_LONGOPTS_TIMEOUTS,
         CLI_LONGOPTS_TLS_SERVER,
         CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_PROXY,
@@ -323,13 +325,11 @@ static int parse_options(int argc, char **argv, struct options *opt)
                 r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
             }
             break;
-        case OPT_IDLE_TIMEOUT:
-            if (!cli_parse_ms(optarg, &opt->idle_timeout_ms)) {
-                r = cli_bad_value("idle-timeout", optarg, "milliseconds, at least 1");
-            }
-            break;
         default:
-            r = cli_limits_option(ch, optarg, &opt->limits);
+            r = cli_timeouts_option(ch, optarg, &opt->timeouts);
+            if (r == CLI_NOT_MINE) {
+                r = cli_limits_option(ch, optarg, &opt->limits);
+            }
             if (r == CLI_NOT_MINE) {
                 r = cli_proxy_option(ch, &opt->proxy);
             }
@@ -352,6 +352,16 @@ static int parse_options(int argc, char **argv, struct options *opt)
     if (!cli_check_max_msg(opt->max_msg)) {
         return 1;
     }
+    if (opt->heartbeat_ms > 0 && opt->timeouts.idle_ms > 0 &&
+        (size_t)opt->timeouts.idle_ms < 2 * opt->heartbeat_ms) {
+        /* tether would refuse it too (TETHER_EINVAL), in terms of its
+         * option fields; say it in terms of the flags. */
+        fprintf(stderr,
+                "error: --idle-timeout (%ld) must be at least twice --heartbeat (%zu): a client "
+                "that heartbeats is only heard after one interval of silence\n",
+                opt->timeouts.idle_ms, opt->heartbeat_ms);
+        return 1;
+    }
     if (opt->heartbeat_ms > 0 && opt->framing != TETHER_FRAMING_LEN32) {
         fprintf(stderr, "error: --heartbeat needs --framing len32\n");
         return 1;
@@ -363,7 +373,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 
 int main(int argc, char **argv)
 {
-    struct options opt = {.framing = TETHER_FRAMING_LEN32};
+    struct options opt = {.framing = TETHER_FRAMING_LEN32, .timeouts = CLI_TIMEOUTS_INIT};
     int rv = parse_options(argc, argv, &opt);
     if (rv != 0) {
         return rv < 0 ? 0 : 1;
@@ -391,7 +401,7 @@ int main(int argc, char **argv)
     co.on_drain = on_drain;
     co.on_close = on_close;
     co.heartbeat_ms = (int)opt.heartbeat_ms;
-    co.idle_timeout_ms = (int)opt.idle_timeout_ms;
+    cli_timeouts_apply(&opt.timeouts, &co);
     /* TLS: one configuration for every connection (cli_tls_server() fills
      * a tether_tls_opts: cert_file, key_file, ca_file and client_auth, then
      * calls tether_tls_config_new(), which names a bad file). The listener

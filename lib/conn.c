@@ -147,6 +147,14 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
         conn_finish(c, reason);
         return;
     }
+    if (c->state == TETHER__CS_CLOSING && (c->flags & TETHER__CF_KEEP_REASON) &&
+        c->reason != TETHER_OK) {
+        /* A liveness close (liveness.c) already named the cause; a reset
+         * or a failed write while the peer is being closed follows from
+         * it (a peer that stopped reading, then gave up). */
+        conn_finish(c, c->reason);
+        return;
+    }
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);
@@ -278,13 +286,16 @@ void tether__conn_begin_shutdown(tether_conn *c)
     if (reason == TETHER_EOF || (c->flags & TETHER__CF_EOF)) {
         /* Peer closed first and we have flushed our replies: nothing left
          * to wait for. */
-        conn_finish(c, TETHER_EOF);
+        conn_finish(c, (c->flags & TETHER__CF_KEEP_REASON) ? reason : TETHER_EOF);
         return;
     }
     /* Report the close now and drain the peer's remaining input in the
      * background, so that closing with unread input does not turn into a
-     * reset that destroys data the peer has not read yet. */
-    c->reason = TETHER_OK;
+     * reset that destroys data the peer has not read yet. A liveness close
+     * (liveness.c) keeps its reason. */
+    if (!(c->flags & TETHER__CF_KEEP_REASON)) {
+        c->reason = TETHER_OK;
+    }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
     tether__tnode_start(c->h.loop, &c->timer, LINGER_MS);
@@ -515,6 +526,12 @@ static void conn_timer_cb(struct tether__tnode *n)
                           c->url != NULL ? c->url : "peer", c->cfg->o.connect_timeout_ms);
         break;
     case TETHER__CS_CLOSING:
+        if ((c->flags & TETHER__CF_KEEP_REASON) && c->reason != TETHER_OK) {
+            /* A liveness close the peer did not take (it stopped reading):
+             * the reason stays the timeout that started it. */
+            conn_finish(c, c->reason);
+            break;
+        }
         tether__conn_fail(c, TETHER_ETIMEDOUT,
                           "close timed out after %d ms with %zu bytes still queued",
                           c->cfg->o.close_timeout_ms, c->queued);
@@ -579,7 +596,7 @@ static void conn_pending_cb(struct tether__pending *p)
             /* Gone for the application: no longer walked, even while the
              * socket lingers. */
             c->h.hidden = true;
-            int reason = c->state == TETHER__CS_LINGER ? TETHER_OK : c->reason;
+            int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
             if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
                 const char *d = tether_conn_last_error(c);
                 tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",

@@ -36,9 +36,29 @@ struct tether__conn_cfg {
     struct sockaddr_storage pp_source;
 };
 
-/* Builds a configuration from user options (NULL for defaults). */
+/* Builds a configuration from user options (NULL for defaults) for
+ * dialled connections. */
 int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
                          tether_error *err);
+/* The same for either role: server (accepted connections) resolves
+ * TETHER_ROLE_DEFAULT to the server values below, a client to 0 (off). */
+int tether__conn_cfg_new_role(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                              bool server, tether_error *err);
+
+/* What TETHER_ROLE_DEFAULT means on accepted connections (documented in
+ * tether/conn.h, "Slow and stuck peers"). A started frame must arrive at
+ * 1 KiB/s measured over 30 s windows (Apache's mod_reqtimeout: 20-40 s at
+ * 500 B/s); queued output must drain at 1 KiB/s over 60 s windows (nginx's
+ * send_timeout: 60 s); keepalive and TCP_USER_TIMEOUT notice a peer that
+ * vanished, idle or with data in flight, within about 2 minutes. */
+#define TETHER__SRV_FRAME_TIMEOUT_MS 30000
+#define TETHER__SRV_FRAME_MIN_RATE 1024
+#define TETHER__SRV_WRITE_TIMEOUT_MS 60000
+#define TETHER__SRV_WRITE_MIN_RATE 1024
+#define TETHER__SRV_KEEPALIVE_IDLE_MS 60000
+#define TETHER__SRV_KEEPALIVE_INTERVAL_MS 10000
+#define TETHER__SRV_KEEPALIVE_COUNT 6
+#define TETHER__SRV_USER_TIMEOUT_MS 120000
 void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
 /* Selects TLS for a configuration built from user options: takes a
  * reference to the TLS configuration cfg->o.tls names into cfg->tls (see
@@ -90,8 +110,13 @@ struct tether__live {
     uint64_t last_rx;      /* the last read that returned bytes */
     uint64_t wstall;       /* the last write progress, or when the queue filled from empty */
     uint64_t last_wprog;   /* the last write progress */
-    uint64_t frame_start;  /* when the incomplete frame in rpart began */
+    uint64_t frame_start;  /* when the incomplete frame in rpart began, then the
+                              start of its current min-rate window */
     uint64_t frame_mark;   /* frames received when frame_start was taken */
+    uint64_t frame_bytes;  /* bytes_in at frame_start */
+    uint64_t wwin_start;   /* the queue went from empty to non-empty */
+    uint64_t wbase_at;     /* the current write window began; 0 before the first */
+    uint64_t wbase_val;    /* bytes the peer had received then (liveness.c) */
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */
@@ -181,6 +206,7 @@ struct tether_conn {
 #define TETHER__CF_REPORT_LISTENER 0x0800u /* accepted, failed before on_accept: tell on_error */
 #define TETHER__CF_HELLO_SENT 0x1000u      /* our HELLO control frame is queued or sent */
 #define TETHER__CF_PEER_HELLO 0x2000u      /* the peer's HELLO arrived: it speaks control frames */
+#define TETHER__CF_KEEP_REASON 0x4000u     /* a liveness close: on_close keeps reason and detail */
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u

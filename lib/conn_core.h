@@ -141,8 +141,8 @@ void tether__live_queue_started(tether_conn *c);
  * timeout. */
 void tether__live_after_read(tether_conn *c);
 
-/* Handles one complete control frame (HELLO, PING, PONG). Returns false
- * when the connection failed. */
+/* Handles one complete control frame (HELLO, PING, PONG, GOAWAY). Returns
+ * false when the connection failed or is closing. */
 bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
 
 /* ---- conn_proxy.c: the PROXY protocol header ------------------------ */
@@ -175,6 +175,22 @@ void tether__pp_conn_free(tether_conn *c);
 /* Validates the PROXY options of a configuration and fills cfg->pp_source
  * (conn_opts.c calls it once the options are merged). */
 int tether__pp_cfg_init(struct tether__conn_cfg *cfg, tether_error *err);
+
+/* The total size of the control frame starting at hdr (4 bytes available),
+ * or 0 when the peer may not send it now. A peer that never sent HELLO
+ * gets exactly the framing error it got before control frames existed. */
+size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr);
+
+/* hdr starts a control frame that tether__ctrl_frame_len() refused (a
+ * second HELLO, a known type before HELLO, or an unknown type on a
+ * connection where control frames are spoken): fails the connection
+ * naming the violation and returns true. False otherwise: to a plain
+ * len32 peer such a header is just an oversized length. */
+bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr);
+
+/* The heartbeat interval to use given our options and the interval the
+ * peer's HELLO announced. */
+uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
 
 /* ---- membudget.c: the loop's memory budget ---------------------------- */
 

@@ -28,11 +28,70 @@ void tether_conn_opts_init_sized(tether_conn_opts *opts, size_t size)
     d.attempt_delay_ms = 250;
     d.family = TETHER_FAMILY_ANY;
     d.heartbeat_misses = 3;
+    /* Resolved per role when the connection or listener is created (see
+     * cfg_resolve_role()). */
+    d.keepalive_idle_ms = TETHER_ROLE_DEFAULT;
+    d.user_timeout_ms = TETHER_ROLE_DEFAULT;
+    d.frame_timeout_ms = TETHER_ROLE_DEFAULT;
+    d.frame_min_rate = TETHER_ROLE_DEFAULT;
+    d.write_timeout_ms = TETHER_ROLE_DEFAULT;
+    d.write_min_rate = TETHER_ROLE_DEFAULT;
     tether__sized_fill(opts, size, &d, sizeof d);
 }
 
-/* The liveness options: all are off at 0, none may be negative, and
- * heartbeats need the framing that has room for control frames. */
+/* The fields that take TETHER_ROLE_DEFAULT, and what it means for an
+ * accepted connection (a dialled one turns every one of them off). The
+ * values are documented in tether/conn.h ("Slow and stuck peers"). */
+static const struct {
+    size_t off;
+    int server;
+} role_defaults[] = {
+    {offsetof(tether_conn_opts, keepalive_idle_ms), TETHER__SRV_KEEPALIVE_IDLE_MS},
+    {offsetof(tether_conn_opts, user_timeout_ms), TETHER__SRV_USER_TIMEOUT_MS},
+    {offsetof(tether_conn_opts, frame_timeout_ms), TETHER__SRV_FRAME_TIMEOUT_MS},
+    {offsetof(tether_conn_opts, frame_min_rate), TETHER__SRV_FRAME_MIN_RATE},
+    {offsetof(tether_conn_opts, write_timeout_ms), TETHER__SRV_WRITE_TIMEOUT_MS},
+    {offsetof(tether_conn_opts, write_min_rate), TETHER__SRV_WRITE_MIN_RATE},
+};
+
+static int opt_get(const tether_conn_opts *o, size_t off)
+{
+    int v;
+    memcpy(&v, (const char *)o + off, sizeof v);
+    return v;
+}
+
+static void opt_set(tether_conn_opts *o, size_t off, int v)
+{
+    memcpy((char *)o + off, &v, sizeof v);
+}
+
+/* Replaces TETHER_ROLE_DEFAULT by the value for the role. An accepted TCP
+ * connection whose keepalive_idle_ms is left at the default gets keepalive
+ * with the server probes (interval and count, where left at 0, too), so
+ * that a peer that vanished is noticed while it is idle. */
+static void cfg_resolve_role(tether_conn_opts *o, bool server)
+{
+    if (server && o->keepalive_idle_ms == TETHER_ROLE_DEFAULT) {
+        o->keepalive = true;
+        if (o->keepalive_interval_ms == 0) {
+            o->keepalive_interval_ms = TETHER__SRV_KEEPALIVE_INTERVAL_MS;
+        }
+        if (o->keepalive_count == 0) {
+            o->keepalive_count = TETHER__SRV_KEEPALIVE_COUNT;
+        }
+    }
+    for (size_t i = 0; i < TETHER__ARRAY_SIZE(role_defaults); i++) {
+        if (opt_get(o, role_defaults[i].off) == TETHER_ROLE_DEFAULT) {
+            opt_set(o, role_defaults[i].off, server ? role_defaults[i].server : 0);
+        }
+    }
+}
+
+/* The liveness options: all are off at 0, none may be negative (after
+ * cfg_resolve_role()), heartbeats need the framing that has room for
+ * control frames, and a read-idle timeout must leave a heartbeating peer
+ * time to be heard. */
 static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
 {
     static const struct {
@@ -47,14 +106,16 @@ static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
         {offsetof(tether_conn_opts, heartbeat_ms), "heartbeat_ms", INT32_MAX},
         {offsetof(tether_conn_opts, idle_timeout_ms), "idle_timeout_ms", INT32_MAX},
         {offsetof(tether_conn_opts, frame_timeout_ms), "frame_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, frame_min_rate), "frame_min_rate", INT32_MAX},
         {offsetof(tether_conn_opts, write_timeout_ms), "write_timeout_ms", INT32_MAX},
+        {offsetof(tether_conn_opts, write_min_rate), "write_min_rate", INT32_MAX},
         {offsetof(tether_conn_opts, max_age_ms), "max_age_ms", INT32_MAX},
     };
     for (size_t i = 0; i < TETHER__ARRAY_SIZE(fields); i++) {
-        int v;
-        memcpy(&v, (const char *)o + fields[i].off, sizeof v);
+        int v = opt_get(o, fields[i].off);
         if (v < 0 || v > fields[i].max) {
-            return tether__set_error(err, TETHER_EINVAL, "%s must be between 0 and %d",
+            return tether__set_error(err, TETHER_EINVAL,
+                                     "%s must be between 0 and %d, or TETHER_ROLE_DEFAULT",
                                      fields[i].name, fields[i].max);
         }
     }
@@ -66,11 +127,29 @@ static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
                                  "heartbeats need the len32 framing (it reserves room for control "
                                  "frames)");
     }
+    if (o->heartbeat_ms > 0 && o->idle_timeout_ms > 0 &&
+        (int64_t)o->idle_timeout_ms < 2 * (int64_t)o->heartbeat_ms) {
+        /* A heartbeating peer is only heard after one interval of silence
+         * (and its ping still has to arrive): a shorter idle timeout would
+         * close every healthy heartbeating connection. */
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "idle_timeout_ms (%d) must be at least twice heartbeat_ms (%d): "
+                                 "a heartbeating peer is only heard after one interval of silence",
+                                 o->idle_timeout_ms, o->heartbeat_ms);
+    }
+    if ((o->frame_min_rate > 0 && o->frame_timeout_ms == 0) ||
+        (o->write_min_rate > 0 && o->write_timeout_ms == 0)) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "%s (%d bytes/s) needs %s, the window it is measured over",
+                                 o->frame_min_rate > 0 ? "frame_min_rate" : "write_min_rate",
+                                 o->frame_min_rate > 0 ? o->frame_min_rate : o->write_min_rate,
+                                 o->frame_min_rate > 0 ? "frame_timeout_ms" : "write_timeout_ms");
+    }
     return TETHER_OK;
 }
 
-int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
-                         tether_error *err)
+int tether__conn_cfg_new_role(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                              bool server, tether_error *err)
 {
     *out = NULL;
     if (opts != NULL && opts->size < sizeof(size_t)) {
@@ -88,6 +167,7 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
         cfg->o.size = sizeof cfg->o;
     }
     tether_conn_opts *o = &cfg->o;
+    cfg_resolve_role(o, server);
     int rv = TETHER_OK;
     if (o->max_msg == 0 || o->max_msg > TETHER__MAX_MSG_LIMIT) {
         rv = tether__set_error(err, TETHER_EINVAL, "max_msg must be between 1 and %zu bytes",
@@ -153,6 +233,12 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
                 o->write_timeout_ms > 0 || o->max_age_ms > 0;
     *out = cfg;
     return TETHER_OK;
+}
+
+int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *opts,
+                         tether_error *err)
+{
+    return tether__conn_cfg_new_role(out, opts, false, err);
 }
 
 void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)

@@ -129,32 +129,6 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
 }
 
-/* The total size of the control frame starting at hdr (4 bytes available),
- * or 0 when the peer may not send it now. A peer that never sent HELLO
- * gets exactly the framing error it got before control frames existed. */
-static size_t ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
-{
-    if (hdr[0] != TETHER__CTRL_MARK) {
-        return 0;
-    }
-    switch (hdr[1]) {
-    case TETHER__CTRL_HELLO:
-        if (c->flags & TETHER__CF_PEER_HELLO) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_PING:
-    case TETHER__CTRL_PONG:
-        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
-            return 0;
-        }
-        break;
-    default:
-        return 0;
-    }
-    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
-}
-
 /* Delivers the whole frames at the start of buf. Returns the bytes consumed;
  * *known is set to the total size of the incomplete frame that follows when
  * its header is complete (0 when unknown). Stops early when the connection
@@ -174,7 +148,7 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
             if (TETHER__UNLIKELY(plen > max)) {
                 /* An impossible length: a control frame, if the peer may
                  * send one, else a framing error. */
-                size_t clen = ctrl_frame_len(c, buf + off);
+                size_t clen = tether__ctrl_frame_len(c, buf + off);
                 if (clen == 0) {
                     if (off == 0 && looks_like_tls_record(buf, avail) &&
                         conn_plain_client_first_bytes(c)) {
@@ -183,8 +157,10 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
                         conn_fail_hint(c, TETHER_EMSGSIZE, d, buf, avail);
                         return off;
                     }
-                    tether_frame f = {.hdr_len = 4, .payload_len = plen};
-                    conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+                    if (!tether__ctrl_violation(c, buf + off)) {
+                        tether_frame f = {.hdr_len = 4, .payload_len = plen};
+                        conn_protocol_error(c, TETHER_EMSGSIZE, &f, NULL);
+                    }
                     return off;
                 }
                 if (avail < clen) {
@@ -360,7 +336,7 @@ static void conn_on_eof(tether_conn *c)
     if (c->rlen > 0) {
         size_t known = 0;
         if (c->cfg->fast_len32 && c->rlen >= 4) {
-            known = ctrl_frame_len(c, c->rpart);
+            known = tether__ctrl_frame_len(c, c->rpart);
             if (known == 0) {
                 known = 4 + (size_t)tether__get_be32(c->rpart);
             }

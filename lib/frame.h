@@ -24,9 +24,24 @@
 #define TETHER__CTRL_HELLO 1u
 #define TETHER__CTRL_PING 2u
 #define TETHER__CTRL_PONG 3u
+#define TETHER__CTRL_GOAWAY 4u
 #define TETHER__CTRL_HELLO_LEN 6u /* version, flags, interval (be32) */
 #define TETHER__CTRL_HELLO_VERSION 1u
-#define TETHER__CTRL_PING_MAX 64u /* largest PING payload answered */
+#define TETHER__CTRL_PING_MAX 64u         /* largest PING payload answered */
+#define TETHER__CTRL_GOAWAY_MIN 3u        /* flags, reason (be16); then the text */
+#define TETHER__CTRL_GOAWAY_TEXT_MAX 200u /* longest text tether sends or shows */
+
+/* GOAWAY reason codes (wire values; documented in tether/conn.h). */
+#define TETHER__GOAWAY_NONE 0u
+#define TETHER__GOAWAY_IDLE 1u
+#define TETHER__GOAWAY_FRAME 2u
+#define TETHER__GOAWAY_WRITE 3u
+#define TETHER__GOAWAY_HEARTBEAT 4u
+#define TETHER__GOAWAY_MAX_AGE 5u
+#define TETHER__GOAWAY_SHUTDOWN 6u /* reserved for drain (not sent yet) */
+
+/* The largest heartbeat interval a peer's HELLO can impose (5 min). */
+#define TETHER__HB_PEER_MAX_MS 300000u
 
 /* len32 with control frames as a framer of their own: the reference
  * decoder that test_framing and the fuzzer exercise. Connections do not use

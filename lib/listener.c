@@ -278,7 +278,7 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
                                  "or 0, not 0x%x",
                                  bad);
     }
-    rv = tether__conn_cfg_new(&l->cfg, l->o.conn_opts, out_err);
+    rv = tether__conn_cfg_new_role(&l->cfg, l->o.conn_opts, true, out_err);
     if (rv != TETHER_OK) {
         free(l);
         return rv;

@@ -1,7 +1,10 @@
-/* Liveness of a connection: the control frames (HELLO, PING, PONG) that
- * negotiate heartbeats and measure the round-trip time, and the checks
- * that end a connection whose peer went silent or stopped reading (idle,
- * frame, write and heartbeat timeouts) or that reached its maximum age.
+/* Liveness of a connection: the control frames (HELLO, PING, PONG,
+ * GOAWAY) that negotiate heartbeats, measure the round-trip time and tell
+ * the peer why we close, and the checks that end a connection whose peer
+ * went silent, is too slow or stopped reading (idle, frame and write
+ * timeouts with their minimum rates, heartbeats) or that reached its
+ * maximum age. Those closes are clean: GOAWAY where both sides speak
+ * control frames, then the transport's shutdown (TLS close_notify).
  *
  * The hot paths only store timestamps in struct tether__live; one coarse
  * timer per connection compares them with the limits. Connections without
@@ -9,9 +12,20 @@
 #include "conn_core.h"
 #include "random.h"
 
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+
+/* How long queued output waits before the write check takes its first
+ * measurement of what the peer has received (at most; a quarter of
+ * write_timeout_ms when that is shorter). Connections whose queue drains
+ * sooner never pay for the measurement. */
+#define WRITE_SAMPLE_DELAY_MS 1000u
 
 /* The wire format and the rules are documented in tether/conn.h, section
  * "Heartbeat wire format". Control frames are rare, so nothing here is on
@@ -27,11 +41,15 @@ static uint64_t mono_us(void)
 
 static void live_due(tether_conn *c, uint64_t at);
 
-/* Queues a control frame behind whatever is queued already. */
+#define CTRL_PAYLOAD_MAX (TETHER__CTRL_GOAWAY_MIN + TETHER__CTRL_GOAWAY_TEXT_MAX)
+static_assert(CTRL_PAYLOAD_MAX >= TETHER__CTRL_PING_MAX, "control frame buffer");
+
+/* Queues a control frame behind whatever is queued already (always at a
+ * frame boundary: the queue only ever holds whole frames). */
 static int ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *payload, size_t n)
 {
-    uint8_t buf[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
-    assert(n <= TETHER__CTRL_PING_MAX);
+    uint8_t buf[TETHER__CTRL_HDR_LEN + CTRL_PAYLOAD_MAX];
+    assert(n <= CTRL_PAYLOAD_MAX);
     tether__len32_ctrl_header(buf, type, (uint16_t)n);
     if (n > 0) {
         memcpy(buf + TETHER__CTRL_HDR_LEN, payload, n);
@@ -53,6 +71,38 @@ int tether__ctrl_queue_hello(tether_conn *c)
     return rv;
 }
 
+uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms)
+{
+    /* The slower side decides, so nobody pings more often than its peer
+     * asked for; but a peer cannot switch our detection off: its value
+     * counts up to twice our own interval (and TETHER__HB_PEER_MAX_MS),
+     * and never beyond half our idle timeout (which conn_opts.c keeps at
+     * twice our own interval or more), so that our pings keep a quiet peer
+     * from being idled out. live_hb_deadline() keeps the detection time
+     * our own. */
+    uint32_t own = (uint32_t)o->heartbeat_ms;
+    uint64_t cap = TETHER__MIN(2u * (uint64_t)own, (uint64_t)TETHER__HB_PEER_MAX_MS);
+    uint32_t hb = (uint32_t)TETHER__MAX((uint64_t)own, TETHER__MIN((uint64_t)peer_ms, cap));
+    if (o->idle_timeout_ms > 0) {
+        hb = TETHER__MIN(hb, (uint32_t)o->idle_timeout_ms / 2);
+    }
+    return TETHER__MAX(hb, own);
+}
+
+/* When the peer stretched the interval beyond ours, silence for this long
+ * still closes: our own detection time, (misses + 1) x heartbeat_ms, as
+ * long as it leaves a live peer one interval plus ours to answer a ping.
+ * 0 when the interval is our own (the miss count decides). */
+static uint64_t live_hb_deadline(const tether_conn *c)
+{
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t own = (uint64_t)o->heartbeat_ms;
+    if (c->hb_ms <= own) {
+        return 0;
+    }
+    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1), (uint64_t)c->hb_ms + own);
+}
+
 static void ctrl_send_ping(tether_conn *c)
 {
     uint8_t p[8];
@@ -66,6 +116,141 @@ static void ctrl_send_ping(tether_conn *c)
     c->pings_sent++;
     c->live->last_ping = tether__loop_time(c->h.loop);
     tether__conn_after_queue(c);
+}
+
+/* Both sides speak control frames: we sent HELLO and received the peer's. */
+static bool ctrl_negotiated(const tether_conn *c)
+{
+    return (c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO)) ==
+           (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO);
+}
+
+size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
+{
+    if (hdr[0] != TETHER__CTRL_MARK) {
+        return 0;
+    }
+    switch (hdr[1]) {
+    case TETHER__CTRL_HELLO:
+        if (c->flags & TETHER__CF_PEER_HELLO) {
+            return 0;
+        }
+        break;
+    case TETHER__CTRL_PING:
+    case TETHER__CTRL_PONG:
+    case TETHER__CTRL_GOAWAY:
+        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
+            return 0;
+        }
+        break;
+    default:
+        return 0;
+    }
+    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
+}
+
+static const char *ctrl_type_name(uint8_t type)
+{
+    switch (type) {
+    case TETHER__CTRL_HELLO:
+        return "HELLO";
+    case TETHER__CTRL_PING:
+        return "PING";
+    case TETHER__CTRL_PONG:
+        return "PONG";
+    case TETHER__CTRL_GOAWAY:
+        return "GOAWAY";
+    default:
+        return NULL;
+    }
+}
+
+bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
+{
+    if (hdr[0] != TETHER__CTRL_MARK) {
+        return false;
+    }
+    const char *name = ctrl_type_name(hdr[1]);
+    if (name == NULL) {
+        /* Only a connection on which a side has spoken control frames
+         * knows that 0xFF starts one; to a plain len32 peer an unknown
+         * type is just an oversized length. */
+        if (!(c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO))) {
+            return false;
+        }
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: unknown control frame type %u from the peer",
+                          (unsigned)hdr[1]);
+    } else if (hdr[1] == TETHER__CTRL_HELLO) {
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: the peer sent a second HELLO control frame");
+    } else {
+        /* A known type out of order: a peer that speaks control frames
+         * broke their rules (a plain peer would have announced more than
+         * 4 GiB - 16 MiB, which no connection accepts either). */
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: the peer sent a %s control frame before its HELLO "
+                          "(read as a length header: %u bytes, above max_msg %zu)",
+                          name, (unsigned)tether__get_be32(hdr), c->cfg->o.max_msg);
+    }
+    return true;
+}
+
+/* Ends the connection cleanly for a liveness reason: GOAWAY (when both
+ * sides speak control frames) with the code and the peer's text, then the
+ * usual close (flush, TLS close_notify, FIN), bounded by close_timeout_ms.
+ * on_close keeps `reason` and the local detail, even when the close
+ * timeout cuts the attempt short (a peer that stopped reading takes
+ * neither the GOAWAY nor the close_notify). */
+__attribute__((format(printf, 5, 6))) static void
+live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char detail[TETHER_ERROR_MSG_MAX];
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    tether__conn_set_err(c, "%s", detail);
+    if (ctrl_negotiated(c)) {
+        uint8_t p[CTRL_PAYLOAD_MAX];
+        size_t tl = TETHER__MIN(strlen(peer_text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
+        p[0] = 0; /* flags: none yet (bit 0 is reserved for drain) */
+        p[1] = (uint8_t)(code >> 8);
+        p[2] = (uint8_t)code;
+        memcpy(p + TETHER__CTRL_GOAWAY_MIN, peer_text, tl);
+        /* Out of memory only loses the reason, not the clean close. */
+        (void)ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
+    }
+    c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
+    c->reason = reason;
+    tether__conn_begin_close(c);
+    int wt = c->cfg->o.write_timeout_ms;
+    if (code == TETHER__GOAWAY_WRITE && c->state == TETHER__CS_CLOSING &&
+        (c->cfg->o.close_timeout_ms < 0 || wt < c->cfg->o.close_timeout_ms)) {
+        /* The peer has just shown it reads nothing for a whole window: a
+         * longer wait for it to take the close only holds its memory. */
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)wt);
+    }
+}
+
+/* A GOAWAY from the peer: it is closing (tether sends no other kind yet).
+ * Its text becomes our detail; the text is the peer's, so anything but
+ * printable ASCII is replaced before it reaches logs and terminals. */
+static void ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
+{
+    uint16_t code = (uint16_t)((p[1] << 8) | p[2]);
+    size_t tl = TETHER__MIN(n - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
+    char text[TETHER__CTRL_GOAWAY_TEXT_MAX + 1];
+    for (size_t i = 0; i < tl; i++) {
+        uint8_t ch = p[TETHER__CTRL_GOAWAY_MIN + i];
+        text[i] = ch >= 0x20 && ch < 0x7F ? (char)ch : '?';
+    }
+    text[tl] = '\0';
+    if (tl > 0) {
+        tether__conn_fail(c, TETHER_EOF, "closed by peer: %s", text);
+    } else {
+        tether__conn_fail(c, TETHER_EOF, "closed by peer (GOAWAY reason %u)", (unsigned)code);
+    }
 }
 
 /* Handles one complete control frame. Returns false when the connection
@@ -92,9 +277,7 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
         }
         int own = c->cfg->o.heartbeat_ms;
         if (own > 0 && c->live != NULL) {
-            /* The slower side decides: nobody pings more often than its
-             * peer asked for. */
-            c->hb_ms = TETHER__MAX((uint32_t)own, peer_ms);
+            c->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
             c->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
             live_due(c, tether__loop_time(c->h.loop) + c->hb_ms);
@@ -134,8 +317,17 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             }
         }
         break;
+    case TETHER__CTRL_GOAWAY:
+        if (n < TETHER__CTRL_GOAWAY_MIN) {
+            tether__conn_fail(c, TETHER_EPROTO,
+                              "framing error (len32): malformed GOAWAY control frame (%zu bytes)",
+                              n);
+            return false;
+        }
+        ctrl_on_goaway(c, p, n);
+        return false;
     default:
-        break; /* ctrl_frame_len() admits no other type */
+        break; /* tether__ctrl_frame_len() admits no other type */
     }
     return c->state == TETHER__CS_READY;
 }
@@ -152,12 +344,37 @@ static void live_due(tether_conn *c, uint64_t at)
     tether__tnode_start(c->h.loop, t, at > now ? at - now : 0);
 }
 
+static uint64_t write_sample_delay(const tether_conn_opts *o)
+{
+    return TETHER__MIN((uint64_t)WRITE_SAMPLE_DELAY_MS, (uint64_t)o->write_timeout_ms / 4 + 1);
+}
+
+/* How many bytes the peer has received: on TCP the bytes it acknowledged
+ * (TCP_INFO), which a kernel send buffer still growing by autotuning
+ * cannot fake; elsewhere what we handed to the socket. Monotonic per
+ * connection. One system call: only the write check uses it. */
+static uint64_t live_delivered(const tether_conn *c)
+{
+    if (c->tr != NULL && c->tr->fd >= 0) {
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        memset(&ti, 0, sizeof ti);
+        if (getsockopt(c->tr->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            len >= offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked) {
+            return ti.tcpi_bytes_acked;
+        }
+    }
+    return c->bytes_out;
+}
+
 void tether__live_queue_started(tether_conn *c)
 {
     struct tether__live *l = c->live;
     l->wstall = tether__loop_time(c->h.loop);
+    l->wwin_start = l->wstall;
+    l->wbase_at = 0;
     if (c->state == TETHER__CS_READY && c->cfg->o.write_timeout_ms > 0) {
-        live_due(c, l->wstall + (uint64_t)c->cfg->o.write_timeout_ms);
+        live_due(c, l->wstall + write_sample_delay(&c->cfg->o));
     }
 }
 
@@ -179,6 +396,7 @@ void tether__live_after_read(tether_conn *c)
     if (l->frame_mark != mark) {
         l->frame_mark = mark;
         l->frame_start = tether__loop_time(c->h.loop);
+        l->frame_bytes = c->bytes_in - c->rlen; /* the frame's first byte */
         live_due(c, l->frame_start + (uint64_t)ft);
     }
 }
@@ -193,7 +411,10 @@ void tether__live_arm(tether_conn *c)
         next = l->age_deadline;
     }
     if (o->write_timeout_ms > 0 && c->queued > 0) {
-        next = TETHER__MIN(next, l->wstall + (uint64_t)o->write_timeout_ms);
+        uint64_t wt = (uint64_t)o->write_timeout_ms;
+        next = TETHER__MIN(next, l->wstall + wt);
+        next = TETHER__MIN(next, l->wbase_at == 0 ? l->wwin_start + write_sample_delay(o)
+                                                  : l->wbase_at + wt);
     }
     if (!(c->flags & TETHER__CF_PAUSED)) {
         if (o->idle_timeout_ms > 0) {
@@ -202,11 +423,18 @@ void tether__live_arm(tether_conn *c)
         if (o->frame_timeout_ms > 0 && c->rlen > 0) {
             uint64_t start =
                 l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->h.loop);
+            if (o->frame_min_rate > 0 && l->frame_mark != UINT64_MAX) {
+                start = TETHER__MIN(start, l->last_rx); /* nothing for a whole window */
+            }
             next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
         }
         if (c->hb_ms > 0) {
             uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
             next = TETHER__MIN(next, from + c->hb_ms);
+            uint64_t dl = live_hb_deadline(c);
+            if (dl > 0) {
+                next = TETHER__MIN(next, l->last_rx + dl);
+            }
         } else if (o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
                    !(c->flags & TETHER__CF_PEER_HELLO)) {
             next = TETHER__MIN(next, l->last_rx + (uint64_t)o->heartbeat_ms *
@@ -228,6 +456,8 @@ void tether__live_start(tether_conn *c)
     l->last_rx = now;
     l->wstall = now;
     l->last_wprog = now;
+    l->wwin_start = now;
+    l->wbase_at = 0;
     l->frame_mark = UINT64_MAX;
     int age = c->cfg->o.max_age_ms;
     if (age > 0) {
@@ -239,6 +469,121 @@ void tether__live_start(tether_conn *c)
     tether__live_arm(c);
 }
 
+/* The write check. Queued output must keep reaching the peer: no write
+ * progress at all for write_timeout_ms closes the connection, and so does
+ * a window of write_timeout_ms in which the peer received less than
+ * write_min_rate bytes/s (nothing at all when the rate is 0), measured
+ * from what it acknowledged: a kernel send buffer that autotuning keeps
+ * growing accepts writes for minutes from a peer that reads nothing. The
+ * first window starts once the queue has stayed non-empty for
+ * write_sample_delay(). True when the connection is closing. */
+static bool live_check_write(tether_conn *c, uint64_t now)
+{
+    struct tether__live *l = c->live;
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t wt = (uint64_t)o->write_timeout_ms;
+    bool sample_due =
+        l->wbase_at == 0 ? now - l->wwin_start >= write_sample_delay(o) : now - l->wbase_at >= wt;
+    if (now - l->wstall < wt && !sample_due) {
+        return false;
+    }
+    /* Ask the socket once more before blaming the peer (the loop may
+     * have been busy elsewhere). */
+    tether__conn_flush(c);
+    if (c->state != TETHER__CS_READY) {
+        return true;
+    }
+    if (c->queued == 0) {
+        return false;
+    }
+    char text[128];
+    if (now - l->wstall >= wt) {
+        snprintf(text, sizeof text, "write timeout (you read nothing for %llu ms)",
+                 (unsigned long long)(now - l->wstall));
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_WRITE, text,
+                   "write timeout: %zu queued bytes made no progress for %llu ms "
+                   "(write_timeout_ms %d); the peer stopped reading",
+                   c->queued, (unsigned long long)(now - l->wstall), o->write_timeout_ms);
+        return true;
+    }
+    if (!sample_due) {
+        return false;
+    }
+    uint64_t d = live_delivered(c);
+    if (l->wbase_at == 0) {
+        l->wbase_at = now; /* the first window starts */
+        l->wbase_val = d;
+        return false;
+    }
+    uint64_t span = now - l->wbase_at;
+    uint64_t got = d > l->wbase_val ? d - l->wbase_val : 0;
+    bool slow =
+        o->write_min_rate == 0 ? got == 0 : got * 1000u < (uint64_t)o->write_min_rate * span;
+    if (!slow) {
+        l->wbase_at = now; /* fast enough: measure the next window */
+        l->wbase_val = d;
+        return false;
+    }
+    snprintf(text, sizeof text, "write timeout (you read %llu bytes in %llu ms)",
+             (unsigned long long)got, (unsigned long long)span);
+    live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_WRITE, text,
+               "write timeout: the peer received %llu bytes in %llu ms, below write_min_rate "
+               "%d bytes/s (write_timeout_ms %d; %zu bytes queued); the peer stopped reading",
+               (unsigned long long)got, (unsigned long long)span, o->write_min_rate,
+               o->write_timeout_ms, c->queued);
+    return true;
+}
+
+/* The frame check: the incomplete frame has been arriving for a whole
+ * window, or (with a minimum rate) nothing of it came for one. With a
+ * minimum rate it may go on as long as each window brings enough bytes
+ * (mod_reqtimeout's MinRate), so a large message over a slow link is not
+ * cut. True when the connection is closing. */
+static bool live_check_frame(tether_conn *c, uint64_t now)
+{
+    struct tether__live *l = c->live;
+    const tether_conn_opts *o = &c->cfg->o;
+    uint64_t span = now - l->frame_start;
+    uint64_t ft = (uint64_t)o->frame_timeout_ms;
+    char text[128];
+    if (o->frame_min_rate > 0 && now - l->last_rx >= ft) {
+        /* Nothing at all for a whole window: not granted a second one. */
+        snprintf(text, sizeof text, "frame timeout (nothing of a message for %llu ms)",
+                 (unsigned long long)(now - l->last_rx));
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
+                   "frame timeout: nothing of an incomplete frame arrived for %llu ms "
+                   "(%zu bytes of it held; frame_timeout_ms %d)",
+                   (unsigned long long)(now - l->last_rx), c->rlen, o->frame_timeout_ms);
+        return true;
+    }
+    if (span < ft) {
+        return false;
+    }
+    if (o->frame_min_rate == 0) {
+        snprintf(text, sizeof text, "frame timeout (a message still incomplete after %llu ms)",
+                 (unsigned long long)span);
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
+                   "frame timeout: a frame was still incomplete after %llu ms "
+                   "(%zu bytes of it received; frame_timeout_ms %d)",
+                   (unsigned long long)span, c->rlen, o->frame_timeout_ms);
+        return true;
+    }
+    uint64_t got = c->bytes_in - l->frame_bytes;
+    if (got * 1000u >= (uint64_t)o->frame_min_rate * span) {
+        l->frame_start = now;
+        l->frame_bytes = c->bytes_in;
+        return false;
+    }
+    snprintf(text, sizeof text, "frame timeout (a message arrived at %llu bytes in %llu ms)",
+             (unsigned long long)got, (unsigned long long)span);
+    live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
+               "frame timeout: an incomplete frame received %llu bytes in %llu ms, below "
+               "frame_min_rate %d bytes/s (frame_timeout_ms %d; %zu bytes of it held)",
+               (unsigned long long)got, (unsigned long long)span, o->frame_min_rate,
+               o->frame_timeout_ms, c->rlen);
+    return true;
+}
+
 /* The checks themselves; the caller re-arms the timer. */
 static void live_check(tether_conn *c)
 {
@@ -247,29 +592,16 @@ static void live_check(tether_conn *c)
     uint64_t now = tether__loop_time(c->h.loop);
 
     if (l->age_deadline != 0 && now >= l->age_deadline) {
-        tether__conn_set_err(c, "maximum connection age reached (%llu ms; max_age_ms %d)",
-                             (unsigned long long)(now - c->ready_at), o->max_age_ms);
-        c->flags |= TETHER__CF_CLOSE_REQ;
-        c->reason = TETHER_OK;
-        tether__conn_begin_close(c);
+        char text[96];
+        snprintf(text, sizeof text, "maximum connection age reached (%llu ms)",
+                 (unsigned long long)(now - c->ready_at));
+        live_close(c, TETHER_OK, TETHER__GOAWAY_MAX_AGE, text,
+                   "maximum connection age reached (%llu ms; max_age_ms %d)",
+                   (unsigned long long)(now - c->ready_at), o->max_age_ms);
         return;
     }
-    if (o->write_timeout_ms > 0 && c->queued > 0 &&
-        now - l->wstall >= (uint64_t)o->write_timeout_ms) {
-        /* Ask the socket once more before blaming the peer (the loop may
-         * have been busy elsewhere). */
-        tether__conn_flush(c);
-        if (c->state != TETHER__CS_READY) {
-            return;
-        }
-        if (c->queued > 0 && now - l->wstall >= (uint64_t)o->write_timeout_ms) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "write timeout: %zu queued bytes made no progress for %llu ms "
-                              "(write_timeout_ms %d); the peer stopped reading",
-                              c->queued, (unsigned long long)(now - l->wstall),
-                              o->write_timeout_ms);
-            return;
-        }
+    if (o->write_timeout_ms > 0 && c->queued > 0 && live_check_write(c, now)) {
+        return;
     }
     if (c->flags & TETHER__CF_PAUSED) {
         return; /* silence is expected while we do not read */
@@ -291,9 +623,12 @@ static void live_check(tether_conn *c)
         }
     }
     if (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) {
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "idle timeout: nothing received for %llu ms (idle_timeout_ms %d)",
-                          (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
+        char text[96];
+        snprintf(text, sizeof text, "idle timeout (nothing received for %d ms)",
+                 o->idle_timeout_ms);
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_IDLE, text,
+                   "idle timeout: nothing received for %llu ms (idle_timeout_ms %d)",
+                   (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
         return;
     }
     if (o->frame_timeout_ms > 0 && c->rlen > 0) {
@@ -301,18 +636,24 @@ static void live_check(tether_conn *c)
             /* A frame left incomplete across a pause: time it from now. */
             l->frame_mark = c->msgs_in + c->ctrl_in;
             l->frame_start = now;
-        } else if (now - l->frame_start >= (uint64_t)o->frame_timeout_ms) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "frame timeout: a frame was still incomplete after %llu ms "
-                              "(%zu bytes of it received; frame_timeout_ms %d)",
-                              (unsigned long long)(now - l->frame_start), c->rlen,
-                              o->frame_timeout_ms);
+            l->frame_bytes = c->bytes_in;
+        } else if (live_check_frame(c, now)) {
             return;
         }
     }
     if (hb > 0) {
         if (l->last_rx >= l->last_ping) {
             l->unanswered = 0; /* anything received answers every ping before it */
+        }
+        uint64_t dl = live_hb_deadline(c);
+        if (dl > 0 && now - l->last_rx >= dl && l->unanswered > 0) {
+            char text[96];
+            snprintf(text, sizeof text, "heartbeat timeout (%u pings unanswered)", l->unanswered);
+            live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_HEARTBEAT, text,
+                       "heartbeat timeout: %u pings unanswered, nothing received for %llu ms "
+                       "(interval %u ms as the peer asked; heartbeat_ms %d)",
+                       l->unanswered, (unsigned long long)(now - l->last_rx), hb, o->heartbeat_ms);
+            return;
         }
         if (l->unanswered > 0 && c->queued > 0 && l->last_wprog > l->last_ping) {
             /* Our own output is still draining ahead of the ping: its
@@ -321,10 +662,12 @@ static void live_check(tether_conn *c)
             l->last_ping = l->last_wprog;
         }
         if (l->unanswered >= (uint32_t)o->heartbeat_misses && now - l->last_ping >= hb) {
-            tether__conn_fail(c, TETHER_ETIMEDOUT,
-                              "heartbeat timeout: %u pings unanswered, nothing received for "
-                              "%llu ms (interval %u ms)",
-                              l->unanswered, (unsigned long long)(now - l->last_rx), hb);
+            char text[96];
+            snprintf(text, sizeof text, "heartbeat timeout (%u pings unanswered)", l->unanswered);
+            live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_HEARTBEAT, text,
+                       "heartbeat timeout: %u pings unanswered, nothing received for "
+                       "%llu ms (interval %u ms)",
+                       l->unanswered, (unsigned long long)(now - l->last_rx), hb);
             return;
         }
         if (now - l->last_rx >= hb && (l->unanswered == 0 || now - l->last_ping >= hb)) {
@@ -332,10 +675,12 @@ static void live_check(tether_conn *c)
             ctrl_send_ping(c);
         }
     } else if (hello_wait && now - l->last_rx >= hello_limit) {
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "heartbeat timeout: the peer did not answer our HELLO within %llu ms "
-                          "(interval %d ms)",
-                          (unsigned long long)(now - l->last_rx), o->heartbeat_ms);
+        /* (No GOAWAY: the peer never answered, it may not speak control
+         * frames at all; the close is still a clean one.) */
+        live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_HEARTBEAT, "",
+                   "heartbeat timeout: the peer did not answer our HELLO within %llu ms "
+                   "(interval %d ms)",
+                   (unsigned long long)(now - l->last_rx), o->heartbeat_ms);
     }
 }
 

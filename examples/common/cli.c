@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,75 @@ bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_cli
         return false;
     }
     return true;
+}
+
+/* ---- Timeouts of accepted connections ---------------------------------- */
+
+/* A decimal number from 0 to INT_MAX. */
+static bool parse_int0(const char *s, long *out)
+{
+    size_t v;
+    if (!cli_parse_size(s, &v) || v > INT_MAX) {
+        return false;
+    }
+    *out = (long)v;
+    return true;
+}
+
+enum cli_result cli_timeouts_option(int ch, const char *arg, struct cli_timeouts *t)
+{
+    static const struct {
+        int ch;
+        const char *name;
+        const char *what;
+        size_t off;
+    } flags[] = {
+        {CLI_OPT_IDLE_TIMEOUT, "idle-timeout", "milliseconds, 0 for none",
+         offsetof(struct cli_timeouts, idle_ms)},
+        {CLI_OPT_FRAME_TIMEOUT, "frame-timeout", "milliseconds, 0 for none",
+         offsetof(struct cli_timeouts, frame_ms)},
+        {CLI_OPT_FRAME_MIN_RATE, "frame-min-rate", "bytes per second, 0 for none",
+         offsetof(struct cli_timeouts, frame_rate)},
+        {CLI_OPT_WRITE_TIMEOUT, "write-timeout", "milliseconds, 0 for none",
+         offsetof(struct cli_timeouts, write_ms)},
+        {CLI_OPT_WRITE_MIN_RATE, "write-min-rate", "bytes per second, 0 for none",
+         offsetof(struct cli_timeouts, write_rate)},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (flags[i].ch == ch) {
+            long *dst = (long *)(void *)((char *)t + flags[i].off);
+            return parse_int0(arg, dst) ? CLI_HANDLED
+                                        : cli_bad_value(flags[i].name, arg, flags[i].what);
+        }
+    }
+    return CLI_NOT_MINE;
+}
+
+void cli_timeouts_apply(const struct cli_timeouts *t, tether_conn_opts *co)
+{
+    if (t->idle_ms >= 0) {
+        co->idle_timeout_ms = (int)t->idle_ms;
+    }
+    if (t->frame_ms >= 0) {
+        co->frame_timeout_ms = (int)t->frame_ms;
+    }
+    if (t->frame_rate >= 0) {
+        co->frame_min_rate = (int)t->frame_rate;
+    }
+    if (t->write_ms >= 0) {
+        co->write_timeout_ms = (int)t->write_ms;
+    }
+    if (t->write_rate >= 0) {
+        co->write_min_rate = (int)t->write_rate;
+    }
+    /* A window turned off takes its rate with it (tether would reject a
+     * rate without a window). */
+    if (co->frame_timeout_ms == 0 && t->frame_rate < 0) {
+        co->frame_min_rate = 0;
+    }
+    if (co->write_timeout_ms == 0 && t->write_rate < 0) {
+        co->write_min_rate = 0;
+    }
 }
 
 /* ---- server limits ------------------------------------------------------- */

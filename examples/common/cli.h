@@ -1,6 +1,8 @@
 /* Command-line plumbing shared by the examples: --help and --version, the
  * TLS flags (--ca, --cert, --key, --servername, --insecure,
- * --verify-client) and how they become a tether_tls_config, number parsing,
+ * --verify-client) and how they become a tether_tls_config, the timeouts
+ * of the servers' accepted connections (--idle-timeout, --frame-timeout,
+ * --frame-min-rate, --write-timeout, --write-min-rate), number parsing,
  * and one-line errors that speak of flags, not of tether's structs.
  *
  * Server examples also take the limit flags (--max-conns, --mem-limit),
@@ -132,6 +134,66 @@ bool cli_tls_client(const struct cli_tls *tls, const char *url, tether_tls_confi
 bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_client,
                     tether_tls_config **out);
 
+/* ---- Timeouts of accepted connections (server examples) ----------------
+ * --idle-timeout, --frame-timeout, --frame-min-rate, --write-timeout and
+ * --write-min-rate set the tether_conn_opts fields of the same names; a
+ * flag not given keeps tether's server default (TETHER_ROLE_DEFAULT; none
+ * for the idle timeout), and 0 turns the check off. */
+
+/* getopt_long() codes of these flags. */
+enum {
+    CLI_OPT_IDLE_TIMEOUT = 1200,
+    CLI_OPT_FRAME_TIMEOUT,
+    CLI_OPT_FRAME_MIN_RATE,
+    CLI_OPT_WRITE_TIMEOUT,
+    CLI_OPT_WRITE_MIN_RATE
+};
+
+#define CLI_LONGOPTS_TIMEOUTS                                                                      \
+    {"idle-timeout", required_argument, NULL, CLI_OPT_IDLE_TIMEOUT},                               \
+        {"frame-timeout", required_argument, NULL, CLI_OPT_FRAME_TIMEOUT},                         \
+        {"frame-min-rate", required_argument, NULL, CLI_OPT_FRAME_MIN_RATE},                       \
+        {"write-timeout", required_argument, NULL, CLI_OPT_WRITE_TIMEOUT},                         \
+    {                                                                                              \
+        "write-min-rate", required_argument, NULL, CLI_OPT_WRITE_MIN_RATE                          \
+    }
+
+#define CLI_USAGE_TIMEOUTS                                                                         \
+    "  --idle-timeout MS   close connections on which nothing arrived for MS ms\n"                 \
+    "                      (default: none)\n"                                                      \
+    "  --frame-timeout MS  window in which a started message must make progress\n"                 \
+    "                      (default 30000)\n"                                                      \
+    "  --frame-min-rate B  bytes/s a started message must arrive at (default 1024;\n"              \
+    "                      0: --frame-timeout is a flat deadline per message)\n"                   \
+    "  --write-timeout MS  window in which a client must read what we send\n"                      \
+    "                      (default 60000)\n"                                                      \
+    "  --write-min-rate B  bytes/s a client must read at (default 1024; 0: no\n"                   \
+    "                      progress for --write-timeout)\n"                                        \
+    "                      (0 turns any of these off)\n"
+
+/* The values given; -1: not given. */
+struct cli_timeouts {
+    long idle_ms;
+    long frame_ms;
+    long frame_rate;
+    long write_ms;
+    long write_rate;
+};
+
+/* Not given (-1) everywhere. */
+#define CLI_TIMEOUTS_INIT                                                                          \
+    {                                                                                              \
+        -1, -1, -1, -1, -1                                                                         \
+    }
+
+/* Handles one getopt_long() result if it is one of these flags: stores it,
+ * or prints `error: --frame-timeout: invalid value ...`. CLI_NOT_MINE for
+ * other flags. */
+enum cli_result cli_timeouts_option(int ch, const char *arg, struct cli_timeouts *t);
+
+/* Copies the flags given into the options of accepted connections. */
+void cli_timeouts_apply(const struct cli_timeouts *t, tether_conn_opts *co);
+
 /* ---- server limits: --max-conns and --mem-limit ------------------------ */
 
 /* getopt_long() codes of the limit flags (a block of their own). */
@@ -176,7 +238,9 @@ bool cli_limits_apply(const struct cli_limits *lim, tether_loop *loop, tether_li
 /* getopt_long() codes of these flags (a block of their own), and of the
  * clients' --send-proxy and --proxy-source. */
 enum {
-    CLI_OPT_PROXY_PROTOCOL = 1200,
+    /* Each block of options has its own hundred (1000 common, 1100 limits,
+     * 1200 timeouts, 1300 proxy): getopt codes must never collide. */
+    CLI_OPT_PROXY_PROTOCOL = 1300,
     CLI_OPT_VERBOSE,
     CLI_OPT_SEND_PROXY,
     CLI_OPT_PROXY_SOURCE

@@ -128,7 +128,9 @@
  * tether_conn_abort() or tether_conn_send() from inside any of them.
  *
  * **Liveness, heartbeats and timeouts.** Everything here is off by default
- * and set per connection in #tether_conn_opts:
+ * on dialled connections; accepted connections reap slow and stuck peers
+ * by default (see "Slow and stuck peers" below). All is set per
+ * connection in #tether_conn_opts:
  * - TCP keepalive (`keepalive`, `keepalive_idle_ms`,
  *   `keepalive_interval_ms`, `keepalive_count`) and TCP_USER_TIMEOUT
  *   (`user_timeout_ms`), on dialled and accepted TCP sockets, let the
@@ -154,8 +156,67 @@
  * connection only records when it last read and wrote, and one coarse
  * timer per connection compares those times with the limits.
  *
+ * These closes (and `max_age_ms`) are clean: where both ends negotiated
+ * control frames (see the wire format below) a GOAWAY frame with the
+ * reason goes out first, behind what is already queued; then the queue is
+ * flushed and the transport shut down (TLS close_notify, then FIN), as by
+ * tether_conn_close(). A plain len32 peer sees only the end of the stream,
+ * and over TLS a proper close_notify rather than a truncation. A peer that
+ * does not read (a write timeout) may take neither: close_timeout_ms
+ * (or write_timeout_ms, if shorter) bounds the attempt, and `on_close`
+ * still reports the timeout that started it, not "close timed out". On
+ * the other side, a tether connection that receives GOAWAY closes at once
+ * with #TETHER_EOF ("the peer closed the connection cleanly") and the
+ * detail `closed by peer: ` followed by the peer's text, e.g. `closed by
+ * peer: idle timeout (nothing received for 4000 ms)`: the deadline was the
+ * peer's, not its own, so it
+ * is not reported as #TETHER_ETIMEDOUT.
+ *
  * While reading is paused (tether_conn_pause()) silence is expected, so the
- * idle, frame and heartbeat checks rest until tether_conn_resume().
+ * idle, frame and heartbeat checks rest until tether_conn_resume(). The
+ * write check does not: a peer that stops reading while the application
+ * paused its input is still reaped.
+ *
+ * **Slow and stuck peers.** Several option fields take
+ * #TETHER_ROLE_DEFAULT, which tether_conn_opts_init() sets: a dialled
+ * connection turns them all off (as before), and an accepted connection
+ * gets these server defaults:
+ * - `frame_timeout_ms` 30000 with `frame_min_rate` 1024: a frame that has
+ *   started to arrive must either complete or bring at least 1024 bytes/s,
+ *   measured over each 30 s window (Apache mod_reqtimeout's MinRate idea,
+ *   without credit beyond one window). A peer trickling a byte a second,
+ *   or sending a header and nothing more, is closed 30 s after its frame
+ *   started; a 16 MiB message over a 100 kB/s link is not cut. A frame
+ *   of which nothing at all arrives for a whole window is closed then,
+ *   whatever came before.
+ * - `write_timeout_ms` 60000 with `write_min_rate` 1024: while output is
+ *   queued, the peer must receive at least 1024 bytes/s over each 60 s
+ *   window (nginx's `send_timeout` is 60 s). On TCP this counts what the
+ *   peer acknowledged (TCP_INFO), not what the kernel's send buffer took:
+ *   autotuning keeps growing that buffer for minutes for a peer that reads
+ *   nothing. The first window starts once the queue has stayed non-empty
+ *   for 1 s (so connections whose queue drains at once pay nothing), and
+ *   no write progress at all for a window also closes. A peer that stops
+ *   reading is thus closed about 61 s after its output got stuck (up to
+ *   two windows if it read quickly before it stopped), plus at most
+ *   close_timeout_ms (10 s) for the clean close it cannot take; then its
+ *   queue is freed.
+ * - `keepalive_idle_ms` resolves to TCP keepalive after 60 s idle, probes
+ *   every 10 s, 6 probes; `user_timeout_ms` to 120000 (TCP_USER_TIMEOUT):
+ *   a peer that vanished (a half-open connection) is dropped by the kernel
+ *   within about 2 minutes, idle or with data in flight.
+ *
+ * The memory budget (tether_loop_set_mem_limit()) stops reading from the
+ * heaviest connections without pausing them: their checks keep running,
+ * so under sustained overload a connection held back longer than its frame
+ * window is closed like a slow one, which frees its memory for the others.
+ *
+ * A peer that is alive but silent is not closed by default (set
+ * `idle_timeout_ms` for that). Set a field to 0 to turn its server default
+ * off, or to a value of your own. The worst case for a slow or stuck peer
+ * is thus bounded: 30 s for a trickled frame (60 s if it was fast before
+ * it slowed down), about 71 s for a non-reader, about 2 min for a vanished
+ * host.
  *
  * **Heartbeat wire format** (#TETHER_FRAMING_LEN32 only). A len32 header
  * whose first byte is 0xFF would announce a message of at least 0xFF000000
@@ -173,6 +234,20 @@
  * - 2, PING: 1 to 64 opaque bytes (tether sends 8: its clock in µs,
  *   big-endian).
  * - 3, PONG: the payload of the PING it answers, unchanged.
+ * - 4, GOAWAY: flags (1 byte), reason (2 bytes, big-endian), then a short
+ *   human-readable text (printable ASCII, up to 200 bytes, no NUL; the
+ *   rest of the payload). At least 3 bytes. For example
+ *   `FF 04 00 05 00 00 01 69 64` is flags 0, reason 1, text "id". The
+ *   sender closes right after it (flags 0: "I am closing now"); flag bit 0
+ *   (0x01) is reserved for a future "drain: stop sending new messages, I
+ *   will close once I have finished", the other bits for later use;
+ *   tether sends none of them yet and treats any GOAWAY as "closing now".
+ *   Reasons: 0 none given, 1 idle timeout, 2 frame timeout (a frame too
+ *   slow), 3 write timeout (the receiver did not read), 4 heartbeat
+ *   timeout, 5 maximum connection age, 6 shutting down (reserved);
+ *   receivers treat unknown reasons as 0. A receiver reports the text
+ *   (non-printable bytes replaced) and closes; nothing it sends after the
+ *   GOAWAY will be read.
  *
  * The rules:
  * 1. Only the dialling side speaks first: a connection dialled with
@@ -184,14 +259,25 @@
  *    first HELLO it receives with its own (interval 0 when its heartbeats
  *    are off) and then answers every PING with a PONG. So heartbeats can be
  *    turned on in a client whose server runs tether with default options.
- *    A control frame from a peer that has not sent HELLO, a second HELLO,
- *    an unknown type or a malformed payload is a framing error, reported
- *    exactly as before this protocol existed (#TETHER_EMSGSIZE, or
- *    #TETHER_EPROTO for a malformed payload).
+ *    A second HELLO, or a PING, PONG or GOAWAY from a peer that has not
+ *    sent HELLO, is #TETHER_EPROTO naming the violation, e.g. `protocol
+ *    error: the peer sent a second HELLO control frame` or `... a PING
+ *    control frame before its HELLO`; so is an unknown type once either
+ *    side has sent HELLO, and a malformed payload. An unknown type on a
+ *    connection where neither side has is reported as before this
+ *    protocol existed: #TETHER_EMSGSIZE, an oversized length.
  * 3. Each side with heartbeats enabled uses the larger of the two announced
  *    intervals; a side with heartbeats off sends no pings. The slower side
  *    decides, and tether never limits how often its peer pings, so a client
- *    can never be cut off for pinging too often.
+ *    can never be cut off for pinging too often. But a peer cannot switch
+ *    detection off: its announced interval counts up to twice the own
+ *    `heartbeat_ms` at most (and 300000 ms, 5 min), and the result is
+ *    capped at half the own `idle_timeout_ms` when that is set (never
+ *    below the own `heartbeat_ms`). When the peer did stretch the
+ *    interval, silence still closes after the own detection time,
+ *    max((heartbeat_misses + 1) × heartbeat_ms, interval + heartbeat_ms),
+ *    once a ping is unanswered. A HELLO announcing 0xFFFFFFFF ms to a side
+ *    with 1000 ms is thus pinged every 2 s and, silent, closed after 4 s.
  * 4. A side pings once it has received nothing (data or control) for one
  *    interval, then again every interval while the silence lasts; anything
  *    received counts as an answer. When `heartbeat_misses` pings in a row
@@ -306,7 +392,9 @@ typedef void (*tether_drain_cb)(tether_conn *c, void *ud);
  *     tether_conn_opts::max_age_ms; the detail says so), everything queued
  *     was sent;
  *   - #TETHER_ECANCELED: closed by tether_conn_abort() (queued data dropped);
- *   - #TETHER_EOF: the peer closed the connection cleanly;
+ *   - #TETHER_EOF: the peer closed the connection cleanly; after a GOAWAY
+ *     control frame the detail is `closed by peer: ` and the peer's reason
+ *     (e.g. its idle timeout, or its maximum connection age);
  *   - #TETHER_ECONNRESET: the peer reset it;
  *   - #TETHER_ETRUNCATED: the peer closed in the middle of a message;
  *   - #TETHER_EMSGSIZE, #TETHER_EPROTO: the peer broke the framing;
@@ -431,7 +519,12 @@ typedef struct tether_conn_opts {
     bool keepalive;            /**< TCP keepalive (SO_KEEPALIVE) on TCP sockets, dialled and
                                     accepted; default false. The three fields below tune it. */
     int keepalive_idle_ms;     /**< TCP_KEEPIDLE: idle time before the first probe, rounded up
-                                    to whole seconds; 0 keeps the system's (usually 2 h). */
+                                    to whole seconds; 0 keeps the system's (usually 2 h).
+                                    #TETHER_ROLE_DEFAULT (what tether_conn_opts_init() sets):
+                                    0 on dialled connections; on accepted TCP connections
+                                    keepalive is turned on with 60 s, and an interval and
+                                    count left at 0 become 10 s and 6. Set 0 (and leave
+                                    `keepalive` false) for no keepalive on a server. */
     int keepalive_interval_ms; /**< TCP_KEEPINTVL: time between probes, rounded up to whole
                                     seconds; 0 keeps the system's (usually 75 s). */
     int keepalive_count;       /**< TCP_KEEPCNT: unanswered probes before the kernel drops the
@@ -440,24 +533,36 @@ typedef struct tether_conn_opts {
                                     data stays unacknowledged (or cannot be sent into a zero
                                     window) this long; the close reason is
                                     #TETHER_ETIMEDOUT. 0 keeps the system's (about 15 min of
-                                    retransmissions). Independent of `keepalive`. */
+                                    retransmissions). Independent of `keepalive`.
+                                    #TETHER_ROLE_DEFAULT: 0 on dialled connections, 120000
+                                    on accepted ones. */
     int heartbeat_ms;          /**< Application heartbeats (len32 framing only): after this long
                                     without receiving anything, send a ping. Negotiated with
                                     the peer; see the wire format above. 0 (default) sends no
-                                    heartbeat of its own. */
+                                    heartbeat of its own. With `idle_timeout_ms` also set,
+                                    the idle timeout must be at least twice this
+                                    (#TETHER_EINVAL otherwise). */
     int heartbeat_misses;      /**< Unanswered pings, each given `heartbeat_ms` (the negotiated
                                     interval) to be answered, before the connection closes
                                     with #TETHER_ETIMEDOUT ("heartbeat timeout"). Default 3,
                                     at least 1. */
     int idle_timeout_ms;       /**< Read-idle timeout: close with #TETHER_ETIMEDOUT when nothing
                                     at all (data or control) has been received for this long.
-                                    0 (default) means none. */
+                                    0 (default) means none. At least 2 × `heartbeat_ms` when
+                                    both are set; it also caps the negotiated heartbeat
+                                    interval at half of it. */
     int frame_timeout_ms;      /**< Close with #TETHER_ETIMEDOUT when a frame has started to
                                     arrive but is not complete after this long (a peer that
-                                    trickles bytes: "slowloris"). 0 (default) means none. */
+                                    trickles bytes: "slowloris"); with `frame_min_rate`, the
+                                    window over which the rate is measured instead. 0 means
+                                    none. #TETHER_ROLE_DEFAULT (the default): none on
+                                    dialled connections, 30000 on accepted ones. */
     int write_timeout_ms;      /**< Close with #TETHER_ETIMEDOUT when queued output has made no
-                                    progress for this long (a peer that stopped reading). 0
-                                    (default) means none. */
+                                    progress for this long (a peer that stopped reading);
+                                    with `write_min_rate`, the window over which the rate is
+                                    measured instead. 0 means none. #TETHER_ROLE_DEFAULT
+                                    (the default): none on dialled connections, 60000 on
+                                    accepted ones. Checked while reading is paused too. */
     int max_age_ms;            /**< Close gracefully (as tether_conn_close(); `on_close` gets
                                     #TETHER_OK and the detail "maximum connection age
                                     reached") once the connection has been established this
@@ -478,6 +583,26 @@ typedef struct tether_conn_opts {
                                    of the local address (as curl's CURLOPT_HAPROXY_CLIENT_IP),
                                    for a relay that forwards its own clients' connections.
                                    Copied. NULL (default): the local address. */
+
+    /* ---- Slow and stuck peers (see "Slow and stuck peers" above). ---- */
+
+    int frame_min_rate;        /**< Bytes per second a started frame must keep arriving at,
+                                    measured over `frame_timeout_ms` windows: a frame still
+                                    incomplete at the end of a window closes the connection
+                                    when that window brought fewer than rate × window bytes,
+                                    or as soon as nothing at all arrived for a window.
+                                    0: `frame_timeout_ms` is a flat deadline per frame.
+                                    Needs `frame_timeout_ms`. #TETHER_ROLE_DEFAULT (the
+                                    default): 0 on dialled connections, 1024 on accepted
+                                    ones. */
+    int write_min_rate;        /**< Bytes per second the peer must keep receiving while
+                                    output is queued, measured over `write_timeout_ms`
+                                    windows from what it acknowledged (on TCP; see "Slow
+                                    and stuck peers"); no write progress at all for a window
+                                    closes too. 0: a window in which the peer received
+                                    nothing closes. Needs
+                                    `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
+                                    on dialled connections, 1024 on accepted ones. */
 } tether_conn_opts;
 
 /** PROXY protocol version 1, the text line (tether_conn_opts::proxy_protocol,
@@ -490,6 +615,18 @@ typedef struct tether_conn_opts {
 /** The largest PROXY v2 address and TLV block a listener accepts (the spec
  *  allows 65535): a header takes at most 16 + 4096 bytes. */
 #define TETHER_PROXY_V2_MAX_LEN 4096
+
+/**
+ * @brief "The default for the connection's role", for the fields of
+ *        #tether_conn_opts that say they take it.
+ *
+ * tether_conn_opts_init() sets it in those fields. tether_conn_dial() (and
+ * the reconnecting client and blocking API) resolve it to 0, "off", as
+ * before; tether_listen() resolves it to the server values that reap slow
+ * and stuck peers (see "Slow and stuck peers" above). Any other negative
+ * value is #TETHER_EINVAL.
+ */
+#define TETHER_ROLE_DEFAULT (-1)
 
 /**
  * @brief Fills @p opts with defaults; used through tether_conn_opts_init().

@@ -265,6 +265,99 @@ time.sleep(30)
 }
 check_timeout # python3: ctest runs this script only where it exists
 
+# ---- timeouts against slow and stuck clients --------------------------------
+# --frame-timeout/--frame-min-rate and --write-timeout (scaled down): a
+# client trickling a message at 5 bytes/s and one that never reads its
+# echoes are both closed by the server, which keeps running and serving.
+
+check_slow_clients() {
+    local out
+    out=$(timeout 60 python3 -c '
+import socket, sys, time
+port = int(sys.argv[1])
+def closed(s, limit):
+    """Reads (discarding) until EOF or a reset; False after limit seconds."""
+    s.settimeout(0.2)
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
+# A trickler: a 100-byte message, one byte every 200 ms.
+t = socket.create_connection(("127.0.0.1", port))
+msg = b"\x00\x00\x00\x64" + b"x" * 100
+start = time.time()
+t.settimeout(0.2)
+gone = False
+for b in msg:
+    try:
+        t.send(bytes([b]))
+        if t.recv(1) == b"":
+            gone = True
+            break
+    except socket.timeout:
+        continue
+    except (BrokenPipeError, ConnectionResetError):
+        gone = True
+        break
+print("trickler closed after %.1f s" % (time.time() - start) if gone else "trickler NOT closed")
+# A non-reader: 8 MiB of 1 MiB messages (more than the kernel buffers
+# hold, so the echoes queue up in the server), and no reads for 3 s.
+n = socket.socket()
+n.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+n.connect(("127.0.0.1", port))
+big = (1024 * 1024).to_bytes(4, "big") + b"y" * (1024 * 1024)
+n.settimeout(2)
+try:
+    n.sendall(big * 8)
+except OSError:
+    pass  # the server stopped reading (it pauses while echoes do not fit)
+time.sleep(3)
+print("non-reader closed" if closed(n, 30) else "non-reader NOT closed")
+' "$1" 2>&1) || true
+    echo "$out"
+}
+
+if start_server slow --listen tcp://127.0.0.1:0 --frame-timeout 500 --frame-min-rate 100 \
+    --write-timeout 500 --idle-timeout 0; then
+    pid=$server_pid
+    port=${server_url##*:}
+    result=$(check_slow_clients "$port")
+    if grep -q '^trickler closed after' <<<"$result"; then
+        pass "--frame-timeout/--frame-min-rate closed a trickling client: $(head -n 1 <<<"$result")"
+    else
+        fail "a trickling client was not closed: $result"
+    fi
+    if grep -q '^non-reader closed$' <<<"$result"; then
+        pass "--write-timeout closed a client that never reads"
+    else
+        fail "a client that never reads was not closed: $result"
+    fi
+    expect_ok "$server_url" 10
+    stop_server "$pid" slow TERM "timeout: "
+fi
+run_server_error() {
+    local desc=$1 pattern=$2 status
+    shift 2
+    status=0
+    timeout 10 "$server_bin" "$@" >"$tmp/srverr.out" 2>"$tmp/srverr.err" || status=$?
+    if [[ $status -eq 1 ]] && grep -qF -- "$pattern" "$tmp/srverr.err"; then
+        pass "$desc: $(cat "$tmp/srverr.err")"
+    else
+        fail "$desc: expected status 1 and '$pattern'; got $status, '$(cat "$tmp/srverr.err")'"
+    fi
+}
+run_server_error "a bad --write-timeout" "error: --write-timeout: invalid value '-5'" \
+    --listen tcp://127.0.0.1:0 --write-timeout -5
+run_server_error "--idle-timeout below twice --heartbeat" \
+    "--idle-timeout (4000) must be at least twice --heartbeat (5000)" \
+    --listen tcp://127.0.0.1:0 --heartbeat 5000 --idle-timeout 4000
+
 # ---- a plain client pointed at a TLS port -----------------------------------
 
 certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
