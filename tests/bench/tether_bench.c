@@ -76,7 +76,7 @@ static void bench_url(char *buf, size_t len, int port)
     snprintf(buf, len, "%s://127.0.0.1:%d", O.transport == TR_TLS ? "tls" : "tcp", port);
 }
 
-/* The OpenSSL settings of SPEC.md: TLS 1.3 only, default cipher suites, no
+/* The OpenSSL settings of PROTOCOL.md: TLS 1.3 only, default cipher suites, no
  * tickets and no session cache (every handshake full) unless --resume; the
  * client verifies the server against --ca for the name "localhost". */
 static void bench_tls_setup(bool server)
