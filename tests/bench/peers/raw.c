@@ -482,6 +482,11 @@ static void client_hs(const uint8_t *frame)
 int main(int argc, char **argv)
 {
     bench_parse_args(argc, argv, "raw");
+    if (O.resume) {
+        fprintf(stderr, "%s: --resume is tether_bench's own flag (TLS session resumption)\n",
+                argv[0]);
+        return 2;
+    }
     if (O.scenario == SC_CONNS) {
         bench_emit_skip("conns needs an event loop, not raw blocking sockets");
         return 0;
