@@ -21,7 +21,9 @@
 # names and lines in the fuzz targets' crash reports), libuv and GLib (the
 # embedding tests and examples/embed_libuv.c drive tether from those loops;
 # never a dependency of libtether itself), haproxy (the PROXY protocol
-# test puts the real load balancer in front of tether servers).
+# test puts the real load balancer in front of tether servers), libevent
+# (tests/bench/peers/libevent.c, the comparison peer; valgrind and strace,
+# which tests/bench/instr.py uses, are optional).
 TETHER_APT_PACKAGES=(
     build-essential
     cmake
@@ -40,6 +42,7 @@ TETHER_APT_PACKAGES=(
     libuv1-dev
     libglib2.0-dev
     haproxy
+    libevent-dev
 )
 
 # What examples/demo.sh needs to build the library and the examples (no

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Plumbing for tether_bench; see bench_common.h. This follows
- * shared/bench/peers/common.c closely so that tether is timed, verified and
- * reported exactly like the peers. */
+/* Plumbing for tether_bench and the peers in peers/; see bench_common.h.
+ * Every implementation uses it, so each is timed, verified and reported
+ * exactly like the others (PROTOCOL.md). */
 #include "bench_common.h"
 
 #include <errno.h>
@@ -23,6 +23,8 @@
 #endif
 
 struct bench_opts O;
+
+static const char *prog = "bench"; /* argv[0]'s last component, for usage */
 
 static pid_t child_pid = -1; /* parent: the server; child: -1 */
 static bool in_child;
@@ -122,14 +124,14 @@ double bench_now_s(void)
 static noreturn void usage(const char *msg)
 {
     if (msg != NULL) {
-        fprintf(stderr, "%s: %s\n", O.impl, msg);
+        fprintf(stderr, "%s: %s\n", prog, msg);
     }
     fprintf(stderr,
             "usage: %s --scenario thr|lat|hs|conns --transport tcp|tls\n"
             "          [--size BYTES] [--count N] [--conns K]\n"
             "          [--cert PEM --key PEM --ca PEM] [--resume]\n"
             "env: BENCH_TIMEOUT_S (default 60): the whole run is killed after it\n",
-            O.impl);
+            prog);
     exit(2);
 }
 
@@ -155,6 +157,10 @@ void bench_parse_args(int argc, char **argv, const char *impl)
     long conns = -1;
 
     O.impl = impl;
+    if (argc > 0 && argv[0] != NULL && argv[0][0] != '\0') {
+        const char *slash = strrchr(argv[0], '/');
+        prog = slash != NULL && slash[1] != '\0' ? slash + 1 : argv[0];
+    }
     O.cert = BENCH_CERT_DIR "/server.pem";
     O.key = BENCH_CERT_DIR "/server.key";
     O.ca = BENCH_CERT_DIR "/ca.pem";

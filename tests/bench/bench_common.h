@@ -1,14 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Plumbing for tether_bench: the side-by-side benchmark protocol of the
- * shared bench harness (shared/bench/SPEC.md), re-implemented here so that
- * the repository builds and the benchmark runs without that tree.
+/* Plumbing shared by tether_bench and the comparison peers in peers/: the
+ * side-by-side benchmark protocol of PROTOCOL.md beside this file.
  *
- * It mirrors shared/bench/peers/common.[ch] function for function: the
- * command line, fork/reap/timeout of the server child, the control pipe
+ * The command line, fork/reap/timeout of the server child, the control pipe
  * (port, then one byte per established connection in `conns`), VmRSS of
- * the server, and the single JSON line on stdout. Keep the two in step: the
- * figures are only comparable while every implementation follows the same
- * rules.
+ * the server, and the single JSON line on stdout. The figures are only
+ * comparable while every implementation follows the same rules, which is
+ * why they all link this one copy.
  */
 #ifndef TETHER_BENCH_COMMON_H
 #define TETHER_BENCH_COMMON_H

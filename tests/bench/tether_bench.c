@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* tether_bench: tether's entry in the side-by-side benchmark (the protocol
- * is shared/bench/SPEC.md; the plumbing is bench_common.c).
+ * is PROTOCOL.md beside this file; the plumbing is bench_common.c).
  *
  * Both sides use the event API the way a performance-minded application
  * would: one tether_loop per process (the server in the forked child, the
@@ -77,7 +77,7 @@ static void bench_url(char *buf, size_t len, int port)
     snprintf(buf, len, "%s://127.0.0.1:%d", O.transport == TR_TLS ? "tls" : "tcp", port);
 }
 
-/* The OpenSSL settings of SPEC.md: TLS 1.3 only, default cipher suites, no
+/* The OpenSSL settings of PROTOCOL.md: TLS 1.3 only, default cipher suites, no
  * tickets and no session cache (every handshake full) unless --resume; the
  * client verifies the server against --ca for the name "localhost". */
 static void bench_tls_setup(bool server)

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""check.py: the benchmark tools work (ctest bench_tools).
+
+Each implementation given runs every scenario and transport of PROTOCOL.md
+with small counts and must print one JSON line naming what it ran, with
+every metric the scenario defines, positive (or a "skip" with a reason and
+exit 0); a client given the wrong CA must fail with no JSON; a bad flag
+must exit 2 naming the program. Then compare must report a median and
+ratios for the implementations, and instr.py (when valgrind and strace are
+installed) a positive instruction and system-call count per operation.
+Figures are never judged: only that the tools measure and report.
+
+usage: check.py BENCH_DIR IMPL...   (IMPL: names of programs in BENCH_DIR)
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CERTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "certs")
+METRICS = {
+    "thr": ["msgs_per_s", "mb_per_s"],
+    "lat": ["p50_us", "p99_us", "mean_us"],
+    "hs": ["conns_per_s"],
+    "conns": ["setup_s", "server_rss_kib_per_conn", "echo_all_s"],
+}
+COUNT = {"thr": 2000, "lat": 50, "hs": 5, "conns": 20}
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL: " + msg, flush=True)
+
+
+def run(cmd, timeout=120):
+    env = dict(os.environ, BENCH_TIMEOUT_S="60")
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          env=env, text=True)
+
+
+def check_impl(path):
+    name = os.path.basename(path)
+    for tr in ("tcp", "tls"):
+        for sc, metrics in METRICS.items():
+            args = ["--scenario", sc, "--transport", tr, "--size", "100"]
+            args += ["--conns", str(COUNT[sc])] if sc == "conns" else ["--count", str(COUNT[sc])]
+            what = f"{name} {sc} {tr}"
+            p = run([path] + args)
+            lines = p.stdout.splitlines()
+            if p.returncode != 0 or len(lines) != 1:
+                fail(f"{what}: exit {p.returncode}, {len(lines)} stdout lines: {p.stderr.strip()}")
+                continue
+            d = json.loads(lines[0])
+            want = {"scenario": sc, "transport": tr, "size": 100, "count": COUNT[sc]}
+            got = {k: d.get(k) for k in want}
+            if got != want:
+                fail(f"{what}: reports {got}, ran {want}")
+            if "skip" in d:
+                if not isinstance(d["skip"], str) or not d["skip"]:
+                    fail(f"{what}: skip without a reason")
+                print(f"ok   {what}: skip ({d['skip']})")
+                continue
+            bad = [m for m in metrics if not (isinstance(d.get(m), (int, float)) and d[m] > 0)]
+            if sc == "conns":  # RSS growth per connection may round to 0
+                bad = [m for m in bad if m != "server_rss_kib_per_conn" or d.get(m) != 0]
+            if bad:
+                fail(f"{what}: metrics missing or not positive: {bad} in {lines[0]}")
+            else:
+                print(f"ok   {what}")
+    # Wrong CA: the client must refuse the server, and say so.
+    p = run([path, "--scenario", "lat", "--transport", "tls", "--count", "5",
+             "--ca", os.path.join(CERTS, "other-ca.pem")])
+    if "skip" not in p.stdout:
+        if p.returncode == 0 or p.stdout.strip() or not p.stderr.strip():
+            fail(f"{name} with the wrong CA: exit {p.returncode}, stdout {p.stdout!r}")
+        else:
+            print(f"ok   {name}: wrong CA refused ({p.stderr.strip().splitlines()[-1]})")
+    p = run([path, "--scenario", "nope", "--transport", "tcp"])
+    if p.returncode != 2 or not p.stderr.startswith(f"{name}: unknown scenario") \
+            or f"usage: {name} " not in p.stderr:
+        fail(f"{name} with a bad scenario: exit {p.returncode}, stderr {p.stderr!r}")
+    else:
+        print(f"ok   {name}: usage error names the program")
+
+
+def check_compare(paths):
+    cmd = [os.path.join(HERE, "compare"), "--rounds", "2", "--json", "--", "--scenario", "lat",
+           "--transport", "tcp", "--count", "50", "::"] + paths
+    p = run(cmd, timeout=300)
+    if p.returncode != 0:
+        fail(f"compare: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        return
+    d = json.loads(p.stdout)
+    names = d["impls"]
+    for m in METRICS["lat"]:
+        cells = d["metrics"].get(m, {})
+        if set(cells) != set(names) or cells[names[0]]["ratio"] != 1.0 \
+                or any(c["runs"] != 2 or not c["median"] > 0 or not c["ratio"] > 0
+                       for c in cells.values()):
+            fail(f"compare: metric {m}: {cells}")
+            return
+    print(f"ok   compare: medians and ratios of {', '.join(names)}")
+
+
+def check_instr(paths):
+    if not shutil.which("valgrind") or not shutil.which("strace"):
+        print("note: instr.py not checked: valgrind or strace is not installed")
+        return
+    for path in paths:
+        with open(path, "rb") as fh:
+            if b"__asan_init" in fh.read():
+                print(f"note: instr.py not checked: {path} is built with AddressSanitizer,"
+                      " which does not run under valgrind")
+                return
+    p = run([os.path.join(HERE, "instr.py"), "--scale", "0.05"] + paths, timeout=600)
+    rows = [r for r in p.stdout.splitlines() if r.startswith("| ") and ": " in r]
+    if p.returncode != 0 or len(rows) != 6:
+        fail(f"instr.py: exit {p.returncode}, {len(rows)} rows: {p.stderr.strip()[-300:]}")
+        return
+    for r in rows:
+        for cell in r.strip("| ").split(" | ")[1:]:
+            total = float(cell.split("=")[-1].replace(" ", ""))
+            if not total > 0:
+                fail(f"instr.py: a count that is not positive: {r}")
+                return
+    print("ok   instr.py: instructions and system calls per operation\n" + p.stdout)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__.split("\n\n")[-1])
+    paths = [os.path.join(sys.argv[1], n) for n in sys.argv[2:]]
+    for path in paths:
+        check_impl(path)
+    check_compare(paths)
+    check_instr(paths)
+    if failures:
+        print(f"{len(failures)} failure(s)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
