@@ -406,8 +406,8 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
     tether__timers_run(loop);
     run_posts(loop);
     run_pending(loop);
-    tether__hooks_run(loop, TETHER_HOOK_IDLE);
-    tether__hooks_run(loop, TETHER_HOOK_PREPARE);
+    tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
+    tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
     run_flushes(loop);
 
     int timeout = timeout_ms;
@@ -456,7 +456,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         }
     }
     loop->dispatching = false;
-    tether__hooks_run(loop, TETHER_HOOK_CHECK);
+    tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
     if (n == loop->events_cap && loop->events_cap < 4096) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
