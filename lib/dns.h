@@ -64,7 +64,7 @@ void tether__dns_kick(tether_loop *loop);
 /* Validates the DNS fields of loop options: dns_timeout_ms and dns_tries
  * not negative, dns_servers NULL or a list of "IP", "IP:PORT" or
  * "[IPv6]:PORT", comma-separated. Returns TETHER_OK or TETHER_EINVAL.
- * tether_loop_new() calls it before it builds the loop (loop_new.c). */
+ * tether_loop_new() calls it before it builds the loop (toplevel.c). */
 int tether__dns_loop_opts_check(const tether_loop_opts *o);
 
 /* Puts an address list into the order in which Happy Eyeballs (RFC 8305,

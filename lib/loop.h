@@ -199,7 +199,7 @@ struct tether_loop {
 };
 
 /* Builds a loop (tether_loop_new() without the checks of the options that
- * belong to the layers above the loop, which loop_new.c makes first).
+ * belong to the layers above the loop, which toplevel.c makes first).
  * Returns TETHER_EINVAL for options not initialised with
  * tether_loop_opts_init(), or the error that stopped it. */
 int tether__loop_new(tether_loop **out, const tether_loop_opts *opts);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Internal side of reconnecting clients (reconnect.c): the backoff schedule
- * (backoff.c) as pure functions, so that the unit tests can check it with
- * their own random numbers and clock. */
+/* Internal side of reconnecting clients (reconnect.c): the option checks
+ * (client_opts.c) and the backoff schedule (backoff.c) as pure functions, so that the unit tests
+ * can check it with their own random numbers and clock. */
 #ifndef TETHER_RECONNECT_INT_H
 #define TETHER_RECONNECT_INT_H
 
@@ -29,6 +29,10 @@ void tether__backoff_reset(struct tether__backoff *b);
  * Never negative. The next attempt starts this long after the start of
  * this one (or at once, if this one took longer). */
 uint32_t tether__backoff_next(struct tether__backoff *b, double r);
+
+/* Checks the options of tether_client_new() (client_opts.c): TETHER_OK, or
+ * TETHER_EINVAL with a message in err naming the option. */
+int tether__client_check_opts(const tether_client_opts *o, tether_error *err);
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The public constructor of a loop, tether_loop_new(): checks the options
- * that belong to the layers above the loop (today the resolver's DNS
- * options), then lets loop.c build the loop. Keeping these checks here,
- * above both, leaves loop.c with no knowledge of DNS while a bad option is
- * still reported by the call that sets it. */
+/* Public entry points that combine layers, so that no layer has to reach
+ * above itself. Today one: tether_loop_new() checks the loop options that
+ * belong to the layers above the loop (the resolver's DNS options), then
+ * lets loop.c build the loop. Keeping these checks here, above both, leaves
+ * the loop layer with no knowledge of DNS while a bad option is still
+ * reported by the call that sets it. */
 #include "dns.h"
 #include "loop.h"
 
