@@ -63,6 +63,10 @@ void th_dial(tether_conn **c, const char *url, const tether_conn_opts *o);
 /* A blocking TCP socket connected to 127.0.0.1:port (asserts success). */
 int th_raw_connect(int port);
 
+/* The same with SO_RCVBUF set to rcvbuf bytes first (0: the default), so
+ * that a peer that does not read fills its window quickly. */
+int th_raw_connect_rcvbuf(int port, int rcvbuf);
+
 /* A blocking TCP listener on 127.0.0.1 on a port the kernel picks (put in
  * *port), with the given accept backlog; asserts success. */
 int th_raw_listen(int backlog, int *port);

@@ -232,19 +232,6 @@ static tether_stats stats_of(tether_conn *c)
 
 /* ---- raw sockets ----------------------------------------------------------- */
 
-static int raw_connect(int port, int rcvbuf)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    if (rcvbuf > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    }
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
 /* Accepts on a raw listener while running the loop (bounded). */
 static int raw_accept(int lfd, int ms)
 {
@@ -572,7 +559,7 @@ START_TEST(plain_client_sees_no_control_frames)
     tether_conn_opts_init(&so);
     so.heartbeat_ms = 30;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     uint8_t msg[4 + 3] = {0, 0, 0, 3, 'a', 'b', 'c'};
     th_raw_write(fd, msg, sizeof msg);
     static uint8_t got[65536];
@@ -727,7 +714,7 @@ START_TEST(bad_control_frames_are_framing_errors)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         reset_state();
         start_server(NULL);
-        int fd = raw_connect(tether_listener_port(S.l), 0);
+        int fd = th_raw_connect(tether_listener_port(S.l));
         th_raw_write(fd, cases[i].bytes, cases[i].len);
         if (i == 3) {
             static const uint8_t rest[4] = {0, 0, 0, 0};
@@ -828,7 +815,7 @@ START_TEST(paused_connection_is_not_timed_out)
     so.heartbeat_misses = 1;
     so.idle_timeout_ms = 200;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     uint8_t msg[5] = {0, 0, 0, 1, 'q'};
     th_raw_write(fd, msg, sizeof msg);
     uint8_t echo[5];
@@ -860,7 +847,7 @@ START_TEST(idle_timeout_closes_a_silent_peer)
     tether_conn_opts_init(&so);
     so.idle_timeout_ms = 300;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     uint64_t t0 = th_now_ms();
     /* Traffic keeps it alive... */
     for (int i = 0; i < 5; i++) {
@@ -899,7 +886,7 @@ START_TEST(slowloris_closed_by_frame_timeout)
     so.frame_timeout_ms = 400;
     so.idle_timeout_ms = 300;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     uint8_t msg[4 + 100] = {0, 0, 0, 100};
     th_raw_write(fd, msg, sizeof msg);
     ck_assert(th_run_until_pred(srv_got_one, NULL, 3000));
@@ -946,7 +933,7 @@ START_TEST(non_reading_peer_closed_by_write_timeout)
     start_server(&so);
     S.pump = true;
     S.pump_size = 8000;
-    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    int fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     ck_assert(th_run_until_pred(srv_closed_one, NULL, 10000));
     printf("non_reading_peer: closed with %s: %s; the largest queue was %zu bytes (hwm %zu)\n",
            tether_err_name(S.last_reason), S.last_detail, S.max_queued, so.send_hwm);

@@ -221,24 +221,6 @@ static tether_tls_config *tls_cfg(bool server)
 
 /* ---- raw sockets ------------------------------------------------------------ */
 
-static int raw_connect(int port, int rcvbuf)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    if (rcvbuf > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    }
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    return fd;
-}
-
-static void raw_write(int fd, const void *p, size_t n)
-{
-    ck_assert_int_eq((int)send(fd, p, n, MSG_NOSIGNAL), (int)n);
-}
-
 /* Reads everything until EOF or a reset while running the loop (bounded).
  * Returns the byte count, or -1 when the peer did not close in time. */
 static long raw_read_to_eof(int fd, uint8_t *buf, size_t cap, int ms)
@@ -340,9 +322,9 @@ START_TEST(peer_heartbeat_interval_is_clamped)
         so.heartbeat_ms = 400;
         so.idle_timeout_ms = with_idle ? 1000 : 0;
         start_server(&so);
-        int fd = raw_connect(tether_listener_port(S.l), 0);
+        int fd = th_raw_connect(tether_listener_port(S.l));
         static const uint8_t hello[] = {0xFF, 1, 0, 6, 1, 0, 0xFF, 0xFF, 0xFF, 0xFF};
-        raw_write(fd, hello, sizeof hello);
+        th_raw_write(fd, hello, sizeof hello);
         ck_assert(th_run_until_pred(srv_has_conn, NULL, 3000));
         tether_stats st;
         uint64_t until = th_now_ms() + 3000;
@@ -371,9 +353,9 @@ START_TEST(peer_that_stretched_the_interval_is_still_detected)
     srv_opts(&so);
     so.heartbeat_ms = 200;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     static const uint8_t hello[] = {0xFF, 1, 0, 6, 1, 0, 0xFF, 0xFF, 0xFF, 0xFF};
-    raw_write(fd, hello, sizeof hello);
+    th_raw_write(fd, hello, sizeof hello);
     int one = 1;
     ck_assert(th_run_until_pred(srv_closed_n, &one, 10000));
     printf("stretched interval: %s\n", S.last_detail);
@@ -413,7 +395,7 @@ START_TEST(ping_before_hello_names_the_violation)
     }
     ck_assert_int_ge(fd, 0);
     static const uint8_t ping[] = {0xFF, 2, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8};
-    raw_write(fd, ping, sizeof ping);
+    th_raw_write(fd, ping, sizeof ping);
     ck_assert(th_run_until_pred(cli_closed, &k, 5000));
     /* It used to read "peer announced a 4278321160-byte message". */
     ck_assert_int_eq(k.reason, TETHER_EPROTO);
@@ -494,9 +476,9 @@ START_TEST(plain_peer_gets_no_goaway)
     srv_opts(&so);
     so.idle_timeout_ms = 200;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     uint8_t msg[6] = {0, 0, 0, 2, 'h', 'i'};
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     uint8_t buf[256];
     long n = raw_read_to_eof(fd, buf, sizeof buf, 5000);
     ck_assert_int_eq(n, 6); /* the echo, then EOF: no 0xFF frame */
@@ -519,11 +501,11 @@ START_TEST(goaway_wire_format)
     so.frame_timeout_ms = 200;
     so.frame_min_rate = 0; /* a flat deadline */
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     static const uint8_t hello[] = {0xFF, 1, 0, 6, 1, 0, 0, 0, 0, 0};
-    raw_write(fd, hello, sizeof hello);
+    th_raw_write(fd, hello, sizeof hello);
     static const uint8_t part[] = {0, 0, 0, 10, 'x'}; /* a frame that never completes */
-    raw_write(fd, part, sizeof part);
+    th_raw_write(fd, part, sizeof part);
     uint8_t buf[1024];
     long n = raw_read_to_eof(fd, buf, sizeof buf, 5000);
     ck_assert_int_gt(n, 0);
@@ -630,7 +612,7 @@ START_TEST(reset_during_a_timeout_close_keeps_the_reason)
     S.pump = true;
     S.pump_size = 8000;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    int fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     ck_assert(th_run_until_pred(srv_closing, NULL, 10000));
     ck_assert_int_eq(S.closed, 0);
     struct linger lg = {1, 0};
@@ -658,7 +640,7 @@ START_TEST(frame_min_rate_spares_a_slow_large_message)
     so.frame_min_rate = 1000;
     S.echo = false;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     enum {
         SIZE = 24000
     };
@@ -672,7 +654,7 @@ START_TEST(frame_min_rate_spares_a_slow_large_message)
     uint64_t t0 = th_now_ms();
     for (size_t off = 0; off < sizeof msg && S.closed == 0; off += 600) {
         size_t n = sizeof msg - off < 600 ? sizeof msg - off : 600;
-        raw_write(fd, msg + off, n);
+        th_raw_write(fd, msg + off, n);
         run_ms(30);
     }
     ck_assert(th_run_until_pred(srv_got_one, NULL, 3000));
@@ -680,7 +662,7 @@ START_TEST(frame_min_rate_spares_a_slow_large_message)
            (unsigned long long)(th_now_ms() - t0));
     ck_assert_int_eq(S.closed, 0);
     /* Now 10 bytes every 100 ms: 100 B/s, below the minimum. */
-    raw_write(fd, msg, 4);
+    th_raw_write(fd, msg, 4);
     for (int i = 0; i < 100 && S.closed == 0; i++) {
         if (send(fd, msg + 4, 10, MSG_NOSIGNAL) != 10) {
             break;
@@ -712,7 +694,7 @@ START_TEST(write_min_rate_closes_a_slow_reader)
     S.pump = true;
     S.pump_size = 8000;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    int fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     uint8_t buf[1000];
     for (int i = 0; i < 200 && S.closed == 0; i++) {
         (void)recv(fd, buf, sizeof buf, MSG_DONTWAIT); /* 1000 bytes per 20 ms: 50 kB/s */
@@ -740,9 +722,9 @@ START_TEST(min_rate_peer_that_stops_gets_one_window)
     so.frame_timeout_ms = 400;
     so.frame_min_rate = 100;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
     static uint8_t msg[4 + 1000] = {0, 0, 0x13, 0x88}; /* announces 5000 */
-    raw_write(fd, msg, sizeof msg);
+    th_raw_write(fd, msg, sizeof msg);
     int one = 1;
     ck_assert(th_run_until_pred(srv_closed_n, &one, 5000));
     ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
@@ -763,7 +745,7 @@ START_TEST(min_rate_peer_that_stops_gets_one_window)
     S.pump = true;
     S.pump_size = 8000;
     start_server(&so);
-    fd = raw_connect(tether_listener_port(S.l), 4096);
+    fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     uint8_t buf[65536];
     uint64_t until = th_now_ms() + 300;
     while (th_now_ms() < until) {
@@ -788,7 +770,7 @@ START_TEST(non_reader_of_a_large_echo_is_reaped)
     so.write_timeout_ms = 300;
     so.close_timeout_ms = 300;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    int fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     enum {
         SIZE = 8 << 20
     };
@@ -828,7 +810,7 @@ START_TEST(non_reader_is_reaped_despite_send_buffer_autotuning)
     so.write_timeout_ms = 6000;
     so.close_timeout_ms = 300;
     start_server(&so);
-    int fd = raw_connect(tether_listener_port(S.l), 4096);
+    int fd = th_raw_connect_rcvbuf(tether_listener_port(S.l), 4096);
     enum {
         SIZE = 16 << 20
     };
@@ -948,7 +930,7 @@ START_TEST(many_slow_and_stuck_peers_are_reaped)
     int fds[TRICKLE + STUCK];
     static const uint8_t hdr[4] = {0, 0, 1, 0}; /* a 256-byte message */
     for (int i = 0; i < TRICKLE; i++) {
-        fds[i] = raw_connect(port, 0);
+        fds[i] = th_raw_connect(port);
     }
     /* Two 512 KiB messages each: the first echo fills the queue past the
      * high-water mark, the second is refused and the server pauses. */
@@ -956,7 +938,7 @@ START_TEST(many_slow_and_stuck_peers_are_reaped)
     big[1] = 0x08;
     big[4 + 512 * 1024 + 1] = 0x08;
     for (int i = 0; i < STUCK; i++) {
-        fds[TRICKLE + i] = raw_connect(port, 4096);
+        fds[TRICKLE + i] = th_raw_connect_rcvbuf(port, 4096);
     }
     /* The stuck peers write their message in the background of the loop. */
     size_t sent[STUCK] = {0};
