@@ -430,37 +430,6 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
     }
 }
 
-/* As in echo_server.c: tether_signal_start() blocks the signals in this,
- * the only thread; unref'd, the watchers never keep the loop running. */
-static bool watch_stop_signals(struct room *room)
-{
-    static const int signums[2] = {SIGINT, SIGTERM};
-    static const char *const names[2] = {"SIGINT", "SIGTERM"};
-    for (int i = 0; i < 2; i++) {
-        tether_error err;
-        int rv = tether_signal_new(&room->stop_signals[i], room->loop);
-        if (rv == TETHER_OK) {
-            rv = tether_signal_start(room->stop_signals[i], signums[i], on_stop_signal, room, &err);
-        } else {
-            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
-        }
-        if (rv != TETHER_OK) {
-            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
-            return false;
-        }
-        tether_signal_unref(room->stop_signals[i]);
-    }
-    return true;
-}
-
-static void unwatch_stop_signals(struct room *room)
-{
-    for (int i = 0; i < 2; i++) {
-        tether_signal_free(room->stop_signals[i]);
-        room->stop_signals[i] = NULL;
-    }
-}
-
 /* ---- options --------------------------------------------------------------- */
 
 /* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
@@ -557,8 +526,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
         return 1;
     }
-    if (!watch_stop_signals(&room)) {
-        unwatch_stop_signals(&room);
+    if (!cli_watch_stop_signals(room.loop, room.stop_signals, on_stop_signal, &room)) {
+        cli_unwatch_stop_signals(room.stop_signals);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -569,7 +538,7 @@ int main(int argc, char **argv)
     tether_tls_config *tls;
     tether_error err;
     if (!cli_tls_server(&opt.tls, opt.listen_url, true, &tls)) {
-        unwatch_stop_signals(&room);
+        cli_unwatch_stop_signals(room.stop_signals);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -592,7 +561,7 @@ int main(int argc, char **argv)
     lo.conn_opts = &co;
     if (!cli_limits_apply(&opt.limits, room.loop, &lo)) {
         tether_tls_config_unref(tls);
-        unwatch_stop_signals(&room);
+        cli_unwatch_stop_signals(room.stop_signals);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -600,7 +569,7 @@ int main(int argc, char **argv)
     tether_tls_config_unref(tls); /* the listener holds its own reference */
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message);
-        unwatch_stop_signals(&room);
+        cli_unwatch_stop_signals(room.stop_signals);
         tether_loop_free(room.loop);
         return 1;
     }
@@ -608,7 +577,7 @@ int main(int argc, char **argv)
 
     rv = tether_loop_run(room.loop);
 
-    unwatch_stop_signals(&room);
+    cli_unwatch_stop_signals(room.stop_signals);
     free(room.line);
     if (rv != TETHER_OK || tether_loop_free(room.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");

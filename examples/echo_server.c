@@ -245,40 +245,6 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
     }
 }
 
-/* Watches SIGINT and SIGTERM on the loop. tether_signal_start() blocks them
- * in this thread, the only one: a program with other threads must create
- * them after this, so that they inherit the blocked mask (see
- * tether_signal_start()). The watchers are unref'd: they must not keep the
- * loop running once the server has closed everything. */
-static bool watch_stop_signals(struct server *srv)
-{
-    static const int signums[2] = {SIGINT, SIGTERM};
-    static const char *const names[2] = {"SIGINT", "SIGTERM"};
-    for (int i = 0; i < 2; i++) {
-        tether_error err;
-        int rv = tether_signal_new(&srv->stop_signals[i], srv->loop);
-        if (rv == TETHER_OK) {
-            rv = tether_signal_start(srv->stop_signals[i], signums[i], on_stop_signal, srv, &err);
-        } else {
-            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
-        }
-        if (rv != TETHER_OK) {
-            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
-            return false;
-        }
-        tether_signal_unref(srv->stop_signals[i]);
-    }
-    return true;
-}
-
-static void unwatch_stop_signals(struct server *srv)
-{
-    for (int i = 0; i < 2; i++) {
-        tether_signal_free(srv->stop_signals[i]);
-        srv->stop_signals[i] = NULL;
-    }
-}
-
 /* ---- options ----------------------------------------------------------- */
 
 /* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
@@ -386,8 +352,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
         return 1;
     }
-    if (!watch_stop_signals(&srv)) {
-        unwatch_stop_signals(&srv);
+    if (!cli_watch_stop_signals(srv.loop, srv.stop_signals, on_stop_signal, &srv)) {
+        cli_unwatch_stop_signals(srv.stop_signals);
         tether_loop_free(srv.loop);
         return 1;
     }
@@ -410,7 +376,7 @@ int main(int argc, char **argv)
      * returns. */
     tether_tls_config *tls = NULL;
     if (!cli_tls_server(&opt.tls, opt.listen_url, false, &tls)) {
-        unwatch_stop_signals(&srv);
+        cli_unwatch_stop_signals(srv.stop_signals);
         tether_loop_free(srv.loop);
         return 1;
     }
@@ -423,7 +389,7 @@ int main(int argc, char **argv)
     lo.userdata = &srv;
     lo.conn_opts = &co;
     if (!cli_limits_apply(&opt.limits, srv.loop, &lo)) {
-        unwatch_stop_signals(&srv);
+        cli_unwatch_stop_signals(srv.stop_signals);
         tether_loop_free(srv.loop);
         return 1;
     }
@@ -435,7 +401,7 @@ int main(int argc, char **argv)
     tether_tls_config_unref(tls);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message); /* e.g. "invalid URL '...': ..." */
-        unwatch_stop_signals(&srv);
+        cli_unwatch_stop_signals(srv.stop_signals);
         tether_loop_free(srv.loop);
         return 1;
     }
@@ -448,7 +414,7 @@ int main(int argc, char **argv)
 
     /* The signals stay blocked: one that arrives from here on waits,
      * unseen, until the process exits. */
-    unwatch_stop_signals(&srv);
+    cli_unwatch_stop_signals(srv.stop_signals);
     if (rv != TETHER_OK || tether_loop_free(srv.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");
         return 1;

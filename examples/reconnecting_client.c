@@ -232,35 +232,6 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
     tether_client_close(a->rc); /* NULL (already closed) is ignored */
 }
 
-static bool watch_stop_signals(struct app *a)
-{
-    static const int signums[2] = {SIGINT, SIGTERM};
-    static const char *const names[2] = {"SIGINT", "SIGTERM"};
-    for (int i = 0; i < 2; i++) {
-        tether_error err;
-        int rv = tether_signal_new(&a->stop_signals[i], a->loop);
-        if (rv == TETHER_OK) {
-            rv = tether_signal_start(a->stop_signals[i], signums[i], on_stop_signal, a, &err);
-        } else {
-            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
-        }
-        if (rv != TETHER_OK) {
-            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
-            return false;
-        }
-        tether_signal_unref(a->stop_signals[i]);
-    }
-    return true;
-}
-
-static void unwatch_stop_signals(struct app *a)
-{
-    for (int i = 0; i < 2; i++) {
-        tether_signal_free(a->stop_signals[i]);
-        a->stop_signals[i] = NULL;
-    }
-}
-
 /* ---- options ------------------------------------------------------------ */
 
 /* Returns 0 to run, 1 after a usage error (reported), -1 after --help or
@@ -359,7 +330,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Before any other thread exists (see tether_signal_start()). */
-    if (!watch_stop_signals(&a)) {
+    if (!cli_watch_stop_signals(a.loop, a.stop_signals, on_stop_signal, &a)) {
         return 1;
     }
     /* Options for every connection the client makes. */
@@ -397,7 +368,7 @@ int main(int argc, char **argv)
 
     /* Runs until the client has reported CLOSED and the timer is freed. */
     rv = tether_loop_run(a.loop);
-    unwatch_stop_signals(&a);
+    cli_unwatch_stop_signals(a.stop_signals);
     if (rv != TETHER_OK || tether_loop_free(a.loop) != TETHER_OK) {
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");
         return 1;

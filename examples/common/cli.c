@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -493,4 +494,36 @@ bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts 
     co->proxy_protocol = pc->version;
     co->proxy_source = pc->source;
     return true;
+}
+
+/* ---- stopping on SIGINT and SIGTERM ----------------------------------- */
+
+bool cli_watch_stop_signals(tether_loop *loop, tether_signal *sigs[2], tether_signal_cb cb,
+                            void *ud)
+{
+    static const int signums[2] = {SIGINT, SIGTERM};
+    static const char *const names[2] = {"SIGINT", "SIGTERM"};
+    for (int i = 0; i < 2; i++) {
+        tether_error err;
+        int rv = tether_signal_new(&sigs[i], loop);
+        if (rv == TETHER_OK) {
+            rv = tether_signal_start(sigs[i], signums[i], cb, ud, &err);
+        } else {
+            snprintf(err.message, sizeof err.message, "%s", tether_strerror(rv));
+        }
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: cannot watch %s: %s\n", names[i], err.message);
+            return false;
+        }
+        tether_signal_unref(sigs[i]);
+    }
+    return true;
+}
+
+void cli_unwatch_stop_signals(tether_signal *sigs[2])
+{
+    for (int i = 0; i < 2; i++) {
+        tether_signal_free(sigs[i]);
+        sigs[i] = NULL;
+    }
 }

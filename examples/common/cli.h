@@ -302,4 +302,19 @@ enum cli_result cli_proxy_client_option(int ch, const char *arg, struct cli_prox
  * returns false) and sets the connection options. */
 bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts *co);
 
+/* ---- stopping on SIGINT and SIGTERM ----------------------------------- */
+
+/* Watches SIGINT and SIGTERM on the loop, calling cb for each, through
+ * sigs[0] and sigs[1]. tether_signal_start() blocks them in this thread: a
+ * program with other threads must create them after this, so that they
+ * inherit the blocked mask (see tether_signal_start()). The watchers are
+ * unref'd: they never keep the loop running once the program has closed
+ * everything. On failure prints the reason and returns false; call
+ * cli_unwatch_stop_signals() either way. */
+bool cli_watch_stop_signals(tether_loop *loop, tether_signal *sigs[2], tether_signal_cb cb,
+                            void *ud);
+
+/* Frees what cli_watch_stop_signals() created (NULL entries are fine). */
+void cli_unwatch_stop_signals(tether_signal *sigs[2]);
+
 #endif
