@@ -34,6 +34,7 @@ static void conn_close_obj(void *obj);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
+    c->err_const = NULL;
     if (c->err == NULL) {
         c->err = malloc(TETHER_ERROR_MSG_MAX);
         if (c->err == NULL) {
@@ -162,6 +163,20 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
         conn_vset_err(c, fmt, ap);
         va_end(ap);
     }
+    conn_finish(c, reason);
+}
+
+void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
+{
+    if (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER ||
+        (c->state == TETHER__CS_CLOSING && (c->flags & TETHER__CF_KEEP_REASON) &&
+         c->reason != TETHER_OK)) {
+        tether__conn_fail(c, reason, NULL); /* keeps what is recorded */
+        return;
+    }
+    free(c->err);
+    c->err = NULL;
+    c->err_const = detail;
     conn_finish(c, reason);
 }
 
@@ -750,10 +765,10 @@ tether_loop *tether_conn_loop(const tether_conn *c)
 
 const char *tether_conn_last_error(const tether_conn *c)
 {
-    if (c == NULL || c->err == NULL) {
+    if (c == NULL) {
         return "";
     }
-    return c->err;
+    return c->err != NULL ? c->err : c->err_const != NULL ? c->err_const : "";
 }
 
 size_t tether_conn_queued(const tether_conn *c)

@@ -157,7 +157,8 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err; /* detail of the last failure, lazily allocated */
+    char *err;             /* detail of the last failure, lazily allocated */
+    const char *err_const; /* or a constant detail (no allocation), when err is NULL */
     struct tether__dialer *dialer;
     char *url; /* dialled URL, for error messages (dialled conns only) */
 
@@ -231,6 +232,10 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Ends the connection with a reason and a constant detail (a string
+ * literal: kept by pointer, nothing formatted or allocated). */
+void tether__conn_fail_const(tether_conn *c, int reason, const char *detail);
+
 /* Ends the connection with a reason, keeping the detail already recorded. */
 void tether__conn_end(tether_conn *c, int reason);
 
@@ -240,6 +245,11 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
+
+/* Whether fd already has what tether__sock_apply_opts() would set: Linux
+ * copies a listening socket's TCP options into the sockets it accepts, so
+ * a listener sets them once on itself and checks its first connection. */
+bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
 /* Dialling (connect.c). start may report an error synchronously: the caller
  * then turns it into a deferred failure. */
