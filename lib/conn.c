@@ -198,6 +198,9 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
+    if (c->ref_idx != 0) {
+        tether__conn_ref_gone(c); /* before anything is torn down */
+    }
     if (c->live != NULL) {
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
