@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "loop.h" /* private: the posted-callback count of a loop */
+#include "mpsc.h"
 
 /* ---- shared helpers ----------------------------------------------------- */
 
@@ -53,7 +56,9 @@ struct one {
     int srv_closed;
     int cli_closed;
     int got;
-    int want; /* for pred_got */
+    int want;          /* for pred_got */
+    uint64_t seq_next; /* 8-byte messages: numbered from 0 */
+    int seq_bad;
     char msgs[8][32];
     int posted; /* work accepted by tether_ref_post() */
     tether_ref ref;
@@ -88,6 +93,14 @@ static void one_cli_msg(tether_conn *c, const uint8_t *data, size_t len, void *u
 {
     (void)c;
     struct one *o = ud;
+    if (len == sizeof(uint64_t)) {
+        uint64_t v;
+        memcpy(&v, data, sizeof v);
+        if (v != o->seq_next) {
+            o->seq_bad++;
+        }
+        o->seq_next = v + 1;
+    }
     if (o->got < 8 && len < sizeof o->msgs[0]) {
         memcpy(o->msgs[o->got], data, len);
         o->msgs[o->got][len] = '\0';
@@ -317,6 +330,114 @@ START_TEST(ref_post_after_close)
     tether_listener_close(l);
     th_run_idle(10000);
     ck_assert_int_eq(tether_ref_post(r, one_work, &o), TETHER_ECLOSED);
+}
+END_TEST
+
+/* ---- the queue and the batching ------------------------------------------ */
+
+#define MQ_PRODUCERS 4
+#define MQ_PER 50000
+
+struct mq_node {
+    struct tether__mpsc_node mn;
+    uint32_t producer;
+    uint32_t seq;
+};
+
+struct mq_prod {
+    struct tether__mpsc *q;
+    struct mq_node *nodes;
+    uint32_t id;
+};
+
+static void *mq_producer(void *arg)
+{
+    struct mq_prod *p = arg;
+    for (uint32_t i = 0; i < MQ_PER; i++) {
+        p->nodes[i].producer = p->id;
+        p->nodes[i].seq = i;
+        tether__mpsc_push(p->q, &p->nodes[i].mn);
+    }
+    return NULL;
+}
+
+/* Four producers push while the consumer pops: every node comes out once,
+ * and each producer's in the order it pushed them. */
+START_TEST(mpsc_fifo_per_producer)
+{
+    struct tether__mpsc q;
+    tether__mpsc_init(&q);
+    ck_assert_ptr_null(tether__mpsc_pop(&q));
+    struct mq_node *nodes = calloc(MQ_PRODUCERS * MQ_PER, sizeof *nodes);
+    ck_assert_ptr_nonnull(nodes);
+    pthread_t th[MQ_PRODUCERS];
+    struct mq_prod prod[MQ_PRODUCERS];
+    for (uint32_t i = 0; i < MQ_PRODUCERS; i++) {
+        prod[i] = (struct mq_prod){&q, nodes + (size_t)i * MQ_PER, i};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, mq_producer, &prod[i]), 0);
+    }
+    uint32_t next[MQ_PRODUCERS] = {0};
+    long got = 0;
+    uint64_t t0 = th_now_ms();
+    while (got < (long)MQ_PRODUCERS * MQ_PER) {
+        struct tether__mpsc_node *mn = tether__mpsc_pop(&q);
+        if (mn == NULL) {
+            ck_assert_msg(th_now_ms() - t0 < 60000, "only %ld nodes came out", got);
+            sched_yield();
+            continue;
+        }
+        struct mq_node *n = (struct mq_node *)mn;
+        ck_assert_uint_lt(n->producer, MQ_PRODUCERS);
+        ck_assert_uint_eq(n->seq, next[n->producer]);
+        next[n->producer]++;
+        got++;
+    }
+    for (int i = 0; i < MQ_PRODUCERS; i++) {
+        pthread_join(th[i], NULL);
+    }
+    ck_assert_ptr_null(tether__mpsc_pop(&q));
+    free(nodes);
+}
+END_TEST
+
+#define BATCH_MSGS 3000
+
+static void *batch_sender(void *arg)
+{
+    tether_ref *r = arg;
+    for (uint64_t i = 0; i < BATCH_MSGS; i++) {
+        if (tether_ref_send(*r, &i, sizeof i, NULL, NULL) != TETHER_OK) {
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+/* Many sends from another thread while the loop is not running cost one
+ * scheduled batch: one posted callback and one eventfd write. */
+START_TEST(ref_one_wakeup_per_batch)
+{
+    struct one o;
+    tether_listener *l;
+    one_setup(&o, &l);
+    tether_ref r;
+    ck_assert_int_eq(tether_ref_get(o.srv, &r), TETHER_OK);
+    ck_assert_uint_eq(atomic_load(&th_loop->posts_queued), 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, batch_sender, &r), 0);
+    void *res = NULL;
+    pthread_join(th, &res);
+    ck_assert_ptr_null(res);
+    ck_assert_uint_eq(atomic_load(&th_loop->posts_queued), 1);
+    ck_assert(atomic_load(&th_loop->wake_armed));
+    ck_assert_uint_eq(tether_ref_pending(r), BATCH_MSGS * sizeof(uint64_t));
+    o.want = BATCH_MSGS;
+    ck_assert(th_run_until_pred(pred_got, &o, 20000));
+    ck_assert_int_eq(o.seq_bad, 0);
+    ck_assert_uint_eq(o.seq_next, BATCH_MSGS);
+    tether_conn_close(o.cli);
+    tether_listener_close(l);
+    th_run_idle(10000);
 }
 END_TEST
 
@@ -930,6 +1051,8 @@ Suite *conn_ref_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, ref_contract);
     tcase_add_test(tc, ref_post_after_close);
+    tcase_add_test(tc, ref_one_wakeup_per_batch);
+    tcase_add_test(tc, mpsc_fifo_per_producer);
     tcase_add_test(tc, ref_backpressure_drain);
     suite_add_tcase(s, tc);
     tc = tcase_create("threads");

@@ -25,10 +25,11 @@
  *
  * **Batching.** Operations from other threads go into one lock-free
  * multi-producer queue per loop (one atomic exchange per push). The first
- * push after the loop last emptied the queue wakes the loop (one eventfd
- * write per batch); the loop then takes everything queued in one go, in
- * push order. The loop's own tether_conn_send() calls take no lock and
- * never touch this queue. The operations of one thread on one reference
+ * push after the loop last took the queue schedules the next batch: one
+ * tether_loop_post() (its lock, no allocation) and one eventfd write per
+ * batch, not per message; the loop then takes up to 1024 operations in one
+ * go, in push order. The loop's own tether_conn_send() calls take no lock
+ * and never touch this queue. The operations of one thread on one reference
  * (sends, tether_ref_post(), tether_ref_close(),
  * tether_ref_on_drain()) are carried out in the order that thread made
  * them; operations of different threads interleave.
@@ -65,13 +66,20 @@
  * loop are both gone (every call returns #TETHER_ECLOSED). This holds
  * because a loop can only be freed once all its connections are, and
  * freeing a connection closes its slot and waits for any push in progress
- * on it (a few instructions and at most one eventfd write; never user code)
- * before the slot can be reused. Operations accepted before that are owed
+ * on it (a few instructions, and once per batch the post described above;
+ * never user code) before the slot can be reused. Operations accepted before that are owed
  * their callbacks: like tether_loop_post() callbacks they keep the owning
  * loop's tether_loop_run() going, and tether_loop_free() returns
  * #TETHER_EBUSY until the loop has run them; run it again. A loop passed to
  * tether_ref_on_drain() is held with tether_loop_ref() until the
  * notification has been posted to it.
+ *
+ * **Across loops.** A server running several loops (one per thread) fans
+ * out by giving each connection's reference to the others: a callback on
+ * loop A sends to a connection of loop B with tether_ref_send(), and after
+ * #TETHER_EAGAIN asks for the drain notification on loop A
+ * (tether_ref_on_drain() with A as `notify_loop`), so that everything the
+ * application sees still happens on its own loop's thread.
  * @{
  */
 #ifndef TETHER_REF_H
