@@ -82,7 +82,7 @@ struct ref_slot {
     struct ref_list drains;  /* drain requests waiting for xbytes <= lwm */
     struct ref_slot *dirty_next;
     bool dirty;
-    uint32_t free_next; /* the free list (under tab_mu) */
+    uint32_t free_next; /* the free list (under ref_tab_mu) */
 };
 
 /* Per-loop state: the queue other threads push to and the loop's work. */
