@@ -86,8 +86,10 @@ static inline void tether__conn_after_queue(tether_conn *c)
 
 /* ---- conn_ref.c: thread-safe references ------------------------------ */
 
-/* The connection is being freed: closes its reference slot (waiting for
- * any push in progress on it) and reports what is still pending there. */
+/* The connection's on_close has run (or it is being freed): closes its
+ * reference slot (waiting for any push in progress on it) and reports what
+ * is still pending there. Its output is final by then: written, or
+ * released unwritten. */
 void tether__conn_ref_gone(tether_conn *c);
 
 /* Output was written while the reference waits for it (c->ref_watch):

@@ -413,12 +413,10 @@ static void slot_run(struct ref_hub *hub, struct ref_slot *s)
             free(n);
         } else if (n->kind == K_WORK) {
             list_pop(&s->ops);
-            if (c->flags & TETHER__CF_CLOSE_DONE) {
-                hub_done(hub, n, TETHER_ECLOSED); /* on_close ran: only lingering */
-            } else {
-                n->work(c, TETHER_OK, n->ud); /* may close c: freed later, not now */
-                free(n);
-            }
+            /* The slot is open, so on_close has not run yet. The work may
+             * close c: it is freed from deferred work, never from here. */
+            n->work(c, TETHER_OK, n->ud);
+            free(n);
         } else {
             list_add(&s->drains, list_pop(&s->ops));
         }

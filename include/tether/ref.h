@@ -13,10 +13,11 @@
  * never call a function on it, and a pointer carried to another thread may
  * already be freed. A #tether_ref is the handle to give other threads
  * instead (like NNG's pipe ids). It is a 64-bit id: a slot in one table of
- * the process plus the slot's generation. The slot is released when the
- * library frees the connection and its generation moves on, so an old
- * reference never reaches a newer connection that reuses the slot; every
- * call on it returns #TETHER_ECLOSED instead. References are plain values:
+ * the process plus the slot's generation. The slot is released once the
+ * connection's `on_close` has run (even while its socket still lingers),
+ * and its generation moves on, so an old reference never reaches a newer
+ * connection that reuses the slot; every call on it returns
+ * #TETHER_ECLOSED instead. References are plain values:
  * copy them freely; there is nothing to release.
  *
  * **Getting one.** tether_ref_get() on the connection's loop thread
@@ -64,11 +65,12 @@
  * outlives every loop; a reference never keeps a loop alive, never delays
  * tether_loop_free(), and stays safe to use after its connection and its
  * loop are both gone (every call returns #TETHER_ECLOSED). This holds
- * because a loop can only be freed once all its connections are, and
- * freeing a connection closes its slot and waits for any push in progress
- * on it (a few instructions, and once per batch the post described above;
- * never user code) before the slot can be reused. Operations accepted before that are owed
- * their callbacks: like tether_loop_post() callbacks they keep the owning
+ * because a loop can only be freed once all its connections are, and a
+ * connection's slot is closed (after its `on_close`, at the latest when it
+ * is freed) by waiting for any push in progress on it (a few instructions,
+ * and once per batch the post described above; never user code) before
+ * the slot can be reused. Operations accepted before that are owed their
+ * callbacks: like tether_loop_post() callbacks they keep the owning
  * loop's tether_loop_run() going, and tether_loop_free() returns
  * #TETHER_EBUSY until the loop has run them; run it again. A loop passed to
  * tether_ref_on_drain() is held with tether_loop_ref() until the
@@ -158,8 +160,8 @@ TETHER_API int tether_ref_get(tether_conn *c, tether_ref *out_ref);
  * @retval TETHER_EAGAIN   The reference's pending bytes have reached the
  *                         connection's `send_hwm`; nothing was queued. Call
  *                         tether_ref_on_drain() and send again then.
- * @retval TETHER_ECLOSED  The connection is gone (freed; its slot is
- *                         released), the reference is stale, or the loop
+ * @retval TETHER_ECLOSED  The connection is gone (its `on_close` has run),
+ *                         the reference is stale, or the loop
  *                         has seen the connection closing (it refused a
  *                         message of this reference, or
  *                         tether_ref_close() ran).
