@@ -213,6 +213,9 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
+    if (c->ref_idx != 0) {
+        tether__conn_ref_gone(c); /* (normally done after on_close already) */
+    }
     if (c->live != NULL) {
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
@@ -638,6 +641,9 @@ static void conn_pending_cb(struct tether__pending *p)
             if (!tell && (c->flags & TETHER__CF_REPORT_LISTENER) && c->cfg->listener != NULL) {
                 /* It failed its handshake and never reached on_accept. */
                 tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
+            }
+            if (c->ref_idx != 0) {
+                tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
             }
             if (c->state == TETHER__CS_DEAD) {
                 c->todo |= TETHER__CT_FREE;

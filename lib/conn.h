@@ -181,7 +181,11 @@ struct tether_conn {
     struct tether__mem *mem; /* the loop's memory budget and accounting */
     tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
     tether_conn *mem_prev;
-    uint8_t memflags;             /* TETHER__MF_*: what the budget holds back */
+    uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
+    /* ---- thread-safe references (conn_ref.c); here, in the padding
+     * after memflags, so that they cost an idle connection nothing ---- */
+    uint8_t ref_watch;            /* the reference's slot waits for write progress */
+    uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */

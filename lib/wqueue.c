@@ -280,6 +280,9 @@ void tether__conn_flush(tether_conn *c)
     if (progress && c->wnotify != NULL) {
         c->wnotify(c);
     }
+    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
+        tether__conn_ref_wrote(c);
+    }
     if (c->wq_head == NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
     }

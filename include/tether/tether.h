@@ -13,6 +13,7 @@
 #include <tether/log.h>
 #include <tether/loop.h>
 #include <tether/reconnect.h>
+#include <tether/ref.h>
 #include <tether/sync.h>
 #include <tether/tls.h>
 #include <tether/version.h>
