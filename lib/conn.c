@@ -14,6 +14,7 @@
  * deferred work, so it is always safe to close or abort a connection inside
  * its callbacks. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -216,6 +217,7 @@ static void conn_free(tether_conn *c)
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
     }
     tether__pp_conn_free(c);
+    tether__dl_free(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -608,6 +610,9 @@ static void conn_pending_cb(struct tether__pending *p)
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
                 tether__wq_release_all(c);
+            }
+            if (c->dl != NULL) {
+                tether__dl_conn_gone(c); /* completions and calls fail first */
             }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
                 c->flags |= TETHER__CF_CONNECT_DONE;
