@@ -85,6 +85,7 @@ static void dl_pending_cb(struct tether__pending *p)
     tether_conn *c = dl->c;
     c->dispatching++;
     dl_fire_done(dl);
+    tether__call_fire_fin(dl);
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         /* Send what the callbacks queued, as at the end of any dispatch. */
@@ -114,6 +115,7 @@ void tether__dl_conn_gone(tether_conn *c)
     struct tether__dl *dl = c->dl;
     tether__pending_cancel(c->h.loop, &dl->pend);
     dl_fire_done(dl);
+    tether__call_fail_all(c, tether__dl_gone_status(c));
 }
 
 void tether__dl_free(tether_conn *c)
@@ -125,6 +127,7 @@ void tether__dl_free(tether_conn *c)
     /* Normally empty by now (tether__dl_conn_gone ran before on_close). */
     tether__pending_cancel(c->h.loop, &dl->pend);
     dl_fire_done(dl);
+    tether__call_free(dl);
     free(dl);
     c->dl = NULL;
 }

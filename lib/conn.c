@@ -64,6 +64,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     c->userdata = cfg->o.userdata;
     c->state = state;
     c->rtt_us = -1;
+    c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
     if (cfg->live) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
@@ -784,6 +785,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.rtt_us = c->rtt_us;
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
+    tether__call_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
         s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
     }
@@ -882,7 +884,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.heartbeat_ms > 0 && tether__ctrl_queue_hello(c) != TETHER_OK) {
+    if ((cfg->o.heartbeat_ms > 0 || cfg->o.calls) && tether__ctrl_queue_hello(c) != TETHER_OK) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file delivery.h
- * @brief Delivery you can reason about: per-message completion callbacks.
+ * @brief Delivery you can reason about: per-message completion callbacks
+ *        and request/response calls.
  *
  * @defgroup delivery Delivery
- * @brief Knowing what happened to a message.
+ * @brief Knowing what happened to a message, and getting an answer to it.
  *
  * tether_conn_send() says only that a message was queued. When the
  * application must know more, tether_conn_send_cb() takes a callback that
@@ -12,6 +13,42 @@
  * the reason the connection gave. Plain tether_conn_send() pays nothing for
  * this: a tracked message is followed in the send queue by an empty marker
  * that the write path reaches once every byte before it has been written.
+ *
+ * **Calls.** tether_call() sends a request and runs a callback exactly once
+ * with its reply, or with why there is none: its timeout passed
+ * (#TETHER_ETIMEDOUT), it was canceled (#TETHER_ECANCELED), the peer does
+ * not take calls (#TETHER_ENOTSUP), or the connection ended (its close
+ * reason, as for completions). Any number of calls may be pending; the
+ * replies may come in any order. On the other side a request reaches
+ * `on_message` like any message, and tether_conn_msg_call_id() gives its
+ * id there; tether_conn_reply() answers it then or later, in any order. A
+ * request the server never answers ends on the caller's side by its
+ * timeout or the end of the connection.
+ *
+ * Both ends must set tether_conn_opts::calls (len32 framing); they agree
+ * through the HELLO control frame (capability bit 0, see "Heartbeat wire
+ * format" in the connection group). Where the peer did not agree (a plain
+ * length-prefixed peer, or a tether peer without the option), plain
+ * messages work exactly as before, tether_call() fails with
+ * #TETHER_ENOTSUP and tether_conn_last_error() says why, and the
+ * connection logs the fallback once (#TETHER_LOG_INFO on a dialled
+ * connection, #TETHER_LOG_DEBUG on an accepted one).
+ *
+ * **Wire format.** A request is a CALL control frame carrying the call id,
+ * immediately followed by an ordinary len32 data frame with the request:
+ *
+ *     FF 05 00 04 | id (4 bytes, big-endian, never 0) | len32 | request
+ *
+ * and a reply is the same with type 6, REPLY, and the id of the request.
+ * The two frames are queued as one piece, so nothing comes between them;
+ * plain messages are not touched (12 bytes of framing per request or reply
+ * instead of 4, nothing at all per plain message).
+ *
+ * **A reconnecting client** (tether_client) has no tether_call() of its
+ * own yet: use tether_call() on tether_client_conn() while it is
+ * connected; every pending call fails with the connection's close reason
+ * when that connection ends, and is not retried (a request may have been
+ * processed before the connection broke).
  */
 #ifndef TETHER_DELIVERY_H
 #define TETHER_DELIVERY_H
@@ -80,6 +117,112 @@ typedef void (*tether_send_cb)(tether_conn *c, int status, void *ud);
  */
 TETHER_API int tether_conn_send_cb(tether_conn *c, const void *data, size_t len, tether_send_cb cb,
                                    void *ud);
+
+/**
+ * @ingroup delivery
+ * @brief Receives the outcome of one tether_call().
+ *
+ * Runs exactly once per call that tether_call() accepted, on the loop
+ * thread, never from inside tether_call(). It may call, send, close or abort.
+ * @param[in] c      The connection.
+ * @param[in] status #TETHER_OK with the reply; otherwise why there is none:
+ *   #TETHER_ETIMEDOUT (the call's timeout passed), #TETHER_ECANCELED
+ *   (tether_call_cancel()), #TETHER_ENOTSUP (the peer's HELLO, or its
+ *   first frame without one, showed that it does not take calls; for calls
+ *   made before it arrived), or the connection's close reason, as
+ *   tether_send_cb gets it (#TETHER_EOF, #TETHER_ECONNRESET,
+ *   #TETHER_ECLOSED after tether_conn_close(), ...).
+ * @param[in] data   The reply (borrowed until the callback returns); NULL
+ *                   unless @p status is #TETHER_OK.
+ * @param[in] len    Its length.
+ * @param[in] ud     The user data given to tether_call().
+ */
+typedef void (*tether_reply_cb)(tether_conn *c, int status, const uint8_t *data, size_t len,
+                                void *ud);
+
+/**
+ * @ingroup delivery
+ * @brief Sends a request and calls @p on_reply once with its reply.
+ *
+ * On a dialled connection a call may be made before the peer's HELLO has
+ * arrived (right after tether_conn_dial()): the request is kept, copied,
+ * until the HELLO shows whether the peer takes calls, then sent in order
+ * or failed with #TETHER_ENOTSUP.
+ * @param[in]  c          The connection; tether_conn_opts::calls must be set.
+ * @param[in]  req        The request; copied before this returns. May be NULL
+ *                        if @p len is 0.
+ * @param[in]  len        Its length (at most tether_conn_opts::max_msg).
+ * @param[in]  timeout_ms Fail the call with #TETHER_ETIMEDOUT after this
+ *                        many milliseconds without a reply; 0: no timeout
+ *                        (it still ends with the connection).
+ * @param[in]  on_reply   Called exactly once; must not be NULL.
+ * @param[in]  ud         Passed to @p on_reply.
+ * @param[out] out_id     The call's id (for tether_call_cancel()), unique
+ *                        among the connection's pending calls; may be NULL.
+ * @retval TETHER_OK       Sent (or kept until the HELLO); @p on_reply will run.
+ * @retval TETHER_EINVAL   NULL @p c or @p on_reply, NULL @p req with
+ *                         @p len > 0, or a negative @p timeout_ms.
+ * @retval TETHER_ENOTSUP  tether_conn_opts::calls is off, or the peer did
+ *                         not negotiate calls; tether_conn_last_error()
+ *                         names which.
+ * @retval TETHER_ECLOSED  The connection is closing or closed.
+ * @retval TETHER_EMSGSIZE @p len is above tether_conn_opts::max_msg.
+ * @retval TETHER_EAGAIN   The send queue is at its high-water mark (as
+ *                         tether_conn_send()).
+ * @retval TETHER_ENOMEM   Out of memory.
+ * On any error nothing was sent and @p on_reply will not run.
+ *
+ * Thread rules: the connection's loop thread only.
+ */
+TETHER_API int tether_call(tether_conn *c, const void *req, size_t len, int timeout_ms,
+                           tether_reply_cb on_reply, void *ud, uint32_t *out_id);
+
+/**
+ * @ingroup delivery
+ * @brief Cancels a pending call: its callback runs from the loop with
+ *        #TETHER_ECANCELED.
+ *
+ * The request may already be with the peer, which may still act on it; a
+ * reply that arrives later is dropped (counted in
+ * tether_stats::calls_late_replies).
+ * @param[in] c  The connection.
+ * @param[in] id The id tether_call() gave.
+ * @retval TETHER_OK     Canceled; the callback will run with #TETHER_ECANCELED.
+ * @retval TETHER_EINVAL No call with this id is pending on @p c (it has
+ *                       ended already, or never existed).
+ */
+TETHER_API int tether_call_cancel(tether_conn *c, uint32_t id);
+
+/**
+ * @ingroup delivery
+ * @brief The call id of the message `on_message` is delivering, for
+ *        tether_conn_reply().
+ *
+ * Valid only inside `on_message`; keep the value to reply later.
+ * @param[in] c The connection.
+ * @return The id (never 0) when the message is a request made with
+ *         tether_call(); 0 for a plain message, and outside `on_message`.
+ */
+TETHER_API uint32_t tether_conn_msg_call_id(const tether_conn *c);
+
+/**
+ * @ingroup delivery
+ * @brief Sends the reply to a request received in `on_message`.
+ *
+ * Any time after the request arrived, in any order, from the loop thread;
+ * exactly one reply per request is what the caller expects (a second one,
+ * or one for an unknown id, is dropped by the caller and counted in its
+ * tether_stats::calls_late_replies).
+ * @param[in] c    The connection the request came from.
+ * @param[in] id   tether_conn_msg_call_id() of the request.
+ * @param[in] data The reply; copied. May be NULL if @p len is 0.
+ * @param[in] len  Its length.
+ * @retval TETHER_OK      Queued.
+ * @retval TETHER_EINVAL  NULL @p c, @p id 0, or NULL @p data with @p len > 0.
+ * @retval TETHER_ENOTSUP Calls were not negotiated on this connection.
+ * @return Otherwise the codes of tether_conn_send().
+ */
+TETHER_API int tether_conn_reply(tether_conn *c, uint32_t id, const void *data, size_t len);
 
 #ifdef __cplusplus
 }
