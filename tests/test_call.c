@@ -485,9 +485,24 @@ START_TEST(test_local_close_and_abort)
 }
 END_TEST
 
-/* A server in a child process, killed with SIGKILL while it holds our
- * calls: the kernel resets or closes its sockets. */
-static void child_server(int wfd)
+/* The child server's on_message: answers "re:" + the request, except
+ * requests that start with "silent". */
+static void child_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ud;
+    uint32_t id = tether_conn_msg_call_id(c);
+    if (id == 0 || (len >= 6 && memcmp(data, "silent", 6) == 0) || len > 64) {
+        return;
+    }
+    uint8_t out[80];
+    memcpy(out, "re:", 3);
+    memcpy(out + 3, data, len);
+    tether_conn_reply(c, id, out, len + 3);
+}
+
+/* A server in a child process (killed with SIGKILL in the tests: the
+ * kernel then resets or closes its sockets). It answers when `answer`. */
+static void child_server(int wfd, bool answer)
 {
     tether_loop *loop = NULL;
     if (tether_loop_new(&loop, NULL) != TETHER_OK) {
@@ -495,7 +510,8 @@ static void child_server(int wfd)
     }
     tether_conn_opts so;
     tether_conn_opts_init(&so);
-    so.calls = true; /* and it never replies */
+    so.calls = true;
+    so.on_message = answer ? child_on_message : NULL;
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);
     lo.conn_opts = &so;
@@ -521,7 +537,7 @@ START_TEST(test_server_killed)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(pfd[0]);
-        child_server(pfd[1]);
+        child_server(pfd[1], false);
     }
     close(pfd[1]);
     int port = 0;
@@ -553,6 +569,60 @@ START_TEST(test_server_killed)
     check_all_failed(cl.close_reason);
     ck_assert_uint_eq(cl.failed_at_close, 1000);
     th_run_idle(5000);
+}
+END_TEST
+
+/* ---- the blocking API ------------------------------------------------------ */
+
+START_TEST(test_sync_call)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        child_server(pfd[1], true);
+    }
+    close(pfd[1]);
+    int port = 0;
+    ck_assert_int_eq(read(pfd[0], &port, sizeof port), (ssize_t)sizeof port);
+    close(pfd[0]);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+
+    /* Without the option: refused, and said why. */
+    tether_sync *s = NULL;
+    tether_msg m;
+    ck_assert_int_eq(tether_sync_connect(&s, url, NULL, 10000, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_sync_call(s, "x", 1, &m, 1000), TETHER_ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(tether_sync_last_error(s), "tether_conn_opts.calls"));
+    tether_sync_close(s);
+
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.calls = true;
+    s = NULL;
+    ck_assert_int_eq(tether_sync_connect(&s, url, &co, 10000, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_sync_call(s, "hello", 5, &m, 10000), TETHER_OK);
+    ck_assert_uint_eq(m.len, 8);
+    ck_assert_mem_eq(m.data, "re:hello", 8);
+    tether_msg_free(&m);
+    ck_assert_int_eq(tether_sync_call(s, "silent", 6, &m, 200), TETHER_ETIMEDOUT);
+    ck_assert_ptr_null(m.data);
+    ck_assert_ptr_nonnull(strstr(tether_sync_last_error(s), "no reply within 200 ms"));
+    /* Still usable. */
+    ck_assert_int_eq(tether_sync_call(s, "", 0, &m, 10000), TETHER_OK);
+    ck_assert_uint_eq(m.len, 3);
+    tether_msg_free(&m);
+    ck_assert_int_eq(tether_sync_call(s, NULL, 1, &m, 10000), TETHER_EINVAL);
+    /* The server dies while a call waits without a timeout of its own. */
+    kill(pid, SIGKILL);
+    int wst;
+    ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+    int rv = tether_sync_call(s, "late", 4, &m, -1);
+    ck_assert_msg(rv == TETHER_EOF || rv == TETHER_ECONNRESET, "%s", tether_err_name(rv));
+    tether_sync_close(s);
 }
 END_TEST
 
@@ -682,6 +752,7 @@ Suite *call_suite(void)
     tcase_add_test(tc, test_server_closes);
     tcase_add_test(tc, test_local_close_and_abort);
     tcase_add_test(tc, test_server_killed);
+    tcase_add_test(tc, test_sync_call);
     tcase_add_test(tc, test_peer_without_calls);
     tcase_add_test(tc, test_plain_client);
     tcase_add_test(tc, test_bad_arguments);
