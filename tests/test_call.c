@@ -572,6 +572,92 @@ START_TEST(test_server_killed)
 }
 END_TEST
 
+/* ---- a reconnecting client ---------------------------------------------------- */
+
+static struct {
+    bool connected;
+    bool disconnected;
+    bool closed;
+    int ncb;
+    int status[8];
+    bool match[8];
+} rc;
+
+static void rc_state(tether_client *client, const tether_client_event *ev, void *ud)
+{
+    (void)client, (void)ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED) {
+        rc.connected = true;
+    } else if (ev->state == TETHER_CLIENT_DISCONNECTED) {
+        rc.disconnected = true;
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        rc.closed = true;
+    }
+}
+
+static void rc_reply(tether_client *client, int status, const uint8_t *data, size_t len, void *ud)
+{
+    (void)client;
+    int i = (int)(intptr_t)ud;
+    rc.status[i] = status;
+    rc.match[i] = status == TETHER_OK && len == 5 && memcmp(data, "re:q", 4) == 0 &&
+                  data[4] == (uint8_t)('0' + i);
+    rc.ncb++;
+}
+
+static bool rc_ncb(void *arg)
+{
+    return rc.ncb >= *(int *)arg;
+}
+
+START_TEST(test_client_call)
+{
+    memset(&rc, 0, sizeof rc);
+    tether_listener *l = listen_calls(true);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.calls = true;
+    tether_client_opts o;
+    tether_client_opts_init(&o);
+    o.on_state = rc_state;
+    o.conn_opts = &co;
+    o.initial_backoff_ms = 5000; /* no reconnect during the test */
+    tether_client *rcl = NULL;
+    ck_assert_int_eq(tether_client_new(&rcl, th_loop, th_url_of(l), &o, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_client_call(rcl, "q0", 2, 0, rc_reply, (void *)0, NULL),
+                     TETHER_ENOTCONN);
+    ck_assert(th_run_until(&rc.connected, 10000));
+    ck_assert_int_eq(tether_client_call(rcl, "q0", 2, 10000, rc_reply, (void *)0, NULL), TETHER_OK);
+    int want = 1;
+    ck_assert(th_run_until_pred(rc_ncb, &want, 10000));
+    ck_assert_int_eq(rc.status[0], TETHER_OK);
+    ck_assert(rc.match[0]);
+
+    /* The server goes silent, then closes: the pending calls fail once. */
+    srv.silent = true;
+    uint32_t id2;
+    ck_assert_int_eq(tether_client_call(rcl, "q1", 2, 0, rc_reply, (void *)1, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_client_call(rcl, "q2", 2, 0, rc_reply, (void *)2, &id2), TETHER_OK);
+    ck_assert_int_eq(tether_client_call(rcl, "q3", 2, 0, rc_reply, (void *)3, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_client_call_cancel(rcl, id2), TETHER_OK);
+    want_n = 3;
+    ck_assert(th_run_until_pred(srv_requests_reached, NULL, 10000));
+    tether_conn_close(srv.conn);
+    ck_assert(th_run_until(&rc.disconnected, 10000));
+    ck_assert_int_eq(rc.ncb, 4);
+    ck_assert_int_eq(rc.status[1], TETHER_EOF);
+    ck_assert_int_eq(rc.status[2], TETHER_ECANCELED);
+    ck_assert_int_eq(rc.status[3], TETHER_EOF);
+    ck_assert_int_eq(tether_client_call(rcl, "q4", 2, 0, rc_reply, (void *)4, NULL),
+                     TETHER_ENOTCONN);
+    tether_client_close(rcl);
+    ck_assert(th_run_until(&rc.closed, 10000));
+    ck_assert_int_eq(rc.ncb, 4);
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
 /* ---- the blocking API ------------------------------------------------------ */
 
 START_TEST(test_sync_call)
@@ -753,6 +839,7 @@ Suite *call_suite(void)
     tcase_add_test(tc, test_local_close_and_abort);
     tcase_add_test(tc, test_server_killed);
     tcase_add_test(tc, test_sync_call);
+    tcase_add_test(tc, test_client_call);
     tcase_add_test(tc, test_peer_without_calls);
     tcase_add_test(tc, test_plain_client);
     tcase_add_test(tc, test_bad_arguments);

@@ -394,6 +394,143 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
+/* ---- a reconnecting client ---------------------------------------------------- */
+
+static struct {
+    int count[64];
+    int status[64];
+    int order[64];
+    int ncb;
+    int undelivered[64]; /* on_undelivered per message, before its completion */
+    bool undelivered_first;
+    bool in_call;
+    bool cb_in_call;
+    bool closed;
+    bool gave_up;
+} ck;
+
+static void ck_done(tether_client *cl, int status, void *ud)
+{
+    (void)cl;
+    int i = (int)(intptr_t)ud;
+    if (ck.in_call) {
+        ck.cb_in_call = true;
+    }
+    ck.count[i]++;
+    ck.status[i] = status;
+    ck.order[ck.ncb++] = i;
+    if (status != TETHER_OK && ck.undelivered[i] != 1) {
+        ck.undelivered_first = false;
+    }
+}
+
+static void ck_undelivered(tether_client *cl, const uint8_t *data, size_t len, int reason, void *ud)
+{
+    (void)cl, (void)reason, (void)ud;
+    int i = -1;
+    ck_assert_uint_eq(len, sizeof i);
+    memcpy(&i, data, sizeof i);
+    ck.undelivered[i]++;
+}
+
+static void ck_state(tether_client *cl, const tether_client_event *ev, void *ud)
+{
+    (void)cl, (void)ud;
+    if (ev->state == TETHER_CLIENT_CLOSED) {
+        ck.closed = true;
+    } else if (ev->state == TETHER_CLIENT_GAVE_UP) {
+        ck.gave_up = true;
+    }
+}
+
+static tether_client *ck_client(const char *url, uint32_t max_attempts)
+{
+    memset(&ck, 0, sizeof ck);
+    ck.undelivered_first = true;
+    tether_client_opts o;
+    tether_client_opts_init(&o);
+    o.on_state = ck_state;
+    o.on_undelivered = ck_undelivered;
+    o.max_attempts = max_attempts;
+    o.initial_backoff_ms = 50;
+    o.jitter = 0;
+    tether_client *cl = NULL;
+    ck_assert_int_eq(tether_client_new(&cl, th_loop, url, &o, NULL), TETHER_OK);
+    return cl;
+}
+
+static int ck_send(tether_client *cl, int i)
+{
+    ck.in_call = true;
+    int rv = tether_client_send_cb(cl, &i, sizeof i, ck_done, (void *)(intptr_t)i);
+    ck.in_call = false;
+    return rv;
+}
+
+static bool ck_all(void *arg)
+{
+    return ck.ncb == *(int *)arg;
+}
+
+static void ck_check_once(int n, int want_status)
+{
+    ck_assert_int_eq(ck.ncb, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(ck.count[i], 1);
+        ck_assert_int_eq(ck.order[i], i);
+        ck_assert_int_eq(ck.status[i], want_status);
+    }
+    ck_assert(!ck.cb_in_call);
+    ck_assert(ck.undelivered_first);
+}
+
+START_TEST(test_client_written)
+{
+    tether_listener *l = listen_counting();
+    tether_client *cl = ck_client(th_url_of(l), 0);
+    for (int i = 0; i < 40; i++) { /* held until connected, then written */
+        ck_assert_int_eq(ck_send(cl, i), TETHER_OK);
+    }
+    int n = 40;
+    ck_assert(th_run_until_pred(ck_all, &n, 10000));
+    ck_check_once(40, TETHER_OK);
+    ck_assert(th_run_until_pred(srv_got_all, &n, 10000));
+    ck_assert_int_eq(tether_client_send_cb(cl, "x", 1, NULL, NULL), TETHER_EINVAL);
+    tether_client_close(cl);
+    ck_assert(th_run_until(&ck.closed, 10000));
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
+START_TEST(test_client_gave_up_and_closed)
+{
+    int keep;
+    int port = th_refused_port(&keep);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    tether_client *cl = ck_client(url, 2);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(ck_send(cl, i), TETHER_OK);
+    }
+    ck_assert(th_run_until(&ck.gave_up, 10000));
+    ck_check_once(10, TETHER_ECONNREFUSED);
+    tether_client_close(cl);
+    ck_assert(th_run_until(&ck.closed, 10000));
+
+    /* Closed while holding messages: handed back with ECANCELED. */
+    cl = ck_client(url, 0);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(ck_send(cl, i), TETHER_OK);
+    }
+    tether_client_close(cl);
+    ck_assert(th_run_until(&ck.closed, 10000));
+    ck_check_once(10, TETHER_ECANCELED);
+    close(keep);
+    th_run_idle(5000);
+}
+END_TEST
+
 Suite *completion_suite(void);
 Suite *completion_suite(void)
 {
@@ -409,6 +546,8 @@ Suite *completion_suite(void)
     tcase_add_test(tc, test_loop_teardown);
     tcase_add_test(tc, test_connect_refused);
     tcase_add_test(tc, test_bad_arguments);
+    tcase_add_test(tc, test_client_written);
+    tcase_add_test(tc, test_client_gave_up_and_closed);
     suite_add_tcase(s, tc);
     return s;
 }

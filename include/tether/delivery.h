@@ -44,11 +44,16 @@
  * plain messages are not touched (12 bytes of framing per request or reply
  * instead of 4, nothing at all per plain message).
  *
- * **A reconnecting client** (tether_client) has no tether_call() of its
- * own yet: use tether_call() on tether_client_conn() while it is
- * connected; every pending call fails with the connection's close reason
- * when that connection ends, and is not retried (a request may have been
- * processed before the connection broke).
+ * **A reconnecting client** (tether_client): tether_client_send_cb()
+ * reports when a message held by the client was completely written to one
+ * of its connections, or that it was handed back through `on_undelivered`
+ * (with the same reason). tether_client_call() calls on the current
+ * connection; set tether_conn_opts::calls in tether_client_opts::conn_opts.
+ * Calls are not held across reconnects: while the client is not connected
+ * tether_client_call() returns #TETHER_ENOTCONN, and when the connection is
+ * lost every pending call fails once with its close reason. They are never
+ * retried, because a request may have been processed before the
+ * connection broke (retry in the callback when the request is idempotent).
  */
 #ifndef TETHER_DELIVERY_H
 #define TETHER_DELIVERY_H
@@ -58,6 +63,7 @@
 
 #include <tether/conn.h>
 #include <tether/export.h>
+#include <tether/reconnect.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -223,6 +229,87 @@ TETHER_API uint32_t tether_conn_msg_call_id(const tether_conn *c);
  * @return Otherwise the codes of tether_conn_send().
  */
 TETHER_API int tether_conn_reply(tether_conn *c, uint32_t id, const void *data, size_t len);
+
+/**
+ * @ingroup delivery
+ * @brief Reports the outcome of one message sent with
+ *        tether_client_send_cb().
+ *
+ * Runs exactly once per accepted message, on the loop thread, never from
+ * inside tether_client_send_cb(); in the order the messages were sent.
+ * @param[in] cl     The client.
+ * @param[in] status #TETHER_OK once the message was completely written to a
+ *                   connection's socket (a connection lost after that does
+ *                   not resend it; see "Which messages can be lost" in the
+ *                   README); otherwise the reason it was handed back
+ *                   through `on_undelivered`, which ran just before for the
+ *                   same message: #TETHER_ECANCELED when the client was
+ *                   closed, else the failure that ended the last connection
+ *                   or attempt (tether_client_opts::max_attempts,
+ *                   tether_client_opts::fail_fast).
+ * @param[in] ud     The user data given to tether_client_send_cb().
+ */
+typedef void (*tether_client_done_cb)(tether_client *cl, int status, void *ud);
+
+/**
+ * @ingroup delivery
+ * @brief tether_client_send() with a completion callback.
+ *
+ * The message is held, sent and resent exactly as with
+ * tether_client_send(); @p cb says once what became of it.
+ * @param[in] cl   The client.
+ * @param[in] data The message; copied. May be NULL if @p len is 0.
+ * @param[in] len  Its length.
+ * @param[in] cb   Called exactly once; must not be NULL.
+ * @param[in] ud   Passed to @p cb.
+ * @retval TETHER_OK     Held; @p cb will run.
+ * @retval TETHER_EINVAL @p cl or @p cb NULL, or NULL @p data with @p len > 0.
+ * @return Otherwise the codes of tether_client_send(); @p cb will not run.
+ */
+TETHER_API int tether_client_send_cb(tether_client *cl, const void *data, size_t len,
+                                     tether_client_done_cb cb, void *ud);
+
+/**
+ * @ingroup delivery
+ * @brief Receives the outcome of one tether_client_call(); as
+ *        #tether_reply_cb, with the client.
+ */
+typedef void (*tether_client_reply_cb)(tether_client *cl, int status, const uint8_t *data,
+                                       size_t len, void *ud);
+
+/**
+ * @ingroup delivery
+ * @brief tether_call() on a reconnecting client's current connection.
+ *
+ * The client's connections must be made with tether_conn_opts::calls
+ * (tether_client_opts::conn_opts). A call is tied to the connection it
+ * went out on: when that connection is lost, the call fails once with its
+ * close reason and is not retried.
+ * @param[in]  cl         The client.
+ * @param[in]  req        The request; copied. May be NULL if @p len is 0.
+ * @param[in]  len        Its length.
+ * @param[in]  timeout_ms As for tether_call() (0: none).
+ * @param[in]  on_reply   Called exactly once; must not be NULL.
+ * @param[in]  ud         Passed to @p on_reply.
+ * @param[out] out_id     The call's id, for tether_client_call_cancel(); may be NULL.
+ * @retval TETHER_OK       Sent; @p on_reply will run.
+ * @retval TETHER_ENOTCONN The client is not connected (connecting, waiting
+ *                         to retry, or gave up).
+ * @retval TETHER_ECLOSED  The client is closed.
+ * @return Otherwise the codes of tether_call(); @p on_reply will not run.
+ */
+TETHER_API int tether_client_call(tether_client *cl, const void *req, size_t len, int timeout_ms,
+                                  tether_client_reply_cb on_reply, void *ud, uint32_t *out_id);
+
+/**
+ * @ingroup delivery
+ * @brief Cancels a pending tether_client_call(), as tether_call_cancel().
+ * @param[in] cl The client.
+ * @param[in] id The id tether_client_call() gave.
+ * @retval TETHER_OK     Canceled; its callback runs with #TETHER_ECANCELED.
+ * @retval TETHER_EINVAL No such call is pending on the current connection.
+ */
+TETHER_API int tether_client_call_cancel(tether_client *cl, uint32_t id);
 
 #ifdef __cplusplus
 }
