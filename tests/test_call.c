@@ -38,7 +38,18 @@ static struct {
     int requests;
     int plain;
     uint32_t plain_id_seen; /* tether_conn_msg_call_id() during a plain message */
+    bool closed;
+    int close_reason;
+    char close_detail[256];
 } srv;
+
+static void srv_on_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    srv.closed = true;
+    srv.close_reason = reason;
+    snprintf(srv.close_detail, sizeof srv.close_detail, "%s", tether_conn_last_error(c));
+}
 
 static void srv_reply(tether_conn *c, uint32_t id, const uint8_t *data, size_t len)
 {
@@ -89,6 +100,7 @@ static tether_listener *listen_calls(bool calls)
     tether_conn_opts so;
     tether_conn_opts_init(&so);
     so.on_message = srv_on_message;
+    so.on_close = srv_on_close;
     so.calls = calls;
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);
@@ -783,6 +795,48 @@ START_TEST(test_plain_client)
 }
 END_TEST
 
+/* ---- peers that break the rules -------------------------------------------- */
+
+/* A raw client sends HELLO (with the given flags), then `rest`; the
+ * server must close with EPROTO and a detail containing `want`. */
+static void expect_violation(bool calls, uint8_t flags, const uint8_t *rest, size_t n,
+                             const char *want)
+{
+    tether_listener *l = listen_calls(calls);
+    int fd = th_raw_connect(tether_listener_port(l));
+    uint8_t hello[10] = {0xFF, 1, 0, 6, 1, flags, 0, 0, 0, 0};
+    th_raw_write(fd, hello, sizeof hello);
+    th_raw_write(fd, rest, n);
+    ck_assert(th_run_until(&srv.closed, 10000));
+    ck_assert_int_eq(srv.close_reason, TETHER_EPROTO);
+    ck_assert_msg(strstr(srv.close_detail, want) != NULL, "detail '%s' lacks '%s'",
+                  srv.close_detail, want);
+    ck_assert_int_eq(srv.requests, 0);
+    close(fd);
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+
+START_TEST(test_protocol_violations)
+{
+    /* CALL on a connection where calls were not negotiated: the server
+     * has them on, but the client's HELLO did not announce them. */
+    const uint8_t call[] = {0xFF, 5, 0, 4, 0, 0, 0, 1, 0, 0, 0, 1, 'x'};
+    expect_violation(true, 0, call, sizeof call, "calls were not negotiated");
+    /* ... and where the server has them off. */
+    expect_violation(false, 1, call, sizeof call, "calls were not negotiated");
+    /* A CALL frame of the wrong size. */
+    const uint8_t shortcall[] = {0xFF, 5, 0, 3, 0, 0, 1};
+    expect_violation(true, 1, shortcall, sizeof shortcall, "malformed CALL control frame");
+    /* Id 0. */
+    const uint8_t zero[] = {0xFF, 6, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0};
+    expect_violation(true, 1, zero, sizeof zero, "REPLY control frame with id 0");
+    /* A CALL where the previous one's data frame belongs. */
+    const uint8_t twice[] = {0xFF, 5, 0, 4, 0, 0, 0, 1, 0xFF, 5, 0, 4, 0, 0, 0, 2};
+    expect_violation(true, 1, twice, sizeof twice, "where the data frame of the previous one");
+}
+END_TEST
+
 START_TEST(test_bad_arguments)
 {
     cl_reset();
@@ -842,6 +896,7 @@ Suite *call_suite(void)
     tcase_add_test(tc, test_client_call);
     tcase_add_test(tc, test_peer_without_calls);
     tcase_add_test(tc, test_plain_client);
+    tcase_add_test(tc, test_protocol_violations);
     tcase_add_test(tc, test_bad_arguments);
     suite_add_tcase(s, tc);
     return s;
