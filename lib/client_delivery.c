@@ -17,13 +17,19 @@ struct tether__cdone {
     void *ud;
 };
 
-/* Messages written, waiting to be reported from the loop. */
+/* A client's delivery state: messages written, waiting to be reported
+ * from the loop, and the counters of its calls over all connections. */
 struct tether__cdone_q {
     tether_client *cl;
     tether_loop *loop;
     struct tether__pending pend;
     struct tether__cdone *head;
     struct tether__cdone *tail;
+    uint64_t calls;
+    uint64_t completed;
+    uint64_t timed_out;
+    uint64_t canceled;
+    uint64_t failed;
 };
 
 static void cdone_fire(struct tether__cdone_q *q)
@@ -79,23 +85,46 @@ void tether__cdone_q_free(struct tether__cdone_q *q)
     free(q);
 }
 
-int tether_client_send_cb(tether_client *cl, const void *data, size_t len, tether_client_done_cb cb,
-                          void *ud)
+void tether__cdone_stats(const struct tether__cdone_q *q, tether_stats *s)
 {
-    if (cl == NULL || cb == NULL) {
-        return TETHER_EINVAL;
+    if (q == NULL) {
+        return;
     }
+    uint64_t ended = q->completed + q->timed_out + q->canceled + q->failed;
+    s->calls_in_flight = q->calls - ended;
+    s->calls_completed = q->completed;
+    s->calls_timed_out = q->timed_out;
+    s->calls_canceled = q->canceled;
+    s->calls_failed = q->failed;
+}
+
+/* The client's delivery state, allocated on first use; NULL when out of
+ * memory. */
+static struct tether__cdone_q *cdone_q_get(tether_client *cl)
+{
     struct tether__cdone_q **qp = tether__client_dq(cl);
     if (*qp == NULL) {
         struct tether__cdone_q *q = calloc(1, sizeof *q);
         if (q == NULL) {
-            return TETHER_ENOMEM;
+            return NULL;
         }
         q->cl = cl;
         /* The handle is the client's first member (struct tether__handle). */
         q->loop = ((const struct tether__handle *)(const void *)cl)->loop;
         tether__pending_init(&q->pend, cdone_pending_cb);
         *qp = q;
+    }
+    return *qp;
+}
+
+int tether_client_send_cb(tether_client *cl, const void *data, size_t len, tether_client_done_cb cb,
+                          void *ud)
+{
+    if (cl == NULL || cb == NULL) {
+        return TETHER_EINVAL;
+    }
+    if (cdone_q_get(cl) == NULL) {
+        return TETHER_ENOMEM;
     }
     struct tether__cdone *d = calloc(1, sizeof *d);
     if (d == NULL) {
@@ -123,6 +152,16 @@ static void client_on_reply(tether_conn *c, int status, const uint8_t *data, siz
     (void)c;
     struct client_call *k = ud;
     tether_client *cl = k->cl;
+    struct tether__cdone_q *q = *tether__client_dq(cl);
+    if (status == TETHER_OK) {
+        q->completed++;
+    } else if (status == TETHER_ETIMEDOUT) {
+        q->timed_out++;
+    } else if (status == TETHER_ECANCELED) {
+        q->canceled++;
+    } else {
+        q->failed++;
+    }
     tether_client_reply_cb cb = k->cb;
     void *cud = k->ud;
     free(k);
@@ -142,7 +181,8 @@ int tether_client_call(tether_client *cl, const void *req, size_t len, int timeo
     if (st != TETHER_CLIENT_CONNECTED) {
         return TETHER_ENOTCONN;
     }
-    struct client_call *k = malloc(sizeof *k);
+    struct tether__cdone_q *q = cdone_q_get(cl);
+    struct client_call *k = q != NULL ? malloc(sizeof *k) : NULL;
     if (k == NULL) {
         return TETHER_ENOMEM;
     }
@@ -152,8 +192,10 @@ int tether_client_call(tether_client *cl, const void *req, size_t len, int timeo
     int rv = tether_call(tether_client_conn(cl), req, len, timeout_ms, client_on_reply, k, out_id);
     if (rv != TETHER_OK) {
         free(k);
+        return rv;
     }
-    return rv;
+    q->calls++;
+    return TETHER_OK;
 }
 
 int tether_client_call_cancel(tether_client *cl, uint32_t id)

@@ -851,6 +851,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
     s.rtt_us = cl->last_rtt_us;
     s.pings_sent = cl->pings_sent;
     s.pongs_received = cl->pongs_in;
+    tether__cdone_stats(cl->dq, &s);
     const tether_conn *c = cl->conn;
     if (c != NULL) {
         s.bytes_in += c->bytes_in;

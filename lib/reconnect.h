@@ -58,6 +58,9 @@ void tether__cdone_failed(tether_client *cl, struct tether__cdone *d, int reason
 /* The client is freed: reports what is still queued and frees the queue. */
 void tether__cdone_q_free(struct tether__cdone_q *q);
 
+/* Adds the client's call counters to its statistics (q may be NULL). */
+void tether__cdone_stats(const struct tether__cdone_q *q, tether_stats *s);
+
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),
  * so that tests can predict the jitter. Not thread-safe: set it before the

@@ -662,6 +662,12 @@ START_TEST(test_client_call)
     ck_assert_int_eq(rc.status[3], TETHER_EOF);
     ck_assert_int_eq(tether_client_call(rcl, "q4", 2, 0, rc_reply, (void *)4, NULL),
                      TETHER_ENOTCONN);
+    tether_stats st;
+    ck_assert_int_eq(tether_client_get_stats(rcl, &st), TETHER_OK);
+    ck_assert_uint_eq(st.calls_completed, 1);
+    ck_assert_uint_eq(st.calls_failed, 2);
+    ck_assert_uint_eq(st.calls_canceled, 1);
+    ck_assert_uint_eq(st.calls_in_flight, 0);
     tether_client_close(rcl);
     ck_assert(th_run_until(&rc.closed, 10000));
     ck_assert_int_eq(rc.ncb, 4);

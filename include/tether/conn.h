@@ -946,7 +946,10 @@ typedef struct tether_stats {
     uint64_t pongs_received; /**< Heartbeat pongs received. */
     uint64_t uptime_ms;      /**< How long the (current) connection has been established; 0
                                   when it is not. */
-    uint64_t calls_in_flight;    /**< tether_call(): calls waiting for their reply. */
+    uint64_t calls_in_flight;    /**< tether_call(): calls waiting for their reply. A
+                                      client: its tether_client_call() calls, over all
+                                      connections (`calls_canceled` then also counts calls
+                                      ended by closing the client). */
     uint64_t calls_completed;    /**< tether_call(): calls that got their reply. */
     uint64_t calls_timed_out;    /**< tether_call(): calls ended by their timeout. */
     uint64_t calls_failed;       /**< tether_call(): calls ended by the end of the connection
