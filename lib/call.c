@@ -164,18 +164,20 @@ bool tether__call_negotiated(const tether_conn *c)
 
 /* Queues a CALL or REPLY control frame and its data frame as one piece,
  * so that nothing can come between them. The checks are those of
- * tether_conn_send(). */
-static int call_queue(tether_conn *c, uint8_t type, uint32_t id, const void *data, size_t len)
+ * tether_conn_send(), but for `held` requests: those were accepted before
+ * the peer's HELLO and go out whatever the queue holds. */
+static int call_queue(tether_conn *c, uint8_t type, uint32_t id, const void *data, size_t len,
+                      bool held)
 {
     const struct tether__conn_cfg *cfg = c->cfg;
     if (len > cfg->o.max_msg) {
         return TETHER_EMSGSIZE;
     }
-    if (c->queued >= cfg->o.send_hwm) {
+    if (!held && c->queued >= cfg->o.send_hwm) {
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
+    if (!held && TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
         tether__mem_block(c, TETHER__MF_REFUSED);
         return TETHER_EAGAIN;
     }
@@ -209,25 +211,37 @@ static void call_log_fallback(tether_conn *c, const char *why)
 }
 
 /* The peer's capabilities are known now: sends the calls made before, in
- * order, or fails them when the peer does not take calls. */
+ * order, or fails them when the peer does not take calls. The failed ones
+ * are reported after the walk, so that their callbacks (which may call or
+ * cancel) never touch the list being walked. */
 static void call_settle_held(tether_conn *c, struct tether__dl *dl)
 {
+    struct tether__call *failed = NULL;
+    struct tether__call **ftail = &failed;
     struct tether__call *k = dl->first;
-    while (k != NULL && c->state == TETHER__CS_READY) {
+    while (k != NULL) {
         struct tether__call *next = k->next;
         if (k->held != NULL) {
-            int rv = dl->peer_calls ? call_queue(c, TETHER__CTRL_CALL, k->id, k->held, k->held_len)
-                                    : TETHER_ENOTSUP;
+            int rv = dl->peer_calls
+                         ? call_queue(c, TETHER__CTRL_CALL, k->id, k->held, k->held_len, true)
+                         : TETHER_ENOTSUP;
             if (rv == TETHER_OK) {
                 free(k->held);
                 k->held = NULL;
             } else {
                 dl->failed++;
                 call_unlink(k);
-                call_end(k, rv, NULL, 0);
+                k->status = rv;
+                *ftail = k;
+                ftail = &k->next;
             }
         }
         k = next;
+    }
+    while (failed != NULL) {
+        k = failed;
+        failed = k->next;
+        call_end(k, k->status, NULL, 0);
     }
 }
 
@@ -432,7 +446,7 @@ int tether_call(tether_conn *c, const void *req, size_t len, int timeout_ms,
     k->ud = ud;
     int rv;
     if (known) {
-        rv = call_queue(c, TETHER__CTRL_CALL, k->id, req, len);
+        rv = call_queue(c, TETHER__CTRL_CALL, k->id, req, len, false);
     } else {
         /* Kept until the peer's HELLO says whether it takes calls. */
         k->held = malloc(len > 0 ? len : 1);
@@ -507,5 +521,5 @@ int tether_conn_reply(tether_conn *c, uint32_t id, const void *data, size_t len)
         tether__conn_set_err(c, "tether_conn_reply: calls were not negotiated on this connection");
         return TETHER_ENOTSUP;
     }
-    return call_queue(c, TETHER__CTRL_REPLY, id, data, len);
+    return call_queue(c, TETHER__CTRL_REPLY, id, data, len, false);
 }

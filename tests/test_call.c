@@ -772,6 +772,79 @@ START_TEST(test_peer_without_calls)
 }
 END_TEST
 
+/* The callback of a kept call that fails tries to cancel the next kept
+ * one and to call again: the next one still ends once, with ENOTSUP. */
+static uint32_t reent_id1;
+static int reent_cancel_rv;
+static int reent_call_rv;
+
+static void reent_reply(tether_conn *c, int status, const uint8_t *data, size_t len, void *ud)
+{
+    on_reply(c, status, data, len, ud);
+    if ((intptr_t)ud == 0) {
+        reent_cancel_rv = tether_call_cancel(c, reent_id1);
+        reent_call_rv = tether_call(c, "y", 1, 0, on_reply, (void *)(intptr_t)5, NULL);
+    }
+}
+
+START_TEST(test_kept_calls_reentrant)
+{
+    cl_reset();
+    tether_listener *l = listen_calls(false);
+    tether_conn *c = dial_calls(th_url_of(l), true);
+    for (int i = 0; i < 3; i++) {
+        char req[8];
+        snprintf(req, sizeof req, "r%d", i);
+        ck_assert_int_eq(
+            tether_call(c, req, 2, 0, reent_reply, (void *)(intptr_t)i, i == 1 ? &reent_id1 : NULL),
+            TETHER_OK);
+        cl.made++;
+    }
+    ck_assert(th_run_until_pred(all_ended, NULL, 10000));
+    check_once();
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(cl.status[i], TETHER_ENOTSUP);
+    }
+    ck_assert_int_eq(reent_cancel_rv, TETHER_EINVAL); /* it had ended already */
+    ck_assert_int_eq(reent_call_rv, TETHER_ENOTSUP);
+    ck_assert_int_eq(cl.count[5], 0);
+    tether_conn_close(c);
+    ck_assert(th_run_until(&cl.closed, 10000));
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
+/* Calls kept for the HELLO go out whatever the queue holds: they were
+ * accepted already, so the high-water mark does not refuse them. */
+START_TEST(test_kept_calls_above_hwm)
+{
+    cl_reset();
+    tether_listener *l = listen_calls(true);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.calls = true;
+    co.on_close = cl_on_close;
+    co.send_hwm = 256;
+    co.send_lwm = 64;
+    tether_conn *c = NULL;
+    th_dial(&c, th_url_of(l), &co);
+    for (int i = 0; i < 500; i++) {
+        ck_assert_int_eq(make_call(c, i, 0, NULL), TETHER_OK);
+    }
+    ck_assert(th_run_until_pred(all_ended, NULL, 20000));
+    check_once();
+    for (int i = 0; i < 500; i++) {
+        ck_assert_int_eq(cl.status[i], TETHER_OK);
+        ck_assert(cl.match[i]);
+    }
+    tether_conn_close(c);
+    ck_assert(th_run_until(&cl.closed, 10000));
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
 /* A plain length-prefixed client (a raw socket) on a server with calls:
  * served as before, the fallback logged, tether_call refused. */
 START_TEST(test_plain_client)
@@ -901,6 +974,8 @@ Suite *call_suite(void)
     tcase_add_test(tc, test_sync_call);
     tcase_add_test(tc, test_client_call);
     tcase_add_test(tc, test_peer_without_calls);
+    tcase_add_test(tc, test_kept_calls_reentrant);
+    tcase_add_test(tc, test_kept_calls_above_hwm);
     tcase_add_test(tc, test_plain_client);
     tcase_add_test(tc, test_protocol_violations);
     tcase_add_test(tc, test_bad_arguments);
