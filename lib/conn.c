@@ -14,6 +14,7 @@
  * deferred work, so it is always safe to close or abort a connection inside
  * its callbacks. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -64,6 +65,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     c->userdata = cfg->o.userdata;
     c->state = state;
     c->rtt_us = -1;
+    c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
     if (cfg->live) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
@@ -234,6 +236,7 @@ static void conn_free(tether_conn *c)
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
     }
     tether__pp_conn_free(c);
+    tether__dl_free(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -627,6 +630,9 @@ static void conn_pending_cb(struct tether__pending *p)
             if (c->state == TETHER__CS_DEAD) {
                 tether__wq_release_all(c);
             }
+            if (c->dl != NULL) {
+                tether__dl_conn_gone(c); /* completions and calls fail first */
+            }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
                 c->flags |= TETHER__CF_CONNECT_DONE;
                 if (c->cfg->o.on_connect != NULL) {
@@ -800,6 +806,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.rtt_us = c->rtt_us;
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
+    tether__call_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
         s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
     }
@@ -898,7 +905,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.heartbeat_ms > 0 && tether__ctrl_queue_hello(c) != TETHER_OK) {
+    if ((cfg->o.heartbeat_ms > 0 || cfg->o.calls) && tether__ctrl_queue_hello(c) != TETHER_OK) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -100,6 +100,7 @@ struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
+struct tether__dl;        /* completion.c, call.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -195,6 +196,10 @@ struct tether_conn {
      * the transport, never from inside a user callback's dispatch of a
      * different connection. Must not call user code. */
     void (*wnotify)(tether_conn *c);
+
+    /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
+    struct tether__dl *dl; /* allocated on first use, or NULL */
+    uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
 };
 
 /* conn->flags */

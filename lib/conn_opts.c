@@ -123,6 +123,11 @@ static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
     if (o->heartbeat_misses < 1 || o->heartbeat_misses > 1000) {
         return tether__set_error(err, TETHER_EINVAL, "heartbeat_misses must be between 1 and 1000");
     }
+    if (o->calls && o->framing != TETHER_FRAMING_LEN32) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "calls need the len32 framing (their ids travel in control "
+                                 "frames)");
+    }
     if (o->heartbeat_ms > 0 && o->framing != TETHER_FRAMING_LEN32) {
         return tether__set_error(err, TETHER_EINVAL,
                                  "heartbeats need the len32 framing (it reserves room for control "

@@ -12,6 +12,7 @@
  * with the size a header announces; once a frame has 64 KiB in it, the
  * rest is read directly into place. */
 #include "conn_core.h"
+#include "delivery.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,10 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
+    if (TETHER__UNLIKELY(c->rx_tag != 0)) {
+        tether__call_deliver(c, p, len); /* a request or reply (call.c) */
+        return;
+    }
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
     if (cb != NULL) {

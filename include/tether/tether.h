@@ -7,6 +7,7 @@
 #define TETHER_TETHER_H
 
 #include <tether/conn.h>
+#include <tether/delivery.h>
 #include <tether/error.h>
 #include <tether/export.h>
 #include <tether/framing.h>
