@@ -234,6 +234,9 @@ static void conn_free(tether_conn *c)
     tether__mem_conn_gone(c);
     if (c->flags & TETHER__CF_ACCEPTED) {
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+        if (c->cfg->lstats != NULL) {
+            atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
+        }
     }
     tether__pp_conn_free(c);
     tether__dl_free(c);

@@ -35,6 +35,18 @@ struct tether__conn_cfg {
     unsigned pp_accept;
     int pp_timeout_ms;
     struct sockaddr_storage pp_source;
+    /* Loop groups (loop_group.c): counters shared with other threads, or NULL. */
+    struct tether__lstats *lstats;
+};
+
+/* Counters of one loop's part of a group listener, readable from any
+ * thread (relaxed atomics: statistics and a load estimate, not a
+ * synchronisation point). `active` counts live accepted connections and,
+ * for an acceptor, sockets on their way to the loop. */
+struct tether__lstats {
+    atomic_uint_fast64_t accepted;
+    atomic_uint_fast64_t rejected;
+    atomic_size_t active;
 };
 
 /* Builds a configuration from user options (NULL for defaults) for
@@ -268,6 +280,23 @@ void tether__dial_cancel(tether_conn *c);
 /* Reports through the listener's on_error an accepted connection that
  * failed before it was established (listener.c). */
 void tether__listener_report_conn(tether_listener *l, int err, const char *detail);
+
+/* Loop groups (listener.c, used by loop_group.c). */
+/* An accepting listener with this set hands every accepted socket to fn
+ * (which takes ownership of fd) instead of making a connection itself. */
+typedef void (*tether__listener_handoff_fn)(void *ud, int fd, const union tether__peer_addr *pa);
+/* A listener without a socket: it only adopts sockets handed to it. */
+int tether__listen_sockless(tether_listener **out, tether_loop *loop, const char *url,
+                            const tether_listen_opts *opts, tether_error *err);
+/* Shares counters (see struct tether__lstats), hands accepted sockets
+ * over, and tells closed(ud) when the listener closes; any may be NULL. */
+void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
+                                tether__listener_handoff_fn handoff, void *ud,
+                                void (*closed)(void *ud));
+/* Makes a connection of an accepted socket (owned from here on) on the
+ * listener's loop, within max_conns. counted: st->active already counts it. */
+void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa,
+                            bool counted);
 /* The connect deadline passed while dialling (c->dialer is set): records
  * what was tried and ends the connection. */
 void tether__dial_timeout(tether_conn *c);

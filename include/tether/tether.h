@@ -11,6 +11,7 @@
 #include <tether/error.h>
 #include <tether/export.h>
 #include <tether/framing.h>
+#include <tether/group.h>
 #include <tether/log.h>
 #include <tether/loop.h>
 #include <tether/reconnect.h>
