@@ -386,12 +386,11 @@ static void finish(void)
 
 /* ---- 2000 TLS clients, echoed in order, over 2 and 4 loops -------------- */
 
-static void tls_echo(size_t nloops)
+static void tls_echo(size_t nloops, tether_group_balance mode, size_t n)
 {
-    const size_t n = 2000;
     reset();
     raise_nofile(3 * n + 200);
-    tether_group_listener *gl = serve(nloops, "tls://127.0.0.1:0", TETHER_BALANCE_AUTO, true, n);
+    tether_group_listener *gl = serve(nloops, "tls://127.0.0.1:0", mode, true, n);
     char url[64];
     snprintf(url, sizeof url, "tls://127.0.0.1:%d", tether_group_listener_port(gl));
     ck_assert_int_gt(tether_group_listener_port(gl), 0);
@@ -438,13 +437,21 @@ static void tls_echo(size_t nloops)
 
 START_TEST(tls_echo_2000_clients_2_loops)
 {
-    tls_echo(2);
+    tls_echo(2, TETHER_BALANCE_AUTO, 2000);
 }
 END_TEST
 
 START_TEST(tls_echo_2000_clients_4_loops)
 {
-    tls_echo(4);
+    tls_echo(4, TETHER_BALANCE_AUTO, 2000);
+}
+END_TEST
+
+/* The acceptor works for TCP too: the handshake then runs on the loop the
+ * socket was handed to, not on the acceptor's. */
+START_TEST(tls_echo_through_the_acceptor)
+{
+    tls_echo(3, TETHER_BALANCE_ACCEPTOR, 600);
 }
 END_TEST
 
@@ -647,6 +654,7 @@ Suite *group_suite(void)
     tcase_add_test(tc, stop_with_clients_connected_acceptor);
     tcase_add_test(tc, tls_echo_2000_clients_2_loops);
     tcase_add_test(tc, tls_echo_2000_clients_4_loops);
+    tcase_add_test(tc, tls_echo_through_the_acceptor);
     suite_add_tcase(s, tc);
     return s;
 }
