@@ -27,6 +27,7 @@
 #define MAX_LOOPS 8
 #define MSGS 5
 #define MSG_LEN 32
+#define STALL_MB 24
 
 struct cli {
     uint32_t id;
@@ -39,6 +40,7 @@ struct cli {
 struct srv_conn {
     int loop;   /* where on_accept ran */
     int closes; /* on_close calls */
+    int reason; /* what the last one said */
     bool thread_ok;
 };
 
@@ -53,6 +55,8 @@ static struct {
     const char *url;
     tether_tls_config *ctls;
     bool echo_close; /* clients close once every echo is back */
+    bool stall;      /* clients stop reading; the server queues STALL_MB for each */
+    int stop_timeout_ms;
     atomic_int connected;
     atomic_int cli_closed;
     atomic_int srv_accepted;
@@ -188,6 +192,18 @@ static void srv_accept(tether_listener *l, tether_conn *c, void *ud)
     R.srv[R.nsrv++] = s;
     pthread_mutex_unlock(&R.mu);
     tether_conn_set_userdata(c, s);
+    if (R.stall) {
+        /* More than the kernel's socket buffers hold: a graceful close
+         * cannot finish while the client does not read. */
+        static uint8_t chunk[1024 * 1024];
+        for (int i = 0; i < STALL_MB; i++) {
+            int rv = tether_conn_send(c, chunk, sizeof chunk);
+            if (rv != TETHER_OK) {
+                fail_later("queueing %d MiB: %s", STALL_MB, tether_strerror(rv));
+                break;
+            }
+        }
+    }
     atomic_fetch_add(&R.srv_accepted, 1);
 }
 
@@ -208,6 +224,7 @@ static void srv_close(tether_conn *c, int reason, void *ud)
         return; /* never reached on_accept */
     }
     s->closes++;
+    s->reason = reason;
     s->thread_ok =
         on_owner_thread(R.sg, R.sthreads, c) && tether_loop_group_current(R.sg) == s->loop;
     atomic_fetch_add(&R.srv_closed, 1);
@@ -219,7 +236,7 @@ static tether_group_listener *serve(size_t nloops, const char *url, tether_group
     tether_error err;
     tether_loop_group_opts go;
     tether_loop_group_opts_init(&go);
-    go.stop_timeout_ms = 20000;
+    go.stop_timeout_ms = R.stop_timeout_ms != 0 ? R.stop_timeout_ms : 20000;
     ck_assert_msg(tether_loop_group_new(&R.sg, nloops, &go, &err) == TETHER_OK, "%s", err.message);
     ck_assert_uint_eq(tether_loop_group_count(R.sg), nloops);
     R.srv = calloc(max_clients, sizeof *R.srv);
@@ -229,6 +246,9 @@ static tether_group_listener *serve(size_t nloops, const char *url, tether_group
     tether_conn_opts_init(&co);
     co.on_message = srv_message;
     co.on_close = srv_close;
+    if (R.stall) {
+        co.send_hwm = 2 * STALL_MB * 1024 * 1024;
+    }
     tether_tls_config *stls = NULL;
     if (tls) {
         tether_tls_opts to;
@@ -277,6 +297,9 @@ static void cli_connect(tether_conn *c, int status, void *ud)
         return;
     }
     k->connected = true;
+    if (R.stall) {
+        tether_conn_pause(c);
+    }
     atomic_fetch_add(&R.connected, 1);
     if (R.echo_close) {
         cli_send_all(c, k);
@@ -556,6 +579,40 @@ START_TEST(stop_with_clients_connected_acceptor)
 }
 END_TEST
 
+/* Connections that cannot close gracefully are aborted once the group's
+ * stop_timeout_ms has passed: on_close still runs once each, on its
+ * loop's thread, and the stop ends. */
+START_TEST(stop_aborts_after_the_stop_timeout)
+{
+    const size_t n = 4;
+    reset();
+    R.stall = true;
+    R.stop_timeout_ms = 300;
+    tether_group_listener *gl = serve(2, "tcp://127.0.0.1:0", TETHER_BALANCE_REUSEPORT, false, n);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_group_listener_port(gl));
+    run_clients(n, 1, url, false);
+    ck_assert(wait_int(&R.connected, (int)n, 60000));
+    ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    uint64_t t0 = th_now_ms();
+    stop_group(R.sg);
+    uint64_t took = th_now_ms() - t0;
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&R.srv_closed), (int)n);
+    for (size_t i = 0; i < R.nsrv; i++) {
+        ck_assert_int_eq(R.srv[i]->closes, 1);
+        ck_assert_int_eq(R.srv[i]->reason, TETHER_ECANCELED);
+        ck_assert(R.srv[i]->thread_ok);
+    }
+    /* Not a timing assertion: only that it waited for the deadline rather
+     * than aborting at once (the close timeout is 10 s, far beyond). */
+    ck_assert_uint_ge(took, 250);
+    stop_group(R.cg);
+    ck_assert_int_eq(atomic_load(&R.cli_closed), (int)n);
+    finish();
+}
+END_TEST
+
 /* ---- the API's rules ------------------------------------------------------ */
 
 struct from_loop {
@@ -652,6 +709,7 @@ Suite *group_suite(void)
     tcase_add_test(tc, unix_acceptor_spreads_evenly);
     tcase_add_test(tc, stop_with_clients_connected_reuseport);
     tcase_add_test(tc, stop_with_clients_connected_acceptor);
+    tcase_add_test(tc, stop_aborts_after_the_stop_timeout);
     tcase_add_test(tc, tls_echo_2000_clients_2_loops);
     tcase_add_test(tc, tls_echo_2000_clients_4_loops);
     tcase_add_test(tc, tls_echo_through_the_acceptor);
