@@ -39,9 +39,12 @@ struct group_loop {
     struct tether__tnode deadline; /* the end of the graceful part of the stop */
 };
 
-/* One loop's part of a group listener. */
+/* One loop's part of a group listener. Each on cache lines of its own:
+ * its counters change with every connection of its loop, and must not
+ * bounce a line between the loops' cores. */
+#define GL_ALIGN 64
 struct gl_member {
-    tether_group_listener *gl;
+    _Alignas(GL_ALIGN) tether_group_listener *gl;
     size_t index;
     tether_listener *l; /* on the loop's thread only; NULL once closed */
     struct tether__lstats st;
@@ -588,10 +591,13 @@ int tether_group_listen(tether_group_listener **out, tether_loop_group *g, const
                                  "TETHER_BALANCE_ACCEPTOR (or AUTO)",
                                  url);
     }
-    tether_group_listener *gl = calloc(1, sizeof *gl + g->n * sizeof gl->m[0]);
+    size_t bytes = sizeof(tether_group_listener) + g->n * sizeof(struct gl_member);
+    bytes = (bytes + GL_ALIGN - 1) / GL_ALIGN * GL_ALIGN; /* as aligned_alloc() wants */
+    tether_group_listener *gl = aligned_alloc(GL_ALIGN, bytes);
     if (gl == NULL) {
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
+    memset(gl, 0, bytes);
     gl->g = g;
     gl->mode = balance;
     gl->n = g->n;
