@@ -144,8 +144,9 @@ TETHER_API int tether_loop_group_new(tether_loop_group **out, size_t nloops,
  * @retval TETHER_EINVAL @p g is NULL.
  * @retval TETHER_EBUSY  Already started.
  * @retval TETHER_ESYS   A thread could not be created; the threads already
- *                       started are stopped and joined (the group can only
- *                       be freed).
+ *                       started are told to stop. The group cannot be
+ *                       started again: call tether_loop_group_join() and
+ *                       tether_loop_group_free().
  */
 TETHER_API int tether_loop_group_start(tether_loop_group *g, tether_error *out_err);
 
@@ -217,8 +218,10 @@ TETHER_API int tether_loop_group_join(tether_loop_group *g);
  * their close callbacks have run.
  * @param[in] g The group; NULL is accepted and ignored.
  * @retval TETHER_OK    Freed.
- * @retval TETHER_EBUSY Threads are still running (not joined), or a loop
- *                      could not be emptied; nothing was freed.
+ * @retval TETHER_EBUSY Threads are still running (not joined), and nothing
+ *                      was freed; or a loop could not be emptied (a handle
+ *                      that keeps being recreated), and the loops before it
+ *                      were freed: calling again goes on from that loop.
  */
 TETHER_API int tether_loop_group_free(tether_loop_group *g);
 
