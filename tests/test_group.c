@@ -631,6 +631,47 @@ static void listen_from_loop_cb(tether_loop *loop, void *ud)
     atomic_store(&f->done, 1);
 }
 
+/* A group's loop is an ordinary loop: a timer started on it from its own
+ * thread fires there, and the group's stop frees it (else the repeating
+ * timer would keep the loop, and the stop, going forever). */
+static atomic_int timer_fired;
+static atomic_int timer_wrong_thread;
+
+static void group_timer_cb(tether_timer *t, void *ud)
+{
+    (void)t;
+    if (!pthread_equal(pthread_self(), *(pthread_t *)ud)) {
+        atomic_fetch_add(&timer_wrong_thread, 1);
+    }
+    atomic_fetch_add(&timer_fired, 1);
+}
+
+static void start_timer_cb(tether_loop *loop, void *ud)
+{
+    tether_timer *t = NULL;
+    if (tether_timer_new(&t, loop) != TETHER_OK ||
+        tether_timer_start(t, 1, 5, group_timer_cb, ud) != TETHER_OK) {
+        fail_later("cannot start a timer on a group's loop");
+    }
+}
+
+START_TEST(loops_keep_the_loop_api)
+{
+    reset();
+    tether_error err;
+    ck_assert_int_eq(tether_loop_group_new(&R.sg, 2, NULL, &err), TETHER_OK);
+    start_group(R.sg, R.sthreads);
+    ck_assert_int_eq(
+        tether_loop_post(tether_loop_group_loop(R.sg, 1), start_timer_cb, &R.sthreads[1]),
+        TETHER_OK);
+    ck_assert(wait_int(&timer_fired, 3, 30000));
+    stop_group(R.sg);
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&timer_wrong_thread), 0);
+    pthread_mutex_destroy(&R.mu);
+}
+END_TEST
+
 START_TEST(api_errors)
 {
     reset();
@@ -702,6 +743,7 @@ Suite *group_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, api_errors);
+    tcase_add_test(tc, loops_keep_the_loop_api);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("serve");
