@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <tether/tether.h>
@@ -101,6 +102,15 @@ static void end_group(tether_loop_group *g, const char *who)
     if (rv != TETHER_OK) {
         fanin_die(who, rv, "group teardown");
     }
+}
+
+/* CPU seconds (user + system) this process has used, all threads. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* A flag the main thread waits for, set from a loop's thread. */
@@ -257,7 +267,9 @@ int fanin_server_main(void)
                          (unsigned long long)st.accepted);
         off += n > 0 ? (size_t)n : 0;
     }
-    bench_log("connections per server loop: %s", spread);
+    bench_log("connections per server loop: %s; CPU %.0f ns per message (all threads, set-up "
+              "included)",
+              spread, cpu_s() * 1e9 / (double)O.count);
     end_group(FS.g, "server");
     bench_server_wait_stop();
     return 0;
@@ -453,6 +465,8 @@ void fanin_client(int port)
     }
     tether_tls_config_unref(FC.tls);
     bench_finish_server();
+    bench_log("client: CPU %.0f ns per message (all threads, set-up included)",
+              cpu_s() * 1e9 / (double)O.count);
     bench_emit_fanin(FC.t1 - FC.t0, FC.nloops, FC.tls_desc);
     free(FC.cs);
     free(FC.payload);
