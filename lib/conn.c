@@ -202,6 +202,7 @@ static void conn_free(tether_conn *c)
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
+    tether__drain_free(c);
     conn_destroy_transport(c);
     tether__handle_detach(&c->h);
     c->h.loop->handles--;
@@ -214,6 +215,7 @@ static void conn_free(tether_conn *c)
     tether__mem_conn_gone(c);
     if (c->flags & TETHER__CF_ACCEPTED) {
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+        tether__shutdown_conn_gone(c->cfg);
     }
     tether__pp_conn_free(c);
     free(c->err);

@@ -35,6 +35,8 @@ struct tether__conn_cfg {
     unsigned pp_accept;
     int pp_timeout_ms;
     struct sockaddr_storage pp_source;
+    /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
+    struct tether__shutdown *shutdown;
 };
 
 /* Builds a configuration from user options (NULL for defaults) for
@@ -190,7 +192,21 @@ struct tether_conn {
      * the transport, never from inside a user callback's dispatch of a
      * different connection. Must not call user code. */
     void (*wnotify)(tether_conn *c);
+
+    /* ---- GOAWAY and drain (drain.c) ---- */
+    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
+    uint8_t drain_st;            /* TETHER__DR_*: the drain frames sent and received */
+    /* Internal observer (reconnect_drain.c): a drain started on this
+     * connection, asked by the peer or by us (max_age_ms). Runs inside the
+     * connection's dispatch; may dial, must not close this connection. */
+    void (*gnotify)(tether_conn *c);
 };
+
+/* conn->drain_st */
+#define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */
+#define TETHER__DR_GOT_REQ 0x02u   /* the peer asked us to drain */
+#define TETHER__DR_SENT_DONE 0x04u /* our last data message is queued: sends are refused */
+#define TETHER__DR_GOT_DONE 0x08u  /* the peer sends no more data messages */
 
 /* conn->flags */
 #define TETHER__CF_PAUSED 0x0001u
@@ -245,6 +261,13 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
+
+/* Graceful listener shutdown (listener_drain.c): start it for the
+ * connections of cfg (the listener is closed by the caller), and tell it
+ * that an accepted connection was freed. */
+int tether__shutdown_start(tether_loop *loop, struct tether__conn_cfg *cfg, int deadline_ms,
+                           tether_shutdown_cb on_done, void *ud);
+void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg);
 
 /* Reports through the listener's on_error an accepted connection that
  * failed before it was established (listener.c). */
