@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Internal side of reconnecting clients (reconnect.c): the option checks
  * (client_opts.c) and the backoff schedule (backoff.c) as pure functions, so that the unit tests
- * can check it with their own random numbers and clock. */
+ * can check it with their own random numbers and clock; and the client
+ * object, shared with the move to a new connection on a drain
+ * (reconnect_drain.c). */
 #ifndef TETHER_RECONNECT_INT_H
 #define TETHER_RECONNECT_INT_H
 
 #include "internal.h"
+#include "loop.h"
 #include "random.h" /* tether__random_unit(), for the tests of the schedule */
 
 /* gRPC's connection backoff (grpc/grpc doc/connection-backoff.md). */
@@ -33,6 +36,80 @@ uint32_t tether__backoff_next(struct tether__backoff *b, double r);
 /* Checks the options of tether_client_new() (client_opts.c): TETHER_OK, or
  * TETHER_EINVAL with a message in err naming the option. */
 int tether__client_check_opts(const tether_client_opts *o, tether_error *err);
+
+/* ---- the client object (reconnect.c, reconnect_drain.c) --------------- */
+
+struct cmsg {
+    struct cmsg *next;
+    uint64_t end; /* stream offset past its frame on the connection it was handed to */
+    size_t len;
+    uint8_t data[];
+};
+
+enum timer_mode {
+    TM_NONE,
+    TM_WAIT,   /* the wait before the next attempt */
+    TM_STABLE, /* the connection must stay up this long to reset the schedule */
+    TM_CLOSE,  /* closing: the deadline for flushing what we hold */
+};
+
+#define T_START 0x1u  /* start an attempt */
+#define T_DRAIN 0x2u  /* fire on_drain */
+#define T_FINISH 0x4u /* the close is complete: hand back, report CLOSED */
+#define T_FREE 0x8u
+
+struct tether_client {
+    /* First member (see struct tether__handle); active from creation until
+     * freed, hidden from the walk once CLOSED has been reported. */
+    struct tether__handle h;
+    tether_loop *loop;
+    char *url;
+    tether_client_opts o;
+    tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
+    char *line_delim;
+    tether_tls_config *tls;
+    tether_conn *conn; /* the current attempt or connection */
+
+    tether_client_state state; /* last reported */
+    struct tether__pending pend;
+    unsigned todo;
+    struct tether__tnode timer;
+    uint8_t tmode;
+
+    struct tether__backoff bo;
+    uint64_t attempt_deadline; /* start of the last attempt + its backoff */
+    uint32_t attempt;          /* attempts since the schedule started over */
+    bool connected;            /* the current connection is established */
+    bool stable;               /* ... and has passed stable_ms */
+    bool closing;
+    bool gave_up;
+    bool want_drain;
+    bool paused; /* tether_client_pause(): every connection starts paused */
+
+    /* Messages held: head .. waiting (exclusive) are with the connection. */
+    struct cmsg *head;
+    struct cmsg *tail;
+    struct cmsg *waiting;
+    size_t held_bytes;
+    size_t held_msgs;
+
+    /* Statistics; the current connection's own counters are added. */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t msgs_in;
+    uint64_t msgs_out;
+    uint64_t connects;
+    uint64_t attempts;
+    uint64_t undelivered;
+    uint32_t backoff_ms;
+    uint32_t last_hb_ms;
+    int64_t last_rtt_us;
+    uint64_t pings_sent;
+    uint64_t pongs_in;
+
+    int last_reason;
+    char err[TETHER_ERROR_MSG_MAX];
+};
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),
