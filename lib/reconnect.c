@@ -146,7 +146,9 @@ static void client_prune(tether_client *cl)
 static void client_wnotify(tether_conn *c)
 {
     tether_client *cl = tether_conn_userdata(c);
-    if (cl != NULL) {
+    if (cl != NULL && cl->olds != NULL && tether__client_is_old(cl, c)) {
+        tether__client_drain_prune(cl, c); /* reconnect_drain.c */
+    } else if (cl != NULL) {
         client_prune(cl);
     }
 }
@@ -155,8 +157,8 @@ static void client_wnotify(tether_conn *c)
 static void client_feed(tether_client *cl)
 {
     tether_conn *c = cl->conn;
-    if (c == NULL || !cl->connected) {
-        return;
+    if (c == NULL || !cl->connected || cl->old_head != NULL) {
+        return; /* (the drained connection writes its records first) */
     }
     while (cl->waiting != NULL) {
         struct cmsg *m = cl->waiting;
@@ -187,10 +189,10 @@ static void client_undeliver_all(tether_client *cl, int reason)
     /* Detach first: the callback may send (and is told ECLOSED or
      * ENOTCONN), which must not touch the list being walked. */
     cl->head = cl->tail = cl->waiting = NULL;
-    cl->held_bytes = 0;
-    cl->held_msgs = 0;
     while (m != NULL) {
         struct cmsg *next = m->next;
+        cl->held_bytes -= m->len; /* (a drained connection may hold others: reconnect_drain.c) */
+        cl->held_msgs--;
         cl->undelivered++;
         if (cl->o.on_undelivered != NULL) {
             cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
@@ -238,6 +240,7 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    cl->conn->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
      * tether_loop_close_all() on its own, and referenced as the client is. */
     cl->conn->h.hidden = true;
@@ -327,7 +330,7 @@ static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, v
 {
     (void)c;
     tether_client *cl = ud;
-    if (cl->o.on_message != NULL) {
+    if (cl->o.on_message != NULL && !cl->finished) {
         cl->o.on_message(cl, data, len, cl->o.userdata);
     }
 }
@@ -341,6 +344,10 @@ static void client_on_drain(tether_conn *c, void *ud)
 static void client_on_close(tether_conn *c, int reason, void *ud)
 {
     tether_client *cl = ud;
+    if (cl->olds != NULL && tether__client_is_old(cl, c)) {
+        tether__client_drain_closed(cl, c, reason);
+        return;
+    }
     if (c != cl->conn) {
         return;
     }
@@ -352,16 +359,7 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
      * their memory any more. */
     client_prune(cl);
     cl->waiting = cl->head;
-
-    cl->bytes_in += c->bytes_in;
-    cl->bytes_out += c->bytes_out;
-    cl->msgs_in += c->msgs_in;
-    cl->pings_sent += c->pings_sent;
-    cl->pongs_in += c->pongs_in;
-    cl->last_hb_ms = c->hb_ms;
-    if (c->rtt_us >= 0) {
-        cl->last_rtt_us = c->rtt_us;
-    }
+    tether__client_account(cl, c);
     const char *d = tether_conn_last_error(c);
     if (d[0] != '\0') {
         snprintf(cl->err, sizeof cl->err, "%s", d);
@@ -451,6 +449,7 @@ static void client_finish(tether_client *cl, int reason)
 {
     client_timer_stop(cl);
     client_undeliver_all(cl, reason);
+    cl->finished = true;
     cl->h.hidden = true; /* gone for the application from here on */
     client_report(cl, TETHER_CLIENT_CLOSED, 0, NULL, 0);
     client_todo(cl, T_FREE);
@@ -473,9 +472,51 @@ static void client_pending_cb(struct tether__pending *p)
         cl->todo &= ~T_FINISH;
         client_finish(cl, TETHER_ECANCELED);
     }
-    if (cl->todo & T_FREE) {
-        client_free(cl);
+    if (cl->todo & T_FEED) {
+        cl->todo &= ~T_FEED;
+        client_feed(cl);
     }
+    if ((cl->todo & T_FREE) && cl->olds == NULL) {
+        client_free(cl); /* (a drained connection still finishing frees it when it ends) */
+    }
+}
+
+/* ---- hooks for reconnect_drain.c ------------------------------------- */
+
+void tether__client_report(tether_client *cl, tether_client_state state, int reason,
+                           const char *detail)
+{
+    client_report(cl, state, reason, detail, 0);
+}
+
+void tether__client_restart(tether_client *cl)
+{
+    tether__backoff_reset(&cl->bo);
+    cl->attempt = 0;
+    client_start_attempt(cl);
+}
+
+/* Adds a finished connection's counters to the client's. */
+void tether__client_account(tether_client *cl, tether_conn *c)
+{
+    cl->bytes_in += c->bytes_in;
+    cl->bytes_out += c->bytes_out;
+    cl->msgs_in += c->msgs_in;
+    cl->pings_sent += c->pings_sent;
+    cl->pongs_in += c->pongs_in;
+    cl->last_hb_ms = c->hb_ms;
+    if (c->rtt_us >= 0) {
+        cl->last_rtt_us = c->rtt_us;
+    }
+}
+
+void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason)
+{
+    cl->undelivered++;
+    if (cl->o.on_undelivered != NULL) {
+        cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+    }
+    free(m);
 }
 
 /* ---- public API -------------------------------------------------------- */

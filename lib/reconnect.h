@@ -57,6 +57,7 @@ enum timer_mode {
 #define T_DRAIN 0x2u  /* fire on_drain */
 #define T_FINISH 0x4u /* the close is complete: hand back, report CLOSED */
 #define T_FREE 0x8u
+#define T_FEED 0x10u /* hand waiting records to the connection (after a drain) */
 
 struct tether_client {
     /* First member (see struct tether__handle); active from creation until
@@ -109,7 +110,37 @@ struct tether_client {
 
     int last_reason;
     char err[TETHER_ERROR_MSG_MAX];
+
+    /* ---- drain (reconnect_drain.c): connections that were asked to
+     * drain, finishing while `conn` takes over, and the records the one
+     * that has any (old_owner) was handed: its own list, in order before
+     * head. ---- */
+    struct tether__cdrain *olds;
+    tether_conn *old_owner;
+    struct cmsg *old_head;
+    struct cmsg *old_tail;
+    bool finished; /* CLOSED reported; freed once the drained connections are gone too */
 };
+
+/* Hooks of reconnect_drain.c into reconnect.c and back. */
+
+/* c->gnotify of every connection of a client: a drain started on it. */
+void tether__client_gnotify(tether_conn *c);
+/* c is one of the client's draining connections. */
+bool tether__client_is_old(const tether_client *cl, const tether_conn *c);
+/* A draining connection wrote output: frees its records written
+ * completely. */
+void tether__client_drain_prune(tether_client *cl, tether_conn *c);
+/* A draining connection closed (from its on_close): what it did not write
+ * goes back in front of the waiting records. */
+void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason);
+
+/* reconnect.c, for reconnect_drain.c. */
+void tether__client_report(tether_client *cl, tether_client_state state, int reason,
+                           const char *detail);
+void tether__client_restart(tether_client *cl);
+void tether__client_account(tether_client *cl, tether_conn *c);
+void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason);
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),

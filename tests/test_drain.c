@@ -61,6 +61,8 @@ static struct {
     bool echo;
     bool shutdown_done;
     int shutdown_status;
+    uint8_t *seen; /* per sequence number: times the server received it */
+    uint32_t seen_cap;
 } S;
 
 static void s_on_accept(tether_listener *l, tether_conn *c, void *ud)
@@ -80,8 +82,11 @@ static void s_on_message(tether_conn *c, const uint8_t *data, size_t len, void *
     ck_assert_uint_eq(len, MSG_LEN);
     uint32_t seq =
         ((uint32_t)data[0] << 24) | ((uint32_t)data[1] << 16) | ((uint32_t)data[2] << 8) | data[3];
-    if (seq != sc->next) {
-        sc->order_broken = true;
+    if (sc->got > 0 && seq != sc->next) {
+        sc->order_broken = true; /* (a connection may start anywhere: a client moved) */
+    }
+    if (S.seen != NULL && seq < S.seen_cap) {
+        S.seen[seq]++;
     }
     sc->next = seq + 1;
     sc->got++;
@@ -623,6 +628,236 @@ START_TEST(listener_shutdown_deadline_closes_the_rest)
 }
 END_TEST
 
+/* ---- tether_client: moves to a new connection, loses nothing -------------- */
+
+#define CL_TOTAL 40000u
+
+struct rcli {
+    tether_client *cl;
+    uint32_t accepted;
+    uint32_t echoes;
+    uint8_t *echoed;          /* per sequence number: echoes received */
+    uint32_t disconnected_ok; /* DISCONNECTED with TETHER_OK (draining) */
+    bool closed;
+};
+
+static void rc_pump_n(struct rcli *r, uint32_t n)
+{
+    uint8_t m[MSG_LEN];
+    uint32_t stop = r->accepted + n < CL_TOTAL ? r->accepted + n : CL_TOTAL;
+    while (r->accepted < stop) {
+        memset(m, 0xA5, sizeof m);
+        m[0] = (uint8_t)(r->accepted >> 24);
+        m[1] = (uint8_t)(r->accepted >> 16);
+        m[2] = (uint8_t)(r->accepted >> 8);
+        m[3] = (uint8_t)r->accepted;
+        int rv = tether_client_send(r->cl, m, sizeof m);
+        if (rv == TETHER_EAGAIN) {
+            return;
+        }
+        ck_assert_int_eq(rv, TETHER_OK);
+        r->accepted++;
+    }
+}
+
+static void rc_pump(struct rcli *r)
+{
+    rc_pump_n(r, CL_TOTAL);
+}
+
+static void rc_on_message(tether_client *cl, const uint8_t *data, size_t len, void *ud)
+{
+    (void)cl;
+    struct rcli *r = ud;
+    ck_assert_uint_eq(len, MSG_LEN);
+    uint32_t seq =
+        ((uint32_t)data[0] << 24) | ((uint32_t)data[1] << 16) | ((uint32_t)data[2] << 8) | data[3];
+    ck_assert_uint_lt(seq, CL_TOTAL);
+    r->echoed[seq]++;
+    r->echoes++;
+}
+
+static void rc_on_state(tether_client *cl, const tether_client_event *ev, void *ud)
+{
+    (void)cl;
+    struct rcli *r = ud;
+    if (ev->state == TETHER_CLIENT_DISCONNECTED && ev->reason == TETHER_OK &&
+        strstr(ev->detail, "draining (GOAWAY)") != NULL) {
+        r->disconnected_ok++;
+    }
+    if (ev->state == TETHER_CLIENT_CLOSED) {
+        r->closed = true;
+    }
+}
+
+static void rc_on_undelivered(tether_client *cl, const uint8_t *data, size_t len, int reason,
+                              void *ud)
+{
+    (void)cl;
+    (void)data;
+    (void)len;
+    (void)ud;
+    ck_abort_msg("a message was handed back (%s)", tether_err_name(reason));
+}
+
+static void rc_start(struct rcli *r, const char *url, int max_age_ms)
+{
+    memset(r, 0, sizeof *r);
+    r->echoed = calloc(CL_TOTAL, 1);
+    S.seen = calloc(CL_TOTAL, 1);
+    S.seen_cap = CL_TOTAL;
+    ck_assert(r->echoed != NULL && S.seen != NULL);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.heartbeat_ms = 60000; /* control frames, so that drains reach the client */
+    co.max_age_ms = max_age_ms;
+    tether_client_opts o;
+    tether_client_opts_init(&o);
+    o.userdata = r;
+    o.conn_opts = &co;
+    o.on_message = rc_on_message;
+    o.on_state = rc_on_state;
+    o.on_undelivered = rc_on_undelivered;
+    o.reconnect_spread_ms = 0;
+    tether_error err;
+    int rv = tether_client_new(&r->cl, th_loop, url, &o, &err);
+    ck_assert_msg(rv == TETHER_OK, "client: %s", err.message);
+}
+
+/* Every accepted message reached the server exactly once and was echoed
+ * back exactly once; per connection in order. */
+static void rc_check(struct rcli *r)
+{
+    uint32_t srv_total = 0;
+    for (int i = 0; i < S.n; i++) {
+        ck_assert_msg(!S.conns[i].order_broken, "connection %d reordered", i);
+        srv_total += S.conns[i].got;
+    }
+    uint32_t lost = 0, dup = 0;
+    for (uint32_t i = 0; i < r->accepted; i++) {
+        lost += S.seen[i] == 0 || r->echoed[i] == 0;
+        dup += S.seen[i] > 1 || r->echoed[i] > 1;
+    }
+    tether_stats st;
+    ck_assert_int_eq(tether_client_get_stats(r->cl, &st), TETHER_OK);
+    printf("client drain: %u accepted, server got %u over %d connections, %u echoes, lost %u, "
+           "duplicated %u; %u drains seen, %llu connects\n",
+           r->accepted, srv_total, S.n, r->echoes, lost, dup, r->disconnected_ok,
+           (unsigned long long)st.connects);
+    ck_assert_uint_eq(lost, 0);
+    ck_assert_uint_eq(dup, 0);
+    ck_assert_uint_eq(srv_total, r->accepted);
+    ck_assert_uint_eq(r->echoes, r->accepted);
+    ck_assert_uint_eq(st.undelivered, 0);
+}
+
+static bool cli_closed_r(void *arg)
+{
+    return ((struct rcli *)arg)->closed;
+}
+
+static void rc_free(struct rcli *r)
+{
+    tether_client_close(r->cl);
+    ck_assert(th_run_until_pred(cli_closed_r, r, 10000));
+    free(r->echoed);
+    free(S.seen);
+    S.seen = NULL;
+}
+
+static bool rc_all_echoed(void *arg)
+{
+    struct rcli *r = arg;
+    rc_pump(r);
+    return r->accepted == CL_TOTAL && r->echoes == CL_TOTAL;
+}
+
+/* The server drains the client's connection three times while it streams;
+ * each time the server holds the old connection (it stops reading) until
+ * the client's new connection has arrived: the client reconnected before
+ * the old one closed. */
+START_TEST(client_moves_to_a_new_connection_without_loss)
+{
+    start_server("tcp://127.0.0.1:0", NULL, 0);
+    struct rcli r;
+    rc_start(&r, url_for(false), 0);
+    for (int drain = 0; drain < 3; drain++) {
+        uint64_t until = th_now_ms() + 10000;
+        while ((S.n == 0 || S.conns[S.n - 1].got < 3000) && th_now_ms() < until) {
+            tether_loop_run_once(th_loop, 5);
+            rc_pump(&r);
+        }
+        ck_assert_int_ge(S.n, 1);
+        int cur = S.n;
+        struct sconn *old = &S.conns[S.n - 1];
+        ck_assert_uint_ge(old->got, 3000);
+        ck_assert_int_eq(tether_conn_goaway(old->c, TETHER_GOAWAY_SHUTDOWN, "rolling", 20000),
+                         TETHER_OK);
+        tether_conn_pause(old->c);
+        until = th_now_ms() + 10000;
+        while (S.n == cur && th_now_ms() < until) {
+            tether_loop_run_once(th_loop, 5);
+            rc_pump(&r);
+        }
+        ck_assert_int_eq(S.n, cur + 1); /* the new connection is there ... */
+        ck_assert(!old->closed);        /* ... and the old one still open */
+        tether_conn_resume(old->c);
+    }
+    ck_assert(th_run_until_pred(rc_all_echoed, &r, 30000));
+    ck_assert_uint_eq(r.disconnected_ok, 3);
+    rc_check(&r);
+    for (int i = 0; i < 3; i++) {
+        ck_assert(S.conns[i].closed);
+        ck_assert_int_eq(S.conns[i].reason, TETHER_OK);
+        ck_assert_str_eq(S.conns[i].detail, "drained (GOAWAY): rolling");
+    }
+    rc_free(&r);
+    tether_listener_close(S.l);
+    th_run_idle(3000);
+}
+END_TEST
+
+static bool srv_n_accepted(void *arg)
+{
+    return S.n >= *(int *)arg;
+}
+
+/* max_age_ms on the server's or on the client's connections, with traffic
+ * flowing: each expiry is a drain, and nothing is lost. */
+static void client_max_age_case(bool server_side)
+{
+    start_server("tcp://127.0.0.1:0", NULL, server_side ? 250 : 0);
+    struct rcli r;
+    rc_start(&r, url_for(false), server_side ? 0 : 250);
+    /* A steady stream (about 20 messages a millisecond at most) over
+     * several expiries. */
+    uint64_t until = th_now_ms() + 30000;
+    while (r.accepted < CL_TOTAL && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 1);
+        rc_pump_n(&r, 20);
+    }
+    ck_assert(th_run_until_pred(rc_all_echoed, &r, 30000));
+    ck_assert_uint_ge(r.disconnected_ok, 1);
+    int two = 2;
+    ck_assert(th_run_until_pred(srv_n_accepted, &two, 10000)); /* the new connection came */
+    rc_check(&r);
+    rc_free(&r);
+    tether_listener_close(S.l);
+    th_run_idle(3000);
+}
+
+START_TEST(client_max_age_on_the_server_loses_nothing)
+{
+    client_max_age_case(true);
+}
+END_TEST
+
+START_TEST(client_max_age_on_the_client_loses_nothing)
+{
+    client_max_age_case(false);
+}
+END_TEST
+
 static Suite *drain_suite(void)
 {
     Suite *s = suite_create("drain");
@@ -640,6 +875,9 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, listener_shutdown_drains_every_connection);
     tcase_add_test(tc, listener_shutdown_without_connections_reports_at_once);
     tcase_add_test(tc, listener_shutdown_deadline_closes_the_rest);
+    tcase_add_test(tc, client_moves_to_a_new_connection_without_loss);
+    tcase_add_test(tc, client_max_age_on_the_server_loses_nothing);
+    tcase_add_test(tc, client_max_age_on_the_client_loses_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
