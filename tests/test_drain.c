@@ -455,6 +455,73 @@ START_TEST(drain_deadline_turns_into_a_close)
 }
 END_TEST
 
+/* Reads from a raw socket while running the loop until it has want bytes
+ * (or EOF when want is 0); returns what it got. */
+static size_t raw_read(int fd, uint8_t *buf, size_t cap, size_t want, bool *eof)
+{
+    size_t got = 0;
+    *eof = false;
+    uint64_t until = th_now_ms() + 10000;
+    while (th_now_ms() < until && (want == 0 || got < want)) {
+        tether_loop_run_once(th_loop, 5);
+        ssize_t r = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+        if (r == 0) {
+            *eof = true;
+            break;
+        }
+        if (r > 0) {
+            got += (size_t)r;
+        }
+    }
+    return got;
+}
+
+/* The exchange on the wire, against a peer written here: the server's
+ * request (flags 0x01), the peer's last messages and its "done" (0x03),
+ * then the server's replies, its own "done" behind them, and its FIN. */
+START_TEST(drain_exchange_on_the_wire)
+{
+    start_server("tcp://127.0.0.1:0", NULL, 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
+    static const uint8_t hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    th_raw_write(fd, hello, sizeof hello);
+    uint8_t buf[4096];
+    bool eof;
+    ck_assert_uint_eq(raw_read(fd, buf, sizeof buf, sizeof hello, &eof), sizeof hello);
+    ck_assert_int_eq(S.n, 1);
+    struct sconn *sc = &S.conns[0];
+    ck_assert_int_eq(tether_conn_goaway(sc->c, TETHER_GOAWAY_SHUTDOWN, "bye", 5000), TETHER_OK);
+    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x06, 0x01, 0x00, 0x06, 'b', 'y', 'e'};
+    ck_assert_uint_eq(raw_read(fd, buf, sizeof buf, sizeof req, &eof), sizeof req);
+    ck_assert_mem_eq(buf, req, sizeof req);
+    /* Two messages still in flight from the peer, then its "done". */
+    uint8_t out[2 * (4 + MSG_LEN) + 7];
+    for (int i = 0; i < 2; i++) {
+        uint8_t *f = out + i * (4 + MSG_LEN);
+        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
+        memset(f + 4, 'x', MSG_LEN);
+        f[4] = f[5] = f[6] = 0;
+        f[7] = (uint8_t)i;
+    }
+    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
+    memcpy(out + 2 * (4 + MSG_LEN), done, sizeof done);
+    th_raw_write(fd, out, sizeof out);
+    /* The echoes, the server's "done" behind them, then the end. */
+    size_t got = raw_read(fd, buf, sizeof buf, 0, &eof);
+    ck_assert(eof);
+    ck_assert_uint_eq(got, sizeof out);
+    ck_assert_mem_eq(buf, out, sizeof out);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_all_closed, &one, 5000));
+    ck_assert_uint_eq(sc->got, 2);
+    ck_assert_int_eq(sc->reason, TETHER_OK);
+    ck_assert_str_eq(sc->detail, "drained (GOAWAY): bye");
+    close(fd);
+    tether_listener_close(S.l);
+    th_run_idle(3000);
+}
+END_TEST
+
 START_TEST(goaway_rejects_bad_arguments)
 {
     start_server("tcp://127.0.0.1:0", NULL, 0);
@@ -870,6 +937,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, client_goaway_delivers_every_accepted_message_over_tls);
     tcase_add_test(tc, goaway_to_a_plain_peer_closes_gracefully);
     tcase_add_test(tc, drain_deadline_turns_into_a_close);
+    tcase_add_test(tc, drain_exchange_on_the_wire);
     tcase_add_test(tc, goaway_rejects_bad_arguments);
     tcase_add_test(tc, max_age_drains_with_traffic_flowing);
     tcase_add_test(tc, listener_shutdown_drains_every_connection);
