@@ -692,6 +692,7 @@ void tether_client_close(tether_client *cl)
     cl->closing = true;
     cl->todo &= ~(T_START | T_DRAIN);
     client_timer_stop(cl);
+    tether__client_drain_close_all(cl);
     if (cl->conn == NULL) {
         client_todo(cl, T_FINISH);
         return;

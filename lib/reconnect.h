@@ -135,6 +135,10 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c);
  * goes back in front of the waiting records. */
 void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason);
 
+/* tether_client_close(): the draining connections close too (gracefully:
+ * what they hold is written, what the server still sends is not read). */
+void tether__client_drain_close_all(tether_client *cl);
+
 /* reconnect.c, for reconnect_drain.c. */
 void tether__client_report(tether_client *cl, tether_client_state state, int reason,
                            const char *detail);

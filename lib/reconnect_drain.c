@@ -162,3 +162,10 @@ void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason)
     }
     drain_feed_later(cl);
 }
+
+void tether__client_drain_close_all(tether_client *cl)
+{
+    for (struct tether__cdrain *d = cl->olds; d != NULL; d = d->next) {
+        tether_conn_close(d->c); /* (its on_close comes later, from the loop) */
+    }
+}
