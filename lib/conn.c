@@ -286,9 +286,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
         return;
     }
     int reason = c->reason;
-    if (reason == TETHER_EOF || (c->flags & TETHER__CF_EOF)) {
+    if ((reason == TETHER_EOF && c->drain_st == 0) || (c->flags & TETHER__CF_EOF)) {
         /* Peer closed first and we have flushed our replies: nothing left
-         * to wait for. */
+         * to wait for. (After a drain its FIN is still to come: linger.) */
         conn_finish(c, (c->flags & TETHER__CF_KEEP_REASON) ? reason : TETHER_EOF);
         return;
     }
