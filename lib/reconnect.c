@@ -738,6 +738,7 @@ void tether_client_pause(tether_client *cl)
     if (cl->conn != NULL) {
         tether_conn_pause(cl->conn);
     }
+    tether__client_drain_pause(cl, true);
 }
 
 void tether_client_resume(tether_client *cl)
@@ -749,6 +750,7 @@ void tether_client_resume(tether_client *cl)
     if (cl->conn != NULL) {
         tether_conn_resume(cl->conn);
     }
+    tether__client_drain_pause(cl, false);
 }
 
 bool tether_client_is_paused(const tether_client *cl)

@@ -139,6 +139,9 @@ void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason);
  * what they hold is written, what the server still sends is not read). */
 void tether__client_drain_close_all(tether_client *cl);
 
+/* tether_client_pause()/resume(): the draining connections too. */
+void tether__client_drain_pause(tether_client *cl, bool pause);
+
 /* reconnect.c, for reconnect_drain.c. */
 void tether__client_report(tether_client *cl, tether_client_state state, int reason,
                            const char *detail);

@@ -169,3 +169,14 @@ void tether__client_drain_close_all(tether_client *cl)
         tether_conn_close(d->c); /* (its on_close comes later, from the loop) */
     }
 }
+
+void tether__client_drain_pause(tether_client *cl, bool pause)
+{
+    for (struct tether__cdrain *d = cl->olds; d != NULL; d = d->next) {
+        if (pause) {
+            tether_conn_pause(d->c);
+        } else {
+            tether_conn_resume(d->c);
+        }
+    }
+}

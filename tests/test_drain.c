@@ -990,6 +990,41 @@ START_TEST(client_close_while_a_drain_is_finishing)
 }
 END_TEST
 
+/* tether_client_pause() holds the draining connection's messages too,
+ * and tether_client_resume() lets them through: nothing lost. */
+START_TEST(client_pause_covers_the_draining_connection)
+{
+    start_server("tcp://127.0.0.1:0", NULL, 0);
+    struct rcli r;
+    rc_start(&r, url_for(false), 0);
+    uint64_t until = th_now_ms() + 10000;
+    while ((S.n == 0 || S.conns[0].got < 1000) && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 5);
+        rc_pump_n(&r, 200);
+    }
+    ck_assert_int_eq(S.n, 1);
+    struct sconn *old = &S.conns[0];
+    ck_assert_int_eq(tether_conn_goaway(old->c, TETHER_GOAWAY_SHUTDOWN, "pause", 20000), TETHER_OK);
+    tether_conn_pause(old->c); /* the old connection cannot finish yet */
+    int two = 2;
+    ck_assert(th_run_until_pred(srv_n_accepted, &two, 10000));
+    tether_client_pause(r.cl);
+    tether_conn_resume(old->c); /* its echoes now come, to a paused client */
+    uint32_t before = r.echoes;
+    uint64_t t0 = th_now_ms();
+    while (th_now_ms() - t0 < 300) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_uint_eq(r.echoes, before); /* nothing delivered while paused */
+    tether_client_resume(r.cl);
+    ck_assert(th_run_until_pred(rc_all_echoed, &r, 30000));
+    rc_check(&r);
+    rc_free(&r);
+    tether_listener_close(S.l);
+    th_run_idle(3000);
+}
+END_TEST
+
 static Suite *drain_suite(void)
 {
     Suite *s = suite_create("drain");
@@ -1012,6 +1047,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, client_max_age_on_the_server_loses_nothing);
     tcase_add_test(tc, client_max_age_on_the_client_loses_nothing);
     tcase_add_test(tc, client_close_while_a_drain_is_finishing);
+    tcase_add_test(tc, client_pause_covers_the_draining_connection);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -84,7 +84,11 @@
  * one. Nothing queued is lost. This needs control frames on the
  * connections: set `heartbeat_ms` in tether_client_opts::conn_opts (the
  * dialling side speaks first; a tether server always answers). Without
- * them, a drain reaches the client as an ordinary close.
+ * them, a drain reaches the client as an ordinary close. While the new
+ * connection is being set up the client is not connected: with
+ * tether_client_opts::fail_fast, sends fail with #TETHER_ENOTCONN until it
+ * is. tether_client_pause() and tether_client_resume() apply to the
+ * draining connection too, and tether_client_close() closes it.
  *
  * **Which messages can be lost.** A message the client has completely
  * written to the socket is no longer held: it sits in kernel buffers (ours,
