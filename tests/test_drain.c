@@ -776,6 +776,8 @@ static void rc_count_undelivered(tether_client *cl, const uint8_t *data, size_t 
     rc_handed_back++;
 }
 
+static tether_tls_config *rc_tls; /* the client's TLS configuration, or NULL */
+
 static void rc_start_ex(struct rcli *r, const char *url, int max_age_ms, int close_timeout_ms,
                         tether_client_undelivered_cb undelivered)
 {
@@ -791,6 +793,7 @@ static void rc_start_ex(struct rcli *r, const char *url, int max_age_ms, int clo
     if (close_timeout_ms > 0) {
         co.close_timeout_ms = close_timeout_ms;
     }
+    co.tls = rc_tls;
     tether_client_opts o;
     tether_client_opts_init(&o);
     o.userdata = r;
@@ -861,11 +864,13 @@ static bool rc_all_echoed(void *arg)
  * each time the server holds the old connection (it stops reading) until
  * the client's new connection has arrived: the client reconnected before
  * the old one closed. */
-START_TEST(client_moves_to_a_new_connection_without_loss)
+static void client_moves_case(bool tls)
 {
-    start_server("tcp://127.0.0.1:0", NULL, 0);
+    tether_tls_config *scfg = tls ? tls_cfg(true) : NULL;
+    rc_tls = tls ? tls_cfg(false) : NULL;
+    start_server(tls ? "tls://127.0.0.1:0" : "tcp://127.0.0.1:0", scfg, 0);
     struct rcli r;
-    rc_start(&r, url_for(false), 0);
+    rc_start(&r, url_for(tls), 0);
     for (int drain = 0; drain < 3; drain++) {
         uint64_t until = th_now_ms() + 10000;
         while ((S.n == 0 || S.conns[S.n - 1].got < 3000) && th_now_ms() < until) {
@@ -898,7 +903,21 @@ START_TEST(client_moves_to_a_new_connection_without_loss)
     }
     rc_free(&r);
     tether_listener_close(S.l);
+    tether_tls_config_unref(scfg);
+    tether_tls_config_unref(rc_tls);
+    rc_tls = NULL;
     th_run_idle(3000);
+}
+
+START_TEST(client_moves_to_a_new_connection_without_loss)
+{
+    client_moves_case(false);
+}
+END_TEST
+
+START_TEST(client_moves_to_a_new_connection_without_loss_over_tls)
+{
+    client_moves_case(true);
 }
 END_TEST
 
@@ -1044,6 +1063,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, listener_shutdown_without_connections_reports_at_once);
     tcase_add_test(tc, listener_shutdown_deadline_closes_the_rest);
     tcase_add_test(tc, client_moves_to_a_new_connection_without_loss);
+    tcase_add_test(tc, client_moves_to_a_new_connection_without_loss_over_tls);
     tcase_add_test(tc, client_max_age_on_the_server_loses_nothing);
     tcase_add_test(tc, client_max_age_on_the_client_loses_nothing);
     tcase_add_test(tc, client_close_while_a_drain_is_finishing);
