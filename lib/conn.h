@@ -102,6 +102,7 @@ struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
+struct tether__dl;        /* completion.c, call.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -159,7 +160,8 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err; /* detail of the last failure, lazily allocated */
+    char *err;             /* detail of the last failure, lazily allocated */
+    const char *err_const; /* or a constant detail (no allocation), when err is NULL */
     struct tether__dialer *dialer;
     char *url; /* dialled URL, for error messages (dialled conns only) */
 
@@ -182,7 +184,11 @@ struct tether_conn {
     struct tether__mem *mem; /* the loop's memory budget and accounting */
     tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
     tether_conn *mem_prev;
-    uint8_t memflags;             /* TETHER__MF_*: what the budget holds back */
+    uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
+    /* ---- thread-safe references (conn_ref.c); here, in the padding
+     * after memflags, so that they cost an idle connection nothing ---- */
+    uint8_t ref_watch;            /* the reference's slot waits for write progress */
+    uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
@@ -192,6 +198,10 @@ struct tether_conn {
      * the transport, never from inside a user callback's dispatch of a
      * different connection. Must not call user code. */
     void (*wnotify)(tether_conn *c);
+
+    /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
+    struct tether__dl *dl; /* allocated on first use, or NULL */
+    uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
 
     /* ---- GOAWAY and drain (drain.c) ---- */
     struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
@@ -247,6 +257,10 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Ends the connection with a reason and a constant detail (a string
+ * literal: kept by pointer, nothing formatted or allocated). */
+void tether__conn_fail_const(tether_conn *c, int reason, const char *detail);
+
 /* Ends the connection with a reason, keeping the detail already recorded. */
 void tether__conn_end(tether_conn *c, int reason);
 
@@ -256,6 +270,11 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
+
+/* Whether fd already has what tether__sock_apply_opts() would set: Linux
+ * copies a listening socket's TCP options into the sockets it accepts, so
+ * a listener sets them once on itself and checks its first connection. */
+bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
 /* Dialling (connect.c). start may report an error synchronously: the caller
  * then turns it into a deferred failure. */

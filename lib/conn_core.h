@@ -84,6 +84,18 @@ static inline void tether__conn_after_queue(tether_conn *c)
     }
 }
 
+/* ---- conn_ref.c: thread-safe references ------------------------------ */
+
+/* The connection's on_close has run (or it is being freed): closes its
+ * reference slot (waiting for any push in progress on it) and reports what
+ * is still pending there. Its output is final by then: written, or
+ * released unwritten. */
+void tether__conn_ref_gone(tether_conn *c);
+
+/* Output was written while the reference waits for it (c->ref_watch):
+ * schedules the reference's work (delivery reports, held-back sends). */
+void tether__conn_ref_wrote(tether_conn *c);
+
 /* ---- conn_read.c: the read path -------------------------------------- */
 
 /* conn->memflags: what the budget holds back on a connection (it is on

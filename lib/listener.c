@@ -38,9 +38,19 @@ struct tether_listener {
     struct tether__pending free_pend;
     bool closed;
     bool is_unix;
+    uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
     char url[TETHER__HOST_MAX + 128];
+};
+
+/* Accepted sockets get the connection options (TCP_NODELAY, keepalive,
+ * TCP_USER_TIMEOUT) from the listening socket, where the kernel copies
+ * them (checked on the first connection), or one by one. */
+enum {
+    LOPTS_UNKNOWN,
+    LOPTS_INHERITED,
+    LOPTS_PER_CONN
 };
 
 void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
@@ -159,7 +169,13 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
             tether__log(TETHER_LOG_INFO, "%s: below %zu connections again, accepting", l->url,
                         l->o.max_conns);
         }
-        tether__sock_apply_opts(fd, l->cfg, l->is_unix);
+        if (l->opts_mode == LOPTS_UNKNOWN) {
+            l->opts_mode = tether__sock_opts_inherited(fd, l->cfg, l->is_unix) ? LOPTS_INHERITED
+                                                                               : LOPTS_PER_CONN;
+        }
+        if (l->opts_mode == LOPTS_PER_CONN) {
+            tether__sock_apply_opts(fd, l->cfg, l->is_unix);
+        }
         tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
         if (c == NULL) {
             close(fd);
@@ -344,6 +360,9 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
             return tether__set_error(out_err, tether__errno_to_err(e),
                                      "listen on %s: SO_REUSEPORT: %s", url, strerror(e));
         }
+    }
+    if (!l->is_unix) {
+        tether__sock_apply_opts(fd, l->cfg, false); /* inherited by accepted sockets */
     }
     int r = bind(fd, (struct sockaddr *)&ss, sl);
     if (r != 0 && errno == EADDRINUSE && l->is_unix && unix_path_is_stale(&ss, sl)) {

@@ -11,6 +11,7 @@
  * timer per connection compares them with the limits. Connections without
  * a liveness option have no struct tether__live at all. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "random.h"
 
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
@@ -63,7 +64,7 @@ int tether__ctrl_queue_hello(tether_conn *c)
 {
     uint8_t p[TETHER__CTRL_HELLO_LEN];
     p[0] = TETHER__CTRL_HELLO_VERSION;
-    p[1] = 0; /* flags: none defined */
+    p[1] = tether__call_hello_flags(c); /* capability bits (delivery.h) */
     tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
     int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
     if (rv == TETHER_OK) {
@@ -144,6 +145,12 @@ size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
             return 0;
         }
         break;
+    case TETHER__CTRL_CALL:
+    case TETHER__CTRL_REPLY:
+        if (!tether__call_negotiated(c)) {
+            return 0;
+        }
+        break;
     default:
         return 0;
     }
@@ -161,6 +168,10 @@ static const char *ctrl_type_name(uint8_t type)
         return "PONG";
     case TETHER__CTRL_GOAWAY:
         return "GOAWAY";
+    case TETHER__CTRL_CALL:
+        return "CALL";
+    case TETHER__CTRL_REPLY:
+        return "REPLY";
     default:
         return NULL;
     }
@@ -185,6 +196,12 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
     } else if (hdr[1] == TETHER__CTRL_HELLO) {
         tether__conn_fail(c, TETHER_EPROTO,
                           "protocol error: the peer sent a second HELLO control frame");
+    } else if ((hdr[1] == TETHER__CTRL_CALL || hdr[1] == TETHER__CTRL_REPLY) &&
+               (c->flags & TETHER__CF_PEER_HELLO)) {
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: the peer sent a %s control frame, but calls were not "
+                          "negotiated (HELLO capability bit 0)",
+                          name);
     } else {
         /* A known type out of order: a peer that speaks control frames
          * broke their rules (a plain peer would have announced more than
@@ -290,6 +307,9 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
             return false;
         }
+        if (!tether__call_on_hello(c, p[1])) {
+            return false;
+        }
         int own = c->cfg->o.heartbeat_ms;
         if (own > 0 && c->live != NULL) {
             c->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
@@ -340,6 +360,12 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             return false;
         }
         if (!ctrl_on_goaway(c, p, n)) {
+            return false;
+        }
+        break;
+    case TETHER__CTRL_CALL:
+    case TETHER__CTRL_REPLY:
+        if (!tether__call_on_ctrl(c, type, p, n)) {
             return false;
         }
         break;

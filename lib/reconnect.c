@@ -117,6 +117,9 @@ static void msg_pop_head(tether_client *cl)
     }
     cl->held_bytes -= m->len;
     cl->held_msgs--;
+    if (m->done != NULL) {
+        tether__cdone_written(cl->dq, m->done);
+    }
     free(m);
 }
 
@@ -196,6 +199,9 @@ static void client_undeliver_all(tether_client *cl, int reason)
         cl->undelivered++;
         if (cl->o.on_undelivered != NULL) {
             cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+        }
+        if (m->done != NULL) {
+            tether__cdone_failed(cl, m->done, reason);
         }
         free(m);
         m = next;
@@ -440,6 +446,7 @@ static void client_free(tether_client *cl)
     tether__handle_detach(&cl->h);
     cl->loop->handles--;
     tether_tls_config_unref(cl->tls);
+    tether__cdone_q_free(cl->dq);
     free(cl->line_delim);
     free(cl->url);
     free(cl);
@@ -515,6 +522,9 @@ void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason)
     cl->undelivered++;
     if (cl->o.on_undelivered != NULL) {
         cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+    }
+    if (m->done != NULL) {
+        tether__cdone_failed(cl, m->done, reason);
     }
     free(m);
 }
@@ -620,6 +630,16 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
 
 int tether_client_send(tether_client *cl, const void *data, size_t len)
 {
+    return tether__client_send(cl, data, len, NULL);
+}
+
+struct tether__cdone_q **tether__client_dq(tether_client *cl)
+{
+    return &cl->dq;
+}
+
+int tether__client_send(tether_client *cl, const void *data, size_t len, struct tether__cdone *done)
+{
     if (cl == NULL || (data == NULL && len > 0)) {
         return TETHER_EINVAL;
     }
@@ -642,6 +662,7 @@ int tether_client_send(tether_client *cl, const void *data, size_t len)
     }
     m->next = NULL;
     m->end = 0;
+    m->done = done;
     m->len = len;
     if (len > 0) {
         memcpy(m->data, data, len);
@@ -801,6 +822,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
     s.rtt_us = cl->last_rtt_us;
     s.pings_sent = cl->pings_sent;
     s.pongs_received = cl->pongs_in;
+    tether__cdone_stats(cl->dq, &s);
     const tether_conn *c = cl->conn;
     if (c != NULL) {
         s.bytes_in += c->bytes_in;

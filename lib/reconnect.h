@@ -37,11 +37,39 @@ uint32_t tether__backoff_next(struct tether__backoff *b, double r);
  * TETHER_EINVAL with a message in err naming the option. */
 int tether__client_check_opts(const tether_client_opts *o, tether_error *err);
 
+/* ---- delivery on a client (client_delivery.c, issue 14) ----------------- */
+
+struct tether__cdone;   /* one tether_client_send_cb() */
+struct tether__cdone_q; /* a client's reported completions */
+
+/* tether_client_send() with a completion record (NULL for none), which the
+ * client then owns: it reports through tether__cdone_written() or
+ * tether__cdone_failed(). On error the record stays the caller's. */
+int tether__client_send(tether_client *cl, const void *data, size_t len,
+                        struct tether__cdone *done);
+
+/* The client's completion queue slot (allocated by client_delivery.c). */
+struct tether__cdone_q **tether__client_dq(tether_client *cl);
+
+/* The message was written completely to a connection: reported from the
+ * loop later (the write path must not call user code). */
+void tether__cdone_written(struct tether__cdone_q *q, struct tether__cdone *d);
+
+/* The message was handed back through on_undelivered: reported now. */
+void tether__cdone_failed(tether_client *cl, struct tether__cdone *d, int reason);
+
+/* The client is freed: reports what is still queued and frees the queue. */
+void tether__cdone_q_free(struct tether__cdone_q *q);
+
+/* Adds the client's call counters to its statistics (q may be NULL). */
+void tether__cdone_stats(const struct tether__cdone_q *q, tether_stats *s);
+
 /* ---- the client object (reconnect.c, reconnect_drain.c) --------------- */
 
 struct cmsg {
     struct cmsg *next;
     uint64_t end; /* stream offset past its frame on the connection it was handed to */
+    struct tether__cdone *done; /* tether_client_send_cb() (client_delivery.c), or NULL */
     size_t len;
     uint8_t data[];
 };
@@ -86,6 +114,9 @@ struct tether_client {
     bool gave_up;
     bool want_drain;
     bool paused; /* tether_client_pause(): every connection starts paused */
+
+    /* Delivery (client_delivery.c): completions to report, or NULL. */
+    struct tether__cdone_q *dq;
 
     /* Messages held: head .. waiting (exclusive) are with the connection. */
     struct cmsg *head;

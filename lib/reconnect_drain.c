@@ -104,6 +104,9 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c)
         cl->held_bytes -= m->len;
         cl->held_msgs--;
         cl->msgs_out++;
+        if (m->done != NULL) {
+            tether__cdone_written(cl->dq, m->done); /* (reported from the loop) */
+        }
         free(m);
     }
     if (had && cl->old_head == NULL) {

@@ -230,10 +230,14 @@
  *     0xFF | type (1 byte) | payload length (2 bytes, big-endian) | payload
  *
  * The types and their payloads:
- * - 1, HELLO: version (1 byte, = 1), flags (1 byte, = 0), the sender's
- *   heartbeat interval in ms (4 bytes, big-endian; 0 = "I send no pings").
- *   At least 6 bytes; receivers ignore any bytes after the sixth. For
- *   example `FF 01 00 06 01 00 00 00 03 E8` announces 1000 ms.
+ * - 1, HELLO: version (1 byte, = 1), flags (1 byte: capability bits),
+ *   the sender's heartbeat interval in ms (4 bytes, big-endian; 0 = "I
+ *   send no pings"). At least 6 bytes; receivers ignore any bytes after
+ *   the sixth. For example `FF 01 00 06 01 00 00 00 03 E8` announces
+ *   1000 ms and no capabilities. Flag bit 0 (0x01): "I take calls"
+ *   (tether_conn_opts::calls; tether/delivery.h); bit 1 (0x02) is reserved
+ *   for acknowledgements; receivers ignore bits they do not know. A
+ *   capability is in use only when both HELLOs carry its bit.
  * - 2, PING: 1 to 64 opaque bytes (tether sends 8: its clock in µs,
  *   big-endian).
  * - 3, PONG: the payload of the PING it answers, unchanged.
@@ -254,6 +258,12 @@
  *   given, 1 idle timeout, 2 frame timeout (a frame too slow), 3 write
  *   timeout (the receiver did not read), 4 heartbeat timeout, 5 maximum
  *   connection age, 6 shutting down; receivers treat unknown reasons as 0.
+ * - 5, CALL, and 6, REPLY (only where both HELLOs carry flag bit 0): the
+ *   call id (4 bytes, big-endian, never 0). The next frame is an ordinary
+ *   len32 data frame holding the request (CALL) or the reply to the
+ *   request with that id (REPLY); the sender queues both as one piece. For
+ *   example `FF 05 00 04 00 00 00 07 00 00 00 02 68 69` is request 7,
+ *   "hi". Elsewhere they are protocol errors like an unknown type.
  *
  * The rules:
  * 1. Only the dialling side speaks first: a connection dialled with
@@ -679,6 +689,17 @@ typedef struct tether_conn_opts {
                                     `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
                                     on dialled connections, 1024 on accepted ones. */
 
+    /* ---- Delivery (see tether/delivery.h). ---- */
+
+    bool calls;                /**< Request/response calls (tether_call(),
+                                    tether_conn_reply()), len32 framing only: announce HELLO
+                                    capability bit 0. A dialled connection then sends HELLO
+                                    first (as with `heartbeat_ms`: dial only servers that
+                                    speak tether's control frames); an accepted one announces
+                                    it in the HELLO it answers with, and still serves plain
+                                    length-prefixed clients unchanged. Calls work once both
+                                    ends set it. Default false. */
+
     /* ---- Drain (see "Draining: GOAWAY" above). ---- */
 
     tether_goaway_cb on_goaway; /**< The peer asked this connection to drain (a GOAWAY with the
@@ -1076,6 +1097,19 @@ typedef struct tether_stats {
     uint64_t pongs_received; /**< Heartbeat pongs received. */
     uint64_t uptime_ms;      /**< How long the (current) connection has been established; 0
                                   when it is not. */
+    uint64_t calls_in_flight;    /**< tether_call(): calls waiting for their reply. A
+                                      client: its tether_client_call() calls, over all
+                                      connections (`calls_canceled` then also counts calls
+                                      ended by closing the client). */
+    uint64_t calls_completed;    /**< tether_call(): calls that got their reply. */
+    uint64_t calls_timed_out;    /**< tether_call(): calls ended by their timeout. */
+    uint64_t calls_failed;       /**< tether_call(): calls ended by the end of the connection
+                                      or by a peer that does not take calls. */
+    uint64_t calls_canceled;     /**< tether_call(): calls ended by tether_call_cancel(). */
+    uint64_t calls_late_replies; /**< Replies that arrived after their call had ended (timed
+                                      out or canceled), dropped. */
+    uint64_t requests_in;        /**< Requests received (messages with a call id, also counted
+                                      in `msgs_in`). */
 } tether_stats;
 
 /**
