@@ -931,8 +931,9 @@ TETHER_API void tether_conn_close(tether_conn *c);
  * what the peer sent after that is lost.
  *
  * A peer that did not negotiate control frames (it never sent HELLO: a
- * plain length-prefixed client, a tether client without `heartbeat_ms`,
- * or any framing other than len32) cannot be asked: the connection is
+ * plain length-prefixed client, a tether client with neither
+ * `heartbeat_ms` nor `calls`, or any framing other than len32) cannot be
+ * asked: the connection is
  * closed as by tether_conn_close() instead, after flushing what is queued,
  * and the call returns #TETHER_OK; the detail in `on_close` says so. An
  * accepted connection only knows its peer speaks control frames once the

@@ -81,9 +81,11 @@
  * handed go to the new connection, after the old one has written its own,
  * so the order is kept; if the old connection ends before writing its
  * messages (the drain deadline, a reset), they are sent first on the new
- * one. Nothing queued is lost. This needs control frames on the
- * connections: set `heartbeat_ms` in tether_client_opts::conn_opts (the
- * dialling side speaks first; a tether server always answers). Without
+ * one. Nothing queued is lost (completions of tether_client_send_cb()
+ * are reported whichever connection wrote the message). This needs
+ * control frames on the connections: set `heartbeat_ms` or `calls` in
+ * tether_client_opts::conn_opts (the dialling side speaks first; a tether
+ * server always answers). Without
  * them, a drain reaches the client as an ordinary close. While the new
  * connection is being set up the client is not connected: with
  * tether_client_opts::fail_fast, sends fail with #TETHER_ENOTCONN until it
