@@ -11,6 +11,7 @@
  *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *   echo_server --listen tcp://127.0.0.1:7777 --proxy-protocol --verbose
  *   echo_server --listen tcp://127.0.0.1:7777 --threads 4
+ *   echo_server --listen tcp://127.0.0.1:7777 --drain-on-signal [--drain-timeout MS]
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -33,6 +34,11 @@
  *   its state live on one loop, so the code above runs unchanged; only the
  *   per-loop list of connections is chosen by the connection's loop, and
  *   the shutdown is the group's graceful stop.
+ * - with --drain-on-signal, a graceful shutdown for rolling restarts:
+ *   tether_listener_shutdown() stops accepting and asks every client to
+ *   drain (GOAWAY), so that clients that speak control frames finish what
+ *   they sent, receive every echo and move to another server, losing
+ *   nothing; the process exits once they are gone (or at the deadline).
  *
  * It prints `listening on URL` once clients can connect (with the real port
  * when the URL asks for port 0), one line on stderr for every connection
@@ -69,6 +75,10 @@ struct options {
     struct cli_proxy proxy;
     /* --threads: a loop group (common/cli.h). */
     struct cli_threads threads;
+    /* --drain-on-signal: drain the clients on SIGINT/SIGTERM, for at most
+     * drain_timeout_ms, instead of closing them. */
+    bool drain_on_signal;
+    size_t drain_timeout_ms;
 };
 
 struct server;
@@ -96,6 +106,8 @@ struct server {
      * loop's thread) that on_accept picks by the connection's loop. */
     tether_loop_group *group;
     struct server *shards;
+    bool drain_on_signal;
+    int drain_timeout_ms;
 };
 
 static const char usage[] =
@@ -108,7 +120,10 @@ static const char usage[] =
     "  --max-msg BYTES   largest message accepted (default 16 MiB)\n" CLI_USAGE_TLS_SERVER
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
-    "                    (such clients are answered even without this option)\n" CLI_USAGE_TIMEOUTS
+    "                    (such clients are answered even without this option)\n"
+    "  --drain-on-signal on SIGINT/SIGTERM stop accepting and ask every client to\n"
+    "                    drain (GOAWAY), then exit once they are gone\n"
+    "  --drain-timeout MS  how long the drain may take (default 30000)\n" CLI_USAGE_TIMEOUTS
         CLI_USAGE_LIMITS CLI_USAGE_PROXY CLI_USAGE_THREADS CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
@@ -241,6 +256,17 @@ static void on_listener_error(tether_listener *l, int err, const char *detail, v
 
 /* ---- shutdown ---------------------------------------------------------- */
 
+/* --drain-on-signal: every connection has finished its drain, or was
+ * closed at the deadline. Nothing is active any more, so tether_loop_run()
+ * returns once this has run. */
+static void on_drained(tether_loop *loop, int status, void *ud)
+{
+    (void)loop, (void)ud;
+    printf("drained%s\n",
+           status == TETHER_OK ? "" : " (deadline passed: some clients were closed)");
+    fflush(stdout);
+}
+
 /* SIGINT or SIGTERM, on the loop thread: an ordinary callback, not a
  * signal handler, so it may close things. Once the listener and every
  * connection are closed nothing referenced is active (the signal watchers
@@ -256,6 +282,16 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
         _exit(1);
     }
     srv->stopping = true;
+    if (srv->drain_on_signal) {
+        int rv = tether_listener_shutdown(srv->listener, srv->drain_timeout_ms, on_drained, srv);
+        if (rv == TETHER_OK) {
+            srv->listener = NULL;
+            printf("draining\n");
+            fflush(stdout);
+            return;
+        }
+        fprintf(stderr, "echo_server: cannot drain: %s; closing instead\n", tether_strerror(rv));
+    }
     tether_listener_close(srv->listener);
     srv->listener = NULL;
     for (struct echo_conn *ec = srv->conns; ec != NULL; ec = ec->next) {
@@ -275,11 +311,17 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_MAX_MSG,
         OPT_HEARTBEAT
     };
+    enum {
+        OPT_DRAIN_ON_SIGNAL = 1400,
+        OPT_DRAIN_TIMEOUT
+    }; /* (issue #13's block) */
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"drain-on-signal", no_argument, NULL, OPT_DRAIN_ON_SIGNAL},
+        {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
         CLI_LONGOPTS_TIMEOUTS,
         CLI_LONGOPTS_TLS_SERVER,
         CLI_LONGOPTS_LIMITS,
@@ -311,6 +353,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
                 r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
             }
             break;
+        case OPT_DRAIN_ON_SIGNAL:
+            opt->drain_on_signal = true;
+            break;
+        case OPT_DRAIN_TIMEOUT:
+            if (!cli_parse_ms(optarg, &opt->drain_timeout_ms)) {
+                r = cli_bad_value("drain-timeout", optarg, "milliseconds, at least 1");
+            }
+            break;
         default:
             r = cli_timeouts_option(ch, optarg, &opt->timeouts);
             if (r == CLI_NOT_MINE) {
@@ -339,6 +389,15 @@ static int parse_options(int argc, char **argv, struct options *opt)
         return 1;
     }
     if (!cli_check_max_msg(opt->max_msg)) {
+        return 1;
+    }
+    if (opt->drain_on_signal && opt->threads.set) {
+        /* The group's stop closes gracefully but does not drain yet. */
+        fprintf(stderr, "error: --drain-on-signal cannot be combined with --threads yet\n");
+        return 1;
+    }
+    if (opt->drain_timeout_ms > 0 && !opt->drain_on_signal) {
+        fprintf(stderr, "error: --drain-timeout needs --drain-on-signal\n");
         return 1;
     }
     if (opt->heartbeat_ms > 0 && opt->timeouts.idle_ms > 0 &&
@@ -464,6 +523,8 @@ int main(int argc, char **argv)
         return run_threaded(&opt);
     }
     static struct server srv; /* static: an early exit leaves it reachable */
+    srv.drain_on_signal = opt.drain_on_signal;
+    srv.drain_timeout_ms = opt.drain_timeout_ms > 0 ? (int)opt.drain_timeout_ms : 30000;
     rv = tether_loop_new(&srv.loop, NULL);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));

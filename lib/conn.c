@@ -222,6 +222,7 @@ static void conn_free(tether_conn *c)
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
+    tether__drain_free(c);
     conn_destroy_transport(c);
     tether__handle_detach(&c->h);
     c->h.loop->handles--;
@@ -237,6 +238,7 @@ static void conn_free(tether_conn *c)
         if (c->cfg->lstats != NULL) {
             atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
         }
+        tether__shutdown_conn_gone(c->cfg);
     }
     tether__pp_conn_free(c);
     tether__dl_free(c);
@@ -308,9 +310,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
         return;
     }
     int reason = c->reason;
-    if (reason == TETHER_EOF || (c->flags & TETHER__CF_EOF)) {
+    if ((reason == TETHER_EOF && c->drain_st == 0) || (c->flags & TETHER__CF_EOF)) {
         /* Peer closed first and we have flushed our replies: nothing left
-         * to wait for. */
+         * to wait for. (After a drain its FIN is still to come: linger.) */
         conn_finish(c, (c->flags & TETHER__CF_KEEP_REASON) ? reason : TETHER_EOF);
         return;
     }

@@ -37,6 +37,8 @@ struct tether__conn_cfg {
     struct sockaddr_storage pp_source;
     /* Loop groups (loop_group.c): counters shared with other threads, or NULL. */
     struct tether__lstats *lstats;
+    /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
+    struct tether__shutdown *shutdown;
 };
 
 /* Counters of one loop's part of a group listener, readable from any
@@ -212,7 +214,21 @@ struct tether_conn {
     /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
     struct tether__dl *dl; /* allocated on first use, or NULL */
     uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
+
+    /* ---- GOAWAY and drain (drain.c) ---- */
+    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
+    uint8_t drain_st;            /* TETHER__DR_*: the drain frames sent and received */
+    /* Internal observer (reconnect_drain.c): a drain started on this
+     * connection, asked by the peer or by us (max_age_ms). Runs inside the
+     * connection's dispatch; may dial, must not close this connection. */
+    void (*gnotify)(tether_conn *c);
 };
+
+/* conn->drain_st */
+#define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */
+#define TETHER__DR_GOT_REQ 0x02u   /* the peer asked us to drain */
+#define TETHER__DR_SENT_DONE 0x04u /* our last data message is queued: sends are refused */
+#define TETHER__DR_GOT_DONE 0x08u  /* the peer sends no more data messages */
 
 /* conn->flags */
 #define TETHER__CF_PAUSED 0x0001u
@@ -276,6 +292,13 @@ bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, boo
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
+
+/* Graceful listener shutdown (listener_drain.c): start it for the
+ * connections of cfg (the listener is closed by the caller), and tell it
+ * that an accepted connection was freed. */
+int tether__shutdown_start(tether_loop *loop, struct tether__conn_cfg *cfg, int deadline_ms,
+                           tether_shutdown_cb on_done, void *ud);
+void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg);
 
 /* Reports through the listener's on_error an accepted connection that
  * failed before it was established (listener.c). */

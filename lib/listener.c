@@ -511,6 +511,19 @@ void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
     l->group_closed = closed;
 }
 
+int tether_listener_shutdown(tether_listener *l, int deadline_ms, tether_shutdown_cb on_done,
+                             void *ud)
+{
+    if (l == NULL || l->closed) {
+        return TETHER_EINVAL;
+    }
+    int rv = tether__shutdown_start(l->loop, l->cfg, deadline_ms, on_done, ud);
+    if (rv == TETHER_OK) {
+        tether_listener_close(l); /* (after the walk: it must still see l's connections) */
+    }
+    return rv;
+}
+
 int tether_listener_port(const tether_listener *l)
 {
     return l != NULL ? l->port : 0;

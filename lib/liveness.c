@@ -121,7 +121,7 @@ static void ctrl_send_ping(tether_conn *c)
 }
 
 /* Both sides speak control frames: we sent HELLO and received the peer's. */
-static bool ctrl_negotiated(const tether_conn *c)
+bool tether__ctrl_negotiated(const tether_conn *c)
 {
     return (c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO)) ==
            (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO);
@@ -214,6 +214,19 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
     return true;
 }
 
+int tether__ctrl_queue_goaway(tether_conn *c, uint8_t flags, uint16_t code, const char *text)
+{
+    uint8_t p[CTRL_PAYLOAD_MAX];
+    size_t tl = text != NULL ? TETHER__MIN(strlen(text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX) : 0;
+    p[0] = flags;
+    p[1] = (uint8_t)(code >> 8);
+    p[2] = (uint8_t)code;
+    if (tl > 0) {
+        memcpy(p + TETHER__CTRL_GOAWAY_MIN, text, tl);
+    }
+    return ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
+}
+
 /* Ends the connection cleanly for a liveness reason: GOAWAY (when both
  * sides speak control frames) with the code and the peer's text, then the
  * usual close (flush, TLS close_notify, FIN), bounded by close_timeout_ms.
@@ -229,15 +242,10 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     tether__conn_set_err(c, "%s", detail);
-    if (ctrl_negotiated(c)) {
-        uint8_t p[CTRL_PAYLOAD_MAX];
-        size_t tl = TETHER__MIN(strlen(peer_text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
-        p[0] = 0; /* flags: none yet (bit 0 is reserved for drain) */
-        p[1] = (uint8_t)(code >> 8);
-        p[2] = (uint8_t)code;
-        memcpy(p + TETHER__CTRL_GOAWAY_MIN, peer_text, tl);
-        /* Out of memory only loses the reason, not the clean close. */
-        (void)ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
+    if (tether__ctrl_negotiated(c)) {
+        /* Flags 0: closing now. Out of memory only loses the reason, not
+         * the clean close. */
+        (void)tether__ctrl_queue_goaway(c, 0, code, peer_text);
     }
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
     c->reason = reason;
@@ -251,10 +259,12 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
     }
 }
 
-/* A GOAWAY from the peer: it is closing (tether sends no other kind yet).
- * Its text becomes our detail; the text is the peer's, so anything but
- * printable ASCII is replaced before it reaches logs and terminals. */
-static void ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
+/* A GOAWAY from the peer: with the drain flag, drain.c takes it (the
+ * connection goes on); without, the peer is closing now. Its text becomes
+ * our detail; the text is the peer's, so anything but printable ASCII is
+ * replaced before it reaches logs and terminals. True when the connection
+ * goes on. */
+static bool ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
 {
     uint16_t code = (uint16_t)((p[1] << 8) | p[2]);
     size_t tl = TETHER__MIN(n - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
@@ -264,11 +274,15 @@ static void ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
         text[i] = ch >= 0x20 && ch < 0x7F ? (char)ch : '?';
     }
     text[tl] = '\0';
+    if (p[0] & TETHER__GOAWAY_F_DRAIN) {
+        return tether__drain_on_goaway(c, p[0], code, text);
+    }
     if (tl > 0) {
         tether__conn_fail(c, TETHER_EOF, "closed by peer: %s", text);
     } else {
         tether__conn_fail(c, TETHER_EOF, "closed by peer (GOAWAY reason %u)", (unsigned)code);
     }
+    return false;
 }
 
 /* Handles one complete control frame. Returns false when the connection
@@ -345,8 +359,10 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
                               n);
             return false;
         }
-        ctrl_on_goaway(c, p, n);
-        return false;
+        if (!ctrl_on_goaway(c, p, n)) {
+            return false;
+        }
+        break;
     case TETHER__CTRL_CALL:
     case TETHER__CTRL_REPLY:
         if (!tether__call_on_ctrl(c, type, p, n)) {
@@ -622,6 +638,19 @@ static void live_check(tether_conn *c)
         char text[96];
         snprintf(text, sizeof text, "maximum connection age reached (%llu ms)",
                  (unsigned long long)(now - c->ready_at));
+        l->age_deadline = 0;
+        if (c->drain_st != 0) {
+            return; /* draining already, under its own deadline */
+        }
+        if (tether__ctrl_negotiated(c)) {
+            /* Drain rather than close, so that nothing in flight is lost;
+             * close_timeout_ms bounds it (as it bounds the plain close). */
+            int dl = o->close_timeout_ms;
+            if (tether__drain_start(c, TETHER__GOAWAY_MAX_AGE, text,
+                                    dl >= 0 ? dl : TETHER_DRAIN_DEADLINE_DEFAULT) == TETHER_OK) {
+                return;
+            }
+        }
         live_close(c, TETHER_OK, TETHER__GOAWAY_MAX_AGE, text,
                    "maximum connection age reached (%llu ms; max_age_ms %d)",
                    (unsigned long long)(now - c->ready_at), o->max_age_ms);

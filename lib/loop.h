@@ -297,6 +297,10 @@ void tether__handle_stop(struct tether__handle *h);
 void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
 void tether__handle_detach(struct tether__handle *h);
+/* Calls fn on every handle registered when it starts (hidden ones too);
+ * fn may close or free any handle. */
+void tether__handle_each(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
+                         void *arg);
 
 /* Work was queued from outside an iteration (a foreign loop's callback):
  * wake the loop so that an embedding loop polling tether_loop_backend_fd()

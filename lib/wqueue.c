@@ -350,7 +350,9 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
     if (c == NULL || (data == NULL && len > 0)) {
         return TETHER_EINVAL;
     }
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
+        (c->drain_st & TETHER__DR_SENT_DONE)) {
+        /* (Draining: our last message went out before GOAWAY "done".) */
         return TETHER_ECLOSED;
     }
     const struct tether__conn_cfg *cfg = c->cfg;

@@ -105,6 +105,10 @@ expect_err echo_server "error: --max-msg 2000000000 is above tether's limit of 1
     --listen tcp://127.0.0.1:0 --max-msg 2000000000
 expect_err echo_server "error: --framing: invalid value 'json' (expected len32, varint or line)" \
     --listen tcp://127.0.0.1:0 --framing json
+expect_err echo_server "error: --drain-timeout needs --drain-on-signal" \
+    --listen tcp://127.0.0.1:0 --drain-timeout 5000
+expect_err echo_server "error: --drain-timeout: invalid value '0' (expected milliseconds, at least 1)" \
+    --listen tcp://127.0.0.1:0 --drain-on-signal --drain-timeout 0
 for prog in echo_server chat_server; do
     expect_err "$prog" "error: --mem-limit: invalid value '12X' (expected bytes with an optional K, M or G suffix)" \
         --listen tls://127.0.0.1:0 --mem-limit 12X
