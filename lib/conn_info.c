@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/* What the application can read about a connection: its user data and
+ * loop, the detail of its last failure, its queue and statistics, its TLS
+ * summary and its peer's address. Read-only accessors, no state changes. */
+#include "conn_core.h"
+#include "delivery.h"
+#include "tls.h"
+
+#include <string.h>
+#include <sys/socket.h>
+
+void *tether_conn_userdata(const tether_conn *c)
+{
+    return c != NULL ? c->userdata : NULL;
+}
+
+void tether_conn_set_userdata(tether_conn *c, void *ud)
+{
+    if (c != NULL) {
+        c->userdata = ud;
+    }
+}
+
+tether_loop *tether_conn_loop(const tether_conn *c)
+{
+    return c != NULL ? c->h.loop : NULL;
+}
+
+const char *tether_conn_last_error(const tether_conn *c)
+{
+    if (c == NULL) {
+        return "";
+    }
+    return c->err != NULL ? c->err : c->err_const != NULL ? c->err_const : "";
+}
+
+size_t tether_conn_queued(const tether_conn *c)
+{
+    return c != NULL ? c->queued : 0;
+}
+
+int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t size)
+{
+    if (c == NULL || st == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    tether_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = size;
+    s.bytes_in = c->bytes_in;
+    s.bytes_out = c->bytes_out;
+    s.msgs_in = c->msgs_in;
+    s.msgs_out = c->msgs_out;
+    s.queued_bytes = c->queued;
+    s.connects = c->ready_at != 0 ? 1 : 0;
+    s.heartbeat_ms = c->hb_ms;
+    s.rtt_us = c->rtt_us;
+    s.pings_sent = c->pings_sent;
+    s.pongs_received = c->pongs_in;
+    tether__call_stats(c, &s);
+    if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
+        s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
+    }
+    tether__sized_fill(st, size, &s, sizeof s);
+    return TETHER_OK;
+}
+
+int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size_t size)
+{
+    if (c == NULL || info == NULL || size < sizeof(size_t)) {
+        return TETHER_EINVAL;
+    }
+    if (c->tr == NULL) {
+        return c->cfg->tls != NULL ? TETHER_ENOTCONN : TETHER_ENOTSUP;
+    }
+    tether_tls_info d;
+    memset(&d, 0, sizeof d);
+    d.size = size;
+    int rv = tether__tls_transport_info(c->tr, &d);
+    if (rv == TETHER_OK && c->state == TETHER__CS_HANDSHAKING) {
+        rv = TETHER_ENOTCONN; /* the TLS layer is done, the connection not yet */
+    }
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether__sized_fill(info, size, &d, sizeof d);
+    return TETHER_OK;
+}
+
+int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
+{
+    if (c == NULL || buf == NULL || len == 0) {
+        return TETHER_EINVAL;
+    }
+    char tmp[160];
+    if (tether__pp_conn_source(c, tmp, sizeof tmp)) {
+        /* The client the proxy relayed (PROXY protocol). */
+    } else if (c->peer.sa.sa_family != 0) {
+        /* Recorded at accept: still known after the peer reset. */
+        tether__addr_format(&c->peer.sa, sizeof c->peer, tmp, sizeof tmp);
+    } else {
+        if (c->tr == NULL) {
+            return TETHER_ENOTCONN;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getpeername(c->tr->fd, (struct sockaddr *)&ss, &sl) != 0) {
+            return TETHER_ENOTCONN;
+        }
+        tether__addr_format((struct sockaddr *)&ss, sl, tmp, sizeof tmp);
+    }
+    if (strlen(tmp) + 1 > len) {
+        return TETHER_EINVAL;
+    }
+    memcpy(buf, tmp, strlen(tmp) + 1);
+    return TETHER_OK;
+}
