@@ -35,6 +35,8 @@ struct tether__conn_cfg {
     unsigned pp_accept;
     int pp_timeout_ms;
     struct sockaddr_storage pp_source;
+    /* WebSocket (ws.h): set for ws:// and wss:// URLs, NULL otherwise. */
+    struct tether__ws_cfg *ws;
 };
 
 /* Builds a configuration from user options (NULL for defaults) for
@@ -100,6 +102,8 @@ struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
+struct tether__ws_cfg;    /* ws_handshake.c */
+struct ws_transport;      /* transport_ws.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -190,6 +194,10 @@ struct tether_conn {
      * the transport, never from inside a user callback's dispatch of a
      * different connection. Must not call user code. */
     void (*wnotify)(tether_conn *c);
+
+    /* ---- WebSocket (transport_ws.c) ---- */
+    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
+    uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
 };
 
 /* conn->flags */

@@ -12,6 +12,7 @@
  * with the size a header announces; once a frame has 64 KiB in it, the
  * rest is read directly into place. */
 #include "conn_core.h"
+#include "ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,9 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
+    if (TETHER__UNLIKELY(c->ws != NULL)) {
+        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
+    }
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }
@@ -355,13 +359,14 @@ static void conn_on_eof(tether_conn *c)
         return;
     }
     c->flags |= TETHER__CF_EOF;
+    const char *wsd = c->ws != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
-        conn_fail_hint(c, TETHER_EOF, "connection closed by peer", NULL, 0);
+        conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", NULL, 0);
         return;
     }
     /* Half-close: the peer is done sending but may still read our replies. */
     c->reason = TETHER_EOF;
-    tether__conn_set_err(c, "connection closed by peer");
+    tether__conn_set_err(c, "%s", wsd != NULL ? wsd : "connection closed by peer");
     tether__conn_begin_close(c);
 }
 

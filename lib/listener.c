@@ -11,6 +11,7 @@
  * sandboxed kernels dequeue it first and drop it.) */
 #include "conn.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -210,7 +211,10 @@ static void listener_format_url(tether_listener *l, const struct sockaddr_storag
         return;
     }
     tether__addr_format((const struct sockaddr *)ss, sl, addr, sizeof addr);
-    snprintf(l->url, sizeof l->url, "%s://%s", l->cfg->tls != NULL ? "tls" : "tcp", addr);
+    snprintf(l->url, sizeof l->url, "%s%s://%s", l->cfg->ws != NULL ? "w" : "",
+             l->cfg->tls != NULL ? (l->cfg->ws != NULL ? "ss" : "tls")
+                                 : (l->cfg->ws != NULL ? "s" : "tcp"),
+             addr);
     if (ss->ss_family == AF_INET) {
         l->port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
     } else {
@@ -295,6 +299,12 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
             free(l);
             return rv;
         }
+    }
+    rv = u.ws ? tether__ws_cfg_set(l->cfg, &u, out_err) : TETHER_OK;
+    if (rv != TETHER_OK) {
+        tether__conn_cfg_unref(l->cfg);
+        free(l);
+        return rv;
     }
     l->cfg->on_accept = l->o.on_accept;
     l->cfg->accept_ud = l->o.userdata;

@@ -604,6 +604,10 @@ typedef struct tether_conn_opts {
                                     nothing closes. Needs
                                     `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
                                     on dialled connections, 1024 on accepted ones. */
+    /* ---- WebSocket (see tether/ws.h). ---- */
+    const struct tether_ws_opts *ws; /**< Options for `ws://` and `wss://` URLs (see the
+                                          @ref ws group), copied at creation; NULL: the
+                                          defaults. Ignored for other URLs. */
 } tether_conn_opts;
 
 /** PROXY protocol version 1, the text line (tether_conn_opts::proxy_protocol,
