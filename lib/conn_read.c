@@ -446,7 +446,9 @@ static void conn_read_rounds(tether_conn *c)
             return;
         }
         if (rv != TETHER_OK) {
-            tether__conn_fail_io(c, rv, "read");
+            if (c->ws == NULL || !tether__ws_read_failed(c, rv)) {
+                tether__conn_fail_io(c, rv, "read");
+            }
             return;
         }
         if (n == 0) {

@@ -385,6 +385,21 @@ void tether__ws_on_deliver(tether_conn *c)
     }
 }
 
+bool tether__ws_read_failed(tether_conn *c, int rv)
+{
+    struct ws_transport *t = c->ws;
+    if (t == NULL || !t->violated || c->state != TETHER__CS_READY) {
+        return false;
+    }
+    /* As a liveness close does it (liveness.c): on_close keeps the reason
+     * and the detail, and the close timeout bounds the rest. */
+    tether__conn_set_err(c, "read failed: %s", t->err);
+    c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
+    c->reason = rv;
+    tether__conn_begin_close(c);
+    return true;
+}
+
 const char *tether__ws_eof_detail(tether_conn *c)
 {
     struct ws_transport *t = c->ws;

@@ -142,6 +142,12 @@ bool tether__ws_handshake_timeout(tether_conn *c);
 /* on_message is about to run: the next message's type becomes current. */
 void tether__ws_on_deliver(tether_conn *c);
 
+/* A read failed: when it was the peer breaking the protocol, closes the
+ * connection gracefully (our close frame is out: flush, FIN, linger) so
+ * that the peer reads the close code instead of a reset, and returns
+ * true. */
+bool tether__ws_read_failed(tether_conn *c, int rv);
+
 /* The peer's end of stream: the detail to report, or NULL. */
 const char *tether__ws_eof_detail(tether_conn *c);
 
@@ -229,6 +235,7 @@ struct ws_transport {
     bool close_rx; /* the peer's close frame arrived */
     bool close_tx; /* ours is queued */
     bool eof;      /* the peer's end of stream (or close) was reported */
+    bool violated; /* the peer broke the protocol: its input is discarded */
     int rx_code;   /* tether_ws_close_code() */
     int tx_code;   /* chosen by tether_ws_close() or a GOAWAY; 0: default */
     char tx_reason[TETHER__WS_REASON_MAX + 1];

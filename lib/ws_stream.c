@@ -147,6 +147,7 @@ int tether__ws_fail(struct ws_transport *t, int rv, const char *fmt, ...)
  * effort: the connection fails right after) and fail with the detail. */
 int tether__ws_violation(struct ws_transport *t, int rv, unsigned code, const char *what)
 {
+    t->violated = true;
     if (!t->close_tx) {
         uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
         t->close_tx = true;
@@ -454,6 +455,11 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
             return rv;
         }
+    }
+    if (t->violated) {
+        /* Lingering after our close frame: what the peer still sends is
+         * read and dropped. */
+        return t->in->ops->readv(t->in, iov, iovcnt, nread);
     }
     for (int round = 0; round < RD_ROUNDS; round++) {
         if (t->dlen > 0) {
