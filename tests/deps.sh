@@ -111,3 +111,25 @@ tether_install_deps() {
         "${apt[@]}" "${missing[@]}" </dev/null
     fi
 }
+
+# Node's ws package, the peer of the WebSocket interoperability test
+# (tests/interop/node/ws_interop.sh): installed from the npm registry at
+# the version tests/interop/node/package-lock.json pins, into
+# tests/interop/node/node_modules (git-ignored). It needs node and npm;
+# when either command is missing, Debian's nodejs and npm packages are
+# installed (a node from elsewhere, such as NodeSource's, which bundles
+# npm, is used as it is, so that the two never conflict).
+tether_install_node_deps() {
+    local dir missing=()
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/interop/node"
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        tether_install_deps "${missing[@]}" || return 1
+    fi
+    if [[ -f $dir/node_modules/ws/package.json ]]; then
+        return 0
+    fi
+    echo "deps: npm ci in ${dir} (Node's ws package)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
