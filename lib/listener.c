@@ -41,7 +41,7 @@ struct tether_listener {
     bool is_unix;
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
-    char url[TETHER__HOST_MAX + 128];
+    char url[TETHER__HOST_MAX + 128 + TETHER__WS_PATH_MAX];
 };
 
 void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
@@ -211,10 +211,10 @@ static void listener_format_url(tether_listener *l, const struct sockaddr_storag
         return;
     }
     tether__addr_format((const struct sockaddr *)ss, sl, addr, sizeof addr);
-    snprintf(l->url, sizeof l->url, "%s%s://%s", l->cfg->ws != NULL ? "w" : "",
-             l->cfg->tls != NULL ? (l->cfg->ws != NULL ? "ss" : "tls")
-                                 : (l->cfg->ws != NULL ? "s" : "tcp"),
-             addr);
+    const struct tether__ws_cfg *ws = l->cfg->ws;
+    snprintf(l->url, sizeof l->url, "%s%s://%s%s", ws != NULL ? "w" : "",
+             l->cfg->tls != NULL ? (ws != NULL ? "ss" : "tls") : (ws != NULL ? "s" : "tcp"), addr,
+             ws != NULL && !ws->any_path ? ws->path : "");
     if (ss->ss_family == AF_INET) {
         l->port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
     } else {
