@@ -23,7 +23,9 @@
 # never a dependency of libtether itself), haproxy (the PROXY protocol
 # test puts the real load balancer in front of tether servers), libevent
 # (tests/bench/peers/libevent.c, the comparison peer; valgrind and strace,
-# which tests/bench/instr.py uses, are optional).
+# which tests/bench/instr.py uses, are optional), chromium (headless, for
+# tests/integration/chat_browser.sh: a real browser runs
+# examples/chat.html).
 TETHER_APT_PACKAGES=(
     build-essential
     cmake
@@ -43,6 +45,7 @@ TETHER_APT_PACKAGES=(
     libglib2.0-dev
     haproxy
     libevent-dev
+    chromium
 )
 
 # What examples/demo.sh needs to build the library and the examples (no
