@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "tls.h"
 #include "url.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -91,6 +92,7 @@ struct tether_client {
     tether_client_opts o;
     tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
     char *line_delim;
+    tether_ws_opts *ws; /* our copy of conn_opts->ws (ws.h) */
     tether_tls_config *tls;
     tether_conn *conn; /* the current attempt or connection */
 
@@ -515,6 +517,7 @@ static void client_free(tether_client *cl)
     cl->loop->handles--;
     tether_tls_config_unref(cl->tls);
     free(cl->line_delim);
+    tether__ws_opts_free(cl->ws);
     free(cl->url);
     free(cl);
 }
@@ -616,6 +619,9 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
             cl->tls = tether_tls_config_ref(cfg->tls);
         }
     }
+    if (rv == TETHER_OK && u.ws) {
+        rv = tether__ws_cfg_set(cfg, &u, out_err); /* checks the WebSocket options */
+    }
     if (cfg != NULL) {
         tether__conn_cfg_unref(cfg);
     }
@@ -629,8 +635,13 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
         cl->co.line_delim = cl->line_delim;
     }
     cl->url = strdup(url);
-    if (cl->url == NULL || (cl->co.line_delim != NULL && cl->line_delim == NULL)) {
+    const tether_ws_opts *uws = cl->co.ws; /* the caller's, not kept */
+    cl->ws = uws != NULL ? tether__ws_opts_dup(uws) : NULL;
+    cl->co.ws = cl->ws;
+    if (cl->url == NULL || (cl->co.line_delim != NULL && cl->line_delim == NULL) ||
+        (uws != NULL && cl->ws == NULL)) {
         tether_tls_config_unref(cl->tls);
+        tether__ws_opts_free(cl->ws);
         free(cl->line_delim);
         free(cl->url);
         free(cl);

@@ -93,6 +93,11 @@ int tether__ws_cfg_set(struct tether__conn_cfg *cfg, const struct tether__url *u
                        tether_error *err);
 void tether__ws_cfg_free(struct tether__ws_cfg *w);
 
+/* A deep copy of user options, for holders of a tether_conn_opts that dial
+ * later (tether_client); NULL when out of memory. */
+tether_ws_opts *tether__ws_opts_dup(const tether_ws_opts *in);
+void tether__ws_opts_free(tether_ws_opts *o);
+
 /* What a parsed handshake head yields. Strings point into the head. */
 struct tether__ws_req {
     const char *path;

@@ -186,6 +186,45 @@ void tether_ws_opts_init_sized(tether_ws_opts *opts, size_t size)
     tether__sized_fill(opts, size, &d, sizeof d);
 }
 
+tether_ws_opts *tether__ws_opts_dup(const tether_ws_opts *in)
+{
+    tether_ws_opts *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        return NULL;
+    }
+    tether_ws_opts_init(o);
+    if (in->size >= sizeof(size_t)) {
+        tether__opts_merge(o, sizeof *o, in);
+        o->size = sizeof *o;
+    }
+    bool oom = false;
+    o->origin = str_dup(o->origin, &oom);
+    o->headers = str_dup(o->headers, &oom);
+    o->health_path = str_dup(o->health_path, &oom);
+    o->protocols = (const char *const *)strv_dup(o->protocols, &oom);
+    o->allowed_origins = (const char *const *)strv_dup(o->allowed_origins, &oom);
+    if (oom) {
+        tether__ws_opts_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void tether__ws_opts_free(tether_ws_opts *o)
+{
+    if (o == NULL) {
+        return;
+    }
+    /* (Every string is our own copy: the casts drop the const the public
+     * struct puts on them for its callers.) */
+    free((char *)o->origin);
+    free((char *)o->headers);
+    free((char *)o->health_path);
+    strv_free((char **)o->protocols);
+    strv_free((char **)o->allowed_origins);
+    free(o);
+}
+
 /* ---- head parsing -------------------------------------------------------- */
 
 /* Finds header name in head (lines after the first); returns its value

@@ -431,6 +431,151 @@ START_TEST(server_closes_first)
 }
 END_TEST
 
+/* ---- liveness and the reconnecting client ------------------------------------ */
+
+static tether_listener *timed_listener(int idle_ms)
+{
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = on_msg;
+    co.on_close = on_close;
+    co.userdata = &srv;
+    co.idle_timeout_ms = idle_ms;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &co;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/t", &lo, &err), TETHER_OK);
+    return l;
+}
+
+static void plain_dial(int port, int heartbeat_ms)
+{
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = on_msg;
+    co.on_close = on_close;
+    co.on_connect = on_connect;
+    co.userdata = &cli;
+    co.heartbeat_ms = heartbeat_ms;
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/t", port);
+    th_dial(&cli.c, url, &co);
+}
+
+START_TEST(idle_timeout_closes_with_1001)
+{
+    reset_sides();
+    tether_listener *l = timed_listener(200);
+    plain_dial(tether_listener_port(l), 0);
+    ck_assert(th_run_until_pred(both_closed, NULL, 20000));
+    ck_assert_int_eq(srv.reason, TETHER_ETIMEDOUT);
+    ck_assert_msg(strstr(srv.detail, "idle timeout") != NULL, "%s", srv.detail);
+    /* The client reads the close frame: 1001 with the server's reason. */
+    ck_assert_int_eq(cli.reason, TETHER_EOF);
+    ck_assert_int_eq(cli.code, 1001);
+    ck_assert_msg(strstr(cli.detail, "1001") && strstr(cli.detail, "idle timeout"), "%s",
+                  cli.detail);
+    tether_listener_close(l);
+}
+END_TEST
+
+static bool enough_pongs(void *arg)
+{
+    tether_stats st;
+    tether_conn_get_stats(cli.c, &st);
+    return st.pongs_received >= *(uint64_t *)arg || cli.closed || srv.closed;
+}
+
+START_TEST(pings_keep_an_idle_server_open)
+{
+    reset_sides();
+    /* The client says nothing but its heartbeats (WebSocket pings every
+     * 50 ms); the server's idle timeout is 1 s. Twenty pongs take at
+     * least a second, so the pings are what kept it open. */
+    tether_listener *l = timed_listener(1000);
+    plain_dial(tether_listener_port(l), 50);
+    ck_assert(th_run_until(&cli.connected, 10000));
+    uint64_t want = 20;
+    ck_assert(th_run_until_pred(enough_pongs, &want, 30000));
+    ck_assert_msg(!srv.closed && !cli.closed, "closed: %s / %s", srv.detail, cli.detail);
+    tether_stats st;
+    tether_conn_get_stats(cli.c, &st);
+    ck_assert_int_ge(st.rtt_us, 0);
+    ck_assert_uint_ge(st.pings_sent, 20);
+    tether_conn_close(cli.c);
+    ck_assert(th_run_until_pred(both_closed, NULL, 10000));
+    ck_assert_int_eq(srv.code, 1000);
+    tether_listener_close(l);
+}
+END_TEST
+
+static int rc_msgs;
+static bool rc_closed;
+
+static void rc_state(tether_client *rc, const tether_client_event *ev, void *ud)
+{
+    (void)ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED) {
+        ck_assert_int_eq(tether_client_send(rc, "over ws", 7), TETHER_OK);
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        rc_closed = true;
+    }
+}
+
+static void rc_msg(tether_client *rc, const uint8_t *p, size_t n, void *ud)
+{
+    (void)ud;
+    ck_assert(n == 7 && memcmp(p, "over ws", 7) == 0);
+    rc_msgs++;
+    tether_client_close(rc);
+}
+
+START_TEST(reconnecting_client)
+{
+    reset_sides();
+    srv.echo = true;
+    tether_listener *l = ws_listen("ws", "/rc", NULL);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/rc", tether_listener_port(l));
+    /* The WebSocket options are copied: freed right after creation (the
+     * sanitizer build would catch a use after free). */
+    tether_ws_opts *w = malloc(sizeof *w);
+    tether_ws_opts_init(w);
+    static const char *const protos[] = {"chat.v2", NULL};
+    w->protocols = protos;
+    w->origin = strdup("https://ok.example");
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.ws = w;
+    tether_client_opts ro;
+    tether_client_opts_init(&ro);
+    ro.on_state = rc_state;
+    ro.on_message = rc_msg;
+    ro.conn_opts = &co;
+    tether_client *rc = NULL;
+    tether_error err;
+    rc_msgs = 0;
+    rc_closed = false;
+    ck_assert_int_eq(tether_client_new(&rc, th_loop, url, &ro, &err), TETHER_OK);
+    free((char *)w->origin);
+    free(w);
+    ck_assert(th_run_until(&rc_closed, 10000));
+    ck_assert_int_eq(rc_msgs, 1);
+    ck_assert_str_eq(srv.proto, "chat.v2");
+    ck_assert_str_eq(srv.origin, "https://ok.example");
+    /* Bad WebSocket options fail at creation, not at every attempt. */
+    tether_ws_opts bad;
+    tether_ws_opts_init(&bad);
+    bad.headers = "no colon\r\n";
+    co.ws = &bad;
+    ck_assert_int_eq(tether_client_new(&rc, th_loop, url, &ro, &err), TETHER_EINVAL);
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- raw peers ------------------------------------------------------------ */
 
 /* Sends req and collects what the server answers until it closes. */
@@ -561,6 +706,9 @@ Suite *ws_suite(void)
     tcase_add_test(tc, wss_echo);
     tcase_add_test(tc, server_closes_first);
     tcase_add_test(tc, http_answers);
+    tcase_add_test(tc, idle_timeout_closes_with_1001);
+    tcase_add_test(tc, pings_keep_an_idle_server_open);
+    tcase_add_test(tc, reconnecting_client);
     suite_add_tcase(s, tc);
     return s;
 }
