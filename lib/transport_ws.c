@@ -57,6 +57,7 @@ static int hs_open(struct ws_transport *t)
     tether__len32_ctrl_header(hello, TETHER__CTRL_HELLO, TETHER__CTRL_HELLO_LEN);
     hello[4] = TETHER__CTRL_HELLO_VERSION;
     t->phase = TETHER__WS_OPEN;
+    t->ib_fresh = t->ilen > 0; /* frames sent right behind the handshake */
     return tether__ws_db_add(t, hello, sizeof hello);
 }
 
@@ -239,7 +240,7 @@ static bool ws_has_pending(const struct tether_transport *tr)
     if (t->phase != TETHER__WS_OPEN) {
         return false;
     }
-    return t->dlen > 0 || (t->close_rx && !t->eof) || t->in->ops->has_pending(t->in);
+    return t->dlen > 0 || t->ib_fresh || (t->close_rx && !t->eof) || t->in->ops->has_pending(t->in);
 }
 
 static int ws_shutdown(struct tether_transport *tr, bool *done)

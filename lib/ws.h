@@ -241,6 +241,7 @@ struct ws_transport {
     bool close_tx; /* ours is queued */
     bool eof;      /* the peer's end of stream (or close) was reported */
     bool violated; /* the peer broke the protocol: its input is discarded */
+    bool ib_fresh; /* ib holds bytes that came with the handshake, not yet parsed */
     int rx_code;   /* tether_ws_close_code() */
     int tx_code;   /* chosen by tether_ws_close() or a GOAWAY; 0: default */
     char tx_reason[TETHER__WS_REASON_MAX + 1];

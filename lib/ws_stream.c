@@ -470,6 +470,14 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             t->eof = true;
             return TETHER_OK; /* end of stream */
         }
+        if (t->ib_fresh) {
+            t->ib_fresh = false;
+            int rv = ws_parse(t);
+            if (rv != TETHER_OK) {
+                return rv;
+            }
+            continue;
+        }
         if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + TETHER__WS_IB_CHUNK) != TETHER_OK) {
             return tether__ws_fail(t, TETHER_ENOMEM, "out of memory for the input buffer");
         }

@@ -243,6 +243,24 @@ START_TEST(group1_framing)
         frame(true, 0, 8, "\x03\xe8", 2, true);
         expect_close(1000);
     }
+    CASE("(handshake): a frame in the same packet as the upgrade request", "4.1, 5.2");
+    memset(&P, 0, sizeof P);
+    P.fd = th_raw_connect(port);
+    static const char req[] =
+        "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "\x81\x82\x00\x00\x00\x00hi"; /* a masked "hi" (all-zero key) */
+    th_raw_write(P.fd, req, sizeof req - 1);
+    uint8_t *end = NULL;
+    for (size_t want = 12; end == NULL && !P.eof && want < 4096; want = P.len + 1) {
+        pump(want);
+        end = memmem(P.in, P.len, "\r\n\r\n", 4);
+    }
+    ck_assert_msg(end != NULL && memcmp(P.in, "HTTP/1.1 101 ", 13) == 0, "%s: no 101", cur);
+    consume((size_t)(end - P.in) + 4);
+    expect_msg(1, "hi", 2);
+    frame(true, 0, 8, "\x03\xe8", 2, true);
+    expect_close(1000);
     CASE("(masking): an unmasked frame from a client", "5.1");
     open_ws();
     frame(true, 0, 1, "hi", 2, false);
