@@ -500,6 +500,12 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             return TETHER_OK;
         }
         t->ilen += n;
+        if (t->c->live != NULL) {
+            /* The peer is talking even when these bytes only extend a
+             * fragmented message, which reaches the connection whole
+             * (idle_timeout_ms counts from here). */
+            t->c->live->last_rx = tether__loop_time(t->c->h.loop);
+        }
         rv = ws_parse(t);
         if (rv != TETHER_OK) {
             return rv;

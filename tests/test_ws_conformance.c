@@ -523,6 +523,44 @@ START_TEST(group9_limits)
 }
 END_TEST
 
+/* ---- fragments and the idle timeout --------------------------------------- */
+
+START_TEST(fragments_count_as_traffic)
+{
+    /* A server whose idle timeout is 1 s; the client spends 2 s or more
+     * on one message, a fragment every 100 ms. */
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = echo_msg;
+    co.idle_timeout_ms = 1000;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &co;
+    tether_listener *l2 = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    int saved = port;
+    port = tether_listener_port(l2);
+    CASE("(tether): fragments of one message keep an idle timeout at bay", "5.4");
+    open_ws();
+    char all[21];
+    for (int i = 0; i < 20; i++) {
+        all[i] = (char)('a' + i);
+        frame(false, 0, i == 0 ? 1 : 0, all + i, 1, true);
+        uint64_t until = th_now_ms() + 100;
+        while (th_now_ms() < until) {
+            tether_loop_run_once(th_loop, 10);
+        }
+    }
+    frame(true, 0, 0, "", 0, true);
+    expect_msg(1, all, 20);
+    frame(true, 0, 8, "\x03\xe8", 2, true);
+    expect_close(1000);
+    port = saved;
+    tether_listener_close(l2);
+}
+END_TEST
+
 Suite *ws_conformance_suite(void)
 {
     Suite *s = suite_create("ws_conformance");
@@ -536,6 +574,7 @@ Suite *ws_conformance_suite(void)
     tcase_add_test(tc, group6_utf8);
     tcase_add_test(tc, group7_close);
     tcase_add_test(tc, group9_limits);
+    tcase_add_test(tc, fragments_count_as_traffic);
     suite_add_tcase(s, tc);
     return s;
 }

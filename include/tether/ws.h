@@ -73,9 +73,12 @@
  * so tether_ws_close_code() is 0 there.
  *
  * Limitations: permessage-deflate (RFC 7692) and other extensions are not
- * implemented; bytes of an incomplete *fragmented* message do not count as
- * traffic for tether_conn_opts::idle_timeout_ms until a frame of another
- * kind or the message's end arrives.
+ * implemented. A fragmented message is held by the WebSocket layer until
+ * its last fragment (bounded by tether_conn_opts::max_msg): its fragments
+ * count as traffic for tether_conn_opts::idle_timeout_ms, but
+ * tether_conn_opts::frame_timeout_ms does not see it, and that buffer and
+ * the layer's output buffer (at most 256 KiB ahead of the socket) are not
+ * counted by tether_loop_set_mem_limit().
  *
  * Threading: like every connection call, the functions below belong to the
  * connection's loop thread.
