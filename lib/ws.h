@@ -242,8 +242,15 @@ struct ws_transport {
     bool eof;      /* the peer's end of stream (or close) was reported */
     bool violated; /* the peer broke the protocol: its input is discarded */
     bool ib_fresh; /* ib holds bytes that came with the handshake, not yet parsed */
-    int rx_code;   /* tether_ws_close_code() */
-    int tx_code;   /* chosen by tether_ws_close() or a GOAWAY; 0: default */
+    /* While readv parses: its destination, which decoded bytes go to
+     * straight (db takes only what does not fit). */
+    const struct iovec *siov;
+    int siovcnt;
+    int sidx;
+    size_t soff;
+    size_t sgot;
+    int rx_code; /* tether_ws_close_code() */
+    int tx_code; /* chosen by tether_ws_close() or a GOAWAY; 0: default */
     char tx_reason[TETHER__WS_REASON_MAX + 1];
     char rx_text[TETHER__WS_REASON_MAX + 1];
     char err[TETHER_ERROR_MSG_MAX];

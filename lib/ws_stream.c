@@ -51,6 +51,26 @@ int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
 
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n)
 {
+    if (t->siov != NULL && t->dlen == 0) {
+        /* Straight into the reader's buffers: one copy fewer. */
+        const uint8_t *q = p;
+        while (n > 0 && t->sidx < t->siovcnt) {
+            const struct iovec *v = &t->siov[t->sidx];
+            size_t k = TETHER__MIN(n, v->iov_len - t->soff);
+            memcpy((uint8_t *)v->iov_base + t->soff, q, k);
+            q += k, n -= k;
+            t->soff += k;
+            t->sgot += k;
+            if (t->soff == v->iov_len) {
+                t->sidx++;
+                t->soff = 0;
+            }
+        }
+        if (n == 0) {
+            return TETHER_OK;
+        }
+        p = q;
+    }
     if (t->doff > 0 && t->dlen == 0) {
         t->doff = 0;
     }
@@ -131,6 +151,12 @@ int tether__ws_ob_flush(struct ws_transport *t)
         t->olen -= w;
     }
     t->ooff = 0;
+    if (t->ocap > 4096) {
+        /* A burst is out: idle connections keep no large buffer. */
+        free(t->ob);
+        t->ob = NULL;
+        t->ocap = 0;
+    }
     return TETHER_OK;
 }
 
@@ -445,6 +471,21 @@ static size_t db_copy_out(struct ws_transport *t, const struct iovec *iov, int i
     return n;
 }
 
+/* Parses ib with the reader's buffers as the first destination; returns
+ * the bytes put there in *got. */
+static int parse_into(struct ws_transport *t, const struct iovec *iov, int iovcnt, size_t *got)
+{
+    t->siov = iov;
+    t->siovcnt = iovcnt;
+    t->sidx = 0;
+    t->soff = 0;
+    t->sgot = 0;
+    int rv = ws_parse(t);
+    *got = t->sgot;
+    t->siov = NULL;
+    return rv;
+}
+
 int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
@@ -472,8 +513,8 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         }
         if (t->ib_fresh) {
             t->ib_fresh = false;
-            int rv = ws_parse(t);
-            if (rv != TETHER_OK) {
+            int rv = parse_into(t, iov, iovcnt, nread);
+            if (rv != TETHER_OK || *nread > 0) {
                 return rv;
             }
             continue;
@@ -484,6 +525,12 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         struct iovec v = {t->ib + t->ilen, TETHER__WS_IB_CHUNK};
         size_t n = 0;
         int rv = t->in->ops->readv(t->in, &v, 1, &n);
+        if (rv == TETHER_EAGAIN && t->ilen == 0) {
+            /* Drained: an idle connection holds no input buffer. */
+            free(t->ib);
+            t->ib = NULL;
+            t->icap = 0;
+        }
         if (rv != TETHER_OK) {
             return rv;
         }
@@ -506,8 +553,8 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
              * (idle_timeout_ms counts from here). */
             t->c->live->last_rx = tether__loop_time(t->c->h.loop);
         }
-        rv = ws_parse(t);
-        if (rv != TETHER_OK) {
+        rv = parse_into(t, iov, iovcnt, nread);
+        if (rv != TETHER_OK || *nread > 0) {
             return rv;
         }
         if (t->icap > 2 * TETHER__WS_IB_CHUNK && t->ilen < TETHER__WS_IB_CHUNK) {
