@@ -293,7 +293,7 @@ START_TEST(group2_pings)
     SEND(1, "still here");
     expect_msg(1, "still here", 10);
     CASE("2.10: ten pings: the last is answered", "5.5.3");
-    char last[8];
+    char last[16];
     for (int i = 0; i < 10; i++) {
         snprintf(last, sizeof last, "p%d", i);
         frame(true, 0, 9, last, strlen(last), true);
@@ -305,7 +305,7 @@ START_TEST(group2_pings)
     bool fin;
     uint8_t *p;
     size_t n;
-    char got[8] = "";
+    char got[16] = "";
     int pongs = 0;
     for (;;) {
         ck_assert_msg(read_frame(&op, &fin, &p, &n), "%s: closed", cur);
