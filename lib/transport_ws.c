@@ -401,6 +401,11 @@ bool tether__ws_read_failed(tether_conn *c, int rv)
     return true;
 }
 
+const struct tether_transport *tether__ws_inner(const struct tether_transport *tr)
+{
+    return tr != NULL && tr->ops == &ws_ops ? ((const struct ws_transport *)tr)->in : tr;
+}
+
 const char *tether__ws_eof_detail(tether_conn *c)
 {
     struct ws_transport *t = c->ws;

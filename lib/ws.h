@@ -153,6 +153,10 @@ void tether__ws_on_deliver(tether_conn *c);
  * true. */
 bool tether__ws_read_failed(tether_conn *c, int rv);
 
+/* The transport under the WebSocket layer when tr is one (for the TLS
+ * accessors of wss:// connections), else tr itself. */
+const struct tether_transport *tether__ws_inner(const struct tether_transport *tr);
+
 /* The peer's end of stream: the detail to report, or NULL. */
 const char *tether__ws_eof_detail(tether_conn *c);
 

@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "helpers.h"
+
 #include "url.h"
 #include "ws.h"
+#include <tether/openssl.h>
 
 #ifndef TETHER_CERTS_DIR
 #error "TETHER_CERTS_DIR must name the certs/ directory"
@@ -364,6 +366,16 @@ static void echo_round(const char *scheme)
     ck_assert_str_eq(srv.proto, "chat.v1"); /* the client's preference wins */
     ck_assert_str_eq(tether_ws_protocol(cli.c), "chat.v1");
     ck_assert_str_eq(tether_ws_path(cli.c), "/echo?x=1");
+    tether_tls_info ti;
+    if (strcmp(scheme, "wss") == 0) {
+        /* The TLS accessors see the TLS layer under WebSocket. */
+        ck_assert_int_eq(tether_conn_tls_info(cli.c, &ti), TETHER_OK);
+        ck_assert_ptr_nonnull(ti.version);
+        ck_assert_int_eq(tether_conn_tls_info(srv.c, &ti), TETHER_OK);
+        ck_assert_ptr_nonnull(tether_conn_tls_ssl(cli.c));
+    } else {
+        ck_assert_int_eq(tether_conn_tls_info(cli.c, &ti), TETHER_ENOTSUP);
+    }
     /* Sizes across every header form, binary and text interleaved. */
     static const size_t sizes[] = {0, 1, 125, 126, 127, 65535, 65536, 200000, 3u << 20};
     int n = 0;
