@@ -56,6 +56,10 @@ size_t tether__ws_hdr_encode(uint8_t *out, bool fin, uint8_t opcode, uint64_t le
 /* XORs p[0..n) with the mask, starting at byte offset pos of the payload. */
 void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos);
 
+/* dst[i] = src[i] masked, as tether__ws_mask() would (dst may not overlap). */
+void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                          uint64_t pos);
+
 /* Incremental UTF-8 validation: state 0 is "between characters". Feeds
  * p[0..n) and returns the new state, or TETHER__UTF8_BAD. */
 #define TETHER__UTF8_BAD UINT32_MAX

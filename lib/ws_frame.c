@@ -99,6 +99,28 @@ void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
     }
 }
 
+void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                          uint64_t pos)
+{
+    /* One pass for the copy and the mask (a client's send path). */
+    uint8_t k[8];
+    for (int i = 0; i < 8; i++) {
+        k[i] = mask[(pos + (uint64_t)i) & 3u];
+    }
+    uint64_t k64;
+    memcpy(&k64, k, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, src + i, 8);
+        v ^= k64;
+        memcpy(dst + i, &v, 8);
+    }
+    for (; i < n; i++) {
+        dst[i] = src[i] ^ k[i & 7u];
+    }
+}
+
 /* State: bits 0-7 the continuation bytes still expected, bits 8-15 and
  * 16-23 the range the next byte must fall in (RFC 3629: no overlongs, no
  * surrogates, nothing above U+10FFFF). */

@@ -35,16 +35,26 @@ int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need)
     return TETHER_OK;
 }
 
-int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
+/* Room for n more bytes at the end of ob (olen is not advanced). */
+static uint8_t *ob_room(struct ws_transport *t, size_t n)
 {
     if (t->ooff > 0 && t->ooff + t->olen + n > t->ocap) {
         memmove(t->ob, t->ob + t->ooff, t->olen);
         t->ooff = 0;
     }
     if (tether__ws_buf_reserve(&t->ob, &t->ocap, t->ooff + t->olen + n) != TETHER_OK) {
+        return NULL;
+    }
+    return t->ob + t->ooff + t->olen;
+}
+
+int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
+{
+    uint8_t *dst = ob_room(t, n);
+    if (dst == NULL) {
         return TETHER_ENOMEM;
     }
-    memcpy(t->ob + t->ooff + t->olen, p, n);
+    memcpy(dst, p, n);
     t->olen += n;
     return TETHER_OK;
 }
@@ -151,12 +161,6 @@ int tether__ws_ob_flush(struct ws_transport *t)
         t->olen -= w;
     }
     t->ooff = 0;
-    if (t->ocap > 4096) {
-        /* A burst is out: idle connections keep no large buffer. */
-        free(t->ob);
-        t->ob = NULL;
-        t->ocap = 0;
-    }
     return TETHER_OK;
 }
 
@@ -637,78 +641,103 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
         return rv;
     }
     size_t used = 0;
-    for (int i = 0; i < iovcnt && t->olen < TETHER__WS_OB_MAX; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t n = iov[i].iov_len;
-        while (n > 0 && t->olen < TETHER__WS_OB_MAX) {
-            size_t k;
-            if (t->whave < 4) {
-                k = TETHER__MIN(n, (size_t)(4 - t->whave));
-                memcpy(t->whdr + t->whave, p, k);
-                t->whave = (uint8_t)(t->whave + k);
-                p += k, n -= k, used += k;
+    int i = 0;
+    size_t at = 0; /* offset into iov[i] */
+    /* Encode up to TETHER__WS_OB_MAX, hand it to the socket, and go on
+     * while the socket takes everything: like a socket, the layer accepts
+     * less than it was given only when the socket is full. */
+    for (;;) {
+        for (; i < iovcnt && t->olen < TETHER__WS_OB_MAX; i++, at = 0) {
+            const uint8_t *p = (const uint8_t *)iov[i].iov_base + at;
+            size_t n = iov[i].iov_len - at;
+            while (n > 0 && t->olen < TETHER__WS_OB_MAX) {
+                size_t k;
                 if (t->whave < 4) {
-                    break;
-                }
-                if (t->whdr[0] == TETHER__CTRL_MARK) {
-                    t->wctrl = t->whdr[1];
-                    t->wleft = ((size_t)t->whdr[2] << 8) | t->whdr[3];
-                    t->wclen = 0;
-                    rv = t->wleft == 0 ? ctrl_done(t) : TETHER_OK;
-                } else {
-                    t->wctrl = 0;
-                    t->wleft = tether__get_be32(t->whdr);
-                    t->wpos = 0;
-                    rv = TETHER_OK;
-                    if (!t->close_tx) {
-                        uint8_t h[TETHER__WS_HDR_MAX];
-                        if (!t->server) {
-                            tether__ws_mask_key(t, t->wmask);
-                        }
-                        size_t hl = tether__ws_hdr_encode(
-                            h, true, t->text ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY, t->wleft,
-                            t->server ? NULL : t->wmask);
-                        rv = tether__ws_ob_add(t, h, hl);
+                    k = TETHER__MIN(n, (size_t)(4 - t->whave));
+                    memcpy(t->whdr + t->whave, p, k);
+                    t->whave = (uint8_t)(t->whave + k);
+                    p += k, n -= k, used += k;
+                    if (t->whave < 4) {
+                        break;
                     }
+                    if (t->whdr[0] == TETHER__CTRL_MARK) {
+                        t->wctrl = t->whdr[1];
+                        t->wleft = ((size_t)t->whdr[2] << 8) | t->whdr[3];
+                        t->wclen = 0;
+                        rv = t->wleft == 0 ? ctrl_done(t) : TETHER_OK;
+                    } else {
+                        t->wctrl = 0;
+                        t->wleft = tether__get_be32(t->whdr);
+                        t->wpos = 0;
+                        rv = TETHER_OK;
+                        if (!t->close_tx) {
+                            uint8_t h[TETHER__WS_HDR_MAX];
+                            if (!t->server) {
+                                tether__ws_mask_key(t, t->wmask);
+                            }
+                            size_t hl = tether__ws_hdr_encode(
+                                h, true, t->text ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY,
+                                t->wleft, t->server ? NULL : t->wmask);
+                            rv = tether__ws_ob_add(t, h, hl);
+                        }
+                    }
+                    if (rv != TETHER_OK) {
+                        return tether__ws_fail(t, rv, "out of memory encoding a frame");
+                    }
+                    if (t->wleft == 0) {
+                        t->whave = 0;
+                    }
+                    continue;
                 }
-                if (rv != TETHER_OK) {
-                    return tether__ws_fail(t, rv, "out of memory encoding a frame");
+                k = (size_t)TETHER__MIN((uint64_t)n, t->wleft);
+                if (t->wctrl != 0) {
+                    size_t room = sizeof t->wcbuf - t->wclen;
+                    memcpy(t->wcbuf + t->wclen, p, TETHER__MIN(k, room));
+                    t->wclen += TETHER__MIN(k, room);
+                } else {
+                    k = TETHER__MIN(k, TETHER__WS_OB_MAX - t->olen);
+                    if (!t->close_tx) {
+                        uint8_t *dst = ob_room(t, k);
+                        if (dst == NULL) {
+                            return tether__ws_fail(t, TETHER_ENOMEM,
+                                                   "out of memory encoding a frame");
+                        }
+                        if (t->server) {
+                            memcpy(dst, p, k);
+                        } else {
+                            tether__ws_mask_copy(dst, p, k, t->wmask, t->wpos);
+                        }
+                        t->olen += k;
+                    }
+                    t->wpos += k;
                 }
+                p += k, n -= k, used += k;
+                t->wleft -= k;
                 if (t->wleft == 0) {
                     t->whave = 0;
-                }
-                continue;
-            }
-            k = (size_t)TETHER__MIN((uint64_t)n, t->wleft);
-            if (t->wctrl != 0) {
-                size_t room = sizeof t->wcbuf - t->wclen;
-                memcpy(t->wcbuf + t->wclen, p, TETHER__MIN(k, room));
-                t->wclen += TETHER__MIN(k, room);
-            } else {
-                k = TETHER__MIN(k, TETHER__WS_OB_MAX - t->olen);
-                if (!t->close_tx) {
-                    if (tether__ws_ob_add(t, p, k) != TETHER_OK) {
+                    if (t->wctrl != 0 && ctrl_done(t) != TETHER_OK) {
                         return tether__ws_fail(t, TETHER_ENOMEM, "out of memory encoding a frame");
                     }
-                    if (!t->server) {
-                        tether__ws_mask(t->ob + t->ooff + t->olen - k, k, t->wmask, t->wpos);
-                    }
                 }
-                t->wpos += k;
             }
-            p += k, n -= k, used += k;
-            t->wleft -= k;
-            if (t->wleft == 0) {
-                t->whave = 0;
-                if (t->wctrl != 0 && ctrl_done(t) != TETHER_OK) {
-                    return tether__ws_fail(t, TETHER_ENOMEM, "out of memory encoding a frame");
-                }
+            if (n > 0) {
+                at = iov[i].iov_len - n; /* the buffer filled up inside this iovec */
+                break;
             }
         }
+        rv = tether__ws_ob_flush(t);
+        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+            return rv;
+        }
+        if (i >= iovcnt || t->olen > 0) {
+            break; /* all encoded, or the socket is full */
+        }
     }
-    rv = tether__ws_ob_flush(t);
-    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-        return rv;
+    if (t->olen == 0 && t->ocap > 4096) {
+        /* The burst is out: idle connections keep no large buffer. */
+        free(t->ob);
+        t->ob = NULL;
+        t->ocap = 0;
     }
     *nwritten = used;
     return used > 0 ? TETHER_OK : TETHER_EAGAIN;

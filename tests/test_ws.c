@@ -82,6 +82,14 @@ START_TEST(mask_offsets)
     }
     th_fill(a, sizeof a, 7);
     ck_assert_mem_eq(a, b, sizeof a);
+    /* The copying variant gives the same bytes, at every offset. */
+    for (uint64_t pos = 0; pos < 5; pos++) {
+        uint8_t c[100];
+        memcpy(b, a, sizeof b);
+        tether__ws_mask(b, 37, key, pos);
+        tether__ws_mask_copy(c, a, 37, key, pos);
+        ck_assert_mem_eq(b, c, 37);
+    }
 }
 END_TEST
 
