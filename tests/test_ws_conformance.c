@@ -561,6 +561,49 @@ START_TEST(fragments_count_as_traffic)
 }
 END_TEST
 
+/* ---- tether's timeouts as close codes --------------------------------------- */
+
+START_TEST(stalled_frame_closes_with_1008)
+{
+    /* A frame that stops half-way: the server's frame timeout closes with
+     * 1008 (policy violation) and says why in the reason. */
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = echo_msg;
+    co.frame_timeout_ms = 200;
+    co.frame_min_rate = 0;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &co;
+    tether_listener *l2 = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    int saved = port;
+    port = tether_listener_port(l2);
+    CASE("(tether): a frame timeout closes with 1008 and its reason", "7.4.1");
+    open_ws();
+    uint8_t half[60];
+    memset(half, 'h', sizeof half);
+    /* A masked binary frame announcing 100 bytes; 60 of them are sent. */
+    th_raw_write(P.fd, "\x82\xe4\x00\x00\x00\x00", 6);
+    th_raw_write(P.fd, half, sizeof half);
+    unsigned op = 0;
+    bool fin;
+    uint8_t *p = NULL;
+    size_t n = 0;
+    ck_assert_msg(read_frame(&op, &fin, &p, &n), "%s: no close frame", cur);
+    ck_assert_msg(op == 8 && n >= 2, "%s: opcode %u", cur, op);
+    unsigned code = ((unsigned)p[0] << 8) | p[1];
+    ck_assert_msg(code == 1008, "%s: close code %u", cur, code);
+    ck_assert_msg(n > 2 && memmem(p + 2, n - 2, "frame", 5) != NULL, "%s: reason '%.*s'", cur,
+                  (int)(n - 2), (const char *)p + 2);
+    free(p);
+    close_ws();
+    port = saved;
+    tether_listener_close(l2);
+}
+END_TEST
+
 Suite *ws_conformance_suite(void)
 {
     Suite *s = suite_create("ws_conformance");
@@ -575,6 +618,7 @@ Suite *ws_conformance_suite(void)
     tcase_add_test(tc, group7_close);
     tcase_add_test(tc, group9_limits);
     tcase_add_test(tc, fragments_count_as_traffic);
+    tcase_add_test(tc, stalled_frame_closes_with_1008);
     suite_add_tcase(s, tc);
     return s;
 }
