@@ -5,6 +5,7 @@
  * and frames written by hand on a raw socket. The interoperability tests
  * against Node's ws package are in tests/interop/node/. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -596,6 +597,90 @@ START_TEST(reconnecting_client)
 }
 END_TEST
 
+/* ---- the blocking API ---------------------------------------------------- */
+
+/* A ws:// echo server on a loop of its own thread, for the blocking API
+ * (which runs a private loop in the calling thread). */
+struct srv_thread {
+    tether_loop *loop;
+    tether_listener *l;
+    _Atomic int port;
+};
+
+static void st_echo(tether_conn *c, const uint8_t *p, size_t n, void *ud)
+{
+    (void)ud;
+    tether_ws_set_text(c, tether_ws_msg_is_text(c));
+    tether_conn_send(c, p, n);
+}
+
+static void *st_main(void *arg)
+{
+    struct srv_thread *st = arg;
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = st_echo;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &co;
+    tether_error err;
+    if (tether_listen(&st->l, st->loop, "ws://127.0.0.1:0/sync", &lo, &err) != TETHER_OK) {
+        st->port = -1;
+        return NULL;
+    }
+    st->port = tether_listener_port(st->l);
+    tether_loop_run(st->loop);
+    return NULL;
+}
+
+static void st_stop(tether_loop *loop, void *ud)
+{
+    struct srv_thread *st = ud;
+    tether_listener_close(st->l);
+    tether_loop_close_all(loop);
+}
+
+START_TEST(blocking_api)
+{
+    struct srv_thread st = {0};
+    ck_assert_int_eq(tether_loop_new(&st.loop, NULL), TETHER_OK);
+    tether_loop_ref(st.loop); /* runs until st_stop */
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, st_main, &st), 0);
+    uint64_t deadline = th_now_ms() + 10000;
+    while (st.port == 0 && th_now_ms() < deadline) {
+        usleep(1000);
+    }
+    ck_assert_int_gt(st.port, 0);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/sync", st.port);
+    tether_sync *s = NULL;
+    tether_error err;
+    ck_assert_msg(tether_sync_connect(&s, url, NULL, 10000, &err) == TETHER_OK, "%s", err.message);
+    for (size_t n = 0; n < 200000; n = n * 3 + 1) {
+        uint8_t *b = malloc(n + 1);
+        th_fill(b, n, (uint32_t)n);
+        ck_assert_int_eq(tether_sync_send(s, b, n, 10000), TETHER_OK);
+        tether_msg m;
+        ck_assert_int_eq(tether_sync_recv(s, &m, 10000), TETHER_OK);
+        ck_assert_uint_eq(m.len, n);
+        ck_assert(n == 0 || memcmp(m.data, b, n) == 0);
+        tether_msg_free(&m);
+        free(b);
+    }
+    ck_assert_int_eq(tether_sync_close(s), TETHER_OK);
+    /* A wrong path is refused with the server's answer. */
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/other", st.port);
+    ck_assert_int_ne(tether_sync_connect(&s, url, NULL, 10000, &err), TETHER_OK);
+    ck_assert_msg(strstr(err.message, "404") != NULL, "%s", err.message);
+    ck_assert_int_eq(tether_loop_post(st.loop, st_stop, &st), TETHER_OK);
+    tether_loop_unref(st.loop);
+    tether_loop_wakeup(st.loop);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(tether_loop_free(st.loop), TETHER_OK);
+}
+END_TEST
+
 /* ---- raw peers ------------------------------------------------------------ */
 
 /* Sends req and collects what the server answers until it closes. */
@@ -729,6 +814,7 @@ Suite *ws_suite(void)
     tcase_add_test(tc, idle_timeout_closes_with_1001);
     tcase_add_test(tc, pings_keep_an_idle_server_open);
     tcase_add_test(tc, reconnecting_client);
+    tcase_add_test(tc, blocking_api);
     suite_add_tcase(s, tc);
     return s;
 }
