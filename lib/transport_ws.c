@@ -381,7 +381,7 @@ void tether__ws_on_deliver(tether_conn *c)
     struct ws_transport *t = c->ws;
     if (t != NULL && t->tcount > 0) {
         t->cur_text = t->types[t->thead] != 0;
-        t->thead = (t->thead + 1) % t->tcap;
+        t->thead = (t->thead + 1) & (t->tcap - 1);
         t->tcount--;
     }
 }

@@ -101,14 +101,14 @@ int tether__ws_types_push(struct ws_transport *t, bool text)
             return TETHER_ENOMEM;
         }
         for (size_t i = 0; i < t->tcount; i++) {
-            p[i] = t->types[(t->thead + i) % t->tcap];
+            p[i] = t->types[(t->thead + i) & (t->tcap - 1)];
         }
         free(t->types);
         t->types = p;
         t->tcap = nc;
         t->thead = 0;
     }
-    t->types[(t->thead + t->tcount) % t->tcap] = text ? 1 : 0;
+    t->types[(t->thead + t->tcount) & (t->tcap - 1)] = text ? 1 : 0; /* (tcap: a power of 2) */
     t->tcount++;
     return TETHER_OK;
 }
