@@ -136,8 +136,9 @@ typedef struct tether_ws_opts {
                                              #TETHER_WS_MAX_REQUEST_DEFAULT, at least 256. */
     int handshake_timeout_ms;           /**< Server: how long an accepted connection may take from
                                              accept to the end of its upgrade request (TLS
-                                             included); default #TETHER_WS_HANDSHAKE_TIMEOUT_DEFAULT;
-                                             negative: no limit. Clients use
+                                             included); default
+                                             #TETHER_WS_HANDSHAKE_TIMEOUT_DEFAULT; negative: no
+                                             limit. Clients use
                                              tether_conn_opts::connect_timeout_ms. */
 } tether_ws_opts;
 
