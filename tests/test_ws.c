@@ -707,6 +707,12 @@ static size_t raw_exchange(int port, const void *req, size_t len, char *out, siz
     return got;
 }
 
+static bool srv_accepted(void *arg)
+{
+    (void)arg;
+    return srv.c != NULL;
+}
+
 static tether_listener *plain_listener(const char *path)
 {
     static const char *const allowed[] = {"https://ok.example", NULL};
@@ -792,6 +798,48 @@ START_TEST(http_answers)
 }
 END_TEST
 
+START_TEST(behind_a_proxy)
+{
+    /* With the PROXY protocol in front, the upgrade request still has its
+     * deadline once the header is in. */
+    reset_sides();
+    tether_ws_opts w;
+    tether_ws_opts_init(&w);
+    w.handshake_timeout_ms = 300;
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = on_msg;
+    co.on_close = on_close;
+    co.userdata = &srv;
+    co.ws = &w;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &co;
+    lo.proxy_protocol = TETHER_PROXY_V1;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    int port = tether_listener_port(l);
+    const char *hdr = "PROXY TCP4 192.0.2.7 127.0.0.1 1111 2222\r\n";
+    int fd = th_raw_connect(port);
+    th_raw_write(fd, hdr, strlen(hdr));
+    ck_assert_msg(th_raw_wait_eof(fd, 10000), "no deadline for the upgrade after PROXY");
+    close(fd);
+    fd = th_raw_connect(port);
+    char req[512];
+    snprintf(req, sizeof req, "%s" UPGRADE("/", ""), hdr);
+    th_raw_write(fd, req, strlen(req));
+    ck_assert(th_run_until_pred(srv_accepted, NULL, 10000));
+    char peer[80];
+    ck_assert_int_eq(tether_conn_peer(srv.c, peer, sizeof peer), TETHER_OK);
+    ck_assert_str_eq(peer, "192.0.2.7:1111");
+    close(fd);
+    ck_assert(th_run_until(&srv.closed, 10000));
+    tether_listener_close(l);
+}
+END_TEST
+
 Suite *ws_suite(void)
 {
     Suite *s = suite_create("ws");
@@ -815,6 +863,7 @@ Suite *ws_suite(void)
     tcase_add_test(tc, pings_keep_an_idle_server_open);
     tcase_add_test(tc, reconnecting_client);
     tcase_add_test(tc, blocking_api);
+    tcase_add_test(tc, behind_a_proxy);
     suite_add_tcase(s, tc);
     return s;
 }
