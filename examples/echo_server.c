@@ -11,6 +11,8 @@
  *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *   echo_server --listen tcp://127.0.0.1:7777 --proxy-protocol --verbose
  *   echo_server --listen ws://127.0.0.1:7777/echo (or wss:// with --cert, --key)
+ *   echo_server --listen tcp://127.0.0.1:7777 --threads 4
+ *   echo_server --listen tcp://127.0.0.1:7777 --drain-on-signal [--drain-timeout MS]
  *
  * What it shows:
  * - a listener whose accepted connections share one set of callbacks, with
@@ -29,12 +31,24 @@
  *   (tether_ws_msg_is_text(), tether_ws_set_text());
  * - a clean shutdown on SIGINT or SIGTERM: the loop delivers the signals
  *   as ordinary callbacks (#tether_signal, a signalfd), so the shutdown
- *   runs on the loop's thread, with no signal handler and no helper thread.
+ *   runs on the loop's thread, with no signal handler and no helper thread;
+ * - with --threads N, every core: a loop group of N loops on N threads and
+ *   one group listener that spreads connections over them (SO_REUSEPORT
+ *   for tcp:// and tls://, an acceptor for unix://). Each connection and
+ *   its state live on one loop, so the code above runs unchanged; only the
+ *   per-loop list of connections is chosen by the connection's loop, and
+ *   the shutdown is the group's graceful stop.
+ * - with --drain-on-signal, a graceful shutdown for rolling restarts:
+ *   tether_listener_shutdown() stops accepting and asks every client to
+ *   drain (GOAWAY), so that clients that speak control frames finish what
+ *   they sent, receive every echo and move to another server, losing
+ *   nothing; the process exits once they are gone (or at the deadline).
  *
  * It prints `listening on URL` once clients can connect (with the real port
  * when the URL asks for port 0), one line on stderr for every connection
  * that ends with an error, and exits with 0 after a clean stop, 1 otherwise.
  * A second signal during the shutdown exits at once. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +77,12 @@ struct options {
     struct cli_limits limits;
     /* Behind a proxy: --proxy-protocol, --verbose (common/cli.h). */
     struct cli_proxy proxy;
+    /* --threads: a loop group (common/cli.h). */
+    struct cli_threads threads;
+    /* --drain-on-signal: drain the clients on SIGINT/SIGTERM, for at most
+     * drain_timeout_ms, instead of closing them. */
+    bool drain_on_signal;
+    size_t drain_timeout_ms;
 };
 
 struct server;
@@ -87,6 +107,12 @@ struct server {
     struct echo_conn *conns;
     tether_signal *stop_signals[2]; /* SIGINT, SIGTERM */
     bool stopping;                  /* the first signal came */
+    /* --threads: the group, and one server per loop (each used only on its
+     * loop's thread) that on_accept picks by the connection's loop. */
+    tether_loop_group *group;
+    struct server *shards;
+    bool drain_on_signal;
+    int drain_timeout_ms;
 };
 
 static const char usage[] =
@@ -100,8 +126,11 @@ static const char usage[] =
     "  --max-msg BYTES   largest message accepted (default 16 MiB)\n" CLI_USAGE_TLS_SERVER
     "  --verify-client   require every client to present a certificate from --ca\n"
     "  --heartbeat MS    ping clients that announce heartbeats after MS ms of silence\n"
-    "                    (such clients are answered even without this option)\n" CLI_USAGE_TIMEOUTS
-        CLI_USAGE_LIMITS CLI_USAGE_PROXY CLI_USAGE_COMMON;
+    "                    (such clients are answered even without this option)\n"
+    "  --drain-on-signal on SIGINT/SIGTERM stop accepting and ask every client to\n"
+    "                    drain (GOAWAY), then exit once they are gone\n"
+    "  --drain-timeout MS  how long the drain may take (default 30000)\n" CLI_USAGE_TIMEOUTS
+        CLI_USAGE_LIMITS CLI_USAGE_PROXY CLI_USAGE_THREADS CLI_USAGE_COMMON;
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -109,6 +138,10 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
 {
     (void)l;
     struct server *srv = ud;
+    if (srv->group != NULL) {
+        /* We run on the connection's loop: its shard is ours alone. */
+        srv = &srv->shards[tether_loop_group_index(srv->group, tether_conn_loop(c))];
+    }
     struct echo_conn *ec = calloc(1, sizeof *ec);
     if (ec == NULL) {
         fprintf(stderr, "echo_server: out of memory accepting a connection\n");
@@ -235,6 +268,17 @@ static void on_listener_error(tether_listener *l, int err, const char *detail, v
 
 /* ---- shutdown ---------------------------------------------------------- */
 
+/* --drain-on-signal: every connection has finished its drain, or was
+ * closed at the deadline. Nothing is active any more, so tether_loop_run()
+ * returns once this has run. */
+static void on_drained(tether_loop *loop, int status, void *ud)
+{
+    (void)loop, (void)ud;
+    printf("drained%s\n",
+           status == TETHER_OK ? "" : " (deadline passed: some clients were closed)");
+    fflush(stdout);
+}
+
 /* SIGINT or SIGTERM, on the loop thread: an ordinary callback, not a
  * signal handler, so it may close things. Once the listener and every
  * connection are closed nothing referenced is active (the signal watchers
@@ -250,6 +294,16 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
         _exit(1);
     }
     srv->stopping = true;
+    if (srv->drain_on_signal) {
+        int rv = tether_listener_shutdown(srv->listener, srv->drain_timeout_ms, on_drained, srv);
+        if (rv == TETHER_OK) {
+            srv->listener = NULL;
+            printf("draining\n");
+            fflush(stdout);
+            return;
+        }
+        fprintf(stderr, "echo_server: cannot drain: %s; closing instead\n", tether_strerror(rv));
+    }
     tether_listener_close(srv->listener);
     srv->listener = NULL;
     for (struct echo_conn *ec = srv->conns; ec != NULL; ec = ec->next) {
@@ -269,15 +323,22 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_MAX_MSG,
         OPT_HEARTBEAT
     };
+    enum {
+        OPT_DRAIN_ON_SIGNAL = 1400,
+        OPT_DRAIN_TIMEOUT
+    }; /* (issue #13's block) */
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"framing", required_argument, NULL, OPT_FRAMING},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"drain-on-signal", no_argument, NULL, OPT_DRAIN_ON_SIGNAL},
+        {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
         CLI_LONGOPTS_TIMEOUTS,
         CLI_LONGOPTS_TLS_SERVER,
         CLI_LONGOPTS_LIMITS,
         CLI_LONGOPTS_PROXY,
+        CLI_LONGOPTS_THREADS,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
     };
@@ -304,6 +365,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
                 r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
             }
             break;
+        case OPT_DRAIN_ON_SIGNAL:
+            opt->drain_on_signal = true;
+            break;
+        case OPT_DRAIN_TIMEOUT:
+            if (!cli_parse_ms(optarg, &opt->drain_timeout_ms)) {
+                r = cli_bad_value("drain-timeout", optarg, "milliseconds, at least 1");
+            }
+            break;
         default:
             r = cli_timeouts_option(ch, optarg, &opt->timeouts);
             if (r == CLI_NOT_MINE) {
@@ -311,6 +380,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             }
             if (r == CLI_NOT_MINE) {
                 r = cli_proxy_option(ch, &opt->proxy);
+            }
+            if (r == CLI_NOT_MINE) {
+                r = cli_threads_option(ch, optarg, &opt->threads);
             }
             if (r == CLI_NOT_MINE) {
                 r = cli_option("echo_server", usage, ch, argv, &opt->tls);
@@ -331,6 +403,15 @@ static int parse_options(int argc, char **argv, struct options *opt)
     if (!cli_check_max_msg(opt->max_msg)) {
         return 1;
     }
+    if (opt->drain_on_signal && opt->threads.set) {
+        /* The group's stop closes gracefully but does not drain yet. */
+        fprintf(stderr, "error: --drain-on-signal cannot be combined with --threads yet\n");
+        return 1;
+    }
+    if (opt->drain_timeout_ms > 0 && !opt->drain_on_signal) {
+        fprintf(stderr, "error: --drain-timeout needs --drain-on-signal\n");
+        return 1;
+    }
     if (opt->heartbeat_ms > 0 && opt->timeouts.idle_ms > 0 &&
         (size_t)opt->timeouts.idle_ms < 2 * opt->heartbeat_ms) {
         /* tether would refuse it too (TETHER_EINVAL), in terms of its
@@ -348,6 +429,98 @@ static int parse_options(int argc, char **argv, struct options *opt)
     return 0;
 }
 
+/* ---- connection options -------------------------------------------------- */
+
+/* Options for every accepted connection (copied by the listen calls). */
+static void conn_options(const struct options *opt, tether_conn_opts *co)
+{
+    tether_conn_opts_init(co);
+    co->framing = opt->framing;
+    if (opt->max_msg > 0) {
+        co->max_msg = opt->max_msg;
+    }
+    co->on_message = on_message;
+    co->on_drain = on_drain;
+    co->on_close = on_close;
+    co->heartbeat_ms = (int)opt->heartbeat_ms;
+    cli_timeouts_apply(&opt->timeouts, co);
+}
+
+/* ---- --threads: a loop group ----------------------------------------------- */
+
+/* The same server on a group of loops. The signals are blocked before the
+ * group's threads start (they inherit the mask) and this thread waits for
+ * them with sigwait(): the group's graceful stop then closes the
+ * listeners and every connection, each on its own loop's thread. */
+static int run_threaded(struct options *opt)
+{
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+
+    static struct server srv;
+    tether_error err;
+    int rv = tether_loop_group_new(&srv.group, opt->threads.n, NULL, &err);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: cannot create the loops: %s\n", err.message);
+        return 1;
+    }
+    size_t n = tether_loop_group_count(srv.group);
+    srv.shards = calloc(n, sizeof *srv.shards);
+    tether_conn_opts co;
+    conn_options(opt, &co);
+    tether_tls_config *tls = NULL;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.on_error = on_listener_error;
+    lo.userdata = &srv;
+    lo.conn_opts = &co;
+    bool ok = srv.shards != NULL && cli_tls_server(&opt->tls, opt->listen_url, false, &tls);
+    for (size_t i = 0; ok && i < n; i++) {
+        srv.shards[i].proxy = &opt->proxy;
+        srv.shards[i].loop = tether_loop_group_loop(srv.group, i);
+        ok = cli_limits_apply(&opt->limits, srv.shards[i].loop, &lo); /* per loop */
+    }
+    co.tls = tls;
+    cli_proxy_apply(&opt->proxy, &lo);
+    srv.proxy = &opt->proxy;
+    tether_group_listener *gl = NULL;
+    if (ok) {
+        rv = tether_group_listen(&gl, srv.group, opt->listen_url, &lo, TETHER_BALANCE_AUTO, &err);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: %s\n", err.message);
+            ok = false;
+        }
+    }
+    tether_tls_config_unref(tls);
+    if (ok) {
+        rv = tether_loop_group_start(srv.group, &err);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "error: %s\n", err.message);
+            ok = false;
+        }
+    }
+    if (ok) {
+        printf("listening on %s\n", tether_group_listener_url(gl));
+        fflush(stdout);
+        int sig = 0;
+        sigwait(&stop_set, &sig);
+        tether_loop_group_stop(srv.group);
+    }
+    /* A second signal stays blocked and pending: the stop is bounded by
+     * the group's stop timeout anyway. */
+    tether_loop_group_join(srv.group);
+    if (tether_loop_group_free(srv.group) != TETHER_OK) {
+        fprintf(stderr, "error: the loops did not shut down cleanly\n");
+        ok = false;
+    }
+    free(srv.shards);
+    return ok ? 0 : 1;
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -358,7 +531,12 @@ int main(int argc, char **argv)
         return rv < 0 ? 0 : 1;
     }
 
+    if (opt.threads.set) {
+        return run_threaded(&opt);
+    }
     static struct server srv; /* static: an early exit leaves it reachable */
+    srv.drain_on_signal = opt.drain_on_signal;
+    srv.drain_timeout_ms = opt.drain_timeout_ms > 0 ? (int)opt.drain_timeout_ms : 30000;
     rv = tether_loop_new(&srv.loop, NULL);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: cannot create the event loop: %s\n", tether_strerror(rv));
@@ -371,16 +549,7 @@ int main(int argc, char **argv)
     }
     /* Options for every accepted connection (copied by tether_listen()). */
     tether_conn_opts co;
-    tether_conn_opts_init(&co);
-    co.framing = opt.framing;
-    if (opt.max_msg > 0) {
-        co.max_msg = opt.max_msg;
-    }
-    co.on_message = on_message;
-    co.on_drain = on_drain;
-    co.on_close = on_close;
-    co.heartbeat_ms = (int)opt.heartbeat_ms;
-    cli_timeouts_apply(&opt.timeouts, &co);
+    conn_options(&opt, &co);
     /* TLS: one configuration for every connection (cli_tls_server() fills
      * a tether_tls_opts: cert_file, key_file, ca_file and client_auth, then
      * calls tether_tls_config_new(), which names a bad file). The listener

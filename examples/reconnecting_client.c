@@ -137,6 +137,14 @@ static void on_state(tether_client *rc, const tether_client_event *ev, void *ud)
                           : tether_strerror(ev->reason);
     switch (ev->state) {
     case TETHER_CLIENT_CONNECTING:
+        if (a->connected) {
+            /* Still connected: the connection is draining (the server's
+             * GOAWAY, or max_age_ms) and the client dials a new one
+             * before the old one closes; nothing is lost (--heartbeat
+             * makes the drain possible: control frames). */
+            printf("draining: moving to a new connection\n");
+            a->connected = false;
+        }
         printf("connecting to %s (attempt %u)\n", a->opt->connect_url, ev->attempt);
         break;
     case TETHER_CLIENT_CONNECTED: {

@@ -14,6 +14,7 @@
  * deferred work, so it is always safe to close or abort a connection inside
  * its callbacks. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -35,6 +36,7 @@ static void conn_close_obj(void *obj);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
+    c->err_const = NULL;
     if (c->err == NULL) {
         c->err = malloc(TETHER_ERROR_MSG_MAX);
         if (c->err == NULL) {
@@ -64,6 +66,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     c->userdata = cfg->o.userdata;
     c->state = state;
     c->rtt_us = -1;
+    c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
     if (cfg->live) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
@@ -166,6 +169,20 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     conn_finish(c, reason);
 }
 
+void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
+{
+    if (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER ||
+        (c->state == TETHER__CS_CLOSING && (c->flags & TETHER__CF_KEEP_REASON) &&
+         c->reason != TETHER_OK)) {
+        tether__conn_fail(c, reason, NULL); /* keeps what is recorded */
+        return;
+    }
+    free(c->err);
+    c->err = NULL;
+    c->err_const = detail;
+    conn_finish(c, reason);
+}
+
 /* Fails with the transport's own detail, prefixed with what we were doing. */
 void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 {
@@ -199,10 +216,14 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
+    if (c->ref_idx != 0) {
+        tether__conn_ref_gone(c); /* (normally done after on_close already) */
+    }
     if (c->live != NULL) {
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
+    tether__drain_free(c);
     conn_destroy_transport(c);
     tether__handle_detach(&c->h);
     c->h.loop->handles--;
@@ -215,8 +236,13 @@ static void conn_free(tether_conn *c)
     tether__mem_conn_gone(c);
     if (c->flags & TETHER__CF_ACCEPTED) {
         c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+        if (c->cfg->lstats != NULL) {
+            atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
+        }
+        tether__shutdown_conn_gone(c->cfg);
     }
     tether__pp_conn_free(c);
+    tether__dl_free(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -285,9 +311,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
         return;
     }
     int reason = c->reason;
-    if (reason == TETHER_EOF || (c->flags & TETHER__CF_EOF)) {
+    if ((reason == TETHER_EOF && c->drain_st == 0) || (c->flags & TETHER__CF_EOF)) {
         /* Peer closed first and we have flushed our replies: nothing left
-         * to wait for. */
+         * to wait for. (After a drain its FIN is still to come: linger.) */
         conn_finish(c, (c->flags & TETHER__CF_KEEP_REASON) ? reason : TETHER_EOF);
         return;
     }
@@ -619,6 +645,9 @@ static void conn_pending_cb(struct tether__pending *p)
             if (c->state == TETHER__CS_DEAD) {
                 tether__wq_release_all(c);
             }
+            if (c->dl != NULL) {
+                tether__dl_conn_gone(c); /* completions and calls fail first */
+            }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
                 c->flags |= TETHER__CF_CONNECT_DONE;
                 if (c->cfg->o.on_connect != NULL) {
@@ -633,6 +662,9 @@ static void conn_pending_cb(struct tether__pending *p)
             if (!tell && (c->flags & TETHER__CF_REPORT_LISTENER) && c->cfg->listener != NULL) {
                 /* It failed its handshake and never reached on_accept. */
                 tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
+            }
+            if (c->ref_idx != 0) {
+                tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
             }
             if (c->state == TETHER__CS_DEAD) {
                 c->todo |= TETHER__CT_FREE;
@@ -760,10 +792,10 @@ tether_loop *tether_conn_loop(const tether_conn *c)
 
 const char *tether_conn_last_error(const tether_conn *c)
 {
-    if (c == NULL || c->err == NULL) {
+    if (c == NULL) {
         return "";
     }
-    return c->err;
+    return c->err != NULL ? c->err : c->err_const != NULL ? c->err_const : "";
 }
 
 size_t tether_conn_queued(const tether_conn *c)
@@ -789,6 +821,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.rtt_us = c->rtt_us;
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
+    tether__call_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
         s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
     }
@@ -892,7 +925,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.heartbeat_ms > 0 && tether__ctrl_queue_hello(c) != TETHER_OK) {
+    if ((cfg->o.heartbeat_ms > 0 || cfg->o.calls) && tether__ctrl_queue_hello(c) != TETHER_OK) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -37,6 +37,20 @@ struct tether__conn_cfg {
     struct sockaddr_storage pp_source;
     /* WebSocket (ws.h): set for ws:// and wss:// URLs, NULL otherwise. */
     struct tether__ws_cfg *ws;
+    /* Loop groups (loop_group.c): counters shared with other threads, or NULL. */
+    struct tether__lstats *lstats;
+    /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
+    struct tether__shutdown *shutdown;
+};
+
+/* Counters of one loop's part of a group listener, readable from any
+ * thread (relaxed atomics: statistics and a load estimate, not a
+ * synchronisation point). `active` counts live accepted connections and,
+ * for an acceptor, sockets on their way to the loop. */
+struct tether__lstats {
+    atomic_uint_fast64_t accepted;
+    atomic_uint_fast64_t rejected;
+    atomic_size_t active;
 };
 
 /* Builds a configuration from user options (NULL for defaults) for
@@ -104,6 +118,7 @@ struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
 struct tether__ws_cfg;    /* ws_handshake.c */
 struct ws_transport;      /* transport_ws.c */
+struct tether__dl;        /* completion.c, call.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -161,7 +176,8 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err; /* detail of the last failure, lazily allocated */
+    char *err;             /* detail of the last failure, lazily allocated */
+    const char *err_const; /* or a constant detail (no allocation), when err is NULL */
     struct tether__dialer *dialer;
     char *url; /* dialled URL, for error messages (dialled conns only) */
 
@@ -184,7 +200,11 @@ struct tether_conn {
     struct tether__mem *mem; /* the loop's memory budget and accounting */
     tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
     tether_conn *mem_prev;
-    uint8_t memflags;             /* TETHER__MF_*: what the budget holds back */
+    uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
+    /* ---- thread-safe references (conn_ref.c); here, in the padding
+     * after memflags, so that they cost an idle connection nothing ---- */
+    uint8_t ref_watch;            /* the reference's slot waits for write progress */
+    uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
@@ -195,10 +215,28 @@ struct tether_conn {
      * different connection. Must not call user code. */
     void (*wnotify)(tether_conn *c);
 
+    /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
+    struct tether__dl *dl; /* allocated on first use, or NULL */
+    uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
+
+    /* ---- GOAWAY and drain (drain.c) ---- */
+    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
+    uint8_t drain_st;            /* TETHER__DR_*: the drain frames sent and received */
+    /* Internal observer (reconnect_drain.c): a drain started on this
+     * connection, asked by the peer or by us (max_age_ms). Runs inside the
+     * connection's dispatch; may dial, must not close this connection. */
+    void (*gnotify)(tether_conn *c);
+
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
     uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
 };
+
+/* conn->drain_st */
+#define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */
+#define TETHER__DR_GOT_REQ 0x02u   /* the peer asked us to drain */
+#define TETHER__DR_SENT_DONE 0x04u /* our last data message is queued: sends are refused */
+#define TETHER__DR_GOT_DONE 0x08u  /* the peer sends no more data messages */
 
 /* conn->flags */
 #define TETHER__CF_PAUSED 0x0001u
@@ -239,6 +277,10 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Ends the connection with a reason and a constant detail (a string
+ * literal: kept by pointer, nothing formatted or allocated). */
+void tether__conn_fail_const(tether_conn *c, int reason, const char *detail);
+
 /* Ends the connection with a reason, keeping the detail already recorded. */
 void tether__conn_end(tether_conn *c, int reason);
 
@@ -249,14 +291,43 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
+/* Whether fd already has what tether__sock_apply_opts() would set: Linux
+ * copies a listening socket's TCP options into the sockets it accepts, so
+ * a listener sets them once on itself and checks its first connection. */
+bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
+
 /* Dialling (connect.c). start may report an error synchronously: the caller
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
 
+/* Graceful listener shutdown (listener_drain.c): start it for the
+ * connections of cfg (the listener is closed by the caller), and tell it
+ * that an accepted connection was freed. */
+int tether__shutdown_start(tether_loop *loop, struct tether__conn_cfg *cfg, int deadline_ms,
+                           tether_shutdown_cb on_done, void *ud);
+void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg);
+
 /* Reports through the listener's on_error an accepted connection that
  * failed before it was established (listener.c). */
 void tether__listener_report_conn(tether_listener *l, int err, const char *detail);
+
+/* Loop groups (listener.c, used by loop_group.c). */
+/* An accepting listener with this set hands every accepted socket to fn
+ * (which takes ownership of fd) instead of making a connection itself. */
+typedef void (*tether__listener_handoff_fn)(void *ud, int fd, const union tether__peer_addr *pa);
+/* A listener without a socket: it only adopts sockets handed to it. */
+int tether__listen_sockless(tether_listener **out, tether_loop *loop, const char *url,
+                            const tether_listen_opts *opts, tether_error *err);
+/* Shares counters (see struct tether__lstats), hands accepted sockets
+ * over, and tells closed(ud) when the listener closes; any may be NULL. */
+void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
+                                tether__listener_handoff_fn handoff, void *ud,
+                                void (*closed)(void *ud));
+/* Makes a connection of an accepted socket (owned from here on) on the
+ * listener's loop, within max_conns. counted: st->active already counts it. */
+void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa,
+                            bool counted);
 /* The connect deadline passed while dialling (c->dialer is set): records
  * what was tried and ends the connection. */
 void tether__dial_timeout(tether_conn *c);

@@ -84,6 +84,18 @@ static inline void tether__conn_after_queue(tether_conn *c)
     }
 }
 
+/* ---- conn_ref.c: thread-safe references ------------------------------ */
+
+/* The connection's on_close has run (or it is being freed): closes its
+ * reference slot (waiting for any push in progress on it) and reports what
+ * is still pending there. Its output is final by then: written, or
+ * released unwritten. */
+void tether__conn_ref_gone(tether_conn *c);
+
+/* Output was written while the reference waits for it (c->ref_watch):
+ * schedules the reference's work (delivery reports, held-back sends). */
+void tether__conn_ref_wrote(tether_conn *c);
+
 /* ---- conn_read.c: the read path -------------------------------------- */
 
 /* conn->memflags: what the budget holds back on a connection (it is on
@@ -145,6 +157,30 @@ void tether__live_after_read(tether_conn *c);
 /* Handles one complete control frame (HELLO, PING, PONG, GOAWAY). Returns
  * false when the connection failed or is closing. */
 bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len);
+
+/* Both sides speak control frames (HELLO sent and received). */
+bool tether__ctrl_negotiated(const tether_conn *c);
+
+/* Queues a GOAWAY control frame (flags, reason, text truncated to the
+ * wire limit) behind what is queued. */
+int tether__ctrl_queue_goaway(tether_conn *c, uint8_t flags, uint16_t code, const char *text);
+
+/* ---- drain.c: GOAWAY with the drain flag ------------------------------ */
+
+/* Starts a drain we ask for: queues GOAWAY(drain) and arms the deadline
+ * (negative: none). The connection must be READY and negotiated. */
+int tether__drain_start(tether_conn *c, uint16_t code, const char *text, int deadline_ms);
+
+/* A GOAWAY with the drain flag arrived (text already made printable).
+ * Returns true when the connection goes on reading. */
+bool tether__drain_on_goaway(tether_conn *c, uint8_t flags, uint16_t code, const char *text);
+
+/* The drain's deadline passed (its timer, or a listener shutdown's):
+ * close now, reporting TETHER_ETIMEDOUT. */
+void tether__drain_expire(tether_conn *c);
+
+/* The connection is freed: frees c->drain. */
+void tether__drain_free(tether_conn *c);
 
 /* ---- conn_proxy.c: the PROXY protocol header ------------------------ */
 

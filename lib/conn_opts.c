@@ -124,6 +124,11 @@ static int cfg_check_liveness(const tether_conn_opts *o, tether_error *err)
     if (o->heartbeat_misses < 1 || o->heartbeat_misses > 1000) {
         return tether__set_error(err, TETHER_EINVAL, "heartbeat_misses must be between 1 and 1000");
     }
+    if (o->calls && o->framing != TETHER_FRAMING_LEN32) {
+        return tether__set_error(err, TETHER_EINVAL,
+                                 "calls need the len32 framing (their ids travel in control "
+                                 "frames)");
+    }
     if (o->heartbeat_ms > 0 && o->framing != TETHER_FRAMING_LEN32) {
         return tether__set_error(err, TETHER_EINVAL,
                                  "heartbeats need the len32 framing (it reserves room for control "
@@ -273,6 +278,39 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
             tether__tcp_set_user_timeout(fd, o->user_timeout_ms);
         }
     }
+}
+
+static bool sock_opt_is(int fd, int level, int name, int want)
+{
+    int v = 0;
+    socklen_t l = sizeof v;
+    return getsockopt(fd, level, name, &v, &l) == 0 && (want != 0 ? v == want : v != 0);
+}
+
+bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
+{
+    const tether_conn_opts *o = &cfg->o;
+    if (o->sndbuf > 0 || o->rcvbuf > 0) {
+        return false; /* sizes read back doubled; set them on each socket */
+    }
+    if (is_unix) {
+        return true; /* nothing else applies */
+    }
+    if (o->nodelay && !sock_opt_is(fd, IPPROTO_TCP, TCP_NODELAY, 0)) {
+        return false;
+    }
+    if (o->keepalive &&
+        (!sock_opt_is(fd, SOL_SOCKET, SO_KEEPALIVE, 0) ||
+         (o->keepalive_idle_ms > 0 &&
+          !sock_opt_is(fd, IPPROTO_TCP, TCP_KEEPIDLE, (o->keepalive_idle_ms + 999) / 1000)) ||
+         (o->keepalive_interval_ms > 0 &&
+          !sock_opt_is(fd, IPPROTO_TCP, TCP_KEEPINTVL, (o->keepalive_interval_ms + 999) / 1000)) ||
+         (o->keepalive_count > 0 &&
+          !sock_opt_is(fd, IPPROTO_TCP, TCP_KEEPCNT, o->keepalive_count)))) {
+        return false;
+    }
+    return o->user_timeout_ms <= 0 ||
+           sock_opt_is(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, o->user_timeout_ms);
 }
 
 int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_error *err)

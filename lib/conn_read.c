@@ -12,6 +12,7 @@
  * with the size a header announces; once a frame has 64 KiB in it, the
  * rest is read directly into place. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "ws.h"
 
 #include <stdio.h>
@@ -94,8 +95,8 @@ static bool looks_like_tls_record(const uint8_t *p, size_t len)
 }
 
 /* Fails with detail plus the tls:// suggestion when it applies. */
-static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uint8_t *first,
-                           size_t len)
+static void conn_fail_hint(tether_conn *c, int rv, const char *detail, bool literal,
+                           const uint8_t *first, size_t len)
 {
     if (conn_plain_client_first_bytes(c) &&
         ((first != NULL && looks_like_tls_record(first, len)) ||
@@ -110,6 +111,8 @@ static void conn_fail_hint(tether_conn *c, int rv, const char *detail, const uin
                               "dial tls://%s",
                               detail, c->url + 6);
         }
+    } else if (literal) {
+        tether__conn_fail_const(c, rv, detail);
     } else {
         tether__conn_fail(c, rv, "%s", detail);
     }
@@ -119,11 +122,15 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 {
     char d[96];
     snprintf(d, sizeof d, "connection reset by peer during %s", what);
-    conn_fail_hint(c, TETHER_ECONNRESET, d, NULL, 0);
+    conn_fail_hint(c, TETHER_ECONNRESET, d, false, NULL, 0);
 }
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
+    if (TETHER__UNLIKELY(c->rx_tag != 0)) {
+        tether__call_deliver(c, p, len); /* a request or reply (call.c) */
+        return;
+    }
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
     if (TETHER__UNLIKELY(c->ws != NULL)) {
@@ -159,7 +166,7 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
                         conn_plain_client_first_bytes(c)) {
                         char d[96];
                         snprintf(d, sizeof d, "peer announced a %zu-byte message", plen);
-                        conn_fail_hint(c, TETHER_EMSGSIZE, d, buf, avail);
+                        conn_fail_hint(c, TETHER_EMSGSIZE, d, false, buf, avail);
                         return off;
                     }
                     if (!tether__ctrl_violation(c, buf + off)) {
@@ -354,14 +361,16 @@ static void conn_on_eof(tether_conn *c)
             snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
                      c->rlen);
         }
-        conn_fail_hint(c, TETHER_ETRUNCATED, d,
+        conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
                        looks_like_tls_record(c->rpart, c->rlen) ? c->rpart : NULL, c->rlen);
         return;
     }
     c->flags |= TETHER__CF_EOF;
     const char *wsd = c->ws != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
-        conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", NULL, 0);
+        /* (The WebSocket text is the transport's: copied, not kept.) */
+        conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", wsd == NULL,
+                       NULL, 0);
         return;
     }
     /* Half-close: the peer is done sending but may still read our replies. */

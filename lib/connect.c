@@ -302,7 +302,9 @@ static void dial_fail_early(struct tether__dialer *d, int code, const char *deta
     tether_conn *c = d->c;
     if (d->targets != NULL) {
         char what[TETHER_ERROR_MSG_MAX];
-        snprintf(what, sizeof what, "(%s)", detail);
+        if (snprintf(what, sizeof what, "(%s)", detail) >= (int)sizeof what) {
+            what[sizeof what - 2] = ')'; /* a long detail is cut, still in brackets */
+        }
         srv_target_failed(d, code, what);
         return;
     }

@@ -39,7 +39,11 @@
 #define TETHER__GOAWAY_WRITE 3u
 #define TETHER__GOAWAY_HEARTBEAT 4u
 #define TETHER__GOAWAY_MAX_AGE 5u
-#define TETHER__GOAWAY_SHUTDOWN 6u /* reserved for drain (not sent yet) */
+#define TETHER__GOAWAY_SHUTDOWN 6u
+
+/* GOAWAY flags (drain.c; documented in tether/conn.h). */
+#define TETHER__GOAWAY_F_DRAIN 0x01u /* drain: finish, then close (not "closing now") */
+#define TETHER__GOAWAY_F_DONE 0x02u  /* with DRAIN: no data message follows from the sender */
 
 /* The largest heartbeat interval a peer's HELLO can impose (5 min). */
 #define TETHER__HB_PEER_MAX_MS 300000u

@@ -92,6 +92,12 @@ static void for_each_handle(tether_loop *loop, void (*fn)(struct tether__handle 
     }
 }
 
+void tether__handle_each(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
+                         void *arg)
+{
+    for_each_handle(loop, fn, arg);
+}
+
 struct walk {
     tether_loop *loop;
     tether_walk_cb cb;

@@ -39,9 +39,24 @@ struct tether_listener {
     struct tether__pending free_pend;
     bool closed;
     bool is_unix;
+    uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
     char url[TETHER__HOST_MAX + 128 + TETHER__WS_PATH_MAX];
+    /* Loop groups (loop_group.c): shared counters, hand-off, close notice. */
+    struct tether__lstats *gst;
+    tether__listener_handoff_fn handoff;
+    void *group_ud;
+    void (*group_closed)(void *ud);
+};
+
+/* Accepted sockets get the connection options (TCP_NODELAY, keepalive,
+ * TCP_USER_TIMEOUT) from the listening socket, where the kernel copies
+ * them (checked on the first connection), or one by one. */
+enum {
+    LOPTS_UNKNOWN,
+    LOPTS_INHERITED,
+    LOPTS_PER_CONN
 };
 
 void tether_listen_opts_init_sized(tether_listen_opts *opts, size_t size)
@@ -90,6 +105,9 @@ static void listener_reject(tether_listener *l, int fd, const union tether__peer
 {
     close(fd);
     l->rejected++;
+    if (l->gst != NULL) {
+        atomic_fetch_add_explicit(&l->gst->rejected, 1, memory_order_relaxed);
+    }
     if (!l->rejecting) {
         char peer[160] = "a client";
         if (pa->sa.sa_family == AF_INET || pa->sa.sa_family == AF_INET6) {
@@ -151,34 +169,64 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
         if (l->backoff_ms != 0) {
             l->backoff_ms = 0;
         }
-        if (l->o.max_conns != 0 && l->cfg->accepted >= l->o.max_conns) {
-            listener_reject(l, fd, &pa);
+        if (l->handoff != NULL) {
+            l->handoff(l->group_ud, fd, &pa);
             continue;
         }
-        if (l->rejecting) {
-            l->rejecting = false;
-            tether__log(TETHER_LOG_INFO, "%s: below %zu connections again, accepting", l->url,
-                        l->o.max_conns);
-        }
+        tether__listener_adopt(l, fd, &pa, false);
+    }
+}
+
+void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa,
+                            bool counted)
+{
+    struct tether__lstats *gst = l->gst;
+    if (gst != NULL && !counted) {
+        atomic_fetch_add_explicit(&gst->active, 1, memory_order_relaxed);
+    }
+    if (l->o.max_conns != 0 && l->cfg->accepted >= l->o.max_conns) {
+        listener_reject(l, fd, pa);
+        goto uncount;
+    }
+    if (l->rejecting) {
+        l->rejecting = false;
+        tether__log(TETHER_LOG_INFO, "%s: below %zu connections again, accepting", l->url,
+                    l->o.max_conns);
+    }
+    if (l->opts_mode == LOPTS_UNKNOWN) {
+        l->opts_mode =
+            tether__sock_opts_inherited(fd, l->cfg, l->is_unix) ? LOPTS_INHERITED : LOPTS_PER_CONN;
+    }
+    if (l->opts_mode == LOPTS_PER_CONN) {
         tether__sock_apply_opts(fd, l->cfg, l->is_unix);
-        tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
-        if (c == NULL) {
-            close(fd);
-            listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
-            continue;
-        }
-        c->flags |= TETHER__CF_ACCEPTED;
-        c->h.hidden = true; /* not the application's until on_accept */
-        l->cfg->accepted++;
-        l->accepted++;
-        if (pa.sa.sa_family == AF_INET || pa.sa.sa_family == AF_INET6) {
-            c->peer = pa;
-        }
-        int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
-        if (rv != TETHER_OK) {
-            listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
-            tether__conn_end(c, rv);
-        }
+    }
+    tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
+    if (c == NULL) {
+        close(fd);
+        listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
+        goto uncount;
+    }
+    c->flags |= TETHER__CF_ACCEPTED;
+    c->h.hidden = true; /* not the application's until on_accept */
+    l->cfg->accepted++;
+    l->accepted++;
+    if (gst != NULL) {
+        /* conn.c takes it out of gst->active when it frees the connection. */
+        atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
+    }
+    if (pa->sa.sa_family == AF_INET || pa->sa.sa_family == AF_INET6) {
+        c->peer = *pa;
+    }
+    int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
+    if (rv != TETHER_OK) {
+        listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
+        tether__conn_end(c, rv);
+    }
+    return;
+
+uncount:
+    if (gst != NULL) {
+        atomic_fetch_sub_explicit(&gst->active, 1, memory_order_relaxed);
     }
 }
 
@@ -243,8 +291,11 @@ static bool unix_path_is_stale(const struct sockaddr_storage *ss, socklen_t sl)
     return stale;
 }
 
-int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
-                  const tether_listen_opts *opts, tether_error *out_err)
+/* The part of tether_listen() before the socket: checks the arguments and
+ * builds the listener with its connection configuration. */
+static int listener_prepare(tether_listener **out, tether_loop *loop, const char *url,
+                            const tether_listen_opts *opts, struct tether__url *up,
+                            tether_error *out_err)
 {
     tether__error_clear(out_err);
     if (out == NULL) {
@@ -313,7 +364,39 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
     l->is_unix = u.scheme == TETHER__SCHEME_UNIX;
     tether__tnode_init(&l->backoff_timer, listener_backoff_cb);
     tether__pending_init(&l->free_pend, listener_free_cb);
+    *up = u;
+    *out = l;
+    return TETHER_OK;
+}
 
+int tether__listen_sockless(tether_listener **out, tether_loop *loop, const char *url,
+                            const tether_listen_opts *opts, tether_error *out_err)
+{
+    struct tether__url u;
+    int rv = listener_prepare(out, loop, url, opts, &u, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether_listener *l = *out;
+    *out = NULL; /* until it is listening */
+    l->io.fd = -1;
+    snprintf(l->url, sizeof l->url, "%s", url);
+    tether__handle_init(&l->h, loop, TETHER_HANDLE_LISTENER, l, listener_close_obj);
+    tether__handle_start(&l->h);
+    *out = l;
+    return TETHER_OK;
+}
+
+int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
+                  const tether_listen_opts *opts, tether_error *out_err)
+{
+    struct tether__url u;
+    int rv = listener_prepare(out, loop, url, opts, &u, out_err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    tether_listener *l = *out;
+    *out = NULL; /* until it is listening */
     struct sockaddr_storage ss;
     socklen_t sl;
     rv = tether__url_sockaddr(&u, &ss, &sl);
@@ -354,6 +437,9 @@ int tether_listen(tether_listener **out, tether_loop *loop, const char *url,
             return tether__set_error(out_err, tether__errno_to_err(e),
                                      "listen on %s: SO_REUSEPORT: %s", url, strerror(e));
         }
+    }
+    if (!l->is_unix) {
+        tether__sock_apply_opts(fd, l->cfg, false); /* inherited by accepted sockets */
     }
     int r = bind(fd, (struct sockaddr *)&ss, sl);
     if (r != 0 && errno == EADDRINUSE && l->is_unix && unix_path_is_stale(&ss, sl)) {
@@ -403,7 +489,9 @@ void tether_listener_close(tether_listener *l)
     }
     l->closed = true;
     tether__io_stop(l->loop, &l->io);
-    close(l->io.fd);
+    if (l->io.fd >= 0) {
+        close(l->io.fd);
+    }
     l->io.fd = -1;
     if (l->unix_path[0] != '\0') {
         unlink(l->unix_path);
@@ -417,6 +505,33 @@ void tether_listener_close(tether_listener *l)
      * accept dispatch. */
     tether__handle_detach(&l->h);
     tether__pending_queue(l->loop, &l->free_pend);
+    if (l->group_closed != NULL) {
+        l->group_closed(l->group_ud);
+    }
+}
+
+void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
+                                tether__listener_handoff_fn handoff, void *ud,
+                                void (*closed)(void *ud))
+{
+    l->gst = st;
+    l->cfg->lstats = st;
+    l->handoff = handoff;
+    l->group_ud = ud;
+    l->group_closed = closed;
+}
+
+int tether_listener_shutdown(tether_listener *l, int deadline_ms, tether_shutdown_cb on_done,
+                             void *ud)
+{
+    if (l == NULL || l->closed) {
+        return TETHER_EINVAL;
+    }
+    int rv = tether__shutdown_start(l->loop, l->cfg, deadline_ms, on_done, ud);
+    if (rv == TETHER_OK) {
+        tether_listener_close(l); /* (after the walk: it must still see l's connections) */
+    }
+    return rv;
 }
 
 int tether_listener_port(const tether_listener *l)

@@ -11,6 +11,7 @@
  * timer per connection compares them with the limits. Connections without
  * a liveness option have no struct tether__live at all. */
 #include "conn_core.h"
+#include "delivery.h"
 #include "random.h"
 
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
@@ -63,7 +64,7 @@ int tether__ctrl_queue_hello(tether_conn *c)
 {
     uint8_t p[TETHER__CTRL_HELLO_LEN];
     p[0] = TETHER__CTRL_HELLO_VERSION;
-    p[1] = 0; /* flags: none defined */
+    p[1] = tether__call_hello_flags(c); /* capability bits (delivery.h) */
     tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
     int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
     if (rv == TETHER_OK) {
@@ -120,7 +121,7 @@ static void ctrl_send_ping(tether_conn *c)
 }
 
 /* Both sides speak control frames: we sent HELLO and received the peer's. */
-static bool ctrl_negotiated(const tether_conn *c)
+bool tether__ctrl_negotiated(const tether_conn *c)
 {
     return (c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO)) ==
            (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO);
@@ -144,6 +145,12 @@ size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
             return 0;
         }
         break;
+    case TETHER__CTRL_CALL:
+    case TETHER__CTRL_REPLY:
+        if (!tether__call_negotiated(c)) {
+            return 0;
+        }
+        break;
     default:
         return 0;
     }
@@ -161,6 +168,10 @@ static const char *ctrl_type_name(uint8_t type)
         return "PONG";
     case TETHER__CTRL_GOAWAY:
         return "GOAWAY";
+    case TETHER__CTRL_CALL:
+        return "CALL";
+    case TETHER__CTRL_REPLY:
+        return "REPLY";
     default:
         return NULL;
     }
@@ -185,6 +196,12 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
     } else if (hdr[1] == TETHER__CTRL_HELLO) {
         tether__conn_fail(c, TETHER_EPROTO,
                           "protocol error: the peer sent a second HELLO control frame");
+    } else if ((hdr[1] == TETHER__CTRL_CALL || hdr[1] == TETHER__CTRL_REPLY) &&
+               (c->flags & TETHER__CF_PEER_HELLO)) {
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: the peer sent a %s control frame, but calls were not "
+                          "negotiated (HELLO capability bit 0)",
+                          name);
     } else {
         /* A known type out of order: a peer that speaks control frames
          * broke their rules (a plain peer would have announced more than
@@ -195,6 +212,19 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
                           name, (unsigned)tether__get_be32(hdr), c->cfg->o.max_msg);
     }
     return true;
+}
+
+int tether__ctrl_queue_goaway(tether_conn *c, uint8_t flags, uint16_t code, const char *text)
+{
+    uint8_t p[CTRL_PAYLOAD_MAX];
+    size_t tl = text != NULL ? TETHER__MIN(strlen(text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX) : 0;
+    p[0] = flags;
+    p[1] = (uint8_t)(code >> 8);
+    p[2] = (uint8_t)code;
+    if (tl > 0) {
+        memcpy(p + TETHER__CTRL_GOAWAY_MIN, text, tl);
+    }
+    return ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
 }
 
 /* Ends the connection cleanly for a liveness reason: GOAWAY (when both
@@ -212,15 +242,10 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     tether__conn_set_err(c, "%s", detail);
-    if (ctrl_negotiated(c)) {
-        uint8_t p[CTRL_PAYLOAD_MAX];
-        size_t tl = TETHER__MIN(strlen(peer_text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
-        p[0] = 0; /* flags: none yet (bit 0 is reserved for drain) */
-        p[1] = (uint8_t)(code >> 8);
-        p[2] = (uint8_t)code;
-        memcpy(p + TETHER__CTRL_GOAWAY_MIN, peer_text, tl);
-        /* Out of memory only loses the reason, not the clean close. */
-        (void)ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
+    if (tether__ctrl_negotiated(c)) {
+        /* Flags 0: closing now. Out of memory only loses the reason, not
+         * the clean close. */
+        (void)tether__ctrl_queue_goaway(c, 0, code, peer_text);
     }
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
     c->reason = reason;
@@ -234,10 +259,12 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
     }
 }
 
-/* A GOAWAY from the peer: it is closing (tether sends no other kind yet).
- * Its text becomes our detail; the text is the peer's, so anything but
- * printable ASCII is replaced before it reaches logs and terminals. */
-static void ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
+/* A GOAWAY from the peer: with the drain flag, drain.c takes it (the
+ * connection goes on); without, the peer is closing now. Its text becomes
+ * our detail; the text is the peer's, so anything but printable ASCII is
+ * replaced before it reaches logs and terminals. True when the connection
+ * goes on. */
+static bool ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
 {
     uint16_t code = (uint16_t)((p[1] << 8) | p[2]);
     size_t tl = TETHER__MIN(n - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
@@ -247,11 +274,15 @@ static void ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
         text[i] = ch >= 0x20 && ch < 0x7F ? (char)ch : '?';
     }
     text[tl] = '\0';
+    if (p[0] & TETHER__GOAWAY_F_DRAIN) {
+        return tether__drain_on_goaway(c, p[0], code, text);
+    }
     if (tl > 0) {
         tether__conn_fail(c, TETHER_EOF, "closed by peer: %s", text);
     } else {
         tether__conn_fail(c, TETHER_EOF, "closed by peer (GOAWAY reason %u)", (unsigned)code);
     }
+    return false;
 }
 
 /* Handles one complete control frame. Returns false when the connection
@@ -274,6 +305,9 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
         uint32_t peer_ms = tether__get_be32(p + 2);
         if (!(c->flags & TETHER__CF_HELLO_SENT) && tether__ctrl_queue_hello(c) != TETHER_OK) {
             tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
+            return false;
+        }
+        if (!tether__call_on_hello(c, p[1])) {
             return false;
         }
         int own = c->cfg->o.heartbeat_ms;
@@ -325,8 +359,16 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
                               n);
             return false;
         }
-        ctrl_on_goaway(c, p, n);
-        return false;
+        if (!ctrl_on_goaway(c, p, n)) {
+            return false;
+        }
+        break;
+    case TETHER__CTRL_CALL:
+    case TETHER__CTRL_REPLY:
+        if (!tether__call_on_ctrl(c, type, p, n)) {
+            return false;
+        }
+        break;
     default:
         break; /* tether__ctrl_frame_len() admits no other type */
     }
@@ -596,6 +638,19 @@ static void live_check(tether_conn *c)
         char text[96];
         snprintf(text, sizeof text, "maximum connection age reached (%llu ms)",
                  (unsigned long long)(now - c->ready_at));
+        l->age_deadline = 0;
+        if (c->drain_st != 0) {
+            return; /* draining already, under its own deadline */
+        }
+        if (tether__ctrl_negotiated(c)) {
+            /* Drain rather than close, so that nothing in flight is lost;
+             * close_timeout_ms bounds it (as it bounds the plain close). */
+            int dl = o->close_timeout_ms;
+            if (tether__drain_start(c, TETHER__GOAWAY_MAX_AGE, text,
+                                    dl >= 0 ? dl : TETHER_DRAIN_DEADLINE_DEFAULT) == TETHER_OK) {
+                return;
+            }
+        }
         live_close(c, TETHER_OK, TETHER__GOAWAY_MAX_AGE, text,
                    "maximum connection age reached (%llu ms; max_age_ms %d)",
                    (unsigned long long)(now - c->ready_at), o->max_age_ms);

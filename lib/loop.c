@@ -20,12 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-struct tether__post {
-    struct tether__post *next;
-    tether_post_cb cb;
-    void *ud;
-};
-
 uint64_t tether__now_ms(void)
 {
     struct timespec ts;
@@ -344,9 +338,12 @@ static void run_posts(tether_loop *loop)
     /* User callbacks run without the lock held, so they may post again. */
     while (p != NULL) {
         struct tether__post *next = p->next;
+        bool owned = p->caller_owned; /* p may be queued again or freed inside cb */
         atomic_fetch_sub(&loop->posts_queued, 1);
         p->cb(loop, p->ud);
-        free(p);
+        if (!owned) {
+            free(p);
+        }
         p = next;
     }
 }
@@ -536,18 +533,13 @@ void tether_loop_wakeup(tether_loop *loop)
     }
 }
 
-int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
+static void post_link(tether_loop *loop, struct tether__post *p, tether_post_cb cb, void *ud,
+                      bool caller_owned)
 {
-    if (loop == NULL || cb == NULL) {
-        return TETHER_EINVAL;
-    }
-    struct tether__post *p = malloc(sizeof *p);
-    if (p == NULL) {
-        return TETHER_ENOMEM;
-    }
     p->next = NULL;
     p->cb = cb;
     p->ud = ud;
+    p->caller_owned = caller_owned;
     pthread_mutex_lock(&loop->post_mu);
     if (loop->post_tail != NULL) {
         loop->post_tail->next = p;
@@ -561,7 +553,24 @@ int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
      * the loop. */
     tether_loop_wakeup(loop);
     pthread_mutex_unlock(&loop->post_mu);
+}
+
+int tether_loop_post(tether_loop *loop, tether_post_cb cb, void *ud)
+{
+    if (loop == NULL || cb == NULL) {
+        return TETHER_EINVAL;
+    }
+    struct tether__post *p = malloc(sizeof *p);
+    if (p == NULL) {
+        return TETHER_ENOMEM;
+    }
+    post_link(loop, p, cb, ud, false);
     return TETHER_OK;
+}
+
+void tether__loop_post_node(tether_loop *loop, struct tether__post *p, tether_post_cb cb, void *ud)
+{
+    post_link(loop, p, cb, ud, true);
 }
 
 uint64_t tether_loop_now(const tether_loop *loop)

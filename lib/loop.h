@@ -121,7 +121,15 @@ struct tether__tnode {
 };
 #define TETHER__TNODE_IDLE UINT32_MAX
 
-struct tether__post; /* a callback posted from another thread */
+/* A callback posted from another thread (tether_loop_post()), queued
+ * under loop->post_mu. Allocated by tether_loop_post() and freed after it
+ * ran, or owned by the caller (tether__loop_post_node()). */
+struct tether__post {
+    struct tether__post *next;
+    tether_post_cb cb;
+    void *ud;
+    bool caller_owned; /* embedded in the caller's object: not freed after cb */
+};
 
 /* Per-loop state of a layer above the loop (the resolver, the cache of
  * output segments, the connections' shared read buffer). The loop knows nothing of what it holds:
@@ -252,6 +260,14 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
 /* Takes f off the flush list if it is queued: the owner is being freed. */
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);
 
+/* tether_loop_post() with a node the caller owns (embedded in a longer
+ * lived object): allocates nothing and cannot fail. Thread-safe. The node
+ * must not be queued twice; it may be queued again once its callback has
+ * started, and the loop no longer touches it once the callback started
+ * (the callback may free it). It counts as a posted callback: it keeps
+ * tether_loop_run() going and tether_loop_free() refuses until it ran. */
+void tether__loop_post_node(tether_loop *loop, struct tether__post *p, tether_post_cb cb, void *ud);
+
 /* Handle accounting. `active` keeps tether_loop_run() running; `handles`
  * keeps tether_loop_free() from freeing a loop that still has them.
  * tether__handle_init() adds to both; an owner that frees a handle's
@@ -281,6 +297,10 @@ void tether__handle_stop(struct tether__handle *h);
 void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
 void tether__handle_detach(struct tether__handle *h);
+/* Calls fn on every handle registered when it starts (hidden ones too);
+ * fn may close or free any handle. */
+void tether__handle_each(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
+                         void *arg);
 
 /* Work was queued from outside an iteration (a foreign loop's callback):
  * wake the loop so that an embedding loop polling tether_loop_backend_fd()

@@ -64,79 +64,6 @@ static double client_random(void)
 
 /* ---- the client -------------------------------------------------------- */
 
-struct cmsg {
-    struct cmsg *next;
-    uint64_t end; /* stream offset past its frame on the connection it was handed to */
-    size_t len;
-    uint8_t data[];
-};
-
-enum timer_mode {
-    TM_NONE,
-    TM_WAIT,   /* the wait before the next attempt */
-    TM_STABLE, /* the connection must stay up this long to reset the schedule */
-    TM_CLOSE,  /* closing: the deadline for flushing what we hold */
-};
-
-#define T_START 0x1u  /* start an attempt */
-#define T_DRAIN 0x2u  /* fire on_drain */
-#define T_FINISH 0x4u /* the close is complete: hand back, report CLOSED */
-#define T_FREE 0x8u
-
-struct tether_client {
-    /* First member (see struct tether__handle); active from creation until
-     * freed, hidden from the walk once CLOSED has been reported. */
-    struct tether__handle h;
-    tether_loop *loop;
-    char *url;
-    tether_client_opts o;
-    tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
-    char *line_delim;
-    tether_ws_opts *ws; /* our copy of conn_opts->ws (ws.h) */
-    tether_tls_config *tls;
-    tether_conn *conn; /* the current attempt or connection */
-
-    tether_client_state state; /* last reported */
-    struct tether__pending pend;
-    unsigned todo;
-    struct tether__tnode timer;
-    uint8_t tmode;
-
-    struct tether__backoff bo;
-    uint64_t attempt_deadline; /* start of the last attempt + its backoff */
-    uint32_t attempt;          /* attempts since the schedule started over */
-    bool connected;            /* the current connection is established */
-    bool stable;               /* ... and has passed stable_ms */
-    bool closing;
-    bool gave_up;
-    bool want_drain;
-    bool paused; /* tether_client_pause(): every connection starts paused */
-
-    /* Messages held: head .. waiting (exclusive) are with the connection. */
-    struct cmsg *head;
-    struct cmsg *tail;
-    struct cmsg *waiting;
-    size_t held_bytes;
-    size_t held_msgs;
-
-    /* Statistics; the current connection's own counters are added. */
-    uint64_t bytes_in;
-    uint64_t bytes_out;
-    uint64_t msgs_in;
-    uint64_t msgs_out;
-    uint64_t connects;
-    uint64_t attempts;
-    uint64_t undelivered;
-    uint32_t backoff_ms;
-    uint32_t last_hb_ms;
-    int64_t last_rtt_us;
-    uint64_t pings_sent;
-    uint64_t pongs_in;
-
-    int last_reason;
-    char err[TETHER_ERROR_MSG_MAX];
-};
-
 static void client_pending_cb(struct tether__pending *p);
 static void client_close_obj(void *obj);
 static void client_timer_cb(struct tether__tnode *n);
@@ -191,6 +118,9 @@ static void msg_pop_head(tether_client *cl)
     }
     cl->held_bytes -= m->len;
     cl->held_msgs--;
+    if (m->done != NULL) {
+        tether__cdone_written(cl->dq, m->done);
+    }
     free(m);
 }
 
@@ -220,7 +150,9 @@ static void client_prune(tether_client *cl)
 static void client_wnotify(tether_conn *c)
 {
     tether_client *cl = tether_conn_userdata(c);
-    if (cl != NULL) {
+    if (cl != NULL && cl->olds != NULL && tether__client_is_old(cl, c)) {
+        tether__client_drain_prune(cl, c); /* reconnect_drain.c */
+    } else if (cl != NULL) {
         client_prune(cl);
     }
 }
@@ -229,8 +161,8 @@ static void client_wnotify(tether_conn *c)
 static void client_feed(tether_client *cl)
 {
     tether_conn *c = cl->conn;
-    if (c == NULL || !cl->connected) {
-        return;
+    if (c == NULL || !cl->connected || cl->old_head != NULL) {
+        return; /* (the drained connection writes its records first) */
     }
     while (cl->waiting != NULL) {
         struct cmsg *m = cl->waiting;
@@ -261,13 +193,16 @@ static void client_undeliver_all(tether_client *cl, int reason)
     /* Detach first: the callback may send (and is told ECLOSED or
      * ENOTCONN), which must not touch the list being walked. */
     cl->head = cl->tail = cl->waiting = NULL;
-    cl->held_bytes = 0;
-    cl->held_msgs = 0;
     while (m != NULL) {
         struct cmsg *next = m->next;
+        cl->held_bytes -= m->len; /* (a drained connection may hold others: reconnect_drain.c) */
+        cl->held_msgs--;
         cl->undelivered++;
         if (cl->o.on_undelivered != NULL) {
             cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+        }
+        if (m->done != NULL) {
+            tether__cdone_failed(cl, m->done, reason);
         }
         free(m);
         m = next;
@@ -312,6 +247,7 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    cl->conn->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
      * tether_loop_close_all() on its own, and referenced as the client is. */
     cl->conn->h.hidden = true;
@@ -401,7 +337,7 @@ static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, v
 {
     (void)c;
     tether_client *cl = ud;
-    if (cl->o.on_message != NULL) {
+    if (cl->o.on_message != NULL && !cl->finished) {
         cl->o.on_message(cl, data, len, cl->o.userdata);
     }
 }
@@ -415,6 +351,10 @@ static void client_on_drain(tether_conn *c, void *ud)
 static void client_on_close(tether_conn *c, int reason, void *ud)
 {
     tether_client *cl = ud;
+    if (cl->olds != NULL && tether__client_is_old(cl, c)) {
+        tether__client_drain_closed(cl, c, reason);
+        return;
+    }
     if (c != cl->conn) {
         return;
     }
@@ -426,16 +366,7 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
      * their memory any more. */
     client_prune(cl);
     cl->waiting = cl->head;
-
-    cl->bytes_in += c->bytes_in;
-    cl->bytes_out += c->bytes_out;
-    cl->msgs_in += c->msgs_in;
-    cl->pings_sent += c->pings_sent;
-    cl->pongs_in += c->pongs_in;
-    cl->last_hb_ms = c->hb_ms;
-    if (c->rtt_us >= 0) {
-        cl->last_rtt_us = c->rtt_us;
-    }
+    tether__client_account(cl, c);
     const char *d = tether_conn_last_error(c);
     if (d[0] != '\0') {
         snprintf(cl->err, sizeof cl->err, "%s", d);
@@ -516,6 +447,7 @@ static void client_free(tether_client *cl)
     tether__handle_detach(&cl->h);
     cl->loop->handles--;
     tether_tls_config_unref(cl->tls);
+    tether__cdone_q_free(cl->dq);
     free(cl->line_delim);
     tether__ws_opts_free(cl->ws);
     free(cl->url);
@@ -526,6 +458,7 @@ static void client_finish(tether_client *cl, int reason)
 {
     client_timer_stop(cl);
     client_undeliver_all(cl, reason);
+    cl->finished = true;
     cl->h.hidden = true; /* gone for the application from here on */
     client_report(cl, TETHER_CLIENT_CLOSED, 0, NULL, 0);
     client_todo(cl, T_FREE);
@@ -548,9 +481,54 @@ static void client_pending_cb(struct tether__pending *p)
         cl->todo &= ~T_FINISH;
         client_finish(cl, TETHER_ECANCELED);
     }
-    if (cl->todo & T_FREE) {
-        client_free(cl);
+    if (cl->todo & T_FEED) {
+        cl->todo &= ~T_FEED;
+        client_feed(cl);
     }
+    if ((cl->todo & T_FREE) && cl->olds == NULL) {
+        client_free(cl); /* (a drained connection still finishing frees it when it ends) */
+    }
+}
+
+/* ---- hooks for reconnect_drain.c ------------------------------------- */
+
+void tether__client_report(tether_client *cl, tether_client_state state, int reason,
+                           const char *detail)
+{
+    client_report(cl, state, reason, detail, 0);
+}
+
+void tether__client_restart(tether_client *cl)
+{
+    tether__backoff_reset(&cl->bo);
+    cl->attempt = 0;
+    client_start_attempt(cl);
+}
+
+/* Adds a finished connection's counters to the client's. */
+void tether__client_account(tether_client *cl, tether_conn *c)
+{
+    cl->bytes_in += c->bytes_in;
+    cl->bytes_out += c->bytes_out;
+    cl->msgs_in += c->msgs_in;
+    cl->pings_sent += c->pings_sent;
+    cl->pongs_in += c->pongs_in;
+    cl->last_hb_ms = c->hb_ms;
+    if (c->rtt_us >= 0) {
+        cl->last_rtt_us = c->rtt_us;
+    }
+}
+
+void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason)
+{
+    cl->undelivered++;
+    if (cl->o.on_undelivered != NULL) {
+        cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
+    }
+    if (m->done != NULL) {
+        tether__cdone_failed(cl, m->done, reason);
+    }
+    free(m);
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -662,6 +640,16 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
 
 int tether_client_send(tether_client *cl, const void *data, size_t len)
 {
+    return tether__client_send(cl, data, len, NULL);
+}
+
+struct tether__cdone_q **tether__client_dq(tether_client *cl)
+{
+    return &cl->dq;
+}
+
+int tether__client_send(tether_client *cl, const void *data, size_t len, struct tether__cdone *done)
+{
     if (cl == NULL || (data == NULL && len > 0)) {
         return TETHER_EINVAL;
     }
@@ -684,6 +672,7 @@ int tether_client_send(tether_client *cl, const void *data, size_t len)
     }
     m->next = NULL;
     m->end = 0;
+    m->done = done;
     m->len = len;
     if (len > 0) {
         memcpy(m->data, data, len);
@@ -734,6 +723,7 @@ void tether_client_close(tether_client *cl)
     cl->closing = true;
     cl->todo &= ~(T_START | T_DRAIN);
     client_timer_stop(cl);
+    tether__client_drain_close_all(cl);
     if (cl->conn == NULL) {
         client_todo(cl, T_FINISH);
         return;
@@ -779,6 +769,7 @@ void tether_client_pause(tether_client *cl)
     if (cl->conn != NULL) {
         tether_conn_pause(cl->conn);
     }
+    tether__client_drain_pause(cl, true);
 }
 
 void tether_client_resume(tether_client *cl)
@@ -790,6 +781,7 @@ void tether_client_resume(tether_client *cl)
     if (cl->conn != NULL) {
         tether_conn_resume(cl->conn);
     }
+    tether__client_drain_pause(cl, false);
 }
 
 bool tether_client_is_paused(const tether_client *cl)
@@ -840,6 +832,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
     s.rtt_us = cl->last_rtt_us;
     s.pings_sent = cl->pings_sent;
     s.pongs_received = cl->pongs_in;
+    tether__cdone_stats(cl->dq, &s);
     const tether_conn *c = cl->conn;
     if (c != NULL) {
         s.bytes_in += c->bytes_in;

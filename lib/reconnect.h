@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Internal side of reconnecting clients (reconnect.c): the option checks
  * (client_opts.c) and the backoff schedule (backoff.c) as pure functions, so that the unit tests
- * can check it with their own random numbers and clock. */
+ * can check it with their own random numbers and clock; and the client
+ * object, shared with the move to a new connection on a drain
+ * (reconnect_drain.c). */
 #ifndef TETHER_RECONNECT_INT_H
 #define TETHER_RECONNECT_INT_H
 
 #include "internal.h"
+#include "loop.h"
 #include "random.h" /* tether__random_unit(), for the tests of the schedule */
 
 /* gRPC's connection backoff (grpc/grpc doc/connection-backoff.md). */
@@ -33,6 +36,150 @@ uint32_t tether__backoff_next(struct tether__backoff *b, double r);
 /* Checks the options of tether_client_new() (client_opts.c): TETHER_OK, or
  * TETHER_EINVAL with a message in err naming the option. */
 int tether__client_check_opts(const tether_client_opts *o, tether_error *err);
+
+/* ---- delivery on a client (client_delivery.c, issue 14) ----------------- */
+
+struct tether__cdone;   /* one tether_client_send_cb() */
+struct tether__cdone_q; /* a client's reported completions */
+
+/* tether_client_send() with a completion record (NULL for none), which the
+ * client then owns: it reports through tether__cdone_written() or
+ * tether__cdone_failed(). On error the record stays the caller's. */
+int tether__client_send(tether_client *cl, const void *data, size_t len,
+                        struct tether__cdone *done);
+
+/* The client's completion queue slot (allocated by client_delivery.c). */
+struct tether__cdone_q **tether__client_dq(tether_client *cl);
+
+/* The message was written completely to a connection: reported from the
+ * loop later (the write path must not call user code). */
+void tether__cdone_written(struct tether__cdone_q *q, struct tether__cdone *d);
+
+/* The message was handed back through on_undelivered: reported now. */
+void tether__cdone_failed(tether_client *cl, struct tether__cdone *d, int reason);
+
+/* The client is freed: reports what is still queued and frees the queue. */
+void tether__cdone_q_free(struct tether__cdone_q *q);
+
+/* Adds the client's call counters to its statistics (q may be NULL). */
+void tether__cdone_stats(const struct tether__cdone_q *q, tether_stats *s);
+
+/* ---- the client object (reconnect.c, reconnect_drain.c) --------------- */
+
+struct cmsg {
+    struct cmsg *next;
+    uint64_t end; /* stream offset past its frame on the connection it was handed to */
+    struct tether__cdone *done; /* tether_client_send_cb() (client_delivery.c), or NULL */
+    size_t len;
+    uint8_t data[];
+};
+
+enum timer_mode {
+    TM_NONE,
+    TM_WAIT,   /* the wait before the next attempt */
+    TM_STABLE, /* the connection must stay up this long to reset the schedule */
+    TM_CLOSE,  /* closing: the deadline for flushing what we hold */
+};
+
+#define T_START 0x1u  /* start an attempt */
+#define T_DRAIN 0x2u  /* fire on_drain */
+#define T_FINISH 0x4u /* the close is complete: hand back, report CLOSED */
+#define T_FREE 0x8u
+#define T_FEED 0x10u /* hand waiting records to the connection (after a drain) */
+
+struct tether_client {
+    /* First member (see struct tether__handle); active from creation until
+     * freed, hidden from the walk once CLOSED has been reported. */
+    struct tether__handle h;
+    tether_loop *loop;
+    char *url;
+    tether_client_opts o;
+    tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
+    char *line_delim;
+    tether_ws_opts *ws; /* our copy of conn_opts->ws (ws.h) */
+    tether_tls_config *tls;
+    tether_conn *conn; /* the current attempt or connection */
+
+    tether_client_state state; /* last reported */
+    struct tether__pending pend;
+    unsigned todo;
+    struct tether__tnode timer;
+    uint8_t tmode;
+
+    struct tether__backoff bo;
+    uint64_t attempt_deadline; /* start of the last attempt + its backoff */
+    uint32_t attempt;          /* attempts since the schedule started over */
+    bool connected;            /* the current connection is established */
+    bool stable;               /* ... and has passed stable_ms */
+    bool closing;
+    bool gave_up;
+    bool want_drain;
+    bool paused; /* tether_client_pause(): every connection starts paused */
+
+    /* Delivery (client_delivery.c): completions to report, or NULL. */
+    struct tether__cdone_q *dq;
+
+    /* Messages held: head .. waiting (exclusive) are with the connection. */
+    struct cmsg *head;
+    struct cmsg *tail;
+    struct cmsg *waiting;
+    size_t held_bytes;
+    size_t held_msgs;
+
+    /* Statistics; the current connection's own counters are added. */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t msgs_in;
+    uint64_t msgs_out;
+    uint64_t connects;
+    uint64_t attempts;
+    uint64_t undelivered;
+    uint32_t backoff_ms;
+    uint32_t last_hb_ms;
+    int64_t last_rtt_us;
+    uint64_t pings_sent;
+    uint64_t pongs_in;
+
+    int last_reason;
+    char err[TETHER_ERROR_MSG_MAX];
+
+    /* ---- drain (reconnect_drain.c): connections that were asked to
+     * drain, finishing while `conn` takes over, and the records the one
+     * that has any (old_owner) was handed: its own list, in order before
+     * head. ---- */
+    struct tether__cdrain *olds;
+    tether_conn *old_owner;
+    struct cmsg *old_head;
+    struct cmsg *old_tail;
+    bool finished; /* CLOSED reported; freed once the drained connections are gone too */
+};
+
+/* Hooks of reconnect_drain.c into reconnect.c and back. */
+
+/* c->gnotify of every connection of a client: a drain started on it. */
+void tether__client_gnotify(tether_conn *c);
+/* c is one of the client's draining connections. */
+bool tether__client_is_old(const tether_client *cl, const tether_conn *c);
+/* A draining connection wrote output: frees its records written
+ * completely. */
+void tether__client_drain_prune(tether_client *cl, tether_conn *c);
+/* A draining connection closed (from its on_close): what it did not write
+ * goes back in front of the waiting records. */
+void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason);
+
+/* tether_client_close(): the draining connections close too (gracefully:
+ * what they hold is written, what the server still sends is not read). */
+void tether__client_drain_close_all(tether_client *cl);
+
+/* tether_client_pause()/resume(): the draining connections too. */
+void tether__client_drain_pause(tether_client *cl, bool pause);
+
+/* reconnect.c, for reconnect_drain.c. */
+void tether__client_report(tether_client *cl, tether_client_state state, int reason,
+                           const char *detail);
+void tether__client_restart(tether_client *cl);
+void tether__client_account(tether_client *cl, tether_conn *c);
+void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason);
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),

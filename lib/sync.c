@@ -4,6 +4,8 @@
  * API's code path with a wait around it, not a second implementation. */
 #include "conn.h"
 
+#include <tether/delivery.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,11 @@ struct tether_sync {
     int close_timeout_ms;
     size_t hwm;
     char err[TETHER_ERROR_MSG_MAX];
+    /* tether_sync_call(): the outcome of the call in progress. */
+    bool call_done;
+    int call_status;
+    uint8_t *reply;
+    size_t reply_len;
 };
 
 static void sync_set_err(tether_sync *s, const char *fmt, ...)
@@ -405,6 +412,74 @@ int tether_sync_close(tether_sync *s)
         }
     }
     sync_free(s);
+    return rv;
+}
+
+static void sync_on_reply(tether_conn *c, int status, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    tether_sync *s = ud;
+    s->call_done = true;
+    s->call_status = status;
+    if (status == TETHER_OK) {
+        s->reply = malloc(len > 0 ? len : 1);
+        if (s->reply == NULL) {
+            s->call_status = TETHER_ENOMEM;
+            return;
+        }
+        if (len > 0) {
+            memcpy(s->reply, data, len);
+        }
+        s->reply_len = len;
+    }
+}
+
+static bool sync_call_done(const tether_sync *s)
+{
+    return s->call_done;
+}
+
+int tether_sync_call(tether_sync *s, const void *req, size_t len, tether_msg *out_reply,
+                     int timeout_ms)
+{
+    if (out_reply != NULL) {
+        out_reply->data = NULL;
+        out_reply->len = 0;
+    }
+    if (s == NULL || out_reply == NULL || (req == NULL && len > 0)) {
+        return TETHER_EINVAL;
+    }
+    if (s->closed) {
+        return sync_closed_status(s);
+    }
+    s->call_done = false;
+    s->reply = NULL;
+    s->reply_len = 0;
+    /* The call's own timeout ends it (and a closed connection fails it),
+     * so the wait needs no deadline of its own. */
+    int rv = tether_call(s->c, req, len, timeout_ms < 0 ? 0 : (timeout_ms > 0 ? timeout_ms : 1),
+                         sync_on_reply, s, NULL);
+    if (rv != TETHER_OK) {
+        sync_set_err(s, "call failed: %s",
+                     rv == TETHER_ENOTSUP ? tether_conn_last_error(s->c) : tether_strerror(rv));
+        return rv;
+    }
+    rv = sync_wait(s, UINT64_MAX, sync_call_done);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    rv = s->call_status;
+    if (rv == TETHER_OK) {
+        out_reply->data = s->reply;
+        out_reply->len = s->reply_len;
+        s->reply = NULL;
+    } else if (rv == TETHER_ETIMEDOUT) {
+        sync_set_err(s, "no reply within %d ms (the connection stays usable)", timeout_ms);
+    } else if (rv == TETHER_ENOTSUP) {
+        sync_set_err(s, "call failed: the peer does not take calls (no HELLO capability bit 0)");
+    } else if (s->err[0] == '\0') {
+        sync_set_err(s, "call failed: %s", tether_strerror(rv));
+    }
     return rv;
 }
 

@@ -10,6 +10,7 @@
  * dispatch of this connection), so a burst of sends costs one system
  * call. */
 #include "conn_core.h"
+#include "delivery.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -86,10 +87,15 @@ void tether__wq_release_all(tether_conn *c)
     tether__conn_queued_sub(c, c->queued);
     while (s != NULL) {
         struct tether__wseg *next = s->next;
-        if (s->free_cb != NULL) {
-            s->free_cb(s->free_data, s->free_ud);
+        if (s->free_cb == tether__done_written) {
+            /* A completion marker: its message will never be written. */
+            tether__done_release(c, s);
+        } else {
+            if (s->free_cb != NULL) {
+                s->free_cb(s->free_data, s->free_ud);
+            }
+            seg_release(c->segs, s);
         }
-        seg_release(c->segs, s);
         s = next;
     }
 }
@@ -107,6 +113,11 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
         }
     }
     c->wq_tail = s;
+}
+
+void tether__wq_append_mark(tether_conn *c, struct tether__wseg *s)
+{
+    wq_link(c, s);
 }
 
 static size_t wseg_room(const struct tether__wseg *s)
@@ -221,8 +232,14 @@ static void wq_consume(tether_conn *c, size_t n)
         if (s->free_cb != NULL) {
             /* Releasing a zero-copy buffer calls into the application. This
              * runs from loop dispatch, or inside send() only for buffers of
-             * earlier messages, whose bytes are with the kernel by now. */
+             * earlier messages, whose bytes are with the kernel by now. A
+             * completion marker (read before the call, which takes it)
+             * belongs to completion.c. */
+            bool mark = s->free_cb == tether__done_written;
             s->free_cb(s->free_data, s->free_ud);
+            if (mark) {
+                continue;
+            }
         }
         seg_release(c->segs, s);
     }
@@ -280,6 +297,9 @@ void tether__conn_flush(tether_conn *c)
     if (progress && c->wnotify != NULL) {
         c->wnotify(c);
     }
+    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
+        tether__conn_ref_wrote(c);
+    }
     if (c->wq_head == NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
     }
@@ -330,7 +350,9 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
     if (c == NULL || (data == NULL && len > 0)) {
         return TETHER_EINVAL;
     }
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
+        (c->drain_st & TETHER__DR_SENT_DONE)) {
+        /* (Draining: our last message went out before GOAWAY "done".) */
         return TETHER_ECLOSED;
     }
     const struct tether__conn_cfg *cfg = c->cfg;

@@ -20,6 +20,10 @@ any stage failed.
   test        ctest in build/
   asan-build  build-asan/  ASan + UBSan, -O1, warnings are errors
   asan-test   ctest in build-asan/ (leak checks on, any UBSan report fails)
+  tsan-build  build-tsan/  ThreadSanitizer (TETHER_TSAN), -O1: the library and
+              the tests that use threads only
+  tsan-test   those tests in build-tsan/ (ctest -R '$TSAN_TESTS'); any
+              ThreadSanitizer report fails. CTEST-ARGS do not apply here.
   fuzz        build-fuzz/  every libFuzzer target in tests/fuzz/ (clang, ASan +
               UBSan) for TETHER_FUZZ_SECONDS each (default 25), two at a time:
               about a minute; one line per target with its executions, the
@@ -35,7 +39,8 @@ Arguments (other than --help) are passed to every ctest run, e.g. -R framing.
 
 Environment:
   TETHER_SKIP_<STAGE>=1  skip stages: DEPS, BUILD, TEST (both ctest stages),
-                         ASAN (both ASan stages), FUZZ, DOCS. Ignored when
+                         ASAN (both ASan stages), TSAN (both TSan stages),
+                         FUZZ, DOCS. Ignored when
                          CI=true: CI runs everything.
   JOBS=N                 parallelism (default: nproc)
   TETHER_VERBOSE=1       print every stage's output as it runs
@@ -181,6 +186,15 @@ build_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_SANITIZE=OFF "${all_on[@]
 # -O1 keeps the tests fast, and Debug keeps the library's assertions.
 asan_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" -DTETHER_SANITIZE=ON "${all_on[@]}")
 
+# ThreadSanitizer: its own tree (it cannot be combined with ASan), and only
+# what runs several threads, to keep its CI time small: the thread-safe
+# references (eight sender threads), the loop's cross-thread post, wakeup
+# and ref/unref, and the logging hook called from several threads.
+tsan_tests='^(conn_ref|group|loop|log)$'
+tsan_targets=(test_conn_ref test_group test_loop test_log)
+tsan_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" -DTETHER_SANITIZE=OFF -DTETHER_TSAN=ON
+    -DTETHER_BUILD_TESTS=ON -DTETHER_BUILD_EXAMPLES=OFF -DTETHER_BUILD_BENCH=OFF)
+
 # configure_build DIR CMAKE-ARGS...: configures and builds DIR, the output in
 # DIR/run-all-build.log.
 configure_build() {
@@ -207,6 +221,29 @@ run_ctest() {
         grep -E 'tests passed|Skipped' "$log" | sed 's/^/  /' || true
         grep -hE '^SKIPPED: ' "$dir"/Testing/Temporary/LastTest.log 2>/dev/null |
             sort -u | sed 's/^/  /' || true
+    fi
+    return "$rc"
+}
+
+configure_build_tsan() {
+    fresh_if_foreign build-tsan
+    quietly "$root/build-tsan/run-all-build.log" configure_and_build_tsan
+}
+
+configure_and_build_tsan() {
+    configure build-tsan "${tsan_args[@]}" &&
+        cmake --build build-tsan -j "$JOBS" --target "${tsan_targets[@]}"
+}
+
+# Any report fails the test (exit code 66), with both stacks of a race.
+run_tsan_ctest() {
+    local log=$root/build-tsan/run-all-ctest.log rc=0
+    # tests/tsan.supp: OpenSSL's own reference counting, which TSan cannot see.
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp
+    quietly "$log" ctest --test-dir build-tsan --output-on-failure --no-tests=error \
+        -j "$JOBS" -R "$tsan_tests" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        grep -E 'tests passed' "$log" | sed 's/^/  /' || true
     fi
     return "$rc"
 }
@@ -278,6 +315,22 @@ else
         fi
     else
         blocked asan-test asan-build
+    fi
+fi
+
+# build-tsan/ then its tests.
+if skip_requested TSAN; then
+    skip_stage tsan-build TETHER_SKIP_TSAN
+    skip_stage tsan-test TETHER_SKIP_TSAN
+else
+    if run_stage tsan-build configure_build_tsan; then
+        if skip_requested TEST; then
+            skip_stage tsan-test TETHER_SKIP_TEST
+        else
+            run_stage tsan-test run_tsan_ctest || true
+        fi
+    else
+        blocked tsan-test tsan-build
     fi
 fi
 

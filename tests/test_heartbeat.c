@@ -122,6 +122,12 @@ static void reset_state(void)
     S.echo = true;
 }
 
+static bool srv_has_two(void *arg)
+{
+    (void)arg;
+    return S.accepted >= 2 && S.last != NULL;
+}
+
 static bool srv_has_conn(void *arg)
 {
     (void)arg;
@@ -356,6 +362,19 @@ START_TEST(keepalive_options_reach_both_sockets)
     tether_conn_opts dco = cli_opts(&d);
     dial_port(&d, tether_listener_port(S.l), &dco);
     ck_assert(th_run_until_pred(cli_connected, &d, 5000));
+
+    /* The listener's later connections have its options too (they come
+     * from the listening socket once the first one showed the kernel
+     * copies them). */
+    ck_assert(th_run_until_pred(srv_has_two, NULL, 5000));
+    ck_assert_int_ne(S.last->tr->fd, sfd);
+    sfd = S.last->tr->fd;
+    ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_NODELAY), 1);
+    ck_assert_int_eq(sockopt_int(sfd, SOL_SOCKET, SO_KEEPALIVE), 1);
+    ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+    ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+    ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_KEEPCNT), 4);
+    ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT), 7000);
     ck_assert_int_eq(sockopt_int(d.c->tr->fd, SOL_SOCKET, SO_KEEPALIVE), 0);
     ck_assert_int_eq(sockopt_int(d.c->tr->fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
 

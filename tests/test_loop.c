@@ -620,10 +620,12 @@ static volatile sig_atomic_t sig_wake_handled;
 static void wake_handler(int signum)
 {
     (void)signum;
+    int saved = errno; /* a handler must not spoil errno (ThreadSanitizer checks) */
     errno = ERANGE;
     tether_loop_wakeup(sig_wake_loop);
     sig_wake_errno_kept = errno == ERANGE;
     sig_wake_handled = 1;
+    errno = saved;
 }
 
 /* The handler runs in this thread, which leaves SIGALRM unblocked while

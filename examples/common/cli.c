@@ -499,6 +499,23 @@ bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts 
     return true;
 }
 
+/* ---- threads ----------------------------------------------------------- */
+
+enum cli_result cli_threads_option(int ch, const char *arg, struct cli_threads *t)
+{
+    if (ch != CLI_OPT_THREADS) {
+        return CLI_NOT_MINE;
+    }
+    if (!cli_parse_size(arg, &t->n) || t->n > TETHER_GROUP_MAX_LOOPS) {
+        char what[80];
+        snprintf(what, sizeof what, "a number of threads from 0 (one per CPU) to %u",
+                 TETHER_GROUP_MAX_LOOPS);
+        return cli_bad_value("threads", arg, what);
+    }
+    t->set = true;
+    return CLI_HANDLED;
+}
+
 /* ---- stopping on SIGINT and SIGTERM ----------------------------------- */
 
 bool cli_watch_stop_signals(tether_loop *loop, tether_signal *sigs[2], tether_signal_cb cb,

@@ -302,6 +302,32 @@ enum cli_result cli_proxy_client_option(int ch, const char *arg, struct cli_prox
  * returns false) and sets the connection options. */
 bool cli_proxy_client_apply(const struct cli_proxy_client *pc, tether_conn_opts *co);
 
+/* ---- threads: a loop group ------------------------------------------ */
+
+/* Servers that run on a loop group take --threads N (0: one loop per CPU). */
+enum {
+    /* The 1500 block (1400 is left for other flags). */
+    CLI_OPT_THREADS = 1500
+};
+
+#define CLI_LONGOPTS_THREADS                                                                       \
+    {                                                                                              \
+        "threads", required_argument, NULL, CLI_OPT_THREADS                                        \
+    }
+#define CLI_USAGE_THREADS                                                                          \
+    "  --threads N       serve on N loops, one thread each (0: one per CPU), with\n"               \
+    "                    connections spread over them (tether_loop_group)\n"
+
+/* The flag as given. */
+struct cli_threads {
+    size_t n;
+    bool set;
+};
+
+/* Handles --threads: CLI_HANDLED, CLI_EXIT_ERROR after a bad value
+ * (reported), or CLI_NOT_MINE for other codes. */
+enum cli_result cli_threads_option(int ch, const char *arg, struct cli_threads *t);
+
 /* ---- stopping on SIGINT and SIGTERM ----------------------------------- */
 
 /* Watches SIGINT and SIGTERM on the loop, calling cb for each, through

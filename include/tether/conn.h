@@ -149,7 +149,9 @@
  * - `max_age_ms` closes a connection gracefully after a while (±10 %
  *   jitter), so that a long-lived client re-resolves the name, spreads over
  *   new servers and re-checks the certificate; a reconnecting client
- *   (tether_client_new()) reconnects at once.
+ *   (tether_client_new()) reconnects at once. Where both ends negotiated
+ *   control frames this is a drain (see "Draining: GOAWAY"), bounded by
+ *   `close_timeout_ms`, so nothing in flight is lost.
  *
  * Each failure ends the connection with #TETHER_ETIMEDOUT and a detail
  * naming the timeout, e.g. `heartbeat timeout: 3 pings unanswered, nothing
@@ -228,27 +230,40 @@
  *     0xFF | type (1 byte) | payload length (2 bytes, big-endian) | payload
  *
  * The types and their payloads:
- * - 1, HELLO: version (1 byte, = 1), flags (1 byte, = 0), the sender's
- *   heartbeat interval in ms (4 bytes, big-endian; 0 = "I send no pings").
- *   At least 6 bytes; receivers ignore any bytes after the sixth. For
- *   example `FF 01 00 06 01 00 00 00 03 E8` announces 1000 ms.
+ * - 1, HELLO: version (1 byte, = 1), flags (1 byte: capability bits),
+ *   the sender's heartbeat interval in ms (4 bytes, big-endian; 0 = "I
+ *   send no pings"). At least 6 bytes; receivers ignore any bytes after
+ *   the sixth. For example `FF 01 00 06 01 00 00 00 03 E8` announces
+ *   1000 ms and no capabilities. Flag bit 0 (0x01): "I take calls"
+ *   (tether_conn_opts::calls; tether/delivery.h); bit 1 (0x02) is reserved
+ *   for acknowledgements; receivers ignore bits they do not know. A
+ *   capability is in use only when both HELLOs carry its bit.
  * - 2, PING: 1 to 64 opaque bytes (tether sends 8: its clock in µs,
  *   big-endian).
  * - 3, PONG: the payload of the PING it answers, unchanged.
  * - 4, GOAWAY: flags (1 byte), reason (2 bytes, big-endian), then a short
  *   human-readable text (printable ASCII, up to 200 bytes, no NUL; the
  *   rest of the payload). At least 3 bytes. For example
- *   `FF 04 00 05 00 00 01 69 64` is flags 0, reason 1, text "id". The
- *   sender closes right after it (flags 0: "I am closing now"); flag bit 0
- *   (0x01) is reserved for a future "drain: stop sending new messages, I
- *   will close once I have finished", the other bits for later use;
- *   tether sends none of them yet and treats any GOAWAY as "closing now".
- *   Reasons: 0 none given, 1 idle timeout, 2 frame timeout (a frame too
- *   slow), 3 write timeout (the receiver did not read), 4 heartbeat
- *   timeout, 5 maximum connection age, 6 shutting down (reserved);
- *   receivers treat unknown reasons as 0. A receiver reports the text
- *   (non-printable bytes replaced) and closes; nothing it sends after the
- *   GOAWAY will be read.
+ *   `FF 04 00 05 00 00 01 69 64` is flags 0, reason 1, text "id". Flags:
+ *   - 0x00, "closing now": the sender closes right after it. A receiver
+ *     reports the text (non-printable bytes replaced) and closes; nothing
+ *     it sends after the GOAWAY will be read.
+ *   - 0x01, "drain": please stop sending new messages and finish; the
+ *     sender keeps reading and may still send (replies). See "Draining:
+ *     GOAWAY" below.
+ *   - 0x03, "drain, done": the sender has sent its last data message (it
+ *     precedes this frame) and will send none after it; control frames and
+ *     the close may follow.
+ *   The other bits are reserved (sent as 0, ignored). Reasons: 0 none
+ *   given, 1 idle timeout, 2 frame timeout (a frame too slow), 3 write
+ *   timeout (the receiver did not read), 4 heartbeat timeout, 5 maximum
+ *   connection age, 6 shutting down; receivers treat unknown reasons as 0.
+ * - 5, CALL, and 6, REPLY (only where both HELLOs carry flag bit 0): the
+ *   call id (4 bytes, big-endian, never 0). The next frame is an ordinary
+ *   len32 data frame holding the request (CALL) or the reply to the
+ *   request with that id (REPLY); the sender queues both as one piece. For
+ *   example `FF 05 00 04 00 00 00 07 00 00 00 02 68 69` is request 7,
+ *   "hi". Elsewhere they are protocol errors like an unknown type.
  *
  * The rules:
  * 1. Only the dialling side speaks first: a connection dialled with
@@ -296,6 +311,37 @@
  * Control frames never reach `on_message`, are not counted as messages,
  * and are not subject to the high-water mark (a PONG is skipped, not
  * queued, while the send queue is above it).
+ *
+ * **Draining: GOAWAY.** A connection on which both ends negotiated control
+ * frames can be closed without losing anything in flight, as HTTP/2 and
+ * gRPC do with GOAWAY (tether_conn_goaway(), tether_listener_shutdown(),
+ * tether_conn_opts::max_age_ms):
+ * 1. A asks: it sends GOAWAY flags 0x01 (drain) with a reason and a text,
+ *    and goes on reading and writing as before.
+ * 2. B receives it: B queues GOAWAY flags 0x03 ("done") behind everything
+ *    it had queued, so its last messages go out first, and from then on
+ *    refuses new sends (tether_conn_send() returns #TETHER_ECLOSED,
+ *    tether_conn_drain_state() says #TETHER_DRAIN_ASKED_BY_PEER); its
+ *    `on_goaway` runs. B keeps reading: what A sends is still delivered.
+ * 3. A receives B's "done": B sends nothing more. A queues its own "done"
+ *    behind its last messages (the replies to what B sent) and closes as
+ *    tether_conn_close() does: flush, TLS close_notify, FIN. Its `on_close`
+ *    gets #TETHER_OK, detail `drained (GOAWAY): ` and its text.
+ * 4. B receives A's "done", after everything A sent, and closes the same
+ *    way; its `on_close` gets #TETHER_EOF, detail `closed by peer after a
+ *    drain (GOAWAY): ` and A's text.
+ * So each side closes once it has sent and received "done": every message
+ * either side's send accepted is delivered, in both directions. If both
+ * ask at once, each answers the other's request and the exchange ends the
+ * same way. A messages B still sends between its request and its "done"
+ * (before it saw the request) are delivered; a reply B would send after
+ * its "done" is refused, as HTTP/2 refuses a new stream after GOAWAY.
+ * A's deadline turns a drain that does not finish into a close (GOAWAY
+ * "closing now", #TETHER_ETIMEDOUT). A peer that never sent HELLO cannot be
+ * asked; it is closed gracefully instead (what it sends meanwhile may be
+ * lost). A #tether_client that is asked dials a new connection at once and
+ * sends its unsent messages there (see tether_client_new()). Older tether
+ * versions treat any GOAWAY as "closing now".
  *
  * **Behind a load balancer: the PROXY protocol.** A listener with
  * tether_listen_opts::proxy_protocol requires HAProxy's PROXY protocol
@@ -390,12 +436,14 @@ typedef void (*tether_drain_cb)(tether_conn *c, void *ud);
  * @param[in] c      The connection.
  * @param[in] reason Why it closed:
  *   - #TETHER_OK: closed by tether_conn_close() (or by
- *     tether_conn_opts::max_age_ms; the detail says so), everything queued
- *     was sent;
+ *     tether_conn_opts::max_age_ms, or at the end of a drain this side
+ *     asked for with tether_conn_goaway(); the detail says so), everything
+ *     queued was sent;
  *   - #TETHER_ECANCELED: closed by tether_conn_abort() (queued data dropped);
  *   - #TETHER_EOF: the peer closed the connection cleanly; after a GOAWAY
  *     control frame the detail is `closed by peer: ` and the peer's reason
- *     (e.g. its idle timeout, or its maximum connection age);
+ *     (e.g. its idle timeout), after a drain the peer asked for `closed by
+ *     peer after a drain (GOAWAY): ` and its text;
  *   - #TETHER_ECONNRESET: the peer reset it;
  *   - #TETHER_ETRUNCATED: the peer closed in the middle of a message;
  *   - #TETHER_EMSGSIZE, #TETHER_EPROTO: the peer broke the framing;
@@ -446,7 +494,38 @@ typedef void (*tether_listener_error_cb)(tether_listener *l, int err, const char
  * @param[in] data The buffer.
  * @param[in] ud   The user data given with it.
  */
+
 typedef void (*tether_free_cb)(void *data, void *ud);
+
+/**
+ * @brief The peer asked this connection to drain (a GOAWAY control frame
+ *        with the drain flag; see "Draining: GOAWAY" in the group).
+ *
+ * Runs once per connection, on the loop thread, from inside the read path.
+ * From this call on, tether_conn_send() on this connection returns
+ * #TETHER_ECLOSED: what was queued before still goes out, and messages
+ * the peer still sends are still delivered. Open a new connection for new
+ * messages (a #tether_client does so by itself). The connection then
+ * closes by itself once the peer has finished; its `on_close` gets
+ * #TETHER_EOF and the detail `closed by peer after a drain (GOAWAY): ...`.
+ * @param[in] c      The connection.
+ * @param[in] reason The GOAWAY reason code (#TETHER_GOAWAY_SHUTDOWN,
+ *                   #TETHER_GOAWAY_MAX_AGE, ...; unknown values are possible).
+ * @param[in] text   The peer's text, non-printable bytes replaced; **borrowed**
+ *                   until the callback returns; "" when none.
+ * @param[in] ud     The connection's user data.
+ */
+typedef void (*tether_goaway_cb)(tether_conn *c, unsigned reason, const char *text, void *ud);
+
+/**
+ * @brief Reports the end of tether_listener_shutdown(), exactly once.
+ * @param[in] loop   The loop the listener was on.
+ * @param[in] status #TETHER_OK when every connection finished its drain
+ *                   before the deadline; #TETHER_ETIMEDOUT when some had to
+ *                   be closed at the deadline (their `on_close` says so).
+ * @param[in] ud     The user data given to tether_listener_shutdown().
+ */
+typedef void (*tether_shutdown_cb)(tether_loop *loop, int status, void *ud);
 
 /**
  * @ingroup dns
@@ -567,7 +646,12 @@ typedef struct tether_conn_opts {
     int max_age_ms;            /**< Close gracefully (as tether_conn_close(); `on_close` gets
                                     #TETHER_OK and the detail "maximum connection age
                                     reached") once the connection has been established this
-                                    long, ±10 % random jitter. 0 (default) means never. */
+                                    long, ±10 % random jitter. 0 (default) means never.
+                                    Where both ends negotiated control frames this is a
+                                    drain (tether_conn_goaway() with reason
+                                    #TETHER_GOAWAY_MAX_AGE and `close_timeout_ms` as its
+                                    deadline; the detail then reads "drained (GOAWAY):
+                                    maximum connection age reached (N ms)"). */
 
     /* ---- PROXY protocol (see "Behind a load balancer" above). ---- */
 
@@ -604,6 +688,24 @@ typedef struct tether_conn_opts {
                                     nothing closes. Needs
                                     `write_timeout_ms`. #TETHER_ROLE_DEFAULT (the default): 0
                                     on dialled connections, 1024 on accepted ones. */
+
+    /* ---- Delivery (see tether/delivery.h). ---- */
+
+    bool calls;                /**< Request/response calls (tether_call(),
+                                    tether_conn_reply()), len32 framing only: announce HELLO
+                                    capability bit 0. A dialled connection then sends HELLO
+                                    first (as with `heartbeat_ms`: dial only servers that
+                                    speak tether's control frames); an accepted one announces
+                                    it in the HELLO it answers with, and still serves plain
+                                    length-prefixed clients unchanged. Calls work once both
+                                    ends set it. Default false. */
+
+    /* ---- Drain (see "Draining: GOAWAY" above). ---- */
+
+    tether_goaway_cb on_goaway; /**< The peer asked this connection to drain (a GOAWAY with the
+                                     drain flag); may be NULL: the connection still drains and
+                                     closes by itself. */
+
     /* ---- WebSocket (see tether/ws.h). ---- */
     const struct tether_ws_opts *ws; /**< Options for `ws://` and `wss://` URLs (see the
                                           @ref ws group), copied at creation; NULL: the
@@ -800,9 +902,81 @@ TETHER_API int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tethe
  */
 TETHER_API void tether_conn_close(tether_conn *c);
 
+/** GOAWAY reason: none given. */
+#define TETHER_GOAWAY_NONE 0u
+/** GOAWAY reason: the maximum connection age (tether_conn_opts::max_age_ms). */
+#define TETHER_GOAWAY_MAX_AGE 5u
+/** GOAWAY reason: the server is shutting down or restarting. */
+#define TETHER_GOAWAY_SHUTDOWN 6u
+/** The drain deadline tether_conn_goaway() uses for `deadline_ms` 0: 30 s. */
+#define TETHER_DRAIN_DEADLINE_DEFAULT 30000
+/** tether_conn_drain_state(): we asked the peer to drain. */
+#define TETHER_DRAIN_ASKED 0x1u
+/** tether_conn_drain_state(): the peer asked us to drain (`on_goaway` ran). */
+#define TETHER_DRAIN_ASKED_BY_PEER 0x2u
+
+/**
+ * @brief Asks the peer to finish and go away, then closes cleanly:
+ *        nothing in flight is lost in either direction.
+ *
+ * Sends a GOAWAY control frame with the drain flag (see "Draining: GOAWAY"
+ * in the group). The connection keeps reading and writing: messages the
+ * peer sent before it saw the GOAWAY are delivered, and this side may go on
+ * sending (replies). The peer stops sending new messages, flushes what it
+ * had queued and says "done"; this side answers "done" behind its own last
+ * messages, and both close as tether_conn_close() does (flush, TLS
+ * close_notify, FIN). `on_close` then gets #TETHER_OK with the detail
+ * `drained (GOAWAY): ` and @p text; sends after the peer's "done" return
+ * #TETHER_ECLOSED.
+ *
+ * If the peer has not finished when @p deadline_ms has passed, the drain
+ * becomes a close: a GOAWAY "closing now" is sent, the queue is flushed
+ * (bounded by tether_conn_opts::close_timeout_ms), and `on_close` gets
+ * #TETHER_ETIMEDOUT with the detail `drain deadline of N ms passed ...`;
+ * what the peer sent after that is lost.
+ *
+ * A peer that did not negotiate control frames (it never sent HELLO: a
+ * plain length-prefixed client, a tether client with neither
+ * `heartbeat_ms` nor `calls`, or any framing other than len32) cannot be
+ * asked: the connection is
+ * closed as by tether_conn_close() instead, after flushing what is queued,
+ * and the call returns #TETHER_OK; the detail in `on_close` says so. An
+ * accepted connection only knows its peer speaks control frames once the
+ * peer's HELLO (its first frame) has arrived.
+ *
+ * Idempotent: a second call only sets a new deadline.
+ * @param[in] c           The connection.
+ * @param[in] reason      A reason code for the peer (#TETHER_GOAWAY_SHUTDOWN,
+ *                        #TETHER_GOAWAY_MAX_AGE, ...; 0 to 65535).
+ * @param[in] text        A short text for the peer's logs, printable ASCII, up
+ *                        to 200 bytes; NULL or "" for none. Copied.
+ * @param[in] deadline_ms How long the drain may take; 0 for
+ *                        #TETHER_DRAIN_DEADLINE_DEFAULT, negative for none.
+ * @retval TETHER_OK       Draining (or closing, see above); `on_close` follows.
+ * @retval TETHER_EINVAL   NULL, a reason above 65535, or a text that is too
+ *                         long or not printable ASCII.
+ * @retval TETHER_ENOTCONN The connection is not established yet.
+ * @retval TETHER_ECLOSED  The connection is closing or closed.
+ * @retval TETHER_ENOMEM   Out of memory.
+ *
+ * Loop thread only.
+ */
+TETHER_API int tether_conn_goaway(tether_conn *c, unsigned reason, const char *text,
+                                  int deadline_ms);
+
+/**
+ * @brief Whether a drain is under way on the connection.
+ * @param[in] c The connection.
+ * @return 0 when none (or @p c is NULL); otherwise #TETHER_DRAIN_ASKED
+ *         and/or #TETHER_DRAIN_ASKED_BY_PEER. Once the peer asked,
+ *         tether_conn_send() returns #TETHER_ECLOSED.
+ */
+TETHER_API unsigned tether_conn_drain_state(const tether_conn *c);
+
 /**
  * @brief Closes at once, dropping whatever is queued.
  *
+
  * Zero-copy buffers still queued are released through their free callbacks.
  * `on_close` runs on a later iteration with #TETHER_ECANCELED (unless the
  * connection had already ended for another reason).
@@ -929,6 +1103,19 @@ typedef struct tether_stats {
     uint64_t pongs_received; /**< Heartbeat pongs received. */
     uint64_t uptime_ms;      /**< How long the (current) connection has been established; 0
                                   when it is not. */
+    uint64_t calls_in_flight;    /**< tether_call(): calls waiting for their reply. A
+                                      client: its tether_client_call() calls, over all
+                                      connections (`calls_canceled` then also counts calls
+                                      ended by closing the client). */
+    uint64_t calls_completed;    /**< tether_call(): calls that got their reply. */
+    uint64_t calls_timed_out;    /**< tether_call(): calls ended by their timeout. */
+    uint64_t calls_failed;       /**< tether_call(): calls ended by the end of the connection
+                                      or by a peer that does not take calls. */
+    uint64_t calls_canceled;     /**< tether_call(): calls ended by tether_call_cancel(). */
+    uint64_t calls_late_replies; /**< Replies that arrived after their call had ended (timed
+                                      out or canceled), dropped. */
+    uint64_t requests_in;        /**< Requests received (messages with a call id, also counted
+                                      in `msgs_in`). */
 } tether_stats;
 
 /**
@@ -1093,8 +1280,40 @@ TETHER_API int tether_listen(tether_listener **out, tether_loop *loop, const cha
 TETHER_API void tether_listener_close(tether_listener *l);
 
 /**
+ * @brief Graceful server shutdown: stops accepting, drains every
+ *        connection of the listener, closes the rest at a deadline.
+ *
+ * The listener is closed at once, as by tether_listener_close() (the port
+ * is free for a successor; the handle is invalid after this call).
+ * Connections it accepted that have not reached `on_accept` yet are
+ * aborted; every other one still open is sent
+ * tether_conn_goaway(c, #TETHER_GOAWAY_SHUTDOWN, "server shutting down",
+ * @p deadline_ms) (peers without control frames are closed gracefully
+ * instead). Each connection reports its own end through `on_close`. When
+ * the last of them is gone, @p on_done runs once, from the loop (never from
+ * inside this call), with #TETHER_OK, or #TETHER_ETIMEDOUT if the deadline
+ * cut any drain short. With no connection open it runs on the next loop
+ * iteration.
+ * @param[in] l           The listener.
+ * @param[in] deadline_ms How long the drains may take; 0 for
+ *                        #TETHER_DRAIN_DEADLINE_DEFAULT, negative for none.
+ *                        Closing after it is bounded by
+ *                        tether_conn_opts::close_timeout_ms.
+ * @param[in] on_done     Called when every connection is gone; may be NULL.
+ * @param[in] ud          Passed to @p on_done.
+ * @retval TETHER_OK     Shutting down; @p on_done will run.
+ * @retval TETHER_EINVAL @p l is NULL; nothing happens.
+ * @retval TETHER_ENOMEM Out of memory; nothing happens.
+ *
+ * Loop thread only. Keep the loop running until @p on_done.
+ */
+TETHER_API int tether_listener_shutdown(tether_listener *l, int deadline_ms,
+                                        tether_shutdown_cb on_done, void *ud);
+
+/**
  * @brief The port a TCP listener is bound to (useful after port 0).
  * @param[in] l The listener.
+
  * @return The port, or 0 for a Unix socket.
  */
 TETHER_API int tether_listener_port(const tether_listener *l);

@@ -68,6 +68,30 @@
  *   with #TETHER_ENOTCONN, and the held messages are handed back through
  *   `on_undelivered` as soon as a connection is lost instead of waiting.
  *
+ * **Drain (GOAWAY).** When the server asks the connection to drain
+ * (tether_conn_goaway(), tether_listener_shutdown(), its `max_age_ms`), or
+ * the client's own tether_conn_opts::max_age_ms starts a drain, the client
+ * does what gRPC does: it reports #TETHER_CLIENT_DISCONNECTED with reason
+ * #TETHER_OK and the detail `the connection is draining (GOAWAY): moving to
+ * a new connection`, and dials a new connection at once (a fresh name or
+ * SRV lookup, and a fresh backoff schedule), **before** the old connection
+ * closes. The old connection writes the messages it had been handed,
+ * delivers what the server still sends (through `on_message`, as usual)
+ * and closes once the drain is complete. The messages it had not been
+ * handed go to the new connection, after the old one has written its own,
+ * so the order is kept; if the old connection ends before writing its
+ * messages (the drain deadline, a reset), they are sent first on the new
+ * one. Nothing queued is lost (completions of tether_client_send_cb()
+ * are reported whichever connection wrote the message). This needs
+ * control frames on the connections: set `heartbeat_ms` or `calls` in
+ * tether_client_opts::conn_opts (the dialling side speaks first; a tether
+ * server always answers). Without
+ * them, a drain reaches the client as an ordinary close. While the new
+ * connection is being set up the client is not connected: with
+ * tether_client_opts::fail_fast, sends fail with #TETHER_ENOTCONN until it
+ * is. tether_client_pause() and tether_client_resume() apply to the
+ * draining connection too, and tether_client_close() closes it.
+ *
  * **Which messages can be lost.** A message the client has completely
  * written to the socket is no longer held: it sits in kernel buffers (ours,
  * then the network's, then the peer's) until the peer's application reads

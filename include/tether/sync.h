@@ -149,6 +149,31 @@ TETHER_API int tether_sync_recv_into(tether_sync *s, void *buf, size_t cap, size
                                      int timeout_ms);
 
 /**
+ * @brief Sends a request with tether_call() and waits for its reply.
+ *
+ * The connection must have been opened with tether_conn_opts::calls set,
+ * to a peer that set it too (see tether/delivery.h). Messages that arrive
+ * meanwhile are kept for tether_sync_recv().
+ * @param[in]  s          The connection.
+ * @param[in]  req        The request; may be NULL if @p len is 0.
+ * @param[in]  len        Its length.
+ * @param[out] out_reply  Receives the reply; free it with tether_msg_free().
+ * @param[in]  timeout_ms How long to wait for the reply; negative: until the
+ *                        reply comes or the connection ends.
+ * @retval TETHER_OK        The reply is in @p out_reply.
+ * @retval TETHER_ETIMEDOUT No reply in time; the connection stays usable
+ *                          and a late reply is dropped.
+ * @retval TETHER_ENOTSUP   Calls are off here or the peer did not
+ *                          negotiate them; tether_sync_last_error() says which.
+ * @retval TETHER_EINVAL    NULL @p s or @p out_reply, or NULL @p req with
+ *                          @p len > 0.
+ * @return Or the error that closed the connection (#TETHER_EOF,
+ *         #TETHER_ECONNRESET...), or a code of tether_call().
+ */
+TETHER_API int tether_sync_call(tether_sync *s, const void *req, size_t len, tether_msg *out_reply,
+                                int timeout_ms);
+
+/**
  * @brief Frees a message's payload and clears the record. NULL is ignored.
  * @param[in,out] msg The message.
  */

@@ -7,12 +7,15 @@
 #define TETHER_TETHER_H
 
 #include <tether/conn.h>
+#include <tether/delivery.h>
 #include <tether/error.h>
 #include <tether/export.h>
 #include <tether/framing.h>
+#include <tether/group.h>
 #include <tether/log.h>
 #include <tether/loop.h>
 #include <tether/reconnect.h>
+#include <tether/ref.h>
 #include <tether/sync.h>
 #include <tether/tls.h>
 #include <tether/version.h>

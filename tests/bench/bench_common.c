@@ -23,6 +23,7 @@
 #endif
 
 struct bench_opts O;
+unsigned bench_caps;
 
 static const char *prog = "bench"; /* argv[0]'s last component, for usage */
 
@@ -45,6 +46,8 @@ const char *bench_scenario_name(enum bench_scenario s)
         return "hs";
     case SC_CONNS:
         return "conns";
+    case SC_FANIN:
+        return "fanin";
     }
     return "?";
 }
@@ -128,8 +131,8 @@ static noreturn void usage(const char *msg)
         fprintf(stderr, "%s: %s\n", prog, msg);
     }
     fprintf(stderr,
-            "usage: %s --scenario thr|lat|hs|conns --transport tcp|tls|ws|wss\n"
-            "          [--size BYTES] [--count N] [--conns K]\n"
+            "usage: %s --scenario thr|lat|hs|conns|fanin --transport tcp|tls|ws|wss\n"
+            "          [--size BYTES] [--count N] [--conns K] [--loops N]\n"
             "          [--cert PEM --key PEM --ca PEM] [--resume]\n"
             "env: BENCH_TIMEOUT_S (default 60): the whole run is killed after it\n",
             prog);
@@ -158,6 +161,7 @@ void bench_parse_args(int argc, char **argv, const char *impl)
     long conns = -1;
 
     O.impl = impl;
+    O.loops = 1;
     if (argc > 0 && argv[0] != NULL && argv[0][0] != '\0') {
         const char *slash = strrchr(argv[0], '/');
         prog = slash != NULL && slash[1] != '\0' ? slash + 1 : argv[0];
@@ -206,6 +210,8 @@ void bench_parse_args(int argc, char **argv, const char *impl)
                 O.scenario = SC_HS;
             } else if (strcmp(v, "conns") == 0) {
                 O.scenario = SC_CONNS;
+            } else if (strcmp(v, "fanin") == 0) {
+                O.scenario = SC_FANIN;
             } else {
                 usage("unknown scenario");
             }
@@ -228,6 +234,8 @@ void bench_parse_args(int argc, char **argv, const char *impl)
             count = parse_long(name, v, 1, 1000000000L);
         } else if (strcmp(name, "--conns") == 0) {
             conns = parse_long(name, v, 1, 1000000L);
+        } else if (strcmp(name, "--loops") == 0) {
+            O.loops = parse_long(name, v, 1, 1024);
         } else if (strcmp(name, "--cert") == 0) {
             O.cert = v;
         } else if (strcmp(name, "--key") == 0) {
@@ -248,12 +256,15 @@ void bench_parse_args(int argc, char **argv, const char *impl)
     if (count > 0) {
         O.count = count;
     } else {
-        O.count = O.scenario == SC_THR   ? 1000000
-                  : O.scenario == SC_LAT ? 20000
-                  : O.scenario == SC_HS  ? 2000
-                                         : 0;
+        O.count = O.scenario == SC_THR || O.scenario == SC_FANIN ? 1000000
+                  : O.scenario == SC_LAT                         ? 20000
+                  : O.scenario == SC_HS                          ? 2000
+                                                                 : 0;
     }
-    O.conns = conns > 0 ? conns : 10000;
+    O.conns = conns > 0 ? conns : O.scenario == SC_FANIN ? 16 : 10000;
+    if (O.loops > 1 && O.scenario != SC_FANIN) {
+        usage("--loops applies to --scenario fanin");
+    }
 
     const char *t = getenv("BENCH_TIMEOUT_S");
     if (t != NULL && *t != '\0') {
@@ -263,6 +274,14 @@ void bench_parse_args(int argc, char **argv, const char *impl)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    if (O.scenario == SC_FANIN && !(bench_caps & BENCH_CAP_FANIN)) {
+        bench_emit_skip("no fanin scenario");
+        exit(0);
+    }
+    if (O.loops > 1 && !(bench_caps & BENCH_CAP_LOOPS)) {
+        bench_emit_skip("no --loops");
+        exit(0);
+    }
 }
 
 long bench_lat_warmup(void)
@@ -596,6 +615,9 @@ static void emit(const char *metrics, const char *extra)
     }
     if (O.scenario == SC_CONNS && (size_t)n < sizeof head) {
         snprintf(head + n, sizeof head - (size_t)n, ",\"conns\":%ld", O.conns);
+    } else if (O.scenario == SC_FANIN && (size_t)n < sizeof head) {
+        snprintf(head + n, sizeof head - (size_t)n, ",\"conns\":%ld,\"loops\":%ld", O.conns,
+                 O.loops);
     }
     printf("%s%s%s%s%s}\n", head, metrics != NULL && *metrics != '\0' ? "," : "",
            metrics != NULL ? metrics : "", extra != NULL && *extra != '\0' ? "," : "",
@@ -658,6 +680,15 @@ void bench_emit_conns(double setup_s, double rss, double rss_echo, double echo_s
              "\"setup_s\":%.6g,\"server_rss_kib_per_conn\":%.6g,"
              "\"server_rss_kib_per_conn_echoed\":%.6g,\"echo_all_s\":%.6g",
              setup_s, rss, rss_echo, echo_s);
+    emit(m, extra);
+}
+
+void bench_emit_fanin(double el, long client_loops, const char *extra)
+{
+    char m[256];
+    snprintf(m, sizeof m,
+             "\"msgs_per_s\":%.6g,\"mb_per_s\":%.6g,\"elapsed_s\":%.6g,\"client_loops\":%ld",
+             (double)O.count / el, (double)O.count * (double)O.size / el / 1e6, el, client_loops);
     emit(m, extra);
 }
 

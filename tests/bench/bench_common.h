@@ -21,7 +21,8 @@ enum bench_scenario {
     SC_THR,
     SC_LAT,
     SC_HS,
-    SC_CONNS
+    SC_CONNS,
+    SC_FANIN
 };
 enum bench_transport {
     TR_TCP,
@@ -41,7 +42,15 @@ struct bench_opts {
     const char *key;
     const char *ca;
     bool resume; /* tether's own flag: hs with TLS session resumption */
+    long loops;  /* --loops: the server's loops (fanin; 1 by default) */
 };
+
+/* What an implementation runs beyond the four scenarios every peer has: it
+ * sets bench_caps before bench_parse_args(), which prints a skip line and
+ * exits 0 for the rest (fanin, and --loops above 1). */
+#define BENCH_CAP_FANIN 0x1u
+#define BENCH_CAP_LOOPS 0x2u
+extern unsigned bench_caps;
 
 extern struct bench_opts O;
 
@@ -99,5 +108,8 @@ void bench_emit_hs(double elapsed_s, long n, const char *extra);
 void bench_emit_conns(double setup_s, double rss_kib_per_conn, double rss_kib_per_conn_echoed,
                       double echo_all_s, const char *extra);
 void bench_emit_skip(const char *why);
+/* fanin: msgs_per_s and mb_per_s over O.count messages, plus the number of
+ * client loops used (the server's is O.loops). */
+void bench_emit_fanin(double elapsed_s, long client_loops, const char *extra);
 
 #endif /* TETHER_BENCH_COMMON_H */

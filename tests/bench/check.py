@@ -27,8 +27,10 @@ METRICS = {
     "lat": ["p50_us", "p99_us", "mean_us"],
     "hs": ["conns_per_s"],
     "conns": ["setup_s", "server_rss_kib_per_conn", "echo_all_s"],
+    "fanin": ["msgs_per_s", "mb_per_s"],
 }
-COUNT = {"thr": 2000, "lat": 50, "hs": 5, "conns": 20}
+COUNT = {"thr": 2000, "lat": 50, "hs": 5, "conns": 20, "fanin": 2000}
+FANIN_CONNS = 4
 failures = []
 
 
@@ -49,6 +51,8 @@ def check_impl(path):
         for sc, metrics in METRICS.items():
             args = ["--scenario", sc, "--transport", tr, "--size", "100"]
             args += ["--conns", str(COUNT[sc])] if sc == "conns" else ["--count", str(COUNT[sc])]
+            if sc == "fanin":
+                args += ["--conns", str(FANIN_CONNS)]
             what = f"{name} {sc} {tr}"
             p = run([path] + args)
             lines = p.stdout.splitlines()
@@ -72,6 +76,21 @@ def check_impl(path):
                 fail(f"{what}: metrics missing or not positive: {bad} in {lines[0]}")
             else:
                 print(f"ok   {what}")
+    # fanin over a server group of 2 loops, where the implementation has one.
+    p = run([path, "--scenario", "fanin", "--transport", "tcp", "--count", "2000", "--conns",
+             str(FANIN_CONNS), "--loops", "2"])
+    lines = p.stdout.splitlines()
+    if p.returncode != 0 or len(lines) != 1:
+        fail(f"{name} fanin --loops 2: exit {p.returncode}: {p.stderr.strip()}")
+    else:
+        d = json.loads(lines[0])
+        if "skip" in d:
+            print(f"ok   {name} fanin --loops 2: skip ({d['skip']})")
+        elif d.get("loops") != 2 or d.get("conns") != FANIN_CONNS \
+                or not d.get("msgs_per_s", 0) > 0:
+            fail(f"{name} fanin --loops 2: {lines[0]}")
+        else:
+            print(f"ok   {name} fanin --loops 2")
     # Wrong CA: the client must refuse the server, and say so.
     p = run([path, "--scenario", "lat", "--transport", "tls", "--count", "5",
              "--ca", os.path.join(CERTS, "other-ca.pem")])

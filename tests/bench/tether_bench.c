@@ -19,6 +19,7 @@
  * - conns: at most CONNS_WINDOW dialled connections not yet confirmed by the
  *   server; the client reads the server's confirmations from the control
  *   pipe between loop iterations (see conns_setup()).
+ * - fanin: loop groups on both sides, in tether_fanin.c.
  *
  * Per-connection server state for hs and conns is one bit kept in the
  * connection's user data pointer, so that the server's RSS per idle
@@ -31,6 +32,7 @@
  * and exits 0, as the peers do for what they cannot run.
  */
 #include "bench_common.h"
+#include "tether_fanin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +246,8 @@ static void srv_on_message(tether_conn *c, const uint8_t *data, size_t len, void
         tether_conn_set_userdata(c, SRV_ECHOED);
         S.msgs++;
         return;
+    case SC_FANIN:
+        break; /* tether_fanin.c has its own callbacks */
     }
 }
 
@@ -270,6 +274,8 @@ static void srv_on_close(tether_conn *c, int reason, void *ud)
             bench_die("connection closed before its echo");
         }
         break;
+    case SC_FANIN:
+        break;
     }
     if (S.closed == S.limit) {
         tether_loop_stop(g_loop);
@@ -278,6 +284,9 @@ static void srv_on_close(tether_conn *c, int reason, void *ud)
 
 static int server_main(void)
 {
+    if (O.scenario == SC_FANIN) {
+        return fanin_server_main();
+    }
     int rv = tether_loop_new(&g_loop, NULL);
     if (rv != TETHER_OK) {
         die_rv("tether_loop_new", rv, NULL);
@@ -298,6 +307,8 @@ static int server_main(void)
     case SC_CONNS:
         S.limit = O.conns;
         S.expect = O.conns;
+        break;
+    case SC_FANIN:
         break;
     }
 
@@ -767,6 +778,7 @@ static void client_conns(void)
 
 int main(int argc, char **argv)
 {
+    bench_caps = BENCH_CAP_FANIN | BENCH_CAP_LOOPS;
     bench_parse_args(argc, argv, "tether");
     if (O.scenario == SC_CONNS) {
         bench_raise_nofile(O.conns + 256);
@@ -779,6 +791,10 @@ int main(int argc, char **argv)
         /* The server's tether_listen() said TETHER_ENOTSUP for tls://. */
         bench_finish_server();
         bench_emit_skip(TLS_SKIP);
+        return 0;
+    }
+    if (O.scenario == SC_FANIN) {
+        fanin_client(g_port);
         return 0;
     }
     int rv = tether_loop_new(&g_loop, NULL);
@@ -798,6 +814,8 @@ int main(int argc, char **argv)
     case SC_CONNS:
         client_conns();
         break;
+    case SC_FANIN:
+        break; /* run above */
     }
     return 0;
 }

@@ -467,4 +467,50 @@ if start_server sigint --listen tcp://127.0.0.1:0; then
     stop_server "$pid" sigint INT
 fi
 
+# ---- --threads: a loop group -------------------------------------------------
+
+for listen in tcp://127.0.0.1:0 "unix://$tmp/threads.sock"; do
+    if start_server threads --listen "$listen" --threads 3; then
+        pid=$server_pid
+        url=$server_url
+        declare -a tpids=()
+        for i in 1 2 3 4 5 6; do
+            timeout -k 5 120 "$client_bin" --connect "$url" --count 2000 --size $((i * 50)) \
+                >"$tmp/thr$i.out" 2>"$tmp/thr$i.err" &
+            tpids+=($!)
+        done
+        for i in 1 2 3 4 5 6; do
+            status=0
+            wait "${tpids[$((i - 1))]}" || status=$?
+            if [[ $status -eq 0 && $(cat "$tmp/thr$i.out") == "ok 2000" ]]; then
+                pass "--threads 3 on $url: client $i of 6"
+            else
+                fail "--threads 3 on $url: client $i: status $status," \
+                    "$(cat "$tmp/thr$i.out" "$tmp/thr$i.err")"
+            fi
+        done
+        stop_server "$pid" threads
+    fi
+done
+
+if start_server threads_idle --listen tcp://127.0.0.1:0 --threads 2; then
+    pid=$server_pid
+    port=${server_url##*:}
+    # As above: an accepted idle connection is closed by the group's
+    # graceful stop, and the server still exits 0.
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf '\x00\x00\x00\x01x' >&3
+    read -r -d '' -t 10 -u 3 _ || true
+    kill -TERM "$pid"
+    status=0
+    read -r -t 10 -u 3 _ || status=$?
+    if [[ $status -eq 1 ]]; then
+        pass "--threads 2: the server closed an idle connection on SIGTERM"
+    else
+        fail "--threads 2: the idle connection was not closed within 10 s of SIGTERM ($status)"
+    fi
+    exec 3<&-
+    stop_server "$pid" threads_idle none
+fi
+
 th_end

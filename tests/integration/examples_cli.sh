@@ -27,8 +27,8 @@ certs=$3
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 th_begin cli
 
-servers=(echo_server chat_server file_recv)
-clients=(echo_client chat_client file_send reconnecting_client sync_client)
+servers=(echo_server chat_server file_recv kv_server)
+clients=(echo_client chat_client file_send reconnecting_client sync_client kv_client)
 
 # run PROG ARGS...: sets status, out, err (bounded).
 run() {
@@ -105,6 +105,10 @@ expect_err echo_server "error: --max-msg 2000000000 is above tether's limit of 1
     --listen tcp://127.0.0.1:0 --max-msg 2000000000
 expect_err echo_server "error: --framing: invalid value 'json' (expected len32, varint or line)" \
     --listen tcp://127.0.0.1:0 --framing json
+expect_err echo_server "error: --drain-timeout needs --drain-on-signal" \
+    --listen tcp://127.0.0.1:0 --drain-timeout 5000
+expect_err echo_server "error: --drain-timeout: invalid value '0' (expected milliseconds, at least 1)" \
+    --listen tcp://127.0.0.1:0 --drain-on-signal --drain-timeout 0
 for prog in echo_server chat_server; do
     expect_err "$prog" "error: --mem-limit: invalid value '12X' (expected bytes with an optional K, M or G suffix)" \
         --listen tls://127.0.0.1:0 --mem-limit 12X
@@ -149,6 +153,9 @@ expect_err echo_client "error: --count: invalid value '-1' (expected a number of
 expect_err echo_client "error: --timeout: invalid value '0' (expected milliseconds, at least 1)" \
     --connect tcp://127.0.0.1:1 --timeout 0
 expect_err sync_client "error: --timeout needs a value (see --help)" --connect tcp://127.0.0.1:1 --timeout
+expect_err kv_client "error: no REQUEST given, e.g. 'get KEY' (see --help)" --connect tcp://127.0.0.1:1
+expect_err kv_server "error: --delay: invalid value '0' (expected milliseconds, at least 1)" \
+    --listen tcp://127.0.0.1:0 --delay 0
 expect_err file_send "error: --chunk: invalid value '9999999999' (expected a number of bytes from 1 to 8388608 (8 MiB))" \
     --connect tcp://127.0.0.1:1 --file "$certs/ca.pem" --chunk 9999999999
 

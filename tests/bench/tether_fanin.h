@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* tether_bench's fanin scenario (tether_fanin.c): a server on a loop group
+ * of --loops loops, clients on a loop group of their own. */
+#ifndef TETHER_BENCH_FANIN_H
+#define TETHER_BENCH_FANIN_H
+
+/* The server child: listens, reports the port, serves, checks the counts. */
+int fanin_server_main(void);
+
+/* The client parent: runs the scenario against port, reaps the server and
+ * prints the JSON line. */
+void fanin_client(int port);
+
+#endif /* TETHER_BENCH_FANIN_H */
