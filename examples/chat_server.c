@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* chat_server: a chat room over mutual TLS, where a slow client never
- * stalls the others.
+ * stalls the others, and which a browser can join over WebSocket.
  *
  *   chat_server --listen tls://127.0.0.1:7000 --cert certs/server.pem
  *               --key certs/server.key --ca certs/ca.pem
+ *               [--ws ws://127.0.0.1:7001/chat | --ws wss://127.0.0.1:7001/chat]
  *               [--queue BYTES] [--max-line BYTES] [--verbose]
  *               [--idle-timeout MS] [--frame-timeout MS] [--frame-min-rate B]
  *               [--write-timeout MS] [--write-min-rate B]
@@ -15,9 +16,20 @@
  * `* alice joined` and `* alice left`. A newcomer first gets
  * `* welcome alice; here: bob, carol`.
  *
+ * With --ws, a second listener on the same loop takes WebSocket clients
+ * (browsers: examples/chat.html). They have no certificate, so they name
+ * themselves in the request path, `/chat?nick=dave`, and appear as
+ * `~dave`: the tilde marks a name nobody vouched for, so that it can never
+ * pass for a certificate's. Each WebSocket text message is one line, and
+ * every line reaches them as one text message. wss:// uses --cert and
+ * --key without asking for a client certificate.
+ *
  * What it shows:
  * - a TLS listener that requires client certificates, and reading the
  *   peer's name with tether_conn_tls_info() in `on_accept`;
+ * - two listeners (tls:// and ws://) feeding one room on one loop, each
+ *   with its own connection options (line framing for TLS, WebSocket
+ *   messages for browsers), and tether_ws_path() in `on_accept`;
  * - line framing (TETHER_FRAMING_LINE): the library cuts the stream into
  *   lines and enforces a maximum line length;
  * - backpressure in a fan-out server. tether_conn_send() never blocks: it
@@ -67,6 +79,7 @@
 
 struct options {
     const char *listen_url;
+    const char *ws_url; /* --ws: a WebSocket listener too, or NULL */
     struct cli_tls tls; /* --cert, --key and --ca: all three are needed */
     size_t queue;       /* per-client send queue limit (send_hwm) */
     size_t max_line;    /* longest line accepted from a client */
@@ -90,6 +103,7 @@ struct room {
     const struct options *opt;
     tether_loop *loop;
     tether_listener *listener;
+    tether_listener *ws_listener; /* --ws, or NULL */
     struct member *members;
     char *line;                     /* scratch buffer for "<nick> text": max_line + NICK_MAX + 4 */
     bool stopping;                  /* shutting down: no more notices */
@@ -102,6 +116,9 @@ static const char usage[] =
     "the sender's nickname, which is the common name (CN) of its certificate.\n\n"
     "  --listen URL      tls://HOST:PORT (port 0 picks one)\n" CLI_USAGE_TLS_SERVER
     "                    (every client must present one)\n"
+    "  --ws URL          also take WebSocket clients (browsers) on ws://HOST:PORT/PATH\n"
+    "                    or wss://HOST:PORT/PATH (--cert and --key, no client\n"
+    "                    certificate); they choose a nickname with ?nick=NAME\n"
     "  --queue BYTES     a client whose unsent output exceeds this is disconnected\n"
     "                    (default 1048576)\n"
     "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
@@ -254,6 +271,27 @@ static void make_nick(char *out, size_t outlen, const char *cn)
     }
 }
 
+/* A WebSocket client's nickname: the nick=NAME parameter of its request
+ * path (percent-escapes are not decoded: they stay as typed), or "guest". */
+static void ws_nick(char *out, size_t outlen, const char *path)
+{
+    const char *q = strchr(path, '?');
+    const char *p = q;
+    while (p != NULL) {
+        p++;
+        if (strncmp(p, "nick=", 5) == 0) {
+            size_t n = strcspn(p + 5, "&");
+            snprintf(out, outlen, "%.*s", (int)n, p + 5);
+            if (out[0] != '\0') {
+                return;
+            }
+            break;
+        }
+        p = strchr(p, '&');
+    }
+    snprintf(out, outlen, "guest");
+}
+
 static bool nick_taken(const struct room *room, const char *nick)
 {
     for (const struct member *m = room->members; m != NULL; m = m->next) {
@@ -274,15 +312,23 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
         tether_conn_close(c);
         return;
     }
-    /* The handshake is complete and, since client certificates are
-     * required, verified: the CN is a name the CA vouches for. */
-    tether_tls_info info;
-    int rv = tether_conn_tls_info(c, &info);
-    if (rv != TETHER_OK) {
-        fprintf(stderr, "chat_server: cannot read the client's certificate: %s\n",
-                tether_strerror(rv));
-        tether_conn_abort(c);
-        return;
+    /* The handshake is complete and, for TLS clients, since client
+     * certificates are required, verified: the CN is a name the CA vouches
+     * for. WebSocket clients name themselves (ws_nick()). */
+    char name[256];
+    const char *path = tether_ws_path(c);
+    if (path != NULL) {
+        ws_nick(name, sizeof name, path);
+    } else {
+        tether_tls_info info;
+        int rv = tether_conn_tls_info(c, &info);
+        if (rv != TETHER_OK) {
+            fprintf(stderr, "chat_server: cannot read the client's certificate: %s\n",
+                    tether_strerror(rv));
+            tether_conn_abort(c);
+            return;
+        }
+        snprintf(name, sizeof name, "%s", info.peer_common_name);
     }
     struct member *m = calloc(1, sizeof *m);
     if (m == NULL) {
@@ -293,7 +339,10 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
     m->room = room;
     m->conn = c;
     char base[NICK_MAX - 8];
-    make_nick(base, sizeof base, info.peer_common_name);
+    make_nick(base + (path != NULL), sizeof base - (path != NULL), name);
+    if (path != NULL) {
+        base[0] = '~'; /* self-chosen, unlike a certificate's name */
+    }
     /* The same certificate may be used twice: alice, alice#2, ... */
     snprintf(m->nick, sizeof m->nick, "%s", base);
     for (int i = 2; nick_taken(room, m->nick); i++) {
@@ -425,6 +474,8 @@ static void on_stop_signal(tether_signal *sig, int signum, void *ud)
     room->stopping = true;
     tether_listener_close(room->listener);
     room->listener = NULL;
+    tether_listener_close(room->ws_listener);
+    room->ws_listener = NULL;
     for (struct member *m = room->members; m != NULL; m = m->next) {
         tether_conn_close(m->conn);
     }
@@ -440,13 +491,15 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_LISTEN = 256,
         OPT_QUEUE,
         OPT_MAX_LINE,
-        OPT_VERBOSE
+        OPT_VERBOSE,
+        OPT_WS
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"ws", required_argument, NULL, OPT_WS},
         CLI_LONGOPTS_TIMEOUTS,
         /* --verify-client is accepted but changes nothing: always on here. */
         CLI_LONGOPTS_TLS_SERVER,
@@ -476,6 +529,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
         case OPT_VERBOSE:
             opt->verbose = true;
             break;
+        case OPT_WS:
+            opt->ws_url = optarg;
+            break;
         default:
             r = cli_timeouts_option(ch, optarg, &opt->timeouts);
             if (r == CLI_NOT_MINE) {
@@ -502,10 +558,46 @@ static int parse_options(int argc, char **argv, struct options *opt)
                         "certificates\n");
         return 1;
     }
+    if (opt->ws_url != NULL && strncmp(opt->ws_url, "ws://", 5) != 0 &&
+        strncmp(opt->ws_url, "wss://", 6) != 0) {
+        fprintf(stderr, "error: --ws must be a ws:// or wss:// URL, not %s\n", opt->ws_url);
+        return 1;
+    }
     return 0;
 }
 
 /* ---- main ------------------------------------------------------------------ */
+
+/* --ws: the WebSocket listener, with the TLS listener's options but
+ * WebSocket messages instead of lines, sent as text, and TLS (wss://)
+ * without client certificates. */
+static bool listen_ws(struct room *room, const tether_conn_opts *tls_co,
+                      const tether_listen_opts *tls_lo)
+{
+    tether_tls_config *tls = NULL;
+    if (strncmp(room->opt->ws_url, "wss://", 6) == 0 &&
+        !cli_tls_server(&room->opt->tls, room->opt->ws_url, false, &tls)) {
+        return false;
+    }
+    tether_ws_opts wo;
+    tether_ws_opts_init(&wo);
+    wo.text = true;
+    wo.health_path = "/health";
+    tether_conn_opts co = *tls_co;
+    co.framing = TETHER_FRAMING_LEN32; /* WebSocket carries whole messages */
+    co.tls = tls;
+    co.ws = &wo;
+    tether_listen_opts lo = *tls_lo;
+    lo.conn_opts = &co;
+    tether_error err;
+    int rv = tether_listen(&room->ws_listener, room->loop, room->opt->ws_url, &lo, &err);
+    tether_tls_config_unref(tls);
+    if (rv != TETHER_OK) {
+        fprintf(stderr, "error: %s\n", err.message);
+        return false;
+    }
+    return true;
+}
 
 int main(int argc, char **argv)
 {
@@ -574,6 +666,16 @@ int main(int argc, char **argv)
         return 1;
     }
     event("listening on %s", tether_listener_url(room.listener));
+    if (opt.ws_url != NULL) {
+        if (!listen_ws(&room, &co, &lo)) {
+            tether_listener_close(room.listener);
+            tether_loop_run(room.loop);
+            cli_unwatch_stop_signals(room.stop_signals);
+            tether_loop_free(room.loop);
+            return 1;
+        }
+        event("listening on %s", tether_listener_url(room.ws_listener));
+    }
 
     rv = tether_loop_run(room.loop);
 

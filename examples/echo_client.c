@@ -12,6 +12,7 @@
  *               [--heartbeat MS]
  *   echo_client --connect tcp://127.0.0.1:7777 --send-proxy v2
  *               [--proxy-source 127.0.0.10:4321]
+ *   echo_client --connect ws://127.0.0.1:7777/echo [--text]
  *
  * What it shows:
  * - dialling with the event API and reading the outcome in `on_connect`;
@@ -31,7 +32,9 @@
  *   library to hand back what it held instead of resending it
  *   (fail_fast), so that no message goes out twice;
  * - with --heartbeat, application heartbeats that notice a dead server
- *   even when no message is in flight.
+ *   even when no message is in flight;
+ * - with a ws:// or wss:// URL, the same over WebSocket; --text sends
+ *   text messages (printable ASCII) and checks that the echoes are text.
  *
  * Message i carries a pattern computed from i and the byte offset, so a lost,
  * repeated, reordered or corrupted message is caught. On success it prints
@@ -65,6 +68,7 @@ struct options {
     /* Liveness: reconnect across failures, pace the messages so that a
      * run can span a server restart, and heartbeats. */
     bool reconnect;
+    bool text;          /* --text: WebSocket text messages */
     size_t interval_ms; /* 0: pipeline everything at once */
     size_t heartbeat_ms;
     /* As a load balancer would: --send-proxy, --proxy-source (common/cli.h). */
@@ -90,6 +94,7 @@ static const char usage[] =
     "usage: echo_client --connect URL [options]\n"
     "Sends messages to an echo server and checks every echo.\n\n"
     "  --connect URL     tcp://HOST:PORT, tcp://[::1]:PORT, tls://HOST:PORT,\n"
+    "                    ws://HOST:PORT/PATH, wss://HOST:PORT/PATH (WebSocket),\n"
     "                    unix:///path, unix://@abstract-name, or through DNS SRV\n"
     "                    tcp+srv://_SERVICE._tcp.DOMAIN or tls+srv://...\n"
     "  --count N         messages to send (default 1)\n"
@@ -104,8 +109,9 @@ static const char usage[] =
     "                    lost, and still complete --count; transitions go to stderr\n"
     "  --interval MS     send one message every MS ms instead of all at once\n"
     "  --heartbeat MS    application heartbeats: ping after MS ms of silence, give up\n"
-    "                    on the server after 3 unanswered pings\n" CLI_USAGE_PROXY_CLIENT
-        CLI_USAGE_COMMON;
+    "                    on the server after 3 unanswered pings\n"
+    "  --text            ws:// and wss:// only: send text messages and expect "
+    "text\n" CLI_USAGE_PROXY_CLIENT CLI_USAGE_COMMON;
 
 /* Byte `off` of message `index`. The index is mixed in so that messages
  * differ from each other, not only inside themselves. With --framing line
@@ -164,7 +170,7 @@ static int send_msg(struct client *cl, const uint8_t *data, size_t len)
 static void pump(struct client *cl)
 {
     const struct options *opt = cl->opt;
-    bool printable = opt->framing == TETHER_FRAMING_LINE;
+    bool printable = opt->framing == TETHER_FRAMING_LINE || opt->text;
     size_t budget = opt->interval_ms > 0 ? 1 : SIZE_MAX;
     while (!cl->finished && cl->sent < opt->count && budget > 0) {
         if (cl->msg_index != cl->sent) { /* after EAGAIN the message is ready */
@@ -232,7 +238,7 @@ static void check_echo(struct client *cl, const uint8_t *data, size_t len)
                opt->size);
         return;
     }
-    bool printable = opt->framing == TETHER_FRAMING_LINE;
+    bool printable = opt->framing == TETHER_FRAMING_LINE || opt->text;
     for (size_t j = 0; j < len; j++) {
         if (data[j] != pattern_byte(cl->received, j, printable)) {
             finish(cl, 1, "error: echo %zu differs from what was sent at byte %zu\n", cl->received,
@@ -248,8 +254,12 @@ static void check_echo(struct client *cl, const uint8_t *data, size_t len)
 
 static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
 {
-    (void)c;
-    check_echo(ud, data, len);
+    struct client *cl = ud;
+    if (cl->opt->text && !tether_ws_msg_is_text(c) && !cl->finished) {
+        finish(cl, 1, "error: echo %zu came back as a binary message, not text\n", cl->received);
+        return;
+    }
+    check_echo(cl, data, len);
 }
 
 /* ---- --reconnect ------------------------------------------------------- */
@@ -349,7 +359,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_CONNECT_TIMEOUT,
         OPT_RECONNECT,
         OPT_INTERVAL,
-        OPT_HEARTBEAT
+        OPT_HEARTBEAT,
+        OPT_TEXT
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
@@ -363,6 +374,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"reconnect", no_argument, NULL, OPT_RECONNECT},
         {"interval", required_argument, NULL, OPT_INTERVAL},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"text", no_argument, NULL, OPT_TEXT},
         CLI_LONGOPTS_TLS_CLIENT,
         CLI_LONGOPTS_PROXY_CLIENT,
         CLI_LONGOPTS_COMMON,
@@ -422,6 +434,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
                 r = cli_bad_value("heartbeat", optarg, "milliseconds, at least 1");
             }
             break;
+        case OPT_TEXT:
+            opt->text = true;
+            break;
         default:
             r = cli_proxy_client_option(ch, optarg, &opt->proxy);
             if (r == CLI_NOT_MINE) {
@@ -441,6 +456,11 @@ static int parse_options(int argc, char **argv, struct options *opt)
         return 1;
     }
     if (!cli_check_max_msg(opt->max_msg) || !cli_check_size(opt->size, opt->max_msg)) {
+        return 1;
+    }
+    if (opt->text && strncmp(opt->connect_url, "ws://", 5) != 0 &&
+        strncmp(opt->connect_url, "wss://", 6) != 0) {
+        fprintf(stderr, "error: --text needs a ws:// or wss:// URL, not %s\n", opt->connect_url);
         return 1;
     }
     if (opt->heartbeat_ms > 0 && opt->framing != TETHER_FRAMING_LEN32) {
@@ -496,6 +516,10 @@ int main(int argc, char **argv)
         co.connect_timeout_ms = (int)opt.connect_timeout_ms;
     }
     co.heartbeat_ms = (int)opt.heartbeat_ms;
+    tether_ws_opts wso; /* ws:// and wss:// */
+    tether_ws_opts_init(&wso);
+    wso.text = opt.text;
+    co.ws = &wso;
     if (!cli_proxy_client_apply(&opt.proxy, &co)) {
         tether_timer_free(cl.timer);
         tether_timer_free(cl.pace);

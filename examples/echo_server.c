@@ -10,6 +10,7 @@
  *               [--write-min-rate B]
  *   echo_server --listen tcp://127.0.0.1:7777 --max-conns 1000 --mem-limit 256M
  *   echo_server --listen tcp://127.0.0.1:7777 --proxy-protocol --verbose
+ *   echo_server --listen ws://127.0.0.1:7777/echo (or wss:// with --cert, --key)
  *   echo_server --listen tcp://127.0.0.1:7777 --threads 4
  *   echo_server --listen tcp://127.0.0.1:7777 --drain-on-signal [--drain-timeout MS]
  *
@@ -25,6 +26,9 @@
  *   incomplete input message or the one echo held while paused (that copy
  *   is handed over with tether_conn_send_zc(), not copied again). The
  *   queues of all clients together are bounded by --mem-limit;
+ * - WebSocket (ws://, wss://): the same code serves browsers; a text
+ *   message is echoed as text, a binary one as binary
+ *   (tether_ws_msg_is_text(), tether_ws_set_text());
  * - a clean shutdown on SIGINT or SIGTERM: the loop delivers the signals
  *   as ordinary callbacks (#tether_signal, a signalfd), so the shutdown
  *   runs on the loop's thread, with no signal handler and no helper thread;
@@ -90,6 +94,7 @@ struct echo_conn {
     struct echo_conn *prev, *next; /* all open connections, for the shutdown */
     char peer[80];                 /* for messages: unknown once the socket is closed */
     bool health_check;             /* a proxy's PROXY v2 LOCAL connection */
+    bool ws;                       /* a WebSocket connection (ws://, wss://) */
     uint8_t *held;                 /* an echo the send queue had no room for */
     size_t held_len;
     bool has_held;
@@ -115,6 +120,7 @@ static const char usage[] =
     "Echoes every message back to its sender until SIGINT or SIGTERM.\n\n"
     "  --listen URL      tcp://HOST:PORT (port 0 picks one), tcp://[::1]:PORT,\n"
     "                    tls://HOST:PORT (with --cert and --key),\n"
+    "                    ws://HOST:PORT[/PATH], wss://HOST:PORT[/PATH] (WebSocket),\n"
     "                    unix:///path or unix://@abstract-name\n"
     "  --framing KIND    len32 (default), varint or line\n"
     "  --max-msg BYTES   largest message accepted (default 16 MiB)\n" CLI_USAGE_TLS_SERVER
@@ -153,6 +159,7 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
     tether_proxy_info info;
     ec->health_check =
         tether_conn_proxy_info(c, &info) == TETHER_OK && info.local && info.version == 2;
+    ec->ws = tether_ws_path(c) != NULL;
     ec->next = srv->conns;
     if (srv->conns != NULL) {
         srv->conns->prev = ec;
@@ -164,7 +171,12 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
 static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
 {
     struct echo_conn *ec = ud;
-    int rv = tether_conn_send(c, data, len);
+    /* WebSocket: the echo has the type of the message (queued in order
+     * with the sends, so the held echo below keeps it too). */
+    int rv = ec->ws ? tether_ws_set_text(c, tether_ws_msg_is_text(c)) : TETHER_OK;
+    if (rv == TETHER_OK) {
+        rv = tether_conn_send(c, data, len);
+    }
     if (rv == TETHER_EAGAIN) {
         /* The peer sends faster than it reads its echoes. Keep this one
          * (data is only borrowed until we return) and stop reading: the

@@ -17,6 +17,7 @@
 #include "conn_core.h"
 #include "delivery.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -405,9 +406,11 @@ static void conn_handshake_step(tether_conn *c)
             if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
                 snprintf(peer, sizeof peer, "an unknown peer");
             }
-            c->flags |= TETHER__CF_REPORT_LISTENER;
+            if (rv != TETHER_ECANCELED) { /* (a WebSocket health check answered) */
+                c->flags |= TETHER__CF_REPORT_LISTENER;
+            }
             tether__conn_fail(c, rv, "%s handshake with %s failed: %s",
-                              c->cfg->tls != NULL ? "TLS" : c->tr->ops->name, peer,
+                              c->cfg->tls != NULL && c->ws == NULL ? "TLS" : c->tr->ops->name, peer,
                               d != NULL ? d : tether_strerror(rv));
         }
         return;
@@ -454,6 +457,9 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
         }
     } else {
         rv = tether__tcp_transport_new(&c->tr, fd, is_unix);
+    }
+    if (rv == TETHER_OK && c->cfg->ws != NULL) {
+        rv = tether__ws_wrap(c, server); /* the HTTP upgrade ends the handshake */
     }
     if (rv != TETHER_OK) {
         return rv;
@@ -544,6 +550,10 @@ static void conn_timer_cb(struct tether__tnode *n)
         if (c->state == TETHER__CS_HANDSHAKING && tether__pp_conn_pending(c, &pp_ev) &&
             c->url == NULL) {
             tether__pp_conn_timeout(c);
+            break;
+        }
+        if (c->state == TETHER__CS_HANDSHAKING && c->ws != NULL &&
+            tether__ws_handshake_timeout(c)) {
             break;
         }
         if (c->state == TETHER__CS_HANDSHAKING && c->cfg->tls != NULL) {
@@ -791,6 +801,11 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
             tether__conn_cfg_unref(cfg);
             return rv;
         }
+    }
+    rv = u.ws ? tether__ws_cfg_set(cfg, &u, out_err) : TETHER_OK;
+    if (rv != TETHER_OK) {
+        tether__conn_cfg_unref(cfg);
+        return rv;
     }
     tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
     tether__conn_cfg_unref(cfg);

@@ -35,6 +35,8 @@ struct tether__conn_cfg {
     unsigned pp_accept;
     int pp_timeout_ms;
     struct sockaddr_storage pp_source;
+    /* WebSocket (ws.h): set for ws:// and wss:// URLs, NULL otherwise. */
+    struct tether__ws_cfg *ws;
     /* Loop groups (loop_group.c): counters shared with other threads, or NULL. */
     struct tether__lstats *lstats;
     /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
@@ -114,6 +116,8 @@ struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
+struct tether__ws_cfg;    /* ws_handshake.c */
+struct ws_transport;      /* transport_ws.c */
 struct tether__dl;        /* completion.c, call.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
@@ -222,6 +226,10 @@ struct tether_conn {
      * connection, asked by the peer or by us (max_age_ms). Runs inside the
      * connection's dispatch; may dial, must not close this connection. */
     void (*gnotify)(tether_conn *c);
+
+    /* ---- WebSocket (transport_ws.c) ---- */
+    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
+    uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
 };
 
 /* conn->drain_st */

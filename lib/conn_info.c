@@ -5,6 +5,7 @@
 #include "conn_core.h"
 #include "delivery.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <string.h>
 #include <sys/socket.h>
@@ -76,7 +77,7 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
     tether_tls_info d;
     memset(&d, 0, sizeof d);
     d.size = size;
-    int rv = tether__tls_transport_info(c->tr, &d);
+    int rv = tether__tls_transport_info(tether__ws_inner(c->tr), &d); /* (wss://) */
     if (rv == TETHER_OK && c->state == TETHER__CS_HANDSHAKING) {
         rv = TETHER_ENOTCONN; /* the TLS layer is done, the connection not yet */
     }

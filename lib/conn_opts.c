@@ -5,6 +5,7 @@
  * socket options they ask for. Nothing here runs per message. */
 #include "conn_core.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -251,6 +252,7 @@ void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
 {
     if (cfg != NULL && --cfg->refs == 0) {
         tether_tls_config_unref(cfg->tls);
+        tether__ws_cfg_free(cfg->ws);
         free(cfg);
     }
 }

@@ -13,6 +13,7 @@
 #include "conn_core.h"
 #include "proxy_proto.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -274,11 +275,12 @@ static void pp_received(tether_conn *c, const struct tether__pp_result *r)
     pp->buf = NULL;
     pp->mode = PP_DONE;
     tether__tnode_stop(c->h.loop, &c->timer);
-    if (c->cfg->tls != NULL) {
-        int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
-        if (ms >= 0) {
-            tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
-        }
+    /* The next deadline: WebSocket's covers its TLS handshake too. */
+    int ms = c->cfg->ws != NULL    ? c->cfg->ws->handshake_timeout_ms
+             : c->cfg->tls != NULL ? tether__tls_handshake_timeout_ms(c->cfg->tls)
+                                   : -1;
+    if (ms >= 0) {
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
     }
     if (r->has_addr) {
         char s[160], p[160];

@@ -13,6 +13,7 @@
  * rest is read directly into place. */
 #include "conn_core.h"
 #include "delivery.h"
+#include "ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,9 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
+    if (TETHER__UNLIKELY(c->ws != NULL)) {
+        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
+    }
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }
@@ -362,13 +366,16 @@ static void conn_on_eof(tether_conn *c)
         return;
     }
     c->flags |= TETHER__CF_EOF;
+    const char *wsd = c->ws != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
-        conn_fail_hint(c, TETHER_EOF, "connection closed by peer", true, NULL, 0);
+        /* (The WebSocket text is the transport's: copied, not kept.) */
+        conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", wsd == NULL,
+                       NULL, 0);
         return;
     }
     /* Half-close: the peer is done sending but may still read our replies. */
     c->reason = TETHER_EOF;
-    tether__conn_set_err(c, "connection closed by peer");
+    tether__conn_set_err(c, "%s", wsd != NULL ? wsd : "connection closed by peer");
     tether__conn_begin_close(c);
 }
 
@@ -448,7 +455,9 @@ static void conn_read_rounds(tether_conn *c)
             return;
         }
         if (rv != TETHER_OK) {
-            tether__conn_fail_io(c, rv, "read");
+            if (c->ws == NULL || !tether__ws_read_failed(c, rv)) {
+                tether__conn_fail_io(c, rv, "read");
+            }
             return;
         }
         if (n == 0) {

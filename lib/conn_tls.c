@@ -6,6 +6,7 @@
  * (tls_peer.c), which knows nothing of connections. */
 #include "conn.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <tether/openssl.h>
 
@@ -24,7 +25,7 @@ static int conn_tls_transport(const tether_conn *c, const struct tether_transpor
         /* The TLS layer may be done while the connection is not yet. */
         return c->cfg->tls != NULL ? TETHER_ENOTCONN : TETHER_ENOTSUP;
     }
-    *out = c->tr;
+    *out = tether__ws_inner(c->tr); /* wss://: the TLS layer under WebSocket */
     return TETHER_OK;
 }
 

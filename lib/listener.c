@@ -11,6 +11,7 @@
  * sandboxed kernels dequeue it first and drop it.) */
 #include "conn.h"
 #include "tls.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -41,7 +42,7 @@ struct tether_listener {
     uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
-    char url[TETHER__HOST_MAX + 128];
+    char url[TETHER__HOST_MAX + 128 + TETHER__WS_PATH_MAX];
     /* Loop groups (loop_group.c): shared counters, hand-off, close notice. */
     struct tether__lstats *gst;
     tether__listener_handoff_fn handoff;
@@ -258,7 +259,10 @@ static void listener_format_url(tether_listener *l, const struct sockaddr_storag
         return;
     }
     tether__addr_format((const struct sockaddr *)ss, sl, addr, sizeof addr);
-    snprintf(l->url, sizeof l->url, "%s://%s", l->cfg->tls != NULL ? "tls" : "tcp", addr);
+    const struct tether__ws_cfg *ws = l->cfg->ws;
+    snprintf(l->url, sizeof l->url, "%s%s://%s%s", ws != NULL ? "w" : "",
+             l->cfg->tls != NULL ? (ws != NULL ? "ss" : "tls") : (ws != NULL ? "s" : "tcp"), addr,
+             ws != NULL && !ws->any_path ? ws->path : "");
     if (ss->ss_family == AF_INET) {
         l->port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
     } else {
@@ -346,6 +350,12 @@ static int listener_prepare(tether_listener **out, tether_loop *loop, const char
             free(l);
             return rv;
         }
+    }
+    rv = u.ws ? tether__ws_cfg_set(l->cfg, &u, out_err) : TETHER_OK;
+    if (rv != TETHER_OK) {
+        tether__conn_cfg_unref(l->cfg);
+        free(l);
+        return rv;
     }
     l->cfg->on_accept = l->o.on_accept;
     l->cfg->accept_ud = l->o.userdata;

@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "tls.h"
 #include "url.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -448,6 +449,7 @@ static void client_free(tether_client *cl)
     tether_tls_config_unref(cl->tls);
     tether__cdone_q_free(cl->dq);
     free(cl->line_delim);
+    tether__ws_opts_free(cl->ws);
     free(cl->url);
     free(cl);
 }
@@ -595,6 +597,9 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
             cl->tls = tether_tls_config_ref(cfg->tls);
         }
     }
+    if (rv == TETHER_OK && u.ws) {
+        rv = tether__ws_cfg_set(cfg, &u, out_err); /* checks the WebSocket options */
+    }
     if (cfg != NULL) {
         tether__conn_cfg_unref(cfg);
     }
@@ -608,8 +613,13 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
         cl->co.line_delim = cl->line_delim;
     }
     cl->url = strdup(url);
-    if (cl->url == NULL || (cl->co.line_delim != NULL && cl->line_delim == NULL)) {
+    const tether_ws_opts *uws = cl->co.ws; /* the caller's, not kept */
+    cl->ws = uws != NULL ? tether__ws_opts_dup(uws) : NULL;
+    cl->co.ws = cl->ws;
+    if (cl->url == NULL || (cl->co.line_delim != NULL && cl->line_delim == NULL) ||
+        (uws != NULL && cl->ws == NULL)) {
         tether_tls_config_unref(cl->tls);
+        tether__ws_opts_free(cl->ws);
         free(cl->line_delim);
         free(cl->url);
         free(cl);

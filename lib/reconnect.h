@@ -96,6 +96,7 @@ struct tether_client {
     tether_client_opts o;
     tether_conn_opts co; /* for every attempt: our callbacks, the shared TLS configuration */
     char *line_delim;
+    tether_ws_opts *ws; /* our copy of conn_opts->ws (ws.h) */
     tether_tls_config *tls;
     tether_conn *conn; /* the current attempt or connection */
 

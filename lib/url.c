@@ -192,6 +192,50 @@ static int parse_unix(const char *url, const char *rest, struct tether__url *u, 
     return TETHER_OK;
 }
 
+/* A request path: printable ASCII without spaces, '#' or '%' escapes
+ * left as they are (the server compares them byte for byte). */
+static bool ws_path_ok(const char *p)
+{
+    for (; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* host:port[/path] of a ws:// or wss:// URL. */
+static int parse_ws(const char *url, const char *rest, bool for_listen, struct tether__url *u,
+                    tether_error *err)
+{
+    const char *slash = rest;
+    if (*rest == '[') {
+        slash = strchr(rest, ']');
+        if (slash == NULL) {
+            return url_error(err, url, "%s", "unterminated '[' in IPv6 address");
+        }
+    }
+    slash = strchr(slash, '/');
+    const char *path = slash != NULL ? slash : "/";
+    size_t pl = strlen(path);
+    if (pl > TETHER__WS_PATH_MAX) {
+        return url_error(err, url, "%s", "path longer than 1024 bytes");
+    }
+    if (!ws_path_ok(path)) {
+        return url_error(err, url, "path '%.64s' contains a space, '#' or a non-ASCII byte", path);
+    }
+    memcpy(u->ws_path, path, pl + 1);
+    u->ws_any_path = slash == NULL;
+    char hostport[TETHER__HOST_MAX + 16];
+    size_t hl = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+    if (hl == 0 || hl >= sizeof hostport) {
+        return url_error(err, url, "%s", hl == 0 ? "missing host and port" : "host too long");
+    }
+    memcpy(hostport, rest, hl);
+    hostport[hl] = '\0';
+    return parse_inet(url, hostport, for_listen, u, err);
+}
+
 int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err)
 {
     if (url == NULL || u == NULL) {
@@ -202,7 +246,8 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
     if (sep == NULL) {
         return url_error(
             err, url, "%s",
-            "missing scheme (expected tcp://, tls://, unix://, tcp+srv:// or tls+srv://)");
+            "missing scheme (expected tcp://, tls://, unix://, ws://, wss://, tcp+srv:// or "
+            "tls+srv://)");
     }
     size_t sl = (size_t)(sep - url);
     const char *rest = sep + 3;
@@ -220,6 +265,14 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
             return url_error(err, url, "%s", "missing SRV name (e.g. _service._tcp.example.com)");
         }
         return parse_srv(url, rest, u, err);
+    } else if ((sl == 2 && strncmp(url, "ws", 2) == 0) ||
+               (sl == 3 && strncmp(url, "wss", 3) == 0)) {
+        u->scheme = sl == 3 ? TETHER__SCHEME_TLS : TETHER__SCHEME_TCP;
+        u->ws = true;
+        if (*rest == '\0') {
+            return url_error(err, url, "%s", "missing host and port");
+        }
+        return parse_ws(url, rest, for_listen, u, err);
     } else if (sl == 4 && strncmp(url, "unix", 4) == 0) {
         u->scheme = TETHER__SCHEME_UNIX;
         return parse_unix(url, rest, u, err);
@@ -227,7 +280,8 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
         char scheme[32];
         snprintf(scheme, sizeof scheme, "%.*s", (int)TETHER__MIN(sl, 24), url);
         return url_error(
-            err, url, "unknown scheme '%s' (expected tcp, tls, unix, tcp+srv or tls+srv)", scheme);
+            err, url, "unknown scheme '%s' (expected tcp, tls, unix, ws, wss, tcp+srv or tls+srv)",
+            scheme);
     }
     if (*rest == '\0') {
         return url_error(err, url, "%s", "missing host and port");

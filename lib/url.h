@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Parsing of connection URLs: tcp://, tls://, unix://, and the DNS SRV
- * forms tcp+srv:// and tls+srv:// (dialling only). */
+/* Parsing of connection URLs: tcp://, tls://, unix://, the DNS SRV
+ * forms tcp+srv:// and tls+srv:// (dialling only), and the WebSocket forms
+ * ws://host:port/path and wss://host:port/path. */
 #ifndef TETHER_URL_H
 #define TETHER_URL_H
 
@@ -16,6 +17,7 @@ enum tether__scheme {
 };
 
 #define TETHER__HOST_MAX 255
+#define TETHER__WS_PATH_MAX 1024
 
 struct tether__url {
     enum tether__scheme scheme;
@@ -28,6 +30,11 @@ struct tether__url {
     /* unix: the sun_path bytes; an abstract name starts with a NUL byte */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     size_t path_len;
+    /* ws:// (scheme TCP) or wss:// (scheme TLS): the request path, "/" when
+     * the URL names none (a listener then accepts any path). */
+    bool ws;
+    bool ws_any_path;
+    char ws_path[TETHER__WS_PATH_MAX + 1];
 };
 
 /* Parses url. for_listen allows port 0 and the "*" host, and refuses the

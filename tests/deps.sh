@@ -23,7 +23,9 @@
 # never a dependency of libtether itself), haproxy (the PROXY protocol
 # test puts the real load balancer in front of tether servers), libevent
 # (tests/bench/peers/libevent.c, the comparison peer; valgrind and strace,
-# which tests/bench/instr.py uses, are optional).
+# which tests/bench/instr.py uses, are optional), chromium (headless, for
+# tests/integration/chat_browser.sh: a real browser runs
+# examples/chat.html).
 TETHER_APT_PACKAGES=(
     build-essential
     cmake
@@ -43,6 +45,7 @@ TETHER_APT_PACKAGES=(
     libglib2.0-dev
     haproxy
     libevent-dev
+    chromium
 )
 
 # What examples/demo.sh needs to build the library and the examples (no
@@ -110,4 +113,26 @@ tether_install_deps() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null
         "${apt[@]}" "${missing[@]}" </dev/null
     fi
+}
+
+# Node's ws package, the peer of the WebSocket interoperability test
+# (tests/interop/node/ws_interop.sh): installed from the npm registry at
+# the version tests/interop/node/package-lock.json pins, into
+# tests/interop/node/node_modules (git-ignored). It needs node and npm;
+# when either command is missing, Debian's nodejs and npm packages are
+# installed (a node from elsewhere, such as NodeSource's, which bundles
+# npm, is used as it is, so that the two never conflict).
+tether_install_node_deps() {
+    local dir missing=()
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/interop/node"
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        tether_install_deps "${missing[@]}" || return 1
+    fi
+    if [[ -f $dir/node_modules/ws/package.json ]]; then
+        return 0
+    fi
+    echo "deps: npm ci in ${dir} (Node's ws package)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }

@@ -157,6 +157,7 @@ deps() {
     # shellcheck source=tests/deps.sh
     source tests/deps.sh
     quietly "$root/build/run-all-deps.log" tether_install_deps
+    quietly "$root/build/run-all-deps-node.log" tether_install_node_deps
 }
 
 # fresh_if_foreign DIR: removes DIR if it was configured for another source

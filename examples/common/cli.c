@@ -160,7 +160,8 @@ bool cli_check_size(size_t size, size_t max_msg)
 
 static bool is_tls_url(const char *url)
 {
-    return strncmp(url, "tls://", 6) == 0 || strncmp(url, "tls+srv://", 10) == 0;
+    return strncmp(url, "tls://", 6) == 0 || strncmp(url, "tls+srv://", 10) == 0 ||
+           strncmp(url, "wss://", 6) == 0;
 }
 
 /* The checks that clients and servers share. */
@@ -170,7 +171,7 @@ static bool check_common(const struct cli_tls *tls, const char *url, bool any_fl
     /* Servers cannot listen on an SRV name, so they name only tls://. */
     if (any_flag && !is_tls_url(url)) {
         fprintf(stderr, "error: %s only apply to %s URLs, not to %s\n", flags,
-                server ? "tls://" : "tls:// and tls+srv://", url);
+                server ? "tls:// and wss://" : "tls://, tls+srv:// and wss://", url);
         return false;
     }
     if ((tls->cert == NULL) != (tls->key == NULL)) {
@@ -219,8 +220,10 @@ bool cli_tls_server(const struct cli_tls *tls, const char *url, bool require_cli
         return true;
     }
     if (tls->cert == NULL) {
-        fprintf(stderr, "error: tls:// needs --cert and --key (the server's certificate and "
-                        "private key)\n");
+        fprintf(stderr,
+                "error: %.3s:// needs --cert and --key (the server's certificate and "
+                "private key)\n",
+                url);
         return false;
     }
     bool verify = require_client || tls->verify_client;

@@ -705,6 +705,11 @@ typedef struct tether_conn_opts {
     tether_goaway_cb on_goaway; /**< The peer asked this connection to drain (a GOAWAY with the
                                      drain flag); may be NULL: the connection still drains and
                                      closes by itself. */
+
+    /* ---- WebSocket (see tether/ws.h). ---- */
+    const struct tether_ws_opts *ws; /**< Options for `ws://` and `wss://` URLs (see the
+                                          @ref ws group), copied at creation; NULL: the
+                                          defaults. Ignored for other URLs. */
 } tether_conn_opts;
 
 /** PROXY protocol version 1, the text line (tether_conn_opts::proxy_protocol,

@@ -20,6 +20,7 @@
 #include <tether/tls.h>
 #include <tether/version.h>
 #include <tether/watch.h>
+#include <tether/ws.h>
 
 /**
  * @defgroup dns DNS and connecting

@@ -54,7 +54,8 @@ const char *bench_scenario_name(enum bench_scenario s)
 
 const char *bench_transport_name(enum bench_transport t)
 {
-    return t == TR_TLS ? "tls" : "tcp";
+    static const char *const names[] = {"tcp", "tls", "ws", "wss"};
+    return names[t];
 }
 
 static void vlog(const char *fmt, va_list ap)
@@ -130,7 +131,7 @@ static noreturn void usage(const char *msg)
         fprintf(stderr, "%s: %s\n", prog, msg);
     }
     fprintf(stderr,
-            "usage: %s --scenario thr|lat|hs|conns|fanin --transport tcp|tls\n"
+            "usage: %s --scenario thr|lat|hs|conns|fanin --transport tcp|tls|ws|wss\n"
             "          [--size BYTES] [--count N] [--conns K] [--loops N]\n"
             "          [--cert PEM --key PEM --ca PEM] [--resume]\n"
             "env: BENCH_TIMEOUT_S (default 60): the whole run is killed after it\n",
@@ -220,6 +221,10 @@ void bench_parse_args(int argc, char **argv, const char *impl)
                 O.transport = TR_TCP;
             } else if (strcmp(v, "tls") == 0) {
                 O.transport = TR_TLS;
+            } else if (strcmp(v, "ws") == 0) {
+                O.transport = TR_WS;
+            } else if (strcmp(v, "wss") == 0) {
+                O.transport = TR_WSS;
             } else {
                 usage("unknown transport");
             }
@@ -243,6 +248,9 @@ void bench_parse_args(int argc, char **argv, const char *impl)
     }
     if (!have_scen || !have_tr) {
         usage("--scenario and --transport are required");
+    }
+    if (O.transport >= TR_WS && strcmp(impl, "tether") != 0) {
+        usage("--transport ws and wss: only tether_bench speaks WebSocket");
     }
     O.size = size > 0 ? (size_t)size : 64;
     if (count > 0) {

@@ -26,7 +26,9 @@ enum bench_scenario {
 };
 enum bench_transport {
     TR_TCP,
-    TR_TLS
+    TR_TLS,
+    TR_WS, /* WebSocket (tether_bench only) */
+    TR_WSS
 };
 
 struct bench_opts {

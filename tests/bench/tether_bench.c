@@ -74,9 +74,18 @@ static noreturn void die_rv(const char *what, int rv, const char *detail)
 static tether_tls_config *g_tls;
 static char g_tls_desc_buf[160];
 
+/* TLS underneath: tls:// and wss://. */
+static bool bench_is_tls(void)
+{
+    return O.transport == TR_TLS || O.transport == TR_WSS;
+}
+
 static void bench_url(char *buf, size_t len, int port)
 {
-    snprintf(buf, len, "%s://127.0.0.1:%d", O.transport == TR_TLS ? "tls" : "tcp", port);
+    /* ws:// and wss:// (issue #15) carry the same messages as WebSocket
+     * frames, masked by the client. */
+    snprintf(buf, len, "%s://127.0.0.1:%d%s", bench_transport_name(O.transport), port,
+             O.transport >= TR_WS ? "/bench" : "");
 }
 
 /* The OpenSSL settings of PROTOCOL.md: TLS 1.3 only, default cipher suites, no
@@ -84,7 +93,7 @@ static void bench_url(char *buf, size_t len, int port)
  * client verifies the server against --ca for the name "localhost". */
 static void bench_tls_setup(bool server)
 {
-    if (O.transport != TR_TLS) {
+    if (!bench_is_tls()) {
         return;
     }
     tether_tls_opts to;
@@ -318,7 +327,7 @@ static int server_main(void)
     bench_url(url, sizeof url, 0);
     tether_error err;
     rv = tether_listen(&S.l, g_loop, url, &lo, &err);
-    if (rv == TETHER_ENOTSUP && O.transport == TR_TLS) {
+    if (rv == TETHER_ENOTSUP && bench_is_tls()) {
         /* Port 0 tells the parent; it prints the skip line. */
         bench_ctl_send_port(0);
         tether_loop_free(g_loop);
@@ -363,7 +372,7 @@ static tether_conn *client_dial(const tether_conn_opts *co)
     tether_conn *c = NULL;
     tether_error err;
     int rv = tether_conn_dial(&c, g_loop, g_url, co, &err);
-    if (rv == TETHER_ENOTSUP && O.transport == TR_TLS) {
+    if (rv == TETHER_ENOTSUP && bench_is_tls()) {
         /* The dial side lags behind the listener in TLS support. This can
          * only be the first dial: nothing is on the loop yet. */
         tether_loop_free(g_loop);

@@ -27,6 +27,12 @@
 static void url_format(const struct tether__url *u, char *buf, size_t len)
 {
     const char *scheme = u->scheme == TETHER__SCHEME_TLS ? "tls" : "tcp";
+    /* ws:// and wss:// keep their path, unless the URL named none. */
+    const char *path = u->ws && !u->ws_any_path ? u->ws_path : "";
+
+    if (u->ws) {
+        scheme = u->scheme == TETHER__SCHEME_TLS ? "wss" : "ws";
+    }
 
     if (u->scheme == TETHER__SCHEME_UNIX) {
         if (u->path[0] == '\0') {
@@ -37,9 +43,9 @@ static void url_format(const struct tether__url *u, char *buf, size_t len)
     } else if (u->srv) {
         snprintf(buf, len, "%s+srv://%s", scheme, u->host);
     } else if (strchr(u->host, ':') != NULL) {
-        snprintf(buf, len, "%s://[%s]:%d", scheme, u->host, u->port);
+        snprintf(buf, len, "%s://[%s]:%d%s", scheme, u->host, u->port, path);
     } else {
-        snprintf(buf, len, "%s://%s:%d", scheme, u->host, u->port);
+        snprintf(buf, len, "%s://%s:%d%s", scheme, u->host, u->port, path);
     }
 }
 
@@ -47,7 +53,7 @@ static void check_parsed(const char *url, bool for_listen, const struct tether__
 {
     struct sockaddr_storage ss;
     socklen_t sl = 0;
-    char text[512];
+    char text[TETHER__WS_PATH_MAX + 512];
     char again[512];
     struct tether__url u2;
     tether_error err2;
@@ -73,6 +79,12 @@ static void check_parsed(const char *url, bool for_listen, const struct tether__
         FUZZ_CHECK(u->port != 0 || for_listen || u->srv);
         FUZZ_CHECK(!u->srv || (!for_listen && u->port == 0 && u->host[0] == '_'));
         FUZZ_CHECK(!u->wildcard || (for_listen && strcmp(u->host, "*") == 0));
+        if (u->ws) {
+            /* A WebSocket path: absolute, printable, no spaces or '#'. */
+            FUZZ_CHECK(!u->srv && u->ws_path[0] == '/');
+            FUZZ_CHECK(strpbrk(u->ws_path, " #") == NULL);
+            FUZZ_CHECK(!u->ws_any_path || strcmp(u->ws_path, "/") == 0);
+        }
         if (strchr(u->host, ':') != NULL) {
             struct in6_addr a6;
             FUZZ_CHECK(inet_pton(AF_INET6, u->host, &a6) == 1);

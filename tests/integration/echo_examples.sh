@@ -433,6 +433,34 @@ if start_server idle --listen tcp://127.0.0.1:0; then
     stop_server "$pid" idle none
 fi
 
+# ---- WebSocket: ws:// and wss:// -------------------------------------------
+
+certs=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../certs" && pwd)
+if start_server ws --listen ws://127.0.0.1:0/echo; then
+    pid=$server_pid
+    url=$server_url
+    check "the ws:// server names its path in 'listening on'" \
+        test "${url%/echo}" != "$url"
+    for size in 0 1 125 126 65536 1048576; do
+        expect_ok "$url" 3 --size "$size"
+        expect_ok "$url" 3 --size "$size" --text
+    done
+    expect_ok "$url" 2000 --size 64 --text
+    expect_error "ws:// to another path" "refused the WebSocket upgrade: HTTP/1.1 404" \
+        --connect "${url%/echo}/other" --count 1
+    expect_error "--text with tcp://" "--text needs a ws:// or wss:// URL" \
+        --connect "tcp://127.0.0.1:1" --count 1 --text
+    stop_server "$pid" ws TERM "request for path /other"
+fi
+if start_server wss --listen wss://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key"; then
+    pid=$server_pid
+    port=${server_url##*:}
+    expect_ok "wss://localhost:$port/any" 50 --size 1000 --text --ca "$certs/ca.pem"
+    expect_ok "wss://localhost:$port/any" 5 --size 3000000 --ca "$certs/ca.pem"
+    stop_server "$pid" wss
+fi
+
 if start_server sigint --listen tcp://127.0.0.1:0; then
     pid=$server_pid
     expect_ok "$server_url" 10

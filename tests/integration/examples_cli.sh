@@ -93,7 +93,7 @@ done
 for prog in echo_server file_recv; do
     extra=()
     [[ $prog == file_recv ]] && extra=(--out "$out_file")
-    expect_err "$prog" "~^error: --cert, --key, --ca and --verify-client only apply to tls:// URLs" \
+    expect_err "$prog" "~^error: --cert, --key, --ca and --verify-client only apply to tls:// and wss:// URLs" \
         --listen tcp://127.0.0.1:0 --cert "$certs/server.pem" --key "$certs/server.key" "${extra[@]}"
     expect_err "$prog" "~^error: --verify-client needs --ca" \
         --listen tls://127.0.0.1:0 --cert "$certs/server.pem" --key "$certs/server.key" \
@@ -136,7 +136,7 @@ for prog in "${clients[@]}"; do
         --connect tls://127.0.0.1:1 --key "$certs/client.key" "${extra[@]}"
     if [[ $prog != chat_client ]]; then
         expect_err "$prog" \
-            "error: --ca, --cert, --key, --servername and --insecure only apply to tls:// and tls+srv:// URLs, not to tcp://127.0.0.1:1" \
+            "error: --ca, --cert, --key, --servername and --insecure only apply to tls://, tls+srv:// and wss:// URLs, not to tcp://127.0.0.1:1" \
             --connect tcp://127.0.0.1:1 --servername localhost "${extra[@]}"
     fi
     expect_err "$prog" "~^error: .*$certs/nope.pem" \
