@@ -144,3 +144,20 @@ th_start() {
     forget_pid "$bg_pid"
     return 1
 }
+
+# th_start_haproxy BIN: checks $tmp/haproxy.cfg with BIN -c (failing and
+# ending the test with haproxy's own words if it is rejected), then starts
+# BIN in the foreground mode (-db) in the background, its output in
+# $tmp/haproxy.out and .err. Sets haproxy_pid (reaped by th_cleanup).
+th_start_haproxy() {
+    local bin=$1
+    if ! "$bin" -c -f "$tmp/haproxy.cfg" >"$tmp/check.out" 2>&1; then
+        fail "haproxy rejects the generated configuration:"
+        sed 's/^/    /' "$tmp/check.out" >&2
+        th_end
+        exit 1
+    fi
+    "$bin" -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.out" 2>"$tmp/haproxy.err" &
+    haproxy_pid=$!
+    bg_pids+=("$haproxy_pid")
+}

@@ -140,15 +140,7 @@ backend be_relay
     server s2 127.0.0.1:$port_s2 send-proxy-v2
 EOF
 
-if ! "$haproxy_bin" -c -f "$tmp/haproxy.cfg" >"$tmp/check.out" 2>&1; then
-    fail "haproxy rejects the generated configuration:"
-    sed 's/^/    /' "$tmp/check.out" >&2
-    th_end
-    exit 1
-fi
-"$haproxy_bin" -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.out" 2>"$tmp/haproxy.err" &
-haproxy_pid=$!
-bg_pids+=("$haproxy_pid")
+th_start_haproxy "$haproxy_bin"
 
 # haproxy_cmd CMD: one command on the stats socket (bounded).
 haproxy_cmd() {

@@ -86,15 +86,7 @@ backend be
     server s3 127.0.0.1:$p3 check inter 200ms fall 1 rise 1
 EOF
 
-if ! "$haproxy_bin" -c -f "$tmp/haproxy.cfg" >"$tmp/check.out" 2>&1; then
-    fail "haproxy rejects the generated configuration:"
-    sed 's/^/    /' "$tmp/check.out" >&2
-    th_end
-    exit 1
-fi
-"$haproxy_bin" -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.out" 2>"$tmp/haproxy.err" &
-haproxy_pid=$!
-bg_pids+=("$haproxy_pid")
+th_start_haproxy "$haproxy_bin"
 ready=0
 for ((i = 0; i < 200; i++)); do
     if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $fe), 1).close()" \
