@@ -115,6 +115,7 @@ struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
 struct tether__pp_conn;   /* conn_proxy.c */
 struct tether__dl;        /* completion.c, call.c */
+struct tether__ack;       /* ack.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -222,6 +223,9 @@ struct tether_conn {
      * connection, asked by the peer or by us (max_age_ms). Runs inside the
      * connection's dispatch; may dial, must not close this connection. */
     void (*gnotify)(tether_conn *c);
+
+    /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
+    struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
 
 /* conn->drain_st */
