@@ -139,12 +139,12 @@ static void c_undelivered(tether_client *cl, const uint8_t *p, size_t len, int r
     C.undelivered++;
 }
 
-static void c_new(int port)
+static void c_new(int port, int heartbeat_ms)
 {
     memset(&C, 0, sizeof C);
     tether_conn_opts co;
     tether_conn_opts_init(&co);
-    co.heartbeat_ms = 100; /* notices a blackhole */
+    co.heartbeat_ms = heartbeat_ms; /* notices a blackhole */
     co.heartbeat_misses = 2;
     tether_client_opts o;
     tether_client_opts_init(&o);
@@ -206,7 +206,7 @@ START_TEST(alo_faults_exactly_once)
     int port = s_listen();
     tproxy *px = NULL;
     ck_assert_int_eq(tproxy_start(&px, port, 0), 0);
-    c_new(tproxy_port(px));
+    c_new(tproxy_port(px), 100);
     pace_start = th_now_ms();
     uint64_t deadline = th_now_ms() + 50000;
     int faults[3] = {0, 0, 0};
@@ -256,7 +256,119 @@ START_TEST(alo_faults_exactly_once)
 }
 END_TEST
 
-/* ---- 2. the server process killed and restarted ---------------------- */
+/* ---- 2. drains: the server moves the client on, again and again ------- */
+
+static bool s_drain_due(void *arg)
+{
+    uint32_t at = *(uint32_t *)arg;
+    return S.next > at || s_all_in(NULL);
+}
+
+START_TEST(alo_drain_exactly_once)
+{
+    memset(&S, 0, sizeof S);
+    S.next = 1;
+    int port = s_listen();
+    c_new(port, 100);
+    pace_start = th_now_ms();
+    int drains = 0;
+    for (uint32_t at = N / 8; at < N && !s_all_in(NULL); at += N / 8) {
+        ck_assert_msg(run_paced(s_drain_due, &at, 20000), "stuck before %u", at);
+        for (int i = 0; i < S.nconns; i++) {
+            if (tether_conn_goaway(S.conns[i], TETHER_GOAWAY_SHUTDOWN, "moving", 2000) ==
+                TETHER_OK) {
+                drains++;
+            }
+        }
+    }
+    ck_assert(run_paced(s_all_in, NULL, 30000));
+    tether_stats st;
+    tether_client_get_stats(C.cl, &st);
+    fprintf(stderr,
+            "alo_drain: %u messages, %d drains, %llu connections, resent %llu, server dropped "
+            "%llu\n",
+            S.next - 1, drains, (unsigned long long)st.connects, (unsigned long long)st.resent,
+            (unsigned long long)S.dropped);
+    ck_assert_int_eq(S.gaps, 0);
+    ck_assert_int_eq(S.dups, 0);
+    ck_assert_int_eq(C.undelivered, 0);
+    ck_assert_int_ge(drains, 3);
+    ck_assert_uint_ge(st.connects, 4);
+    ck_assert_uint_eq(st.acked, N);
+    tether_client_close(C.cl);
+    s_stop();
+    th_run_idle(3000);
+}
+END_TEST
+
+/* ---- 3. completions mean "acknowledged"; a close waits for the ACKs --- */
+
+static int done_ok, done_err, done_order_bad;
+static uintptr_t done_next;
+
+static void on_done(tether_client *cl, int status, void *ud)
+{
+    (void)cl;
+    if (status == TETHER_OK) {
+        done_ok++;
+    } else {
+        done_err++;
+    }
+    if ((uintptr_t)ud != done_next) {
+        done_order_bad++;
+    }
+    done_next++;
+}
+
+START_TEST(alo_completion_on_ack)
+{
+    memset(&S, 0, sizeof S);
+    S.next = 1;
+    int port = s_listen();
+    c_new(port, 0); /* (a paused server answers no pings) */
+    done_ok = done_err = done_order_bad = 0;
+    done_next = 0;
+    bool up = false;
+    for (int i = 0; i < 200 && !up; i++) {
+        th_run_until_pred(s_all_in, NULL, 10);
+        up = S.nconns == 1 && tether_client_get_state(C.cl) == TETHER_CLIENT_CONNECTED;
+    }
+    ck_assert(up);
+    /* The server stops reading: the messages can be written (they fit in
+     * the socket buffers) but never acknowledged. */
+    tether_conn_pause(S.conns[0]);
+    for (uintptr_t i = 0; i < 100; i++) {
+        uint8_t m[MSG_LEN] = {0};
+        uint32_t be = htonl((uint32_t)i + 1);
+        memcpy(m, &be, 4);
+        ck_assert_int_eq(tether_client_send_cb(C.cl, m, sizeof m, on_done, (void *)i), TETHER_OK);
+    }
+    th_run_idle(300);
+    tether_stats st;
+    tether_client_get_stats(C.cl, &st);
+    ck_assert_uint_eq(st.bytes_out >= 100 * (MSG_LEN + 4), 1); /* written... */
+    ck_assert_int_eq(done_ok + done_err, 0);                   /* ...not acknowledged */
+    ck_assert_uint_eq(st.acks_in_flight, 100);
+    ck_assert_uint_eq(st.queued_msgs, 100);
+    /* A close waits for the acknowledgements. */
+    tether_client_close(C.cl);
+    th_run_idle(100);
+    ck_assert_int_eq(done_ok + done_err, 0);
+    tether_conn_resume(S.conns[0]);
+    for (int i = 0; i < 500 && done_ok + done_err < 100; i++) {
+        th_run_until_pred(s_all_in, NULL, 10);
+    }
+    ck_assert_int_eq(done_ok, 100);
+    ck_assert_int_eq(done_err, 0);
+    ck_assert_int_eq(done_order_bad, 0);
+    ck_assert_int_eq(C.undelivered, 0);
+    ck_assert_uint_eq(S.next, 101);
+    s_stop();
+    th_run_idle(3000);
+}
+END_TEST
+
+/* ---- 4. the server process killed and restarted ---------------------- */
 
 /* Counts per number, shared with the server processes. */
 static uint8_t *K;
@@ -330,7 +442,7 @@ START_TEST(alo_server_killed_at_least_once)
     pid_t pid = k_spawn(&port);
     tproxy *px = NULL;
     ck_assert_int_eq(tproxy_start(&px, port, 0), 0);
-    c_new(tproxy_port(px));
+    c_new(tproxy_port(px), 100);
     pace_start = th_now_ms();
     uint32_t third = N / 3;
     ck_assert_msg(run_paced(k_past, &third, 30000), "no progress before the kill");
@@ -373,6 +485,8 @@ static Suite *alo_suite(void)
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, alo_faults_exactly_once);
     tcase_add_test(tc, alo_server_killed_at_least_once);
+    tcase_add_test(tc, alo_drain_exactly_once);
+    tcase_add_test(tc, alo_completion_on_ack);
     suite_add_tcase(s, tc);
     return s;
 }
