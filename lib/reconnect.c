@@ -633,12 +633,16 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
         free(cl);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cl->o.at_least_once && tether__calo_new(cl) != TETHER_OK) {
+    bool len32 = cl->co.framing == TETHER_FRAMING_LEN32;
+    if (cl->o.at_least_once && (!len32 || tether__calo_new(cl) != TETHER_OK)) {
         tether_tls_config_unref(cl->tls);
         free(cl->line_delim);
         free(cl->url);
         free(cl);
-        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
+        return len32 ? tether__set_error(out_err, TETHER_ENOMEM, "out of memory")
+                     : tether__set_error(out_err, TETHER_EINVAL,
+                                         "at_least_once needs the len32 framing (acknowledgements "
+                                         "travel in control frames)");
     }
     cl->loop = loop;
     cl->last_rtt_us = -1;

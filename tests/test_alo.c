@@ -477,6 +477,26 @@ START_TEST(alo_server_killed_at_least_once)
 }
 END_TEST
 
+/* ---- 5. bad options ------------------------------------------------------ */
+
+START_TEST(alo_needs_len32)
+{
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.framing = TETHER_FRAMING_LINE;
+    tether_client_opts o;
+    tether_client_opts_init(&o);
+    o.at_least_once = true;
+    o.conn_opts = &co;
+    tether_client *cl = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_client_new(&cl, th_loop, "tcp://127.0.0.1:1", &o, &err), TETHER_EINVAL);
+    ck_assert_ptr_null(cl);
+    ck_assert_msg(strstr(err.message, "at_least_once needs the len32 framing") != NULL, "%s",
+                  err.message);
+}
+END_TEST
+
 static Suite *alo_suite(void)
 {
     Suite *s = suite_create("alo");
@@ -487,6 +507,7 @@ static Suite *alo_suite(void)
     tcase_add_test(tc, alo_server_killed_at_least_once);
     tcase_add_test(tc, alo_drain_exactly_once);
     tcase_add_test(tc, alo_completion_on_ack);
+    tcase_add_test(tc, alo_needs_len32);
     suite_add_tcase(s, tc);
     return s;
 }
