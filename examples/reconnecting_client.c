@@ -6,6 +6,7 @@
  *   reconnecting_client --connect tcp://127.0.0.1:7777 [--interval MS]
  *                       [--count N] [--heartbeat MS] [--max-attempts N]
  *                       [--initial-backoff MS] [--verbose]
+ *                       [--at-least-once]
  *   reconnecting_client --connect tls://localhost:7777 --ca certs/ca.pem
  *                       [--cert certs/client.pem --key certs/client.key]
  *                       [--servername NAME] [--insecure]
@@ -32,6 +33,16 @@
  *   heartbeat timeout), pointing at README.md's "Which messages can be
  *   lost".
  *
+ * - with --at-least-once (tether_client_opts::at_least_once): the server
+ *   acknowledges what it received, the client resends what a lost
+ *   connection left unacknowledged, and the server drops duplicates. The
+ *   messages are numbered ("alo 1", "alo 2", ...); the client checks that
+ *   every echo arrives exactly once and in order, and ends with
+ *   `ok N exactly-once`, or names what was missing or duplicated and
+ *   exits 1. --interval 0 sends as fast as flow control allows. (The
+ *   echoes themselves travel back unacknowledged: a connection cut while
+ *   echoes are in flight loses those, and the check says so.)
+ *
  * Stop it with SIGINT or SIGTERM (a clean close: it writes what it holds
  * first), or let --count end it after that many echoes. Exit status 0
  * after a clean stop, 1 if it gave up (--max-attempts) or failed. */
@@ -54,6 +65,7 @@ struct options {
     size_t initial_backoff_ms;
     struct cli_tls tls;
     bool verbose;
+    bool alo; /* --at-least-once */
 };
 
 struct app {
@@ -69,6 +81,12 @@ struct app {
     bool gave_up;
     bool stopping;
     tether_signal *stop_signals[2]; /* SIGINT, SIGTERM */
+    /* --at-least-once: the echo check. */
+    size_t expect;       /* the number of the next echo */
+    size_t missing;      /* numbers skipped */
+    size_t duplicated;   /* numbers seen again or out of order */
+    size_t first_bad[2]; /* the first missing and the first duplicated number */
+    bool failed;
 };
 
 static const char usage[] =
@@ -83,7 +101,10 @@ static const char usage[] =
     "                         connection (and a new one is dialled)\n"
     "  --max-attempts N       give up after N failed attempts in a row (default never)\n"
     "  --initial-backoff MS   the first wait between attempts (default 1000)\n" CLI_USAGE_TLS_CLIENT
-    "  --verbose              print the full detail of every failed attempt\n" CLI_USAGE_COMMON;
+    "  --verbose              print the full detail of every failed attempt\n"
+    "  --at-least-once        acknowledged, resent, deduplicated messages; checks\n"
+    "                         that every echo comes back exactly once, in order\n"
+    "                         (--interval 0: as fast as flow control allows)\n" CLI_USAGE_COMMON;
 
 /* ---- the client --------------------------------------------------------- */
 
@@ -101,7 +122,97 @@ static void print_stats(struct app *a)
     if (st.rtt_us >= 0) {
         printf(", last rtt %.3f ms", (double)st.rtt_us / 1000.0);
     }
+    if (a->opt->alo) {
+        printf(", %llu acknowledged, %llu resent, %llu unacknowledged",
+               (unsigned long long)st.acked, (unsigned long long)st.resent,
+               (unsigned long long)st.acks_in_flight);
+    }
     printf("\n");
+}
+
+/* --at-least-once: the verdict, once the client is closed. */
+static void alo_verdict(struct app *a)
+{
+    size_t got = a->expect - 1;
+    if (a->missing == 0 && a->duplicated == 0 && a->undelivered == 0 &&
+        (a->opt->count == 0 || got == a->opt->count)) {
+        printf("ok %zu exactly-once\n", got);
+        return;
+    }
+    a->failed = true;
+    printf("FAILED: %zu echoes in order", got);
+    if (a->missing > 0) {
+        printf(", %zu missing (first: alo %zu)", a->missing, a->first_bad[0]);
+    }
+    if (a->duplicated > 0) {
+        printf(", %zu duplicated or out of order (first: alo %zu)", a->duplicated, a->first_bad[1]);
+    }
+    if (a->undelivered > 0) {
+        printf(", %zu handed back undelivered", a->undelivered);
+    }
+    if (a->opt->count > 0 && got != a->opt->count) {
+        printf(", %zu of %zu expected", got, a->opt->count);
+    }
+    printf("\n");
+}
+
+/* --at-least-once: sends the next numbered messages, as many as the
+ * client takes (--interval 0) or one (a tick). */
+static void alo_send(struct app *a, bool one)
+{
+    while (!a->stopping && (a->opt->count == 0 || a->next < a->opt->count)) {
+        char msg[64];
+        int n = snprintf(msg, sizeof msg, "alo %zu", a->next + 1);
+        int rv = tether_client_send(a->rc, msg, (size_t)n);
+        if (rv == TETHER_EAGAIN) {
+            return; /* on_drain continues */
+        }
+        if (rv != TETHER_OK) {
+            printf("not sent: %s\n", tether_strerror(rv));
+            return;
+        }
+        a->next++;
+        if (one) {
+            return;
+        }
+    }
+}
+
+static void on_drain(tether_client *rc, void *ud)
+{
+    (void)rc;
+    struct app *a = ud;
+    if (a->opt->alo && a->opt->interval_ms == 0) {
+        alo_send(a, false);
+    }
+}
+
+/* --at-least-once: checks one echo against the numbering. */
+static void alo_echo(struct app *a, const uint8_t *data, size_t len)
+{
+    char buf[32];
+    size_t n = 0;
+    if (len < sizeof buf) {
+        memcpy(buf, data, len);
+        buf[len] = '\0';
+        if (sscanf(buf, "alo %zu", &n) != 1) {
+            n = 0;
+        }
+    }
+    if (n == a->expect) {
+        a->expect++;
+    } else if (n > a->expect) {
+        if (a->missing == 0) {
+            a->first_bad[0] = a->expect;
+        }
+        a->missing += n - a->expect;
+        a->expect = n + 1;
+    } else {
+        if (a->duplicated == 0) {
+            a->first_bad[1] = n;
+        }
+        a->duplicated++;
+    }
 }
 
 /* After a lost connection: the messages written to it that no echo
@@ -110,8 +221,9 @@ static void print_stats(struct app *a)
 static void report_lost(struct app *a)
 {
     tether_stats st;
-    if (tether_client_get_stats(a->rc, &st) != TETHER_OK || st.msgs_out < st.msgs_in) {
-        return;
+    if (a->opt->alo || tether_client_get_stats(a->rc, &st) != TETHER_OK ||
+        st.msgs_out < st.msgs_in) {
+        return; /* (--at-least-once: unacknowledged messages are resent) */
     }
     uint64_t unanswered = st.msgs_out - st.msgs_in;
     if (unanswered <= a->lost_total) {
@@ -175,6 +287,9 @@ static void on_state(tether_client *rc, const tether_client_event *ev, void *ud)
         break;
     case TETHER_CLIENT_CLOSED:
         print_stats(a);
+        if (a->opt->alo) {
+            alo_verdict(a);
+        }
         printf("closed\n");
         a->rc = NULL; /* freed when this returns */
         tether_timer_free(a->timer);
@@ -189,8 +304,12 @@ static void on_message(tether_client *rc, const uint8_t *data, size_t len, void 
     (void)rc;
     struct app *a = ud;
     a->echoed++;
-    printf("echo: %.*s\n", (int)len, (const char *)data);
-    fflush(stdout);
+    if (a->opt->alo) {
+        alo_echo(a, data, len);
+    } else {
+        printf("echo: %.*s\n", (int)len, (const char *)data);
+        fflush(stdout);
+    }
     if (a->opt->count > 0 && a->echoed == a->opt->count && !a->stopping) {
         a->stopping = true;
         tether_client_close(rc);
@@ -212,6 +331,10 @@ static void on_tick(tether_timer *t, void *ud)
     (void)t;
     struct app *a = ud;
     if (a->stopping || (a->opt->count > 0 && a->next >= a->opt->count)) {
+        return;
+    }
+    if (a->opt->alo) {
+        alo_send(a, true);
         return;
     }
     char msg[64];
@@ -253,7 +376,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_HEARTBEAT,
         OPT_MAX_ATTEMPTS,
         OPT_INITIAL_BACKOFF,
-        OPT_VERBOSE
+        OPT_VERBOSE,
+        OPT_ALO
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
@@ -263,6 +387,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
         {"initial-backoff", required_argument, NULL, OPT_INITIAL_BACKOFF},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"at-least-once", no_argument, NULL, OPT_ALO},
         CLI_LONGOPTS_TLS_CLIENT,
         CLI_LONGOPTS_COMMON,
         {NULL, 0, NULL, 0},
@@ -276,7 +401,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             opt->connect_url = optarg;
             break;
         case OPT_INTERVAL:
-            if (!cli_parse_ms(optarg, &opt->interval_ms)) {
+            if (strcmp(optarg, "0") == 0) {
+                opt->interval_ms = 0; /* --at-least-once only, checked below */
+            } else if (!cli_parse_ms(optarg, &opt->interval_ms)) {
                 r = cli_bad_value("interval", optarg, "milliseconds, at least 1");
             }
             break;
@@ -303,6 +430,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
         case OPT_VERBOSE:
             opt->verbose = true;
             break;
+        case OPT_ALO:
+            opt->alo = true;
+            break;
         default:
             r = cli_option("reconnecting_client", usage, ch, argv, &opt->tls);
             break;
@@ -318,7 +448,19 @@ static int parse_options(int argc, char **argv, struct options *opt)
         fprintf(stderr, "error: --connect URL is required (see --help)\n");
         return 1;
     }
+    if (opt->interval_ms == 0 && !opt->alo) {
+        fprintf(stderr, "error: --interval 0 needs --at-least-once (flow-controlled sending)\n");
+        return 1;
+    }
     return 0;
+}
+
+/* The library's warnings (with --at-least-once: a server that does not
+ * acknowledge, e.g. `no acknowledgements on this connection`). */
+static void log_to_stderr(tether_log_level level, const char *msg, void *ud)
+{
+    (void)level, (void)ud;
+    fprintf(stderr, "reconnecting_client: tether: %s\n", msg);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -331,6 +473,9 @@ int main(int argc, char **argv)
         return rv < 0 ? 0 : 1;
     }
     static struct app a; /* static: an early exit leaves it reachable */
+    if (opt.alo) {
+        tether_set_log(log_to_stderr, TETHER_LOG_WARN, NULL);
+    }
     a.opt = &opt;
     if (tether_loop_new(&a.loop, NULL) != TETHER_OK ||
         tether_timer_new(&a.timer, a.loop) != TETHER_OK) {
@@ -357,6 +502,8 @@ int main(int argc, char **argv)
     ro.on_state = on_state;
     ro.on_message = on_message;
     ro.on_undelivered = on_undelivered;
+    ro.on_drain = on_drain;
+    ro.at_least_once = opt.alo;
     ro.conn_opts = &co;
     ro.max_attempts = (uint32_t)opt.max_attempts;
     if (opt.initial_backoff_ms > 0) {
@@ -371,7 +518,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: %s\n", err.message); /* e.g. a malformed URL */
         return 1;
     }
-    tether_timer_start(a.timer, 0, opt.interval_ms, on_tick, &a);
+    a.expect = 1;
+    if (opt.interval_ms == 0) {
+        alo_send(&a, false); /* then from on_drain */
+    } else {
+        tether_timer_start(a.timer, 0, opt.interval_ms, on_tick, &a);
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     /* Runs until the client has reported CLOSED and the timer is freed. */
@@ -381,5 +533,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: the event loop did not shut down cleanly\n");
         return 1;
     }
-    return a.gave_up ? 1 : 0;
+    return a.gave_up || a.failed ? 1 : 0;
 }

@@ -14,6 +14,7 @@
  * queues it on the connection's pending node. Memory is freed only from
  * deferred work, so it is always safe to close or abort a connection inside
  * its callbacks. */
+#include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
 #include "tls.h"
@@ -244,6 +245,7 @@ static void conn_free(tether_conn *c)
     }
     tether__pp_conn_free(c);
     tether__dl_free(c);
+    tether__ack_free(c);
     free(c->err);
     free(c->url);
     tether__conn_cfg_unref(c->cfg);
@@ -819,7 +821,9 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if ((cfg->o.heartbeat_ms > 0 || cfg->o.calls) && tether__ctrl_queue_hello(c) != TETHER_OK) {
+    if (tether__ack_dial_take(c) != TETHER_OK ||
+        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || c->ack != NULL) &&
+         tether__ctrl_queue_hello(c) != TETHER_OK)) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -119,6 +119,7 @@ struct tether__pp_conn;   /* conn_proxy.c */
 struct tether__ws_cfg;    /* ws_handshake.c */
 struct ws_transport;      /* transport_ws.c */
 struct tether__dl;        /* completion.c, call.c */
+struct tether__ack;       /* ack.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
@@ -230,6 +231,8 @@ struct tether_conn {
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
     uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
+    /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
+    struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
 
 /* conn->drain_st */

@@ -2,6 +2,7 @@
 /* What the application can read about a connection: its user data and
  * loop, the detail of its last failure, its queue and statistics, its TLS
  * summary and its peer's address. Read-only accessors, no state changes. */
+#include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
 #include "tls.h"
@@ -59,6 +60,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.pings_sent = c->pings_sent;
     s.pongs_received = c->pongs_in;
     tether__call_stats(c, &s);
+    tether__ack_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
         s.uptime_ms = tether__loop_time(c->h.loop) - c->ready_at;
     }

@@ -11,6 +11,7 @@
  * input buffer at all. The buffer grows with the bytes that arrive, never
  * with the size a header announces; once a frame has 64 KiB in it, the
  * rest is read directly into place. */
+#include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
 #include "ws.h"
@@ -128,8 +129,14 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     if (TETHER__UNLIKELY(c->rx_tag != 0)) {
-        tether__call_deliver(c, p, len); /* a request or reply (call.c) */
-        return;
+        if (c->rx_tag != TETHER__RX_SEQ) {
+            tether__call_deliver(c, p, len); /* a request or reply (call.c) */
+            tether__ack_retag(c);
+            return;
+        }
+        if (!tether__ack_rx_data(c)) {
+            return; /* a duplicate (ack.c) */
+        }
     }
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
@@ -384,6 +391,9 @@ static void conn_read_rounds(tether_conn *c);
 void tether__conn_read(tether_conn *c)
 {
     conn_read_rounds(c);
+    if (c->ack != NULL) {
+        tether__ack_after_read(c);
+    }
     if (c->live != NULL) {
         tether__live_after_read(c);
     }

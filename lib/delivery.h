@@ -75,7 +75,7 @@ void tether__done_release(tether_conn *c, struct tether__wseg *s);
 
 /* HELLO capability bits (the HELLO flags byte; tether/conn.h). */
 #define TETHER__HELLO_CALLS 0x01u /* request/response ids: CALL and REPLY frames */
-#define TETHER__HELLO_ACKS 0x02u  /* acknowledgements (reserved, not sent yet) */
+#define TETHER__HELLO_ACKS 0x02u  /* acknowledgements: ACK and RESUME frames (ack.h) */
 
 /* Control frame types of calls (liveness.c admits them only once both
  * HELLOs carried TETHER__HELLO_CALLS). Payload: the call id (be32). The

@@ -10,6 +10,7 @@
  * The hot paths only store timestamps in struct tether__live; one coarse
  * timer per connection compares them with the limits. Connections without
  * a liveness option have no struct tether__live at all. */
+#include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
 #include "random.h"
@@ -64,7 +65,7 @@ int tether__ctrl_queue_hello(tether_conn *c)
 {
     uint8_t p[TETHER__CTRL_HELLO_LEN];
     p[0] = TETHER__CTRL_HELLO_VERSION;
-    p[1] = tether__call_hello_flags(c); /* capability bits (delivery.h) */
+    p[1] = tether__call_hello_flags(c) | tether__ack_hello_flags(c); /* capability bits */
     tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
     int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
     if (rv == TETHER_OK) {
@@ -151,6 +152,12 @@ size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
             return 0;
         }
         break;
+    case TETHER__CTRL_ACK:
+    case TETHER__CTRL_RESUME:
+        if (!tether__ack_admits(c, hdr[1])) {
+            return 0;
+        }
+        break;
     default:
         return 0;
     }
@@ -172,6 +179,10 @@ static const char *ctrl_type_name(uint8_t type)
         return "CALL";
     case TETHER__CTRL_REPLY:
         return "REPLY";
+    case TETHER__CTRL_ACK:
+        return "ACK";
+    case TETHER__CTRL_RESUME:
+        return "RESUME";
     default:
         return NULL;
     }
@@ -201,6 +212,12 @@ bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
         tether__conn_fail(c, TETHER_EPROTO,
                           "protocol error: the peer sent a %s control frame, but calls were not "
                           "negotiated (HELLO capability bit 0)",
+                          name);
+    } else if ((hdr[1] == TETHER__CTRL_ACK || hdr[1] == TETHER__CTRL_RESUME) &&
+               (c->flags & TETHER__CF_PEER_HELLO)) {
+        tether__conn_fail(c, TETHER_EPROTO,
+                          "protocol error: the peer sent a %s control frame, but acknowledgements "
+                          "were not negotiated (HELLO capability bit 1)",
                           name);
     } else {
         /* A known type out of order: a peer that speaks control frames
@@ -307,7 +324,7 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
             return false;
         }
-        if (!tether__call_on_hello(c, p[1])) {
+        if (!tether__call_on_hello(c, p[1]) || !tether__ack_on_hello(c, p[1])) {
             return false;
         }
         int own = c->cfg->o.heartbeat_ms;
@@ -366,6 +383,12 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
     case TETHER__CTRL_CALL:
     case TETHER__CTRL_REPLY:
         if (!tether__call_on_ctrl(c, type, p, n)) {
+            return false;
+        }
+        break;
+    case TETHER__CTRL_ACK:
+    case TETHER__CTRL_RESUME:
+        if (!tether__ack_on_ctrl(c, type, p, n)) {
             return false;
         }
         break;

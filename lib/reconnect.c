@@ -29,6 +29,7 @@
  * stayed up for stable_ms (the timer starts when on_connect reports
  * success, i.e. after the TLS handshake), never on a bare TCP connect. */
 #include "reconnect.h"
+#include "ack.h"
 #include "conn.h"
 #include "tls.h"
 #include "url.h"
@@ -157,8 +158,15 @@ static void client_wnotify(tether_conn *c)
     }
 }
 
+void tether__client_pop_head(tether_client *cl)
+{
+    msg_pop_head(cl);
+    cl->msgs_out++;
+    client_check_drain(cl);
+}
+
 /* Hands waiting records to the connection until its queue is full. */
-static void client_feed(tether_client *cl)
+void tether__client_feed(tether_client *cl)
 {
     tether_conn *c = cl->conn;
     if (c == NULL || !cl->connected || cl->old_head != NULL) {
@@ -167,6 +175,9 @@ static void client_feed(tether_client *cl)
     while (cl->waiting != NULL) {
         struct cmsg *m = cl->waiting;
         int rv;
+        if (cl->alo != NULL && !tether__calo_before_send(cl, c, m)) {
+            break; /* client_alo.c: feeding resumes once acks are negotiated */
+        }
         if (m->len >= ZC_MIN) {
             rv = tether_conn_send_zc(c, m->data, m->len, NULL, NULL);
         } else {
@@ -178,10 +189,13 @@ static void client_feed(tether_client *cl)
             break;
         }
         m->end = c->bytes_out + c->queued;
+        if (cl->alo != NULL) {
+            tether__calo_sent(cl, c, m);
+        }
         cl->waiting = m->next;
     }
     client_prune(cl);
-    if (cl->closing && cl->waiting == NULL && cl->conn != NULL) {
+    if (cl->closing && cl->waiting == NULL && cl->conn != NULL && tether__calo_may_close(cl)) {
         tether_conn_close(cl->conn);
     }
 }
@@ -237,7 +251,9 @@ static void client_start_attempt(tether_client *cl)
     uint32_t ct = TETHER__MAX(b, cl->o.min_connect_timeout_ms);
     cl->co.connect_timeout_ms = ct > INT32_MAX ? INT32_MAX : (int)ct;
     tether_error err;
+    tether__ack_dial_want(cl->alo != NULL); /* HELLO bit 1 (ack.c) */
     int rv = tether_conn_dial(&cl->conn, cl->loop, cl->url, &cl->co, &err);
+    tether__ack_dial_want(false);
     if (rv != TETHER_OK) {
         /* Only resource failures get here (the URL and options were
          * checked by tether_client_new()): count it as a failed attempt. */
@@ -247,6 +263,7 @@ static void client_start_attempt(tether_client *cl)
         return;
     }
     cl->conn->wnotify = client_wnotify;
+    tether__calo_conn(cl, cl->conn);
     cl->conn->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
      * tether_loop_close_all() on its own, and referenced as the client is. */
@@ -330,7 +347,7 @@ static void client_on_connect(tether_conn *c, int status, void *ud)
         client_timer(cl, TM_STABLE, cl->o.stable_ms);
     }
     client_report(cl, TETHER_CLIENT_CONNECTED, 0, NULL, 0);
-    client_feed(cl);
+    tether__client_feed(cl);
 }
 
 static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
@@ -345,7 +362,7 @@ static void client_on_message(tether_conn *c, const uint8_t *data, size_t len, v
 static void client_on_drain(tether_conn *c, void *ud)
 {
     (void)c;
-    client_feed(ud);
+    tether__client_feed(ud);
 }
 
 static void client_on_close(tether_conn *c, int reason, void *ud)
@@ -448,6 +465,7 @@ static void client_free(tether_client *cl)
     cl->loop->handles--;
     tether_tls_config_unref(cl->tls);
     tether__cdone_q_free(cl->dq);
+    tether__calo_free(cl);
     free(cl->line_delim);
     tether__ws_opts_free(cl->ws);
     free(cl->url);
@@ -483,7 +501,7 @@ static void client_pending_cb(struct tether__pending *p)
     }
     if (cl->todo & T_FEED) {
         cl->todo &= ~T_FEED;
-        client_feed(cl);
+        tether__client_feed(cl);
     }
     if ((cl->todo & T_FREE) && cl->olds == NULL) {
         client_free(cl); /* (a drained connection still finishing frees it when it ends) */
@@ -625,6 +643,17 @@ int tether_client_new(tether_client **out, tether_loop *loop, const char *url,
         free(cl);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
+    bool len32 = cl->co.framing == TETHER_FRAMING_LEN32;
+    if (cl->o.at_least_once && (!len32 || tether__calo_new(cl) != TETHER_OK)) {
+        tether_tls_config_unref(cl->tls);
+        free(cl->line_delim);
+        free(cl->url);
+        free(cl);
+        return len32 ? tether__set_error(out_err, TETHER_ENOMEM, "out of memory")
+                     : tether__set_error(out_err, TETHER_EINVAL,
+                                         "at_least_once needs the len32 framing (acknowledgements "
+                                         "travel in control frames)");
+    }
     cl->loop = loop;
     cl->last_rtt_us = -1;
     tether__backoff_init(&cl->bo, cl->o.initial_backoff_ms, cl->o.multiplier, cl->o.jitter,
@@ -672,6 +701,8 @@ int tether__client_send(tether_client *cl, const void *data, size_t len, struct 
     }
     m->next = NULL;
     m->end = 0;
+    m->seq = tether__calo_number(cl);
+    m->sent = false;
     m->done = done;
     m->len = len;
     if (len > 0) {
@@ -689,7 +720,7 @@ int tether__client_send(tether_client *cl, const void *data, size_t len, struct 
     cl->held_bytes += len;
     cl->held_msgs++;
     if (cl->connected && cl->waiting == m) {
-        client_feed(cl);
+        tether__client_feed(cl);
     }
     return TETHER_OK;
 }
@@ -736,7 +767,7 @@ void tether_client_close(tether_client *cl)
     if (cl->co.close_timeout_ms >= 0) {
         client_timer(cl, TM_CLOSE, (uint64_t)cl->co.close_timeout_ms);
     }
-    client_feed(cl);
+    tether__client_feed(cl);
 }
 
 static void client_close_obj(void *obj)
@@ -833,6 +864,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
     s.pings_sent = cl->pings_sent;
     s.pongs_received = cl->pongs_in;
     tether__cdone_stats(cl->dq, &s);
+    tether__calo_stats(cl, &s);
     const tether_conn *c = cl->conn;
     if (c != NULL) {
         s.bytes_in += c->bytes_in;

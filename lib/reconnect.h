@@ -69,6 +69,8 @@ void tether__cdone_stats(const struct tether__cdone_q *q, tether_stats *s);
 struct cmsg {
     struct cmsg *next;
     uint64_t end; /* stream offset past its frame on the connection it was handed to */
+    uint64_t seq; /* at-least-once: its number (client_alo.c); 0 otherwise */
+    bool sent;    /* at-least-once: handed to a connection before */
     struct tether__cdone *done; /* tether_client_send_cb() (client_delivery.c), or NULL */
     size_t len;
     uint8_t data[];
@@ -118,6 +120,8 @@ struct tether_client {
 
     /* Delivery (client_delivery.c): completions to report, or NULL. */
     struct tether__cdone_q *dq;
+    /* At-least-once streams (client_alo.c), or NULL. */
+    struct tether__calo *alo;
 
     /* Messages held: head .. waiting (exclusive) are with the connection. */
     struct cmsg *head;
@@ -180,6 +184,29 @@ void tether__client_report(tether_client *cl, tether_client_state state, int rea
 void tether__client_restart(tether_client *cl);
 void tether__client_account(tether_client *cl, tether_conn *c);
 void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason);
+
+/* reconnect.c, for client_alo.c: frees the head record (written or
+ * acknowledged; counts it in msgs_out); hands waiting records over. */
+void tether__client_pop_head(tether_client *cl);
+void tether__client_feed(tether_client *cl);
+
+/* ---- at-least-once streams (client_alo.c) ------------------------------ */
+
+struct tether__calo;
+int tether__calo_new(tether_client *cl);
+void tether__calo_free(tether_client *cl);
+/* The number of a new message (0 without at-least-once). */
+uint64_t tether__calo_number(tether_client *cl);
+/* A connection was dialled: sets its acknowledgement hooks. */
+void tether__calo_conn(tether_client *cl, tether_conn *c);
+/* Before m is handed to c: false to wait (acks not negotiated yet, or no
+ * memory for the RESUME frame). */
+bool tether__calo_before_send(tether_client *cl, tether_conn *c, struct cmsg *m);
+/* m was handed to c (m->end set): it is done once acknowledged. */
+void tether__calo_sent(tether_client *cl, tether_conn *c, struct cmsg *m);
+/* A closing client may close its connection: nothing waits for an ACK. */
+bool tether__calo_may_close(const tether_client *cl);
+void tether__calo_stats(const tether_client *cl, tether_stats *s);
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),

@@ -235,9 +235,11 @@
  *   send no pings"). At least 6 bytes; receivers ignore any bytes after
  *   the sixth. For example `FF 01 00 06 01 00 00 00 03 E8` announces
  *   1000 ms and no capabilities. Flag bit 0 (0x01): "I take calls"
- *   (tether_conn_opts::calls; tether/delivery.h); bit 1 (0x02) is reserved
- *   for acknowledgements; receivers ignore bits they do not know. A
- *   capability is in use only when both HELLOs carry its bit.
+ *   (tether_conn_opts::calls; tether/delivery.h); bit 1 (0x02): "I take
+ *   acknowledgements" (a client with tether_client_opts::at_least_once;
+ *   every accepted tether connection announces it in its answer);
+ *   receivers ignore bits they do not know. A capability is in use only
+ *   when both HELLOs carry its bit.
  * - 2, PING: 1 to 64 opaque bytes (tether sends 8: its clock in µs,
  *   big-endian).
  * - 3, PONG: the payload of the PING it answers, unchanged.
@@ -264,6 +266,16 @@
  *   request with that id (REPLY); the sender queues both as one piece. For
  *   example `FF 05 00 04 00 00 00 07 00 00 00 02 68 69` is request 7,
  *   "hi". Elsewhere they are protocol errors like an unknown type.
+ * - 7, ACK, and 8, RESUME (only where both HELLOs carry flag bit 1; see
+ *   "At-least-once streams" in tether/reconnect.h). RESUME, sender to
+ *   receiver: the sender's resume token (8 bytes) and the sequence number
+ *   of the next data frame (8 bytes, big-endian, never 0); each data frame
+ *   after it (frames tagged by CALL or REPLY excepted) is numbered one
+ *   higher, nothing is added to the data frames. The sender sends RESUME
+ *   before its first data frame and wherever the numbering jumps. ACK,
+ *   receiver to sender: the highest sequence number received (8 bytes),
+ *   cumulative, sent once per read batch. Elsewhere they are protocol
+ *   errors like an unknown type.
  *
  * The rules:
  * 1. Only the dialling side speaks first: a connection dialled with
@@ -1116,6 +1128,18 @@ typedef struct tether_stats {
                                       out or canceled), dropped. */
     uint64_t requests_in;        /**< Requests received (messages with a call id, also counted
                                       in `msgs_in`). */
+    uint64_t acked;              /**< At-least-once streams: messages the peer acknowledged
+                                      (a client: over all connections). */
+    uint64_t resent;             /**< At-least-once streams (a client): messages sent again on
+                                      a later connection because no acknowledgement covered
+                                      them. */
+    uint64_t dups_dropped;       /**< At-least-once streams (the receiver): messages dropped
+                                      because their resume token had delivered them
+                                      before. */
+    uint64_t acks_in_flight;     /**< At-least-once streams (a client): messages sent and not
+                                      yet acknowledged. */
+    uint64_t acks_sent;          /**< At-least-once streams (the receiver): ACK control frames
+                                      sent. */
 } tether_stats;
 
 /**

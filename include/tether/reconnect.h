@@ -92,6 +92,47 @@
  * is. tether_client_pause() and tether_client_resume() apply to the
  * draining connection too, and tether_client_close() closes it.
  *
+ * **At-least-once streams.** With tether_client_opts::at_least_once (len32
+ * framing), the server acknowledges what its application has received,
+ * and the client keeps every message until an acknowledgement covers it,
+ * not merely until it is written: what a connection loses in flight is
+ * sent again on the next one (tether_stats::resent), and
+ * tether_client_send_cb() reports #TETHER_OK only once the message is
+ * acknowledged. The client's HELLO (sent even without `heartbeat_ms`)
+ * announces capability bit 1; every tether server takes it, with no
+ * option: its answer carries bit 1 too. Each connection then carries no
+ * data until the server's HELLO is in (one round trip), since the
+ * numbering starts with a RESUME control frame: a random 64-bit resume
+ * token, the same for the client's whole life, and the number of the
+ * next message. Messages carry no number of their own; the server
+ * acknowledges cumulatively, once per read batch (so an echoing server's
+ * ACK rides with its replies), and drops a message whose number its loop
+ * has delivered under that token before (tether_stats::dups_dropped).
+ * Guarantees and limits:
+ * - while the server process lives (and the client's connections land on
+ *   the same loop of it), every message reaches its `on_message` exactly
+ *   once and in order, across resets, cuts, blackholes and drains;
+ * - across a crash or restart of the server, messages delivered but not
+ *   yet acknowledged are delivered again: at least once;
+ * - an acknowledged message is never sent again; an unacknowledged one is
+ *   never dropped silently: it is resent, or handed back through
+ *   `on_undelivered` when the client gives up or is closed (a closing
+ *   client waits for the acknowledgements, within `close_timeout_ms`);
+ * - the held messages stay bounded by queue_max_bytes/queue_max_msgs, so
+ *   at most that many are unacknowledged at once;
+ * - each server loop remembers up to 4096 tokens (the least recently used
+ *   token without a connection is forgotten first), and forgets a token
+ *   unused for 10 minutes: a client back after longer may see duplicates;
+ * - a server whose HELLO lacks bit 1 (a tether server older than
+ *   acknowledgements) gets the messages as without this option, and the
+ *   client logs `no acknowledgements on this connection` (a warning). A
+ *   plain length-prefixed server cannot be used: it reads the HELLO as an
+ *   oversized message and closes;
+ * - the answers (server to client) are not acknowledged: they are as
+ *   reliable as without this option;
+ * - send through tether_client_send() only: data sent directly on
+ *   tether_client_conn() would break the numbering.
+ *
  * **Which messages can be lost.** A message the client has completely
  * written to the socket is no longer held: it sits in kernel buffers (ours,
  * then the network's, then the peer's) until the peer's application reads
@@ -252,6 +293,12 @@ typedef struct tether_client_opts {
     bool fail_fast;                    /**< Fail sends while not connected
                                             (#TETHER_ENOTCONN) and hand held messages back
                                             when a connection is lost; default false. */
+    bool at_least_once;                /**< At-least-once stream (len32 framing only):
+                                            keep each message until the server
+                                            acknowledges it, resend the unacknowledged
+                                            ones on the next connection, and let the
+                                            server drop duplicates. See "At-least-once
+                                            streams" above. Default false. */
 } tether_client_opts;
 
 /**

@@ -20,6 +20,11 @@
  *   server; the client reads the server's confirmations from the control
  *   pipe between loop iterations (see conns_setup()).
  * - fanin: loop groups on both sides, in tether_fanin.c.
+ * - thr with --client (tether's own flag, not PROTOCOL.md's): the client
+ *   side is a tether_client (held copies of every message, as a
+ *   reconnecting client keeps them); with --acks, one with at_least_once
+ *   (the server acknowledges, unchanged: HELLO negotiates it). Compare the
+ *   two for the cost of acknowledgements.
  *
  * Per-connection server state for hs and conns is one bit kept in the
  * connection's user data pointer, so that the server's RSS per idle
@@ -553,6 +558,107 @@ static void client_thr_lat(void)
     }
 }
 
+/* ---- client: thr through a tether_client (--client, --acks) ------------- */
+
+static bool g_client; /* --client or --acks */
+static bool g_acks;   /* --acks */
+
+static struct {
+    tether_client *cl;
+    int phase; /* 0 connecting, 1 hello sent, 2 running, 3 done */
+    long sent;
+    double t0;
+    double t1;
+    bool closed;
+} R;
+
+static void rc_pump(void)
+{
+    while (R.sent < O.count) {
+        int rv = tether_client_send(R.cl, g_payload, O.size);
+        if (rv == TETHER_EAGAIN) {
+            return; /* on_drain continues */
+        }
+        if (rv != TETHER_OK) {
+            die_rv("tether_client_send", rv, tether_client_last_error(R.cl));
+        }
+        R.sent++;
+    }
+}
+
+static void rc_on_state(tether_client *cl, const tether_client_event *ev, void *ud)
+{
+    (void)ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED && R.phase == 0) {
+        int rv = tether_client_send(cl, "h", HELLO_LEN);
+        if (rv != TETHER_OK) {
+            die_rv("send hello", rv, tether_client_last_error(cl));
+        }
+        R.phase = 1;
+    } else if (ev->state == TETHER_CLIENT_DISCONNECTED && R.phase != 3) {
+        die_rv("connection lost", ev->reason, ev->detail);
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        R.closed = true;
+    }
+}
+
+static void rc_on_message(tether_client *cl, const uint8_t *data, size_t len, void *ud)
+{
+    (void)cl, (void)data, (void)ud;
+    if (R.phase == 1) {
+        if (len != READY_LEN) {
+            bench_die("bad ready (length %zu)", len);
+        }
+        R.phase = 2;
+        R.t0 = bench_now_s();
+        rc_pump();
+        return;
+    }
+    R.t1 = bench_now_s();
+    if (R.phase != 2 || len != ACK_LEN || R.sent != O.count) {
+        bench_die("bad ack (length %zu after %ld messages)", len, R.sent);
+    }
+    R.phase = 3;
+    tether_client_close(R.cl); /* (with acks: once the last ACK is in) */
+}
+
+static void rc_on_drain(tether_client *cl, void *ud)
+{
+    (void)cl, (void)ud;
+    if (R.phase == 2) {
+        rc_pump();
+    }
+}
+
+static void client_thr_rc(void)
+{
+    tether_conn_opts co;
+    bench_conn_opts(&co);
+    co.send_hwm = THR_HWM;
+    tether_client_opts o;
+    tether_client_opts_init(&o);
+    o.conn_opts = &co;
+    o.at_least_once = g_acks;
+    o.on_state = rc_on_state;
+    o.on_message = rc_on_message;
+    o.on_drain = rc_on_drain;
+    o.max_attempts = 1;
+    tether_error err;
+    int rv = tether_client_new(&R.cl, g_loop, g_url, &o, &err);
+    if (rv != TETHER_OK) {
+        die_rv("tether_client_new", rv, err.message);
+    }
+    rv = tether_loop_run(g_loop);
+    if (rv != TETHER_OK) {
+        die_rv("tether_loop_run", rv, NULL);
+    }
+    if (R.phase != 3 || !R.closed) {
+        bench_die("client loop ended early (phase %d)", R.phase);
+    }
+    client_teardown();
+    bench_emit_thr(R.t1 - R.t0, g_acks ? "\"client\":\"acks\"" : "\"client\":\"plain\"");
+}
+
 /* ---- client: hs ------------------------------------------------------------ */
 
 #define CLI_ECHOED ((void *)(uintptr_t)1)
@@ -779,7 +885,21 @@ static void client_conns(void)
 int main(int argc, char **argv)
 {
     bench_caps = BENCH_CAP_FANIN | BENCH_CAP_LOOPS;
+    /* Our own flags, taken out before the shared parser sees them. */
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--acks") == 0 || strcmp(argv[i], "--client") == 0) {
+            g_client = true;
+            g_acks = g_acks || strcmp(argv[i], "--acks") == 0;
+        } else {
+            argv[n++] = argv[i];
+        }
+    }
+    argc = n;
     bench_parse_args(argc, argv, "tether");
+    if (g_client && (O.scenario != SC_THR || O.transport == TR_TLS)) {
+        bench_die("--client and --acks apply to --scenario thr over tcp");
+    }
     if (O.scenario == SC_CONNS) {
         bench_raise_nofile(O.conns + 256);
     }
@@ -806,6 +926,10 @@ int main(int argc, char **argv)
     switch (O.scenario) {
     case SC_THR:
     case SC_LAT:
+        if (g_client) {
+            client_thr_rc();
+            break;
+        }
         client_thr_lat();
         break;
     case SC_HS:
