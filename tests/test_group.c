@@ -59,6 +59,8 @@ static struct {
     bool echo_close;           /* clients close once every echo is back */
     bool stall;                /* clients stop reading; the server queues STALL_MB for each */
     bool keep_open;            /* clients stay connected once every echo is back */
+    bool split_send;           /* clients send message 0, and the others on its echo */
+    atomic_int first_echoes;   /* clients that got the echo of message 0 */
     bool some_control;         /* every other client negotiates control frames */
     atomic_int drained;        /* tether_loop_group_shutdown() reported */
     atomic_int drained_status; /* ... with this status */
@@ -285,9 +287,9 @@ static tether_group_listener *serve(size_t nloops, const char *url, tether_group
 
 /* ---- the clients: each sends MSGS numbered messages --------------------- */
 
-static void cli_send_all(tether_conn *c, struct cli *k)
+static void cli_send_range(tether_conn *c, struct cli *k, uint32_t from, uint32_t to)
 {
-    for (uint32_t seq = 0; seq < MSGS; seq++) {
+    for (uint32_t seq = from; seq < to; seq++) {
         uint8_t m[MSG_LEN];
         th_fill(m, sizeof m, k->id * 131u + seq);
         memcpy(m, &k->id, 4);
@@ -297,6 +299,12 @@ static void cli_send_all(tether_conn *c, struct cli *k)
             fail_later("client %u: send: %s", k->id, tether_strerror(rv));
         }
     }
+}
+
+static void cli_send_all(tether_conn *c, struct cli *k)
+{
+    /* split_send: the first now, the rest once its echo is back. */
+    cli_send_range(c, k, 0, R.split_send ? 1 : MSGS);
 }
 
 static void cli_connect(tether_conn *c, int status, void *ud)
@@ -333,6 +341,12 @@ static void cli_message(tether_conn *c, const uint8_t *data, size_t len, void *u
                    k->next_expect);
     }
     k->next_expect++;
+    if (k->next_expect == 1) {
+        atomic_fetch_add(&R.first_echoes, 1);
+        if (R.split_send) {
+            cli_send_range(c, k, 1, MSGS);
+        }
+    }
     if (k->next_expect == MSGS && !R.keep_open) {
         tether_conn_close(c);
     }
@@ -639,11 +653,16 @@ static void drain_with_clients(const char *url_fmt, tether_group_balance mode)
     R.echo_close = true; /* send MSGS at once */
     R.keep_open = true;
     R.some_control = true;
+    R.split_send = true;
     atomic_store(&R.drained_loop, -2);
     run_clients(n, 2, url, false);
     ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    /* The echo of a client's first message means the server has read its
+     * HELLO (sent before it): the drain will use GOAWAY with it. */
+    ck_assert(wait_int(&R.first_echoes, (int)n, 60000));
 
-    /* Messages may still be on their way: the drain must finish them. */
+    /* The other messages may still be on their way: the drain must
+     * finish them. */
     ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 60000, group_drained, NULL), TETHER_OK);
     ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 60000, group_drained, NULL), TETHER_EBUSY);
     ck_assert_int_eq(tether_loop_group_join(R.sg), TETHER_OK);
