@@ -63,8 +63,9 @@
  *   a reference refuses with TETHER_EAGAIN once the bytes it holds for a
  *   member (not yet handed to that member's queue, which is itself full
  *   at --queue) reach --queue; the same policy then drops the member, on
- *   its own loop (tether_ref_post()). A slow member thus holds at most
- *   about twice --queue. The stdout lines name the loop of each joining
+ *   its own loop (tether_loop_post(): work sent through the reference
+ *   would wait behind the sends it holds back). A slow member thus holds
+ *   at most about twice --queue. The stdout lines name the loop of each joining
  *   client when N > 1: `alice joined from 127.0.0.1:40000 on loop 1`.
  *
  * Lines from clients are cleaned before they are passed on: a trailing
@@ -98,10 +99,11 @@
 
 struct options {
     const char *listen_url;
-    const char *ws_url; /* --ws: a WebSocket listener too, or NULL */
-    struct cli_tls tls; /* --cert, --key and --ca: all three are needed */
-    size_t queue;       /* per-client send queue limit (send_hwm) */
-    size_t max_line;    /* longest line accepted from a client */
+    const char *ws_url;           /* --ws: a WebSocket listener too, or NULL */
+    tether_group_balance balance; /* --balance: how clients spread over the loops */
+    struct cli_tls tls;           /* --cert, --key and --ca: all three are needed */
+    size_t queue;                 /* per-client send queue limit (send_hwm) */
+    size_t max_line;              /* longest line accepted from a client */
     bool verbose;
     struct cli_timeouts timeouts; /* against slow and stuck clients */
     struct cli_limits limits;     /* --max-conns, --mem-limit (common/cli.h) */
@@ -158,7 +160,11 @@ static const char usage[] =
     "                    (default 1048576)\n"
     "  --max-line BYTES  longest line accepted from a client (default 4096)\n"
     "  --verbose         print the library's diagnostics (info and up) on "
-    "stderr\n" CLI_USAGE_THREADS CLI_USAGE_TIMEOUTS CLI_USAGE_LIMITS CLI_USAGE_COMMON;
+    "stderr\n" CLI_USAGE_THREADS
+    "  --balance MODE    how --threads spreads clients: reuseport (the kernel, by a\n"
+    "                    hash of their addresses; the default) or acceptor (loop 0\n"
+    "                    accepts and hands each to the loop with the fewest)\n" CLI_USAGE_TIMEOUTS
+        CLI_USAGE_LIMITS CLI_USAGE_COMMON;
 
 /* ---- the room ------------------------------------------------------------ */
 
@@ -175,19 +181,37 @@ static void event(const char *fmt, ...)
     fflush(stdout);
 }
 
-/* On the member's own loop, after a send from another loop was refused:
- * drop it there (its connection is only ever touched on that thread). */
-static void drop_on_own_loop(tether_conn *c, int status, void *ud)
+/* A drop decided on another loop, to carry out on the member's own. */
+struct drop_req {
+    struct room *room;
+    struct member *m; /* may be freed by then: only compared, under room->mu */
+    tether_ref ref;   /* tells a new member at the same address apart */
+    bool report;      /* print the "not reading fast enough" line */
+};
+
+/* On the member's own loop. Not through tether_ref_post(): that work
+ * would queue behind the very sends the full connection holds back, and
+ * never run while the member does not read. A member still in the list
+ * has not had its on_close, which runs on this same thread: its
+ * connection is alive. */
+static void drop_on_own_loop(tether_loop *loop, void *ud)
 {
-    if (status != TETHER_OK) {
-        return; /* closed meanwhile: m is freed, and on_close said why */
+    (void)loop;
+    struct drop_req *d = ud;
+    struct room *room = d->room;
+    pthread_mutex_lock(&room->mu);
+    for (struct member *m = room->members; m != NULL; m = m->next) {
+        if (m == d->m && m->ref.id == d->ref.id) {
+            if (d->report) {
+                event("%s dropped: not reading fast enough (%zu bytes queued)", m->nick,
+                      tether_conn_queued(m->conn) + tether_ref_pending(m->ref));
+            }
+            tether_conn_abort(m->conn); /* on_close follows on a later iteration */
+            break;
+        }
     }
-    struct member *m = ud; /* alive (its on_close has not run); NULL: already reported */
-    if (m != NULL) {
-        event("%s dropped: not reading fast enough (%zu bytes queued)", m->nick,
-              tether_conn_queued(c) + tether_ref_pending(m->ref));
-    }
-    tether_conn_abort(c);
+    pthread_mutex_unlock(&room->mu);
+    free(d);
 }
 
 /* Sends one line to one member, from the loop `from` (room->mu held). A
@@ -216,10 +240,13 @@ static void deliver(const struct shard *from, struct member *m, const char *line
         if (rv != TETHER_EAGAIN) {
             event("%s dropped: cannot send: %s", m->nick, tether_strerror(rv));
         }
-        if (tether_ref_post(m->ref, drop_on_own_loop, rv == TETHER_EAGAIN ? m : NULL) !=
-                TETHER_OK &&
-            tether_ref_close(m->ref) != TETHER_OK) {
-            atomic_store(&m->gone, true);
+        struct drop_req *d = malloc(sizeof *d);
+        tether_loop *owner = tether_loop_group_loop(m->room->group, (size_t)m->shard->index);
+        if (d != NULL) {
+            *d = (struct drop_req){m->room, m, m->ref, rv == TETHER_EAGAIN};
+        }
+        if (d == NULL || tether_loop_post(owner, drop_on_own_loop, d) != TETHER_OK) {
+            free(d); /* out of memory: it just gets nothing more */
         }
         return;
     }
@@ -590,7 +617,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
         OPT_QUEUE,
         OPT_MAX_LINE,
         OPT_VERBOSE,
-        OPT_WS
+        OPT_WS,
+        OPT_BALANCE
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -598,6 +626,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
         {"ws", required_argument, NULL, OPT_WS},
+        {"balance", required_argument, NULL, OPT_BALANCE},
         CLI_LONGOPTS_TIMEOUTS,
         /* --verify-client is accepted but changes nothing: always on here. */
         CLI_LONGOPTS_TLS_SERVER,
@@ -627,6 +656,15 @@ static int parse_options(int argc, char **argv, struct options *opt)
             break;
         case OPT_VERBOSE:
             opt->verbose = true;
+            break;
+        case OPT_BALANCE:
+            if (strcmp(optarg, "reuseport") == 0) {
+                opt->balance = TETHER_BALANCE_REUSEPORT;
+            } else if (strcmp(optarg, "acceptor") == 0) {
+                opt->balance = TETHER_BALANCE_ACCEPTOR;
+            } else {
+                r = cli_bad_value("balance", optarg, "reuseport or acceptor");
+            }
             break;
         case OPT_WS:
             opt->ws_url = optarg;
@@ -693,7 +731,7 @@ static bool listen_ws(struct room *room, const tether_conn_opts *tls_co,
     lo.conn_opts = &co;
     tether_error err;
     int rv = tether_group_listen(&room->ws_listener, room->group, room->opt->ws_url, &lo,
-                                 TETHER_BALANCE_AUTO, &err);
+                                 room->opt->balance, &err);
     tether_tls_config_unref(tls);
     if (rv != TETHER_OK) {
         fprintf(stderr, "error: %s\n", err.message);
@@ -758,7 +796,7 @@ static bool setup(struct room *room)
     }
     tether_error err;
     int rv = ok ? tether_group_listen(&room->listener, room->group, opt->listen_url, &lo,
-                                      TETHER_BALANCE_AUTO, &err)
+                                      opt->balance, &err)
                 : TETHER_EINVAL;
     tether_tls_config_unref(tls); /* the listeners hold their own references */
     if (!ok) {

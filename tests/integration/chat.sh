@@ -226,15 +226,27 @@ fi
 
 # The default queue (1 MiB per client); the kernel's socket buffers take
 # some hundreds of KiB more before it starts to fill.
-if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
-    --key "$certs/server.key" --ca "$certs/ca.pem"; then
+#
+# slow_client_test LOG [ARGS...]: the test with a server started with ARGS,
+# its output in $tmp/LOG.out. With a loop group balanced by the acceptor,
+# alice lands on loop 0, bob on loop 1 and the flooder on loop 0 (the
+# least loaded loop, ties taken in turn): the flood reaches bob through
+# his tether_ref, whose backpressure drops him.
+slow_client_test() {
+    local srv=$1 what
+    shift
+    what="slow test${1:+ ($*)}"
+    if ! start_server "$srv" --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+        --key "$certs/server.key" --ca "$certs/ca.pem" "$@"; then
+        return
+    fi
     slow_pid=$server_pid
-    rm -f "$tmp"/{alice,bob}.{in,out,err}
+    rm -rf "$tmp"/{alice,bob}.{in,out,err} "$tmp/flood"
     start_client alice client
-    expect_line "$tmp/alice.out" "* welcome alice" "slow test: alice joined"
+    expect_line "$tmp/alice.out" "* welcome alice" "$what: alice joined"
     start_client bob bob
-    expect_line "$tmp/bob.out" "* welcome bob" "slow test: bob joined"
-    expect_line "$tmp/alice.out" "* bob joined" "slow test: alice saw bob join"
+    expect_line "$tmp/bob.out" "* welcome bob" "$what: bob joined"
+    expect_line "$tmp/alice.out" "* bob joined" "$what: alice saw bob join"
     kill -STOP "${client_pid[bob]}"
 
     # 12 000 lines of 1 KB (12 MB): about twice what bob's socket buffers
@@ -255,7 +267,7 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
         >"$tmp/flood.out" 2>"$tmp/flood.err" || status=$?
     check "the flooding client sends everything and exits 0 (status $status, $(cat "$tmp/flood.err"))" \
         test "$status" -eq 0
-    expect_line "$tmp/slow.out" "bob dropped: not reading fast enough" \
+    expect_line "$tmp/$srv.out" "bob dropped: not reading fast enough" \
         "the server drops the client that stopped reading" 30
     expect_line "$tmp/alice.out" "<alice#2> line $((lines - 1)) " \
         "alice receives the whole flood while bob is stopped" 60
@@ -267,7 +279,7 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
         "$tmp/alice.out"
     expect_line "$tmp/alice.out" "* bob left (dropped: not reading fast enough)" \
         "the room is told that bob was dropped"
-    echo "   (flood delivered in $((SECONDS - start)) s; server: $(grep dropped "$tmp/slow.out"))"
+    echo "   (flood delivered in $((SECONDS - start)) s; server: $(grep dropped "$tmp/$srv.out"))"
 
     # Bob wakes up: reads what his buffers held, then finds himself
     # disconnected and says so.
@@ -288,7 +300,15 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     kill -TERM "$slow_pid"
     wait_exit "$slow_pid" 10
     check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
-fi
+    if [[ $# -gt 0 ]]; then
+        check "$what: bob on loop 1" grep -qE '^bob joined from .* on loop 1$' "$tmp/$srv.out"
+        check "$what: the flooder (alice#2) on loop 0" \
+            grep -qE '^alice#2 joined from .* on loop 0$' "$tmp/$srv.out"
+    fi
+}
+slow_client_test slow
+slow_client_test slow2 --threads 2 --balance acceptor
+
 
 # ---- --threads 2: one room over two loops ----------------------------------------
 
