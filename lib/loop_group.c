@@ -312,6 +312,9 @@ int tether_loop_group_stop(tether_loop_group *g)
          * is idempotent per loop, so a loop done draining ignores it). */
         rv = post_stops(g);
         g->drain_stop_posted = rv == TETHER_OK;
+        if (g->drain_stop_posted && atomic_load(&g->loops_draining) > 0) {
+            atomic_store(&g->drain_status, TETHER_ECANCELED);
+        }
     }
     pthread_mutex_unlock(&g->mu);
     return rv;

@@ -744,6 +744,46 @@ START_TEST(shutdown_reports_the_deadline)
 }
 END_TEST
 
+/* tether_loop_group_stop() during a drain that cannot finish (the
+ * clients do not read) cuts it short long before its deadline: every
+ * connection closes once, on its thread, and the drain reports
+ * TETHER_ECANCELED. */
+START_TEST(stop_cuts_a_shutdown_short)
+{
+    const size_t n = 4;
+    reset();
+    R.stall = true;
+    R.some_control = true;
+    R.stop_timeout_ms = 300;
+    R.close_timeout_ms = 300;
+    tether_group_listener *gl = serve(2, "tcp://127.0.0.1:0", TETHER_BALANCE_REUSEPORT, false, n);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_group_listener_port(gl));
+    run_clients(n, 1, url, false);
+    ck_assert(wait_int(&R.connected, (int)n, 60000));
+    ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 600000, group_drained, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_stop(R.sg), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_stop(R.sg), TETHER_OK); /* idempotent */
+    ck_assert_int_eq(tether_loop_group_join(R.sg), TETHER_OK);
+    /* A hang guard, not a speed check: the drain deadline is 10 minutes. */
+    ck_assert_uint_lt(th_now_ms() - t0, 300000);
+    ck_assert_int_eq(atomic_load(&R.drained), 1);
+    ck_assert_int_eq(atomic_load(&R.drained_status), TETHER_ECANCELED);
+    ck_assert_int_eq(tether_loop_group_free(R.sg), TETHER_OK);
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&R.srv_closed), (int)n);
+    for (size_t i = 0; i < R.nsrv; i++) {
+        ck_assert_int_eq(R.srv[i]->closes, 1);
+        ck_assert(R.srv[i]->thread_ok);
+    }
+    stop_group(R.cg);
+    ck_assert_int_eq(atomic_load(&R.cli_closed), (int)n);
+    finish();
+}
+END_TEST
+
 /* Connections that cannot close gracefully are aborted once the group's
  * stop_timeout_ms has passed: on_close still runs once each, on its
  * loop's thread, and the stop ends. */
@@ -919,6 +959,7 @@ Suite *group_suite(void)
     tcase_add_test(tc, shutdown_drains_every_loop_reuseport);
     tcase_add_test(tc, shutdown_drains_every_loop_acceptor);
     tcase_add_test(tc, shutdown_reports_the_deadline);
+    tcase_add_test(tc, stop_cuts_a_shutdown_short);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("serve");

@@ -225,7 +225,9 @@ TETHER_API int tether_loop_group_stop(tether_loop_group *g);
  * @param[in] g      The group.
  * @param[in] status #TETHER_OK when every drain finished before the
  *                   deadline; #TETHER_ETIMEDOUT when some connection had to
- *                   be closed at the deadline (its `on_close` says so).
+ *                   be closed at the deadline (its `on_close` says so);
+ *                   #TETHER_ECANCELED when tether_loop_group_stop() cut
+ *                   the drain short.
  * @param[in] ud     The user data given to tether_loop_group_shutdown().
  */
 typedef void (*tether_group_shutdown_cb)(tether_loop_group *g, int status, void *ud);
