@@ -37,7 +37,9 @@
  *   for tcp:// and tls://, an acceptor for unix://). Each connection and
  *   its state live on one loop, so the code above runs unchanged; only the
  *   per-loop list of connections is chosen by the connection's loop, and
- *   the shutdown is the group's graceful stop.
+ *   the shutdown is the group's graceful stop (with --drain-on-signal its
+ *   draining stop, tether_loop_group_shutdown(), on every loop); --verbose
+ *   names the loop of each accepted connection.
  * - with --drain-on-signal, a graceful shutdown for rolling restarts:
  *   tether_listener_shutdown() stops accepting and asks every client to
  *   drain (GOAWAY), so that clients that speak control frames finish what
@@ -50,6 +52,7 @@
  * A second signal during the shutdown exits at once. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,9 +141,11 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
 {
     (void)l;
     struct server *srv = ud;
+    int loop_index = -1;
     if (srv->group != NULL) {
         /* We run on the connection's loop: its shard is ours alone. */
-        srv = &srv->shards[tether_loop_group_index(srv->group, tether_conn_loop(c))];
+        loop_index = tether_loop_group_index(srv->group, tether_conn_loop(c));
+        srv = &srv->shards[loop_index];
     }
     struct echo_conn *ec = calloc(1, sizeof *ec);
     if (ec == NULL) {
@@ -155,7 +160,14 @@ static void on_accept(tether_listener *l, tether_conn *c, void *ud)
     if (tether_conn_peer(c, ec->peer, sizeof ec->peer) != TETHER_OK) {
         snprintf(ec->peer, sizeof ec->peer, "unknown peer");
     }
-    cli_proxy_log_accept(srv->proxy, "echo_server", c);
+    if (loop_index >= 0) {
+        /* --verbose names the loop, to show how connections spread. */
+        char prog[48];
+        snprintf(prog, sizeof prog, "echo_server (loop %d)", loop_index);
+        cli_proxy_log_accept(srv->proxy, prog, c);
+    } else {
+        cli_proxy_log_accept(srv->proxy, "echo_server", c);
+    }
     tether_proxy_info info;
     ec->health_check =
         tether_conn_proxy_info(c, &info) == TETHER_OK && info.local && info.version == 2;
@@ -403,11 +415,6 @@ static int parse_options(int argc, char **argv, struct options *opt)
     if (!cli_check_max_msg(opt->max_msg)) {
         return 1;
     }
-    if (opt->drain_on_signal && opt->threads.set) {
-        /* The group's stop closes gracefully but does not drain yet. */
-        fprintf(stderr, "error: --drain-on-signal cannot be combined with --threads yet\n");
-        return 1;
-    }
     if (opt->drain_timeout_ms > 0 && !opt->drain_on_signal) {
         fprintf(stderr, "error: --drain-timeout needs --drain-on-signal\n");
         return 1;
@@ -448,10 +455,37 @@ static void conn_options(const struct options *opt, tether_conn_opts *co)
 
 /* ---- --threads: a loop group ----------------------------------------------- */
 
+/* --drain-on-signal with --threads: the last loop has finished its drain
+ * (on that loop's thread); the main thread sees the flag and joins. */
+static atomic_bool group_drained;
+
+static void on_group_drained(tether_loop_group *g, int status, void *ud)
+{
+    (void)g, (void)ud;
+    on_drained(NULL, status, NULL);
+    atomic_store(&group_drained, true);
+}
+
+/* Waits for the drain to end; a second signal meanwhile exits at once, as
+ * with one loop. */
+static void wait_group_drained(const sigset_t *stop_set)
+{
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    while (!atomic_load(&group_drained)) {
+        if (sigtimedwait(stop_set, NULL, &tick) > 0) {
+            fprintf(stderr, "echo_server: exiting without a clean shutdown\n");
+            _exit(1);
+        }
+    }
+}
+
 /* The same server on a group of loops. The signals are blocked before the
  * group's threads start (they inherit the mask) and this thread waits for
  * them with sigwait(): the group's graceful stop then closes the
- * listeners and every connection, each on its own loop's thread. */
+ * listeners and every connection, each on its own loop's thread. With
+ * --drain-on-signal, tether_loop_group_shutdown() first drains every
+ * loop's connections (GOAWAY), as tether_listener_shutdown() does with
+ * one loop. */
 static int run_threaded(struct options *opt)
 {
     sigset_t stop_set;
@@ -508,7 +542,15 @@ static int run_threaded(struct options *opt)
         fflush(stdout);
         int sig = 0;
         sigwait(&stop_set, &sig);
-        tether_loop_group_stop(srv.group);
+        if (opt->drain_on_signal &&
+            tether_loop_group_shutdown(srv.group, (int)opt->drain_timeout_ms, on_group_drained,
+                                       NULL) == TETHER_OK) {
+            printf("draining\n");
+            fflush(stdout);
+            wait_group_drained(&stop_set);
+        } else {
+            tether_loop_group_stop(srv.group);
+        }
     }
     /* A second signal stays blocked and pending: the stop is bounded by
      * the group's stop timeout anyway. */

@@ -35,8 +35,10 @@ struct group_loop {
     pthread_t thread;
     bool thread_started;
     bool joined;
-    bool stopping;                 /* loop thread only: the stop has run */
-    struct tether__tnode deadline; /* the end of the graceful part of the stop */
+    bool stopping;                  /* loop thread only: the stop has run */
+    struct tether__tnode deadline;  /* the end of the graceful part of the stop */
+    struct tether__post drain_post; /* tether_loop_group_shutdown(): never fails to post */
+    int drains_left;                /* loop thread only: listener shutdowns still running */
 };
 
 /* One loop's part of a group listener. Each on cache lines of its own:
@@ -67,6 +69,15 @@ struct tether_loop_group {
     enum group_state state; /* under mu */
     int stop_timeout_ms;
     tether_group_listener *listeners; /* under mu; freed with the group */
+    /* tether_loop_group_shutdown(): set under mu before the drains are
+     * posted, then read-only (status and loops_draining are atomics). */
+    bool draining;
+    bool drain_stop_posted; /* under mu: tether_loop_group_stop() cut the drains short */
+    int drain_deadline_ms;
+    tether_group_shutdown_cb on_drained;
+    void *drained_ud;
+    atomic_size_t loops_draining;
+    atomic_int drain_status;
     size_t n;
     struct group_loop loops[];
 };
@@ -141,6 +152,8 @@ int tether_loop_group_new(tether_loop_group **out, size_t nloops,
         }
         tether__tnode_init(&gp->deadline, group_deadline_cb);
     }
+    atomic_init(&g->loops_draining, 0);
+    atomic_init(&g->drain_status, TETHER_OK);
     pthread_mutex_init(&g->mu, NULL);
     *out = g;
     return TETHER_OK;
@@ -293,6 +306,101 @@ int tether_loop_group_stop(tether_loop_group *g)
         rv = post_stops(g);
         if (rv != TETHER_OK) {
             g->state = GROUP_RUNNING; /* a loop did not get it: let the caller retry */
+        }
+    } else if (g->state == GROUP_STOPPING && g->draining && !g->drain_stop_posted) {
+        /* During a shutdown: close now what is still draining (the stop
+         * is idempotent per loop, so a loop done draining ignores it). */
+        rv = post_stops(g);
+        g->drain_stop_posted = rv == TETHER_OK;
+        if (g->drain_stop_posted && atomic_load(&g->loops_draining) > 0) {
+            atomic_store(&g->drain_status, TETHER_ECANCELED);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rv;
+}
+
+/* ---- tether_loop_group_shutdown(): drain, then stop ------------------- */
+
+/* On the loop's thread: one more of its listener shutdowns has ended (or,
+ * once, the walk that started them). The last one ends the loop's drain:
+ * the last loop to get there reports, then this loop stops as by
+ * tether_loop_group_stop(). */
+static void group_drain_step(struct group_loop *gp)
+{
+    if (--gp->drains_left > 0) {
+        return;
+    }
+    tether_loop_group *g = gp->g;
+    if (atomic_fetch_sub(&g->loops_draining, 1) == 1 && g->on_drained != NULL) {
+        g->on_drained(g, atomic_load(&g->drain_status), g->drained_ud);
+    }
+    group_stop_cb(gp->loop, gp);
+}
+
+static void group_listener_drained(tether_loop *loop, int status, void *ud)
+{
+    (void)loop;
+    struct group_loop *gp = ud;
+    if (status != TETHER_OK) {
+        atomic_store(&gp->g->drain_status, status);
+    }
+    group_drain_step(gp);
+}
+
+/* On the loop's thread: tether_listener_shutdown() on this loop's part of
+ * every group listener. */
+static void group_drain_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    struct group_loop *gp = ud;
+    tether_loop_group *g = gp->g;
+    gp->drains_left = 1; /* this walk, so no shutdown ends the drain early */
+    pthread_mutex_lock(&g->mu);
+    for (tether_group_listener *gl = g->listeners; gl != NULL; gl = gl->next) {
+        tether_listener *l = gl->m[gp->index].l;
+        if (l == NULL) {
+            continue;
+        }
+        /* Its done callback is deferred to a later iteration: not run
+         * under g->mu. */
+        int rv = tether_listener_shutdown(l, g->drain_deadline_ms, group_listener_drained, gp);
+        if (rv == TETHER_OK) {
+            gp->drains_left++;
+        } else {
+            tether__log(TETHER_LOG_WARN, "%s: loop %zu cannot drain (%s); closing instead", gl->url,
+                        gp->index, tether_strerror(rv));
+            tether_listener_close(l);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    group_drain_step(gp);
+}
+
+int tether_loop_group_shutdown(tether_loop_group *g, int deadline_ms,
+                               tether_group_shutdown_cb on_done, void *ud)
+{
+    if (g == NULL) {
+        return TETHER_EINVAL;
+    }
+    pthread_mutex_lock(&g->mu);
+    int rv = TETHER_OK;
+    if (g->state == GROUP_NEW) {
+        rv = TETHER_EINVAL; /* nothing runs: tether_loop_group_free() closes */
+    } else if (g->state != GROUP_RUNNING) {
+        rv = TETHER_EBUSY;
+    } else {
+        g->state = GROUP_STOPPING;
+        g->draining = true;
+        g->drain_deadline_ms = deadline_ms;
+        g->on_drained = on_done;
+        g->drained_ud = ud;
+        atomic_store(&g->drain_status, TETHER_OK);
+        atomic_store(&g->loops_draining, g->n);
+        /* Embedded nodes: posting cannot fail, so every loop drains. */
+        for (size_t i = 0; i < g->n; i++) {
+            struct group_loop *gp = &g->loops[i];
+            tether__loop_post_node(gp->loop, &gp->drain_post, group_drain_cb, gp);
         }
     }
     pthread_mutex_unlock(&g->mu);

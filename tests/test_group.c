@@ -35,6 +35,8 @@ struct cli {
     int closes;
     int reason;
     bool connected;
+    int goaways;  /* on_goaway calls */
+    bool control; /* negotiates control frames (heartbeats) */
 };
 
 struct srv_conn {
@@ -54,9 +56,17 @@ static struct {
     size_t nclis;
     const char *url;
     tether_tls_config *ctls;
-    bool echo_close; /* clients close once every echo is back */
-    bool stall;      /* clients stop reading; the server queues STALL_MB for each */
+    bool echo_close;           /* clients close once every echo is back */
+    bool stall;                /* clients stop reading; the server queues STALL_MB for each */
+    bool keep_open;            /* clients stay connected once every echo is back */
+    bool split_send;           /* clients send message 0, and the others on its echo */
+    atomic_int first_echoes;   /* clients that got the echo of message 0 */
+    bool some_control;         /* every other client negotiates control frames */
+    atomic_int drained;        /* tether_loop_group_shutdown() reported */
+    atomic_int drained_status; /* ... with this status */
+    atomic_int drained_loop;   /* ... on this loop's thread */
     int stop_timeout_ms;
+    int close_timeout_ms; /* server connections; 0 for the default */
     atomic_int connected;
     atomic_int cli_closed;
     atomic_int srv_accepted;
@@ -249,6 +259,9 @@ static tether_group_listener *serve(size_t nloops, const char *url, tether_group
     if (R.stall) {
         co.send_hwm = 2 * STALL_MB * 1024 * 1024;
     }
+    if (R.close_timeout_ms != 0) {
+        co.close_timeout_ms = R.close_timeout_ms;
+    }
     tether_tls_config *stls = NULL;
     if (tls) {
         tether_tls_opts to;
@@ -274,9 +287,9 @@ static tether_group_listener *serve(size_t nloops, const char *url, tether_group
 
 /* ---- the clients: each sends MSGS numbered messages --------------------- */
 
-static void cli_send_all(tether_conn *c, struct cli *k)
+static void cli_send_range(tether_conn *c, struct cli *k, uint32_t from, uint32_t to)
 {
-    for (uint32_t seq = 0; seq < MSGS; seq++) {
+    for (uint32_t seq = from; seq < to; seq++) {
         uint8_t m[MSG_LEN];
         th_fill(m, sizeof m, k->id * 131u + seq);
         memcpy(m, &k->id, 4);
@@ -286,6 +299,12 @@ static void cli_send_all(tether_conn *c, struct cli *k)
             fail_later("client %u: send: %s", k->id, tether_strerror(rv));
         }
     }
+}
+
+static void cli_send_all(tether_conn *c, struct cli *k)
+{
+    /* split_send: the first now, the rest once its echo is back. */
+    cli_send_range(c, k, 0, R.split_send ? 1 : MSGS);
 }
 
 static void cli_connect(tether_conn *c, int status, void *ud)
@@ -322,8 +341,24 @@ static void cli_message(tether_conn *c, const uint8_t *data, size_t len, void *u
                    k->next_expect);
     }
     k->next_expect++;
-    if (k->next_expect == MSGS) {
+    if (k->next_expect == 1) {
+        atomic_fetch_add(&R.first_echoes, 1);
+        if (R.split_send) {
+            cli_send_range(c, k, 1, MSGS);
+        }
+    }
+    if (k->next_expect == MSGS && !R.keep_open) {
         tether_conn_close(c);
+    }
+}
+
+static void cli_goaway(tether_conn *c, unsigned reason, const char *text, void *ud)
+{
+    struct cli *k = ud;
+    k->goaways++;
+    if (reason != TETHER_GOAWAY_SHUTDOWN || !on_owner_thread(R.cg, R.cthreads, c)) {
+        fail_later("client %u: GOAWAY reason %u (%s), or off its loop's thread", k->id, reason,
+                   text);
     }
 }
 
@@ -354,7 +389,12 @@ static void dial_batch_cb(tether_loop *loop, void *ud)
         o.on_connect = cli_connect;
         o.on_message = cli_message;
         o.on_close = cli_close;
+        o.on_goaway = cli_goaway;
         o.userdata = k;
+        if (R.some_control && i % 2 == 0) {
+            k->control = true;
+            o.heartbeat_ms = 10000; /* negotiates control frames: GOAWAY */
+        }
         o.tls = R.ctls;
         o.connect_timeout_ms = 120000;
         tether_conn *c;
@@ -579,6 +619,171 @@ START_TEST(stop_with_clients_connected_acceptor)
 }
 END_TEST
 
+/* ---- a draining stop ----------------------------------------------------- */
+
+static void group_drained(tether_loop_group *g, int status, void *ud)
+{
+    (void)ud;
+    atomic_store(&R.drained_status, status);
+    atomic_store(&R.drained_loop, tether_loop_group_current(g));
+    atomic_fetch_add(&R.drained, 1);
+}
+
+/* tether_loop_group_shutdown() with clients on every loop, half of them
+ * speaking control frames: those get a GOAWAY and lose none of the
+ * messages they sent before it (every echo comes back, even those still
+ * in flight when the drain began); the others are closed gracefully.
+ * Every on_close runs once, on its own loop's thread, and the drain
+ * reports once, from one of the group's threads. */
+static void drain_with_clients(const char *url_fmt, tether_group_balance mode)
+{
+    const size_t n = 200;
+    const size_t nloops = 4;
+    reset();
+    raise_nofile(3 * n + 200);
+    char lurl[128];
+    snprintf(lurl, sizeof lurl, url_fmt, (int)getpid());
+    tether_group_listener *gl = serve(nloops, lurl, mode, false, n);
+    char url[128];
+    if (tether_group_listener_port(gl) > 0) {
+        snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_group_listener_port(gl));
+    } else {
+        snprintf(url, sizeof url, "%s", lurl);
+    }
+    R.echo_close = true; /* send MSGS at once */
+    R.keep_open = true;
+    R.some_control = true;
+    R.split_send = true;
+    atomic_store(&R.drained_loop, -2);
+    run_clients(n, 2, url, false);
+    ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    /* The echo of a client's first message means the server has read its
+     * HELLO (sent before it): the drain will use GOAWAY with it. */
+    ck_assert(wait_int(&R.first_echoes, (int)n, 60000));
+
+    /* The other messages may still be on their way: the drain must
+     * finish them. */
+    ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 60000, group_drained, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 60000, group_drained, NULL), TETHER_EBUSY);
+    ck_assert_int_eq(tether_loop_group_join(R.sg), TETHER_OK);
+    ck_assert_int_eq(atomic_load(&R.drained), 1);
+    ck_assert_int_eq(atomic_load(&R.drained_status), TETHER_OK);
+    ck_assert_int_ge(atomic_load(&R.drained_loop), 0);
+    ck_assert_int_lt(atomic_load(&R.drained_loop), (int)nloops);
+    ck_assert_int_eq(tether_loop_group_free(R.sg), TETHER_OK);
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&R.srv_closed), (int)n);
+    for (size_t i = 0; i < nloops; i++) {
+        ck_assert_msg(atomic_load(&R.accepted_on[i]) > 0, "loop %zu got nothing", i);
+    }
+    for (size_t i = 0; i < R.nsrv; i++) {
+        ck_assert_int_eq(R.srv[i]->closes, 1);
+        ck_assert_msg(R.srv[i]->thread_ok, "server connection %zu closed off its thread", i);
+    }
+    ck_assert(wait_int(&R.cli_closed, (int)n, 60000));
+    stop_group(R.cg);
+    for (size_t i = 0; i < n; i++) {
+        struct cli *k = &R.clis[i];
+        ck_assert_int_eq(k->closes, 1);
+        ck_assert_int_eq(k->reason, TETHER_EOF);
+        if (k->control) {
+            ck_assert_int_eq(k->goaways, 1);
+            ck_assert_msg(k->next_expect == MSGS, "client %zu: %u of %d echoes before the drain", i,
+                          k->next_expect, MSGS);
+        } else {
+            ck_assert_int_eq(k->goaways, 0);
+        }
+    }
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    finish();
+}
+
+START_TEST(shutdown_drains_every_loop_reuseport)
+{
+    drain_with_clients("tcp://127.0.0.1:0", TETHER_BALANCE_REUSEPORT);
+}
+END_TEST
+
+START_TEST(shutdown_drains_every_loop_acceptor)
+{
+    drain_with_clients("unix:///tmp/tether-test-group-drain-%d.sock", TETHER_BALANCE_ACCEPTOR);
+}
+END_TEST
+
+/* A drain that cannot finish (the clients do not read what the server
+ * queued for them) ends at the deadline with TETHER_ETIMEDOUT; a
+ * tether_loop_group_stop() meanwhile is what cuts it short otherwise. */
+START_TEST(shutdown_reports_the_deadline)
+{
+    const size_t n = 4;
+    reset();
+    R.stall = true;
+    R.some_control = true;
+    R.stop_timeout_ms = 300;
+    R.close_timeout_ms = 300; /* the close at the deadline cannot flush either */
+    tether_group_listener *gl = serve(2, "tcp://127.0.0.1:0", TETHER_BALANCE_REUSEPORT, false, n);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_group_listener_port(gl));
+    run_clients(n, 1, url, false);
+    ck_assert(wait_int(&R.connected, (int)n, 60000));
+    ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 300, group_drained, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_join(R.sg), TETHER_OK);
+    ck_assert_int_eq(atomic_load(&R.drained), 1);
+    ck_assert_int_eq(atomic_load(&R.drained_status), TETHER_ETIMEDOUT);
+    ck_assert_int_eq(tether_loop_group_free(R.sg), TETHER_OK);
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&R.srv_closed), (int)n);
+    for (size_t i = 0; i < R.nsrv; i++) {
+        ck_assert_int_eq(R.srv[i]->closes, 1);
+        ck_assert(R.srv[i]->thread_ok);
+    }
+    stop_group(R.cg);
+    ck_assert_int_eq(atomic_load(&R.cli_closed), (int)n);
+    finish();
+}
+END_TEST
+
+/* tether_loop_group_stop() during a drain that cannot finish (the
+ * clients do not read) cuts it short long before its deadline: every
+ * connection closes once, on its thread, and the drain reports
+ * TETHER_ECANCELED. */
+START_TEST(stop_cuts_a_shutdown_short)
+{
+    const size_t n = 4;
+    reset();
+    R.stall = true;
+    R.some_control = true;
+    R.stop_timeout_ms = 300;
+    R.close_timeout_ms = 300;
+    tether_group_listener *gl = serve(2, "tcp://127.0.0.1:0", TETHER_BALANCE_REUSEPORT, false, n);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tether_group_listener_port(gl));
+    run_clients(n, 1, url, false);
+    ck_assert(wait_int(&R.connected, (int)n, 60000));
+    ck_assert(wait_int(&R.srv_accepted, (int)n, 60000));
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(tether_loop_group_shutdown(R.sg, 600000, group_drained, NULL), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_stop(R.sg), TETHER_OK);
+    ck_assert_int_eq(tether_loop_group_stop(R.sg), TETHER_OK); /* idempotent */
+    ck_assert_int_eq(tether_loop_group_join(R.sg), TETHER_OK);
+    /* A hang guard, not a speed check: the drain deadline is 10 minutes. */
+    ck_assert_uint_lt(th_now_ms() - t0, 300000);
+    ck_assert_int_eq(atomic_load(&R.drained), 1);
+    ck_assert_int_eq(atomic_load(&R.drained_status), TETHER_ECANCELED);
+    ck_assert_int_eq(tether_loop_group_free(R.sg), TETHER_OK);
+    ck_assert_msg(atomic_load(&R.errors) == 0, "%s", R.first_error);
+    ck_assert_int_eq(atomic_load(&R.srv_closed), (int)n);
+    for (size_t i = 0; i < R.nsrv; i++) {
+        ck_assert_int_eq(R.srv[i]->closes, 1);
+        ck_assert(R.srv[i]->thread_ok);
+    }
+    stop_group(R.cg);
+    ck_assert_int_eq(atomic_load(&R.cli_closed), (int)n);
+    finish();
+}
+END_TEST
+
 /* Connections that cannot close gracefully are aborted once the group's
  * stop_timeout_ms has passed: on_close still runs once each, on its
  * loop's thread, and the stop ends. */
@@ -690,6 +895,9 @@ START_TEST(api_errors)
     ck_assert_int_eq(tether_loop_group_index(g, th_loop), -1);
     ck_assert_int_eq(tether_loop_group_index(g, tether_loop_group_loop(g, 0)), 0);
     ck_assert_int_eq(tether_loop_group_current(g), -1);
+    /* Nothing runs yet: nothing to drain. */
+    ck_assert_int_eq(tether_loop_group_shutdown(g, 0, NULL, NULL), TETHER_EINVAL);
+    ck_assert_int_eq(tether_loop_group_shutdown(NULL, 0, NULL, NULL), TETHER_EINVAL);
 
     /* SO_REUSEPORT cannot balance Unix sockets. */
     tether_group_listener *gl = NULL;
@@ -744,6 +952,14 @@ Suite *group_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, api_errors);
     tcase_add_test(tc, loops_keep_the_loop_api);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("drain");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, shutdown_drains_every_loop_reuseport);
+    tcase_add_test(tc, shutdown_drains_every_loop_acceptor);
+    tcase_add_test(tc, shutdown_reports_the_deadline);
+    tcase_add_test(tc, stop_cuts_a_shutdown_short);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("serve");

@@ -40,6 +40,19 @@
  *    has run, exactly once, on that loop's thread (lingering closes add at
  *    most 2 s, see tether_conn_close()).
  *
+ * **Draining stop.** tether_loop_group_shutdown() puts a drain before those
+ * steps, for rolling restarts: on each loop's thread it calls
+ * tether_listener_shutdown() on that loop's part of every group listener,
+ * so each loop stops accepting and asks every connection it accepted to
+ * drain: peers that negotiated control frames get a GOAWAY
+ * (#TETHER_GOAWAY_SHUTDOWN) and finish what they sent, the others are
+ * closed gracefully; drains still running at the deadline are cut short
+ * (closed). Once a loop's listener connections are all gone, that loop
+ * goes on with the steps above (connections that no group listener
+ * accepted, dialled ones say, are closed there, and
+ * tether_loop_group_opts::stop_timeout_ms then bounds the rest). The
+ * callback reports when the last loop has finished draining.
+ *
  * Then tether_loop_group_join() waits for the threads and
  * tether_loop_group_free() frees the loops. A typical server:
  * @code
@@ -190,12 +203,67 @@ TETHER_API int tether_loop_group_current(const tether_loop_group *g);
  * Asynchronous: it posts the stop to every loop and returns. **Thread-safe**:
  * any thread may call it, including a callback on one of the group's loops
  * (a signal watcher, say). Idempotent. A group never started has nothing to
- * stop: tether_loop_group_free() closes its loops' handles itself.
+ * stop: tether_loop_group_free() closes its loops' handles itself. During
+ * a tether_loop_group_shutdown() it cuts the drains short (once).
  * @param[in] g The group; NULL is ignored.
  * @retval TETHER_OK     Stopping (or stopped, or never started).
  * @retval TETHER_ENOMEM A stop could not be posted; call again.
  */
 TETHER_API int tether_loop_group_stop(tether_loop_group *g);
+
+/**
+ * @brief Reports the end of the drain of tether_loop_group_shutdown(),
+ *        exactly once.
+ *
+ * Runs on the thread of the loop that finished draining last, when every
+ * connection accepted by the group's listeners is gone (each one's
+ * `on_close` has run on its own loop's thread). That loop, and loops
+ * still finishing their stop, may still run `on_close` of other
+ * connections afterwards. Do not call tether_loop_group_join() from here
+ * (it returns #TETHER_EBUSY); tether_loop_post() to another thread, or
+ * signal one, instead.
+ * @param[in] g      The group.
+ * @param[in] status #TETHER_OK when every drain finished before the
+ *                   deadline; #TETHER_ETIMEDOUT when some connection had to
+ *                   be closed at the deadline (its `on_close` says so);
+ *                   #TETHER_ECANCELED when tether_loop_group_stop() cut
+ *                   the drain short.
+ * @param[in] ud     The user data given to tether_loop_group_shutdown().
+ */
+typedef void (*tether_group_shutdown_cb)(tether_loop_group *g, int status, void *ud);
+
+/**
+ * @brief Starts a draining stop: every group listener drains its
+ *        connections on every loop, then the group stops.
+ *
+ * See "Draining stop" in the group description: each loop runs
+ * tether_listener_shutdown(@p deadline_ms) on its part of every group
+ * listener (stop accepting; GOAWAY to peers with control frames, a
+ * graceful close for the others; at the deadline the drains still running
+ * are closed, bounded by tether_conn_opts::close_timeout_ms), and then
+ * the steps of tether_loop_group_stop() (whose stop_timeout_ms starts
+ * only now). The threads end as after tether_loop_group_stop(): join with
+ * tether_loop_group_join().
+ *
+ * Asynchronous and **thread-safe**: any thread may call it, including a
+ * callback on one of the group's loops. Calling tether_loop_group_stop()
+ * during the drain cuts it short: every loop closes what is still draining
+ * at once (as at the deadline, but without waiting); @p on_done still runs.
+ * @param[in] g           The group.
+ * @param[in] deadline_ms How long the drains may take: 0 for
+ *                        #TETHER_DRAIN_DEADLINE_DEFAULT, negative for no
+ *                        deadline.
+ * @param[in] on_done     Called once when every loop has finished draining
+ *                        (see #tether_group_shutdown_cb); may be NULL.
+ * @param[in] ud          Passed to @p on_done.
+ * @retval TETHER_OK     Draining; @p on_done will run, never from inside
+ *                       this call.
+ * @retval TETHER_EINVAL @p g is NULL, or was never started (nothing runs to
+ *                       drain: tether_loop_group_free() closes its handles).
+ * @retval TETHER_EBUSY  The group is already stopping or shutting down.
+ */
+TETHER_API int tether_loop_group_shutdown(tether_loop_group *g, int deadline_ms,
+                                          tether_group_shutdown_cb on_done, void *ud);
 
 /**
  * @brief Waits until every thread of the group has returned.

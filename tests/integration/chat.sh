@@ -15,7 +15,9 @@
 # (SIGSTOP) while another floods the room, everyone else still receives
 # every line, in order, and the stopped client is disconnected and the room
 # told so. Finally the server stops cleanly on SIGTERM with clients
-# connected.
+# connected. With --threads 2, clients on different loops (the server's
+# `joined ... on loop N` lines say which) see each other's lines, every
+# sender's in order: broadcast crosses loops through tether_ref.
 #
 # Loopback only, port 0, every wait bounded, every background process reaped
 # by the EXIT trap (stopped ones included).
@@ -224,15 +226,27 @@ fi
 
 # The default queue (1 MiB per client); the kernel's socket buffers take
 # some hundreds of KiB more before it starts to fill.
-if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
-    --key "$certs/server.key" --ca "$certs/ca.pem"; then
+#
+# slow_client_test LOG [ARGS...]: the test with a server started with ARGS,
+# its output in $tmp/LOG.out. With a loop group balanced by the acceptor,
+# alice lands on loop 0, bob on loop 1 and the flooder on loop 0 (the
+# least loaded loop, ties taken in turn): the flood reaches bob through
+# his tether_ref, whose backpressure drops him.
+slow_client_test() {
+    local srv=$1 what
+    shift
+    what="slow test${1:+ ($*)}"
+    if ! start_server "$srv" --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+        --key "$certs/server.key" --ca "$certs/ca.pem" "$@"; then
+        return
+    fi
     slow_pid=$server_pid
-    rm -f "$tmp"/{alice,bob}.{in,out,err}
+    rm -rf "$tmp"/{alice,bob}.{in,out,err} "$tmp/flood"
     start_client alice client
-    expect_line "$tmp/alice.out" "* welcome alice" "slow test: alice joined"
+    expect_line "$tmp/alice.out" "* welcome alice" "$what: alice joined"
     start_client bob bob
-    expect_line "$tmp/bob.out" "* welcome bob" "slow test: bob joined"
-    expect_line "$tmp/alice.out" "* bob joined" "slow test: alice saw bob join"
+    expect_line "$tmp/bob.out" "* welcome bob" "$what: bob joined"
+    expect_line "$tmp/alice.out" "* bob joined" "$what: alice saw bob join"
     kill -STOP "${client_pid[bob]}"
 
     # 12 000 lines of 1 KB (12 MB): about twice what bob's socket buffers
@@ -253,7 +267,7 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
         >"$tmp/flood.out" 2>"$tmp/flood.err" || status=$?
     check "the flooding client sends everything and exits 0 (status $status, $(cat "$tmp/flood.err"))" \
         test "$status" -eq 0
-    expect_line "$tmp/slow.out" "bob dropped: not reading fast enough" \
+    expect_line "$tmp/$srv.out" "bob dropped: not reading fast enough" \
         "the server drops the client that stopped reading" 30
     expect_line "$tmp/alice.out" "<alice#2> line $((lines - 1)) " \
         "alice receives the whole flood while bob is stopped" 60
@@ -265,7 +279,7 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
         "$tmp/alice.out"
     expect_line "$tmp/alice.out" "* bob left (dropped: not reading fast enough)" \
         "the room is told that bob was dropped"
-    echo "   (flood delivered in $((SECONDS - start)) s; server: $(grep dropped "$tmp/slow.out"))"
+    echo "   (flood delivered in $((SECONDS - start)) s; server: $(grep dropped "$tmp/$srv.out"))"
 
     # Bob wakes up: reads what his buffers held, then finds himself
     # disconnected and says so.
@@ -286,6 +300,92 @@ if start_server slow --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     kill -TERM "$slow_pid"
     wait_exit "$slow_pid" 10
     check "the server exits 0 (status $exit_status)" test "$exit_status" -eq 0
+    if [[ $# -gt 0 ]]; then
+        check "$what: bob on loop 1" grep -qE '^bob joined from .* on loop 1$' "$tmp/$srv.out"
+        check "$what: the flooder (alice#2) on loop 0" \
+            grep -qE '^alice#2 joined from .* on loop 0$' "$tmp/$srv.out"
+    fi
+}
+slow_client_test slow
+slow_client_test slow2 --threads 2 --balance acceptor
+
+
+# ---- --threads 2: one room over two loops ----------------------------------------
+
+# Clients join (alternating the two certificates) until both loops have
+# some: the kernel spreads connections over the loops' SO_REUSEPORT
+# sockets by a hash, so the count is bounded, not fixed (16 tries leave a
+# chance of 2^-15 that one loop gets none).
+if start_server mt --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --threads 2; then
+    mt_pid=$server_pid
+    mt_clients=()
+    declare -A mt_nick=()
+    for ((k = 0; k < 16; k++)); do
+        name=mt$k
+        cert=client
+        ((k % 2 == 1)) && cert=bob
+        start_client "$name" "$cert"
+        if ! wait_line "$tmp/$name.out" "* welcome " 20; then
+            fail "$name was not welcomed"
+            break
+        fi
+        mt_nick[$name]=$(sed -n 's/^\* welcome \([^;]*\);.*/\1/p' "$tmp/$name.out" | head -n 1)
+        mt_clients+=("$name")
+        wait_line "$tmp/mt.out" "${mt_nick[$name]} joined from " 10 || true
+        if grep -q ' on loop 0$' "$tmp/mt.out" && grep -q ' on loop 1$' "$tmp/mt.out" &&
+            ((${#mt_clients[@]} >= 3)); then
+            break
+        fi
+    done
+    loops_used=$(grep -o ' on loop [0-9]*$' "$tmp/mt.out" | sort -u | wc -l)
+    check "--threads 2: clients joined on both loops ($(grep -c ' joined from ' "$tmp/mt.out") clients)" \
+        test "$loops_used" -eq 2
+    # Every client sends 30 numbered lines at once; every other client must
+    # get them all, in order, whichever loop either is on.
+    lines=30
+    for name in "${mt_clients[@]}"; do
+        for ((i = 1; i <= lines; i++)); do
+            say "$name" "seq $i"
+        done
+    done
+    bad=0
+    for r in "${mt_clients[@]}"; do
+        for s in "${mt_clients[@]}"; do
+            [[ $r == "$s" ]] && continue
+            if ! wait_line "$tmp/$r.out" "<${mt_nick[$s]}> seq $lines" 30; then
+                bad=1
+                fail "$r (${mt_nick[$r]}) did not get all of ${mt_nick[$s]}'s lines"
+                continue
+            fi
+            got=$(grep -F "<${mt_nick[$s]}> seq " "$tmp/$r.out" | awk '{ print $3 }' | tr '\n' ' ')
+            if [[ $got != "$(seq -s ' ' 1 "$lines") " ]]; then
+                bad=1
+                fail "${mt_nick[$r]} got ${mt_nick[$s]}'s lines as: $got"
+            fi
+        done
+    done
+    if ((bad == 0)); then
+        pass "--threads 2: each of ${#mt_clients[@]} clients got every other's $lines lines, in order"
+    fi
+    # Somebody leaves: the others hear it, on both loops.
+    first=${mt_clients[0]}
+    hang_up "$first"
+    wait_exit "${client_pid[$first]}" 10
+    for name in "${mt_clients[@]:1}"; do
+        expect_line "$tmp/$name.out" "* ${mt_nick[$first]} left" \
+            "${mt_nick[$name]} hears that ${mt_nick[$first]} left"
+    done
+    kill -TERM "$mt_pid"
+    wait_exit "$mt_pid" 20
+    check "the --threads 2 server exits 0 on SIGTERM (status $exit_status)" \
+        test "$exit_status" -eq 0
+    for name in "${mt_clients[@]:1}"; do
+        expect_line "$tmp/$name.out" "* the server is shutting down" \
+            "${mt_nick[$name]} is told that the server shuts down"
+        hang_up "$name"
+        wait_exit "${client_pid[$name]}" 10
+    done
 fi
 
 # ---- --verbose reports a refused client once -------------------------------------

@@ -12,19 +12,29 @@
 # tether_client_send() accepted must have come back: the client prints
 # `lost 0` and the count.
 #
-#   bash tests/integration/rolling_restart.sh ECHO_SERVER ROLLING_CLIENT
+#   bash tests/integration/rolling_restart.sh ECHO_SERVER ROLLING_CLIENT [THREADS]
+#
+# With THREADS, every server is a loop group (--threads THREADS) whose
+# drain on SIGTERM is tether_loop_group_shutdown(): every loop drains its
+# own connections; --verbose logs the loop of each accepted connection, and
+# the test checks that every loop of the first servers got connections.
 #
 # HAProxy runs in the foreground (-db) with a generated configuration on
 # loopback ports and is killed and reaped at the end, as every process.
 # shellcheck disable=SC2317,SC2154 # tmp, bg_*: tests/lib.sh
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-    echo "usage: $0 ECHO_SERVER ROLLING_CLIENT" >&2
+if [[ $# -ne 2 && $# -ne 3 ]]; then
+    echo "usage: $0 ECHO_SERVER ROLLING_CLIENT [THREADS]" >&2
     exit 2
 fi
 server_bin=$1
 client_bin=$2
+threads=${3:-}
+server_args=()
+if [[ -n $threads ]]; then
+    server_args=(--threads "$threads" --verbose)
+fi
 haproxy_bin=${HAPROXY:-/usr/sbin/haproxy}
 clients=50
 interval_ms=5
@@ -53,7 +63,7 @@ declare -A pid=()
 # start_server NAME LOGNAME: an echo server on its fixed port.
 start_server() {
     th_start "$2" '^listening on ' "$server_bin" --listen "tcp://127.0.0.1:${port[$1]}" \
-        --drain-on-signal --drain-timeout 10000 || return 1
+        --drain-on-signal --drain-timeout 10000 ${server_args[@]+"${server_args[@]}"} || return 1
     pid[$1]=$bg_pid
 }
 
@@ -103,7 +113,7 @@ if [[ $ready -ne 1 ]]; then
     th_end
     exit 1
 fi
-pass "haproxy runs in front of three echo servers (--drain-on-signal)"
+pass "haproxy runs in front of three echo servers (--drain-on-signal${threads:+ --threads $threads})"
 
 if ! th_start client '^running' "$client_bin" "tcp://127.0.0.1:$fe" "$clients" "$interval_ms"; then
     th_end
@@ -122,6 +132,10 @@ for s in s1 s2 s3; do
     if grep -q "deadline passed" "$tmp/$s.out"; then
         fail "$s had to close clients at the drain deadline"
     fi
+    for ((i = 0; i < ${threads:-0}; i++)); do
+        n=$(grep -c "^echo_server (loop $i): accepted " "$tmp/$s.out" || true)
+        check "$s: loop $i of $threads accepted connections ($n)" test "$n" -gt 0
+    done
     start_server "$s" "$s-restarted" || break
     pass "$s restarted on port ${port[$s]} while traffic flows"
     sleep 1.5
