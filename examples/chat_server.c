@@ -129,6 +129,7 @@ struct member {
     char nick[NICK_MAX];
     atomic_bool dropped; /* being dropped for not reading; on_close will announce it */
     atomic_bool gone;    /* a send said TETHER_ECLOSED: it is leaving */
+    size_t too_long;     /* the length of a line over --max-line: closing (own loop only) */
 };
 
 struct room {
@@ -508,6 +509,13 @@ static void on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud
     if (atomic_load(&m->dropped) || atomic_load(&room->stopping)) {
         return;
     }
+    if (len > room->opt->max_line) {
+        /* tether's limit (max_msg) is the longest line we send, "<nick> "
+         * included; --max-line, the longest a client may send, is ours. */
+        m->too_long = len;
+        tether_conn_abort(c); /* on_close says why */
+        return;
+    }
     if (len > 0 && data[len - 1] == '\r') {
         len--;
     }
@@ -542,7 +550,10 @@ static void on_close(tether_conn *c, int reason, void *ud)
     /* EOF: the client said goodbye. OK and ECANCELED: our own close or
      * abort (the shutdown, or a drop that deliver() has reported). */
     bool dropped = atomic_load(&m->dropped);
-    if (reason == TETHER_EOF || reason == TETHER_OK || reason == TETHER_ECANCELED) {
+    if (m->too_long != 0) {
+        event("%s left: a line of %zu bytes is longer than --max-line (%zu)", m->nick,
+              m->too_long, room->opt->max_line);
+    } else if (reason == TETHER_EOF || reason == TETHER_OK || reason == TETHER_ECANCELED) {
         if (!dropped) {
             event("%s left", m->nick);
         }
@@ -551,7 +562,9 @@ static void on_close(tether_conn *c, int reason, void *ud)
         event("%s left: %s", m->nick, detail[0] != '\0' ? detail : tether_strerror(reason));
     }
     if (!atomic_load(&room->stopping)) {
-        if (dropped) {
+        if (m->too_long != 0) {
+            notice(room, m->shard, NULL, "* %s left (line too long)", m->nick);
+        } else if (dropped) {
             notice(room, m->shard, NULL, "* %s left (dropped: not reading fast enough)", m->nick);
         } else {
             notice(room, m->shard, NULL, "* %s left", m->nick);
@@ -777,7 +790,9 @@ static bool setup(struct room *room)
     tether_conn_opts co;
     tether_conn_opts_init(&co);
     co.framing = TETHER_FRAMING_LINE;
-    co.max_msg = opt->max_line; /* a longer line closes that client (TETHER_EMSGSIZE) */
+    /* Both ways: a client's line (checked against --max-line in on_message)
+     * and what we send, the same line behind "<nick> ". */
+    co.max_msg = opt->max_line + NICK_MAX + 4;
     co.send_hwm = opt->queue;
     cli_timeouts_apply(&opt->timeouts, &co);
     co.on_message = on_message;

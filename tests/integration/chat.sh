@@ -388,6 +388,34 @@ if start_server mt --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
     done
 fi
 
+# ---- --max-line: the longest line a client may send ------------------------------
+
+# A line of exactly --max-line bytes is relayed (behind "<nick> ", which
+# makes what the server sends longer than that); one byte more closes
+# the sender, and the others are told why.
+if start_server maxl --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
+    --key "$certs/server.key" --ca "$certs/ca.pem" --max-line 64; then
+    maxl_pid=$server_pid
+    start_client mlbob bob
+    expect_line "$tmp/mlbob.out" "* welcome bob" "bob joins a room with --max-line 64"
+    start_client mlalice client
+    expect_line "$tmp/mlbob.out" "* alice joined" "alice joins it"
+    line64=$(printf 'x%.0s' {1..64})
+    say mlalice "$line64"
+    expect_line "$tmp/mlbob.out" "<alice> $line64" "a line of exactly --max-line bytes is relayed"
+    say mlalice "${line64}y"
+    expect_line "$tmp/mlbob.out" "* alice left (line too long)" \
+        "a line one byte longer closes its sender, and the room is told"
+    expect_line "$tmp/maxl.out" "alice left: a line of 65 bytes is longer than --max-line (64)" \
+        "the server names the line's length"
+    wait_exit "${client_pid[mlalice]}" 10
+    hang_up mlalice
+    kill -TERM "$maxl_pid"
+    wait_exit "$maxl_pid" 10
+    wait_exit "${client_pid[mlbob]}" 10
+    hang_up mlbob
+fi
+
 # ---- --verbose reports a refused client once -------------------------------------
 
 if start_server verbose --listen tls://127.0.0.1:0 --cert "$certs/server.pem" \
