@@ -33,7 +33,13 @@
  * and never touch this queue. The operations of one thread on one reference
  * (sends, tether_ref_post(), tether_ref_close(),
  * tether_ref_on_drain()) are carried out in the order that thread made
- * them; operations of different threads interleave.
+ * them; operations of different threads interleave. Because of that
+ * order, a close or a post waits behind the sends before it: when the
+ * connection's queue is full (its peer does not read), the sends wait
+ * there, and the close or post with them. To act on a connection at once
+ * whatever it still has to send (drop a slow consumer, say), post to its
+ * loop with tether_loop_post() and find the connection there by your own
+ * bookkeeping (examples/chat_server.c does so).
  *
  * **Delivery reports.** tether_ref_send() may take a callback, called
  * exactly once on the owning loop's thread (never inside the call) for a
