@@ -28,6 +28,7 @@ struct tether__conn_cfg {
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
+    bool live_lazy;            /* only frame/write timeouts: c->live exists while needed */
     size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
     /* PROXY protocol (conn_proxy.c): the versions an accepting listener
      * requires (TETHER__PP_V1|V2, 0: off) and its header deadline (ms,
@@ -123,7 +124,11 @@ struct tether__ack;       /* ack.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
- * nothing but the pointer. Times are loop milliseconds. The hot paths only
+ * nothing but the pointer. With only the frame and write timeouts on
+ * (cfg->live_lazy: the server defaults) it exists only while a partial
+ * frame or queued output has to be timed, and is freed when its timer
+ * finds nothing left to watch: an idle connection has neither the struct
+ * nor a timer. Times are loop milliseconds. The hot paths only
  * store timestamps here; one coarse timer compares them with the limits. */
 struct tether__live {
     struct tether__tnode timer; /* the next check that can fail or ping */
@@ -195,7 +200,7 @@ struct tether_conn {
     int64_t rtt_us;    /* -1 until measured */
     uint64_t ready_at; /* loop ms when established; 0 before */
 
-    struct tether__live *live; /* NULL unless cfg->live */
+    struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
     struct tether__mem *mem; /* the loop's memory budget and accounting */

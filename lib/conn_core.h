@@ -133,15 +133,20 @@ void tether__conn_linger_read(tether_conn *c);
 
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
-/* Allocates c->live for a configuration with a liveness option. */
+/* Allocates c->live for a configuration with a liveness option (at
+ * creation, or on demand when cfg->live_lazy). */
 int tether__live_new(tether_conn *c);
 
 /* The connection is established: takes the first timestamps, draws the
  * maximum age, and arms the timer. */
 void tether__live_start(tether_conn *c);
 
-/* Arms the timer for the earliest check that could fail or ping. */
+/* Arms the timer for the earliest check that could fail or ping; on a
+ * lazy configuration frees c->live when there is none. */
 void tether__live_arm(tether_conn *c);
+
+/* Reading resumed (cfg->live): the silence while paused does not count. */
+void tether__live_resume(tether_conn *c);
 
 /* Queues our HELLO control frame (heartbeat negotiation). */
 int tether__ctrl_queue_hello(tether_conn *c);

@@ -107,7 +107,7 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
         c->wq_tail->next = s;
     } else {
         c->wq_head = s;
-        if (c->live != NULL) {
+        if (c->cfg->live) {
             /* The write timeout counts from here when nothing moves. */
             tether__live_queue_started(c);
         }
