@@ -209,7 +209,10 @@ struct tether_conn {
     uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
     /* ---- thread-safe references (conn_ref.c); here, in the padding
      * after memflags, so that they cost an idle connection nothing ---- */
-    uint8_t ref_watch;            /* the reference's slot waits for write progress */
+    uint8_t ref_watch; /* the reference's slot waits for write progress */
+    /* (delivery and drain bytes, here in the padding too; see below) */
+    uint8_t rx_tag;               /* the next data frame is a request or a reply (call.c) */
+    uint8_t drain_st;             /* TETHER__DR_*: the drain frames sent and received (drain.c) */
     uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
@@ -222,12 +225,11 @@ struct tether_conn {
     void (*wnotify)(tether_conn *c);
 
     /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
-    struct tether__dl *dl; /* allocated on first use, or NULL */
-    uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
+    struct tether__dl *dl; /* allocated on first use, or NULL; rx_tag is above */
 
     /* ---- GOAWAY and drain (drain.c) ---- */
-    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
-    uint8_t drain_st;            /* TETHER__DR_*: the drain frames sent and received */
+    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
+                                    drain_st is above */
     /* Internal observer (reconnect_drain.c): a drain started on this
      * connection, asked by the peer or by us (max_age_ms). Runs inside the
      * connection's dispatch; may dial, must not close this connection. */
