@@ -67,7 +67,6 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     cfg->refs++;
     c->userdata = cfg->o.userdata;
     c->state = state;
-    c->rtt_us = -1;
     c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
     if (cfg->live && !cfg->live_lazy) {
         if (tether__live_new(c) != TETHER_OK) {

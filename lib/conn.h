@@ -146,6 +146,11 @@ struct tether__live {
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */
+    /* Statistics of the heartbeats (only a connection that sends them
+     * has any: its c->live is never freed). */
+    uint64_t pings_sent;
+    uint64_t pongs_in; /* answers to our pings */
+    int64_t rtt_us;    /* -1 until measured */
 };
 
 struct tether_conn {
@@ -194,11 +199,9 @@ struct tether_conn {
     uint64_t bytes_out;
     uint64_t msgs_in;
     uint64_t msgs_out;
-    uint64_t ctrl_in; /* control frames received */
-    uint64_t pings_sent;
-    uint64_t pongs_in;
-    int64_t rtt_us;    /* -1 until measured */
+    uint64_t ctrl_in;  /* control frames received */
     uint64_t ready_at; /* loop ms when established; 0 before */
+    /* (the heartbeat counters are in c->live: tether__conn_hb_stats) */
 
     struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
@@ -241,6 +244,16 @@ struct tether_conn {
     /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
     struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
+
+/* The heartbeat statistics of a connection (0, 0 and -1 without). */
+static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,
+                                         int64_t *rtt_us)
+{
+    const struct tether__live *l = c->live;
+    *pings = l != NULL ? l->pings_sent : 0;
+    *pongs = l != NULL ? l->pongs_in : 0;
+    *rtt_us = l != NULL ? l->rtt_us : -1;
+}
 
 /* conn->drain_st */
 #define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */

@@ -56,9 +56,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.queued_bytes = c->queued;
     s.connects = c->ready_at != 0 ? 1 : 0;
     s.heartbeat_ms = c->hb_ms;
-    s.rtt_us = c->rtt_us;
-    s.pings_sent = c->pings_sent;
-    s.pongs_received = c->pongs_in;
+    tether__conn_hb_stats(c, &s.pings_sent, &s.pongs_received, &s.rtt_us);
     tether__call_stats(c, &s);
     tether__ack_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {

@@ -116,7 +116,7 @@ static void ctrl_send_ping(tether_conn *c)
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
         return;
     }
-    c->pings_sent++;
+    c->live->pings_sent++;
     c->live->last_ping = tether__loop_time(c->h.loop);
     tether__conn_after_queue(c);
 }
@@ -360,12 +360,15 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
                               "framing error (len32): malformed PONG control frame (%zu bytes)", n);
             return false;
         }
-        c->pongs_in++;
+        if (c->cfg->o.heartbeat_ms <= 0) {
+            break; /* no ping of ours: counts nothing (and c->live may be lazy) */
+        }
+        c->live->pongs_in++;
         if (n == 8) {
             uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
             uint64_t now = mono_us();
             if (sent <= now) {
-                c->rtt_us = (int64_t)(now - sent);
+                c->live->rtt_us = (int64_t)(now - sent);
             }
         }
         break;
@@ -846,5 +849,6 @@ int tether__live_new(tether_conn *c)
     }
     tether__tnode_init(&c->live->timer, live_timer_cb);
     c->live->c = c;
+    c->live->rtt_us = -1;
     return TETHER_OK;
 }
