@@ -83,7 +83,9 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
         return NULL;
     }
     c->mem->conns++;
-    c->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    if (c->mem->segs == NULL) {
+        c->mem->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, tether__conn_flush_cb);

@@ -177,8 +177,7 @@ struct tether_conn {
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
-    size_t queued;
-    struct tether__seg_cache *segs; /* the loop's cache of small segments, or NULL */
+    size_t queued; /* (the loop's cache of small segments: c->mem->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
      * held back while reading is paused. */

@@ -248,7 +248,10 @@ struct tether__mem {
     size_t limit;     /* SIZE_MAX: none */
     size_t lwm;       /* resume at or below this */
     size_t conns;     /* connections on the loop */
-    bool over;        /* went past limit, not yet back to lwm */
+    /* The loop's cache of small output segments (wqueue.c), or NULL: here
+     * rather than in every connection. */
+    struct tether__seg_cache *segs;
+    bool over; /* went past limit, not yet back to lwm */
     tether_conn *blocked;
     struct tether__pending resume;
     uint64_t pauses;
