@@ -113,6 +113,15 @@ union tether__peer_addr {
     struct sockaddr_in6 in6;
 };
 
+/* The same, compact (24 bytes instead of 28 and a hole): every accepted
+ * connection keeps one. IPv4 or IPv6 only; family 0: none. */
+struct tether__peer_min {
+    uint16_t family;
+    uint16_t port;     /* network order */
+    uint32_t scope_id; /* IPv6 */
+    uint8_t addr[16];  /* 4 bytes for IPv4 */
+};
+
 struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
@@ -218,7 +227,7 @@ struct tether_conn {
     uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
-    union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
+    struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
     struct tether__pp_conn *pp;   /* PROXY protocol header in flight or received; or NULL */
 
     /* Internal observer (reconnect.c): called after output was handed to
@@ -294,6 +303,11 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
  * registration of fd the connection takes over (the dialer's). */
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
                         struct tether__io *handoff);
+
+/* Records the address accept() gave (IPv4 and IPv6; others are ignored),
+ * and reads it back; false when none was recorded (conn_info.c). */
+void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa);
+bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out);
 
 /* Ends the connection with a reason; detail (may be NULL) is printf-style. */
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
