@@ -179,9 +179,11 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo;  /* deferred work for pend */
-    int reason;     /* close reason once finishing */
-    uint32_t hb_ms; /* negotiated heartbeat interval; 0: we send no pings */
+    uint16_t todo;   /* deferred work for pend */
+    uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
+                        0 default, 1 binary, 2 text */
+    int reason;      /* close reason once finishing */
+    uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
 
     /* Output queue. */
     struct tether__wseg *wq_head;
@@ -247,8 +249,7 @@ struct tether_conn {
     void (*gnotify)(tether_conn *c);
 
     /* ---- WebSocket (transport_ws.c) ---- */
-    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
-    uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
+    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
     /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
     struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
