@@ -67,9 +67,8 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     cfg->refs++;
     c->userdata = cfg->o.userdata;
     c->state = state;
-    c->rtt_us = -1;
     c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
-    if (cfg->live) {
+    if (cfg->live && !cfg->live_lazy) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
             free(c);
@@ -84,7 +83,9 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
         return NULL;
     }
     c->mem->conns++;
-    c->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    if (c->mem->segs == NULL) {
+        c->mem->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, tether__conn_flush_cb);
@@ -760,12 +761,8 @@ void tether_conn_resume(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    if (c->live != NULL) {
-        /* The peer was not heard while we did not listen: start over. */
-        c->live->last_rx = tether__loop_time(c->h.loop);
-        c->live->frame_mark = UINT64_MAX;
-        c->live->unanswered = 0;
-        tether__live_arm(c);
+    if (c->cfg->live) {
+        tether__live_resume(c);
     }
     if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them

@@ -28,6 +28,7 @@ struct tether__conn_cfg {
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
+    bool live_lazy;            /* only frame/write timeouts: c->live exists while needed */
     size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
     /* PROXY protocol (conn_proxy.c): the versions an accepting listener
      * requires (TETHER__PP_V1|V2, 0: off) and its header deadline (ms,
@@ -112,6 +113,15 @@ union tether__peer_addr {
     struct sockaddr_in6 in6;
 };
 
+/* The same, compact (24 bytes instead of 28 and a hole): every accepted
+ * connection keeps one. IPv4 or IPv6 only; family 0: none. */
+struct tether__peer_min {
+    uint16_t family;
+    uint16_t port;     /* network order */
+    uint32_t scope_id; /* IPv6 */
+    uint8_t addr[16];  /* 4 bytes for IPv4 */
+};
+
 struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
 struct tether__seg_cache; /* wqueue.c */
@@ -123,7 +133,11 @@ struct tether__ack;       /* ack.c */
 
 /* Liveness state, allocated only for connections whose configuration turns
  * on heartbeats or a timeout (cfg->live), so that other connections carry
- * nothing but the pointer. Times are loop milliseconds. The hot paths only
+ * nothing but the pointer. With only the frame and write timeouts on
+ * (cfg->live_lazy: the server defaults) it exists only while a partial
+ * frame or queued output has to be timed, and is freed when its timer
+ * finds nothing left to watch: an idle connection has neither the struct
+ * nor a timer. Times are loop milliseconds. The hot paths only
  * store timestamps here; one coarse timer compares them with the limits. */
 struct tether__live {
     struct tether__tnode timer; /* the next check that can fail or ping */
@@ -141,6 +155,11 @@ struct tether__live {
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */
+    /* Statistics of the heartbeats (only a connection that sends them
+     * has any: its c->live is never freed). */
+    uint64_t pings_sent;
+    uint64_t pongs_in; /* answers to our pings */
+    int64_t rtt_us;    /* -1 until measured */
 };
 
 struct tether_conn {
@@ -160,15 +179,16 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo;  /* deferred work for pend */
-    int reason;     /* close reason once finishing */
-    uint32_t hb_ms; /* negotiated heartbeat interval; 0: we send no pings */
+    uint16_t todo;   /* deferred work for pend */
+    uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
+                        0 default, 1 binary, 2 text */
+    int reason;      /* close reason once finishing */
+    uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
 
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
-    size_t queued;
-    struct tether__seg_cache *segs; /* the loop's cache of small segments, or NULL */
+    size_t queued; /* (the loop's cache of small segments: c->mem->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
      * held back while reading is paused. */
@@ -189,13 +209,11 @@ struct tether_conn {
     uint64_t bytes_out;
     uint64_t msgs_in;
     uint64_t msgs_out;
-    uint64_t ctrl_in; /* control frames received */
-    uint64_t pings_sent;
-    uint64_t pongs_in;
-    int64_t rtt_us;    /* -1 until measured */
+    uint64_t ctrl_in;  /* control frames received */
     uint64_t ready_at; /* loop ms when established; 0 before */
+    /* (the heartbeat counters are in c->live: tether__conn_hb_stats) */
 
-    struct tether__live *live; /* NULL unless cfg->live */
+    struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
     struct tether__mem *mem; /* the loop's memory budget and accounting */
@@ -204,11 +222,14 @@ struct tether_conn {
     uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
     /* ---- thread-safe references (conn_ref.c); here, in the padding
      * after memflags, so that they cost an idle connection nothing ---- */
-    uint8_t ref_watch;            /* the reference's slot waits for write progress */
+    uint8_t ref_watch; /* the reference's slot waits for write progress */
+    /* (delivery and drain bytes, here in the padding too; see below) */
+    uint8_t rx_tag;               /* the next data frame is a request or a reply (call.c) */
+    uint8_t drain_st;             /* TETHER__DR_*: the drain frames sent and received (drain.c) */
     uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
-    union tether__peer_addr peer; /* accepted: the address accept() gave; family 0 otherwise */
+    struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
     struct tether__pp_conn *pp;   /* PROXY protocol header in flight or received; or NULL */
 
     /* Internal observer (reconnect.c): called after output was handed to
@@ -217,23 +238,31 @@ struct tether_conn {
     void (*wnotify)(tether_conn *c);
 
     /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
-    struct tether__dl *dl; /* allocated on first use, or NULL */
-    uint8_t rx_tag;        /* the next data frame is a request or a reply (call.c) */
+    struct tether__dl *dl; /* allocated on first use, or NULL; rx_tag is above */
 
     /* ---- GOAWAY and drain (drain.c) ---- */
-    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL */
-    uint8_t drain_st;            /* TETHER__DR_*: the drain frames sent and received */
+    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
+                                    drain_st is above */
     /* Internal observer (reconnect_drain.c): a drain started on this
      * connection, asked by the peer or by us (max_age_ms). Runs inside the
      * connection's dispatch; may dial, must not close this connection. */
     void (*gnotify)(tether_conn *c);
 
     /* ---- WebSocket (transport_ws.c) ---- */
-    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL */
-    uint8_t ws_mode;         /* tether_ws_set_text() as queued: 0 default, 1 binary, 2 text */
+    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
     /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
     struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
+
+/* The heartbeat statistics of a connection (0, 0 and -1 without). */
+static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,
+                                         int64_t *rtt_us)
+{
+    const struct tether__live *l = c->live;
+    *pings = l != NULL ? l->pings_sent : 0;
+    *pongs = l != NULL ? l->pongs_in : 0;
+    *rtt_us = l != NULL ? l->rtt_us : -1;
+}
 
 /* conn->drain_st */
 #define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */
@@ -275,6 +304,11 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
  * registration of fd the connection takes over (the dialer's). */
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
                         struct tether__io *handoff);
+
+/* Records the address accept() gave (IPv4 and IPv6; others are ignored),
+ * and reads it back; false when none was recorded (conn_info.c). */
+void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa);
+bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out);
 
 /* Ends the connection with a reason; detail (may be NULL) is printf-style. */
 void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)

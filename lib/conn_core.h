@@ -133,15 +133,20 @@ void tether__conn_linger_read(tether_conn *c);
 
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
-/* Allocates c->live for a configuration with a liveness option. */
+/* Allocates c->live for a configuration with a liveness option (at
+ * creation, or on demand when cfg->live_lazy). */
 int tether__live_new(tether_conn *c);
 
 /* The connection is established: takes the first timestamps, draws the
  * maximum age, and arms the timer. */
 void tether__live_start(tether_conn *c);
 
-/* Arms the timer for the earliest check that could fail or ping. */
+/* Arms the timer for the earliest check that could fail or ping; on a
+ * lazy configuration frees c->live when there is none. */
 void tether__live_arm(tether_conn *c);
+
+/* Reading resumed (cfg->live): the silence while paused does not count. */
+void tether__live_resume(tether_conn *c);
 
 /* Queues our HELLO control frame (heartbeat negotiation). */
 int tether__ctrl_queue_hello(tether_conn *c);
@@ -243,7 +248,10 @@ struct tether__mem {
     size_t limit;     /* SIZE_MAX: none */
     size_t lwm;       /* resume at or below this */
     size_t conns;     /* connections on the loop */
-    bool over;        /* went past limit, not yet back to lwm */
+    /* The loop's cache of small output segments (wqueue.c), or NULL: here
+     * rather than in every connection. */
+    struct tether__seg_cache *segs;
+    bool over; /* went past limit, not yet back to lwm */
     tether_conn *blocked;
     struct tether__pending resume;
     uint64_t pauses;

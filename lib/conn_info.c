@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* What the application can read about a connection: its user data and
  * loop, the detail of its last failure, its queue and statistics, its TLS
- * summary and its peer's address. Read-only accessors, no state changes. */
+ * summary and its peer's address. Read-only accessors, no state changes
+ * (but for recording the peer's address at accept). */
 #include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
@@ -56,9 +57,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.queued_bytes = c->queued;
     s.connects = c->ready_at != 0 ? 1 : 0;
     s.heartbeat_ms = c->hb_ms;
-    s.rtt_us = c->rtt_us;
-    s.pings_sent = c->pings_sent;
-    s.pongs_received = c->pongs_in;
+    tether__conn_hb_stats(c, &s.pings_sent, &s.pongs_received, &s.rtt_us);
     tether__call_stats(c, &s);
     tether__ack_stats(c, &s);
     if (c->ready_at != 0 && (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING)) {
@@ -90,17 +89,53 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
     return TETHER_OK;
 }
 
+void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa)
+{
+    struct tether__peer_min *m = &c->peer;
+    if (pa->sa.sa_family == AF_INET) {
+        m->family = AF_INET;
+        m->port = pa->in.sin_port;
+        memcpy(m->addr, &pa->in.sin_addr, sizeof pa->in.sin_addr);
+    } else if (pa->sa.sa_family == AF_INET6) {
+        m->family = AF_INET6;
+        m->port = pa->in6.sin6_port;
+        m->scope_id = pa->in6.sin6_scope_id;
+        memcpy(m->addr, &pa->in6.sin6_addr, sizeof pa->in6.sin6_addr);
+    }
+}
+
+bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out)
+{
+    const struct tether__peer_min *m = &c->peer;
+    memset(out, 0, sizeof *out);
+    if (m->family == AF_INET) {
+        out->in.sin_family = AF_INET;
+        out->in.sin_port = m->port;
+        memcpy(&out->in.sin_addr, m->addr, sizeof out->in.sin_addr);
+        return true;
+    }
+    if (m->family == AF_INET6) {
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = m->port;
+        out->in6.sin6_scope_id = m->scope_id;
+        memcpy(&out->in6.sin6_addr, m->addr, sizeof out->in6.sin6_addr);
+        return true;
+    }
+    return false;
+}
+
 int tether_conn_peer(const tether_conn *c, char *buf, size_t len)
 {
     if (c == NULL || buf == NULL || len == 0) {
         return TETHER_EINVAL;
     }
     char tmp[160];
+    union tether__peer_addr pa;
     if (tether__pp_conn_source(c, tmp, sizeof tmp)) {
         /* The client the proxy relayed (PROXY protocol). */
-    } else if (c->peer.sa.sa_family != 0) {
+    } else if (tether__conn_get_peer(c, &pa)) {
         /* Recorded at accept: still known after the peer reset. */
-        tether__addr_format(&c->peer.sa, sizeof c->peer, tmp, sizeof tmp);
+        tether__addr_format(&pa.sa, sizeof pa, tmp, sizeof tmp);
     } else {
         if (c->tr == NULL) {
             return TETHER_ENOTCONN;

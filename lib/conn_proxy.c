@@ -48,8 +48,9 @@ struct tether__pp_conn {
  * PROXY protocol. */
 static int pp_real_peer(const tether_conn *c, char *buf, size_t len)
 {
-    if (c->peer.sa.sa_family != 0) {
-        tether__addr_format(&c->peer.sa, sizeof c->peer, buf, len);
+    union tether__peer_addr pa;
+    if (tether__conn_get_peer(c, &pa)) {
+        tether__addr_format(&pa.sa, sizeof pa, buf, len);
         return TETHER_OK;
     }
     if (c->tr == NULL) {

@@ -394,7 +394,7 @@ void tether__conn_read(tether_conn *c)
     if (c->ack != NULL) {
         tether__ack_after_read(c);
     }
-    if (c->live != NULL) {
+    if (c->cfg->live) {
         tether__live_after_read(c);
     }
 }

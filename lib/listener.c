@@ -214,9 +214,7 @@ void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer
         /* conn.c takes it out of gst->active when it frees the connection. */
         atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
     }
-    if (pa->sa.sa_family == AF_INET || pa->sa.sa_family == AF_INET6) {
-        c->peer = *pa;
-    }
+    tether__conn_set_peer(c, pa);
     int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
     if (rv != TETHER_OK) {
         listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));

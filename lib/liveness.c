@@ -116,7 +116,7 @@ static void ctrl_send_ping(tether_conn *c)
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
         return;
     }
-    c->pings_sent++;
+    c->live->pings_sent++;
     c->live->last_ping = tether__loop_time(c->h.loop);
     tether__conn_after_queue(c);
 }
@@ -360,12 +360,15 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
                               "framing error (len32): malformed PONG control frame (%zu bytes)", n);
             return false;
         }
-        c->pongs_in++;
+        if (c->cfg->o.heartbeat_ms <= 0) {
+            break; /* no ping of ours: counts nothing (and c->live may be lazy) */
+        }
+        c->live->pongs_in++;
         if (n == 8) {
             uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
             uint64_t now = mono_us();
             if (sent <= now) {
-                c->rtt_us = (int64_t)(now - sent);
+                c->live->rtt_us = (int64_t)(now - sent);
             }
         }
         break;
@@ -433,9 +436,29 @@ static uint64_t live_delivered(const tether_conn *c)
     return c->bytes_out;
 }
 
+/* c->live, allocated now when the configuration is lazy and it is not
+ * there yet (the queue started, or a frame is incomplete). NULL, with the
+ * connection failed, when out of memory: a timeout the application asked
+ * for is never skipped silently. */
+static struct tether__live *live_get(tether_conn *c)
+{
+    if (TETHER__LIKELY(c->live != NULL)) {
+        return c->live;
+    }
+    if (tether__live_new(c) != TETHER_OK) {
+        tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the liveness state");
+        return NULL;
+    }
+    c->live->frame_mark = UINT64_MAX;
+    return c->live;
+}
+
 void tether__live_queue_started(tether_conn *c)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = live_get(c);
+    if (l == NULL) {
+        return;
+    }
     l->wstall = tether__loop_time(c->h.loop);
     l->wwin_start = l->wstall;
     l->wbase_at = 0;
@@ -455,7 +478,16 @@ void tether__live_after_read(tether_conn *c)
         return;
     }
     if (c->rlen == 0 || (c->flags & TETHER__CF_PAUSED)) {
-        l->frame_mark = UINT64_MAX;
+        if (l != NULL && l->frame_mark != UINT64_MAX) {
+            l->frame_mark = UINT64_MAX;
+            if (c->cfg->live_lazy && c->queued == 0) {
+                tether__live_arm(c); /* the frame is in: frees what watched it */
+            }
+        }
+        return;
+    }
+    l = live_get(c);
+    if (l == NULL) {
         return;
     }
     uint64_t mark = c->msgs_in + c->ctrl_in;
@@ -472,6 +504,9 @@ void tether__live_arm(tether_conn *c)
 {
     struct tether__live *l = c->live;
     const tether_conn_opts *o = &c->cfg->o;
+    if (l == NULL) {
+        return; /* lazy, and nothing pending (see live_get) */
+    }
     uint64_t next = UINT64_MAX;
     if (l->age_deadline != 0) {
         next = l->age_deadline;
@@ -509,6 +544,13 @@ void tether__live_arm(tether_conn *c)
     }
     if (next == UINT64_MAX) {
         tether__tnode_stop(c->h.loop, &l->timer);
+        if (c->cfg->live_lazy) {
+            /* Nothing to watch: an idle connection keeps no state and no
+             * timer. (Holders of l re-read c->live after anything that may
+             * call the application.) */
+            free(l);
+            c->live = NULL;
+        }
         return;
     }
     uint64_t now = tether__loop_time(c->h.loop);
@@ -700,6 +742,10 @@ static void live_check(tether_conn *c)
         if (c->state != TETHER__CS_READY) {
             return;
         }
+        l = c->live; /* the application may have paused and resumed, freeing it */
+        if (l == NULL) {
+            return;
+        }
     }
     if (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) {
         char text[96];
@@ -781,6 +827,20 @@ static void live_timer_cb(struct tether__tnode *n)
     }
 }
 
+void tether__live_resume(tether_conn *c)
+{
+    if (c->live == NULL) {
+        if (!(c->rlen > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
+            return; /* lazy, and nothing pending */
+        }
+    }
+    /* The peer was not heard while we did not listen: start over. */
+    c->live->last_rx = tether__loop_time(c->h.loop);
+    c->live->frame_mark = UINT64_MAX;
+    c->live->unanswered = 0;
+    tether__live_arm(c);
+}
+
 int tether__live_new(tether_conn *c)
 {
     c->live = calloc(1, sizeof *c->live);
@@ -789,5 +849,6 @@ int tether__live_new(tether_conn *c)
     }
     tether__tnode_init(&c->live->timer, live_timer_cb);
     c->live->c = c;
+    c->live->rtt_us = -1;
     return TETHER_OK;
 }

@@ -529,11 +529,14 @@ void tether__client_account(tether_client *cl, tether_conn *c)
     cl->bytes_in += c->bytes_in;
     cl->bytes_out += c->bytes_out;
     cl->msgs_in += c->msgs_in;
-    cl->pings_sent += c->pings_sent;
-    cl->pongs_in += c->pongs_in;
+    uint64_t pings, pongs;
+    int64_t rtt;
+    tether__conn_hb_stats(c, &pings, &pongs, &rtt);
+    cl->pings_sent += pings;
+    cl->pongs_in += pongs;
     cl->last_hb_ms = c->hb_ms;
-    if (c->rtt_us >= 0) {
-        cl->last_rtt_us = c->rtt_us;
+    if (rtt >= 0) {
+        cl->last_rtt_us = rtt;
     }
 }
 
@@ -870,11 +873,14 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
         s.bytes_in += c->bytes_in;
         s.bytes_out += c->bytes_out;
         s.msgs_in += c->msgs_in;
-        s.pings_sent += c->pings_sent;
-        s.pongs_received += c->pongs_in;
+        uint64_t pings, pongs;
+        int64_t rtt;
+        tether__conn_hb_stats(c, &pings, &pongs, &rtt);
+        s.pings_sent += pings;
+        s.pongs_received += pongs;
         s.heartbeat_ms = c->hb_ms;
-        if (c->rtt_us >= 0) {
-            s.rtt_us = c->rtt_us;
+        if (rtt >= 0) {
+            s.rtt_us = rtt;
         }
         if (cl->connected && c->ready_at != 0) {
             s.uptime_ms = tether__loop_time(cl->loop) - c->ready_at;

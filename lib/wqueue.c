@@ -31,7 +31,7 @@
 
 /* The cache is per-loop state registered with the loop, created with the
  * loop's first connection and freed with the loop. Each connection keeps
- * a pointer to it (c->segs), so that the per-message paths need no
+ * a pointer to it (c->mem->segs), so that the per-message paths need no
  * lookup. */
 struct tether__seg_cache {
     struct tether__loop_ext ext;
@@ -94,7 +94,7 @@ void tether__wq_release_all(tether_conn *c)
             if (s->free_cb != NULL) {
                 s->free_cb(s->free_data, s->free_ud);
             }
-            seg_release(c->segs, s);
+            seg_release(c->mem->segs, s);
         }
         s = next;
     }
@@ -107,7 +107,7 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
         c->wq_tail->next = s;
     } else {
         c->wq_head = s;
-        if (c->live != NULL) {
+        if (c->cfg->live) {
             /* The write timeout counts from here when nothing moves. */
             tether__live_queue_started(c);
         }
@@ -138,7 +138,7 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     struct tether__wseg *s = NULL;
     if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
         cap = SEG_SMALL_CAP;
-        struct tether__seg_cache *sc = c->segs;
+        struct tether__seg_cache *sc = c->mem->segs;
         if (sc != NULL && sc->head != NULL) {
             s = sc->head;
             sc->head = s->next;
@@ -241,7 +241,7 @@ static void wq_consume(tether_conn *c, size_t n)
                 continue;
             }
         }
-        seg_release(c->segs, s);
+        seg_release(c->mem->segs, s);
     }
     if (n > 0) {
         c->wq_head->ptr += n;

@@ -673,6 +673,8 @@ START_TEST(ipv6_loopback)
     tether_listener_close(l);
     th_run_idle(100);
     run_echo_over("tcp://[::1]:0", NULL);
+    /* The address recorded at accept (kept compact) reads back whole. */
+    ck_assert_msg(strncmp(S.accepted_peer, "[::1]:", 6) == 0, "%s", S.accepted_peer);
 }
 END_TEST
 

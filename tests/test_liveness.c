@@ -868,7 +868,9 @@ START_TEST(accepted_connections_reap_by_default)
     ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_KEEPINTVL), 10);
     ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_KEEPCNT), 6);
     ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT), 120000);
-    ck_assert_ptr_nonnull(S.last->live);
+    /* Nothing pending: the state of the timeouts is allocated on demand
+     * (idle_connection_keeps_no_liveness_state below). */
+    ck_assert_ptr_null(S.last->live);
 
     ck_assert_ptr_nonnull(k.c);
     const tether_conn_opts *d = &k.c->cfg->o;
@@ -902,6 +904,88 @@ START_TEST(accepted_connections_reap_by_default)
     ck_assert_int_eq(sockopt_int(S.last->tr->fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
     tether_conn_close(k2.c);
     ck_assert(th_run_until_pred(cli_closed, &k2, 3000));
+    tether_listener_close(S.l);
+}
+END_TEST
+
+static bool srv_live_present(void *arg)
+{
+    (void)arg;
+    return S.last != NULL && S.last->live != NULL;
+}
+
+static bool srv_live_gone(void *arg)
+{
+    (void)arg;
+    return S.last != NULL && S.last->live == NULL;
+}
+
+/* Reads len bytes from a raw socket (its echo is written already) and
+ * compares them with want. */
+static void read_echo(int fd, const uint8_t *want, size_t len)
+{
+    uint8_t echo[64];
+    size_t got = 0;
+    ck_assert_uint_le(len, sizeof echo);
+    while (got < len) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, 3000), 1);
+        ssize_t n = read(fd, echo + got, len - got);
+        ck_assert_int_gt(n, 0);
+        got += (size_t)n;
+    }
+    ck_assert_mem_eq(echo, want, len);
+}
+
+/* An accepted connection with the server defaults (frame and write
+ * timeouts on) holds no liveness state and no timer while nothing is
+ * pending: a started frame creates both, and once the frame is in and its
+ * echo written the connection returns to that state. The wait for the
+ * release is a hang guard (it comes when the write check's first sample
+ * is due, 1 s at most). */
+START_TEST(idle_connection_keeps_no_liveness_state)
+{
+    reset_state();
+    tether_conn_opts so;
+    srv_opts(&so);
+    start_server(&so);
+    uint32_t base = th_loop->heap_len; /* timers of the loop itself, if any */
+    int fd = th_raw_connect(tether_listener_port(S.l));
+    ck_assert(th_run_until_pred(srv_has_conn, NULL, 3000));
+    th_run_idle(50);
+    ck_assert_ptr_nonnull(S.last);
+    ck_assert_ptr_null(S.last->live);
+    ck_assert(!tether__tnode_active(&S.last->timer));
+    ck_assert_uint_eq(th_loop->heap_len, base);
+
+    /* A started frame is timed: the state and its timer exist. */
+    uint8_t msg[4 + 10] = {0, 0, 0, 10, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'};
+    th_raw_write(fd, msg, 7);
+    ck_assert(th_run_until_pred(srv_live_present, NULL, 3000));
+    ck_assert(tether__tnode_active(&S.last->live->timer));
+    ck_assert_uint_eq(th_loop->heap_len, base + 1);
+
+    /* The rest of it: echoed, and then nothing is pending any more. */
+    th_raw_write(fd, msg + 7, sizeof msg - 7);
+    ck_assert(th_run_until_pred(srv_live_gone, NULL, 10000));
+    ck_assert_int_eq(S.msgs, 1);
+    ck_assert_uint_eq(S.last->queued, 0);
+    ck_assert_uint_eq(th_loop->heap_len, base);
+    read_echo(fd, msg, sizeof msg);
+
+    /* Twice: the state comes back when needed and goes again. */
+    th_raw_write(fd, msg, 5);
+    ck_assert(th_run_until_pred(srv_live_present, NULL, 3000));
+    th_raw_write(fd, msg + 5, sizeof msg - 5);
+    ck_assert(th_run_until_pred(srv_live_gone, NULL, 10000));
+    ck_assert_int_eq(S.msgs, 2);
+    ck_assert_uint_eq(th_loop->heap_len, base);
+    read_echo(fd, msg, sizeof msg);
+
+    close(fd);
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_closed_n, &one, 3000));
+    ck_assert_int_eq(S.last_reason, TETHER_EOF);
     tether_listener_close(S.l);
 }
 END_TEST
@@ -1001,6 +1085,7 @@ static Suite *liveness_suite(void)
     tcase_add_test(tc, non_reader_of_a_large_echo_is_reaped);
     tcase_add_test(tc, non_reader_is_reaped_despite_send_buffer_autotuning);
     tcase_add_test(tc, accepted_connections_reap_by_default);
+    tcase_add_test(tc, idle_connection_keeps_no_liveness_state);
     tcase_add_test(tc, many_slow_and_stuck_peers_are_reaped);
     suite_add_tcase(s, tc);
     return s;

@@ -1112,7 +1112,8 @@ typedef struct tether_stats {
     int64_t rtt_us;          /**< The last round-trip time measured by a ping, in
                                   microseconds; -1 before the first measurement. */
     uint64_t pings_sent;     /**< Heartbeat pings sent. */
-    uint64_t pongs_received; /**< Heartbeat pongs received. */
+    uint64_t pongs_received; /**< Heartbeat pongs received (answers to our pings: 0 when
+                                  this side sends none). */
     uint64_t uptime_ms;      /**< How long the (current) connection has been established; 0
                                   when it is not. */
     uint64_t calls_in_flight;    /**< tether_call(): calls waiting for their reply. A
