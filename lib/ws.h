@@ -102,6 +102,14 @@ void tether__ws_cfg_free(struct tether__ws_cfg *w);
 tether_ws_opts *tether__ws_opts_dup(const tether_ws_opts *in);
 void tether__ws_opts_free(tether_ws_opts *o);
 
+/* The private extension two tether ends agree on in the upgrade: tether's
+ * control frames (HELLO, PING, PONG, GOAWAY, CALL, REPLY) then travel
+ * inside the WebSocket stream, each as one binary frame with RSV2 set
+ * whose payload is the control frame exactly as len32 carries it (0xFF,
+ * type, 16-bit length, payload). Other peers never offer or accept it. */
+#define TETHER__WS_EXT_CTRL "x-tether-control"
+#define TETHER__WS_RSV2 0x2u /* struct tether__ws_hdr::rsv */
+
 /* What a parsed handshake head yields. Strings point into the head. */
 struct tether__ws_req {
     const char *path;
@@ -112,6 +120,7 @@ struct tether__ws_req {
     size_t key_len;
     const char *protocols; /* the client's comma-separated list */
     size_t protocols_len;
+    bool tctl; /* the client offered TETHER__WS_EXT_CTRL (and gets it) */
 };
 
 /* The client's request head, into a malloc'ed string; key receives the
@@ -120,10 +129,12 @@ char *tether__ws_client_request(const struct tether__ws_cfg *w, char key[25], si
 
 /* Checks the server's response head (head[0..len), ending in the blank
  * line) against the key sent. Returns TETHER_OK with *protocol set to a
- * malloc'ed copy of the subprotocol chosen (or NULL), or TETHER_EPROTO
- * with detail filled. */
+ * malloc'ed copy of the subprotocol chosen (or NULL) and *tctl whether
+ * the server accepted TETHER__WS_EXT_CTRL, or TETHER_EPROTO with detail
+ * filled. */
 int tether__ws_client_check(const struct tether__ws_cfg *w, const char *head, size_t len,
-                            const char *key, char **protocol, char *detail, size_t dlen);
+                            const char *key, char **protocol, bool *tctl, char *detail,
+                            size_t dlen);
 
 /* Parses and checks a client's request head. On success returns 0, fills
  * req and *response (malloc'ed 101 response; *protocol the chosen
@@ -161,6 +172,16 @@ bool tether__ws_read_failed(tether_conn *c, int rv);
  * accessors of wss:// connections), else tr itself. */
 const struct tether_transport *tether__ws_inner(const struct tether_transport *tr);
 
+/* tether_conn_goaway() on a WebSocket connection: returns true when the
+ * peer cannot take a GOAWAY (not a tether peer, or no HELLO exchanged)
+ * and the connection is closing with 1001 after its queue instead. */
+bool tether__ws_goaway(tether_conn *c, const char *text);
+
+/* The connection closes for a liveness or drain reason (a GOAWAY reason
+ * code): our close frame will carry 1001 or 1008 and text, whether or not
+ * a GOAWAY can reach the peer. */
+void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text);
+
 /* The peer's end of stream: the detail to report, or NULL. */
 const char *tether__ws_eof_detail(tether_conn *c);
 
@@ -184,6 +205,7 @@ struct ws_transport {
     tether_conn *c;
     const struct tether__ws_cfg *cfg;
     bool server;
+    bool tctl; /* TETHER__WS_EXT_CTRL agreed: the peer is tether */
     uint8_t phase;
     int fail_rv; /* TETHER__WS_REJECT: the error to return once the answer is out */
 

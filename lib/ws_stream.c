@@ -244,6 +244,12 @@ static void sanitize(char *out, size_t cap, const uint8_t *p, size_t n)
 static int on_control(struct ws_transport *t, uint8_t op, uint8_t *p, size_t n)
 {
     uint8_t f[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
+    if (t->tctl && op != TETHER__WS_OP_CLOSE) {
+        /* A tether peer's heartbeats travel as control frames: a
+         * WebSocket ping (from an intermediary, say) is answered here. */
+        return op == TETHER__WS_OP_PING ? tether__ws_ob_frame(t, TETHER__WS_OP_PONG, p, n)
+                                        : TETHER_OK;
+    }
     if (op == TETHER__WS_OP_PING) {
         /* Answered when the connection's PONG for it passes through (so a
          * peer that pings without reading gets no pongs, as on tcp://). */
@@ -360,6 +366,36 @@ static int ws_parse(struct ws_transport *t)
         }
         char d[128];
         bool control = (h.opcode & 0x8u) != 0;
+        if (h.rsv == TETHER__WS_RSV2 && t->tctl && h.opcode == TETHER__WS_OP_BINARY && h.fin &&
+            !t->in_msg) {
+            /* A tether control frame (ws.h): whole, straight to the
+             * connection, which checks it as it checks them on tcp://. */
+            if (h.len < TETHER__CTRL_HDR_LEN ||
+                h.len > TETHER__CTRL_HDR_LEN + TETHER__CTRL_MAX_PAYLOAD) {
+                snprintf(d, sizeof d, "tether control frame of %llu bytes",
+                         (unsigned long long)h.len);
+                rv = tether__ws_violation(t, TETHER_EPROTO, 1002, d);
+                break;
+            }
+            if (t->ilen - off < h.hdr_len + h.len) {
+                break;
+            }
+            uint8_t *p = t->ib + off + h.hdr_len;
+            if (h.masked) {
+                tether__ws_mask(p, (size_t)h.len, h.mask, 0);
+            }
+            if (p[0] != TETHER__CTRL_MARK ||
+                (((size_t)p[2] << 8) | p[3]) != h.len - TETHER__CTRL_HDR_LEN) {
+                rv = tether__ws_violation(t, TETHER_EPROTO, 1002, "malformed tether control frame");
+                break;
+            }
+            off += h.hdr_len + (size_t)h.len;
+            if (tether__ws_db_add(t, p, (size_t)h.len) != TETHER_OK) {
+                rv = tether__ws_fail(t, TETHER_ENOMEM, "out of memory");
+                break;
+            }
+            continue;
+        }
         if (h.rsv != 0) {
             rv = tether__ws_violation(t, TETHER_EPROTO, 1002,
                                       "reserved bits set (no extension agreed)");
@@ -595,6 +631,26 @@ static int goaway_code(unsigned reason)
     }
 }
 
+/* The close frame's code and reason for a GOAWAY reason (the first one
+ * chosen stays). */
+static void set_close(struct ws_transport *t, unsigned reason, const char *text, size_t tl)
+{
+    if (t->tx_code != 0) {
+        return;
+    }
+    t->tx_code = goaway_code(reason);
+    tl = TETHER__MIN(tl, (size_t)TETHER__WS_REASON_MAX);
+    memcpy(t->tx_reason, text, tl);
+    t->tx_reason[tl] = '\0';
+}
+
+void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text)
+{
+    if (c->ws != NULL) {
+        set_close(c->ws, reason, text != NULL ? text : "", text != NULL ? strlen(text) : 0);
+    }
+}
+
 /* A tether control frame from the connection is complete. */
 static int ctrl_done(struct ws_transport *t)
 {
@@ -614,12 +670,10 @@ static int ctrl_done(struct ws_transport *t)
         }
         return TETHER_OK;
     case TETHER__CTRL_GOAWAY:
-        if (t->wclen >= TETHER__CTRL_GOAWAY_MIN && t->tx_code == 0) {
-            t->tx_code = goaway_code(((unsigned)t->wcbuf[1] << 8) | t->wcbuf[2]);
-            size_t tl =
-                TETHER__MIN(t->wclen - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__WS_REASON_MAX);
-            memcpy(t->tx_reason, t->wcbuf + TETHER__CTRL_GOAWAY_MIN, tl);
-            t->tx_reason[tl] = '\0';
+        if (t->wclen >= TETHER__CTRL_GOAWAY_MIN) {
+            set_close(t, ((unsigned)t->wcbuf[1] << 8) | t->wcbuf[2],
+                      (const char *)t->wcbuf + TETHER__CTRL_GOAWAY_MIN,
+                      t->wclen - TETHER__CTRL_GOAWAY_MIN);
         }
         return TETHER_OK;
     case TETHER__WS_MARK_TEXT:
@@ -629,6 +683,25 @@ static int ctrl_done(struct ws_transport *t)
     default:
         return TETHER_OK; /* HELLO: the upgrade did its work */
     }
+}
+
+/* tctl: the header of the frame that carries the tether control frame in
+ * whdr (payload: its 4 header bytes, then the wleft bytes that follow). */
+static int ctrl_frame_start(struct ws_transport *t)
+{
+    uint8_t h[TETHER__WS_HDR_MAX + TETHER__CTRL_HDR_LEN];
+    if (!t->server) {
+        tether__ws_mask_key(t, t->wmask);
+    }
+    size_t hl = tether__ws_hdr_encode(h, true, TETHER__WS_OP_BINARY,
+                                      TETHER__CTRL_HDR_LEN + t->wleft, t->server ? NULL : t->wmask);
+    h[0] |= (uint8_t)(TETHER__WS_RSV2 << 4);
+    memcpy(h + hl, t->whdr, TETHER__CTRL_HDR_LEN);
+    if (!t->server) {
+        tether__ws_mask(h + hl, TETHER__CTRL_HDR_LEN, t->wmask, 0);
+    }
+    t->wpos = TETHER__CTRL_HDR_LEN;
+    return tether__ws_ob_add(t, h, hl + TETHER__CTRL_HDR_LEN);
 }
 
 int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
@@ -660,7 +733,15 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
                     if (t->whave < 4) {
                         break;
                     }
-                    if (t->whdr[0] == TETHER__CTRL_MARK) {
+                    if (t->whdr[0] == TETHER__CTRL_MARK && t->tctl &&
+                        t->whdr[1] != TETHER__WS_MARK_TEXT &&
+                        t->whdr[1] != TETHER__WS_MARK_BINARY) {
+                        /* Between tether ends the control frame travels
+                         * as it is, in a frame of its own (ws.h). */
+                        t->wctrl = 0;
+                        t->wleft = ((size_t)t->whdr[2] << 8) | t->whdr[3];
+                        rv = t->close_tx ? TETHER_OK : ctrl_frame_start(t);
+                    } else if (t->whdr[0] == TETHER__CTRL_MARK) {
                         t->wctrl = t->whdr[1];
                         t->wleft = ((size_t)t->whdr[2] << 8) | t->whdr[3];
                         t->wclen = 0;
