@@ -77,48 +77,69 @@ size_t tether__ws_hdr_encode(uint8_t *out, bool fin, uint8_t opcode, uint64_t le
     return off;
 }
 
-void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
+/* The mask key as a 64-bit word whose bytes in memory order are the key
+ * starting at payload offset pos: one rotate instead of a byte loop. */
+static inline uint64_t mask_word(const uint8_t mask[4], uint64_t pos)
 {
-    /* Rotate the key so that it starts at pos, then XOR eight bytes at a
-     * time: masking runs over every byte a client sends. */
-    uint8_t k[8];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t k;
+    memcpy(&k, mask, 4);
+    unsigned r = (unsigned)(pos & 3u) * 8u;
+    if (r != 0) {
+        k = (k >> r) | (k << (32u - r));
+    }
+    return (uint64_t)k | ((uint64_t)k << 32);
+#else
+    uint8_t b[8];
     for (int i = 0; i < 8; i++) {
-        k[i] = mask[(pos + (uint64_t)i) & 3u];
+        b[i] = mask[(pos + (uint64_t)i) & 3u];
     }
     uint64_t k64;
-    memcpy(&k64, k, 8);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, p + i, 8);
-        v ^= k64;
-        memcpy(p + i, &v, 8);
-    }
-    for (; i < n; i++) {
-        p[i] ^= k[i & 7u];
-    }
+    memcpy(&k64, b, 8);
+    return k64;
+#endif
 }
 
-void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
-                          uint64_t pos)
+/* dst = src ^ key over n bytes, 32 bytes per round where it can; dst may
+ * be src. Masking runs over every byte a client sends and a server
+ * receives. */
+static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t n, uint64_t k64)
 {
-    /* One pass for the copy and the mask (a client's send path). */
-    uint8_t k[8];
-    for (int i = 0; i < 8; i++) {
-        k[i] = mask[(pos + (uint64_t)i) & 3u];
-    }
-    uint64_t k64;
-    memcpy(&k64, k, 8);
     size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        uint64_t v[4];
+        memcpy(v, src + i, 32);
+        v[0] ^= k64;
+        v[1] ^= k64;
+        v[2] ^= k64;
+        v[3] ^= k64;
+        memcpy(dst + i, v, 32);
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t v;
         memcpy(&v, src + i, 8);
         v ^= k64;
         memcpy(dst + i, &v, 8);
     }
-    for (; i < n; i++) {
-        dst[i] = src[i] ^ k[i & 7u];
+    if (i < n) {
+        uint8_t k[8];
+        memcpy(k, &k64, 8);
+        for (size_t j = 0; i < n; i++, j++) {
+            dst[i] = src[i] ^ k[j];
+        }
     }
+}
+
+void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
+{
+    mask_run(p, p, n, mask_word(mask, pos));
+}
+
+void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                          uint64_t pos)
+{
+    /* One pass for the copy and the mask (a client's send path). */
+    mask_run(dst, src, n, mask_word(mask, pos));
 }
 
 /* State: bits 0-7 the continuation bytes still expected, bits 8-15 and
