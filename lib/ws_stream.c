@@ -526,6 +526,58 @@ static int parse_into(struct ws_transport *t, const struct iovec *iov, int iovcn
     return rv;
 }
 
+/* Input ended inside a message or frame, or cleanly between them. */
+static int read_eof(struct ws_transport *t)
+{
+    t->eof = true;
+    t->rx_code = 1006;
+    if (t->in_msg || t->ilen > 0) {
+        return tether__ws_fail(t, TETHER_ETRUNCATED,
+                               "peer closed the connection inside a WebSocket %s (1006)",
+                               t->in_msg ? "message" : "frame header");
+    }
+    snprintf(t->eof_detail, sizeof t->eof_detail,
+             "peer closed the connection without a WebSocket close frame (1006)");
+    return TETHER_OK;
+}
+
+/* Reads payload of the current (unfragmented) data frame into v. */
+static int read_direct(struct ws_transport *t, const struct iovec *v, size_t *nread)
+{
+    struct iovec d = {v->iov_base, (size_t)TETHER__MIN((uint64_t)v->iov_len, t->fr_left)};
+    size_t n = 0;
+    int rv = t->in->ops->readv(t->in, &d, 1, &n);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (n == 0) {
+        return read_eof(t);
+    }
+    if (t->c->live != NULL) {
+        t->c->live->last_rx = tether__loop_time(t->c->h.loop);
+    }
+    uint8_t *p = d.iov_base;
+    if (t->fr_masked) {
+        tether__ws_mask(p, n, t->fr_mask, t->fr_pos);
+    }
+    if (t->msg_op == TETHER__WS_OP_TEXT) {
+        t->utf8 = tether__utf8_feed(t->utf8, p, n);
+        if (t->utf8 == TETHER__UTF8_BAD) {
+            return tether__ws_violation(t, TETHER_EPROTO, 1007, "invalid UTF-8 in a text message");
+        }
+    }
+    t->fr_left -= n;
+    t->fr_pos += n;
+    if (t->fr_left == 0) {
+        rv = frame_done(t);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    *nread = n;
+    return TETHER_OK;
+}
+
 int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
@@ -559,6 +611,12 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             }
             continue;
         }
+        if (t->fr_active && !t->msg_frag && t->ilen == 0 && iovcnt > 0 && iov[0].iov_len > 0) {
+            /* The rest of an unfragmented message's payload goes from the
+             * socket straight into the reader's buffer and is unmasked
+             * there: no pass through ib. */
+            return read_direct(t, &iov[0], nread);
+        }
         if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + TETHER__WS_IB_CHUNK) != TETHER_OK) {
             return tether__ws_fail(t, TETHER_ENOMEM, "out of memory for the input buffer");
         }
@@ -575,16 +633,7 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             return rv;
         }
         if (n == 0) {
-            t->eof = true;
-            t->rx_code = 1006;
-            if (t->in_msg || t->ilen > 0) {
-                return tether__ws_fail(t, TETHER_ETRUNCATED,
-                                       "peer closed the connection inside a WebSocket %s (1006)",
-                                       t->in_msg ? "message" : "frame header");
-            }
-            snprintf(t->eof_detail, sizeof t->eof_detail,
-                     "peer closed the connection without a WebSocket close frame (1006)");
-            return TETHER_OK;
+            return read_eof(t);
         }
         t->ilen += n;
         if (t->c->live != NULL) {
