@@ -100,20 +100,23 @@ static inline uint64_t mask_word(const uint8_t mask[4], uint64_t pos)
 #endif
 }
 
-/* dst = src ^ key over n bytes, 32 bytes per round where it can; dst may
+/* dst = src ^ key over n bytes, 64 bytes per round where it can; dst may
  * be src. Masking runs over every byte a client sends and a server
  * receives. */
+typedef uint64_t mask_vec __attribute__((vector_size(16))); /* SSE2 on x86-64 */
+
 static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t n, uint64_t k64)
 {
     size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        uint64_t v[4];
-        memcpy(v, src + i, 32);
-        v[0] ^= k64;
-        v[1] ^= k64;
-        v[2] ^= k64;
-        v[3] ^= k64;
-        memcpy(dst + i, v, 32);
+    mask_vec kv = {k64, k64};
+    for (; i + 64 <= n; i += 64) {
+        mask_vec v[4];
+        memcpy(v, src + i, 64);
+        v[0] ^= kv;
+        v[1] ^= kv;
+        v[2] ^= kv;
+        v[3] ^= kv;
+        memcpy(dst + i, v, 64);
     }
     for (; i + 8 <= n; i += 8) {
         uint64_t v;
