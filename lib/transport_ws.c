@@ -383,11 +383,15 @@ bool tether__ws_handshake_timeout(tether_conn *c)
 void tether__ws_on_deliver(tether_conn *c)
 {
     struct ws_transport *t = c->ws;
-    if (t != NULL && t->tcount > 0) {
-        t->cur_text = t->types[t->thead] != 0;
+    if (t == NULL) {
+        return;
+    }
+    t->cur_text = t->tcount > 0 && t->types[t->thead] == t->dv_seq;
+    if (t->cur_text) {
         t->thead = (t->thead + 1) & (t->tcap - 1);
         t->tcount--;
     }
+    t->dv_seq++;
 }
 
 bool tether__ws_read_failed(tether_conn *c, int rv)

@@ -230,10 +230,12 @@ struct ws_transport {
     uint32_t utf8;
     uint8_t *mb;
     size_t mlen, mcap;
-    /* Types of the messages in db or in the connection's buffer, in order
-     * (1: text), for tether_ws_msg_is_text(). */
-    uint8_t *types;
+    /* The sequence numbers of the text messages among those parsed but
+     * not yet delivered, in order, for tether_ws_msg_is_text(): binary
+     * messages, the common case, only count (rx_seq, dv_seq). */
+    uint32_t *types;
     size_t thead, tcount, tcap;
+    uint32_t rx_seq, dv_seq;
     bool cur_text;
 
     /* Encoded output not yet taken by the inner transport. */
@@ -295,7 +297,14 @@ struct ws_transport {
 int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need);
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n);
-int tether__ws_types_push(struct ws_transport *t, bool text);
+int tether__ws_text_push(struct ws_transport *t);
+/* Records the type of a message just parsed. */
+static inline int tether__ws_types_push(struct ws_transport *t, bool text)
+{
+    int rv = text ? tether__ws_text_push(t) : TETHER_OK;
+    t->rx_seq++;
+    return rv;
+}
 void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4]);
 /* Queues one whole frame (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);

@@ -59,8 +59,35 @@ int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
     return TETHER_OK;
 }
 
+/* While readv parses: n contiguous bytes in the reader's buffer, or NULL
+ * (none given, db holds bytes to come first, or the entry is too short). */
+static inline uint8_t *sio_room(struct ws_transport *t, size_t n)
+{
+    if (t->siov == NULL || t->dlen != 0 || t->sidx >= t->siovcnt ||
+        t->siov[t->sidx].iov_len - t->soff < n) {
+        return NULL;
+    }
+    return (uint8_t *)t->siov[t->sidx].iov_base + t->soff;
+}
+
+static inline void sio_commit(struct ws_transport *t, size_t n)
+{
+    t->soff += n;
+    t->sgot += n;
+    if (t->soff == t->siov[t->sidx].iov_len) {
+        t->sidx++;
+        t->soff = 0;
+    }
+}
+
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n)
 {
+    uint8_t *dst = sio_room(t, n);
+    if (dst != NULL) {
+        memcpy(dst, p, n);
+        sio_commit(t, n);
+        return TETHER_OK;
+    }
     if (t->siov != NULL && t->dlen == 0) {
         /* Straight into the reader's buffers: one copy fewer. */
         const uint8_t *q = p;
@@ -92,11 +119,11 @@ int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n)
     return TETHER_OK;
 }
 
-int tether__ws_types_push(struct ws_transport *t, bool text)
+int tether__ws_text_push(struct ws_transport *t)
 {
     if (t->tcount == t->tcap) {
         size_t nc = t->tcap == 0 ? 64 : t->tcap * 2;
-        uint8_t *p = malloc(nc);
+        uint32_t *p = malloc(nc * sizeof *p);
         if (p == NULL) {
             return TETHER_ENOMEM;
         }
@@ -108,7 +135,7 @@ int tether__ws_types_push(struct ws_transport *t, bool text)
         t->tcap = nc;
         t->thead = 0;
     }
-    t->types[(t->thead + t->tcount) & (t->tcap - 1)] = text ? 1 : 0; /* (tcap: a power of 2) */
+    t->types[(t->thead + t->tcount) & (t->tcap - 1)] = t->rx_seq; /* (tcap: a power of 2) */
     t->tcount++;
     return TETHER_OK;
 }
@@ -450,6 +477,26 @@ static int ws_parse(struct ws_transport *t)
                      (unsigned long long)total, max);
             rv = tether__ws_violation(t, TETHER_EMSGSIZE, 1009, d);
             break;
+        }
+        if (!t->in_msg && h.fin && h.opcode == TETHER__WS_OP_BINARY &&
+            t->ilen - off >= h.hdr_len + h.len) {
+            /* A whole binary message: its len32 header and the unmasked
+             * payload go to the reader's buffer in one pass when it has
+             * room. */
+            uint8_t *dst = sio_room(t, 4 + (size_t)h.len);
+            if (dst != NULL) {
+                const uint8_t *p = t->ib + off + h.hdr_len;
+                len32_hdr(dst, (size_t)h.len);
+                if (h.masked) {
+                    tether__ws_mask_copy(dst + 4, p, (size_t)h.len, h.mask, 0);
+                } else {
+                    memcpy(dst + 4, p, (size_t)h.len);
+                }
+                sio_commit(t, 4 + (size_t)h.len);
+                (void)tether__ws_types_push(t, false); /* (binary: cannot fail) */
+                off += h.hdr_len + (size_t)h.len;
+                continue;
+            }
         }
         if (!t->in_msg) {
             t->in_msg = true;
