@@ -821,6 +821,31 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
             size_t n = iov[i].iov_len - at;
             while (n > 0 && t->olen < TETHER__WS_OB_MAX) {
                 size_t k;
+                if (t->whave == 0 && n >= 4 && p[0] != TETHER__CTRL_MARK && !t->close_tx) {
+                    /* A whole data message in this iovec: its frame header
+                     * and (masked) payload straight into ob. */
+                    size_t len = tether__get_be32(p);
+                    if (n - 4 >= len && len <= TETHER__WS_OB_MAX - t->olen) {
+                        uint8_t *dst = ob_room(t, TETHER__WS_HDR_MAX + len);
+                        if (dst == NULL) {
+                            return tether__ws_fail(t, TETHER_ENOMEM,
+                                                   "out of memory encoding a frame");
+                        }
+                        uint8_t op = t->text ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY;
+                        size_t hl;
+                        if (t->server) {
+                            hl = tether__ws_hdr_encode(dst, true, op, len, NULL);
+                            memcpy(dst + hl, p + 4, len);
+                        } else {
+                            tether__ws_mask_key(t, t->wmask);
+                            hl = tether__ws_hdr_encode(dst, true, op, len, t->wmask);
+                            tether__ws_mask_copy(dst + hl, p + 4, len, t->wmask, 0);
+                        }
+                        t->olen += hl + len;
+                        p += 4 + len, n -= 4 + len, used += 4 + len;
+                        continue;
+                    }
+                }
                 if (t->whave < 4) {
                     k = TETHER__MIN(n, (size_t)(4 - t->whave));
                     memcpy(t->whdr + t->whave, p, k);
