@@ -2,7 +2,8 @@
 /* Internal side of WebSocket (see include/tether/ws.h): the frame codec
  * (ws_frame.c), the HTTP/1.1 upgrade (ws_handshake.c), and the transport
  * layer that puts both between a connection and its TCP or TLS transport
- * (transport_ws.c), plus the few hooks the connection code calls.
+ * (transport_ws.c, ws_stream.c for reading, ws_write.c for writing), plus
+ * the few hooks the connection code calls.
  *
  * The layer translates: the connection above writes and reads the len32
  * stream it always does (messages and tether control frames), and the
@@ -238,9 +239,11 @@ struct ws_transport {
     uint32_t rx_seq, dv_seq;
     bool cur_text;
 
-    /* Encoded output not yet taken by the inner transport. */
+    /* Encoded output not yet taken by the inner transport; during
+     * writev, the loop's shared buffer (ob_shared, ws_stream.c). */
     uint8_t *ob;
     size_t ooff, olen, ocap;
+    bool ob_shared;
     /* Translation of the outgoing len32 stream. */
     uint8_t whdr[4];
     uint8_t whave;
@@ -295,6 +298,9 @@ struct ws_transport {
 #define TETHER__WS_MARK_TEXT 0xF1u
 
 int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need);
+/* Room for n more bytes at the end of ob (olen is not advanced); NULL
+ * when out of memory (ws_write.c). */
+uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n);
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_text_push(struct ws_transport *t);
