@@ -255,9 +255,6 @@ struct ws_transport {
     uint8_t wmask[4];
     bool text;  /* data frames are sent as text */
     bool qtext; /* the mode as of the end of the connection's queue */
-    /* The random pool for masking keys. */
-    uint8_t rnd[256];
-    size_t rnd_off;
 
     /* The peer's last ping, answered when the connection's PONG passes. */
     uint8_t ping[TETHER__WS_CTRL_MAX];
@@ -311,6 +308,8 @@ static inline int tether__ws_types_push(struct ws_transport *t, bool text)
     t->rx_seq++;
     return rv;
 }
+/* A fresh masking key from the loop's pool of OpenSSL random bytes
+ * (ws_write.c). */
 void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4]);
 /* Queues one whole frame (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);

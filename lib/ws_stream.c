@@ -8,12 +8,10 @@
 #include "conn_core.h"
 #include "ws.h"
 
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define RD_ROUNDS 4
 
@@ -124,20 +122,6 @@ int tether__ws_text_push(struct ws_transport *t)
     t->types[(t->thead + t->tcount) & (t->tcap - 1)] = t->rx_seq; /* (tcap: a power of 2) */
     t->tcount++;
     return TETHER_OK;
-}
-
-void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4])
-{
-    if (t->rnd_off == 0 || t->rnd_off + 4 > sizeof t->rnd) {
-        if (RAND_bytes(t->rnd, sizeof t->rnd) != 1) {
-            /* OpenSSL's generator does not fail once seeded; should it,
-             * the kernel's is the fallback, never a predictable key. */
-            (void)!getentropy(t->rnd, sizeof t->rnd);
-        }
-        t->rnd_off = 0;
-    }
-    memcpy(key, t->rnd + t->rnd_off, 4);
-    t->rnd_off += 4;
 }
 
 /* Queues one whole frame (control frames and the close frame). */

@@ -8,8 +8,10 @@
 #include "conn_core.h"
 #include "ws.h"
 
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the loop's shared output buffer --------------------------------------
  *
@@ -20,8 +22,12 @@
 
 #define SHARED_OB_SIZE (TETHER__WS_OB_MAX + 1024u) /* bound of one burst (see writev) */
 
+#define RND_POOL 4096u /* masking keys: 1024 per call of RAND_bytes() */
+
 struct shared_ob {
     uint8_t data[SHARED_OB_SIZE];
+    uint8_t rnd[RND_POOL];
+    size_t rnd_off; /* RND_POOL: used up */
     struct tether__loop_ext ext;
 };
 
@@ -33,20 +39,53 @@ static void shared_ob_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     free(tether__container_of(ext, struct shared_ob, ext));
 }
 
-static uint8_t *shared_ob_get(tether_loop *loop)
+static struct shared_ob *shared_get(tether_loop *loop)
 {
     struct tether__loop_ext *e = tether__loop_ext_find(loop, &shared_ob_key);
     if (e != NULL) {
-        return tether__container_of(e, struct shared_ob, ext)->data;
+        return tether__container_of(e, struct shared_ob, ext);
     }
     struct shared_ob *b = malloc(sizeof *b);
     if (b == NULL) {
         return NULL;
     }
+    b->rnd_off = RND_POOL;
     b->ext.key = &shared_ob_key;
     b->ext.cleanup = shared_ob_cleanup;
     tether__loop_ext_add(loop, &b->ext);
-    return b->data;
+    return b;
+}
+
+static uint8_t *shared_ob_get(tether_loop *loop)
+{
+    struct shared_ob *b = shared_get(loop);
+    return b != NULL ? b->data : NULL;
+}
+
+static void random_fill(uint8_t *p, size_t n)
+{
+    if (RAND_bytes(p, (int)n) != 1) {
+        /* OpenSSL's generator does not fail once seeded; should it, the
+         * kernel's is the fallback, never a predictable key. */
+        (void)!getentropy(p, n);
+    }
+}
+
+void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4])
+{
+    /* One pool per loop: a connection holds no random bytes of its own,
+     * and each key is used once. */
+    struct shared_ob *b = shared_get(t->c->h.loop);
+    if (b == NULL) {
+        random_fill(key, 4);
+        return;
+    }
+    if (b->rnd_off + 4 > RND_POOL) {
+        random_fill(b->rnd, RND_POOL);
+        b->rnd_off = 0;
+    }
+    memcpy(key, b->rnd + b->rnd_off, 4);
+    b->rnd_off += 4;
 }
 
 /* ob becomes the loop's buffer (ob is empty). */
