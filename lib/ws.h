@@ -297,7 +297,14 @@ struct ws_transport {
 int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need);
 /* Room for n more bytes at the end of ob (olen is not advanced); NULL
  * when out of memory (ws_write.c). */
-uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n);
+uint8_t *tether__ws_ob_room_slow(struct ws_transport *t, size_t n);
+static inline uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n)
+{
+    if (TETHER__LIKELY(t->ob != NULL && t->ooff + t->olen + n <= t->ocap)) {
+        return t->ob + t->ooff + t->olen;
+    }
+    return tether__ws_ob_room_slow(t, n);
+}
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_text_push(struct ws_transport *t);

@@ -350,8 +350,30 @@ static int ws_parse(struct ws_transport *t)
             }
             continue;
         }
+        const uint8_t *q = t->ib + off;
+        size_t avail = t->ilen - off;
+        if (avail >= 2 && q[0] == (0x80u | TETHER__WS_OP_BINARY) && !t->in_msg &&
+            (q[1] & 0x7Fu) < 126 && ((q[1] & 0x80u) != 0) == t->server) {
+            /* The common case in one test: a whole small binary frame
+             * (FIN, no reserved bits), masked exactly when it must be. */
+            size_t len = q[1] & 0x7Fu;
+            size_t hl = t->server ? 6 : 2;
+            uint8_t *dst = avail >= hl + len && len <= max ? sio_room(t, 4 + len) : NULL;
+            if (dst != NULL) {
+                len32_hdr(dst, len);
+                if (t->server) {
+                    tether__ws_mask_copy(dst + 4, q + hl, len, q + 2, 0);
+                } else {
+                    memcpy(dst + 4, q + hl, len);
+                }
+                sio_commit(t, 4 + len);
+                t->rx_seq++; /* (a binary message) */
+                off += hl + len;
+                continue;
+            }
+        }
         struct tether__ws_hdr h;
-        rv = tether__ws_hdr_decode(t->ib + off, t->ilen - off, &h);
+        rv = tether__ws_hdr_decode(q, avail, &h);
         if (rv == TETHER_EAGAIN) {
             rv = TETHER_OK;
             break;

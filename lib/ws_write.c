@@ -128,7 +128,7 @@ static int ob_return(struct ws_transport *t)
 }
 
 /* Room for n more bytes at the end of ob (olen is not advanced). */
-uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n)
+uint8_t *tether__ws_ob_room_slow(struct ws_transport *t, size_t n)
 {
     if (TETHER__UNLIKELY(t->ob_shared && t->ooff + t->olen + n > t->ocap)) {
         /* Beyond the shared buffer (not expected: writev keeps a burst
@@ -297,6 +297,13 @@ static int ws_encode(struct ws_transport *t, const struct iovec *iov, int iovcnt
                         if (t->server) {
                             hl = tether__ws_hdr_encode(dst, true, op, len, NULL);
                             memcpy(dst + hl, p + 4, len);
+                        } else if (len < 126) {
+                            /* The common small frame, header inline. */
+                            dst[0] = (uint8_t)(0x80u | op);
+                            dst[1] = (uint8_t)(0x80u | len);
+                            tether__ws_mask_key(t, dst + 2);
+                            hl = 6;
+                            tether__ws_mask_copy(dst + hl, p + 4, len, dst + 2, 0);
                         } else {
                             tether__ws_mask_key(t, t->wmask);
                             hl = tether__ws_hdr_encode(dst, true, op, len, t->wmask);
