@@ -189,8 +189,9 @@ const char *tether__ws_eof_detail(tether_conn *c);
 /* ---- the layer's state, shared by transport_ws.c (handshake, ops,
  * public calls) and ws_stream.c (buffers and the translation) ---------- */
 
-#define TETHER__WS_IB_CHUNK (64u * 1024u) /* input read size */
-#define TETHER__WS_OB_MAX (256u * 1024u)  /* encoded output accepted ahead of the socket */
+#define TETHER__WS_IB_CHUNK (64u * 1024u)     /* smallest input read */
+#define TETHER__WS_IB_MAX_READ (128u * 1024u) /* largest (the reader's buffer) */
+#define TETHER__WS_OB_MAX (256u * 1024u)      /* encoded output accepted ahead of the socket */
 
 enum tether__ws_phase {
     TETHER__WS_INNER,  /* the inner transport's handshake (TLS) */

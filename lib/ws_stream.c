@@ -656,10 +656,19 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
              * there: no pass through ib. */
             return read_direct(t, &iov[0], nread);
         }
-        if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + TETHER__WS_IB_CHUNK) != TETHER_OK) {
+        /* As much as the reader can take (the frames of small messages
+         * are about as long as their len32 form), so that a short read
+         * still means the socket is drained. */
+        size_t chunk = TETHER__WS_IB_CHUNK;
+        size_t want = 0;
+        for (int k = 0; k < iovcnt; k++) {
+            want += iov[k].iov_len;
+        }
+        chunk = TETHER__MAX(chunk, TETHER__MIN(want, (size_t)TETHER__WS_IB_MAX_READ));
+        if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + chunk) != TETHER_OK) {
             return tether__ws_fail(t, TETHER_ENOMEM, "out of memory for the input buffer");
         }
-        struct iovec v = {t->ib + t->ilen, TETHER__WS_IB_CHUNK};
+        struct iovec v = {t->ib + t->ilen, chunk};
         size_t n = 0;
         int rv = t->in->ops->readv(t->in, &v, 1, &n);
         if (rv == TETHER_EAGAIN && t->ilen == 0) {
@@ -685,7 +694,7 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         if (rv != TETHER_OK || *nread > 0) {
             return rv;
         }
-        if (t->icap > 2 * TETHER__WS_IB_CHUNK && t->ilen < TETHER__WS_IB_CHUNK) {
+        if (t->icap > 2 * TETHER__WS_IB_MAX_READ && t->ilen < TETHER__WS_IB_CHUNK) {
             uint8_t *p = realloc(t->ib, TETHER__WS_IB_CHUNK + t->ilen);
             if (p != NULL) {
                 t->ib = p;

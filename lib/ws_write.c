@@ -247,12 +247,13 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
     struct ws_transport *t = (struct ws_transport *)tr;
     *nwritten = 0;
     int rv = tether__ws_ob_flush(t);
-    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+    if (rv != TETHER_OK) {
+        /* EAGAIN: the socket is still full. Taking more now would only
+         * try it again for each send; like a socket, the layer says so,
+         * and the connection waits until it is writable. */
         return rv;
     }
-    if (t->olen == 0) {
-        ob_borrow(t);
-    }
+    ob_borrow(t);
     size_t used = 0;
     rv = ws_encode(t, iov, iovcnt, &used);
     int r2 = ob_return(t);
