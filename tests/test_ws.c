@@ -94,6 +94,36 @@ START_TEST(mask_offsets)
 }
 END_TEST
 
+START_TEST(mask_large)
+{
+    /* Every size and offset through the wide, vector and byte paths
+     * against the definition (RFC 6455 5.3: byte i ^ key[(pos + i) % 4]). */
+    enum {
+        N = 5000
+    };
+    static uint8_t src[N], ref[N], inplace[N], copy[N];
+    th_fill(src, N, 11);
+    const uint8_t key[4] = {0x01, 0x80, 0x7f, 0xfe};
+    static const size_t sizes[] = {0, 1, 7, 63, 64, 65, 127, 1023, 1024, 1025, 1151, 4097, N};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (uint64_t pos = 0; pos < 6; pos++) {
+            for (size_t off = 0; off < 3; off++) {
+                size_t len = n > off ? n - off : 0;
+                for (size_t i = 0; i < len; i++) {
+                    ref[i] = src[off + i] ^ key[(pos + i) % 4];
+                }
+                memcpy(inplace, src + off, len);
+                tether__ws_mask(inplace, len, key, pos);
+                tether__ws_mask_copy(copy, src + off, len, key, pos);
+                ck_assert_mem_eq(inplace, ref, len);
+                ck_assert_mem_eq(copy, ref, len);
+            }
+        }
+    }
+}
+END_TEST
+
 static uint32_t utf8(const char *s)
 {
     return tether__utf8_feed(0, (const uint8_t *)s, strlen(s));
@@ -1020,6 +1050,7 @@ Suite *ws_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_add_test(tc, hdr_roundtrip);
     tcase_add_test(tc, mask_offsets);
+    tcase_add_test(tc, mask_large);
     tcase_add_test(tc, utf8_validation);
     tcase_add_test(tc, accept_key_and_codes);
     tcase_add_test(tc, urls);
