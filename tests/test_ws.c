@@ -933,6 +933,95 @@ START_TEST(tether_peers_calls_heartbeats_drain)
 }
 END_TEST
 
+static int mv_connected;
+static int mv_moved;
+static bool mv_closed;
+
+static void mv_state(tether_client *rc, const tether_client_event *ev, void *ud)
+{
+    (void)rc;
+    (void)ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED) {
+        mv_connected++;
+    } else if (ev->state == TETHER_CLIENT_DISCONNECTED && ev->reason == TETHER_OK) {
+        mv_moved++; /* "the connection is draining (GOAWAY): moving ..." */
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        mv_closed = true;
+    }
+}
+
+static bool srv_got_all(void *arg)
+{
+    return srv.msgs == *(int *)arg;
+}
+
+START_TEST(reconnecting_client_moves_on_drain)
+{
+    /* Over ws:// between tether ends the GOAWAY reaches the client, which
+     * moves to a new connection while the old one drains: every message,
+     * in order, exactly once (tl_msg checks the sequence). */
+    reset_sides();
+    mv_connected = mv_moved = 0;
+    mv_closed = false;
+    tether_conn_opts so;
+    tl_opts(&so, &srv);
+    so.calls = false;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &so;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/mv", &lo, &err), TETHER_OK);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/mv", tether_listener_port(l));
+    tether_ws_opts w;
+    tether_ws_opts_init(&w);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.ws = &w;
+    co.heartbeat_ms = 50; /* control frames: HELLO, then GOAWAY can reach the client */
+    tether_client_opts ro;
+    tether_client_opts_init(&ro);
+    ro.on_state = mv_state;
+    ro.conn_opts = &co;
+    tether_client *rc = NULL;
+    ck_assert_int_eq(tether_client_new(&rc, th_loop, url, &ro, &err), TETHER_OK);
+    ck_assert(th_run_until_pred(srv_accepted, NULL, 10000));
+    tether_conn *first = srv.c;
+    int total = 3000;
+    uint32_t next = 0;
+    uint64_t guard = th_now_ms() + 30000; /* a hang guard only */
+    while ((int)next < total && th_now_ms() < guard) {
+        if (next == 1000 && srv.c == first &&
+            !(tether_conn_drain_state(first) & TETHER_DRAIN_ASKED)) {
+            ck_assert_int_eq(tether_conn_goaway(first, TETHER_GOAWAY_SHUTDOWN, "move", 60000),
+                             TETHER_OK);
+        }
+        int rv = tether_client_send(rc, &next, 4);
+        if (rv == TETHER_OK) {
+            next++;
+        } else {
+            ck_assert_int_eq(rv, TETHER_EAGAIN);
+        }
+        if (rv != TETHER_OK || next % 16 == 0) {
+            tether_loop_run_once(th_loop, rv == TETHER_OK ? 0 : 5);
+        }
+    }
+    ck_assert_int_eq((int)next, total);
+    ck_assert(th_run_until_pred(srv_got_all, &total, 20000));
+    ck_assert(th_run_until(&srv.closed, 20000)); /* the drained connection */
+    ck_assert_int_eq(srv.reason, TETHER_OK);
+    ck_assert_msg(strstr(srv.detail, "drained (GOAWAY)") != NULL, "%s", srv.detail);
+    ck_assert_int_eq(mv_moved, 1);
+    ck_assert_int_eq(mv_connected, 2);
+    ck_assert_ptr_ne(srv.c, first);
+    tether_client_close(rc);
+    ck_assert(th_run_until(&mv_closed, 10000));
+    tether_listener_close(l);
+}
+END_TEST
+
 START_TEST(http_answers)
 {
     reset_sides();
@@ -1070,6 +1159,7 @@ Suite *ws_suite(void)
     tcase_add_test(tc, behind_a_proxy);
     tcase_add_test(tc, shutdown_closes_plain_peer_with_1001);
     tcase_add_test(tc, tether_peers_calls_heartbeats_drain);
+    tcase_add_test(tc, reconnecting_client_moves_on_drain);
     suite_add_tcase(s, tc);
     return s;
 }
