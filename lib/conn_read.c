@@ -128,6 +128,9 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
+    if (TETHER__UNLIKELY(c->ws != NULL)) {
+        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
+    }
     if (TETHER__UNLIKELY(c->rx_tag != 0)) {
         if (c->rx_tag != TETHER__RX_SEQ) {
             tether__call_deliver(c, p, len); /* a request or reply (call.c) */
@@ -140,9 +143,6 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
     tether_msg_cb cb = c->cfg->o.on_message;
     c->msgs_in++;
-    if (TETHER__UNLIKELY(c->ws != NULL)) {
-        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
-    }
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }

@@ -15,6 +15,7 @@
  * lost in either direction, and crossing requests (both sides ask at
  * once) end the same way. */
 #include "conn_core.h"
+#include "ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,6 +222,9 @@ int tether_conn_goaway(tether_conn *c, unsigned reason, const char *text, int de
     }
     if (c->state != TETHER__CS_READY || (c->flags & TETHER__CF_CLOSE_REQ)) {
         return TETHER_ECLOSED;
+    }
+    if (c->ws != NULL && tether__ws_goaway(c, text)) {
+        return TETHER_OK; /* a WebSocket close frame 1001 instead (ws.h) */
     }
     if (!tether__ctrl_negotiated(c)) {
         /* The peer cannot be asked (it never sent HELLO): the best we can

@@ -14,6 +14,7 @@
 #include "conn_core.h"
 #include "delivery.h"
 #include "random.h"
+#include "ws.h"
 
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <netinet/in.h>
@@ -263,6 +264,9 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
         /* Flags 0: closing now. Out of memory only loses the reason, not
          * the clean close. */
         (void)tether__ctrl_queue_goaway(c, 0, code, peer_text);
+    }
+    if (c->ws != NULL) {
+        tether__ws_close_reason(c, code, peer_text); /* its close frame's code */
     }
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
     c->reason = reason;

@@ -53,11 +53,14 @@ static int hs_read_head(struct ws_transport *t, size_t *head_len)
  * heartbeats become WebSocket pings and its pings reach liveness. */
 static int hs_open(struct ws_transport *t)
 {
+    t->phase = TETHER__WS_OPEN;
+    t->ib_fresh = t->ilen > 0; /* frames sent right behind the handshake */
+    if (t->tctl) {
+        return TETHER_OK; /* the peer's own HELLO travels in the stream */
+    }
     uint8_t hello[TETHER__CTRL_HDR_LEN + TETHER__CTRL_HELLO_LEN] = {0};
     tether__len32_ctrl_header(hello, TETHER__CTRL_HELLO, TETHER__CTRL_HELLO_LEN);
     hello[4] = TETHER__CTRL_HELLO_VERSION;
-    t->phase = TETHER__WS_OPEN;
-    t->ib_fresh = t->ilen > 0; /* frames sent right behind the handshake */
     return tether__ws_db_add(t, hello, sizeof hello);
 }
 
@@ -98,6 +101,7 @@ static int hs_server_recv(struct ws_transport *t)
             t->path = strndup(req.path, req.path_len);
             t->origin = req.origin != NULL ? strndup(req.origin, req.origin_len) : NULL;
             t->protocol = proto;
+            t->tctl = req.tctl;
             if (t->path == NULL || (req.origin != NULL && t->origin == NULL)) {
                 free(resp);
                 return tether__ws_fail(t, TETHER_ENOMEM,
@@ -144,8 +148,8 @@ static int hs_client_recv(struct ws_transport *t)
         return rv;
     }
     char detail[TETHER_ERROR_MSG_MAX];
-    rv = tether__ws_client_check(t->cfg, (const char *)t->ib, hl, t->key, &t->protocol, detail,
-                                 sizeof detail);
+    rv = tether__ws_client_check(t->cfg, (const char *)t->ib, hl, t->key, &t->protocol, &t->tctl,
+                                 detail, sizeof detail);
     if (rv != TETHER_OK) {
         return tether__ws_fail(t, rv, "%s", detail);
     }
@@ -379,11 +383,15 @@ bool tether__ws_handshake_timeout(tether_conn *c)
 void tether__ws_on_deliver(tether_conn *c)
 {
     struct ws_transport *t = c->ws;
-    if (t != NULL && t->tcount > 0) {
-        t->cur_text = t->types[t->thead] != 0;
+    if (t == NULL) {
+        return;
+    }
+    t->cur_text = t->tcount > 0 && t->types[t->thead] == t->dv_seq;
+    if (t->cur_text) {
         t->thead = (t->thead + 1) & (t->tcap - 1);
         t->tcount--;
     }
+    t->dv_seq++;
 }
 
 bool tether__ws_read_failed(tether_conn *c, int rv)
@@ -397,6 +405,37 @@ bool tether__ws_read_failed(tether_conn *c, int rv)
     tether__conn_set_err(c, "read failed: %s", t->err);
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
     c->reason = rv;
+    tether__conn_begin_close(c);
+    return true;
+}
+
+bool tether__ws_goaway(tether_conn *c, const char *text)
+{
+    struct ws_transport *t = c->ws;
+    if (t == NULL) {
+        return false;
+    }
+    if (t->tctl && tether__ctrl_negotiated(c)) {
+        /* A tether peer: the GOAWAY travels in the stream and the drain
+         * runs as on tcp://; the final close frame says 1001. */
+        if (t->tx_code == 0) {
+            t->tx_code = 1001;
+            snprintf(t->tx_reason, sizeof t->tx_reason, "%s", text != NULL ? text : "");
+        }
+        return false;
+    }
+    /* Any other WebSocket peer cannot answer a GOAWAY: the close frame is
+     * its GOAWAY (RFC 6455 7.4.1, 1001 "going away"), sent behind what is
+     * queued, and the closing handshake ends the connection now rather
+     * than at the drain deadline. */
+    if (t->tx_code == 0) {
+        t->tx_code = 1001;
+        snprintf(t->tx_reason, sizeof t->tx_reason, "%s",
+                 text != NULL && text[0] != '\0' ? text : "going away");
+    }
+    tether__conn_set_err(c, "drained (WebSocket close 1001 after the queue): %s", t->tx_reason);
+    c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
+    c->reason = TETHER_OK;
     tether__conn_begin_close(c);
     return true;
 }

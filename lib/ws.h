@@ -2,7 +2,8 @@
 /* Internal side of WebSocket (see include/tether/ws.h): the frame codec
  * (ws_frame.c), the HTTP/1.1 upgrade (ws_handshake.c), and the transport
  * layer that puts both between a connection and its TCP or TLS transport
- * (transport_ws.c), plus the few hooks the connection code calls.
+ * (transport_ws.c, ws_stream.c for reading, ws_write.c for writing), plus
+ * the few hooks the connection code calls.
  *
  * The layer translates: the connection above writes and reads the len32
  * stream it always does (messages and tether control frames), and the
@@ -102,6 +103,14 @@ void tether__ws_cfg_free(struct tether__ws_cfg *w);
 tether_ws_opts *tether__ws_opts_dup(const tether_ws_opts *in);
 void tether__ws_opts_free(tether_ws_opts *o);
 
+/* The private extension two tether ends agree on in the upgrade: tether's
+ * control frames (HELLO, PING, PONG, GOAWAY, CALL, REPLY) then travel
+ * inside the WebSocket stream, each as one binary frame with RSV2 set
+ * whose payload is the control frame exactly as len32 carries it (0xFF,
+ * type, 16-bit length, payload). Other peers never offer or accept it. */
+#define TETHER__WS_EXT_CTRL "x-tether-control"
+#define TETHER__WS_RSV2 0x2u /* struct tether__ws_hdr::rsv */
+
 /* What a parsed handshake head yields. Strings point into the head. */
 struct tether__ws_req {
     const char *path;
@@ -112,6 +121,7 @@ struct tether__ws_req {
     size_t key_len;
     const char *protocols; /* the client's comma-separated list */
     size_t protocols_len;
+    bool tctl; /* the client offered TETHER__WS_EXT_CTRL (and gets it) */
 };
 
 /* The client's request head, into a malloc'ed string; key receives the
@@ -120,10 +130,12 @@ char *tether__ws_client_request(const struct tether__ws_cfg *w, char key[25], si
 
 /* Checks the server's response head (head[0..len), ending in the blank
  * line) against the key sent. Returns TETHER_OK with *protocol set to a
- * malloc'ed copy of the subprotocol chosen (or NULL), or TETHER_EPROTO
- * with detail filled. */
+ * malloc'ed copy of the subprotocol chosen (or NULL) and *tctl whether
+ * the server accepted TETHER__WS_EXT_CTRL, or TETHER_EPROTO with detail
+ * filled. */
 int tether__ws_client_check(const struct tether__ws_cfg *w, const char *head, size_t len,
-                            const char *key, char **protocol, char *detail, size_t dlen);
+                            const char *key, char **protocol, bool *tctl, char *detail,
+                            size_t dlen);
 
 /* Parses and checks a client's request head. On success returns 0, fills
  * req and *response (malloc'ed 101 response; *protocol the chosen
@@ -161,14 +173,25 @@ bool tether__ws_read_failed(tether_conn *c, int rv);
  * accessors of wss:// connections), else tr itself. */
 const struct tether_transport *tether__ws_inner(const struct tether_transport *tr);
 
+/* tether_conn_goaway() on a WebSocket connection: returns true when the
+ * peer cannot take a GOAWAY (not a tether peer, or no HELLO exchanged)
+ * and the connection is closing with 1001 after its queue instead. */
+bool tether__ws_goaway(tether_conn *c, const char *text);
+
+/* The connection closes for a liveness or drain reason (a GOAWAY reason
+ * code): our close frame will carry 1001 or 1008 and text, whether or not
+ * a GOAWAY can reach the peer. */
+void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text);
+
 /* The peer's end of stream: the detail to report, or NULL. */
 const char *tether__ws_eof_detail(tether_conn *c);
 
 /* ---- the layer's state, shared by transport_ws.c (handshake, ops,
  * public calls) and ws_stream.c (buffers and the translation) ---------- */
 
-#define TETHER__WS_IB_CHUNK (64u * 1024u) /* input read size */
-#define TETHER__WS_OB_MAX (256u * 1024u)  /* encoded output accepted ahead of the socket */
+#define TETHER__WS_IB_CHUNK (64u * 1024u)     /* smallest input read */
+#define TETHER__WS_IB_MAX_READ (128u * 1024u) /* largest (the reader's buffer) */
+#define TETHER__WS_OB_MAX (256u * 1024u)      /* encoded output accepted ahead of the socket */
 
 enum tether__ws_phase {
     TETHER__WS_INNER,  /* the inner transport's handshake (TLS) */
@@ -184,6 +207,7 @@ struct ws_transport {
     tether_conn *c;
     const struct tether__ws_cfg *cfg;
     bool server;
+    bool tctl; /* TETHER__WS_EXT_CTRL agreed: the peer is tether */
     uint8_t phase;
     int fail_rv; /* TETHER__WS_REJECT: the error to return once the answer is out */
 
@@ -208,15 +232,19 @@ struct ws_transport {
     uint32_t utf8;
     uint8_t *mb;
     size_t mlen, mcap;
-    /* Types of the messages in db or in the connection's buffer, in order
-     * (1: text), for tether_ws_msg_is_text(). */
-    uint8_t *types;
+    /* The sequence numbers of the text messages among those parsed but
+     * not yet delivered, in order, for tether_ws_msg_is_text(): binary
+     * messages, the common case, only count (rx_seq, dv_seq). */
+    uint32_t *types;
     size_t thead, tcount, tcap;
+    uint32_t rx_seq, dv_seq;
     bool cur_text;
 
-    /* Encoded output not yet taken by the inner transport. */
+    /* Encoded output not yet taken by the inner transport; during
+     * writev, the loop's shared buffer (ob_shared, ws_stream.c). */
     uint8_t *ob;
     size_t ooff, olen, ocap;
+    bool ob_shared;
     /* Translation of the outgoing len32 stream. */
     uint8_t whdr[4];
     uint8_t whave;
@@ -228,9 +256,6 @@ struct ws_transport {
     uint8_t wmask[4];
     bool text;  /* data frames are sent as text */
     bool qtext; /* the mode as of the end of the connection's queue */
-    /* The random pool for masking keys. */
-    uint8_t rnd[256];
-    size_t rnd_off;
 
     /* The peer's last ping, answered when the connection's PONG passes. */
     uint8_t ping[TETHER__WS_CTRL_MAX];
@@ -271,9 +296,28 @@ struct ws_transport {
 #define TETHER__WS_MARK_TEXT 0xF1u
 
 int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need);
+/* Room for n more bytes at the end of ob (olen is not advanced); NULL
+ * when out of memory (ws_write.c). */
+uint8_t *tether__ws_ob_room_slow(struct ws_transport *t, size_t n);
+static inline uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n)
+{
+    if (TETHER__LIKELY(t->ob != NULL && t->ooff + t->olen + n <= t->ocap)) {
+        return t->ob + t->ooff + t->olen;
+    }
+    return tether__ws_ob_room_slow(t, n);
+}
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n);
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n);
-int tether__ws_types_push(struct ws_transport *t, bool text);
+int tether__ws_text_push(struct ws_transport *t);
+/* Records the type of a message just parsed. */
+static inline int tether__ws_types_push(struct ws_transport *t, bool text)
+{
+    int rv = text ? tether__ws_text_push(t) : TETHER_OK;
+    t->rx_seq++;
+    return rv;
+}
+/* A fresh masking key from the loop's pool of OpenSSL random bytes
+ * (ws_write.c). */
 void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4]);
 /* Queues one whole frame (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);

@@ -77,48 +77,123 @@ size_t tether__ws_hdr_encode(uint8_t *out, bool fin, uint8_t opcode, uint64_t le
     return off;
 }
 
-void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
+/* The mask key as a 64-bit word whose bytes in memory order are the key
+ * starting at payload offset pos: one rotate instead of a byte loop. */
+static inline uint64_t mask_word(const uint8_t mask[4], uint64_t pos)
 {
-    /* Rotate the key so that it starts at pos, then XOR eight bytes at a
-     * time: masking runs over every byte a client sends. */
-    uint8_t k[8];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t k;
+    memcpy(&k, mask, 4);
+    unsigned r = (unsigned)(pos & 3u) * 8u;
+    if (r != 0) {
+        k = (k >> r) | (k << (32u - r));
+    }
+    return (uint64_t)k | ((uint64_t)k << 32);
+#else
+    uint8_t b[8];
     for (int i = 0; i < 8; i++) {
-        k[i] = mask[(pos + (uint64_t)i) & 3u];
+        b[i] = mask[(pos + (uint64_t)i) & 3u];
     }
     uint64_t k64;
-    memcpy(&k64, k, 8);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, p + i, 8);
-        v ^= k64;
-        memcpy(p + i, &v, 8);
-    }
-    for (; i < n; i++) {
-        p[i] ^= k[i & 7u];
-    }
+    memcpy(&k64, b, 8);
+    return k64;
+#endif
 }
 
-void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
-                          uint64_t pos)
+/* dst = src ^ key over n bytes, 64 bytes per round where it can; dst may
+ * be src. Masking runs over every byte a client sends and a server
+ * receives. */
+typedef uint64_t mask_vec __attribute__((vector_size(16))); /* SSE2 on x86-64 */
+
+static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t n, uint64_t k64)
 {
-    /* One pass for the copy and the mask (a client's send path). */
-    uint8_t k[8];
-    for (int i = 0; i < 8; i++) {
-        k[i] = mask[(pos + (uint64_t)i) & 3u];
-    }
-    uint64_t k64;
-    memcpy(&k64, k, 8);
     size_t i = 0;
+    mask_vec kv = {k64, k64};
+    for (; i + 64 <= n; i += 64) {
+        /* Four separate vectors: an array would go through the stack. */
+        mask_vec a, b, c, d;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        memcpy(&c, src + i + 32, 16);
+        memcpy(&d, src + i + 48, 16);
+        a ^= kv;
+        b ^= kv;
+        c ^= kv;
+        d ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        memcpy(dst + i + 32, &c, 16);
+        memcpy(dst + i + 48, &d, 16);
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t v;
         memcpy(&v, src + i, 8);
         v ^= k64;
         memcpy(dst + i, &v, 8);
     }
-    for (; i < n; i++) {
-        dst[i] = src[i] ^ k[i & 7u];
+    if (i < n) {
+        uint8_t k[8];
+        memcpy(k, &k64, 8);
+        for (size_t j = 0; i < n; i++, j++) {
+            dst[i] = src[i] ^ k[j];
+        }
     }
+}
+
+/* Large payloads: 128 bytes a round in 32-byte vectors, which are AVX2
+ * registers where the CPU has them (chosen once, at load time) and pairs
+ * of SSE2 registers elsewhere. Returns the bytes done (a multiple of 128,
+ * so the key word stays in phase for the rest). */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define MASK_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef MASK_CLONES
+#define MASK_CLONES
+#endif
+#define MASK_WIDE_MIN 1024u
+
+typedef uint64_t mask_wvec __attribute__((vector_size(32)));
+
+MASK_CLONES static size_t mask_wide(uint8_t *dst, const uint8_t *src, size_t n, uint64_t k64)
+{
+    mask_wvec kv = {k64, k64, k64, k64};
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        mask_wvec a, b, c, d;
+        memcpy(&a, src + i, 32);
+        memcpy(&b, src + i + 32, 32);
+        memcpy(&c, src + i + 64, 32);
+        memcpy(&d, src + i + 96, 32);
+        a ^= kv;
+        b ^= kv;
+        c ^= kv;
+        d ^= kv;
+        memcpy(dst + i, &a, 32);
+        memcpy(dst + i + 32, &b, 32);
+        memcpy(dst + i + 64, &c, 32);
+        memcpy(dst + i + 96, &d, 32);
+    }
+    return i;
+}
+
+static void mask_any(uint8_t *dst, const uint8_t *src, size_t n, uint64_t k64)
+{
+    size_t done = n >= MASK_WIDE_MIN ? mask_wide(dst, src, n, k64) : 0;
+    mask_run(dst + done, src + done, n - done, k64);
+}
+
+void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos)
+{
+    mask_any(p, p, n, mask_word(mask, pos));
+}
+
+void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                          uint64_t pos)
+{
+    /* One pass for the copy and the mask (a client's send path). */
+    mask_any(dst, src, n, mask_word(mask, pos));
 }
 
 /* State: bits 0-7 the continuation bytes still expected, bits 8-15 and

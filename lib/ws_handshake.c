@@ -329,15 +329,18 @@ char *tether__ws_client_request(const struct tether__ws_cfg *w, char key[25], si
     if (w->headers != NULL) {
         off += (size_t)snprintf(r + off, cap - off, "%s", w->headers);
     }
-    off += (size_t)snprintf(r + off, cap - off, "\r\n");
+    /* Offered to every server; only a tether server accepts it (ws.h). */
+    off += (size_t)snprintf(r + off, cap - off, "Sec-WebSocket-Extensions: %s\r\n\r\n",
+                            TETHER__WS_EXT_CTRL);
     *len = off;
     return r;
 }
 
 int tether__ws_client_check(const struct tether__ws_cfg *w, const char *head, size_t len,
-                            const char *key, char **protocol, char *detail, size_t dlen)
+                            const char *key, char **protocol, bool *tctl, char *detail, size_t dlen)
 {
     *protocol = NULL;
+    *tctl = false;
     int status = 0;
     if (len < 12 || strncmp(head, "HTTP/1.1 ", 9) != 0 || sscanf(head + 9, "%3d", &status) != 1) {
         snprintf(detail, dlen, "the server's answer is not an HTTP/1.1 response (%.20s...)", head);
@@ -372,9 +375,16 @@ int tether__ws_client_check(const struct tether__ws_cfg *w, const char *head, si
                  v == NULL ? "missing" : "wrong", want);
         return TETHER_EPROTO;
     }
-    if (head_get(head, len, "Sec-WebSocket-Extensions", &vl, NULL) != NULL) {
-        snprintf(detail, dlen, "the server chose a WebSocket extension that was not offered");
-        return TETHER_EPROTO;
+    v = head_get(head, len, "Sec-WebSocket-Extensions", &vl, NULL);
+    if (v != NULL) {
+        if (vl != strlen(TETHER__WS_EXT_CTRL) || strncasecmp(v, TETHER__WS_EXT_CTRL, vl) != 0) {
+            snprintf(detail, dlen,
+                     "the server chose a WebSocket extension that was not offered "
+                     "(%.*s)",
+                     (int)(vl > 64 ? 64 : vl), v);
+            return TETHER_EPROTO;
+        }
+        *tctl = true;
     }
     v = head_get(head, len, "Sec-WebSocket-Protocol", &vl, NULL);
     if (v != NULL) {
@@ -578,11 +588,14 @@ int tether__ws_server_check(const struct tether__ws_cfg *w, const char *head, si
             p = e;
         }
     }
+    size_t el = 0;
+    const char *ext = head_get(head, len, "Sec-WebSocket-Extensions", &el, NULL);
+    req->tctl = ext != NULL && list_has(ext, el, TETHER__WS_EXT_CTRL);
     char accept[29];
     if (tether__ws_accept_key(req->key, req->key_len, accept) != TETHER_OK) {
         return server_fail(400, response, rlen, detail, dlen, "malformed Sec-WebSocket-Key");
     }
-    size_t cap = 256 + (*protocol != NULL ? strlen(*protocol) : 0);
+    size_t cap = 320 + (*protocol != NULL ? strlen(*protocol) : 0);
     char *r = malloc(cap);
     if (r == NULL) {
         free(*protocol);
@@ -595,6 +608,10 @@ int tether__ws_server_check(const struct tether__ws_cfg *w, const char *head, si
                      accept);
     if (*protocol != NULL) {
         n += snprintf(r + n, cap - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n", *protocol);
+    }
+    if (req->tctl) {
+        n += snprintf(r + n, cap - (size_t)n, "Sec-WebSocket-Extensions: %s\r\n",
+                      TETHER__WS_EXT_CTRL);
     }
     n += snprintf(r + n, cap - (size_t)n, "\r\n");
     *response = r;

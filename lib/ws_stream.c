@@ -1,20 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* The data path of the WebSocket layer: its buffers, and the translation
- * between WebSocket frames and the len32 stream of the connection above
- * (ws.h describes the mapping). Reading parses frames, unmasks, checks
+/* The read path of the WebSocket layer and the buffers it shares with
+ * the write path (ws_write.c): reading parses frames, unmasks, checks
  * every RFC 6455 rule a peer can break (closing with 1002, 1007 or 1009),
- * reassembles fragments within max_msg and streams unfragmented payloads;
- * writing turns each len32 message into one frame (masked on clients) and
- * tether control frames into pings, pongs and the close code. */
+ * reassembles fragments within max_msg and streams unfragmented payloads
+ * into the len32 stream the connection reads (ws.h describes the
+ * mapping). */
 #include "conn_core.h"
 #include "ws.h"
 
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define RD_ROUNDS 4
 
@@ -35,22 +32,9 @@ int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need)
     return TETHER_OK;
 }
 
-/* Room for n more bytes at the end of ob (olen is not advanced). */
-static uint8_t *ob_room(struct ws_transport *t, size_t n)
-{
-    if (t->ooff > 0 && t->ooff + t->olen + n > t->ocap) {
-        memmove(t->ob, t->ob + t->ooff, t->olen);
-        t->ooff = 0;
-    }
-    if (tether__ws_buf_reserve(&t->ob, &t->ocap, t->ooff + t->olen + n) != TETHER_OK) {
-        return NULL;
-    }
-    return t->ob + t->ooff + t->olen;
-}
-
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
 {
-    uint8_t *dst = ob_room(t, n);
+    uint8_t *dst = tether__ws_ob_room(t, n);
     if (dst == NULL) {
         return TETHER_ENOMEM;
     }
@@ -59,8 +43,35 @@ int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
     return TETHER_OK;
 }
 
+/* While readv parses: n contiguous bytes in the reader's buffer, or NULL
+ * (none given, db holds bytes to come first, or the entry is too short). */
+static inline uint8_t *sio_room(struct ws_transport *t, size_t n)
+{
+    if (t->siov == NULL || t->dlen != 0 || t->sidx >= t->siovcnt ||
+        t->siov[t->sidx].iov_len - t->soff < n) {
+        return NULL;
+    }
+    return (uint8_t *)t->siov[t->sidx].iov_base + t->soff;
+}
+
+static inline void sio_commit(struct ws_transport *t, size_t n)
+{
+    t->soff += n;
+    t->sgot += n;
+    if (t->soff == t->siov[t->sidx].iov_len) {
+        t->sidx++;
+        t->soff = 0;
+    }
+}
+
 int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n)
 {
+    uint8_t *dst = sio_room(t, n);
+    if (dst != NULL) {
+        memcpy(dst, p, n);
+        sio_commit(t, n);
+        return TETHER_OK;
+    }
     if (t->siov != NULL && t->dlen == 0) {
         /* Straight into the reader's buffers: one copy fewer. */
         const uint8_t *q = p;
@@ -92,11 +103,11 @@ int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n)
     return TETHER_OK;
 }
 
-int tether__ws_types_push(struct ws_transport *t, bool text)
+int tether__ws_text_push(struct ws_transport *t)
 {
     if (t->tcount == t->tcap) {
         size_t nc = t->tcap == 0 ? 64 : t->tcap * 2;
-        uint8_t *p = malloc(nc);
+        uint32_t *p = malloc(nc * sizeof *p);
         if (p == NULL) {
             return TETHER_ENOMEM;
         }
@@ -108,23 +119,9 @@ int tether__ws_types_push(struct ws_transport *t, bool text)
         t->tcap = nc;
         t->thead = 0;
     }
-    t->types[(t->thead + t->tcount) & (t->tcap - 1)] = text ? 1 : 0; /* (tcap: a power of 2) */
+    t->types[(t->thead + t->tcount) & (t->tcap - 1)] = t->rx_seq; /* (tcap: a power of 2) */
     t->tcount++;
     return TETHER_OK;
-}
-
-void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4])
-{
-    if (t->rnd_off == 0 || t->rnd_off + 4 > sizeof t->rnd) {
-        if (RAND_bytes(t->rnd, sizeof t->rnd) != 1) {
-            /* OpenSSL's generator does not fail once seeded; should it,
-             * the kernel's is the fallback, never a predictable key. */
-            (void)!getentropy(t->rnd, sizeof t->rnd);
-        }
-        t->rnd_off = 0;
-    }
-    memcpy(key, t->rnd + t->rnd_off, 4);
-    t->rnd_off += 4;
 }
 
 /* Queues one whole frame (control frames and the close frame). */
@@ -244,6 +241,12 @@ static void sanitize(char *out, size_t cap, const uint8_t *p, size_t n)
 static int on_control(struct ws_transport *t, uint8_t op, uint8_t *p, size_t n)
 {
     uint8_t f[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
+    if (t->tctl && op != TETHER__WS_OP_CLOSE) {
+        /* A tether peer's heartbeats travel as control frames: a
+         * WebSocket ping (from an intermediary, say) is answered here. */
+        return op == TETHER__WS_OP_PING ? tether__ws_ob_frame(t, TETHER__WS_OP_PONG, p, n)
+                                        : TETHER_OK;
+    }
     if (op == TETHER__WS_OP_PING) {
         /* Answered when the connection's PONG for it passes through (so a
          * peer that pings without reading gets no pongs, as on tcp://). */
@@ -347,8 +350,30 @@ static int ws_parse(struct ws_transport *t)
             }
             continue;
         }
+        const uint8_t *q = t->ib + off;
+        size_t avail = t->ilen - off;
+        if (avail >= 2 && q[0] == (0x80u | TETHER__WS_OP_BINARY) && !t->in_msg &&
+            (q[1] & 0x7Fu) < 126 && ((q[1] & 0x80u) != 0) == t->server) {
+            /* The common case in one test: a whole small binary frame
+             * (FIN, no reserved bits), masked exactly when it must be. */
+            size_t len = q[1] & 0x7Fu;
+            size_t hl = t->server ? 6 : 2;
+            uint8_t *dst = avail >= hl + len && len <= max ? sio_room(t, 4 + len) : NULL;
+            if (dst != NULL) {
+                len32_hdr(dst, len);
+                if (t->server) {
+                    tether__ws_mask_copy(dst + 4, q + hl, len, q + 2, 0);
+                } else {
+                    memcpy(dst + 4, q + hl, len);
+                }
+                sio_commit(t, 4 + len);
+                t->rx_seq++; /* (a binary message) */
+                off += hl + len;
+                continue;
+            }
+        }
         struct tether__ws_hdr h;
-        rv = tether__ws_hdr_decode(t->ib + off, t->ilen - off, &h);
+        rv = tether__ws_hdr_decode(q, avail, &h);
         if (rv == TETHER_EAGAIN) {
             rv = TETHER_OK;
             break;
@@ -360,6 +385,36 @@ static int ws_parse(struct ws_transport *t)
         }
         char d[128];
         bool control = (h.opcode & 0x8u) != 0;
+        if (h.rsv == TETHER__WS_RSV2 && t->tctl && h.opcode == TETHER__WS_OP_BINARY && h.fin &&
+            !t->in_msg) {
+            /* A tether control frame (ws.h): whole, straight to the
+             * connection, which checks it as it checks them on tcp://. */
+            if (h.len < TETHER__CTRL_HDR_LEN ||
+                h.len > TETHER__CTRL_HDR_LEN + TETHER__CTRL_MAX_PAYLOAD) {
+                snprintf(d, sizeof d, "tether control frame of %llu bytes",
+                         (unsigned long long)h.len);
+                rv = tether__ws_violation(t, TETHER_EPROTO, 1002, d);
+                break;
+            }
+            if (t->ilen - off < h.hdr_len + h.len) {
+                break;
+            }
+            uint8_t *p = t->ib + off + h.hdr_len;
+            if (h.masked) {
+                tether__ws_mask(p, (size_t)h.len, h.mask, 0);
+            }
+            if (p[0] != TETHER__CTRL_MARK ||
+                (((size_t)p[2] << 8) | p[3]) != h.len - TETHER__CTRL_HDR_LEN) {
+                rv = tether__ws_violation(t, TETHER_EPROTO, 1002, "malformed tether control frame");
+                break;
+            }
+            off += h.hdr_len + (size_t)h.len;
+            if (tether__ws_db_add(t, p, (size_t)h.len) != TETHER_OK) {
+                rv = tether__ws_fail(t, TETHER_ENOMEM, "out of memory");
+                break;
+            }
+            continue;
+        }
         if (h.rsv != 0) {
             rv = tether__ws_violation(t, TETHER_EPROTO, 1002,
                                       "reserved bits set (no extension agreed)");
@@ -414,6 +469,26 @@ static int ws_parse(struct ws_transport *t)
                      (unsigned long long)total, max);
             rv = tether__ws_violation(t, TETHER_EMSGSIZE, 1009, d);
             break;
+        }
+        if (!t->in_msg && h.fin && h.opcode == TETHER__WS_OP_BINARY &&
+            t->ilen - off >= h.hdr_len + h.len) {
+            /* A whole binary message: its len32 header and the unmasked
+             * payload go to the reader's buffer in one pass when it has
+             * room. */
+            uint8_t *dst = sio_room(t, 4 + (size_t)h.len);
+            if (dst != NULL) {
+                const uint8_t *p = t->ib + off + h.hdr_len;
+                len32_hdr(dst, (size_t)h.len);
+                if (h.masked) {
+                    tether__ws_mask_copy(dst + 4, p, (size_t)h.len, h.mask, 0);
+                } else {
+                    memcpy(dst + 4, p, (size_t)h.len);
+                }
+                sio_commit(t, 4 + (size_t)h.len);
+                (void)tether__ws_types_push(t, false); /* (binary: cannot fail) */
+                off += h.hdr_len + (size_t)h.len;
+                continue;
+            }
         }
         if (!t->in_msg) {
             t->in_msg = true;
@@ -490,6 +565,58 @@ static int parse_into(struct ws_transport *t, const struct iovec *iov, int iovcn
     return rv;
 }
 
+/* Input ended inside a message or frame, or cleanly between them. */
+static int read_eof(struct ws_transport *t)
+{
+    t->eof = true;
+    t->rx_code = 1006;
+    if (t->in_msg || t->ilen > 0) {
+        return tether__ws_fail(t, TETHER_ETRUNCATED,
+                               "peer closed the connection inside a WebSocket %s (1006)",
+                               t->in_msg ? "message" : "frame header");
+    }
+    snprintf(t->eof_detail, sizeof t->eof_detail,
+             "peer closed the connection without a WebSocket close frame (1006)");
+    return TETHER_OK;
+}
+
+/* Reads payload of the current (unfragmented) data frame into v. */
+static int read_direct(struct ws_transport *t, const struct iovec *v, size_t *nread)
+{
+    struct iovec d = {v->iov_base, (size_t)TETHER__MIN((uint64_t)v->iov_len, t->fr_left)};
+    size_t n = 0;
+    int rv = t->in->ops->readv(t->in, &d, 1, &n);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (n == 0) {
+        return read_eof(t);
+    }
+    if (t->c->live != NULL) {
+        t->c->live->last_rx = tether__loop_time(t->c->h.loop);
+    }
+    uint8_t *p = d.iov_base;
+    if (t->fr_masked) {
+        tether__ws_mask(p, n, t->fr_mask, t->fr_pos);
+    }
+    if (t->msg_op == TETHER__WS_OP_TEXT) {
+        t->utf8 = tether__utf8_feed(t->utf8, p, n);
+        if (t->utf8 == TETHER__UTF8_BAD) {
+            return tether__ws_violation(t, TETHER_EPROTO, 1007, "invalid UTF-8 in a text message");
+        }
+    }
+    t->fr_left -= n;
+    t->fr_pos += n;
+    if (t->fr_left == 0) {
+        rv = frame_done(t);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+    }
+    *nread = n;
+    return TETHER_OK;
+}
+
 int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
@@ -523,10 +650,25 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             }
             continue;
         }
-        if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + TETHER__WS_IB_CHUNK) != TETHER_OK) {
+        if (t->fr_active && !t->msg_frag && t->ilen == 0 && iovcnt > 0 && iov[0].iov_len > 0) {
+            /* The rest of an unfragmented message's payload goes from the
+             * socket straight into the reader's buffer and is unmasked
+             * there: no pass through ib. */
+            return read_direct(t, &iov[0], nread);
+        }
+        /* As much as the reader can take (the frames of small messages
+         * are about as long as their len32 form), so that a short read
+         * still means the socket is drained. */
+        size_t chunk = TETHER__WS_IB_CHUNK;
+        size_t want = 0;
+        for (int k = 0; k < iovcnt; k++) {
+            want += iov[k].iov_len;
+        }
+        chunk = TETHER__MAX(chunk, TETHER__MIN(want, (size_t)TETHER__WS_IB_MAX_READ));
+        if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + chunk) != TETHER_OK) {
             return tether__ws_fail(t, TETHER_ENOMEM, "out of memory for the input buffer");
         }
-        struct iovec v = {t->ib + t->ilen, TETHER__WS_IB_CHUNK};
+        struct iovec v = {t->ib + t->ilen, chunk};
         size_t n = 0;
         int rv = t->in->ops->readv(t->in, &v, 1, &n);
         if (rv == TETHER_EAGAIN && t->ilen == 0) {
@@ -539,16 +681,7 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
             return rv;
         }
         if (n == 0) {
-            t->eof = true;
-            t->rx_code = 1006;
-            if (t->in_msg || t->ilen > 0) {
-                return tether__ws_fail(t, TETHER_ETRUNCATED,
-                                       "peer closed the connection inside a WebSocket %s (1006)",
-                                       t->in_msg ? "message" : "frame header");
-            }
-            snprintf(t->eof_detail, sizeof t->eof_detail,
-                     "peer closed the connection without a WebSocket close frame (1006)");
-            return TETHER_OK;
+            return read_eof(t);
         }
         t->ilen += n;
         if (t->c->live != NULL) {
@@ -561,7 +694,7 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         if (rv != TETHER_OK || *nread > 0) {
             return rv;
         }
-        if (t->icap > 2 * TETHER__WS_IB_CHUNK && t->ilen < TETHER__WS_IB_CHUNK) {
+        if (t->icap > 2 * TETHER__WS_IB_MAX_READ && t->ilen < TETHER__WS_IB_CHUNK) {
             uint8_t *p = realloc(t->ib, TETHER__WS_IB_CHUNK + t->ilen);
             if (p != NULL) {
                 t->ib = p;
@@ -574,171 +707,4 @@ int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int i
         return TETHER_OK;
     }
     return TETHER_EAGAIN;
-}
-
-/* ---- writing: the len32 stream to WebSocket frames ---------------------- */
-
-/* Close codes for the reasons of a liveness GOAWAY (frame.h). */
-static int goaway_code(unsigned reason)
-{
-    switch (reason) {
-    case TETHER__GOAWAY_FRAME:
-    case TETHER__GOAWAY_WRITE:
-        return 1008; /* the peer broke our rules for slow peers */
-    case TETHER__GOAWAY_IDLE:
-    case TETHER__GOAWAY_HEARTBEAT:
-    case TETHER__GOAWAY_MAX_AGE:
-    case TETHER__GOAWAY_SHUTDOWN:
-        return 1001;
-    default:
-        return 1000;
-    }
-}
-
-/* A tether control frame from the connection is complete. */
-static int ctrl_done(struct ws_transport *t)
-{
-    uint8_t type = t->wctrl;
-    t->wctrl = 0;
-    if (t->close_tx) {
-        return TETHER_OK;
-    }
-    switch (type) {
-    case TETHER__CTRL_PING:
-        return tether__ws_ob_frame(t, TETHER__WS_OP_PING, t->wcbuf,
-                                   TETHER__MIN(t->wclen, (size_t)TETHER__WS_CTRL_MAX));
-    case TETHER__CTRL_PONG:
-        if (t->ping_due) {
-            t->ping_due = false;
-            return tether__ws_ob_frame(t, TETHER__WS_OP_PONG, t->ping, t->ping_len);
-        }
-        return TETHER_OK;
-    case TETHER__CTRL_GOAWAY:
-        if (t->wclen >= TETHER__CTRL_GOAWAY_MIN && t->tx_code == 0) {
-            t->tx_code = goaway_code(((unsigned)t->wcbuf[1] << 8) | t->wcbuf[2]);
-            size_t tl =
-                TETHER__MIN(t->wclen - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__WS_REASON_MAX);
-            memcpy(t->tx_reason, t->wcbuf + TETHER__CTRL_GOAWAY_MIN, tl);
-            t->tx_reason[tl] = '\0';
-        }
-        return TETHER_OK;
-    case TETHER__WS_MARK_TEXT:
-    case TETHER__WS_MARK_BINARY:
-        t->text = type == TETHER__WS_MARK_TEXT;
-        return TETHER_OK;
-    default:
-        return TETHER_OK; /* HELLO: the upgrade did its work */
-    }
-}
-
-int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                      size_t *nwritten)
-{
-    struct ws_transport *t = (struct ws_transport *)tr;
-    *nwritten = 0;
-    int rv = tether__ws_ob_flush(t);
-    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-        return rv;
-    }
-    size_t used = 0;
-    int i = 0;
-    size_t at = 0; /* offset into iov[i] */
-    /* Encode up to TETHER__WS_OB_MAX, hand it to the socket, and go on
-     * while the socket takes everything: like a socket, the layer accepts
-     * less than it was given only when the socket is full. */
-    for (;;) {
-        for (; i < iovcnt && t->olen < TETHER__WS_OB_MAX; i++, at = 0) {
-            const uint8_t *p = (const uint8_t *)iov[i].iov_base + at;
-            size_t n = iov[i].iov_len - at;
-            while (n > 0 && t->olen < TETHER__WS_OB_MAX) {
-                size_t k;
-                if (t->whave < 4) {
-                    k = TETHER__MIN(n, (size_t)(4 - t->whave));
-                    memcpy(t->whdr + t->whave, p, k);
-                    t->whave = (uint8_t)(t->whave + k);
-                    p += k, n -= k, used += k;
-                    if (t->whave < 4) {
-                        break;
-                    }
-                    if (t->whdr[0] == TETHER__CTRL_MARK) {
-                        t->wctrl = t->whdr[1];
-                        t->wleft = ((size_t)t->whdr[2] << 8) | t->whdr[3];
-                        t->wclen = 0;
-                        rv = t->wleft == 0 ? ctrl_done(t) : TETHER_OK;
-                    } else {
-                        t->wctrl = 0;
-                        t->wleft = tether__get_be32(t->whdr);
-                        t->wpos = 0;
-                        rv = TETHER_OK;
-                        if (!t->close_tx) {
-                            uint8_t h[TETHER__WS_HDR_MAX];
-                            if (!t->server) {
-                                tether__ws_mask_key(t, t->wmask);
-                            }
-                            size_t hl = tether__ws_hdr_encode(
-                                h, true, t->text ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY,
-                                t->wleft, t->server ? NULL : t->wmask);
-                            rv = tether__ws_ob_add(t, h, hl);
-                        }
-                    }
-                    if (rv != TETHER_OK) {
-                        return tether__ws_fail(t, rv, "out of memory encoding a frame");
-                    }
-                    if (t->wleft == 0) {
-                        t->whave = 0;
-                    }
-                    continue;
-                }
-                k = (size_t)TETHER__MIN((uint64_t)n, t->wleft);
-                if (t->wctrl != 0) {
-                    size_t room = sizeof t->wcbuf - t->wclen;
-                    memcpy(t->wcbuf + t->wclen, p, TETHER__MIN(k, room));
-                    t->wclen += TETHER__MIN(k, room);
-                } else {
-                    k = TETHER__MIN(k, TETHER__WS_OB_MAX - t->olen);
-                    if (!t->close_tx) {
-                        uint8_t *dst = ob_room(t, k);
-                        if (dst == NULL) {
-                            return tether__ws_fail(t, TETHER_ENOMEM,
-                                                   "out of memory encoding a frame");
-                        }
-                        if (t->server) {
-                            memcpy(dst, p, k);
-                        } else {
-                            tether__ws_mask_copy(dst, p, k, t->wmask, t->wpos);
-                        }
-                        t->olen += k;
-                    }
-                    t->wpos += k;
-                }
-                p += k, n -= k, used += k;
-                t->wleft -= k;
-                if (t->wleft == 0) {
-                    t->whave = 0;
-                    if (t->wctrl != 0 && ctrl_done(t) != TETHER_OK) {
-                        return tether__ws_fail(t, TETHER_ENOMEM, "out of memory encoding a frame");
-                    }
-                }
-            }
-            if (n > 0) {
-                at = iov[i].iov_len - n; /* the buffer filled up inside this iovec */
-                break;
-            }
-        }
-        rv = tether__ws_ob_flush(t);
-        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-            return rv;
-        }
-        if (i >= iovcnt || t->olen > 0) {
-            break; /* all encoded, or the socket is full */
-        }
-    }
-    if (t->olen == 0 && t->ocap > 4096) {
-        /* The burst is out: idle connections keep no large buffer. */
-        free(t->ob);
-        t->ob = NULL;
-        t->ocap = 0;
-    }
-    *nwritten = used;
-    return used > 0 ? TETHER_OK : TETHER_EAGAIN;
 }

@@ -94,6 +94,36 @@ START_TEST(mask_offsets)
 }
 END_TEST
 
+START_TEST(mask_large)
+{
+    /* Every size and offset through the wide, vector and byte paths
+     * against the definition (RFC 6455 5.3: byte i ^ key[(pos + i) % 4]). */
+    enum {
+        N = 5000
+    };
+    static uint8_t src[N], ref[N], inplace[N], copy[N];
+    th_fill(src, N, 11);
+    const uint8_t key[4] = {0x01, 0x80, 0x7f, 0xfe};
+    static const size_t sizes[] = {0, 1, 7, 63, 64, 65, 127, 1023, 1024, 1025, 1151, 4097, N};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (uint64_t pos = 0; pos < 6; pos++) {
+            for (size_t off = 0; off < 3; off++) {
+                size_t len = n > off ? n - off : 0;
+                for (size_t i = 0; i < len; i++) {
+                    ref[i] = src[off + i] ^ key[(pos + i) % 4];
+                }
+                memcpy(inplace, src + off, len);
+                tether__ws_mask(inplace, len, key, pos);
+                tether__ws_mask_copy(copy, src + off, len, key, pos);
+                ck_assert_mem_eq(inplace, ref, len);
+                ck_assert_mem_eq(copy, ref, len);
+            }
+        }
+    }
+}
+END_TEST
+
 static uint32_t utf8(const char *s)
 {
     return tether__utf8_feed(0, (const uint8_t *)s, strlen(s));
@@ -730,6 +760,268 @@ static tether_listener *plain_listener(const char *path)
     "Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "            \
     "13\r\n" extra "\r\n"
 
+/* ---- drain and calls over ws:// (issue #15) ----------------------------------- */
+
+static bool shut_done;
+static int shut_status = -1;
+static void on_shut(tether_loop *loop, int status, void *ud)
+{
+    (void)loop;
+    (void)ud;
+    shut_status = status;
+    shut_done = true;
+}
+
+START_TEST(shutdown_closes_plain_peer_with_1001)
+{
+    /* A WebSocket peer that is not tether (this raw client offers no
+     * extension) cannot answer a GOAWAY: the listener's shutdown sends it
+     * close 1001 at once, long before the drain deadline of 60 s. */
+    reset_sides();
+    shut_done = false;
+    tether_listener *l = ws_listen("ws", "/d", NULL);
+    int fd = th_raw_connect(tether_listener_port(l));
+    static const char req[] = UPGRADE("/d", "");
+    th_raw_write(fd, req, sizeof req - 1);
+    ck_assert(th_run_until_pred(srv_accepted, NULL, 10000));
+    ck_assert_int_eq(tether_conn_send(srv.c, "last", 4), TETHER_OK);
+    ck_assert_int_eq(tether_listener_shutdown(l, 60000, on_shut, NULL), TETHER_OK);
+    char buf[1024];
+    size_t got = 0;
+    uint64_t deadline = th_now_ms() + 20000; /* a hang guard only */
+    while (th_now_ms() < deadline && got + 1 < sizeof buf) {
+        tether_loop_run_once(th_loop, 5);
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            break;
+        }
+        if (n > 0) {
+            got += (size_t)n;
+        }
+    }
+    close(fd);
+    buf[got] = '\0';
+    ck_assert_msg(strstr(buf, "101 Switching") != NULL, "%s", buf);
+    ck_assert_msg(strstr(buf, "x-tether-control") == NULL, "extension not offered: %s", buf);
+    char *end = strstr(buf, "\r\n\r\n");
+    ck_assert_ptr_nonnull(end);
+    const uint8_t *f = (const uint8_t *)end + 4;
+    size_t fl = got - (size_t)(f - (const uint8_t *)buf);
+    /* The queued message first, then the close frame: 1001 and the text. */
+    ck_assert_uint_ge(fl, 6 + 4);
+    ck_assert_uint_eq(f[0], 0x82);
+    ck_assert_uint_eq(f[1], 4);
+    ck_assert(memcmp(f + 2, "last", 4) == 0);
+    ck_assert_uint_eq(f[6], 0x88);
+    ck_assert_uint_eq((unsigned)f[8] << 8 | f[9], 1001);
+    ck_assert_uint_ge(f[7], 2);
+    ck_assert(th_run_until(&shut_done, 20000));
+    ck_assert_int_eq(shut_status, TETHER_OK);
+    ck_assert(srv.closed);
+    ck_assert_int_eq(srv.reason, TETHER_OK); /* not TETHER_ETIMEDOUT: no deadline */
+    ck_assert_msg(strstr(srv.detail, "1001") != NULL, "%s", srv.detail);
+    /* (tether_listener_shutdown() freed the listener.) */
+}
+END_TEST
+
+static void tl_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
+{
+    struct side *s = ud;
+    uint32_t id = tether_conn_msg_call_id(c);
+    if (id != 0) {
+        ck_assert_int_eq(tether_conn_reply(c, id, p, n), TETHER_OK);
+        return;
+    }
+    ck_assert_uint_eq(n, 4);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    ck_assert_uint_eq(v, (uint32_t)s->msgs); /* in order, none lost */
+    s->msgs++;
+}
+
+static void tl_goaway(tether_conn *c, unsigned reason, const char *text, void *ud)
+{
+    (void)c;
+    (void)reason;
+    (void)text;
+    ((struct side *)ud)->texts++; /* (counts GOAWAYs here) */
+}
+
+static int replies;
+static void tl_reply(tether_conn *c, int st, const uint8_t *p, size_t n, void *ud)
+{
+    (void)c;
+    (void)ud;
+    ck_assert_int_eq(st, TETHER_OK);
+    ck_assert_uint_eq(n, 5);
+    ck_assert(memcmp(p, "hello", 5) == 0);
+    replies++;
+}
+
+static void tl_opts(tether_conn_opts *co, struct side *s)
+{
+    tether_conn_opts_init(co);
+    co->on_message = tl_msg;
+    co->on_close = on_close;
+    co->on_goaway = tl_goaway;
+    co->userdata = s;
+    co->calls = true;
+    co->heartbeat_ms = 50;
+}
+
+static bool cli_pongs(void *arg)
+{
+    (void)arg;
+    tether_stats st;
+    tether_conn_get_stats(cli.c, &st);
+    return (st.pongs_received >= 3 && replies == 3) || cli.closed;
+}
+
+START_TEST(tether_peers_calls_heartbeats_drain)
+{
+    /* Two tether ends agree on the control-frame extension: HELLO, PING,
+     * PONG, CALL, REPLY and GOAWAY travel inside the WebSocket stream. */
+    reset_sides();
+    replies = 0;
+    tether_conn_opts so;
+    tl_opts(&so, &srv);
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &so;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/t", &lo, &err), TETHER_OK);
+    tether_conn_opts co;
+    tl_opts(&co, &cli);
+    co.on_connect = on_connect;
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/t", tether_listener_port(l));
+    th_dial(&cli.c, url, &co);
+    ck_assert(th_run_until(&cli.connected, 10000));
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(tether_call(cli.c, "hello", 5, 10000, tl_reply, NULL, NULL), TETHER_OK);
+    }
+    ck_assert(th_run_until_pred(cli_pongs, NULL, 20000));
+    ck_assert_msg(!cli.closed, "%s", cli.detail);
+    tether_stats st;
+    tether_conn_get_stats(cli.c, &st);
+    ck_assert_uint_ge(st.pongs_received, 3);
+    ck_assert_int_ge(st.rtt_us, 0);
+    /* The server drains while the client keeps sending: every message the
+     * client sent before it saw the GOAWAY arrives, in order. */
+    uint32_t sent = 0;
+    for (; sent < 1000; sent++) {
+        ck_assert_int_eq(tether_conn_send(cli.c, &sent, 4), TETHER_OK);
+    }
+    ck_assert_int_eq(tether_conn_goaway(srv.c, TETHER_GOAWAY_SHUTDOWN, "bye", 60000), TETHER_OK);
+    uint64_t guard = th_now_ms() + 20000; /* a hang guard only */
+    while (cli.texts == 0 && !cli.closed && th_now_ms() < guard) {
+        if (tether_conn_send(cli.c, &sent, 4) == TETHER_OK) {
+            sent++;
+        }
+        tether_loop_run_once(th_loop, 5);
+    }
+    ck_assert(th_run_until_pred(both_closed, NULL, 20000));
+    ck_assert_int_eq(cli.texts, 1);
+    ck_assert_int_eq(srv.reason, TETHER_OK);
+    ck_assert_msg(strstr(srv.detail, "drained (GOAWAY)") != NULL, "%s", srv.detail);
+    ck_assert_int_eq(cli.reason, TETHER_EOF);
+    ck_assert_msg(strstr(cli.detail, "after a drain") != NULL, "%s", cli.detail);
+    ck_assert_uint_eq((uint64_t)srv.msgs, sent);
+    tether_listener_close(l);
+}
+END_TEST
+
+static int mv_connected;
+static int mv_moved;
+static bool mv_closed;
+
+static void mv_state(tether_client *rc, const tether_client_event *ev, void *ud)
+{
+    (void)rc;
+    (void)ud;
+    if (ev->state == TETHER_CLIENT_CONNECTED) {
+        mv_connected++;
+    } else if (ev->state == TETHER_CLIENT_DISCONNECTED && ev->reason == TETHER_OK) {
+        mv_moved++; /* "the connection is draining (GOAWAY): moving ..." */
+    } else if (ev->state == TETHER_CLIENT_CLOSED) {
+        mv_closed = true;
+    }
+}
+
+static bool srv_got_all(void *arg)
+{
+    return srv.msgs == *(int *)arg;
+}
+
+START_TEST(reconnecting_client_moves_on_drain)
+{
+    /* Over ws:// between tether ends the GOAWAY reaches the client, which
+     * moves to a new connection while the old one drains: every message,
+     * in order, exactly once (tl_msg checks the sequence). */
+    reset_sides();
+    mv_connected = mv_moved = 0;
+    mv_closed = false;
+    tether_conn_opts so;
+    tl_opts(&so, &srv);
+    so.calls = false;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &so;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/mv", &lo, &err), TETHER_OK);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/mv", tether_listener_port(l));
+    tether_ws_opts w;
+    tether_ws_opts_init(&w);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.ws = &w;
+    co.heartbeat_ms = 50; /* control frames: HELLO, then GOAWAY can reach the client */
+    tether_client_opts ro;
+    tether_client_opts_init(&ro);
+    ro.on_state = mv_state;
+    ro.conn_opts = &co;
+    tether_client *rc = NULL;
+    ck_assert_int_eq(tether_client_new(&rc, th_loop, url, &ro, &err), TETHER_OK);
+    ck_assert(th_run_until_pred(srv_accepted, NULL, 10000));
+    tether_conn *first = srv.c;
+    int total = 3000;
+    uint32_t next = 0;
+    uint64_t guard = th_now_ms() + 30000; /* a hang guard only */
+    while ((int)next < total && th_now_ms() < guard) {
+        if (next == 1000 && srv.c == first &&
+            !(tether_conn_drain_state(first) & TETHER_DRAIN_ASKED)) {
+            ck_assert_int_eq(tether_conn_goaway(first, TETHER_GOAWAY_SHUTDOWN, "move", 60000),
+                             TETHER_OK);
+        }
+        int rv = tether_client_send(rc, &next, 4);
+        if (rv == TETHER_OK) {
+            next++;
+        } else {
+            ck_assert_int_eq(rv, TETHER_EAGAIN);
+        }
+        if (rv != TETHER_OK || next % 16 == 0) {
+            tether_loop_run_once(th_loop, rv == TETHER_OK ? 0 : 5);
+        }
+    }
+    ck_assert_int_eq((int)next, total);
+    ck_assert(th_run_until_pred(srv_got_all, &total, 20000));
+    ck_assert(th_run_until(&srv.closed, 20000)); /* the drained connection */
+    ck_assert_int_eq(srv.reason, TETHER_OK);
+    ck_assert_msg(strstr(srv.detail, "drained (GOAWAY)") != NULL, "%s", srv.detail);
+    ck_assert_int_eq(mv_moved, 1);
+    ck_assert_int_eq(mv_connected, 2);
+    ck_assert_ptr_ne(srv.c, first);
+    tether_client_close(rc);
+    ck_assert(th_run_until(&mv_closed, 10000));
+    tether_listener_close(l);
+}
+END_TEST
+
 START_TEST(http_answers)
 {
     reset_sides();
@@ -847,6 +1139,7 @@ Suite *ws_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_add_test(tc, hdr_roundtrip);
     tcase_add_test(tc, mask_offsets);
+    tcase_add_test(tc, mask_large);
     tcase_add_test(tc, utf8_validation);
     tcase_add_test(tc, accept_key_and_codes);
     tcase_add_test(tc, urls);
@@ -864,6 +1157,9 @@ Suite *ws_suite(void)
     tcase_add_test(tc, reconnecting_client);
     tcase_add_test(tc, blocking_api);
     tcase_add_test(tc, behind_a_proxy);
+    tcase_add_test(tc, shutdown_closes_plain_peer_with_1001);
+    tcase_add_test(tc, tether_peers_calls_heartbeats_drain);
+    tcase_add_test(tc, reconnecting_client_moves_on_drain);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -72,6 +72,28 @@
  * flushed); the peer's answering close frame is read in the background,
  * so tether_ws_close_code() is 0 there.
  *
+ * **Between two tether ends.** A tether client offers the private
+ * extension `Sec-WebSocket-Extensions: x-tether-control` in its upgrade
+ * request and a tether server accepts it (other clients and servers ignore
+ * or never send it, so browsers and other libraries see plain RFC 6455).
+ * With it agreed, tether's own control frames (HELLO, heartbeat PING/PONG,
+ * GOAWAY, tether_call() requests and replies) travel inside the WebSocket
+ * stream, each as one binary frame with RSV2 set holding the control frame
+ * as `tcp://` carries it; data messages are unchanged. HELLO is then
+ * negotiated exactly as on `tcp://`: tether_call() works when both ends
+ * set tether_conn_opts::calls, heartbeats measure the round trip with
+ * tether's own PING, and tether_conn_goaway() / tether_listener_shutdown()
+ * drain without loss (the peer answers the GOAWAY; a tether_client moves).
+ * The final close frame then carries 1001.
+ *
+ * **Draining other peers.** A peer that is not tether (a browser, Node's
+ * `ws`), or a tether peer with which no HELLO was exchanged, cannot answer
+ * a GOAWAY: tether_conn_goaway() and tether_listener_shutdown() send the
+ * queued messages, then a close frame 1001 with the GOAWAY text (or
+ * "going away"), and finish the closing handshake at once instead of
+ * waiting for the drain deadline. `on_close` reports #TETHER_OK. What the
+ * peer sends after our close frame is not delivered (RFC 6455 7.1.2).
+ *
  * Limitations: permessage-deflate (RFC 7692) and other extensions are not
  * implemented. A fragmented message is held by the WebSocket layer until
  * its last fragment (bounded by tether_conn_opts::max_msg): its fragments

@@ -17,7 +17,7 @@ parent), the server the child it forks.
 - system calls: strace -f -ff, one trace file per process, one line per
   call.
 
-Usage: tests/bench/instr.py [--tls] [--no-syscalls] [--scale F] [IMPL ...]
+Usage: tests/bench/instr.py [--tls | --ws] [--no-syscalls] [--scale F] [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
 of this repository) as given and as bench_NAME; default: raw tether_bench.
 """
@@ -38,6 +38,13 @@ TCP = [
     ("lat tcp 64 B, one round trip", ["--scenario", "lat", "--transport", "tcp", "--size", "64"], 1000),
     ("thr tcp 64 B, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "64"], 20000),
     ("hs tcp, one connection", ["--scenario", "hs", "--transport", "tcp", "--size", "64"], 100),
+]
+# --ws: tether's WebSocket transport next to its own tcp (issue #15).
+WS = [
+    ("thr tcp 64 B, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "64"], 20000),
+    ("thr ws 64 B, one message", ["--scenario", "thr", "--transport", "ws", "--size", "64"], 20000),
+    ("thr tcp 1 MiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1048576"], 100),
+    ("thr ws 1 MiB, one message", ["--scenario", "thr", "--transport", "ws", "--size", "1048576"], 100),
 ]
 TLS = [
     ("lat tls 64 B, one round trip", ["--scenario", "lat", "--transport", "tls", "--size", "64"], 500),
@@ -197,6 +204,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tls", action="store_true", help="also the TLS scenarios")
+    ap.add_argument("--ws", action="store_true",
+                    help="only the tcp vs ws throughput rows (64 B and 1 MiB)")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N (default 1)")
     ap.add_argument("impls", nargs="*", default=["raw", "tether_bench"])
@@ -205,7 +214,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"instr: {tool} is not installed")
     impls = [(os.path.basename(i), find_impl(i)) for i in a.impls]
-    scen = TCP + (TLS if a.tls else [])
+    scen = WS if a.ws else TCP + (TLS if a.tls else [])
     kinds = ["instr"] + ([] if a.no_syscalls else ["sys"])
     rows = []
     failed = False

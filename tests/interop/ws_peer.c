@@ -116,11 +116,28 @@ static void srv_error(tether_listener *l, int err, const char *detail, void *ud)
     fflush(stdout);
 }
 
+static tether_listener *srv_l; /* NULL once tether_listener_shutdown() took it */
+
+static void on_shutdown(tether_loop *lp, int status, void *ud)
+{
+    (void)ud;
+    printf("shutdown status=%s\n", tether_err_name(status));
+    fflush(stdout);
+    tether_loop_stop(lp);
+}
+
 static void on_signal(tether_signal *s, int signum, void *ud)
 {
     (void)s;
-    (void)signum;
     (void)ud;
+    if (signum == SIGUSR1 && srv_l != NULL) {
+        /* Drain: a ws client cannot answer a GOAWAY, so it gets close
+         * 1001 at once, well before this 60 s deadline. */
+        if (tether_listener_shutdown(srv_l, 60000, on_shutdown, NULL) == TETHER_OK) {
+            srv_l = NULL;
+            return;
+        }
+    }
     tether_loop_stop(loop);
 }
 
@@ -157,12 +174,18 @@ static int run_server(const char *url)
     printf("listening on %s://127.0.0.1:%d\n", strncmp(url, "wss:", 4) == 0 ? "wss" : "ws",
            tether_listener_port(l));
     fflush(stdout);
-    tether_signal *sig = NULL;
+    srv_l = l;
+    tether_signal *sig = NULL, *usr = NULL;
     tether_signal_new(&sig, loop);
     tether_signal_start(sig, SIGTERM, on_signal, NULL, NULL);
+    tether_signal_new(&usr, loop);
+    tether_signal_start(usr, SIGUSR1, on_signal, NULL, NULL);
     tether_loop_run(loop);
     tether_signal_free(sig);
-    tether_listener_close(l);
+    tether_signal_free(usr);
+    if (srv_l != NULL) {
+        tether_listener_close(srv_l);
+    }
     tether_loop_close_all(loop);
     tether_loop_run(loop);
     return failed;

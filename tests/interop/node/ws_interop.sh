@@ -67,6 +67,25 @@ for scheme in ws wss; do
     else
         fail "$scheme: the ws client failed (status $status)"
     fi
+    # Listener shutdown (SIGUSR1 -> tether_listener_shutdown(), 60 s
+    # deadline): the idle ws client gets close 1001 at once and the drain
+    # ends with TETHER_OK, not at the deadline.
+    if th_start "hold_$scheme" '^held$' "$node" "$here/ws_peer.mjs" hold "$scheme://$host:$port" \
+        "$certs/ca.pem"; then
+        hold=$bg_pid
+        kill -USR1 "$srv" 2>/dev/null || true
+        status=0
+        wait "$hold" || status=$?
+        forget_pid "$hold"
+        sed 's/^/    node: /' "$tmp/hold_$scheme.out"
+        if [[ $status -eq 0 ]]; then
+            pass "$scheme: the held ws client exited 0"
+        else
+            fail "$scheme: the held ws client exited $status"
+        fi
+        has "$tmp/hold_$scheme.out" '^closed code=1001 reason=server shutting down$' \
+            "$scheme: listener shutdown closed the ws client with 1001"
+    fi
     kill -TERM "$srv" 2>/dev/null || true
     status=0
     wait "$srv" || status=$?
@@ -78,6 +97,7 @@ for scheme in ws wss; do
     else
         fail "$scheme: tether server exited $status"
     fi
+    has "$log" '^shutdown status=TETHER_OK$' "$scheme: the shutdown drained before its deadline"
     has "$log" '^accept path=/echo?n=1 origin=http://interop.test protocol=echo.v1$' \
         "$scheme: path, origin and subprotocol seen in on_accept"
     has "$log" '^close reason=TETHER_EOF code=4001 pongs=[1-9][0-9]* msgs=32 detail=peer closed the WebSocket with 4001: "client done"$' \

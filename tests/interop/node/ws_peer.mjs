@@ -242,7 +242,29 @@ function server(certFile, keyFile) {
     process.on('SIGTERM', () => process.exit(0));
 }
 
-if (mode === 'client') {
+// ---- hold: an idle client that waits for the server to close it --------
+
+async function hold(url, caFile) {
+    const ca = url.startsWith('wss:') ? fs.readFileSync(caFile) : undefined;
+    const ws = open(`${url}/hold`, ca);
+    const next = events(ws);
+    await opened(ws);
+    console.log('held');
+    const e = await next();
+    if (e.kind !== 'close') {
+        console.log(`FAIL: expected the close, got ${e.kind}`);
+        process.exit(1);
+    }
+    console.log(`closed code=${e.code} reason=${e.reason}`);
+    process.exit(0);
+}
+
+if (mode === 'hold') {
+    hold(a1, a2).catch((e) => {
+        console.log(`FAIL: ${e.stack}`);
+        process.exit(1);
+    });
+} else if (mode === 'client') {
     client(a1, a2).catch((e) => {
         console.log(`FAIL: ${e.stack}`);
         process.exit(1);
@@ -250,6 +272,6 @@ if (mode === 'client') {
 } else if (mode === 'server') {
     server(a1, a2);
 } else {
-    console.error('usage: node ws_peer.mjs client URL CA | server CERT|- KEY');
+    console.error('usage: node ws_peer.mjs client|hold URL CA | server CERT|- KEY');
     process.exit(2);
 }
