@@ -78,7 +78,7 @@ static void calo_on_ack(tether_conn *c, uint64_t seq)
         if (m->done != NULL) {
             tether__cdone_written(cl->dq, m->done);
         }
-        free(m);
+        tether__cmsg_free(cl, m);
     }
     if (cl->old_head == NULL) {
         /* The drained connection's records are all acknowledged: the

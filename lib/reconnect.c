@@ -122,7 +122,7 @@ static void msg_pop_head(tether_client *cl)
     if (m->done != NULL) {
         tether__cdone_written(cl->dq, m->done);
     }
-    free(m);
+    tether__cmsg_free(cl, m);
 }
 
 static void client_check_drain(tether_client *cl)
@@ -211,14 +211,7 @@ static void client_undeliver_all(tether_client *cl, int reason)
         struct cmsg *next = m->next;
         cl->held_bytes -= m->len; /* (a drained connection may hold others: reconnect_drain.c) */
         cl->held_msgs--;
-        cl->undelivered++;
-        if (cl->o.on_undelivered != NULL) {
-            cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
-        }
-        if (m->done != NULL) {
-            tether__cdone_failed(cl, m->done, reason);
-        }
-        free(m);
+        tether__client_undeliver(cl, m, reason);
         m = next;
     }
     client_check_drain(cl);
@@ -466,6 +459,7 @@ static void client_free(tether_client *cl)
     tether_tls_config_unref(cl->tls);
     tether__cdone_q_free(cl->dq);
     tether__calo_free(cl);
+    tether__cpool_clear(cl);
     free(cl->line_delim);
     tether__ws_opts_free(cl->ws);
     free(cl->url);
@@ -546,7 +540,7 @@ void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason)
     if (m->done != NULL) {
         tether__cdone_failed(cl, m->done, reason);
     }
-    free(m);
+    tether__cmsg_free(cl, m);
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -695,16 +689,12 @@ int tether__client_send(tether_client *cl, const void *data, size_t len, struct 
         cl->want_drain = true;
         return TETHER_EAGAIN;
     }
-    struct cmsg *m = malloc(sizeof *m + len);
+    struct cmsg *m = tether__cmsg_new(cl, len);
     if (m == NULL) {
         return TETHER_ENOMEM;
     }
-    m->next = NULL;
-    m->end = 0;
     m->seq = tether__calo_number(cl);
-    m->sent = false;
     m->done = done;
-    m->len = len;
     if (len > 0) {
         memcpy(m->data, data, len);
     }
