@@ -244,9 +244,9 @@ static void client_start_attempt(tether_client *cl)
     uint32_t ct = TETHER__MAX(b, cl->o.min_connect_timeout_ms);
     cl->co.connect_timeout_ms = ct > INT32_MAX ? INT32_MAX : (int)ct;
     tether_error err;
-    tether__ack_dial_want(cl->alo != NULL); /* HELLO bit 1 (ack.c) */
+    tether__calo_dial(cl, true); /* HELLO bit 1, or a plain fallback (client_alo.c) */
     int rv = tether_conn_dial(&cl->conn, cl->loop, cl->url, &cl->co, &err);
-    tether__ack_dial_want(false);
+    tether__calo_dial(cl, false);
     if (rv != TETHER_OK) {
         /* Only resource failures get here (the URL and options were
          * checked by tether_client_new()): count it as a failed attempt. */
@@ -339,6 +339,7 @@ static void client_on_connect(tether_conn *c, int status, void *ud)
     if (!cl->closing) {
         client_timer(cl, TM_STABLE, cl->o.stable_ms);
     }
+    tether__calo_connected(cl, c);
     client_report(cl, TETHER_CLIENT_CONNECTED, 0, NULL, 0);
     tether__client_feed(cl);
 }
@@ -393,6 +394,14 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
     }
     if (cl->closing) {
         client_finish(cl, reason == TETHER_OK ? TETHER_ECANCELED : reason);
+        return;
+    }
+    if (tether__calo_closed(cl, c, was_connected, reason)) {
+        /* A plain server (client_alo.c): at once, and not counted. */
+        cl->attempt--;
+        if (client_report_lost(cl, reason)) {
+            client_wait(cl, 0, reason);
+        }
         return;
     }
     if (!was_connected || (!was_stable && reason != TETHER_OK)) {

@@ -218,6 +218,14 @@ int tether__calo_new(tether_client *cl);
 void tether__calo_free(tether_client *cl);
 /* The number of a new message (0 without at-least-once). */
 uint64_t tether__calo_number(tether_client *cl);
+/* Around tether_conn_dial() (begin true, then false): asks for acks, or
+ * dials a plain connection after a failed probe (client_alo.c). */
+void tether__calo_dial(tether_client *cl, bool begin);
+/* The connection is established: the HELLO deadline starts. */
+void tether__calo_connected(tether_client *cl, tether_conn *c);
+/* The connection ended: true when it showed a plain server (the next
+ * connection falls back, and a warning was logged). */
+bool tether__calo_closed(tether_client *cl, tether_conn *c, bool was_connected, int reason);
 /* A connection was dialled: sets its acknowledgement hooks. */
 void tether__calo_conn(tether_client *cl, tether_conn *c);
 /* Before m is handed to c: false to wait (acks not negotiated yet, or no
