@@ -102,6 +102,20 @@ static struct tether__ack_entry *ack_entry_get(tether_loop *loop, uint64_t token
     return victim;
 }
 
+void tether__ack_forget(tether_loop *loop)
+{
+    struct tether__loop_ext *x = tether__loop_ext_find(loop, &ack_key);
+    if (x == NULL) {
+        return;
+    }
+    struct ack_table *t = tether__container_of(x, struct ack_table, ext);
+    for (uint32_t i = 0; i < t->n; i++) {
+        /* (An entry still in use stays reserved for its connection, which
+         * keeps filtering its own stream, until that connection ends.) */
+        t->e[i].live = false;
+    }
+}
+
 void tether__ack_dial_want(bool want)
 {
     dial_want = want;

@@ -60,6 +60,11 @@ struct tether__ack {
     uint64_t acks_out; /* ACK frames sent */
 };
 
+/* Forgets every resume token of the loop (the fuzz_conn harness, whose
+ * inputs share one loop, starts each input with an empty duplicate
+ * filter, even before the last input's connection is freed). */
+void tether__ack_forget(tether_loop *loop);
+
 /* A dialled connection of this thread's next tether_conn_dial() asks for
  * acknowledgements (set by client_alo.c just around the dial). */
 void tether__ack_dial_want(bool want);

@@ -122,7 +122,7 @@ static void msg_pop_head(tether_client *cl)
     if (m->done != NULL) {
         tether__cdone_written(cl->dq, m->done);
     }
-    free(m);
+    tether__cmsg_free(cl, m);
 }
 
 static void client_check_drain(tether_client *cl)
@@ -211,14 +211,7 @@ static void client_undeliver_all(tether_client *cl, int reason)
         struct cmsg *next = m->next;
         cl->held_bytes -= m->len; /* (a drained connection may hold others: reconnect_drain.c) */
         cl->held_msgs--;
-        cl->undelivered++;
-        if (cl->o.on_undelivered != NULL) {
-            cl->o.on_undelivered(cl, m->data, m->len, reason, cl->o.userdata);
-        }
-        if (m->done != NULL) {
-            tether__cdone_failed(cl, m->done, reason);
-        }
-        free(m);
+        tether__client_undeliver(cl, m, reason);
         m = next;
     }
     client_check_drain(cl);
@@ -251,9 +244,9 @@ static void client_start_attempt(tether_client *cl)
     uint32_t ct = TETHER__MAX(b, cl->o.min_connect_timeout_ms);
     cl->co.connect_timeout_ms = ct > INT32_MAX ? INT32_MAX : (int)ct;
     tether_error err;
-    tether__ack_dial_want(cl->alo != NULL); /* HELLO bit 1 (ack.c) */
+    tether__calo_dial(cl, true); /* HELLO bit 1, or a plain fallback (client_alo.c) */
     int rv = tether_conn_dial(&cl->conn, cl->loop, cl->url, &cl->co, &err);
-    tether__ack_dial_want(false);
+    tether__calo_dial(cl, false);
     if (rv != TETHER_OK) {
         /* Only resource failures get here (the URL and options were
          * checked by tether_client_new()): count it as a failed attempt. */
@@ -346,6 +339,7 @@ static void client_on_connect(tether_conn *c, int status, void *ud)
     if (!cl->closing) {
         client_timer(cl, TM_STABLE, cl->o.stable_ms);
     }
+    tether__calo_connected(cl, c);
     client_report(cl, TETHER_CLIENT_CONNECTED, 0, NULL, 0);
     tether__client_feed(cl);
 }
@@ -400,6 +394,14 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
     }
     if (cl->closing) {
         client_finish(cl, reason == TETHER_OK ? TETHER_ECANCELED : reason);
+        return;
+    }
+    if (tether__calo_closed(cl, c, was_connected, reason)) {
+        /* A plain server (client_alo.c): at once, and not counted. */
+        cl->attempt--;
+        if (client_report_lost(cl, reason)) {
+            client_wait(cl, 0, reason);
+        }
         return;
     }
     if (!was_connected || (!was_stable && reason != TETHER_OK)) {
@@ -466,6 +468,7 @@ static void client_free(tether_client *cl)
     tether_tls_config_unref(cl->tls);
     tether__cdone_q_free(cl->dq);
     tether__calo_free(cl);
+    tether__cpool_clear(cl);
     free(cl->line_delim);
     tether__ws_opts_free(cl->ws);
     free(cl->url);
@@ -549,7 +552,7 @@ void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason)
     if (m->done != NULL) {
         tether__cdone_failed(cl, m->done, reason);
     }
-    free(m);
+    tether__cmsg_free(cl, m);
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -698,16 +701,12 @@ int tether__client_send(tether_client *cl, const void *data, size_t len, struct 
         cl->want_drain = true;
         return TETHER_EAGAIN;
     }
-    struct cmsg *m = malloc(sizeof *m + len);
+    struct cmsg *m = tether__cmsg_new(cl, len);
     if (m == NULL) {
         return TETHER_ENOMEM;
     }
-    m->next = NULL;
-    m->end = 0;
     m->seq = tether__calo_number(cl);
-    m->sent = false;
     m->done = done;
-    m->len = len;
     if (len > 0) {
         memcpy(m->data, data, len);
     }
@@ -821,90 +820,4 @@ void tether_client_resume(tether_client *cl)
 bool tether_client_is_paused(const tether_client *cl)
 {
     return cl != NULL && cl->paused;
-}
-
-tether_client_state tether_client_get_state(const tether_client *cl)
-{
-    return cl != NULL ? cl->state : (tether_client_state)0;
-}
-
-tether_conn *tether_client_conn(const tether_client *cl)
-{
-    return cl != NULL ? cl->conn : NULL;
-}
-
-const char *tether_client_last_error(const tether_client *cl)
-{
-    return cl != NULL ? cl->err : "";
-}
-
-void *tether_client_userdata(const tether_client *cl)
-{
-    return cl != NULL ? cl->o.userdata : NULL;
-}
-
-int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, size_t size)
-{
-    if (cl == NULL || st == NULL || size < sizeof(size_t)) {
-        return TETHER_EINVAL;
-    }
-    tether_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = size;
-    s.bytes_in = cl->bytes_in;
-    s.bytes_out = cl->bytes_out;
-    s.msgs_in = cl->msgs_in;
-    s.msgs_out = cl->msgs_out;
-    s.queued_bytes = cl->held_bytes;
-    s.queued_msgs = cl->held_msgs;
-    s.connects = cl->connects;
-    s.reconnects = cl->connects > 0 ? cl->connects - 1 : 0;
-    s.attempts = cl->attempts;
-    s.undelivered = cl->undelivered;
-    s.backoff_ms = cl->backoff_ms;
-    s.heartbeat_ms = cl->last_hb_ms;
-    s.rtt_us = cl->last_rtt_us;
-    s.pings_sent = cl->pings_sent;
-    s.pongs_received = cl->pongs_in;
-    tether__cdone_stats(cl->dq, &s);
-    tether__calo_stats(cl, &s);
-    const tether_conn *c = cl->conn;
-    if (c != NULL) {
-        s.bytes_in += c->bytes_in;
-        s.bytes_out += c->bytes_out;
-        s.msgs_in += c->msgs_in;
-        uint64_t pings, pongs;
-        int64_t rtt;
-        tether__conn_hb_stats(c, &pings, &pongs, &rtt);
-        s.pings_sent += pings;
-        s.pongs_received += pongs;
-        s.heartbeat_ms = c->hb_ms;
-        if (rtt >= 0) {
-            s.rtt_us = rtt;
-        }
-        if (cl->connected && c->ready_at != 0) {
-            s.uptime_ms = tether__loop_time(cl->loop) - c->ready_at;
-        }
-    }
-    tether__sized_fill(st, size, &s, sizeof s);
-    return TETHER_OK;
-}
-
-const char *tether_client_state_name(tether_client_state state)
-{
-    switch (state) {
-    case TETHER_CLIENT_CONNECTING:
-        return "connecting";
-    case TETHER_CLIENT_CONNECTED:
-        return "connected";
-    case TETHER_CLIENT_DISCONNECTED:
-        return "disconnected";
-    case TETHER_CLIENT_WAITING:
-        return "waiting";
-    case TETHER_CLIENT_GAVE_UP:
-        return "gave up";
-    case TETHER_CLIENT_CLOSED:
-        return "closed";
-    }
-    return "unknown";
 }

@@ -71,10 +71,30 @@ struct cmsg {
     uint64_t end; /* stream offset past its frame on the connection it was handed to */
     uint64_t seq; /* at-least-once: its number (client_alo.c); 0 otherwise */
     bool sent;    /* at-least-once: handed to a connection before */
+    uint32_t off; /* client_pool.c: offset in its slab; 0 when from malloc() */
     struct tether__cdone *done; /* tether_client_send_cb() (client_delivery.c), or NULL */
     size_t len;
     uint8_t data[];
 };
+
+/* Slabs the records of a client are carved from (client_pool.c). */
+#define TETHER__CSLAB_SIZE (64u * 1024u)
+#define TETHER__CSLAB_MAX_REC (8u * 1024u) /* larger records come from malloc() */
+
+struct tether__cslab;
+struct tether__cpool {
+    struct tether__cslab *cur;   /* records are carved from here */
+    struct tether__cslab *spare; /* an empty slab kept for the next */
+    struct tether__pending trim; /* frees both once nothing is held */
+};
+
+/* A record for len bytes of payload, its fields zeroed but for len; NULL
+ * when out of memory. */
+struct cmsg *tether__cmsg_new(tether_client *cl, size_t len);
+/* Frees a record (its slab when it was the slab's last). */
+void tether__cmsg_free(tether_client *cl, struct cmsg *m);
+/* Frees the slabs (the client is freed, holding nothing). */
+void tether__cpool_clear(tether_client *cl);
 
 enum timer_mode {
     TM_NONE,
@@ -129,6 +149,7 @@ struct tether_client {
     struct cmsg *waiting;
     size_t held_bytes;
     size_t held_msgs;
+    struct tether__cpool pool; /* record slabs (client_pool.c) */
 
     /* Statistics; the current connection's own counters are added. */
     uint64_t bytes_in;
@@ -197,6 +218,14 @@ int tether__calo_new(tether_client *cl);
 void tether__calo_free(tether_client *cl);
 /* The number of a new message (0 without at-least-once). */
 uint64_t tether__calo_number(tether_client *cl);
+/* Around tether_conn_dial() (begin true, then false): asks for acks, or
+ * dials a plain connection after a failed probe (client_alo.c). */
+void tether__calo_dial(tether_client *cl, bool begin);
+/* The connection is established: the HELLO deadline starts. */
+void tether__calo_connected(tether_client *cl, tether_conn *c);
+/* The connection ended: true when it showed a plain server (the next
+ * connection falls back, and a warning was logged). */
+bool tether__calo_closed(tether_client *cl, tether_conn *c, bool was_connected, int reason);
 /* A connection was dialled: sets its acknowledgement hooks. */
 void tether__calo_conn(tether_client *cl, tether_conn *c);
 /* Before m is handed to c: false to wait (acks not negotiated yet, or no

@@ -107,7 +107,7 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c)
         if (m->done != NULL) {
             tether__cdone_written(cl->dq, m->done); /* (reported from the loop) */
         }
-        free(m);
+        tether__cmsg_free(cl, m);
     }
     if (had && cl->old_head == NULL) {
         cl->old_owner = NULL;

@@ -318,7 +318,17 @@
  *    same way.
  * 6. Enable heartbeats in a client only toward servers that speak this
  *    protocol (tether, with any options): a plain length-prefixed server
- *    reads the HELLO as an oversized message and closes.
+ *    reads the HELLO as an oversized message and closes. The one exception
+ *    is a tether_client with `at_least_once` (include/tether/reconnect.h):
+ *    when 3 connections in a row end, or stay silent for the HELLO
+ *    deadline ((heartbeat_misses + 1) × heartbeat_ms, or 3 s with
+ *    heartbeats off), after its HELLO and before any HELLO came back (no
+ *    data has been sent on them), it logs a warning (`the server does not speak tether's
+ *    control frames ...; falling back to plain len32 without
+ *    acknowledgements`) and dials its next connection without HELLO:
+ *    plain len32, no acknowledgements, heartbeats or calls on it. The
+ *    fallback lasts for that one established connection; the connection
+ *    after it asks again.
  *
  * Control frames never reach `on_message`, are not counted as messages,
  * and are not subject to the high-water mark (a PONG is skipped, not

@@ -125,9 +125,28 @@
  *   unused for 10 minutes: a client back after longer may see duplicates;
  * - a server whose HELLO lacks bit 1 (a tether server older than
  *   acknowledgements) gets the messages as without this option, and the
- *   client logs `no acknowledgements on this connection` (a warning). A
- *   plain length-prefixed server cannot be used: it reads the HELLO as an
- *   oversized message and closes;
+ *   client logs `no acknowledgements on this connection` (a warning);
+ * - a plain length-prefixed server (no control frames at all) reads the
+ *   HELLO as an oversized length: it closes, or waits for four gigabytes.
+ *   When three connections in a row end, or see no HELLO from the server
+ *   within the HELLO deadline ((heartbeat_misses + 1) × heartbeat_ms of
+ *   `conn_opts`, or 3 s with heartbeats off; not counted while the client
+ *   is paused), after the client's HELLO and before any answer (so before
+ *   any data was sent on them; once could be a fault of the network, and
+ *   those attempts follow the usual schedule), the client logs a warning
+ *   (`the server does not speak tether's control frames ...; falling back
+ *   to plain len32 without acknowledgements`), reports DISCONNECTED and
+ *   dials again at once (not counted against max_attempts) without HELLO.
+ *   That connection carries the messages as without this option (done
+ *   once written; no heartbeats or calls either); nothing is lost by the
+ *   probes. The fallback is not remembered: once that plain connection
+ *   has been up and ends, the next one asks for acknowledgements again (so
+ *   a tether server that was only slow to answer, or replaced a plain one,
+ *   gets them back), at the price of three failed probes per reconnect
+ *   against a server that stays plain. A load balancer that accepts and
+ *   closes while its backends are down looks like a plain server too:
+ *   after three such connections one connection goes without
+ *   acknowledgements (and what it loses in flight is lost);
  * - the answers (server to client) are not acknowledged: they are as
  *   reliable as without this option;
  * - send through tether_client_send() only: data sent directly on

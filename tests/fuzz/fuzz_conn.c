@@ -3,7 +3,9 @@
  * a loop, accepted by a tether listener or dialled by tether_conn_dial(),
  * on a Unix socket whose other end the fuzzer writes. It covers frame
  * parsing across arbitrary read boundaries, control frames (HELLO, PING,
- * PONG, GOAWAY with and without the drain flag), buffer growth for large
+ * PONG, GOAWAY with and without the drain flag, RESUME and ACK of
+ * at-least-once streams, whose duplicate filter the reference decoder
+ * models), buffer growth for large
  * frames and long lines, pause and resume (from outside and from inside
  * on_message), sends and echoes while input arrives, and the end of
  * stream. Only the public API is used, so the harness follows the library
@@ -40,6 +42,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ack.h"
 #include "frame.h"
 #include "net_helpers.h"
 
@@ -319,8 +322,52 @@ static void peer_write(const uint8_t *p, size_t n)
 /* Decodes a byte stream with the reference framer into its data messages.
  * Returns the end: TETHER_EAGAIN (ran out, *partial set if bytes are left),
  * or the decoder's error. */
+/* The receiver's side of acknowledgements (lib/ack.c), for an accepted
+ * len32 connection: a HELLO announcing bit 1 admits RESUME(token, seq),
+ * after which data frames are numbered from seq and those numbered at or
+ * below the highest delivered under the token are dropped as duplicates
+ * (the filter starts empty for each input: tether__ack_forget()). */
+struct ref_acks {
+    bool on;      /* model it at all (accepted len32 connection) */
+    bool hello;   /* the peer's first HELLO was seen */
+    bool rx_on;   /* ... and announced acknowledgements */
+    bool resumed; /* a RESUME arrived: data frames are numbered */
+    uint64_t token, next, delivered;
+};
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* A control frame of the input: false where tether fails the connection
+ * on a RESUME (nothing is delivered after it). */
+static bool ref_acks_ctrl(struct ref_acks *a, const uint8_t *hdr, const uint8_t *p, size_t n)
+{
+    if (hdr[1] == 1 && !a->hello) {
+        a->hello = true;
+        a->rx_on = n >= 6 && p[0] != 0 && (p[1] & 0x02) != 0;
+    } else if (hdr[1] == 8) {
+        uint64_t seq = n == 16 ? be64(p + 8) : 0;
+        if (!a->rx_on || seq == 0 || (a->resumed && be64(p) != a->token)) {
+            return false;
+        }
+        if (!a->resumed) {
+            a->token = be64(p);
+            a->delivered = seq - 1;
+            a->resumed = true;
+        }
+        a->next = seq;
+    }
+    return true;
+}
+
 static int reference_decode(const tether_framer *fr, const uint8_t *p, size_t n, size_t max_msg,
-                            struct msgs *out, bool *partial)
+                            struct msgs *out, bool *partial, struct ref_acks *acks)
 {
     size_t off = 0;
     size_t scan = 0;
@@ -341,8 +388,20 @@ static int reference_decode(const tether_framer *fr, const uint8_t *p, size_t n,
             *partial = true;
             return TETHER_EAGAIN;
         }
+        if (f.control != 0 && acks != NULL && acks->on &&
+            !ref_acks_ctrl(acks, p + off, p + off + f.hdr_len, f.payload_len)) {
+            return TETHER_EPROTO;
+        }
         if (f.control == 0) {
-            msgs_add(out, p + off + f.hdr_len, f.payload_len);
+            bool dup = false;
+            if (acks != NULL && acks->resumed) {
+                uint64_t seq = acks->next++;
+                dup = seq <= acks->delivered;
+                acks->delivered = dup ? acks->delivered : seq;
+            }
+            if (!dup) {
+                msgs_add(out, p + off + f.hdr_len, f.payload_len);
+            }
         }
         off += total;
         scan = 0;
@@ -387,7 +446,8 @@ static void check_outcome(const tether_framer *ref)
     bool goaway =
         st.close_reason == TETHER_EOF && strncmp(st.last_error, "closed by peer", 14) == 0;
     bool drained = goaway && strstr(st.last_error, "after a drain") != NULL;
-    end = reference_decode(ref, st.in.p, st.in.len, st.opts.max_msg, &want, &partial);
+    struct ref_acks acks = {.on = st.accepted && ref == tether__framer_len32_ctrl()};
+    end = reference_decode(ref, st.in.p, st.in.len, st.opts.max_msg, &want, &partial, &acks);
     FUZZ_CHECK(msgs_prefix(&st.got, &want));
     if (st.close_reason == TETHER_EOF && !goaway) {
         FUZZ_CHECK(st.wr_shut);
@@ -407,7 +467,7 @@ static void check_outcome(const tether_framer *ref)
 
     /* What tether sent: well-formed frames carrying the messages it
      * accepted, in order (a prefix, as a close may drop the rest). */
-    end = reference_decode(ref, st.out.p, st.out.len, TETHER__MAX_MSG_LIMIT, &sent, &partial);
+    end = reference_decode(ref, st.out.p, st.out.len, TETHER__MAX_MSG_LIMIT, &sent, &partial, NULL);
     FUZZ_CHECK(end == TETHER_EAGAIN);
     FUZZ_CHECK(msgs_prefix(&sent, &st.expected));
     if ((st.close_reason == TETHER_EOF && (!goaway || drained)) || st.close_reason == TETHER_OK) {
@@ -482,6 +542,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     msgs_free(&st.got);
     msgs_free(&st.expected);
     setup_opts(&st.opts, data[0], data[1]);
+    tether__ack_forget(st.loop); /* a fresh duplicate filter (ACK/RESUME) */
 
     switch (st.opts.framing) {
     case TETHER_FRAMING_LEN32:

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* The records of a reconnecting client's held messages (struct cmsg,
+ * reconnect.h): carved one after the other from the client's own slabs
+ * instead of one malloc() and free() per message.
+ *
+ * Why: with at-least-once streams a record lives until its ACK, so up to
+ * queue_max_bytes of records are alive at once and glibc's malloc works
+ * through fragmented bins for every message (about a third of a client's
+ * instructions per 1 KiB message); and even without acks it is the
+ * largest cost of a held copy after the copy itself.
+ *
+ * A slab is TETHER__CSLAB_SIZE bytes; records are appended to the current
+ * one and counted (live). Records are freed in about the order they were
+ * made (written, acknowledged or handed back, oldest first), so slabs
+ * empty in order too; but any order is correct: a slab is freed, or kept
+ * as the one spare, when its last record goes, and the current slab
+ * starts over from its beginning whenever it holds no record. Records
+ * larger than TETHER__CSLAB_MAX_REC come from malloc() as before. A
+ * record knows its offset in its slab (0: from malloc).
+ *
+ * Memory: a slab stays while any record in it is held, which bounds the
+ * slabs by the held bytes (queue_max_bytes) plus one slab per live
+ * record in the worst order. Once the client holds nothing (on the
+ * loop's next turn, if it still holds nothing then), the current slab
+ * and the spare are freed: an idle client keeps no slab. */
+#include "reconnect.h"
+
+#include <stdlib.h>
+
+struct tether__cslab {
+    uint32_t live; /* records carved from it and not yet freed */
+    uint32_t used; /* bytes given out, the header included */
+};
+
+#define SLAB_HDR ((uint32_t)((sizeof(struct tether__cslab) + 15u) & ~(size_t)15u))
+
+static uint32_t rec_size(size_t len)
+{
+    return (uint32_t)((sizeof(struct cmsg) + len + 15u) & ~(size_t)15u);
+}
+
+static void slab_drop(tether_client *cl, struct tether__cslab *s)
+{
+    if (cl->pool.spare == NULL) {
+        cl->pool.spare = s;
+    } else {
+        free(s);
+    }
+}
+
+struct cmsg *tether__cmsg_new(tether_client *cl, size_t len)
+{
+    struct cmsg *m;
+    if (len > TETHER__CSLAB_MAX_REC - sizeof *m) {
+        m = malloc(sizeof *m + len);
+        if (m == NULL) {
+            return NULL;
+        }
+        m->off = 0;
+    } else {
+        uint32_t need = rec_size(len);
+        struct tether__cslab *s = cl->pool.cur;
+        if (s == NULL || s->used + need > TETHER__CSLAB_SIZE) {
+            s = cl->pool.spare;
+            if (s != NULL) {
+                cl->pool.spare = NULL;
+            } else {
+                s = malloc(TETHER__CSLAB_SIZE);
+                if (s == NULL) {
+                    return NULL;
+                }
+            }
+            s->live = 0;
+            s->used = SLAB_HDR;
+            if (cl->pool.cur != NULL && cl->pool.cur->live == 0) {
+                slab_drop(cl, cl->pool.cur);
+            }
+            cl->pool.cur = s; /* (a full one with records left is freed by its last) */
+        }
+        m = (struct cmsg *)((char *)s + s->used);
+        m->off = s->used;
+        s->used += need;
+        s->live++;
+    }
+    m->next = NULL;
+    m->end = 0;
+    m->seq = 0;
+    m->sent = false;
+    m->done = NULL;
+    m->len = len;
+    return m;
+}
+
+static void pool_trim_cb(struct tether__pending *p)
+{
+    tether_client *cl = tether__container_of(p, tether_client, pool.trim);
+    if (cl->held_msgs != 0) {
+        return;
+    }
+    free(cl->pool.spare);
+    cl->pool.spare = NULL;
+    if (cl->pool.cur != NULL && cl->pool.cur->live == 0) {
+        free(cl->pool.cur);
+        cl->pool.cur = NULL;
+    }
+}
+
+void tether__cmsg_free(tether_client *cl, struct cmsg *m)
+{
+    if (m->off == 0) {
+        free(m);
+    } else {
+        struct tether__cslab *s = (struct tether__cslab *)((char *)m - m->off);
+        if (--s->live == 0) {
+            if (s == cl->pool.cur) {
+                s->used = SLAB_HDR; /* empty: start over */
+            } else {
+                slab_drop(cl, s);
+            }
+        }
+    }
+    if (cl->held_msgs == 0 && (cl->pool.cur != NULL || cl->pool.spare != NULL)) {
+        /* Nothing held: unless the application sends again before the
+         * loop goes on (as it does from on_drain, which runs first), the
+         * burst is over and its memory goes back. */
+        if (cl->pool.trim.cb == NULL) {
+            tether__pending_init(&cl->pool.trim, pool_trim_cb);
+        }
+        tether__pending_queue(cl->loop, &cl->pool.trim);
+    }
+}
+
+void tether__cpool_clear(tether_client *cl)
+{
+    tether__pending_cancel(cl->loop, &cl->pool.trim);
+    free(cl->pool.spare);
+    cl->pool.spare = NULL;
+    free(cl->pool.cur); /* (only ever called with nothing held) */
+    cl->pool.cur = NULL;
+}
