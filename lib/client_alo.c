@@ -102,19 +102,8 @@ static void calo_on_ack(tether_conn *c, uint64_t seq)
         return;
     }
     while (cl->old_head != NULL && cl->old_head->seq <= seq) {
-        struct cmsg *m = cl->old_head;
-        cl->old_head = m->next;
-        if (cl->old_head == NULL) {
-            cl->old_tail = NULL;
-        }
-        cl->held_bytes -= m->len;
-        cl->held_msgs--;
-        cl->msgs_out++;
         cl->alo->acked++;
-        if (m->done != NULL) {
-            tether__cdone_written(cl->dq, m->done);
-        }
-        tether__cmsg_free(cl, m);
+        tether__client_old_done(cl);
     }
     if (cl->old_head == NULL) {
         /* The drained connection's records are all acknowledged: the

@@ -188,6 +188,9 @@ bool tether__client_is_old(const tether_client *cl, const tether_conn *c);
 /* A draining connection wrote output: frees its records written
  * completely. */
 void tether__client_drain_prune(tether_client *cl, tether_conn *c);
+/* Takes the first record of a drained connection off its list as done
+ * (written, or acknowledged): counted, its completion reported, freed. */
+void tether__client_old_done(tether_client *cl);
 /* A draining connection closed (from its on_close): what it did not write
  * goes back in front of the waiting records. */
 void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason);

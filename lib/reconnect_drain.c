@@ -88,6 +88,22 @@ void tether__client_gnotify(tether_conn *c)
     tether__client_restart(cl);
 }
 
+void tether__client_old_done(tether_client *cl)
+{
+    struct cmsg *m = cl->old_head;
+    cl->old_head = m->next;
+    if (cl->old_head == NULL) {
+        cl->old_tail = NULL;
+    }
+    cl->held_bytes -= m->len;
+    cl->held_msgs--;
+    cl->msgs_out++;
+    if (m->done != NULL) {
+        tether__cdone_written(cl->dq, m->done); /* (reported from the loop) */
+    }
+    tether__cmsg_free(cl, m);
+}
+
 void tether__client_drain_prune(tether_client *cl, tether_conn *c)
 {
     if (c != cl->old_owner) {
@@ -96,18 +112,7 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c)
     uint64_t written = c->bytes_out;
     bool had = cl->old_head != NULL;
     while (cl->old_head != NULL && cl->old_head->end <= written) {
-        struct cmsg *m = cl->old_head;
-        cl->old_head = m->next;
-        if (cl->old_head == NULL) {
-            cl->old_tail = NULL;
-        }
-        cl->held_bytes -= m->len;
-        cl->held_msgs--;
-        cl->msgs_out++;
-        if (m->done != NULL) {
-            tether__cdone_written(cl->dq, m->done); /* (reported from the loop) */
-        }
-        tether__cmsg_free(cl, m);
+        tether__client_old_done(cl);
     }
     if (had && cl->old_head == NULL) {
         cl->old_owner = NULL;
