@@ -38,7 +38,7 @@ struct tether__conn_cfg {
     struct sockaddr_storage pp_source;
     /* WebSocket (ws.h): set for ws:// and wss:// URLs, NULL otherwise. */
     struct tether__ws_cfg *ws;
-    /* Loop groups (loop_group.c): counters shared with other threads, or NULL. */
+    /* Loop groups (group.c): counters shared with other threads, or NULL. */
     struct tether__lstats *lstats;
     /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
     struct tether__shutdown *shutdown;
@@ -349,7 +349,7 @@ void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg);
  * failed before it was established (listener.c). */
 void tether__listener_report_conn(tether_listener *l, int err, const char *detail);
 
-/* Loop groups (listener.c, used by loop_group.c). */
+/* Loop groups (listener.c, used by group.c). */
 /* An accepting listener with this set hands every accepted socket to fn
  * (which takes ownership of fd) instead of making a connection itself. */
 typedef void (*tether__listener_handoff_fn)(void *ud, int fd, const union tether__peer_addr *pa);

@@ -43,7 +43,7 @@ struct tether_listener {
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
     char url[TETHER__HOST_MAX + 128 + TETHER__WS_PATH_MAX];
-    /* Loop groups (loop_group.c): shared counters, hand-off, close notice. */
+    /* Loop groups (group.c): shared counters, hand-off, close notice. */
     struct tether__lstats *gst;
     tether__listener_handoff_fn handoff;
     void *group_ud;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Loop groups (lib/loop_group.c): groups of 2 and 4 server loops serving
+/* Loop groups (lib/group.c): groups of 2 and 4 server loops serving
  * 2000 concurrent TLS clients that run on a client group of their own,
  * every message echoed in order and every loop given connections; the
  * Unix-socket acceptor spreading connections evenly; and a group stop with

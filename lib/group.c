@@ -11,7 +11,10 @@
  * read under g->mu, says RUNNING: tether_loop_group_stop() changes the
  * state under the same lock before it posts the stop, so such a post runs
  * before the stop, on a thread that is still running. Counters that other
- * threads read are relaxed atomics (struct tether__lstats). */
+ * threads read are relaxed atomics (struct tether__lstats).
+ *
+ * Layering: above connections and listeners (it spreads them), so unlike
+ * the loop*.c files it may include conn.h. */
 #include "conn.h"
 
 #include <errno.h>
