@@ -144,7 +144,9 @@ static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t n, uint64_t
  * registers where the CPU has them (chosen once, at load time) and pairs
  * of SSE2 registers elsewhere. Returns the bytes done (a multiple of 128,
  * so the key word stays in phase for the rest). */
-#if defined(__x86_64__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(__SANITIZE_THREAD__)
+/* (Not under ThreadSanitizer: the clones' ifunc resolver runs while the
+ * dynamic loader relocates, before TSan is set up, and crashes there.) */
 #if __has_attribute(target_clones)
 #define MASK_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
