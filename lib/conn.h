@@ -344,6 +344,9 @@ void tether__dial_cancel(tether_conn *c);
 int tether__shutdown_start(tether_loop *loop, struct tether__conn_cfg *cfg, int deadline_ms,
                            tether_shutdown_cb on_done, void *ud);
 void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg);
+/* An accepted connection sent its HELLO while its listener shuts down:
+ * ask it to drain now (one that had sent nothing was left for this). */
+void tether__shutdown_conn_hello(tether_conn *c);
 
 /* Reports through the listener's on_error an accepted connection that
  * failed before it was established (listener.c). */

@@ -55,6 +55,14 @@ static void shutdown_one(struct tether__handle *h, void *arg)
         }
         return;
     }
+    if (c->state == TETHER__CS_READY && c->bytes_in == 0 && c->drain == NULL &&
+        !tether__ctrl_negotiated(c) && c->ws == NULL) {
+        /* Accepted a moment ago, nothing received yet: its HELLO may be on
+         * the way with its first messages, and a close now would lose
+         * them. It is asked when the HELLO comes (tether__shutdown_conn_
+         * hello()); a peer that never sends one is closed at the deadline. */
+        return;
+    }
     if (c->state == TETHER__CS_READY) {
         (void)tether_conn_goaway(c, TETHER_GOAWAY_SHUTDOWN, "server shutting down",
                                  w->s->deadline_ms);
@@ -82,6 +90,15 @@ static void shutdown_timer_cb(struct tether__tnode *n)
     struct tether__shutdown *s = tether__container_of(n, struct tether__shutdown, timer);
     struct shutdown_walk w = {s, true};
     tether__handle_each(s->loop, shutdown_one, &w);
+}
+
+void tether__shutdown_conn_hello(tether_conn *c)
+{
+    struct tether__shutdown *s = c->cfg->shutdown;
+    if (c->state == TETHER__CS_READY && c->drain == NULL && !(c->flags & TETHER__CF_CLOSE_REQ)) {
+        (void)tether_conn_goaway(c, TETHER_GOAWAY_SHUTDOWN, "server shutting down",
+                                 s->deadline_ms);
+    }
 }
 
 void tether__shutdown_conn_gone(struct tether__conn_cfg *cfg)

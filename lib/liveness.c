@@ -340,6 +340,9 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
         } else {
             tether__conn_after_queue(c);
         }
+        if (c->cfg->shutdown != NULL && (c->flags & TETHER__CF_ACCEPTED)) {
+            tether__shutdown_conn_hello(c); /* its listener is shutting down */
+        }
         break;
     }
     case TETHER__CTRL_PING:

@@ -600,6 +600,11 @@ static bool shutdown_done(void *arg)
     return S.shutdown_done;
 }
 
+static bool srv_n(void *arg)
+{
+    return S.n >= *(int *)arg;
+}
+
 static bool srv_n_got(void *arg)
 {
     int want = *(int *)arg;
@@ -660,6 +665,54 @@ START_TEST(listener_shutdown_drains_every_connection)
     sa.sin_addr.s_addr = htonl(0x7F000001);
     ck_assert_int_ne(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     ck_assert_int_eq(errno, ECONNREFUSED);
+    close(fd);
+    th_run_idle(3000);
+}
+END_TEST
+
+/* A connection accepted a moment before the shutdown, whose HELLO and
+ * first messages are still on the way: it is asked to drain when its
+ * HELLO comes, and its messages are echoed, not dropped by a close. */
+START_TEST(listener_shutdown_waits_for_a_late_hello)
+{
+    start_server("tcp://127.0.0.1:0", NULL, 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
+    int one = 1;
+    ck_assert(th_run_until_pred(srv_n, &one, 10000)); /* accepted, nothing read */
+    ck_assert_int_eq(tether_listener_shutdown(S.l, 10000, on_shutdown, NULL), TETHER_OK);
+    S.l = NULL;
+    tether_loop_run_once(th_loop, 50);
+    /* HELLO, two messages; then the GOAWAY request, and our "done". */
+    static const uint8_t hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    uint8_t out[sizeof hello + 2 * (4 + MSG_LEN)];
+    memcpy(out, hello, sizeof hello);
+    for (int i = 0; i < 2; i++) {
+        uint8_t *f = out + sizeof hello + i * (4 + MSG_LEN);
+        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
+        memset(f + 4, 'x', MSG_LEN);
+        f[4] = f[5] = f[6] = 0;
+        f[7] = (uint8_t)i;
+    }
+    th_raw_write(fd, out, sizeof out);
+    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x17, 0x01, 0x00, 0x06, 's', 'e',
+                                  'r',  'v',  'e',  'r',  ' ',  's',  'h',  'u', 't',
+                                  't',  'i',  'n',  'g',  ' ',  'd',  'o',  'w', 'n'};
+    uint8_t buf[4096];
+    bool eof;
+    size_t want = sizeof hello + sizeof req;
+    size_t got = raw_read(fd, buf, sizeof buf, want, &eof);
+    ck_assert_uint_ge(got, want);
+    ck_assert_mem_eq(buf + sizeof hello, req, sizeof req);
+    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
+    th_raw_write(fd, done, sizeof done);
+    got += raw_read(fd, buf + got, sizeof buf - got, 0, &eof);
+    ck_assert(eof);
+    /* After HELLO and the request: both echoes, then the server's "done". */
+    ck_assert_uint_eq(got, want + 2 * (4 + MSG_LEN) + sizeof done);
+    ck_assert_mem_eq(buf + want, out + sizeof hello, 2 * (4 + MSG_LEN));
+    ck_assert(th_run_until_pred(shutdown_done, NULL, 10000));
+    ck_assert_int_eq(S.shutdown_status, TETHER_OK);
+    ck_assert_uint_eq(S.conns[0].got, 2);
     close(fd);
     th_run_idle(3000);
 }
@@ -1081,6 +1134,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, goaway_rejects_bad_arguments);
     tcase_add_test(tc, max_age_drains_with_traffic_flowing);
     tcase_add_test(tc, listener_shutdown_drains_every_connection);
+    tcase_add_test(tc, listener_shutdown_waits_for_a_late_hello);
     tcase_add_test(tc, listener_shutdown_without_connections_reports_at_once);
     tcase_add_test(tc, listener_shutdown_deadline_closes_the_rest);
     tcase_add_test(tc, client_moves_to_a_new_connection_without_loss);
