@@ -17,7 +17,7 @@ parent), the server the child it forks.
 - system calls: strace -f -ff, one trace file per process, one line per
   call.
 
-Usage: tests/bench/instr.py [--tls | --ws] [--no-syscalls] [--scale F] [IMPL ...]
+Usage: tests/bench/instr.py [--tls | --ws | --acks] [--no-syscalls] [--scale F] [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
 of this repository) as given and as bench_NAME; default: raw tether_bench.
 """
@@ -46,6 +46,13 @@ WS = [
     ("thr tcp 1 MiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1048576"], 100),
     ("thr ws 1 MiB, one message", ["--scenario", "thr", "--transport", "ws", "--size", "1048576"], 100),
 ]
+# --acks: tether_bench's thr through a tether_client, plain (--client)
+# and with at_least_once (--acks) (issue #14: what acknowledgements cost).
+ACKS = [
+    ("thr tcp 64 B, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "64"], 20000),
+    ("thr tcp 1 KiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1024"], 20000),
+]
+ACKS_IMPLS = [("client", "tether_bench", ["--client"]), ("acks", "tether_bench", ["--acks"])]
 TLS = [
     ("lat tls 64 B, one round trip", ["--scenario", "lat", "--transport", "tls", "--size", "64"], 500),
     ("thr tls 64 B, one message", ["--scenario", "thr", "--transport", "tls", "--size", "64"], 10000),
@@ -206,6 +213,8 @@ def main():
     ap.add_argument("--tls", action="store_true", help="also the TLS scenarios")
     ap.add_argument("--ws", action="store_true",
                     help="only the tcp vs ws throughput rows (64 B and 1 MiB)")
+    ap.add_argument("--acks", action="store_true",
+                    help="only thr 64 B and 1 KiB, tether_bench --client vs --acks")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N (default 1)")
     ap.add_argument("impls", nargs="*", default=["raw", "tether_bench"])
@@ -215,6 +224,9 @@ def main():
             sys.exit(f"instr: {tool} is not installed")
     impls = [(os.path.basename(i), find_impl(i)) for i in a.impls]
     scen = WS if a.ws else TCP + (TLS if a.tls else [])
+    if a.acks:
+        impls = [(n, find_impl(b), x) for n, b, x in ACKS_IMPLS]
+        scen = ACKS
     kinds = ["instr"] + ([] if a.no_syscalls else ["sys"])
     rows = []
     failed = False
@@ -222,17 +234,17 @@ def main():
         for label, args, n in scen:
             n = max(1, int(n * a.scale))
             cells = []
-            for name, binary in impls:
+            for name, binary, *extra in impls:
                 print(f"instr: {kind} {label}: {name} (N={n}, 2N)...", file=sys.stderr, flush=True)
                 try:
-                    cells.append(fmt(per_op(binary, args, n, kind), kind))
+                    cells.append(fmt(per_op(binary, args + sum(extra, []), n, kind), kind))
                 except RuntimeError as e:
                     failed = True
                     print(f"instr: {name}: {e}", file=sys.stderr)
                     cells.append("failed")
             unit = "instructions" if kind == "instr" else "system calls"
             rows.append([f"{label}: {unit}"] + cells)
-    head = ["per operation"] + [f"{n} client + server" for n, _ in impls]
+    head = ["per operation"] + [f"{n} client + server" for n, *_ in impls]
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i])
                                        for i, c in enumerate(r)) + " |"
