@@ -258,6 +258,7 @@ bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t 
         a->rx_token = token;
         a->e = ack_entry_get(c->h.loop, token, seq);
         a->rx_own = seq - 1;
+        a->rx_done = a->e != NULL ? &a->e->delivered : &a->rx_own;
         a->rx_resumed = true;
     }
     a->rx_next = seq;
@@ -265,19 +266,6 @@ bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t 
         a->rx_acked = seq - 1;
     }
     c->rx_tag = TETHER__RX_SEQ;
-    return true;
-}
-
-bool tether__ack_rx_data(tether_conn *c)
-{
-    struct tether__ack *a = c->ack;
-    uint64_t seq = a->rx_next++;
-    uint64_t *d = a->e != NULL ? &a->e->delivered : &a->rx_own;
-    if (seq <= *d) {
-        a->dups++;
-        return false;
-    }
-    *d = seq;
     return true;
 }
 

@@ -56,6 +56,7 @@ struct tether__ack {
     uint64_t rx_acked; /* the last value we acknowledged */
     uint64_t rx_own;   /* delivered, when the table had no room */
     struct tether__ack_entry *e;
+    uint64_t *rx_done; /* the highest delivered: in e, or rx_own */
     uint64_t dups;     /* duplicates dropped */
     uint64_t acks_out; /* ACK frames sent */
 };
@@ -87,8 +88,18 @@ bool tether__ack_admits(const tether_conn *c, uint8_t type);
 bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t n);
 
 /* A data frame while rx_tag is TETHER__RX_SEQ: true to deliver it, false
- * for a duplicate (dropped). */
-bool tether__ack_rx_data(tether_conn *c);
+ * for a duplicate (dropped). Inline: it runs for every message received. */
+static inline bool tether__ack_rx_data(tether_conn *c)
+{
+    struct tether__ack *a = c->ack;
+    uint64_t seq = a->rx_next++;
+    if (TETHER__UNLIKELY(seq <= *a->rx_done)) {
+        a->dups++;
+        return false;
+    }
+    *a->rx_done = seq;
+    return true;
+}
 
 /* End of a read batch: acknowledges what was received. */
 void tether__ack_after_read(tether_conn *c);
