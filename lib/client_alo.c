@@ -26,8 +26,7 @@
  * tether server that was only slow to answer (or a plain server replaced
  * by a tether one) gets them back, at the price of CALO_PROBES failed
  * probes per reconnect against a server that stays plain. */
-#include "ack.h"
-#include "reconnect.h"
+#include "client_alo.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,21 +35,6 @@
 #define CALO_HELLO_MS 3000u
 /* Probes in a row that must show a plain server before the fallback. */
 #define CALO_PROBES 3u
-
-struct tether__calo {
-    uint64_t token;    /* resume token: random, the same on every connection */
-    uint64_t next_seq; /* the last number given to a message */
-    uint64_t acked;    /* messages acknowledged */
-    uint64_t resent;   /* messages sent again */
-    tether_client *cl;
-    struct tether__tnode hello_timer; /* the HELLO deadline of cl->conn */
-    bool plain;                       /* the next connection is dialled without HELLO */
-    bool plain_conn;                  /* cl->conn was dialled so */
-    int saved_hb;                     /* conn options zeroed around a plain dial */
-    bool saved_calls;
-    bool timed_out;      /* the HELLO deadline closed cl->conn */
-    uint8_t probe_fails; /* connections in a row that showed a plain server */
-};
 
 static void calo_hello_timeout(struct tether__tnode *n);
 
@@ -75,11 +59,6 @@ void tether__calo_free(tether_client *cl)
     }
     free(cl->alo);
     cl->alo = NULL;
-}
-
-uint64_t tether__calo_number(tether_client *cl)
-{
-    return cl->alo != NULL ? ++cl->alo->next_seq : 0;
 }
 
 /* A connection's acknowledgement covers every record numbered up to seq:
@@ -232,7 +211,7 @@ void tether__calo_conn(tether_client *cl, tether_conn *c)
     }
 }
 
-bool tether__calo_before_send(tether_client *cl, tether_conn *c, struct cmsg *m)
+bool tether__calo_before_send_slow(tether_client *cl, tether_conn *c, struct cmsg *m)
 {
     struct tether__ack *a = c->ack;
     if (a == NULL) {
@@ -247,19 +226,6 @@ bool tether__calo_before_send(tether_client *cl, tether_conn *c, struct cmsg *m)
         return tether__ack_queue_resume(c, cl->alo->token, m->seq) == TETHER_OK;
     }
     return true;
-}
-
-void tether__calo_sent(tether_client *cl, tether_conn *c, struct cmsg *m)
-{
-    if (m->sent) {
-        cl->alo->resent++;
-    }
-    m->sent = true;
-    struct tether__ack *a = c->ack;
-    if (a != NULL && a->st == TETHER__ACK_ON) {
-        a->tx_next = m->seq + 1;
-        m->end = UINT64_MAX; /* done when acknowledged, not when written */
-    }
 }
 
 bool tether__calo_may_close(const tether_client *cl)

@@ -30,6 +30,7 @@
  * success, i.e. after the TLS handshake), never on a bare TCP connect. */
 #include "reconnect.h"
 #include "ack.h"
+#include "client_alo.h"
 #include "conn.h"
 #include "tls.h"
 #include "url.h"
@@ -194,7 +195,9 @@ void tether__client_feed(tether_client *cl)
         }
         cl->waiting = m->next;
     }
-    client_prune(cl);
+    if (cl->alo == NULL || !tether__calo_acks_on(c)) {
+        client_prune(cl); /* (with acks on, records go when acknowledged) */
+    }
     if (cl->closing && cl->waiting == NULL && cl->conn != NULL && tether__calo_may_close(cl)) {
         tether_conn_close(cl->conn);
     }

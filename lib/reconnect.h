@@ -219,8 +219,6 @@ void tether__client_feed(tether_client *cl);
 struct tether__calo;
 int tether__calo_new(tether_client *cl);
 void tether__calo_free(tether_client *cl);
-/* The number of a new message (0 without at-least-once). */
-uint64_t tether__calo_number(tether_client *cl);
 /* Around tether_conn_dial() (begin true, then false): asks for acks, or
  * dials a plain connection after a failed probe (client_alo.c). */
 void tether__calo_dial(tether_client *cl, bool begin);
@@ -231,14 +229,11 @@ void tether__calo_connected(tether_client *cl, tether_conn *c);
 bool tether__calo_closed(tether_client *cl, tether_conn *c, bool was_connected, int reason);
 /* A connection was dialled: sets its acknowledgement hooks. */
 void tether__calo_conn(tether_client *cl, tether_conn *c);
-/* Before m is handed to c: false to wait (acks not negotiated yet, or no
- * memory for the RESUME frame). */
-bool tether__calo_before_send(tether_client *cl, tether_conn *c, struct cmsg *m);
-/* m was handed to c (m->end set): it is done once acknowledged. */
-void tether__calo_sent(tether_client *cl, tether_conn *c, struct cmsg *m);
 /* A closing client may close its connection: nothing waits for an ACK. */
 bool tether__calo_may_close(const tether_client *cl);
 void tether__calo_stats(const tether_client *cl, tether_stats *s);
+/* The per-message steps (numbering, before and after a send) are inline:
+ * client_alo.h. */
 
 #ifdef TETHER_TESTING
 /* Replaces the random source of every client (NULL restores the real one),
