@@ -70,10 +70,7 @@ static void calo_on_ack(tether_conn *c, uint64_t seq)
         return;
     }
     if (c == cl->conn) {
-        while (cl->head != NULL && cl->head != cl->waiting && cl->head->seq <= seq) {
-            tether__client_pop_head(cl);
-            cl->alo->acked++;
-        }
+        cl->alo->acked += tether__client_pop_acked(cl, seq);
         tether__client_feed(cl); /* room for more; or the close that waited for this */
         return;
     }

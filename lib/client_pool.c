@@ -105,7 +105,8 @@ static void pool_trim_cb(struct tether__pending *p)
     }
 }
 
-void tether__cmsg_free(tether_client *cl, struct cmsg *m)
+/* Frees one record; the slab's last frees (or empties) the slab. */
+static inline void rec_free(tether_client *cl, struct cmsg *m)
 {
     if (m->off == 0) {
         free(m);
@@ -119,6 +120,12 @@ void tether__cmsg_free(tether_client *cl, struct cmsg *m)
             }
         }
     }
+}
+
+/* After records were freed: an idle client's slabs go on the loop's next
+ * turn. */
+static void pool_after_free(tether_client *cl)
+{
     if (cl->held_msgs == 0 && (cl->pool.cur != NULL || cl->pool.spare != NULL)) {
         /* Nothing held: unless the application sends again before the
          * loop goes on (as it does from on_drain, which runs first), the
@@ -128,6 +135,22 @@ void tether__cmsg_free(tether_client *cl, struct cmsg *m)
         }
         tether__pending_queue(cl->loop, &cl->pool.trim);
     }
+}
+
+void tether__cmsg_free(tether_client *cl, struct cmsg *m)
+{
+    rec_free(cl, m);
+    pool_after_free(cl);
+}
+
+void tether__cmsg_free_run(tether_client *cl, struct cmsg *m, struct cmsg *stop)
+{
+    while (m != stop) {
+        struct cmsg *next = m->next;
+        rec_free(cl, m);
+        m = next;
+    }
+    pool_after_free(cl);
 }
 
 void tether__cpool_clear(tether_client *cl)

@@ -159,11 +159,34 @@ static void client_wnotify(tether_conn *c)
     }
 }
 
-void tether__client_pop_head(tether_client *cl)
+size_t tether__client_pop_acked(tether_client *cl, uint64_t seq)
 {
-    msg_pop_head(cl);
-    cl->msgs_out++;
+    /* msg_pop_head() for a run of records, the counters settled once. */
+    struct cmsg *first = cl->head;
+    struct cmsg *m = first;
+    size_t n = 0;
+    size_t bytes = 0;
+    while (m != NULL && m != cl->waiting && m->seq <= seq) {
+        n++;
+        bytes += m->len;
+        if (m->done != NULL) {
+            tether__cdone_written(cl->dq, m->done);
+        }
+        m = m->next;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    cl->head = m;
+    if (m == NULL) {
+        cl->tail = NULL;
+    }
+    cl->held_bytes -= bytes;
+    cl->held_msgs -= n;
+    cl->msgs_out += n;
+    tether__cmsg_free_run(cl, first, m);
     client_check_drain(cl);
+    return n;
 }
 
 /* Hands waiting records to the connection until its queue is full. */

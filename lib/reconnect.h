@@ -93,6 +93,8 @@ struct tether__cpool {
 struct cmsg *tether__cmsg_new(tether_client *cl, size_t len);
 /* Frees a record (its slab when it was the slab's last). */
 void tether__cmsg_free(tether_client *cl, struct cmsg *m);
+/* Frees the records from m up to stop (exclusive), following next. */
+void tether__cmsg_free_run(tether_client *cl, struct cmsg *m, struct cmsg *stop);
 /* Frees the slabs (the client is freed, holding nothing). */
 void tether__cpool_clear(tether_client *cl);
 
@@ -209,9 +211,10 @@ void tether__client_restart(tether_client *cl);
 void tether__client_account(tether_client *cl, tether_conn *c);
 void tether__client_undeliver(tether_client *cl, struct cmsg *m, int reason);
 
-/* reconnect.c, for client_alo.c: frees the head record (written or
- * acknowledged; counts it in msgs_out); hands waiting records over. */
-void tether__client_pop_head(tether_client *cl);
+/* reconnect.c, for client_alo.c: frees the records from the head on that
+ * are numbered up to seq and with the connection (acknowledged; counted
+ * in msgs_out), returning how many; hands waiting records over. */
+size_t tether__client_pop_acked(tether_client *cl, uint64_t seq);
 void tether__client_feed(tether_client *cl);
 
 /* ---- at-least-once streams (client_alo.c) ------------------------------ */
