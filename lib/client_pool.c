@@ -13,24 +13,36 @@
  * one and counted (live). Records are freed in about the order they were
  * made (written, acknowledged or handed back, oldest first), so slabs
  * empty in order too; but any order is correct: a slab is freed, or kept
- * as the one spare, when its last record goes, and the current slab
- * starts over from its beginning whenever it holds no record. Records
+ * as a spare, when its last record goes, and the current slab starts over
+ * from its beginning whenever it holds no record. Records
  * larger than TETHER__CSLAB_MAX_REC come from malloc() as before. A
  * record knows its offset in its slab (0: from malloc).
  *
+ * Spares. A client that fills its queue is told to send again once it
+ * holds a quarter of it (on_drain), so the records of up to three
+ * quarters of queue_max_bytes are freed before it makes new ones; with
+ * at-least-once streams they go in runs, one ACK at a time. The emptied
+ * slabs are kept (up to the queue's three quarters, and at most
+ * SPARE_MAX_BYTES) for the records that follow, rather than freed and
+ * allocated again for every slab's worth of messages.
+ *
  * Memory: a slab stays while any record in it is held, which bounds the
  * slabs by the held bytes (queue_max_bytes) plus one slab per live
- * record in the worst order. Once the client holds nothing (on the
- * loop's next turn, if it still holds nothing then), the current slab
- * and the spare are freed: an idle client keeps no slab. */
+ * record in the worst order, and the spares by the bound above. Once the
+ * client holds nothing (on the loop's next turn, if it still holds
+ * nothing then), the current slab and the spares are freed: an idle
+ * client keeps no slab. */
 #include "reconnect.h"
 
 #include <stdlib.h>
 
 struct tether__cslab {
-    uint32_t live; /* records carved from it and not yet freed */
-    uint32_t used; /* bytes given out, the header included */
+    uint32_t live;              /* records carved from it and not yet freed */
+    uint32_t used;              /* bytes given out, the header included */
+    struct tether__cslab *next; /* in the list of spares */
 };
+
+#define SPARE_MAX_BYTES (4u * 1024u * 1024u)
 
 #define SLAB_HDR ((uint32_t)((sizeof(struct tether__cslab) + 15u) & ~(size_t)15u))
 
@@ -41,11 +53,25 @@ static uint32_t rec_size(size_t len)
 
 static void slab_drop(tether_client *cl, struct tether__cslab *s)
 {
-    if (cl->pool.spare == NULL) {
+    size_t keep = cl->o.queue_max_bytes / 4 * 3;
+    keep = (keep < SPARE_MAX_BYTES ? keep : SPARE_MAX_BYTES) / TETHER__CSLAB_SIZE;
+    if (cl->pool.spare == NULL || cl->pool.n_spare < keep) {
+        s->next = cl->pool.spare;
         cl->pool.spare = s;
+        cl->pool.n_spare++;
     } else {
         free(s);
     }
+}
+
+static void spares_free(tether_client *cl)
+{
+    while (cl->pool.spare != NULL) {
+        struct tether__cslab *s = cl->pool.spare;
+        cl->pool.spare = s->next;
+        free(s);
+    }
+    cl->pool.n_spare = 0;
 }
 
 struct cmsg *tether__cmsg_new(tether_client *cl, size_t len)
@@ -63,7 +89,8 @@ struct cmsg *tether__cmsg_new(tether_client *cl, size_t len)
         if (s == NULL || s->used + need > TETHER__CSLAB_SIZE) {
             s = cl->pool.spare;
             if (s != NULL) {
-                cl->pool.spare = NULL;
+                cl->pool.spare = s->next;
+                cl->pool.n_spare--;
             } else {
                 s = malloc(TETHER__CSLAB_SIZE);
                 if (s == NULL) {
@@ -97,8 +124,7 @@ static void pool_trim_cb(struct tether__pending *p)
     if (cl->held_msgs != 0) {
         return;
     }
-    free(cl->pool.spare);
-    cl->pool.spare = NULL;
+    spares_free(cl);
     if (cl->pool.cur != NULL && cl->pool.cur->live == 0) {
         free(cl->pool.cur);
         cl->pool.cur = NULL;
@@ -156,8 +182,7 @@ void tether__cmsg_free_run(tether_client *cl, struct cmsg *m, struct cmsg *stop)
 void tether__cpool_clear(tether_client *cl)
 {
     tether__pending_cancel(cl->loop, &cl->pool.trim);
-    free(cl->pool.spare);
-    cl->pool.spare = NULL;
+    spares_free(cl);
     free(cl->pool.cur); /* (only ever called with nothing held) */
     cl->pool.cur = NULL;
 }

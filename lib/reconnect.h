@@ -84,7 +84,8 @@ struct cmsg {
 struct tether__cslab;
 struct tether__cpool {
     struct tether__cslab *cur;   /* records are carved from here */
-    struct tether__cslab *spare; /* an empty slab kept for the next */
+    struct tether__cslab *spare; /* empty slabs kept for the next (client_pool.c) */
+    uint32_t n_spare;
     struct tether__pending trim; /* frees both once nothing is held */
 };
 
