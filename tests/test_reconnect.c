@@ -1067,6 +1067,90 @@ START_TEST(reconnect_storm_is_spread_by_jitter)
 }
 END_TEST
 
+/* The record pool (client_pool.c, white box): the slabs emptied while a
+ * client still holds records are kept as spares up to three quarters of
+ * queue_max_bytes, new records take them before any malloc(), live
+ * records are never overwritten, and an idle client frees every slab. */
+static bool rec_intact(const struct cmsg *m, int i)
+{
+    for (size_t k = 0; k < m->len; k++) {
+        if (m->data[k] != (uint8_t)i) {
+            return false;
+        }
+    }
+    return true;
+}
+
+START_TEST(record_pool_keeps_bounded_spares)
+{
+    enum {
+        REC = 1000,
+        N = 40 * 64,
+        REFILL = 20 * 64
+    };
+    int keep;
+    int port = th_refused_port(&keep);
+    struct obs o = {0};
+    tether_client_opts co;
+    client_opts(&co, &o);
+    co.queue_max_bytes = 1024 * 1024; /* spares: 768 KiB, 12 slabs */
+    new_client(&o, port, &co);
+    tether_client *cl = o.cl;
+    static struct cmsg *recs[N + REFILL];
+    for (int i = 0; i < N; i++) {
+        recs[i] = tether__cmsg_new(cl, REC);
+        ck_assert_ptr_nonnull(recs[i]);
+        memset(recs[i]->data, i & 0xff, REC);
+        if (i > 0) {
+            recs[i - 1]->next = recs[i];
+        }
+    }
+    cl->held_msgs = 1; /* (as if the client held records: no idle trim) */
+    /* Runs of 100, as ACKs free them, all but the last record. */
+    for (int i = 0; i < N - 1; i += 100) {
+        int end = i + 100 < N - 1 ? i + 100 : N - 1;
+        tether__cmsg_free_run(cl, recs[i], recs[end]);
+    }
+    ck_assert_uint_eq(cl->pool.n_spare, 12);
+    ck_assert(rec_intact(recs[N - 1], N - 1));
+    /* A refill: each new slab is the first spare, until none is left. */
+    int slabs = 0;
+    for (int i = N; i < N + REFILL; i++) {
+        const struct tether__cslab *cur = cl->pool.cur;
+        const struct tether__cslab *spare = cl->pool.spare;
+        uint32_t n_spare = cl->pool.n_spare;
+        recs[i] = tether__cmsg_new(cl, REC);
+        ck_assert_ptr_nonnull(recs[i]);
+        memset(recs[i]->data, i & 0xff, REC);
+        if (cl->pool.cur != cur && spare != NULL) {
+            ck_assert_ptr_eq(cl->pool.cur, spare);
+            ck_assert_uint_eq(cl->pool.n_spare, n_spare - 1);
+            slabs++;
+        } else {
+            ck_assert_uint_eq(cl->pool.n_spare, n_spare);
+        }
+    }
+    ck_assert_int_eq(slabs, 12);
+    ck_assert_uint_eq(cl->pool.n_spare, 0);
+    for (int i = N - 1; i < N + REFILL; i++) {
+        ck_assert_msg(rec_intact(recs[i], i), "record %d overwritten", i);
+    }
+    /* Freed in any order; holding nothing, the client frees its slabs on
+     * the loop's next turn. */
+    cl->held_msgs = 0;
+    for (int i = N + REFILL - 1; i >= N - 1; i--) {
+        tether__cmsg_free(cl, recs[i]);
+    }
+    ck_assert_ptr_nonnull(cl->pool.cur);
+    tether_loop_run_once(th_loop, 0);
+    ck_assert_ptr_null(cl->pool.cur);
+    ck_assert_ptr_null(cl->pool.spare);
+    ck_assert_uint_eq(cl->pool.n_spare, 0);
+    close_client(&o);
+    close(keep);
+}
+END_TEST
+
 START_TEST(queue_bounds_then_drain)
 {
     int keep;
@@ -1523,6 +1607,7 @@ static Suite *reconnect_suite(void)
     tcase_add_test(tc, partially_written_message_is_resent_in_full);
     tcase_add_test(tc, reconnect_storm_is_spread_by_jitter);
     tcase_add_test(tc, queue_bounds_then_drain);
+    tcase_add_test(tc, record_pool_keeps_bounded_spares);
     tcase_add_test(tc, fail_fast_policy);
     tcase_add_test(tc, reconnect_now_skips_the_wait);
     tcase_add_test(tc, pause_survives_a_reconnect);
