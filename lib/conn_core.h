@@ -117,6 +117,21 @@ static inline bool tether__conn_can_read(const tether_conn *c)
     return tether__conn_can_deliver(c) && !(c->memflags & TETHER__MF_PAUSED);
 }
 
+/* The interest of an established connection in its socket, besides what
+ * its transport wants for itself: input unless paused or at EOF, and
+ * writability while the socket is full. */
+static inline unsigned tether__conn_ready_events(const tether_conn *c)
+{
+    unsigned ev = 0;
+    if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF)) && !(c->memflags & TETHER__MF_PAUSED)) {
+        ev |= TETHER_EV_READ;
+    }
+    if (c->flags & TETHER__CF_WBLOCKED) {
+        ev |= TETHER_EV_WRITE;
+    }
+    return ev;
+}
+
 /* Reads what the transport has (a few rounds at most) and delivers the
  * whole frames. */
 void tether__conn_read(tether_conn *c);

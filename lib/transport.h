@@ -20,6 +20,10 @@ struct tether_transport;
 struct tether_transport_ops {
     const char *name; /* "tcp", "unix" or "tls", for logs and errors */
 
+    /* A plain socket: want_events() is always 0 and has_pending() always
+     * false, so the connection's per-message paths skip both calls. */
+    bool plain;
+
     /* One step of the handshake. Sets *done once the stream is ready for
      * data; TCP sets it at once. Returns 0 or an error; while not done, the
      * conn waits for want_events() and calls again. */

@@ -33,21 +33,34 @@ static int tcp_handshake(struct tether_transport *tr, bool *done)
 }
 
 static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                     size_t *nread);
+static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                      size_t *nwritten);
+
+/* A read or write failed (errno set): out of line, so that the successful
+ * calls stay short. EINTR tries again. */
+__attribute__((noinline, cold)) static int tcp_io_failed(struct tether_transport *tr,
+                                                         const struct iovec *iov, int iovcnt,
+                                                         size_t *n, bool write)
+{
+    int e = errno;
+    if (e == EINTR) {
+        return write ? tcp_writev(tr, iov, iovcnt, n) : tcp_readv(tr, iov, iovcnt, n);
+    }
+    *n = 0;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+        return TETHER_EAGAIN;
+    }
+    return tcp_fail((struct tcp_transport *)tr, e);
+}
+
+static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
-    struct tcp_transport *t = (struct tcp_transport *)tr;
-    ssize_t n;
-    do {
-        n = iovcnt == 1 ? read(tr->fd, iov[0].iov_base, iov[0].iov_len)
-                        : readv(tr->fd, iov, iovcnt);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *nread = 0;
-            return TETHER_EAGAIN;
-        }
-        *nread = 0;
-        return tcp_fail(t, errno);
+    ssize_t n =
+        iovcnt == 1 ? read(tr->fd, iov[0].iov_base, iov[0].iov_len) : readv(tr->fd, iov, iovcnt);
+    if (TETHER__UNLIKELY(n < 0)) {
+        return tcp_io_failed(tr, iov, iovcnt, nread, false);
     }
     *nread = (size_t)n;
     return TETHER_OK;
@@ -56,28 +69,16 @@ static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int i
 static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten)
 {
-    struct tcp_transport *t = (struct tcp_transport *)tr;
     ssize_t n;
     if (iovcnt == 1) {
         /* send() skips the iovec copy-in that sendmsg() does. */
-        do {
-            n = send(tr->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
+        n = send(tr->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
     } else {
-        struct msghdr mh;
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = (struct iovec *)iov;
-        mh.msg_iovlen = (size_t)iovcnt;
-        do {
-            n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
     }
-    if (n < 0) {
-        *nwritten = 0;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return TETHER_EAGAIN;
-        }
-        return tcp_fail(t, errno);
+    if (TETHER__UNLIKELY(n < 0)) {
+        return tcp_io_failed(tr, iov, iovcnt, nwritten, true);
     }
     *nwritten = (size_t)n;
     return TETHER_OK;
@@ -121,6 +122,7 @@ static const char *tcp_last_error(const struct tether_transport *tr)
 
 static const struct tether_transport_ops tcp_ops = {
     .name = "tcp",
+    .plain = true,
     .handshake = tcp_handshake,
     .readv = tcp_readv,
     .writev = tcp_writev,
@@ -133,6 +135,7 @@ static const struct tether_transport_ops tcp_ops = {
 
 static const struct tether_transport_ops unix_ops = {
     .name = "unix",
+    .plain = true,
     .handshake = tcp_handshake,
     .readv = tcp_readv,
     .writev = tcp_writev,
