@@ -148,13 +148,14 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
 }
 
-/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
- * *known is set to the total size of the incomplete frame that follows when
- * its header is complete (0 when unknown). Stops early when the connection
- * stops accepting messages (paused, closing) or fails. */
-static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+/* Delivers the whole frames of buf from off on. Returns the bytes consumed
+ * (off included); *known is set to the total size of the incomplete frame
+ * that follows when its header is complete (0 when unknown). Stops early
+ * when the connection stops accepting messages (paused, closing) or
+ * fails. */
+static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size_t off,
+                            size_t *known)
 {
-    size_t off = 0;
     *known = 0;
     if (c->cfg->fast_len32) {
         size_t max = c->cfg->o.max_msg;
@@ -228,6 +229,42 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
         }
         off += total;
     }
+    return off;
+}
+
+static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    return conn_parse_at(c, buf, len, 0, known);
+}
+
+/* conn_parse() inline, for the read loop: the plain len32 messages here,
+ * anything else (a control frame, an impossible length, another framer)
+ * from where it starts in conn_parse_at(). */
+static inline __attribute__((always_inline)) size_t
+conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    if (TETHER__UNLIKELY(!c->cfg->fast_len32)) {
+        return conn_parse_at(c, buf, len, 0, known);
+    }
+    size_t off = 0;
+    size_t max = c->cfg->o.max_msg;
+    while (tether__conn_can_deliver(c)) {
+        size_t avail = len - off;
+        if (avail < 4) {
+            break;
+        }
+        size_t plen = tether__get_be32(buf + off);
+        if (TETHER__UNLIKELY(plen > max)) {
+            return conn_parse_at(c, buf, len, off, known);
+        }
+        if (avail - 4 < plen) {
+            *known = 4 + plen;
+            return off;
+        }
+        conn_deliver(c, buf + off + 4, plen);
+        off += 4 + plen;
+    }
+    *known = 0;
     return off;
 }
 
@@ -394,7 +431,9 @@ void tether__conn_read(tether_conn *c)
     if (c->ack != NULL) {
         tether__ack_after_read(c);
     }
-    if (c->cfg->live) {
+    if (c->cfg->live && (c->rlen != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
+        /* (With nothing buffered and no frame being timed, there is
+         * nothing for it to do.) */
         tether__live_after_read(c);
     }
 }
@@ -524,11 +563,13 @@ static void conn_read_rounds(tether_conn *c)
          * its memory. */
         c->rlen = 0;
         size_t avail = pre + n;
-        size_t used = conn_parse(c, lb, avail, &known);
+        size_t used = conn_parse_fast(c, lb, avail, &known);
         if (c->state == TETHER__CS_DEAD) {
             return;
         }
-        if (conn_keep(c, lb + used, avail - used, known) != 0) {
+        if (used == avail && c->rpart == NULL) {
+            c->rknown = 0; /* nothing to keep, and no buffer to free (conn_keep()) */
+        } else if (conn_keep(c, lb + used, avail - used, known) != 0) {
             return;
         }
         if (n < iov[0].iov_len) {
