@@ -365,7 +365,21 @@ static inline uint64_t tether__loop_time(tether_loop *loop)
 
 /* Timer heap (timer.c). */
 int tether__timers_run(tether_loop *loop);
-int tether__timers_next_timeout(const tether_loop *loop);
+
+/* Milliseconds from the cached time to the nearest deadline (0 if it has
+ * passed), or -1 with no timer armed: the epoll timeout. */
+static inline int tether__timers_next_timeout(const tether_loop *loop)
+{
+    if (loop->heap_len == 0) {
+        return -1;
+    }
+    uint64_t d = loop->heap[0]->deadline;
+    if (d <= loop->now) {
+        return 0;
+    }
+    uint64_t diff = d - loop->now;
+    return diff > INT32_MAX ? INT32_MAX : (int)diff;
+}
 
 /* A timer is due at the cached time: the loop asks twice per iteration,
  * and most iterations of a busy loop have none (an empty heap, or the
