@@ -496,7 +496,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         }
         c->dispatching--;
         if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-            tether__conn_dispatch_end(c);
+            tether__conn_dispatch_end_fast(c);
         }
         return;
     }

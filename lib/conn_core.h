@@ -64,6 +64,19 @@ void tether__conn_flush(tether_conn *c);
  * and fire on_drain when it is due. */
 void tether__conn_dispatch_end(tether_conn *c);
 
+/* The same, with its common case inline: write what the dispatch queued;
+ * the rest (on_drain, and what it queues) only when due. */
+static inline void tether__conn_dispatch_end_fast(tether_conn *c)
+{
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        tether__conn_flush(c);
+    }
+    if (TETHER__UNLIKELY(c->flags & TETHER__CF_DRAIN_DUE) ||
+        (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED))) {
+        tether__conn_dispatch_end(c);
+    }
+}
+
 /* The loop's pre-poll flush hook of a connection (c->flush). */
 void tether__conn_flush_cb(struct tether__flush *f);
 
