@@ -414,7 +414,10 @@ static inline void loop_run_due(tether_loop *loop)
     }
 }
 
-static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
+/* Inline in its two callers: tether_loop_run() calls it once per
+ * iteration with constant arguments, which simplify the timeout. */
+static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop, int timeout_ms,
+                                                              bool until_idle)
 {
     /* The time was read after the last epoll_wait of this run; it is as old
      * as the dispatch since. With no timer armed, nothing depends on the
