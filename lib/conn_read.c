@@ -499,7 +499,7 @@ static void conn_read_rounds(tether_conn *c)
             iovcnt = 1;
         }
         size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
+        int rv = tether__tr_readv(c->tr, iov, iovcnt, &n);
         if (rv == TETHER_EAGAIN) {
             return;
         }

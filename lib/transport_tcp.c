@@ -32,56 +32,33 @@ static int tcp_handshake(struct tether_transport *tr, bool *done)
     return TETHER_OK;
 }
 
-static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                     size_t *nread);
-static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                      size_t *nwritten);
-
-/* A read or write failed (errno set): out of line, so that the successful
- * calls stay short. EINTR tries again. */
-__attribute__((noinline, cold)) static int tcp_io_failed(struct tether_transport *tr,
-                                                         const struct iovec *iov, int iovcnt,
-                                                         size_t *n, bool write)
+int tether__plain_io_failed(struct tether_transport *t, const struct iovec *iov, int iovcnt,
+                            size_t *n, bool write)
 {
     int e = errno;
     if (e == EINTR) {
-        return write ? tcp_writev(tr, iov, iovcnt, n) : tcp_readv(tr, iov, iovcnt, n);
+        return write ? tether__plain_writev(t, iov, iovcnt, n)
+                     : tether__plain_readv(t, iov, iovcnt, n);
     }
     *n = 0;
     if (e == EAGAIN || e == EWOULDBLOCK) {
         return TETHER_EAGAIN;
     }
-    return tcp_fail((struct tcp_transport *)tr, e);
+    return tcp_fail((struct tcp_transport *)t, e);
 }
 
+/* The table's entries (the WebSocket layer over TCP goes through the
+ * table; the connection makes the same calls inline, tether__tr_readv()). */
 static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
-    ssize_t n =
-        iovcnt == 1 ? read(tr->fd, iov[0].iov_base, iov[0].iov_len) : readv(tr->fd, iov, iovcnt);
-    if (TETHER__UNLIKELY(n < 0)) {
-        return tcp_io_failed(tr, iov, iovcnt, nread, false);
-    }
-    *nread = (size_t)n;
-    return TETHER_OK;
+    return tether__plain_readv(tr, iov, iovcnt, nread);
 }
 
 static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten)
 {
-    ssize_t n;
-    if (iovcnt == 1) {
-        /* send() skips the iovec copy-in that sendmsg() does. */
-        n = send(tr->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-        n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
-    }
-    if (TETHER__UNLIKELY(n < 0)) {
-        return tcp_io_failed(tr, iov, iovcnt, nwritten, true);
-    }
-    *nwritten = (size_t)n;
-    return TETHER_OK;
+    return tether__plain_writev(tr, iov, iovcnt, nwritten);
 }
 
 static unsigned tcp_want_events(const struct tether_transport *tr)

@@ -284,7 +284,7 @@ void tether__conn_flush(tether_conn *c)
             n++;
         }
         size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
+        int rv = tether__tr_writev(c->tr, iov, n, &w);
         if (rv == TETHER_EAGAIN) {
             c->flags |= TETHER__CF_WBLOCKED;
             break;
@@ -436,7 +436,7 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
          * caller's memory and queue only what the socket did not take. */
         struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
         size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
+        int rv = tether__tr_writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
         c->msgs_out++;
         if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
             /* The connection is broken: report it from the loop, as the
