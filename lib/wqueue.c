@@ -538,13 +538,20 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
          * request/response exchange). One header store and one copy, no
          * iovecs. */
         struct tether__wseg *t = c->wq_tail;
+        bool fits;
         if (t == NULL) {
             t = wq_new_first(c, 4 + len);
             if (t == NULL) {
                 return TETHER_ENOMEM;
             }
+            /* A fresh copy segment holds at least what was asked, unless
+             * linking it failed the connection (liveness out of memory),
+             * which released the queue. */
+            fits = c->wq_tail == t;
+        } else {
+            fits = wq_tail_room(c) >= 4 + len;
         }
-        if (wq_tail_room(c) >= 4 + len) {
+        if (fits) {
             uint8_t *p = (uint8_t *)t->ptr + t->len;
             tether__put_be32(p, (uint32_t)len);
             if (len > 0) {
