@@ -272,14 +272,7 @@ void tether__conn_update_io(tether_conn *c)
         }
         break;
     case TETHER__CS_READY:
-        if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF)) &&
-            !(c->memflags & TETHER__MF_PAUSED)) {
-            ev |= TETHER_EV_READ;
-        }
-        if (c->flags & TETHER__CF_WBLOCKED) {
-            ev |= TETHER_EV_WRITE;
-        }
-        ev |= c->tr->ops->want_events(c->tr);
+        ev = tether__conn_ready_events(c) | c->tr->ops->want_events(c->tr);
         break;
     case TETHER__CS_CLOSING:
         if (c->flags & TETHER__CF_WBLOCKED) {
@@ -489,6 +482,24 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 static void conn_on_io(struct tether__io *io, unsigned revents)
 {
     tether_conn *c = tether__container_of(io, tether_conn, io);
+    if (TETHER__LIKELY(c->state == TETHER__CS_READY && c->tr->ops->plain)) {
+        /* Established on a plain socket: the general case below without
+         * the transport's own readiness and buffered input, which a plain
+         * socket never has. */
+        c->dispatching++;
+        if (revents & TETHER_EV_WRITE) {
+            c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+            tether__conn_flush(c);
+        }
+        if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
+            tether__conn_read(c);
+        }
+        c->dispatching--;
+        if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
+            tether__conn_dispatch_end_fast(c);
+        }
+        return;
+    }
     c->dispatching++;
     switch (c->state) {
     case TETHER__CS_HANDSHAKING:

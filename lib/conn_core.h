@@ -64,6 +64,19 @@ void tether__conn_flush(tether_conn *c);
  * and fire on_drain when it is due. */
 void tether__conn_dispatch_end(tether_conn *c);
 
+/* The same, with its common case inline: write what the dispatch queued;
+ * the rest (on_drain, and what it queues) only when due. */
+static inline void tether__conn_dispatch_end_fast(tether_conn *c)
+{
+    if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
+        tether__conn_flush(c);
+    }
+    if (TETHER__UNLIKELY(c->flags & TETHER__CF_DRAIN_DUE) ||
+        (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED))) {
+        tether__conn_dispatch_end(c);
+    }
+}
+
 /* The loop's pre-poll flush hook of a connection (c->flush). */
 void tether__conn_flush_cb(struct tether__flush *f);
 
@@ -115,6 +128,21 @@ static inline bool tether__conn_can_deliver(const tether_conn *c)
 static inline bool tether__conn_can_read(const tether_conn *c)
 {
     return tether__conn_can_deliver(c) && !(c->memflags & TETHER__MF_PAUSED);
+}
+
+/* The interest of an established connection in its socket, besides what
+ * its transport wants for itself: input unless paused or at EOF, and
+ * writability while the socket is full. */
+static inline unsigned tether__conn_ready_events(const tether_conn *c)
+{
+    unsigned ev = 0;
+    if (!(c->flags & (TETHER__CF_PAUSED | TETHER__CF_EOF)) && !(c->memflags & TETHER__MF_PAUSED)) {
+        ev |= TETHER_EV_READ;
+    }
+    if (c->flags & TETHER__CF_WBLOCKED) {
+        ev |= TETHER_EV_WRITE;
+    }
+    return ev;
 }
 
 /* Reads what the transport has (a few rounds at most) and delivers the

@@ -148,13 +148,14 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
 }
 
-/* Delivers the whole frames at the start of buf. Returns the bytes consumed;
- * *known is set to the total size of the incomplete frame that follows when
- * its header is complete (0 when unknown). Stops early when the connection
- * stops accepting messages (paused, closing) or fails. */
-static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+/* Delivers the whole frames of buf from off on. Returns the bytes consumed
+ * (off included); *known is set to the total size of the incomplete frame
+ * that follows when its header is complete (0 when unknown). Stops early
+ * when the connection stops accepting messages (paused, closing) or
+ * fails. */
+static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size_t off,
+                            size_t *known)
 {
-    size_t off = 0;
     *known = 0;
     if (c->cfg->fast_len32) {
         size_t max = c->cfg->o.max_msg;
@@ -228,6 +229,42 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
         }
         off += total;
     }
+    return off;
+}
+
+static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    return conn_parse_at(c, buf, len, 0, known);
+}
+
+/* conn_parse() inline, for the read loop: the plain len32 messages here,
+ * anything else (a control frame, an impossible length, another framer)
+ * from where it starts in conn_parse_at(). */
+static inline __attribute__((always_inline)) size_t
+conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+{
+    if (TETHER__UNLIKELY(!c->cfg->fast_len32)) {
+        return conn_parse_at(c, buf, len, 0, known);
+    }
+    size_t off = 0;
+    size_t max = c->cfg->o.max_msg;
+    while (tether__conn_can_deliver(c)) {
+        size_t avail = len - off;
+        if (avail < 4) {
+            break;
+        }
+        size_t plen = tether__get_be32(buf + off);
+        if (TETHER__UNLIKELY(plen > max)) {
+            return conn_parse_at(c, buf, len, off, known);
+        }
+        if (avail - 4 < plen) {
+            *known = 4 + plen;
+            return off;
+        }
+        conn_deliver(c, buf + off + 4, plen);
+        off += 4 + plen;
+    }
+    *known = 0;
     return off;
 }
 
@@ -394,9 +431,107 @@ void tether__conn_read(tether_conn *c)
     if (c->ack != NULL) {
         tether__ack_after_read(c);
     }
-    if (c->cfg->live) {
+    if (c->cfg->live && (c->rlen != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
+        /* (With nothing buffered and no frame being timed, there is
+         * nothing for it to do.) */
         tether__live_after_read(c);
     }
+}
+
+/* After a read of n bytes that returned rv: false when there is nothing
+ * to parse (no data yet, an error or the end of the stream, each handled
+ * here), else counts the bytes. */
+static inline bool conn_read_took(tether_conn *c, int rv, size_t n)
+{
+    if (TETHER__UNLIKELY(rv != TETHER_OK)) {
+        if (rv != TETHER_EAGAIN && (c->ws == NULL || !tether__ws_read_failed(c, rv))) {
+            tether__conn_fail_io(c, rv, "read");
+        }
+        return false;
+    }
+    if (TETHER__UNLIKELY(n == 0)) {
+        conn_on_eof(c);
+        return false;
+    }
+    c->bytes_in += n;
+    if (c->live != NULL) {
+        c->live->last_rx = tether__loop_time(c->h.loop);
+    }
+    return true;
+}
+
+/* One read round while a large frame is under way (rpart holds at least
+ * half the read buffer): reads the rest of it in place, growing the
+ * buffer by what has arrived so far (within the frame's size); whatever
+ * follows the frame lands in lb. Returns true to read again. Out of line:
+ * it keeps the common round short. */
+__attribute__((noinline)) static bool conn_read_large(tether_conn *c, uint8_t *lb)
+{
+    struct iovec iov[2];
+    size_t limit = rpart_limit(c);
+    if (c->rlen >= limit) {
+        tether__conn_fail(c, TETHER_EMSGSIZE,
+                          "peer sent a message longer than the limit of %zu bytes",
+                          c->cfg->o.max_msg);
+        return false;
+    }
+    if (c->rcap - c->rlen < c->rlen / 2) {
+        size_t cap = TETHER__MIN(c->rlen * 2, limit);
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
+            /* Growing would take this peer past its share. */
+            tether__mem_block(c, TETHER__MF_PAUSED);
+            return false;
+        }
+        if (rpart_resize(c, cap) != TETHER_OK) {
+            return false;
+        }
+    }
+    iov[0].iov_base = c->rpart + c->rlen;
+    iov[0].iov_len = c->rcap - c->rlen;
+    iov[1].iov_base = lb;
+    iov[1].iov_len = TETHER__RBUF_SIZE;
+    /* Bytes that land in lb before the frame is complete would have
+     * to be copied behind it: read into lb only what follows it. */
+    int iovcnt = c->rknown != 0 && c->rcap >= c->rknown ? 2 : 1;
+    size_t n = 0;
+    int rv = tether__tr_readv(c->tr, iov, iovcnt, &n);
+    if (!conn_read_took(c, rv, n)) {
+        return false;
+    }
+    size_t in_place = TETHER__MIN(n, iov[0].iov_len);
+    c->rlen += in_place;
+    rpart_parse(c, n > in_place);
+    if (c->state == TETHER__CS_DEAD) {
+        return false;
+    }
+    size_t extra = n - in_place;
+    if (extra == 0) {
+        return n >= iov[0].iov_len; /* (else the socket is drained) */
+    }
+    if (c->rlen > 0) {
+        /* rpart still holds something (an unfinished frame, or
+         * frames held back by a pause): the extra bytes belong
+         * behind it. They may complete that frame and carry more,
+         * so parse again unless delivery is off. */
+        if (rpart_reserve(c, c->rlen + extra) != TETHER_OK) {
+            return false;
+        }
+        memcpy(c->rpart + c->rlen, lb, extra);
+        c->rlen += extra;
+        if (tether__conn_can_deliver(c)) {
+            tether__conn_parse_rpart(c);
+        }
+        return false;
+    }
+    size_t known;
+    size_t used = conn_parse(c, lb, extra, &known);
+    if (c->state == TETHER__CS_DEAD) {
+        return false;
+    }
+    if (conn_keep(c, lb + used, extra - used, known) != 0) {
+        return false;
+    }
+    return extra >= TETHER__RBUF_SIZE;
 }
 
 static void conn_read_rounds(tether_conn *c)
@@ -416,122 +551,38 @@ static void conn_read_rounds(tether_conn *c)
             tether__mem_block(c, TETHER__MF_PAUSED);
             return;
         }
-        struct iovec iov[2];
-        int iovcnt;
-        size_t pre = 0; /* bytes of rpart copied to the front of lb */
-        bool direct = false;
-        if (c->rlen >= TETHER__RBUF_SIZE / 2) {
-            /* A large frame under way: read the rest of it in place, growing
-             * the buffer by what has arrived so far (within the frame's size);
-             * whatever follows the frame lands in lb. */
-            size_t limit = rpart_limit(c);
-            if (c->rlen >= limit) {
-                tether__conn_fail(c, TETHER_EMSGSIZE,
-                                  "peer sent a message longer than the limit of %zu bytes",
-                                  c->cfg->o.max_msg);
-                return;
-            }
-            if (c->rcap - c->rlen < c->rlen / 2) {
-                size_t cap = TETHER__MIN(c->rlen * 2, limit);
-                if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
-                    /* Growing would take this peer past its share. */
-                    tether__mem_block(c, TETHER__MF_PAUSED);
-                    return;
-                }
-                if (rpart_resize(c, cap) != TETHER_OK) {
-                    return;
-                }
-            }
-            iov[0].iov_base = c->rpart + c->rlen;
-            iov[0].iov_len = c->rcap - c->rlen;
-            iov[1].iov_base = lb;
-            iov[1].iov_len = TETHER__RBUF_SIZE;
-            /* Bytes that land in lb before the frame is complete would have
-             * to be copied behind it: read into lb only what follows it. */
-            iovcnt = c->rknown != 0 && c->rcap >= c->rknown ? 2 : 1;
-            direct = true;
-        } else {
-            if (c->rlen > 0) {
-                memcpy(lb, c->rpart, c->rlen);
-                pre = c->rlen;
-            }
-            iov[0].iov_base = lb + pre;
-            iov[0].iov_len = TETHER__RBUF_SIZE - pre;
-            iovcnt = 1;
-        }
-        size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, iov, iovcnt, &n);
-        if (rv == TETHER_EAGAIN) {
-            return;
-        }
-        if (rv != TETHER_OK) {
-            if (c->ws == NULL || !tether__ws_read_failed(c, rv)) {
-                tether__conn_fail_io(c, rv, "read");
-            }
-            return;
-        }
-        if (n == 0) {
-            conn_on_eof(c);
-            return;
-        }
-        c->bytes_in += n;
-        if (c->live != NULL) {
-            c->live->last_rx = tether__loop_time(c->h.loop);
-        }
-        size_t known;
-        if (direct) {
-            size_t in_place = TETHER__MIN(n, iov[0].iov_len);
-            c->rlen += in_place;
-            rpart_parse(c, n > in_place);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            size_t extra = n - in_place;
-            if (extra == 0) {
-                if (n < iov[0].iov_len) {
-                    return; /* the socket is drained */
-                }
-                continue;
-            }
-            if (c->rlen > 0) {
-                /* rpart still holds something (an unfinished frame, or
-                 * frames held back by a pause): the extra bytes belong
-                 * behind it. They may complete that frame and carry more,
-                 * so parse again unless delivery is off. */
-                if (rpart_reserve(c, c->rlen + extra) != TETHER_OK) {
-                    return;
-                }
-                memcpy(c->rpart + c->rlen, lb, extra);
-                c->rlen += extra;
-                if (tether__conn_can_deliver(c)) {
-                    tether__conn_parse_rpart(c);
-                }
-                return;
-            }
-            size_t used = conn_parse(c, lb, extra, &known);
-            if (c->state == TETHER__CS_DEAD) {
-                return;
-            }
-            if (conn_keep(c, lb + used, extra - used, known) != 0) {
-                return;
-            }
-            if (extra < TETHER__RBUF_SIZE) {
+        if (TETHER__UNLIKELY(c->rlen >= TETHER__RBUF_SIZE / 2)) {
+            if (!conn_read_large(c, lb)) {
                 return;
             }
             continue;
+        }
+        size_t pre = 0; /* bytes of rpart copied to the front of lb */
+        if (c->rlen > 0) {
+            memcpy(lb, c->rpart, c->rlen);
+            pre = c->rlen;
+        }
+        struct iovec iov = {lb + pre, TETHER__RBUF_SIZE - pre};
+        size_t n = 0;
+        int rv = tether__tr_readv(c->tr, &iov, 1, &n);
+        if (!conn_read_took(c, rv, n)) {
+            return;
         }
         /* rpart (if any) was copied into lb: it takes the new tail, reusing
          * its memory. */
         c->rlen = 0;
         size_t avail = pre + n;
-        size_t used = conn_parse(c, lb, avail, &known);
+        size_t known;
+        size_t used = conn_parse_fast(c, lb, avail, &known);
         if (c->state == TETHER__CS_DEAD) {
             return;
         }
-        if (conn_keep(c, lb + used, avail - used, known) != 0) {
+        if (used == avail && c->rpart == NULL) {
+            c->rknown = 0; /* nothing to keep, and no buffer to free (conn_keep()) */
+        } else if (conn_keep(c, lb + used, avail - used, known) != 0) {
             return;
         }
-        if (n < iov[0].iov_len) {
+        if (n < iov.iov_len) {
             return; /* the socket is drained: no need to try again */
         }
     }

@@ -43,7 +43,7 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void live_due(tether_conn *c, uint64_t at);
+static inline void live_due(tether_conn *c, uint64_t at);
 
 #define CTRL_PAYLOAD_MAX (TETHER__CTRL_GOAWAY_MIN + TETHER__CTRL_GOAWAY_TEXT_MAX)
 static_assert(CTRL_PAYLOAD_MAX >= TETHER__CTRL_PING_MAX, "control frame buffer");
@@ -410,14 +410,19 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
 
 /* Makes sure the liveness timer fires no later than `at` (loop ms). Cheap
  * when it already does, which is the common case on busy connections. */
-static void live_due(tether_conn *c, uint64_t at)
+__attribute__((noinline)) static void live_due_arm(tether_conn *c, uint64_t at)
 {
-    struct tether__tnode *t = &c->live->timer;
-    if (tether__tnode_active(t) && t->deadline <= at) {
-        return;
-    }
     uint64_t now = tether__loop_time(c->h.loop);
-    tether__tnode_start(c->h.loop, t, at > now ? at - now : 0);
+    tether__tnode_start(c->h.loop, &c->live->timer, at > now ? at - now : 0);
+}
+
+static inline void live_due(tether_conn *c, uint64_t at)
+{
+    const struct tether__tnode *t = &c->live->timer;
+    if (TETHER__LIKELY(tether__tnode_active(t) && t->deadline <= at)) {
+        return; /* once per message on a busy connection: inline */
+    }
+    live_due_arm(c, at);
 }
 
 static uint64_t write_sample_delay(const tether_conn_opts *o)

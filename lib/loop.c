@@ -397,15 +397,43 @@ static bool loop_has_work(const tether_loop *loop)
            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]);
 }
 
-static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
+/* The deferred work an iteration runs before it polls and again after the
+ * dispatch: expired timers, posted callbacks, deferred work. Each is a
+ * function call only when it has something to do (inline checks: a busy
+ * loop passes here twice per iteration, mostly for nothing). */
+static inline void loop_run_due(tether_loop *loop)
 {
-    tether__loop_update_time(loop);
-    tether__timers_run(loop);
-    run_posts(loop);
-    run_pending(loop);
+    if (tether__timers_due(loop)) {
+        tether__timers_run(loop);
+    }
+    if (atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) > 0) {
+        run_posts(loop);
+    }
+    if (loop->pend_head != NULL) {
+        run_pending(loop);
+    }
+}
+
+/* Inline in its two callers: tether_loop_run() calls it once per
+ * iteration with constant arguments, which simplify the timeout. */
+static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop, int timeout_ms,
+                                                              bool until_idle)
+{
+    /* The time was read after the last epoll_wait of this run; it is as old
+     * as the dispatch since. With no timer armed, nothing depends on the
+     * difference: no deadline can have passed unnoticed, and a timer armed
+     * from here on counts from the same cached time its timeout is then
+     * computed from. Otherwise read the clock, so that a deadline that
+     * passed during the dispatch fires now instead of one timeout later. */
+    if (!loop->time_fresh || loop->heap_len > 0) {
+        tether__loop_update_time(loop);
+    }
+    loop_run_due(loop);
     tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
     tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
-    run_flushes(loop);
+    if (loop->flush_head != NULL) {
+        run_flushes(loop);
+    }
 
     int timeout = timeout_ms;
     if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
@@ -414,7 +442,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         /* Work is waiting, or tether_loop_run() is about to return because
          * nothing is left: do not block. */
         timeout = 0;
-    } else {
+    } else if (loop->heap_len > 0) {
         int t = tether__timers_next_timeout(loop);
         if (t >= 0 && (timeout < 0 || t < timeout)) {
             timeout = t;
@@ -429,6 +457,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
         n = 0; /* a signal: the check hooks still see the wakeup */
     }
     tether__loop_update_time(loop);
+    loop->time_fresh = true;
     loop->dispatching = true;
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
@@ -454,7 +483,7 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
     }
     loop->dispatching = false;
     tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-    if (n == loop->events_cap && loop->events_cap < 4096) {
+    if (TETHER__UNLIKELY(n == loop->events_cap) && loop->events_cap < 4096) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
         if (bigger != NULL) {
@@ -464,10 +493,10 @@ static int loop_iterate(tether_loop *loop, int timeout_ms, bool until_idle)
     }
     /* Run the timers and work that became due during dispatch now, so that
      * run_once() with a timeout sees them before it returns. */
-    tether__timers_run(loop);
-    run_posts(loop);
-    run_pending(loop);
-    run_flushes(loop);
+    loop_run_due(loop);
+    if (loop->flush_head != NULL) {
+        run_flushes(loop);
+    }
     return 0;
 }
 
@@ -480,6 +509,7 @@ int tether_loop_run_once(tether_loop *loop, int timeout_ms)
         return TETHER_EBUSY;
     }
     loop->running = true;
+    loop->time_fresh = false; /* the caller may have been away for long */
     int rv = loop_iterate(loop, timeout_ms, false);
     loop->running = false;
     if (rv < 0) {
@@ -497,6 +527,7 @@ int tether_loop_run(tether_loop *loop)
         return TETHER_EBUSY;
     }
     loop->running = true;
+    loop->time_fresh = false;
     loop->stop = false;
     int rv = 0;
     while (!loop->stop && loop_alive(loop)) {

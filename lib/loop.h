@@ -186,6 +186,7 @@ struct tether_loop {
     bool dispatching; /* delivering a batch of epoll events */
     bool embedded;    /* tether_loop_backend_fd() was asked for */
     uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
+    bool time_fresh;  /* now was read after the last epoll_wait of this run */
 
     struct tether__queue handle_q;  /* registered handles (tether__handle) */
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
@@ -364,6 +365,28 @@ static inline uint64_t tether__loop_time(tether_loop *loop)
 
 /* Timer heap (timer.c). */
 int tether__timers_run(tether_loop *loop);
-int tether__timers_next_timeout(const tether_loop *loop);
+
+/* Milliseconds from the cached time to the nearest deadline (0 if it has
+ * passed), or -1 with no timer armed: the epoll timeout. */
+static inline int tether__timers_next_timeout(const tether_loop *loop)
+{
+    if (loop->heap_len == 0) {
+        return -1;
+    }
+    uint64_t d = loop->heap[0]->deadline;
+    if (d <= loop->now) {
+        return 0;
+    }
+    uint64_t diff = d - loop->now;
+    return diff > INT32_MAX ? INT32_MAX : (int)diff;
+}
+
+/* A timer is due at the cached time: the loop asks twice per iteration,
+ * and most iterations of a busy loop have none (an empty heap, or the
+ * nearest deadline still ahead), so the check is inline. */
+static inline bool tether__timers_due(const tether_loop *loop)
+{
+    return loop->heap_len > 0 && loop->heap[0]->deadline <= loop->now;
+}
 
 #endif /* TETHER_LOOP_INT_H */

@@ -120,19 +120,6 @@ void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t ti
     }
 }
 
-int tether__timers_next_timeout(const tether_loop *loop)
-{
-    if (loop->heap_len == 0) {
-        return -1;
-    }
-    uint64_t d = loop->heap[0]->deadline;
-    if (d <= loop->now) {
-        return 0;
-    }
-    uint64_t diff = d - loop->now;
-    return diff > INT32_MAX ? INT32_MAX : (int)diff;
-}
-
 int tether__timers_run(tether_loop *loop)
 {
     int ran = 0;

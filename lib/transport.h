@@ -11,7 +11,9 @@
 #ifndef TETHER_TRANSPORT_H
 #define TETHER_TRANSPORT_H
 
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -19,6 +21,12 @@ struct tether_transport;
 
 struct tether_transport_ops {
     const char *name; /* "tcp", "unix" or "tls", for logs and errors */
+
+    /* A plain socket (transport_tcp.c): want_events() is always 0,
+     * has_pending() always false, and readv()/writev() are the system
+     * calls on fd. The connection's per-message paths skip the first two
+     * and make the calls themselves (tether__tr_readv(), tether__tr_writev()). */
+    bool plain;
 
     /* One step of the handshake. Sets *done once the stream is ready for
      * data; TCP sets it at once. Returns 0 or an error; while not done, the
@@ -75,5 +83,66 @@ int tether__tcp_set_keepalive(int fd, int idle_ms, int interval_ms, int count);
 
 /* TCP_USER_TIMEOUT in milliseconds (best effort, as above). */
 int tether__tcp_set_user_timeout(int fd, int ms);
+
+/* A plain transport's read or write returned -1 (errno set): retries on
+ * EINTR, returns TETHER_EAGAIN or the error (recorded for last_error()),
+ * with *n = 0. */
+__attribute__((cold)) int tether__plain_io_failed(struct tether_transport *t,
+                                                  const struct iovec *iov, int iovcnt, size_t *n,
+                                                  bool write);
+
+/* A plain socket's readv() and writev() (transport_tcp.c's table entries),
+ * inline. MSG_NOSIGNAL: a peer that went away yields EPIPE, not a SIGPIPE;
+ * send() for one piece skips sendmsg()'s iovec copy-in. */
+static inline int tether__plain_readv(struct tether_transport *t, const struct iovec *iov,
+                                      int iovcnt, size_t *nread)
+{
+    ssize_t n =
+        iovcnt == 1 ? read(t->fd, iov[0].iov_base, iov[0].iov_len) : readv(t->fd, iov, iovcnt);
+    if (TETHER__LIKELY(n >= 0)) {
+        *nread = (size_t)n;
+        return TETHER_OK;
+    }
+    return tether__plain_io_failed(t, iov, iovcnt, nread, false);
+}
+
+static inline int tether__plain_writev(struct tether_transport *t, const struct iovec *iov,
+                                       int iovcnt, size_t *nwritten)
+{
+    ssize_t n;
+    if (iovcnt == 1) {
+        n = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        n = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
+    }
+    if (TETHER__LIKELY(n >= 0)) {
+        *nwritten = (size_t)n;
+        return TETHER_OK;
+    }
+    return tether__plain_io_failed(t, iov, iovcnt, nwritten, true);
+}
+
+/* t->ops->readv() and t->ops->writev(), with a plain socket's system call
+ * made here: the connection reads and writes once per message exchange,
+ * and the indirect call and the transport's frame cost more than the
+ * system call's own wrapper. */
+static inline int tether__tr_readv(struct tether_transport *t, const struct iovec *iov, int iovcnt,
+                                   size_t *nread)
+{
+    if (TETHER__LIKELY(t->ops->plain)) {
+        return tether__plain_readv(t, iov, iovcnt, nread);
+    }
+    return t->ops->readv(t, iov, iovcnt, nread);
+}
+
+static inline int tether__tr_writev(struct tether_transport *t, const struct iovec *iov, int iovcnt,
+                                    size_t *nwritten)
+{
+    if (TETHER__LIKELY(t->ops->plain)) {
+        return tether__plain_writev(t, iov, iovcnt, nwritten);
+    }
+    return t->ops->writev(t, iov, iovcnt, nwritten);
+}
 
 #endif /* TETHER_TRANSPORT_H */

@@ -32,55 +32,33 @@ static int tcp_handshake(struct tether_transport *tr, bool *done)
     return TETHER_OK;
 }
 
+int tether__plain_io_failed(struct tether_transport *t, const struct iovec *iov, int iovcnt,
+                            size_t *n, bool write)
+{
+    int e = errno;
+    if (e == EINTR) {
+        return write ? tether__plain_writev(t, iov, iovcnt, n)
+                     : tether__plain_readv(t, iov, iovcnt, n);
+    }
+    *n = 0;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+        return TETHER_EAGAIN;
+    }
+    return tcp_fail((struct tcp_transport *)t, e);
+}
+
+/* The table's entries (the WebSocket layer over TCP goes through the
+ * table; the connection makes the same calls inline, tether__tr_readv()). */
 static int tcp_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                      size_t *nread)
 {
-    struct tcp_transport *t = (struct tcp_transport *)tr;
-    ssize_t n;
-    do {
-        n = iovcnt == 1 ? read(tr->fd, iov[0].iov_base, iov[0].iov_len)
-                        : readv(tr->fd, iov, iovcnt);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *nread = 0;
-            return TETHER_EAGAIN;
-        }
-        *nread = 0;
-        return tcp_fail(t, errno);
-    }
-    *nread = (size_t)n;
-    return TETHER_OK;
+    return tether__plain_readv(tr, iov, iovcnt, nread);
 }
 
 static int tcp_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten)
 {
-    struct tcp_transport *t = (struct tcp_transport *)tr;
-    ssize_t n;
-    if (iovcnt == 1) {
-        /* send() skips the iovec copy-in that sendmsg() does. */
-        do {
-            n = send(tr->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-    } else {
-        struct msghdr mh;
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = (struct iovec *)iov;
-        mh.msg_iovlen = (size_t)iovcnt;
-        do {
-            n = sendmsg(tr->fd, &mh, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-    }
-    if (n < 0) {
-        *nwritten = 0;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return TETHER_EAGAIN;
-        }
-        return tcp_fail(t, errno);
-    }
-    *nwritten = (size_t)n;
-    return TETHER_OK;
+    return tether__plain_writev(tr, iov, iovcnt, nwritten);
 }
 
 static unsigned tcp_want_events(const struct tether_transport *tr)
@@ -121,6 +99,7 @@ static const char *tcp_last_error(const struct tether_transport *tr)
 
 static const struct tether_transport_ops tcp_ops = {
     .name = "tcp",
+    .plain = true,
     .handshake = tcp_handshake,
     .readv = tcp_readv,
     .writev = tcp_writev,
@@ -133,6 +112,7 @@ static const struct tether_transport_ops tcp_ops = {
 
 static const struct tether_transport_ops unix_ops = {
     .name = "unix",
+    .plain = true,
     .handshake = tcp_handshake,
     .readv = tcp_readv,
     .writev = tcp_writev,

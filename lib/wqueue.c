@@ -158,9 +158,7 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     s->ptr = s->data;
     s->len = 0;
     s->cap = cap;
-    s->free_cb = NULL;
-    s->free_data = NULL;
-    s->free_ud = NULL;
+    s->free_cb = NULL; /* (free_data and free_ud are only read with a free_cb) */
     wq_link(c, s);
     return s;
 }
@@ -219,7 +217,7 @@ static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether
 
 /* Drops n written bytes from the head of the queue, including empty
  * segments (zero-copy buffers already sent, waiting to be released). */
-static void wq_consume(tether_conn *c, size_t n)
+static void wq_consume_slow(tether_conn *c, size_t n)
 {
     tether__conn_queued_sub(c, n);
     while (c->wq_head != NULL && c->wq_head->len <= n) {
@@ -249,6 +247,20 @@ static void wq_consume(tether_conn *c, size_t n)
     }
 }
 
+/* The same; inline for the common case of a queue that was one copy
+ * segment, all written (a reply, or a batch of small messages). */
+static inline void wq_consume(tether_conn *c, size_t n)
+{
+    struct tether__wseg *s = c->wq_head;
+    if (TETHER__LIKELY(s == c->wq_tail && s->len == n && s->free_cb == NULL)) {
+        c->wq_head = c->wq_tail = NULL;
+        tether__conn_queued_sub(c, n);
+        seg_release(c->mem->segs, s);
+        return;
+    }
+    wq_consume_slow(c, n);
+}
+
 /* ---- writing ----------------------------------------------------------- */
 
 void tether__conn_flush(tether_conn *c)
@@ -272,7 +284,7 @@ void tether__conn_flush(tether_conn *c)
             n++;
         }
         size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, n, &w);
+        int rv = tether__tr_writev(c->tr, iov, n, &w);
         if (rv == TETHER_EAGAIN) {
             c->flags |= TETHER__CF_WBLOCKED;
             break;
@@ -311,6 +323,10 @@ void tether__conn_flush(tether_conn *c)
         tether__conn_begin_shutdown(c);
         return;
     }
+    if (TETHER__LIKELY(c->state == TETHER__CS_READY && c->tr->ops->plain && c->io.registered &&
+                       c->io.events == tether__conn_ready_events(c))) {
+        return; /* the interest is right already (tether__conn_update_io()) */
+    }
     tether__conn_update_io(c);
 }
 
@@ -344,8 +360,8 @@ void tether__conn_flush_cb(struct tether__flush *f)
     tether__conn_dispatch_end(c);
 }
 
-static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool zc,
-                          tether_free_cb fcb, void *fud)
+/* Whether a message may be queued now: 0, or the error send() returns. */
+static inline int conn_send_check(tether_conn *c, const void *data, size_t len)
 {
     if (c == NULL || (data == NULL && len > 0)) {
         return TETHER_EINVAL;
@@ -369,31 +385,37 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         tether__mem_block(c, TETHER__MF_REFUSED);
         return TETHER_EAGAIN;
     }
-    if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
-        /* The common case: a small message in the default framing that fits
-         * the tail segment (or starts an empty queue: a reply in a
-         * request/response exchange). One header store and one copy, no
-         * iovecs. */
-        struct tether__wseg *t = c->wq_tail;
-        if (t == NULL) {
-            t = wq_new_copy(c, 4 + len);
-            if (t == NULL) {
-                return TETHER_ENOMEM;
-            }
+    return TETHER_OK;
+}
+
+/* A fresh copy segment for an empty queue: the loop's cached small one
+ * when the message fits it (wq_new_copy() in short), else wq_new_copy(). */
+static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
+{
+    struct tether__seg_cache *sc = c->mem->segs;
+    if (TETHER__LIKELY(need <= SEG_SMALL_CAP && sc != NULL && sc->head != NULL)) {
+        struct tether__wseg *s = sc->head;
+        sc->head = s->next;
+        sc->n--;
+        s->next = NULL;
+        s->ptr = s->data;
+        s->len = 0;
+        s->cap = SEG_SMALL_CAP;
+        s->free_cb = NULL;
+        c->wq_head = c->wq_tail = s;
+        if (c->cfg->live) {
+            tether__live_queue_started(c); /* as wq_link() */
         }
-        if (wq_tail_room(c) >= 4 + len) {
-            uint8_t *p = (uint8_t *)t->ptr + t->len;
-            tether__put_be32(p, (uint32_t)len);
-            if (len > 0) {
-                memcpy(p + 4, data, len);
-            }
-            t->len += 4 + len;
-            c->queued += 4 + len; /* the budget catches up at the next write */
-            c->msgs_out++;
-            tether__conn_after_queue(c);
-            return TETHER_OK;
-        }
+        return s;
     }
+    return wq_new_copy(c, need);
+}
+
+/* Queues a message (send() and send_zc() once conn_send_check() passed). */
+static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool zc,
+                           tether_free_cb fcb, void *fud)
+{
+    const struct tether__conn_cfg *cfg = c->cfg;
     uint8_t hdr[TETHER_FRAME_HDR_MAX];
     uint8_t trl[TETHER_FRAME_TRAILER_MAX];
     size_t hl = 4;
@@ -414,7 +436,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
          * caller's memory and queue only what the socket did not take. */
         struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
         size_t w = 0;
-        int rv = c->tr->ops->writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
+        int rv = tether__tr_writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
         c->msgs_out++;
         if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
             /* The connection is broken: report it from the loop, as the
@@ -506,11 +528,51 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
 
 int tether_conn_send(tether_conn *c, const void *data, size_t len)
 {
-    return conn_send_impl(c, data, len, false, NULL, NULL);
+    int rv = conn_send_check(c, data, len);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (TETHER__LIKELY(c->cfg->fast_len32 && len < DIRECT_MIN)) {
+        /* The common case: a small message in the default framing that fits
+         * the tail segment (or starts an empty queue: a reply in a
+         * request/response exchange). One header store and one copy, no
+         * iovecs. */
+        struct tether__wseg *t = c->wq_tail;
+        bool fits;
+        if (t == NULL) {
+            t = wq_new_first(c, 4 + len);
+            if (t == NULL) {
+                return TETHER_ENOMEM;
+            }
+            /* A fresh copy segment holds at least what was asked, unless
+             * linking it failed the connection (liveness out of memory),
+             * which released the queue. */
+            fits = c->wq_tail == t;
+        } else {
+            fits = wq_tail_room(c) >= 4 + len;
+        }
+        if (fits) {
+            uint8_t *p = (uint8_t *)t->ptr + t->len;
+            tether__put_be32(p, (uint32_t)len);
+            if (len > 0) {
+                memcpy(p + 4, data, len);
+            }
+            t->len += 4 + len;
+            c->queued += 4 + len; /* the budget catches up at the next write */
+            c->msgs_out++;
+            tether__conn_after_queue(c);
+            return TETHER_OK;
+        }
+    }
+    return conn_send_queue(c, data, len, false, NULL, NULL);
 }
 
 int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
                         void *free_ud)
 {
-    return conn_send_impl(c, data, len, true, free_cb, free_ud);
+    int rv = conn_send_check(c, data, len);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    return conn_send_queue(c, data, len, true, free_cb, free_ud);
 }

@@ -374,8 +374,11 @@ TETHER_API int tether_loop_backend_timeout(const tether_loop *loop);
 /**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
  *
- * Updated at the start of every iteration, so it is cheap and stays the same
- * while callbacks of one iteration run.
+ * Read from the clock when the loop wakes from waiting for I/O, and before
+ * an iteration's timers run when a timer is armed (or when a run starts):
+ * once per iteration as a rule, so it is cheap and stays the same while the
+ * I/O callbacks of one iteration run. Deferred work and hooks that run
+ * between two waits with no timer armed see the time of the last wake-up.
  * @param[in] loop The loop.
  * @return Milliseconds since an arbitrary fixed point.
  */
