@@ -33,6 +33,9 @@ struct srv {
     int last_error_code;
     char last_peer[64];
     char accepted_peer[64];
+    tether_conn *held_conn; /* the echo refused with EAGAIN: paused until on_drain */
+    uint8_t *held;
+    size_t held_len;
 };
 
 static struct srv S;
@@ -57,8 +60,37 @@ static void srv_message(tether_conn *c, const uint8_t *data, size_t len, void *u
     S.msgs++;
     if (S.echo) {
         int rv = tether_conn_send(c, data, len);
+        if (rv == TETHER_EAGAIN) {
+            /* The client has not read its echoes yet (a slow moment of the
+             * loop): hold this one and stop reading until on_drain. */
+            ck_assert(S.held_conn == NULL);
+            S.held = malloc(len > 0 ? len : 1);
+            ck_assert(S.held != NULL);
+            memcpy(S.held, data, len);
+            S.held_len = len;
+            S.held_conn = c;
+            tether_conn_pause(c);
+            return;
+        }
         ck_assert_int_eq(rv, TETHER_OK);
     }
+}
+
+static void srv_drain(tether_conn *c, void *ud)
+{
+    (void)ud;
+    if (S.held_conn != c) {
+        return;
+    }
+    int rv = tether_conn_send(c, S.held, S.held_len);
+    if (rv == TETHER_EAGAIN) {
+        return; /* on_drain comes again */
+    }
+    ck_assert_int_eq(rv, TETHER_OK);
+    free(S.held);
+    S.held = NULL;
+    S.held_conn = NULL;
+    tether_conn_resume(c);
 }
 
 static void srv_close(tether_conn *c, int reason, void *ud)
@@ -66,6 +98,11 @@ static void srv_close(tether_conn *c, int reason, void *ud)
     (void)ud;
     S.closed++;
     S.last_reason = reason;
+    if (S.held_conn == c) {
+        free(S.held);
+        S.held = NULL;
+        S.held_conn = NULL;
+    }
     snprintf(S.last_detail, sizeof S.last_detail, "%s", tether_conn_last_error(c));
     if (tether_conn_peer(c, S.last_peer, sizeof S.last_peer) != TETHER_OK) {
         S.last_peer[0] = '\0';
@@ -91,6 +128,9 @@ static tether_listener *start_server_url(const char *url, const tether_conn_opts
     tether_conn_opts o = co != NULL ? *co : defaults;
     o.on_message = srv_message;
     o.on_close = srv_close;
+    if (o.on_drain == NULL) {
+        o.on_drain = srv_drain;
+    }
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);
     lo.on_accept = srv_accept;
