@@ -128,9 +128,6 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
-    if (TETHER__UNLIKELY(c->ws != NULL)) {
-        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
-    }
     if (TETHER__UNLIKELY(c->rx_tag != 0)) {
         if (c->rx_tag != TETHER__RX_SEQ) {
             tether__call_deliver(c, p, len); /* a request or reply (call.c) */
@@ -148,6 +145,11 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
 }
 
+void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
+{
+    conn_deliver(c, p, len);
+}
+
 /* Delivers the whole frames at the start of buf. Returns the bytes consumed;
  * *known is set to the total size of the incomplete frame that follows when
  * its header is complete (0 when unknown). Stops early when the connection
@@ -156,6 +158,10 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
 {
     size_t off = 0;
     *known = 0;
+    if (TETHER__UNLIKELY(c->ws != NULL)) {
+        /* WebSocket frames, unmasked in place (buf is lb or rpart). */
+        return tether__ws_parse(c, (uint8_t *)buf, len, known);
+    }
     if (c->cfg->fast_len32) {
         size_t max = c->cfg->o.max_msg;
         while (tether__conn_can_deliver(c)) {
@@ -353,8 +359,8 @@ void tether__conn_parse_rpart(tether_conn *c)
 static void conn_on_eof(tether_conn *c)
 {
     if (c->rlen > 0) {
-        size_t known = 0;
-        if (c->cfg->fast_len32 && c->rlen >= 4) {
+        size_t known = c->ws != NULL ? c->rknown : 0;
+        if (c->cfg->fast_len32 && c->ws == NULL && c->rlen >= 4) {
             known = tether__ctrl_frame_len(c, c->rpart);
             if (known == 0) {
                 known = 4 + (size_t)tether__get_be32(c->rpart);

@@ -11,6 +11,7 @@
  * call. */
 #include "conn_core.h"
 #include "delivery.h"
+#include "ws.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,9 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
  * into one new segment. All or nothing on allocation failure. */
 int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
 {
+    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+        return tether__ws_queue_ctrl(c, iov, n, total); /* a control frame (conn_ws.c) */
+    }
     struct tether__wseg *tail = c->wq_tail;
     size_t room = wq_tail_room(c);
     struct tether__wseg *fresh = NULL;
@@ -199,6 +203,18 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
     return TETHER_OK;
 }
 
+uint8_t *tether__wq_reserve(tether_conn *c, size_t need)
+{
+    struct tether__wseg *t = c->wq_tail;
+    if (t == NULL || wq_tail_room(c) < need) {
+        t = wq_new_copy(c, need);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+    return (uint8_t *)t->ptr + t->len;
+}
+
 static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
                          void *fdata, void *fud)
 {
@@ -215,6 +231,12 @@ static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether
     wq_link(c, s);
     tether__conn_queued_add(c, len);
     return TETHER_OK;
+}
+
+int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
+                          void *fdata, void *fud)
+{
+    return wq_append_ref(c, data, len, fcb, fdata, fud);
 }
 
 /* Drops n written bytes from the head of the queue, including empty
@@ -368,6 +390,9 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
          * more than its share: on_drain runs once usage is back down. */
         tether__mem_block(c, TETHER__MF_REFUSED);
         return TETHER_EAGAIN;
+    }
+    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+        return tether__ws_send(c, data, len, zc, fcb, fud); /* one frame a message (conn_ws.c) */
     }
     if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits
