@@ -60,7 +60,16 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
 /* Room for need bytes at the end of the queue (the tail segment, or a new
  * one); NULL when out of memory. tether__wq_commit() adds what was
  * written there (below). */
-uint8_t *tether__wq_reserve(tether_conn *c, size_t need);
+uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need);
+static inline uint8_t *tether__wq_reserve(tether_conn *c, size_t need)
+{
+    struct tether__wseg *t = c->wq_tail;
+    if (TETHER__LIKELY(t != NULL && t->cap != 0 &&
+                       t->cap - (size_t)(t->ptr - t->data) - t->len >= need)) {
+        return (uint8_t *)t->ptr + t->len;
+    }
+    return tether__wq_reserve_slow(c, need);
+}
 
 /* Appends a reference to the caller's data (zero-copy); fcb(fdata, fud)
  * runs once it is written or released. */

@@ -5,8 +5,7 @@
  * copied on clients; tether control frames turned into what the peer
  * understands), the hooks the connection code calls, and the public
  * tether_ws_* calls. Reading is in conn_ws_read.c. */
-#include "conn_core.h"
-#include "ws.h"
+#include "conn_ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,11 +121,11 @@ oom:
     return TETHER_OK;
 }
 
-int tether__ws_send(tether_conn *c, const uint8_t *data, size_t len, bool zc, tether_free_cb fcb,
-                    void *fud)
+int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool zc,
+                          tether_free_cb fcb, void *fud)
 {
     struct ws_transport *t = c->ws;
-    if (TETHER__UNLIKELY(t->close_tx)) {
+    if (t->close_tx) {
         /* Our close frame is out: nothing may follow it (RFC 6455 5.5.1).
          * The message counts as sent, as one the socket took would. */
         c->msgs_out++;
@@ -168,28 +167,18 @@ int tether__ws_send(tether_conn *c, const uint8_t *data, size_t len, bool zc, te
         tether__conn_after_queue(c);
         return TETHER_OK;
     }
-    /* The frame goes into the queue whole: a small message's header and
-     * payload in the tail segment, a client's message masked on the way
-     * in (one pass over the payload, which had to be copied anyway). */
+    /* The frame goes into the queue whole, a client's message masked on
+     * the way in (one pass over the payload, which had to be copied
+     * anyway). */
     uint8_t *p = tether__wq_reserve(c, TETHER__WS_HDR_MAX + len);
     if (p == NULL) {
         return TETHER_ENOMEM;
     }
-    size_t hl;
-    if (!t->server && len < 126) {
-        /* The common small frame of a client, header inline. */
-        p[0] = (uint8_t)(0x80u | (t->stext ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY));
-        p[1] = (uint8_t)(0x80u | len);
-        tether__ws_mask_key(t, p + 2);
-        hl = 6;
-        tether__ws_mask_copy(p + hl, data, len, p + 2, 0);
+    size_t hl = data_hdr(t, p, len, key);
+    if (t->server) {
+        memcpy(p + hl, data, len);
     } else {
-        hl = data_hdr(t, p, len, key);
-        if (t->server) {
-            memcpy(p + hl, data, len);
-        } else {
-            tether__ws_mask_copy(p + hl, data, len, key, 0);
-        }
+        tether__ws_mask_copy(p + hl, data, len, key, 0);
     }
     tether__wq_commit(c, hl + len);
     if (zc && fcb != NULL) {

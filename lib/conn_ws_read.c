@@ -226,7 +226,7 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             }
             uint8_t *p = q + hl;
             if (server) {
-                tether__ws_mask(p, plen, q + 2, 0);
+                tether__ws_mask_small(p, p, plen, q + 2);
             }
             off += hl + plen;
             t->cur_text = false;

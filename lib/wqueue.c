@@ -10,8 +10,8 @@
  * dispatch of this connection), so a burst of sends costs one system
  * call. */
 #include "conn_core.h"
+#include "conn_ws.h"
 #include "delivery.h"
-#include "ws.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +203,7 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
     return TETHER_OK;
 }
 
-uint8_t *tether__wq_reserve(tether_conn *c, size_t need)
+uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need)
 {
     struct tether__wseg *t = c->wq_tail;
     if (t == NULL || wq_tail_room(c) < need) {
@@ -392,7 +392,7 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         return TETHER_EAGAIN;
     }
     if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
-        return tether__ws_send(c, data, len, zc, fcb, fud); /* one frame a message (conn_ws.c) */
+        return tether__ws_send(c, data, len, zc, fcb, fud); /* one frame a message (conn_ws.h) */
     }
     if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits

@@ -63,6 +63,79 @@ void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos);
 void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
                           uint64_t pos);
 
+/* tether__ws_mask_copy() at payload offset 0, inline for the small
+ * payloads of most frames (dst may be src; the key must not overlap dst). */
+typedef uint64_t tether__ws_v128 __attribute__((vector_size(16))); /* SSE2 on x86-64 */
+static inline void tether__ws_mask_small(uint8_t *dst, const uint8_t *src, size_t n,
+                                         const uint8_t key[4])
+{
+    uint32_t k;
+    memcpy(&k, key, 4);
+    uint64_t k64 = (uint64_t)k | ((uint64_t)k << 32);
+    tether__ws_v128 kv = {k64, k64};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        tether__ws_v128 a, b, c, d;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        memcpy(&c, src + i + 32, 16);
+        memcpy(&d, src + i + 48, 16);
+        a ^= kv;
+        b ^= kv;
+        c ^= kv;
+        d ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        memcpy(dst + i + 32, &c, 16);
+        memcpy(dst + i + 48, &d, 16);
+    }
+    if ((n & 63u) == 0) {
+        return;
+    }
+    /* The rest by its bits, largest first (i stays a multiple of 4 until
+     * the last 3 bytes, so the key stays in phase). */
+    if (n & 32u) {
+        tether__ws_v128 a, b;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        a ^= kv;
+        b ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        i += 32;
+    }
+    if (n & 16u) {
+        tether__ws_v128 a;
+        memcpy(&a, src + i, 16);
+        a ^= kv;
+        memcpy(dst + i, &a, 16);
+        i += 16;
+    }
+    if (n & 8u) {
+        uint64_t v;
+        memcpy(&v, src + i, 8);
+        v ^= k64;
+        memcpy(dst + i, &v, 8);
+        i += 8;
+    }
+    if (n & 4u) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        v ^= k;
+        memcpy(dst + i, &v, 4);
+        i += 4;
+    }
+    if (n & 3u) {
+        dst[i] = src[i] ^ key[0];
+        if ((n & 3u) > 1) {
+            dst[i + 1] = src[i + 1] ^ key[1];
+            if ((n & 3u) > 2) {
+                dst[i + 2] = src[i + 2] ^ key[2];
+            }
+        }
+    }
+}
+
 /* Incremental UTF-8 validation: state 0 is "between characters". Feeds
  * p[0..n) and returns the new state, or TETHER__UTF8_BAD. */
 #define TETHER__UTF8_BAD UINT32_MAX
@@ -193,10 +266,7 @@ const char *tether__ws_eof_detail(tether_conn *c);
  * way out (ws_write.c). */
 static inline bool tether__ws_open(const tether_conn *c);
 
-/* tether_conn_send() and _send_zc() on an open WebSocket connection (the
- * checks of the connection are done). */
-int tether__ws_send(tether_conn *c, const uint8_t *data, size_t len, bool zc, tether_free_cb fcb,
-                    void *fud);
+/* (tether__ws_send(), for tether_conn_send(): conn_ws.h.) */
 
 /* Queues the tether control frame in iov (whole, total bytes) on an open
  * WebSocket connection. */

@@ -56,9 +56,8 @@ void tether__ws_rnd_refill(struct tether__ws_rnd *r)
     if (RAND_bytes(r->rnd, (int)sizeof r->rnd) != 1) {
         /* OpenSSL's generator does not fail once seeded; should it, the
          * kernel's is the fallback, never a predictable key. */
-        (void)!getentropy(r->rnd, 256);
-        for (size_t i = 256; i < sizeof r->rnd; i += 256) {
-            (void)!getentropy(r->rnd + i, 256);
+        for (size_t i = 0; i < sizeof r->rnd; i += 256) {
+            (void)!getentropy(r->rnd + i, 256); /* (256 bytes a call at most) */
         }
     }
     r->off = 0;
