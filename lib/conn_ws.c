@@ -175,7 +175,9 @@ int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool 
         return TETHER_ENOMEM;
     }
     size_t hl = data_hdr(t, p, len, key);
-    if (t->server) {
+    if (len == 0) {
+        /* (data may be NULL) */
+    } else if (t->server) {
         memcpy(p + hl, data, len);
     } else {
         tether__ws_mask_copy(p + hl, data, len, key, 0);
@@ -245,7 +247,9 @@ static int queue_from(tether_conn *c, struct cursor *k, uint8_t op, uint8_t rsv,
     }
     size_t hl = tether__ws_hdr_encode(dst, true, op, plen + len, t->server ? NULL : key);
     dst[0] |= (uint8_t)(rsv << 4);
-    memcpy(dst + hl, prefix, plen);
+    if (plen > 0) {
+        memcpy(dst + hl, prefix, plen);
+    }
     (void)cursor_take(k, dst + hl + plen, len);
     if (!t->server) {
         tether__ws_mask(dst + hl, plen + len, key, 0);

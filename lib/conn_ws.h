@@ -32,7 +32,9 @@ static inline int tether__ws_send(tether_conn *c, const uint8_t *data, size_t le
     size_t n;
     if (t->server) {
         p[1] = (uint8_t)len;
-        memcpy(p + 2, data, len);
+        if (len > 0) {
+            memcpy(p + 2, data, len);
+        }
         n = 2 + len;
     } else {
         p[1] = (uint8_t)(0x80u | len);
