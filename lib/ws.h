@@ -294,8 +294,10 @@ const struct tether_transport *tether__ws_inner(const struct tether_transport *t
 #define TETHER__WS_RND_POOL 4096u
 struct tether__ws_rnd {
     uint8_t rnd[TETHER__WS_RND_POOL];
-    size_t off;         /* TETHER__WS_RND_POOL: used up */
-    uint8_t *shared_ob; /* the loop's encoding buffer for len32 output, or NULL */
+    size_t off;                    /* TETHER__WS_RND_POOL: used up */
+    struct evp_cipher_ctx_st *ctr; /* the keystream's cipher (EVP_CIPHER_CTX) */
+    unsigned uses;                 /* pools drawn under its key */
+    uint8_t *shared_ob;            /* the loop's encoding buffer for len32 output, or NULL */
     struct tether__loop_ext ext;
 };
 struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop);

@@ -10,6 +10,8 @@
  * take stays with the layer. */
 #include "ws.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,7 +29,9 @@ static void rnd_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     (void)loop;
     struct tether__ws_rnd *r = tether__container_of(ext, struct tether__ws_rnd, ext);
+    EVP_CIPHER_CTX_free(r->ctr);
     free(r->shared_ob);
+    OPENSSL_cleanse(r->rnd, sizeof r->rnd);
     free(r);
 }
 
@@ -37,29 +41,63 @@ struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop)
     if (e != NULL) {
         return tether__container_of(e, struct tether__ws_rnd, ext);
     }
-    struct tether__ws_rnd *r = malloc(sizeof *r);
+    struct tether__ws_rnd *r = calloc(1, sizeof *r);
     if (r == NULL) {
         return NULL;
     }
     r->off = TETHER__WS_RND_POOL;
-    r->shared_ob = NULL;
     r->ext.key = &rnd_key;
     r->ext.cleanup = rnd_cleanup;
     tether__loop_ext_add(loop, &r->ext);
     return r;
 }
 
+/* Keystream drawn under one key before the next is taken. */
+#define RND_RESEED_POOLS 256u /* 1 MiB: 256 Ki masking keys */
+
+static void rnd_from_os(uint8_t *p, size_t n)
+{
+    if (RAND_bytes(p, (int)n) != 1) {
+        /* OpenSSL's generator does not fail once seeded; should it, the
+         * kernel's is the fallback, never a predictable key. */
+        for (size_t i = 0; i < n; i += 256) {
+            (void)!getentropy(p + i, TETHER__MIN(n - i, (size_t)256)); /* (256 a call at most) */
+        }
+    }
+}
+
 void tether__ws_rnd_refill(struct tether__ws_rnd *r)
 {
     /* One pool per loop: a connection holds no random bytes of its own,
-     * and each key is used once (1024 keys per call of RAND_bytes()). */
-    if (RAND_bytes(r->rnd, (int)sizeof r->rnd) != 1) {
-        /* OpenSSL's generator does not fail once seeded; should it, the
-         * kernel's is the fallback, never a predictable key. */
-        for (size_t i = 0; i < sizeof r->rnd; i += 256) {
-            (void)!getentropy(r->rnd + i, 256); /* (256 bytes a call at most) */
+     * and each key is used once. The pool is AES-128-CTR keystream under
+     * a key (and IV) from OpenSSL's generator, renewed every
+     * RND_RESEED_POOLS pools, as its own CTR-DRBG produces its output,
+     * but without that generator's per-call work (locks, parameters, a
+     * getpid() system call for fork detection, a cleared buffer), which
+     * cost more than the masking of a small message. */
+    if (r->ctr == NULL || r->uses >= RND_RESEED_POOLS) {
+        uint8_t kiv[32];
+        rnd_from_os(kiv, sizeof kiv);
+        if (r->ctr == NULL) {
+            r->ctr = EVP_CIPHER_CTX_new();
         }
+        if (r->ctr != NULL &&
+            EVP_EncryptInit_ex(r->ctr, EVP_aes_128_ctr(), NULL, kiv, kiv + 16) != 1) {
+            EVP_CIPHER_CTX_free(r->ctr);
+            r->ctr = NULL;
+        }
+        OPENSSL_cleanse(kiv, sizeof kiv);
+        r->uses = 0;
     }
+    int outl = 0;
+    if (r->ctr == NULL ||
+        EVP_EncryptUpdate(r->ctr, r->rnd, &outl, r->rnd, (int)sizeof r->rnd) != 1 ||
+        outl != (int)sizeof r->rnd) {
+        rnd_from_os(r->rnd, sizeof r->rnd); /* (out of memory: the slower way) */
+    }
+    /* (The keystream is XORed over the used pool: as unpredictable as
+     * the keystream itself, and no buffer to clear first.) */
+    r->uses++;
     r->off = 0;
 }
 
