@@ -182,8 +182,10 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
                           t->mlen + n);
         return false;
     }
-    memcpy(t->mb + t->mlen, p, n);
-    t->mlen += n;
+    if (n > 0) {
+        memcpy(t->mb + t->mlen, p, n);
+        t->mlen += n;
+    }
     if (!h->fin) {
         return true;
     }
@@ -192,7 +194,7 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     t->in_msg = false;
     t->mlen = 0;
     t->cur_text = op == TETHER__WS_OP_TEXT;
-    tether__conn_deliver(c, m, ml);
+    tether__conn_deliver(c, ml > 0 ? m : p, ml); /* (never a NULL pointer) */
     if (c->ws == t && t->mb == m && t->mlen == 0 && t->mcap > TETHER__WS_IB_CHUNK) {
         free(t->mb);
         t->mb = NULL;
