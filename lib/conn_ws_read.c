@@ -195,7 +195,7 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     t->mlen = 0;
     t->cur_text = op == TETHER__WS_OP_TEXT;
     tether__conn_deliver(c, ml > 0 ? m : p, ml); /* (never a NULL pointer) */
-    if (c->ws == t && t->mb == m && t->mlen == 0 && t->mcap > TETHER__WS_IB_CHUNK) {
+    if (c->ws == t && t->mb == m && t->mlen == 0 && t->mcap > TETHER__WS_MB_KEEP) {
         free(t->mb);
         t->mb = NULL;
         t->mcap = 0;

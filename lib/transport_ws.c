@@ -412,7 +412,6 @@ int tether__ws_transport_new(struct ws_transport **out, struct tether_transport 
     t->base.ops = &ws_ops;
     t->base.fd = in->fd;
     t->in = in;
-    t->loop = loop;
     t->rnd = rnd;
     t->cfg = cfg;
     t->server = server;

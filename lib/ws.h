@@ -303,8 +303,8 @@ struct tether__ws_rnd {
 struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop);
 void tether__ws_rnd_refill(struct tether__ws_rnd *r);
 
-#define TETHER__WS_IB_CHUNK (64u * 1024u) /* handshake input read */
-#define TETHER__WS_OB_MAX (256u * 1024u)  /* encoded output accepted ahead of the socket */
+#define TETHER__WS_MB_KEEP (64u * 1024u) /* reassembly buffer kept between messages */
+#define TETHER__WS_OB_MAX (256u * 1024u) /* encoded output accepted ahead of the socket */
 
 enum tether__ws_phase {
     TETHER__WS_INNER,  /* the inner transport's handshake (TLS) */
@@ -317,7 +317,6 @@ enum tether__ws_phase {
 struct ws_transport {
     struct tether_transport base; /* must be first */
     struct tether_transport *in;
-    tether_loop *loop;
     struct tether__ws_rnd *rnd; /* the loop's masking keys */
     const struct tether__ws_cfg *cfg;
     bool server;
