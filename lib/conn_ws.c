@@ -12,6 +12,8 @@
 #include <string.h>
 
 #define DIRECT_MIN (16u * 1024u) /* server messages written from the caller's memory */
+#define STAGE_MIN (64u * 1024u)  /* client frames masked into a block of their own */
+#define STAGE_KEEP (4u << 20)    /* the largest block the loop keeps for the next one */
 
 /* ---- the layer and its connection ---------------------------------------- */
 
@@ -121,6 +123,54 @@ oom:
     return TETHER_OK;
 }
 
+/* A large client frame, masked: queued by reference, and on release kept
+ * (one per loop) for the next. A fresh block per message would make the
+ * allocator return the memory to the system and fault it in again each
+ * time, which costs more than the masking. */
+struct stage {
+    size_t cap;
+    struct tether__ws_rnd *r;
+    uint8_t data[];
+};
+
+static void stage_release(void *data, void *ud)
+{
+    (void)data;
+    struct stage *s = ud;
+    struct tether__ws_rnd *r = s->r;
+    struct stage *old = r->spare;
+    if (s->cap <= STAGE_KEEP && (old == NULL || old->cap < s->cap)) {
+        r->spare = s;
+        s = old;
+    }
+    free(s);
+}
+
+static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
+{
+    struct ws_transport *t = c->ws;
+    size_t need = TETHER__WS_HDR_MAX + len;
+    struct stage *s = t->rnd->spare;
+    if (s != NULL && s->cap >= need) {
+        t->rnd->spare = NULL;
+    } else {
+        s = malloc(sizeof *s + need);
+        if (s == NULL) {
+            return TETHER_ENOMEM;
+        }
+        s->cap = need;
+        s->r = t->rnd;
+    }
+    uint8_t key[4];
+    size_t hl = data_hdr(t, s->data, len, key);
+    tether__ws_mask_copy(s->data + hl, data, len, key, 0);
+    if (tether__wq_append_ref(c, s->data, hl + len, stage_release, s->data, s) != TETHER_OK) {
+        stage_release(s->data, s);
+        return TETHER_ENOMEM;
+    }
+    return TETHER_OK;
+}
+
 int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                           tether_free_cb fcb, void *fud)
 {
@@ -170,19 +220,26 @@ int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool 
     /* The frame goes into the queue whole, a client's message masked on
      * the way in (one pass over the payload, which had to be copied
      * anyway). */
-    uint8_t *p = tether__wq_reserve(c, TETHER__WS_HDR_MAX + len);
-    if (p == NULL) {
-        return TETHER_ENOMEM;
-    }
-    size_t hl = data_hdr(t, p, len, key);
-    if (len == 0) {
-        /* (data may be NULL) */
-    } else if (t->server) {
-        memcpy(p + hl, data, len);
+    if (!t->server && len >= STAGE_MIN) {
+        int rv = send_staged(c, data, len);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
     } else {
-        tether__ws_mask_copy(p + hl, data, len, key, 0);
+        uint8_t *p = tether__wq_reserve(c, TETHER__WS_HDR_MAX + len);
+        if (p == NULL) {
+            return TETHER_ENOMEM;
+        }
+        size_t hl = data_hdr(t, p, len, key);
+        if (len == 0) {
+            /* (data may be NULL) */
+        } else if (t->server) {
+            memcpy(p + hl, data, len);
+        } else {
+            tether__ws_mask_copy(p + hl, data, len, key, 0);
+        }
+        tether__wq_commit(c, hl + len);
     }
-    tether__wq_commit(c, hl + len);
     if (zc && fcb != NULL) {
         /* Copied: the buffer is released from the loop once this is out. */
         if (tether__wq_append_ref(c, data + len, 0, fcb, (void *)data, fud) != TETHER_OK) {

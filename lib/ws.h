@@ -298,6 +298,7 @@ struct tether__ws_rnd {
     struct evp_cipher_ctx_st *ctr; /* the keystream's cipher (EVP_CIPHER_CTX) */
     unsigned uses;                 /* pools drawn under its key */
     uint8_t *shared_ob;            /* the loop's encoding buffer for len32 output, or NULL */
+    void *spare;                   /* a staging block for large client frames (conn_ws.c) */
     struct tether__loop_ext ext;
 };
 struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop);

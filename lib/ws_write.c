@@ -31,6 +31,7 @@ static void rnd_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     struct tether__ws_rnd *r = tether__container_of(ext, struct tether__ws_rnd, ext);
     EVP_CIPHER_CTX_free(r->ctr);
     free(r->shared_ob);
+    free(r->spare);
     OPENSSL_cleanse(r->rnd, sizeof r->rnd);
     free(r);
 }
