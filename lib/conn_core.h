@@ -57,6 +57,25 @@ void tether__wq_release_all(tether_conn *c);
  * into one new segment. All or nothing on allocation failure. */
 int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total);
 
+/* Room for need bytes at the end of the queue (the tail segment, or a new
+ * one); NULL when out of memory. tether__wq_commit() adds what was
+ * written there (below). */
+uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need);
+static inline uint8_t *tether__wq_reserve(tether_conn *c, size_t need)
+{
+    struct tether__wseg *t = c->wq_tail;
+    if (TETHER__LIKELY(t != NULL && t->cap != 0 &&
+                       t->cap - (size_t)(t->ptr - t->data) - t->len >= need)) {
+        return (uint8_t *)t->ptr + t->len;
+    }
+    return tether__wq_reserve_slow(c, need);
+}
+
+/* Appends a reference to the caller's data (zero-copy); fcb(fdata, fud)
+ * runs once it is written or released. */
+int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
+                          void *fdata, void *fud);
+
 /* Writes as much of the queue as the socket takes. */
 void tether__conn_flush(tether_conn *c);
 
@@ -151,6 +170,10 @@ void tether__conn_read(tether_conn *c);
 
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
+
+/* Delivers one message to the application (for parsers outside
+ * conn_read.c: WebSocket, conn_ws_read.c). */
+void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t len);
 
 /* Fails with "connection reset by peer during <what>", suggesting tls://
  * to a plain client that has heard nothing from its server. */
@@ -345,6 +368,13 @@ static inline void tether__conn_queued_sub(tether_conn *c, size_t n)
 {
     c->queued -= n;
     tether__conn_mem_sync(c);
+}
+
+/* Adds the n bytes written at tether__wq_reserve()'s pointer to the queue. */
+static inline void tether__wq_commit(tether_conn *c, size_t n)
+{
+    c->wq_tail->len += n;
+    tether__conn_queued_add(c, n);
 }
 
 /* Frees the input buffer (conn_read.c). */

@@ -128,9 +128,6 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
-    if (TETHER__UNLIKELY(c->ws != NULL)) {
-        tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
-    }
     if (TETHER__UNLIKELY(c->rx_tag != 0)) {
         if (c->rx_tag != TETHER__RX_SEQ) {
             tether__call_deliver(c, p, len); /* a request or reply (call.c) */
@@ -148,6 +145,11 @@ static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
     }
 }
 
+void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
+{
+    conn_deliver(c, p, len);
+}
+
 /* Delivers the whole frames of buf from off on. Returns the bytes consumed
  * (off included); *known is set to the total size of the incomplete frame
  * that follows when its header is complete (0 when unknown). Stops early
@@ -157,6 +159,10 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
                             size_t *known)
 {
     *known = 0;
+    if (TETHER__UNLIKELY(c->ws != NULL)) {
+        /* WebSocket frames, unmasked in place (buf is lb or rpart). */
+        return tether__ws_parse(c, (uint8_t *)buf, len, known);
+    }
     if (c->cfg->fast_len32) {
         size_t max = c->cfg->o.max_msg;
         while (tether__conn_can_deliver(c)) {
@@ -243,7 +249,7 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
 static inline __attribute__((always_inline)) size_t
 conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
 {
-    if (TETHER__UNLIKELY(!c->cfg->fast_len32)) {
+    if (TETHER__UNLIKELY(!c->cfg->fast_len32 || c->ws != NULL)) {
         return conn_parse_at(c, buf, len, 0, known);
     }
     size_t off = 0;
@@ -390,8 +396,8 @@ void tether__conn_parse_rpart(tether_conn *c)
 static void conn_on_eof(tether_conn *c)
 {
     if (c->rlen > 0) {
-        size_t known = 0;
-        if (c->cfg->fast_len32 && c->rlen >= 4) {
+        size_t known = c->ws != NULL ? c->rknown : 0;
+        if (c->cfg->fast_len32 && c->ws == NULL && c->rlen >= 4) {
             known = tether__ctrl_frame_len(c, c->rpart);
             if (known == 0) {
                 known = 4 + (size_t)tether__get_be32(c->rpart);

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The WebSocket layer as a transport stacked on the TCP or TLS transport
  * of a connection: its operations table, the HTTP upgrade run as the end
- * of the connection's handshake, the close frame sent on shutdown, the
- * hooks the connection code calls, and the public tether_ws_* calls. The
- * data path (frames <-> the len32 stream) is in ws_stream.c. */
-#include "conn_core.h"
+ * of the connection's handshake, reading (what came with the handshake,
+ * then the inner transport's bytes as they are: the connection parses the
+ * frames, conn_ws_read.c) and the close frame sent on shutdown. Writing
+ * is in ws_write.c. Nothing here knows the connection. */
 #include "ws.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,20 +47,48 @@ static int hs_read_head(struct ws_transport *t, size_t *head_len)
     }
 }
 
-/* The connection becomes established: the peer counts as speaking tether
- * control frames (a HELLO with no interval of its own), so that our
- * heartbeats become WebSocket pings and its pings reach liveness. */
+/* The upgrade is done. A peer without the extension counts as speaking
+ * tether control frames (a HELLO with no interval of its own), so that
+ * our heartbeats become WebSocket pings and its pings reach liveness: the
+ * HELLO comes first in the input, in a frame of the extension's form that
+ * only this one position admits (hello_synth). */
 static int hs_open(struct ws_transport *t)
 {
     t->phase = TETHER__WS_OPEN;
-    t->ib_fresh = t->ilen > 0; /* frames sent right behind the handshake */
-    if (t->tctl) {
-        return TETHER_OK; /* the peer's own HELLO travels in the stream */
+    if (!t->tctl) {
+        uint8_t f[6 + TETHER__CTRL_HDR_LEN + TETHER__CTRL_HELLO_LEN] = {0};
+        f[0] = (uint8_t)(0x80u | (TETHER__WS_RSV2 << 4) | TETHER__WS_OP_BINARY);
+        f[1] =
+            (uint8_t)((t->server ? 0x80u : 0u) | (TETHER__CTRL_HDR_LEN + TETHER__CTRL_HELLO_LEN));
+        size_t hl = t->server ? 6 : 2; /* (masked as a client's frame must be, key 0) */
+        tether__len32_ctrl_header(f + hl, TETHER__CTRL_HELLO, TETHER__CTRL_HELLO_LEN);
+        f[hl + TETHER__CTRL_HDR_LEN] = TETHER__CTRL_HELLO_VERSION;
+        size_t n = hl + TETHER__CTRL_HDR_LEN + TETHER__CTRL_HELLO_LEN;
+        if (tether__ws_buf_reserve(&t->ib, &t->icap, t->ilen + n) != TETHER_OK) {
+            return TETHER_ENOMEM;
+        }
+        memmove(t->ib + n, t->ib, t->ilen);
+        memcpy(t->ib, f, n);
+        t->ilen += n;
+        t->hello_synth = true;
     }
-    uint8_t hello[TETHER__CTRL_HDR_LEN + TETHER__CTRL_HELLO_LEN] = {0};
-    tether__len32_ctrl_header(hello, TETHER__CTRL_HELLO, TETHER__CTRL_HELLO_LEN);
-    hello[4] = TETHER__CTRL_HELLO_VERSION;
-    return tether__ws_db_add(t, hello, sizeof hello);
+    t->ioff = 0;
+    if (t->ilen == 0) {
+        free(t->ib);
+        t->ib = NULL;
+        t->icap = 0;
+    }
+    if (t->on_open != NULL) {
+        t->on_open(t, t->open_ud);
+    }
+    return TETHER_OK;
+}
+
+/* Removes the head from ib; what follows it (frames sent at once) stays. */
+static void ib_consume(struct ws_transport *t, size_t n)
+{
+    memmove(t->ib, t->ib + n, t->ilen - n);
+    t->ilen -= n;
 }
 
 static int hs_server_recv(struct ws_transport *t)
@@ -107,7 +134,7 @@ static int hs_server_recv(struct ws_transport *t)
                 return tether__ws_fail(t, TETHER_ENOMEM,
                                        "out of memory in the WebSocket handshake");
             }
-            tether__ws_ib_consume(t, hl);
+            ib_consume(t, hl);
             rv = tether__ws_ob_add(t, resp, rlen);
             free(resp);
             if (rv != TETHER_OK) {
@@ -153,7 +180,7 @@ static int hs_client_recv(struct ws_transport *t)
     if (rv != TETHER_OK) {
         return tether__ws_fail(t, rv, "%s", detail);
     }
-    tether__ws_ib_consume(t, hl);
+    ib_consume(t, hl);
     t->path = strdup(t->cfg->path);
     if (t->path == NULL) {
         return tether__ws_fail(t, TETHER_ENOMEM, "out of memory");
@@ -214,6 +241,9 @@ static int ws_handshake(struct tether_transport *tr, bool *done)
     }
     if (t->phase == TETHER__WS_RECV) {
         rv = hs_client_recv(t);
+        if (rv == TETHER_ENOMEM) {
+            return tether__ws_fail(t, rv, "out of memory");
+        }
         if (rv != TETHER_OK) {
             return rv;
         }
@@ -244,7 +274,7 @@ static bool ws_has_pending(const struct tether_transport *tr)
     if (t->phase != TETHER__WS_OPEN) {
         return false;
     }
-    return t->dlen > 0 || t->ib_fresh || (t->close_rx && !t->eof) || t->in->ops->has_pending(t->in);
+    return t->ilen > 0 || (t->close_rx && !t->eof) || t->in->ops->has_pending(t->in);
 }
 
 static int ws_shutdown(struct tether_transport *tr, bool *done)
@@ -282,15 +312,15 @@ static int ws_shutdown(struct tether_transport *tr, bool *done)
 static void ws_destroy(struct tether_transport *tr)
 {
     struct ws_transport *t = (struct ws_transport *)tr;
-    if (t->c != NULL && t->c->ws == t) {
-        t->c->ws = NULL;
+    if (t->owner != NULL && *t->owner == t) {
+        *t->owner = NULL;
     }
     t->in->ops->destroy(t->in);
     free(t->ib);
-    free(t->db);
     free(t->mb);
-    free(t->ob);
-    free(t->types);
+    if (!t->ob_shared) {
+        free(t->ob);
+    }
     free(t->path);
     free(t->origin);
     free(t->protocol);
@@ -303,15 +333,55 @@ static const char *ws_last_error(const struct tether_transport *tr)
     return t->err[0] != '\0' ? t->err : t->in->ops->last_error(t->in);
 }
 
+/* Reading in the open phase: what came with the handshake first, then
+ * the inner transport's bytes unchanged. */
 static int ws_readv_op(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                        size_t *nread)
 {
     struct ws_transport *t = (struct ws_transport *)tr;
+    *nread = 0;
     if (t->phase != TETHER__WS_OPEN) {
-        *nread = 0;
         return TETHER_EAGAIN;
     }
-    return tether__ws_readv(tr, iov, iovcnt, nread);
+    if (t->olen > 0) {
+        int rv = tether__ws_ob_flush(t); /* the close frame goes out from here too */
+        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+            return rv;
+        }
+    }
+    if (t->ilen > 0) {
+        size_t n = 0;
+        for (int i = 0; i < iovcnt && t->ilen > 0; i++) {
+            size_t k = TETHER__MIN(iov[i].iov_len, t->ilen);
+            memcpy(iov[i].iov_base, t->ib + t->ioff, k);
+            t->ioff += k;
+            t->ilen -= k;
+            n += k;
+        }
+        if (t->ilen == 0) {
+            free(t->ib);
+            t->ib = NULL;
+            t->icap = t->ioff = 0;
+        }
+        *nread = n;
+        return TETHER_OK;
+    }
+    if (t->close_rx || t->eof) {
+        t->eof = true;
+        return TETHER_OK; /* nothing after a close frame counts: end of stream */
+    }
+    int rv = t->in->ops->readv(t->in, iov, iovcnt, nread);
+    if (rv == TETHER_OK && *nread == 0 && !t->violated) {
+        t->eof = true;
+        t->rx_code = 1006;
+        if (t->in_msg) {
+            return tether__ws_fail(t, TETHER_ETRUNCATED,
+                                   "peer closed the connection inside a WebSocket message (1006)");
+        }
+        snprintf(t->eof_detail, sizeof t->eof_detail,
+                 "peer closed the connection without a WebSocket close frame (1006)");
+    }
+    return rv;
 }
 
 static const struct tether_transport_ops ws_ops = {
@@ -326,208 +396,32 @@ static const struct tether_transport_ops ws_ops = {
     .last_error = ws_last_error,
 };
 
-/* ---- hooks for the connection code --------------------------------------- */
+/* ---- the layer ------------------------------------------------------------ */
 
-int tether__ws_wrap(tether_conn *c, bool server)
+int tether__ws_transport_new(struct ws_transport **out, struct tether_transport *in,
+                             tether_loop *loop, const struct tether__ws_cfg *cfg, bool server)
 {
+    struct tether__ws_rnd *rnd = tether__ws_rnd_get(loop);
+    if (rnd == NULL) {
+        return TETHER_ENOMEM;
+    }
     struct ws_transport *t = calloc(1, sizeof *t);
     if (t == NULL) {
         return TETHER_ENOMEM;
     }
     t->base.ops = &ws_ops;
-    t->base.fd = c->tr->fd;
-    t->in = c->tr;
-    t->c = c;
-    t->cfg = c->cfg->ws;
+    t->base.fd = in->fd;
+    t->in = in;
+    t->rnd = rnd;
+    t->cfg = cfg;
     t->server = server;
     t->phase = TETHER__WS_INNER;
-    t->text = t->cfg->text;
-    c->tr = &t->base;
-    c->ws = t;
-    if (server && c->cfg->pp_accept == 0) {
-        /* One deadline for TLS and the upgrade request together. */
-        tether__tnode_stop(c->h.loop, &c->timer);
-        if (t->cfg->handshake_timeout_ms >= 0) {
-            tether__tnode_start(c->h.loop, &c->timer, (uint64_t)t->cfg->handshake_timeout_ms);
-        }
-    }
+    t->text = t->stext = cfg->text;
+    *out = t;
     return TETHER_OK;
-}
-
-bool tether__ws_handshake_timeout(tether_conn *c)
-{
-    struct ws_transport *t = c->ws;
-    if (c->url != NULL) {
-        if (t->phase == TETHER__WS_INNER) {
-            return false;
-        }
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "connect to %s: WebSocket upgrade timed out (connect timeout of %d ms)",
-                          c->url, c->cfg->o.connect_timeout_ms);
-        return true;
-    }
-    char peer[80];
-    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
-        snprintf(peer, sizeof peer, "an unknown peer");
-    }
-    c->flags |= TETHER__CF_REPORT_LISTENER;
-    tether__conn_fail(c, TETHER_ETIMEDOUT,
-                      "WebSocket handshake with %s timed out after %d ms (%s; %zu bytes of the "
-                      "upgrade request received)",
-                      peer, t->cfg->handshake_timeout_ms,
-                      t->phase == TETHER__WS_INNER ? "during TLS" : "awaiting the upgrade request",
-                      t->ilen);
-    return true;
-}
-
-void tether__ws_on_deliver(tether_conn *c)
-{
-    struct ws_transport *t = c->ws;
-    if (t == NULL) {
-        return;
-    }
-    t->cur_text = t->tcount > 0 && t->types[t->thead] == t->dv_seq;
-    if (t->cur_text) {
-        t->thead = (t->thead + 1) & (t->tcap - 1);
-        t->tcount--;
-    }
-    t->dv_seq++;
-}
-
-bool tether__ws_read_failed(tether_conn *c, int rv)
-{
-    struct ws_transport *t = c->ws;
-    if (t == NULL || !t->violated || c->state != TETHER__CS_READY) {
-        return false;
-    }
-    /* As a liveness close does it (liveness.c): on_close keeps the reason
-     * and the detail, and the close timeout bounds the rest. */
-    tether__conn_set_err(c, "read failed: %s", t->err);
-    c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
-    c->reason = rv;
-    tether__conn_begin_close(c);
-    return true;
-}
-
-bool tether__ws_goaway(tether_conn *c, const char *text)
-{
-    struct ws_transport *t = c->ws;
-    if (t == NULL) {
-        return false;
-    }
-    if (t->tctl && tether__ctrl_negotiated(c)) {
-        /* A tether peer: the GOAWAY travels in the stream and the drain
-         * runs as on tcp://; the final close frame says 1001. */
-        if (t->tx_code == 0) {
-            t->tx_code = 1001;
-            snprintf(t->tx_reason, sizeof t->tx_reason, "%s", text != NULL ? text : "");
-        }
-        return false;
-    }
-    /* Any other WebSocket peer cannot answer a GOAWAY: the close frame is
-     * its GOAWAY (RFC 6455 7.4.1, 1001 "going away"), sent behind what is
-     * queued, and the closing handshake ends the connection now rather
-     * than at the drain deadline. */
-    if (t->tx_code == 0) {
-        t->tx_code = 1001;
-        snprintf(t->tx_reason, sizeof t->tx_reason, "%s",
-                 text != NULL && text[0] != '\0' ? text : "going away");
-    }
-    tether__conn_set_err(c, "drained (WebSocket close 1001 after the queue): %s", t->tx_reason);
-    c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
-    c->reason = TETHER_OK;
-    tether__conn_begin_close(c);
-    return true;
 }
 
 const struct tether_transport *tether__ws_inner(const struct tether_transport *tr)
 {
     return tr != NULL && tr->ops == &ws_ops ? ((const struct ws_transport *)tr)->in : tr;
-}
-
-const char *tether__ws_eof_detail(tether_conn *c)
-{
-    struct ws_transport *t = c->ws;
-    return t != NULL && t->eof_detail[0] != '\0' ? t->eof_detail : NULL;
-}
-
-/* ---- public calls --------------------------------------------------------- */
-
-int tether_ws_set_text(tether_conn *c, bool text)
-{
-    if (c == NULL) {
-        return TETHER_EINVAL;
-    }
-    if (c->cfg->ws == NULL) {
-        return TETHER_ENOTSUP;
-    }
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
-        return TETHER_ECLOSED;
-    }
-    bool cur = c->ws_mode != 0 ? c->ws_mode == 2 : c->cfg->ws->text;
-    if (cur == text) {
-        return TETHER_OK;
-    }
-    /* A marker in the queue, so that the switch takes effect between the
-     * messages sent before and after it. */
-    uint8_t m[TETHER__CTRL_HDR_LEN];
-    tether__len32_ctrl_header(m, text ? TETHER__WS_MARK_TEXT : TETHER__WS_MARK_BINARY, 0);
-    struct iovec v = {m, sizeof m};
-    int rv = tether__wq_append_copy(c, &v, 1, sizeof m);
-    if (rv != TETHER_OK) {
-        return rv;
-    }
-    c->ws_mode = text ? 2 : 1;
-    tether__conn_after_queue(c);
-    return TETHER_OK;
-}
-
-bool tether_ws_msg_is_text(const tether_conn *c)
-{
-    return c != NULL && c->ws != NULL && c->ws->cur_text;
-}
-
-const char *tether_ws_path(const tether_conn *c)
-{
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->path : NULL;
-}
-
-const char *tether_ws_origin(const tether_conn *c)
-{
-    if (c == NULL || c->ws == NULL || c->ws->phase != TETHER__WS_OPEN) {
-        return NULL;
-    }
-    return c->ws->server ? c->ws->origin : c->cfg->ws->origin;
-}
-
-const char *tether_ws_protocol(const tether_conn *c)
-{
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->protocol : NULL;
-}
-
-int tether_ws_close(tether_conn *c, int code, const char *reason)
-{
-    if (c == NULL || code < 0 || !tether__ws_code_ok((unsigned)code)) {
-        return TETHER_EINVAL;
-    }
-    size_t rl = reason != NULL ? strlen(reason) : 0;
-    if (rl > TETHER__WS_REASON_MAX ||
-        (rl > 0 && tether__utf8_feed(0, (const uint8_t *)reason, rl) != 0)) {
-        return TETHER_EINVAL;
-    }
-    if (c->cfg->ws == NULL) {
-        return TETHER_ENOTSUP;
-    }
-    struct ws_transport *t = c->ws;
-    if (t != NULL && !t->close_tx && t->tx_code == 0) {
-        t->tx_code = code;
-        memcpy(t->tx_reason, reason != NULL ? reason : "", rl + 1);
-    }
-    tether_conn_close(c);
-    return TETHER_OK;
-}
-
-int tether_ws_close_code(const tether_conn *c)
-{
-    return c != NULL && c->ws != NULL ? c->ws->rx_code : 0;
 }

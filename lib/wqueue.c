@@ -10,6 +10,7 @@
  * dispatch of this connection), so a burst of sends costs one system
  * call. */
 #include "conn_core.h"
+#include "conn_ws.h"
 #include "delivery.h"
 
 #include <stdlib.h>
@@ -167,6 +168,9 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
  * into one new segment. All or nothing on allocation failure. */
 int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
 {
+    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+        return tether__ws_queue_ctrl(c, iov, n, total); /* a control frame (conn_ws.c) */
+    }
     struct tether__wseg *tail = c->wq_tail;
     size_t room = wq_tail_room(c);
     struct tether__wseg *fresh = NULL;
@@ -197,6 +201,18 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
     return TETHER_OK;
 }
 
+uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need)
+{
+    struct tether__wseg *t = c->wq_tail;
+    if (t == NULL || wq_tail_room(c) < need) {
+        t = wq_new_copy(c, need);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+    return (uint8_t *)t->ptr + t->len;
+}
+
 static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
                          void *fdata, void *fud)
 {
@@ -213,6 +229,12 @@ static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether
     wq_link(c, s);
     tether__conn_queued_add(c, len);
     return TETHER_OK;
+}
+
+int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
+                          void *fdata, void *fud)
+{
+    return wq_append_ref(c, data, len, fcb, fdata, fud);
 }
 
 /* Drops n written bytes from the head of the queue, including empty
@@ -532,6 +554,9 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
     if (rv != TETHER_OK) {
         return rv;
     }
+    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+        return tether__ws_send(c, data, len, false, NULL, NULL); /* one frame a message */
+    }
     if (TETHER__LIKELY(c->cfg->fast_len32 && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits
          * the tail segment (or starts an empty queue: a reply in a
@@ -573,6 +598,9 @@ int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb f
     int rv = conn_send_check(c, data, len);
     if (rv != TETHER_OK) {
         return rv;
+    }
+    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+        return tether__ws_send(c, data, len, true, free_cb, free_ud); /* conn_ws.h */
     }
     return conn_send_queue(c, data, len, true, free_cb, free_ud);
 }

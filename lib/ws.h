@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /* Internal side of WebSocket (see include/tether/ws.h): the frame codec
- * (ws_frame.c), the HTTP/1.1 upgrade (ws_handshake.c), and the transport
- * layer that puts both between a connection and its TCP or TLS transport
- * (transport_ws.c, ws_stream.c for reading, ws_write.c for writing), plus
- * the few hooks the connection code calls.
+ * (ws_frame.c), the HTTP/1.1 upgrade (ws_handshake.c), the transport
+ * layer that runs the upgrade over the connection's TCP or TLS transport
+ * and then passes frames through (transport_ws.c, ws_write.c), and the
+ * connection's side (conn_ws.c, conn_ws_read.c).
  *
- * The layer translates: the connection above writes and reads the len32
- * stream it always does (messages and tether control frames), and the
- * WebSocket transport turns each len32 message into a WebSocket message
- * and back, maps tether PING/PONG control frames onto WebSocket ping and
- * pong, a GOAWAY onto the close code, and answers the peer's control
- * frames. */
+ * Once open, the connection speaks WebSocket itself (message mode): each
+ * message is one WebSocket frame in its queue, and its parser delivers
+ * each frame's payload. tether control frames become pings, pongs and the
+ * close code for other peers, and travel in frames of their own between
+ * tether ends (TETHER__WS_EXT_CTRL). */
 #ifndef TETHER_WS_INT_H
 #define TETHER_WS_INT_H
 
 #include "conn.h"
+#include "frame.h"
+
+#include <string.h>
 
 #include <sys/uio.h>
 
@@ -60,6 +62,79 @@ void tether__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t pos);
 /* dst[i] = src[i] masked, as tether__ws_mask() would (dst may not overlap). */
 void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
                           uint64_t pos);
+
+/* tether__ws_mask_copy() at payload offset 0, inline for the small
+ * payloads of most frames (dst may be src; the key must not overlap dst). */
+typedef uint64_t tether__ws_v128 __attribute__((vector_size(16))); /* SSE2 on x86-64 */
+static inline void tether__ws_mask_small(uint8_t *dst, const uint8_t *src, size_t n,
+                                         const uint8_t key[4])
+{
+    uint32_t k;
+    memcpy(&k, key, 4);
+    uint64_t k64 = (uint64_t)k | ((uint64_t)k << 32);
+    tether__ws_v128 kv = {k64, k64};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        tether__ws_v128 a, b, c, d;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        memcpy(&c, src + i + 32, 16);
+        memcpy(&d, src + i + 48, 16);
+        a ^= kv;
+        b ^= kv;
+        c ^= kv;
+        d ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        memcpy(dst + i + 32, &c, 16);
+        memcpy(dst + i + 48, &d, 16);
+    }
+    if ((n & 63u) == 0) {
+        return;
+    }
+    /* The rest by its bits, largest first (i stays a multiple of 4 until
+     * the last 3 bytes, so the key stays in phase). */
+    if (n & 32u) {
+        tether__ws_v128 a, b;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        a ^= kv;
+        b ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        i += 32;
+    }
+    if (n & 16u) {
+        tether__ws_v128 a;
+        memcpy(&a, src + i, 16);
+        a ^= kv;
+        memcpy(dst + i, &a, 16);
+        i += 16;
+    }
+    if (n & 8u) {
+        uint64_t v;
+        memcpy(&v, src + i, 8);
+        v ^= k64;
+        memcpy(dst + i, &v, 8);
+        i += 8;
+    }
+    if (n & 4u) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        v ^= k;
+        memcpy(dst + i, &v, 4);
+        i += 4;
+    }
+    if (n & 3u) {
+        dst[i] = src[i] ^ key[0];
+        if ((n & 3u) > 1) {
+            dst[i + 1] = src[i + 1] ^ key[1];
+            if ((n & 3u) > 2) {
+                dst[i + 2] = src[i + 2] ^ key[2];
+            }
+        }
+    }
+}
 
 /* Incremental UTF-8 validation: state 0 is "between characters". Feeds
  * p[0..n) and returns the new state, or TETHER__UTF8_BAD. */
@@ -149,7 +224,7 @@ int tether__ws_server_check(const struct tether__ws_cfg *w, const char *head, si
 /* An HTTP error response for status, malloc'ed. */
 char *tether__ws_http_error(int status, size_t *len);
 
-/* ---- transport_ws.c: the layer --------------------------------------- */
+/* ---- conn_ws.c: the connection's side --------------------------------- */
 
 /* Wraps c->tr (just created for fd) in the WebSocket layer; on servers
  * arms the handshake deadline. */
@@ -160,18 +235,11 @@ int tether__ws_wrap(tether_conn *c, bool server);
  * one waiting (the TLS handshake of a client). */
 bool tether__ws_handshake_timeout(tether_conn *c);
 
-/* on_message is about to run: the next message's type becomes current. */
-void tether__ws_on_deliver(tether_conn *c);
-
 /* A read failed: when it was the peer breaking the protocol, closes the
  * connection gracefully (our close frame is out: flush, FIN, linger) so
  * that the peer reads the close code instead of a reset, and returns
  * true. */
 bool tether__ws_read_failed(tether_conn *c, int rv);
-
-/* The transport under the WebSocket layer when tr is one (for the TLS
- * accessors of wss:// connections), else tr itself. */
-const struct tether_transport *tether__ws_inner(const struct tether_transport *tr);
 
 /* tether_conn_goaway() on a WebSocket connection: returns true when the
  * peer cannot take a GOAWAY (not a tether peer, or no HELLO exchanged)
@@ -186,12 +254,58 @@ void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text);
 /* The peer's end of stream: the detail to report, or NULL. */
 const char *tether__ws_eof_detail(tether_conn *c);
 
-/* ---- the layer's state, shared by transport_ws.c (handshake, ops,
- * public calls) and ws_stream.c (buffers and the translation) ---------- */
+/* Message mode. Once the upgrade is done (tether__ws_open()), the
+ * connection hands whole messages to the layer instead of writing len32
+ * frames: tether__ws_send() queues one WebSocket frame per message (the
+ * header, then the payload copied, or masked while copied on clients),
+ * tether__ws_queue_ctrl() turns a tether control frame into what the peer
+ * understands, and the transport passes the queue through unchanged. On
+ * reading, the connection's parser hands its input to tether__ws_parse(),
+ * which unmasks each complete frame in place and delivers it. What was
+ * queued before the upgrade finished is len32 and is translated on its
+ * way out (ws_write.c). */
+static inline bool tether__ws_open(const tether_conn *c);
 
-#define TETHER__WS_IB_CHUNK (64u * 1024u)     /* smallest input read */
-#define TETHER__WS_IB_MAX_READ (128u * 1024u) /* largest (the reader's buffer) */
-#define TETHER__WS_OB_MAX (256u * 1024u)      /* encoded output accepted ahead of the socket */
+/* (tether__ws_send(), for tether_conn_send(): conn_ws.h.) */
+
+/* Queues the tether control frame in iov (whole, total bytes) on an open
+ * WebSocket connection. */
+int tether__ws_queue_ctrl(tether_conn *c, const struct iovec *iov, int n, size_t total);
+
+/* Queues one whole frame (a control payload of at most 125 bytes) behind
+ * what the connection has queued. */
+int tether__ws_queue_frame(tether_conn *c, uint8_t op, const uint8_t *p, size_t n);
+
+/* ---- conn_ws_read.c: frames in ---------------------------------------- */
+
+/* The connection's parser for an open WebSocket connection: delivers the
+ * complete frames at the start of buf (unmasking them in place: buf is
+ * the connection's own input buffer) and returns the bytes consumed;
+ * *known as for the len32 parser (conn_read.c). */
+size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known);
+
+/* ---- transport_ws.c: the layer --------------------------------------- */
+
+/* The transport under the WebSocket layer when tr is one (for the TLS
+ * accessors of wss:// connections), else tr itself. */
+const struct tether_transport *tether__ws_inner(const struct tether_transport *tr);
+
+/* A loop's pool of random bytes for masking keys (ws_write.c). */
+#define TETHER__WS_RND_POOL 4096u
+struct tether__ws_rnd {
+    uint8_t rnd[TETHER__WS_RND_POOL];
+    size_t off;                    /* TETHER__WS_RND_POOL: used up */
+    struct evp_cipher_ctx_st *ctr; /* the keystream's cipher (EVP_CIPHER_CTX) */
+    unsigned uses;                 /* pools drawn under its key */
+    uint8_t *shared_ob;            /* the loop's encoding buffer for len32 output, or NULL */
+    void *spare;                   /* a staging block for large client frames (conn_ws.c) */
+    struct tether__loop_ext ext;
+};
+struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop);
+void tether__ws_rnd_refill(struct tether__ws_rnd *r);
+
+#define TETHER__WS_MB_KEEP (64u * 1024u) /* reassembly buffer kept between messages */
+#define TETHER__WS_OB_MAX (256u * 1024u) /* encoded output accepted ahead of the socket */
 
 enum tether__ws_phase {
     TETHER__WS_INNER,  /* the inner transport's handshake (TLS) */
@@ -204,48 +318,42 @@ enum tether__ws_phase {
 struct ws_transport {
     struct tether_transport base; /* must be first */
     struct tether_transport *in;
-    tether_conn *c;
+    struct tether__ws_rnd *rnd; /* the loop's masking keys */
     const struct tether__ws_cfg *cfg;
     bool server;
     bool tctl; /* TETHER__WS_EXT_CTRL agreed: the peer is tether */
     uint8_t phase;
     int fail_rv; /* TETHER__WS_REJECT: the error to return once the answer is out */
+    /* Called once the upgrade is done (conn_ws.c). */
+    void (*on_open)(struct ws_transport *t, void *ud);
+    void *open_ud;
+    struct ws_transport **owner; /* cleared when the layer is destroyed */
 
-    /* Raw input not yet parsed. */
+    /* Input read with the handshake, not yet handed over (the frames a
+     * peer sent right behind it; first, for peers without the extension,
+     * a HELLO in a frame of the extension's form). */
     uint8_t *ib;
-    size_t ilen, icap;
-    /* Decoded len32 stream waiting for the connection. */
-    uint8_t *db;
-    size_t doff, dlen, dcap;
-    /* A data frame whose payload is still arriving. */
-    bool fr_active;
-    bool fr_fin;
-    uint64_t fr_left;
-    uint64_t fr_pos;
-    uint8_t fr_mask[4];
-    bool fr_masked;
-    /* The message under way: its type, fragments (only when fragmented:
-     * an unfragmented one streams straight into db) and UTF-8 state. */
+    size_t ioff, ilen, icap;
+    bool hello_synth; /* that HELLO has not been parsed yet */
+
+    /* Reading (conn_ws_read.c): the fragmented message under way, its
+     * type and UTF-8 state. */
     bool in_msg;
-    bool msg_frag;
     uint8_t msg_op;
     uint32_t utf8;
     uint8_t *mb;
     size_t mlen, mcap;
-    /* The sequence numbers of the text messages among those parsed but
-     * not yet delivered, in order, for tether_ws_msg_is_text(): binary
-     * messages, the common case, only count (rx_seq, dv_seq). */
-    uint32_t *types;
-    size_t thead, tcount, tcap;
-    uint32_t rx_seq, dv_seq;
-    bool cur_text;
+    bool cur_text; /* the message being delivered is text */
 
     /* Encoded output not yet taken by the inner transport; during
-     * writev, the loop's shared buffer (ob_shared, ws_stream.c). */
+     * writev, the loop's shared buffer (ob_shared, ws_write.c). */
     uint8_t *ob;
     size_t ooff, olen, ocap;
     bool ob_shared;
-    /* Translation of the outgoing len32 stream. */
+    bool stext; /* message mode: data frames are sent as text */
+    /* Translation of the len32 bytes queued before the upgrade (legacy:
+     * how many are still to come). */
+    size_t legacy;
     uint8_t whdr[4];
     uint8_t whave;
     uint64_t wleft; /* payload bytes of the current item still to come */
@@ -254,8 +362,7 @@ struct ws_transport {
     uint8_t wcbuf[TETHER__CTRL_GOAWAY_MIN + TETHER__CTRL_GOAWAY_TEXT_MAX];
     size_t wclen;
     uint8_t wmask[4];
-    bool text;  /* data frames are sent as text */
-    bool qtext; /* the mode as of the end of the connection's queue */
+    bool text; /* (translation) data frames are sent as text */
 
     /* The peer's last ping, answered when the connection's PONG passes. */
     uint8_t ping[TETHER__WS_CTRL_MAX];
@@ -274,26 +381,34 @@ struct ws_transport {
     bool close_tx; /* ours is queued */
     bool eof;      /* the peer's end of stream (or close) was reported */
     bool violated; /* the peer broke the protocol: its input is discarded */
-    bool ib_fresh; /* ib holds bytes that came with the handshake, not yet parsed */
-    /* While readv parses: its destination, which decoded bytes go to
-     * straight (db takes only what does not fit). */
-    const struct iovec *siov;
-    int siovcnt;
-    int sidx;
-    size_t soff;
-    size_t sgot;
-    int rx_code; /* tether_ws_close_code() */
-    int tx_code; /* chosen by tether_ws_close() or a GOAWAY; 0: default */
+    int rx_code;   /* tether_ws_close_code() */
+    int tx_code;   /* chosen by tether_ws_close() or a GOAWAY; 0: default */
     char tx_reason[TETHER__WS_REASON_MAX + 1];
     char rx_text[TETHER__WS_REASON_MAX + 1];
     char err[TETHER_ERROR_MSG_MAX];
     char eof_detail[TETHER_ERROR_MSG_MAX];
 };
 
+static inline bool tether__ws_open(const tether_conn *c)
+{
+    return c->ws->phase == TETHER__WS_OPEN;
+}
+
 /* Private control types the connection's queue carries to the layer only
- * (tether_ws_set_text()); never on the wire. */
+ * (tether_ws_set_text() before the upgrade); never on the wire. */
 #define TETHER__WS_MARK_BINARY 0xF0u
 #define TETHER__WS_MARK_TEXT 0xF1u
+
+/* A fresh masking key from the loop's pool of OpenSSL random bytes. */
+static inline void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4])
+{
+    struct tether__ws_rnd *r = t->rnd;
+    if (TETHER__UNLIKELY(r->off + 4 > TETHER__WS_RND_POOL)) {
+        tether__ws_rnd_refill(r);
+    }
+    memcpy(key, r->rnd + r->off, 4);
+    r->off += 4;
+}
 
 int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need);
 /* Room for n more bytes at the end of ob (olen is not advanced); NULL
@@ -307,33 +422,26 @@ static inline uint8_t *tether__ws_ob_room(struct ws_transport *t, size_t n)
     return tether__ws_ob_room_slow(t, n);
 }
 int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n);
-int tether__ws_db_add(struct ws_transport *t, const void *p, size_t n);
-int tether__ws_text_push(struct ws_transport *t);
-/* Records the type of a message just parsed. */
-static inline int tether__ws_types_push(struct ws_transport *t, bool text)
-{
-    int rv = text ? tether__ws_text_push(t) : TETHER_OK;
-    t->rx_seq++;
-    return rv;
-}
-/* A fresh masking key from the loop's pool of OpenSSL random bytes
- * (ws_write.c). */
-void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4]);
-/* Queues one whole frame (control frames, the close frame). */
+/* Encodes one whole frame (a control frame of at most 125 bytes, masked
+ * on clients) into out (TETHER__WS_HDR_MAX + n bytes); returns its
+ * length. */
+size_t tether__ws_frame_encode(struct ws_transport *t, uint8_t *out, uint8_t op, const uint8_t *p,
+                               size_t n);
+/* Queues one whole frame in ob (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);
 /* Writes what ob holds to the inner transport. */
 int tether__ws_ob_flush(struct ws_transport *t);
 /* Records the detail of a failure and returns rv. */
 int tether__ws_fail(struct ws_transport *t, int rv, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* A protocol violation by the peer: a close frame with code (best
- * effort), then the failure. */
-int tether__ws_violation(struct ws_transport *t, int rv, unsigned code, const char *what);
-void tether__ws_ib_consume(struct ws_transport *t, size_t n);
-/* The transport's readv and writev in the open phase. */
-int tether__ws_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                     size_t *nread);
+/* The close frame's code and reason for a GOAWAY reason (the first one
+ * chosen stays). */
+void tether__ws_set_close(struct ws_transport *t, unsigned reason, const char *text, size_t tl);
+/* The transport's writev in the open phase (ws_write.c). */
 int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten);
+/* Creates the layer over in (not yet attached to a connection). */
+int tether__ws_transport_new(struct ws_transport **out, struct tether_transport *in,
+                             tether_loop *loop, const struct tether__ws_cfg *cfg, bool server);
 
 #endif /* TETHER_WS_INT_H */

@@ -1,102 +1,119 @@
 /* SPDX-License-Identifier: MIT */
-/* The write path of the WebSocket layer: the len32 stream the connection
- * writes becomes WebSocket frames (each data message one frame, masked on
- * clients; tether control frames become pings, pongs and the close code,
- * or travel as they are between tether ends), encoded into a buffer the
- * loop shares so that only what the socket does not take stays with the
- * connection. */
-#include "conn_core.h"
+/* The write side of the WebSocket layer: its output buffer (the upgrade,
+ * control frames it sends on its own, the close frame), the loop's pool of
+ * masking keys, and writev: the frames the connection queued in message
+ * mode pass through unchanged, while the len32 bytes queued before the
+ * upgrade finished are translated into frames (each data message one
+ * frame, masked on clients; tether control frames become pings, pongs and
+ * the close code, or travel as they are between tether ends), encoded
+ * into a buffer the loop shares so that only what the socket does not
+ * take stays with the layer. */
 #include "ws.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* ---- the loop's shared output buffer --------------------------------------
- *
- * writev encodes into one buffer per loop and hands it to the socket at
- * once; only what the socket does not take is copied into the
- * connection's own ob. Busy connections thus allocate nothing per burst
- * and idle ones hold no output buffer (as conn_read.c does for input). */
+/* ---- per-loop state: masking keys, the shared output buffer ------------ */
 
 #define SHARED_OB_SIZE (TETHER__WS_OB_MAX + 1024u) /* bound of one burst (see writev) */
 
-#define RND_POOL 4096u /* masking keys: 1024 per call of RAND_bytes() */
+static const char rnd_key; /* its address identifies the state */
 
-struct shared_ob {
-    uint8_t data[SHARED_OB_SIZE];
-    uint8_t rnd[RND_POOL];
-    size_t rnd_off; /* RND_POOL: used up */
-    struct tether__loop_ext ext;
-};
-
-static const char shared_ob_key; /* its address identifies the buffer */
-
-static void shared_ob_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+static void rnd_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     (void)loop;
-    free(tether__container_of(ext, struct shared_ob, ext));
+    struct tether__ws_rnd *r = tether__container_of(ext, struct tether__ws_rnd, ext);
+    EVP_CIPHER_CTX_free(r->ctr);
+    free(r->shared_ob);
+    free(r->spare);
+    OPENSSL_cleanse(r->rnd, sizeof r->rnd);
+    free(r);
 }
 
-static struct shared_ob *shared_get(tether_loop *loop)
+struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &shared_ob_key);
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &rnd_key);
     if (e != NULL) {
-        return tether__container_of(e, struct shared_ob, ext);
+        return tether__container_of(e, struct tether__ws_rnd, ext);
     }
-    struct shared_ob *b = malloc(sizeof *b);
-    if (b == NULL) {
+    struct tether__ws_rnd *r = calloc(1, sizeof *r);
+    if (r == NULL) {
         return NULL;
     }
-    b->rnd_off = RND_POOL;
-    b->ext.key = &shared_ob_key;
-    b->ext.cleanup = shared_ob_cleanup;
-    tether__loop_ext_add(loop, &b->ext);
-    return b;
+    r->off = TETHER__WS_RND_POOL;
+    r->ext.key = &rnd_key;
+    r->ext.cleanup = rnd_cleanup;
+    tether__loop_ext_add(loop, &r->ext);
+    return r;
 }
 
-static uint8_t *shared_ob_get(tether_loop *loop)
-{
-    struct shared_ob *b = shared_get(loop);
-    return b != NULL ? b->data : NULL;
-}
+/* Keystream drawn under one key before the next is taken. */
+#define RND_RESEED_POOLS 256u /* 1 MiB: 256 Ki masking keys */
 
-static void random_fill(uint8_t *p, size_t n)
+static void rnd_from_os(uint8_t *p, size_t n)
 {
     if (RAND_bytes(p, (int)n) != 1) {
         /* OpenSSL's generator does not fail once seeded; should it, the
          * kernel's is the fallback, never a predictable key. */
-        (void)!getentropy(p, n);
+        for (size_t i = 0; i < n; i += 256) {
+            (void)!getentropy(p + i, TETHER__MIN(n - i, (size_t)256)); /* (256 a call at most) */
+        }
     }
 }
 
-void tether__ws_mask_key(struct ws_transport *t, uint8_t key[4])
+void tether__ws_rnd_refill(struct tether__ws_rnd *r)
 {
     /* One pool per loop: a connection holds no random bytes of its own,
-     * and each key is used once. */
-    struct shared_ob *b = shared_get(t->c->h.loop);
-    if (b == NULL) {
-        random_fill(key, 4);
-        return;
+     * and each key is used once. The pool is AES-128-CTR keystream under
+     * a key (and IV) from OpenSSL's generator, renewed every
+     * RND_RESEED_POOLS pools, as its own CTR-DRBG produces its output,
+     * but without that generator's per-call work (locks, parameters, a
+     * getpid() system call for fork detection, a cleared buffer), which
+     * cost more than the masking of a small message. */
+    if (r->ctr == NULL || r->uses >= RND_RESEED_POOLS) {
+        uint8_t kiv[32];
+        rnd_from_os(kiv, sizeof kiv);
+        if (r->ctr == NULL) {
+            r->ctr = EVP_CIPHER_CTX_new();
+        }
+        if (r->ctr != NULL &&
+            EVP_EncryptInit_ex(r->ctr, EVP_aes_128_ctr(), NULL, kiv, kiv + 16) != 1) {
+            EVP_CIPHER_CTX_free(r->ctr);
+            r->ctr = NULL;
+        }
+        OPENSSL_cleanse(kiv, sizeof kiv);
+        r->uses = 0;
     }
-    if (b->rnd_off + 4 > RND_POOL) {
-        random_fill(b->rnd, RND_POOL);
-        b->rnd_off = 0;
+    int outl = 0;
+    if (r->ctr == NULL ||
+        EVP_EncryptUpdate(r->ctr, r->rnd, &outl, r->rnd, (int)sizeof r->rnd) != 1 ||
+        outl != (int)sizeof r->rnd) {
+        rnd_from_os(r->rnd, sizeof r->rnd); /* (out of memory: the slower way) */
     }
-    memcpy(key, b->rnd + b->rnd_off, 4);
-    b->rnd_off += 4;
+    /* (The keystream is XORed over the used pool: as unpredictable as
+     * the keystream itself, and no buffer to clear first.) */
+    r->uses++;
+    r->off = 0;
 }
 
 /* ob becomes the loop's buffer (ob is empty). */
 static void ob_borrow(struct ws_transport *t)
 {
-    uint8_t *b = shared_ob_get(t->c->h.loop);
-    if (b == NULL) {
-        return; /* ob stays private: slower, not wrong */
+    struct tether__ws_rnd *r = t->rnd;
+    if (r->shared_ob == NULL) {
+        r->shared_ob = malloc(SHARED_OB_SIZE);
+        if (r->shared_ob == NULL) {
+            return; /* ob stays private: slower, not wrong */
+        }
     }
     free(t->ob);
-    t->ob = b;
+    t->ob = r->shared_ob;
     t->ocap = SHARED_OB_SIZE;
     t->ooff = 0;
     t->ob_shared = true;
@@ -127,7 +144,23 @@ static int ob_return(struct ws_transport *t)
     return TETHER_OK;
 }
 
-/* Room for n more bytes at the end of ob (olen is not advanced). */
+/* ---- the output buffer ---------------------------------------------------- */
+
+int tether__ws_buf_reserve(uint8_t **b, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return TETHER_OK;
+    }
+    size_t nc = TETHER__MAX(need, TETHER__MAX(*cap * 2, (size_t)256));
+    uint8_t *p = realloc(*b, nc);
+    if (p == NULL) {
+        return TETHER_ENOMEM;
+    }
+    *b = p;
+    *cap = nc;
+    return TETHER_OK;
+}
+
 uint8_t *tether__ws_ob_room_slow(struct ws_transport *t, size_t n)
 {
     if (TETHER__UNLIKELY(t->ob_shared && t->ooff + t->olen + n > t->ocap)) {
@@ -147,7 +180,69 @@ uint8_t *tether__ws_ob_room_slow(struct ws_transport *t, size_t n)
     return t->ob + t->ooff + t->olen;
 }
 
-/* ---- writing: the len32 stream to WebSocket frames ---------------------- */
+int tether__ws_ob_add(struct ws_transport *t, const void *p, size_t n)
+{
+    uint8_t *dst = tether__ws_ob_room(t, n);
+    if (dst == NULL) {
+        return TETHER_ENOMEM;
+    }
+    memcpy(dst, p, n);
+    t->olen += n;
+    return TETHER_OK;
+}
+
+size_t tether__ws_frame_encode(struct ws_transport *t, uint8_t *out, uint8_t op, const uint8_t *p,
+                               size_t n)
+{
+    uint8_t key[4];
+    if (!t->server) {
+        tether__ws_mask_key(t, key);
+    }
+    size_t hl = tether__ws_hdr_encode(out, true, op, n, t->server ? NULL : key);
+    if (t->server) {
+        memcpy(out + hl, p, n);
+    } else {
+        tether__ws_mask_copy(out + hl, p, n, key, 0);
+    }
+    return hl + n;
+}
+
+int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n)
+{
+    uint8_t *dst = tether__ws_ob_room(t, TETHER__WS_HDR_MAX + n);
+    if (dst == NULL) {
+        return TETHER_ENOMEM;
+    }
+    t->olen += tether__ws_frame_encode(t, dst, op, p, n);
+    return TETHER_OK;
+}
+
+int tether__ws_ob_flush(struct ws_transport *t)
+{
+    while (t->olen > 0) {
+        struct iovec v = {t->ob + t->ooff, t->olen};
+        size_t w = 0;
+        int rv = t->in->ops->writev(t->in, &v, 1, &w);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+        t->ooff += w;
+        t->olen -= w;
+    }
+    t->ooff = 0;
+    return TETHER_OK;
+}
+
+int tether__ws_fail(struct ws_transport *t, int rv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->err, sizeof t->err, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+/* ---- writing: the len32 bytes queued before the upgrade ------------------ */
 
 /* Close codes for the reasons of a liveness GOAWAY (frame.h). */
 static int goaway_code(unsigned reason)
@@ -166,9 +261,7 @@ static int goaway_code(unsigned reason)
     }
 }
 
-/* The close frame's code and reason for a GOAWAY reason (the first one
- * chosen stays). */
-static void set_close(struct ws_transport *t, unsigned reason, const char *text, size_t tl)
+void tether__ws_set_close(struct ws_transport *t, unsigned reason, const char *text, size_t tl)
 {
     if (t->tx_code != 0) {
         return;
@@ -177,13 +270,6 @@ static void set_close(struct ws_transport *t, unsigned reason, const char *text,
     tl = TETHER__MIN(tl, (size_t)TETHER__WS_REASON_MAX);
     memcpy(t->tx_reason, text, tl);
     t->tx_reason[tl] = '\0';
-}
-
-void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text)
-{
-    if (c->ws != NULL) {
-        set_close(c->ws, reason, text != NULL ? text : "", text != NULL ? strlen(text) : 0);
-    }
 }
 
 /* A tether control frame from the connection is complete. */
@@ -206,9 +292,9 @@ static int ctrl_done(struct ws_transport *t)
         return TETHER_OK;
     case TETHER__CTRL_GOAWAY:
         if (t->wclen >= TETHER__CTRL_GOAWAY_MIN) {
-            set_close(t, ((unsigned)t->wcbuf[1] << 8) | t->wcbuf[2],
-                      (const char *)t->wcbuf + TETHER__CTRL_GOAWAY_MIN,
-                      t->wclen - TETHER__CTRL_GOAWAY_MIN);
+            tether__ws_set_close(t, ((unsigned)t->wcbuf[1] << 8) | t->wcbuf[2],
+                                 (const char *)t->wcbuf + TETHER__CTRL_GOAWAY_MIN,
+                                 t->wclen - TETHER__CTRL_GOAWAY_MIN);
         }
         return TETHER_OK;
     case TETHER__WS_MARK_TEXT:
@@ -241,21 +327,21 @@ static int ctrl_frame_start(struct ws_transport *t)
 
 static int ws_encode(struct ws_transport *t, const struct iovec *iov, int iovcnt, size_t *out_used);
 
-int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                      size_t *nwritten)
+/* Translates the first of the len32 bytes queued before the upgrade. */
+static int legacy_writev(struct ws_transport *t, const struct iovec *iov, int iovcnt,
+                         size_t *nwritten)
 {
-    struct ws_transport *t = (struct ws_transport *)tr;
-    *nwritten = 0;
-    int rv = tether__ws_ob_flush(t);
-    if (rv != TETHER_OK) {
-        /* EAGAIN: the socket is still full. Taking more now would only
-         * try it again for each send; like a socket, the layer says so,
-         * and the connection waits until it is writable. */
-        return rv;
+    struct iovec v[64];
+    int n = 0;
+    size_t left = t->legacy;
+    for (int i = 0; i < iovcnt && n < 64 && left > 0; i++, n++) {
+        v[n] = iov[i];
+        v[n].iov_len = TETHER__MIN(v[n].iov_len, left);
+        left -= v[n].iov_len;
     }
     ob_borrow(t);
     size_t used = 0;
-    rv = ws_encode(t, iov, iovcnt, &used);
+    int rv = ws_encode(t, v, n, &used);
     int r2 = ob_return(t);
     if (rv == TETHER_OK && r2 != TETHER_OK) {
         rv = tether__ws_fail(t, r2, "out of memory keeping unsent output");
@@ -263,8 +349,33 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
     if (rv != TETHER_OK) {
         return rv;
     }
+    t->legacy -= used;
     *nwritten = used;
+    /* (Where the translated part ends the count falls short of the
+     * iovecs: the connection takes that as a full socket and comes back
+     * when it is writable, to message mode.) */
     return used > 0 ? TETHER_OK : TETHER_EAGAIN;
+}
+
+int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                      size_t *nwritten)
+{
+    struct ws_transport *t = (struct ws_transport *)tr;
+    *nwritten = 0;
+    if (TETHER__UNLIKELY(t->olen > 0)) {
+        int rv = tether__ws_ob_flush(t);
+        if (rv != TETHER_OK) {
+            /* EAGAIN: the socket is still full. Taking more now would
+             * only try it again for each send; like a socket, the layer
+             * says so, and the connection waits until it is writable. */
+            return rv;
+        }
+    }
+    if (TETHER__UNLIKELY(t->legacy > 0)) {
+        return legacy_writev(t, iov, iovcnt, nwritten);
+    }
+    /* Message mode: the queue holds finished frames. */
+    return t->in->ops->writev(t->in, iov, iovcnt, nwritten);
 }
 
 /* Encodes iov into ob and writes it, while the socket takes it all. */

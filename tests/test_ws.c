@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* WebSocket (lib/ws_frame.c, lib/ws_handshake.c, lib/transport_ws.c,
- * lib/ws_stream.c): the codec without sockets, then tether against tether
- * over ws:// and wss:// on loopback, and the server's answers to requests
- * and frames written by hand on a raw socket. The interoperability tests
- * against Node's ws package are in tests/interop/node/. */
+ * lib/ws_write.c, lib/conn_ws.c, lib/conn_ws_read.c): the codec without sockets, then tether
+ * against tether over ws:// and wss:// on loopback, and the server's answers to requests and frames
+ * written by hand on a raw socket. The interoperability tests against Node's ws package are in
+ * tests/interop/node/. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -128,6 +128,29 @@ static uint32_t utf8(const char *s)
 {
     return tether__utf8_feed(0, (const uint8_t *)s, strlen(s));
 }
+
+START_TEST(mask_small_matches)
+{
+    /* The inline masker of small frames agrees with the general one, in
+     * place and while copying, for every length up to a few rounds. */
+    uint8_t src[300], ref[300], cp[300], in[300];
+    const uint8_t key[4] = {0xA1, 0x5C, 0x07, 0xF3};
+    th_fill(src, sizeof src, 7);
+    for (size_t n = 0; n <= sizeof src; n++) {
+        memcpy(ref, src, n);
+        tether__ws_mask(ref, n, key, 0);
+        memset(cp, 0xEE, sizeof cp);
+        tether__ws_mask_small(cp, src, n, key);
+        ck_assert_msg(memcmp(cp, ref, n) == 0, "copy, length %zu", n);
+        if (n < sizeof cp) {
+            ck_assert_uint_eq(cp[n], 0xEE); /* nothing written past the end */
+        }
+        memcpy(in, src, n);
+        tether__ws_mask_small(in, in, n, key);
+        ck_assert_msg(memcmp(in, ref, n) == 0, "in place, length %zu", n);
+    }
+}
+END_TEST
 
 START_TEST(utf8_validation)
 {
@@ -453,6 +476,147 @@ static void echo_round(const char *scheme)
     ck_assert_int_eq(cli.code, 0);
     tether_listener_close(l);
 }
+
+/* The messages a side received, in order. */
+struct rec {
+    size_t len;
+    bool text;
+    bool ok; /* the content is as sent */
+};
+static struct rec recs[16];
+static int nrec;
+
+static void rec_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
+{
+    (void)ud;
+    if (nrec < 16) {
+        bool text = tether_ws_msg_is_text(c);
+        bool ok = text ? (n == 0 || (p[0] == 'a' && p[n - 1] == 'a')) : th_check(p, n, (uint32_t)n);
+        recs[nrec++] = (struct rec){n, text, ok};
+    }
+}
+
+static int zc_freed;
+static void zc_free(void *data, void *ud)
+{
+    (void)ud;
+    free(data);
+    zc_freed++;
+}
+
+static uint8_t *filled(size_t n, bool text)
+{
+    uint8_t *b = malloc(n + 1);
+    ck_assert_ptr_nonnull(b);
+    if (text) {
+        memset(b, 'a', n);
+    } else {
+        th_fill(b, n, (uint32_t)n);
+    }
+    return b;
+}
+
+static bool got_recs(void *arg)
+{
+    return nrec >= *(int *)arg || cli.closed || srv.closed;
+}
+
+START_TEST(messages_around_the_upgrade)
+{
+    /* What a client sends before its connection is established is queued
+     * as len32 and translated once the upgrade is done; what follows is
+     * framed as it is sent. Both reach the server in order, with their
+     * types, and zero-copy buffers are released either way. The server
+     * then answers with large messages, plain and zero-copy, that go out
+     * from the caller's memory. */
+    reset_sides();
+    nrec = 0;
+    zc_freed = 0;
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_message = rec_msg;
+    so.on_close = on_close;
+    so.userdata = &srv;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &so;
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = on_msg;
+    co.on_close = on_close;
+    co.on_connect = on_connect;
+    co.userdata = &cli;
+    co.heartbeat_ms = 1000; /* a HELLO queued before the upgrade too */
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", tether_listener_port(l));
+    th_dial(&cli.c, url, &co);
+    static const struct {
+        size_t len;
+        bool text;
+        bool zc;
+    } plan[] = {
+        {3, true, false},
+        {200, false, false},
+        {70000, false, true},
+        {0, false, false},
+        /* (after the upgrade) */
+        {5, true, false},
+        {64, false, false},
+        {130, false, true},
+        {20000, false, false},
+        {1, true, false},
+        {100000, true, true},
+    };
+    const int before = 4;
+    const int total = (int)(sizeof plan / sizeof plan[0]);
+    for (int i = 0; i < total; i++) {
+        if (i == before) {
+            ck_assert(!cli.connected);
+            ck_assert(th_run_until(&cli.connected, 10000));
+        }
+        ck_assert_int_eq(tether_ws_set_text(cli.c, plan[i].text), TETHER_OK);
+        uint8_t *b = filled(plan[i].len, plan[i].text);
+        if (plan[i].zc) {
+            ck_assert_int_eq(tether_conn_send_zc(cli.c, b, plan[i].len, zc_free, NULL), TETHER_OK);
+        } else {
+            ck_assert_int_eq(tether_conn_send(cli.c, b, plan[i].len), TETHER_OK);
+            free(b);
+        }
+    }
+    ck_assert(th_run_until_pred(got_recs, (void *)&total, 20000));
+    ck_assert_msg(!srv.closed && !cli.closed, "%s %s", srv.detail, cli.detail);
+    ck_assert_int_eq(nrec, total);
+    for (int i = 0; i < total; i++) {
+        ck_assert_msg(recs[i].len == plan[i].len && recs[i].text == plan[i].text && recs[i].ok,
+                      "message %d: %zu bytes%s%s", i, recs[i].len, recs[i].text ? ", text" : "",
+                      recs[i].ok ? "" : ", wrong content");
+    }
+    ck_assert_int_eq(zc_freed, 3);
+    /* Server to client: large messages, one from the caller's memory, one
+     * zero-copy, and a small one behind them. */
+    ck_assert_ptr_nonnull(srv.c);
+    uint8_t *big = filled(3u << 20, false);
+    ck_assert_int_eq(tether_conn_send(srv.c, big, 3u << 20), TETHER_OK);
+    free(big);
+    uint8_t *zc = filled(1u << 20, false);
+    ck_assert_int_eq(tether_conn_send_zc(srv.c, zc, 1u << 20, zc_free, NULL), TETHER_OK);
+    uint8_t *small = filled(100, false);
+    ck_assert_int_eq(tether_conn_send(srv.c, small, 100), TETHER_OK);
+    free(small);
+    int three = 3;
+    ck_assert(th_run_until_pred(cli_got, &three, 20000));
+    ck_assert_int_eq(cli.msgs, 3);
+    ck_assert_uint_eq(cli.seed_ok, 3); /* every byte as sent */
+    ck_assert_int_eq(zc_freed, 4);
+    tether_conn_close(cli.c);
+    ck_assert(th_run_until_pred(both_closed, NULL, 10000));
+    tether_listener_close(l);
+}
+END_TEST
 
 START_TEST(ws_echo)
 {
@@ -1140,6 +1304,7 @@ Suite *ws_suite(void)
     tcase_add_test(tc, hdr_roundtrip);
     tcase_add_test(tc, mask_offsets);
     tcase_add_test(tc, mask_large);
+    tcase_add_test(tc, mask_small_matches);
     tcase_add_test(tc, utf8_validation);
     tcase_add_test(tc, accept_key_and_codes);
     tcase_add_test(tc, urls);
@@ -1149,6 +1314,7 @@ Suite *ws_suite(void)
     tcase_add_checked_fixture(tc, tls_setup, tls_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, ws_echo);
+    tcase_add_test(tc, messages_around_the_upgrade);
     tcase_add_test(tc, wss_echo);
     tcase_add_test(tc, server_closes_first);
     tcase_add_test(tc, http_answers);
