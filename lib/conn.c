@@ -248,8 +248,7 @@ static void conn_free(tether_conn *c)
     tether__dl_free(c);
     tether__ack_free(c);
     free(c->err);
-    free(c->url);
-    tether__conn_cfg_unref(c->cfg);
+    tether__conn_cfg_unref(c->cfg); /* (c->url is its dial_url) */
     free(c);
 }
 
@@ -784,26 +783,11 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
     if (loop == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "loop is NULL");
     }
-    struct tether__url u;
-    int rv = tether__url_parse(url, false, &u, out_err);
-    if (rv != TETHER_OK) {
-        return rv;
-    }
+    struct tether__url storage;
+    const struct tether__url *u;
     struct tether__conn_cfg *cfg;
-    rv = tether__conn_cfg_new(&cfg, opts, out_err);
+    int rv = tether__dial_cfg(loop, url, opts, &cfg, &u, &storage, out_err);
     if (rv != TETHER_OK) {
-        return rv;
-    }
-    if (u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
-        if (rv != TETHER_OK) {
-            tether__conn_cfg_unref(cfg);
-            return rv;
-        }
-    }
-    rv = u.ws ? tether__ws_cfg_set(cfg, &u, out_err) : TETHER_OK;
-    if (rv != TETHER_OK) {
-        tether__conn_cfg_unref(cfg);
         return rv;
     }
     tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
@@ -812,12 +796,8 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     c->flags |= TETHER__CF_DIALED;
-    c->url = strdup(url);
-    if (c->url == NULL) {
-        c->state = TETHER__CS_DEAD;
-        conn_free(c);
-        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
-    }
+    c->url = cfg->dial_url;
+    c->userdata = opts != NULL ? opts->userdata : NULL; /* (a shared cfg has another's) */
     if (tether__ack_dial_take(c) != TETHER_OK ||
         ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || c->ack != NULL) &&
          tether__ctrl_queue_hello(c) != TETHER_OK)) {
@@ -828,7 +808,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
     if (cfg->o.connect_timeout_ms >= 0) {
         tether__tnode_start(loop, &c->timer, (uint64_t)cfg->o.connect_timeout_ms);
     }
-    rv = tether__dial_start(c, &u);
+    rv = tether__dial_start(c, u);
     if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {
         /* Found synchronously, delivered from the loop (callback contract). */
         tether__conn_fail(c, rv, "connect to %s: %s", url, tether_strerror(rv));

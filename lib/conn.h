@@ -42,6 +42,8 @@ struct tether__conn_cfg {
     struct tether__lstats *lstats;
     /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
     struct tether__shutdown *shutdown;
+    /* Dialled connections: the URL they dial (their c->url), owned here. */
+    char *dial_url;
 };
 
 /* Counters of one loop's part of a group listener, readable from any
@@ -200,7 +202,7 @@ struct tether_conn {
     char *err;             /* detail of the last failure, lazily allocated */
     const char *err_const; /* or a constant detail (no allocation), when err is NULL */
     struct tether__dialer *dialer;
-    char *url; /* dialled URL, for error messages (dialled conns only) */
+    char *url; /* dialled URL, for error messages (dialled conns only): cfg->dial_url */
 
     /* Statistics (tether_conn_get_stats). bytes_out is also the stream
      * offset the reconnecting client compares its messages with: every byte
@@ -332,6 +334,15 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
  * copies a listening socket's TCP options into the sockets it accepts, so
  * a listener sets them once on itself and checks its first connection. */
 bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
+
+/* The configuration and the parsed URL for tether_conn_dial(loop, url,
+ * opts) (dial_cfg.c): the loop's last dial's, shared, when url and opts
+ * are the same again, else built as new (cfg->dial_url holds url). Fills
+ * err on failure. *out_u points at storage or at the loop's copy, valid
+ * until the next call on the loop. */
+int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts *opts,
+                     struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
+                     struct tether__url *storage, tether_error *err);
 
 /* Dialling (connect.c). start may report an error synchronously: the caller
  * then turns it into a deferred failure. */

@@ -626,6 +626,7 @@ static void srv_start_target(struct tether__dialer *d)
     d->running = 0;
     memcpy(d->u.host, t->host, sizeof d->u.host);
     d->u.port = t->port;
+    d->u.addr_len = 0; /* (host and port changed) */
     dial_host(d);
 }
 
