@@ -288,6 +288,9 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
 #define TETHER__CF_HELLO_SENT 0x1000u      /* our HELLO control frame is queued or sent */
 #define TETHER__CF_PEER_HELLO 0x2000u      /* the peer's HELLO arrived: it speaks control frames */
 #define TETHER__CF_KEEP_REASON 0x4000u     /* a liveness close: on_close keeps reason and detail */
+/* Lazy liveness: the queue started, watched only if a flush leaves output
+ * behind (tether__live_qstart_due). */
+#define TETHER__CF_QSTART_DUE 0x8000u
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
