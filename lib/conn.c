@@ -58,13 +58,10 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
-    /* malloc() and memset(): glibc's calloc() bypasses its per-thread
-     * cache, which makes it several times dearer for one connection. */
-    tether_conn *c = malloc(sizeof *c);
+    tether_conn *c = tether__zalloc(sizeof *c); /* (not calloc(): see there) */
     if (c == NULL) {
         return NULL;
     }
-    memset(c, 0, sizeof *c);
     c->h.loop = loop; /* for the calls below; registered at the end */
     c->cfg = cfg;
     cfg->refs++;

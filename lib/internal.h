@@ -66,4 +66,10 @@ void tether__error_clear(tether_error *err);
  * `size` bytes over them: the ABI rule for options that grow at the end. */
 void tether__opts_merge(void *dst, size_t dst_size, const void *src);
 
+/* calloc(1, n) for objects made per connection: glibc's calloc() never
+ * takes memory from the per-thread cache that serves small malloc()
+ * calls, which makes it several times dearer. (A malloc() followed by a
+ * memset() in one function is no help: compilers turn it into calloc().) */
+void *tether__zalloc(size_t n);
+
 #endif /* TETHER_INTERNAL_H */

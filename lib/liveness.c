@@ -871,11 +871,10 @@ void tether__live_resume(tether_conn *c)
 
 int tether__live_new(tether_conn *c)
 {
-    c->live = malloc(sizeof *c->live); /* (calloc() bypasses glibc's cache) */
+    c->live = tether__zalloc(sizeof *c->live);
     if (c->live == NULL) {
         return TETHER_ENOMEM;
     }
-    memset(c->live, 0, sizeof *c->live);
     tether__tnode_init(&c->live->timer, live_timer_cb);
     c->live->c = c;
     c->live->rtt_us = -1;
