@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +52,15 @@ int tether__set_error(tether_error *err, int code, const char *fmt, ...)
  * disabled call is cheap; keep calls off the per-message paths all the same. */
 void tether__log(tether_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Whether a message of this level would be delivered: a call whose
+ * arguments cost something to work out (once per connection) asks first.
+ * The threshold is tether__log()'s own (log.c), -1 when logging is off. */
+extern atomic_int tether__log_threshold;
+static inline bool tether__log_on(tether_log_level level)
+{
+    return (int)level <= atomic_load_explicit(&tether__log_threshold, memory_order_relaxed);
+}
 
 /* Writes a struct that starts with a size field (options defaults,
  * statistics, TLS details) into the caller's copy, which is `size` bytes
