@@ -349,13 +349,20 @@ void tether__conn_begin_close(tether_conn *c)
         /* The close timeout bounds this phase. */
         tether__tnode_stop(c->h.loop, &c->live->timer);
     }
+    if (c->wq_head == NULL) {
+        /* Nothing to flush: a TCP shutdown is done at once (then the
+         * linger deadline follows), so the close timeout is only armed
+         * when the shutdown has to wait (TLS close_notify). */
+        tether__conn_begin_shutdown(c);
+        if (c->state != TETHER__CS_CLOSING) {
+            return;
+        }
+    }
     int ms = c->cfg->o.close_timeout_ms;
     if (ms >= 0) {
         tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
     }
-    if (c->wq_head == NULL) {
-        tether__conn_begin_shutdown(c);
-    } else {
+    if (c->wq_head != NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
         tether__conn_flush(c);
     }
@@ -645,7 +652,8 @@ static void conn_pending_cb(struct tether__pending *p)
              * socket lingers. */
             c->h.hidden = true;
             int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
-            if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
+            if (reason != TETHER_OK && reason != TETHER_ECANCELED &&
+                tether__log_on(TETHER_LOG_DEBUG)) {
                 const char *d = tether_conn_last_error(c);
                 tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
                             c->url != NULL ? "dialled" : "accepted", tether_err_name(reason),
