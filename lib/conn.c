@@ -602,6 +602,12 @@ static void conn_timer_cb(struct tether__tnode *n)
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo & TETHER__CT_DIALED) {
+        c->todo &= (uint16_t)~TETHER__CT_DIALED;
+        if (c->state == TETHER__CS_CONNECTING) {
+            tether__dial_connected(c); /* (queues CT_CONNECTED, handled below) */
+        }
+    }
     if (c->todo & TETHER__CT_CONNECTED) {
         c->todo &= (uint16_t)~TETHER__CT_CONNECTED;
         if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_CONNECT_DONE)) {

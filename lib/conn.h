@@ -295,6 +295,7 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
 #define TETHER__CT_PARSE 0x02u
+#define TETHER__CT_DIALED 0x04u /* connected inside tether_conn_dial(): attach from the loop */
 #define TETHER__CT_CLOSE 0x08u
 #define TETHER__CT_FREE 0x10u
 #define TETHER__CT_FLUSH 0x20u /* write what was queued before the connection was ready */
@@ -351,6 +352,9 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
+/* The dial's socket turned out connected inside tether__dial_start()
+ * (TETHER__CT_DIALED): the connection takes it over now, from the loop. */
+void tether__dial_connected(tether_conn *c);
 
 /* Graceful listener shutdown (listener_drain.c): start it for the
  * connections of cfg (the listener is closed by the caller), and tell it
