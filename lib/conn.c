@@ -138,16 +138,8 @@ static void conn_finish(tether_conn *c, int reason)
     c->reason = reason;
     tether__tnode_stop(c->h.loop, &c->timer);
     /* The socket stays open, unwatched, until the handle is freed after
-     * on_close, so that tether_conn_peer() still works in on_close. That
-     * is the deferred work queued below, which the loop runs before it
-     * blocks again: the watcher is only marked stopped (dispatch skips a
-     * report for it meanwhile), and closing the socket takes it out of the
-     * epoll set, which saves an EPOLL_CTL_DEL per connection. */
-    if (c->tr != NULL) {
-        tether__io_forget(&c->io);
-    } else {
-        tether__io_stop(c->h.loop, &c->io);
-    }
+     * on_close, so that tether_conn_peer() still works in on_close. */
+    tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
