@@ -959,8 +959,9 @@ void tether__dial_cancel(tether_conn *c)
     if (c->dialer != NULL) {
         dialer_release(c->dialer);
     } else if (c->tr == NULL && c->io.fd >= 0) {
-        /* A direct dial's socket (closing takes it out of the epoll set). */
-        tether__io_forget(&c->io);
+        /* A direct dial's socket. Taken out of the epoll set first: a
+         * child forked meanwhile would keep it open, and registered. */
+        tether__io_stop(c->h.loop, &c->io);
         close(c->io.fd);
         c->io.fd = -1;
     }
