@@ -819,10 +819,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.connect_timeout_ms >= 0) {
-        tether__tnode_start(loop, &c->timer, (uint64_t)cfg->o.connect_timeout_ms);
-    }
-    rv = tether__dial_start(c, u);
+    rv = tether__dial_start(c, u); /* (arms the connect deadline) */
     if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {
         /* Found synchronously, delivered from the loop (callback contract). */
         tether__conn_fail(c, rv, "connect to %s: %s", url, tether_strerror(rv));

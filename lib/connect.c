@@ -706,6 +706,16 @@ static void dial_on_srv(int status, struct tether__srv_target *targets, size_t n
  * behind a fixed IP or a Unix socket). TLS keeps the dialer, which holds
  * the host name the handshake needs. */
 
+/* The connect deadline covers the whole set-up (resolution, attempts,
+ * the TLS handshake) from here. */
+static void dial_arm(tether_conn *c)
+{
+    int ms = c->cfg->o.connect_timeout_ms;
+    if (ms >= 0) {
+        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+    }
+}
+
 /* When a direct dial started, in loop ms, for "timed out after N ms" when
  * the kernel gives up before our deadline: with a deadline it is the
  * deadline less the timeout, without one the idle timer's deadline field
@@ -826,9 +836,8 @@ static bool direct_dial(tether_conn *c, const struct tether__url *u)
         return false; /* the dialer words the refusal */
     }
     bool is_unix = fam == AF_UNIX;
-    if (!tether__tnode_active(&c->timer)) {
-        c->timer.deadline = tether__loop_time(c->h.loop); /* see direct_started() */
-    }
+    /* (The deadline is only armed once the dial has to wait.) */
+    c->timer.deadline = tether__loop_time(c->h.loop); /* see direct_started() */
     int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         direct_failed(c, tether__errno_to_err(errno));
@@ -859,6 +868,7 @@ static bool direct_dial(tether_conn *c, const struct tether__url *u)
     }
     /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
      * once the server accepts. */
+    dial_arm(c);
     int rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
     if (rv != TETHER_OK) {
         direct_failed(c, rv);
@@ -871,6 +881,7 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     if (!u->srv && c->cfg->tls == NULL && direct_dial(c, u)) {
         return TETHER_OK;
     }
+    dial_arm(c); /* before any candidate: cand_limit() shares it out */
     struct tether__dialer *d = calloc(1, sizeof *d);
     if (d == NULL) {
         return TETHER_ENOMEM;
