@@ -58,7 +58,7 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
-    tether_conn *c = calloc(1, sizeof *c);
+    tether_conn *c = tether__zalloc(sizeof *c); /* (not calloc(): see there) */
     if (c == NULL) {
         return NULL;
     }
@@ -248,8 +248,7 @@ static void conn_free(tether_conn *c)
     tether__dl_free(c);
     tether__ack_free(c);
     free(c->err);
-    free(c->url);
-    tether__conn_cfg_unref(c->cfg);
+    tether__conn_cfg_unref(c->cfg); /* (c->url is its dial_url) */
     free(c);
 }
 
@@ -335,13 +334,20 @@ void tether__conn_begin_close(tether_conn *c)
         /* The close timeout bounds this phase. */
         tether__tnode_stop(c->h.loop, &c->live->timer);
     }
+    if (c->wq_head == NULL) {
+        /* Nothing to flush: a TCP shutdown is done at once (then the
+         * linger deadline follows), so the close timeout is only armed
+         * when the shutdown has to wait (TLS close_notify). */
+        tether__conn_begin_shutdown(c);
+        if (c->state != TETHER__CS_CLOSING) {
+            return;
+        }
+    }
     int ms = c->cfg->o.close_timeout_ms;
     if (ms >= 0) {
         tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
     }
-    if (c->wq_head == NULL) {
-        tether__conn_begin_shutdown(c);
-    } else {
+    if (c->wq_head != NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
         tether__conn_flush(c);
     }
@@ -599,6 +605,12 @@ static void conn_timer_cb(struct tether__tnode *n)
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo & TETHER__CT_DIALED) {
+        c->todo &= (uint16_t)~TETHER__CT_DIALED;
+        if (c->state == TETHER__CS_CONNECTING) {
+            tether__dial_connected(c); /* (queues CT_CONNECTED, handled below) */
+        }
+    }
     if (c->todo & TETHER__CT_CONNECTED) {
         c->todo &= (uint16_t)~TETHER__CT_CONNECTED;
         if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_CONNECT_DONE)) {
@@ -649,7 +661,8 @@ static void conn_pending_cb(struct tether__pending *p)
              * socket lingers. */
             c->h.hidden = true;
             int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
-            if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
+            if (reason != TETHER_OK && reason != TETHER_ECANCELED &&
+                tether__log_on(TETHER_LOG_DEBUG)) {
                 const char *d = tether_conn_last_error(c);
                 tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
                             c->url != NULL ? "dialled" : "accepted", tether_err_name(reason),
@@ -795,26 +808,11 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
     if (loop == NULL) {
         return tether__set_error(out_err, TETHER_EINVAL, "loop is NULL");
     }
-    struct tether__url u;
-    int rv = tether__url_parse(url, false, &u, out_err);
-    if (rv != TETHER_OK) {
-        return rv;
-    }
+    struct tether__url storage;
+    const struct tether__url *u;
     struct tether__conn_cfg *cfg;
-    rv = tether__conn_cfg_new(&cfg, opts, out_err);
+    int rv = tether__dial_cfg(loop, url, opts, &cfg, &u, &storage, out_err);
     if (rv != TETHER_OK) {
-        return rv;
-    }
-    if (u.scheme == TETHER__SCHEME_TLS) {
-        rv = tether__conn_cfg_set_tls(cfg, false, out_err);
-        if (rv != TETHER_OK) {
-            tether__conn_cfg_unref(cfg);
-            return rv;
-        }
-    }
-    rv = u.ws ? tether__ws_cfg_set(cfg, &u, out_err) : TETHER_OK;
-    if (rv != TETHER_OK) {
-        tether__conn_cfg_unref(cfg);
         return rv;
     }
     tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
@@ -823,12 +821,8 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     c->flags |= TETHER__CF_DIALED;
-    c->url = strdup(url);
-    if (c->url == NULL) {
-        c->state = TETHER__CS_DEAD;
-        conn_free(c);
-        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
-    }
+    c->url = cfg->dial_url;
+    c->userdata = opts != NULL ? opts->userdata : NULL; /* (a shared cfg has another's) */
     if (tether__ack_dial_take(c) != TETHER_OK ||
         ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || c->ack != NULL) &&
          tether__ctrl_queue_hello(c) != TETHER_OK)) {
@@ -836,10 +830,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
-    if (cfg->o.connect_timeout_ms >= 0) {
-        tether__tnode_start(loop, &c->timer, (uint64_t)cfg->o.connect_timeout_ms);
-    }
-    rv = tether__dial_start(c, &u);
+    rv = tether__dial_start(c, u); /* (arms the connect deadline) */
     if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {
         /* Found synchronously, delivered from the loop (callback contract). */
         tether__conn_fail(c, rv, "connect to %s: %s", url, tether_strerror(rv));

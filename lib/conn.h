@@ -42,6 +42,8 @@ struct tether__conn_cfg {
     struct tether__lstats *lstats;
     /* Graceful shutdown of the listener (listener_drain.c), or NULL. */
     struct tether__shutdown *shutdown;
+    /* Dialled connections: the URL they dial (their c->url), owned here. */
+    char *dial_url;
 };
 
 /* Counters of one loop's part of a group listener, readable from any
@@ -200,7 +202,7 @@ struct tether_conn {
     char *err;             /* detail of the last failure, lazily allocated */
     const char *err_const; /* or a constant detail (no allocation), when err is NULL */
     struct tether__dialer *dialer;
-    char *url; /* dialled URL, for error messages (dialled conns only) */
+    char *url; /* dialled URL, for error messages (dialled conns only): cfg->dial_url */
 
     /* Statistics (tether_conn_get_stats). bytes_out is also the stream
      * offset the reconnecting client compares its messages with: every byte
@@ -286,10 +288,14 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
 #define TETHER__CF_HELLO_SENT 0x1000u      /* our HELLO control frame is queued or sent */
 #define TETHER__CF_PEER_HELLO 0x2000u      /* the peer's HELLO arrived: it speaks control frames */
 #define TETHER__CF_KEEP_REASON 0x4000u     /* a liveness close: on_close keeps reason and detail */
+/* Lazy liveness: the queue started, watched only if a flush leaves output
+ * behind (tether__live_qstart_due). */
+#define TETHER__CF_QSTART_DUE 0x8000u
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u
 #define TETHER__CT_PARSE 0x02u
+#define TETHER__CT_DIALED 0x04u /* connected inside tether_conn_dial(): attach from the loop */
 #define TETHER__CT_CLOSE 0x08u
 #define TETHER__CT_FREE 0x10u
 #define TETHER__CT_FLUSH 0x20u /* write what was queued before the connection was ready */
@@ -333,10 +339,23 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
  * a listener sets them once on itself and checks its first connection. */
 bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
-/* Dialling (connect.c). start may report an error synchronously: the caller
+/* The configuration and the parsed URL for tether_conn_dial(loop, url,
+ * opts) (dial_cfg.c): the loop's last dial's, shared, when url and opts
+ * are the same again, else built as new (cfg->dial_url holds url). Fills
+ * err on failure. *out_u points at storage or at the loop's copy, valid
+ * until the next call on the loop. */
+int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts *opts,
+                     struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
+                     struct tether__url *storage, tether_error *err);
+
+/* Dialling (connect.c). start arms the connect deadline (c->timer) when
+ * the dial has to wait, and may report an error synchronously: the caller
  * then turns it into a deferred failure. */
 int tether__dial_start(tether_conn *c, const struct tether__url *u);
 void tether__dial_cancel(tether_conn *c);
+/* The dial's socket turned out connected inside tether__dial_start()
+ * (TETHER__CT_DIALED): the connection takes it over now, from the loop. */
+void tether__dial_connected(tether_conn *c);
 
 /* Graceful listener shutdown (listener_drain.c): start it for the
  * connections of cfg (the listener is closed by the caller), and tell it

@@ -206,6 +206,10 @@ int tether__ctrl_queue_hello(tether_conn *c);
  * here when nothing moves. */
 void tether__live_queue_started(tether_conn *c);
 
+/* A flush ended with TETHER__CF_QSTART_DUE set: output it left queued is
+ * watched from now (the queue started in this iteration: same time). */
+void tether__live_qstart_due(tether_conn *c);
+
 /* After a read: notices when an incomplete frame starts, for the frame
  * timeout. */
 void tether__live_after_read(tether_conn *c);

@@ -257,6 +257,7 @@ void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
     if (cfg != NULL && --cfg->refs == 0) {
         tether_tls_config_unref(cfg->tls);
         tether__ws_cfg_free(cfg->ws);
+        free(cfg->dial_url);
         free(cfg);
     }
 }

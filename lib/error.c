@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct err_entry {
@@ -168,4 +169,17 @@ void tether__error_clear(tether_error *err)
         err->code = TETHER_OK;
         err->message[0] = '\0';
     }
+}
+
+/* Called through a volatile pointer, so that the compiler cannot see a
+ * malloc() followed by a memset() and make a calloc() of them again. */
+static void *(*volatile zero_fn)(void *, int, size_t) = memset;
+
+void *tether__zalloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p != NULL) {
+        zero_fn(p, 0, n);
+    }
+    return p;
 }

@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,15 @@ int tether__set_error(tether_error *err, int code, const char *fmt, ...)
 void tether__log(tether_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Whether a message of this level would be delivered: a call whose
+ * arguments cost something to work out (once per connection) asks first.
+ * The threshold is tether__log()'s own (log.c), -1 when logging is off. */
+extern atomic_int tether__log_threshold;
+static inline bool tether__log_on(tether_log_level level)
+{
+    return (int)level <= atomic_load_explicit(&tether__log_threshold, memory_order_relaxed);
+}
+
 /* Writes a struct that starts with a size field (options defaults,
  * statistics, TLS details) into the caller's copy, which is `size` bytes
  * long as the caller's header defines it: an older, smaller struct gets the
@@ -65,5 +75,11 @@ void tether__error_clear(tether_error *err);
 /* Copies the defaults for an options struct and then the caller's first
  * `size` bytes over them: the ABI rule for options that grow at the end. */
 void tether__opts_merge(void *dst, size_t dst_size, const void *src);
+
+/* calloc(1, n) for objects made per connection: glibc's calloc() never
+ * takes memory from the per-thread cache that serves small malloc()
+ * calls, which makes it several times dearer. (A malloc() followed by a
+ * memset() in one function is no help: compilers turn it into calloc().) */
+void *tether__zalloc(size_t n);
 
 #endif /* TETHER_INTERNAL_H */

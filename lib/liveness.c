@@ -452,6 +452,8 @@ static uint64_t live_delivered(const tether_conn *c)
  * there yet (the queue started, or a frame is incomplete). NULL, with the
  * connection failed, when out of memory: a timeout the application asked
  * for is never skipped silently. */
+static void live_queue_mark(tether_conn *c, struct tether__live *l);
+
 static struct tether__live *live_get(tether_conn *c)
 {
     if (TETHER__LIKELY(c->live != NULL)) {
@@ -462,15 +464,34 @@ static struct tether__live *live_get(tether_conn *c)
         return NULL;
     }
     c->live->frame_mark = UINT64_MAX;
+    if (c->flags & TETHER__CF_QSTART_DUE) {
+        /* (A frame started before the flush: the queue counts too.) */
+        c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
+        if (c->wq_head != NULL) {
+            live_queue_mark(c, c->live);
+        }
+    }
     return c->live;
 }
 
 void tether__live_queue_started(tether_conn *c)
 {
     struct tether__live *l = live_get(c);
-    if (l == NULL) {
-        return;
+    if (l != NULL) {
+        live_queue_mark(c, l);
     }
+}
+
+void tether__live_qstart_due(tether_conn *c)
+{
+    c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
+    if (c->wq_head != NULL) {
+        tether__live_queue_started(c);
+    }
+}
+
+static void live_queue_mark(tether_conn *c, struct tether__live *l)
+{
     l->wstall = tether__loop_time(c->h.loop);
     l->wwin_start = l->wstall;
     l->wbase_at = 0;
@@ -855,7 +876,7 @@ void tether__live_resume(tether_conn *c)
 
 int tether__live_new(tether_conn *c)
 {
-    c->live = calloc(1, sizeof *c->live);
+    c->live = tether__zalloc(sizeof *c->live);
     if (c->live == NULL) {
         return TETHER_ENOMEM;
     }

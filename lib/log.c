@@ -19,8 +19,9 @@
  * line built from a detail string of at most TETHER_ERROR_MSG_MAX bytes. */
 #define LOG_MSG_MAX 1024
 
-/* The least important level delivered, or -1 when logging is off. */
-static atomic_int log_threshold = -1;
+/* The least important level delivered, or -1 when logging is off
+ * (tether__log_on() in internal.h reads it too). */
+atomic_int tether__log_threshold = -1;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static tether_log_fn log_fn;
@@ -37,7 +38,7 @@ void tether_set_log(tether_log_fn fn, tether_log_level level, void *ud)
     pthread_mutex_lock(&log_lock);
     log_fn = fn;
     log_ud = ud;
-    atomic_store_explicit(&log_threshold, fn != NULL ? lv : -1, memory_order_relaxed);
+    atomic_store_explicit(&tether__log_threshold, fn != NULL ? lv : -1, memory_order_relaxed);
     pthread_mutex_unlock(&log_lock);
 }
 
@@ -58,13 +59,13 @@ const char *tether_log_level_name(tether_log_level level)
 
 void tether__log(tether_log_level level, const char *fmt, ...)
 {
-    if ((int)level > atomic_load_explicit(&log_threshold, memory_order_relaxed)) {
+    if ((int)level > atomic_load_explicit(&tether__log_threshold, memory_order_relaxed)) {
         return;
     }
     pthread_mutex_lock(&log_lock);
     tether_log_fn fn = log_fn;
     void *ud = log_ud;
-    int lv = atomic_load_explicit(&log_threshold, memory_order_relaxed);
+    int lv = atomic_load_explicit(&tether__log_threshold, memory_order_relaxed);
     pthread_mutex_unlock(&log_lock);
     /* The setting may have changed since the unlocked check. */
     if (fn == NULL || (int)level > lv) {

@@ -125,7 +125,9 @@ static const struct tether_transport_ops unix_ops = {
 
 int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_unix)
 {
-    struct tcp_transport *t = calloc(1, sizeof *t);
+    /* malloc(), not calloc(): glibc serves small malloc() calls from its
+     * per-thread cache, calloc() never (one per connection). */
+    struct tcp_transport *t = malloc(sizeof *t);
     if (t == NULL) {
         close(fd);
         *out = NULL;
@@ -133,6 +135,7 @@ int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_uni
     }
     t->base.ops = is_unix ? &unix_ops : &tcp_ops;
     t->base.fd = fd;
+    t->last_errno = 0;
     *out = &t->base;
     return TETHER_OK;
 }

@@ -236,7 +236,21 @@ static int parse_ws(const char *url, const char *rest, bool for_listen, struct t
     return parse_inet(url, hostport, for_listen, u, err);
 }
 
+static int url_sockaddr_of(const struct tether__url *u, struct sockaddr_storage *ss,
+                           socklen_t *len);
+
+static int url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err);
+
 int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err)
+{
+    int rv = url_parse(url, for_listen, u, err);
+    if (rv == TETHER_OK && !u->srv && url_sockaddr_of(u, &u->addr, &u->addr_len) != TETHER_OK) {
+        u->addr_len = 0; /* a name: resolved when dialled */
+    }
+    return rv;
+}
+
+static int url_parse(const char *url, bool for_listen, struct tether__url *u, tether_error *err)
 {
     if (url == NULL || u == NULL) {
         return tether__set_error(err, TETHER_EINVAL, "URL is NULL");
@@ -290,6 +304,16 @@ int tether__url_parse(const char *url, bool for_listen, struct tether__url *u, t
 }
 
 int tether__url_sockaddr(const struct tether__url *u, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (u->addr_len != 0) {
+        *ss = u->addr;
+        *len = u->addr_len;
+        return TETHER_OK;
+    }
+    return url_sockaddr_of(u, ss, len);
+}
+
+static int url_sockaddr_of(const struct tether__url *u, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
     if (u->scheme == TETHER__SCHEME_UNIX) {

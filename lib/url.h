@@ -35,6 +35,11 @@ struct tether__url {
     bool ws;
     bool ws_any_path;
     char ws_path[TETHER__WS_PATH_MAX + 1];
+    /* The socket address of a numeric host or a Unix path, worked out
+     * once by tether__url_parse(); addr_len 0 for a name (or once host or
+     * port were changed after parsing: set it to 0 then). */
+    socklen_t addr_len;
+    struct sockaddr_storage addr;
 };
 
 /* Parses url. for_listen allows port 0 and the "*" host, and refuses the

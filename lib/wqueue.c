@@ -109,8 +109,15 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
     } else {
         c->wq_head = s;
         if (c->cfg->live) {
-            /* The write timeout counts from here when nothing moves. */
-            tether__live_queue_started(c);
+            if (c->live == NULL && c->cfg->live_lazy && c->state == TETHER__CS_READY) {
+                /* Lazy liveness has nothing to watch yet, and most output
+                 * is written whole before the loop polls: only what a
+                 * flush leaves behind needs the state (and a timer). */
+                c->flags |= TETHER__CF_QSTART_DUE;
+            } else {
+                /* The write timeout counts from here when nothing moves. */
+                tether__live_queue_started(c);
+            }
         }
     }
     c->wq_tail = s;
@@ -336,6 +343,9 @@ void tether__conn_flush(tether_conn *c)
     }
     if (c->wq_head == NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+    }
+    if (TETHER__UNLIKELY(c->flags & TETHER__CF_QSTART_DUE)) {
+        tether__live_qstart_due(c);
     }
     if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
         c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;

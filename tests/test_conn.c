@@ -306,6 +306,114 @@ START_TEST(connection_refused_is_clear)
 }
 END_TEST
 
+/* A numeric address whose SYNs are dropped: the connect timeout ends the
+ * dial with the detail that names the URL and the deadline, and the
+ * socket is closed (the dial of one address has no dialer of its own). */
+START_TEST(numeric_connect_timeout_is_clear)
+{
+    reset_state();
+    int fds[9]; /* the listener, then 8 connections nobody accepts */
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
+    int before = th_count_fds();
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.connect_timeout_ms = 300;
+    dial(&k, url, &o);
+    ck_assert_int_eq(th_count_fds(), before + 1);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_calls, 1);
+    ck_assert_int_eq(k.connect_status, TETHER_ETIMEDOUT);
+    ck_assert_int_eq(k.close_reason, TETHER_ETIMEDOUT);
+    char want[128];
+    snprintf(want, sizeof want, "connect to %s timed out after 300 ms", url);
+    ck_assert_str_eq(k.detail, want);
+    th_run_idle(50);
+    ck_assert_int_eq(th_count_fds(), before);
+    for (int i = 0; i < 9; i++) {
+        close(fds[i]);
+    }
+}
+END_TEST
+
+/* Aborting a dial to a numeric address while it connects closes its
+ * socket and reports TETHER_ECANCELED. */
+START_TEST(abort_while_connecting_closes_socket)
+{
+    reset_state();
+    int fds[9];
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
+    int before = th_count_fds();
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, url, &o);
+    th_run_idle(50);
+    ck_assert_int_eq(k.connect_calls, 0);
+    tether_conn_abort(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_status, TETHER_ECANCELED);
+    ck_assert_int_eq(k.close_reason, TETHER_ECANCELED);
+    th_run_idle(50);
+    ck_assert_int_eq(th_count_fds(), before);
+    for (int i = 0; i < 9; i++) {
+        close(fds[i]);
+    }
+}
+END_TEST
+
+static bool both_connected(void *arg)
+{
+    struct cli *k = arg;
+    return k[0].connect_calls > 0 && k[1].connect_calls > 0;
+}
+
+/* Dials of one URL with the same options share what was built for the
+ * first (the loop remembers it): each connection still gets its own
+ * userdata, changed options take effect on the next dial, and invalid
+ * ones are still refused. */
+START_TEST(repeated_dials_keep_their_own_options)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    const char *url = th_url_of(l);
+    struct cli k[2] = {{0}};
+    tether_conn_opts o = cli_opts(&k[0]);
+    dial(&k[0], url, &o);
+    o.userdata = &k[1];
+    dial(&k[1], url, &o);
+    ck_assert(th_run_until_pred(both_connected, k, 5000));
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(k[i].connect_calls, 1);
+        ck_assert_int_eq(k[i].connect_status, TETHER_OK);
+        ck_assert_ptr_eq(tether_conn_userdata(k[i].c), &k[i]);
+    }
+    /* A smaller max_msg on the next dial of the same URL applies to it
+     * alone. */
+    uint8_t big[100] = {0};
+    o.max_msg = 10;
+    struct cli small = {0};
+    o.userdata = &small;
+    dial(&small, url, &o);
+    ck_assert_int_eq(tether_conn_send(small.c, big, sizeof big), TETHER_EMSGSIZE);
+    ck_assert_int_eq(tether_conn_send(k[0].c, big, sizeof big), TETHER_OK);
+    o.max_msg = 0;
+    tether_conn *bad = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_conn_dial(&bad, th_loop, url, &o, &err), TETHER_EINVAL);
+    ck_assert_ptr_null(bad);
+    ck_assert_str_eq(err.message, "max_msg must be between 1 and 1073741824 bytes");
+    for (int i = 0; i < 2; i++) {
+        tether_conn_close(k[i].c);
+    }
+    tether_conn_close(small.c);
+    ck_assert(th_run_until_pred(cli_closed, &small, 5000));
+    ck_assert(th_run_until_pred(cli_closed, &k[1], 5000));
+    ck_assert(th_run_until_pred(cli_closed, &k[0], 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
 START_TEST(echo_100k_mixed_sizes_in_order)
 {
     reset_state();
@@ -1368,6 +1476,9 @@ static Suite *conn_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connection_refused_is_clear);
+    tcase_add_test(tc, numeric_connect_timeout_is_clear);
+    tcase_add_test(tc, abort_while_connecting_closes_socket);
+    tcase_add_test(tc, repeated_dials_keep_their_own_options);
     tcase_add_test(tc, echo_100k_mixed_sizes_in_order);
     tcase_add_test(tc, backpressure_eagain_then_drain);
     tcase_add_test(tc, peer_closes_mid_frame_is_truncated);

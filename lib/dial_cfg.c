@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* What tether_conn_dial() builds before it connects: the parsed URL and
+ * the connection configuration, and the loop's memory of the last ones.
+ *
+ * An application that dials the same URL with the same options again (a
+ * client opening connections to its server, the blocking API, a pool)
+ * would otherwise parse the URL, copy and validate the options and build
+ * a configuration on every dial. A loop remembers its last dial's URL,
+ * options and configuration; a dial that matches them shares the
+ * configuration (one reference more: it is immutable) and the parsed URL.
+ *
+ * A match is exact: the same URL string and the same option bytes, but for
+ * userdata, which the connection takes from the caller's options itself.
+ * Options that point at data the configuration copies (line_delim,
+ * proxy_source) could change behind an unchanged pointer, so they are
+ * never remembered; nor are TLS and WebSocket URLs, whose configurations
+ * hold more than the options say. Every other dial behaves as before,
+ * errors included: a remembered dial was validated with identical input. */
+#include "conn.h"
+#include "tls.h"
+#include "ws.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char dial_key; /* its address identifies the loop's memory */
+
+struct dial_mem {
+    struct tether__loop_ext ext;
+    struct tether__conn_cfg *cfg; /* the last dial's (a reference), or NULL */
+    bool defaults;                /* it was built from NULL options */
+    tether_conn_opts key;         /* else from these (key.size bytes of them) */
+    struct tether__url u;         /* cfg->dial_url parsed */
+};
+
+static void dial_mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    (void)loop;
+    struct dial_mem *m = tether__container_of(ext, struct dial_mem, ext);
+    tether__conn_cfg_unref(m->cfg);
+    free(m);
+}
+
+/* The options match the remembered ones, userdata aside. */
+static bool dial_mem_match(const struct dial_mem *m, const char *url, const tether_conn_opts *opts)
+{
+    if (m == NULL || m->cfg == NULL || strcmp(url, m->cfg->dial_url) != 0) {
+        return false;
+    }
+    if (opts == NULL || m->defaults) {
+        return opts == NULL && m->defaults;
+    }
+    const size_t ud_at = offsetof(tether_conn_opts, userdata);
+    const size_t ud_end = ud_at + sizeof opts->userdata;
+    return opts->size == m->key.size && memcmp(opts, &m->key, ud_at) == 0 &&
+           memcmp((const char *)opts + ud_end, (const char *)&m->key + ud_end,
+                  opts->size - ud_end) == 0;
+}
+
+/* Builds the configuration for a parsed URL, as every dial did. */
+static int dial_cfg_build(struct tether__conn_cfg **out, const char *url,
+                          const struct tether__url *u, const tether_conn_opts *opts,
+                          tether_error *err)
+{
+    struct tether__conn_cfg *cfg;
+    int rv = tether__conn_cfg_new(&cfg, opts, err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (u->scheme == TETHER__SCHEME_TLS) {
+        rv = tether__conn_cfg_set_tls(cfg, false, err);
+    }
+    if (rv == TETHER_OK && u->ws) {
+        rv = tether__ws_cfg_set(cfg, u, err);
+    }
+    if (rv == TETHER_OK) {
+        cfg->dial_url = strdup(url);
+        if (cfg->dial_url == NULL) {
+            rv = tether__set_error(err, TETHER_ENOMEM, "out of memory");
+        }
+    }
+    if (rv != TETHER_OK) {
+        tether__conn_cfg_unref(cfg);
+        return rv;
+    }
+    *out = cfg;
+    return TETHER_OK;
+}
+
+int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts *opts,
+                     struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
+                     struct tether__url *storage, tether_error *err)
+{
+    struct tether__loop_ext *e = url != NULL ? tether__loop_ext_find(loop, &dial_key) : NULL;
+    struct dial_mem *m = e != NULL ? tether__container_of(e, struct dial_mem, ext) : NULL;
+    if (dial_mem_match(m, url, opts)) {
+        m->cfg->refs++;
+        *out_cfg = m->cfg;
+        *out_u = &m->u;
+        return TETHER_OK;
+    }
+    int rv = tether__url_parse(url, false, storage, err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    struct tether__conn_cfg *cfg;
+    rv = dial_cfg_build(&cfg, url, storage, opts, err);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    *out_cfg = cfg;
+    *out_u = storage;
+    bool keep = storage->scheme != TETHER__SCHEME_TLS && !storage->ws &&
+                (opts == NULL ||
+                 (opts->size <= sizeof m->key &&
+                  opts->size >= offsetof(tether_conn_opts, userdata) + sizeof opts->userdata &&
+                  opts->line_delim == NULL && opts->proxy_source == NULL));
+    if (!keep) {
+        return TETHER_OK;
+    }
+    if (m == NULL) {
+        m = calloc(1, sizeof *m);
+        if (m == NULL) {
+            return TETHER_OK; /* nothing remembered; this dial goes on */
+        }
+        m->ext.key = &dial_key;
+        m->ext.cleanup = dial_mem_cleanup;
+        tether__loop_ext_add(loop, &m->ext);
+    }
+    tether__conn_cfg_unref(m->cfg);
+    cfg->refs++;
+    m->cfg = cfg;
+    m->defaults = opts == NULL;
+    if (opts != NULL) {
+        memcpy(&m->key, opts, opts->size);
+    }
+    m->u = *storage;
+    return TETHER_OK;
+}
