@@ -335,6 +335,45 @@ static int tls_write_one(struct tls_transport *t, const uint8_t *buf, size_t n, 
     return rv;
 }
 
+/* The length of the next record, which starts curlen bytes before the end
+ * of iov[i]: a full record from a piece that holds one, else the piece
+ * with the pieces behind it, up to a full record. A large piece behind
+ * small ones is cut where the rest of it makes whole records, so that it
+ * is written from where it is and only the cut is copied (a message's
+ * header in front of a 64 KiB payload: a record of the header alone, as
+ * a blocking program writes it, not 16 KiB staged); this takes no more
+ * records than filling every record would. Never less than wpend, the
+ * length OpenSSL holds encrypted from a call that could not finish. A
+ * result not above curlen is written in place, a larger one staged. */
+static size_t tls_record_len(const struct iovec *iov, int iovcnt, int i, size_t curlen,
+                             size_t wpend)
+{
+    const size_t rec = TETHER__TLS_RECORD;
+    if (curlen >= rec) {
+        return rec;
+    }
+    size_t n = curlen;
+    for (int j = i + 1; j < iovcnt && n < rec; j++) {
+        size_t len = iov[j].iov_len;
+        if (len >= rec) {
+            size_t cut = len % rec;
+            if (n + cut <= rec) {
+                n += cut;
+            }
+            break;
+        }
+        n += TETHER__MIN(len, rec - n);
+    }
+    if (n < wpend) {
+        /* The pieces moved since that call: fill the record instead. */
+        n = curlen;
+        for (int j = i + 1; j < iovcnt && n < rec; j++) {
+            n += TETHER__MIN(iov[j].iov_len, rec - n);
+        }
+    }
+    return n;
+}
+
 static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten)
 {
@@ -358,29 +397,26 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
         }
         const uint8_t *cur = (const uint8_t *)iov[i].iov_base + off;
         size_t curlen = iov[i].iov_len - off;
-        bool more = false;
-        for (int j = i + 1; j < iovcnt && !more; j++) {
-            more = iov[j].iov_len > 0;
-        }
+        size_t n = tls_record_len(iov, iovcnt, i, curlen, t->wpend);
         size_t acc = 0;
-        if (curlen >= TETHER__TLS_RECORD || (!more && curlen >= t->wpend)) {
-            /* A full record straight from the caller's memory. */
-            rv = tls_write_one(t, cur, TETHER__MIN(curlen, (size_t)TETHER__TLS_RECORD), &acc);
+        if (n <= curlen) {
+            /* A record straight from the caller's memory. */
+            rv = tls_write_one(t, cur, n, &acc);
         } else {
-            /* Gather small pieces into one full record. */
+            /* Gather pieces into one record. */
             uint8_t *st = stage_buf();
             if (st == NULL) {
                 rv = TETHER_ENOMEM;
                 tether__tls_set_err(t, "out of memory for the TLS staging buffer");
                 break;
             }
-            size_t n = 0;
+            size_t got = 0;
             int gi = i;
             size_t goff = off;
-            while (n < TETHER__TLS_RECORD && gi < iovcnt) {
-                size_t k = TETHER__MIN(iov[gi].iov_len - goff, TETHER__TLS_RECORD - n);
-                memcpy(st + n, (const uint8_t *)iov[gi].iov_base + goff, k);
-                n += k;
+            while (got < n) {
+                size_t k = TETHER__MIN(iov[gi].iov_len - goff, n - got);
+                memcpy(st + got, (const uint8_t *)iov[gi].iov_base + goff, k);
+                got += k;
                 goff += k;
                 if (goff == iov[gi].iov_len) {
                     gi++;
