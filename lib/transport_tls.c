@@ -383,6 +383,12 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
         return t->deferred;
     }
     t->flags &= (uint16_t)~TF_WR_WANTS_R;
+    if (iovcnt == 1 && iov[0].iov_len - 1 < TETHER__TLS_RECORD && iov[0].iov_len >= t->wpend) {
+        /* One piece that makes one record (a reply, a single message):
+         * what the loop below would do, without the cursor. */
+        int rv = tls_write_one(t, iov[0].iov_base, iov[0].iov_len, nwritten);
+        return rv == TETHER_OK && *nwritten == 0 ? TETHER_EAGAIN : rv;
+    }
     size_t done = 0;
     int i = 0;
     size_t off = 0; /* position inside iov[i] */
