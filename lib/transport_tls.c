@@ -7,12 +7,13 @@
  * plaintext (16 KiB) per call, so each call makes exactly one record. Large
  * iovecs are encrypted in place; runs of small ones (zero-copy messages,
  * headers) are first gathered into a per-thread staging buffer so that
- * records stay full. Bytes are reported as written only once OpenSSL has
- * accepted them. When a record could not be flushed (WANT_WRITE) its bytes
- * stay in the connection's queue and the next call must repeat SSL_write
- * with at least as many bytes, the same ones in front (OpenSSL's retry rule;
- * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows them to have moved): `wpend`
- * remembers that length.
+ * records stay full, taking from a large iovec behind them only what keeps
+ * the rest of it in whole records (tls_record_len). Bytes are reported as
+ * written only once OpenSSL has accepted them. When a record could not be
+ * flushed (WANT_WRITE) its bytes stay in the connection's queue and the
+ * next call must repeat SSL_write with at least as many bytes, the same
+ * ones in front (OpenSSL's retry rule; SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+ * allows them to have moved): `wpend` remembers that length.
  *
  * Reading. SSL_read with read-ahead fills the first iovec with as many
  * records as OpenSSL holds or one recv() brings. has_pending() tells the
