@@ -65,16 +65,21 @@ static int bio_read(BIO *b, char *buf, int len)
     return -1;
 }
 
+/* OpenSSL asks a dozen questions per record read or written, nearly all
+ * answered by the default: the transport is looked up only for the two
+ * that need it. */
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num;
-    struct tls_transport *t = BIO_get_data(b);
     switch (cmd) {
     case BIO_CTRL_FLUSH:
         return 1;
-    case BIO_CTRL_EOF:
+    case BIO_CTRL_EOF: {
+        const struct tls_transport *t = BIO_get_data(b);
         return t != NULL && (t->flags & TF_EOF) ? 1 : 0;
-    case BIO_C_GET_FD:
+    }
+    case BIO_C_GET_FD: {
+        const struct tls_transport *t = BIO_get_data(b);
         if (t == NULL) {
             return -1;
         }
@@ -82,6 +87,7 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
             *(int *)ptr = t->base.fd;
         }
         return t->base.fd;
+    }
     default:
         return 0;
     }

@@ -1567,6 +1567,45 @@ START_TEST(bulk_echo_small_buffers_tls12)
 }
 END_TEST
 
+/* Zero-copy payloads just below, at and above multiples of a record, each
+ * behind its header, with small messages in between: the TLS layer cuts
+ * records where the rest of a payload makes whole ones (transport_tls.c,
+ * tls_record_len) and must still send every byte once and in order, also
+ * when the small socket buffers make it retry a record. */
+START_TEST(zero_copy_payloads_around_record_multiples)
+{
+    tether_tls_config *scfg = srv_up("server", NULL);
+    tether_tls_config *ccfg = client_cfg(NULL);
+    struct cli k;
+    tether_conn_opts o;
+    cli_init_opts(&o, &k, ccfg);
+    o.sndbuf = 4096;
+    o.rcvbuf = 4096;
+    cli_dial_opts(&k, url_for("localhost", S.port), &o);
+    ck_assert(th_run_until(&k.connect_done, 10000));
+    ck_assert_int_eq(k.connect_status, TETHER_OK);
+    static const size_t sizes[] = {16380, 16381, 16383, 16384, 16385, 20000,
+                                   32764, 32768, 32769, 49151, 65536, 65537};
+    long n = 0;
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            uint32_t seed = (uint32_t)(round * 100 + i);
+            uint8_t *b = malloc(sizes[i]);
+            ck_assert_ptr_nonnull(b);
+            memcpy(b, &seed, 4);
+            th_fill(b + 4, sizes[i] - 4, seed);
+            ck_assert_int_eq(tether_conn_send_zc(k.c, b, sizes[i], free_cb, NULL), TETHER_OK);
+            send_checked(k.c, i, seed + 50);
+            n += 2;
+        }
+    }
+    wait_msgs(&k, n, 30000);
+    cli_finish(&k);
+    srv_down(scfg);
+    tether_tls_config_unref(ccfg);
+}
+END_TEST
+
 static void resume_later(tether_timer *t, void *ud)
 {
     (void)ud;
@@ -1745,6 +1784,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, peer_reset_while_writing_never_raises_sigpipe);
     tcase_add_test(tc, bulk_echo_small_buffers_tls13);
     tcase_add_test(tc, bulk_echo_small_buffers_tls12);
+    tcase_add_test(tc, zero_copy_payloads_around_record_multiples);
     tcase_add_test(tc, pause_and_resume_with_buffered_records);
     tcase_add_test(tc, many_clients_share_one_config);
     tcase_add_test(tc, config_errors_name_the_problem);
