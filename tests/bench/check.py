@@ -142,9 +142,15 @@ def check_instr(paths):
         fail(f"instr.py: exit {p.returncode}, {len(rows)} rows: {p.stderr.strip()[-300:]}")
         return
     for r in rows:
+        # thr's system calls per message are a few thousandths that depend
+        # on how many messages one read() finds, i.e. on timing: on a busy
+        # machine the 2N run can batch better than the N run and the
+        # difference comes out at or below zero. Everything else is a real
+        # per-operation cost and must be positive.
+        timing = r.startswith("| thr ") and "system calls" in r
         for cell in r.strip("| ").split(" | ")[1:]:
             total = float(cell.split("=")[-1].replace(" ", ""))
-            if not total > 0:
+            if not (total > 0 or (timing and abs(total) < 0.5)):
                 fail(f"instr.py: a count that is not positive: {r}")
                 return
     print("ok   instr.py: instructions and system calls per operation\n" + p.stdout)
