@@ -97,6 +97,23 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     return c;
 }
 
+struct tether__conn_extra *tether__conn_extra(tether_conn *c)
+{
+    if (c->ex == NULL) {
+        c->ex = calloc(1, sizeof *c->ex);
+    }
+    return c->ex;
+}
+
+void tether__conn_extra_trim(tether_conn *c)
+{
+    const struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL && ex->dialer == NULL && ex->url == NULL) {
+        free(c->ex);
+        c->ex = NULL;
+    }
+}
+
 /* ---- closing ----------------------------------------------------------- */
 
 static void conn_destroy_transport(tether_conn *c)
@@ -248,7 +265,8 @@ static void conn_free(tether_conn *c)
     tether__dl_free(c);
     tether__ack_free(c);
     free(c->err);
-    free(c->url);
+    free(c->ex != NULL ? c->ex->url : NULL);
+    free(c->ex);
     tether__conn_cfg_unref(c->cfg);
     free(c);
 }
@@ -401,8 +419,8 @@ static void conn_handshake_step(tether_conn *c)
     int rv = c->tr->ops->handshake(c->tr, &done);
     if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
         const char *d = c->tr->ops->last_error(c->tr);
-        if (c->url != NULL) {
-            tether__conn_fail(c, rv, "connect to %s: %s", c->url,
+        if (tether__conn_url(c) != NULL) {
+            tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c),
                               d != NULL ? d : tether_strerror(rv));
         } else {
             char peer[80];
@@ -429,10 +447,10 @@ static void conn_handshake_step(tether_conn *c)
  * the connect timeout, for an accepted one the TLS configuration's. */
 static void conn_handshake_timeout(tether_conn *c)
 {
-    if (c->url != NULL) {
+    if (tether__conn_url(c) != NULL) {
         tether__conn_fail(c, TETHER_ETIMEDOUT,
                           "connect to %s: TLS handshake timed out (connect timeout of %d ms)",
-                          c->url, c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c), c->cfg->o.connect_timeout_ms);
         return;
     }
     char peer[80];
@@ -546,12 +564,12 @@ static void conn_timer_cb(struct tether__tnode *n)
     switch (c->state) {
     case TETHER__CS_CONNECTING:
     case TETHER__CS_HANDSHAKING:
-        if (c->state == TETHER__CS_CONNECTING && c->dialer != NULL) {
+        if (c->state == TETHER__CS_CONNECTING && c->ex != NULL && c->ex->dialer != NULL) {
             tether__dial_timeout(c); /* names the addresses it tried */
             break;
         }
         if (c->state == TETHER__CS_HANDSHAKING && tether__pp_conn_pending(c, &pp_ev) &&
-            c->url == NULL) {
+            tether__conn_url(c) == NULL) {
             tether__pp_conn_timeout(c);
             break;
         }
@@ -564,7 +582,8 @@ static void conn_timer_cb(struct tether__tnode *n)
             break;
         }
         tether__conn_fail(c, TETHER_ETIMEDOUT, "connect to %s timed out after %d ms",
-                          c->url != NULL ? c->url : "peer", c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c) != NULL ? tether__conn_url(c) : "peer",
+                          c->cfg->o.connect_timeout_ms);
         break;
     case TETHER__CS_CLOSING:
         if ((c->flags & TETHER__CF_KEEP_REASON) && c->reason != TETHER_OK) {
@@ -641,8 +660,8 @@ static void conn_pending_cb(struct tether__pending *p)
             if (reason != TETHER_OK && reason != TETHER_ECANCELED) {
                 const char *d = tether_conn_last_error(c);
                 tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
-                            c->url != NULL ? "dialled" : "accepted", tether_err_name(reason),
-                            d[0] != '\0' ? d : tether_strerror(reason));
+                            tether__conn_url(c) != NULL ? "dialled" : "accepted",
+                            tether_err_name(reason), d[0] != '\0' ? d : tether_strerror(reason));
             }
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
@@ -812,8 +831,8 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     c->flags |= TETHER__CF_DIALED;
-    c->url = strdup(url);
-    if (c->url == NULL) {
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL || (ex->url = strdup(url)) == NULL) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -162,6 +162,17 @@ struct tether__live {
     int64_t rtt_us;    /* -1 until measured */
 };
 
+/* What few connections use, or use only for a while, out of the main
+ * struct: an idle accepted connection has none, and every byte of one
+ * counts tens of thousands of times (issue #12). Allocated on first use
+ * (tether__conn_extra()), freed with the connection or as soon as nothing
+ * in it is in use (tether__conn_extra_trim()). Readers go through c->ex,
+ * which may be NULL: nothing of it is in use then. */
+struct tether__conn_extra {
+    struct tether__dialer *dialer; /* while dialling (connect.c) */
+    char *url;                     /* dialled URL, for error messages (dialled conns only) */
+};
+
 struct tether_conn {
     /* First member (see struct tether__handle). Its loop is the
      * connection's loop: h.loop, not a second pointer. Registered from
@@ -199,8 +210,7 @@ struct tether_conn {
 
     char *err;             /* detail of the last failure, lazily allocated */
     const char *err_const; /* or a constant detail (no allocation), when err is NULL */
-    struct tether__dialer *dialer;
-    char *url; /* dialled URL, for error messages (dialled conns only) */
+    struct tether__conn_extra *ex; /* cold state, or NULL (see the struct) */
 
     /* Statistics (tether_conn_get_stats). bytes_out is also the stream
      * offset the reconnecting client compares its messages with: every byte
@@ -253,6 +263,19 @@ struct tether_conn {
     /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
     struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
+
+/* The connection's cold state, allocated (zeroed) on first use; NULL
+ * when out of memory. */
+struct tether__conn_extra *tether__conn_extra(tether_conn *c);
+
+/* Frees c->ex when nothing in it is in use any more. */
+void tether__conn_extra_trim(tether_conn *c);
+
+/* The URL a dialled connection was given, or NULL. */
+static inline const char *tether__conn_url(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->url : NULL;
+}
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */
 static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,

@@ -232,7 +232,8 @@ static bool pp_step_send(tether_conn *c, bool *done)
             }
             tether__conn_fail(c, tether__errno_to_err(e),
                               "connect to %s: sending the PROXY protocol header failed: %s",
-                              c->url != NULL ? c->url : "peer", strerror(e));
+                              tether__conn_url(c) != NULL ? tether__conn_url(c) : "peer",
+                              strerror(e));
             return false;
         }
         pp->have += (size_t)n;

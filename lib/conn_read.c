@@ -86,8 +86,8 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
 #define FIRST_BYTES_MAX (64u * 1024u)
 static bool conn_plain_client_first_bytes(const tether_conn *c)
 {
-    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && c->url != NULL &&
-           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(c->url, "tcp://", 6) == 0;
+    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && tether__conn_url(c) != NULL &&
+           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(tether__conn_url(c), "tcp://", 6) == 0;
 }
 
 static bool looks_like_tls_record(const uint8_t *p, size_t len)
@@ -105,12 +105,12 @@ static void conn_fail_hint(tether_conn *c, int rv, const char *detail, bool lite
           c->bytes_out <= FIRST_BYTES_MAX))) {
         if (first != NULL) {
             tether__conn_fail(c, rv, "%s; the reply looks like a TLS record: dial tls://%s", detail,
-                              c->url + 6);
+                              tether__conn_url(c) + 6);
         } else {
             tether__conn_fail(c, rv,
                               "%s before the server sent anything; if it speaks TLS, "
                               "dial tls://%s",
-                              detail, c->url + 6);
+                              detail, tether__conn_url(c) + 6);
         }
     } else if (literal) {
         tether__conn_fail_const(c, rv, detail);

@@ -154,7 +154,7 @@ static void dialer_release(struct tether__dialer *d)
         tether__srv_cancel(d->srv);
         d->srv = NULL;
     }
-    d->c->dialer = NULL;
+    d->c->ex->dialer = NULL;
     tether__pending_queue(loop, &d->free_pend);
 }
 
@@ -275,10 +275,11 @@ static void dial_report(struct tether__dialer *d, int code)
          * tcp://127.0.0.1:9: connection refused". */
         const struct dial_cand *k = &d->cands[0];
         if (k->err == TETHER_ETIMEDOUT) {
-            tether__conn_set_err(c, "connect to %s timed out after %llu ms", c->url,
+            tether__conn_set_err(c, "connect to %s timed out after %llu ms", tether__conn_url(c),
                                  (unsigned long long)k->took);
         } else {
-            tether__conn_set_err(c, "connect to %s: %s", c->url, tether_strerror(k->err));
+            tether__conn_set_err(c, "connect to %s: %s", tether__conn_url(c),
+                                 tether_strerror(k->err));
         }
     } else {
         char list[TETHER_ERROR_MSG_MAX];
@@ -288,8 +289,8 @@ static void dial_report(struct tether__dialer *d, int code)
         if (untried > 0) {
             snprintf(more, sizeof more, "; %d more not tried", untried);
         }
-        tether__conn_set_err(c, "connect to %s failed: %d address%s tried: %s%s", c->url, tried,
-                             tried == 1 ? "" : "es", list, more);
+        tether__conn_set_err(c, "connect to %s failed: %d address%s tried: %s%s",
+                             tether__conn_url(c), tried, tried == 1 ? "" : "es", list, more);
     }
     dialer_release(d);
     tether__conn_end(c, code);
@@ -308,7 +309,7 @@ static void dial_fail_early(struct tether__dialer *d, int code, const char *deta
         srv_target_failed(d, code, what);
         return;
     }
-    tether__conn_set_err(c, "connect to %s failed: %s", c->url, detail);
+    tether__conn_set_err(c, "connect to %s failed: %s", tether__conn_url(c), detail);
     dialer_release(d);
     tether__conn_end(c, code);
 }
@@ -331,7 +332,7 @@ static void dial_won(struct dial_cand *k)
     dialer_release(d);
     int rv = tether__conn_attach(c, fd, is_unix, is_unix ? NULL : host, false, &handoff);
     if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "connect to %s: %s", c->url, tether_strerror(rv));
+        tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c), tether_strerror(rv));
     }
 }
 
@@ -637,14 +638,14 @@ static void srv_report(struct tether__dialer *d, int code, const char *lead, siz
     if (tried == d->ntargets) {
         if (tried == 1) {
             tether__conn_set_err(c, "connect to %s failed: %sthe only SRV target failed: %s",
-                                 c->url, lead, d->fails);
+                                 tether__conn_url(c), lead, d->fails);
         } else {
             tether__conn_set_err(c, "connect to %s failed: %sall %zu SRV targets failed: %s",
-                                 c->url, lead, tried, d->fails);
+                                 tether__conn_url(c), lead, tried, d->fails);
         }
     } else {
-        tether__conn_set_err(c, "connect to %s failed: %s%zu of %zu SRV targets tried: %s", c->url,
-                             lead, tried, d->ntargets, d->fails);
+        tether__conn_set_err(c, "connect to %s failed: %s%zu of %zu SRV targets tried: %s",
+                             tether__conn_url(c), lead, tried, d->ntargets, d->fails);
     }
     free(d->targets);
     d->targets = NULL;
@@ -702,7 +703,7 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     d->delay_ms = clamp_delay(c->cfg->o.attempt_delay_ms);
     tether__pending_init(&d->free_pend, dialer_free_cb);
     tether__tnode_init(&d->stagger, dial_on_stagger);
-    c->dialer = d;
+    c->ex->dialer = d; /* a dialled connection has c->ex: its URL */
     if (!u->srv) {
         dial_host(d);
         return TETHER_OK;
@@ -743,7 +744,7 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
 
 void tether__dial_timeout(tether_conn *c)
 {
-    struct tether__dialer *d = c->dialer;
+    struct tether__dialer *d = c->ex->dialer;
     uint64_t now = c->h.loop->now;
     if (d->srv != NULL) {
         char detail[TETHER__HOST_MAX + 96];
@@ -778,7 +779,7 @@ void tether__dial_timeout(tether_conn *c)
 
 void tether__dial_cancel(tether_conn *c)
 {
-    if (c->dialer != NULL) {
-        dialer_release(c->dialer);
+    if (c->ex != NULL && c->ex->dialer != NULL) {
+        dialer_release(c->ex->dialer);
     }
 }

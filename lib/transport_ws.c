@@ -357,13 +357,13 @@ int tether__ws_wrap(tether_conn *c, bool server)
 bool tether__ws_handshake_timeout(tether_conn *c)
 {
     struct ws_transport *t = c->ws;
-    if (c->url != NULL) {
+    if (tether__conn_url(c) != NULL) {
         if (t->phase == TETHER__WS_INNER) {
             return false;
         }
         tether__conn_fail(c, TETHER_ETIMEDOUT,
                           "connect to %s: WebSocket upgrade timed out (connect timeout of %d ms)",
-                          c->url, c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c), c->cfg->o.connect_timeout_ms);
         return true;
     }
     char peer[80];
