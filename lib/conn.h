@@ -171,6 +171,7 @@ struct tether__live {
 struct tether__conn_extra {
     struct tether__dialer *dialer; /* while dialling (connect.c) */
     char *url;                     /* dialled URL, for error messages (dialled conns only) */
+    struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
 };
 
 struct tether_conn {
@@ -240,7 +241,6 @@ struct tether_conn {
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
-    struct tether__pp_conn *pp;   /* PROXY protocol header in flight or received; or NULL */
 
     /* Internal observer (reconnect.c): called after output was handed to
      * the transport, never from inside a user callback's dispatch of a

@@ -191,7 +191,7 @@ void tether__drain_free(tether_conn *c);
 
 /* A connection got its socket: prepares the header to send (dialled, with
  * tether_conn_opts::proxy_protocol) or to receive (accepted by a listener
- * that requires one) in c->pp, and for the latter arms the header
+ * that requires one) in c->ex->pp, and for the latter arms the header
  * deadline. Returns an error only when out of memory or when the header
  * cannot be built. */
 int tether__pp_conn_start(tether_conn *c, bool server);
@@ -211,7 +211,7 @@ void tether__pp_conn_timeout(tether_conn *c);
  * none (no PROXY protocol, LOCAL, UNKNOWN). */
 bool tether__pp_conn_source(const tether_conn *c, char *buf, size_t len);
 
-/* Frees c->pp. */
+/* Frees c->ex->pp. */
 void tether__pp_conn_free(tether_conn *c);
 
 /* Validates the PROXY options of a configuration and fills cfg->pp_source
