@@ -108,7 +108,8 @@ struct tether__conn_extra *tether__conn_extra(tether_conn *c)
 void tether__conn_extra_trim(tether_conn *c)
 {
     const struct tether__conn_extra *ex = c->ex;
-    if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL) {
+    if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
+        ex->wnotify == NULL && ex->gnotify == NULL) {
         free(c->ex);
         c->ex = NULL;
     }

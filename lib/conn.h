@@ -172,6 +172,14 @@ struct tether__conn_extra {
     struct tether__dialer *dialer; /* while dialling (connect.c) */
     char *url;                     /* dialled URL, for error messages (dialled conns only) */
     struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
+    /* Internal observer (reconnect.c): called after output was handed to
+     * the transport, never from inside a user callback's dispatch of a
+     * different connection. Must not call user code. */
+    void (*wnotify)(tether_conn *c);
+    /* Internal observer (reconnect_drain.c): a drain started on this
+     * connection, asked by the peer or by us (max_age_ms). Runs inside the
+     * connection's dispatch; may dial, must not close this connection. */
+    void (*gnotify)(tether_conn *c);
 };
 
 struct tether_conn {
@@ -242,21 +250,12 @@ struct tether_conn {
     size_t qacct;                 /* the part of queued the budget has counted */
     struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 
-    /* Internal observer (reconnect.c): called after output was handed to
-     * the transport, never from inside a user callback's dispatch of a
-     * different connection. Must not call user code. */
-    void (*wnotify)(tether_conn *c);
-
     /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
     struct tether__dl *dl; /* allocated on first use, or NULL; rx_tag is above */
 
     /* ---- GOAWAY and drain (drain.c) ---- */
     struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
                                     drain_st is above */
-    /* Internal observer (reconnect_drain.c): a drain started on this
-     * connection, asked by the peer or by us (max_age_ms). Runs inside the
-     * connection's dispatch; may dial, must not close this connection. */
-    void (*gnotify)(tether_conn *c);
 
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */

@@ -115,8 +115,8 @@ int tether__drain_start(tether_conn *c, uint16_t code, const char *text, int dea
     snprintf(d->text, sizeof d->text, "%s", text != NULL ? text : "");
     c->drain_st |= TETHER__DR_SENT_REQ;
     tether__conn_after_queue(c);
-    if (c->gnotify != NULL) {
-        c->gnotify(c);
+    if (c->ex != NULL && c->ex->gnotify != NULL) {
+        c->ex->gnotify(c);
     }
     return TETHER_OK;
 }
@@ -149,8 +149,8 @@ bool tether__drain_on_goaway(tether_conn *c, uint8_t flags, uint16_t code, const
         return false;
     }
     if (first) {
-        if (c->gnotify != NULL && !(c->drain_st & TETHER__DR_SENT_REQ)) {
-            c->gnotify(c);
+        if (c->ex != NULL && c->ex->gnotify != NULL && !(c->drain_st & TETHER__DR_SENT_REQ)) {
+            c->ex->gnotify(c);
         }
         if (c->cfg->o.on_goaway != NULL) {
             c->cfg->o.on_goaway(c, code, text, c->userdata);

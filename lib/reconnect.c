@@ -281,9 +281,9 @@ static void client_start_attempt(tether_client *cl)
         client_attempt_failed(cl, rv);
         return;
     }
-    cl->conn->wnotify = client_wnotify;
+    cl->conn->ex->wnotify = client_wnotify; /* dialled: c->ex holds its URL */
     tether__calo_conn(cl, cl->conn);
-    cl->conn->gnotify = tether__client_gnotify;
+    cl->conn->ex->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
      * tether_loop_close_all() on its own, and referenced as the client is. */
     cl->conn->h.hidden = true;
@@ -395,7 +395,7 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
     if (c != cl->conn) {
         return;
     }
-    c->wnotify = NULL;
+    c->ex->wnotify = NULL;
     /* Settle the records this connection had: those it wrote completely are
      * done (they may still be lost in flight; see reconnect.h), the rest go
      * back to waiting and will be sent again from their first byte. The

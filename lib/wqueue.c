@@ -294,8 +294,8 @@ void tether__conn_flush(tether_conn *c)
     if (progress && c->live != NULL) {
         c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
     }
-    if (progress && c->wnotify != NULL) {
-        c->wnotify(c);
+    if (progress && c->ex != NULL && c->ex->wnotify != NULL) {
+        c->ex->wnotify(c);
     }
     if (progress && TETHER__UNLIKELY(c->ref_watch)) {
         tether__conn_ref_wrote(c);
