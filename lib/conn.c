@@ -105,6 +105,20 @@ struct tether__conn_extra *tether__conn_extra(tether_conn *c)
     return c->ex;
 }
 
+/* A dialled connection's cold state, with its URL in the same block:
+ * one allocation per dial, as the URL's copy alone used to be. */
+static bool conn_extra_new_url(tether_conn *c, const char *url)
+{
+    size_t n = strlen(url) + 1;
+    struct tether__conn_extra *ex = calloc(1, sizeof *ex + n);
+    if (ex == NULL) {
+        return false;
+    }
+    ex->url = memcpy(ex + 1, url, n);
+    c->ex = ex;
+    return true;
+}
+
 void tether__conn_extra_trim(tether_conn *c)
 {
     const struct tether__conn_extra *ex = c->ex;
@@ -266,8 +280,7 @@ static void conn_free(tether_conn *c)
     tether__dl_free(c);
     tether__ack_free(c);
     free(c->err);
-    free(c->ex != NULL ? c->ex->url : NULL);
-    free(c->ex);
+    free(c->ex); /* with the URL (conn_extra_new_url) */
     tether__conn_cfg_unref(c->cfg);
     free(c);
 }
@@ -832,8 +845,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     c->flags |= TETHER__CF_DIALED;
-    struct tether__conn_extra *ex = tether__conn_extra(c);
-    if (ex == NULL || (ex->url = strdup(url)) == NULL) {
+    if (!conn_extra_new_url(c, url)) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");

@@ -170,7 +170,8 @@ struct tether__live {
  * which may be NULL: nothing of it is in use then. */
 struct tether__conn_extra {
     struct tether__dialer *dialer; /* while dialling (connect.c) */
-    char *url;                     /* dialled URL, for error messages (dialled conns only) */
+    const char *url;               /* dialled URL, for error messages (dialled conns only; stored
+                                      after the struct, in the same block) */
     struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
     /* Internal observer (reconnect.c): called after output was handed to
      * the transport, never from inside a user callback's dispatch of a
