@@ -123,7 +123,7 @@ void tether__conn_extra_trim(tether_conn *c)
 {
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
-        ex->wnotify == NULL && ex->gnotify == NULL) {
+        ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL) {
         free(c->ex);
         c->ex = NULL;
     }
@@ -682,7 +682,7 @@ static void conn_pending_cb(struct tether__pending *p)
             if (c->state == TETHER__CS_DEAD) {
                 tether__wq_release_all(c);
             }
-            if (c->dl != NULL) {
+            if (tether__conn_dl(c) != NULL) {
                 tether__dl_conn_gone(c); /* completions and calls fail first */
             }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {

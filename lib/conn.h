@@ -181,6 +181,7 @@ struct tether__conn_extra {
      * connection, asked by the peer or by us (max_age_ms). Runs inside the
      * connection's dispatch; may dial, must not close this connection. */
     void (*gnotify)(tether_conn *c);
+    struct tether__dl *dl; /* delivery (delivery.h): allocated on first use, or NULL */
 };
 
 struct tether_conn {
@@ -251,9 +252,6 @@ struct tether_conn {
     size_t qacct;                 /* the part of queued the budget has counted */
     struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 
-    /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
-    struct tether__dl *dl; /* allocated on first use, or NULL; rx_tag is above */
-
     /* ---- GOAWAY and drain (drain.c) ---- */
     struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
                                     drain_st is above */
@@ -275,6 +273,12 @@ void tether__conn_extra_trim(tether_conn *c);
 static inline const char *tether__conn_url(const tether_conn *c)
 {
     return c->ex != NULL ? c->ex->url : NULL;
+}
+
+/* The connection's delivery state (delivery.h), or NULL. */
+static inline struct tether__dl *tether__conn_dl(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->dl : NULL;
 }
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */
