@@ -123,7 +123,7 @@ void tether__conn_extra_trim(tether_conn *c)
 {
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
-        ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL) {
+        ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL) {
         free(c->ex);
         c->ex = NULL;
     }

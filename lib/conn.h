@@ -182,6 +182,7 @@ struct tether__conn_extra {
      * connection's dispatch; may dial, must not close this connection. */
     void (*gnotify)(tether_conn *c);
     struct tether__dl *dl; /* delivery (delivery.h): allocated on first use, or NULL */
+    struct tether__drain *drain; /* while draining (drain.c): the deadline and the texts */
 };
 
 struct tether_conn {
@@ -252,10 +253,6 @@ struct tether_conn {
     size_t qacct;                 /* the part of queued the budget has counted */
     struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 
-    /* ---- GOAWAY and drain (drain.c) ---- */
-    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
-                                    drain_st is above */
-
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
     /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
@@ -279,6 +276,12 @@ static inline const char *tether__conn_url(const tether_conn *c)
 static inline struct tether__dl *tether__conn_dl(const tether_conn *c)
 {
     return c->ex != NULL ? c->ex->dl : NULL;
+}
+
+/* The connection's drain state (drain.c), or NULL. */
+static inline struct tether__drain *tether__conn_drain(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->drain : NULL;
 }
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */

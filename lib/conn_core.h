@@ -184,7 +184,7 @@ bool tether__drain_on_goaway(tether_conn *c, uint8_t flags, uint16_t code, const
  * close now, reporting TETHER_ETIMEDOUT. */
 void tether__drain_expire(tether_conn *c);
 
-/* The connection is freed: frees c->drain. */
+/* The connection is freed: frees c->ex->drain. */
 void tether__drain_free(tether_conn *c);
 
 /* ---- conn_proxy.c: the PROXY protocol header ------------------------ */
