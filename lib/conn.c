@@ -123,7 +123,8 @@ void tether__conn_extra_trim(tether_conn *c)
 {
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
-        ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL) {
+        ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL &&
+        ex->ack == NULL) {
         free(c->ex);
         c->ex = NULL;
     }
@@ -851,7 +852,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     if (tether__ack_dial_take(c) != TETHER_OK ||
-        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || c->ack != NULL) &&
+        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || tether__conn_ack(c) != NULL) &&
          tether__ctrl_queue_hello(c) != TETHER_OK)) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);

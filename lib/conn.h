@@ -183,6 +183,7 @@ struct tether__conn_extra {
     void (*gnotify)(tether_conn *c);
     struct tether__dl *dl; /* delivery (delivery.h): allocated on first use, or NULL */
     struct tether__drain *drain; /* while draining (drain.c): the deadline and the texts */
+    struct tether__ack *ack;     /* acknowledgements (ack.h): negotiated or asked for */
 };
 
 struct tether_conn {
@@ -255,8 +256,6 @@ struct tether_conn {
 
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
-    /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
-    struct tether__ack *ack; /* negotiated or asked for; or NULL */
 };
 
 /* The connection's cold state, allocated (zeroed) on first use; NULL
@@ -282,6 +281,12 @@ static inline struct tether__dl *tether__conn_dl(const tether_conn *c)
 static inline struct tether__drain *tether__conn_drain(const tether_conn *c)
 {
     return c->ex != NULL ? c->ex->drain : NULL;
+}
+
+/* The connection's acknowledgement state (ack.h), or NULL. */
+static inline struct tether__ack *tether__conn_ack(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->ack : NULL;
 }
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */

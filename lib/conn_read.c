@@ -391,7 +391,7 @@ static void conn_read_rounds(tether_conn *c);
 void tether__conn_read(tether_conn *c)
 {
     conn_read_rounds(c);
-    if (c->ack != NULL) {
+    if (tether__conn_ack(c) != NULL) {
         tether__ack_after_read(c);
     }
     if (c->cfg->live) {
