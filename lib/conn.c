@@ -89,7 +89,6 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, tether__conn_flush_cb);
-    tether__tnode_init(&c->timer, conn_timer_cb);
     /* Active, and so keeping the loop running unless unref'd, until freed
      * (after on_close and any lingering close). */
     tether__handle_init(&c->h, loop, TETHER_HANDLE_CONN, c, conn_close_obj);
@@ -97,12 +96,32 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     return c;
 }
 
+static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
+{
+    ex->c = c;
+    tether__tnode_init(&ex->timer, conn_timer_cb);
+    c->ex = ex;
+}
+
 struct tether__conn_extra *tether__conn_extra(tether_conn *c)
 {
     if (c->ex == NULL) {
-        c->ex = calloc(1, sizeof *c->ex);
+        struct tether__conn_extra *ex = calloc(1, sizeof *ex);
+        if (ex != NULL) {
+            conn_extra_init(c, ex);
+        }
     }
     return c->ex;
+}
+
+bool tether__conn_timer_start(tether_conn *c, uint64_t ms)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return false;
+    }
+    tether__tnode_start(c->h.loop, &ex->timer, ms);
+    return true;
 }
 
 /* A dialled connection's cold state, with its URL in the same block:
@@ -115,7 +134,7 @@ static bool conn_extra_new_url(tether_conn *c, const char *url)
         return false;
     }
     ex->url = memcpy(ex + 1, url, n);
-    c->ex = ex;
+    conn_extra_init(c, ex);
     return true;
 }
 
@@ -124,7 +143,7 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
         ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL &&
-        ex->ack == NULL) {
+        ex->ack == NULL && !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;
     }
@@ -159,7 +178,7 @@ static void conn_finish(tether_conn *c, int reason)
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
-        tether__tnode_stop(c->h.loop, &c->timer);
+        tether__conn_timer_stop(c);
         conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
         return;
@@ -169,7 +188,7 @@ static void conn_finish(tether_conn *c, int reason)
     }
     c->state = TETHER__CS_DEAD;
     c->reason = reason;
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
     /* The socket stays open, unwatched, until the handle is freed after
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->h.loop, &c->io);
@@ -281,6 +300,7 @@ static void conn_free(tether_conn *c)
     tether__dl_free(c);
     tether__ack_free(c);
     free(c->err);
+    tether__conn_timer_stop(c);
     free(c->ex); /* with the URL (conn_extra_new_url) */
     tether__conn_cfg_unref(c->cfg);
     free(c);
@@ -361,9 +381,12 @@ void tether__conn_begin_shutdown(tether_conn *c)
     if (!(c->flags & TETHER__CF_KEEP_REASON)) {
         c->reason = TETHER_OK;
     }
+    if (!tether__conn_timer_start(c, LINGER_MS)) {
+        conn_finish(c, c->reason); /* no memory for the deadline: no lingering */
+        return;
+    }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
-    tether__tnode_start(c->h.loop, &c->timer, LINGER_MS);
     tether__conn_update_io(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
@@ -375,15 +398,17 @@ void tether__conn_begin_close(tether_conn *c)
         /* The close timeout bounds this phase. */
         tether__tnode_stop(c->h.loop, &c->live->timer);
     }
-    int ms = c->cfg->o.close_timeout_ms;
-    if (ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
-    }
     if (c->wq_head == NULL) {
         tether__conn_begin_shutdown(c);
     } else {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
         tether__conn_flush(c);
+    }
+    /* The close timeout bounds this phase, if it did not end at once: a
+     * plain close of an idle connection allocates no deadline. */
+    int ms = c->cfg->o.close_timeout_ms;
+    if (c->state == TETHER__CS_CLOSING && ms >= 0 && !tether__conn_timer_start(c, (uint64_t)ms)) {
+        tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the close deadline");
     }
 }
 
@@ -391,7 +416,8 @@ static void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
+    tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
     if (c->live != NULL) {
         tether__live_start(c);
     }
@@ -487,8 +513,8 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
             /* Accepted connections have no connect deadline: the TLS
              * configuration bounds their handshake. */
             int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
-            if (ms >= 0) {
-                tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+            if (ms >= 0 && !tether__conn_timer_start(c, (uint64_t)ms)) {
+                rv = TETHER_ENOMEM;
             }
         }
     } else {
@@ -574,7 +600,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
 
 static void conn_timer_cb(struct tether__tnode *n)
 {
-    tether_conn *c = tether__container_of(n, tether_conn, timer);
+    tether_conn *c = tether__container_of(n, struct tether__conn_extra, timer)->c;
     unsigned pp_ev;
     switch (c->state) {
     case TETHER__CS_CONNECTING:
@@ -859,7 +885,8 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     if (cfg->o.connect_timeout_ms >= 0) {
-        tether__tnode_start(loop, &c->timer, (uint64_t)cfg->o.connect_timeout_ms);
+        /* Cannot fail: c->ex exists (it holds the URL). */
+        (void)tether__conn_timer_start(c, (uint64_t)cfg->o.connect_timeout_ms);
     }
     rv = tether__dial_start(c, &u);
     if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {

@@ -169,6 +169,11 @@ struct tether__live {
  * in it is in use (tether__conn_extra_trim()). Readers go through c->ex,
  * which may be NULL: nothing of it is in use then. */
 struct tether__conn_extra {
+    tether_conn *c;
+    /* Connect deadline (dialled: DNS, TCP and any handshake; accepted: the
+     * PROXY header, TLS or WebSocket handshake), then the close or linger
+     * deadline. Through tether__conn_timer_start/stop. */
+    struct tether__tnode timer;
     struct tether__dialer *dialer; /* while dialling (connect.c) */
     const char *url;               /* dialled URL, for error messages (dialled conns only; stored
                                       after the struct, in the same block) */
@@ -198,7 +203,6 @@ struct tether_conn {
     struct tether__io io;
     struct tether__pending pend;
     struct tether__flush flush;
-    struct tether__tnode timer; /* connect deadline, then close/linger deadline */
 
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
@@ -261,6 +265,17 @@ struct tether_conn {
 /* The connection's cold state, allocated (zeroed) on first use; NULL
  * when out of memory. */
 struct tether__conn_extra *tether__conn_extra(tether_conn *c);
+
+/* Arms the connection's deadline (c->ex->timer, see the struct); false
+ * when out of memory. */
+bool tether__conn_timer_start(tether_conn *c, uint64_t ms);
+
+static inline void tether__conn_timer_stop(tether_conn *c)
+{
+    if (c->ex != NULL) {
+        tether__tnode_stop(c->h.loop, &c->ex->timer);
+    }
+}
 
 /* Frees c->ex when nothing in it is in use any more. */
 void tether__conn_extra_trim(tether_conn *c);

@@ -220,8 +220,9 @@ int tether__pp_conn_start(tether_conn *c, bool server)
     }
     pp->mode = PP_RECV;
     c->ex->pp = pp;
-    if (c->cfg->pp_timeout_ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)c->cfg->pp_timeout_ms);
+    if (c->cfg->pp_timeout_ms >= 0 &&
+        !tether__conn_timer_start(c, (uint64_t)c->cfg->pp_timeout_ms)) {
+        return TETHER_ENOMEM;
     }
     return TETHER_OK;
 }
@@ -286,13 +287,13 @@ static void pp_received(tether_conn *c, const struct tether__pp_result *r)
     free(pp->buf);
     pp->buf = NULL;
     pp->mode = PP_DONE;
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
     /* The next deadline: WebSocket's covers its TLS handshake too. */
     int ms = c->cfg->ws != NULL    ? c->cfg->ws->handshake_timeout_ms
              : c->cfg->tls != NULL ? tether__tls_handshake_timeout_ms(c->cfg->tls)
                                    : -1;
     if (ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+        (void)tether__conn_timer_start(c, (uint64_t)ms); /* c->ex exists: it holds pp */
     }
     if (r->has_addr) {
         char s[160], p[160];

@@ -380,11 +380,11 @@ static void cand_on_timer(struct tether__tnode *n)
 static uint64_t cand_limit(const struct tether__dialer *d, int idx)
 {
     const tether_conn *c = d->c;
-    if (!tether__tnode_active(&c->timer)) {
+    if (!tether__tnode_active(&c->ex->timer)) {
         return 0; /* no overall deadline (connect_timeout_ms < 0) */
     }
     uint64_t now = c->h.loop->now;
-    uint64_t left = c->timer.deadline > now ? c->timer.deadline - now : 0;
+    uint64_t left = c->ex->timer.deadline > now ? c->ex->timer.deadline - now : 0;
     /* SRV targets not tried yet get their shares too. */
     size_t later = d->targets != NULL ? d->ntargets - d->target - 1 : 0;
     uint64_t share = left / ((uint64_t)(d->ncand - idx) + later);
@@ -724,7 +724,7 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
     if (d->dns != NULL) {
         srv_note(d, "(resolving it timed out)");
     } else {
-        uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+        uint64_t deadline = c->ex->timer.deadline < now ? c->ex->timer.deadline : now;
         for (int i = 0; i < d->ncand; i++) {
             struct dial_cand *k = &d->cands[i];
             if (k->state == CAND_RUNNING) {
@@ -767,7 +767,7 @@ void tether__dial_timeout(tether_conn *c)
         return;
     }
     /* Attempts still running ran until the deadline. */
-    uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+    uint64_t deadline = c->ex->timer.deadline < now ? c->ex->timer.deadline : now;
     for (int i = 0; i < d->ncand; i++) {
         struct dial_cand *k = &d->cands[i];
         if (k->state == CAND_RUNNING) {

@@ -276,7 +276,9 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
         (c->cfg->o.close_timeout_ms < 0 || wt < c->cfg->o.close_timeout_ms)) {
         /* The peer has just shown it reads nothing for a whole window: a
          * longer wait for it to take the close only holds its memory. */
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)wt);
+        if (!tether__conn_timer_start(c, (uint64_t)wt)) {
+            tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the close deadline");
+        }
     }
 }
 

@@ -346,9 +346,10 @@ int tether__ws_wrap(tether_conn *c, bool server)
     c->ws = t;
     if (server && c->cfg->pp_accept == 0) {
         /* One deadline for TLS and the upgrade request together. */
-        tether__tnode_stop(c->h.loop, &c->timer);
-        if (t->cfg->handshake_timeout_ms >= 0) {
-            tether__tnode_start(c->h.loop, &c->timer, (uint64_t)t->cfg->handshake_timeout_ms);
+        tether__conn_timer_stop(c);
+        if (t->cfg->handshake_timeout_ms >= 0 &&
+            !tether__conn_timer_start(c, (uint64_t)t->cfg->handshake_timeout_ms)) {
+            return TETHER_ENOMEM;
         }
     }
     return TETHER_OK;
