@@ -38,14 +38,15 @@ static void conn_close_obj(void *obj);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
-    c->err_const = NULL;
-    if (c->err == NULL) {
-        c->err = malloc(TETHER_ERROR_MSG_MAX);
-        if (c->err == NULL) {
-            return;
+    if (!c->err_owned) {
+        char *b = malloc(TETHER_ERROR_MSG_MAX);
+        if (b == NULL) {
+            return; /* the previous detail stays */
         }
+        c->err = b;
+        c->err_owned = true;
     }
-    vsnprintf(c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+    vsnprintf((char *)c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
 }
 
 void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
@@ -232,9 +233,11 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         tether__conn_fail(c, reason, NULL); /* keeps what is recorded */
         return;
     }
-    free(c->err);
-    c->err = NULL;
-    c->err_const = detail;
+    if (c->err_owned) {
+        free((char *)c->err);
+        c->err_owned = false;
+    }
+    c->err = detail;
     conn_finish(c, reason);
 }
 
@@ -299,7 +302,9 @@ static void conn_free(tether_conn *c)
     tether__pp_conn_free(c);
     tether__dl_free(c);
     tether__ack_free(c);
-    free(c->err);
+    if (c->err_owned) {
+        free((char *)c->err);
+    }
     tether__conn_timer_stop(c);
     free(c->ex); /* with the URL (conn_extra_new_url) */
     tether__conn_cfg_unref(c->cfg);

@@ -210,6 +210,7 @@ struct tether_conn {
     uint16_t todo;   /* deferred work for pend */
     uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
                         0 default, 1 binary, 2 text */
+    bool err_owned;  /* err below is our buffer */
     int reason;      /* close reason once finishing */
     uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
 
@@ -225,8 +226,10 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err;             /* detail of the last failure, lazily allocated */
-    const char *err_const; /* or a constant detail (no allocation), when err is NULL */
+    /* Detail of the last failure, or NULL: a constant (no allocation) or,
+     * with err_owned, a buffer of TETHER_ERROR_MSG_MAX allocated for
+     * formatted details (and reused by the next). */
+    const char *err;
     struct tether__conn_extra *ex; /* cold state, or NULL (see the struct) */
 
     /* Statistics (tether_conn_get_stats). bytes_out is also the stream

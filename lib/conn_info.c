@@ -34,7 +34,7 @@ const char *tether_conn_last_error(const tether_conn *c)
     if (c == NULL) {
         return "";
     }
-    return c->err != NULL ? c->err : c->err_const != NULL ? c->err_const : "";
+    return c->err != NULL ? c->err : "";
 }
 
 size_t tether_conn_queued(const tether_conn *c)
