@@ -144,7 +144,7 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
         ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL &&
-        ex->ack == NULL && !tether__tnode_active(&ex->timer)) {
+        ex->ack == NULL && ex->peer6.family == 0 && !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;
     }

@@ -113,13 +113,21 @@ union tether__peer_addr {
     struct sockaddr_in6 in6;
 };
 
-/* The same, compact (24 bytes instead of 28 and a hole): every accepted
- * connection keeps one. IPv4 or IPv6 only; family 0: none. */
+/* The same, compact (24 bytes instead of 28 and a hole). IPv4 or IPv6
+ * only; family 0: none. */
 struct tether__peer_min {
     uint16_t family;
     uint16_t port;     /* network order */
     uint32_t scope_id; /* IPv6 */
     uint8_t addr[16];  /* 4 bytes for IPv4 */
+};
+
+/* What every accepted connection keeps of it: an IPv4 address in 8 bytes;
+ * for IPv6 only the family, the address being in c->ex->peer6. */
+struct tether__peer4 {
+    uint16_t family; /* AF_INET, AF_INET6 (see c->ex->peer6) or 0: none */
+    uint16_t port;   /* network order */
+    uint8_t addr[4];
 };
 
 struct tether__mem;       /* membudget.c */
@@ -189,6 +197,7 @@ struct tether__conn_extra {
     struct tether__dl *dl; /* delivery (delivery.h): allocated on first use, or NULL */
     struct tether__drain *drain; /* while draining (drain.c): the deadline and the texts */
     struct tether__ack *ack;     /* acknowledgements (ack.h): negotiated or asked for */
+    struct tether__peer_min peer6; /* an accepted IPv6 peer (conn_info.c); family 0: none */
 };
 
 struct tether_conn {
@@ -259,7 +268,7 @@ struct tether_conn {
     uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
-    struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
+    struct tether__peer4 peer;    /* accepted: the address accept() gave (tether__conn_set_peer) */
 
     /* ---- WebSocket (transport_ws.c) ---- */
     struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
