@@ -134,6 +134,7 @@ int tether__ack_dial_take(tether_conn *c)
     }
     a->want = true;
     ex->ack = a;
+    c->hooks |= TETHER__CH_ACK;
     return TETHER_OK;
 }
 
@@ -173,6 +174,8 @@ bool tether__ack_on_hello(tether_conn *c, uint8_t flags)
             a = ex != NULL ? calloc(1, sizeof *a) : NULL;
             if (a != NULL) {
                 ex->ack = a;
+                c->hooks |= TETHER__CH_ACK;
+                c->hooks |= TETHER__CH_ACK;
             }
             if (a == NULL) {
                 tether__conn_fail(c, TETHER_ENOMEM, "out of memory for acknowledgements");
@@ -319,4 +322,5 @@ void tether__ack_free(tether_conn *c)
     }
     free(a);
     c->ex->ack = NULL;
+    c->hooks &= (uint8_t)~TETHER__CH_ACK;
 }

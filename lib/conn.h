@@ -216,7 +216,8 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo;   /* deferred work for pend */
+    uint8_t todo;    /* deferred work for pend */
+    uint8_t hooks;   /* TETHER__CH_*: what of c->ex the hot paths must look at */
     uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
                         0 default, 1 binary, 2 text */
     bool err_owned;  /* err below is our buffer */
@@ -348,6 +349,20 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
 #define TETHER__CF_HELLO_SENT 0x1000u      /* our HELLO control frame is queued or sent */
 #define TETHER__CF_PEER_HELLO 0x2000u      /* the peer's HELLO arrived: it speaks control frames */
 #define TETHER__CF_KEEP_REASON 0x4000u     /* a liveness close: on_close keeps reason and detail */
+
+/* conn->hooks: set while c->ex holds them, so that the per-write and
+ * per-read checks test one byte of the connection, as they tested one
+ * pointer before these moved out of it */
+#define TETHER__CH_WNOTIFY 0x01u /* c->ex->wnotify */
+#define TETHER__CH_ACK 0x02u     /* c->ex->ack */
+
+/* Sets (or, with NULL, clears) c->ex->wnotify; c->ex must exist. */
+static inline void tether__conn_set_wnotify(tether_conn *c, void (*fn)(tether_conn *c))
+{
+    c->ex->wnotify = fn;
+    c->hooks =
+        (uint8_t)(fn != NULL ? c->hooks | TETHER__CH_WNOTIFY : c->hooks & ~TETHER__CH_WNOTIFY);
+}
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u

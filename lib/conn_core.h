@@ -23,7 +23,7 @@
 /* ---- conn.c: the state machine ----------------------------------------- */
 
 /* Queues deferred work for the connection's pending callback. */
-static inline void tether__conn_todo(tether_conn *c, uint16_t what)
+static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 {
     c->todo |= what;
     tether__pending_queue(c->h.loop, &c->pend);

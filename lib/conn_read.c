@@ -391,7 +391,7 @@ static void conn_read_rounds(tether_conn *c);
 void tether__conn_read(tether_conn *c)
 {
     conn_read_rounds(c);
-    if (tether__conn_ack(c) != NULL) {
+    if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
     if (c->cfg->live) {

@@ -281,7 +281,7 @@ static void client_start_attempt(tether_client *cl)
         client_attempt_failed(cl, rv);
         return;
     }
-    cl->conn->ex->wnotify = client_wnotify; /* dialled: c->ex holds its URL */
+    tether__conn_set_wnotify(cl->conn, client_wnotify); /* dialled: c->ex holds its URL */
     tether__calo_conn(cl, cl->conn);
     cl->conn->ex->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
@@ -395,7 +395,7 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
     if (c != cl->conn) {
         return;
     }
-    c->ex->wnotify = NULL;
+    tether__conn_set_wnotify(c, NULL);
     /* Settle the records this connection had: those it wrote completely are
      * done (they may still be lost in flight; see reconnect.h), the rest go
      * back to waiting and will be sent again from their first byte. The

@@ -122,7 +122,7 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c)
 
 void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason)
 {
-    c->ex->wnotify = NULL;
+    tether__conn_set_wnotify(c, NULL);
     c->ex->gnotify = NULL;
     tether__client_drain_prune(cl, c);
     tether__client_account(cl, c);

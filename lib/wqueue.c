@@ -294,7 +294,7 @@ void tether__conn_flush(tether_conn *c)
     if (progress && c->live != NULL) {
         c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
     }
-    if (progress && c->ex != NULL && c->ex->wnotify != NULL) {
+    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
         c->ex->wnotify(c);
     }
     if (progress && TETHER__UNLIKELY(c->ref_watch)) {
