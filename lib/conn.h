@@ -263,7 +263,7 @@ struct tether_conn {
     /* ---- thread-safe references (conn_ref.c); here, in the padding
      * after memflags, so that they cost an idle connection nothing ---- */
     uint8_t ref_watch; /* the reference's slot waits for write progress */
-    /* (delivery and drain bytes, here in the padding too; see below) */
+    /* (delivery and drain bytes, here in the padding too; their state is in c->ex) */
     uint8_t rx_tag;               /* the next data frame is a request or a reply (call.c) */
     uint8_t drain_st;             /* TETHER__DR_*: the drain frames sent and received (drain.c) */
     uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
