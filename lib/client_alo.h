@@ -35,7 +35,7 @@ static inline uint64_t tether__calo_number(tether_client *cl)
  * acknowledged, never when written. */
 static inline bool tether__calo_acks_on(const tether_conn *c)
 {
-    return tether__conn_ack(c) != NULL && c->ex->ack->st == TETHER__ACK_ON;
+    return (c->hooks & TETHER__CH_ACK) && c->ex->ack->st == TETHER__ACK_ON;
 }
 
 /* Before m is handed to c: false to wait (acks not negotiated yet, or no
