@@ -9,7 +9,7 @@
  * library's idle connection is measured against, so the server keeps what
  * a careful hand-written server would: per connection an SSL pointer, a
  * state byte and an input count, in a table indexed by fd, and a buffer
- * only while a message is partly in (never, on loopback, for 68 bytes).
+ * only from the moment its message starts to arrive until the echo is out.
  * TLS as in raw.c, plus SSL_MODE_RELEASE_BUFFERS (PROTOCOL.md: conns).
  */
 #include "raw_conns.h"
@@ -39,8 +39,8 @@ enum {
     ST_EOF,       /* server: echoed, waits for the end of the stream */
 };
 
-/* One connection. Server side: buf is allocated only while a message is
- * partly in or its echo partly out. */
+/* One connection. Server side: buf exists from the moment its message
+ * starts to arrive until the echo is out. */
 struct rconn {
     SSL *ssl;
     uint8_t *buf;
@@ -306,19 +306,17 @@ static void srv_echo(int fd, struct rconn *c)
     set_want(fd, c, EPOLLIN);
 }
 
-/* Reads the message (a stack buffer when it comes in one piece, as it
- * does on loopback), then echoes it. */
+/* Reads the message into a buffer allocated when it starts to arrive (the
+ * connection is no longer idle then), then echoes it. */
 static void srv_read_msg(int fd, struct rconn *c)
 {
     size_t len = 4 + O.size;
-    uint8_t stack[4096];
-    for (;;) {
+    if (c->buf == NULL) {
+        c->buf = bench_xmalloc(len);
+    }
+    while (c->have < len) {
         uint8_t want;
-        uint8_t *dst = c->buf != NULL ? c->buf + c->have : len <= sizeof stack ? stack : NULL;
-        if (dst == NULL) {
-            dst = c->buf = bench_xmalloc(len);
-        }
-        long r = io_read(fd, c, dst, len - c->have, &want);
+        long r = io_read(fd, c, c->buf + c->have, len - c->have, &want);
         if (r < 0) {
             set_want(fd, c, want);
             return;
@@ -326,23 +324,13 @@ static void srv_read_msg(int fd, struct rconn *c)
         if (r == 0) {
             bench_die("end of stream before the message");
         }
-        if (c->buf == NULL && (size_t)r < len) {
-            c->buf = bench_xmalloc(len); /* partial: keep it */
-            memcpy(c->buf, stack, (size_t)r);
-        } else if (c->buf == NULL) {
-            c->buf = bench_xmalloc(len); /* whole: the echo may not go out at once */
-            memcpy(c->buf, stack, len);
-        }
         c->have += (uint32_t)r;
         if (c->have >= 4 && get_be32(c->buf) != O.size) {
             bench_die("message has length %u, expected %zu", get_be32(c->buf), O.size);
         }
-        if (c->have == len) {
-            c->have = 0;
-            srv_echo(fd, c);
-            return;
-        }
     }
+    c->have = 0;
+    srv_echo(fd, c);
 }
 
 static void srv_read_eof(int fd, struct rconn *c)
