@@ -35,7 +35,7 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 344, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 336, "keep the connection small");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -152,7 +152,8 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
         ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL &&
-        ex->ack == NULL && ex->peer6.family == 0 && !tether__tnode_active(&ex->timer)) {
+        ex->ack == NULL && ex->peer6.family == 0 && ex->ws == NULL &&
+        !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;
     }
@@ -485,8 +486,9 @@ static void conn_handshake_step(tether_conn *c)
                 c->flags |= TETHER__CF_REPORT_LISTENER;
             }
             tether__conn_fail(c, rv, "%s handshake with %s failed: %s",
-                              c->cfg->tls != NULL && c->ws == NULL ? "TLS" : c->tr->ops->name, peer,
-                              d != NULL ? d : tether_strerror(rv));
+                              c->cfg->tls != NULL && tether__conn_ws(c) == NULL ? "TLS"
+                                                                                : c->tr->ops->name,
+                              peer, d != NULL ? d : tether_strerror(rv));
         }
         return;
     }
@@ -627,7 +629,7 @@ static void conn_timer_cb(struct tether__tnode *n)
             tether__pp_conn_timeout(c);
             break;
         }
-        if (c->state == TETHER__CS_HANDSHAKING && c->ws != NULL &&
+        if (c->state == TETHER__CS_HANDSHAKING && tether__conn_ws(c) != NULL &&
             tether__ws_handshake_timeout(c)) {
             break;
         }

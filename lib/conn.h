@@ -198,6 +198,7 @@ struct tether__conn_extra {
     struct tether__drain *drain; /* while draining (drain.c): the deadline and the texts */
     struct tether__ack *ack;     /* acknowledgements (ack.h): negotiated or asked for */
     struct tether__peer_min peer6; /* an accepted IPv6 peer (conn_info.c); family 0: none */
+    struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
 };
 
 struct tether_conn {
@@ -270,9 +271,6 @@ struct tether_conn {
     size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;                 /* the part of queued the budget has counted */
     struct tether__peer4 peer;    /* accepted: the address accept() gave (tether__conn_set_peer) */
-
-    /* ---- WebSocket (transport_ws.c) ---- */
-    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
 };
 
 /* The connection's cold state, allocated (zeroed) on first use; NULL
@@ -355,6 +353,14 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
  * pointer before these moved out of it */
 #define TETHER__CH_WNOTIFY 0x01u /* c->ex->wnotify */
 #define TETHER__CH_ACK 0x02u     /* c->ex->ack */
+#define TETHER__CH_WS 0x04u      /* c->ex->ws */
+
+/* The connection's WebSocket layer (transport_ws.c), or NULL: one byte
+ * tested, since the read path asks for every message. */
+static inline struct ws_transport *tether__conn_ws(const tether_conn *c)
+{
+    return (c->hooks & TETHER__CH_WS) != 0 ? c->ex->ws : NULL;
+}
 
 /* Sets (or, with NULL, clears) c->ex->wnotify; c->ex must exist. */
 static inline void tether__conn_set_wnotify(tether_conn *c, void (*fn)(tether_conn *c))

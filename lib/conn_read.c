@@ -128,7 +128,7 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
-    if (TETHER__UNLIKELY(c->ws != NULL)) {
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL)) {
         tether__ws_on_deliver(c); /* tether_ws_msg_is_text() */
     }
     if (TETHER__UNLIKELY(c->rx_tag != 0)) {
@@ -373,7 +373,8 @@ static void conn_on_eof(tether_conn *c)
         return;
     }
     c->flags |= TETHER__CF_EOF;
-    const char *wsd = c->ws != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
+    const char *wsd =
+        tether__conn_ws(c) != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
         /* (The WebSocket text is the transport's: copied, not kept.) */
         conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", wsd == NULL,
@@ -465,7 +466,7 @@ static void conn_read_rounds(tether_conn *c)
             return;
         }
         if (rv != TETHER_OK) {
-            if (c->ws == NULL || !tether__ws_read_failed(c, rv)) {
+            if (tether__conn_ws(c) == NULL || !tether__ws_read_failed(c, rv)) {
                 tether__conn_fail_io(c, rv, "read");
             }
             return;

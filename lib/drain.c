@@ -226,7 +226,7 @@ int tether_conn_goaway(tether_conn *c, unsigned reason, const char *text, int de
     if (c->state != TETHER__CS_READY || (c->flags & TETHER__CF_CLOSE_REQ)) {
         return TETHER_ECLOSED;
     }
-    if (c->ws != NULL && tether__ws_goaway(c, text)) {
+    if (tether__conn_ws(c) != NULL && tether__ws_goaway(c, text)) {
         return TETHER_OK; /* a WebSocket close frame 1001 instead (ws.h) */
     }
     if (!tether__ctrl_negotiated(c)) {

@@ -56,7 +56,7 @@ static void shutdown_one(struct tether__handle *h, void *arg)
         return;
     }
     if (c->state == TETHER__CS_READY && c->bytes_in == 0 && tether__conn_drain(c) == NULL &&
-        !tether__ctrl_negotiated(c) && c->ws == NULL) {
+        !tether__ctrl_negotiated(c) && tether__conn_ws(c) == NULL) {
         /* Accepted a moment ago, nothing received yet: its HELLO may be on
          * the way with its first messages, and a close now would lose
          * them. It is asked when the HELLO comes (tether__shutdown_conn_

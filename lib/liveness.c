@@ -265,7 +265,7 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
          * the clean close. */
         (void)tether__ctrl_queue_goaway(c, 0, code, peer_text);
     }
-    if (c->ws != NULL) {
+    if (tether__conn_ws(c) != NULL) {
         tether__ws_close_reason(c, code, peer_text); /* its close frame's code */
     }
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;

@@ -282,8 +282,9 @@ static int ws_shutdown(struct tether_transport *tr, bool *done)
 static void ws_destroy(struct tether_transport *tr)
 {
     struct ws_transport *t = (struct ws_transport *)tr;
-    if (t->c != NULL && t->c->ws == t) {
-        t->c->ws = NULL;
+    if (t->c != NULL && tether__conn_ws(t->c) == t) {
+        t->c->ex->ws = NULL;
+        t->c->hooks &= (uint8_t)~TETHER__CH_WS;
     }
     t->in->ops->destroy(t->in);
     free(t->ib);
@@ -330,7 +331,8 @@ static const struct tether_transport_ops ws_ops = {
 
 int tether__ws_wrap(tether_conn *c, bool server)
 {
-    struct ws_transport *t = calloc(1, sizeof *t);
+    struct tether__conn_extra *ex = tether__conn_extra(c); /* holds c's pointer to it */
+    struct ws_transport *t = ex != NULL ? calloc(1, sizeof *t) : NULL;
     if (t == NULL) {
         return TETHER_ENOMEM;
     }
@@ -343,7 +345,8 @@ int tether__ws_wrap(tether_conn *c, bool server)
     t->phase = TETHER__WS_INNER;
     t->text = t->cfg->text;
     c->tr = &t->base;
-    c->ws = t;
+    ex->ws = t;
+    c->hooks |= TETHER__CH_WS;
     if (server && c->cfg->pp_accept == 0) {
         /* One deadline for TLS and the upgrade request together. */
         tether__conn_timer_stop(c);
@@ -357,7 +360,7 @@ int tether__ws_wrap(tether_conn *c, bool server)
 
 bool tether__ws_handshake_timeout(tether_conn *c)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (tether__conn_url(c) != NULL) {
         if (t->phase == TETHER__WS_INNER) {
             return false;
@@ -383,7 +386,7 @@ bool tether__ws_handshake_timeout(tether_conn *c)
 
 void tether__ws_on_deliver(tether_conn *c)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t == NULL) {
         return;
     }
@@ -397,7 +400,7 @@ void tether__ws_on_deliver(tether_conn *c)
 
 bool tether__ws_read_failed(tether_conn *c, int rv)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t == NULL || !t->violated || c->state != TETHER__CS_READY) {
         return false;
     }
@@ -412,7 +415,7 @@ bool tether__ws_read_failed(tether_conn *c, int rv)
 
 bool tether__ws_goaway(tether_conn *c, const char *text)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t == NULL) {
         return false;
     }
@@ -448,7 +451,7 @@ const struct tether_transport *tether__ws_inner(const struct tether_transport *t
 
 const char *tether__ws_eof_detail(tether_conn *c)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     return t != NULL && t->eof_detail[0] != '\0' ? t->eof_detail : NULL;
 }
 
@@ -485,25 +488,29 @@ int tether_ws_set_text(tether_conn *c, bool text)
 
 bool tether_ws_msg_is_text(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->cur_text;
+    return c != NULL && tether__conn_ws(c) != NULL && tether__conn_ws(c)->cur_text;
 }
 
 const char *tether_ws_path(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->path : NULL;
+    return c != NULL && tether__conn_ws(c) != NULL && tether__conn_ws(c)->phase == TETHER__WS_OPEN
+               ? tether__conn_ws(c)->path
+               : NULL;
 }
 
 const char *tether_ws_origin(const tether_conn *c)
 {
-    if (c == NULL || c->ws == NULL || c->ws->phase != TETHER__WS_OPEN) {
+    if (c == NULL || tether__conn_ws(c) == NULL || tether__conn_ws(c)->phase != TETHER__WS_OPEN) {
         return NULL;
     }
-    return c->ws->server ? c->ws->origin : c->cfg->ws->origin;
+    return tether__conn_ws(c)->server ? tether__conn_ws(c)->origin : c->cfg->ws->origin;
 }
 
 const char *tether_ws_protocol(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->protocol : NULL;
+    return c != NULL && tether__conn_ws(c) != NULL && tether__conn_ws(c)->phase == TETHER__WS_OPEN
+               ? tether__conn_ws(c)->protocol
+               : NULL;
 }
 
 int tether_ws_close(tether_conn *c, int code, const char *reason)
@@ -519,7 +526,7 @@ int tether_ws_close(tether_conn *c, int code, const char *reason)
     if (c->cfg->ws == NULL) {
         return TETHER_ENOTSUP;
     }
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t != NULL && !t->close_tx && t->tx_code == 0) {
         t->tx_code = code;
         memcpy(t->tx_reason, reason != NULL ? reason : "", rl + 1);
@@ -530,5 +537,5 @@ int tether_ws_close(tether_conn *c, int code, const char *reason)
 
 int tether_ws_close_code(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL ? c->ws->rx_code : 0;
+    return c != NULL && tether__conn_ws(c) != NULL ? tether__conn_ws(c)->rx_code : 0;
 }

@@ -181,8 +181,9 @@ static void set_close(struct ws_transport *t, unsigned reason, const char *text,
 
 void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text)
 {
-    if (c->ws != NULL) {
-        set_close(c->ws, reason, text != NULL ? text : "", text != NULL ? strlen(text) : 0);
+    if (tether__conn_ws(c) != NULL) {
+        set_close(tether__conn_ws(c), reason, text != NULL ? text : "",
+                  text != NULL ? strlen(text) : 0);
     }
 }
 
