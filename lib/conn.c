@@ -35,7 +35,7 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 336, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 320, "keep the connection small");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -152,7 +152,7 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->url == NULL && ex->pp == NULL &&
         ex->wnotify == NULL && ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL &&
-        ex->ack == NULL && ex->peer6.family == 0 && ex->ws == NULL &&
+        ex->ack == NULL && ex->peer6.family == 0 && ex->ws == NULL && c->memflags == 0 &&
         !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;

@@ -199,6 +199,8 @@ struct tether__conn_extra {
     struct tether__ack *ack;     /* acknowledgements (ack.h): negotiated or asked for */
     struct tether__peer_min peer6; /* an accepted IPv6 peer (conn_info.c); family 0: none */
     struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
+    tether_conn *mem_next;         /* on the memory budget's list while memflags != 0 */
+    tether_conn *mem_prev;
 };
 
 struct tether_conn {
@@ -258,8 +260,6 @@ struct tether_conn {
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
     struct tether__mem *mem; /* the loop's memory budget and accounting */
-    tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
-    tether_conn *mem_prev;
     uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
     /* ---- thread-safe references (conn_ref.c); here, in the padding
      * after memflags, so that they cost an idle connection nothing ---- */

@@ -271,8 +271,9 @@ void tether__mem_went_under(struct tether__mem *m);
 bool tether__mem_heavy(const tether_conn *c, size_t held);
 
 /* Holds a heavy connection back (TETHER__MF_*); it is released when
- * usage falls to the low-water mark. */
-void tether__mem_block(tether_conn *c, uint8_t what);
+ * usage falls to the low-water mark. False when out of memory for its
+ * place on the list (c->ex): the connection is not held back then. */
+bool tether__mem_block(tether_conn *c, uint8_t what);
 
 /* The connection is freed: leaves the blocked list and the count. */
 void tether__mem_conn_gone(tether_conn *c);

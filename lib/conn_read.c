@@ -411,10 +411,10 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued)) {
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued) &&
+            tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */
-            tether__mem_block(c, TETHER__MF_PAUSED);
             return;
         }
         struct iovec iov[2];
@@ -434,9 +434,9 @@ static void conn_read_rounds(tether_conn *c)
             }
             if (c->rcap - c->rlen < c->rlen / 2) {
                 size_t cap = TETHER__MIN(c->rlen * 2, limit);
-                if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
+                if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued) &&
+                    tether__mem_block(c, TETHER__MF_PAUSED)) {
                     /* Growing would take this peer past its share. */
-                    tether__mem_block(c, TETHER__MF_PAUSED);
                     return;
                 }
                 if (rpart_resize(c, cap) != TETHER_OK) {

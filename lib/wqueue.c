@@ -363,10 +363,10 @@ static int conn_send_impl(tether_conn *c, const uint8_t *data, size_t len, bool 
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
+    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued) &&
+        tether__mem_block(c, TETHER__MF_REFUSED)) {
         /* The loop's memory budget is spent and this connection holds
          * more than its share: on_drain runs once usage is back down. */
-        tether__mem_block(c, TETHER__MF_REFUSED);
         return TETHER_EAGAIN;
     }
     if (TETHER__LIKELY(cfg->fast_len32 && !zc && len < DIRECT_MIN)) {
