@@ -127,25 +127,29 @@ int tether__ack_dial_take(tether_conn *c)
         return TETHER_OK;
     }
     dial_want = false;
-    c->ack = calloc(1, sizeof *c->ack);
-    if (c->ack == NULL) {
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    struct tether__ack *a = ex != NULL ? calloc(1, sizeof *a) : NULL;
+    if (a == NULL) {
         return TETHER_ENOMEM;
     }
-    c->ack->want = true;
+    a->want = true;
+    ex->ack = a;
+    c->hooks |= TETHER__CH_ACK;
     return TETHER_OK;
 }
 
 uint8_t tether__ack_hello_flags(const tether_conn *c)
 {
     /* A server takes acknowledgements from any client that asks. */
-    bool on = (c->flags & TETHER__CF_ACCEPTED) || (c->ack != NULL && c->ack->want);
+    bool on = (c->flags & TETHER__CF_ACCEPTED) ||
+              (tether__conn_ack(c) != NULL && tether__conn_ack(c)->want);
     return on && c->cfg->fast_len32 ? TETHER__HELLO_ACKS : 0;
 }
 
 bool tether__ack_on_hello(tether_conn *c, uint8_t flags)
 {
     bool peer = (flags & TETHER__HELLO_ACKS) != 0;
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = tether__conn_ack(c);
     if (a != NULL && a->want) {
         a->st = peer ? TETHER__ACK_ON : TETHER__ACK_OFF;
         if (!peer) {
@@ -166,7 +170,13 @@ bool tether__ack_on_hello(tether_conn *c, uint8_t flags)
     }
     if (peer && tether__ack_hello_flags(c) != 0) {
         if (a == NULL) {
-            a = c->ack = calloc(1, sizeof *a);
+            struct tether__conn_extra *ex = tether__conn_extra(c);
+            a = ex != NULL ? calloc(1, sizeof *a) : NULL;
+            if (a != NULL) {
+                ex->ack = a;
+                c->hooks |= TETHER__CH_ACK;
+                c->hooks |= TETHER__CH_ACK;
+            }
             if (a == NULL) {
                 tether__conn_fail(c, TETHER_ENOMEM, "out of memory for acknowledgements");
                 return false;
@@ -179,7 +189,7 @@ bool tether__ack_on_hello(tether_conn *c, uint8_t flags)
 
 bool tether__ack_admits(const tether_conn *c, uint8_t type)
 {
-    const struct tether__ack *a = c->ack;
+    const struct tether__ack *a = tether__conn_ack(c);
     if (a == NULL || !(c->flags & TETHER__CF_PEER_HELLO)) {
         return false;
     }
@@ -197,7 +207,7 @@ int tether__ack_queue_resume(tether_conn *c, uint64_t token, uint64_t seq)
     struct iovec iov = {buf, sizeof buf};
     int rv = tether__wq_append_copy(c, &iov, 1, sizeof buf);
     if (rv == TETHER_OK) {
-        struct tether__ack *a = c->ack;
+        struct tether__ack *a = tether__conn_ack(c);
         if (a->tx_next == 0 || a->acked >= seq) {
             a->acked = seq - 1; /* acknowledgements count from here */
         }
@@ -213,7 +223,7 @@ static uint64_t get_be64(const uint8_t *p)
 
 bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t n)
 {
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = tether__conn_ack(c);
     if (type == TETHER__CTRL_ACK) {
         if (n != TETHER__CTRL_ACK_LEN) {
             tether__conn_fail(c, TETHER_EPROTO,
@@ -271,7 +281,7 @@ bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t 
 
 void tether__ack_after_read(tether_conn *c)
 {
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = tether__conn_ack(c);
     if (!a->rx_resumed || a->rx_next - 1 <= a->rx_acked || c->state != TETHER__CS_READY) {
         return;
     }
@@ -291,7 +301,7 @@ void tether__ack_after_read(tether_conn *c)
 
 void tether__ack_stats(const tether_conn *c, tether_stats *s)
 {
-    const struct tether__ack *a = c->ack;
+    const struct tether__ack *a = tether__conn_ack(c);
     if (a == NULL) {
         return;
     }
@@ -302,7 +312,7 @@ void tether__ack_stats(const tether_conn *c, tether_stats *s)
 
 void tether__ack_free(tether_conn *c)
 {
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = tether__conn_ack(c);
     if (a == NULL) {
         return;
     }
@@ -311,5 +321,6 @@ void tether__ack_free(tether_conn *c)
         a->e->used = tether__loop_time(c->h.loop);
     }
     free(a);
-    c->ack = NULL;
+    c->ex->ack = NULL;
+    c->hooks &= (uint8_t)~TETHER__CH_ACK;
 }

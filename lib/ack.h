@@ -4,7 +4,7 @@
  * receiver's duplicate filter with its per-loop table of resume tokens
  * (ack.c), and the hooks a reconnecting client (client_alo.c) sets on its
  * connections. A connection that never negotiates acknowledgements
- * carries one NULL pointer (c->ack). */
+ * carries nothing (c->ex->ack is NULL). */
 #ifndef TETHER_ACK_INT_H
 #define TETHER_ACK_INT_H
 
@@ -70,7 +70,7 @@ void tether__ack_forget(tether_loop *loop);
  * acknowledgements (set by client_alo.c just around the dial). */
 void tether__ack_dial_want(bool want);
 
-/* conn.c, tether_conn_dial(): takes the wish above (allocating c->ack).
+/* conn.c, tether_conn_dial(): takes the wish above (allocating c->ex->ack).
  * TETHER_ENOMEM when it cannot. */
 int tether__ack_dial_take(tether_conn *c);
 
@@ -91,7 +91,7 @@ bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t 
  * for a duplicate (dropped). Inline: it runs for every message received. */
 static inline bool tether__ack_rx_data(tether_conn *c)
 {
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = c->ex->ack; /* (rx_tag is TETHER__RX_SEQ: it exists) */
     uint64_t seq = a->rx_next++;
     if (TETHER__UNLIKELY(seq <= *a->rx_done)) {
         a->dups++;
@@ -111,13 +111,14 @@ int tether__ack_queue_resume(tether_conn *c, uint64_t token, uint64_t seq);
 /* Fills the acknowledgement statistics of a connection. */
 void tether__ack_stats(const tether_conn *c, tether_stats *s);
 
-/* Frees c->ack with the connection. */
+/* Frees c->ex->ack with the connection. */
 void tether__ack_free(tether_conn *c);
 
 /* After a tagged (call) data frame: numbered frames continue. */
 static inline void tether__ack_retag(tether_conn *c)
 {
-    if (c->ack != NULL && c->ack->rx_resumed && c->rx_tag == 0) {
+    const struct tether__ack *a = tether__conn_ack(c);
+    if (a != NULL && a->rx_resumed && c->rx_tag == 0) {
         c->rx_tag = TETHER__RX_SEQ;
     }
 }

@@ -159,7 +159,8 @@ uint8_t tether__call_hello_flags(const tether_conn *c)
 bool tether__call_negotiated(const tether_conn *c)
 {
     return c->cfg->o.calls && (c->flags & TETHER__CF_HELLO_SENT) &&
-           (c->flags & TETHER__CF_PEER_HELLO) && c->dl != NULL && c->dl->peer_calls;
+           (c->flags & TETHER__CF_PEER_HELLO) && tether__conn_dl(c) != NULL &&
+           tether__conn_dl(c)->peer_calls;
 }
 
 /* Queues a CALL or REPLY control frame and its data frame as one piece,
@@ -177,8 +178,8 @@ static int call_queue(tether_conn *c, uint8_t type, uint32_t id, const void *dat
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (!held && TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
-        tether__mem_block(c, TETHER__MF_REFUSED);
+    if (!held && TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued) &&
+        tether__mem_block(c, TETHER__MF_REFUSED)) {
         return TETHER_EAGAIN;
     }
     uint8_t hdr[TETHER__CTRL_HDR_LEN + TETHER__CTRL_CALL_LEN + 4];
@@ -289,7 +290,7 @@ bool tether__call_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t
         tether__conn_fail(c, TETHER_EPROTO, "protocol error: a %s control frame with id 0", name);
         return false;
     }
-    c->dl->rx_id = id;
+    tether__conn_dl(c)->rx_id = id;
     c->rx_tag = type == TETHER__CTRL_CALL ? TETHER__RX_REQ : TETHER__RX_REPLY;
     return true;
 }
@@ -298,7 +299,7 @@ void tether__call_deliver(tether_conn *c, const uint8_t *p, size_t len)
 {
     uint8_t tag = c->rx_tag;
     c->rx_tag = 0;
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     if (tag == TETHER__RX_REPLY) {
         struct tether__call *k = table_find(dl, dl->rx_id);
         if (k == NULL || k->held != NULL) {
@@ -329,8 +330,8 @@ void tether__call_deliver(tether_conn *c, const uint8_t *p, size_t len)
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }
-    if (tag == TETHER__RX_REQ && c->dl != NULL) {
-        c->dl->cur_id = 0;
+    if (tag == TETHER__RX_REQ && tether__conn_dl(c) != NULL) {
+        tether__conn_dl(c)->cur_id = 0;
     }
 }
 
@@ -354,7 +355,7 @@ static void call_timer_cb(struct tether__tnode *n)
 
 void tether__call_fail_all(tether_conn *c, int status)
 {
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     while (dl->first != NULL) {
         struct tether__call *k = dl->first;
         dl->failed++;
@@ -388,7 +389,7 @@ void tether__call_free(struct tether__dl *dl)
 
 void tether__call_stats(const tether_conn *c, tether_stats *s)
 {
-    const struct tether__dl *dl = c->dl;
+    const struct tether__dl *dl = tether__conn_dl(c);
     if (dl == NULL) {
         return;
     }
@@ -423,7 +424,8 @@ int tether_call(tether_conn *c, const void *req, size_t len, int timeout_ms,
     /* Before the peer's HELLO only the dialling side may call: it spoke
      * first, so the answer decides. An accepted connection without the
      * peer's HELLO has a plain peer (HELLO comes first) or none yet. */
-    bool known = (c->flags & TETHER__CF_PEER_HELLO) || (c->dl != NULL && c->dl->peer_plain);
+    bool known = (c->flags & TETHER__CF_PEER_HELLO) ||
+                 (tether__conn_dl(c) != NULL && tether__conn_dl(c)->peer_plain);
     if ((known || !(c->flags & TETHER__CF_DIALED)) && !tether__call_negotiated(c)) {
         tether__conn_set_err(c, (c->flags & TETHER__CF_PEER_HELLO)
                                     ? "tether_call: the peer does not take calls (its HELLO "
@@ -481,14 +483,14 @@ int tether_call(tether_conn *c, const void *req, size_t len, int timeout_ms,
 
 int tether_call_cancel(tether_conn *c, uint32_t id)
 {
-    if (c == NULL || c->dl == NULL) {
+    if (c == NULL || tether__conn_dl(c) == NULL) {
         return TETHER_EINVAL;
     }
-    struct tether__call *k = table_find(c->dl, id);
+    struct tether__call *k = table_find(tether__conn_dl(c), id);
     if (k == NULL || id == 0) {
         return TETHER_EINVAL;
     }
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     dl->canceled++;
     call_unlink(k);
     /* Reported from the loop, like every other outcome. */
@@ -506,7 +508,7 @@ int tether_call_cancel(tether_conn *c, uint32_t id)
 
 uint32_t tether_conn_msg_call_id(const tether_conn *c)
 {
-    return c != NULL && c->dl != NULL ? c->dl->cur_id : 0;
+    return c != NULL && tether__conn_dl(c) != NULL ? tether__conn_dl(c)->cur_id : 0;
 }
 
 int tether_conn_reply(tether_conn *c, uint32_t id, const void *data, size_t len)

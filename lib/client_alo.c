@@ -117,7 +117,8 @@ static void calo_hello_timeout(struct tether__tnode *n)
 {
     struct tether__calo *k = tether__container_of(n, struct tether__calo, hello_timer);
     tether_conn *c = k->cl->conn;
-    if (c == NULL || c->ack == NULL || c->ack->st != TETHER__ACK_UNKNOWN) {
+    if (c == NULL || tether__conn_ack(c) == NULL ||
+        tether__conn_ack(c)->st != TETHER__ACK_UNKNOWN) {
         return;
     }
     if (k->cl->paused) {
@@ -155,7 +156,8 @@ void tether__calo_dial(tether_client *cl, bool begin)
 
 void tether__calo_connected(tether_client *cl, tether_conn *c)
 {
-    if (cl->alo != NULL && c->ack != NULL && c->ack->st == TETHER__ACK_UNKNOWN) {
+    if (cl->alo != NULL && tether__conn_ack(c) != NULL &&
+        tether__conn_ack(c)->st == TETHER__ACK_UNKNOWN) {
         tether__tnode_start(cl->loop, &cl->alo->hello_timer, calo_hello_ms(cl));
     }
 }
@@ -175,7 +177,8 @@ bool tether__calo_closed(tether_client *cl, tether_conn *c, bool was_connected, 
         }
         return false;
     }
-    if (!was_connected || c->ack == NULL || !c->ack->want || c->ack->st != TETHER__ACK_UNKNOWN) {
+    if (!was_connected || tether__conn_ack(c) == NULL || !tether__conn_ack(c)->want ||
+        tether__conn_ack(c)->st != TETHER__ACK_UNKNOWN) {
         return false;
     }
     if (++k->probe_fails < CALO_PROBES) {
@@ -202,15 +205,15 @@ bool tether__calo_closed(tether_client *cl, tether_conn *c, bool was_connected, 
 
 void tether__calo_conn(tether_client *cl, tether_conn *c)
 {
-    if (cl->alo != NULL && c->ack != NULL) {
-        c->ack->on_ack = calo_on_ack;
-        c->ack->on_nego = calo_on_nego;
+    if (cl->alo != NULL && tether__conn_ack(c) != NULL) {
+        tether__conn_ack(c)->on_ack = calo_on_ack;
+        tether__conn_ack(c)->on_nego = calo_on_nego;
     }
 }
 
 bool tether__calo_before_send_slow(tether_client *cl, tether_conn *c, struct cmsg *m)
 {
-    struct tether__ack *a = c->ack;
+    struct tether__ack *a = tether__conn_ack(c);
     if (a == NULL) {
         return true; /* (could not be allocated: the dial failed) */
     }
@@ -228,10 +231,10 @@ bool tether__calo_before_send_slow(tether_client *cl, tether_conn *c, struct cms
 bool tether__calo_may_close(const tether_client *cl)
 {
     const tether_conn *c = cl->conn;
-    if (cl->alo == NULL || c == NULL || c->ack == NULL) {
+    if (cl->alo == NULL || c == NULL || tether__conn_ack(c) == NULL) {
         return true;
     }
-    return cl->head == NULL || c->ack->st == TETHER__ACK_OFF;
+    return cl->head == NULL || tether__conn_ack(c)->st == TETHER__ACK_OFF;
 }
 
 void tether__calo_stats(const tether_client *cl, tether_stats *s)

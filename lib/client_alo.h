@@ -35,7 +35,7 @@ static inline uint64_t tether__calo_number(tether_client *cl)
  * acknowledged, never when written. */
 static inline bool tether__calo_acks_on(const tether_conn *c)
 {
-    return c->ack != NULL && c->ack->st == TETHER__ACK_ON;
+    return (c->hooks & TETHER__CH_ACK) && c->ex->ack->st == TETHER__ACK_ON;
 }
 
 /* Before m is handed to c: false to wait (acks not negotiated yet, or no
@@ -44,7 +44,7 @@ bool tether__calo_before_send_slow(tether_client *cl, tether_conn *c, struct cms
 
 static inline bool tether__calo_before_send(tether_client *cl, tether_conn *c, struct cmsg *m)
 {
-    if (TETHER__LIKELY(tether__calo_acks_on(c) && m->seq == c->ack->tx_next)) {
+    if (TETHER__LIKELY(tether__calo_acks_on(c) && m->seq == c->ex->ack->tx_next)) {
         return true; /* the numbering continues */
     }
     return tether__calo_before_send_slow(cl, c, m);
@@ -59,7 +59,7 @@ static inline void tether__calo_sent(tether_client *cl, tether_conn *c, struct c
     }
     m->sent = true;
     if (tether__calo_acks_on(c)) {
-        c->ack->tx_next = m->seq + 1;
+        c->ex->ack->tx_next = m->seq + 1;
         m->end = UINT64_MAX; /* done when acknowledged, not when written */
     }
 }

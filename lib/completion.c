@@ -32,16 +32,17 @@ static void dl_pending_cb(struct tether__pending *p);
 
 struct tether__dl *tether__dl_get(tether_conn *c)
 {
-    if (c->dl == NULL) {
-        struct tether__dl *dl = calloc(1, sizeof *dl);
+    if (tether__conn_dl(c) == NULL) {
+        struct tether__conn_extra *ex = tether__conn_extra(c);
+        struct tether__dl *dl = ex != NULL ? calloc(1, sizeof *dl) : NULL;
         if (dl == NULL) {
             return NULL;
         }
         dl->c = c;
         tether__pending_init(&dl->pend, dl_pending_cb);
-        c->dl = dl;
+        ex->dl = dl;
     }
-    return c->dl;
+    return c->ex->dl;
 }
 
 int tether__dl_gone_status(const tether_conn *c)
@@ -51,7 +52,7 @@ int tether__dl_gone_status(const tether_conn *c)
 
 static void done_push(tether_conn *c, struct tether__done *d, int status)
 {
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     d->status = status;
     d->next = NULL;
     if (dl->done_tail != NULL) {
@@ -102,7 +103,7 @@ void tether__done_written(void *data, void *ud)
 {
     tether_conn *c = ud;
     done_push(c, done_of(data), TETHER_OK);
-    tether__pending_queue(c->h.loop, &c->dl->pend);
+    tether__pending_queue(c->h.loop, &tether__conn_dl(c)->pend);
 }
 
 void tether__done_release(tether_conn *c, struct tether__wseg *s)
@@ -112,7 +113,7 @@ void tether__done_release(tether_conn *c, struct tether__wseg *s)
 
 void tether__dl_conn_gone(tether_conn *c)
 {
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     tether__pending_cancel(c->h.loop, &dl->pend);
     dl_fire_done(dl);
     tether__call_fail_all(c, tether__dl_gone_status(c));
@@ -120,7 +121,7 @@ void tether__dl_conn_gone(tether_conn *c)
 
 void tether__dl_free(tether_conn *c)
 {
-    struct tether__dl *dl = c->dl;
+    struct tether__dl *dl = tether__conn_dl(c);
     if (dl == NULL) {
         return;
     }
@@ -129,7 +130,7 @@ void tether__dl_free(tether_conn *c)
     dl_fire_done(dl);
     tether__call_free(dl);
     free(dl);
-    c->dl = NULL;
+    c->ex->dl = NULL;
 }
 
 int tether_conn_send_cb(tether_conn *c, const void *data, size_t len, tether_send_cb cb, void *ud)

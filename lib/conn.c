@@ -31,6 +31,12 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
+/* Every accepted connection is one of these (and its transport), for as
+ * long as it lives: tens of thousands idle in one process (issue #12,
+ * tests/bench/README.md). What only some connections need, or need only
+ * for a while, goes into struct tether__conn_extra instead. */
+static_assert(sizeof(struct tether_conn) <= 320, "keep the connection small");
+
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
@@ -38,14 +44,15 @@ static void conn_close_obj(void *obj);
 
 static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
 {
-    c->err_const = NULL;
-    if (c->err == NULL) {
-        c->err = malloc(TETHER_ERROR_MSG_MAX);
-        if (c->err == NULL) {
-            return;
+    if (!c->err_owned) {
+        char *b = malloc(TETHER_ERROR_MSG_MAX);
+        if (b == NULL) {
+            return; /* the previous detail stays */
         }
+        c->err = b;
+        c->err_owned = true;
     }
-    vsnprintf(c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+    vsnprintf((char *)c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
 }
 
 void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
@@ -89,12 +96,53 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
     tether__flush_init(&c->flush, tether__conn_flush_cb);
-    tether__tnode_init(&c->timer, conn_timer_cb);
     /* Active, and so keeping the loop running unless unref'd, until freed
      * (after on_close and any lingering close). */
     tether__handle_init(&c->h, loop, TETHER_HANDLE_CONN, c, conn_close_obj);
     tether__handle_start(&c->h);
     return c;
+}
+
+/* (malloc and a zeroing store rather than calloc, which glibc serves
+ * without its thread cache: a dial paid about 200 instructions for it.) */
+static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
+{
+    *ex = (struct tether__conn_extra){.c = c};
+    tether__tnode_init(&ex->timer, conn_timer_cb);
+    c->ex = ex;
+}
+
+struct tether__conn_extra *tether__conn_extra(tether_conn *c)
+{
+    if (c->ex == NULL) {
+        struct tether__conn_extra *ex = malloc(sizeof *ex);
+        if (ex != NULL) {
+            conn_extra_init(c, ex);
+        }
+    }
+    return c->ex;
+}
+
+bool tether__conn_timer_start(tether_conn *c, uint64_t ms)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return false;
+    }
+    tether__tnode_start(c->h.loop, &ex->timer, ms);
+    return true;
+}
+
+void tether__conn_extra_trim(tether_conn *c)
+{
+    const struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
+        ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
+        ex->peer6.family == 0 && ex->ws == NULL && c->memflags == 0 &&
+        !tether__tnode_active(&ex->timer)) {
+        free(c->ex);
+        c->ex = NULL;
+    }
 }
 
 /* ---- closing ----------------------------------------------------------- */
@@ -126,7 +174,7 @@ static void conn_finish(tether_conn *c, int reason)
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
-        tether__tnode_stop(c->h.loop, &c->timer);
+        tether__conn_timer_stop(c);
         conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
         return;
@@ -136,7 +184,7 @@ static void conn_finish(tether_conn *c, int reason)
     }
     c->state = TETHER__CS_DEAD;
     c->reason = reason;
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
     /* The socket stays open, unwatched, until the handle is freed after
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->h.loop, &c->io);
@@ -180,9 +228,11 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         tether__conn_fail(c, reason, NULL); /* keeps what is recorded */
         return;
     }
-    free(c->err);
-    c->err = NULL;
-    c->err_const = detail;
+    if (c->err_owned) {
+        free((char *)c->err);
+        c->err_owned = false;
+    }
+    c->err = detail;
     conn_finish(c, reason);
 }
 
@@ -247,8 +297,12 @@ static void conn_free(tether_conn *c)
     tether__pp_conn_free(c);
     tether__dl_free(c);
     tether__ack_free(c);
-    free(c->err);
-    tether__conn_cfg_unref(c->cfg); /* (c->url is its dial_url) */
+    if (c->err_owned) {
+        free((char *)c->err);
+    }
+    tether__conn_timer_stop(c);
+    free(c->ex);
+    tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
     free(c);
 }
 
@@ -320,9 +374,12 @@ void tether__conn_begin_shutdown(tether_conn *c)
     if (!(c->flags & TETHER__CF_KEEP_REASON)) {
         c->reason = TETHER_OK;
     }
+    if (!tether__conn_timer_start(c, LINGER_MS)) {
+        conn_finish(c, c->reason); /* no memory for the deadline: no lingering */
+        return;
+    }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
-    tether__tnode_start(c->h.loop, &c->timer, LINGER_MS);
     tether__conn_update_io(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
@@ -335,21 +392,16 @@ void tether__conn_begin_close(tether_conn *c)
         tether__tnode_stop(c->h.loop, &c->live->timer);
     }
     if (c->wq_head == NULL) {
-        /* Nothing to flush: a TCP shutdown is done at once (then the
-         * linger deadline follows), so the close timeout is only armed
-         * when the shutdown has to wait (TLS close_notify). */
         tether__conn_begin_shutdown(c);
-        if (c->state != TETHER__CS_CLOSING) {
-            return;
-        }
-    }
-    int ms = c->cfg->o.close_timeout_ms;
-    if (ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
-    }
-    if (c->wq_head != NULL) {
+    } else {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
         tether__conn_flush(c);
+    }
+    /* The close timeout bounds this phase, if it did not end at once: a
+     * plain close of an idle connection allocates no deadline. */
+    int ms = c->cfg->o.close_timeout_ms;
+    if (c->state == TETHER__CS_CLOSING && ms >= 0 && !tether__conn_timer_start(c, (uint64_t)ms)) {
+        tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the close deadline");
     }
 }
 
@@ -357,7 +409,8 @@ static void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
+    tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
     if (c->live != NULL) {
         tether__live_start(c);
     }
@@ -400,8 +453,8 @@ static void conn_handshake_step(tether_conn *c)
     int rv = c->tr->ops->handshake(c->tr, &done);
     if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
         const char *d = c->tr->ops->last_error(c->tr);
-        if (c->url != NULL) {
-            tether__conn_fail(c, rv, "connect to %s: %s", c->url,
+        if (tether__conn_url(c) != NULL) {
+            tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c),
                               d != NULL ? d : tether_strerror(rv));
         } else {
             char peer[80];
@@ -412,8 +465,9 @@ static void conn_handshake_step(tether_conn *c)
                 c->flags |= TETHER__CF_REPORT_LISTENER;
             }
             tether__conn_fail(c, rv, "%s handshake with %s failed: %s",
-                              c->cfg->tls != NULL && c->ws == NULL ? "TLS" : c->tr->ops->name, peer,
-                              d != NULL ? d : tether_strerror(rv));
+                              c->cfg->tls != NULL && tether__conn_ws(c) == NULL ? "TLS"
+                                                                                : c->tr->ops->name,
+                              peer, d != NULL ? d : tether_strerror(rv));
         }
         return;
     }
@@ -428,10 +482,10 @@ static void conn_handshake_step(tether_conn *c)
  * the connect timeout, for an accepted one the TLS configuration's. */
 static void conn_handshake_timeout(tether_conn *c)
 {
-    if (c->url != NULL) {
+    if (tether__conn_url(c) != NULL) {
         tether__conn_fail(c, TETHER_ETIMEDOUT,
                           "connect to %s: TLS handshake timed out (connect timeout of %d ms)",
-                          c->url, c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c), c->cfg->o.connect_timeout_ms);
         return;
     }
     char peer[80];
@@ -453,8 +507,8 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
             /* Accepted connections have no connect deadline: the TLS
              * configuration bounds their handshake. */
             int ms = tether__tls_handshake_timeout_ms(c->cfg->tls);
-            if (ms >= 0) {
-                tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+            if (ms >= 0 && !tether__conn_timer_start(c, (uint64_t)ms)) {
+                rv = TETHER_ENOMEM;
             }
         }
     } else {
@@ -558,21 +612,21 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
 
 static void conn_timer_cb(struct tether__tnode *n)
 {
-    tether_conn *c = tether__container_of(n, tether_conn, timer);
+    tether_conn *c = tether__container_of(n, struct tether__conn_extra, timer)->c;
     unsigned pp_ev;
     switch (c->state) {
     case TETHER__CS_CONNECTING:
     case TETHER__CS_HANDSHAKING:
-        if (c->state == TETHER__CS_CONNECTING && c->dialer != NULL) {
+        if (c->state == TETHER__CS_CONNECTING && c->ex != NULL && c->ex->dialer != NULL) {
             tether__dial_timeout(c); /* names the addresses it tried */
             break;
         }
         if (c->state == TETHER__CS_HANDSHAKING && tether__pp_conn_pending(c, &pp_ev) &&
-            c->url == NULL) {
+            tether__conn_url(c) == NULL) {
             tether__pp_conn_timeout(c);
             break;
         }
-        if (c->state == TETHER__CS_HANDSHAKING && c->ws != NULL &&
+        if (c->state == TETHER__CS_HANDSHAKING && tether__conn_ws(c) != NULL &&
             tether__ws_handshake_timeout(c)) {
             break;
         }
@@ -581,7 +635,8 @@ static void conn_timer_cb(struct tether__tnode *n)
             break;
         }
         tether__conn_fail(c, TETHER_ETIMEDOUT, "connect to %s timed out after %d ms",
-                          c->url != NULL ? c->url : "peer", c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c) != NULL ? tether__conn_url(c) : "peer",
+                          c->cfg->o.connect_timeout_ms);
         break;
     case TETHER__CS_CLOSING:
         if ((c->flags & TETHER__CF_KEEP_REASON) && c->reason != TETHER_OK) {
@@ -665,15 +720,15 @@ static void conn_pending_cb(struct tether__pending *p)
                 tether__log_on(TETHER_LOG_DEBUG)) {
                 const char *d = tether_conn_last_error(c);
                 tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
-                            c->url != NULL ? "dialled" : "accepted", tether_err_name(reason),
-                            d[0] != '\0' ? d : tether_strerror(reason));
+                            tether__conn_url(c) != NULL ? "dialled" : "accepted",
+                            tether_err_name(reason), d[0] != '\0' ? d : tether_strerror(reason));
             }
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
                 tether__wq_release_all(c);
             }
-            if (c->dl != NULL) {
+            if (tether__conn_dl(c) != NULL) {
                 tether__dl_conn_gone(c); /* completions and calls fail first */
             }
             if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
@@ -821,10 +876,9 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     c->flags |= TETHER__CF_DIALED;
-    c->url = cfg->dial_url;
     c->userdata = opts != NULL ? opts->userdata : NULL; /* (a shared cfg has another's) */
     if (tether__ack_dial_take(c) != TETHER_OK ||
-        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || c->ack != NULL) &&
+        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || tether__conn_ack(c) != NULL) &&
          tether__ctrl_queue_hello(c) != TETHER_OK)) {
         c->state = TETHER__CS_DEAD;
         conn_free(c);

@@ -115,13 +115,21 @@ union tether__peer_addr {
     struct sockaddr_in6 in6;
 };
 
-/* The same, compact (24 bytes instead of 28 and a hole): every accepted
- * connection keeps one. IPv4 or IPv6 only; family 0: none. */
+/* The same, compact (24 bytes instead of 28 and a hole). IPv4 or IPv6
+ * only; family 0: none. */
 struct tether__peer_min {
     uint16_t family;
     uint16_t port;     /* network order */
     uint32_t scope_id; /* IPv6 */
     uint8_t addr[16];  /* 4 bytes for IPv4 */
+};
+
+/* What every accepted connection keeps of it: an IPv4 address in 8 bytes;
+ * for IPv6 only the family, the address being in c->ex->peer6. */
+struct tether__peer4 {
+    uint16_t family; /* AF_INET, AF_INET6 (see c->ex->peer6) or 0: none */
+    uint16_t port;   /* network order */
+    uint8_t addr[4];
 };
 
 struct tether__mem;       /* membudget.c */
@@ -164,6 +172,37 @@ struct tether__live {
     int64_t rtt_us;    /* -1 until measured */
 };
 
+/* What few connections use, or use only for a while, out of the main
+ * struct: an idle accepted connection has none, and every byte of one
+ * counts tens of thousands of times (issue #12). Allocated on first use
+ * (tether__conn_extra()), freed with the connection or as soon as nothing
+ * in it is in use (tether__conn_extra_trim()). Readers go through c->ex,
+ * which may be NULL: nothing of it is in use then. */
+struct tether__conn_extra {
+    tether_conn *c;
+    /* Connect deadline (dialled: DNS, TCP and any handshake; accepted: the
+     * PROXY header, TLS or WebSocket handshake), then the close or linger
+     * deadline. Through tether__conn_timer_start/stop. */
+    struct tether__tnode timer;
+    struct tether__dialer *dialer; /* while dialling (connect.c) */
+    struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
+    /* Internal observer (reconnect.c): called after output was handed to
+     * the transport, never from inside a user callback's dispatch of a
+     * different connection. Must not call user code. */
+    void (*wnotify)(tether_conn *c);
+    /* Internal observer (reconnect_drain.c): a drain started on this
+     * connection, asked by the peer or by us (max_age_ms). Runs inside the
+     * connection's dispatch; may dial, must not close this connection. */
+    void (*gnotify)(tether_conn *c);
+    struct tether__dl *dl;         /* delivery (delivery.h): allocated on first use, or NULL */
+    struct tether__drain *drain;   /* while draining (drain.c): the deadline and the texts */
+    struct tether__ack *ack;       /* acknowledgements (ack.h): negotiated or asked for */
+    struct tether__peer_min peer6; /* an accepted IPv6 peer (conn_info.c); family 0: none */
+    struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
+    tether_conn *mem_next;         /* on the memory budget's list while memflags != 0 */
+    tether_conn *mem_prev;
+};
+
 struct tether_conn {
     /* First member (see struct tether__handle). Its loop is the
      * connection's loop: h.loop, not a second pointer. Registered from
@@ -176,14 +215,15 @@ struct tether_conn {
     struct tether__io io;
     struct tether__pending pend;
     struct tether__flush flush;
-    struct tether__tnode timer; /* connect deadline, then close/linger deadline */
 
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint16_t todo;   /* deferred work for pend */
+    uint8_t todo;    /* deferred work for pend */
+    uint8_t hooks;   /* TETHER__CH_*: what of c->ex the hot paths must look at */
     uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
                         0 default, 1 binary, 2 text */
+    bool err_owned;  /* err below is our buffer */
     int reason;      /* close reason once finishing */
     uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
 
@@ -199,10 +239,11 @@ struct tether_conn {
     size_t rcap;
     size_t rscan; /* framer resume hint for the frame at rpart[0] */
 
-    char *err;             /* detail of the last failure, lazily allocated */
-    const char *err_const; /* or a constant detail (no allocation), when err is NULL */
-    struct tether__dialer *dialer;
-    char *url; /* dialled URL, for error messages (dialled conns only): cfg->dial_url */
+    /* Detail of the last failure, or NULL: a constant (no allocation) or,
+     * with err_owned, a buffer of TETHER_ERROR_MSG_MAX allocated for
+     * formatted details (and reused by the next). */
+    const char *err;
+    struct tether__conn_extra *ex; /* cold state, or NULL (see the struct) */
 
     /* Statistics (tether_conn_get_stats). bytes_out is also the stream
      * offset the reconnecting client compares its messages with: every byte
@@ -219,42 +260,54 @@ struct tether_conn {
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
     struct tether__mem *mem; /* the loop's memory budget and accounting */
-    tether_conn *mem_next;   /* on the budget's list while memflags != 0 */
-    tether_conn *mem_prev;
-    uint8_t memflags; /* TETHER__MF_*: what the budget holds back */
+    uint8_t memflags;        /* TETHER__MF_*: what the budget holds back */
     /* ---- thread-safe references (conn_ref.c); here, in the padding
      * after memflags, so that they cost an idle connection nothing ---- */
     uint8_t ref_watch; /* the reference's slot waits for write progress */
-    /* (delivery and drain bytes, here in the padding too; see below) */
-    uint8_t rx_tag;               /* the next data frame is a request or a reply (call.c) */
-    uint8_t drain_st;             /* TETHER__DR_*: the drain frames sent and received (drain.c) */
-    uint32_t ref_idx;             /* the slot of tether_ref_get(); 0: none */
-    size_t rknown;                /* full size of the frame at rpart[0]; 0 if unknown */
-    size_t qacct;                 /* the part of queued the budget has counted */
-    struct tether__peer_min peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
-    struct tether__pp_conn *pp;   /* PROXY protocol header in flight or received; or NULL */
-
-    /* Internal observer (reconnect.c): called after output was handed to
-     * the transport, never from inside a user callback's dispatch of a
-     * different connection. Must not call user code. */
-    void (*wnotify)(tether_conn *c);
-
-    /* ---- delivery: completion callbacks and calls (delivery.h) ---- */
-    struct tether__dl *dl; /* allocated on first use, or NULL; rx_tag is above */
-
-    /* ---- GOAWAY and drain (drain.c) ---- */
-    struct tether__drain *drain; /* while draining: the deadline and the texts; or NULL;
-                                    drain_st is above */
-    /* Internal observer (reconnect_drain.c): a drain started on this
-     * connection, asked by the peer or by us (max_age_ms). Runs inside the
-     * connection's dispatch; may dial, must not close this connection. */
-    void (*gnotify)(tether_conn *c);
-
-    /* ---- WebSocket (transport_ws.c) ---- */
-    struct ws_transport *ws; /* the WebSocket layer in c->tr, or NULL; ws_mode is above */
-    /* ---- acknowledgements, at-least-once streams (ack.h) ---- */
-    struct tether__ack *ack; /* negotiated or asked for; or NULL */
+    /* (delivery and drain bytes, here in the padding too; their state is in c->ex) */
+    uint8_t rx_tag;            /* the next data frame is a request or a reply (call.c) */
+    uint8_t drain_st;          /* TETHER__DR_*: the drain frames sent and received (drain.c) */
+    uint32_t ref_idx;          /* the slot of tether_ref_get(); 0: none */
+    size_t rknown;             /* full size of the frame at rpart[0]; 0 if unknown */
+    size_t qacct;              /* the part of queued the budget has counted */
+    struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
+
+/* The connection's cold state, allocated (zeroed) on first use; NULL
+ * when out of memory. */
+struct tether__conn_extra *tether__conn_extra(tether_conn *c);
+
+/* Arms the connection's deadline (c->ex->timer, see the struct); false
+ * when out of memory. */
+bool tether__conn_timer_start(tether_conn *c, uint64_t ms);
+
+static inline void tether__conn_timer_stop(tether_conn *c)
+{
+    if (c->ex != NULL) {
+        tether__tnode_stop(c->h.loop, &c->ex->timer);
+    }
+}
+
+/* Frees c->ex when nothing in it is in use any more. */
+void tether__conn_extra_trim(tether_conn *c);
+
+/* The connection's delivery state (delivery.h), or NULL. */
+static inline struct tether__dl *tether__conn_dl(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->dl : NULL;
+}
+
+/* The connection's drain state (drain.c), or NULL. */
+static inline struct tether__drain *tether__conn_drain(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->drain : NULL;
+}
+
+/* The connection's acknowledgement state (ack.h), or NULL. */
+static inline struct tether__ack *tether__conn_ack(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->ack : NULL;
+}
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */
 static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,
@@ -291,6 +344,38 @@ static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, 
 /* Lazy liveness: the queue started, watched only if a flush leaves output
  * behind (tether__live_qstart_due). */
 #define TETHER__CF_QSTART_DUE 0x8000u
+
+/* The URL a dialled connection was given, or NULL. */
+static inline const char *tether__conn_url(const tether_conn *c)
+{
+    return (c->flags & TETHER__CF_DIALED) != 0 ? c->cfg->dial_url : NULL;
+}
+
+/* conn->hooks: set while c->ex holds them, so that the per-write and
+ * per-read checks test one byte of the connection, as they tested one
+ * pointer before these moved out of it */
+#define TETHER__CH_WNOTIFY 0x01u /* c->ex->wnotify */
+#define TETHER__CH_ACK 0x02u     /* c->ex->ack */
+#define TETHER__CH_WS 0x04u      /* c->ex->ws */
+
+/* The connection's WebSocket layer (transport_ws.c), or NULL: one byte
+ * tested, since the read path asks for every message. */
+static inline struct ws_transport *tether__conn_ws(const tether_conn *c)
+{
+    return (c->hooks & TETHER__CH_WS) != 0 ? c->ex->ws : NULL;
+}
+
+/* Sets (or, with NULL, clears) c->ex->wnotify; c->ex must exist to set
+ * one. */
+static inline void tether__conn_set_wnotify(tether_conn *c, void (*fn)(tether_conn *c))
+{
+    if (c->ex == NULL) {
+        return; /* (fn is NULL: nothing was set) */
+    }
+    c->ex->wnotify = fn;
+    c->hooks =
+        (uint8_t)(fn != NULL ? c->hooks | TETHER__CH_WNOTIFY : c->hooks & ~TETHER__CH_WNOTIFY);
+}
 
 /* conn->todo: what the pending callback has to do */
 #define TETHER__CT_CONNECTED 0x01u

@@ -23,7 +23,7 @@
 /* ---- conn.c: the state machine ----------------------------------------- */
 
 /* Queues deferred work for the connection's pending callback. */
-static inline void tether__conn_todo(tether_conn *c, uint16_t what)
+static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 {
     c->todo |= what;
     tether__pending_queue(c->h.loop, &c->pend);
@@ -239,14 +239,14 @@ bool tether__drain_on_goaway(tether_conn *c, uint8_t flags, uint16_t code, const
  * close now, reporting TETHER_ETIMEDOUT. */
 void tether__drain_expire(tether_conn *c);
 
-/* The connection is freed: frees c->drain. */
+/* The connection is freed: frees c->ex->drain. */
 void tether__drain_free(tether_conn *c);
 
 /* ---- conn_proxy.c: the PROXY protocol header ------------------------ */
 
 /* A connection got its socket: prepares the header to send (dialled, with
  * tether_conn_opts::proxy_protocol) or to receive (accepted by a listener
- * that requires one) in c->pp, and for the latter arms the header
+ * that requires one) in c->ex->pp, and for the latter arms the header
  * deadline. Returns an error only when out of memory or when the header
  * cannot be built. */
 int tether__pp_conn_start(tether_conn *c, bool server);
@@ -266,7 +266,7 @@ void tether__pp_conn_timeout(tether_conn *c);
  * none (no PROXY protocol, LOCAL, UNKNOWN). */
 bool tether__pp_conn_source(const tether_conn *c, char *buf, size_t len);
 
-/* Frees c->pp. */
+/* Frees c->ex->pp. */
 void tether__pp_conn_free(tether_conn *c);
 
 /* Validates the PROXY options of a configuration and fills cfg->pp_source
@@ -326,8 +326,9 @@ void tether__mem_went_under(struct tether__mem *m);
 bool tether__mem_heavy(const tether_conn *c, size_t held);
 
 /* Holds a heavy connection back (TETHER__MF_*); it is released when
- * usage falls to the low-water mark. */
-void tether__mem_block(tether_conn *c, uint8_t what);
+ * usage falls to the low-water mark. False when out of memory for its
+ * place on the list (c->ex): the connection is not held back then. */
+bool tether__mem_block(tether_conn *c, uint8_t what);
 
 /* The connection is freed: leaves the blocked list and the count. */
 void tether__mem_conn_gone(tether_conn *c);

@@ -34,7 +34,7 @@ const char *tether_conn_last_error(const tether_conn *c)
     if (c == NULL) {
         return "";
     }
-    return c->err != NULL ? c->err : c->err_const != NULL ? c->err_const : "";
+    return c->err != NULL ? c->err : "";
 }
 
 size_t tether_conn_queued(const tether_conn *c)
@@ -91,30 +91,38 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
 
 void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa)
 {
-    struct tether__peer_min *m = &c->peer;
     if (pa->sa.sa_family == AF_INET) {
-        m->family = AF_INET;
-        m->port = pa->in.sin_port;
-        memcpy(m->addr, &pa->in.sin_addr, sizeof pa->in.sin_addr);
+        c->peer.family = AF_INET;
+        c->peer.port = pa->in.sin_port;
+        memcpy(c->peer.addr, &pa->in.sin_addr, sizeof pa->in.sin_addr);
     } else if (pa->sa.sa_family == AF_INET6) {
+        /* In the cold struct: IPv4 peers, the common case, cost nothing
+         * beyond the 8 bytes above. Out of memory, the address is not
+         * kept (getpeername still answers while the socket lives). */
+        struct tether__conn_extra *ex = tether__conn_extra(c);
+        if (ex == NULL) {
+            return;
+        }
+        struct tether__peer_min *m = &ex->peer6;
         m->family = AF_INET6;
         m->port = pa->in6.sin6_port;
         m->scope_id = pa->in6.sin6_scope_id;
         memcpy(m->addr, &pa->in6.sin6_addr, sizeof pa->in6.sin6_addr);
+        c->peer.family = AF_INET6;
     }
 }
 
 bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out)
 {
-    const struct tether__peer_min *m = &c->peer;
     memset(out, 0, sizeof *out);
-    if (m->family == AF_INET) {
+    if (c->peer.family == AF_INET) {
         out->in.sin_family = AF_INET;
-        out->in.sin_port = m->port;
-        memcpy(&out->in.sin_addr, m->addr, sizeof out->in.sin_addr);
+        out->in.sin_port = c->peer.port;
+        memcpy(&out->in.sin_addr, c->peer.addr, sizeof out->in.sin_addr);
         return true;
     }
-    if (m->family == AF_INET6) {
+    if (c->peer.family == AF_INET6 && c->ex != NULL) {
+        const struct tether__peer_min *m = &c->ex->peer6;
         out->in6.sin6_family = AF_INET6;
         out->in6.sin6_port = m->port;
         out->in6.sin6_scope_id = m->scope_id;

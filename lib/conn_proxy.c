@@ -25,6 +25,12 @@ static_assert(TETHER_PROXY_V1 == TETHER__PP_V1 && TETHER_PROXY_V2 == TETHER__PP_
               "public and internal version bits agree");
 static_assert(TETHER_PROXY_V2_MAX_LEN == TETHER__PP_V2_MAX_LEN, "one documented limit");
 
+/* The connection's header state, kept in its cold state (c->ex). */
+static inline struct tether__pp_conn *pp_of(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->pp : NULL;
+}
+
 enum {
     PP_SEND = 1,
     PP_RECV = 2,
@@ -187,12 +193,16 @@ static int pp_start_send(tether_conn *c)
     pp->version = (uint8_t)c->cfg->o.proxy_protocol;
     pp->buf = buf;
     pp->need = (size_t)n;
-    c->pp = pp;
+    c->ex->pp = pp;
     return TETHER_OK;
 }
 
 int tether__pp_conn_start(tether_conn *c, bool server)
 {
+    if ((server ? c->cfg->pp_accept != 0 : c->cfg->o.proxy_protocol != 0) &&
+        tether__conn_extra(c) == NULL) {
+        return TETHER_ENOMEM; /* c->ex holds the header's state */
+    }
     if (!server) {
         return c->cfg->o.proxy_protocol != 0 ? pp_start_send(c) : TETHER_OK;
     }
@@ -209,16 +219,17 @@ int tether__pp_conn_start(tether_conn *c, bool server)
         return TETHER_ENOMEM;
     }
     pp->mode = PP_RECV;
-    c->pp = pp;
-    if (c->cfg->pp_timeout_ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)c->cfg->pp_timeout_ms);
+    c->ex->pp = pp;
+    if (c->cfg->pp_timeout_ms >= 0 &&
+        !tether__conn_timer_start(c, (uint64_t)c->cfg->pp_timeout_ms)) {
+        return TETHER_ENOMEM;
     }
     return TETHER_OK;
 }
 
 static bool pp_step_send(tether_conn *c, bool *done)
 {
-    struct tether__pp_conn *pp = c->pp;
+    struct tether__pp_conn *pp = pp_of(c);
     while (pp->have < pp->need) {
         ssize_t n =
             send(c->tr->fd, pp->buf + pp->have, pp->need - pp->have, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -232,7 +243,8 @@ static bool pp_step_send(tether_conn *c, bool *done)
             }
             tether__conn_fail(c, tether__errno_to_err(e),
                               "connect to %s: sending the PROXY protocol header failed: %s",
-                              c->url != NULL ? c->url : "peer", strerror(e));
+                              tether__conn_url(c) != NULL ? tether__conn_url(c) : "peer",
+                              strerror(e));
             return false;
         }
         pp->have += (size_t)n;
@@ -256,7 +268,7 @@ static void pp_fail_accepted(tether_conn *c, int code, const char *what)
  * and hand the deadline over to the TLS handshake. */
 static void pp_received(tether_conn *c, const struct tether__pp_result *r)
 {
-    struct tether__pp_conn *pp = c->pp;
+    struct tether__pp_conn *pp = pp_of(c);
     pp->version = r->version;
     pp->local = !r->has_addr;
     if (r->has_addr) {
@@ -275,13 +287,13 @@ static void pp_received(tether_conn *c, const struct tether__pp_result *r)
     free(pp->buf);
     pp->buf = NULL;
     pp->mode = PP_DONE;
-    tether__tnode_stop(c->h.loop, &c->timer);
+    tether__conn_timer_stop(c);
     /* The next deadline: WebSocket's covers its TLS handshake too. */
     int ms = c->cfg->ws != NULL    ? c->cfg->ws->handshake_timeout_ms
              : c->cfg->tls != NULL ? tether__tls_handshake_timeout_ms(c->cfg->tls)
                                    : -1;
     if (ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+        (void)tether__conn_timer_start(c, (uint64_t)ms); /* c->ex exists: it holds pp */
     }
     if (r->has_addr) {
         char s[160], p[160];
@@ -293,7 +305,7 @@ static void pp_received(tether_conn *c, const struct tether__pp_result *r)
 
 static bool pp_step_recv(tether_conn *c, bool *done)
 {
-    struct tether__pp_conn *pp = c->pp;
+    struct tether__pp_conn *pp = pp_of(c);
     for (int round = 0; round < 4; round++) {
         ssize_t n =
             recv(c->tr->fd, pp->buf + pp->have, TETHER__PP_MAX - pp->have, MSG_PEEK | MSG_DONTWAIT);
@@ -349,19 +361,21 @@ static bool pp_step_recv(tether_conn *c, bool *done)
 bool tether__pp_conn_step(tether_conn *c, bool *done)
 {
     *done = false;
-    if (c->pp == NULL || c->pp->mode == PP_DONE) {
+    const struct tether__pp_conn *pp = pp_of(c);
+    if (pp == NULL || pp->mode == PP_DONE) {
         *done = true;
         return true;
     }
-    return c->pp->mode == PP_SEND ? pp_step_send(c, done) : pp_step_recv(c, done);
+    return pp->mode == PP_SEND ? pp_step_send(c, done) : pp_step_recv(c, done);
 }
 
 bool tether__pp_conn_pending(const tether_conn *c, unsigned *events)
 {
-    if (c->pp == NULL || c->pp->mode == PP_DONE) {
+    const struct tether__pp_conn *pp = pp_of(c);
+    if (pp == NULL || pp->mode == PP_DONE) {
         return false;
     }
-    *events = c->pp->mode == PP_SEND ? TETHER_EV_WRITE : TETHER_EV_READ;
+    *events = pp->mode == PP_SEND ? TETHER_EV_WRITE : TETHER_EV_READ;
     return true;
 }
 
@@ -369,13 +383,13 @@ void tether__pp_conn_timeout(tether_conn *c)
 {
     char msg[160];
     snprintf(msg, sizeof msg, "not complete within %d ms (%zu bytes received)",
-             c->cfg->pp_timeout_ms, c->pp->have);
+             c->cfg->pp_timeout_ms, pp_of(c)->have);
     pp_fail_accepted(c, TETHER_ETIMEDOUT, msg);
 }
 
 bool tether__pp_conn_source(const tether_conn *c, char *buf, size_t len)
 {
-    const struct tether__pp_conn *pp = c->pp;
+    const struct tether__pp_conn *pp = pp_of(c);
     if (pp == NULL || pp->mode != PP_DONE || pp->local) {
         return false;
     }
@@ -385,11 +399,12 @@ bool tether__pp_conn_source(const tether_conn *c, char *buf, size_t len)
 
 void tether__pp_conn_free(tether_conn *c)
 {
-    if (c->pp != NULL) {
-        free(c->pp->buf);
-        free(c->pp->tlv);
-        free(c->pp);
-        c->pp = NULL;
+    struct tether__pp_conn *pp = pp_of(c);
+    if (pp != NULL) {
+        free(pp->buf);
+        free(pp->tlv);
+        free(pp);
+        c->ex->pp = NULL;
     }
 }
 
@@ -401,10 +416,11 @@ static int pp_received_of(const tether_conn *c, const struct tether__pp_conn **o
     if (!(c->flags & TETHER__CF_ACCEPTED) || c->cfg->pp_accept == 0) {
         return TETHER_ENOTSUP;
     }
-    if (c->pp == NULL || c->pp->mode != PP_DONE) {
+    const struct tether__pp_conn *pp = pp_of(c);
+    if (pp == NULL || pp->mode != PP_DONE) {
         return TETHER_ENOTCONN;
     }
-    *out = c->pp;
+    *out = pp;
     return TETHER_OK;
 }
 

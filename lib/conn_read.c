@@ -86,8 +86,8 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
 #define FIRST_BYTES_MAX (64u * 1024u)
 static bool conn_plain_client_first_bytes(const tether_conn *c)
 {
-    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && c->url != NULL &&
-           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(c->url, "tcp://", 6) == 0;
+    return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && tether__conn_url(c) != NULL &&
+           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(tether__conn_url(c), "tcp://", 6) == 0;
 }
 
 static bool looks_like_tls_record(const uint8_t *p, size_t len)
@@ -105,12 +105,12 @@ static void conn_fail_hint(tether_conn *c, int rv, const char *detail, bool lite
           c->bytes_out <= FIRST_BYTES_MAX))) {
         if (first != NULL) {
             tether__conn_fail(c, rv, "%s; the reply looks like a TLS record: dial tls://%s", detail,
-                              c->url + 6);
+                              tether__conn_url(c) + 6);
         } else {
             tether__conn_fail(c, rv,
                               "%s before the server sent anything; if it speaks TLS, "
                               "dial tls://%s",
-                              detail, c->url + 6);
+                              detail, tether__conn_url(c) + 6);
         }
     } else if (literal) {
         tether__conn_fail_const(c, rv, detail);
@@ -159,7 +159,7 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
                             size_t *known)
 {
     *known = 0;
-    if (TETHER__UNLIKELY(c->ws != NULL)) {
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL)) {
         /* WebSocket frames, unmasked in place (buf is lb or rpart). */
         return tether__ws_parse(c, (uint8_t *)buf, len, known);
     }
@@ -249,7 +249,7 @@ static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t 
 static inline __attribute__((always_inline)) size_t
 conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
 {
-    if (TETHER__UNLIKELY(!c->cfg->fast_len32 || c->ws != NULL)) {
+    if (TETHER__UNLIKELY(!c->cfg->fast_len32 || tether__conn_ws(c) != NULL)) {
         return conn_parse_at(c, buf, len, 0, known);
     }
     size_t off = 0;
@@ -396,8 +396,8 @@ void tether__conn_parse_rpart(tether_conn *c)
 static void conn_on_eof(tether_conn *c)
 {
     if (c->rlen > 0) {
-        size_t known = c->ws != NULL ? c->rknown : 0;
-        if (c->cfg->fast_len32 && c->ws == NULL && c->rlen >= 4) {
+        size_t known = tether__conn_ws(c) != NULL ? c->rknown : 0;
+        if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && c->rlen >= 4) {
             known = tether__ctrl_frame_len(c, c->rpart);
             if (known == 0) {
                 known = 4 + (size_t)tether__get_be32(c->rpart);
@@ -416,7 +416,8 @@ static void conn_on_eof(tether_conn *c)
         return;
     }
     c->flags |= TETHER__CF_EOF;
-    const char *wsd = c->ws != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
+    const char *wsd =
+        tether__conn_ws(c) != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
         /* (The WebSocket text is the transport's: copied, not kept.) */
         conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", wsd == NULL,
@@ -434,7 +435,7 @@ static void conn_read_rounds(tether_conn *c);
 void tether__conn_read(tether_conn *c)
 {
     conn_read_rounds(c);
-    if (c->ack != NULL) {
+    if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
     if (c->cfg->live && (c->rlen != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
@@ -450,7 +451,7 @@ void tether__conn_read(tether_conn *c)
 static inline bool conn_read_took(tether_conn *c, int rv, size_t n)
 {
     if (TETHER__UNLIKELY(rv != TETHER_OK)) {
-        if (rv != TETHER_EAGAIN && (c->ws == NULL || !tether__ws_read_failed(c, rv))) {
+        if (rv != TETHER_EAGAIN && (tether__conn_ws(c) == NULL || !tether__ws_read_failed(c, rv))) {
             tether__conn_fail_io(c, rv, "read");
         }
         return false;
@@ -483,9 +484,9 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c, uint8_t *l
     }
     if (c->rcap - c->rlen < c->rlen / 2) {
         size_t cap = TETHER__MIN(c->rlen * 2, limit);
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued)) {
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued) &&
+            tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* Growing would take this peer past its share. */
-            tether__mem_block(c, TETHER__MF_PAUSED);
             return false;
         }
         if (rpart_resize(c, cap) != TETHER_OK) {
@@ -551,10 +552,10 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued)) {
+        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued) &&
+            tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */
-            tether__mem_block(c, TETHER__MF_PAUSED);
             return;
         }
         if (TETHER__UNLIKELY(c->rlen >= TETHER__RBUF_SIZE / 2)) {

@@ -28,6 +28,10 @@ static void ws_on_open(struct ws_transport *t, void *ud)
 
 int tether__ws_wrap(tether_conn *c, bool server)
 {
+    struct tether__conn_extra *ex = tether__conn_extra(c); /* holds c's pointer to it */
+    if (ex == NULL) {
+        return TETHER_ENOMEM;
+    }
     struct ws_transport *t = NULL;
     int rv = tether__ws_transport_new(&t, c->tr, c->h.loop, c->cfg->ws, server);
     if (rv != TETHER_OK) {
@@ -35,14 +39,16 @@ int tether__ws_wrap(tether_conn *c, bool server)
     }
     t->on_open = ws_on_open;
     t->open_ud = c;
-    t->owner = &c->ws;
+    t->owner = &ex->ws; /* (cleared when the transport goes: tether__conn_ws() is NULL) */
     c->tr = &t->base;
-    c->ws = t;
+    ex->ws = t;
+    c->hooks |= TETHER__CH_WS;
     if (server && c->cfg->pp_accept == 0) {
         /* One deadline for TLS and the upgrade request together. */
-        tether__tnode_stop(c->h.loop, &c->timer);
-        if (t->cfg->handshake_timeout_ms >= 0) {
-            tether__tnode_start(c->h.loop, &c->timer, (uint64_t)t->cfg->handshake_timeout_ms);
+        tether__conn_timer_stop(c);
+        if (t->cfg->handshake_timeout_ms >= 0 &&
+            !tether__conn_timer_start(c, (uint64_t)t->cfg->handshake_timeout_ms)) {
+            return TETHER_ENOMEM;
         }
     }
     return TETHER_OK;
@@ -148,7 +154,7 @@ static void stage_release(void *data, void *ud)
 
 static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     size_t need = TETHER__WS_HDR_MAX + len;
     struct stage *s = t->rnd->spare;
     if (s != NULL && s->cap >= need) {
@@ -174,7 +180,7 @@ static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
 int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                           tether_free_cb fcb, void *fud)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t->close_tx) {
         /* Our close frame is out: nothing may follow it (RFC 6455 5.5.1).
          * The message counts as sent, as one the socket took would. */
@@ -258,7 +264,7 @@ int tether__ws_queue_frame(tether_conn *c, uint8_t op, const uint8_t *p, size_t 
     if (dst == NULL) {
         return TETHER_ENOMEM;
     }
-    tether__wq_commit(c, tether__ws_frame_encode(c->ws, dst, op, p, n));
+    tether__wq_commit(c, tether__ws_frame_encode(tether__conn_ws(c), dst, op, p, n));
     return TETHER_OK;
 }
 
@@ -293,7 +299,7 @@ static size_t cursor_take(struct cursor *k, uint8_t *dst, size_t want)
 static int queue_from(tether_conn *c, struct cursor *k, uint8_t op, uint8_t rsv, size_t len,
                       const uint8_t *prefix, size_t plen)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     uint8_t *dst = tether__wq_reserve(c, TETHER__WS_HDR_MAX + plen + len);
     if (dst == NULL) {
         return TETHER_ENOMEM;
@@ -318,7 +324,7 @@ static int queue_from(tether_conn *c, struct cursor *k, uint8_t op, uint8_t rsv,
 /* What a tether control frame means to a peer without the extension. */
 static int ctrl_translate(tether_conn *c, uint8_t type, const uint8_t *p, size_t pl)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     switch (type) {
     case TETHER__CTRL_PING:
         return tether__ws_queue_frame(c, TETHER__WS_OP_PING, p,
@@ -349,7 +355,7 @@ static int ctrl_translate(tether_conn *c, uint8_t type, const uint8_t *p, size_t
 
 int tether__ws_queue_ctrl(tether_conn *c, const struct iovec *iov, int n, size_t total)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t->close_tx) {
         return TETHER_OK; /* nothing follows our close frame */
     }
@@ -398,14 +404,14 @@ int tether__ws_queue_ctrl(tether_conn *c, const struct iovec *iov, int n, size_t
 
 bool tether__ws_handshake_timeout(tether_conn *c)
 {
-    struct ws_transport *t = c->ws;
-    if (c->url != NULL) {
+    struct ws_transport *t = tether__conn_ws(c);
+    if (tether__conn_url(c) != NULL) {
         if (t->phase == TETHER__WS_INNER) {
             return false;
         }
         tether__conn_fail(c, TETHER_ETIMEDOUT,
                           "connect to %s: WebSocket upgrade timed out (connect timeout of %d ms)",
-                          c->url, c->cfg->o.connect_timeout_ms);
+                          tether__conn_url(c), c->cfg->o.connect_timeout_ms);
         return true;
     }
     char peer[80];
@@ -424,7 +430,7 @@ bool tether__ws_handshake_timeout(tether_conn *c)
 
 bool tether__ws_read_failed(tether_conn *c, int rv)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t == NULL || !t->violated || c->state != TETHER__CS_READY) {
         return false;
     }
@@ -439,7 +445,7 @@ bool tether__ws_read_failed(tether_conn *c, int rv)
 
 bool tether__ws_goaway(tether_conn *c, const char *text)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t == NULL) {
         return false;
     }
@@ -470,15 +476,15 @@ bool tether__ws_goaway(tether_conn *c, const char *text)
 
 void tether__ws_close_reason(tether_conn *c, unsigned reason, const char *text)
 {
-    if (c->ws != NULL) {
-        tether__ws_set_close(c->ws, reason, text != NULL ? text : "",
+    if (tether__conn_ws(c) != NULL) {
+        tether__ws_set_close(tether__conn_ws(c), reason, text != NULL ? text : "",
                              text != NULL ? strlen(text) : 0);
     }
 }
 
 const char *tether__ws_eof_detail(tether_conn *c)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     return t != NULL && t->eof_detail[0] != '\0' ? t->eof_detail : NULL;
 }
 
@@ -499,8 +505,8 @@ int tether_ws_set_text(tether_conn *c, bool text)
     if (cur == text) {
         return TETHER_OK;
     }
-    if (c->ws != NULL && tether__ws_open(c)) {
-        c->ws->stext = text; /* messages are framed as they are sent */
+    if (tether__conn_ws(c) != NULL && tether__ws_open(c)) {
+        tether__conn_ws(c)->stext = text; /* messages are framed as they are sent */
     } else {
         /* A marker in the len32 queue, so that the switch takes effect
          * between the messages sent before and after it. */
@@ -519,25 +525,29 @@ int tether_ws_set_text(tether_conn *c, bool text)
 
 bool tether_ws_msg_is_text(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->cur_text;
+    const struct ws_transport *t = c != NULL ? tether__conn_ws(c) : NULL;
+    return t != NULL && t->cur_text;
 }
 
 const char *tether_ws_path(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->path : NULL;
+    const struct ws_transport *t = c != NULL ? tether__conn_ws(c) : NULL;
+    return t != NULL && t->phase == TETHER__WS_OPEN ? t->path : NULL;
 }
 
 const char *tether_ws_origin(const tether_conn *c)
 {
-    if (c == NULL || c->ws == NULL || c->ws->phase != TETHER__WS_OPEN) {
+    const struct ws_transport *t = c != NULL ? tether__conn_ws(c) : NULL;
+    if (t == NULL || t->phase != TETHER__WS_OPEN) {
         return NULL;
     }
-    return c->ws->server ? c->ws->origin : c->cfg->ws->origin;
+    return t->server ? t->origin : c->cfg->ws->origin;
 }
 
 const char *tether_ws_protocol(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL && c->ws->phase == TETHER__WS_OPEN ? c->ws->protocol : NULL;
+    const struct ws_transport *t = c != NULL ? tether__conn_ws(c) : NULL;
+    return t != NULL && t->phase == TETHER__WS_OPEN ? t->protocol : NULL;
 }
 
 int tether_ws_close(tether_conn *c, int code, const char *reason)
@@ -553,7 +563,7 @@ int tether_ws_close(tether_conn *c, int code, const char *reason)
     if (c->cfg->ws == NULL) {
         return TETHER_ENOTSUP;
     }
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (t != NULL && !t->close_tx && t->tx_code == 0) {
         t->tx_code = code;
         memcpy(t->tx_reason, reason != NULL ? reason : "", rl + 1);
@@ -564,5 +574,6 @@ int tether_ws_close(tether_conn *c, int code, const char *reason)
 
 int tether_ws_close_code(const tether_conn *c)
 {
-    return c != NULL && c->ws != NULL ? c->ws->rx_code : 0;
+    const struct ws_transport *t = c != NULL ? tether__conn_ws(c) : NULL;
+    return t != NULL ? t->rx_code : 0;
 }

@@ -18,7 +18,7 @@ int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool 
 static inline int tether__ws_send(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                                   tether_free_cb fcb, void *fud)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (TETHER__UNLIKELY(len >= 126 || zc || t->close_tx)) {
         return tether__ws_send_other(c, data, len, zc, fcb, fud);
     }

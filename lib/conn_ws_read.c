@@ -28,7 +28,7 @@ static void sanitize(char *out, size_t cap, const uint8_t *p, size_t n)
  * effort: the connection is closing. */
 static void send_close(tether_conn *c, const uint8_t *p, size_t n)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     if (c->queued == 0) {
         if (tether__ws_ob_frame(t, TETHER__WS_OP_CLOSE, p, n) == TETHER_OK) {
             (void)tether__ws_ob_flush(t);
@@ -44,7 +44,7 @@ static void send_close(tether_conn *c, const uint8_t *p, size_t n)
  * reads the code rather than a reset). */
 static void violation(tether_conn *c, int rv, unsigned code, const char *what)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     t->violated = true;
     (void)tether__ws_fail(t, rv, "WebSocket protocol error: %s (closed with %u)", what, code);
     if (!t->close_tx) {
@@ -75,7 +75,7 @@ static bool ctrl_in(tether_conn *c, const uint8_t *f, size_t n)
 /* A complete WebSocket control frame (payload unmasked). */
 static bool on_control(tether_conn *c, uint8_t op, const uint8_t *p, size_t n)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     uint8_t f[TETHER__CTRL_HDR_LEN + TETHER__CTRL_PING_MAX];
     if (t->tctl && op != TETHER__WS_OP_CLOSE) {
         /* A tether peer's heartbeats travel as control frames: a
@@ -152,7 +152,7 @@ static bool on_control(tether_conn *c, uint8_t op, const uint8_t *p, size_t n)
  * taking input. */
 static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     size_t n = (size_t)h->len;
     uint8_t op = t->in_msg ? t->msg_op : h->opcode;
     if (op == TETHER__WS_OP_TEXT) {
@@ -195,7 +195,7 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     t->mlen = 0;
     t->cur_text = op == TETHER__WS_OP_TEXT;
     tether__conn_deliver(c, ml > 0 ? m : p, ml); /* (never a NULL pointer) */
-    if (c->ws == t && t->mb == m && t->mlen == 0 && t->mcap > TETHER__WS_MB_KEEP) {
+    if (tether__conn_ws(c) == t && t->mb == m && t->mlen == 0 && t->mcap > TETHER__WS_MB_KEEP) {
         free(t->mb);
         t->mb = NULL;
         t->mcap = 0;
@@ -205,7 +205,7 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
 
 size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
 {
-    struct ws_transport *t = c->ws;
+    struct ws_transport *t = tether__conn_ws(c);
     const bool server = t->server;
     const size_t max = c->cfg->o.max_msg;
     size_t off = 0;

@@ -155,7 +155,7 @@ static void dialer_release(struct tether__dialer *d)
         tether__srv_cancel(d->srv);
         d->srv = NULL;
     }
-    d->c->dialer = NULL;
+    d->c->ex->dialer = NULL;
     tether__pending_queue(loop, &d->free_pend);
 }
 
@@ -276,10 +276,11 @@ static void dial_report(struct tether__dialer *d, int code)
          * tcp://127.0.0.1:9: connection refused". */
         const struct dial_cand *k = &d->cands[0];
         if (k->err == TETHER_ETIMEDOUT) {
-            tether__conn_set_err(c, "connect to %s timed out after %llu ms", c->url,
+            tether__conn_set_err(c, "connect to %s timed out after %llu ms", tether__conn_url(c),
                                  (unsigned long long)k->took);
         } else {
-            tether__conn_set_err(c, "connect to %s: %s", c->url, tether_strerror(k->err));
+            tether__conn_set_err(c, "connect to %s: %s", tether__conn_url(c),
+                                 tether_strerror(k->err));
         }
     } else {
         char list[TETHER_ERROR_MSG_MAX];
@@ -289,8 +290,8 @@ static void dial_report(struct tether__dialer *d, int code)
         if (untried > 0) {
             snprintf(more, sizeof more, "; %d more not tried", untried);
         }
-        tether__conn_set_err(c, "connect to %s failed: %d address%s tried: %s%s", c->url, tried,
-                             tried == 1 ? "" : "es", list, more);
+        tether__conn_set_err(c, "connect to %s failed: %d address%s tried: %s%s",
+                             tether__conn_url(c), tried, tried == 1 ? "" : "es", list, more);
     }
     dialer_release(d);
     tether__conn_end(c, code);
@@ -309,7 +310,7 @@ static void dial_fail_early(struct tether__dialer *d, int code, const char *deta
         srv_target_failed(d, code, what);
         return;
     }
-    tether__conn_set_err(c, "connect to %s failed: %s", c->url, detail);
+    tether__conn_set_err(c, "connect to %s failed: %s", tether__conn_url(c), detail);
     dialer_release(d);
     tether__conn_end(c, code);
 }
@@ -332,7 +333,7 @@ static void dial_won(struct dial_cand *k)
     dialer_release(d);
     int rv = tether__conn_attach(c, fd, is_unix, is_unix ? NULL : host, false, &handoff);
     if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "connect to %s: %s", c->url, tether_strerror(rv));
+        tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c), tether_strerror(rv));
     }
 }
 
@@ -380,11 +381,11 @@ static void cand_on_timer(struct tether__tnode *n)
 static uint64_t cand_limit(const struct tether__dialer *d, int idx)
 {
     const tether_conn *c = d->c;
-    if (!tether__tnode_active(&c->timer)) {
+    if (!tether__tnode_active(&c->ex->timer)) {
         return 0; /* no overall deadline (connect_timeout_ms < 0) */
     }
     uint64_t now = c->h.loop->now;
-    uint64_t left = c->timer.deadline > now ? c->timer.deadline - now : 0;
+    uint64_t left = c->ex->timer.deadline > now ? c->ex->timer.deadline - now : 0;
     /* SRV targets not tried yet get their shares too. */
     size_t later = d->targets != NULL ? d->ntargets - d->target - 1 : 0;
     uint64_t share = left / ((uint64_t)(d->ncand - idx) + later);
@@ -639,14 +640,14 @@ static void srv_report(struct tether__dialer *d, int code, const char *lead, siz
     if (tried == d->ntargets) {
         if (tried == 1) {
             tether__conn_set_err(c, "connect to %s failed: %sthe only SRV target failed: %s",
-                                 c->url, lead, d->fails);
+                                 tether__conn_url(c), lead, d->fails);
         } else {
             tether__conn_set_err(c, "connect to %s failed: %sall %zu SRV targets failed: %s",
-                                 c->url, lead, tried, d->fails);
+                                 tether__conn_url(c), lead, tried, d->fails);
         }
     } else {
-        tether__conn_set_err(c, "connect to %s failed: %s%zu of %zu SRV targets tried: %s", c->url,
-                             lead, tried, d->ntargets, d->fails);
+        tether__conn_set_err(c, "connect to %s failed: %s%zu of %zu SRV targets tried: %s",
+                             tether__conn_url(c), lead, tried, d->ntargets, d->fails);
     }
     free(d->targets);
     d->targets = NULL;
@@ -707,25 +708,38 @@ static void dial_on_srv(int status, struct tether__srv_target *targets, size_t n
  * the host name the handshake needs. */
 
 /* The connect deadline covers the whole set-up (resolution, attempts,
- * the TLS handshake) from here. */
-static void dial_arm(tether_conn *c)
+ * the TLS handshake) from here. The timer lives in c->ex, which this
+ * allocates: a dial that has to wait, or needs a dialer, has one. Without
+ * a deadline the idle timer's deadline field holds the start, for
+ * direct_started(). */
+static int dial_arm(tether_conn *c)
 {
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return TETHER_ENOMEM;
+    }
     int ms = c->cfg->o.connect_timeout_ms;
     if (ms >= 0) {
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)ms);
+        tether__tnode_start(c->h.loop, &ex->timer, (uint64_t)ms);
+    } else {
+        ex->timer.deadline = tether__loop_time(c->h.loop);
     }
+    return TETHER_OK;
 }
 
 /* When a direct dial started, in loop ms, for "timed out after N ms" when
- * the kernel gives up before our deadline: with a deadline it is the
- * deadline less the timeout, without one the idle timer's deadline field
- * holds it (direct_dial() stores it there). */
+ * the kernel gives up before our deadline: the deadline less the timeout,
+ * or the start dial_arm() stored; a dial that never waited (no c->ex)
+ * started now. */
 static uint64_t direct_started(const tether_conn *c)
 {
-    if (tether__tnode_active(&c->timer)) {
-        return c->timer.deadline - (uint64_t)c->cfg->o.connect_timeout_ms;
+    if (c->ex == NULL) {
+        return c->h.loop->now;
     }
-    return c->timer.deadline;
+    if (tether__tnode_active(&c->ex->timer)) {
+        return c->ex->timer.deadline - (uint64_t)c->cfg->o.connect_timeout_ms;
+    }
+    return c->ex->timer.deadline;
 }
 
 /* The attempt failed: the same detail as dial_report() for one numeric
@@ -736,10 +750,10 @@ static void direct_failed(tether_conn *c, int err)
     if (err == TETHER_ETIMEDOUT) {
         uint64_t now = c->h.loop->now;
         uint64_t started = direct_started(c);
-        tether__conn_set_err(c, "connect to %s timed out after %llu ms", c->url,
+        tether__conn_set_err(c, "connect to %s timed out after %llu ms", tether__conn_url(c),
                              (unsigned long long)(now > started ? now - started : 0));
     } else {
-        tether__conn_set_err(c, "connect to %s: %s", c->url, tether_strerror(err));
+        tether__conn_set_err(c, "connect to %s: %s", tether__conn_url(c), tether_strerror(err));
     }
     tether__conn_end(c, err);
 }
@@ -753,7 +767,7 @@ static void direct_won(tether_conn *c, bool is_unix)
     c->io.fd = -1;
     int rv = tether__conn_attach(c, fd, is_unix, NULL, false, &handoff);
     if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "connect to %s: %s", c->url, tether_strerror(rv));
+        tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c), tether_strerror(rv));
     }
 }
 
@@ -837,7 +851,6 @@ static bool direct_dial(tether_conn *c, const struct tether__url *u)
     }
     bool is_unix = fam == AF_UNIX;
     /* (The deadline is only armed once the dial has to wait.) */
-    c->timer.deadline = tether__loop_time(c->h.loop); /* see direct_started() */
     int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         direct_failed(c, tether__errno_to_err(errno));
@@ -868,8 +881,10 @@ static bool direct_dial(tether_conn *c, const struct tether__url *u)
     }
     /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
      * once the server accepts. */
-    dial_arm(c);
-    int rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
+    int rv = dial_arm(c);
+    if (rv == TETHER_OK) {
+        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
+    }
     if (rv != TETHER_OK) {
         direct_failed(c, rv);
     }
@@ -881,7 +896,9 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     if (!u->srv && c->cfg->tls == NULL && direct_dial(c, u)) {
         return TETHER_OK;
     }
-    dial_arm(c); /* before any candidate: cand_limit() shares it out */
+    if (dial_arm(c) != TETHER_OK) { /* before any candidate: cand_limit() shares it out */
+        return TETHER_ENOMEM;
+    }
     struct tether__dialer *d = calloc(1, sizeof *d);
     if (d == NULL) {
         return TETHER_ENOMEM;
@@ -891,7 +908,7 @@ int tether__dial_start(tether_conn *c, const struct tether__url *u)
     d->delay_ms = clamp_delay(c->cfg->o.attempt_delay_ms);
     tether__pending_init(&d->free_pend, dialer_free_cb);
     tether__tnode_init(&d->stagger, dial_on_stagger);
-    c->dialer = d;
+    c->ex->dialer = d; /* (dial_arm() made c->ex) */
     if (!u->srv) {
         dial_host(d);
         return TETHER_OK;
@@ -912,7 +929,7 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
     if (d->dns != NULL) {
         srv_note(d, "(resolving it timed out)");
     } else {
-        uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+        uint64_t deadline = c->ex->timer.deadline < now ? c->ex->timer.deadline : now;
         for (int i = 0; i < d->ncand; i++) {
             struct dial_cand *k = &d->cands[i];
             if (k->state == CAND_RUNNING) {
@@ -932,7 +949,7 @@ static void srv_timeout(struct tether__dialer *d, uint64_t now)
 
 void tether__dial_timeout(tether_conn *c)
 {
-    struct tether__dialer *d = c->dialer;
+    struct tether__dialer *d = c->ex->dialer;
     uint64_t now = c->h.loop->now;
     if (d->srv != NULL) {
         char detail[TETHER__HOST_MAX + 96];
@@ -955,7 +972,7 @@ void tether__dial_timeout(tether_conn *c)
         return;
     }
     /* Attempts still running ran until the deadline. */
-    uint64_t deadline = c->timer.deadline < now ? c->timer.deadline : now;
+    uint64_t deadline = c->ex->timer.deadline < now ? c->ex->timer.deadline : now;
     for (int i = 0; i < d->ncand; i++) {
         struct dial_cand *k = &d->cands[i];
         if (k->state == CAND_RUNNING) {
@@ -967,8 +984,8 @@ void tether__dial_timeout(tether_conn *c)
 
 void tether__dial_cancel(tether_conn *c)
 {
-    if (c->dialer != NULL) {
-        dialer_release(c->dialer);
+    if (c->ex != NULL && c->ex->dialer != NULL) {
+        dialer_release(c->ex->dialer);
     } else if (c->tr == NULL && c->io.fd >= 0) {
         /* A direct dial's socket. Taken out of the epoll set first: a
          * child forked meanwhile would keep it open, and registered. */

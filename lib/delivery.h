@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Internal side of delivery tracking (issue #14): per-message completion
  * callbacks (completion.c) and request/response calls (call.c). A
- * connection that never uses either carries one NULL pointer (c->dl) and
+ * connection that never uses either carries nothing (c->ex->dl) but
  * one zero byte (c->rx_tag); nothing here is on the path of a plain
  * tether_conn_send(). */
 #ifndef TETHER_DELIVERY_INT_H

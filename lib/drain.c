@@ -35,24 +35,27 @@ static void drain_timer_cb(struct tether__tnode *n);
 
 static struct tether__drain *drain_get(tether_conn *c)
 {
-    if (c->drain == NULL) {
-        c->drain = calloc(1, sizeof *c->drain);
-        if (c->drain == NULL) {
+    if (tether__conn_drain(c) == NULL) {
+        struct tether__conn_extra *ex = tether__conn_extra(c);
+        struct tether__drain *d = ex != NULL ? calloc(1, sizeof *d) : NULL;
+        if (d == NULL) {
             return NULL;
         }
-        tether__tnode_init(&c->drain->timer, drain_timer_cb);
-        c->drain->c = c;
-        c->drain->deadline_ms = -1;
+        tether__tnode_init(&d->timer, drain_timer_cb);
+        d->c = c;
+        d->deadline_ms = -1;
+        ex->drain = d;
     }
-    return c->drain;
+    return c->ex->drain;
 }
 
 void tether__drain_free(tether_conn *c)
 {
-    if (c->drain != NULL) {
-        tether__tnode_stop(c->h.loop, &c->drain->timer);
-        free(c->drain);
-        c->drain = NULL;
+    struct tether__drain *d = tether__conn_drain(c);
+    if (d != NULL) {
+        tether__tnode_stop(c->h.loop, &d->timer);
+        free(d);
+        c->ex->drain = NULL;
     }
 }
 
@@ -75,7 +78,7 @@ static int drain_send_done(tether_conn *c)
  * it, cleanly). */
 static void drain_finish(tether_conn *c)
 {
-    struct tether__drain *d = c->drain;
+    struct tether__drain *d = tether__conn_drain(c);
     tether__tnode_stop(c->h.loop, &d->timer);
     if (d->peer_asked) {
         c->reason = TETHER_EOF;
@@ -115,8 +118,8 @@ int tether__drain_start(tether_conn *c, uint16_t code, const char *text, int dea
     snprintf(d->text, sizeof d->text, "%s", text != NULL ? text : "");
     c->drain_st |= TETHER__DR_SENT_REQ;
     tether__conn_after_queue(c);
-    if (c->gnotify != NULL) {
-        c->gnotify(c);
+    if (c->ex != NULL && c->ex->gnotify != NULL) {
+        c->ex->gnotify(c);
     }
     return TETHER_OK;
 }
@@ -149,8 +152,8 @@ bool tether__drain_on_goaway(tether_conn *c, uint8_t flags, uint16_t code, const
         return false;
     }
     if (first) {
-        if (c->gnotify != NULL && !(c->drain_st & TETHER__DR_SENT_REQ)) {
-            c->gnotify(c);
+        if (c->ex != NULL && c->ex->gnotify != NULL && !(c->drain_st & TETHER__DR_SENT_REQ)) {
+            c->ex->gnotify(c);
         }
         if (c->cfg->o.on_goaway != NULL) {
             c->cfg->o.on_goaway(c, code, text, c->userdata);
@@ -176,7 +179,7 @@ static void drain_timer_cb(struct tether__tnode *n)
 
 void tether__drain_expire(tether_conn *c)
 {
-    struct tether__drain *d = c->drain;
+    struct tether__drain *d = tether__conn_drain(c);
     if (c->state != TETHER__CS_READY || d == NULL) {
         return;
     }
@@ -223,7 +226,7 @@ int tether_conn_goaway(tether_conn *c, unsigned reason, const char *text, int de
     if (c->state != TETHER__CS_READY || (c->flags & TETHER__CF_CLOSE_REQ)) {
         return TETHER_ECLOSED;
     }
-    if (c->ws != NULL && tether__ws_goaway(c, text)) {
+    if (tether__conn_ws(c) != NULL && tether__ws_goaway(c, text)) {
         return TETHER_OK; /* a WebSocket close frame 1001 instead (ws.h) */
     }
     if (!tether__ctrl_negotiated(c)) {
@@ -242,14 +245,14 @@ int tether_conn_goaway(tether_conn *c, unsigned reason, const char *text, int de
 
 unsigned tether_conn_drain_state(const tether_conn *c)
 {
-    if (c == NULL || c->drain == NULL) {
+    if (c == NULL || tether__conn_drain(c) == NULL) {
         return 0;
     }
     unsigned st = 0;
     if (c->drain_st & TETHER__DR_SENT_REQ) {
         st |= TETHER_DRAIN_ASKED;
     }
-    if (c->drain->notified) {
+    if (tether__conn_drain(c)->notified) {
         st |= TETHER_DRAIN_ASKED_BY_PEER;
     }
     return st;

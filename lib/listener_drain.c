@@ -47,7 +47,7 @@ static void shutdown_one(struct tether__handle *h, void *arg)
             /* Still draining (or still flushing its close, which
              * close_timeout_ms bounds). */
             w->s->status = TETHER_ETIMEDOUT;
-            if (c->drain != NULL) {
+            if (tether__conn_drain(c) != NULL) {
                 tether__drain_expire(c);
             } else {
                 tether_conn_close(c);
@@ -55,8 +55,8 @@ static void shutdown_one(struct tether__handle *h, void *arg)
         }
         return;
     }
-    if (c->state == TETHER__CS_READY && c->bytes_in == 0 && c->drain == NULL &&
-        !tether__ctrl_negotiated(c) && c->ws == NULL) {
+    if (c->state == TETHER__CS_READY && c->bytes_in == 0 && tether__conn_drain(c) == NULL &&
+        !tether__ctrl_negotiated(c) && tether__conn_ws(c) == NULL) {
         /* Accepted a moment ago, nothing received yet: its HELLO may be on
          * the way with its first messages, and a close now would lose
          * them. It is asked when the HELLO comes (tether__shutdown_conn_
@@ -95,7 +95,8 @@ static void shutdown_timer_cb(struct tether__tnode *n)
 void tether__shutdown_conn_hello(tether_conn *c)
 {
     struct tether__shutdown *s = c->cfg->shutdown;
-    if (c->state == TETHER__CS_READY && c->drain == NULL && !(c->flags & TETHER__CF_CLOSE_REQ)) {
+    if (c->state == TETHER__CS_READY && tether__conn_drain(c) == NULL &&
+        !(c->flags & TETHER__CF_CLOSE_REQ)) {
         (void)tether_conn_goaway(c, TETHER_GOAWAY_SHUTDOWN, "server shutting down",
                                  s->deadline_ms);
     }

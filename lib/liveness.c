@@ -265,7 +265,7 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
          * the clean close. */
         (void)tether__ctrl_queue_goaway(c, 0, code, peer_text);
     }
-    if (c->ws != NULL) {
+    if (tether__conn_ws(c) != NULL) {
         tether__ws_close_reason(c, code, peer_text); /* its close frame's code */
     }
     c->flags |= TETHER__CF_CLOSE_REQ | TETHER__CF_KEEP_REASON;
@@ -276,7 +276,9 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
         (c->cfg->o.close_timeout_ms < 0 || wt < c->cfg->o.close_timeout_ms)) {
         /* The peer has just shown it reads nothing for a whole window: a
          * longer wait for it to take the close only holds its memory. */
-        tether__tnode_start(c->h.loop, &c->timer, (uint64_t)wt);
+        if (!tether__conn_timer_start(c, (uint64_t)wt)) {
+            tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the close deadline");
+        }
     }
 }
 

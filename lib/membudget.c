@@ -90,40 +90,48 @@ bool tether__mem_heavy(const tether_conn *c, size_t held)
     return held >= share;
 }
 
+/* The list's links are in the connections' cold state (c->ex): few
+ * connections are ever held back, and those hold much more than it. */
 static void mem_unlink(tether_conn *c)
 {
     struct tether__mem *m = c->mem;
-    if (c->mem_prev != NULL) {
-        c->mem_prev->mem_next = c->mem_next;
+    struct tether__conn_extra *ex = c->ex;
+    if (ex->mem_prev != NULL) {
+        ex->mem_prev->ex->mem_next = ex->mem_next;
     } else {
-        m->blocked = c->mem_next;
+        m->blocked = ex->mem_next;
     }
-    if (c->mem_next != NULL) {
-        c->mem_next->mem_prev = c->mem_prev;
+    if (ex->mem_next != NULL) {
+        ex->mem_next->ex->mem_prev = ex->mem_prev;
     }
-    c->mem_next = c->mem_prev = NULL;
+    ex->mem_next = ex->mem_prev = NULL;
 }
 
-void tether__mem_block(tether_conn *c, uint8_t what)
+bool tether__mem_block(tether_conn *c, uint8_t what)
 {
     struct tether__mem *m = c->mem;
+    if (c->memflags == 0) {
+        struct tether__conn_extra *ex = tether__conn_extra(c);
+        if (ex == NULL) {
+            return false;
+        }
+        ex->mem_prev = NULL;
+        ex->mem_next = m->blocked;
+        if (m->blocked != NULL) {
+            m->blocked->ex->mem_prev = c;
+        }
+        m->blocked = c;
+    }
     if (what & TETHER__MF_PAUSED) {
         m->pauses++;
     } else {
         m->refusals++;
     }
-    if (c->memflags == 0) {
-        c->mem_prev = NULL;
-        c->mem_next = m->blocked;
-        if (m->blocked != NULL) {
-            m->blocked->mem_prev = c;
-        }
-        m->blocked = c;
-    }
     c->memflags |= what;
     if (what & TETHER__MF_PAUSED) {
         tether__conn_update_io(c);
     }
+    return true;
 }
 
 void tether__mem_conn_gone(tether_conn *c)

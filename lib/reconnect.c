@@ -281,9 +281,14 @@ static void client_start_attempt(tether_client *cl)
         client_attempt_failed(cl, rv);
         return;
     }
-    cl->conn->wnotify = client_wnotify;
+    if (tether__conn_extra(cl->conn) != NULL) { /* (the observers live in c->ex) */
+        tether__conn_set_wnotify(cl->conn, client_wnotify);
+        cl->conn->ex->gnotify = tether__client_gnotify;
+    } else {
+        /* Reported from the loop, as a failed attempt. */
+        tether__conn_fail_const(cl->conn, TETHER_ENOMEM, "out of memory");
+    }
     tether__calo_conn(cl, cl->conn);
-    cl->conn->gnotify = tether__client_gnotify;
     /* The connection is the client's: not walked or closed by
      * tether_loop_close_all() on its own, and referenced as the client is. */
     cl->conn->h.hidden = true;
@@ -395,7 +400,7 @@ static void client_on_close(tether_conn *c, int reason, void *ud)
     if (c != cl->conn) {
         return;
     }
-    c->wnotify = NULL;
+    tether__conn_set_wnotify(c, NULL);
     /* Settle the records this connection had: those it wrote completely are
      * done (they may still be lost in flight; see reconnect.h), the rest go
      * back to waiting and will be sent again from their first byte. The

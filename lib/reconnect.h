@@ -184,7 +184,7 @@ struct tether_client {
 
 /* Hooks of reconnect_drain.c into reconnect.c and back. */
 
-/* c->gnotify of every connection of a client: a drain started on it. */
+/* c->ex->gnotify of every connection of a client: a drain started on it. */
 void tether__client_gnotify(tether_conn *c);
 /* c is one of the client's draining connections. */
 bool tether__client_is_old(const tether_client *cl, const tether_conn *c);

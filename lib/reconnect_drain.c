@@ -122,8 +122,10 @@ void tether__client_drain_prune(tether_client *cl, tether_conn *c)
 
 void tether__client_drain_closed(tether_client *cl, tether_conn *c, int reason)
 {
-    c->wnotify = NULL;
-    c->gnotify = NULL;
+    tether__conn_set_wnotify(c, NULL);
+    if (c->ex != NULL) {
+        c->ex->gnotify = NULL;
+    }
     tether__client_drain_prune(cl, c);
     tether__client_account(cl, c);
     for (struct tether__cdrain **p = &cl->olds; *p != NULL; p = &(*p)->next) {

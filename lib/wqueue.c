@@ -175,7 +175,7 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
  * into one new segment. All or nothing on allocation failure. */
 int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total)
 {
-    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL) && tether__ws_open(c)) {
         return tether__ws_queue_ctrl(c, iov, n, total); /* a control frame (conn_ws.c) */
     }
     struct tether__wseg *tail = c->wq_tail;
@@ -335,8 +335,8 @@ void tether__conn_flush(tether_conn *c)
     if (progress && c->live != NULL) {
         c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
     }
-    if (progress && c->wnotify != NULL) {
-        c->wnotify(c);
+    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
+        c->ex->wnotify(c);
     }
     if (progress && TETHER__UNLIKELY(c->ref_watch)) {
         tether__conn_ref_wrote(c);
@@ -411,10 +411,10 @@ static inline int conn_send_check(tether_conn *c, const void *data, size_t len)
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued)) {
+    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued) &&
+        tether__mem_block(c, TETHER__MF_REFUSED)) {
         /* The loop's memory budget is spent and this connection holds
          * more than its share: on_drain runs once usage is back down. */
-        tether__mem_block(c, TETHER__MF_REFUSED);
         return TETHER_EAGAIN;
     }
     return TETHER_OK;
@@ -564,7 +564,7 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
     if (rv != TETHER_OK) {
         return rv;
     }
-    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL) && tether__ws_open(c)) {
         return tether__ws_send(c, data, len, false, NULL, NULL); /* one frame a message */
     }
     if (TETHER__LIKELY(c->cfg->fast_len32 && len < DIRECT_MIN)) {
@@ -609,7 +609,7 @@ int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb f
     if (rv != TETHER_OK) {
         return rv;
     }
-    if (TETHER__UNLIKELY(c->ws != NULL) && tether__ws_open(c)) {
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL) && tether__ws_open(c)) {
         return tether__ws_send(c, data, len, true, free_cb, free_ud); /* conn_ws.h */
     }
     return conn_send_queue(c, data, len, true, free_cb, free_ud);

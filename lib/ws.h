@@ -391,7 +391,7 @@ struct ws_transport {
 
 static inline bool tether__ws_open(const tether_conn *c)
 {
-    return c->ws->phase == TETHER__WS_OPEN;
+    return tether__conn_ws(c)->phase == TETHER__WS_OPEN;
 }
 
 /* Private control types the connection's queue carries to the layer only

@@ -328,6 +328,9 @@ static int server_main(void)
     lo.on_error = srv_on_error;
     lo.conn_opts = &co;
     lo.backlog = 4096; /* capped by somaxconn, as the peers' SOMAXCONN */
+    if (O.scenario == SC_CONNS && (size_t)O.conns > lo.max_conns) {
+        lo.max_conns = (size_t)O.conns; /* the peers have no such limit */
+    }
     char url[64];
     bench_url(url, sizeof url, 0);
     tether_error err;
