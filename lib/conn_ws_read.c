@@ -203,11 +203,31 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     return true;
 }
 
+/* tether__conn_deliver() with its common case inline: a plain message
+ * (no call or acknowledgement tag) goes straight to on_message, as
+ * conn_read.c's conn_deliver() does it; the rest through it. */
+static inline void deliver(tether_conn *c, const uint8_t *p, size_t n)
+{
+    tether_msg_cb cb = c->cfg->o.on_message;
+    if (TETHER__LIKELY(c->rx_tag == 0 && cb != NULL)) {
+        c->msgs_in++;
+        cb(c, p, n, c->userdata);
+        return;
+    }
+    tether__conn_deliver(c, p, n);
+}
+
 size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
 {
     struct ws_transport *t = tether__conn_ws(c);
     const bool server = t->server;
     const size_t max = c->cfg->o.max_msg;
+    /* The common case in one test of the first two bytes: a whole small
+     * binary frame (FIN, no reserved bits), masked exactly when it must
+     * be, its length below 126 and max_msg (the 7-bit length's top value,
+     * 127, never matches). */
+    const unsigned want = (0x80u | TETHER__WS_OP_BINARY) | (server ? 0x8000u : 0u);
+    const size_t small_max = TETHER__MIN(max, (size_t)125);
     size_t off = 0;
     *known = 0;
     while (tether__conn_can_deliver(c)) {
@@ -217,10 +237,8 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             break;
         }
         size_t plen = q[1] & 0x7Fu;
-        if (TETHER__LIKELY(q[0] == (0x80u | TETHER__WS_OP_BINARY) && plen < 126 &&
-                           ((q[1] & 0x80u) != 0) == server && !t->in_msg && plen <= max)) {
-            /* The common case in one test: a whole small binary frame
-             * (FIN, no reserved bits), masked exactly when it must be. */
+        if (TETHER__LIKELY((((unsigned)q[1] << 8 | q[0]) & 0x80FFu) == want && plen <= small_max &&
+                           !t->in_msg)) {
             size_t hl = server ? 6 : 2;
             if (avail < hl + plen) {
                 *known = hl + plen;
@@ -232,7 +250,7 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             }
             off += hl + plen;
             t->cur_text = false;
-            tether__conn_deliver(c, p, plen);
+            deliver(c, p, plen);
             continue;
         }
         struct tether__ws_hdr h;

@@ -558,14 +558,26 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
     return TETHER_OK;
 }
 
-int tether_conn_send(tether_conn *c, const void *data, size_t len)
+/* tether_conn_send() on a WebSocket connection and on any other: two
+ * functions, so that neither pays for the other's registers, and the
+ * choice between them before either saves any. */
+static __attribute__((noinline)) int conn_send_ws(tether_conn *c, const void *data, size_t len)
 {
     int rv = conn_send_check(c, data, len);
     if (rv != TETHER_OK) {
         return rv;
     }
-    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL) && tether__ws_open(c)) {
+    if (tether__ws_open(c)) {
         return tether__ws_send(c, data, len, false, NULL, NULL); /* one frame a message */
+    }
+    return conn_send_queue(c, data, len, false, NULL, NULL);
+}
+
+static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void *data, size_t len)
+{
+    int rv = conn_send_check(c, data, len);
+    if (rv != TETHER_OK) {
+        return rv;
     }
     if (TETHER__LIKELY(c->cfg->fast_len32 && len < DIRECT_MIN)) {
         /* The common case: a small message in the default framing that fits
@@ -600,6 +612,14 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
         }
     }
     return conn_send_queue(c, data, len, false, NULL, NULL);
+}
+
+int tether_conn_send(tether_conn *c, const void *data, size_t len)
+{
+    if (TETHER__UNLIKELY(c != NULL && tether__conn_ws(c) != NULL)) {
+        return conn_send_ws(c, data, len);
+    }
+    return conn_send_plain(c, data, len);
 }
 
 int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,

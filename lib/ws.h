@@ -65,14 +65,14 @@ void tether__ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint
 
 /* tether__ws_mask_copy() at payload offset 0, inline for the small
  * payloads of most frames (dst may be src; the key must not overlap dst). */
-typedef uint64_t tether__ws_v128 __attribute__((vector_size(16))); /* SSE2 on x86-64 */
+typedef uint32_t tether__ws_v128 __attribute__((vector_size(16))); /* SSE2 on x86-64 */
 static inline void tether__ws_mask_small(uint8_t *dst, const uint8_t *src, size_t n,
                                          const uint8_t key[4])
 {
     uint32_t k;
     memcpy(&k, key, 4);
-    uint64_t k64 = (uint64_t)k | ((uint64_t)k << 32);
-    tether__ws_v128 kv = {k64, k64};
+    /* (Four 32-bit lanes: one load and one shuffle make the key vector.) */
+    tether__ws_v128 kv = {k, k, k, k};
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         tether__ws_v128 a, b, c, d;
@@ -114,7 +114,7 @@ static inline void tether__ws_mask_small(uint8_t *dst, const uint8_t *src, size_
     if (n & 8u) {
         uint64_t v;
         memcpy(&v, src + i, 8);
-        v ^= k64;
+        v ^= (uint64_t)k | ((uint64_t)k << 32);
         memcpy(dst + i, &v, 8);
         i += 8;
     }
