@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/* Dialling one numeric address or a Unix path (connect.c does names,
+ * several addresses and SRV). Such an address is its own single candidate: there is
+ * nothing to choose between, no stagger, and the one attempt's share of
+ * the deadline is all of it (cand_limit() gives it no timer of its own).
+ * Such a dial needs no dialer: the connection's own watcher waits for the
+ * connect, its timer is the deadline (conn.c reports a timeout with the
+ * words dial_report() uses for one numeric address), and a failure reads
+ * as dial_report() words it. This saves the allocations and most of the
+ * bookkeeping of every dial to an address (the common case for a service
+ * behind a fixed IP or a Unix socket). TLS keeps the dialer, which holds
+ * the host name the handshake needs. */
+
+#include "conn.h"
+#include "dial.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The connect deadline covers the whole set-up (resolution, attempts,
+ * the TLS handshake) from here. The timer lives in c->ex, which this
+ * allocates: a dial that has to wait, or needs a dialer, has one. Without
+ * a deadline the idle timer's deadline field holds the start, for
+ * direct_started(). */
+int tether__dial_arm(tether_conn *c)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return TETHER_ENOMEM;
+    }
+    int ms = c->cfg->o.connect_timeout_ms;
+    if (ms >= 0) {
+        tether__tnode_start(c->h.loop, &ex->timer, (uint64_t)ms);
+    } else {
+        ex->timer.deadline = tether__loop_time(c->h.loop);
+    }
+    return TETHER_OK;
+}
+
+/* When a direct dial started, in loop ms, for "timed out after N ms" when
+ * the kernel gives up before our deadline: the deadline less the timeout,
+ * or the start tether__dial_arm() stored; a dial that never waited (no c->ex)
+ * started now. */
+static uint64_t direct_started(const tether_conn *c)
+{
+    if (c->ex == NULL) {
+        return c->h.loop->now;
+    }
+    if (tether__tnode_active(&c->ex->timer)) {
+        return c->ex->timer.deadline - (uint64_t)c->cfg->o.connect_timeout_ms;
+    }
+    return c->ex->timer.deadline;
+}
+
+/* The attempt failed: the same detail as dial_report() for one numeric
+ * address, then the connection ends (tether__dial_cancel() closes the
+ * socket). */
+static void direct_failed(tether_conn *c, int err)
+{
+    if (err == TETHER_ETIMEDOUT) {
+        uint64_t now = c->h.loop->now;
+        uint64_t started = direct_started(c);
+        tether__conn_set_err(c, "connect to %s timed out after %llu ms", tether__conn_url(c),
+                             (unsigned long long)(now > started ? now - started : 0));
+    } else {
+        tether__conn_set_err(c, "connect to %s: %s", tether__conn_url(c), tether_strerror(err));
+    }
+    tether__conn_end(c, err);
+}
+
+/* Connected: the connection takes over the socket and its registration. */
+static void direct_won(tether_conn *c, bool is_unix)
+{
+    int fd = c->io.fd;
+    struct tether__io handoff = c->io;
+    tether__io_forget(&c->io);
+    c->io.fd = -1;
+    int rv = tether__conn_attach(c, fd, is_unix, NULL, false, &handoff);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c), tether_strerror(rv));
+    }
+}
+
+static void direct_check(tether_conn *c, unsigned revents, bool is_unix)
+{
+    int soerr = 0;
+    /* A failed TCP connect always raises EPOLLERR (sk_err is set), so a
+     * clean writability report needs no SO_ERROR system call. A Unix
+     * socket whose connect() said EAGAIN is asked as before. */
+    if (is_unix || (revents & (TETHER__EV_ERROR | TETHER__EV_HANGUP))) {
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) {
+            soerr = errno;
+        }
+    }
+    if (soerr == 0) {
+        direct_won(c, is_unix);
+    } else {
+        direct_failed(c, tether__errno_to_err(soerr));
+    }
+}
+
+static void direct_on_writable(struct tether__io *io, unsigned revents)
+{
+    direct_check(tether__container_of(io, tether_conn, io), revents, false);
+}
+
+static void direct_on_writable_unix(struct tether__io *io, unsigned revents)
+{
+    direct_check(tether__container_of(io, tether_conn, io), revents, true);
+}
+
+void tether__dial_connected(tether_conn *c)
+{
+    direct_won(c, false);
+}
+
+/* A TCP handshake with a loopback address is over by the time connect()
+ * returns (the kernel handles the SYN, the SYN-ACK and the ACK before the
+ * call ends), although a non-blocking socket still says EINPROGRESS.
+ * Asking for the state then saves registering for writability, a loop
+ * iteration and registering again for reading. Anything but established
+ * (a refusal too: its error stays for the watcher to report, as before)
+ * takes the usual way. To any other address the handshake would almost
+ * never be over yet, so only loopback destinations are asked. */
+static bool tcp_established(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti.tcpi_state;
+    ti.tcpi_state = 0;
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+           ti.tcpi_state == TCP_ESTABLISHED;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* Dials u directly when it names one address of a family the options
+ * allow; false (nothing done) otherwise. */
+bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (tether__url_sockaddr(u, &ss, &sl) != TETHER_OK) {
+        return false;
+    }
+    int af = tether__family_af(c->cfg->o.family);
+    int fam = ss.ss_family;
+    if (af != AF_UNSPEC && fam != AF_UNIX && fam != af) {
+        return false; /* the dialer words the refusal */
+    }
+    bool is_unix = fam == AF_UNIX;
+    /* (The deadline is only armed once the dial has to wait.) */
+    int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        direct_failed(c, tether__errno_to_err(errno));
+        return true;
+    }
+    tether__io_init(&c->io, fd, is_unix ? direct_on_writable_unix : direct_on_writable);
+    c->io.report_errors = true;
+    tether__sock_apply_opts(fd, c->cfg, is_unix);
+    int r;
+    do {
+        r = connect(fd, (const struct sockaddr *)&ss, sl);
+    } while (r != 0 && errno == EINTR);
+    if (r == 0) {
+        direct_won(c, is_unix);
+        return true;
+    }
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+        direct_failed(c, tether__errno_to_err(errno));
+        return true;
+    }
+    if (errno == EINPROGRESS && is_loopback(&ss) && tcp_established(fd)) {
+        /* Taken over from the loop (tether__dial_connected), as if the
+         * watcher had reported it: until then the connection is still
+         * connecting for the caller, who gets on_connect from the loop. */
+        c->todo |= TETHER__CT_DIALED;
+        tether__pending_queue(c->h.loop, &c->pend);
+        return true;
+    }
+    /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
+     * once the server accepts. */
+    int rv = tether__dial_arm(c);
+    if (rv == TETHER_OK) {
+        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
+    }
+    if (rv != TETHER_OK) {
+        direct_failed(c, rv);
+    }
+    return true;
+}
