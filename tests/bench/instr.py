@@ -17,7 +17,7 @@ parent), the server the child it forks.
 - system calls: strace -f -ff, one trace file per process, one line per
   call.
 
-Usage: tests/bench/instr.py [--tls | --ws | --acks] [--no-syscalls] [--scale F] [IMPL ...]
+Usage: tests/bench/instr.py [--tls | --ws | --large | --acks] [--no-syscalls] [--scale F] [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
 of this repository) as given and as bench_NAME; default: raw tether_bench.
 """
@@ -53,6 +53,11 @@ ACKS = [
     ("thr tcp 1 KiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1024"], 20000),
 ]
 ACKS_IMPLS = [("client", "tether_bench", ["--client"]), ("acks", "tether_bench", ["--acks"])]
+# --large: frames bigger than the loop's read buffer (issue #17).
+LARGE = [
+    ("thr tcp 1 MiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1048576"], 100),
+    ("thr tls 64 KiB, one message", ["--scenario", "thr", "--transport", "tls", "--size", "65536"], 200),
+]
 TLS = [
     ("lat tls 64 B, one round trip", ["--scenario", "lat", "--transport", "tls", "--size", "64"], 500),
     ("thr tls 64 B, one message", ["--scenario", "thr", "--transport", "tls", "--size", "64"], 10000),
@@ -213,6 +218,8 @@ def main():
     ap.add_argument("--tls", action="store_true", help="also the TLS scenarios")
     ap.add_argument("--ws", action="store_true",
                     help="only the tcp vs ws throughput rows (64 B and 1 MiB)")
+    ap.add_argument("--large", action="store_true",
+                    help="only thr tcp 1 MiB and thr tls 64 KiB (large frames)")
     ap.add_argument("--acks", action="store_true",
                     help="only thr 64 B and 1 KiB, tether_bench --client vs --acks")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
@@ -223,7 +230,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"instr: {tool} is not installed")
     impls = [(os.path.basename(i), find_impl(i)) for i in a.impls]
-    scen = WS if a.ws else TCP + (TLS if a.tls else [])
+    scen = WS if a.ws else LARGE if a.large else TCP + (TLS if a.tls else [])
     if a.acks:
         impls = [(n, find_impl(b), x) for n, b, x in ACKS_IMPLS]
         scen = ACKS
