@@ -9,8 +9,9 @@
  * delivered straight from it; only the incomplete tail of a read is copied
  * into a per-connection buffer (rpart). Idle connections therefore hold no
  * input buffer at all. The buffer grows with the bytes that arrive, never
- * with the size a header announces; once a frame has 64 KiB in it, the
- * rest is read directly into place. */
+ * with the size a header announces; once the header of a frame larger
+ * than 64 KiB is in, the rest is read directly into place, and so is what
+ * follows it while the socket has more. */
 #include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
@@ -467,14 +468,25 @@ static inline bool conn_read_took(tether_conn *c, int rv, size_t n)
     return true;
 }
 
-/* One read round while a large frame is under way (rpart holds at least
- * half the read buffer): reads the rest of it in place, growing the
- * buffer by what has arrived so far (within the frame's size); whatever
- * follows the frame lands in lb. Returns true to read again. Out of line:
- * it keeps the common round short. */
-__attribute__((noinline)) static bool conn_read_large(tether_conn *c, uint8_t *lb)
+/* Whether the next read goes straight into rpart: a frame larger than half
+ * the read buffer is under way (its header has arrived), or rpart is still
+ * that large from one that has just been delivered and more input
+ * follows. Copying such a frame through lb would cost a memcpy of up to
+ * the whole buffer per read. */
+static inline bool conn_reads_in_place(const tether_conn *c)
 {
-    struct iovec iov[2];
+    return c->rcap >= TETHER__RBUF_SIZE / 2 || c->rknown > TETHER__RBUF_SIZE / 2;
+}
+
+/* One read round straight into rpart (conn_reads_in_place()): reads into
+ * its free space, growing it by what has arrived so far (at most twice
+ * what it holds, within the frame's size), then delivers what is
+ * complete. A large buffer left empty is kept only while the socket has
+ * more to read; one larger than the frame in front shrinks to it.
+ * Returns true to read again. Out of line: it keeps the common round
+ * short. */
+__attribute__((noinline)) static bool conn_read_large(tether_conn *c)
+{
     size_t limit = rpart_limit(c);
     if (c->rlen >= limit) {
         tether__conn_fail(c, TETHER_EMSGSIZE,
@@ -482,8 +494,8 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c, uint8_t *l
                           c->cfg->o.max_msg);
         return false;
     }
-    if (c->rcap - c->rlen < c->rlen / 2) {
-        size_t cap = TETHER__MIN(c->rlen * 2, limit);
+    if (c->rcap - c->rlen < c->rlen / 2 || c->rcap == c->rlen) {
+        size_t cap = TETHER__MIN(TETHER__MAX(c->rlen * 2, (size_t)256), limit);
         if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* Growing would take this peer past its share. */
@@ -493,52 +505,32 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c, uint8_t *l
             return false;
         }
     }
-    iov[0].iov_base = c->rpart + c->rlen;
-    iov[0].iov_len = c->rcap - c->rlen;
-    iov[1].iov_base = lb;
-    iov[1].iov_len = TETHER__RBUF_SIZE;
-    /* Bytes that land in lb before the frame is complete would have
-     * to be copied behind it: read into lb only what follows it. */
-    int iovcnt = c->rknown != 0 && c->rcap >= c->rknown ? 2 : 1;
+    struct iovec iov = {c->rpart + c->rlen, c->rcap - c->rlen};
     size_t n = 0;
-    int rv = tether__tr_readv(c->tr, iov, iovcnt, &n);
+    int rv = tether__tr_readv(c->tr, &iov, 1, &n);
     if (!conn_read_took(c, rv, n)) {
+        if (rv == TETHER_EAGAIN && c->rlen == 0) {
+            tether__conn_rpart_free(c); /* kept for input that did not come */
+        }
         return false;
     }
-    size_t in_place = TETHER__MIN(n, iov[0].iov_len);
-    c->rlen += in_place;
-    rpart_parse(c, n > in_place);
-    if (c->state == TETHER__CS_DEAD) {
+    c->rlen += n;
+    bool more = n >= iov.iov_len; /* (else the socket is drained) */
+    rpart_parse(c, more);
+    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
         return false;
     }
-    size_t extra = n - in_place;
-    if (extra == 0) {
-        return n >= iov[0].iov_len; /* (else the socket is drained) */
-    }
-    if (c->rlen > 0) {
-        /* rpart still holds something (an unfinished frame, or
-         * frames held back by a pause): the extra bytes belong
-         * behind it. They may complete that frame and carry more,
-         * so parse again unless delivery is off. */
-        if (rpart_reserve(c, c->rlen + extra) != TETHER_OK) {
+    if (c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE) {
+        /* As conn_keep(): a buffer kept from a larger frame shrinks to
+         * the one in front (or to twice what it holds while that one's
+         * size is unknown). */
+        size_t fit = c->rknown != 0 ? TETHER__MAX(c->rknown, c->rlen)
+                                    : TETHER__MAX(c->rlen * 2, (size_t)256);
+        if (c->rcap > fit && rpart_resize(c, fit) != TETHER_OK) {
             return false;
         }
-        memcpy(c->rpart + c->rlen, lb, extra);
-        c->rlen += extra;
-        if (tether__conn_can_deliver(c)) {
-            tether__conn_parse_rpart(c);
-        }
-        return false;
     }
-    size_t known;
-    size_t used = conn_parse(c, lb, extra, &known);
-    if (c->state == TETHER__CS_DEAD) {
-        return false;
-    }
-    if (conn_keep(c, lb + used, extra - used, known) != 0) {
-        return false;
-    }
-    return extra >= TETHER__RBUF_SIZE;
+    return more;
 }
 
 static void conn_read_rounds(tether_conn *c)
@@ -558,8 +550,8 @@ static void conn_read_rounds(tether_conn *c)
              * share: stop reading it until usage is back down. */
             return;
         }
-        if (TETHER__UNLIKELY(c->rlen >= TETHER__RBUF_SIZE / 2)) {
-            if (!conn_read_large(c, lb)) {
+        if (TETHER__UNLIKELY(conn_reads_in_place(c))) {
+            if (!conn_read_large(c)) {
                 return;
             }
             continue;
