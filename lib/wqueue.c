@@ -109,10 +109,11 @@ static void wq_link(tether_conn *c, struct tether__wseg *s)
     } else {
         c->wq_head = s;
         if (c->cfg->live) {
-            if (c->live == NULL && c->cfg->live_lazy && c->state == TETHER__CS_READY) {
-                /* Lazy liveness has nothing to watch yet, and most output
-                 * is written whole before the loop polls: only what a
-                 * flush leaves behind needs the state (and a timer). */
+            if (c->state == TETHER__CS_READY) {
+                /* Most output is written whole before the loop polls:
+                 * only what a flush leaves behind needs watching (and,
+                 * when liveness is lazy, the state and a timer). The
+                 * flush ends in the same iteration: same loop time. */
                 c->flags |= TETHER__CF_QSTART_DUE;
             } else {
                 /* The write timeout counts from here when nothing moves. */
@@ -344,8 +345,16 @@ void tether__conn_flush(tether_conn *c)
     if (c->wq_head == NULL) {
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
     }
-    if (TETHER__UNLIKELY(c->flags & TETHER__CF_QSTART_DUE)) {
-        tether__live_qstart_due(c);
+    if (c->flags & TETHER__CF_QSTART_DUE) {
+        if (TETHER__LIKELY(c->wq_head == NULL && c->live == NULL)) {
+            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE; /* all written */
+        } else if (c->wq_head == NULL) {
+            /* (Its timer, armed from here, frees a lazy state.) */
+            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
+            tether__live_queue_started(c);
+        } else {
+            tether__live_qstart_due(c);
+        }
     }
     if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
         c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
@@ -436,7 +445,11 @@ static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
         s->free_cb = NULL;
         c->wq_head = c->wq_tail = s;
         if (c->cfg->live) {
-            tether__live_queue_started(c); /* as wq_link() */
+            if (c->state == TETHER__CS_READY) {
+                c->flags |= TETHER__CF_QSTART_DUE; /* as wq_link() */
+            } else {
+                tether__live_queue_started(c);
+            }
         }
         return s;
     }
@@ -525,6 +538,9 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
              * consistent without the rest. */
             tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
             return TETHER_OK;
+        }
+        if (c->flags & TETHER__CF_QSTART_DUE) {
+            tether__live_qstart_due(c); /* no flush follows while the socket is full */
         }
         tether__conn_update_io(c);
         return TETHER_OK;
