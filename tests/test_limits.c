@@ -334,6 +334,53 @@ START_TEST(buffer_of_a_finished_frame_is_not_kept_for_a_header)
 }
 END_TEST
 
+static bool got_53_and_idle(void *arg)
+{
+    (void)arg;
+    return S.msgs >= 53 && mem_stats().input_bytes == 0;
+}
+
+START_TEST(large_frames_back_to_back_then_small_ones)
+{
+    /* Three 300 KiB messages back to back, then fifty small ones, in
+     * large writes: the large frames are read in place into the frame
+     * buffer, which then takes what follows them; every message arrives
+     * intact and in order, and no input buffer is left afterwards. */
+    reset_state();
+    S.check_big = true;
+    tether_listener *l = start_server("tcp://127.0.0.1:0", NULL, NULL);
+    const size_t big = 300u * 1024u;
+    const size_t total = 3 * (4 + big) + 50 * (4 + 10);
+    uint8_t *m = malloc(total);
+    ck_assert_ptr_nonnull(m);
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        m[off] = 0;
+        m[off + 1] = (uint8_t)(big >> 16);
+        m[off + 2] = (uint8_t)(big >> 8);
+        m[off + 3] = (uint8_t)big;
+        th_fill(m + off + 4, big, 7);
+        off += 4 + big;
+    }
+    for (int i = 0; i < 50; i++) {
+        static const uint8_t small[14] = {0,   0,   0,   10,  's', 'm', 'a',
+                                          'l', 'l', '.', '.', '.', '.', '!'};
+        memcpy(m + off, small, sizeof small);
+        off += sizeof small;
+    }
+    ck_assert_uint_eq(off, total);
+    int fd = th_raw_connect(tether_listener_port(l));
+    ck_assert_uint_eq(raw_trickle(fd, m, total, 200000, 20000, NULL), total);
+    ck_assert(th_run_until_pred(got_53_and_idle, NULL, 10000));
+    ck_assert_int_eq(S.msgs, 53);
+    ck_assert_uint_eq(S.last_len, 10);
+    ck_assert(!S.bad);
+    close(fd);
+    free(m);
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- a tether client ------------------------------------------------------ */
 
 struct cli {
@@ -809,6 +856,7 @@ Suite *limits_suite(void)
     tcase_add_test(tc, varint_15mib_message_in_large_steps);
     tcase_add_test(tc, echo_15mib_between_tether_peers);
     tcase_add_test(tc, buffer_of_a_finished_frame_is_not_kept_for_a_header);
+    tcase_add_test(tc, large_frames_back_to_back_then_small_ones);
     tcase_add_test(tc, max_conns_rejects_and_recovers);
     tcase_add_test(tc, listener_stats_bad_arguments);
     tcase_add_test(tc, budget_stops_reading_the_heaviest_and_resumes);
