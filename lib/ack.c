@@ -121,20 +121,35 @@ void tether__ack_dial_want(bool want)
     dial_want = want;
 }
 
+static void ack_on_timer(struct tether__tnode *n);
+
+/* The connection's acknowledgement state, in c->ex; NULL when out of
+ * memory. */
+static struct tether__ack *ack_new(tether_conn *c)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    struct tether__ack *a = ex != NULL ? calloc(1, sizeof *a) : NULL;
+    if (a == NULL) {
+        return NULL;
+    }
+    a->c = c;
+    tether__tnode_init(&a->timer, ack_on_timer);
+    ex->ack = a;
+    c->hooks |= TETHER__CH_ACK;
+    return a;
+}
+
 int tether__ack_dial_take(tether_conn *c)
 {
     if (!dial_want) {
         return TETHER_OK;
     }
     dial_want = false;
-    struct tether__conn_extra *ex = tether__conn_extra(c);
-    struct tether__ack *a = ex != NULL ? calloc(1, sizeof *a) : NULL;
+    struct tether__ack *a = ack_new(c);
     if (a == NULL) {
         return TETHER_ENOMEM;
     }
     a->want = true;
-    ex->ack = a;
-    c->hooks |= TETHER__CH_ACK;
     return TETHER_OK;
 }
 
@@ -170,13 +185,7 @@ bool tether__ack_on_hello(tether_conn *c, uint8_t flags)
     }
     if (peer && tether__ack_hello_flags(c) != 0) {
         if (a == NULL) {
-            struct tether__conn_extra *ex = tether__conn_extra(c);
-            a = ex != NULL ? calloc(1, sizeof *a) : NULL;
-            if (a != NULL) {
-                ex->ack = a;
-                c->hooks |= TETHER__CH_ACK;
-                c->hooks |= TETHER__CH_ACK;
-            }
+            a = ack_new(c);
             if (a == NULL) {
                 tether__conn_fail(c, TETHER_ENOMEM, "out of memory for acknowledgements");
                 return false;
@@ -279,12 +288,9 @@ bool tether__ack_on_ctrl(tether_conn *c, uint8_t type, const uint8_t *p, size_t 
     return true;
 }
 
-void tether__ack_after_read(tether_conn *c)
+/* Queues an ACK for everything delivered so far. */
+static void ack_send(tether_conn *c, struct tether__ack *a)
 {
-    struct tether__ack *a = tether__conn_ack(c);
-    if (!a->rx_resumed || a->rx_next - 1 <= a->rx_acked || c->state != TETHER__CS_READY) {
-        return;
-    }
     uint64_t seq = a->rx_next - 1;
     uint8_t buf[TETHER__CTRL_HDR_LEN + TETHER__CTRL_ACK_LEN];
     tether__len32_ctrl_header(buf, TETHER__CTRL_ACK, TETHER__CTRL_ACK_LEN);
@@ -296,7 +302,47 @@ void tether__ack_after_read(tether_conn *c)
     }
     a->rx_acked = seq;
     a->acks_out++;
+    a->ack_at = tether__loop_time(c->h.loop);
+    a->ack_bytes = c->bytes_in;
+    if (tether__tnode_active(&a->timer)) {
+        tether__tnode_stop(c->h.loop, &a->timer);
+    }
     tether__conn_after_queue(c);
+}
+
+static bool ack_due(const tether_conn *c, const struct tether__ack *a)
+{
+    return a->rx_resumed && a->rx_next - 1 > a->rx_acked && c->state == TETHER__CS_READY;
+}
+
+static void ack_on_timer(struct tether__tnode *n)
+{
+    struct tether__ack *a = tether__container_of(n, struct tether__ack, timer);
+    if (ack_due(a->c, a)) {
+        ack_send(a->c, a);
+    }
+}
+
+/* One ACK per read batch would be one write (and one wake-up of the
+ * sender) per batch: at a few dozen messages a batch that is a tenth of
+ * a fast sender's time. So within the loop millisecond of the last ACK,
+ * the next waits (for the timer, 1 ms) unless a quarter MiB has arrived
+ * since; a sender that waits for each acknowledgement is answered at
+ * once, since its message comes in a later millisecond. */
+void tether__ack_after_read(tether_conn *c)
+{
+    struct tether__ack *a = tether__conn_ack(c);
+    if (!ack_due(c, a)) {
+        return;
+    }
+    if (tether__loop_time(c->h.loop) == a->ack_at &&
+        c->bytes_in - a->ack_bytes < TETHER__ACK_COALESCE_BYTES) {
+        if (!tether__tnode_active(&a->timer)) {
+            tether__tnode_start(c->h.loop, &a->timer, 1);
+        }
+        return;
+    }
+    ack_send(c, a);
 }
 
 void tether__ack_stats(const tether_conn *c, tether_stats *s)
@@ -315,6 +361,9 @@ void tether__ack_free(tether_conn *c)
     struct tether__ack *a = tether__conn_ack(c);
     if (a == NULL) {
         return;
+    }
+    if (tether__tnode_active(&a->timer)) {
+        tether__tnode_stop(c->h.loop, &a->timer);
     }
     if (a->e != NULL) {
         a->e->refs--;

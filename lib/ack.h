@@ -59,7 +59,18 @@ struct tether__ack {
     uint64_t *rx_done; /* the highest delivered: in e, or rx_own */
     uint64_t dups;     /* duplicates dropped */
     uint64_t acks_out; /* ACK frames sent */
+    /* Coalescing (tether__ack_after_read): at most one ACK per loop
+     * millisecond unless TETHER__ACK_COALESCE_BYTES arrived since the last;
+     * the rest waits for this timer (1 ms). */
+    uint64_t ack_at;    /* loop ms of the last ACK */
+    uint64_t ack_bytes; /* c->bytes_in at the last ACK */
+    struct tether__tnode timer;
+    tether_conn *c;
 };
+
+/* Bytes received that are acknowledged at once, even within the
+ * millisecond of the last ACK. */
+#define TETHER__ACK_COALESCE_BYTES (256u * 1024u)
 
 /* Forgets every resume token of the loop (the fuzz_conn harness, whose
  * inputs share one loop, starts each input with an empty duplicate

@@ -274,7 +274,9 @@
  *   higher, nothing is added to the data frames. The sender sends RESUME
  *   before its first data frame and wherever the numbering jumps. ACK,
  *   receiver to sender: the highest sequence number received (8 bytes),
- *   cumulative, sent once per read batch. Elsewhere they are protocol
+ *   cumulative, sent after a read batch: at most one per millisecond
+ *   unless 256 KiB arrived since the last, the rest within 1 ms (a
+ *   sender that waits for each is answered at once). Elsewhere they are protocol
  *   errors like an unknown type.
  *
  * The rules:

@@ -105,8 +105,9 @@
  * numbering starts with a RESUME control frame: a random 64-bit resume
  * token, the same for the client's whole life, and the number of the
  * next message. Messages carry no number of their own; the server
- * acknowledges cumulatively, once per read batch (so an echoing server's
- * ACK rides with its replies), and drops a message whose number its loop
+ * acknowledges cumulatively after a read batch, at most once a
+ * millisecond unless 256 KiB arrived since the last (the rest follows
+ * within 1 ms; an echoing server's ACK rides with its replies), and drops a message whose number its loop
  * has delivered under that token before (tether_stats::dups_dropped).
  * Guarantees and limits:
  * - while the server process lives (and the client's connections land on
