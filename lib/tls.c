@@ -260,8 +260,9 @@ static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const c
      * a write blocked on the socket is retried with a known length; the
      * moving buffer lets the retry come from wherever the bytes are now.
      * No SSL_MODE_RELEASE_BUFFERS: releasing the buffers around every
-     * record cost an allocation and a free per record; tls_idle.c releases
-     * them once a connection has been idle for a while instead. */
+     * record cost an allocation and a free per record; each SSL sets it
+     * for its handshake only, and tls_idle.c releases the buffers once a
+     * connection has been idle for a while. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read-ahead: one recv() takes the header and body of a record (and of
      * those behind it) instead of two reads per record. */

@@ -144,9 +144,12 @@ void tether__tls_idle_remove(struct tls_transport *t)
 
 void tether__tls_idle_hs_done(struct tls_transport *t)
 {
-    /* A server's handshake ends with its last flight written and nothing
-     * read beyond the client's Finished, unless the client's first data
-     * came with it: most connections start without buffers. */
+    /* The handshake ran with SSL_MODE_RELEASE_BUFFERS (transport_tls.c):
+     * from here on buffers stay while the connection is busy. A server's
+     * handshake ends with its last flight written and nothing read beyond
+     * the client's Finished, unless the client's first data came with it:
+     * most connections start without buffers. */
+    SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (!tls_idle_release(t)) {
         tether__tls_idle_touch(t);
     }

@@ -687,6 +687,10 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
     } else {
         BIO_set_data(bio, t);
         SSL_set_bio(t->ssl, bio, bio);
+        /* While handshaking, buffers are released after each flight, as
+         * far apart as they come: a server with many handshakes under way
+         * does not hold theirs at once. tls_idle.c takes over at the end. */
+        SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
         if (server) {
             tls_server_setup(t);
         } else {
