@@ -502,7 +502,7 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 {
     int rv;
     if (c->cfg->tls != NULL) {
-        rv = tether__tls_transport_new(&c->tr, c->cfg->tls, fd, host, server);
+        rv = tether__tls_transport_new(&c->tr, c->h.loop, c->cfg->tls, fd, host, server);
         if (rv == TETHER_OK && server && c->cfg->pp_accept == 0) {
             /* Accepted connections have no connect deadline: the TLS
              * configuration bounds their handshake. */

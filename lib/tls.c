@@ -258,10 +258,12 @@ static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const c
                                  SSL_OP_NO_COMPRESSION);
     /* Partial writes let one SSL_write produce exactly one record, so that
      * a write blocked on the socket is retried with a known length; the
-     * moving buffer lets the retry come from wherever the bytes are now;
-     * released buffers keep idle connections small. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+     * moving buffer lets the retry come from wherever the bytes are now.
+     * No SSL_MODE_RELEASE_BUFFERS: releasing the buffers around every
+     * record cost an allocation and a free per record; each SSL sets it
+     * for its handshake only, and tls_idle.c releases the buffers once a
+     * connection has been idle for a while. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read-ahead: one recv() takes the header and body of a record (and of
      * those behind it) instead of two reads per record. */
     SSL_CTX_set_read_ahead(ctx, 1);

@@ -98,11 +98,26 @@ void tether__tls_err_text(unsigned long e, char *buf, size_t len);
 
 /* ---- transport_tls.c --------------------------------------------------- */
 
-/* Wraps a connected, non-blocking socket in TLS. host is the name the client
- * dialled (for SNI and verification), NULL on servers. Takes ownership of fd
+/* Wraps a connected, non-blocking socket in TLS, for a connection of
+ * loop (whose list of busy TLS transports it joins while it holds
+ * OpenSSL's buffers: tls_idle.c). host is the name the client dialled
+ * (for SNI and verification), NULL on servers. Takes ownership of fd
  * (closes it on failure too). */
-int tether__tls_transport_new(struct tether_transport **out, tether_tls_config *cfg, int fd,
-                              const char *host, bool server);
+int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
+                              tether_tls_config *cfg, int fd, const char *host, bool server);
+
+/* ---- tls_idle.c -------------------------------------------------------- */
+
+/* OpenSSL's read and write buffers are released once a connection has
+ * made no read or write for between this and twice this many
+ * milliseconds: the period of the loop's sweep. */
+#define TETHER__TLS_IDLE_MS 1000u
+
+/* For tests: tr is a TLS transport past its handshake that may hold
+ * OpenSSL's read and write buffers; false once SSL_free_buffers()
+ * released them (after TETHER__TLS_IDLE_MS to twice that without I/O),
+ * until the next read or write. */
+bool tether__tls_holds_buffers(const struct tether_transport *tr);
 
 /* Callbacks installed on every SSL_CTX by tls.c, implemented next to the
  * transport they report to. */

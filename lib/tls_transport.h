@@ -25,6 +25,10 @@
 #define TF_POST_HS 0x0400u        /* clients: a post-handshake message (a ticket) arrived */
 #define TF_OWN_DONE 0x0800u       /* clients: our side is done; waiting for the server's word */
 #define TF_HOOK_REJECT 0x1000u    /* the verify hook refused the peer */
+#define TF_BUF_LISTED 0x2000u /* on the loop's list of transports holding buffers (tls_idle.c) */
+#define TF_BUF_USED 0x4000u   /* read or written since the last sweep of that list */
+
+struct tls_idle;
 
 struct tls_transport {
     struct tether_transport base; /* must be first */
@@ -33,7 +37,9 @@ struct tls_transport {
     struct tether__tls_gen *gen; /* held during the handshake (SNI), then released */
     char *key;                   /* clients: the session cache key */
     char *err;                   /* detail of the last failure, lazily allocated */
-    /* Small types below: idle servers hold many of these (72 bytes). */
+    struct tls_idle *idle;       /* the loop's list of transports holding buffers */
+    uint32_t idle_slot;          /* position in that list while TF_BUF_LISTED */
+    /* Small types below: idle servers hold many of these (88 bytes). */
     uint16_t wpend;    /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
     int16_t sys_errno; /* the last socket error seen by the BIO */
     uint16_t flags;
@@ -49,6 +55,39 @@ struct tls_transport {
 /* tr as a TLS transport whose handshake has completed: TETHER_OK, or
  * TETHER_ENOTSUP (not TLS) or TETHER_ENOTCONN (the handshake is not done). */
 int tether__tls_transport_get(const struct tether_transport *tr, struct tls_transport **out);
+
+/* ---- tls_idle.c --------------------------------------------------------- */
+
+/* OpenSSL's read and write buffers (some 17 KiB each) are kept while a
+ * connection is busy and released once it has been idle for between
+ * TETHER__TLS_IDLE_MS (tls.h) and twice that: each loop keeps a list of
+ * its TLS transports that may hold buffers, and one timer sweeps it. */
+
+/* The idle list of the loop, made on its first TLS transport; NULL when
+ * out of memory. */
+struct tls_idle *tether__tls_idle_get(tether_loop *loop);
+
+/* Puts t on its loop's list (it is about to read or write, so OpenSSL may
+ * allocate buffers); on failure t stays off it and keeps its buffers
+ * until the next attempt. */
+void tether__tls_idle_add(struct tls_transport *t);
+
+/* Takes t off the list: it is being destroyed. */
+void tether__tls_idle_remove(struct tls_transport *t);
+
+/* The handshake is done: releases the buffers it used at once when they
+ * hold nothing, else lists t for the sweep. */
+void tether__tls_idle_hs_done(struct tls_transport *t);
+
+/* Every read and write: the per-message cost of idle detection, a bit set
+ * (and, for the first I/O after a release, the list insertion). */
+static inline void tether__tls_idle_touch(struct tls_transport *t)
+{
+    if (TETHER__UNLIKELY(!(t->flags & TF_BUF_LISTED))) {
+        tether__tls_idle_add(t);
+    }
+    t->flags |= TF_BUF_USED;
+}
 
 /* ---- tls_bio.c ---------------------------------------------------------- */
 

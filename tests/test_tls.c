@@ -2,8 +2,9 @@
 /* TLS over loopback: echo with the event and blocking APIs, every failure
  * reason with its own code and text, mutual TLS, ALPN, versions, session
  * resumption, certificate reload, SNI, peers that do not speak TLS,
- * handshake deadlines, close_notify against truncation, SIGPIPE, and the
- * write path under back-pressure. Certificates come from certs/ (see
+ * handshake deadlines, close_notify against truncation, SIGPIPE, the
+ * write path under back-pressure, and OpenSSL's buffers released once a
+ * connection is idle. Certificates come from certs/ (see
  * certs/README.md). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,7 +21,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "conn.h" /* private: a connection's transport, for tether__tls_holds_buffers() */
 #include "helpers.h"
+#include "tls.h"
 
 #ifndef TETHER_CERTS_DIR
 #error "TETHER_CERTS_DIR must name the certs/ directory"
@@ -130,6 +133,7 @@ struct srv {
     tether_conn *last;
     tether_tls_info info;
     int info_rv;
+    bool msg_held; /* tether__tls_holds_buffers() in the last on_message */
 };
 
 static struct srv S;
@@ -155,6 +159,7 @@ static void srv_message(tether_conn *c, const uint8_t *data, size_t len, void *u
 {
     (void)ud;
     S.msgs++;
+    S.msg_held = tether__tls_holds_buffers(c->tr);
     if (S.echo) {
         ck_assert_int_eq(tether_conn_send(c, data, len), TETHER_OK);
     }
@@ -1641,6 +1646,68 @@ START_TEST(pause_and_resume_with_buffered_records)
 }
 END_TEST
 
+/* ---- OpenSSL's buffers released once idle (tls_idle.c) ---------------------- */
+
+static bool both_released(void *arg)
+{
+    struct cli *k = arg;
+    return k->c != NULL && S.last != NULL && !tether__tls_holds_buffers(k->c->tr) &&
+           !tether__tls_holds_buffers(S.last->tr);
+}
+
+/* Buffers are kept while a connection is busy and released by
+ * SSL_free_buffers() once it has been idle for TETHER__TLS_IDLE_MS to
+ * twice that; the next exchange allocates them again and works. A paused
+ * server with records held in OpenSSL past two sweeps still delivers
+ * them all. */
+START_TEST(idle_connections_release_buffers)
+{
+    tether_tls_config *scfg = srv_up("server", NULL);
+    tether_tls_config *ccfg = client_cfg(NULL);
+    struct cli k;
+    ck_assert_int_eq(cli_dial_wait(&k, url_for("localhost", S.port), ccfg), TETHER_OK);
+    wait_accepted(1);
+    ck_assert_ptr_nonnull(S.last);
+    /* The server's handshake ended with nothing buffered: released there. */
+    ck_assert(!tether__tls_holds_buffers(S.last->tr));
+
+    long n = 0;
+    for (int round = 0; round < 3; round++) {
+        send_checked(k.c, 100, (uint32_t)n);
+        send_checked(k.c, 40000, (uint32_t)n + 1);
+        n += 2;
+        S.msg_held = false;
+        wait_msgs(&k, n, 10000);
+        /* Busy: both sides hold them while they read (the client has
+         * just read the echo). */
+        ck_assert(S.msg_held);
+        ck_assert(tether__tls_holds_buffers(k.c->tr));
+        /* Idle: the sweep releases both (at most 2 s; the bound is a hang
+         * guard only). */
+        ck_assert_msg(th_run_until_pred(both_released, &k, 10000),
+                      "buffers still held after the idle period (client %d, server %d)",
+                      tether__tls_holds_buffers(k.c->tr), tether__tls_holds_buffers(S.last->tr));
+    }
+
+    /* Paused with records in flight, across two sweeps, then resumed. */
+    tether_conn_pause(S.last);
+    for (int i = 0; i < 200; i++) {
+        send_checked(k.c, (size_t)(i * 37 % 3000), (uint32_t)(1000 + i));
+    }
+    tether_timer *t;
+    ck_assert_int_eq(tether_timer_new(&t, th_loop), TETHER_OK);
+    tether_timer_start(t, 3 * TETHER__TLS_IDLE_MS, 0, resume_later, NULL);
+    wait_msgs(&k, n + 200, 20000);
+    tether_timer_free(t);
+    ck_assert(th_run_until_pred(both_released, &k, 10000));
+
+    cli_finish(&k);
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    srv_down(scfg);
+    tether_tls_config_unref(ccfg);
+}
+END_TEST
+
 START_TEST(many_clients_share_one_config)
 {
     tether_tls_config *scfg = srv_up("server", NULL);
@@ -1786,6 +1853,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, bulk_echo_small_buffers_tls12);
     tcase_add_test(tc, zero_copy_payloads_around_record_multiples);
     tcase_add_test(tc, pause_and_resume_with_buffered_records);
+    tcase_add_test(tc, idle_connections_release_buffers);
     tcase_add_test(tc, many_clients_share_one_config);
     tcase_add_test(tc, config_errors_name_the_problem);
     suite_add_tcase(s, tc);

@@ -1424,9 +1424,10 @@ TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_
  * frame grows with what has arrived (at most twice that, never beyond the
  * frame's size), so it reaches `max_msg` only for a frame that has almost
  * all arrived. With the defaults (1 MiB, 16 MiB) that is about 33 MiB. TLS
- * adds OpenSSL's own state (about 15 KiB on an idle connection, more while
- * records are in flight), and an application that keeps copies of
- * messages adds its own. A header that announces a large message reserves
+ * adds OpenSSL's own state (about 15 KiB on an idle connection; while it
+ * is busy, and for one to two seconds after its last read or write, also
+ * OpenSSL's read and write buffers of about 17 KiB each), and an
+ * application that keeps copies of messages adds its own. A header that announces a large message reserves
  * nothing.
  *
  * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* Releasing the OpenSSL buffers of idle TLS connections. OpenSSL keeps a
+ * read and a write buffer of some 17 KiB each per connection; releasing
+ * them after every record (SSL_MODE_RELEASE_BUFFERS) costs an allocation
+ * and a free per record on each side, keeping them costs an idle server
+ * that memory per connection. The middle way: buffers stay while a
+ * connection is busy and go once it has been idle for a while.
+ *
+ * Each loop keeps one list (an array: the transports know their slot) of
+ * its TLS transports that may hold buffers, made with its first TLS
+ * transport and freed with the loop. A transport joins it on its first
+ * read or write after a release; every read and write after that only
+ * sets TF_BUF_USED (no clock read, no list move). One loop timer, armed
+ * while the list is not empty, sweeps it every TETHER__TLS_IDLE_MS: a
+ * transport used since the previous sweep loses the bit and stays; one
+ * that was not (idle for at least one period, at most two) gets
+ * SSL_free_buffers() and leaves the list. SSL_free_buffers() refuses, and
+ * the transport stays for the next sweep, while the buffers hold data
+ * (records read ahead, a record not yet written). OpenSSL allocates the
+ * buffers again by itself on the next read or write. A sweep costs
+ * O(transports on the list), that is of connections that were busy within
+ * the last two periods, once per period; idle connections cost nothing:
+ * no timer of their own and no list node beyond 12 bytes in the transport.
+ *
+ * Thread rule: a loop's list is touched only from that loop's thread (its
+ * transports' reads, writes and destruction, and its timer). */
+#include "tls_transport.h"
+
+#include <stdlib.h>
+
+#include "loop.h"
+
+static const char tls_idle_key; /* its address identifies the loop's list */
+
+struct tls_idle {
+    struct tether__loop_ext ext;
+    tether_loop *loop;
+    struct tether__tnode timer; /* the sweep, armed while n > 0 */
+    struct tls_transport **v;   /* the transports that may hold buffers */
+    uint32_t n;
+    uint32_t cap;
+};
+
+static void tls_idle_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
+{
+    struct tls_idle *d = tether__container_of(ext, struct tls_idle, ext);
+    tether__tnode_stop(loop, &d->timer);
+    /* Connections are freed before their loop: nothing is listed now. */
+    free(d->v);
+    free(d);
+}
+
+/* Takes the transport at slot i off the list: the last one moves there. */
+static void tls_idle_unlink(struct tls_idle *d, uint32_t i)
+{
+    struct tls_transport *t = d->v[i];
+    t->flags &= (uint16_t) ~(TF_BUF_LISTED | TF_BUF_USED);
+    struct tls_transport *last = d->v[--d->n];
+    d->v[i] = last;
+    last->idle_slot = i;
+}
+
+/* Releases the buffers of t if they hold nothing: true if it did.
+ * SSL_has_pending() first: records read ahead but not yet decrypted. */
+static bool tls_idle_release(struct tls_transport *t)
+{
+    return !SSL_has_pending(t->ssl) && SSL_free_buffers(t->ssl) == 1;
+}
+
+static void tls_idle_sweep(struct tether__tnode *n)
+{
+    struct tls_idle *d = tether__container_of(n, struct tls_idle, timer);
+    uint32_t i = 0;
+    while (i < d->n) {
+        struct tls_transport *t = d->v[i];
+        if (t->flags & TF_BUF_USED) {
+            t->flags &= (uint16_t)~TF_BUF_USED;
+            i++;
+        } else if (tls_idle_release(t)) {
+            tls_idle_unlink(d, i); /* the last one moved to i: look at it next */
+        } else {
+            i++; /* data in the buffers: try again at the next sweep */
+        }
+    }
+    if (d->n > 0) {
+        tether__tnode_start(d->loop, &d->timer, TETHER__TLS_IDLE_MS);
+    } else {
+        /* The loop's busy connections have all gone idle: give the array
+         * back too. */
+        free(d->v);
+        d->v = NULL;
+        d->cap = 0;
+    }
+}
+
+struct tls_idle *tether__tls_idle_get(tether_loop *loop)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &tls_idle_key);
+    if (e != NULL) {
+        return tether__container_of(e, struct tls_idle, ext);
+    }
+    struct tls_idle *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return NULL;
+    }
+    d->ext.key = &tls_idle_key;
+    d->ext.cleanup = tls_idle_cleanup;
+    d->loop = loop;
+    tether__tnode_init(&d->timer, tls_idle_sweep);
+    tether__loop_ext_add(loop, &d->ext);
+    return d;
+}
+
+void tether__tls_idle_add(struct tls_transport *t)
+{
+    struct tls_idle *d = t->idle;
+    if (d->n == d->cap) {
+        uint32_t cap = d->cap != 0 ? d->cap * 2 : 64;
+        struct tls_transport **v = realloc(d->v, cap * sizeof *v);
+        if (v == NULL) {
+            return; /* the buffers stay until an attempt succeeds */
+        }
+        d->v = v;
+        d->cap = cap;
+    }
+    t->idle_slot = d->n;
+    d->v[d->n++] = t;
+    t->flags |= TF_BUF_LISTED;
+    if (!tether__tnode_active(&d->timer)) {
+        tether__tnode_start(d->loop, &d->timer, TETHER__TLS_IDLE_MS);
+    }
+}
+
+void tether__tls_idle_remove(struct tls_transport *t)
+{
+    if (t->flags & TF_BUF_LISTED) {
+        struct tls_idle *d = t->idle;
+        tls_idle_unlink(d, t->idle_slot);
+        if (d->n == 0) {
+            tether__tnode_stop(d->loop, &d->timer);
+        }
+    }
+}
+
+void tether__tls_idle_hs_done(struct tls_transport *t)
+{
+    /* The handshake ran with SSL_MODE_RELEASE_BUFFERS (transport_tls.c):
+     * from here on buffers stay while the connection is busy. A server's
+     * handshake ends with its last flight written and nothing read beyond
+     * the client's Finished, unless the client's first data came with it:
+     * most connections start without buffers. */
+    SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (!tls_idle_release(t)) {
+        tether__tls_idle_touch(t);
+    }
+}
+
+bool tether__tls_holds_buffers(const struct tether_transport *tr)
+{
+    struct tls_transport *t;
+    return tether__tls_transport_get(tr, &t) == TETHER_OK && (t->flags & TF_BUF_LISTED) != 0;
+}
