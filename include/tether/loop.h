@@ -212,7 +212,10 @@ TETHER_API int tether_loop_run(tether_loop *loop);
  * @param[in] loop       The loop.
  * @param[in] timeout_ms The longest time to wait for I/O if nothing is ready:
  *                       0 polls without waiting, a negative value waits until
- *                       the next event or timer.
+ *                       the next event or timer. The library's own timers
+ *                       count: a connection's deadlines, and for 1-2 s after
+ *                       TLS traffic the once-a-second sweep that releases
+ *                       idle connections' OpenSSL buffers.
  * @return A positive value if handles remain active, 0 if none do, or a
  *         negative TETHER_E* code (#TETHER_EINVAL, #TETHER_EBUSY as for
  *         tether_loop_run()).
