@@ -171,10 +171,6 @@ void tether__conn_read(tether_conn *c);
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
 
-/* Delivers one message to the application (for parsers outside
- * conn_read.c: WebSocket, conn_ws_read.c). */
-void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t len);
-
 /* Fails with "connection reset by peer during <what>", suggesting tls://
  * to a plain client that has heard nothing from its server. */
 void tether__conn_fail_reset(tether_conn *c, const char *what);

@@ -14,6 +14,7 @@
  * follows it while the socket has more. */
 #include "ack.h"
 #include "conn_core.h"
+#include "conn_deliver.h"
 #include "delivery.h"
 #include "ws.h"
 
@@ -127,30 +128,6 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
     conn_fail_hint(c, TETHER_ECONNRESET, d, false, NULL, 0);
 }
 
-static inline void conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
-{
-    if (TETHER__UNLIKELY(c->rx_tag != 0)) {
-        if (c->rx_tag != TETHER__RX_SEQ) {
-            tether__call_deliver(c, p, len); /* a request or reply (call.c) */
-            tether__ack_retag(c);
-            return;
-        }
-        if (!tether__ack_rx_data(c)) {
-            return; /* a duplicate (ack.c) */
-        }
-    }
-    tether_msg_cb cb = c->cfg->o.on_message;
-    c->msgs_in++;
-    if (cb != NULL) {
-        cb(c, p, len, c->userdata);
-    }
-}
-
-void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t len)
-{
-    conn_deliver(c, p, len);
-}
-
 /* Delivers the whole frames of buf from off on. Returns the bytes consumed
  * (off included); *known is set to the total size of the incomplete frame
  * that follows when its header is complete (0 when unknown). Stops early
@@ -204,7 +181,7 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
                 *known = 4 + plen;
                 break;
             }
-            conn_deliver(c, buf + off + 4, plen);
+            tether__conn_deliver(c, buf + off + 4, plen);
             off += 4 + plen;
         }
         return off;
@@ -232,7 +209,7 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
         }
         c->rscan = 0;
         if (f.control == 0) {
-            conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
+            tether__conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
         }
         off += total;
     }
@@ -268,7 +245,7 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
             *known = 4 + plen;
             return off;
         }
-        conn_deliver(c, buf + off + 4, plen);
+        tether__conn_deliver(c, buf + off + 4, plen);
         off += 4 + plen;
     }
     *known = 0;

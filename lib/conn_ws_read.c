@@ -8,6 +8,7 @@
  * ends) to liveness, and the peer's pings, pongs and close frame in the
  * terms of tether's control frames. */
 #include "conn_core.h"
+#include "conn_deliver.h"
 #include "ws.h"
 
 #include <stdio.h>
@@ -203,20 +204,6 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     return true;
 }
 
-/* tether__conn_deliver() with its common case inline: a plain message
- * (no call or acknowledgement tag) goes straight to on_message, as
- * conn_read.c's conn_deliver() does it; the rest through it. */
-static inline void deliver(tether_conn *c, const uint8_t *p, size_t n)
-{
-    tether_msg_cb cb = c->cfg->o.on_message;
-    if (TETHER__LIKELY(c->rx_tag == 0 && cb != NULL)) {
-        c->msgs_in++;
-        cb(c, p, n, c->userdata);
-        return;
-    }
-    tether__conn_deliver(c, p, n);
-}
-
 size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
 {
     struct ws_transport *t = tether__conn_ws(c);
@@ -250,7 +237,7 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             }
             off += hl + plen;
             t->cur_text = false;
-            deliver(c, p, plen);
+            tether__conn_deliver(c, p, plen);
             continue;
         }
         struct tether__ws_hdr h;
