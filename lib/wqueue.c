@@ -393,6 +393,12 @@ void tether__conn_dispatch_end(tether_conn *c)
     if (c->wq_head != NULL && !(c->flags & TETHER__CF_WBLOCKED)) {
         tether__conn_flush(c);
     }
+    if (TETHER__UNLIKELY(c->flags & TETHER__CF_DRAIN_DUE) && c->state == TETHER__CS_READY) {
+        /* on_drain was refused (TETHER_EAGAIN) and that flush wrote the
+         * queue down to send_lwm again: no event of this connection may
+         * follow (all is written), so fire on_drain from the loop. */
+        tether__flush_queue(c->h.loop, &c->flush);
+    }
 }
 
 void tether__conn_flush_cb(struct tether__flush *f)

@@ -206,6 +206,90 @@ START_TEST(test_hold_refused_until_drain)
 }
 END_TEST
 
+/* ---- refused inside on_drain, then everything written ------------------- */
+
+/* on_drain refills the queue past a mark below the library's write batch,
+ * so its last send is refused, and the flush that ends on_drain writes the
+ * whole queue: the connection then has no event left that would fire
+ * on_drain, which must come all the same (this hung before). */
+#define RD_MSGS 300
+#define RD_LEN 1000
+
+static struct {
+    int sent;
+    int got;
+    int refusals;
+    int drains;
+    bool done;
+} rd;
+
+static void rd_pump(tether_conn *c)
+{
+    static uint8_t buf[RD_LEN];
+    while (rd.sent < RD_MSGS) {
+        int rv = tether_conn_send(c, buf, sizeof buf);
+        if (rv == TETHER_EAGAIN) {
+            rd.refusals++;
+            return;
+        }
+        ck_assert_int_eq(rv, TETHER_OK);
+        rd.sent++;
+    }
+}
+
+static void rd_on_connect(tether_conn *c, int status, void *ud)
+{
+    (void)ud;
+    ck_assert_int_eq(status, TETHER_OK);
+    rd_pump(c);
+}
+
+static void rd_on_drain(tether_conn *c, void *ud)
+{
+    (void)ud;
+    rd.drains++;
+    rd_pump(c);
+}
+
+static void rd_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    (void)data;
+    (void)ud;
+    ck_assert_uint_eq(len, RD_LEN);
+    if (++rd.got == RD_MSGS) {
+        rd.done = true;
+    }
+}
+
+START_TEST(test_refused_in_drain_all_written)
+{
+    memset(&rd, 0, sizeof rd);
+    tether_conn_opts pco;
+    tether_conn_opts_init(&pco);
+    pco.on_message = rd_on_message;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &pco;
+    tether_listener *l = th_listen_tcp(&lo);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_connect = rd_on_connect;
+    co.on_drain = rd_on_drain;
+    co.send_hwm = 4096;
+    co.send_lwm = 1024;
+    tether_conn *c = NULL;
+    ck_assert_int_eq(tether_conn_dial(&c, th_loop, th_url_of(l), &co, NULL), TETHER_OK);
+    ck_assert(th_run_until(&rd.done, 20000));
+    ck_assert_int_eq(rd.got, RD_MSGS);
+    ck_assert_int_gt(rd.refusals, 1);
+    ck_assert_int_eq(rd.drains, rd.refusals);
+    tether_conn_close(c);
+    tether_listener_close(l);
+    th_run_idle(5000);
+}
+END_TEST
+
 Suite *backpressure_suite(void);
 Suite *backpressure_suite(void)
 {
@@ -215,6 +299,7 @@ Suite *backpressure_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_hwm_is_reached_not_exceeded);
     tcase_add_test(tc, test_hold_refused_until_drain);
+    tcase_add_test(tc, test_refused_in_drain_all_written);
     suite_add_tcase(s, tc);
     return s;
 }
