@@ -907,6 +907,65 @@ TETHER_API int tether_conn_send(tether_conn *c, const void *data, size_t len);
 TETHER_API int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,
                                    void *free_ud);
 
+/** @brief One message of a batch (tether_conn_send_batch()). */
+typedef struct tether_batch_msg {
+    const void *data; /**< The payload, **borrowed** for the call; may be NULL if @ref len is 0. */
+    size_t len;       /**< Its length. */
+} tether_batch_msg;
+
+/**
+ * @brief Queues copies of several messages, in order, in one call.
+ *
+ * Each element of @p msgs is one whole message, framed like any other
+ * (with WebSocket, one frame each): the peer sees exactly what
+ * tether_conn_send() called for `msgs[0]`, `msgs[1]`, ... in turn would
+ * have sent, and the call behaves exactly like that loop stopping at the
+ * first message that is not accepted. Only cheaper: a producer of many
+ * small messages (a throughput test, a relay forwarding what one read
+ * delivered, a pipelining client) pays the per-message cost of the API
+ * once per batch. Like sendmmsg(2), the count of messages taken comes back
+ * beside the status:
+ * - every message accepted: #TETHER_OK, `*out_sent == n`;
+ * - otherwise the return value is the error tether_conn_send() gives for
+ *   `msgs[*out_sent]`: messages `0 .. *out_sent - 1` are queued, that one
+ *   and every one after it are not (none is ever queued in part, none
+ *   skipped). With #TETHER_EAGAIN (backpressure: the bytes queued reached
+ *   tether_conn_opts::send_hwm, by this call or before it) `on_drain` runs
+ *   once when the queue has fallen to tether_conn_opts::send_lwm; send
+ *   the rest, `msgs + *out_sent`, from there. With #TETHER_EMSGSIZE or
+ *   #TETHER_EINVAL, `msgs[*out_sent]` is the offending message: the caller
+ *   may drop or fix it and send the ones after it.
+ *
+ * The send_hwm rule applies message by message, as in "Backpressure"
+ * above: a message is taken whole while the queue is below the mark, so a
+ * batch may take the queue past it by up to one message. The bytes are
+ * copied before this returns: @p msgs and the payloads may be reused at
+ * once. Small messages in the default framing are copied straight into the
+ * send queue; other framings and WebSocket take batches with the same
+ * results, without the saving.
+ * @param[in]  c        The connection.
+ * @param[in]  msgs     The messages (borrowed); may be NULL if @p n is 0.
+ * @param[in]  n        How many; 0 does nothing and returns #TETHER_OK.
+ * @param[out] out_sent Messages queued, from the first (n on #TETHER_OK);
+ *                      may be NULL.
+ * @retval TETHER_OK       All @p n messages queued.
+ * @retval TETHER_EAGAIN   `msgs[*out_sent]` met a full queue (see above).
+ * @retval TETHER_EMSGSIZE `msgs[*out_sent]` is above tether_conn_opts::max_msg.
+ * @retval TETHER_EINVAL   @p c is NULL, @p msgs is NULL with @p n above 0
+ *                         (`*out_sent` 0), or `msgs[*out_sent]` has NULL
+ *                         data and a length, or the framing cannot carry
+ *                         it (a line containing its delimiter).
+ * @retval TETHER_ECLOSED  The connection is closing or closed (`*out_sent`
+ *                         says how many were queued before, if it closed
+ *                         during the call, e.g. on a write error).
+ * @retval TETHER_ENOMEM   Out of memory for `msgs[*out_sent]`.
+ *
+ * Loop thread only, like tether_conn_send(); safe from any callback of the
+ * connection, `on_drain` included.
+ */
+TETHER_API int tether_conn_send_batch(tether_conn *c, const tether_batch_msg *msgs, size_t n,
+                                      size_t *out_sent);
+
 /**
  * @brief Closes gracefully: sends everything queued, then shuts down.
  *

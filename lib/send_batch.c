@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/* tether_conn_send_batch(): many whole messages in one call.
+ *
+ * The result is by definition that of calling tether_conn_send() for each
+ * message in turn and stopping at the first that is not accepted; what the
+ * call saves is the per-message overhead of that API (the call itself, the
+ * checks of the connection, re-reading the queue's tail). Small messages in
+ * the plain len32 framing are copied straight into the tail segment of the
+ * queue (wqueue.c), with the connection's checks made once per run of
+ * messages and the queue's counters updated once; everything else (other
+ * framings, WebSocket, large messages, an empty queue or a full tail
+ * segment, a memory budget past its mark, a closing connection, any
+ * message that is refused) goes through tether_conn_send() itself, one
+ * message at a time, so that framing, errors and backpressure cannot
+ * differ from it. */
+#include "conn_core.h"
+
+#include <string.h>
+
+/* Messages from this size go through tether_conn_send(), which writes them
+ * straight from the caller's memory when the queue is empty (wqueue.c's
+ * DIRECT_MIN; below it, both copy into the queue). */
+#define BATCH_COPY_MAX (16u * 1024u)
+
+/* Copies messages from the start of m into the tail segment while each one
+ * would take tether_conn_send()'s small-message path there; returns how
+ * many it took (0: send the first one with tether_conn_send()). It stops
+ * before a message that needs any check to say more than "accepted":
+ * tether_conn_send() then gives the answer for it. */
+static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
+{
+    /* The connection's own checks (conn_send_check() in wqueue.c): while
+     * messages are only copied, nothing can change their outcome. */
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
+        (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(c->mem->over)) {
+        return 0;
+    }
+    struct tether__wseg *t = c->wq_tail;
+    if (t == NULL || t->cap == 0) {
+        return 0; /* no copy segment to append to: tether_conn_send() makes one */
+    }
+    const struct tether__conn_cfg *cfg = c->cfg;
+    /* A message is accepted while the queue is below send_hwm; from
+     * TETHER__FLUSH_BATCH on, tether__conn_after_queue() writes the queue
+     * (when it can), so the run stops there to let it. */
+    size_t lim = cfg->o.send_hwm;
+    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) &&
+        lim > TETHER__FLUSH_BATCH) {
+        lim = TETHER__FLUSH_BATCH;
+    }
+    const size_t small = cfg->o.max_msg < BATCH_COPY_MAX ? cfg->o.max_msg : BATCH_COPY_MAX - 1;
+    uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
+    uint8_t *p = p0;
+    size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
+    size_t q = c->queued;
+    size_t i = 0;
+    for (; i < n; i++) {
+        const uint8_t *data = m[i].data;
+        const size_t len = m[i].len;
+        /* (A NULL data goes to tether_conn_send(): EINVAL, or an empty
+         * message.) */
+        if (q >= lim || len > small || len + 4 > room || data == NULL) {
+            break;
+        }
+        tether__put_be32(p, (uint32_t)len);
+        memcpy(p + 4, data, len);
+        p += 4 + len;
+        room -= 4 + len;
+        q += 4 + len;
+    }
+    if (i > 0) {
+        t->len += (size_t)(p - p0);
+        c->queued = q; /* the budget catches up at the next write (as wqueue.c's) */
+        c->msgs_out += i;
+        tether__conn_after_queue(c);
+    }
+    return i;
+}
+
+int tether_conn_send_batch(tether_conn *c, const tether_batch_msg *msgs, size_t n, size_t *out_sent)
+{
+    if (out_sent != NULL) {
+        *out_sent = 0;
+    }
+    if (c == NULL || (msgs == NULL && n > 0)) {
+        return TETHER_EINVAL;
+    }
+    const bool copy = c->cfg->fast_len32 && tether__conn_ws(c) == NULL;
+    size_t i = 0;
+    int rv = TETHER_OK;
+    while (i < n) {
+        if (copy) {
+            i += batch_copy(c, msgs + i, n - i);
+            if (i == n) {
+                break;
+            }
+        }
+        /* The message batch_copy() left (each run of it ends with one). */
+        rv = tether_conn_send(c, msgs[i].data, msgs[i].len);
+        if (rv != TETHER_OK) {
+            break;
+        }
+        i++;
+    }
+    if (out_sent != NULL) {
+        *out_sent = i;
+    }
+    return rv;
+}
