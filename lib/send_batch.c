@@ -22,6 +22,34 @@
  * DIRECT_MIN; below it, both copy into the queue). */
 #define BATCH_COPY_MAX (16u * 1024u)
 
+/* Copies n <= 64 bytes with fixed-size moves that overlap in the middle
+ * (as memcpy does for small sizes), inline: the run's loop then keeps its
+ * state in registers across the copy instead of around a call. */
+static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n)
+{
+    if (n >= 16) {
+        if (n > 32) {
+            memcpy(d, s, 32);
+            memcpy(d + n - 32, s + n - 32, 32);
+        } else {
+            memcpy(d, s, 16);
+            memcpy(d + n - 16, s + n - 16, 16);
+        }
+    } else if (n >= 4) {
+        if (n >= 8) {
+            memcpy(d, s, 8);
+            memcpy(d + n - 8, s + n - 8, 8);
+        } else {
+            memcpy(d, s, 4);
+            memcpy(d + n - 4, s + n - 4, 4);
+        }
+    } else if (n > 0) {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
+    }
+}
+
 /* Copies messages from the start of m into the tail segment while each one
  * would take tether_conn_send()'s small-message path there; returns how
  * many it took (0: send the first one with tether_conn_send()). It stops
@@ -48,29 +76,40 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
         lim > TETHER__FLUSH_BATCH) {
         lim = TETHER__FLUSH_BATCH;
     }
+    if (c->queued >= lim) {
+        return 0;
+    }
     const size_t small = cfg->o.max_msg < BATCH_COPY_MAX ? cfg->o.max_msg : BATCH_COPY_MAX - 1;
+    /* Only the write position moves, up to a limit that is the end of
+     * the segment or the point where the queue reaches lim, whichever
+     * comes first. A message that would cross the latter goes to
+     * tether_conn_send() (which takes it, whole, and writes the batch), so
+     * that one comparison per message covers both. */
     uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
+    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
+    const uint8_t *const end = p0 + (lim - c->queued < room ? lim - c->queued : room);
     uint8_t *p = p0;
-    size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
-    size_t q = c->queued;
     size_t i = 0;
     for (; i < n; i++) {
         const uint8_t *data = m[i].data;
         const size_t len = m[i].len;
         /* (A NULL data goes to tether_conn_send(): EINVAL, or an empty
-         * message.) */
-        if (q >= lim || len > small || len + 4 > room || data == NULL) {
+         * message. len <= small keeps len + 4 from wrapping.) */
+        if (len > small || len + 4 > (size_t)(end - p) || data == NULL) {
             break;
         }
         tether__put_be32(p, (uint32_t)len);
-        memcpy(p + 4, data, len);
+        if (len <= 64) {
+            copy_small(p + 4, data, len);
+        } else {
+            memcpy(p + 4, data, len);
+        }
         p += 4 + len;
-        room -= 4 + len;
-        q += 4 + len;
     }
     if (i > 0) {
-        t->len += (size_t)(p - p0);
-        c->queued = q; /* the budget catches up at the next write (as wqueue.c's) */
+        size_t used = (size_t)(p - p0);
+        t->len += used;
+        c->queued += used; /* the budget catches up at the next write (as wqueue.c's) */
         c->msgs_out += i;
         tether__conn_after_queue(c);
     }
