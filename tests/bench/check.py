@@ -107,6 +107,45 @@ def check_impl(path):
         print(f"ok   {name}: usage error names the program")
 
 
+def check_tether_send(path):
+    """tether_bench's own --per-msg flag, the "send" field of thr and fanin
+    (which call sent), and fanin's CPU accounting (issue #12)."""
+    name = os.path.basename(path)
+    cpu = ["server_cpu_ns_per_msg", "server_user_ns_per_msg", "server_sys_ns_per_msg",
+           "client_cpu_ns_per_msg", "client_user_ns_per_msg", "client_sys_ns_per_msg",
+           "cpu_ceiling_2loops", "cpu_cores_busy"]
+    for sc in ("thr", "fanin"):
+        for extra, send in (([], "batch"), (["--per-msg"], "per-msg")):
+            what = f"{name} {sc} {' '.join(extra) or '(default)'}"
+            args = [path, "--scenario", sc, "--transport", "tcp", "--count", "2000"] + extra
+            if sc == "fanin":
+                args += ["--conns", str(FANIN_CONNS)]
+            p = run(args)
+            lines = p.stdout.splitlines()
+            if p.returncode != 0 or len(lines) != 1:
+                fail(f"{what}: exit {p.returncode}: {p.stderr.strip()}")
+                continue
+            d = json.loads(lines[0])
+            if d.get("send") != send:
+                fail(f"{what}: \"send\" is {d.get('send')!r}, expected {send!r}")
+                continue
+            if sc == "fanin":
+                bad = [m for m in cpu if not isinstance(d.get(m), (int, float)) or d[m] < 0]
+                bad += [m for m in ("server_cpu_ns_per_msg", "client_cpu_ns_per_msg")
+                        if not d.get(m, 0) > 0]
+                if not 0 < d.get("cpu_ceiling_2loops", 0) < 2:
+                    bad.append("cpu_ceiling_2loops")
+                if bad:
+                    fail(f"{what}: CPU fields missing or out of range: {bad} in {lines[0]}")
+                    continue
+            print(f"ok   {what}: send {send}")
+    p = run([path, "--scenario", "lat", "--transport", "tcp", "--count", "5", "--per-msg"])
+    if p.returncode == 0 or "--per-msg" not in p.stderr:
+        fail(f"{name} lat --per-msg: exit {p.returncode}, stderr {p.stderr!r}")
+    else:
+        print(f"ok   {name}: --per-msg refused outside thr and fanin")
+
+
 def check_compare(paths):
     cmd = [os.path.join(HERE, "compare"), "--rounds", "2", "--json", "--", "--scenario", "lat",
            "--transport", "tcp", "--count", "50", "::"] + paths
@@ -162,6 +201,8 @@ def main():
     paths = [os.path.join(sys.argv[1], n) for n in sys.argv[2:]]
     for path in paths:
         check_impl(path)
+        if os.path.basename(path) == "tether_bench":
+            check_tether_send(path)
     check_compare(paths)
     check_instr(paths)
     if failures:

@@ -17,7 +17,8 @@ parent), the server the child it forks.
 - system calls: strace -f -ff, one trace file per process, one line per
   call.
 
-Usage: tests/bench/instr.py [--tls | --ws | --large | --acks] [--no-syscalls] [--scale F] [IMPL ...]
+Usage: tests/bench/instr.py [--tls | --ws | --large | --acks | --batch] [--no-syscalls] [--scale F]
+                            [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
 of this repository) as given and as bench_NAME; default: raw tether_bench.
 """
@@ -53,6 +54,10 @@ ACKS = [
     ("thr tcp 1 KiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1024"], 20000),
 ]
 ACKS_IMPLS = [("client", "tether_bench", ["--client"]), ("acks", "tether_bench", ["--acks"])]
+# --batch: tether_bench's thr client with tether_conn_send_batch() (its
+# default) next to one tether_conn_send() per message (--per-msg).
+BATCH = ACKS
+BATCH_IMPLS = [("batch", "tether_bench", []), ("per-msg", "tether_bench", ["--per-msg"])]
 # --large: frames bigger than the loop's read buffer (issue #17).
 LARGE = [
     ("thr tcp 1 MiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1048576"], 100),
@@ -222,6 +227,8 @@ def main():
                     help="only thr tcp 1 MiB and thr tls 64 KiB (large frames)")
     ap.add_argument("--acks", action="store_true",
                     help="only thr 64 B and 1 KiB, tether_bench --client vs --acks")
+    ap.add_argument("--batch", action="store_true",
+                    help="only thr 64 B and 1 KiB, tether_bench (batch sends) vs --per-msg")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N (default 1)")
     ap.add_argument("impls", nargs="*", default=["raw", "tether_bench"])
@@ -234,6 +241,9 @@ def main():
     if a.acks:
         impls = [(n, find_impl(b), x) for n, b, x in ACKS_IMPLS]
         scen = ACKS
+    if a.batch:
+        impls = [(n, find_impl(b), x) for n, b, x in BATCH_IMPLS]
+        scen = BATCH
     kinds = ["instr"] + ([] if a.no_syscalls else ["sys"])
     rows = []
     failed = False

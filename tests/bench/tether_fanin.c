@@ -27,6 +27,7 @@
 #define FANIN_HELLO_LEN 8
 #define FANIN_HWM (256u * 1024u) /* as thr's */
 #define FANIN_ZC_MIN (64u * 1024u)
+#define FANIN_BATCH 256 /* messages per tether_conn_send_batch() (as thr's) */
 
 static noreturn void fanin_die(const char *what, int rv, const char *detail)
 {
@@ -104,13 +105,26 @@ static void end_group(tether_loop_group *g, const char *who)
     }
 }
 
+/* CPU seconds, user and system, of who (RUSAGE_SELF: this process, all
+ * threads; RUSAGE_CHILDREN: the children reaped, i.e. the server). */
+struct cpu_use {
+    double user;
+    double sys;
+};
+
+static struct cpu_use cpu_of(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (struct cpu_use){(double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+                            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6};
+}
+
 /* CPU seconds (user + system) this process has used, all threads. */
 static double cpu_s(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    struct cpu_use u = cpu_of(RUSAGE_SELF);
+    return u.user + u.sys;
 }
 
 /* A flag the main thread waits for, set from a loop's thread. */
@@ -291,6 +305,7 @@ static struct {
     const char *url;
     tether_tls_config *tls;
     uint8_t *payload;
+    tether_batch_msg *batch; /* FANIN_BATCH times the payload (read only) */
     atomic_long ready;
     atomic_long acked;
     atomic_long closed;
@@ -303,6 +318,22 @@ static struct {
 
 static void fc_pump(struct cli_conn *k)
 {
+    if (!k->zc && !tb_per_msg) {
+        while (k->sent < k->quota) {
+            uint64_t left = k->quota - k->sent;
+            size_t n = 0;
+            int rv = tether_conn_send_batch(k->c, FC.batch,
+                                            left < FANIN_BATCH ? (size_t)left : FANIN_BATCH, &n);
+            k->sent += n;
+            if (rv == TETHER_EAGAIN) {
+                return; /* on_drain continues */
+            }
+            if (rv != TETHER_OK) {
+                fanin_die("send", rv, tether_conn_last_error(k->c));
+            }
+        }
+        return;
+    }
     while (k->sent < k->quota) {
         int rv = k->zc ? tether_conn_send_zc(k->c, FC.payload, O.size, NULL, NULL)
                        : tether_conn_send(k->c, FC.payload, O.size);
@@ -424,6 +455,35 @@ static void fc_dial(tether_loop *loop, void *ud)
     }
 }
 
+/* The JSON line, with the CPU each side used per message (user + system,
+ * all threads, set-up included: --count in the millions makes that
+ * negligible). With S and C the server's and the client's, one server
+ * loop cannot go beyond 1/S messages per CPU-second, and two loops on two
+ * cores shared with the client beyond 2/(S+C): cpu_ceiling_2loops is the
+ * ratio 2S/(S+C), the most --loops 2 can gain over --loops 1 at these
+ * costs. cpu_cores_busy is both sides' CPU over the timed part's wall
+ * clock. */
+static void fanin_emit(struct cpu_use cli, struct cpu_use srv)
+{
+    const double n = (double)O.count;
+    const double el = FC.t1 - FC.t0;
+    const double s = (srv.user + srv.sys) / n;
+    const double c = (cli.user + cli.sys) / n;
+    char extra[768];
+    snprintf(extra, sizeof extra,
+             "\"send\":\"%s\",\"server_cpu_ns_per_msg\":%.4g,\"server_user_ns_per_msg\":%.4g,"
+             "\"server_sys_ns_per_msg\":%.4g,\"client_cpu_ns_per_msg\":%.4g,"
+             "\"client_user_ns_per_msg\":%.4g,\"client_sys_ns_per_msg\":%.4g,"
+             "\"cpu_ceiling_2loops\":%.4g,\"cpu_cores_busy\":%.4g%s%s",
+             O.size >= FANIN_ZC_MIN ? "zc"
+             : tb_per_msg           ? "per-msg"
+                                    : "batch",
+             s * 1e9, srv.user / n * 1e9, srv.sys / n * 1e9, c * 1e9, cli.user / n * 1e9,
+             cli.sys / n * 1e9, s + c > 0 ? 2 * s / (s + c) : 0.0, el > 0 ? (s + c) * n / el : 0.0,
+             FC.tls_desc != NULL ? "," : "", FC.tls_desc != NULL ? FC.tls_desc : "");
+    bench_emit_fanin(el, FC.nloops, extra);
+}
+
 void fanin_client(int port)
 {
     if (O.conns > O.count) {
@@ -439,6 +499,11 @@ void fanin_client(int port)
         bench_die("out of memory");
     }
     bench_fill_payload(FC.payload, O.size);
+    FC.batch = bench_xmalloc(sizeof *FC.batch * FANIN_BATCH);
+    for (size_t i = 0; i < FANIN_BATCH; i++) {
+        FC.batch[i].data = FC.payload;
+        FC.batch[i].len = O.size;
+    }
     for (long j = 0; j < O.conns; j++) {
         FC.cs[j].quota = (uint64_t)(O.count / O.conns + (j < O.count % O.conns ? 1 : 0));
         FC.cs[j].zc = O.size >= FANIN_ZC_MIN;
@@ -464,10 +529,13 @@ void fanin_client(int port)
         bench_die("%ld close callbacks, expected %ld", atomic_load(&FC.closed), O.conns);
     }
     tether_tls_config_unref(FC.tls);
+    struct cpu_use cli = cpu_of(RUSAGE_SELF);
     bench_finish_server();
+    struct cpu_use srv = cpu_of(RUSAGE_CHILDREN); /* the server, reaped */
     bench_log("client: CPU %.0f ns per message (all threads, set-up included)",
-              cpu_s() * 1e9 / (double)O.count);
-    bench_emit_fanin(FC.t1 - FC.t0, FC.nloops, FC.tls_desc);
+              (cli.user + cli.sys) * 1e9 / (double)O.count);
+    fanin_emit(cli, srv);
     free(FC.cs);
     free(FC.payload);
+    free(FC.batch);
 }

@@ -4,6 +4,14 @@
 #ifndef TETHER_BENCH_FANIN_H
 #define TETHER_BENCH_FANIN_H
 
+#include <stdbool.h>
+
+#include <tether/tether.h>
+
+/* --per-msg: the clients send with tether_conn_send(), one message per call,
+ * instead of tether_conn_send_batch() (tether_bench.c sets it). */
+extern bool tb_per_msg;
+
 /* The server child: listens, reports the port, serves, checks the counts. */
 int fanin_server_main(void);
 
