@@ -12,11 +12,12 @@
 
 #include "helpers.h"
 
-/* Message k of a run: a length from a cycle that covers empty, small,
- * segment-sized and large (written straight from the caller's memory)
- * messages, and bytes that never contain a newline, so that the line
- * framing carries them too. */
-static const size_t sb_lens[] = {0, 1, 63, 64, 1000, 100, 20000, 5, 3000, 64, 70000, 7};
+/* Message k of a run: a length from a cycle that covers empty, small (each
+ * size class of the inline copy up to 64 bytes), segment-sized and large
+ * (written straight from the caller's memory) messages, and bytes that
+ * never contain a newline, so that the line framing carries them too. */
+static const size_t sb_lens[] = {0, 1, 63, 64, 1000, 100, 20000, 5,  3000, 64, 70000, 7,    2,
+                                 3, 4, 8,  9,  15,   16,  17,    31, 32,   33, 16383, 16384};
 #define SB_NLENS (sizeof sb_lens / sizeof sb_lens[0])
 #define SB_MAX_MSG (128u * 1024u)
 
