@@ -308,6 +308,14 @@ static void conn_free(tether_conn *c)
 
 /* ---- I/O interest ---------------------------------------------------- */
 
+static inline void conn_watch(tether_conn *c, unsigned ev)
+{
+    int rv = tether__io_set(c->h.loop, &c->io, ev);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+    }
+}
+
 void tether__conn_update_io(tether_conn *c)
 {
     if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
@@ -339,10 +347,7 @@ void tether__conn_update_io(tether_conn *c)
     default:
         break;
     }
-    int rv = tether__io_set(c->h.loop, &c->io, ev);
-    if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
-    }
+    conn_watch(c, ev);
 }
 
 /* ---- state transitions ------------------------------------------------- */
@@ -410,7 +415,9 @@ static void conn_became_ready(tether_conn *c)
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
     tether__conn_timer_stop(c);
-    tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
+    if (c->ex != NULL) {
+        tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
+    }
     if (c->live != NULL) {
         tether__live_start(c);
     }
@@ -429,11 +436,18 @@ static void conn_became_ready(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    tether__conn_update_io(c);
+    bool plain = c->tr->ops->plain;
+    if (plain) {
+        /* (tether__conn_update_io() without the transport's own events,
+         * which a plain socket never has) */
+        conn_watch(c, tether__conn_ready_events(c));
+    } else {
+        tether__conn_update_io(c);
+    }
     if (c->wq_head != NULL) {
         tether__conn_todo(c, TETHER__CT_FLUSH);
     }
-    if (c->tr->ops->has_pending(c->tr)) {
+    if (!plain && c->tr->ops->has_pending(c->tr)) {
         /* TLS read data along with the end of the handshake. */
         tether__conn_todo(c, TETHER__CT_PARSE);
     }
@@ -532,7 +546,13 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     }
     c->state = TETHER__CS_HANDSHAKING;
     c->dispatching++;
-    conn_handshake_step(c);
+    if (c->tr->ops->plain && (c->ex == NULL || c->ex->pp == NULL)) {
+        /* A plain socket with no PROXY header to exchange (its state would
+         * be in c->ex->pp): there is no handshake, it is established. */
+        conn_became_ready(c);
+    } else {
+        conn_handshake_step(c);
+    }
     c->dispatching--;
     return TETHER_OK;
 }
