@@ -677,6 +677,15 @@ static void conn_timer_cb(struct tether__tnode *n)
     }
 }
 
+/* tether__wq_release_all(), called only when there is something to
+ * release or to take off the memory budget. */
+static inline void conn_release_queue(tether_conn *c)
+{
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c);
+    }
+}
+
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
@@ -746,7 +755,7 @@ static void conn_pending_cb(struct tether__pending *p)
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
-                tether__wq_release_all(c);
+                conn_release_queue(c);
             }
             if (tether__conn_dl(c) != NULL) {
                 tether__dl_conn_gone(c); /* completions and calls fail first */
@@ -775,7 +784,7 @@ static void conn_pending_cb(struct tether__pending *p)
         }
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
-        tether__wq_release_all(c);
+        conn_release_queue(c);
         conn_free(c);
     }
 }
