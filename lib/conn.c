@@ -540,9 +540,11 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     }
     /* (With a PROXY header to receive, its deadline comes first and the
      * TLS handshake's is armed once it is in.) */
-    rv = tether__pp_conn_start(c, server);
-    if (rv != TETHER_OK) {
-        return rv;
+    if (server ? c->cfg->pp_accept != 0 : c->cfg->o.proxy_protocol != 0) {
+        rv = tether__pp_conn_start(c, server);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
     }
     c->state = TETHER__CS_HANDSHAKING;
     c->dispatching++;
