@@ -308,6 +308,14 @@ static void conn_free(tether_conn *c)
 
 /* ---- I/O interest ---------------------------------------------------- */
 
+static inline void conn_watch(tether_conn *c, unsigned ev)
+{
+    int rv = tether__io_set(c->h.loop, &c->io, ev);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+    }
+}
+
 void tether__conn_update_io(tether_conn *c)
 {
     if (c->tr == NULL || c->state == TETHER__CS_DEAD) {
@@ -339,10 +347,7 @@ void tether__conn_update_io(tether_conn *c)
     default:
         break;
     }
-    int rv = tether__io_set(c->h.loop, &c->io, ev);
-    if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
-    }
+    conn_watch(c, ev);
 }
 
 /* ---- state transitions ------------------------------------------------- */
@@ -410,7 +415,9 @@ static void conn_became_ready(tether_conn *c)
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
     tether__conn_timer_stop(c);
-    tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
+    if (c->ex != NULL) {
+        tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
+    }
     if (c->live != NULL) {
         tether__live_start(c);
     }
@@ -429,11 +436,18 @@ static void conn_became_ready(tether_conn *c)
     if (c->state != TETHER__CS_READY) {
         return;
     }
-    tether__conn_update_io(c);
+    bool plain = c->tr->ops->plain;
+    if (plain) {
+        /* (tether__conn_update_io() without the transport's own events,
+         * which a plain socket never has) */
+        conn_watch(c, tether__conn_ready_events(c));
+    } else {
+        tether__conn_update_io(c);
+    }
     if (c->wq_head != NULL) {
         tether__conn_todo(c, TETHER__CT_FLUSH);
     }
-    if (c->tr->ops->has_pending(c->tr)) {
+    if (!plain && c->tr->ops->has_pending(c->tr)) {
         /* TLS read data along with the end of the handshake. */
         tether__conn_todo(c, TETHER__CT_PARSE);
     }
@@ -526,13 +540,21 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     }
     /* (With a PROXY header to receive, its deadline comes first and the
      * TLS handshake's is armed once it is in.) */
-    rv = tether__pp_conn_start(c, server);
-    if (rv != TETHER_OK) {
-        return rv;
+    if (server ? c->cfg->pp_accept != 0 : c->cfg->o.proxy_protocol != 0) {
+        rv = tether__pp_conn_start(c, server);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
     }
     c->state = TETHER__CS_HANDSHAKING;
     c->dispatching++;
-    conn_handshake_step(c);
+    if (c->tr->ops->plain && (c->ex == NULL || c->ex->pp == NULL)) {
+        /* A plain socket with no PROXY header to exchange (its state would
+         * be in c->ex->pp): there is no handshake, it is established. */
+        conn_became_ready(c);
+    } else {
+        conn_handshake_step(c);
+    }
     c->dispatching--;
     return TETHER_OK;
 }
@@ -657,6 +679,15 @@ static void conn_timer_cb(struct tether__tnode *n)
     }
 }
 
+/* tether__wq_release_all(), called only when there is something to
+ * release or to take off the memory budget. */
+static inline void conn_release_queue(tether_conn *c)
+{
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c);
+    }
+}
+
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
@@ -726,7 +757,7 @@ static void conn_pending_cb(struct tether__pending *p)
             /* Whatever is still queued will never be sent: release zero-copy
              * buffers before telling the application the connection is gone. */
             if (c->state == TETHER__CS_DEAD) {
-                tether__wq_release_all(c);
+                conn_release_queue(c);
             }
             if (tether__conn_dl(c) != NULL) {
                 tether__dl_conn_gone(c); /* completions and calls fail first */
@@ -755,7 +786,7 @@ static void conn_pending_cb(struct tether__pending *p)
         }
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
-        tether__wq_release_all(c);
+        conn_release_queue(c);
         conn_free(c);
     }
 }

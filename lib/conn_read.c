@@ -397,6 +397,11 @@ static void conn_on_eof(tether_conn *c)
     const char *wsd =
         tether__conn_ws(c) != NULL ? tether__ws_eof_detail(c) : NULL; /* its close code */
     if (c->queued == 0) {
+        if (wsd == NULL && !(c->flags & TETHER__CF_DIALED)) {
+            /* An accepted connection: no tls:// hint for its peer. */
+            tether__conn_fail_const(c, TETHER_EOF, "connection closed by peer");
+            return;
+        }
         /* (The WebSocket text is the transport's: copied, not kept.) */
         conn_fail_hint(c, TETHER_EOF, wsd != NULL ? wsd : "connection closed by peer", wsd == NULL,
                        NULL, 0);

@@ -449,6 +449,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         }
     }
 
+    loop->polls++;
     int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
     if (n < 0) {
         if (errno != EINTR) {

@@ -167,6 +167,7 @@ struct tether_loop {
     struct tether__tnode **heap;
     uint32_t heap_len;
     uint32_t heap_cap;
+    uint64_t polls; /* epoll_waits so far: tells consecutive iterations apart */
 
     struct tether__pending *pend_head;
     struct tether__pending *pend_tail;

@@ -743,6 +743,49 @@ START_TEST(thousand_concurrent_clients)
 }
 END_TEST
 
+static bool accepted_reached(void *arg)
+{
+    return S.accepted >= *(const int *)arg;
+}
+
+/* The listener accepts a few clients per readiness report and leaves the
+ * rest to the next report (level-triggered): a backlog that built up
+ * before the loop ran must still be taken in full, and a client that
+ * comes alone afterwards too. */
+START_TEST(backlog_queued_before_the_loop_runs_is_accepted)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    int port = tether_listener_port(l);
+    enum {
+        N = 200
+    };
+    int fds[N + 1];
+    for (int i = 0; i < N; i++) {
+        fds[i] = th_raw_connect(port); /* (completes in the kernel's backlog) */
+    }
+    int want = N;
+    ck_assert(th_run_until_pred(accepted_reached, &want, 30000));
+    ck_assert_int_eq(S.accepted, N);
+    fds[N] = th_raw_connect(port);
+    want = N + 1;
+    ck_assert(th_run_until_pred(accepted_reached, &want, 30000));
+    char late[64];
+    th_local_name(fds[N], late, sizeof late);
+    ck_assert_str_eq(S.accepted_peer, late);
+    tether_listener_stats st;
+    ck_assert_int_eq(tether_listener_get_stats(l, &st), TETHER_OK);
+    ck_assert_uint_eq(st.accepted, N + 1);
+    ck_assert_uint_eq(st.rejected, 0);
+    ck_assert_uint_eq(st.active, N + 1);
+    for (int i = 0; i <= N; i++) {
+        close(fds[i]);
+    }
+    tether_listener_close(l);
+}
+END_TEST
+
 static void run_echo_over(const char *listen_url, const char *dial_url)
 {
     reset_state();
@@ -1488,6 +1531,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, graceful_close_delivers_everything_queued);
     tcase_add_test(tc, abort_drops_queue_and_releases_buffers);
     tcase_add_test(tc, thousand_concurrent_clients);
+    tcase_add_test(tc, backlog_queued_before_the_loop_runs_is_accepted);
     tcase_add_test(tc, unix_socket_path);
     tcase_add_test(tc, unix_socket_abstract);
     tcase_add_test(tc, unix_socket_stale_file_is_replaced);
