@@ -419,13 +419,11 @@ static inline void loop_run_due(tether_loop *loop)
 static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop, int timeout_ms,
                                                               bool until_idle)
 {
-    /* The time was read after the last epoll_wait of this run; it is as old
-     * as the dispatch since. With no timer armed, nothing depends on the
-     * difference: no deadline can have passed unnoticed, and a timer armed
-     * from here on counts from the same cached time its timeout is then
-     * computed from. Otherwise read the clock, so that a deadline that
-     * passed during the dispatch fires now instead of one timeout later. */
-    if (!loop->time_fresh || loop->heap_len > 0) {
+    /* The time is read lazily (tether__loop_time()): with no timer armed,
+     * nothing here needs it, and a timer armed from here on reads it
+     * then. With one armed, read the clock, so that a deadline that passed
+     * during the dispatch fires now instead of one timeout later. */
+    if (loop->heap_len > 0) {
         tether__loop_update_time(loop);
     }
     loop_run_due(loop);
@@ -456,8 +454,14 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         }
         n = 0; /* a signal: the check hooks still see the wakeup */
     }
-    tether__loop_update_time(loop);
-    loop->time_fresh = true;
+    /* Woken: the cached time is stale. With a timer armed, read the clock
+     * for the timers due after the dispatch; otherwise the first reader of
+     * this wake-up does (a latency round trip saves the clock read). */
+    if (loop->heap_len > 0) {
+        tether__loop_update_time(loop);
+    } else {
+        loop->time_fresh = false;
+    }
     loop->dispatching = true;
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
@@ -500,6 +504,18 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     return 0;
 }
 
+/* A run ends: the cached time is that of the last wake-up, read now if
+ * nobody asked for it since (tether_loop_now() after a run), and from here
+ * on it is stale. */
+static void loop_run_end(tether_loop *loop)
+{
+    if (!loop->time_fresh) {
+        tether__loop_update_time(loop);
+    }
+    loop->running = false;
+    loop->time_fresh = false;
+}
+
 int tether_loop_run_once(tether_loop *loop, int timeout_ms)
 {
     if (loop == NULL) {
@@ -511,7 +527,7 @@ int tether_loop_run_once(tether_loop *loop, int timeout_ms)
     loop->running = true;
     loop->time_fresh = false; /* the caller may have been away for long */
     int rv = loop_iterate(loop, timeout_ms, false);
-    loop->running = false;
+    loop_run_end(loop);
     if (rv < 0) {
         return rv;
     }
@@ -537,7 +553,7 @@ int tether_loop_run(tether_loop *loop)
         }
     }
     loop->stop = false;
-    loop->running = false;
+    loop_run_end(loop);
     return rv < 0 ? rv : TETHER_OK;
 }
 
@@ -604,14 +620,31 @@ void tether__loop_post_node(tether_loop *loop, struct tether__post *p, tether_po
     post_link(loop, p, cb, ud, true);
 }
 
+/* Inside a run, the time of this wake-up, read on first use. (The loop
+ * is the caller's, never a const object: the cache may be filled.) */
+static void loop_time_fill(const tether_loop *loop)
+{
+    if (loop->running && !loop->time_fresh) {
+        tether__loop_update_time((tether_loop *)loop);
+    }
+}
+
 uint64_t tether_loop_now(const tether_loop *loop)
 {
-    return loop != NULL ? loop->now : 0;
+    if (loop == NULL) {
+        return 0;
+    }
+    loop_time_fill(loop);
+    return loop->now;
 }
 
 uint64_t tether_loop_now_us(const tether_loop *loop)
 {
-    return loop != NULL ? loop->now_us : 0;
+    if (loop == NULL) {
+        return 0;
+    }
+    loop_time_fill(loop);
+    return loop->now_us;
 }
 
 void tether_loop_update_time(tether_loop *loop)
