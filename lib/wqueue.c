@@ -380,11 +380,25 @@ static void flush_queue(tether_conn *c)
     flush_finish(c, progress);
 }
 
-/* A write of the whole queue in one piece (below) did not take it all:
- * what it took is consumed and the rest waits for writability, as the
- * general flush would leave it. */
-__attribute__((noinline)) static void flush_one_short(tether_conn *c, int rv, size_t w)
+/* The send() of the whole queue in one piece (below) returned n, not all
+ * of it: what it took is consumed and the rest waits for writability, as
+ * the general flush would leave it; a failure is the transport's, as from
+ * tether__tr_writev(). */
+__attribute__((noinline)) static void flush_one_short(tether_conn *c, ssize_t n)
 {
+    int rv = TETHER_OK;
+    size_t w = (size_t)n;
+    if (n < 0) {
+        struct tether__wseg *s = c->wq_head;
+        struct iovec iov = {(void *)s->ptr, s->len};
+        rv = tether__plain_io_failed(c->tr, &iov, 1, &w, true); /* (retries on EINTR) */
+        if (rv == TETHER_OK && w == s->len) {
+            wq_consume(c, w);
+            c->bytes_out += w;
+            flush_finish(c, true);
+            return;
+        }
+    }
     if (rv == TETHER_EAGAIN) {
         c->flags |= TETHER__CF_WBLOCKED;
         flush_finish(c, false);
@@ -415,11 +429,11 @@ void tether__conn_flush(tether_conn *c)
                        c->live == NULL && !(c->hooks & TETHER__CH_WNOTIFY) && !c->ref_watch &&
                        c->tr->ops->plain)) {
         size_t len = s->len;
-        struct iovec iov = {(void *)s->ptr, len};
-        size_t w = 0;
-        int rv = tether__plain_writev(c->tr, &iov, 1, &w);
-        if (TETHER__UNLIKELY(rv != TETHER_OK || w != len)) {
-            flush_one_short(c, rv, w);
+        /* (tether__plain_writev() for one piece, its iovec built only
+         * when the call fails) */
+        ssize_t n = send(c->tr->fd, s->ptr, len, MSG_NOSIGNAL);
+        if (TETHER__UNLIKELY((size_t)n != len)) {
+            flush_one_short(c, n);
             return;
         }
         c->wq_head = c->wq_tail = NULL;
