@@ -398,20 +398,26 @@ static bool loop_has_work(const tether_loop *loop)
 }
 
 /* The deferred work an iteration runs before it polls and again after the
- * dispatch: expired timers, posted callbacks, deferred work. Each is a
+ * dispatch: expired timers (loop_run_due() only: before the poll the
+ * clock read does it), posted callbacks, deferred work. Each is a
  * function call only when it has something to do (inline checks: a busy
  * loop passes here twice per iteration, mostly for nothing). */
-static inline void loop_run_due(tether_loop *loop)
+static inline void loop_run_posted(tether_loop *loop)
 {
-    if (tether__timers_due(loop)) {
-        tether__timers_run(loop);
-    }
     if (atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) > 0) {
         run_posts(loop);
     }
     if (loop->pend_head != NULL) {
         run_pending(loop);
     }
+}
+
+static inline void loop_run_due(tether_loop *loop)
+{
+    if (tether__timers_due(loop)) {
+        tether__timers_run(loop);
+    }
+    loop_run_posted(loop);
 }
 
 /* Inline in its two callers: tether_loop_run() calls it once per
@@ -425,8 +431,11 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
      * during the dispatch fires now instead of one timeout later. */
     if (loop->heap_len > 0) {
         tether__loop_update_time(loop);
+        if (loop->heap[0]->deadline <= loop->now) {
+            tether__timers_run(loop);
+        }
     }
-    loop_run_due(loop);
+    loop_run_posted(loop);
     tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
     tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
     if (loop->flush_head != NULL) {
@@ -487,7 +496,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     }
     loop->dispatching = false;
     tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-    if (TETHER__UNLIKELY(n == loop->events_cap) && loop->events_cap < 4096) {
+    if (TETHER__UNLIKELY(n == loop->events_cap && n < 4096)) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
         if (bigger != NULL) {
