@@ -302,7 +302,8 @@ struct tether__mem {
     /* The loop's cache of small output segments (wqueue.c), or NULL: here
      * rather than in every connection. */
     struct tether__seg_cache *segs;
-    bool over; /* went past limit, not yet back to lwm */
+    uint8_t *rbuf; /* the loop's read buffer (conn_read.c), or NULL before the first read */
+    bool over;     /* went past limit, not yet back to lwm */
     tether_conn *blocked;
     struct tether__pending resume;
     uint64_t pauses;

@@ -42,26 +42,37 @@ static void read_buf_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     free(tether__container_of(ext, struct read_buf, ext));
 }
 
-__attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_loop *loop)
+/* Finds or makes the loop's read buffer, and keeps a pointer to it with
+ * the loop's budget (c->mem->rbuf, freed at the same time: with the
+ * loop), so that reads need no lookup. */
+__attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_conn *c)
 {
-    struct read_buf *b = malloc(sizeof *b);
-    if (b == NULL) {
-        return NULL;
+    tether_loop *loop = c->h.loop;
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, &read_buf_key);
+    struct read_buf *b;
+    if (e != NULL) {
+        b = tether__container_of(e, struct read_buf, ext);
+    } else {
+        b = malloc(sizeof *b);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->ext.key = &read_buf_key;
+        b->ext.cleanup = read_buf_cleanup;
+        tether__loop_ext_add(loop, &b->ext);
     }
-    b->ext.key = &read_buf_key;
-    b->ext.cleanup = read_buf_cleanup;
-    tether__loop_ext_add(loop, &b->ext);
+    c->mem->rbuf = b->data;
     return b->data;
 }
 
 /* The loop's read buffer (NULL on allocation failure). */
-static inline uint8_t *read_buf_get(tether_loop *loop)
+static inline uint8_t *read_buf_get(tether_conn *c)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &read_buf_key);
-    if (TETHER__LIKELY(e != NULL)) {
-        return tether__container_of(e, struct read_buf, ext)->data;
+    uint8_t *b = c->mem->rbuf;
+    if (TETHER__LIKELY(b != NULL)) {
+        return b;
     }
-    return read_buf_new(loop);
+    return read_buf_new(c);
 }
 
 static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, const char *detail)
@@ -517,7 +528,7 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
 
 static void conn_read_rounds(tether_conn *c)
 {
-    uint8_t *lb = read_buf_get(c->h.loop);
+    uint8_t *lb = read_buf_get(c);
     if (lb == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
         return;
@@ -572,7 +583,7 @@ static void conn_read_rounds(tether_conn *c)
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c)
 {
-    uint8_t *lb = read_buf_get(c->h.loop);
+    uint8_t *lb = read_buf_get(c);
     for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
         struct iovec iov = {lb, TETHER__RBUF_SIZE};
         size_t n = 0;

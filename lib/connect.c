@@ -365,7 +365,7 @@ static void cand_on_writable(struct tether__io *io, unsigned revents)
         return;
     }
     struct tether__dialer *d = k->d;
-    cand_failed(k, tether__errno_to_err(soerr), d->c->h.loop->now - k->started);
+    cand_failed(k, tether__errno_to_err(soerr), tether__loop_time(d->c->h.loop) - k->started);
     dial_advance(d);
 }
 
@@ -399,7 +399,7 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     struct tether__dialer *d = k->d;
     tether_conn *c = d->c;
     const struct sockaddr *sa = (const struct sockaddr *)&k->addr.ss;
-    k->started = c->h.loop->now;
+    k->started = tether__loop_time(c->h.loop);
     k->state = CAND_RUNNING;
     d->running++;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -48,7 +48,7 @@ int tether__dial_arm(tether_conn *c)
 static uint64_t direct_started(const tether_conn *c)
 {
     if (c->ex == NULL) {
-        return c->h.loop->now;
+        return tether__loop_time(c->h.loop);
     }
     if (tether__tnode_active(&c->ex->timer)) {
         return c->ex->timer.deadline - (uint64_t)c->cfg->o.connect_timeout_ms;
@@ -62,7 +62,7 @@ static uint64_t direct_started(const tether_conn *c)
 static void direct_failed(tether_conn *c, int err)
 {
     if (err == TETHER_ETIMEDOUT) {
-        uint64_t now = c->h.loop->now;
+        uint64_t now = tether__loop_time(c->h.loop);
         uint64_t started = direct_started(c);
         tether__conn_set_err(c, "connect to %s timed out after %llu ms", tether__conn_url(c),
                              (unsigned long long)(now > started ? now - started : 0));

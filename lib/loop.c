@@ -398,14 +398,12 @@ static bool loop_has_work(const tether_loop *loop)
 }
 
 /* The deferred work an iteration runs before it polls and again after the
- * dispatch: expired timers, posted callbacks, deferred work. Each is a
+ * dispatch: expired timers (loop_run_due() only: before the poll the
+ * clock read does it), posted callbacks, deferred work. Each is a
  * function call only when it has something to do (inline checks: a busy
  * loop passes here twice per iteration, mostly for nothing). */
-static inline void loop_run_due(tether_loop *loop)
+static inline void loop_run_posted(tether_loop *loop)
 {
-    if (tether__timers_due(loop)) {
-        tether__timers_run(loop);
-    }
     if (atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) > 0) {
         run_posts(loop);
     }
@@ -414,21 +412,30 @@ static inline void loop_run_due(tether_loop *loop)
     }
 }
 
+static inline void loop_run_due(tether_loop *loop)
+{
+    if (tether__timers_due(loop)) {
+        tether__timers_run(loop);
+    }
+    loop_run_posted(loop);
+}
+
 /* Inline in its two callers: tether_loop_run() calls it once per
  * iteration with constant arguments, which simplify the timeout. */
 static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop, int timeout_ms,
                                                               bool until_idle)
 {
-    /* The time was read after the last epoll_wait of this run; it is as old
-     * as the dispatch since. With no timer armed, nothing depends on the
-     * difference: no deadline can have passed unnoticed, and a timer armed
-     * from here on counts from the same cached time its timeout is then
-     * computed from. Otherwise read the clock, so that a deadline that
-     * passed during the dispatch fires now instead of one timeout later. */
-    if (!loop->time_fresh || loop->heap_len > 0) {
+    /* The time is read lazily (tether__loop_time()): with no timer armed,
+     * nothing here needs it, and a timer armed from here on reads it
+     * then. With one armed, read the clock, so that a deadline that passed
+     * during the dispatch fires now instead of one timeout later. */
+    if (loop->heap_len > 0) {
         tether__loop_update_time(loop);
+        if (loop->heap[0]->deadline <= loop->now) {
+            tether__timers_run(loop);
+        }
     }
-    loop_run_due(loop);
+    loop_run_posted(loop);
     tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
     tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
     if (loop->flush_head != NULL) {
@@ -457,8 +464,14 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         }
         n = 0; /* a signal: the check hooks still see the wakeup */
     }
-    tether__loop_update_time(loop);
-    loop->time_fresh = true;
+    /* Woken: the cached time is stale. With a timer armed, read the clock
+     * for the timers due after the dispatch; otherwise the first reader of
+     * this wake-up does (a latency round trip saves the clock read). */
+    if (loop->heap_len > 0) {
+        tether__loop_update_time(loop);
+    } else {
+        loop->time_fresh = false;
+    }
     loop->dispatching = true;
     for (int i = 0; i < n; i++) {
         struct tether__io *io = loop->events[i].data.ptr;
@@ -484,7 +497,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     }
     loop->dispatching = false;
     tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-    if (TETHER__UNLIKELY(n == loop->events_cap) && loop->events_cap < 4096) {
+    if (TETHER__UNLIKELY(n == loop->events_cap && n < 4096)) {
         struct epoll_event *bigger =
             realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
         if (bigger != NULL) {
@@ -501,6 +514,18 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     return 0;
 }
 
+/* A run ends: the cached time is that of the last wake-up, read now if
+ * nobody asked for it since (tether_loop_now() after a run), and from here
+ * on it is stale. */
+static void loop_run_end(tether_loop *loop)
+{
+    if (!loop->time_fresh) {
+        tether__loop_update_time(loop);
+    }
+    loop->running = false;
+    loop->time_fresh = false;
+}
+
 int tether_loop_run_once(tether_loop *loop, int timeout_ms)
 {
     if (loop == NULL) {
@@ -512,7 +537,7 @@ int tether_loop_run_once(tether_loop *loop, int timeout_ms)
     loop->running = true;
     loop->time_fresh = false; /* the caller may have been away for long */
     int rv = loop_iterate(loop, timeout_ms, false);
-    loop->running = false;
+    loop_run_end(loop);
     if (rv < 0) {
         return rv;
     }
@@ -538,7 +563,7 @@ int tether_loop_run(tether_loop *loop)
         }
     }
     loop->stop = false;
-    loop->running = false;
+    loop_run_end(loop);
     return rv < 0 ? rv : TETHER_OK;
 }
 
@@ -605,14 +630,31 @@ void tether__loop_post_node(tether_loop *loop, struct tether__post *p, tether_po
     post_link(loop, p, cb, ud, true);
 }
 
+/* Inside a run, the time of this wake-up, read on first use. (The loop
+ * is the caller's, never a const object: the cache may be filled.) */
+static void loop_time_fill(const tether_loop *loop)
+{
+    if (loop->running && !loop->time_fresh) {
+        tether__loop_update_time((tether_loop *)loop);
+    }
+}
+
 uint64_t tether_loop_now(const tether_loop *loop)
 {
-    return loop != NULL ? loop->now : 0;
+    if (loop == NULL) {
+        return 0;
+    }
+    loop_time_fill(loop);
+    return loop->now;
 }
 
 uint64_t tether_loop_now_us(const tether_loop *loop)
 {
-    return loop != NULL ? loop->now_us : 0;
+    if (loop == NULL) {
+        return 0;
+    }
+    loop_time_fill(loop);
+    return loop->now_us;
 }
 
 void tether_loop_update_time(tether_loop *loop)

@@ -187,7 +187,7 @@ struct tether_loop {
     bool dispatching; /* delivering a batch of epoll events */
     bool embedded;    /* tether_loop_backend_fd() was asked for */
     uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
-    bool time_fresh;  /* now was read after the last epoll_wait of this run */
+    bool time_fresh;  /* running, and now was read after the last epoll_wait */
 
     struct tether__queue handle_q;  /* registered handles (tether__handle) */
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
@@ -345,20 +345,26 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
 uint64_t tether__now_ms(void);
 uint64_t tether__now_us(void);
 
-/* Reads the clock into the loop's cached time. */
+/* Reads the clock into the loop's cached time. Inside a run the reading
+ * stays fresh until the loop next waits for I/O. */
 static inline void tether__loop_update_time(tether_loop *loop)
 {
     loop->now_us = tether__now_us();
     loop->now = loop->now_us / 1000u;
+    loop->time_fresh = loop->running;
 }
 
 /* The loop's time for a timestamp or deadline. Inside the loop it is the
- * time cached for this iteration; from outside (before the loop runs, or
- * between the blocking API's calls, when it may be stale by however long
- * the loop slept) it is read afresh and cached. */
+ * time cached for this wake-up, read on first use: an iteration that
+ * neither has a timer armed nor asks the time reads no clock. From outside
+ * (before the loop runs, or between the blocking API's calls, when it may
+ * be stale by however long the loop slept) it is read afresh and cached.
+ * While a timer is armed the cached time is always fresh (the loop reads
+ * the clock when it wakes, and arming a timer asks for the time), so the
+ * timer code reads loop->now directly. */
 static inline uint64_t tether__loop_time(tether_loop *loop)
 {
-    if (!loop->running) {
+    if (!loop->time_fresh) {
         tether__loop_update_time(loop);
     }
     return loop->now;

@@ -293,7 +293,51 @@ static inline void wq_consume(tether_conn *c, size_t n)
 
 /* ---- writing ----------------------------------------------------------- */
 
-void tether__conn_flush(tether_conn *c)
+/* After a flush's writes: progress is whether any byte was written. The
+ * write timeout, observers, on_drain, the shutdown of a closing
+ * connection and the socket's interest follow the queue. */
+static void flush_finish(tether_conn *c, bool progress)
+{
+    if (progress && c->live != NULL) {
+        c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+    }
+    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
+        c->ex->wnotify(c);
+    }
+    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
+        tether__conn_ref_wrote(c);
+    }
+    if (c->wq_head == NULL) {
+        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+    }
+    if (c->flags & TETHER__CF_QSTART_DUE) {
+        if (TETHER__LIKELY(c->wq_head == NULL && c->live == NULL)) {
+            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE; /* all written */
+        } else if (c->wq_head == NULL) {
+            /* (Its timer, armed from here, frees a lazy state.) */
+            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
+            tether__live_queue_started(c);
+        } else {
+            tether__live_qstart_due(c);
+        }
+    }
+    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
+        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
+        c->flags |= TETHER__CF_DRAIN_DUE;
+    }
+    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
+        tether__conn_begin_shutdown(c);
+        return;
+    }
+    if (TETHER__LIKELY(c->state == TETHER__CS_READY && c->tr->ops->plain && c->io.registered &&
+                       c->io.events == tether__conn_ready_events(c))) {
+        return; /* the interest is right already (tether__conn_update_io()) */
+    }
+    tether__conn_update_io(c);
+}
+
+/* The general flush: any queue, any transport, READY or CLOSING. */
+static void flush_queue(tether_conn *c)
 {
     if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
         return;
@@ -333,42 +377,80 @@ void tether__conn_flush(tether_conn *c)
             break;
         }
     }
-    if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
-    }
-    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
-        c->ex->wnotify(c);
-    }
-    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
-        tether__conn_ref_wrote(c);
-    }
-    if (c->wq_head == NULL) {
-        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-    }
-    if (c->flags & TETHER__CF_QSTART_DUE) {
-        if (TETHER__LIKELY(c->wq_head == NULL && c->live == NULL)) {
-            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE; /* all written */
-        } else if (c->wq_head == NULL) {
-            /* (Its timer, armed from here, frees a lazy state.) */
-            c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
-            tether__live_queue_started(c);
-        } else {
-            tether__live_qstart_due(c);
+    flush_finish(c, progress);
+}
+
+/* The send() of the whole queue in one piece (below) returned n, not all
+ * of it: what it took is consumed and the rest waits for writability, as
+ * the general flush would leave it; a failure is the transport's, as from
+ * tether__tr_writev(). */
+__attribute__((noinline)) static void flush_one_short(tether_conn *c, ssize_t n)
+{
+    int rv = TETHER_OK;
+    size_t w = (size_t)n;
+    if (n < 0) {
+        struct tether__wseg *s = c->wq_head;
+        struct iovec iov = {(void *)s->ptr, s->len};
+        rv = tether__plain_io_failed(c->tr, &iov, 1, &w, true); /* (retries on EINTR) */
+        if (rv == TETHER_OK && w == s->len) {
+            wq_consume(c, w);
+            c->bytes_out += w;
+            flush_finish(c, true);
+            return;
         }
     }
-    if ((c->flags & TETHER__CF_WANT_DRAIN) && c->queued <= c->cfg->o.send_lwm) {
-        c->flags &= (uint16_t)~TETHER__CF_WANT_DRAIN;
-        c->flags |= TETHER__CF_DRAIN_DUE;
-    }
-    if (c->state == TETHER__CS_CLOSING && c->wq_head == NULL) {
-        tether__conn_begin_shutdown(c);
+    if (rv == TETHER_EAGAIN) {
+        c->flags |= TETHER__CF_WBLOCKED;
+        flush_finish(c, false);
         return;
     }
-    if (TETHER__LIKELY(c->state == TETHER__CS_READY && c->tr->ops->plain && c->io.registered &&
-                       c->io.events == tether__conn_ready_events(c))) {
-        return; /* the interest is right already (tether__conn_update_io()) */
+    if (rv != TETHER_OK) {
+        tether__conn_fail_io(c, rv, "write");
+        return;
     }
-    tether__conn_update_io(c);
+    wq_consume(c, w);
+    c->bytes_out += w;
+    c->flags |= TETHER__CF_WBLOCKED;
+    flush_finish(c, true);
+}
+
+void tether__conn_flush(tether_conn *c)
+{
+    struct tether__wseg *s = c->wq_head;
+    /* The common case: one copy segment (a reply, or a burst of small
+     * messages) on an established plain socket that is not full, with
+     * nothing watching the writes (liveness, observers, on_drain): one
+     * send() and the segment back to the cache, none of the general
+     * flush's iovecs and checks. The socket's interest cannot have
+     * changed unless the callbacks paused the connection. */
+    if (TETHER__LIKELY(s != NULL && s == c->wq_tail && s->len != 0 && s->free_cb == NULL &&
+                       c->state == TETHER__CS_READY &&
+                       !(c->flags & (TETHER__CF_WBLOCKED | TETHER__CF_WANT_DRAIN)) &&
+                       c->live == NULL && !(c->hooks & TETHER__CH_WNOTIFY) && !c->ref_watch &&
+                       c->tr->ops->plain)) {
+        size_t len = s->len;
+        /* (tether__plain_writev() for one piece, its iovec built only
+         * when the call fails) */
+        ssize_t n = send(c->tr->fd, s->ptr, len, MSG_NOSIGNAL);
+        if (TETHER__UNLIKELY((size_t)n != len)) {
+            flush_one_short(c, n);
+            return;
+        }
+        c->wq_head = c->wq_tail = NULL;
+        c->queued -= len;
+        if (c->queued != c->qacct) {
+            tether__conn_mem_sync(c);
+        }
+        seg_release(c->mem->segs, s);
+        c->bytes_out += len;
+        /* (Lazy liveness: the queue it started is all written.) */
+        c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
+        if (TETHER__UNLIKELY(!c->io.registered || c->io.events != tether__conn_ready_events(c))) {
+            tether__conn_update_io(c);
+        }
+        return;
+    }
+    flush_queue(c);
 }
 
 /* Fires on_drain if due; only called from loop dispatch. */

@@ -377,11 +377,12 @@ TETHER_API int tether_loop_backend_timeout(const tether_loop *loop);
 /**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
  *
- * Read from the clock when the loop wakes from waiting for I/O, and before
- * an iteration's timers run when a timer is armed (or when a run starts):
- * once per iteration as a rule, so it is cheap and stays the same while the
- * I/O callbacks of one iteration run. Deferred work and hooks that run
- * between two waits with no timer armed see the time of the last wake-up.
+ * Read from the clock when the loop wakes from waiting for I/O and before
+ * an iteration's timers run, while a timer is armed; with none armed, on
+ * the first call after a wake-up (or when a run ends) instead: at most once
+ * per iteration as a rule, so it is cheap and stays the same while the
+ * callbacks of one wake-up run (I/O callbacks, deferred work and hooks
+ * until the loop waits again).
  * @param[in] loop The loop.
  * @return Milliseconds since an arbitrary fixed point.
  */
