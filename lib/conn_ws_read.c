@@ -334,12 +334,23 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             violation(c, TETHER_EMSGSIZE, 1009, d);
             return off;
         }
+        /* The payload bytes here are unmasked as they arrive, while the
+         * read has just brought them into the cache: a large frame comes
+         * in many reads, and a pass over all of it once complete would
+         * fetch it from memory again. What is done is counted for this
+         * frame, which starts the input of the next call. */
+        size_t done = t->rx_unmasked;
         if (avail - h.hdr_len < h.len) {
             *known = h.hdr_len + (size_t)h.len;
+            if (h.masked && avail - h.hdr_len > done) {
+                tether__ws_mask(p + done, avail - h.hdr_len - done, h.mask, done);
+                t->rx_unmasked = avail - h.hdr_len;
+            }
             break;
         }
         if (h.masked) {
-            tether__ws_mask(p, (size_t)h.len, h.mask, 0);
+            tether__ws_mask(p + done, (size_t)h.len - done, h.mask, done);
+            t->rx_unmasked = 0;
         }
         off += h.hdr_len + (size_t)h.len;
         if (!on_data(c, &h, p)) {

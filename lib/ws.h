@@ -364,6 +364,10 @@ struct ws_transport {
     uint8_t wmask[4];
     bool text; /* (translation) data frames are sent as text */
 
+    /* Reading: payload bytes of the incomplete data frame at the start of
+     * the input already unmasked (conn_ws_read.c). */
+    size_t rx_unmasked;
+
     /* The peer's last ping, answered when the connection's PONG passes. */
     uint8_t ping[TETHER__WS_CTRL_MAX];
     size_t ping_len;
