@@ -12,8 +12,10 @@
 #include <string.h>
 
 #define DIRECT_MIN (16u * 1024u) /* server messages written from the caller's memory */
-#define STAGE_MIN (64u * 1024u)  /* client frames masked into a block of their own */
-#define STAGE_KEEP (4u << 20)    /* the largest block the loop keeps for the next one */
+#define STAGE_MIN                                                                                  \
+    (64u * 1024u)             /* client frames masked into a block of their own, or                \
+                               * (zero-copy) on their way out */
+#define STAGE_KEEP (4u << 20) /* the largest block the loop keeps for the next one */
 
 /* ---- the layer and its connection ---------------------------------------- */
 
@@ -177,6 +179,35 @@ static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
     return TETHER_OK;
 }
 
+/* A large zero-copy client message: the header queued, the caller's
+ * payload by reference, masked on its way out (ws.h, tether__ws_lazy). */
+static int send_lazy(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb, void *fud)
+{
+    struct ws_transport *t = tether__conn_ws(c);
+    uint8_t hdr[TETHER__WS_HDR_MAX];
+    uint8_t key[4];
+    size_t hl = data_hdr(t, hdr, len, key);
+    if (tether__ws_lazy_add(t, data, len, key) != TETHER_OK) {
+        return TETHER_ENOMEM;
+    }
+    uint8_t *p = tether__wq_reserve(c, hl);
+    if (p == NULL) {
+        tether__ws_lazy_drop_last(t);
+        return TETHER_ENOMEM;
+    }
+    memcpy(p, hdr, hl);
+    tether__wq_commit(c, hl);
+    if (tether__wq_append_ref(c, data, len, fcb, (void *)data, fud) != TETHER_OK) {
+        /* A header without its payload would corrupt the stream. */
+        tether__ws_lazy_drop_last(t);
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+        return TETHER_OK;
+    }
+    c->msgs_out++;
+    tether__conn_after_queue(c);
+    return TETHER_OK;
+}
+
 int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                           tether_free_cb fcb, void *fud)
 {
@@ -222,6 +253,9 @@ int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool 
         c->msgs_out++;
         tether__conn_after_queue(c);
         return TETHER_OK;
+    }
+    if (!t->server && zc && len >= STAGE_MIN) {
+        return send_lazy(c, data, len, fcb, fud);
     }
     /* The frame goes into the queue whole, a client's message masked on
      * the way in (one pass over the payload, which had to be copied
