@@ -104,7 +104,8 @@ START_TEST(mask_large)
     static uint8_t src[N], ref[N], inplace[N], copy[N];
     th_fill(src, N, 11);
     const uint8_t key[4] = {0x01, 0x80, 0x7f, 0xfe};
-    static const size_t sizes[] = {0, 1, 7, 63, 64, 65, 127, 1023, 1024, 1025, 1151, 4097, N};
+    static const size_t sizes[] = {0,    1,    7,    63,   64,   65,   127,  1023,
+                                   1024, 1025, 1151, 1279, 1280, 1535, 4097, N};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];
         for (uint64_t pos = 0; pos < 6; pos++) {
