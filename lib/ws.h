@@ -461,6 +461,11 @@ size_t tether__ws_frame_encode(struct ws_transport *t, uint8_t *out, uint8_t op,
                                size_t n);
 /* Queues one whole frame in ob (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);
+/* The loop's masking buffer (TETHER__WS_CHUNK bytes), allocated on first
+ * use; NULL when out of memory. Whoever writes into it takes it from a
+ * layer's kept chunk (chunk_t). */
+#define TETHER__WS_CHUNK (64u * 1024u)
+uint8_t *tether__ws_chunk_get(struct tether__ws_rnd *r);
 /* Records p[0..len) (queued next, by reference) as a payload to mask with
  * key on its way out. Returns TETHER_OK or TETHER_ENOMEM. */
 int tether__ws_lazy_add(struct ws_transport *t, const uint8_t *p, size_t len, const uint8_t key[4]);

@@ -360,11 +360,20 @@ static int legacy_writev(struct ws_transport *t, const struct iovec *iov, int io
 
 /* ---- writing: payloads masked on their way out (ws.h) ------------------- */
 
-/* The masking buffer: small enough that each chunk is still in the CPU's
- * cache when the kernel copies it, large enough that a system call per
- * chunk costs little next to the copy. */
-#define LAZY_CHUNK (64u * 1024u)
+/* The masking buffer (TETHER__WS_CHUNK): small enough that each chunk is
+ * still in the CPU's cache when the kernel copies it, large enough that a
+ * system call per chunk costs little next to the copy. */
+#define LAZY_CHUNK TETHER__WS_CHUNK
 #define LAZY_IOV 64 /* iovecs per write */
+
+uint8_t *tether__ws_chunk_get(struct tether__ws_rnd *r)
+{
+    if (r->chunk == NULL) {
+        r->chunk = malloc(TETHER__WS_CHUNK);
+    }
+    r->chunk_t = NULL;
+    return r->chunk;
+}
 
 int tether__ws_lazy_add(struct ws_transport *t, const uint8_t *p, size_t len, const uint8_t key[4])
 {
@@ -425,11 +434,8 @@ void tether__ws_lazy_drop_last(struct ws_transport *t)
 static int lazy_writev(struct ws_transport *t, const struct iovec *iov, int iovcnt,
                        size_t *nwritten)
 {
-    if (t->rnd->chunk == NULL) {
-        t->rnd->chunk = malloc(LAZY_CHUNK);
-        if (t->rnd->chunk == NULL) {
-            return tether__ws_fail(t, TETHER_ENOMEM, "out of memory masking a frame");
-        }
+    if (t->rnd->chunk == NULL && tether__ws_chunk_get(t->rnd) == NULL) {
+        return tether__ws_fail(t, TETHER_ENOMEM, "out of memory masking a frame");
     }
     uint8_t *chunk = t->rnd->chunk;
     size_t total = 0;

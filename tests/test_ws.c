@@ -699,13 +699,22 @@ static void zc_chunks_round(const char *scheme)
     int freed = 0;
     /* First one client alone (what the socket did not take of a chunk is
      * kept for its next write), then both at once (each takes the
-     * buffer from the other, and masks again what it had left). */
-    for (int round = 1; round <= 2; round++) {
+     * buffer from the other, and masks again what it had left), then
+     * both with copied messages. */
+    for (int round = 1; round <= 3; round++) {
         tether_conn *cs[2] = {cli.c, c2};
-        for (int i = 0; i < nsizes; i++) {
-            for (int k = 0; k < round; k++) {
+        for (int ii = 0; ii < nsizes; ii++) {
+            int i = round < 3 ? ii : nsizes - 1 - ii;
+            for (int k = 0; k < (round == 1 ? 1 : 2); k++) {
                 if (sizes[i] < 64) {
                     ck_assert_int_eq(tether_conn_send(cs[k], "small message", 13), TETHER_OK);
+                } else if (round == 3) {
+                    /* Copied, the largest first: written a chunk at a
+                     * time while the queue is empty, the rest staged. */
+                    uint8_t *b = filled(sizes[i], false);
+                    ck_assert_int_eq(tether_conn_send(cs[k], b, sizes[i]), TETHER_OK);
+                    free(b);
+                    checked++;
                 } else {
                     uint8_t *b = filled(sizes[i], false);
                     ck_assert_int_eq(tether_conn_send_zc(cs[k], b, sizes[i], zc_free, NULL),
