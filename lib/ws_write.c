@@ -428,9 +428,11 @@ void tether__ws_lazy_drop_last(struct ws_transport *t)
  * the one that starts where the oldest lazy payload's unwritten part
  * starts (the queue is in order, and the caller's memory is never one of
  * the library's own buffers), which goes out a masked chunk at a time.
- * A chunk the socket takes only in part is masked again next time from
- * the caller's bytes: nothing masked is kept between calls, so one chunk
- * buffer serves every connection of the loop. */
+ * One chunk buffer serves every connection of the loop: what the socket
+ * did not take of a chunk is used at the next call if the buffer still
+ * holds it for this payload and position, else masked again from the
+ * caller's bytes (the same bytes, as a TLS layer retrying a record needs
+ * them). */
 static int lazy_writev(struct ws_transport *t, const struct iovec *iov, int iovcnt,
                        size_t *nwritten)
 {
