@@ -2,7 +2,8 @@
 /* The connection's side of WebSocket: wrapping a connection's transport in
  * the layer, message mode for sending (each message one frame, written
  * into the connection's queue: header and payload copied, or masked while
- * copied on clients; tether control frames turned into what the peer
+ * copied on clients, a client's large ones masked a chunk at a time as
+ * they are written; tether control frames turned into what the peer
  * understands), the hooks the connection code calls, and the public
  * tether_ws_* calls. Reading is in conn_ws_read.c. */
 #include "conn_ws.h"

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* The write side of the WebSocket layer: its output buffer (the upgrade,
  * control frames it sends on its own, the close frame), the loop's pool of
- * masking keys, and writev: the frames the connection queued in message
- * mode pass through unchanged, while the len32 bytes queued before the
- * upgrade finished are translated into frames (each data message one
- * frame, masked on clients; tether control frames become pings, pongs and
- * the close code, or travel as they are between tether ends), encoded
- * into a buffer the loop shares so that only what the socket does not
- * take stays with the layer. */
+ * masking keys and its masking buffer, and writev: the frames the
+ * connection queued in message mode pass through unchanged (but for a
+ * client's large zero-copy payloads, masked a chunk at a time on their
+ * way out), while the len32 bytes queued before the upgrade finished are
+ * translated into frames (each data message one frame, masked on clients;
+ * tether control frames become pings, pongs and the close code, or travel
+ * as they are between tether ends), encoded into a buffer the loop shares
+ * so that only what the socket does not take stays with the layer. */
 #include "ws.h"
 
 #include <openssl/crypto.h>
