@@ -2,7 +2,8 @@
 /* The connection's side of WebSocket: wrapping a connection's transport in
  * the layer, message mode for sending (each message one frame, written
  * into the connection's queue: header and payload copied, or masked while
- * copied on clients; tether control frames turned into what the peer
+ * copied on clients, a client's large ones masked a chunk at a time as
+ * they are written; tether control frames turned into what the peer
  * understands), the hooks the connection code calls, and the public
  * tether_ws_* calls. Reading is in conn_ws_read.c. */
 #include "conn_ws.h"
@@ -12,8 +13,10 @@
 #include <string.h>
 
 #define DIRECT_MIN (16u * 1024u) /* server messages written from the caller's memory */
-#define STAGE_MIN (64u * 1024u)  /* client frames masked into a block of their own */
-#define STAGE_KEEP (4u << 20)    /* the largest block the loop keeps for the next one */
+/* Client frames from this size are masked a chunk at a time on their way
+ * out (zero-copy, or nothing queued ahead), else into a block of their own. */
+#define STAGE_MIN (64u * 1024u)
+#define STAGE_KEEP (4u << 20) /* the largest block the loop keeps for the next one */
 
 /* ---- the layer and its connection ---------------------------------------- */
 
@@ -152,10 +155,13 @@ static void stage_release(void *data, void *ud)
     free(s);
 }
 
-static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
+/* Queues hdr[0..hl) and data[0..len) masked with key from payload offset
+ * pos, as one block by reference. */
+static int stage_rest(tether_conn *c, const uint8_t *hdr, size_t hl, const uint8_t *data,
+                      size_t len, const uint8_t key[4], uint64_t pos)
 {
     struct ws_transport *t = tether__conn_ws(c);
-    size_t need = TETHER__WS_HDR_MAX + len;
+    size_t need = hl + len;
     struct stage *s = t->rnd->spare;
     if (s != NULL && s->cap >= need) {
         t->rnd->spare = NULL;
@@ -167,13 +173,109 @@ static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
         s->cap = need;
         s->r = t->rnd;
     }
-    uint8_t key[4];
-    size_t hl = data_hdr(t, s->data, len, key);
-    tether__ws_mask_copy(s->data + hl, data, len, key, 0);
-    if (tether__wq_append_ref(c, s->data, hl + len, stage_release, s->data, s) != TETHER_OK) {
+    memcpy(s->data, hdr, hl);
+    tether__ws_mask_copy(s->data + hl, data, len, key, pos);
+    if (tether__wq_append_ref(c, s->data, need, stage_release, s->data, s) != TETHER_OK) {
         stage_release(s->data, s);
         return TETHER_ENOMEM;
     }
+    return TETHER_OK;
+}
+
+static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
+{
+    uint8_t hdr[TETHER__WS_HDR_MAX];
+    uint8_t key[4];
+    size_t hl = data_hdr(tether__conn_ws(c), hdr, len, key);
+    return stage_rest(c, hdr, hl, data, len, key, 0);
+}
+
+/* A large client message with nothing queued ahead: masked a chunk at a
+ * time into the loop's buffer and written while the socket takes it all
+ * (each chunk is still in the cache when the kernel copies it, where a
+ * staged copy of the whole message would have gone to memory and back);
+ * what the socket does not take is staged, masked from where it stopped. */
+static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
+{
+    struct ws_transport *t = tether__conn_ws(c);
+    uint8_t *chunk = tether__ws_chunk_get(t->rnd);
+    if (chunk == NULL) {
+        return send_staged(c, data, len); /* (slower, not wrong) */
+    }
+    uint8_t hdr[TETHER__WS_HDR_MAX];
+    uint8_t key[4];
+    size_t hl = data_hdr(t, hdr, len, key);
+    size_t hsent = 0; /* header bytes written */
+    size_t sent = 0;  /* payload bytes written */
+    c->msgs_out++;
+    for (;;) {
+        size_t k = TETHER__MIN(len - sent, (size_t)TETHER__WS_CHUNK);
+        tether__ws_mask_copy(chunk, data + sent, k, key, sent);
+        struct iovec iov[2] = {{hdr + hsent, hl - hsent}, {chunk, k}};
+        int first = hsent < hl ? 0 : 1;
+        size_t w = 0;
+        int rv = c->tr->ops->writev(c->tr, iov + first, 2 - first, &w);
+        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+            /* Reported from the loop, as the callback contract asks. */
+            tether__conn_fail_io(c, rv, "write");
+            return TETHER_OK;
+        }
+        c->bytes_out += w;
+        if (w > 0 && c->live != NULL) {
+            c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+        }
+        size_t h = TETHER__MIN(w, hl - hsent);
+        hsent += h;
+        sent += w - h;
+        if (rv != TETHER_OK || hsent < hl || w - h < k || sent == len) {
+            break;
+        }
+    }
+    if (hsent < hl || sent < len) {
+        c->flags |= TETHER__CF_WBLOCKED;
+        /* (Each chunk is masked from the caller's bytes: the part of the
+         * last one the socket did not take is masked again here.) */
+        if (stage_rest(c, hdr + hsent, hl - hsent, data + sent, len - sent, key, sent) !=
+            TETHER_OK) {
+            /* Part of the frame is on the wire: the stream cannot be kept
+             * consistent without the rest. */
+            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+            return TETHER_OK;
+        }
+        if (c->flags & TETHER__CF_QSTART_DUE) {
+            tether__live_qstart_due(c); /* no flush follows while the socket is full */
+        }
+    }
+    tether__conn_update_io(c);
+    return TETHER_OK;
+}
+
+/* A large zero-copy client message: the header queued, the caller's
+ * payload by reference, masked on its way out (ws.h, tether__ws_lazy). */
+static int send_lazy(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb, void *fud)
+{
+    struct ws_transport *t = tether__conn_ws(c);
+    uint8_t hdr[TETHER__WS_HDR_MAX];
+    uint8_t key[4];
+    size_t hl = data_hdr(t, hdr, len, key);
+    if (tether__ws_lazy_add(t, data, len, key) != TETHER_OK) {
+        return TETHER_ENOMEM;
+    }
+    uint8_t *p = tether__wq_reserve(c, hl);
+    if (p == NULL) {
+        tether__ws_lazy_drop_last(t);
+        return TETHER_ENOMEM;
+    }
+    memcpy(p, hdr, hl);
+    tether__wq_commit(c, hl);
+    if (tether__wq_append_ref(c, data, len, fcb, (void *)data, fud) != TETHER_OK) {
+        /* A header without its payload would corrupt the stream. */
+        tether__ws_lazy_drop_last(t);
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+        return TETHER_OK;
+    }
+    c->msgs_out++;
+    tether__conn_after_queue(c);
     return TETHER_OK;
 }
 
@@ -222,6 +324,13 @@ int tether__ws_send_other(tether_conn *c, const uint8_t *data, size_t len, bool 
         c->msgs_out++;
         tether__conn_after_queue(c);
         return TETHER_OK;
+    }
+    if (!t->server && zc && len >= STAGE_MIN) {
+        return send_lazy(c, data, len, fcb, fud);
+    }
+    if (!t->server && len >= STAGE_MIN && c->wq_head == NULL && c->state == TETHER__CS_READY &&
+        !(c->flags & TETHER__CF_WBLOCKED)) {
+        return send_direct_masked(c, data, len);
     }
     /* The frame goes into the queue whole, a client's message masked on
      * the way in (one pass over the payload, which had to be copied

@@ -204,6 +204,29 @@ static bool on_data(tether_conn *c, const struct tether__ws_hdr *h, uint8_t *p)
     return true;
 }
 
+/* Unmasks the payload bytes p[0..n) of the incomplete frame in front not
+ * done yet; returns off (the parser's result). (Out of line, as
+ * unmask_rest(): the small frames' loop keeps its registers.) */
+__attribute__((noinline)) static size_t unmask_arrived(struct ws_transport *t, uint8_t *p, size_t n,
+                                                       const uint8_t key[4], size_t off)
+{
+    size_t done = t->rx_unmasked;
+    if (n > done) {
+        tether__ws_mask(p + done, n - done, key, done);
+        t->rx_unmasked = n;
+    }
+    return off;
+}
+
+/* Unmasks the rest of a complete frame of n payload bytes. */
+__attribute__((noinline)) static void unmask_rest(struct ws_transport *t, uint8_t *p, size_t n,
+                                                  const uint8_t key[4])
+{
+    size_t done = t->rx_unmasked;
+    t->rx_unmasked = 0;
+    tether__ws_mask(p + done, n - done, key, done);
+}
+
 size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
 {
     struct ws_transport *t = tether__conn_ws(c);
@@ -226,13 +249,13 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
         size_t plen = q[1] & 0x7Fu;
         if (TETHER__LIKELY((((unsigned)q[1] << 8 | q[0]) & 0x80FFu) == want && plen <= small_max &&
                            !t->in_msg)) {
-            size_t hl = server ? 6 : 2;
+            size_t hl = 2 + ((want >> 13) & 4u); /* (6 when masked: one value less in the loop) */
             if (avail < hl + plen) {
                 *known = hl + plen;
                 break;
             }
             uint8_t *p = q + hl;
-            if (server) {
+            if (want & 0x8000u) {
                 tether__ws_mask_small(p, p, plen, q + 2);
             }
             off += hl + plen;
@@ -334,12 +357,17 @@ size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
             violation(c, TETHER_EMSGSIZE, 1009, d);
             return off;
         }
+        /* The payload bytes here are unmasked as they arrive, while the
+         * read has just brought them into the cache: a large frame comes
+         * in many reads, and a pass over all of it once complete would
+         * fetch it from memory again. What is done is counted for this
+         * frame, which starts the input of the next call. */
         if (avail - h.hdr_len < h.len) {
             *known = h.hdr_len + (size_t)h.len;
-            break;
+            return h.masked ? unmask_arrived(t, p, avail - h.hdr_len, h.mask, off) : off;
         }
         if (h.masked) {
-            tether__ws_mask(p, (size_t)h.len, h.mask, 0);
+            unmask_rest(t, p, (size_t)h.len, h.mask);
         }
         off += h.hdr_len + (size_t)h.len;
         if (!on_data(c, &h, p)) {

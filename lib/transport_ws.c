@@ -318,6 +318,7 @@ static void ws_destroy(struct tether_transport *tr)
     t->in->ops->destroy(t->in);
     free(t->ib);
     free(t->mb);
+    tether__ws_lazy_forget(t);
     if (!t->ob_shared) {
         free(t->ob);
     }

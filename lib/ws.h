@@ -298,7 +298,16 @@ struct tether__ws_rnd {
     struct evp_cipher_ctx_st *ctr; /* the keystream's cipher (EVP_CIPHER_CTX) */
     unsigned uses;                 /* pools drawn under its key */
     uint8_t *shared_ob;            /* the loop's encoding buffer for len32 output, or NULL */
-    void *spare;                   /* a staging block for large client frames (conn_ws.c) */
+    uint8_t *chunk;                /* where lazy payloads are masked on their way out, or NULL */
+    /* What of chunk the socket did not take (ws_write.c): the masked
+     * bytes chunk[chunk_off..+chunk_n) of the payload byte at chunk_src,
+     * kept for the layer chunk_t (NULL: nothing kept), masked with
+     * chunk_key. */
+    const void *chunk_t;
+    const uint8_t *chunk_src;
+    size_t chunk_off, chunk_n;
+    uint8_t chunk_key[4];
+    void *spare; /* a staging block for large client frames (conn_ws.c) */
     struct tether__loop_ext ext;
 };
 struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop);
@@ -306,6 +315,19 @@ void tether__ws_rnd_refill(struct tether__ws_rnd *r);
 
 #define TETHER__WS_MB_KEEP (64u * 1024u) /* reassembly buffer kept between messages */
 #define TETHER__WS_OB_MAX (256u * 1024u) /* encoded output accepted ahead of the socket */
+
+/* A payload masked on its way out rather than when queued: a client's
+ * large zero-copy message, whose caller keeps it unchanged until it is
+ * released. Each pass over a payload larger than the caches costs a trip
+ * to memory; masked a chunk at a time into a small buffer, each chunk is
+ * still in the cache when the kernel copies it. The queue holds the
+ * caller's bytes by reference, and the layer knows them by address. */
+struct tether__ws_lazy {
+    const uint8_t *p; /* the caller's payload */
+    size_t len;
+    size_t done; /* bytes written */
+    uint8_t key[4];
+};
 
 enum tether__ws_phase {
     TETHER__WS_INNER,  /* the inner transport's handshake (TLS) */
@@ -363,6 +385,16 @@ struct ws_transport {
     size_t wclen;
     uint8_t wmask[4];
     bool text; /* (translation) data frames are sent as text */
+
+    /* A client's large zero-copy payloads in the connection's queue, in
+     * queue order: masked a chunk at a time as they are written
+     * (ws_write.c). A ring of lz_cap entries, NULL when empty. */
+    struct tether__ws_lazy *lz;
+    uint32_t lz_head, lz_n, lz_cap;
+
+    /* Reading: payload bytes of the incomplete data frame at the start of
+     * the input already unmasked (conn_ws_read.c). */
+    size_t rx_unmasked;
 
     /* The peer's last ping, answered when the connection's PONG passes. */
     uint8_t ping[TETHER__WS_CTRL_MAX];
@@ -429,6 +461,18 @@ size_t tether__ws_frame_encode(struct ws_transport *t, uint8_t *out, uint8_t op,
                                size_t n);
 /* Queues one whole frame in ob (control frames, the close frame). */
 int tether__ws_ob_frame(struct ws_transport *t, uint8_t op, const uint8_t *p, size_t n);
+/* The loop's masking buffer (TETHER__WS_CHUNK bytes), allocated on first
+ * use; NULL when out of memory. Whoever writes into it takes it from a
+ * layer's kept chunk (chunk_t). */
+#define TETHER__WS_CHUNK (64u * 1024u)
+uint8_t *tether__ws_chunk_get(struct tether__ws_rnd *r);
+/* Records p[0..len) (queued next, by reference) as a payload to mask with
+ * key on its way out. Returns TETHER_OK or TETHER_ENOMEM. */
+int tether__ws_lazy_add(struct ws_transport *t, const uint8_t *p, size_t len, const uint8_t key[4]);
+/* Forgets all of them (the layer is destroyed). */
+void tether__ws_lazy_forget(struct ws_transport *t);
+/* Forgets the payload recorded last (its queueing failed). */
+void tether__ws_lazy_drop_last(struct ws_transport *t);
 /* Writes what ob holds to the inner transport. */
 int tether__ws_ob_flush(struct ws_transport *t);
 /* Records the detail of a failure and returns rv. */

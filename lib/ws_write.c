@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* The write side of the WebSocket layer: its output buffer (the upgrade,
  * control frames it sends on its own, the close frame), the loop's pool of
- * masking keys, and writev: the frames the connection queued in message
- * mode pass through unchanged, while the len32 bytes queued before the
- * upgrade finished are translated into frames (each data message one
- * frame, masked on clients; tether control frames become pings, pongs and
- * the close code, or travel as they are between tether ends), encoded
- * into a buffer the loop shares so that only what the socket does not
- * take stays with the layer. */
+ * masking keys and its masking buffer, and writev: the frames the
+ * connection queued in message mode pass through unchanged (but for a
+ * client's large zero-copy payloads, masked a chunk at a time on their
+ * way out), while the len32 bytes queued before the upgrade finished are
+ * translated into frames (each data message one frame, masked on clients;
+ * tether control frames become pings, pongs and the close code, or travel
+ * as they are between tether ends), encoded into a buffer the loop shares
+ * so that only what the socket does not take stays with the layer. */
 #include "ws.h"
 
 #include <openssl/crypto.h>
@@ -31,6 +32,7 @@ static void rnd_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     struct tether__ws_rnd *r = tether__container_of(ext, struct tether__ws_rnd, ext);
     EVP_CIPHER_CTX_free(r->ctr);
     free(r->shared_ob);
+    free(r->chunk);
     free(r->spare);
     OPENSSL_cleanse(r->rnd, sizeof r->rnd);
     free(r);
@@ -357,6 +359,176 @@ static int legacy_writev(struct ws_transport *t, const struct iovec *iov, int io
     return used > 0 ? TETHER_OK : TETHER_EAGAIN;
 }
 
+/* ---- writing: payloads masked on their way out (ws.h) ------------------- */
+
+/* The masking buffer (TETHER__WS_CHUNK): small enough that each chunk is
+ * still in the CPU's cache when the kernel copies it, large enough that a
+ * system call per chunk costs little next to the copy. */
+#define LAZY_CHUNK TETHER__WS_CHUNK
+#define LAZY_IOV 64 /* iovecs per write */
+
+uint8_t *tether__ws_chunk_get(struct tether__ws_rnd *r)
+{
+    if (r->chunk == NULL) {
+        r->chunk = malloc(TETHER__WS_CHUNK);
+    }
+    r->chunk_t = NULL;
+    return r->chunk;
+}
+
+int tether__ws_lazy_add(struct ws_transport *t, const uint8_t *p, size_t len, const uint8_t key[4])
+{
+    if (t->lz_n == t->lz_cap) {
+        uint32_t cap = t->lz_cap != 0 ? t->lz_cap * 2 : 4;
+        struct tether__ws_lazy *a = malloc(cap * sizeof *a);
+        if (a == NULL) {
+            return TETHER_ENOMEM;
+        }
+        for (uint32_t i = 0; i < t->lz_n; i++) {
+            a[i] = t->lz[(t->lz_head + i) % t->lz_cap];
+        }
+        free(t->lz);
+        t->lz = a;
+        t->lz_cap = cap;
+        t->lz_head = 0;
+    }
+    struct tether__ws_lazy *z = &t->lz[(t->lz_head + t->lz_n) % t->lz_cap];
+    z->p = p;
+    z->len = len;
+    z->done = 0;
+    memcpy(z->key, key, 4);
+    t->lz_n++;
+    return TETHER_OK;
+}
+
+/* The ring is empty: idle connections keep none. */
+static void lazy_free(struct ws_transport *t)
+{
+    free(t->lz);
+    t->lz = NULL;
+    t->lz_head = t->lz_n = t->lz_cap = 0;
+}
+
+void tether__ws_lazy_forget(struct ws_transport *t)
+{
+    if (t->rnd->chunk_t == t) {
+        t->rnd->chunk_t = NULL; /* another layer may come to live at this address */
+    }
+    free(t->lz);
+    t->lz = NULL;
+}
+
+void tether__ws_lazy_drop_last(struct ws_transport *t)
+{
+    if (--t->lz_n == 0) {
+        lazy_free(t);
+    }
+}
+
+/* writev while lazy payloads are queued: the iovecs pass through, but for
+ * the one that starts where the oldest lazy payload's unwritten part
+ * starts (the queue is in order, and the caller's memory is never one of
+ * the library's own buffers), which goes out a masked chunk at a time.
+ * One chunk buffer serves every connection of the loop: what the socket
+ * did not take of a chunk is used at the next call if the buffer still
+ * holds it for this payload and position, else masked again from the
+ * caller's bytes (the same bytes, as a TLS layer retrying a record needs
+ * them). */
+static int lazy_writev(struct ws_transport *t, const struct iovec *iov, int iovcnt,
+                       size_t *nwritten)
+{
+    if (t->rnd->chunk == NULL && tether__ws_chunk_get(t->rnd) == NULL) {
+        return tether__ws_fail(t, TETHER_ENOMEM, "out of memory masking a frame");
+    }
+    uint8_t *chunk = t->rnd->chunk;
+    size_t total = 0;
+    int i = 0;
+    size_t at = 0; /* bytes of iov[i] written by this call */
+    while (i < iovcnt) {
+        struct iovec out[LAZY_IOV];
+        int n = 0;
+        size_t plain = 0;
+        struct tether__ws_lazy *z = NULL;
+        for (; i < iovcnt && n < LAZY_IOV - 1; i++, at = 0) {
+            const uint8_t *b = (const uint8_t *)iov[i].iov_base + at;
+            size_t l = iov[i].iov_len - at;
+            if (l == 0) {
+                continue;
+            }
+            if (t->lz_n > 0) {
+                z = &t->lz[t->lz_head];
+                if (b == z->p + z->done) {
+                    break;
+                }
+                z = NULL;
+            }
+            out[n].iov_base = (void *)b;
+            out[n].iov_len = l;
+            plain += l;
+            n++;
+        }
+        size_t k = 0;
+        if (z != NULL) {
+            struct tether__ws_rnd *r = t->rnd;
+            k = TETHER__MIN(iov[i].iov_len - at, z->len - z->done);
+            if (r->chunk_t == t && r->chunk_src == z->p + z->done &&
+                memcmp(r->chunk_key, z->key, 4) == 0) {
+                /* What the socket did not take last time, masked already. */
+                k = TETHER__MIN(k, r->chunk_n);
+                out[n].iov_base = chunk + r->chunk_off;
+            } else {
+                k = TETHER__MIN(k, (size_t)LAZY_CHUNK);
+                tether__ws_mask_copy(chunk, z->p + z->done, k, z->key, z->done);
+                out[n].iov_base = chunk;
+            }
+            r->chunk_t = NULL;
+            out[n].iov_len = k;
+            n++;
+        }
+        if (n == 0) {
+            break;
+        }
+        size_t w = 0;
+        int rv = t->in->ops->writev(t->in, out, n, &w);
+        if (rv != TETHER_OK) {
+            *nwritten = total;
+            return rv == TETHER_EAGAIN && total > 0 ? TETHER_OK : rv;
+        }
+        total += w;
+        if (z != NULL && w > plain) {
+            z->done += w - plain;
+            at += w - plain;
+            if (z->done == z->len) {
+                t->lz_head = (t->lz_head + 1) % t->lz_cap;
+                if (--t->lz_n == 0) {
+                    lazy_free(t);
+                }
+            }
+        }
+        if (w < plain + k) {
+            if (z != NULL) {
+                /* The socket is full before the chunk's end: the rest of
+                 * it stays for the next call (unless another connection's
+                 * payload takes the buffer first). */
+                struct tether__ws_rnd *r = t->rnd;
+                size_t took = w > plain ? w - plain : 0;
+                r->chunk_t = t;
+                r->chunk_src = z->p + z->done;
+                r->chunk_off = (size_t)((uint8_t *)out[n - 1].iov_base - chunk) + took;
+                r->chunk_n = k - took;
+                memcpy(r->chunk_key, z->key, 4);
+            }
+            break; /* the socket is full */
+        }
+        if (z != NULL && at == iov[i].iov_len) {
+            i++;
+            at = 0;
+        }
+    }
+    *nwritten = total;
+    return TETHER_OK;
+}
+
 int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
                       size_t *nwritten)
 {
@@ -373,6 +545,9 @@ int tether__ws_writev(struct tether_transport *tr, const struct iovec *iov, int 
     }
     if (TETHER__UNLIKELY(t->legacy > 0)) {
         return legacy_writev(t, iov, iovcnt, nwritten);
+    }
+    if (TETHER__UNLIKELY(t->lz_n > 0)) {
+        return lazy_writev(t, iov, iovcnt, nwritten);
     }
     /* Message mode: the queue holds finished frames. */
     return t->in->ops->writev(t->in, iov, iovcnt, nwritten);

@@ -104,7 +104,8 @@ START_TEST(mask_large)
     static uint8_t src[N], ref[N], inplace[N], copy[N];
     th_fill(src, N, 11);
     const uint8_t key[4] = {0x01, 0x80, 0x7f, 0xfe};
-    static const size_t sizes[] = {0, 1, 7, 63, 64, 65, 127, 1023, 1024, 1025, 1151, 4097, N};
+    static const size_t sizes[] = {0,    1,    7,    63,   64,   65,   127,  1023,
+                                   1024, 1025, 1151, 1279, 1280, 1535, 4097, N};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];
         for (uint64_t pos = 0; pos < 6; pos++) {
@@ -504,6 +505,11 @@ static void zc_free(void *data, void *ud)
     zc_freed++;
 }
 
+static bool zc_freed_all(void *arg)
+{
+    return zc_freed >= *(int *)arg;
+}
+
 static uint8_t *filled(size_t n, bool text)
 {
     uint8_t *b = malloc(n + 1);
@@ -615,6 +621,145 @@ START_TEST(messages_around_the_upgrade)
     tether_conn_close(cli.c);
     ck_assert(th_run_until_pred(both_closed, NULL, 10000));
     tether_listener_close(l);
+}
+END_TEST
+
+/* ---- large zero-copy messages from clients, masked as they go out ------- */
+
+static struct side cli2;
+
+static void zc_dial(tether_conn **c, struct side *s, int port, const char *scheme)
+{
+    tether_ws_opts w;
+    tether_ws_opts_init(&w);
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = on_msg;
+    co.on_close = on_close;
+    co.on_connect = on_connect;
+    co.userdata = s;
+    co.ws = &w;
+    co.tls = cli_tls;
+    co.send_hwm = 64u << 20;
+    co.max_msg = 16u << 20;
+    char url[128];
+    snprintf(url, sizeof url, "%s://%s:%d/", scheme,
+             strcmp(scheme, "wss") == 0 ? "localhost" : "127.0.0.1", port);
+    th_dial(c, url, &co);
+}
+
+static bool zc_all_in(void *arg)
+{
+    return srv.msgs >= *(int *)arg || srv.closed || cli.closed || cli2.closed;
+}
+
+static void zc_chunks_round(const char *scheme)
+{
+    /* Two clients on one loop (sharing its masking buffer) each queue
+     * zero-copy messages around the 64 KiB masking chunk, of sizes that
+     * are not multiples of 4 (the key's phase at each chunk and each
+     * partial write), one buffer twice in a row, and small copied
+     * messages between them, all before the loop runs: the socket fills
+     * inside a message. Every byte must arrive as sent, and each buffer
+     * be released once. */
+    static const size_t sizes[] = {65536, 65537, 65539,          131071,         200001,
+                                   20,    70002, (1u << 20) + 3, (3u << 20) + 1, (8u << 20) + 5};
+    const int nsizes = (int)(sizeof sizes / sizeof sizes[0]);
+    static uint8_t twice[100003];
+    reset_sides();
+    memset(&cli2, 0, sizeof cli2);
+    zc_freed = 0;
+    th_fill(twice, sizeof twice, (uint32_t)sizeof twice);
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_message = on_msg;
+    so.on_close = on_close;
+    so.userdata = &srv;
+    so.max_msg = 16u << 20;
+    tether_ws_opts sw;
+    tether_ws_opts_init(&sw);
+    so.ws = &sw;
+    so.tls = srv_tls;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.on_accept = on_accept;
+    lo.conn_opts = &so;
+    char url[64];
+    snprintf(url, sizeof url, "%s://127.0.0.1:0/", scheme);
+    tether_listener *l = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l, th_loop, url, &lo, &err), TETHER_OK);
+    tether_conn *c2 = NULL;
+    zc_dial(&cli.c, &cli, tether_listener_port(l), scheme);
+    zc_dial(&c2, &cli2, tether_listener_port(l), scheme);
+    ck_assert(th_run_until(&cli.connected, 10000));
+    ck_assert(th_run_until(&cli2.connected, 10000));
+    int want = 0;
+    int checked = 0;
+    int freed = 0;
+    /* First one client alone (what the socket did not take of a chunk is
+     * kept for its next write), then both at once (each takes the
+     * buffer from the other, and masks again what it had left), then
+     * both with copied messages. */
+    for (int round = 1; round <= 3; round++) {
+        tether_conn *cs[2] = {cli.c, c2};
+        for (int ii = 0; ii < nsizes; ii++) {
+            int i = round < 3 ? ii : nsizes - 1 - ii;
+            for (int k = 0; k < (round == 1 ? 1 : 2); k++) {
+                if (sizes[i] < 64) {
+                    ck_assert_int_eq(tether_conn_send(cs[k], "small message", 13), TETHER_OK);
+                } else if (round == 3) {
+                    /* Copied, the largest first: written a chunk at a
+                     * time while the queue is empty, the rest staged. */
+                    uint8_t *b = filled(sizes[i], false);
+                    ck_assert_int_eq(tether_conn_send(cs[k], b, sizes[i]), TETHER_OK);
+                    free(b);
+                    checked++;
+                } else {
+                    uint8_t *b = filled(sizes[i], false);
+                    ck_assert_int_eq(tether_conn_send_zc(cs[k], b, sizes[i], zc_free, NULL),
+                                     TETHER_OK);
+                    checked++;
+                    freed++;
+                }
+                want++;
+                for (int j = 0; i == 2 && j < 2; j++) {
+                    ck_assert_int_eq(tether_conn_send_zc(cs[k], twice, sizeof twice, NULL, NULL),
+                                     TETHER_OK);
+                    checked++;
+                    want++;
+                }
+            }
+        }
+        /* (The socket took only part of it: the rest waits.) */
+        ck_assert_uint_gt(tether_conn_queued(cli.c), 0);
+        ck_assert(th_run_until_pred(zc_all_in, &want, 60000));
+        ck_assert_msg(!srv.closed && !cli.closed && !cli2.closed, "%s %s %s", srv.detail,
+                      cli.detail, cli2.detail);
+        ck_assert_int_eq(srv.msgs, want);
+        ck_assert_uint_eq(srv.seed_ok, (unsigned)checked); /* every byte as sent */
+        ck_assert(th_run_until_pred(zc_freed_all, &freed, 10000));
+        ck_assert_int_eq(zc_freed, freed);
+    }
+    tether_conn_close(cli.c);
+    tether_conn_close(c2);
+    tether_listener_close(l);
+    uint64_t until = th_now_ms() + 10000;
+    while (!(cli.closed && cli2.closed) && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert(cli.closed && cli2.closed);
+}
+
+START_TEST(ws_zero_copy_masked_in_chunks)
+{
+    zc_chunks_round("ws");
+}
+END_TEST
+
+START_TEST(wss_zero_copy_masked_in_chunks)
+{
+    zc_chunks_round("wss");
 }
 END_TEST
 
@@ -1315,6 +1460,8 @@ Suite *ws_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, ws_echo);
     tcase_add_test(tc, messages_around_the_upgrade);
+    tcase_add_test(tc, ws_zero_copy_masked_in_chunks);
+    tcase_add_test(tc, wss_zero_copy_masked_in_chunks);
     tcase_add_test(tc, wss_echo);
     tcase_add_test(tc, server_closes_first);
     tcase_add_test(tc, http_answers);

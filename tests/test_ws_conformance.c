@@ -561,6 +561,86 @@ START_TEST(fragments_count_as_traffic)
 }
 END_TEST
 
+/* ---- masking ---------------------------------------------------------------- */
+
+/* Writes one masked frame (FIN, op) in pieces of the sizes in cuts (then
+ * the rest), running the loop after each so that the server reads them
+ * one at a time. */
+static void frame_in_pieces(unsigned op, const uint8_t *payload, size_t len, const size_t *cuts,
+                            size_t ncuts, const uint8_t key[4])
+{
+    uint8_t *b = malloc(len + 14);
+    size_t o = 0;
+    b[o++] = (uint8_t)(0x80u | op);
+    if (len <= 0xFFFF) {
+        b[o++] = 0x80u | 126;
+        b[o++] = (uint8_t)(len >> 8);
+        b[o++] = (uint8_t)len;
+    } else {
+        b[o++] = 0x80u | 127;
+        for (int i = 7; i >= 0; i--) {
+            b[o++] = (uint8_t)((uint64_t)len >> (8 * i));
+        }
+    }
+    memcpy(b + o, key, 4);
+    o += 4;
+    for (size_t i = 0; i < len; i++) {
+        b[o + i] = payload[i] ^ key[i % 4];
+    }
+    size_t at = 0;
+    for (size_t i = 0; at < o + len; i++) {
+        size_t k = i < ncuts ? cuts[i] : o + len - at;
+        k = k < o + len - at ? k : o + len - at;
+        th_raw_write(P.fd, b + at, k);
+        at += k;
+        for (int r = 0; r < 3; r++) {
+            tether_loop_run_once(th_loop, 1);
+        }
+    }
+    free(b);
+}
+
+START_TEST(masked_frames_across_reads)
+{
+    /* A server unmasks each read's part of a frame as it arrives: the
+     * key's phase must follow the payload offset across reads that end
+     * anywhere (inside the header, at every offset mod 4), and the count
+     * of bytes done must start again at the next frame. */
+    static const size_t cuts[] = {1, 2, 3, 4, 5, 1, 2, 3, 4093, 7, 8191, 1, 30000, 2};
+    static const uint8_t keys[2][4] = {{0x01, 0x80, 0xfe, 0x37}, {0xa5, 0x5a, 0x00, 0xff}};
+    static const size_t sizes[] = {MAX_MSG - 1, 50001, MAX_MSG, 126};
+    CASE("(tether): masked frames split across reads", "5.3");
+    open_ws();
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        uint8_t *p = malloc(sizes[s]);
+        th_fill(p, sizes[s], (uint32_t)(s + 1));
+        frame_in_pieces(2, p, sizes[s], cuts + s, sizeof cuts / sizeof cuts[0] - s, keys[s % 2]);
+        expect_msg(2, p, sizes[s]);
+        free(p);
+    }
+    /* A fragmented message whose fragments are split too. */
+    uint8_t *p = malloc(40000);
+    th_fill(p, 40000, 7);
+    uint8_t key[4] = {9, 8, 7, 6};
+    uint8_t hdr[8] = {0x02, 0x80u | 126, (uint8_t)(20001 >> 8), (uint8_t)20001, 9, 8, 7, 6};
+    uint8_t *f = malloc(20001);
+    for (size_t i = 0; i < 20001; i++) {
+        f[i] = p[i] ^ key[i % 4];
+    }
+    th_raw_write(P.fd, hdr, sizeof hdr);
+    tether_loop_run_once(th_loop, 1);
+    th_raw_write(P.fd, f, 10003);
+    tether_loop_run_once(th_loop, 1);
+    th_raw_write(P.fd, f + 10003, 20001 - 10003);
+    free(f);
+    frame_in_pieces(0, p + 20001, 40000 - 20001, cuts + 3, 3, key);
+    expect_msg(2, p, 40000);
+    free(p);
+    frame(true, 0, 8, "\x03\xe8", 2, true);
+    expect_close(1000);
+}
+END_TEST
+
 /* ---- tether's timeouts as close codes --------------------------------------- */
 
 START_TEST(stalled_frame_closes_with_1008)
@@ -618,6 +698,7 @@ Suite *ws_conformance_suite(void)
     tcase_add_test(tc, group7_close);
     tcase_add_test(tc, group9_limits);
     tcase_add_test(tc, fragments_count_as_traffic);
+    tcase_add_test(tc, masked_frames_across_reads);
     tcase_add_test(tc, stalled_frame_closes_with_1008);
     suite_add_tcase(s, tc);
     return s;

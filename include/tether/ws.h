@@ -46,10 +46,14 @@
  * received text message that is not valid UTF-8 closes with 1007. A
  * message whose running total exceeds tether_conn_opts::max_msg closes
  * with 1009 before the excess is buffered. Clients mask every frame with
- * keys from OpenSSL's RAND_bytes(); a server closes with 1002 on an
- * unmasked frame, on set reserved bits (no extension is negotiated:
- * permessage-deflate is not supported), unknown opcodes, fragmented or
- * oversized (> 125 bytes) control frames and broken fragment sequences.
+ * keys from OpenSSL's RAND_bytes(); a zero-copy message of 64 KiB or more
+ * (tether_conn_send_zc()) is masked from the caller's buffer a chunk at a
+ * time as it is written, without a copy, which is one more reason for
+ * that buffer to stay unchanged until its free callback. A server closes
+ * with 1002 on an unmasked frame, on set reserved bits (no extension is
+ * negotiated: permessage-deflate is not supported), unknown opcodes,
+ * fragmented or oversized (> 125 bytes) control frames and broken
+ * fragment sequences.
  *
  * **Heartbeats.** A WebSocket ping from the peer is answered with a pong
  * carrying its payload and counts as traffic for
