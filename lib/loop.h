@@ -25,10 +25,10 @@ typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
  * of the current dispatch (all frees go through the pending queue). */
 struct tether__io {
     int fd;
-    unsigned events; /* TETHER_EV_* currently registered with epoll */
+    uint8_t events; /* TETHER_EV_* currently registered with epoll */
     bool registered;
     bool report_errors; /* add TETHER__EV_ERROR/HANGUP to revents */
-    tether__io_cb cb;
+    tether__io_cb cb;   /* (16 bytes in all: connections embed one) */
 };
 
 /* A circular doubly-linked list with a sentinel head (libuv's QUEUE). A
@@ -101,13 +101,15 @@ struct tether__handle {
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
- * in its owner; `queued` prevents double insertion. */
+ * in its owner. `next` is NULL while not queued, which prevents double
+ * insertion: the last node of the list points at a sentinel instead (no
+ * flag, so that the node is two pointers without padding: connections
+ * embed one). */
 struct tether__pending;
 typedef void (*tether__pending_cb)(struct tether__pending *p);
 struct tether__pending {
     struct tether__pending *next;
     tether__pending_cb cb;
-    bool queued;
 };
 
 /* An internal timer: a node of the loop's min-heap. */
@@ -151,9 +153,8 @@ struct tether__loop_ext {
 struct tether__flush;
 typedef void (*tether__flush_cb)(struct tether__flush *f);
 struct tether__flush {
-    struct tether__flush *next;
+    struct tether__flush *next; /* NULL while not queued (as tether__pending) */
     tether__flush_cb cb;
-    bool queued;
 };
 
 struct tether_loop {
@@ -168,10 +169,10 @@ struct tether_loop {
     uint32_t heap_len;
     uint32_t heap_cap;
 
-    struct tether__pending *pend_head;
-    struct tether__pending *pend_tail;
+    struct tether__pending *pend_head; /* the loop's address while empty (loop.c) */
+    struct tether__pending *pend_tail; /* NULL while empty */
     struct tether__pending *pend_last; /* last item of the batch run_pending() is running */
-    struct tether__flush *flush_head;
+    struct tether__flush *flush_head;  /* the loop's address while empty (loop.c) */
 
     pthread_mutex_t post_mu;
     struct tether__post *post_head;
@@ -236,7 +237,7 @@ static inline void tether__io_take_over(struct tether__io *to, struct tether__io
 {
     if (from->registered) {
         to->registered = true;
-        to->events = ~0u; /* matches no real interest set: forces the MOD */
+        to->events = UINT8_MAX; /* matches no real interest set: forces the MOD */
     }
     from->registered = false;
     from->events = 0;
