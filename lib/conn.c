@@ -35,7 +35,7 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 312, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 280, "keep the connection small");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -580,9 +580,10 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             /* TLS may hold decrypted records that epoll cannot see. */
             while (c->state == TETHER__CS_READY && c->tr != NULL && tether__conn_can_read(c) &&
                    c->tr->ops->has_pending(c->tr)) {
-                size_t before = c->rlen;
+                size_t before = tether__conn_rlen(c);
                 tether__conn_read(c);
-                if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                if (tether__conn_rlen(c) == before && c->tr != NULL &&
+                    c->tr->ops->has_pending(c->tr)) {
                     /* Finish from the pending queue, after other work. */
                     tether__conn_todo(c, TETHER__CT_PARSE);
                     break;
@@ -684,7 +685,7 @@ static void conn_pending_cb(struct tether__pending *p)
     }
     if (c->todo & TETHER__CT_PARSE) {
         c->todo &= (uint16_t)~TETHER__CT_PARSE;
-        if (c->rlen > 0 && tether__conn_can_deliver(c)) {
+        if (tether__conn_rlen(c) > 0 && tether__conn_can_deliver(c)) {
             c->dispatching++;
             tether__conn_parse_rpart(c);
             c->dispatching--;
@@ -845,7 +846,7 @@ void tether_conn_resume(tether_conn *c)
     if (c->cfg->live) {
         tether__live_resume(c);
     }
-    if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
+    if (tether__conn_rlen(c) > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them
          * from the loop, not from inside this call. */
         tether__conn_todo(c, TETHER__CT_PARSE);

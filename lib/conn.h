@@ -203,6 +203,17 @@ struct tether__conn_extra {
     tether_conn *mem_prev;
 };
 
+/* The input buffer of a connection (conn_read.c: "rpart"), with its
+ * bookkeeping in front of the bytes rather than in the connection: an
+ * idle connection has no buffer, and so carries only the pointer. */
+struct tether__rbuf {
+    size_t len;   /* bytes held in data[] */
+    size_t cap;   /* capacity of data[] (what the memory budget counts) */
+    size_t scan;  /* framer resume hint for the frame at data[0] */
+    size_t known; /* full size of the frame at data[0]; 0 if unknown */
+    uint8_t data[];
+};
+
 struct tether_conn {
     /* First member (see struct tether__handle). Its loop is the
      * connection's loop: h.loop, not a second pointer. Registered from
@@ -236,11 +247,8 @@ struct tether_conn {
     size_t queued; /* (the loop's cache of small segments: c->mem->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
-     * held back while reading is paused. */
-    uint8_t *rpart;
-    size_t rlen;
-    size_t rcap;
-    size_t rscan; /* framer resume hint for the frame at rpart[0] */
+     * held back while reading is paused; NULL when there is none. */
+    struct tether__rbuf *rb;
 
     /* Detail of the last failure, or NULL: a constant (no allocation) or,
      * with err_owned, a buffer of TETHER_ERROR_MSG_MAX allocated for
@@ -271,10 +279,15 @@ struct tether_conn {
     uint8_t rx_tag;            /* the next data frame is a request or a reply (call.c) */
     uint8_t drain_st;          /* TETHER__DR_*: the drain frames sent and received (drain.c) */
     uint32_t ref_idx;          /* the slot of tether_ref_get(); 0: none */
-    size_t rknown;             /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;              /* the part of queued the budget has counted */
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
+
+/* Bytes of input the connection holds (its rb). */
+static inline size_t tether__conn_rlen(const tether_conn *c)
+{
+    return c->rb != NULL ? c->rb->len : 0;
+}
 
 /* The connection's cold state, allocated (zeroed) on first use; NULL
  * when out of memory. */

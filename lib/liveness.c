@@ -512,7 +512,7 @@ void tether__live_after_read(tether_conn *c)
     if (ft <= 0 || c->state != TETHER__CS_READY) {
         return;
     }
-    if (c->rlen == 0 || (c->flags & TETHER__CF_PAUSED)) {
+    if (tether__conn_rlen(c) == 0 || (c->flags & TETHER__CF_PAUSED)) {
         if (l != NULL && l->frame_mark != UINT64_MAX) {
             l->frame_mark = UINT64_MAX;
             if (c->cfg->live_lazy && c->queued == 0) {
@@ -529,7 +529,7 @@ void tether__live_after_read(tether_conn *c)
     if (l->frame_mark != mark) {
         l->frame_mark = mark;
         l->frame_start = tether__loop_time(c->h.loop);
-        l->frame_bytes = c->bytes_in - c->rlen; /* the frame's first byte */
+        l->frame_bytes = c->bytes_in - tether__conn_rlen(c); /* the frame's first byte */
         live_due(c, l->frame_start + (uint64_t)ft);
     }
 }
@@ -556,7 +556,7 @@ void tether__live_arm(tether_conn *c)
         if (o->idle_timeout_ms > 0) {
             next = TETHER__MIN(next, l->last_rx + (uint64_t)o->idle_timeout_ms);
         }
-        if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+        if (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) {
             uint64_t start =
                 l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->h.loop);
             if (o->frame_min_rate > 0 && l->frame_mark != UINT64_MAX) {
@@ -696,7 +696,8 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
                    "frame timeout: nothing of an incomplete frame arrived for %llu ms "
                    "(%zu bytes of it held; frame_timeout_ms %d)",
-                   (unsigned long long)(now - l->last_rx), c->rlen, o->frame_timeout_ms);
+                   (unsigned long long)(now - l->last_rx), tether__conn_rlen(c),
+                   o->frame_timeout_ms);
         return true;
     }
     if (span < ft) {
@@ -708,7 +709,7 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
                    "frame timeout: a frame was still incomplete after %llu ms "
                    "(%zu bytes of it received; frame_timeout_ms %d)",
-                   (unsigned long long)span, c->rlen, o->frame_timeout_ms);
+                   (unsigned long long)span, tether__conn_rlen(c), o->frame_timeout_ms);
         return true;
     }
     uint64_t got = c->bytes_in - l->frame_bytes;
@@ -723,7 +724,7 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
                "frame timeout: an incomplete frame received %llu bytes in %llu ms, below "
                "frame_min_rate %d bytes/s (frame_timeout_ms %d; %zu bytes of it held)",
                (unsigned long long)got, (unsigned long long)span, o->frame_min_rate,
-               o->frame_timeout_ms, c->rlen);
+               o->frame_timeout_ms, tether__conn_rlen(c));
     return true;
 }
 
@@ -767,7 +768,8 @@ static void live_check(tether_conn *c)
                       !(c->flags & TETHER__CF_PEER_HELLO);
     uint64_t hello_limit = (uint64_t)o->heartbeat_ms * (uint64_t)(o->heartbeat_misses + 1);
     bool due = (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) ||
-               (o->frame_timeout_ms > 0 && c->rlen > 0) || (hb > 0 && now - l->last_rx >= hb) ||
+               (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) ||
+               (hb > 0 && now - l->last_rx >= hb) ||
                (hello_wait && now - l->last_rx >= hello_limit);
     if (due) {
         /* Before declaring the peer silent, read what the kernel holds: the
@@ -791,7 +793,7 @@ static void live_check(tether_conn *c)
                    (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
         return;
     }
-    if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+    if (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) {
         if (l->frame_mark == UINT64_MAX) {
             /* A frame left incomplete across a pause: time it from now. */
             l->frame_mark = c->msgs_in + c->ctrl_in;
@@ -865,7 +867,7 @@ static void live_timer_cb(struct tether__tnode *n)
 void tether__live_resume(tether_conn *c)
 {
     if (c->live == NULL) {
-        if (!(c->rlen > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
+        if (!(tether__conn_rlen(c) > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
             return; /* lazy, and nothing pending */
         }
     }
