@@ -91,13 +91,12 @@ typedef void (*tether__handle_close_fn)(void *obj);
 struct tether__handle {
     struct tether__queue node; /* in loop->handle_q while not closed */
     tether_loop *loop;
-    tether__handle_close_fn close; /* frees or closes the object: tether_loop_close_all() */
-    uint8_t type;                  /* tether_handle_type */
-    bool active;                   /* started: counts in loop->active unless unref'd */
-    bool unref;                    /* does not keep the loop alive */
-    bool closing;                  /* freed or closed; no longer walked or started */
-    bool hidden; /* not shown by tether_loop_walk(): internal to another handle, or
-                    already reported closed; tether_loop_close_all() still calls close */
+    uint8_t type; /* tether_handle_type; its close function: loop->handle_close[type] */
+    bool active;  /* started: counts in loop->active unless unref'd */
+    bool unref;   /* does not keep the loop alive */
+    bool closing; /* freed or closed; no longer walked or started */
+    bool hidden;  /* not shown by tether_loop_walk(): internal to another handle, or
+                     already reported closed; tether_loop_close_all() still calls close */
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
@@ -189,7 +188,11 @@ struct tether_loop {
     uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
     bool time_fresh;  /* now was read after the last epoll_wait of this run */
 
-    struct tether__queue handle_q;  /* registered handles (tether__handle) */
+    struct tether__queue handle_q; /* registered handles (tether__handle) */
+    /* What frees or closes a handle of each type, for
+     * tether_loop_close_all(): one per type rather than a pointer in
+     * every handle (tether__handle_init() records it). */
+    tether__handle_close_fn handle_close[TETHER_HANDLE_CLIENT + 1];
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
 
     /* Signals (signal.c): one signalfd per loop, created with the first
