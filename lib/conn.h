@@ -165,6 +165,7 @@ struct tether__live {
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */
+    uint32_t hb_ms;        /* negotiated heartbeat interval; 0: we send no pings */
     /* Statistics of the heartbeats (only a connection that sends them
      * has any: its c->live is never freed). */
     uint64_t pings_sent;
@@ -239,7 +240,9 @@ struct tether_conn {
                         0 default, 1 binary, 2 text */
     bool err_owned;  /* err below is our buffer */
     int reason;      /* close reason once finishing */
-    uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
+    /* Control frames received (only told from 0, and summed with msgs_in
+     * for liveness.c's frame mark: 32 bits, wrapping, are enough). */
+    uint32_t ctrl_in;
 
     /* Output queue. */
     struct tether__wseg *wq_head;
@@ -263,9 +266,9 @@ struct tether_conn {
     uint64_t bytes_out;
     uint64_t msgs_in;
     uint64_t msgs_out;
-    uint64_t ctrl_in;  /* control frames received */
     uint64_t ready_at; /* loop ms when established; 0 before */
-    /* (the heartbeat counters are in c->live: tether__conn_hb_stats) */
+    /* (the heartbeat interval and counters are in c->live:
+     * tether__conn_hb_ms(), tether__conn_hb_stats()) */
 
     struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
@@ -323,6 +326,13 @@ static inline struct tether__drain *tether__conn_drain(const tether_conn *c)
 static inline struct tether__ack *tether__conn_ack(const tether_conn *c)
 {
     return c->ex != NULL ? c->ex->ack : NULL;
+}
+
+/* The negotiated heartbeat interval; 0: the connection sends no pings
+ * (one that does has c->live, never freed). */
+static inline uint32_t tether__conn_hb_ms(const tether_conn *c)
+{
+    return c->live != NULL ? c->live->hb_ms : 0;
 }
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */

@@ -101,10 +101,11 @@ static uint64_t live_hb_deadline(const tether_conn *c)
 {
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t own = (uint64_t)o->heartbeat_ms;
-    if (c->hb_ms <= own) {
+    if (tether__conn_hb_ms(c) <= own) {
         return 0;
     }
-    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1), (uint64_t)c->hb_ms + own);
+    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1),
+                       (uint64_t)tether__conn_hb_ms(c) + own);
 }
 
 static void ctrl_send_ping(tether_conn *c)
@@ -335,10 +336,10 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
         }
         int own = c->cfg->o.heartbeat_ms;
         if (own > 0 && c->live != NULL) {
-            c->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
+            c->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
             c->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->h.loop) + c->hb_ms);
+            live_due(c, tether__loop_time(c->h.loop) + c->live->hb_ms);
         } else {
             tether__conn_after_queue(c);
         }
@@ -564,9 +565,9 @@ void tether__live_arm(tether_conn *c)
             }
             next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
         }
-        if (c->hb_ms > 0) {
+        if (l->hb_ms > 0) {
             uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
-            next = TETHER__MIN(next, from + c->hb_ms);
+            next = TETHER__MIN(next, from + l->hb_ms);
             uint64_t dl = live_hb_deadline(c);
             if (dl > 0) {
                 next = TETHER__MIN(next, l->last_rx + dl);
@@ -763,7 +764,7 @@ static void live_check(tether_conn *c)
     if (c->flags & TETHER__CF_PAUSED) {
         return; /* silence is expected while we do not read */
     }
-    uint32_t hb = c->hb_ms;
+    uint32_t hb = tether__conn_hb_ms(c);
     bool hello_wait = hb == 0 && o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
                       !(c->flags & TETHER__CF_PEER_HELLO);
     uint64_t hello_limit = (uint64_t)o->heartbeat_ms * (uint64_t)(o->heartbeat_misses + 1);
