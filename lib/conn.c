@@ -35,7 +35,10 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 264, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 256, "keep the connection small");
+/* c->reason holds a TETHER_E* code in a byte (error.c's table ends at
+ * TETHER_ECERTREQUIRED). */
+static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -138,7 +141,7 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
         ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
-        ex->peer6.family == 0 && ex->ws == NULL && c->memflags == 0 &&
+        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && c->memflags == 0 &&
         !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;
@@ -269,7 +272,7 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
-    if (c->ref_idx != 0) {
+    if (tether__conn_ref_idx(c) != 0) {
         tether__conn_ref_gone(c); /* (normally done after on_close already) */
     }
     if (c->live != NULL) {
@@ -749,7 +752,7 @@ static void conn_pending_cb(struct tether__pending *p)
                 /* It failed its handshake and never reached on_accept. */
                 tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
             }
-            if (c->ref_idx != 0) {
+            if (tether__conn_ref_idx(c) != 0) {
                 tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
             }
             if (c->state == TETHER__CS_DEAD) {

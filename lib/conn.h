@@ -202,6 +202,9 @@ struct tether__conn_extra {
     struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
     tether_conn *mem_next;         /* on the memory budget's list while memflags != 0 */
     tether_conn *mem_prev;
+    /* The slot of tether_ref_get() (conn_ref.c); 0: none. While its slot
+     * waits for write progress, c->hooks has TETHER__CH_REF. */
+    uint32_t ref_idx;
 };
 
 /* The input buffer of a connection (conn_read.c: "rpart"), with its
@@ -234,12 +237,16 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint8_t todo;    /* deferred work for pend */
-    uint8_t hooks;   /* TETHER__CH_*: what of c->ex the hot paths must look at */
-    uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
-                        0 default, 1 binary, 2 text */
-    bool err_owned;  /* err below is our buffer */
-    int reason;      /* close reason once finishing */
+    uint8_t todo;     /* deferred work for pend */
+    uint8_t hooks;    /* TETHER__CH_*: what of c->ex the hot paths must look at */
+    uint8_t ws_mode;  /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
+                         0 default, 1 binary, 2 text */
+    bool err_owned;   /* err below is our buffer */
+    int8_t reason;    /* close reason once finishing (a TETHER_E* code) */
+    uint8_t memflags; /* TETHER__MF_*: what the memory budget holds back (membudget.c) */
+    /* (delivery and drain bytes, here in the padding; their state is in c->ex) */
+    uint8_t rx_tag;   /* the next data frame is a request or a reply (call.c) */
+    uint8_t drain_st; /* TETHER__DR_*: the drain frames sent and received (drain.c) */
     /* Control frames received (only told from 0, and summed with msgs_in
      * for liveness.c's frame mark: 32 bits, wrapping, are enough). */
     uint32_t ctrl_in;
@@ -273,15 +280,7 @@ struct tether_conn {
     struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
-    struct tether__mem *mem; /* the loop's memory budget and accounting */
-    uint8_t memflags;        /* TETHER__MF_*: what the budget holds back */
-    /* ---- thread-safe references (conn_ref.c); here, in the padding
-     * after memflags, so that they cost an idle connection nothing ---- */
-    uint8_t ref_watch; /* the reference's slot waits for write progress */
-    /* (delivery and drain bytes, here in the padding too; their state is in c->ex) */
-    uint8_t rx_tag;            /* the next data frame is a request or a reply (call.c) */
-    uint8_t drain_st;          /* TETHER__DR_*: the drain frames sent and received (drain.c) */
-    uint32_t ref_idx;          /* the slot of tether_ref_get(); 0: none */
+    struct tether__mem *mem;   /* the loop's memory budget and accounting */
     size_t qacct;              /* the part of queued the budget has counted */
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
@@ -383,6 +382,14 @@ static inline const char *tether__conn_url(const tether_conn *c)
 #define TETHER__CH_WNOTIFY 0x01u /* c->ex->wnotify */
 #define TETHER__CH_ACK 0x02u     /* c->ex->ack */
 #define TETHER__CH_WS 0x04u      /* c->ex->ws */
+#define TETHER__CH_REF 0x08u     /* c->ex->ref_idx's slot waits for write progress */
+
+/* The slot of the connection's thread-safe reference (conn_ref.c); 0:
+ * none. */
+static inline uint32_t tether__conn_ref_idx(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->ref_idx : 0;
+}
 
 /* The connection's WebSocket layer (transport_ws.c), or NULL: one byte
  * tested, since the read path asks for every message. */

@@ -124,7 +124,7 @@ static inline void tether__conn_after_queue(tether_conn *c)
  * released unwritten. */
 void tether__conn_ref_gone(tether_conn *c);
 
-/* Output was written while the reference waits for it (c->ref_watch):
+/* Output was written while the reference waits for it (TETHER__CH_REF):
  * schedules the reference's work (delivery reports, held-back sends). */
 void tether__conn_ref_wrote(tether_conn *c);
 

@@ -339,7 +339,7 @@ void tether__conn_flush(tether_conn *c)
     if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
         c->ex->wnotify(c);
     }
-    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
+    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_REF)) {
         tether__conn_ref_wrote(c);
     }
     if (c->wq_head == NULL) {
