@@ -35,7 +35,7 @@
  * long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 256, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 248, "keep the connection small");
 /* c->reason holds a TETHER_E* code in a byte (error.c's table ends at
  * TETHER_ECERTREQUIRED). */
 static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
@@ -85,16 +85,16 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
             return NULL;
         }
     }
-    c->mem = tether__mem_get(loop);
-    if (c->mem == NULL) {
+    struct tether__mem *mem = tether__mem_get(loop);
+    if (mem == NULL) {
         free(c->live);
         tether__conn_cfg_unref(cfg);
         free(c);
         return NULL;
     }
-    c->mem->conns++;
-    if (c->mem->segs == NULL) {
-        c->mem->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    mem->conns++;
+    if (loop->segs == NULL) {
+        loop->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);

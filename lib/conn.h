@@ -254,7 +254,7 @@ struct tether_conn {
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
-    size_t queued; /* (the loop's cache of small segments: c->mem->segs) */
+    size_t queued; /* (the loop's cache of small segments: c->h.loop->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
      * held back while reading is paused; NULL when there is none. */
@@ -280,10 +280,22 @@ struct tether_conn {
     struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
-    struct tether__mem *mem;   /* the loop's memory budget and accounting */
     size_t qacct;              /* the part of queued the budget has counted */
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
+
+/* The loop's memory budget and accounting (membudget.c): it exists while
+ * the loop has a connection. */
+static inline struct tether__mem *tether__conn_mem(const tether_conn *c)
+{
+    return c->h.loop->mem;
+}
+
+/* The budget is past its limit (tether__conn_mem(c)->over). */
+static inline bool tether__conn_mem_over(const tether_conn *c)
+{
+    return c->h.loop->mem_over;
+}
 
 /* Bytes of input the connection holds (its rb). */
 static inline size_t tether__conn_rlen(const tether_conn *c)

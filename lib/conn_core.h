@@ -299,9 +299,7 @@ struct tether__mem {
     size_t limit;     /* SIZE_MAX: none */
     size_t lwm;       /* resume at or below this */
     size_t conns;     /* connections on the loop */
-    /* The loop's cache of small output segments (wqueue.c), or NULL: here
-     * rather than in every connection. */
-    struct tether__seg_cache *segs;
+    /* (The loop's cache of small output segments: loop->segs.) */
     bool over; /* went past limit, not yet back to lwm */
     tether_conn *blocked;
     struct tether__pending resume;
@@ -351,10 +349,11 @@ static inline void tether__mem_sub(struct tether__mem *m, size_t *counter, size_
  * and release syncs, so the budget lags by less than one segment. */
 static inline void tether__conn_mem_sync(tether_conn *c)
 {
+    struct tether__mem *m = tether__conn_mem(c);
     if (c->queued >= c->qacct) {
-        tether__mem_add(c->mem, &c->mem->out_bytes, c->queued - c->qacct);
+        tether__mem_add(m, &m->out_bytes, c->queued - c->qacct);
     } else {
-        tether__mem_sub(c->mem, &c->mem->out_bytes, c->qacct - c->queued);
+        tether__mem_sub(m, &m->out_bytes, c->qacct - c->queued);
     }
     c->qacct = c->queued;
 }

@@ -266,7 +266,7 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known, s
 void tether__conn_rpart_free(tether_conn *c)
 {
     if (c->rb != NULL) {
-        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rb->cap);
+        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
         free(c->rb);
         c->rb = NULL;
     }
@@ -303,9 +303,9 @@ static int rpart_resize(tether_conn *c, size_t cap)
         b->known = 0;
     }
     if (cap > old) {
-        tether__mem_add(c->mem, &c->mem->in_bytes, cap - old);
+        tether__mem_add(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, cap - old);
     } else {
-        tether__mem_sub(c->mem, &c->mem->in_bytes, old - cap);
+        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, old - cap);
     }
     b->cap = cap;
     c->rb = b;
@@ -497,7 +497,7 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
     }
     if (b->cap - b->len < b->len / 2 || b->cap == b->len) {
         size_t cap = TETHER__MIN(TETHER__MAX(b->len * 2, (size_t)256), limit);
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued) &&
+        if (TETHER__UNLIKELY(tether__conn_mem_over(c)) && tether__mem_heavy(c, cap + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* Growing would take this peer past its share. */
             return false;
@@ -547,7 +547,8 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, rpart_cap(c) + c->queued) &&
+        if (TETHER__UNLIKELY(tether__conn_mem_over(c)) &&
+            tether__mem_heavy(c, rpart_cap(c) + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */

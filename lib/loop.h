@@ -203,6 +203,14 @@ struct tether_loop {
     struct tether__queue sig_q; /* started tether_signal watchers */
 
     struct tether__loop_ext *exts; /* per-loop state of the layers above, newest first */
+    /* One of them reached directly: the connections' memory budget
+     * (membudget.c), once a connection was made. Here rather than a
+     * pointer in every connection (issue #12), with a copy of its "over
+     * the limit" flag, which every send tests, one load away as it was. */
+    struct tether__mem *mem;
+    bool mem_over;
+    /* The cache of small output segments (wqueue.c), or NULL; the same. */
+    struct tether__seg_cache *segs;
 
     struct epoll_event *events;
     int events_cap;
