@@ -31,8 +31,8 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
-/* Every accepted connection is one of these (and its transport), for as
- * long as it lives: tens of thousands idle in one process (issue #12,
+/* Every accepted connection is one of these (TCP: nothing else; TLS: and
+ * its transport), for as long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
 static_assert(sizeof(struct tether_conn) <= 248, "keep the connection small");
