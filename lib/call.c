@@ -178,7 +178,7 @@ static int call_queue(tether_conn *c, uint8_t type, uint32_t id, const void *dat
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (!held && TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued) &&
+    if (!held && TETHER__UNLIKELY(tether__conn_mem_over(c)) && tether__mem_heavy(c, c->queued) &&
         tether__mem_block(c, TETHER__MF_REFUSED)) {
         return TETHER_EAGAIN;
     }

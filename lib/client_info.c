@@ -64,7 +64,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
         tether__conn_hb_stats(c, &pings, &pongs, &rtt);
         s.pings_sent += pings;
         s.pongs_received += pongs;
-        s.heartbeat_ms = c->hb_ms;
+        s.heartbeat_ms = tether__conn_hb_ms(c);
         if (rtt >= 0) {
             s.rtt_us = rtt;
         }

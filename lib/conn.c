@@ -31,11 +31,14 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
-/* Every accepted connection is one of these (and its transport), for as
- * long as it lives: tens of thousands idle in one process (issue #12,
+/* Every accepted connection is one of these (TCP: nothing else; TLS: and
+ * its transport), for as long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 320, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 248, "keep the connection small");
+/* c->reason holds a TETHER_E* code in a byte (error.c's table ends at
+ * TETHER_ECERTREQUIRED). */
+static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_timer_cb(struct tether__tnode *n);
@@ -82,16 +85,16 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
             return NULL;
         }
     }
-    c->mem = tether__mem_get(loop);
-    if (c->mem == NULL) {
+    struct tether__mem *mem = tether__mem_get(loop);
+    if (mem == NULL) {
         free(c->live);
         tether__conn_cfg_unref(cfg);
         free(c);
         return NULL;
     }
-    c->mem->conns++;
-    if (c->mem->segs == NULL) {
-        c->mem->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
+    mem->conns++;
+    if (loop->segs == NULL) {
+        loop->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     }
     tether__io_init(&c->io, -1, conn_on_io);
     tether__pending_init(&c->pend, conn_pending_cb);
@@ -138,7 +141,7 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
         ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
-        ex->peer6.family == 0 && ex->ws == NULL && c->memflags == 0 &&
+        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && c->memflags == 0 &&
         !tether__tnode_active(&ex->timer)) {
         free(c->ex);
         c->ex = NULL;
@@ -269,7 +272,7 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
 
 static void conn_free(tether_conn *c)
 {
-    if (c->ref_idx != 0) {
+    if (tether__conn_ref_idx(c) != 0) {
         tether__conn_ref_gone(c); /* (normally done after on_close already) */
     }
     if (c->live != NULL) {
@@ -526,7 +529,9 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
             }
         }
     } else {
-        rv = tether__tcp_transport_new(&c->tr, fd, is_unix);
+        tether__tcp_transport_init(&c->tcp, fd, is_unix);
+        c->tr = &c->tcp;
+        rv = TETHER_OK;
     }
     if (rv == TETHER_OK && c->cfg->ws != NULL) {
         rv = tether__ws_wrap(c, server); /* the HTTP upgrade ends the handshake */
@@ -600,9 +605,10 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
             /* TLS may hold decrypted records that epoll cannot see. */
             while (c->state == TETHER__CS_READY && c->tr != NULL && tether__conn_can_read(c) &&
                    c->tr->ops->has_pending(c->tr)) {
-                size_t before = c->rlen;
+                size_t before = tether__conn_rlen(c);
                 tether__conn_read(c);
-                if (c->rlen == before && c->tr != NULL && c->tr->ops->has_pending(c->tr)) {
+                if (tether__conn_rlen(c) == before && c->tr != NULL &&
+                    c->tr->ops->has_pending(c->tr)) {
                     /* Finish from the pending queue, after other work. */
                     tether__conn_todo(c, TETHER__CT_PARSE);
                     break;
@@ -713,7 +719,7 @@ static void conn_pending_cb(struct tether__pending *p)
     }
     if (c->todo & TETHER__CT_PARSE) {
         c->todo &= (uint16_t)~TETHER__CT_PARSE;
-        if (c->rlen > 0 && tether__conn_can_deliver(c)) {
+        if (tether__conn_rlen(c) > 0 && tether__conn_can_deliver(c)) {
             c->dispatching++;
             tether__conn_parse_rpart(c);
             c->dispatching--;
@@ -777,7 +783,7 @@ static void conn_pending_cb(struct tether__pending *p)
                 /* It failed its handshake and never reached on_accept. */
                 tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
             }
-            if (c->ref_idx != 0) {
+            if (tether__conn_ref_idx(c) != 0) {
                 tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
             }
             if (c->state == TETHER__CS_DEAD) {
@@ -874,7 +880,7 @@ void tether_conn_resume(tether_conn *c)
     if (c->cfg->live) {
         tether__live_resume(c);
     }
-    if (c->rlen > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
+    if (tether__conn_rlen(c) > 0 || (c->tr != NULL && c->tr->ops->has_pending(c->tr))) {
         /* Frames held back while paused (here or inside TLS): deliver them
          * from the loop, not from inside this call. */
         tether__conn_todo(c, TETHER__CT_PARSE);

@@ -165,6 +165,7 @@ struct tether__live {
     uint64_t last_ping;    /* when the last ping went out */
     uint64_t age_deadline; /* max_age with its jitter; 0 for none */
     uint32_t unanswered;   /* pings sent since anything was received */
+    uint32_t hb_ms;        /* negotiated heartbeat interval; 0: we send no pings */
     /* Statistics of the heartbeats (only a connection that sends them
      * has any: its c->live is never freed). */
     uint64_t pings_sent;
@@ -201,6 +202,20 @@ struct tether__conn_extra {
     struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
     tether_conn *mem_next;         /* on the memory budget's list while memflags != 0 */
     tether_conn *mem_prev;
+    /* The slot of tether_ref_get() (conn_ref.c); 0: none. While its slot
+     * waits for write progress, c->hooks has TETHER__CH_REF. */
+    uint32_t ref_idx;
+};
+
+/* The input buffer of a connection (conn_read.c: "rpart"), with its
+ * bookkeeping in front of the bytes rather than in the connection: an
+ * idle connection has no buffer, and so carries only the pointer. */
+struct tether__rbuf {
+    size_t len;   /* bytes held in data[] */
+    size_t cap;   /* capacity of data[] (what the memory budget counts) */
+    size_t scan;  /* framer resume hint for the frame at data[0] */
+    size_t known; /* full size of the frame at data[0]; 0 if unknown */
+    uint8_t data[];
 };
 
 struct tether_conn {
@@ -211,7 +226,10 @@ struct tether_conn {
     struct tether__handle h;
     struct tether__conn_cfg *cfg;
     void *userdata;
-    struct tether_transport *tr;
+    struct tether_transport *tr; /* &tcp, or a TLS or WebSocket transport */
+    /* The plain transport, in place (c->tr points here unless TLS is on;
+     * a WebSocket layer wraps it). */
+    struct tether_transport tcp;
     struct tether__io io;
     struct tether__pending pend;
     struct tether__flush flush;
@@ -219,25 +237,28 @@ struct tether_conn {
     uint8_t state;
     uint8_t dispatching; /* nesting depth of library-to-user dispatch */
     uint16_t flags;
-    uint8_t todo;    /* deferred work for pend */
-    uint8_t hooks;   /* TETHER__CH_*: what of c->ex the hot paths must look at */
-    uint8_t ws_mode; /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
-                        0 default, 1 binary, 2 text */
-    bool err_owned;  /* err below is our buffer */
-    int reason;      /* close reason once finishing */
-    uint32_t hb_ms;  /* negotiated heartbeat interval; 0: we send no pings */
+    uint8_t todo;     /* deferred work for pend */
+    uint8_t hooks;    /* TETHER__CH_*: what of c->ex the hot paths must look at */
+    uint8_t ws_mode;  /* (WebSocket, in the padding here) tether_ws_set_text() as queued:
+                         0 default, 1 binary, 2 text */
+    bool err_owned;   /* err below is our buffer */
+    int8_t reason;    /* close reason once finishing (a TETHER_E* code) */
+    uint8_t memflags; /* TETHER__MF_*: what the memory budget holds back (membudget.c) */
+    /* (delivery and drain bytes, here in the padding; their state is in c->ex) */
+    uint8_t rx_tag;   /* the next data frame is a request or a reply (call.c) */
+    uint8_t drain_st; /* TETHER__DR_*: the drain frames sent and received (drain.c) */
+    /* Control frames received (only told from 0, and summed with msgs_in
+     * for liveness.c's frame mark: 32 bits, wrapping, are enough). */
+    uint32_t ctrl_in;
 
     /* Output queue. */
     struct tether__wseg *wq_head;
     struct tether__wseg *wq_tail;
-    size_t queued; /* (the loop's cache of small segments: c->mem->segs) */
+    size_t queued; /* (the loop's cache of small segments: c->h.loop->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
-     * held back while reading is paused. */
-    uint8_t *rpart;
-    size_t rlen;
-    size_t rcap;
-    size_t rscan; /* framer resume hint for the frame at rpart[0] */
+     * held back while reading is paused; NULL when there is none. */
+    struct tether__rbuf *rb;
 
     /* Detail of the last failure, or NULL: a constant (no allocation) or,
      * with err_owned, a buffer of TETHER_ERROR_MSG_MAX allocated for
@@ -252,26 +273,35 @@ struct tether_conn {
     uint64_t bytes_out;
     uint64_t msgs_in;
     uint64_t msgs_out;
-    uint64_t ctrl_in;  /* control frames received */
     uint64_t ready_at; /* loop ms when established; 0 before */
-    /* (the heartbeat counters are in c->live: tether__conn_hb_stats) */
+    /* (the heartbeat interval and counters are in c->live:
+     * tether__conn_hb_ms(), tether__conn_hb_stats()) */
 
     struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
 
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
-    struct tether__mem *mem; /* the loop's memory budget and accounting */
-    uint8_t memflags;        /* TETHER__MF_*: what the budget holds back */
-    /* ---- thread-safe references (conn_ref.c); here, in the padding
-     * after memflags, so that they cost an idle connection nothing ---- */
-    uint8_t ref_watch; /* the reference's slot waits for write progress */
-    /* (delivery and drain bytes, here in the padding too; their state is in c->ex) */
-    uint8_t rx_tag;            /* the next data frame is a request or a reply (call.c) */
-    uint8_t drain_st;          /* TETHER__DR_*: the drain frames sent and received (drain.c) */
-    uint32_t ref_idx;          /* the slot of tether_ref_get(); 0: none */
-    size_t rknown;             /* full size of the frame at rpart[0]; 0 if unknown */
     size_t qacct;              /* the part of queued the budget has counted */
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
+
+/* The loop's memory budget and accounting (membudget.c): it exists while
+ * the loop has a connection. */
+static inline struct tether__mem *tether__conn_mem(const tether_conn *c)
+{
+    return c->h.loop->mem;
+}
+
+/* The budget is past its limit (tether__conn_mem(c)->over). */
+static inline bool tether__conn_mem_over(const tether_conn *c)
+{
+    return c->h.loop->mem_over;
+}
+
+/* Bytes of input the connection holds (its rb). */
+static inline size_t tether__conn_rlen(const tether_conn *c)
+{
+    return c->rb != NULL ? c->rb->len : 0;
+}
 
 /* The connection's cold state, allocated (zeroed) on first use; NULL
  * when out of memory. */
@@ -307,6 +337,13 @@ static inline struct tether__drain *tether__conn_drain(const tether_conn *c)
 static inline struct tether__ack *tether__conn_ack(const tether_conn *c)
 {
     return c->ex != NULL ? c->ex->ack : NULL;
+}
+
+/* The negotiated heartbeat interval; 0: the connection sends no pings
+ * (one that does has c->live, never freed). */
+static inline uint32_t tether__conn_hb_ms(const tether_conn *c)
+{
+    return c->live != NULL ? c->live->hb_ms : 0;
 }
 
 /* The heartbeat statistics of a connection (0, 0 and -1 without). */
@@ -357,6 +394,14 @@ static inline const char *tether__conn_url(const tether_conn *c)
 #define TETHER__CH_WNOTIFY 0x01u /* c->ex->wnotify */
 #define TETHER__CH_ACK 0x02u     /* c->ex->ack */
 #define TETHER__CH_WS 0x04u      /* c->ex->ws */
+#define TETHER__CH_REF 0x08u     /* c->ex->ref_idx's slot waits for write progress */
+
+/* The slot of the connection's thread-safe reference (conn_ref.c); 0:
+ * none. */
+static inline uint32_t tether__conn_ref_idx(const tether_conn *c)
+{
+    return c->ex != NULL ? c->ex->ref_idx : 0;
+}
 
 /* The connection's WebSocket layer (transport_ws.c), or NULL: one byte
  * tested, since the read path asks for every message. */

@@ -124,7 +124,7 @@ static inline void tether__conn_after_queue(tether_conn *c)
  * released unwritten. */
 void tether__conn_ref_gone(tether_conn *c);
 
-/* Output was written while the reference waits for it (c->ref_watch):
+/* Output was written while the reference waits for it (TETHER__CH_REF):
  * schedules the reference's work (delivery reports, held-back sends). */
 void tether__conn_ref_wrote(tether_conn *c);
 
@@ -299,11 +299,8 @@ struct tether__mem {
     size_t limit;     /* SIZE_MAX: none */
     size_t lwm;       /* resume at or below this */
     size_t conns;     /* connections on the loop */
-    /* The loop's cache of small output segments (wqueue.c), or NULL: here
-     * rather than in every connection. */
-    struct tether__seg_cache *segs;
-    uint8_t *rbuf; /* the loop's read buffer (conn_read.c), or NULL before the first read */
-    bool over;     /* went past limit, not yet back to lwm */
+    /* (The loop's cache of small output segments: loop->segs.) */
+    bool over; /* went past limit, not yet back to lwm */
     tether_conn *blocked;
     struct tether__pending resume;
     uint64_t pauses;
@@ -352,10 +349,11 @@ static inline void tether__mem_sub(struct tether__mem *m, size_t *counter, size_
  * and release syncs, so the budget lags by less than one segment. */
 static inline void tether__conn_mem_sync(tether_conn *c)
 {
+    struct tether__mem *m = tether__conn_mem(c);
     if (c->queued >= c->qacct) {
-        tether__mem_add(c->mem, &c->mem->out_bytes, c->queued - c->qacct);
+        tether__mem_add(m, &m->out_bytes, c->queued - c->qacct);
     } else {
-        tether__mem_sub(c->mem, &c->mem->out_bytes, c->qacct - c->queued);
+        tether__mem_sub(m, &m->out_bytes, c->qacct - c->queued);
     }
     c->qacct = c->queued;
 }

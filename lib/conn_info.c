@@ -56,7 +56,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.msgs_out = c->msgs_out;
     s.queued_bytes = c->queued;
     s.connects = c->ready_at != 0 ? 1 : 0;
-    s.heartbeat_ms = c->hb_ms;
+    s.heartbeat_ms = tether__conn_hb_ms(c);
     tether__conn_hb_stats(c, &s.pings_sent, &s.pongs_received, &s.rtt_us);
     tether__call_stats(c, &s);
     tether__ack_stats(c, &s);

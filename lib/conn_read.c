@@ -38,12 +38,12 @@ static const char read_buf_key; /* its address identifies the buffer */
 
 static void read_buf_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
-    (void)loop;
+    loop->rbuf = NULL;
     free(tether__container_of(ext, struct read_buf, ext));
 }
 
 /* Finds or makes the loop's read buffer, and keeps a pointer to it with
- * the loop's budget (c->mem->rbuf, freed at the same time: with the
+ * the loop (loop->rbuf, cleared when the buffer is freed with the
  * loop), so that reads need no lookup. */
 __attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_conn *c)
 {
@@ -61,14 +61,14 @@ __attribute__((noinline, cold)) static uint8_t *read_buf_new(tether_conn *c)
         b->ext.cleanup = read_buf_cleanup;
         tether__loop_ext_add(loop, &b->ext);
     }
-    c->mem->rbuf = b->data;
+    loop->rbuf = b->data;
     return b->data;
 }
 
 /* The loop's read buffer (NULL on allocation failure). */
 static inline uint8_t *read_buf_get(tether_conn *c)
 {
-    uint8_t *b = c->mem->rbuf;
+    uint8_t *b = c->h.loop->rbuf;
     if (TETHER__LIKELY(b != NULL)) {
         return b;
     }
@@ -141,11 +141,12 @@ void tether__conn_fail_reset(tether_conn *c, const char *what)
 
 /* Delivers the whole frames of buf from off on. Returns the bytes consumed
  * (off included); *known is set to the total size of the incomplete frame
- * that follows when its header is complete (0 when unknown). Stops early
- * when the connection stops accepting messages (paused, closing) or
- * fails. */
+ * that follows when its header is complete (0 when unknown), and *scan
+ * is the framer's resume hint for it (in: for the frame at off). Stops
+ * early when the connection stops accepting messages (paused, closing)
+ * or fails. */
 static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size_t off,
-                            size_t *known)
+                            size_t *known, size_t *scan)
 {
     *known = 0;
     if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL)) {
@@ -201,7 +202,7 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
     while (tether__conn_can_deliver(c)) {
         tether_frame f = {0, 0, 0, 0};
         const char *detail = NULL;
-        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, &c->rscan, &f, &detail);
+        int rv = fr->decode(fr, buf + off, len - off, c->cfg->o.max_msg, scan, &f, &detail);
         if (rv == TETHER_EAGAIN) {
             break;
         }
@@ -218,7 +219,7 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
             *known = total;
             break;
         }
-        c->rscan = 0;
+        *scan = 0;
         if (f.control == 0) {
             tether__conn_deliver(c, buf + off + f.hdr_len, f.payload_len);
         }
@@ -227,19 +228,20 @@ static size_t conn_parse_at(tether_conn *c, const uint8_t *buf, size_t len, size
     return off;
 }
 
-static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+static size_t conn_parse(tether_conn *c, const uint8_t *buf, size_t len, size_t *known,
+                         size_t *scan)
 {
-    return conn_parse_at(c, buf, len, 0, known);
+    return conn_parse_at(c, buf, len, 0, known, scan);
 }
 
 /* conn_parse() inline, for the read loop: the plain len32 messages here,
  * anything else (a control frame, an impossible length, another framer)
  * from where it starts in conn_parse_at(). */
 static inline __attribute__((always_inline)) size_t
-conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
+conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known, size_t *scan)
 {
     if (TETHER__UNLIKELY(!c->cfg->fast_len32 || tether__conn_ws(c) != NULL)) {
-        return conn_parse_at(c, buf, len, 0, known);
+        return conn_parse_at(c, buf, len, 0, known, scan);
     }
     size_t off = 0;
     size_t max = c->cfg->o.max_msg;
@@ -250,7 +252,7 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
         }
         size_t plen = tether__get_be32(buf + off);
         if (TETHER__UNLIKELY(plen > max)) {
-            return conn_parse_at(c, buf, len, off, known);
+            return conn_parse_at(c, buf, len, off, known, scan);
         }
         if (avail - 4 < plen) {
             *known = 4 + plen;
@@ -263,90 +265,104 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known)
     return off;
 }
 
-/* ---- the input buffer (rpart) ------------------------------------------
+/* ---- the input buffer (rpart: c->rb) -----------------------------------
  *
  * Its capacity follows what has arrived, never what a header announces: a
  * peer that sends a header claiming 16 MiB and nothing else costs a few
  * hundred bytes. It grows geometrically (at most twice the bytes it holds)
- * and never beyond the size of the frame in front (rknown) or, when that is
+ * and never beyond the size of the frame in front (known) or, when that is
  * unknown (a line without its delimiter yet), beyond the largest frame
  * allowed. Every change of capacity goes through the loop's memory budget. */
 
 void tether__conn_rpart_free(tether_conn *c)
 {
-    if (c->rpart != NULL) {
-        free(c->rpart);
-        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap);
-        c->rpart = NULL;
+    if (c->rb != NULL) {
+        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
+        free(c->rb);
+        c->rb = NULL;
     }
-    c->rlen = c->rcap = 0;
-    c->rknown = 0;
 }
 
-/* The largest capacity the frame at rpart[0] can use. */
-static size_t rpart_limit(const tether_conn *c)
+/* The capacity of the input buffer (0 without one). */
+static inline size_t rpart_cap(const tether_conn *c)
 {
-    if (c->rknown != 0) {
-        return c->rknown;
+    return c->rb != NULL ? c->rb->cap : 0;
+}
+
+/* The largest capacity a frame of size known (0: unknown) can use. */
+static size_t rpart_limit(const tether_conn *c, size_t known)
+{
+    if (known != 0) {
+        return known;
     }
     return c->cfg->o.max_msg + TETHER_FRAME_HDR_MAX + TETHER_FRAME_TRAILER_MAX;
 }
 
-/* Sets the capacity to cap (>= rlen), moving the contents. */
+/* Sets the capacity to cap (>= what it holds), moving the contents; a new
+ * buffer starts empty. */
 static int rpart_resize(tether_conn *c, size_t cap)
 {
-    uint8_t *b = realloc(c->rpart, cap);
+    size_t old = rpart_cap(c);
+    struct tether__rbuf *b = realloc(c->rb, sizeof *b + cap);
     if (b == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory buffering %zu bytes of input", cap);
         return TETHER_ENOMEM;
     }
-    if (cap > c->rcap) {
-        tether__mem_add(c->mem, &c->mem->in_bytes, cap - c->rcap);
-    } else {
-        tether__mem_sub(c->mem, &c->mem->in_bytes, c->rcap - cap);
+    if (c->rb == NULL) {
+        b->len = 0;
+        b->scan = 0;
+        b->known = 0;
     }
-    c->rpart = b;
-    c->rcap = cap;
+    if (cap > old) {
+        tether__mem_add(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, cap - old);
+    } else {
+        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, old - cap);
+    }
+    b->cap = cap;
+    c->rb = b;
     return TETHER_OK;
 }
 
-/* Makes room for need bytes in all: doubles (at least), within the limit
- * unless need itself is above it. */
-static int rpart_reserve(tether_conn *c, size_t need)
+/* Makes room for need bytes in all for a frame of size known: doubles (at
+ * least), within the limit unless need itself is above it. */
+static int rpart_reserve(tether_conn *c, size_t need, size_t known)
 {
-    if (TETHER__LIKELY(need <= c->rcap)) {
+    size_t have = rpart_cap(c);
+    if (TETHER__LIKELY(need <= have)) {
         return TETHER_OK;
     }
-    size_t cap = TETHER__MAX(TETHER__MAX(need, c->rcap * 2), (size_t)256);
-    cap = TETHER__MIN(cap, TETHER__MAX(rpart_limit(c), need));
+    size_t cap = TETHER__MAX(TETHER__MAX(need, have * 2), (size_t)256);
+    cap = TETHER__MIN(cap, TETHER__MAX(rpart_limit(c, known), need));
     return rpart_resize(c, cap);
 }
 
 /* Keeps the unconsumed tail of a read for later, reusing the buffer when it
  * is large enough. known is the full size of the incomplete frame when its
- * header has arrived. */
-static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
+ * header has arrived, scan the framer's resume hint for it. */
+static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known, size_t scan)
 {
     if (n == 0) {
         tether__conn_rpart_free(c); /* idle connections hold no input buffer */
         return TETHER_OK;
     }
-    c->rknown = known;
-    c->rlen = 0;
     /* A buffer left from the previous frame is kept for the next one up to
      * that frame's size (a peer sending large messages back to back does
      * not regrow it each time), but no larger, and not at all while the
      * size is unknown: it is at most what this peer has just sent. */
     size_t fit = known != 0 ? TETHER__MAX(known, n) : TETHER__MAX(n * 2, (size_t)256);
-    if (c->rcap > TETHER__RBUF_SIZE && c->rcap > fit) {
+    size_t have = rpart_cap(c);
+    if (have > TETHER__RBUF_SIZE && have > fit) {
         if (rpart_resize(c, fit) != TETHER_OK) {
             return TETHER_ENOMEM;
         }
-    } else if (rpart_reserve(c, n) != TETHER_OK) {
+    } else if (rpart_reserve(c, n, known) != TETHER_OK) {
         return TETHER_ENOMEM;
     }
-    memcpy(c->rpart, p, n);
-    c->rlen = n;
+    struct tether__rbuf *b = c->rb;
+    memcpy(b->data, p, n);
+    b->len = n;
+    b->known = known;
+    b->scan = scan;
     return TETHER_OK;
 }
 
@@ -355,25 +371,29 @@ static int conn_keep(tether_conn *c, const uint8_t *p, size_t n, size_t known)
 static void rpart_parse(tether_conn *c, bool keep)
 {
     size_t known;
-    size_t used = conn_parse(c, c->rpart, c->rlen, &known);
-    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
+    struct tether__rbuf *b = c->rb;
+    /* (&b->scan is written only before a message is delivered: a callback
+     * that frees the buffer stops the parse.) */
+    size_t used = conn_parse(c, b->data, b->len, &known, &b->scan);
+    if (c->state == TETHER__CS_DEAD || c->rb == NULL) {
         return;
     }
-    if (used == c->rlen) {
+    b = c->rb;
+    if (used == b->len) {
         if (keep) {
-            c->rlen = 0;
-            c->rknown = 0;
+            b->len = 0;
+            b->known = 0;
         } else {
             tether__conn_rpart_free(c);
         }
         return;
     }
     if (used > 0) {
-        memmove(c->rpart, c->rpart + used, c->rlen - used);
-        c->rlen -= used;
+        memmove(b->data, b->data + used, b->len - used);
+        b->len -= used;
     }
     /* The buffer grows with what arrives (conn_read_rounds), not here. */
-    c->rknown = known;
+    b->known = known;
 }
 
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
@@ -384,24 +404,25 @@ void tether__conn_parse_rpart(tether_conn *c)
 
 static void conn_on_eof(tether_conn *c)
 {
-    if (c->rlen > 0) {
-        size_t known = tether__conn_ws(c) != NULL ? c->rknown : 0;
-        if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && c->rlen >= 4) {
-            known = tether__ctrl_frame_len(c, c->rpart);
+    const struct tether__rbuf *b = c->rb;
+    if (b != NULL && b->len > 0) {
+        size_t known = tether__conn_ws(c) != NULL ? b->known : 0;
+        if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && b->len >= 4) {
+            known = tether__ctrl_frame_len(c, b->data);
             if (known == 0) {
-                known = 4 + (size_t)tether__get_be32(c->rpart);
+                known = 4 + (size_t)tether__get_be32(b->data);
             }
         }
         char d[128];
         if (known > 0) {
             snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
-                     c->rlen, known);
+                     b->len, known);
         } else {
             snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
-                     c->rlen);
+                     b->len);
         }
         conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
-                       looks_like_tls_record(c->rpart, c->rlen) ? c->rpart : NULL, c->rlen);
+                       looks_like_tls_record(b->data, b->len) ? b->data : NULL, b->len);
         return;
     }
     c->flags |= TETHER__CF_EOF;
@@ -432,7 +453,8 @@ void tether__conn_read(tether_conn *c)
     if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
-    if (c->cfg->live && (c->rlen != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
+    if (c->cfg->live &&
+        (tether__conn_rlen(c) != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
         /* (With nothing buffered and no frame being timed, there is
          * nothing for it to do.) */
         tether__live_after_read(c);
@@ -468,7 +490,8 @@ static inline bool conn_read_took(tether_conn *c, int rv, size_t n)
  * the whole buffer per read. */
 static inline bool conn_reads_in_place(const tether_conn *c)
 {
-    return c->rcap >= TETHER__RBUF_SIZE / 2 || c->rknown > TETHER__RBUF_SIZE / 2;
+    const struct tether__rbuf *b = c->rb;
+    return b != NULL && (b->cap >= TETHER__RBUF_SIZE / 2 || b->known > TETHER__RBUF_SIZE / 2);
 }
 
 /* One read round straight into rpart (conn_reads_in_place()): reads into
@@ -480,16 +503,17 @@ static inline bool conn_reads_in_place(const tether_conn *c)
  * short. */
 __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
 {
-    size_t limit = rpart_limit(c);
-    if (c->rlen >= limit) {
+    struct tether__rbuf *b = c->rb; /* (conn_reads_in_place(): there is one) */
+    size_t limit = rpart_limit(c, b->known);
+    if (b->len >= limit) {
         tether__conn_fail(c, TETHER_EMSGSIZE,
                           "peer sent a message longer than the limit of %zu bytes",
                           c->cfg->o.max_msg);
         return false;
     }
-    if (c->rcap - c->rlen < c->rlen / 2 || c->rcap == c->rlen) {
-        size_t cap = TETHER__MIN(TETHER__MAX(c->rlen * 2, (size_t)256), limit);
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, cap + c->queued) &&
+    if (b->cap - b->len < b->len / 2 || b->cap == b->len) {
+        size_t cap = TETHER__MIN(TETHER__MAX(b->len * 2, (size_t)256), limit);
+        if (TETHER__UNLIKELY(tether__conn_mem_over(c)) && tether__mem_heavy(c, cap + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* Growing would take this peer past its share. */
             return false;
@@ -497,29 +521,31 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
         if (rpart_resize(c, cap) != TETHER_OK) {
             return false;
         }
+        b = c->rb;
     }
-    struct iovec iov = {c->rpart + c->rlen, c->rcap - c->rlen};
+    struct iovec iov = {b->data + b->len, b->cap - b->len};
     size_t n = 0;
     int rv = tether__tr_readv(c->tr, &iov, 1, &n);
     if (!conn_read_took(c, rv, n)) {
-        if (rv == TETHER_EAGAIN && c->rlen == 0) {
+        if (rv == TETHER_EAGAIN && c->rb != NULL && c->rb->len == 0) {
             tether__conn_rpart_free(c); /* kept for input that did not come */
         }
         return false;
     }
-    c->rlen += n;
+    b->len += n;
     bool more = n >= iov.iov_len; /* (else the socket is drained) */
     rpart_parse(c, more);
-    if (c->state == TETHER__CS_DEAD || c->rpart == NULL) {
+    if (c->state == TETHER__CS_DEAD || c->rb == NULL) {
         return false;
     }
-    if (c->rlen > 0 && c->rcap > TETHER__RBUF_SIZE) {
+    b = c->rb;
+    if (b->len > 0 && b->cap > TETHER__RBUF_SIZE) {
         /* As conn_keep(): a buffer kept from a larger frame shrinks to
          * the one in front (or to twice what it holds while that one's
          * size is unknown). */
-        size_t fit = c->rknown != 0 ? TETHER__MAX(c->rknown, c->rlen)
-                                    : TETHER__MAX(c->rlen * 2, (size_t)256);
-        if (c->rcap > fit && rpart_resize(c, fit) != TETHER_OK) {
+        size_t fit =
+            b->known != 0 ? TETHER__MAX(b->known, b->len) : TETHER__MAX(b->len * 2, (size_t)256);
+        if (b->cap > fit && rpart_resize(c, fit) != TETHER_OK) {
             return false;
         }
     }
@@ -537,7 +563,8 @@ static void conn_read_rounds(tether_conn *c)
         if (!tether__conn_can_deliver(c)) {
             return;
         }
-        if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->rcap + c->queued) &&
+        if (TETHER__UNLIKELY(tether__conn_mem_over(c)) &&
+            tether__mem_heavy(c, rpart_cap(c) + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */
@@ -549,10 +576,13 @@ static void conn_read_rounds(tether_conn *c)
             }
             continue;
         }
-        size_t pre = 0; /* bytes of rpart copied to the front of lb */
-        if (c->rlen > 0) {
-            memcpy(lb, c->rpart, c->rlen);
-            pre = c->rlen;
+        size_t pre = 0;  /* bytes of rpart copied to the front of lb */
+        size_t scan = 0; /* the framer's resume hint for the frame at lb[0] */
+        const struct tether__rbuf *b = c->rb;
+        if (b != NULL && b->len > 0) {
+            memcpy(lb, b->data, b->len);
+            pre = b->len;
+            scan = b->scan;
         }
         struct iovec iov = {lb + pre, TETHER__RBUF_SIZE - pre};
         size_t n = 0;
@@ -560,18 +590,19 @@ static void conn_read_rounds(tether_conn *c)
         if (!conn_read_took(c, rv, n)) {
             return;
         }
-        /* rpart (if any) was copied into lb: it takes the new tail, reusing
-         * its memory. */
-        c->rlen = 0;
+        if (pre > 0) {
+            /* rpart was copied into lb: it takes the new tail, reusing its
+             * memory. */
+            c->rb->len = 0;
+        }
         size_t avail = pre + n;
         size_t known;
-        size_t used = conn_parse_fast(c, lb, avail, &known);
+        size_t used = conn_parse_fast(c, lb, avail, &known, &scan);
         if (c->state == TETHER__CS_DEAD) {
             return;
         }
-        if (used == avail && c->rpart == NULL) {
-            c->rknown = 0; /* nothing to keep, and no buffer to free (conn_keep()) */
-        } else if (conn_keep(c, lb + used, avail - used, known) != 0) {
+        if ((used != avail || c->rb != NULL) &&
+            conn_keep(c, lb + used, avail - used, known, scan) != 0) {
             return;
         }
         if (n < iov.iov_len) {

@@ -426,7 +426,8 @@ static void slot_run(struct ref_hub *hub, struct ref_slot *s)
             hub_done(hub, n, TETHER_OK);
         }
     }
-    c->ref_watch = s->written.head != NULL || s->ops.head != NULL;
+    bool watch = s->written.head != NULL || s->ops.head != NULL;
+    c->hooks = (uint8_t)(watch ? c->hooks | TETHER__CH_REF : c->hooks & ~TETHER__CH_REF);
 }
 
 static void hub_run(struct ref_hub *hub)
@@ -565,17 +566,18 @@ int tether_ref_get(tether_conn *c, tether_ref *out_ref)
     if (c == NULL || out_ref == NULL) {
         return TETHER_EINVAL;
     }
-    if (c->ref_idx != 0) {
-        struct ref_slot *s = slot_at(c->ref_idx);
+    uint32_t have = tether__conn_ref_idx(c);
+    if (have != 0) {
+        struct ref_slot *s = slot_at(have);
         uint64_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
-        out_ref->id = (uint64_t)ST_GEN(st) << 32 | c->ref_idx;
+        out_ref->id = (uint64_t)ST_GEN(st) << 32 | have;
         return TETHER_OK;
     }
     if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF))) {
         return TETHER_ECLOSED;
     }
     struct ref_hub *hub = hub_get(c->h.loop);
-    uint32_t idx = hub != NULL ? slot_alloc() : 0;
+    uint32_t idx = hub != NULL && tether__conn_extra(c) != NULL ? slot_alloc() : 0;
     if (idx == 0) {
         return TETHER_ENOMEM;
     }
@@ -594,18 +596,18 @@ int tether_ref_get(tether_conn *c, tether_ref *out_ref)
     s->free_next = 0;
     /* Publishes the fields above to the senders that pin it. */
     atomic_store_explicit(&s->state, (uint64_t)gen << 32 | ST_OPEN, memory_order_release);
-    c->ref_idx = idx;
+    c->ex->ref_idx = idx;
     out_ref->id = (uint64_t)gen << 32 | idx;
     return TETHER_OK;
 }
 
 void tether__conn_ref_gone(tether_conn *c)
 {
-    uint32_t idx = c->ref_idx;
+    uint32_t idx = c->ex->ref_idx;
     struct ref_slot *s = slot_at(idx);
     struct ref_hub *hub = s->hub;
-    c->ref_idx = 0;
-    c->ref_watch = 0;
+    c->ex->ref_idx = 0;
+    c->hooks &= (uint8_t)~TETHER__CH_REF;
     /* No new pins from now on; wait out the pushes in progress (a few
      * instructions each, no allocation, no user code). */
     atomic_fetch_and(&s->state, ~ST_OPEN);
@@ -650,6 +652,6 @@ void tether__conn_ref_gone(tether_conn *c)
 
 void tether__conn_ref_wrote(tether_conn *c)
 {
-    struct ref_slot *s = slot_at(c->ref_idx);
+    struct ref_slot *s = slot_at(c->ex->ref_idx);
     hub_mark_dirty(s->hub, s);
 }

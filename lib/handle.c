@@ -13,8 +13,10 @@ void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_han
     /* The walk and close-all hand out the handle's address as the object. */
     assert((void *)h == obj);
     (void)obj;
+    /* Every handle of a type has the same close function. */
+    assert(loop->handle_close[type] == NULL || loop->handle_close[type] == close);
+    loop->handle_close[type] = close;
     h->loop = loop;
-    h->close = close;
     h->type = (uint8_t)type;
     h->active = false;
     h->unref = false;
@@ -125,7 +127,7 @@ int tether_loop_walk(tether_loop *loop, tether_walk_cb cb, void *ud)
 static void close_one(struct tether__handle *h, void *arg)
 {
     (void)arg;
-    h->close(h);
+    h->loop->handle_close[h->type](h);
 }
 
 void tether_loop_close_all(tether_loop *loop)

@@ -101,10 +101,11 @@ static uint64_t live_hb_deadline(const tether_conn *c)
 {
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t own = (uint64_t)o->heartbeat_ms;
-    if (c->hb_ms <= own) {
+    if (tether__conn_hb_ms(c) <= own) {
         return 0;
     }
-    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1), (uint64_t)c->hb_ms + own);
+    return TETHER__MAX(own * (uint64_t)(o->heartbeat_misses + 1),
+                       (uint64_t)tether__conn_hb_ms(c) + own);
 }
 
 static void ctrl_send_ping(tether_conn *c)
@@ -335,10 +336,10 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
         }
         int own = c->cfg->o.heartbeat_ms;
         if (own > 0 && c->live != NULL) {
-            c->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
+            c->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
             c->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->h.loop) + c->hb_ms);
+            live_due(c, tether__loop_time(c->h.loop) + c->live->hb_ms);
         } else {
             tether__conn_after_queue(c);
         }
@@ -512,7 +513,7 @@ void tether__live_after_read(tether_conn *c)
     if (ft <= 0 || c->state != TETHER__CS_READY) {
         return;
     }
-    if (c->rlen == 0 || (c->flags & TETHER__CF_PAUSED)) {
+    if (tether__conn_rlen(c) == 0 || (c->flags & TETHER__CF_PAUSED)) {
         if (l != NULL && l->frame_mark != UINT64_MAX) {
             l->frame_mark = UINT64_MAX;
             if (c->cfg->live_lazy && c->queued == 0) {
@@ -529,7 +530,7 @@ void tether__live_after_read(tether_conn *c)
     if (l->frame_mark != mark) {
         l->frame_mark = mark;
         l->frame_start = tether__loop_time(c->h.loop);
-        l->frame_bytes = c->bytes_in - c->rlen; /* the frame's first byte */
+        l->frame_bytes = c->bytes_in - tether__conn_rlen(c); /* the frame's first byte */
         live_due(c, l->frame_start + (uint64_t)ft);
     }
 }
@@ -556,7 +557,7 @@ void tether__live_arm(tether_conn *c)
         if (o->idle_timeout_ms > 0) {
             next = TETHER__MIN(next, l->last_rx + (uint64_t)o->idle_timeout_ms);
         }
-        if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+        if (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) {
             uint64_t start =
                 l->frame_mark != UINT64_MAX ? l->frame_start : tether__loop_time(c->h.loop);
             if (o->frame_min_rate > 0 && l->frame_mark != UINT64_MAX) {
@@ -564,9 +565,9 @@ void tether__live_arm(tether_conn *c)
             }
             next = TETHER__MIN(next, start + (uint64_t)o->frame_timeout_ms);
         }
-        if (c->hb_ms > 0) {
+        if (l->hb_ms > 0) {
             uint64_t from = l->unanswered == 0 ? l->last_rx : l->last_ping;
-            next = TETHER__MIN(next, from + c->hb_ms);
+            next = TETHER__MIN(next, from + l->hb_ms);
             uint64_t dl = live_hb_deadline(c);
             if (dl > 0) {
                 next = TETHER__MIN(next, l->last_rx + dl);
@@ -696,7 +697,8 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
                    "frame timeout: nothing of an incomplete frame arrived for %llu ms "
                    "(%zu bytes of it held; frame_timeout_ms %d)",
-                   (unsigned long long)(now - l->last_rx), c->rlen, o->frame_timeout_ms);
+                   (unsigned long long)(now - l->last_rx), tether__conn_rlen(c),
+                   o->frame_timeout_ms);
         return true;
     }
     if (span < ft) {
@@ -708,7 +710,7 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
         live_close(c, TETHER_ETIMEDOUT, TETHER__GOAWAY_FRAME, text,
                    "frame timeout: a frame was still incomplete after %llu ms "
                    "(%zu bytes of it received; frame_timeout_ms %d)",
-                   (unsigned long long)span, c->rlen, o->frame_timeout_ms);
+                   (unsigned long long)span, tether__conn_rlen(c), o->frame_timeout_ms);
         return true;
     }
     uint64_t got = c->bytes_in - l->frame_bytes;
@@ -723,7 +725,7 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
                "frame timeout: an incomplete frame received %llu bytes in %llu ms, below "
                "frame_min_rate %d bytes/s (frame_timeout_ms %d; %zu bytes of it held)",
                (unsigned long long)got, (unsigned long long)span, o->frame_min_rate,
-               o->frame_timeout_ms, c->rlen);
+               o->frame_timeout_ms, tether__conn_rlen(c));
     return true;
 }
 
@@ -762,12 +764,13 @@ static void live_check(tether_conn *c)
     if (c->flags & TETHER__CF_PAUSED) {
         return; /* silence is expected while we do not read */
     }
-    uint32_t hb = c->hb_ms;
+    uint32_t hb = tether__conn_hb_ms(c);
     bool hello_wait = hb == 0 && o->heartbeat_ms > 0 && (c->flags & TETHER__CF_DIALED) &&
                       !(c->flags & TETHER__CF_PEER_HELLO);
     uint64_t hello_limit = (uint64_t)o->heartbeat_ms * (uint64_t)(o->heartbeat_misses + 1);
     bool due = (o->idle_timeout_ms > 0 && now - l->last_rx >= (uint64_t)o->idle_timeout_ms) ||
-               (o->frame_timeout_ms > 0 && c->rlen > 0) || (hb > 0 && now - l->last_rx >= hb) ||
+               (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) ||
+               (hb > 0 && now - l->last_rx >= hb) ||
                (hello_wait && now - l->last_rx >= hello_limit);
     if (due) {
         /* Before declaring the peer silent, read what the kernel holds: the
@@ -791,7 +794,7 @@ static void live_check(tether_conn *c)
                    (unsigned long long)(now - l->last_rx), o->idle_timeout_ms);
         return;
     }
-    if (o->frame_timeout_ms > 0 && c->rlen > 0) {
+    if (o->frame_timeout_ms > 0 && tether__conn_rlen(c) > 0) {
         if (l->frame_mark == UINT64_MAX) {
             /* A frame left incomplete across a pause: time it from now. */
             l->frame_mark = c->msgs_in + c->ctrl_in;
@@ -865,7 +868,7 @@ static void live_timer_cb(struct tether__tnode *n)
 void tether__live_resume(tether_conn *c)
 {
     if (c->live == NULL) {
-        if (!(c->rlen > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
+        if (!(tether__conn_rlen(c) > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
             return; /* lazy, and nothing pending */
         }
     }

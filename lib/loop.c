@@ -77,7 +77,7 @@ int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
         return tether__errno_to_err(errno);
     }
     io->registered = true;
-    io->events = events;
+    io->events = (uint8_t)events;
     return TETHER_OK;
 }
 
@@ -92,20 +92,25 @@ void tether__io_stop(tether_loop *loop, struct tether__io *io)
     }
 }
 
+/* The end of the deferred work and flush lists: the `next` of their last
+ * node, and their head while empty. The loop's own address: never a node,
+ * never dereferenced as one, and at hand in a register where lists are
+ * walked, so that telling it apart costs what a NULL test did. */
+#define PEND_END(loop) ((struct tether__pending *)(void *)(loop))
+#define FLUSH_END(loop) ((struct tether__flush *)(void *)(loop))
+
 void tether__pending_init(struct tether__pending *p, tether__pending_cb cb)
 {
     p->next = NULL;
     p->cb = cb;
-    p->queued = false;
 }
 
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
 {
-    if (p->queued) {
-        return;
+    if (p->next != NULL) {
+        return; /* queued already */
     }
-    p->queued = true;
-    p->next = NULL;
+    p->next = PEND_END(loop);
     if (loop->pend_tail != NULL) {
         loop->pend_tail->next = p;
     } else {
@@ -117,11 +122,11 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
 
 void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
 {
-    if (!p->queued) {
-        return;
+    if (p->next == NULL) {
+        return; /* not queued */
     }
     struct tether__pending *prev = NULL;
-    for (struct tether__pending *it = loop->pend_head; it != NULL; it = it->next) {
+    for (struct tether__pending *it = loop->pend_head; it != PEND_END(loop); it = it->next) {
         if (it == p) {
             if (prev != NULL) {
                 prev->next = p->next;
@@ -140,7 +145,6 @@ void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
         }
         prev = it;
     }
-    p->queued = false;
     p->next = NULL;
 }
 
@@ -148,15 +152,13 @@ void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
 {
     f->next = NULL;
     f->cb = cb;
-    f->queued = false;
 }
 
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
 {
-    if (f->queued) {
-        return;
+    if (f->next != NULL) {
+        return; /* queued already */
     }
-    f->queued = true;
     f->next = loop->flush_head;
     loop->flush_head = f;
     tether__loop_touch(loop);
@@ -164,18 +166,17 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
 
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
 {
-    if (!f->queued) {
-        return;
+    if (f->next == NULL) {
+        return; /* not queued */
     }
     /* Linear, but only ever called when a connection is freed. */
-    for (struct tether__flush **pp = &loop->flush_head; *pp != NULL; pp = &(*pp)->next) {
+    for (struct tether__flush **pp = &loop->flush_head; *pp != FLUSH_END(loop); pp = &(*pp)->next) {
         if (*pp == f) {
             *pp = f->next;
             break;
         }
     }
     f->next = NULL;
-    f->queued = false;
 }
 
 static void wake_on_readable(struct tether__io *io, unsigned revents)
@@ -221,6 +222,8 @@ int tether__loop_new(tether_loop **out, const tether_loop_opts *opts)
     }
     loop->epfd = -1;
     loop->evfd = -1;
+    loop->pend_head = PEND_END(loop);
+    loop->flush_head = FLUSH_END(loop);
     loop->sigfd = -1;
     sigemptyset(&loop->sigmask);
     tether__queue_init(&loop->handle_q);
@@ -295,7 +298,7 @@ int tether_loop_free(tether_loop *loop)
     if (loop->running) {
         return TETHER_EBUSY;
     }
-    if (loop->handles > 0 || loop->pend_head != NULL) {
+    if (loop->handles > 0 || loop->pend_head != PEND_END(loop)) {
         return TETHER_EBUSY;
     }
     /* Posts and keep-alive references come from other threads. They change
@@ -363,10 +366,9 @@ static void run_pending(tether_loop *loop)
             loop->pend_last = NULL;
         }
         loop->pend_head = p->next;
-        if (loop->pend_head == NULL) {
+        if (loop->pend_head == PEND_END(loop)) {
             loop->pend_tail = NULL;
         }
-        p->queued = false;
         p->next = NULL;
         p->cb(p);
     }
@@ -374,25 +376,24 @@ static void run_pending(tether_loop *loop)
 
 static void run_flushes(tether_loop *loop)
 {
-    while (loop->flush_head != NULL) {
+    while (loop->flush_head != FLUSH_END(loop)) {
         struct tether__flush *f = loop->flush_head;
         loop->flush_head = f->next;
         f->next = NULL;
-        f->queued = false;
         f->cb(f);
     }
 }
 
 static bool loop_alive(const tether_loop *loop)
 {
-    return loop->active > 0 || loop->pend_head != NULL || atomic_load(&loop->posts_queued) > 0 ||
-           atomic_load(&loop->keepalive) > 0;
+    return loop->active > 0 || loop->pend_head != PEND_END(loop) ||
+           atomic_load(&loop->posts_queued) > 0 || atomic_load(&loop->keepalive) > 0;
 }
 
 /* Work that must run without waiting for I/O. */
 static bool loop_has_work(const tether_loop *loop)
 {
-    return loop->pend_head != NULL || loop->flush_head != NULL ||
+    return loop->pend_head != PEND_END(loop) || loop->flush_head != FLUSH_END(loop) ||
            atomic_load(&loop->posts_queued) > 0 ||
            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]);
 }
@@ -407,7 +408,7 @@ static inline void loop_run_posted(tether_loop *loop)
     if (atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) > 0) {
         run_posts(loop);
     }
-    if (loop->pend_head != NULL) {
+    if (loop->pend_head != PEND_END(loop)) {
         run_pending(loop);
     }
 }
@@ -438,12 +439,12 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     loop_run_posted(loop);
     tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
     tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
-    if (loop->flush_head != NULL) {
+    if (loop->flush_head != FLUSH_END(loop)) {
         run_flushes(loop);
     }
 
     int timeout = timeout_ms;
-    if (loop->pend_head != NULL || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
+    if (loop->pend_head != PEND_END(loop) || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
         !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
         (until_idle && !loop_alive(loop))) {
         /* Work is waiting, or tether_loop_run() is about to return because
@@ -508,7 +509,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     /* Run the timers and work that became due during dispatch now, so that
      * run_once() with a timeout sees them before it returns. */
     loop_run_due(loop);
-    if (loop->flush_head != NULL) {
+    if (loop->flush_head != FLUSH_END(loop)) {
         run_flushes(loop);
     }
     return 0;

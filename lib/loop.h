@@ -25,10 +25,10 @@ typedef void (*tether__io_cb)(struct tether__io *io, unsigned revents);
  * of the current dispatch (all frees go through the pending queue). */
 struct tether__io {
     int fd;
-    unsigned events; /* TETHER_EV_* currently registered with epoll */
+    uint8_t events; /* TETHER_EV_* currently registered with epoll */
     bool registered;
     bool report_errors; /* add TETHER__EV_ERROR/HANGUP to revents */
-    tether__io_cb cb;
+    tether__io_cb cb;   /* (16 bytes in all: connections embed one) */
 };
 
 /* A circular doubly-linked list with a sentinel head (libuv's QUEUE). A
@@ -91,23 +91,24 @@ typedef void (*tether__handle_close_fn)(void *obj);
 struct tether__handle {
     struct tether__queue node; /* in loop->handle_q while not closed */
     tether_loop *loop;
-    tether__handle_close_fn close; /* frees or closes the object: tether_loop_close_all() */
-    uint8_t type;                  /* tether_handle_type */
-    bool active;                   /* started: counts in loop->active unless unref'd */
-    bool unref;                    /* does not keep the loop alive */
-    bool closing;                  /* freed or closed; no longer walked or started */
-    bool hidden; /* not shown by tether_loop_walk(): internal to another handle, or
-                    already reported closed; tether_loop_close_all() still calls close */
+    uint8_t type; /* tether_handle_type; its close function: loop->handle_close[type] */
+    bool active;  /* started: counts in loop->active unless unref'd */
+    bool unref;   /* does not keep the loop alive */
+    bool closing; /* freed or closed; no longer walked or started */
+    bool hidden;  /* not shown by tether_loop_walk(): internal to another handle, or
+                     already reported closed; tether_loop_close_all() still calls close */
 };
 
 /* Deferred work run by the loop outside any dispatch, in FIFO order. Embedded
- * in its owner; `queued` prevents double insertion. */
+ * in its owner. `next` is NULL while not queued, which prevents double
+ * insertion: the last node of the list points at a sentinel instead (no
+ * flag, so that the node is two pointers without padding: connections
+ * embed one). */
 struct tether__pending;
 typedef void (*tether__pending_cb)(struct tether__pending *p);
 struct tether__pending {
     struct tether__pending *next;
     tether__pending_cb cb;
-    bool queued;
 };
 
 /* An internal timer: a node of the loop's min-heap. */
@@ -151,9 +152,8 @@ struct tether__loop_ext {
 struct tether__flush;
 typedef void (*tether__flush_cb)(struct tether__flush *f);
 struct tether__flush {
-    struct tether__flush *next;
+    struct tether__flush *next; /* NULL while not queued (as tether__pending) */
     tether__flush_cb cb;
-    bool queued;
 };
 
 struct tether_loop {
@@ -169,10 +169,10 @@ struct tether_loop {
     uint32_t heap_cap;
     uint64_t polls; /* epoll_waits so far: tells consecutive iterations apart */
 
-    struct tether__pending *pend_head;
-    struct tether__pending *pend_tail;
+    struct tether__pending *pend_head; /* the loop's address while empty (loop.c) */
+    struct tether__pending *pend_tail; /* NULL while empty */
     struct tether__pending *pend_last; /* last item of the batch run_pending() is running */
-    struct tether__flush *flush_head;
+    struct tether__flush *flush_head;  /* the loop's address while empty (loop.c) */
 
     pthread_mutex_t post_mu;
     struct tether__post *post_head;
@@ -189,7 +189,11 @@ struct tether_loop {
     uint64_t now_us;  /* the cached time in microseconds; now == now_us / 1000 */
     bool time_fresh;  /* running, and now was read after the last epoll_wait */
 
-    struct tether__queue handle_q;  /* registered handles (tether__handle) */
+    struct tether__queue handle_q; /* registered handles (tether__handle) */
+    /* What frees or closes a handle of each type, for
+     * tether_loop_close_all(): one per type rather than a pointer in
+     * every handle (tether__handle_init() records it). */
+    tether__handle_close_fn handle_close[TETHER_HANDLE_CLIENT + 1];
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
 
     /* Signals (signal.c): one signalfd per loop, created with the first
@@ -200,6 +204,17 @@ struct tether_loop {
     struct tether__queue sig_q; /* started tether_signal watchers */
 
     struct tether__loop_ext *exts; /* per-loop state of the layers above, newest first */
+    /* One of them reached directly: the connections' memory budget
+     * (membudget.c), once a connection was made. Here rather than a
+     * pointer in every connection (issue #12), with a copy of its "over
+     * the limit" flag, which every send tests, one load away as it was. */
+    struct tether__mem *mem;
+    bool mem_over;
+    /* The cache of small output segments (wqueue.c), or NULL; the same. */
+    struct tether__seg_cache *segs;
+    /* The read buffer connections read into (conn_read.c), or NULL
+     * before the first read; the same. */
+    uint8_t *rbuf;
 
     struct epoll_event *events;
     int events_cap;
@@ -237,7 +252,7 @@ static inline void tether__io_take_over(struct tether__io *to, struct tether__io
 {
     if (from->registered) {
         to->registered = true;
-        to->events = ~0u; /* matches no real interest set: forces the MOD */
+        to->events = UINT8_MAX; /* matches no real interest set: forces the MOD */
     }
     from->registered = false;
     from->events = 0;

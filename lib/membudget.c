@@ -44,14 +44,14 @@ static void mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     struct tether__mem *m = tether__container_of(ext, struct tether__mem, ext);
     tether__pending_cancel(loop, &m->resume);
+    loop->mem = NULL;
     free(m);
 }
 
 struct tether__mem *tether__mem_get(tether_loop *loop)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &mem_key);
-    if (e != NULL) {
-        return tether__container_of(e, struct tether__mem, ext);
+    if (loop->mem != NULL) {
+        return loop->mem;
     }
     struct tether__mem *m = calloc(1, sizeof *m);
     if (m == NULL) {
@@ -63,17 +63,20 @@ struct tether__mem *tether__mem_get(tether_loop *loop)
     tether__pending_init(&m->resume, mem_resume_cb);
     mem_set_limit(m, TETHER_MEM_LIMIT_DEFAULT);
     tether__loop_ext_add(loop, &m->ext);
+    loop->mem = m;
     return m;
 }
 
 void tether__mem_went_over(struct tether__mem *m)
 {
     m->over = true;
+    m->loop->mem_over = true;
 }
 
 void tether__mem_went_under(struct tether__mem *m)
 {
     m->over = false;
+    m->loop->mem_over = false;
     if (m->blocked != NULL) {
         /* Not from here: this runs inside whatever freed the memory. */
         tether__pending_queue(m->loop, &m->resume);
@@ -82,7 +85,7 @@ void tether__mem_went_under(struct tether__mem *m)
 
 bool tether__mem_heavy(const tether_conn *c, size_t held)
 {
-    const struct tether__mem *m = c->mem;
+    const struct tether__mem *m = tether__conn_mem(c);
     if (held < HEAVY_FLOOR) {
         return false;
     }
@@ -94,7 +97,7 @@ bool tether__mem_heavy(const tether_conn *c, size_t held)
  * connections are ever held back, and those hold much more than it. */
 static void mem_unlink(tether_conn *c)
 {
-    struct tether__mem *m = c->mem;
+    struct tether__mem *m = tether__conn_mem(c);
     struct tether__conn_extra *ex = c->ex;
     if (ex->mem_prev != NULL) {
         ex->mem_prev->ex->mem_next = ex->mem_next;
@@ -109,7 +112,7 @@ static void mem_unlink(tether_conn *c)
 
 bool tether__mem_block(tether_conn *c, uint8_t what)
 {
-    struct tether__mem *m = c->mem;
+    struct tether__mem *m = tether__conn_mem(c);
     if (c->memflags == 0) {
         struct tether__conn_extra *ex = tether__conn_extra(c);
         if (ex == NULL) {
@@ -140,7 +143,7 @@ void tether__mem_conn_gone(tether_conn *c)
         mem_unlink(c);
         c->memflags = 0;
     }
-    c->mem->conns--;
+    tether__conn_mem(c)->conns--;
 }
 
 static void mem_resume_cb(struct tether__pending *p)

@@ -568,7 +568,7 @@ void tether__client_account(tether_client *cl, tether_conn *c)
     tether__conn_hb_stats(c, &pings, &pongs, &rtt);
     cl->pings_sent += pings;
     cl->pongs_in += pongs;
-    cl->last_hb_ms = c->hb_ms;
+    cl->last_hb_ms = tether__conn_hb_ms(c);
     if (rtt >= 0) {
         cl->last_rtt_us = rtt;
     }

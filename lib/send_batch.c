@@ -60,7 +60,7 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
     /* The connection's own checks (conn_send_check() in wqueue.c): while
      * messages are only copied, nothing can change their outcome. */
     if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
-        (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(c->mem->over)) {
+        (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(tether__conn_mem_over(c))) {
         return 0;
     }
     struct tether__wseg *t = c->wq_tail;

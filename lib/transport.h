@@ -69,11 +69,15 @@ struct tether_transport_ops {
 struct tether_transport {
     const struct tether_transport_ops *ops;
     int fd;
+    int last_errno; /* the plain transport's last failure (in what was padding) */
 };
 
-/* Wraps a connected, non-blocking socket. Takes ownership of fd (closes it
- * on failure too). */
-int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_unix);
+/* Wraps a connected, non-blocking socket in t: the plain transport
+ * (transport_tcp.c) is the bare struct, embedded in the connection rather
+ * than allocated (a separate block cost an idle connection 32 bytes of
+ * heap, issue #12). t must stay allocated until its destroy(), which
+ * closes fd and frees nothing. Takes ownership of fd. Cannot fail. */
+void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix);
 
 /* TCP keepalive on a TCP socket: SO_KEEPALIVE, and TCP_KEEPIDLE,
  * TCP_KEEPINTVL (milliseconds, rounded up to the seconds the kernel takes)

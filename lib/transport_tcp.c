@@ -9,17 +9,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-struct tcp_transport {
-    struct tether_transport base; /* must be first */
-    int last_errno;
-};
-
-static int tcp_fail(struct tcp_transport *t, int e)
+static int tcp_fail(struct tether_transport *t, int e)
 {
     t->last_errno = e;
     return tether__errno_to_err(e);
@@ -44,7 +38,7 @@ int tether__plain_io_failed(struct tether_transport *t, const struct iovec *iov,
     if (e == EAGAIN || e == EWOULDBLOCK) {
         return TETHER_EAGAIN;
     }
-    return tcp_fail((struct tcp_transport *)t, e);
+    return tcp_fail(t, e);
 }
 
 /* The table's entries (the WebSocket layer over TCP goes through the
@@ -75,10 +69,9 @@ static bool tcp_has_pending(const struct tether_transport *tr)
 
 static int tcp_shutdown(struct tether_transport *tr, bool *done)
 {
-    struct tcp_transport *t = (struct tcp_transport *)tr;
     *done = true;
     if (shutdown(tr->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-        return tcp_fail(t, errno);
+        return tcp_fail(tr, errno);
     }
     return TETHER_OK;
 }
@@ -87,14 +80,14 @@ static void tcp_destroy(struct tether_transport *tr)
 {
     if (tr->fd >= 0) {
         close(tr->fd);
+        tr->fd = -1;
     }
-    free(tr);
+    /* (Embedded in its connection: nothing to free.) */
 }
 
 static const char *tcp_last_error(const struct tether_transport *tr)
 {
-    const struct tcp_transport *t = (const struct tcp_transport *)tr;
-    return t->last_errno ? strerror(t->last_errno) : NULL;
+    return tr->last_errno ? strerror(tr->last_errno) : NULL;
 }
 
 static const struct tether_transport_ops tcp_ops = {
@@ -123,21 +116,11 @@ static const struct tether_transport_ops unix_ops = {
     .last_error = tcp_last_error,
 };
 
-int tether__tcp_transport_new(struct tether_transport **out, int fd, bool is_unix)
+void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix)
 {
-    /* malloc(), not calloc(): glibc serves small malloc() calls from its
-     * per-thread cache, calloc() never (one per connection). */
-    struct tcp_transport *t = malloc(sizeof *t);
-    if (t == NULL) {
-        close(fd);
-        *out = NULL;
-        return TETHER_ENOMEM;
-    }
-    t->base.ops = is_unix ? &unix_ops : &tcp_ops;
-    t->base.fd = fd;
+    t->ops = is_unix ? &unix_ops : &tcp_ops;
+    t->fd = fd;
     t->last_errno = 0;
-    *out = &t->base;
-    return TETHER_OK;
 }
 
 /* ---- socket options ---------------------------------------------------- */

@@ -32,7 +32,7 @@
 
 /* The cache is per-loop state registered with the loop, created with the
  * loop's first connection and freed with the loop. Each connection keeps
- * a pointer to it (c->mem->segs), so that the per-message paths need no
+ * a pointer to it (c->h.loop->segs), so that the per-message paths need no
  * lookup. */
 struct tether__seg_cache {
     struct tether__loop_ext ext;
@@ -44,7 +44,7 @@ static const char seg_cache_key; /* its address identifies the cache */
 
 static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
-    (void)loop;
+    loop->segs = NULL;
     struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
     struct tether__wseg *s = sc->head;
     while (s != NULL) {
@@ -95,7 +95,7 @@ void tether__wq_release_all(tether_conn *c)
             if (s->free_cb != NULL) {
                 s->free_cb(s->free_data, s->free_ud);
             }
-            seg_release(c->mem->segs, s);
+            seg_release(c->h.loop->segs, s);
         }
         s = next;
     }
@@ -147,7 +147,7 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     struct tether__wseg *s = NULL;
     if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
         cap = SEG_SMALL_CAP;
-        struct tether__seg_cache *sc = c->mem->segs;
+        struct tether__seg_cache *sc = c->h.loop->segs;
         if (sc != NULL && sc->head != NULL) {
             s = sc->head;
             sc->head = s->next;
@@ -269,7 +269,7 @@ static void wq_consume_slow(tether_conn *c, size_t n)
                 continue;
             }
         }
-        seg_release(c->mem->segs, s);
+        seg_release(c->h.loop->segs, s);
     }
     if (n > 0) {
         c->wq_head->ptr += n;
@@ -285,7 +285,7 @@ static inline void wq_consume(tether_conn *c, size_t n)
     if (TETHER__LIKELY(s == c->wq_tail && s->len == n && s->free_cb == NULL)) {
         c->wq_head = c->wq_tail = NULL;
         tether__conn_queued_sub(c, n);
-        seg_release(c->mem->segs, s);
+        seg_release(c->h.loop->segs, s);
         return;
     }
     wq_consume_slow(c, n);
@@ -304,7 +304,7 @@ static void flush_finish(tether_conn *c, bool progress)
     if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
         c->ex->wnotify(c);
     }
-    if (progress && TETHER__UNLIKELY(c->ref_watch)) {
+    if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_REF)) {
         tether__conn_ref_wrote(c);
     }
     if (c->wq_head == NULL) {
@@ -426,7 +426,7 @@ void tether__conn_flush(tether_conn *c)
     if (TETHER__LIKELY(s != NULL && s == c->wq_tail && s->len != 0 && s->free_cb == NULL &&
                        c->state == TETHER__CS_READY &&
                        !(c->flags & (TETHER__CF_WBLOCKED | TETHER__CF_WANT_DRAIN)) &&
-                       c->live == NULL && !(c->hooks & TETHER__CH_WNOTIFY) && !c->ref_watch &&
+                       c->live == NULL && !(c->hooks & TETHER__CH_WNOTIFY) && !(c->hooks & TETHER__CH_REF) &&
                        c->tr->ops->plain)) {
         size_t len = s->len;
         /* (tether__plain_writev() for one piece, its iovec built only
@@ -441,7 +441,7 @@ void tether__conn_flush(tether_conn *c)
         if (c->queued != c->qacct) {
             tether__conn_mem_sync(c);
         }
-        seg_release(c->mem->segs, s);
+        seg_release(c->h.loop->segs, s);
         c->bytes_out += len;
         /* (Lazy liveness: the queue it started is all written.) */
         c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
@@ -508,7 +508,7 @@ static inline int conn_send_check(tether_conn *c, const void *data, size_t len)
         c->flags |= TETHER__CF_WANT_DRAIN;
         return TETHER_EAGAIN;
     }
-    if (TETHER__UNLIKELY(c->mem->over) && tether__mem_heavy(c, c->queued) &&
+    if (TETHER__UNLIKELY(tether__conn_mem_over(c)) && tether__mem_heavy(c, c->queued) &&
         tether__mem_block(c, TETHER__MF_REFUSED)) {
         /* The loop's memory budget is spent and this connection holds
          * more than its share: on_drain runs once usage is back down. */
@@ -521,7 +521,7 @@ static inline int conn_send_check(tether_conn *c, const void *data, size_t len)
  * when the message fits it (wq_new_copy() in short), else wq_new_copy(). */
 static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
 {
-    struct tether__seg_cache *sc = c->mem->segs;
+    struct tether__seg_cache *sc = c->h.loop->segs;
     if (TETHER__LIKELY(need <= SEG_SMALL_CAP && sc != NULL && sc->head != NULL)) {
         struct tether__wseg *s = sc->head;
         sc->head = s->next;
