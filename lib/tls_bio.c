@@ -6,7 +6,11 @@
  * library must neither die of that nor touch the process's signal
  * dispositions. It also keeps the first bytes the peer sent, so that a peer
  * that does not speak TLS at all (plain TCP, HTTP) is named as such instead
- * of as a protocol error (tls_errors.c), and the last socket error. */
+ * of as a protocol error (tls_errors.c), and the last socket error.
+ *
+ * A loop has one such BIO, shared by all its TLS transports (tls_idle.c
+ * keeps it): its data is the transport whose SSL call is running
+ * (tether__tls_bind). */
 #include "tls_transport.h"
 
 #include <errno.h>

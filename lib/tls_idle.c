@@ -22,17 +22,27 @@
  * the last two periods, once per period; idle connections cost nothing:
  * no timer of their own and no list node beyond 12 bytes in the transport.
  *
- * Thread rule: a loop's list is touched only from that loop's thread (its
- * transports' reads, writes and destruction, and its timer). */
+ * The same per-loop state holds the loop's one socket BIO (tls_bio.c),
+ * which all its TLS transports share: a BIO of their own would cost each
+ * connection some 200 bytes (the BIO and its lock). OpenSSL reaches the
+ * socket only from inside the calls the transport makes, so the transport
+ * points the BIO at itself (tether__tls_bind) before each call that may do
+ * I/O or run a callback: the handshake, SSL_read/peek/write/shutdown.
+ *
+ * Thread rule: a loop's list and BIO are touched only from that loop's
+ * thread (its transports' reads, writes and destruction, and its timer). */
 #include "tls_transport.h"
 
 #include <stdlib.h>
+
+#include <openssl/err.h>
 
 #include "loop.h"
 
 static const char tls_idle_key; /* its address identifies the loop's list */
 
 struct tls_idle {
+    BIO *bio; /* first (tether__tls_bind): the loop's socket BIO (tls_bio.c) */
     struct tether__loop_ext ext;
     tether_loop *loop;
     struct tether__tnode timer; /* the sweep, armed while n > 0 */
@@ -45,7 +55,9 @@ static void tls_idle_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     struct tls_idle *d = tether__container_of(ext, struct tls_idle, ext);
     tether__tnode_stop(loop, &d->timer);
-    /* Connections are freed before their loop: nothing is listed now. */
+    /* Connections are freed before their loop: nothing is listed now, and
+     * the BIO has no other reference. */
+    BIO_free(d->bio);
     free(d->v);
     free(d);
 }
@@ -99,8 +111,14 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
     if (e != NULL) {
         return tether__container_of(e, struct tls_idle, ext);
     }
+    BIO_METHOD *m = tether__tls_bio_method();
     struct tls_idle *d = calloc(1, sizeof *d);
-    if (d == NULL) {
+    if (d != NULL && m != NULL) {
+        d->bio = BIO_new(m);
+    }
+    if (d == NULL || d->bio == NULL) {
+        ERR_clear_error();
+        free(d);
         return NULL;
     }
     d->ext.key = &tls_idle_key;

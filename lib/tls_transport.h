@@ -75,6 +75,14 @@ void tether__tls_idle_add(struct tls_transport *t);
 /* Takes t off the list: it is being destroyed. */
 void tether__tls_idle_remove(struct tls_transport *t);
 
+/* Points the loop's socket BIO, which all its TLS transports share, at t:
+ * before every SSL call on t that may read, write or run a callback
+ * (tls_idle.c; the BIO is the first member of struct tls_idle). */
+static inline void tether__tls_bind(struct tls_transport *t)
+{
+    BIO_set_data(*(BIO **)(void *)t->idle, t);
+}
+
 /* The handshake is done: releases the buffers it used at once when they
  * hold nothing, else lists t for the sweep. */
 void tether__tls_idle_hs_done(struct tls_transport *t);
@@ -98,10 +106,12 @@ extern int tether__tls_bio_type;
  * memory. Its BIOs take the tls_transport as their data (BIO_set_data). */
 BIO_METHOD *tether__tls_bio_method(void);
 
-/* The transport of an SSL made by tether__tls_transport_new(), else NULL.
- * Found through its BIO (whose data it is) rather than through ex_data,
- * which would cost every connection an allocation. Inline: the message
- * callback calls it for every handshake record. */
+/* The transport of an SSL made by tether__tls_transport_new(), else NULL;
+ * valid inside the SSL calls the transport makes (callbacks), which is
+ * when the loop's shared BIO points at it (tether__tls_bind). Found
+ * through the BIO rather than through ex_data, which would cost every
+ * connection an allocation. Inline: the message callback calls it for
+ * every handshake record. */
 static inline struct tls_transport *tether__tls_of(const SSL *ssl)
 {
     BIO *b = SSL_get_rbio(ssl);

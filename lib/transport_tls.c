@@ -197,6 +197,7 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         *done = true;
         return TETHER_OK;
     }
+    tether__tls_bind(t);
     if (!(t->flags & TF_OWN_DONE)) {
         tls_clear_errors();
         int r = SSL_do_handshake(t->ssl);
@@ -261,6 +262,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     size_t cap = iov[0].iov_len;
     size_t got = 0;
     tether__tls_idle_touch(t);
+    tether__tls_bind(t);
     t->flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
     while (got < cap) {
         int want = cap - got > INT_MAX ? INT_MAX : (int)(cap - got);
@@ -389,6 +391,7 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
         return t->deferred;
     }
     tether__tls_idle_touch(t);
+    tether__tls_bind(t);
     t->flags &= (uint16_t)~TF_WR_WANTS_R;
     if (iovcnt == 1 && iov[0].iov_len - 1 < TETHER__TLS_RECORD && iov[0].iov_len >= t->wpend) {
         /* One piece that makes one record (a reply, a single message):
@@ -502,6 +505,7 @@ static int tls_shutdown(struct tether_transport *tr, bool *done)
     *done = false;
     if (t->flags & TF_HS_DONE) {
         tether__tls_idle_touch(t);
+        tether__tls_bind(t);
         tls_clear_errors();
         int r = SSL_shutdown(t->ssl);
         if (r < 0) {
@@ -541,9 +545,10 @@ static void tls_destroy(struct tether_transport *tr)
             /* The peer said close_notify and we are closing without having
              * answered: answer, best effort, so that its read ends cleanly. */
             ERR_clear_error();
+            tether__tls_bind(t);
             SSL_shutdown(t->ssl);
         }
-        SSL_free(t->ssl); /* frees the BIO too */
+        SSL_free(t->ssl); /* and its reference to the loop's BIO */
     }
     ERR_clear_error();
     if (tr->fd >= 0) {
@@ -659,10 +664,9 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
                               tether_tls_config *cfg, int fd, const char *host, bool server)
 {
     *out = NULL;
-    BIO_METHOD *bio_method = tether__tls_bio_method();
     struct tls_idle *idle = tether__tls_idle_get(loop);
     struct tls_transport *t = calloc(1, sizeof *t);
-    if (t == NULL || bio_method == NULL || idle == NULL) {
+    if (t == NULL || idle == NULL) {
         free(t);
         close(fd);
         return TETHER_ENOMEM;
@@ -676,17 +680,16 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
         t->flags |= TF_SERVER;
     }
     int rv = TETHER_OK;
-    BIO *bio = NULL;
     t->ssl = SSL_new(t->gen->ctx);
-    if (t->ssl != NULL) {
-        bio = BIO_new(bio_method);
-    }
-    if (t->ssl == NULL || bio == NULL) {
+    if (t->ssl == NULL) {
         ERR_clear_error();
         rv = TETHER_ENOMEM;
     } else {
-        BIO_set_data(bio, t);
+        /* The loop's BIO, one reference more (tls_idle.c). */
+        BIO *bio = *(BIO **)(void *)idle;
+        BIO_up_ref(bio);
         SSL_set_bio(t->ssl, bio, bio);
+        tether__tls_bind(t);
         /* While handshaking, buffers are released after each flight, as
          * far apart as they come: a server with many handshakes under way
          * does not hold theirs at once. tls_idle.c takes over at the end. */
