@@ -42,7 +42,7 @@
 static const char tls_idle_key; /* its address identifies the loop's list */
 
 struct tls_idle {
-    BIO *bio; /* first (tether__tls_bind): the loop's socket BIO (tls_bio.c) */
+    struct tls_loop l; /* first: the loop's socket BIO and its current transport */
     struct tether__loop_ext ext;
     tether_loop *loop;
     struct tether__tnode timer; /* the sweep, armed while n > 0 */
@@ -57,7 +57,7 @@ static void tls_idle_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     tether__tnode_stop(loop, &d->timer);
     /* Connections are freed before their loop: nothing is listed now, and
      * the BIO has no other reference. */
-    BIO_free(d->bio);
+    BIO_free(d->l.bio);
     free(d->v);
     free(d);
 }
@@ -114,9 +114,9 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
     BIO_METHOD *m = tether__tls_bio_method();
     struct tls_idle *d = calloc(1, sizeof *d);
     if (d != NULL && m != NULL) {
-        d->bio = BIO_new(m);
+        d->l.bio = BIO_new(m);
     }
-    if (d == NULL || d->bio == NULL) {
+    if (d == NULL || d->l.bio == NULL) {
         ERR_clear_error();
         free(d);
         return NULL;
@@ -124,6 +124,7 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
     d->ext.key = &tls_idle_key;
     d->ext.cleanup = tls_idle_cleanup;
     d->loop = loop;
+    BIO_set_data(d->l.bio, &d->l);
     tether__tnode_init(&d->timer, tls_idle_sweep);
     tether__loop_ext_add(loop, &d->ext);
     return d;
@@ -131,7 +132,7 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
 
 void tether__tls_idle_add(struct tls_transport *t)
 {
-    struct tls_idle *d = t->idle;
+    struct tls_idle *d = tether__tls_idle_of(t);
     if (d->n == d->cap) {
         uint32_t cap = d->cap != 0 ? d->cap * 2 : 64;
         struct tls_transport **v = realloc(d->v, cap * sizeof *v);
@@ -152,7 +153,7 @@ void tether__tls_idle_add(struct tls_transport *t)
 void tether__tls_idle_remove(struct tls_transport *t)
 {
     if (t->flags & TF_BUF_LISTED) {
-        struct tls_idle *d = t->idle;
+        struct tls_idle *d = tether__tls_idle_of(t);
         tls_idle_unlink(d, t->idle_slot);
         if (d->n == 0) {
             tether__tnode_stop(d->loop, &d->timer);

@@ -33,9 +33,10 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* 88 bytes: a 96-byte malloc chunk (72 bytes were an 80-byte one; the
- * idle list's pointer and slot took the difference). */
-static_assert(sizeof(struct tls_transport) <= 88, "keep the TLS transport small");
+/* 72 bytes: an 80-byte malloc chunk. The loop's TLS state is found
+ * through the SSL's BIO, and the handshake's SNI certificates (servers)
+ * share a slot with the session cache key (clients). */
+static_assert(sizeof(struct tls_transport) <= 72, "keep the TLS transport small");
 
 /* ---- per-thread staging buffer ----------------------------------------- */
 
@@ -68,10 +69,10 @@ static uint8_t *stage_buf(void)
 int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_transport *t = tether__tls_of(ssl);
-    if (t == NULL || (t->flags & TF_SERVER) || t->key == NULL || t->cfg->no_resumption) {
+    if (t == NULL || (t->flags & TF_SERVER) || t->u.key == NULL || t->cfg->no_resumption) {
         return 0;
     }
-    tether__tls_cache_put(t->cfg, t->key, sess);
+    tether__tls_cache_put(t->cfg, t->u.key, sess);
     return 1; /* the cache keeps the reference */
 }
 
@@ -236,9 +237,11 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         SSL_set_msg_callback(t->ssl, NULL);
     }
     t->flags |= TF_HS_DONE;
-    /* The SNI certificates are only needed while handshaking. */
-    tether__tls_gen_unref(t->gen);
-    t->gen = NULL;
+    if (t->flags & TF_SERVER) {
+        /* The SNI certificates are only needed while handshaking. */
+        tether__tls_gen_unref(t->u.gen);
+        t->u.gen = NULL;
+    }
     tether__tls_idle_hs_done(t);
     *done = true;
     return TETHER_OK;
@@ -554,9 +557,12 @@ static void tls_destroy(struct tether_transport *tr)
     if (tr->fd >= 0) {
         close(tr->fd);
     }
-    tether__tls_gen_unref(t->gen);
+    if (t->flags & TF_SERVER) {
+        tether__tls_gen_unref(t->u.gen);
+    } else {
+        free(t->u.key);
+    }
     tether_tls_config_unref(t->cfg);
-    free(t->key);
     free(t->err);
     free(t);
 }
@@ -630,12 +636,12 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
         size_t kl = strlen(host != NULL ? host : "") + strlen(name) + 16;
-        t->key = malloc(kl);
-        if (t->key == NULL) {
+        t->u.key = malloc(kl);
+        if (t->u.key == NULL) {
             return TETHER_ENOMEM;
         }
-        snprintf(t->key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
-        SSL_SESSION *s = tether__tls_cache_get(cfg, t->key);
+        snprintf(t->u.key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
+        SSL_SESSION *s = tether__tls_cache_get(cfg, t->u.key);
         if (s != NULL) {
             SSL_set_session(t->ssl, s);
             SSL_SESSION_free(s);
@@ -673,20 +679,22 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
     }
     t->base.ops = &tls_ops;
     t->base.fd = fd;
-    t->idle = idle;
     t->cfg = tether_tls_config_ref(cfg);
-    t->gen = tether__tls_gen_get(cfg);
+    struct tether__tls_gen *g = tether__tls_gen_get(cfg);
+    t->ssl = SSL_new(g->ctx); /* which holds its SSL_CTX */
     if (server) {
         t->flags |= TF_SERVER;
+        t->u.gen = g; /* the SNI certificates, until the handshake is done */
+    } else {
+        tether__tls_gen_unref(g);
     }
     int rv = TETHER_OK;
-    t->ssl = SSL_new(t->gen->ctx);
     if (t->ssl == NULL) {
         ERR_clear_error();
         rv = TETHER_ENOMEM;
     } else {
         /* The loop's BIO, one reference more (tls_idle.c). */
-        BIO *bio = *(BIO **)(void *)idle;
+        BIO *bio = ((struct tls_loop *)(void *)idle)->bio;
         BIO_up_ref(bio);
         SSL_set_bio(t->ssl, bio, bio);
         tether__tls_bind(t);
