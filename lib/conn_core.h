@@ -79,10 +79,11 @@ int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tethe
 /* Writes as much of the queue as the socket takes. */
 void tether__conn_flush(tether_conn *c);
 
-/* The same, TETHER__FLUSH_BATCH bytes at most: a write inside send(),
- * which leaves the bytes behind the batch to the next one or to the end
- * of the dispatch. A batch of whole TLS records (16 KiB) makes no record
- * of the few bytes of the last message that crossed the threshold. */
+/* The same, whole multiples of TETHER__FLUSH_BATCH only: a write inside
+ * send(), which leaves the bytes behind the last batch to the next one or
+ * to the end of the dispatch. Batches of whole TLS records (16 KiB) make
+ * no record of the few bytes of the last message that crossed the
+ * threshold. */
 void tether__conn_flush_batch(tether_conn *c);
 
 /* End of a dispatch to this connection: send what the callbacks queued

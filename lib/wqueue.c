@@ -381,7 +381,9 @@ void tether__conn_flush(tether_conn *c)
 
 void tether__conn_flush_batch(tether_conn *c)
 {
-    conn_flush(c, TETHER__FLUSH_BATCH);
+    /* Whole batches: a large message behind a few queued bytes still goes
+     * in one write. */
+    conn_flush(c, c->queued - c->queued % TETHER__FLUSH_BATCH);
 }
 
 /* Fires on_drain if due; only called from loop dispatch. */
