@@ -79,6 +79,13 @@ int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tethe
 /* Writes as much of the queue as the socket takes. */
 void tether__conn_flush(tether_conn *c);
 
+/* The same, whole multiples of TETHER__FLUSH_BATCH only: a write inside
+ * send(), which leaves the bytes behind the last batch to the next one or
+ * to the end of the dispatch. Batches of whole TLS records (16 KiB) make
+ * no record of the few bytes of the last message that crossed the
+ * threshold. */
+void tether__conn_flush_batch(tether_conn *c);
+
 /* End of a dispatch to this connection: send what the callbacks queued
  * and fire on_drain when it is due. */
 void tether__conn_dispatch_end(tether_conn *c);
@@ -107,8 +114,8 @@ static inline void tether__conn_after_queue(tether_conn *c)
 {
     if (c->queued >= TETHER__FLUSH_BATCH && c->state == TETHER__CS_READY &&
         !(c->flags & TETHER__CF_WBLOCKED)) {
-        tether__conn_flush(c);
-        if (c->flags & TETHER__CF_DRAIN_DUE) {
+        tether__conn_flush_batch(c);
+        if ((c->flags & TETHER__CF_DRAIN_DUE) || (c->wq_head != NULL && c->dispatching == 0)) {
             tether__flush_queue(c->h.loop, &c->flush);
         }
     } else if (c->dispatching == 0) {

@@ -6,7 +6,11 @@
  * library must neither die of that nor touch the process's signal
  * dispositions. It also keeps the first bytes the peer sent, so that a peer
  * that does not speak TLS at all (plain TCP, HTTP) is named as such instead
- * of as a protocol error (tls_errors.c), and the last socket error. */
+ * of as a protocol error (tls_errors.c), and the last socket error.
+ *
+ * A loop has one such BIO, shared by all its TLS transports (tls_idle.c
+ * keeps it): its data is the loop's struct tls_loop, which names the
+ * transport whose SSL call is running (tether__tls_bind). */
 #include "tls_transport.h"
 
 #include <errno.h>
@@ -20,7 +24,7 @@ static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
 
 static int bio_write(BIO *b, const char *data, int len)
 {
-    struct tls_transport *t = BIO_get_data(b);
+    struct tls_transport *t = ((struct tls_loop *)BIO_get_data(b))->cur;
     BIO_clear_retry_flags(b);
     ssize_t n;
     do {
@@ -39,7 +43,7 @@ static int bio_write(BIO *b, const char *data, int len)
 
 static int bio_read(BIO *b, char *buf, int len)
 {
-    struct tls_transport *t = BIO_get_data(b);
+    struct tls_transport *t = ((struct tls_loop *)BIO_get_data(b))->cur;
     BIO_clear_retry_flags(b);
     ssize_t n;
     do {
@@ -75,11 +79,13 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_EOF: {
-        const struct tls_transport *t = BIO_get_data(b);
+        const struct tls_loop *l = BIO_get_data(b);
+        const struct tls_transport *t = l != NULL ? l->cur : NULL;
         return t != NULL && (t->flags & TF_EOF) ? 1 : 0;
     }
     case BIO_C_GET_FD: {
-        const struct tls_transport *t = BIO_get_data(b);
+        const struct tls_loop *l = BIO_get_data(b);
+        const struct tls_transport *t = l != NULL ? l->cur : NULL;
         if (t == NULL) {
             return -1;
         }

@@ -22,17 +22,27 @@
  * the last two periods, once per period; idle connections cost nothing:
  * no timer of their own and no list node beyond 12 bytes in the transport.
  *
- * Thread rule: a loop's list is touched only from that loop's thread (its
- * transports' reads, writes and destruction, and its timer). */
+ * The same per-loop state holds the loop's one socket BIO (tls_bio.c),
+ * which all its TLS transports share: a BIO of their own would cost each
+ * connection some 200 bytes (the BIO and its lock). OpenSSL reaches the
+ * socket only from inside the calls the transport makes, so the transport
+ * points the BIO at itself (tether__tls_bind) before each call that may do
+ * I/O or run a callback: the handshake, SSL_read/peek/write/shutdown.
+ *
+ * Thread rule: a loop's list and BIO are touched only from that loop's
+ * thread (its transports' reads, writes and destruction, and its timer). */
 #include "tls_transport.h"
 
 #include <stdlib.h>
+
+#include <openssl/err.h>
 
 #include "loop.h"
 
 static const char tls_idle_key; /* its address identifies the loop's list */
 
 struct tls_idle {
+    struct tls_loop l; /* first: the loop's socket BIO and its current transport */
     struct tether__loop_ext ext;
     tether_loop *loop;
     struct tether__tnode timer; /* the sweep, armed while n > 0 */
@@ -45,7 +55,9 @@ static void tls_idle_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     struct tls_idle *d = tether__container_of(ext, struct tls_idle, ext);
     tether__tnode_stop(loop, &d->timer);
-    /* Connections are freed before their loop: nothing is listed now. */
+    /* Connections are freed before their loop: nothing is listed now, and
+     * the BIO has no other reference. */
+    BIO_free(d->l.bio);
     free(d->v);
     free(d);
 }
@@ -99,13 +111,20 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
     if (e != NULL) {
         return tether__container_of(e, struct tls_idle, ext);
     }
+    BIO_METHOD *m = tether__tls_bio_method();
     struct tls_idle *d = calloc(1, sizeof *d);
-    if (d == NULL) {
+    if (d != NULL && m != NULL) {
+        d->l.bio = BIO_new(m);
+    }
+    if (d == NULL || d->l.bio == NULL) {
+        ERR_clear_error();
+        free(d);
         return NULL;
     }
     d->ext.key = &tls_idle_key;
     d->ext.cleanup = tls_idle_cleanup;
     d->loop = loop;
+    BIO_set_data(d->l.bio, &d->l);
     tether__tnode_init(&d->timer, tls_idle_sweep);
     tether__loop_ext_add(loop, &d->ext);
     return d;
@@ -113,7 +132,7 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
 
 void tether__tls_idle_add(struct tls_transport *t)
 {
-    struct tls_idle *d = t->idle;
+    struct tls_idle *d = tether__tls_idle_of(t);
     if (d->n == d->cap) {
         uint32_t cap = d->cap != 0 ? d->cap * 2 : 64;
         struct tls_transport **v = realloc(d->v, cap * sizeof *v);
@@ -134,7 +153,7 @@ void tether__tls_idle_add(struct tls_transport *t)
 void tether__tls_idle_remove(struct tls_transport *t)
 {
     if (t->flags & TF_BUF_LISTED) {
-        struct tls_idle *d = t->idle;
+        struct tls_idle *d = tether__tls_idle_of(t);
         tls_idle_unlink(d, t->idle_slot);
         if (d->n == 0) {
             tether__tnode_stop(d->loop, &d->timer);

@@ -30,16 +30,26 @@
 
 struct tls_idle;
 
+/* The start of a loop's TLS state (struct tls_idle, tls_idle.c): its
+ * socket BIO, shared by all its TLS transports, whose data this is, and
+ * the transport whose SSL call is running, which the BIO and OpenSSL's
+ * callbacks work for (tether__tls_bind). */
+struct tls_loop {
+    BIO *bio;
+    struct tls_transport *cur;
+};
+
 struct tls_transport {
     struct tether_transport base; /* must be first */
-    SSL *ssl;
+    SSL *ssl;                     /* its BIO is the loop's: the way to struct tls_idle */
     tether_tls_config *cfg;
-    struct tether__tls_gen *gen; /* held during the handshake (SNI), then released */
-    char *key;                   /* clients: the session cache key */
-    char *err;                   /* detail of the last failure, lazily allocated */
-    struct tls_idle *idle;       /* the loop's list of transports holding buffers */
-    uint32_t idle_slot;          /* position in that list while TF_BUF_LISTED */
-    /* Small types below: idle servers hold many of these (88 bytes). */
+    union {
+        struct tether__tls_gen *gen; /* servers: held during the handshake (SNI) */
+        char *key;                   /* clients: the session cache key */
+    } u;
+    char *err;          /* detail of the last failure, lazily allocated */
+    uint32_t idle_slot; /* position in the loop's idle list while TF_BUF_LISTED */
+    /* Small types below: idle servers hold many of these (72 bytes). */
     uint16_t wpend;    /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
     int16_t sys_errno; /* the last socket error seen by the BIO */
     uint16_t flags;
@@ -75,6 +85,19 @@ void tether__tls_idle_add(struct tls_transport *t);
 /* Takes t off the list: it is being destroyed. */
 void tether__tls_idle_remove(struct tls_transport *t);
 
+/* The loop's TLS state of t, found through the loop's BIO. */
+static inline struct tls_idle *tether__tls_idle_of(const struct tls_transport *t)
+{
+    return BIO_get_data(SSL_get_rbio(t->ssl));
+}
+
+/* Points the loop's socket BIO, which all its TLS transports share, at t:
+ * before every SSL call on t that may read, write or run a callback. */
+static inline void tether__tls_bind(struct tls_transport *t)
+{
+    ((struct tls_loop *)(void *)tether__tls_idle_of(t))->cur = t;
+}
+
 /* The handshake is done: releases the buffers it used at once when they
  * hold nothing, else lists t for the sweep. */
 void tether__tls_idle_hs_done(struct tls_transport *t);
@@ -95,20 +118,23 @@ static inline void tether__tls_idle_touch(struct tls_transport *t)
 extern int tether__tls_bio_type;
 
 /* The socket BIO's method, made on first use; NULL if OpenSSL is out of
- * memory. Its BIOs take the tls_transport as their data (BIO_set_data). */
+ * memory. Its BIOs take a struct tls_loop as their data (BIO_set_data). */
 BIO_METHOD *tether__tls_bio_method(void);
 
-/* The transport of an SSL made by tether__tls_transport_new(), else NULL.
- * Found through its BIO (whose data it is) rather than through ex_data,
- * which would cost every connection an allocation. Inline: the message
- * callback calls it for every handshake record. */
+/* The transport of an SSL made by tether__tls_transport_new(), else NULL;
+ * valid inside the SSL calls the transport makes (callbacks), which is
+ * when the loop's shared BIO points at it (tether__tls_bind). Found
+ * through the BIO rather than through ex_data, which would cost every
+ * connection an allocation. Inline: the message callback calls it for
+ * every handshake record. */
 static inline struct tls_transport *tether__tls_of(const SSL *ssl)
 {
     BIO *b = SSL_get_rbio(ssl);
     if (b == NULL || BIO_method_type(b) != tether__tls_bio_type) {
         return NULL;
     }
-    return BIO_get_data(b);
+    const struct tls_loop *l = BIO_get_data(b);
+    return l != NULL ? l->cur : NULL;
 }
 
 /* ---- tls_errors.c ------------------------------------------------------- */

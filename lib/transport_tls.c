@@ -33,9 +33,10 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* 88 bytes: a 96-byte malloc chunk (72 bytes were an 80-byte one; the
- * idle list's pointer and slot took the difference). */
-static_assert(sizeof(struct tls_transport) <= 88, "keep the TLS transport small");
+/* 72 bytes: an 80-byte malloc chunk. The loop's TLS state is found
+ * through the SSL's BIO, and the handshake's SNI certificates (servers)
+ * share a slot with the session cache key (clients). */
+static_assert(sizeof(struct tls_transport) <= 72, "keep the TLS transport small");
 
 /* ---- per-thread staging buffer ----------------------------------------- */
 
@@ -68,10 +69,10 @@ static uint8_t *stage_buf(void)
 int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_transport *t = tether__tls_of(ssl);
-    if (t == NULL || (t->flags & TF_SERVER) || t->key == NULL || t->cfg->no_resumption) {
+    if (t == NULL || (t->flags & TF_SERVER) || t->u.key == NULL || t->cfg->no_resumption) {
         return 0;
     }
-    tether__tls_cache_put(t->cfg, t->key, sess);
+    tether__tls_cache_put(t->cfg, t->u.key, sess);
     return 1; /* the cache keeps the reference */
 }
 
@@ -197,6 +198,7 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         *done = true;
         return TETHER_OK;
     }
+    tether__tls_bind(t);
     if (!(t->flags & TF_OWN_DONE)) {
         tls_clear_errors();
         int r = SSL_do_handshake(t->ssl);
@@ -235,9 +237,11 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         SSL_set_msg_callback(t->ssl, NULL);
     }
     t->flags |= TF_HS_DONE;
-    /* The SNI certificates are only needed while handshaking. */
-    tether__tls_gen_unref(t->gen);
-    t->gen = NULL;
+    if (t->flags & TF_SERVER) {
+        /* The SNI certificates are only needed while handshaking. */
+        tether__tls_gen_unref(t->u.gen);
+        t->u.gen = NULL;
+    }
     tether__tls_idle_hs_done(t);
     *done = true;
     return TETHER_OK;
@@ -261,6 +265,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     size_t cap = iov[0].iov_len;
     size_t got = 0;
     tether__tls_idle_touch(t);
+    tether__tls_bind(t);
     t->flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
     while (got < cap) {
         int want = cap - got > INT_MAX ? INT_MAX : (int)(cap - got);
@@ -389,6 +394,7 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
         return t->deferred;
     }
     tether__tls_idle_touch(t);
+    tether__tls_bind(t);
     t->flags &= (uint16_t)~TF_WR_WANTS_R;
     if (iovcnt == 1 && iov[0].iov_len - 1 < TETHER__TLS_RECORD && iov[0].iov_len >= t->wpend) {
         /* One piece that makes one record (a reply, a single message):
@@ -502,6 +508,7 @@ static int tls_shutdown(struct tether_transport *tr, bool *done)
     *done = false;
     if (t->flags & TF_HS_DONE) {
         tether__tls_idle_touch(t);
+        tether__tls_bind(t);
         tls_clear_errors();
         int r = SSL_shutdown(t->ssl);
         if (r < 0) {
@@ -541,17 +548,21 @@ static void tls_destroy(struct tether_transport *tr)
             /* The peer said close_notify and we are closing without having
              * answered: answer, best effort, so that its read ends cleanly. */
             ERR_clear_error();
+            tether__tls_bind(t);
             SSL_shutdown(t->ssl);
         }
-        SSL_free(t->ssl); /* frees the BIO too */
+        SSL_free(t->ssl); /* and its reference to the loop's BIO */
     }
     ERR_clear_error();
     if (tr->fd >= 0) {
         close(tr->fd);
     }
-    tether__tls_gen_unref(t->gen);
+    if (t->flags & TF_SERVER) {
+        tether__tls_gen_unref(t->u.gen);
+    } else {
+        free(t->u.key);
+    }
     tether_tls_config_unref(t->cfg);
-    free(t->key);
     free(t->err);
     free(t);
 }
@@ -625,12 +636,12 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
         size_t kl = strlen(host != NULL ? host : "") + strlen(name) + 16;
-        t->key = malloc(kl);
-        if (t->key == NULL) {
+        t->u.key = malloc(kl);
+        if (t->u.key == NULL) {
             return TETHER_ENOMEM;
         }
-        snprintf(t->key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
-        SSL_SESSION *s = tether__tls_cache_get(cfg, t->key);
+        snprintf(t->u.key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
+        SSL_SESSION *s = tether__tls_cache_get(cfg, t->u.key);
         if (s != NULL) {
             SSL_set_session(t->ssl, s);
             SSL_SESSION_free(s);
@@ -659,34 +670,34 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
                               tether_tls_config *cfg, int fd, const char *host, bool server)
 {
     *out = NULL;
-    BIO_METHOD *bio_method = tether__tls_bio_method();
     struct tls_idle *idle = tether__tls_idle_get(loop);
     struct tls_transport *t = calloc(1, sizeof *t);
-    if (t == NULL || bio_method == NULL || idle == NULL) {
+    if (t == NULL || idle == NULL) {
         free(t);
         close(fd);
         return TETHER_ENOMEM;
     }
     t->base.ops = &tls_ops;
     t->base.fd = fd;
-    t->idle = idle;
     t->cfg = tether_tls_config_ref(cfg);
-    t->gen = tether__tls_gen_get(cfg);
+    struct tether__tls_gen *g = tether__tls_gen_get(cfg);
+    t->ssl = SSL_new(g->ctx); /* which holds its SSL_CTX */
     if (server) {
         t->flags |= TF_SERVER;
+        t->u.gen = g; /* the SNI certificates, until the handshake is done */
+    } else {
+        tether__tls_gen_unref(g);
     }
     int rv = TETHER_OK;
-    BIO *bio = NULL;
-    t->ssl = SSL_new(t->gen->ctx);
-    if (t->ssl != NULL) {
-        bio = BIO_new(bio_method);
-    }
-    if (t->ssl == NULL || bio == NULL) {
+    if (t->ssl == NULL) {
         ERR_clear_error();
         rv = TETHER_ENOMEM;
     } else {
-        BIO_set_data(bio, t);
+        /* The loop's BIO, one reference more (tls_idle.c). */
+        BIO *bio = ((struct tls_loop *)(void *)idle)->bio;
+        BIO_up_ref(bio);
         SSL_set_bio(t->ssl, bio, bio);
+        tether__tls_bind(t);
         /* While handshaking, buffers are released after each flight, as
          * far apart as they come: a server with many handshakes under way
          * does not hold theirs at once. tls_idle.c takes over at the end. */

@@ -336,14 +336,15 @@ static void flush_finish(tether_conn *c, bool progress)
     tether__conn_update_io(c);
 }
 
-/* The general flush: any queue, any transport, READY or CLOSING. */
-static void flush_queue(tether_conn *c)
+/* The general flush: any queue, any transport, READY or CLOSING; writes
+ * at most limit bytes of the queue (what the socket takes). */
+static void flush_queue(tether_conn *c, size_t limit)
 {
     if (c->tr == NULL || (c->state != TETHER__CS_READY && c->state != TETHER__CS_CLOSING)) {
         return;
     }
     bool progress = false;
-    while (c->wq_head != NULL) {
+    while (c->wq_head != NULL && limit > 0) {
         if (c->wq_head->len == 0) {
             wq_consume(c, 0);
             continue;
@@ -351,12 +352,14 @@ static void flush_queue(tether_conn *c)
         struct iovec iov[IOV_BATCH];
         int n = 0;
         size_t total = 0;
-        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH; s = s->next) {
+        for (struct tether__wseg *s = c->wq_head; s != NULL && n < IOV_BATCH && total < limit;
+             s = s->next) {
             iov[n].iov_base = (void *)s->ptr;
-            iov[n].iov_len = s->len;
-            total += s->len;
+            iov[n].iov_len = TETHER__MIN(s->len, limit - total);
+            total += iov[n].iov_len;
             n++;
         }
+        limit -= total;
         size_t w = 0;
         int rv = tether__tr_writev(c->tr, iov, n, &w);
         if (rv == TETHER_EAGAIN) {
@@ -450,7 +453,14 @@ void tether__conn_flush(tether_conn *c)
         }
         return;
     }
-    flush_queue(c);
+    flush_queue(c, SIZE_MAX);
+}
+
+void tether__conn_flush_batch(tether_conn *c)
+{
+    /* Whole batches: a large message behind a few queued bytes still goes
+     * in one write. */
+    flush_queue(c, c->queued - c->queued % TETHER__FLUSH_BATCH);
 }
 
 /* Fires on_drain if due; only called from loop dispatch. */

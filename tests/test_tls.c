@@ -1734,6 +1734,46 @@ START_TEST(many_clients_share_one_config)
 }
 END_TEST
 
+/* Every TLS connection of a loop reads and writes through the loop's one
+ * socket BIO: handshakes in flight side by side, clients and server in
+ * one loop, must each see their own socket, and a peer that does not
+ * speak TLS among them must be named by its own bytes. */
+START_TEST(handshakes_side_by_side_keep_their_own_socket)
+{
+    tether_tls_config *scfg = srv_up("server", NULL);
+    tether_tls_config *ccfg = client_cfg(NULL);
+    enum {
+        N = 8
+    };
+    static struct cli ks[N];
+    for (int i = 0; i < N; i++) {
+        cli_dial(&ks[i], url_for("localhost", S.port), ccfg);
+    }
+    int fd = th_raw_connect(S.port); /* while those handshakes run */
+    const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(send(fd, http, strlen(http), MSG_NOSIGNAL), (ssize_t)strlen(http));
+    for (int i = 0; i < N; i++) {
+        ck_assert(th_run_until(&ks[i].connect_done, 10000));
+        ck_assert_int_eq(ks[i].connect_status, TETHER_OK);
+        send_checked(ks[i].c, 3000 + (size_t)i * 1000, (uint32_t)i);
+    }
+    wait_server_errors(1);
+    ck_assert_int_eq(S.last_error, TETHER_ENOTTLS);
+    ASSERT_HAS(S.error_detail, "(it sent 'GET / ...')");
+    char b;
+    ck_assert_int_le(recv(fd, &b, 1, 0), 0); /* closed */
+    close(fd);
+    for (int i = 0; i < N; i++) {
+        wait_msgs(&ks[i], 1, 10000);
+        cli_finish(&ks[i]);
+    }
+    ck_assert_int_eq(S.accepted, N);
+    ck_assert_int_eq(S.errors, 1);
+    tether_tls_config_unref(ccfg);
+    srv_down(scfg);
+}
+END_TEST
+
 /* ---- configuration errors ------------------------------------------------ */
 
 START_TEST(config_errors_name_the_problem)
@@ -1855,6 +1895,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, pause_and_resume_with_buffered_records);
     tcase_add_test(tc, idle_connections_release_buffers);
     tcase_add_test(tc, many_clients_share_one_config);
+    tcase_add_test(tc, handshakes_side_by_side_keep_their_own_socket);
     tcase_add_test(tc, config_errors_name_the_problem);
     suite_add_tcase(s, tc);
     return s;
