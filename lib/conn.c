@@ -689,7 +689,21 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         }
         break;
     case TETHER__CS_LINGER:
+        /* The peer's FIN (or a reset) ends the linger. on_close has run,
+         * so nothing of the application's refers to the connection any
+         * more, and nothing of this dispatch does after this: it is freed
+         * here rather than from the deferred work one pass later. */
+        c->todo |= TETHER__CT_HELD;
         tether__conn_linger_read(c);
+        c->todo &= (uint8_t)~TETHER__CT_HELD;
+        if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) && !c->pend.queued) {
+            tether__wq_release_all(c);
+            conn_free(c);
+            return;
+        }
+        if (c->todo != 0) {
+            tether__pending_queue(c->h.loop, &c->pend);
+        }
         break;
     default:
         break;

@@ -26,7 +26,9 @@
 static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 {
     c->todo |= what;
-    tether__pending_queue(c->h.loop, &c->pend);
+    if (!(c->todo & TETHER__CT_HELD)) {
+        tether__pending_queue(c->h.loop, &c->pend);
+    }
 }
 
 /* Sets the socket's epoll interest from the state and the flags. */
