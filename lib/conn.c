@@ -344,7 +344,11 @@ static void conn_free(tether_conn *c)
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
-    tether__drain_free(c);
+    /* (What only some connections have is in c->ex: the calls that would
+     * find nothing to free are skipped.) */
+    if (c->ex != NULL && c->ex->drain != NULL) {
+        tether__drain_free(c);
+    }
     conn_destroy_transport(c);
     tether__handle_detach(&c->h);
     c->h.loop->handles--;
@@ -362,14 +366,23 @@ static void conn_free(tether_conn *c)
         }
         tether__shutdown_conn_gone(c->cfg);
     }
-    tether__pp_conn_free(c);
-    tether__dl_free(c);
-    tether__ack_free(c);
+    struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL) {
+        if (ex->pp != NULL) {
+            tether__pp_conn_free(c);
+        }
+        if (ex->dl != NULL) {
+            tether__dl_free(c);
+        }
+        if (ex->ack != NULL) {
+            tether__ack_free(c);
+        }
+        tether__tnode_stop(c->h.loop, &ex->timer);
+        conn_extra_free(c);
+    }
     if (c->err_owned) {
         free((char *)c->err);
     }
-    tether__conn_timer_stop(c);
-    conn_extra_free(c);
     tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
     spare_put(&c->mem->spare_conns, c, sizeof *c);
 }
