@@ -466,7 +466,12 @@ void tether__conn_begin_shutdown(tether_conn *c)
     }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
-    tether__conn_update_io(c);
+    /* (tether__conn_update_io() for LINGER, without its dispatch on the
+     * state: reading only, which a plain socket is mostly set to already) */
+    rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_READ);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+    }
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
