@@ -66,12 +66,78 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- spare blocks (struct tether__spares) ------------------------------ */
+
+/* A spare block is freed memory to AddressSanitizer until it is taken
+ * again, so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARES_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARES_ASAN 1
+#endif
+#endif
+#ifdef SPARES_ASAN
+#include <sanitizer/asan_interface.h>
+#define SPARE_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SPARE_POISON(p, n) ((void)(p), (void)(n))
+#define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Called through a volatile pointer (as in tether__zalloc()) so that the
+ * compiler neither inlines it as a string store of one instruction per 8
+ * bytes nor merges it with a malloc() into a calloc(). */
+static void *(*volatile spare_zero)(void *, int, size_t) = memset;
+
+/* A block of size bytes, not zeroed: a spare one or a new one. */
+static void *spare_take(struct tether__spares *s, size_t size)
+{
+    if (s->n == 0) {
+        return malloc(size);
+    }
+    void *p = s->blk[--s->n];
+    SPARE_UNPOISON(p, size);
+    return p;
+}
+
+static void spare_put(struct tether__spares *s, void *p, size_t size)
+{
+    if (s->n == TETHER__SPARES) {
+        free(p);
+        return;
+    }
+    SPARE_POISON(p, size);
+    s->blk[s->n++] = p;
+}
+
+static void spares_drop(struct tether__spares *s, size_t size)
+{
+    while (s->n > 0) {
+        void *p = s->blk[--s->n];
+        SPARE_UNPOISON(p, size);
+        free(p);
+    }
+}
+
+void tether__conn_spares_free(struct tether__mem *m)
+{
+    spares_drop(&m->spare_conns, sizeof(tether_conn));
+    spares_drop(&m->spare_extras, sizeof(struct tether__conn_extra));
+}
+
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
-    tether_conn *c = tether__zalloc(sizeof *c); /* (not calloc(): see there) */
+    struct tether__mem *m = tether__mem_get(loop);
+    if (m == NULL) {
+        return NULL;
+    }
+    tether_conn *c = spare_take(&m->spare_conns, sizeof *c);
     if (c == NULL) {
         return NULL;
     }
+    spare_zero(c, 0, sizeof *c);
     c->h.loop = loop; /* for the calls below; registered at the end */
     c->cfg = cfg;
     cfg->refs++;
@@ -81,18 +147,11 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     if (cfg->live && !cfg->live_lazy) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
-            free(c);
+            spare_put(&m->spare_conns, c, sizeof *c);
             return NULL;
         }
     }
-    struct tether__mem *mem = tether__mem_get(loop);
-    if (mem == NULL) {
-        free(c->live);
-        tether__conn_cfg_unref(cfg);
-        free(c);
-        return NULL;
-    }
-    mem->conns++;
+    m->conns++;
     if (loop->segs == NULL) {
         loop->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     }
@@ -106,8 +165,9 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     return c;
 }
 
-/* (malloc and a zeroing store rather than calloc, which glibc serves
- * without its thread cache: a dial paid about 200 instructions for it.) */
+/* (A spare block or malloc, and a zeroing store rather than calloc, which
+ * glibc serves without its thread cache: a dial paid about 200
+ * instructions for it.) */
 static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
 {
     *ex = (struct tether__conn_extra){.c = c};
@@ -118,12 +178,20 @@ static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
 struct tether__conn_extra *tether__conn_extra(tether_conn *c)
 {
     if (c->ex == NULL) {
-        struct tether__conn_extra *ex = malloc(sizeof *ex);
+        struct tether__conn_extra *ex = spare_take(&c->h.loop->mem->spare_extras, sizeof *ex);
         if (ex != NULL) {
             conn_extra_init(c, ex);
         }
     }
     return c->ex;
+}
+
+static void conn_extra_free(tether_conn *c)
+{
+    if (c->ex != NULL) {
+        spare_put(&c->h.loop->mem->spare_extras, c->ex, sizeof *c->ex);
+        c->ex = NULL;
+    }
 }
 
 bool tether__conn_timer_start(tether_conn *c, uint64_t ms)
@@ -143,8 +211,7 @@ void tether__conn_extra_trim(tether_conn *c)
         ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
         ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && c->memflags == 0 &&
         !tether__tnode_active(&ex->timer)) {
-        free(c->ex);
-        c->ex = NULL;
+        conn_extra_free(c);
     }
 }
 
@@ -279,7 +346,11 @@ static void conn_free(tether_conn *c)
         tether__tnode_stop(c->h.loop, &c->live->timer);
         free(c->live);
     }
-    tether__drain_free(c);
+    /* (What only some connections have is in c->ex: the calls that would
+     * find nothing to free are skipped.) */
+    if (c->ex != NULL && c->ex->drain != NULL) {
+        tether__drain_free(c);
+    }
     conn_destroy_transport(c);
     tether__handle_detach(&c->h);
     c->h.loop->handles--;
@@ -297,16 +368,25 @@ static void conn_free(tether_conn *c)
         }
         tether__shutdown_conn_gone(c->cfg);
     }
-    tether__pp_conn_free(c);
-    tether__dl_free(c);
-    tether__ack_free(c);
+    struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL) {
+        if (ex->pp != NULL) {
+            tether__pp_conn_free(c);
+        }
+        if (ex->dl != NULL) {
+            tether__dl_free(c);
+        }
+        if (ex->ack != NULL) {
+            tether__ack_free(c);
+        }
+        tether__tnode_stop(c->h.loop, &ex->timer);
+        conn_extra_free(c);
+    }
     if (c->err_owned) {
         free((char *)c->err);
     }
-    tether__conn_timer_stop(c);
-    free(c->ex);
     tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
-    free(c);
+    spare_put(&c->h.loop->mem->spare_conns, c, sizeof *c);
 }
 
 /* ---- I/O interest ---------------------------------------------------- */
@@ -388,7 +468,12 @@ void tether__conn_begin_shutdown(tether_conn *c)
     }
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
-    tether__conn_update_io(c);
+    /* (tether__conn_update_io() for LINGER, without its dispatch on the
+     * state: reading only, which a plain socket is mostly set to already) */
+    rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_READ);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+    }
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }
 
@@ -627,7 +712,22 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         }
         break;
     case TETHER__CS_LINGER:
+        /* The peer's FIN (or a reset) ends the linger. on_close has run,
+         * so nothing of the application's refers to the connection any
+         * more, and nothing of this dispatch does after this: it is freed
+         * here rather than from the deferred work one pass later. */
+        c->todo |= TETHER__CT_HELD;
         tether__conn_linger_read(c);
+        c->todo &= (uint8_t)~TETHER__CT_HELD;
+        if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) &&
+            c->pend.next == NULL) {
+            tether__wq_release_all(c);
+            conn_free(c);
+            return;
+        }
+        if (c->todo != 0) {
+            tether__pending_queue(c->h.loop, &c->pend);
+        }
         break;
     default:
         break;

@@ -429,6 +429,9 @@ static inline void tether__conn_set_wnotify(tether_conn *c, void (*fn)(tether_co
 #define TETHER__CT_CLOSE 0x08u
 #define TETHER__CT_FREE 0x10u
 #define TETHER__CT_FLUSH 0x20u /* write what was queued before the connection was ready */
+/* The work added now is handled by the code running it: tether__conn_todo()
+ * does not queue the pending node for it. */
+#define TETHER__CT_HELD 0x40u
 
 /* Allocates a connection in the given state, registered with the loop. */
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state);

@@ -26,7 +26,9 @@
 static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 {
     c->todo |= what;
-    tether__pending_queue(c->h.loop, &c->pend);
+    if (!(c->todo & TETHER__CT_HELD)) {
+        tether__pending_queue(c->h.loop, &c->pend);
+    }
 }
 
 /* Sets the socket's epoll interest from the state and the flags. */
@@ -298,6 +300,16 @@ uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
  * the capacity of the input buffers (rpart) and the queued output. Past
  * the limit, the connections holding the most stop reading and have their
  * sends refused, until usage falls to the low-water mark. */
+/* Blocks of freed connections (or of their cold state) kept for the next
+ * ones (conn.c), up to TETHER__SPARES: malloc() and free() of the two cost
+ * a connection that is set up and torn down about 270 instructions, the
+ * same blocks taken from here a few (issue #17). */
+#define TETHER__SPARES 4
+struct tether__spares {
+    void *blk[TETHER__SPARES];
+    unsigned n;
+};
+
 struct tether__mem {
     struct tether__loop_ext ext;
     tether_loop *loop;
@@ -312,7 +324,12 @@ struct tether__mem {
     struct tether__pending resume;
     uint64_t pauses;
     uint64_t refusals;
+    struct tether__spares spare_conns;  /* sizeof(struct tether_conn) each */
+    struct tether__spares spare_extras; /* sizeof(struct tether__conn_extra) each */
 };
+
+/* Frees the spare blocks (from the budget's cleanup; conn.c). */
+void tether__conn_spares_free(struct tether__mem *m);
 
 /* The loop's budget, created with the defaults on first use; NULL if out
  * of memory. */

@@ -45,6 +45,7 @@ static void mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     struct tether__mem *m = tether__container_of(ext, struct tether__mem, ext);
     tether__pending_cancel(loop, &m->resume);
     loop->mem = NULL;
+    tether__conn_spares_free(m);
     free(m);
 }
 

@@ -1075,6 +1075,91 @@ START_TEST(no_fd_leak_over_many_connections)
 }
 END_TEST
 
+/* A connection's memory is reused for later ones on the same loop
+ * (conn.c keeps the blocks of freed connections): each must still start
+ * as new, whatever state the one before it ended in. */
+struct reuse {
+    int connected;
+    int closed;
+    long got;
+    tether_stats at_connect;
+    char err_at_connect[TETHER_ERROR_MSG_MAX];
+    bool paused_before_close; /* a paused connection that is closed */
+};
+
+static void reuse_connect(tether_conn *c, int status, void *ud)
+{
+    struct reuse *r = ud;
+    ck_assert_int_eq(status, TETHER_OK);
+    r->connected++;
+    ck_assert_int_eq(tether_conn_get_stats(c, &r->at_connect), TETHER_OK);
+    snprintf(r->err_at_connect, sizeof r->err_at_connect, "%s", tether_conn_last_error(c));
+    ck_assert_int_eq(tether_conn_send(c, "ping", 4), TETHER_OK);
+}
+
+static void reuse_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    struct reuse *r = ud;
+    ck_assert_uint_eq(len, 4);
+    ck_assert(memcmp(data, "ping", 4) == 0);
+    r->got++;
+    if (r->paused_before_close) {
+        tether_conn_pause(c);
+    }
+    tether_conn_close(c);
+}
+
+static void reuse_close(tether_conn *c, int reason, void *ud)
+{
+    (void)c;
+    struct reuse *r = ud;
+    ck_assert_int_eq(reason, TETHER_OK);
+    r->closed++;
+}
+
+static bool reuse_closed(void *arg)
+{
+    return ((struct reuse *)arg)->closed > 0;
+}
+
+START_TEST(reused_connection_memory_starts_clean)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    int before = th_count_fds();
+    for (int round = 0; round < 6; round++) {
+        struct reuse r = {0};
+        r.paused_before_close = round % 2 == 0;
+        tether_conn_opts o;
+        tether_conn_opts_init(&o);
+        o.userdata = &r;
+        o.on_connect = reuse_connect;
+        o.on_message = reuse_message;
+        o.on_close = reuse_close;
+        tether_conn *c = NULL;
+        th_dial(&c, th_url_of(l), &o);
+        ck_assert(th_run_until_pred(reuse_closed, &r, 5000));
+        ck_assert_int_eq(r.connected, 1);
+        ck_assert_int_eq(r.got, 1);
+        ck_assert_int_eq(r.closed, 1);
+        /* Nothing of the connection before this one shows. */
+        ck_assert_uint_eq(r.at_connect.bytes_in, 0);
+        ck_assert_uint_eq(r.at_connect.msgs_in, 0);
+        ck_assert_uint_eq(r.at_connect.msgs_out, 0);
+        ck_assert_str_eq(r.err_at_connect, "");
+        /* Its lingering close ends (the server closes too): the memory is
+         * free for the next round's connection. */
+        uint64_t deadline = th_now_ms() + 5000;
+        while (th_count_fds() != before && th_now_ms() < deadline) {
+            tether_loop_run_once(th_loop, 10);
+        }
+        ck_assert_int_eq(th_count_fds(), before);
+    }
+    ck_assert_int_eq(S.closed, 6);
+    tether_listener_close(l);
+}
+END_TEST
+
 START_TEST(peer_addresses)
 {
     reset_state();
@@ -1544,6 +1629,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, close_before_connected_still_sends);
     tcase_add_test(tc, server_close_reports_eof_to_client);
     tcase_add_test(tc, no_fd_leak_over_many_connections);
+    tcase_add_test(tc, reused_connection_memory_starts_clean);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
     tcase_add_test(tc, abort_after_send_from_another_connection);
