@@ -320,6 +320,10 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     char reason[TETHER_TLS_REASON_MAX];
     reason[0] = '\0';
     int verdict = t->cfg->verify_cb(&vi, reason, sizeof reason, t->cfg->verify_ud);
+    /* The hook may have sent on, or closed, another TLS connection of this
+     * loop, pointing the loop's shared socket BIO at it: the rest of this
+     * handshake reads and writes t's socket again. */
+    tether__tls_bind(t);
     reason[sizeof reason - 1] = '\0';
     for (size_t i = 0; i < vi.chain_len; i++) {
         OPENSSL_free((void *)chain[i].der);

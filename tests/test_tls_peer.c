@@ -189,6 +189,9 @@ struct srv {
     char error_detail[TETHER_ERROR_MSG_MAX];
     tether_tls_info info;
     bool greet; /* send "hello" on accept */
+    long msgs;  /* messages received on all connections */
+    size_t bytes;
+    bool bad; /* a message that is not all 'x' */
 };
 
 static struct srv S;
@@ -201,6 +204,17 @@ static void srv_accept(tether_listener *l, tether_conn *c, void *ud)
     ck_assert_int_eq(tether_conn_tls_info(c, &S.info), TETHER_OK);
     if (S.greet) {
         ck_assert_int_eq(tether_conn_send(c, "hello", 5), TETHER_OK);
+    }
+}
+
+static void srv_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    (void)ud;
+    S.msgs++;
+    S.bytes += len;
+    for (size_t i = 0; i < len; i++) {
+        S.bad |= data[i] != 'x';
     }
 }
 
@@ -220,6 +234,7 @@ static void srv_up(const struct cfg_spec *sp)
     tether_conn_opts o;
     tether_conn_opts_init(&o);
     o.tls = S.cfg;
+    o.on_message = srv_message;
     tether_listen_opts lo;
     tether_listen_opts_init(&lo);
     lo.on_accept = srv_accept;
@@ -665,6 +680,70 @@ START_TEST(no_peer_certificate_and_not_tls)
 }
 END_TEST
 
+/* A hook that writes on another TLS connection of its loop: all of a
+ * loop's TLS connections share one socket BIO, pointed at the connection
+ * that calls into OpenSSL; the handshake the hook runs in must go on with
+ * its own socket, and the other connection's bytes must reach its own
+ * peer, whole. */
+struct writer {
+    tether_conn *other;
+    int calls;
+    int send_rv;
+};
+
+static int writing_hook(const tether_tls_verify_info *vi, char *reason, size_t reason_size,
+                        void *ud)
+{
+    (void)vi;
+    (void)reason;
+    (void)reason_size;
+    struct writer *w = ud;
+    static uint8_t big[48 * 1024]; /* past the write batch: written at once */
+    memset(big, 'x', sizeof big);
+    w->calls++;
+    w->send_rv = tether_conn_send(w->other, big, sizeof big);
+    return 0;
+}
+
+static bool srv_has_msgs(void *arg)
+{
+    return S.msgs >= *(long *)arg;
+}
+
+START_TEST(hook_writes_on_another_connection)
+{
+    srv_up(&(struct cfg_spec){.cert = "server", .no_resumption = true});
+    tether_tls_config *plain = mk_cfg(&(struct cfg_spec){0});
+    struct cli k1;
+    ck_assert_msg(cli_dial(&k1, "localhost", plain) == TETHER_OK, "%s", k1.connect_detail);
+
+    struct writer w = {.other = k1.c};
+    tether_tls_config *hooked =
+        mk_cfg(&(struct cfg_spec){.hook = writing_hook, .hook_ud = &w, .no_resumption = true});
+    struct cli k2;
+    for (int round = 1; round <= 3; round++) {
+        ck_assert_msg(cli_dial(&k2, "localhost", hooked) == TETHER_OK, "round %d: %s", round,
+                      k2.connect_detail);
+        ck_assert_int_eq(w.calls, round);
+        ck_assert_int_eq(w.send_rv, TETHER_OK);
+        long want = round;
+        ck_assert(th_run_until_pred(srv_has_msgs, &want, 10000));
+        ck_assert_int_eq(S.msgs, round);
+        ck_assert_uint_eq(S.bytes, (size_t)round * 48 * 1024);
+        ck_assert(!S.bad);
+        ck_assert(!k1.closed);
+        cli_finish(&k2);
+        ck_assert_int_eq(k2.close_reason, TETHER_OK);
+    }
+    ck_assert_int_eq(S.errors, 0);
+    cli_finish(&k1);
+    ck_assert_int_eq(k1.close_reason, TETHER_OK);
+    tether_tls_config_unref(hooked);
+    tether_tls_config_unref(plain);
+    srv_down();
+}
+END_TEST
+
 Suite *tls_peer_suite(void);
 Suite *tls_peer_suite(void)
 {
@@ -679,6 +758,7 @@ Suite *tls_peer_suite(void)
     tcase_add_test(tc, tls13_verdict_without_resumption_and_without_waiting);
     tcase_add_test(tc, peer_certificate_and_truncation);
     tcase_add_test(tc, no_peer_certificate_and_not_tls);
+    tcase_add_test(tc, hook_writes_on_another_connection);
     suite_add_tcase(s, tc);
     return s;
 }
