@@ -321,7 +321,7 @@ void tether__call_deliver(tether_conn *c, const uint8_t *p, size_t len)
             call_settle_held(c, dl);
         }
     }
-    c->msgs_in++;
+    tether__conn_count_in(c);
     tether_msg_cb cb = c->cfg->o.on_message;
     if (tag == TETHER__RX_REQ) {
         dl->requests_in++;

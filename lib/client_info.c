@@ -58,7 +58,7 @@ int tether_client_get_stats_sized(const tether_client *cl, tether_stats *st, siz
     if (c != NULL) {
         s.bytes_in += c->bytes_in;
         s.bytes_out += c->bytes_out;
-        s.msgs_in += c->msgs_in;
+        s.msgs_in += tether__conn_msgs_in(c);
         uint64_t pings, pongs;
         int64_t rtt;
         tether__conn_hb_stats(c, &pings, &pongs, &rtt);

@@ -35,7 +35,7 @@
  * its transport), for as long as it lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
-static_assert(sizeof(struct tether_conn) <= 248, "keep the connection small");
+static_assert(sizeof(struct tether_conn) <= 232, "keep the connection small");
 /* c->reason holds a TETHER_E* code in a byte (error.c's table ends at
  * TETHER_ECERTREQUIRED). */
 static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
@@ -209,8 +209,8 @@ void tether__conn_extra_trim(tether_conn *c)
     const struct tether__conn_extra *ex = c->ex;
     if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
         ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
-        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && c->memflags == 0 &&
-        !tether__tnode_active(&ex->timer)) {
+        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && ex->live == NULL &&
+        ex->msgs_in_hi == 0 && c->memflags == 0 && !tether__tnode_active(&ex->timer)) {
         conn_extra_free(c);
     }
 }
@@ -238,8 +238,8 @@ static void conn_finish(tether_conn *c, int reason)
     if (c->state == TETHER__CS_DEAD) {
         return;
     }
-    if (c->live != NULL) {
-        tether__tnode_stop(c->h.loop, &c->live->timer);
+    if (c->hooks & TETHER__CH_LIVE) {
+        tether__tnode_stop(c->h.loop, &c->ex->live->timer);
     }
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
@@ -342,9 +342,10 @@ static void conn_free(tether_conn *c)
     if (tether__conn_ref_idx(c) != 0) {
         tether__conn_ref_gone(c); /* (normally done after on_close already) */
     }
-    if (c->live != NULL) {
-        tether__tnode_stop(c->h.loop, &c->live->timer);
-        free(c->live);
+    if (c->hooks & TETHER__CH_LIVE) {
+        tether__tnode_stop(c->h.loop, &c->ex->live->timer);
+        free(c->ex->live);
+        c->ex->live = NULL;
     }
     /* (What only some connections have is in c->ex: the calls that would
      * find nothing to free are skipped.) */
@@ -480,9 +481,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
 void tether__conn_begin_close(tether_conn *c)
 {
     c->state = TETHER__CS_CLOSING;
-    if (c->live != NULL) {
+    if (c->hooks & TETHER__CH_LIVE) {
         /* The close timeout bounds this phase. */
-        tether__tnode_stop(c->h.loop, &c->live->timer);
+        tether__tnode_stop(c->h.loop, &c->ex->live->timer);
     }
     if (c->wq_head == NULL) {
         tether__conn_begin_shutdown(c);
@@ -506,7 +507,7 @@ static void conn_became_ready(tether_conn *c)
     if (c->ex != NULL) {
         tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
     }
-    if (c->live != NULL) {
+    if (c->hooks & TETHER__CH_LIVE) {
         tether__live_start(c);
     }
     if (c->flags & TETHER__CF_DIALED) {

@@ -28,7 +28,7 @@ struct tether__conn_cfg {
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
-    bool live_lazy;            /* only frame/write timeouts: c->live exists while needed */
+    bool live_lazy;            /* only frame/write timeouts: c->ex->live exists while needed */
     size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
     /* PROXY protocol (conn_proxy.c): the versions an accepting listener
      * requires (TETHER__PP_V1|V2, 0: off) and its header deadline (ms,
@@ -167,7 +167,7 @@ struct tether__live {
     uint32_t unanswered;   /* pings sent since anything was received */
     uint32_t hb_ms;        /* negotiated heartbeat interval; 0: we send no pings */
     /* Statistics of the heartbeats (only a connection that sends them
-     * has any: its c->live is never freed). */
+     * has any: its live state is never freed). */
     uint64_t pings_sent;
     uint64_t pongs_in; /* answers to our pings */
     int64_t rtt_us;    /* -1 until measured */
@@ -202,9 +202,14 @@ struct tether__conn_extra {
     struct ws_transport *ws;       /* the WebSocket layer in c->tr (TETHER__CH_WS), or NULL */
     tether_conn *mem_next;         /* on the memory budget's list while memflags != 0 */
     tether_conn *mem_prev;
+    /* Heartbeats and timeouts (liveness.c): NULL unless cfg->live (and,
+     * if lazy, needed); c->hooks has TETHER__CH_LIVE while set. */
+    struct tether__live *live;
     /* The slot of tether_ref_get() (conn_ref.c); 0: none. While its slot
      * waits for write progress, c->hooks has TETHER__CH_REF. */
     uint32_t ref_idx;
+    /* msgs_in above its low 32 bits (tether__conn_msgs_in()). */
+    uint32_t msgs_in_hi;
 };
 
 /* The input buffer of a connection (conn_read.c: "rpart"), with its
@@ -271,16 +276,21 @@ struct tether_conn {
      * ever queued is bytes_out + queued. */
     uint64_t bytes_in;
     uint64_t bytes_out;
-    uint64_t msgs_in;
     uint64_t msgs_out;
     uint64_t ready_at; /* loop ms when established; 0 before */
-    /* (the heartbeat interval and counters are in c->live:
+    /* Messages received: the low 32 bits, with a carry into
+     * c->ex->msgs_in_hi (one add and a branch per message, as the 64-bit
+     * count took an add): read through tether__conn_msgs_in(). */
+    uint32_t msgs_in;
+    /* (the heartbeat interval and counters are in c->ex->live:
      * tether__conn_hb_ms(), tether__conn_hb_stats()) */
 
-    struct tether__live *live; /* NULL unless cfg->live (and, if lazy, needed) */
-
     /* ---- resource limits (membudget.c, conn_read.c, listener.c) ---- */
-    size_t qacct;              /* the part of queued the budget has counted */
+    /* The low 32 bits of the part of queued the budget has counted:
+     * between two syncs queued only grows, by less than 4 GiB (one
+     * segment, max_msg at most 1 GiB), so queued - counted is exact in
+     * 32 bits (tether__conn_qlag()). */
+    uint32_t qacct;
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
 };
 
@@ -339,23 +349,6 @@ static inline struct tether__ack *tether__conn_ack(const tether_conn *c)
     return c->ex != NULL ? c->ex->ack : NULL;
 }
 
-/* The negotiated heartbeat interval; 0: the connection sends no pings
- * (one that does has c->live, never freed). */
-static inline uint32_t tether__conn_hb_ms(const tether_conn *c)
-{
-    return c->live != NULL ? c->live->hb_ms : 0;
-}
-
-/* The heartbeat statistics of a connection (0, 0 and -1 without). */
-static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,
-                                         int64_t *rtt_us)
-{
-    const struct tether__live *l = c->live;
-    *pings = l != NULL ? l->pings_sent : 0;
-    *pongs = l != NULL ? l->pongs_in : 0;
-    *rtt_us = l != NULL ? l->rtt_us : -1;
-}
-
 /* conn->drain_st */
 #define TETHER__DR_SENT_REQ 0x01u  /* we asked the peer to drain */
 #define TETHER__DR_GOT_REQ 0x02u   /* the peer asked us to drain */
@@ -395,6 +388,49 @@ static inline const char *tether__conn_url(const tether_conn *c)
 #define TETHER__CH_ACK 0x02u     /* c->ex->ack */
 #define TETHER__CH_WS 0x04u      /* c->ex->ws */
 #define TETHER__CH_REF 0x08u     /* c->ex->ref_idx's slot waits for write progress */
+#define TETHER__CH_LIVE 0x10u    /* c->ex->live */
+
+/* The connection's liveness state (liveness.c), or NULL: one byte tested,
+ * as the read and write paths ask on every call. */
+static inline struct tether__live *tether__conn_live(const tether_conn *c)
+{
+    return (c->hooks & TETHER__CH_LIVE) != 0 ? c->ex->live : NULL;
+}
+
+/* The negotiated heartbeat interval; 0: the connection sends no pings
+ * (one that does has c->ex->live, never freed). */
+static inline uint32_t tether__conn_hb_ms(const tether_conn *c)
+{
+    const struct tether__live *l = tether__conn_live(c);
+    return l != NULL ? l->hb_ms : 0;
+}
+
+/* The heartbeat statistics of a connection (0, 0 and -1 without). */
+static inline void tether__conn_hb_stats(const tether_conn *c, uint64_t *pings, uint64_t *pongs,
+                                         int64_t *rtt_us)
+{
+    const struct tether__live *l = tether__conn_live(c);
+    *pings = l != NULL ? l->pings_sent : 0;
+    *pongs = l != NULL ? l->pongs_in : 0;
+    *rtt_us = l != NULL ? l->rtt_us : -1;
+}
+
+/* Messages received (the 32-bit count with its carry). */
+static inline uint64_t tether__conn_msgs_in(const tether_conn *c)
+{
+    return c->ex != NULL ? (uint64_t)c->ex->msgs_in_hi << 32 | c->msgs_in : c->msgs_in;
+}
+
+/* c->msgs_in wrapped to 0: carries into c->ex (conn.c). */
+void tether__conn_msgs_in_carry(tether_conn *c);
+
+/* Counts a message received. */
+static inline void tether__conn_count_in(tether_conn *c)
+{
+    if (TETHER__UNLIKELY(++c->msgs_in == 0)) {
+        tether__conn_msgs_in_carry(c);
+    }
+}
 
 /* The slot of the connection's thread-safe reference (conn_ref.c); 0:
  * none. */

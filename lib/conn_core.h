@@ -189,7 +189,7 @@ void tether__conn_linger_read(tether_conn *c);
 
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
-/* Allocates c->live for a configuration with a liveness option (at
+/* Allocates c->ex->live for a configuration with a liveness option (at
  * creation, or on demand when cfg->live_lazy). */
 int tether__live_new(tether_conn *c);
 
@@ -198,7 +198,7 @@ int tether__live_new(tether_conn *c);
 void tether__live_start(tether_conn *c);
 
 /* Arms the timer for the earliest check that could fail or ping; on a
- * lazy configuration frees c->live when there is none. */
+ * lazy configuration frees c->ex->live when there is none. */
 void tether__live_arm(tether_conn *c);
 
 /* Reading resumed (cfg->live): the silence while paused does not count. */
@@ -367,31 +367,39 @@ static inline void tether__mem_sub(struct tether__mem *m, size_t *counter, size_
     }
 }
 
-/* Brings the budget's count of queued output up to date with c->queued.
- * The small-message path of tether_conn_send() only adds to c->queued (a
+/* The bytes of c->queued the memory budget has not counted yet. The
+ * small-message path of tether_conn_send() only adds to c->queued (a
  * few instructions per message count); every write, segment allocation
- * and release syncs, so the budget lags by less than one segment. */
-static inline void tether__conn_mem_sync(tether_conn *c)
+ * and release syncs, so the budget lags by less than one segment, and
+ * queued only grows between two syncs: the difference of the low 32 bits
+ * is the lag (c->qacct). */
+static inline size_t tether__conn_qlag(const tether_conn *c)
 {
-    struct tether__mem *m = tether__conn_mem(c);
-    if (c->queued >= c->qacct) {
-        tether__mem_add(m, &m->out_bytes, c->queued - c->qacct);
-    } else {
-        tether__mem_sub(m, &m->out_bytes, c->qacct - c->queued);
-    }
-    c->qacct = c->queued;
+    return (uint32_t)((uint32_t)c->queued - c->qacct);
 }
 
+/* Brings the budget's count of queued output up to date with c->queued,
+ * which now grows by n (queued_add) or shrinks by n (queued_sub). */
 static inline void tether__conn_queued_add(tether_conn *c, size_t n)
 {
+    struct tether__mem *m = tether__conn_mem(c);
+    size_t lag = tether__conn_qlag(c);
     c->queued += n;
-    tether__conn_mem_sync(c);
+    c->qacct = (uint32_t)c->queued;
+    tether__mem_add(m, &m->out_bytes, lag + n);
 }
 
 static inline void tether__conn_queued_sub(tether_conn *c, size_t n)
 {
+    struct tether__mem *m = tether__conn_mem(c);
+    size_t lag = tether__conn_qlag(c);
     c->queued -= n;
-    tether__conn_mem_sync(c);
+    c->qacct = (uint32_t)c->queued;
+    if (lag >= n) {
+        tether__mem_add(m, &m->out_bytes, lag - n);
+    } else {
+        tether__mem_sub(m, &m->out_bytes, n - lag);
+    }
 }
 
 /* Adds the n bytes written at tether__wq_reserve()'s pointer to the queue. */

@@ -23,7 +23,7 @@ static inline void tether__conn_deliver(tether_conn *c, const uint8_t *p, size_t
         }
     }
     tether_msg_cb cb = c->cfg->o.on_message;
-    c->msgs_in++;
+    tether__conn_count_in(c);
     if (cb != NULL) {
         cb(c, p, len, c->userdata);
     }

@@ -42,6 +42,16 @@ size_t tether_conn_queued(const tether_conn *c)
     return c != NULL ? c->queued : 0;
 }
 
+void tether__conn_msgs_in_carry(tether_conn *c)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex != NULL) {
+        ex->msgs_in_hi++;
+    } else {
+        c->msgs_in = UINT32_MAX; /* out of memory: stays here, carries at the next */
+    }
+}
+
 int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t size)
 {
     if (c == NULL || st == NULL || size < sizeof(size_t)) {
@@ -52,7 +62,7 @@ int tether_conn_get_stats_sized(const tether_conn *c, tether_stats *st, size_t s
     s.size = size;
     s.bytes_in = c->bytes_in;
     s.bytes_out = c->bytes_out;
-    s.msgs_in = c->msgs_in;
+    s.msgs_in = tether__conn_msgs_in(c);
     s.msgs_out = c->msgs_out;
     s.queued_bytes = c->queued;
     s.connects = c->ready_at != 0 ? 1 : 0;

@@ -239,7 +239,7 @@ int tether__conn_cfg_new_role(struct tether__conn_cfg **out, const tether_conn_o
     cfg->live = o->heartbeat_ms > 0 || o->idle_timeout_ms > 0 || o->frame_timeout_ms > 0 ||
                 o->write_timeout_ms > 0 || o->max_age_ms > 0;
     /* Only the frame and write timeouts: nothing to watch while nothing is
-     * pending, so liveness.c allocates c->live on demand. */
+     * pending, so liveness.c allocates c->ex->live on demand. */
     cfg->live_lazy =
         cfg->live && o->heartbeat_ms == 0 && o->idle_timeout_ms == 0 && o->max_age_ms == 0;
     *out = cfg;

@@ -100,7 +100,8 @@ static void conn_protocol_error(tether_conn *c, int rv, const tether_frame *f, c
 static bool conn_plain_client_first_bytes(const tether_conn *c)
 {
     return (c->flags & TETHER__CF_DIALED) && c->cfg->tls == NULL && tether__conn_url(c) != NULL &&
-           c->msgs_in == 0 && c->ctrl_in == 0 && strncmp(tether__conn_url(c), "tcp://", 6) == 0;
+           tether__conn_msgs_in(c) == 0 && c->ctrl_in == 0 &&
+           strncmp(tether__conn_url(c), "tcp://", 6) == 0;
 }
 
 static bool looks_like_tls_record(const uint8_t *p, size_t len)
@@ -453,8 +454,8 @@ void tether__conn_read(tether_conn *c)
     if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
-    if (c->cfg->live &&
-        (tether__conn_rlen(c) != 0 || (c->live != NULL && c->live->frame_mark != UINT64_MAX))) {
+    if (c->cfg->live && (tether__conn_rlen(c) != 0 ||
+                         ((c->hooks & TETHER__CH_LIVE) && c->ex->live->frame_mark != UINT64_MAX))) {
         /* (With nothing buffered and no frame being timed, there is
          * nothing for it to do.) */
         tether__live_after_read(c);
@@ -477,8 +478,8 @@ static inline bool conn_read_took(tether_conn *c, int rv, size_t n)
         return false;
     }
     c->bytes_in += n;
-    if (c->live != NULL) {
-        c->live->last_rx = tether__loop_time(c->h.loop);
+    if (c->hooks & TETHER__CH_LIVE) {
+        c->ex->live->last_rx = tether__loop_time(c->h.loop);
     }
     return true;
 }

@@ -87,8 +87,8 @@ static int send_direct(tether_conn *c, const uint8_t *hdr, size_t hl, const uint
         return TETHER_OK;
     }
     c->bytes_out += w;
-    if (w > 0 && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
     }
     if (w < hl + len) {
         c->flags |= TETHER__CF_WBLOCKED;
@@ -221,8 +221,8 @@ static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
             return TETHER_OK;
         }
         c->bytes_out += w;
-        if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+        if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+            c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
         }
         size_t h = TETHER__MIN(w, hl - hsent);
         hsent += h;

@@ -118,8 +118,8 @@ static void ctrl_send_ping(tether_conn *c)
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
         return;
     }
-    c->live->pings_sent++;
-    c->live->last_ping = tether__loop_time(c->h.loop);
+    c->ex->live->pings_sent++;
+    c->ex->live->last_ping = tether__loop_time(c->h.loop);
     tether__conn_after_queue(c);
 }
 
@@ -335,11 +335,11 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             return false;
         }
         int own = c->cfg->o.heartbeat_ms;
-        if (own > 0 && c->live != NULL) {
-            c->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
-            c->live->unanswered = 0;
+        if (own > 0 && (c->hooks & TETHER__CH_LIVE)) {
+            c->ex->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
+            c->ex->live->unanswered = 0;
             ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->h.loop) + c->live->hb_ms);
+            live_due(c, tether__loop_time(c->h.loop) + c->ex->live->hb_ms);
         } else {
             tether__conn_after_queue(c);
         }
@@ -371,14 +371,14 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
             return false;
         }
         if (c->cfg->o.heartbeat_ms <= 0) {
-            break; /* no ping of ours: counts nothing (and c->live may be lazy) */
+            break; /* no ping of ours: counts nothing (and the live state may be lazy) */
         }
-        c->live->pongs_in++;
+        c->ex->live->pongs_in++;
         if (n == 8) {
             uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
             uint64_t now = mono_us();
             if (sent <= now) {
-                c->live->rtt_us = (int64_t)(now - sent);
+                c->ex->live->rtt_us = (int64_t)(now - sent);
             }
         }
         break;
@@ -416,12 +416,12 @@ bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
 __attribute__((noinline)) static void live_due_arm(tether_conn *c, uint64_t at)
 {
     uint64_t now = tether__loop_time(c->h.loop);
-    tether__tnode_start(c->h.loop, &c->live->timer, at > now ? at - now : 0);
+    tether__tnode_start(c->h.loop, &c->ex->live->timer, at > now ? at - now : 0);
 }
 
 static inline void live_due(tether_conn *c, uint64_t at)
 {
-    const struct tether__tnode *t = &c->live->timer;
+    const struct tether__tnode *t = &c->ex->live->timer;
     if (TETHER__LIKELY(tether__tnode_active(t) && t->deadline <= at)) {
         return; /* once per message on a busy connection: inline */
     }
@@ -451,7 +451,7 @@ static uint64_t live_delivered(const tether_conn *c)
     return c->bytes_out;
 }
 
-/* c->live, allocated now when the configuration is lazy and it is not
+/* c->ex->live, allocated now when the configuration is lazy and it is not
  * there yet (the queue started, or a frame is incomplete). NULL, with the
  * connection failed, when out of memory: a timeout the application asked
  * for is never skipped silently. */
@@ -459,22 +459,23 @@ static void live_queue_mark(tether_conn *c, struct tether__live *l);
 
 static struct tether__live *live_get(tether_conn *c)
 {
-    if (TETHER__LIKELY(c->live != NULL)) {
-        return c->live;
+    if (TETHER__LIKELY(c->hooks & TETHER__CH_LIVE)) {
+        return c->ex->live;
     }
     if (tether__live_new(c) != TETHER_OK) {
         tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the liveness state");
         return NULL;
     }
-    c->live->frame_mark = UINT64_MAX;
+    struct tether__live *l = c->ex->live;
+    l->frame_mark = UINT64_MAX;
     if (c->flags & TETHER__CF_QSTART_DUE) {
         /* (A frame started before the flush: the queue counts too.) */
         c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE;
         if (c->wq_head != NULL) {
-            live_queue_mark(c, c->live);
+            live_queue_mark(c, l);
         }
     }
-    return c->live;
+    return l;
 }
 
 void tether__live_queue_started(tether_conn *c)
@@ -508,7 +509,7 @@ static void live_queue_mark(tether_conn *c, struct tether__live *l)
  * last time or a new one. */
 void tether__live_after_read(tether_conn *c)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     int ft = c->cfg->o.frame_timeout_ms;
     if (ft <= 0 || c->state != TETHER__CS_READY) {
         return;
@@ -538,7 +539,7 @@ void tether__live_after_read(tether_conn *c)
 /* Arms the timer for the earliest check that could fail or ping. */
 void tether__live_arm(tether_conn *c)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     const tether_conn_opts *o = &c->cfg->o;
     if (l == NULL) {
         return; /* lazy, and nothing pending (see live_get) */
@@ -582,10 +583,13 @@ void tether__live_arm(tether_conn *c)
         tether__tnode_stop(c->h.loop, &l->timer);
         if (c->cfg->live_lazy) {
             /* Nothing to watch: an idle connection keeps no state and no
-             * timer. (Holders of l re-read c->live after anything that may
-             * call the application.) */
+             * timer, and no cold block for it. (Holders of l re-read
+             * tether__conn_live() after anything that may call the
+             * application.) */
             free(l);
-            c->live = NULL;
+            c->ex->live = NULL;
+            c->hooks &= (uint8_t)~TETHER__CH_LIVE;
+            tether__conn_extra_trim(c);
         }
         return;
     }
@@ -595,7 +599,7 @@ void tether__live_arm(tether_conn *c)
 
 void tether__live_start(tether_conn *c)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     uint64_t now = tether__loop_time(c->h.loop);
     l->last_rx = now;
     l->wstall = now;
@@ -623,7 +627,7 @@ void tether__live_start(tether_conn *c)
  * write_sample_delay(). True when the connection is closing. */
 static bool live_check_write(tether_conn *c, uint64_t now)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t wt = (uint64_t)o->write_timeout_ms;
     bool sample_due =
@@ -685,7 +689,7 @@ static bool live_check_write(tether_conn *c, uint64_t now)
  * cut. True when the connection is closing. */
 static bool live_check_frame(tether_conn *c, uint64_t now)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t span = now - l->frame_start;
     uint64_t ft = (uint64_t)o->frame_timeout_ms;
@@ -732,7 +736,7 @@ static bool live_check_frame(tether_conn *c, uint64_t now)
 /* The checks themselves; the caller re-arms the timer. */
 static void live_check(tether_conn *c)
 {
-    struct tether__live *l = c->live;
+    struct tether__live *l = tether__conn_live(c);
     const tether_conn_opts *o = &c->cfg->o;
     uint64_t now = tether__loop_time(c->h.loop);
 
@@ -780,7 +784,7 @@ static void live_check(tether_conn *c)
         if (c->state != TETHER__CS_READY) {
             return;
         }
-        l = c->live; /* the application may have paused and resumed, freeing it */
+        l = tether__conn_live(c); /* the application may have paused and resumed, freeing it */
         if (l == NULL) {
             return;
         }
@@ -867,26 +871,32 @@ static void live_timer_cb(struct tether__tnode *n)
 
 void tether__live_resume(tether_conn *c)
 {
-    if (c->live == NULL) {
-        if (!(tether__conn_rlen(c) > 0 && c->cfg->o.frame_timeout_ms > 0) || live_get(c) == NULL) {
+    struct tether__live *l = tether__conn_live(c);
+    if (l == NULL) {
+        if (!(tether__conn_rlen(c) > 0 && c->cfg->o.frame_timeout_ms > 0) ||
+            (l = live_get(c)) == NULL) {
             return; /* lazy, and nothing pending */
         }
     }
     /* The peer was not heard while we did not listen: start over. */
-    c->live->last_rx = tether__loop_time(c->h.loop);
-    c->live->frame_mark = UINT64_MAX;
-    c->live->unanswered = 0;
+    l->last_rx = tether__loop_time(c->h.loop);
+    l->frame_mark = UINT64_MAX;
+    l->unanswered = 0;
     tether__live_arm(c);
 }
 
 int tether__live_new(tether_conn *c)
 {
-    c->live = tether__zalloc(sizeof *c->live);
-    if (c->live == NULL) {
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    struct tether__live *l = ex != NULL ? tether__zalloc(sizeof *l) : NULL;
+    if (l == NULL) {
+        tether__conn_extra_trim(c);
         return TETHER_ENOMEM;
     }
-    tether__tnode_init(&c->live->timer, live_timer_cb);
-    c->live->c = c;
-    c->live->rtt_us = -1;
+    tether__tnode_init(&l->timer, live_timer_cb);
+    l->c = c;
+    l->rtt_us = -1;
+    ex->live = l;
+    c->hooks |= TETHER__CH_LIVE;
     return TETHER_OK;
 }

@@ -562,7 +562,7 @@ void tether__client_account(tether_client *cl, tether_conn *c)
 {
     cl->bytes_in += c->bytes_in;
     cl->bytes_out += c->bytes_out;
-    cl->msgs_in += c->msgs_in;
+    cl->msgs_in += tether__conn_msgs_in(c);
     uint64_t pings, pongs;
     int64_t rtt;
     tether__conn_hb_stats(c, &pings, &pongs, &rtt);

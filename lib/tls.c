@@ -247,14 +247,31 @@ static int ctx_load_cert(SSL_CTX *ctx, const char *cert, const char *key, tether
     return TETHER_OK;
 }
 
+/* The SSL_CTX ex_data index of tether__tls_ctx_cfg(); -1 if OpenSSL was
+ * out of memory. */
+static pthread_once_t g_cfg_idx_once = PTHREAD_ONCE_INIT;
+static int g_cfg_idx = -1;
+
+static void cfg_idx_init(void)
+{
+    g_cfg_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+tether_tls_config *tether__tls_ctx_cfg(const SSL_CTX *ctx)
+{
+    return g_cfg_idx >= 0 ? SSL_CTX_get_ex_data(ctx, g_cfg_idx) : NULL;
+}
+
 static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const char *cert,
                         const char *key, tether_error *err)
 {
     char ebuf[160];
+    pthread_once(&g_cfg_idx_once, cfg_idx_init);
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    if (ctx == NULL) {
+    if (ctx == NULL || g_cfg_idx < 0 || SSL_CTX_set_ex_data(ctx, g_cfg_idx, (void *)cfg) != 1) {
         tether__set_error(err, TETHER_ENOMEM, "cannot create an SSL_CTX: %s",
                           ossl_last(ebuf, sizeof ebuf));
+        SSL_CTX_free(ctx);
         return NULL;
     }
     int rv = TETHER_OK;

@@ -80,6 +80,11 @@ struct tether_tls_config {
 int tether__tls_config_select(tether_tls_config **out, tether_tls_config *given, bool server,
                               tether_error *err);
 
+/* The configuration an SSL_CTX of a generation was made for (kept in its
+ * ex_data, so that a TLS transport need not hold the pointer); NULL for
+ * any other SSL_CTX. */
+tether_tls_config *tether__tls_ctx_cfg(const SSL_CTX *ctx);
+
 /* The current generation, with a reference for the caller. */
 struct tether__tls_gen *tether__tls_gen_get(tether_tls_config *cfg);
 void tether__tls_gen_unref(struct tether__tls_gen *g);

@@ -16,17 +16,48 @@
 
 /* ---- error details ----------------------------------------------------- */
 
+/* The SSL ex_data index of the detail; -1 if OpenSSL was out of memory
+ * (no detail is recorded then, as when its buffer cannot be allocated). */
+static pthread_once_t g_err_idx_once = PTHREAD_ONCE_INIT;
+static int g_err_idx = -1;
+
+static void err_idx_init(void)
+{
+    g_err_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+char *tether__tls_err(const struct tls_transport *t)
+{
+    pthread_once(&g_err_idx_once, err_idx_init);
+    return g_err_idx >= 0 && t->ssl != NULL ? SSL_get_ex_data(t->ssl, g_err_idx) : NULL;
+}
+
+void tether__tls_err_free(struct tls_transport *t)
+{
+    char *e = tether__tls_err(t);
+    if (e != NULL) {
+        SSL_set_ex_data(t->ssl, g_err_idx, NULL);
+        free(e);
+    }
+}
+
 void tether__tls_set_err(struct tls_transport *t, const char *fmt, ...)
 {
-    if (t->err == NULL) {
-        t->err = malloc(TETHER_ERROR_MSG_MAX);
-        if (t->err == NULL) {
+    pthread_once(&g_err_idx_once, err_idx_init);
+    char *e = tether__tls_err(t);
+    if (e == NULL) {
+        if (g_err_idx < 0 || t->ssl == NULL || (e = malloc(TETHER_ERROR_MSG_MAX)) == NULL) {
+            return;
+        }
+        if (SSL_set_ex_data(t->ssl, g_err_idx, e) != 1) {
+            ERR_clear_error();
+            free(e);
             return;
         }
     }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->err, TETHER_ERROR_MSG_MAX, fmt, ap);
+    vsnprintf(e, TETHER_ERROR_MSG_MAX, fmt, ap);
     va_end(ap);
 }
 
@@ -199,8 +230,8 @@ static int tls_alert_error(struct tls_transport *t, int alert)
         tether__tls_set_err(t,
                             "no TLS version in common: the peer rejected ours (we accept %s to %s; "
                             "alert '%s')",
-                            version_name(t->cfg->min_version), version_name(t->cfg->max_version),
-                            desc);
+                            version_name(tether__tls_cfg(t)->min_version),
+                            version_name(tether__tls_cfg(t)->max_version), desc);
         return TETHER_ENOSHARED;
     case SSL_AD_INSUFFICIENT_SECURITY:
         tether__tls_set_err(t, "no cipher suite in common that the peer accepts (alert '%s')",
@@ -208,7 +239,8 @@ static int tls_alert_error(struct tls_transport *t, int alert)
         return TETHER_ENOSHARED;
     case SSL_AD_NO_APPLICATION_PROTOCOL:
         tether__tls_set_err(t, "ALPN mismatch: the peer supports none of our protocols (%s)",
-                            t->cfg->alpn_text != NULL ? t->cfg->alpn_text : "we offered none");
+                            tether__tls_cfg(t)->alpn_text != NULL ? tether__tls_cfg(t)->alpn_text
+                                                                  : "we offered none");
         return TETHER_EALPN;
     case SSL_AD_UNKNOWN_CA:
     case SSL_AD_BAD_CERTIFICATE:
@@ -300,7 +332,8 @@ int tether__tls_fail(struct tls_transport *t, int ssl_err)
     case SSL_R_VERSION_TOO_HIGH:
     case SSL_R_WRONG_SSL_VERSION:
         tether__tls_set_err(t, "no TLS version in common with the peer (we accept %s to %s)",
-                            version_name(t->cfg->min_version), version_name(t->cfg->max_version));
+                            version_name(tether__tls_cfg(t)->min_version),
+                            version_name(tether__tls_cfg(t)->max_version));
         return TETHER_ENOSHARED;
     case SSL_R_NO_SHARED_CIPHER:
     case SSL_R_NO_CIPHERS_AVAILABLE:
@@ -313,7 +346,8 @@ int tether__tls_fail(struct tls_transport *t, int ssl_err)
         return TETHER_ENOSHARED;
     case SSL_R_NO_APPLICATION_PROTOCOL:
         tether__tls_set_err(t, "ALPN mismatch: the client offered none of our protocols (%s)",
-                            t->cfg->alpn_text != NULL ? t->cfg->alpn_text : "none");
+                            tether__tls_cfg(t)->alpn_text != NULL ? tether__tls_cfg(t)->alpn_text
+                                                                  : "none");
         return TETHER_EALPN;
     case SSL_R_WRONG_VERSION_NUMBER:
     case SSL_R_HTTP_REQUEST:

@@ -133,8 +133,9 @@ int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_inf
     X509 *peer = SSL_get0_peer_certificate(ssl);
     if (peer != NULL) {
         d->has_peer_cert = true;
-        bool verifying = (t->flags & TF_SERVER) ? t->cfg->client_auth != TETHER_TLS_CLIENT_AUTH_NONE
-                                                : !t->cfg->insecure;
+        bool verifying = (t->flags & TF_SERVER)
+                             ? tether__tls_cfg(t)->client_auth != TETHER_TLS_CLIENT_AUTH_NONE
+                             : !tether__tls_cfg(t)->insecure;
         d->peer_verified = verifying && SSL_get_verify_result(ssl) == X509_V_OK;
         const X509_NAME *subj = X509_get_subject_name(peer);
         if (tether__tls_name_rfc2253(subj, d->peer_subject, sizeof d->peer_subject)) {
@@ -277,11 +278,11 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     /* OpenSSL's own verification first; tether__tls_verify_cb (tls_errors.c)
      * records the reason of a failure as it goes. */
     int ok = X509_verify_cert(sctx) > 0;
-    if (t == NULL || t->cfg->verify_cb == NULL) {
+    if (t == NULL || tether__tls_cfg(t)->verify_cb == NULL) {
         return ok;
     }
     bool server = (t->flags & TF_SERVER) != 0;
-    bool insecure = !server && t->cfg->insecure;
+    bool insecure = !server && tether__tls_cfg(t)->insecure;
     int verr = X509_STORE_CTX_get_error(sctx);
 
     tether_tls_verify_info vi;
@@ -293,8 +294,8 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     char why[TETHER_ERROR_MSG_MAX];
     if (vi.preverified) {
         snprintf(why, sizeof why, "ok");
-    } else if ((t->flags & TF_VERIFY_ERR) && t->err != NULL) {
-        snprintf(why, sizeof why, "%s", t->err);
+    } else if ((t->flags & TF_VERIFY_ERR) && tether__tls_err(t) != NULL) {
+        snprintf(why, sizeof why, "%s", tether__tls_err(t));
     } else {
         snprintf(why, sizeof why, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vi.verify_error));
@@ -319,7 +320,8 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 
     char reason[TETHER_TLS_REASON_MAX];
     reason[0] = '\0';
-    int verdict = t->cfg->verify_cb(&vi, reason, sizeof reason, t->cfg->verify_ud);
+    int verdict =
+        tether__tls_cfg(t)->verify_cb(&vi, reason, sizeof reason, tether__tls_cfg(t)->verify_ud);
     /* The hook may have sent on, or closed, another TLS connection of this
      * loop, pointing the loop's shared socket BIO at it: the rest of this
      * handshake reads and writes t's socket again. */
@@ -346,8 +348,9 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
         /* insecure_skip_verify: the hook alone decides. The error stays
          * recorded in the verify result, so peer_verified remains false. */
         t->flags &= (uint16_t)~TF_VERIFY_ERR;
-        if (t->err != NULL) {
-            t->err[0] = '\0';
+        char *e = tether__tls_err(t);
+        if (e != NULL) {
+            e[0] = '\0';
         }
         ERR_clear_error();
         return 1;

@@ -39,17 +39,19 @@ struct tls_loop {
     struct tls_transport *cur;
 };
 
+/* Idle servers hold many of these: 56 bytes, a 64-byte block. The
+ * configuration (a reference of the transport's) is found through the
+ * SSL_CTX (tether__tls_cfg), the detail of the last failure through the
+ * SSL's ex_data (tether__tls_err), as only failing connections have one. */
 struct tls_transport {
     struct tether_transport base; /* must be first */
     SSL *ssl;                     /* its BIO is the loop's: the way to struct tls_idle */
-    tether_tls_config *cfg;
     union {
         struct tether__tls_gen *gen; /* servers: held during the handshake (SNI) */
         char *key;                   /* clients: the session cache key */
     } u;
-    char *err;          /* detail of the last failure, lazily allocated */
     uint32_t idle_slot; /* position in the loop's idle list while TF_BUF_LISTED */
-    /* Small types below: idle servers hold many of these (72 bytes). */
+    /* Small types below. */
     uint16_t wpend;    /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
     int16_t sys_errno; /* the last socket error seen by the BIO */
     uint16_t flags;
@@ -59,6 +61,13 @@ struct tls_transport {
     uint8_t nfirst;
     uint8_t first[TLS_FIRST_MAX];
 };
+
+/* The configuration t was made with: its SSL holds the SSL_CTX, whichever
+ * certificate SNI chose, and each SSL_CTX of a configuration knows it. */
+static inline tether_tls_config *tether__tls_cfg(const struct tls_transport *t)
+{
+    return tether__tls_ctx_cfg(SSL_get_SSL_CTX(t->ssl));
+}
 
 /* ---- transport_tls.c ---------------------------------------------------- */
 
@@ -139,9 +148,14 @@ static inline struct tls_transport *tether__tls_of(const SSL *ssl)
 
 /* ---- tls_errors.c ------------------------------------------------------- */
 
-/* Records the detail of a failure (tether_conn_last_error()). */
+/* Records the detail of a failure (tether_conn_last_error()), in a buffer
+ * allocated on the first and kept in the SSL's ex_data. */
 void tether__tls_set_err(struct tls_transport *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The detail recorded, or NULL; and its release (before SSL_free). */
+char *tether__tls_err(const struct tls_transport *t);
+void tether__tls_err_free(struct tls_transport *t);
 
 /* Classifies a failed SSL call (ssl_err from SSL_get_error()) into a
  * TETHER_E* code and records its detail. Called with the OpenSSL error

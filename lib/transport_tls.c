@@ -33,10 +33,12 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* 72 bytes: an 80-byte malloc chunk. The loop's TLS state is found
- * through the SSL's BIO, and the handshake's SNI certificates (servers)
- * share a slot with the session cache key (clients). */
-static_assert(sizeof(struct tls_transport) <= 72, "keep the TLS transport small");
+/* 56 bytes: a 64-byte malloc chunk. The loop's TLS state is found
+ * through the SSL's BIO, the configuration through its SSL_CTX, the
+ * detail of a failure in its ex_data, and the handshake's SNI
+ * certificates (servers) share a slot with the session cache key
+ * (clients). */
+static_assert(sizeof(struct tls_transport) <= 56, "keep the TLS transport small");
 
 /* ---- per-thread staging buffer ----------------------------------------- */
 
@@ -69,10 +71,11 @@ static uint8_t *stage_buf(void)
 int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_transport *t = tether__tls_of(ssl);
-    if (t == NULL || (t->flags & TF_SERVER) || t->u.key == NULL || t->cfg->no_resumption) {
+    if (t == NULL || (t->flags & TF_SERVER) || t->u.key == NULL ||
+        tether__tls_cfg(t)->no_resumption) {
         return 0;
     }
-    tether__tls_cache_put(t->cfg, t->u.key, sess);
+    tether__tls_cache_put(tether__tls_cfg(t), t->u.key, sess);
     return 1; /* the cache keeps the reference */
 }
 
@@ -168,8 +171,9 @@ static void tls_msg_cb(int write_p, int version, int content_type, const void *b
  * server has accepted, TETHER_EAGAIN while waiting, or the refusal. */
 static int tls_await_verdict(struct tls_transport *t)
 {
-    if ((t->flags & (TF_SERVER | TF_CR_SEEN)) != TF_CR_SEEN || t->cfg->no_client_cert_wait ||
-        SSL_version(t->ssl) < TLS1_3_VERSION || (t->flags & TF_POST_HS)) {
+    if ((t->flags & (TF_SERVER | TF_CR_SEEN)) != TF_CR_SEEN ||
+        tether__tls_cfg(t)->no_client_cert_wait || SSL_version(t->ssl) < TLS1_3_VERSION ||
+        (t->flags & TF_POST_HS)) {
         return TETHER_OK;
     }
     uint8_t b;
@@ -215,14 +219,15 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
             return tether__tls_fail(t, e);
         }
         t->hs_want = 0;
-        if (!(t->flags & TF_SERVER) && t->cfg->alpn != NULL) {
+        const tether_tls_config *cfg = tether__tls_cfg(t);
+        if (!(t->flags & TF_SERVER) && cfg->alpn != NULL) {
             const unsigned char *p = NULL;
             unsigned int pl = 0;
             SSL_get0_alpn_selected(t->ssl, &p, &pl);
             if (pl == 0) {
                 tether__tls_set_err(t,
                                     "ALPN mismatch: the server selected none of our protocols (%s)",
-                                    t->cfg->alpn_text);
+                                    cfg->alpn_text);
                 return TETHER_EALPN;
             }
         }
@@ -542,7 +547,10 @@ static void tls_destroy(struct tether_transport *tr)
 {
     struct tls_transport *t = (struct tls_transport *)tr;
     tether__tls_idle_remove(t);
+    tether_tls_config *cfg = NULL; /* (none taken without an SSL) */
     if (t->ssl != NULL) {
+        cfg = tether__tls_cfg(t);
+        tether__tls_err_free(t);
         if ((t->flags & TF_HS_DONE) && t->deferred == 0 &&
             SSL_get_shutdown(t->ssl) == SSL_RECEIVED_SHUTDOWN) {
             /* The peer said close_notify and we are closing without having
@@ -562,15 +570,14 @@ static void tls_destroy(struct tether_transport *tr)
     } else {
         free(t->u.key);
     }
-    tether_tls_config_unref(t->cfg);
-    free(t->err);
+    tether_tls_config_unref(cfg);
     free(t);
 }
 
 static const char *tls_last_error(const struct tether_transport *tr)
 {
     const struct tls_transport *t = (const struct tls_transport *)tr;
-    return t->err;
+    return tether__tls_err(t);
 }
 
 static const struct tether_transport_ops tls_ops = {
@@ -596,7 +603,7 @@ static bool is_ip_literal(const char *s)
 /* Client set-up: SNI, what to verify, and a session to resume. */
 static int tls_client_setup(struct tls_transport *t, const char *host)
 {
-    tether_tls_config *cfg = t->cfg;
+    tether_tls_config *cfg = tether__tls_cfg(t);
     const char *name = cfg->server_name != NULL ? cfg->server_name : host;
     if (name == NULL || name[0] == '\0') {
         tether__tls_set_err(t, "no host name to verify the server's certificate against");
@@ -657,9 +664,10 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
 static void tls_server_setup(struct tls_transport *t)
 {
     int mode = SSL_VERIFY_NONE;
-    if (t->cfg->client_auth == TETHER_TLS_CLIENT_AUTH_OPTIONAL) {
+    const tether_tls_config *cfg = tether__tls_cfg(t);
+    if (cfg->client_auth == TETHER_TLS_CLIENT_AUTH_OPTIONAL) {
         mode = SSL_VERIFY_PEER;
-    } else if (t->cfg->client_auth == TETHER_TLS_CLIENT_AUTH_REQUIRED) {
+    } else if (cfg->client_auth == TETHER_TLS_CLIENT_AUTH_REQUIRED) {
         mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     }
     SSL_set_verify(t->ssl, mode, mode != SSL_VERIFY_NONE ? tether__tls_verify_cb : NULL);
@@ -679,9 +687,11 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
     }
     t->base.ops = &tls_ops;
     t->base.fd = fd;
-    t->cfg = tether_tls_config_ref(cfg);
     struct tether__tls_gen *g = tether__tls_gen_get(cfg);
     t->ssl = SSL_new(g->ctx); /* which holds its SSL_CTX */
+    if (t->ssl != NULL) {
+        tether_tls_config_ref(cfg); /* t's, found through the SSL_CTX (tether__tls_cfg) */
+    }
     if (server) {
         t->flags |= TF_SERVER;
         t->u.gen = g; /* the SNI certificates, until the handshake is done */

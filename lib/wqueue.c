@@ -298,8 +298,8 @@ static inline void wq_consume(tether_conn *c, size_t n)
  * connection and the socket's interest follow the queue. */
 static void flush_finish(tether_conn *c, bool progress)
 {
-    if (progress && c->live != NULL) {
-        c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+    if (progress && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
     }
     if (progress && TETHER__UNLIKELY(c->hooks & TETHER__CH_WNOTIFY)) {
         c->ex->wnotify(c);
@@ -311,7 +311,7 @@ static void flush_finish(tether_conn *c, bool progress)
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
     }
     if (c->flags & TETHER__CF_QSTART_DUE) {
-        if (TETHER__LIKELY(c->wq_head == NULL && c->live == NULL)) {
+        if (TETHER__LIKELY(c->wq_head == NULL && !(c->hooks & TETHER__CH_LIVE))) {
             c->flags &= (uint16_t)~TETHER__CF_QSTART_DUE; /* all written */
         } else if (c->wq_head == NULL) {
             /* (Its timer, armed from here, frees a lazy state.) */
@@ -429,7 +429,7 @@ void tether__conn_flush(tether_conn *c)
     if (TETHER__LIKELY(s != NULL && s == c->wq_tail && s->len != 0 && s->free_cb == NULL &&
                        c->state == TETHER__CS_READY &&
                        !(c->flags & (TETHER__CF_WBLOCKED | TETHER__CF_WANT_DRAIN)) &&
-                       c->live == NULL && !(c->hooks & TETHER__CH_WNOTIFY) && !(c->hooks & TETHER__CH_REF) &&
+                       !(c->hooks & (TETHER__CH_LIVE | TETHER__CH_WNOTIFY | TETHER__CH_REF)) &&
                        c->tr->ops->plain)) {
         size_t len = s->len;
         /* (tether__plain_writev() for one piece, its iovec built only
@@ -440,9 +440,10 @@ void tether__conn_flush(tether_conn *c)
             return;
         }
         c->wq_head = c->wq_tail = NULL;
-        c->queued -= len;
-        if (c->queued != c->qacct) {
-            tether__conn_mem_sync(c);
+        if (TETHER__LIKELY(tether__conn_qlag(c) == len)) {
+            c->queued -= len; /* none of it was counted: nothing to uncount */
+        } else {
+            tether__conn_queued_sub(c, len);
         }
         seg_release(c->h.loop->segs, s);
         c->bytes_out += len;
@@ -588,8 +589,8 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
             return TETHER_OK;
         }
         c->bytes_out += w;
-        if (w > 0 && c->live != NULL) {
-            c->live->wstall = c->live->last_wprog = tether__loop_time(c->h.loop);
+        if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+            c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
         }
         if (w == total) {
             if (zc && fcb != NULL) {

@@ -1067,6 +1067,40 @@ START_TEST(stats_count_bytes_and_messages)
 }
 END_TEST
 
+/* msgs_in is kept in 32 bits with a carry into the cold block (issue
+ * #12): the count goes on past 2^32, in the stats and in the final ones.
+ * (The counter is started just below the carry rather than after 2^32
+ * messages.) */
+START_TEST(stats_msgs_in_carries_past_32_bits)
+{
+    reset_state();
+    start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts co = cli_opts(&k);
+    dial_port(&k, tether_listener_port(S.l), &co);
+    ck_assert(th_run_until_pred(cli_connected, &k, 5000));
+    k.c->msgs_in = UINT32_MAX - 3;
+    static uint8_t buf[100];
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(tether_conn_send(k.c, buf, sizeof buf), TETHER_OK);
+    }
+    uint64_t until = th_now_ms() + 5000;
+    while (k.got < 10 && th_now_ms() < until) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(k.got, 10);
+    tether_stats st = stats_of(k.c);
+    ck_assert_uint_eq(st.msgs_in, (UINT64_C(1) << 32) + 6);
+    ck_assert_ptr_nonnull(k.c->ex);
+    ck_assert_uint_eq(k.c->ex->msgs_in_hi, 1);
+    ck_assert_uint_eq(k.c->msgs_in, 6);
+    tether_conn_close(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_uint_eq(k.final.msgs_in, (UINT64_C(1) << 32) + 6);
+    tether_listener_close(S.l);
+}
+END_TEST
+
 static Suite *heartbeat_suite(void)
 {
     Suite *s = suite_create("heartbeat");
@@ -1089,6 +1123,7 @@ static Suite *heartbeat_suite(void)
     tcase_add_test(tc, non_reading_peer_closed_by_write_timeout);
     tcase_add_test(tc, max_age_closes_gracefully_with_jitter);
     tcase_add_test(tc, stats_count_bytes_and_messages);
+    tcase_add_test(tc, stats_msgs_in_carries_past_32_bits);
     suite_add_tcase(s, tc);
     return s;
 }

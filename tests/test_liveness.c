@@ -870,7 +870,7 @@ START_TEST(accepted_connections_reap_by_default)
     ck_assert_int_eq(sockopt_int(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT), 120000);
     /* Nothing pending: the state of the timeouts is allocated on demand
      * (idle_connection_keeps_no_liveness_state below). */
-    ck_assert_ptr_null(S.last->live);
+    ck_assert_ptr_null(tether__conn_live(S.last));
 
     ck_assert_ptr_nonnull(k.c);
     const tether_conn_opts *d = &k.c->cfg->o;
@@ -880,7 +880,7 @@ START_TEST(accepted_connections_reap_by_default)
     ck_assert_int_eq(d->write_min_rate, 0);
     ck_assert_int_eq(sockopt_int(k.c->tr->fd, SOL_SOCKET, SO_KEEPALIVE), 0);
     ck_assert_int_eq(sockopt_int(k.c->tr->fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
-    ck_assert_ptr_null(k.c->live);
+    ck_assert_ptr_null(tether__conn_live(k.c));
     tether_conn_close(k.c);
     ck_assert(th_run_until_pred(cli_closed, &k, 3000));
     tether_listener_close(S.l);
@@ -899,7 +899,7 @@ START_TEST(accepted_connections_reap_by_default)
     co = cli_opts(&k2);
     dial(&k2, th_url_of(S.l), &co);
     ck_assert(th_run_until_pred(srv_has_conn, NULL, 3000));
-    ck_assert_ptr_null(S.last->live);
+    ck_assert_ptr_null(tether__conn_live(S.last));
     ck_assert_int_eq(sockopt_int(S.last->tr->fd, SOL_SOCKET, SO_KEEPALIVE), 0);
     ck_assert_int_eq(sockopt_int(S.last->tr->fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
     tether_conn_close(k2.c);
@@ -911,13 +911,13 @@ END_TEST
 static bool srv_live_present(void *arg)
 {
     (void)arg;
-    return S.last != NULL && S.last->live != NULL;
+    return S.last != NULL && tether__conn_live(S.last) != NULL;
 }
 
 static bool srv_live_gone(void *arg)
 {
     (void)arg;
-    return S.last != NULL && S.last->live == NULL;
+    return S.last != NULL && tether__conn_live(S.last) == NULL;
 }
 
 /* Reads len bytes from a raw socket (its echo is written already) and
@@ -955,7 +955,7 @@ START_TEST(idle_connection_keeps_no_liveness_state)
     ck_assert(th_run_until_pred(srv_has_conn, NULL, 3000));
     th_run_idle(50);
     ck_assert_ptr_nonnull(S.last);
-    ck_assert_ptr_null(S.last->live);
+    ck_assert_ptr_null(tether__conn_live(S.last));
     ck_assert_ptr_null(S.last->ex); /* no deadline timer, no cold state at all */
     ck_assert_uint_eq(th_loop->heap_len, base);
 
@@ -963,7 +963,7 @@ START_TEST(idle_connection_keeps_no_liveness_state)
     uint8_t msg[4 + 10] = {0, 0, 0, 10, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'};
     th_raw_write(fd, msg, 7);
     ck_assert(th_run_until_pred(srv_live_present, NULL, 3000));
-    ck_assert(tether__tnode_active(&S.last->live->timer));
+    ck_assert(tether__tnode_active(&tether__conn_live(S.last)->timer));
     ck_assert_uint_eq(th_loop->heap_len, base + 1);
 
     /* The rest of it: echoed, and then nothing is pending any more. */
@@ -972,6 +972,7 @@ START_TEST(idle_connection_keeps_no_liveness_state)
     ck_assert_int_eq(S.msgs, 1);
     ck_assert_uint_eq(S.last->queued, 0);
     ck_assert_uint_eq(th_loop->heap_len, base);
+    ck_assert_ptr_null(S.last->ex); /* the state's cold block went with it */
     read_echo(fd, msg, sizeof msg);
 
     /* Twice: the state comes back when needed and goes again. */
