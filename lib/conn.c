@@ -800,7 +800,11 @@ static void conn_pending_cb(struct tether__pending *p)
     if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
         if (c->state == TETHER__CS_CONNECTING) {
-            tether__dial_connected(c); /* (queues CT_CONNECTED, handled below) */
+            /* What the attach adds (CT_CONNECTED; on a failure CT_CLOSE)
+             * is handled below, in this call: no second pass. */
+            c->todo |= TETHER__CT_HELD;
+            tether__dial_connected(c);
+            c->todo &= (uint8_t)~TETHER__CT_HELD;
         }
     }
     if (c->todo & TETHER__CT_CONNECTED) {
