@@ -389,6 +389,15 @@ static void conn_free(tether_conn *c)
     spare_put(&c->h.loop->mem->spare_conns, c, sizeof *c);
 }
 
+/* tether__wq_release_all(), called only when there is something to
+ * release or to take off the memory budget. */
+static inline void conn_release_queue(tether_conn *c)
+{
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c);
+    }
+}
+
 /* ---- I/O interest ---------------------------------------------------- */
 
 static inline void conn_watch(tether_conn *c, unsigned ev)
@@ -721,7 +730,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         c->todo &= (uint8_t)~TETHER__CT_HELD;
         if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) &&
             c->pend.next == NULL) {
-            tether__wq_release_all(c);
+            conn_release_queue(c);
             conn_free(c);
             return;
         }
@@ -782,15 +791,6 @@ static void conn_timer_cb(struct tether__tnode *n)
         break;
     default:
         break;
-    }
-}
-
-/* tether__wq_release_all(), called only when there is something to
- * release or to take off the memory budget. */
-static inline void conn_release_queue(tether_conn *c)
-{
-    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
-        tether__wq_release_all(c);
     }
 }
 
