@@ -57,15 +57,6 @@ static uint32_t to_epoll(unsigned ev)
     return e;
 }
 
-void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
-{
-    io->fd = fd;
-    io->events = 0;
-    io->registered = false;
-    io->report_errors = false;
-    io->cb = cb;
-}
-
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
 {
     if (io->registered && io->events == events) {
@@ -98,12 +89,6 @@ void tether__io_stop(tether_loop *loop, struct tether__io *io)
  * walked, so that telling it apart costs what a NULL test did. */
 #define PEND_END(loop) ((struct tether__pending *)(void *)(loop))
 #define FLUSH_END(loop) ((struct tether__flush *)(void *)(loop))
-
-void tether__pending_init(struct tether__pending *p, tether__pending_cb cb)
-{
-    p->next = NULL;
-    p->cb = cb;
-}
 
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
 {
@@ -146,12 +131,6 @@ void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
         prev = it;
     }
     p->next = NULL;
-}
-
-void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
-{
-    f->next = NULL;
-    f->cb = cb;
 }
 
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
