@@ -390,6 +390,15 @@ static void conn_free(tether_conn *c)
     spare_put(&c->h.loop->mem->spare_conns, c, sizeof *c);
 }
 
+/* tether__wq_release_all(), called only when there is something to
+ * release or to take off the memory budget. */
+static inline void conn_release_queue(tether_conn *c)
+{
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c);
+    }
+}
+
 /* ---- I/O interest ---------------------------------------------------- */
 
 static inline void conn_watch(tether_conn *c, unsigned ev)
@@ -722,7 +731,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         c->todo &= (uint8_t)~TETHER__CT_HELD;
         if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) &&
             c->pend.next == NULL) {
-            tether__wq_release_all(c);
+            conn_release_queue(c);
             conn_free(c);
             return;
         }
@@ -786,22 +795,17 @@ static void conn_timer_cb(struct tether__tnode *n)
     }
 }
 
-/* tether__wq_release_all(), called only when there is something to
- * release or to take off the memory budget. */
-static inline void conn_release_queue(tether_conn *c)
-{
-    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
-        tether__wq_release_all(c);
-    }
-}
-
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
     if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
         if (c->state == TETHER__CS_CONNECTING) {
-            tether__dial_connected(c); /* (queues CT_CONNECTED, handled below) */
+            /* What the attach adds (CT_CONNECTED; on a failure CT_CLOSE)
+             * is handled below, in this call: no second pass. */
+            c->todo |= TETHER__CT_HELD;
+            tether__dial_connected(c);
+            c->todo &= (uint8_t)~TETHER__CT_HELD;
         }
     }
     if (c->todo & TETHER__CT_CONNECTED) {

@@ -57,15 +57,6 @@ static uint32_t to_epoll(unsigned ev)
     return e;
 }
 
-void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
-{
-    io->fd = fd;
-    io->events = 0;
-    io->registered = false;
-    io->report_errors = false;
-    io->cb = cb;
-}
-
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
 {
     if (io->registered && io->events == events) {
@@ -98,12 +89,6 @@ void tether__io_stop(tether_loop *loop, struct tether__io *io)
  * walked, so that telling it apart costs what a NULL test did. */
 #define PEND_END(loop) ((struct tether__pending *)(void *)(loop))
 #define FLUSH_END(loop) ((struct tether__flush *)(void *)(loop))
-
-void tether__pending_init(struct tether__pending *p, tether__pending_cb cb)
-{
-    p->next = NULL;
-    p->cb = cb;
-}
 
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
 {
@@ -146,12 +131,6 @@ void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
         prev = it;
     }
     p->next = NULL;
-}
-
-void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
-{
-    f->next = NULL;
-    f->cb = cb;
 }
 
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
@@ -403,14 +382,18 @@ static bool loop_has_work(const tether_loop *loop)
  * clock read does it), posted callbacks, deferred work. Each is a
  * function call only when it has something to do (inline checks: a busy
  * loop passes here twice per iteration, mostly for nothing). */
-static inline void loop_run_posted(tether_loop *loop)
+static inline bool loop_run_posted(tether_loop *loop)
 {
+    bool ran = false;
     if (atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) > 0) {
         run_posts(loop);
+        ran = true;
     }
     if (loop->pend_head != PEND_END(loop)) {
         run_pending(loop);
+        ran = true;
     }
+    return ran;
 }
 
 static inline void loop_run_due(tether_loop *loop)
@@ -436,7 +419,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             tether__timers_run(loop);
         }
     }
-    loop_run_posted(loop);
+    bool ran = loop_run_posted(loop);
     tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
     tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
     if (loop->flush_head != FLUSH_END(loop)) {
@@ -446,9 +429,13 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
     int timeout = timeout_ms;
     if (loop->pend_head != PEND_END(loop) || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
         !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
-        (until_idle && !loop_alive(loop))) {
+        (until_idle ? !loop_alive(loop) : ran)) {
         /* Work is waiting, or tether_loop_run() is about to return because
-         * nothing is left: do not block. */
+         * nothing is left: do not block. Nor does tether_loop_run_once()
+         * after it ran deferred work (libuv's rule for UV_RUN_ONCE): that
+         * work was what the caller waited for (an on_connect, a posted
+         * callback), and blocking now would hold its return back until
+         * some unrelated event. (tether_loop_run() goes on anyway.) */
         timeout = 0;
     } else if (loop->heap_len > 0) {
         int t = tether__timers_next_timeout(loop);

@@ -232,7 +232,15 @@ int tether__loop_new(tether_loop **out, const tether_loop_opts *opts);
 /* I/O watchers. start/update sets the full interest set; 0 events keeps the
  * fd registered with no interest (cheaper than DEL/ADD for a moment): an
  * error or hang-up meanwhile is not reported until interest returns. */
-void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb);
+static inline void tether__io_init(struct tether__io *io, int fd, tether__io_cb cb)
+{
+    io->fd = fd;
+    io->events = 0;
+    io->registered = false;
+    io->report_errors = false;
+    io->cb = cb;
+}
+
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events);
 void tether__io_stop(tether_loop *loop, struct tether__io *io);
 
@@ -267,12 +275,23 @@ static inline bool tether__tnode_active(const struct tether__tnode *n)
     return n->index != TETHER__TNODE_IDLE;
 }
 
-/* Deferred work. */
-void tether__pending_init(struct tether__pending *p, tether__pending_cb cb);
+/* Deferred work. (The initialisers are inline: a connection's
+ * allocation sets up three of these nodes, a call each.) */
+static inline void tether__pending_init(struct tether__pending *p, tether__pending_cb cb)
+{
+    p->next = NULL;
+    p->cb = cb;
+}
+
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p);
 void tether__pending_cancel(tether_loop *loop, struct tether__pending *p);
 
-void tether__flush_init(struct tether__flush *f, tether__flush_cb cb);
+static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
+{
+    f->next = NULL;
+    f->cb = cb;
+}
+
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
 /* Takes f off the flush list if it is queued: the owner is being freed. */
 void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);

@@ -1160,6 +1160,64 @@ START_TEST(reused_connection_memory_starts_clean)
 }
 END_TEST
 
+/* tether_loop_run_once() that ran deferred work (here the on_connect of a
+ * loopback dial made outside the loop, which the kernel had finished
+ * before connect() returned) does not go on to block: what the caller
+ * waited for has happened. The peer is a bare listening socket that never
+ * accepts or sends, so nothing else would ever wake the loop; alarm() is
+ * the hang guard. */
+struct once {
+    int connected;
+    int status;
+    bool closed;
+};
+
+static void once_connect(tether_conn *c, int status, void *ud)
+{
+    (void)c;
+    struct once *o = ud;
+    o->connected++;
+    o->status = status;
+}
+
+static void once_close(tether_conn *c, int reason, void *ud)
+{
+    (void)c;
+    (void)reason;
+    ((struct once *)ud)->closed = true;
+}
+
+START_TEST(run_once_returns_after_on_connect)
+{
+    int port;
+    int lfd = th_raw_listen(4, &port);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    struct once k = {0};
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.userdata = &k;
+    o.on_connect = once_connect;
+    o.on_close = once_close;
+    tether_conn *c = NULL;
+    th_dial(&c, url, &o);
+    ck_assert_int_eq(k.connected, 0); /* never from inside the dial */
+    alarm(20);
+    for (int i = 0; i < 1000 && k.connected == 0; i++) {
+        ck_assert_int_gt(tether_loop_run_once(th_loop, -1), 0);
+    }
+    alarm(0);
+    ck_assert_int_eq(k.connected, 1);
+    ck_assert_int_eq(k.status, TETHER_OK);
+    /* The peer's reset (the listener closes with the connection still
+     * queued) ends the lingering close. */
+    tether_conn_close(c);
+    close(lfd);
+    ck_assert(th_run_until(&k.closed, 5000));
+    ck_assert(th_run_idle(5000));
+}
+END_TEST
+
 START_TEST(peer_addresses)
 {
     reset_state();
@@ -1630,6 +1688,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, server_close_reports_eof_to_client);
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, reused_connection_memory_starts_clean);
+    tcase_add_test(tc, run_once_returns_after_on_connect);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
     tcase_add_test(tc, abort_after_send_from_another_connection);

@@ -442,6 +442,31 @@ START_TEST(run_once_nowait_and_nested_run)
 }
 END_TEST
 
+/* run_once() that ran deferred work returns instead of going on to wait
+ * (libuv's rule for UV_RUN_ONCE): here nothing else would ever wake the
+ * loop (a post would, through the eventfd; deferred work does not).
+ * alarm() is the hang guard. */
+static int once_ran;
+
+static void once_pending_cb(struct tether__pending *p)
+{
+    (void)p;
+    once_ran++;
+}
+
+START_TEST(run_once_returns_after_deferred_work)
+{
+    struct tether__pending p;
+    once_ran = 0;
+    tether__pending_init(&p, once_pending_cb);
+    tether__pending_queue(th_loop, &p);
+    alarm(20);
+    ck_assert_int_ge(tether_loop_run_once(th_loop, -1), 0);
+    alarm(0);
+    ck_assert_int_eq(once_ran, 1);
+}
+END_TEST
+
 static int nested_rv;
 
 static void nested_cb(tether_timer *t, void *ud)
@@ -821,6 +846,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, pending_cancelled_by_its_own_batch);
     tcase_add_test(tc, stop_ends_run);
     tcase_add_test(tc, run_once_nowait_and_nested_run);
+    tcase_add_test(tc, run_once_returns_after_deferred_work);
     tcase_add_test(tc, nested_run_is_refused);
     tcase_add_test(tc, now_is_monotonic);
     tcase_add_test(tc, loop_ref_keeps_run_alive_for_posts);

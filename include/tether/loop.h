@@ -202,7 +202,8 @@ TETHER_API int tether_loop_run(tether_loop *loop);
  * One iteration runs, in order: expired timers, posted callbacks, deferred
  * work, idle hooks, prepare hooks, the flush of queued output; then it waits
  * for I/O (never longer than the next timer, and not at all if work is
- * pending or an idle hook is started), dispatches the ready fds (fd
+ * pending, if posted callbacks or deferred work ran in this iteration
+ * before the wait, or if an idle hook is started), dispatches the ready fds (fd
  * watchers, signals, connections), runs the check hooks, and finally runs
  * the timers and work that became due meanwhile.
  *
