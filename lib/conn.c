@@ -798,9 +798,68 @@ static void conn_timer_cb(struct tether__tnode *n)
     }
 }
 
+/* CT_CLOSE: tells the application (on_close) that the connection ended,
+ * once. A dead connection is then due to be freed (CT_FREE). */
+static void conn_report_close(tether_conn *c)
+{
+    if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
+        c->flags |= TETHER__CF_CLOSE_DONE;
+        /* Gone for the application: no longer walked, even while the
+         * socket lingers. */
+        c->h.hidden = true;
+        int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
+        if (reason != TETHER_OK && reason != TETHER_ECANCELED && tether__log_on(TETHER_LOG_DEBUG)) {
+            const char *d = tether_conn_last_error(c);
+            tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
+                        tether__conn_url(c) != NULL ? "dialled" : "accepted",
+                        tether_err_name(reason), d[0] != '\0' ? d : tether_strerror(reason));
+        }
+        /* Whatever is still queued will never be sent: release zero-copy
+         * buffers before telling the application the connection is gone. */
+        if (c->state == TETHER__CS_DEAD) {
+            conn_release_queue(c);
+        }
+        if (tether__conn_dl(c) != NULL) {
+            tether__dl_conn_gone(c); /* completions and calls fail first */
+        }
+        if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
+            c->flags |= TETHER__CF_CONNECT_DONE;
+            if (c->cfg->o.on_connect != NULL) {
+                c->cfg->o.on_connect(c, reason == TETHER_OK ? TETHER_ECANCELED : reason,
+                                     c->userdata);
+            }
+        }
+        bool tell = !(c->flags & TETHER__CF_ACCEPTED) || (c->flags & TETHER__CF_ACCEPT_DONE);
+        if (tell && c->cfg->o.on_close != NULL) {
+            c->cfg->o.on_close(c, reason, c->userdata);
+        }
+        if (!tell && (c->flags & TETHER__CF_REPORT_LISTENER) && c->cfg->listener != NULL) {
+            /* It failed its handshake and never reached on_accept. */
+            tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
+        }
+        if (tether__conn_ref_idx(c) != 0) {
+            tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
+        }
+        if (c->state == TETHER__CS_DEAD) {
+            c->todo |= TETHER__CT_FREE;
+        }
+    }
+}
+
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo == TETHER__CT_CLOSE && c->state == TETHER__CS_DEAD) {
+        /* The common end (the peer closed, or an error): with none of the
+         * steps below due, report the close and free the connection. */
+        c->todo = 0;
+        conn_report_close(c);
+        if (c->todo & TETHER__CT_FREE) {
+            conn_release_queue(c);
+            conn_free(c);
+        }
+        return;
+    }
     if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
         if (c->state == TETHER__CS_CONNECTING) {
@@ -855,49 +914,7 @@ static void conn_pending_cb(struct tether__pending *p)
     }
     if (c->todo & TETHER__CT_CLOSE) {
         c->todo &= (uint16_t)~TETHER__CT_CLOSE;
-        if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
-            c->flags |= TETHER__CF_CLOSE_DONE;
-            /* Gone for the application: no longer walked, even while the
-             * socket lingers. */
-            c->h.hidden = true;
-            int reason = c->reason; /* (TETHER_OK once lingering, but for a liveness close) */
-            if (reason != TETHER_OK && reason != TETHER_ECANCELED &&
-                tether__log_on(TETHER_LOG_DEBUG)) {
-                const char *d = tether_conn_last_error(c);
-                tether__log(TETHER_LOG_DEBUG, "%s connection ended (%s): %s",
-                            tether__conn_url(c) != NULL ? "dialled" : "accepted",
-                            tether_err_name(reason), d[0] != '\0' ? d : tether_strerror(reason));
-            }
-            /* Whatever is still queued will never be sent: release zero-copy
-             * buffers before telling the application the connection is gone. */
-            if (c->state == TETHER__CS_DEAD) {
-                conn_release_queue(c);
-            }
-            if (tether__conn_dl(c) != NULL) {
-                tether__dl_conn_gone(c); /* completions and calls fail first */
-            }
-            if ((c->flags & TETHER__CF_DIALED) && !(c->flags & TETHER__CF_CONNECT_DONE)) {
-                c->flags |= TETHER__CF_CONNECT_DONE;
-                if (c->cfg->o.on_connect != NULL) {
-                    c->cfg->o.on_connect(c, reason == TETHER_OK ? TETHER_ECANCELED : reason,
-                                         c->userdata);
-                }
-            }
-            bool tell = !(c->flags & TETHER__CF_ACCEPTED) || (c->flags & TETHER__CF_ACCEPT_DONE);
-            if (tell && c->cfg->o.on_close != NULL) {
-                c->cfg->o.on_close(c, reason, c->userdata);
-            }
-            if (!tell && (c->flags & TETHER__CF_REPORT_LISTENER) && c->cfg->listener != NULL) {
-                /* It failed its handshake and never reached on_accept. */
-                tether__listener_report_conn(c->cfg->listener, reason, tether_conn_last_error(c));
-            }
-            if (tether__conn_ref_idx(c) != 0) {
-                tether__conn_ref_gone(c); /* references fail from now on, even while it lingers */
-            }
-            if (c->state == TETHER__CS_DEAD) {
-                c->todo |= TETHER__CT_FREE;
-            }
-        }
+        conn_report_close(c);
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
         conn_release_queue(c);
