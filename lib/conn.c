@@ -256,11 +256,8 @@ static void conn_finish(tether_conn *c, int reason)
     c->reason = reason;
     tether__conn_timer_stop(c);
     /* The socket stays open, unwatched, until the handle is freed after
-     * on_close, so that tether_conn_peer() still works in on_close. That
-     * is the deferred work queued here, at the latest one wake-up later,
-     * and closing the socket then takes it out of the epoll set: until
-     * then its events are only dropped (no EPOLL_CTL_DEL). */
-    tether__io_mute(&c->io);
+     * on_close, so that tether_conn_peer() still works in on_close. */
+    tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
 }

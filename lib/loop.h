@@ -253,17 +253,6 @@ static inline void tether__io_forget(struct tether__io *io)
     io->events = 0;
 }
 
-/* The watcher's owner is done with the fd and closes it (through
- * tether__io_forget()) before the loop waits twice more: events reported
- * meanwhile are dropped (the dispatch masks them with io->events), and the
- * close removes the fd from the epoll set, which saves the EPOLL_CTL_DEL
- * of tether__io_stop(). A later tether__io_stop() still removes it. Only
- * for fds the library owns and never duplicates. */
-static inline void tether__io_mute(struct tether__io *io)
-{
-    io->events = 0;
-}
-
 /* Hands an fd's epoll registration from one watcher to another without
  * removing and re-adding it: the next tether__io_set() on `to` modifies the
  * entry to point at `to` (one system call instead of two). */
