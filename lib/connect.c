@@ -128,12 +128,12 @@ static void cand_close(struct dial_cand *k)
 {
     tether_loop *loop = k->d->c->h.loop;
     tether__tnode_stop(loop, &k->timer);
+    /* Out of the epoll set before the close: a child forked meanwhile
+     * would keep the socket open, and registered (as a direct dial's). */
+    tether__io_stop(loop, &k->io);
     if (k->fd >= 0) {
-        tether__io_forget(&k->io); /* close() takes it out of the epoll set */
         close(k->fd);
         k->fd = -1;
-    } else {
-        tether__io_stop(loop, &k->io);
     }
 }
 
