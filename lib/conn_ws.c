@@ -191,10 +191,9 @@ static int send_staged(tether_conn *c, const uint8_t *data, size_t len)
 }
 
 /* A large client message with nothing queued ahead: masked a chunk at a
- * time into the loop's buffer and written while the socket takes it all
- * (each chunk is still in the cache when the kernel copies it, where a
- * staged copy of the whole message would have gone to memory and back);
- * what the socket does not take is staged, masked from where it stopped. */
+ * time (TETHER__WS_CHUNK) into the loop's buffer and written while the
+ * socket takes it all, with no staged copy of the message; what the
+ * socket does not take is staged, masked from where it stopped. */
 static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
 {
     struct ws_transport *t = tether__conn_ws(c);

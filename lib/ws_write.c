@@ -361,9 +361,7 @@ static int legacy_writev(struct ws_transport *t, const struct iovec *iov, int io
 
 /* ---- writing: payloads masked on their way out (ws.h) ------------------- */
 
-/* The masking buffer (TETHER__WS_CHUNK): small enough that each chunk is
- * still in the CPU's cache when the kernel copies it, large enough that a
- * system call per chunk costs little next to the copy. */
+/* The masking buffer (TETHER__WS_CHUNK, ws.h: why 1 MiB). */
 #define LAZY_CHUNK TETHER__WS_CHUNK
 #define LAZY_IOV 64 /* iovecs per write */
 
