@@ -5,8 +5,9 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c); what the application reads about a connection is in
- * conn_info.c; conn_core.h declares what they share.
+ * (liveness.c), its memory (conn_mem.c); what the application reads
+ * about a connection is in conn_info.c; conn_core.h declares what they
+ * share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -41,7 +42,6 @@ static_assert(sizeof(struct tether_conn) <= 232, "keep the connection small");
 static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 
 static void conn_pending_cb(struct tether__pending *p);
-static void conn_timer_cb(struct tether__tnode *n);
 static void conn_on_io(struct tether__io *io, unsigned revents);
 static void conn_close_obj(void *obj);
 
@@ -66,78 +66,16 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- spare blocks (struct tether__spares) ------------------------------ */
-
-/* A spare block is freed memory to AddressSanitizer until it is taken
- * again, so that a use after free is still caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SPARES_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SPARES_ASAN 1
-#endif
-#endif
-#ifdef SPARES_ASAN
-#include <sanitizer/asan_interface.h>
-#define SPARE_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define SPARE_POISON(p, n) ((void)(p), (void)(n))
-#define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
-/* Called through a volatile pointer (as in tether__zalloc()) so that the
- * compiler neither inlines it as a string store of one instruction per 8
- * bytes nor merges it with a malloc() into a calloc(). */
-static void *(*volatile spare_zero)(void *, int, size_t) = memset;
-
-/* A block of size bytes, not zeroed: a spare one or a new one. */
-static void *spare_take(struct tether__spares *s, size_t size)
-{
-    if (s->n == 0) {
-        return malloc(size);
-    }
-    void *p = s->blk[--s->n];
-    SPARE_UNPOISON(p, size);
-    return p;
-}
-
-static void spare_put(struct tether__spares *s, void *p, size_t size)
-{
-    if (s->n == TETHER__SPARES) {
-        free(p);
-        return;
-    }
-    SPARE_POISON(p, size);
-    s->blk[s->n++] = p;
-}
-
-static void spares_drop(struct tether__spares *s, size_t size)
-{
-    while (s->n > 0) {
-        void *p = s->blk[--s->n];
-        SPARE_UNPOISON(p, size);
-        free(p);
-    }
-}
-
-void tether__conn_spares_free(struct tether__mem *m)
-{
-    spares_drop(&m->spare_conns, sizeof(tether_conn));
-    spares_drop(&m->spare_extras, sizeof(struct tether__conn_extra));
-}
-
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
     struct tether__mem *m = tether__mem_get(loop);
     if (m == NULL) {
         return NULL;
     }
-    tether_conn *c = spare_take(&m->spare_conns, sizeof *c);
+    tether_conn *c = tether__conn_block_new(m);
     if (c == NULL) {
         return NULL;
     }
-    spare_zero(c, 0, sizeof *c);
     c->h.loop = loop; /* for the calls below; registered at the end */
     c->cfg = cfg;
     cfg->refs++;
@@ -147,7 +85,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     if (cfg->live && !cfg->live_lazy) {
         if (tether__live_new(c) != TETHER_OK) {
             tether__conn_cfg_unref(cfg);
-            spare_put(&m->spare_conns, c, sizeof *c);
+            tether__conn_block_drop(m, c);
             return NULL;
         }
     }
@@ -165,72 +103,7 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     return c;
 }
 
-/* (A spare block or malloc, and a zeroing store rather than calloc, which
- * glibc serves without its thread cache: a dial paid about 200
- * instructions for it.) */
-static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
-{
-    *ex = (struct tether__conn_extra){.c = c};
-    tether__tnode_init(&ex->timer, conn_timer_cb);
-    c->ex = ex;
-}
-
-struct tether__conn_extra *tether__conn_extra(tether_conn *c)
-{
-    if (c->ex == NULL) {
-        struct tether__conn_extra *ex = spare_take(&c->h.loop->mem->spare_extras, sizeof *ex);
-        if (ex != NULL) {
-            conn_extra_init(c, ex);
-        }
-    }
-    return c->ex;
-}
-
-static void conn_extra_free(tether_conn *c)
-{
-    if (c->ex != NULL) {
-        spare_put(&c->h.loop->mem->spare_extras, c->ex, sizeof *c->ex);
-        c->ex = NULL;
-    }
-}
-
-bool tether__conn_timer_start(tether_conn *c, uint64_t ms)
-{
-    struct tether__conn_extra *ex = tether__conn_extra(c);
-    if (ex == NULL) {
-        return false;
-    }
-    tether__tnode_start(c->h.loop, &ex->timer, ms);
-    return true;
-}
-
-void tether__conn_extra_trim(tether_conn *c)
-{
-    const struct tether__conn_extra *ex = c->ex;
-    if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
-        ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
-        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && ex->live == NULL &&
-        ex->msgs_in_hi == 0 && c->memflags == 0 && !tether__tnode_active(&ex->timer)) {
-        conn_extra_free(c);
-    }
-}
-
 /* ---- closing ----------------------------------------------------------- */
-
-static void conn_destroy_transport(tether_conn *c)
-{
-    if (c->tr != NULL) {
-        /* destroy() closes the fd, which takes it out of the epoll set. */
-        tether__io_forget(&c->io);
-    } else {
-        tether__io_stop(c->h.loop, &c->io);
-    }
-    if (c->tr != NULL) {
-        c->tr->ops->destroy(c->tr);
-        c->tr = NULL;
-    }
-    c->io.fd = -1;
-}
 
 /* Moves the connection to DEAD with a reason and queues the report. */
 static void conn_finish(tether_conn *c, int reason)
@@ -245,7 +118,7 @@ static void conn_finish(tether_conn *c, int reason)
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
         tether__conn_timer_stop(c);
-        conn_destroy_transport(c);
+        tether__conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
         return;
     }
@@ -335,59 +208,6 @@ void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
     } else {
         tether__conn_fail(c, rv, "%s failed: %s", what, d != NULL ? d : tether_strerror(rv));
     }
-}
-
-static void conn_free(tether_conn *c)
-{
-    if (tether__conn_ref_idx(c) != 0) {
-        tether__conn_ref_gone(c); /* (normally done after on_close already) */
-    }
-    if (c->hooks & TETHER__CH_LIVE) {
-        tether__tnode_stop(c->h.loop, &c->ex->live->timer);
-        free(c->ex->live);
-        c->ex->live = NULL;
-    }
-    /* (What only some connections have is in c->ex: the calls that would
-     * find nothing to free are skipped.) */
-    if (c->ex != NULL && c->ex->drain != NULL) {
-        tether__drain_free(c);
-    }
-    conn_destroy_transport(c);
-    tether__handle_detach(&c->h);
-    c->h.loop->handles--;
-    tether__pending_cancel(c->h.loop, &c->pend);
-    /* A send from outside this connection's callbacks (e.g. a broadcast
-     * from another connection's on_message) queued a flush; an abort that
-     * followed must not leave it pointing at freed memory. */
-    tether__flush_cancel(c->h.loop, &c->flush);
-    tether__conn_rpart_free(c);
-    tether__mem_conn_gone(c);
-    if (c->flags & TETHER__CF_ACCEPTED) {
-        c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
-        if (c->cfg->lstats != NULL) {
-            atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
-        }
-        tether__shutdown_conn_gone(c->cfg);
-    }
-    struct tether__conn_extra *ex = c->ex;
-    if (ex != NULL) {
-        if (ex->pp != NULL) {
-            tether__pp_conn_free(c);
-        }
-        if (ex->dl != NULL) {
-            tether__dl_free(c);
-        }
-        if (ex->ack != NULL) {
-            tether__ack_free(c);
-        }
-        tether__tnode_stop(c->h.loop, &ex->timer);
-        conn_extra_free(c);
-    }
-    if (c->err_owned) {
-        free((char *)c->err);
-    }
-    tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
-    spare_put(&c->h.loop->mem->spare_conns, c, sizeof *c);
 }
 
 /* tether__wq_release_all(), called only when there is something to
@@ -732,7 +552,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
         if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) &&
             c->pend.next == NULL) {
             conn_release_queue(c);
-            conn_free(c);
+            tether__conn_free(c);
             return;
         }
         if (c->todo != 0) {
@@ -748,7 +568,7 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
     }
 }
 
-static void conn_timer_cb(struct tether__tnode *n)
+void tether__conn_timer_cb(struct tether__tnode *n)
 {
     tether_conn *c = tether__container_of(n, struct tether__conn_extra, timer)->c;
     unsigned pp_ev;
@@ -853,7 +673,7 @@ static void conn_pending_cb(struct tether__pending *p)
         conn_report_close(c);
         if (c->todo & TETHER__CT_FREE) {
             conn_release_queue(c);
-            conn_free(c);
+            tether__conn_free(c);
         }
         return;
     }
@@ -915,7 +735,7 @@ static void conn_pending_cb(struct tether__pending *p)
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
         conn_release_queue(c);
-        conn_free(c);
+        tether__conn_free(c);
     }
 }
 
@@ -1040,7 +860,7 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
         ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || tether__conn_ack(c) != NULL) &&
          tether__ctrl_queue_hello(c) != TETHER_OK)) {
         c->state = TETHER__CS_DEAD;
-        conn_free(c);
+        tether__conn_free(c);
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }
     rv = tether__dial_start(c, u); /* (arms the connect deadline) */

@@ -301,7 +301,7 @@ uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
  * the limit, the connections holding the most stop reading and have their
  * sends refused, until usage falls to the low-water mark. */
 /* Blocks of freed connections (or of their cold state) kept for the next
- * ones (conn.c), up to TETHER__SPARES: malloc() and free() of the two cost
+ * ones (conn_mem.c), up to TETHER__SPARES: malloc() and free() of the two cost
  * a connection that is set up and torn down about 270 instructions, the
  * same blocks taken from here a few (issue #17). */
 #define TETHER__SPARES 4
@@ -328,8 +328,18 @@ struct tether__mem {
     struct tether__spares spare_extras; /* sizeof(struct tether__conn_extra) each */
 };
 
-/* Frees the spare blocks (from the budget's cleanup; conn.c). */
+/* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
 void tether__conn_spares_free(struct tether__mem *m);
+/* conn_mem.c: a zeroed connection block (a spare one or a new one; NULL
+ * if out of memory), and back to the spares (or free()). */
+tether_conn *tether__conn_block_new(struct tether__mem *m);
+void tether__conn_block_drop(struct tether__mem *m, tether_conn *c);
+/* conn_mem.c: closes the socket (through the transport, if any) and
+ * frees a finished connection with all it holds. */
+void tether__conn_destroy_transport(tether_conn *c);
+void tether__conn_free(tether_conn *c);
+/* conn.c: the connection's deadline timer (connect, handshake, linger). */
+void tether__conn_timer_cb(struct tether__tnode *n);
 
 /* The loop's budget, created with the defaults on first use; NULL if out
  * of memory. */

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/* A connection's memory: its block and the per-loop spare blocks that
+ * save a malloc/free per connection, the cold struct (c->ex) allocated on
+ * first use and trimmed when empty, and the free of a finished connection
+ * with everything it holds. The state machine (conn.c) decides when. */
+#include "ack.h"
+#include "conn_core.h"
+#include "delivery.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- spare blocks (struct tether__spares) ------------------------------ */
+
+/* A spare block is freed memory to AddressSanitizer until it is taken
+ * again, so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARES_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARES_ASAN 1
+#endif
+#endif
+#ifdef SPARES_ASAN
+#include <sanitizer/asan_interface.h>
+#define SPARE_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SPARE_POISON(p, n) ((void)(p), (void)(n))
+#define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Called through a volatile pointer (as in tether__zalloc()) so that the
+ * compiler neither inlines it as a string store of one instruction per 8
+ * bytes nor merges it with a malloc() into a calloc(). */
+static void *(*volatile spare_zero)(void *, int, size_t) = memset;
+
+/* A block of size bytes, not zeroed: a spare one or a new one. */
+static void *spare_take(struct tether__spares *s, size_t size)
+{
+    if (s->n == 0) {
+        return malloc(size);
+    }
+    void *p = s->blk[--s->n];
+    SPARE_UNPOISON(p, size);
+    return p;
+}
+
+static void spare_put(struct tether__spares *s, void *p, size_t size)
+{
+    if (s->n == TETHER__SPARES) {
+        free(p);
+        return;
+    }
+    SPARE_POISON(p, size);
+    s->blk[s->n++] = p;
+}
+
+static void spares_drop(struct tether__spares *s, size_t size)
+{
+    while (s->n > 0) {
+        void *p = s->blk[--s->n];
+        SPARE_UNPOISON(p, size);
+        free(p);
+    }
+}
+
+tether_conn *tether__conn_block_new(struct tether__mem *m)
+{
+    tether_conn *c = spare_take(&m->spare_conns, sizeof *c);
+    if (c != NULL) {
+        spare_zero(c, 0, sizeof *c);
+    }
+    return c;
+}
+
+void tether__conn_block_drop(struct tether__mem *m, tether_conn *c)
+{
+    spare_put(&m->spare_conns, c, sizeof *c);
+}
+
+void tether__conn_spares_free(struct tether__mem *m)
+{
+    spares_drop(&m->spare_conns, sizeof(tether_conn));
+    spares_drop(&m->spare_extras, sizeof(struct tether__conn_extra));
+}
+
+/* (A spare block or malloc, and a zeroing store rather than calloc, which
+ * glibc serves without its thread cache: a dial paid about 200
+ * instructions for it.) */
+static void conn_extra_init(tether_conn *c, struct tether__conn_extra *ex)
+{
+    *ex = (struct tether__conn_extra){.c = c};
+    tether__tnode_init(&ex->timer, tether__conn_timer_cb);
+    c->ex = ex;
+}
+
+struct tether__conn_extra *tether__conn_extra(tether_conn *c)
+{
+    if (c->ex == NULL) {
+        struct tether__conn_extra *ex = spare_take(&c->h.loop->mem->spare_extras, sizeof *ex);
+        if (ex != NULL) {
+            conn_extra_init(c, ex);
+        }
+    }
+    return c->ex;
+}
+
+static void conn_extra_free(tether_conn *c)
+{
+    if (c->ex != NULL) {
+        spare_put(&c->h.loop->mem->spare_extras, c->ex, sizeof *c->ex);
+        c->ex = NULL;
+    }
+}
+
+bool tether__conn_timer_start(tether_conn *c, uint64_t ms)
+{
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return false;
+    }
+    tether__tnode_start(c->h.loop, &ex->timer, ms);
+    return true;
+}
+
+void tether__conn_extra_trim(tether_conn *c)
+{
+    const struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL && ex->dialer == NULL && ex->pp == NULL && ex->wnotify == NULL &&
+        ex->gnotify == NULL && ex->dl == NULL && ex->drain == NULL && ex->ack == NULL &&
+        ex->peer6.family == 0 && ex->ws == NULL && ex->ref_idx == 0 && ex->live == NULL &&
+        ex->msgs_in_hi == 0 && c->memflags == 0 && !tether__tnode_active(&ex->timer)) {
+        conn_extra_free(c);
+    }
+}
+
+void tether__conn_destroy_transport(tether_conn *c)
+{
+    if (c->tr != NULL) {
+        /* destroy() closes the fd, which takes it out of the epoll set. */
+        tether__io_forget(&c->io);
+    } else {
+        tether__io_stop(c->h.loop, &c->io);
+    }
+    if (c->tr != NULL) {
+        c->tr->ops->destroy(c->tr);
+        c->tr = NULL;
+    }
+    c->io.fd = -1;
+}
+
+void tether__conn_free(tether_conn *c)
+{
+    if (tether__conn_ref_idx(c) != 0) {
+        tether__conn_ref_gone(c); /* (normally done after on_close already) */
+    }
+    if (c->hooks & TETHER__CH_LIVE) {
+        tether__tnode_stop(c->h.loop, &c->ex->live->timer);
+        free(c->ex->live);
+        c->ex->live = NULL;
+    }
+    /* (What only some connections have is in c->ex: the calls that would
+     * find nothing to free are skipped.) */
+    if (c->ex != NULL && c->ex->drain != NULL) {
+        tether__drain_free(c);
+    }
+    tether__conn_destroy_transport(c);
+    tether__handle_detach(&c->h);
+    c->h.loop->handles--;
+    tether__pending_cancel(c->h.loop, &c->pend);
+    /* A send from outside this connection's callbacks (e.g. a broadcast
+     * from another connection's on_message) queued a flush; an abort that
+     * followed must not leave it pointing at freed memory. */
+    tether__flush_cancel(c->h.loop, &c->flush);
+    tether__conn_rpart_free(c);
+    tether__mem_conn_gone(c);
+    if (c->flags & TETHER__CF_ACCEPTED) {
+        c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+        if (c->cfg->lstats != NULL) {
+            atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
+        }
+        tether__shutdown_conn_gone(c->cfg);
+    }
+    struct tether__conn_extra *ex = c->ex;
+    if (ex != NULL) {
+        if (ex->pp != NULL) {
+            tether__pp_conn_free(c);
+        }
+        if (ex->dl != NULL) {
+            tether__dl_free(c);
+        }
+        if (ex->ack != NULL) {
+            tether__ack_free(c);
+        }
+        tether__tnode_stop(c->h.loop, &ex->timer);
+        conn_extra_free(c);
+    }
+    if (c->err_owned) {
+        free((char *)c->err);
+    }
+    tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
+    tether__conn_block_drop(c->h.loop->mem, c);
+}
