@@ -207,6 +207,18 @@ void tether__live_resume(tether_conn *c);
 /* Queues our HELLO control frame (heartbeat negotiation). */
 int tether__ctrl_queue_hello(tether_conn *c);
 
+/* Queues a control frame of `type` with payload p[0..n) (n at most the
+ * largest payload the types have) behind whatever is queued. */
+int tether__ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *p, size_t n);
+
+/* The peer's HELLO arrived, announcing heartbeats every peer_ms: starts
+ * ours (negotiated interval, a first PING) when we have them. */
+void tether__live_on_hello(tether_conn *c, uint32_t peer_ms);
+
+/* A PONG answered one of our PINGs: counts it and takes the round-trip
+ * time from its payload. */
+void tether__live_on_pong(tether_conn *c, const uint8_t *p, size_t n);
+
 /* The queue went from empty to non-empty: the write timeout counts from
  * here when nothing moves. */
 void tether__live_queue_started(tether_conn *c);

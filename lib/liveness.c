@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Liveness of a connection: the control frames (HELLO, PING, PONG,
- * GOAWAY) that negotiate heartbeats, measure the round-trip time and tell
- * the peer why we close, and the checks that end a connection whose peer
+/* Liveness of a connection: heartbeats (negotiated by HELLO; PING and
+ * PONG measure the round-trip time; the frames themselves are ctrl.c's)
+ * and the checks that end a connection whose peer
  * went silent, is too slow or stopped reading (idle, frame and write
  * timeouts with their minimum rates, heartbeats) or that reached its
  * maximum age. Those closes are clean: GOAWAY where both sides speak
@@ -31,11 +31,6 @@
  * sooner never pay for the measurement. */
 #define WRITE_SAMPLE_DELAY_MS 1000u
 
-/* The wire format and the rules are documented in tether/conn.h, section
- * "Heartbeat wire format". Control frames are rare, so nothing here is on
- * a per-message path: the fast len32 parser only comes here for a header
- * that no data message can have. */
-
 static uint64_t mono_us(void)
 {
     struct timespec ts;
@@ -44,36 +39,6 @@ static uint64_t mono_us(void)
 }
 
 static inline void live_due(tether_conn *c, uint64_t at);
-
-#define CTRL_PAYLOAD_MAX (TETHER__CTRL_GOAWAY_MIN + TETHER__CTRL_GOAWAY_TEXT_MAX)
-static_assert(CTRL_PAYLOAD_MAX >= TETHER__CTRL_PING_MAX, "control frame buffer");
-
-/* Queues a control frame behind whatever is queued already (always at a
- * frame boundary: the queue only ever holds whole frames). */
-static int ctrl_queue(tether_conn *c, uint8_t type, const uint8_t *payload, size_t n)
-{
-    uint8_t buf[TETHER__CTRL_HDR_LEN + CTRL_PAYLOAD_MAX];
-    assert(n <= CTRL_PAYLOAD_MAX);
-    tether__len32_ctrl_header(buf, type, (uint16_t)n);
-    if (n > 0) {
-        memcpy(buf + TETHER__CTRL_HDR_LEN, payload, n);
-    }
-    struct iovec iov = {buf, TETHER__CTRL_HDR_LEN + n};
-    return tether__wq_append_copy(c, &iov, 1, iov.iov_len);
-}
-
-int tether__ctrl_queue_hello(tether_conn *c)
-{
-    uint8_t p[TETHER__CTRL_HELLO_LEN];
-    p[0] = TETHER__CTRL_HELLO_VERSION;
-    p[1] = tether__call_hello_flags(c) | tether__ack_hello_flags(c); /* capability bits */
-    tether__put_be32(p + 2, (uint32_t)c->cfg->o.heartbeat_ms);
-    int rv = ctrl_queue(c, TETHER__CTRL_HELLO, p, sizeof p);
-    if (rv == TETHER_OK) {
-        c->flags |= TETHER__CF_HELLO_SENT;
-    }
-    return rv;
-}
 
 uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms)
 {
@@ -114,7 +79,7 @@ static void ctrl_send_ping(tether_conn *c)
     uint64_t t = mono_us();
     tether__put_be32(p, (uint32_t)(t >> 32));
     tether__put_be32(p + 4, (uint32_t)t);
-    if (ctrl_queue(c, TETHER__CTRL_PING, p, sizeof p) != TETHER_OK) {
+    if (tether__ctrl_queue(c, TETHER__CTRL_PING, p, sizeof p) != TETHER_OK) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a heartbeat");
         return;
     }
@@ -123,127 +88,31 @@ static void ctrl_send_ping(tether_conn *c)
     tether__conn_after_queue(c);
 }
 
-/* Both sides speak control frames: we sent HELLO and received the peer's. */
-bool tether__ctrl_negotiated(const tether_conn *c)
+void tether__live_on_hello(tether_conn *c, uint32_t peer_ms)
 {
-    return (c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO)) ==
-           (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO);
-}
-
-size_t tether__ctrl_frame_len(const tether_conn *c, const uint8_t *hdr)
-{
-    if (hdr[0] != TETHER__CTRL_MARK) {
-        return 0;
-    }
-    switch (hdr[1]) {
-    case TETHER__CTRL_HELLO:
-        if (c->flags & TETHER__CF_PEER_HELLO) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_PING:
-    case TETHER__CTRL_PONG:
-    case TETHER__CTRL_GOAWAY:
-        if (!(c->flags & TETHER__CF_PEER_HELLO)) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_CALL:
-    case TETHER__CTRL_REPLY:
-        if (!tether__call_negotiated(c)) {
-            return 0;
-        }
-        break;
-    case TETHER__CTRL_ACK:
-    case TETHER__CTRL_RESUME:
-        if (!tether__ack_admits(c, hdr[1])) {
-            return 0;
-        }
-        break;
-    default:
-        return 0;
-    }
-    return TETHER__CTRL_HDR_LEN + (((size_t)hdr[2] << 8) | (size_t)hdr[3]);
-}
-
-static const char *ctrl_type_name(uint8_t type)
-{
-    switch (type) {
-    case TETHER__CTRL_HELLO:
-        return "HELLO";
-    case TETHER__CTRL_PING:
-        return "PING";
-    case TETHER__CTRL_PONG:
-        return "PONG";
-    case TETHER__CTRL_GOAWAY:
-        return "GOAWAY";
-    case TETHER__CTRL_CALL:
-        return "CALL";
-    case TETHER__CTRL_REPLY:
-        return "REPLY";
-    case TETHER__CTRL_ACK:
-        return "ACK";
-    case TETHER__CTRL_RESUME:
-        return "RESUME";
-    default:
-        return NULL;
-    }
-}
-
-bool tether__ctrl_violation(tether_conn *c, const uint8_t *hdr)
-{
-    if (hdr[0] != TETHER__CTRL_MARK) {
-        return false;
-    }
-    const char *name = ctrl_type_name(hdr[1]);
-    if (name == NULL) {
-        /* Only a connection on which a side has spoken control frames
-         * knows that 0xFF starts one; to a plain len32 peer an unknown
-         * type is just an oversized length. */
-        if (!(c->flags & (TETHER__CF_HELLO_SENT | TETHER__CF_PEER_HELLO))) {
-            return false;
-        }
-        tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: unknown control frame type %u from the peer",
-                          (unsigned)hdr[1]);
-    } else if (hdr[1] == TETHER__CTRL_HELLO) {
-        tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: the peer sent a second HELLO control frame");
-    } else if ((hdr[1] == TETHER__CTRL_CALL || hdr[1] == TETHER__CTRL_REPLY) &&
-               (c->flags & TETHER__CF_PEER_HELLO)) {
-        tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: the peer sent a %s control frame, but calls were not "
-                          "negotiated (HELLO capability bit 0)",
-                          name);
-    } else if ((hdr[1] == TETHER__CTRL_ACK || hdr[1] == TETHER__CTRL_RESUME) &&
-               (c->flags & TETHER__CF_PEER_HELLO)) {
-        tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: the peer sent a %s control frame, but acknowledgements "
-                          "were not negotiated (HELLO capability bit 1)",
-                          name);
+    if (c->cfg->o.heartbeat_ms > 0 && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
+        c->ex->live->unanswered = 0;
+        ctrl_send_ping(c); /* a first round-trip time, right away */
+        live_due(c, tether__loop_time(c->h.loop) + c->ex->live->hb_ms);
     } else {
-        /* A known type out of order: a peer that speaks control frames
-         * broke their rules (a plain peer would have announced more than
-         * 4 GiB - 16 MiB, which no connection accepts either). */
-        tether__conn_fail(c, TETHER_EPROTO,
-                          "protocol error: the peer sent a %s control frame before its HELLO "
-                          "(read as a length header: %u bytes, above max_msg %zu)",
-                          name, (unsigned)tether__get_be32(hdr), c->cfg->o.max_msg);
+        tether__conn_after_queue(c);
     }
-    return true;
 }
 
-int tether__ctrl_queue_goaway(tether_conn *c, uint8_t flags, uint16_t code, const char *text)
+void tether__live_on_pong(tether_conn *c, const uint8_t *p, size_t n)
 {
-    uint8_t p[CTRL_PAYLOAD_MAX];
-    size_t tl = text != NULL ? TETHER__MIN(strlen(text), (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX) : 0;
-    p[0] = flags;
-    p[1] = (uint8_t)(code >> 8);
-    p[2] = (uint8_t)code;
-    if (tl > 0) {
-        memcpy(p + TETHER__CTRL_GOAWAY_MIN, text, tl);
+    if (c->cfg->o.heartbeat_ms <= 0) {
+        return; /* no ping of ours: counts nothing (and the live state may be lazy) */
     }
-    return ctrl_queue(c, TETHER__CTRL_GOAWAY, p, TETHER__CTRL_GOAWAY_MIN + tl);
+    c->ex->live->pongs_in++;
+    if (n == 8) {
+        uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
+        uint64_t now = mono_us();
+        if (sent <= now) {
+            c->ex->live->rtt_us = (int64_t)(now - sent);
+        }
+    }
 }
 
 /* Ends the connection cleanly for a liveness reason: GOAWAY (when both
@@ -281,134 +150,6 @@ live_close(tether_conn *c, int reason, uint16_t code, const char *peer_text, con
             tether__conn_fail_const(c, TETHER_ENOMEM, "out of memory for the close deadline");
         }
     }
-}
-
-/* A GOAWAY from the peer: with the drain flag, drain.c takes it (the
- * connection goes on); without, the peer is closing now. Its text becomes
- * our detail; the text is the peer's, so anything but printable ASCII is
- * replaced before it reaches logs and terminals. True when the connection
- * goes on. */
-static bool ctrl_on_goaway(tether_conn *c, const uint8_t *p, size_t n)
-{
-    uint16_t code = (uint16_t)((p[1] << 8) | p[2]);
-    size_t tl = TETHER__MIN(n - TETHER__CTRL_GOAWAY_MIN, (size_t)TETHER__CTRL_GOAWAY_TEXT_MAX);
-    char text[TETHER__CTRL_GOAWAY_TEXT_MAX + 1];
-    for (size_t i = 0; i < tl; i++) {
-        uint8_t ch = p[TETHER__CTRL_GOAWAY_MIN + i];
-        text[i] = ch >= 0x20 && ch < 0x7F ? (char)ch : '?';
-    }
-    text[tl] = '\0';
-    if (p[0] & TETHER__GOAWAY_F_DRAIN) {
-        return tether__drain_on_goaway(c, p[0], code, text);
-    }
-    if (tl > 0) {
-        tether__conn_fail(c, TETHER_EOF, "closed by peer: %s", text);
-    } else {
-        tether__conn_fail(c, TETHER_EOF, "closed by peer (GOAWAY reason %u)", (unsigned)code);
-    }
-    return false;
-}
-
-/* Handles one complete control frame. Returns false when the connection
- * failed. */
-bool tether__ctrl_on_frame(tether_conn *c, const uint8_t *frame, size_t len)
-{
-    uint8_t type = frame[1];
-    const uint8_t *p = frame + TETHER__CTRL_HDR_LEN;
-    size_t n = len - TETHER__CTRL_HDR_LEN;
-    c->ctrl_in++;
-    switch (type) {
-    case TETHER__CTRL_HELLO: {
-        if (n < TETHER__CTRL_HELLO_LEN || p[0] == 0) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed HELLO control frame (%zu bytes)",
-                              n);
-            return false;
-        }
-        c->flags |= TETHER__CF_PEER_HELLO;
-        uint32_t peer_ms = tether__get_be32(p + 2);
-        if (!(c->flags & TETHER__CF_HELLO_SENT) && tether__ctrl_queue_hello(c) != TETHER_OK) {
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a HELLO");
-            return false;
-        }
-        if (!tether__call_on_hello(c, p[1]) || !tether__ack_on_hello(c, p[1])) {
-            return false;
-        }
-        int own = c->cfg->o.heartbeat_ms;
-        if (own > 0 && (c->hooks & TETHER__CH_LIVE)) {
-            c->ex->live->hb_ms = tether__hb_negotiate(&c->cfg->o, peer_ms);
-            c->ex->live->unanswered = 0;
-            ctrl_send_ping(c); /* a first round-trip time, right away */
-            live_due(c, tether__loop_time(c->h.loop) + c->ex->live->hb_ms);
-        } else {
-            tether__conn_after_queue(c);
-        }
-        if (c->cfg->shutdown != NULL && (c->flags & TETHER__CF_ACCEPTED)) {
-            tether__shutdown_conn_hello(c); /* its listener is shutting down */
-        }
-        break;
-    }
-    case TETHER__CTRL_PING:
-        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed PING control frame (%zu bytes)", n);
-            return false;
-        }
-        /* A peer that pings without reading gets no pongs: they would only
-         * pile up in our queue. */
-        if (c->queued <= c->cfg->o.send_hwm) {
-            if (ctrl_queue(c, TETHER__CTRL_PONG, p, n) != TETHER_OK) {
-                tether__conn_fail(c, TETHER_ENOMEM, "out of memory answering a heartbeat");
-                return false;
-            }
-            tether__conn_after_queue(c);
-        }
-        break;
-    case TETHER__CTRL_PONG:
-        if (n == 0 || n > TETHER__CTRL_PING_MAX) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed PONG control frame (%zu bytes)", n);
-            return false;
-        }
-        if (c->cfg->o.heartbeat_ms <= 0) {
-            break; /* no ping of ours: counts nothing (and the live state may be lazy) */
-        }
-        c->ex->live->pongs_in++;
-        if (n == 8) {
-            uint64_t sent = ((uint64_t)tether__get_be32(p) << 32) | tether__get_be32(p + 4);
-            uint64_t now = mono_us();
-            if (sent <= now) {
-                c->ex->live->rtt_us = (int64_t)(now - sent);
-            }
-        }
-        break;
-    case TETHER__CTRL_GOAWAY:
-        if (n < TETHER__CTRL_GOAWAY_MIN) {
-            tether__conn_fail(c, TETHER_EPROTO,
-                              "framing error (len32): malformed GOAWAY control frame (%zu bytes)",
-                              n);
-            return false;
-        }
-        if (!ctrl_on_goaway(c, p, n)) {
-            return false;
-        }
-        break;
-    case TETHER__CTRL_CALL:
-    case TETHER__CTRL_REPLY:
-        if (!tether__call_on_ctrl(c, type, p, n)) {
-            return false;
-        }
-        break;
-    case TETHER__CTRL_ACK:
-    case TETHER__CTRL_RESUME:
-        if (!tether__ack_on_ctrl(c, type, p, n)) {
-            return false;
-        }
-        break;
-    default:
-        break; /* tether__ctrl_frame_len() admits no other type */
-    }
-    return c->state == TETHER__CS_READY;
 }
 
 /* Makes sure the liveness timer fires no later than `at` (loop ms). Cheap
