@@ -68,13 +68,16 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
         return 0; /* no copy segment to append to: tether_conn_send() makes one */
     }
     const struct tether__conn_cfg *cfg = c->cfg;
-    /* A message is accepted while the queue is below send_hwm; from
-     * TETHER__FLUSH_BATCH on, tether__conn_after_queue() writes the queue
-     * (when it can), so the run stops there to let it. */
+    /* A message is accepted while the queue is below send_hwm; from `at`
+     * on, tether__conn_after_queue_at() writes the queue (when it can),
+     * so the run stops there to let it. A batch is written in larger
+     * pieces than single sends (conn_core.h), where send_hwm leaves room
+     * for them: below it, a socket that takes everything never refuses a
+     * message, as with a loop of tether_conn_send(). */
     size_t lim = cfg->o.send_hwm;
-    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) &&
-        lim > TETHER__FLUSH_BATCH) {
-        lim = TETHER__FLUSH_BATCH;
+    const size_t at = lim > TETHER__FLUSH_BULK ? TETHER__FLUSH_BULK : TETHER__FLUSH_BATCH;
+    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) && lim > at) {
+        lim = at;
     }
     if (c->queued >= lim) {
         return 0;
@@ -111,7 +114,7 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
         t->len += used;
         c->queued += used; /* the budget catches up at the next write (as wqueue.c's) */
         c->msgs_out += i;
-        tether__conn_after_queue(c);
+        tether__conn_after_queue_at(c, at);
     }
     return i;
 }

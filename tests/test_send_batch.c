@@ -246,15 +246,17 @@ static void sb_roundtrip(const char *scheme, tether_framing_kind framing, size_t
 
 START_TEST(test_order_len32)
 {
-    /* Batches of 1, 7 and 500 messages; the default send_hwm, and a small
-     * one that refuses in the middle of most batches. */
+    /* Batches of 1, 7 and 500 messages; the default send_hwm, a small one
+     * that refuses in the middle of most batches, and one between the
+     * library's two write thresholds (32 KiB for single sends, 64 KiB for
+     * batches where send_hwm is above it). */
     static const size_t batches[] = {1, 7, 500};
-    static const size_t hwms[] = {0, 4096};
+    static const size_t hwms[] = {0, 4096, 48 * 1024};
     for (size_t b = 0; b < 3; b++) {
-        for (size_t h = 0; h < 2; h++) {
+        for (size_t h = 0; h < 3; h++) {
             sb_run_init(1200, batches[b]);
             sb_roundtrip("tcp", TETHER_FRAMING_LEN32, hwms[h]);
-            if (hwms[h] > 0) {
+            if (hwms[h] == 4096) {
                 ck_assert_int_gt(R.eagain, 0);
             }
         }

@@ -67,7 +67,7 @@
 #endif
 
 /* thr and fanin: messages per tether_conn_send_batch() call. The queue
- * takes them in runs between the library's 32 KiB writes anyway; 256
+ * takes them in runs between the library's 64 KiB writes anyway; 256
  * entries (4 KiB of descriptors) keep the call's own cost per message
  * negligible without a large array. */
 #define THR_BATCH 256
