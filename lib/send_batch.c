@@ -155,19 +155,30 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
     const uint8_t b0 = (uint8_t)(0x80u | (ws->stext ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY));
     uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
     const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
-    const uint8_t *const end = p0 + (lim - c->queued < room ? lim - c->queued : room);
+    /* (What may still be written, counted down: fewer registers than an
+     * end pointer, which the masking loop needs.) */
+    size_t left = lim - c->queued < room ? lim - c->queued : room;
     uint8_t *p = p0;
-    size_t i = 0;
+    const tether_batch_msg *mi = m;
+    const tether_batch_msg *const me = m + n;
+    /* (Each message's header: 7-bit length up to small7, else 16-bit.) */
+    const size_t small7 = small < 125 ? small : 125;
     if (ws->server) {
-        for (; i < n; i++) {
-            const uint8_t *data = m[i].data;
-            const size_t len = m[i].len;
-            const size_t hl = len < 126 ? 2 : 4;
-            if (len > small || hl + len > (size_t)(end - p) || data == NULL) {
+        for (; mi != me; mi++) {
+            const uint8_t *data = mi->data;
+            const size_t len = mi->len;
+            size_t hl = 2;
+            if (TETHER__UNLIKELY(len > small7)) {
+                if (len > small) {
+                    break;
+                }
+                hl = 4;
+            }
+            if (hl + len > left || data == NULL) {
                 break;
             }
             p[0] = b0;
-            if (len < 126) {
+            if (hl == 2) {
                 p[1] = (uint8_t)len;
             } else {
                 p[1] = 126;
@@ -180,17 +191,24 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
                 memcpy(p + hl, data, len);
             }
             p += hl + len;
+            left -= hl + len;
         }
     } else {
         /* The pool's position stays in a register for the run; the
          * refill is tether__ws_mask_key()'s. */
         struct tether__ws_rnd *r = ws->rnd;
         size_t off = r->off;
-        for (; i < n; i++) {
-            const uint8_t *data = m[i].data;
-            const size_t len = m[i].len;
-            const size_t hl = len < 126 ? 6 : 8;
-            if (len > small || hl + len > (size_t)(end - p) || data == NULL) {
+        for (; mi != me; mi++) {
+            const uint8_t *data = mi->data;
+            const size_t len = mi->len;
+            size_t hl = 6;
+            if (TETHER__UNLIKELY(len > small7)) {
+                if (len > small) {
+                    break;
+                }
+                hl = 8;
+            }
+            if (hl + len > left || data == NULL) {
                 break;
             }
             if (TETHER__UNLIKELY(off + 4 > TETHER__WS_RND_POOL)) {
@@ -198,7 +216,7 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
                 off = r->off;
             }
             p[0] = b0;
-            if (len < 126) {
+            if (hl == 6) {
                 p[1] = (uint8_t)(0x80u | len);
             } else {
                 p[1] = 0x80u | 126u;
@@ -210,9 +228,11 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
             off += 4;
             tether__ws_mask_small(p + hl, data, len, key);
             p += hl + len;
+            left -= hl + len;
         }
         r->off = off;
     }
+    const size_t i = (size_t)(mi - m);
     if (i > 0) {
         size_t used = (size_t)(p - p0);
         t->len += used;
