@@ -985,6 +985,69 @@ START_TEST(test_ws_partial_accept_matches_single_sends)
 }
 END_TEST
 
+static bool sb_one_up(void *arg)
+{
+    (void)arg;
+    return sb_nconn == 1 && sb_nacc == 1;
+}
+
+/* A message over max_msg in the middle of a batch on an open ws://
+ * connection, with max_msg below 125 (no 16-bit length at all) and
+ * above it: the messages before it are queued as their frames, it is
+ * refused with its index, nothing after it is taken. */
+START_TEST(test_ws_max_msg_in_middle)
+{
+    static uint8_t buf[300];
+    memset(buf, 'x', sizeof buf);
+    static const size_t maxes[] = {100, 125, 200};
+    for (size_t h = 0; h < sizeof maxes / sizeof maxes[0]; h++) {
+        size_t max = maxes[h];
+        tether_conn_opts so;
+        sb_opts(&so, TETHER_FRAMING_LEN32);
+        so.max_msg = max;
+        tether_listen_opts lo;
+        tether_listen_opts_init(&lo);
+        lo.conn_opts = &so;
+        lo.on_accept = sb_on_accept_keep;
+        tether_listener *l = NULL;
+        tether_error err;
+        ck_assert_msg(tether_listen(&l, th_loop, "ws://127.0.0.1:0/m", &lo, &err) == TETHER_OK,
+                      "listen: %s", err.message);
+        char url[80];
+        snprintf(url, sizeof url, "ws://127.0.0.1:%d/m", tether_listener_port(l));
+        tether_conn_opts co;
+        sb_opts(&co, TETHER_FRAMING_LEN32);
+        co.max_msg = max;
+        co.on_connect = sb_on_connect_count;
+        sb_nacc = sb_nconn = 0;
+        tether_conn *c = NULL;
+        th_dial(&c, url, &co);
+        ck_assert(th_run_until_pred(sb_one_up, NULL, 10000));
+        tether_batch_msg m[6] = {{buf, 0},   {buf, 1},       {buf, max - 1},
+                                 {buf, max}, {buf, max + 1}, {buf, 5}};
+        for (int side = 0; side < 2; side++) {
+            tether_conn *x = side == 0 ? c : sb_acc[0];
+            bool masked = side == 0;
+            size_t q0 = sb_taken(x);
+            size_t k = 99;
+            ck_assert_int_eq(tether_conn_send_batch(x, m, 6, &k), TETHER_EMSGSIZE);
+            ck_assert_uint_eq(k, 4);
+            size_t want = 0;
+            for (size_t i = 0; i < 4; i++) {
+                want += sb_frame_len(m[i].len, masked);
+            }
+            ck_assert_uint_eq(sb_taken(x) - q0, want);
+            ck_assert_int_eq(tether_conn_send_batch(x, m + 5, 1, &k), TETHER_OK);
+            ck_assert_uint_eq(k, 1);
+            ck_assert_uint_eq(sb_taken(x) - q0, want + sb_frame_len(5, masked));
+        }
+        tether_conn_abort(c);
+        tether_listener_close(l);
+        ck_assert(th_run_idle(10000));
+    }
+}
+END_TEST
+
 Suite *send_batch_suite(void);
 Suite *send_batch_suite(void)
 {
@@ -1012,6 +1075,7 @@ Suite *send_batch_suite(void)
     tcase_add_test(tc, test_ws_wire_server_text);
     tcase_add_test(tc, test_ws_wire_server_switching_small_stream);
     tcase_add_test(tc, test_ws_partial_accept_matches_single_sends);
+    tcase_add_test(tc, test_ws_max_msg_in_middle);
     suite_add_tcase(s, tc);
     return s;
 }
