@@ -227,41 +227,60 @@ __attribute__((noinline)) static void unmask_rest(struct ws_transport *t, uint8_
     tether__ws_mask(p + done, n - done, key, done);
 }
 
+/* Delivers the frames from off on while each is the common case: a whole
+ * small binary frame (FIN, no reserved bits, masked exactly when masked,
+ * its length below 126 and max_msg: the 7-bit length's top value, 127,
+ * never matches), tested in its first two bytes. Returns the new offset;
+ * *known is set when such a frame is incomplete. (Inline twice with
+ * masked a constant, and only outside a fragmented message: the loop
+ * tests neither.) */
+static inline __attribute__((always_inline)) size_t
+small_run(tether_conn *c, struct ws_transport *t, uint8_t *buf, size_t len, size_t off,
+          size_t small_max, size_t *known, const bool masked)
+{
+    const unsigned want = (0x80u | TETHER__WS_OP_BINARY) | (masked ? 0x8000u : 0u);
+    const size_t hl = masked ? 6 : 2;
+    while (len - off >= 2 && tether__conn_can_deliver(c)) {
+        uint8_t *q = buf + off;
+        size_t plen = q[1] & 0x7Fu;
+        if ((((unsigned)q[1] << 8 | q[0]) & 0x80FFu) != want || plen > small_max) {
+            break;
+        }
+        if (len - off < hl + plen) {
+            *known = hl + plen;
+            break;
+        }
+        uint8_t *p = q + hl;
+        if (masked) {
+            tether__ws_mask_small(p, p, plen, q + 2);
+        }
+        off += hl + plen;
+        t->cur_text = false;
+        tether__conn_deliver(c, p, plen);
+    }
+    return off;
+}
+
 size_t tether__ws_parse(tether_conn *c, uint8_t *buf, size_t len, size_t *known)
 {
     struct ws_transport *t = tether__conn_ws(c);
     const bool server = t->server;
     const size_t max = c->cfg->o.max_msg;
-    /* The common case in one test of the first two bytes: a whole small
-     * binary frame (FIN, no reserved bits), masked exactly when it must
-     * be, its length below 126 and max_msg (the 7-bit length's top value,
-     * 127, never matches). */
-    const unsigned want = (0x80u | TETHER__WS_OP_BINARY) | (server ? 0x8000u : 0u);
     const size_t small_max = TETHER__MIN(max, (size_t)125);
     size_t off = 0;
     *known = 0;
     while (tether__conn_can_deliver(c)) {
+        if (TETHER__LIKELY(!t->in_msg)) {
+            off = server ? small_run(c, t, buf, len, off, small_max, known, true)
+                         : small_run(c, t, buf, len, off, small_max, known, false);
+            if (*known != 0 || !tether__conn_can_deliver(c)) {
+                break;
+            }
+        }
         uint8_t *q = buf + off;
         size_t avail = len - off;
         if (avail < 2) {
             break;
-        }
-        size_t plen = q[1] & 0x7Fu;
-        if (TETHER__LIKELY((((unsigned)q[1] << 8 | q[0]) & 0x80FFu) == want && plen <= small_max &&
-                           !t->in_msg)) {
-            size_t hl = 2 + ((want >> 13) & 4u); /* (6 when masked: one value less in the loop) */
-            if (avail < hl + plen) {
-                *known = hl + plen;
-                break;
-            }
-            uint8_t *p = q + hl;
-            if (want & 0x8000u) {
-                tether__ws_mask_small(p, p, plen, q + 2);
-            }
-            off += hl + plen;
-            t->cur_text = false;
-            tether__conn_deliver(c, p, plen);
-            continue;
         }
         struct tether__ws_hdr h;
         int rv = tether__ws_hdr_decode(q, avail, &h);

@@ -7,13 +7,16 @@
  * checks of the connection, re-reading the queue's tail). Small messages in
  * the plain len32 framing are copied straight into the tail segment of the
  * queue (wqueue.c), with the connection's checks made once per run of
- * messages and the queue's counters updated once; everything else (other
- * framings, WebSocket, large messages, an empty queue or a full tail
- * segment, a memory budget past its mark, a closing connection, any
- * message that is refused) goes through tether_conn_send() itself, one
- * message at a time, so that framing, errors and backpressure cannot
- * differ from it. */
+ * messages and the queue's counters updated once; so are small messages
+ * on an open WebSocket connection, each encoded there as the complete
+ * frame tether__ws_send() would queue (conn_ws.h). Everything else (other
+ * framings, a WebSocket connection before its upgrade or after its close
+ * frame, large messages, an empty queue or a full tail segment, a memory
+ * budget past its mark, a closing connection, any message that is
+ * refused) goes through tether_conn_send() itself, one message at a time,
+ * so that framing, errors and backpressure cannot differ from it. */
 #include "conn_core.h"
+#include "conn_ws.h"
 
 #include <string.h>
 
@@ -119,6 +122,130 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
     return i;
 }
 
+/* batch_copy() for an open WebSocket connection: each message becomes
+ * the frame tether__ws_send() (or, from 126 bytes, tether__ws_send_other())
+ * would queue for it: FIN, binary or text as the connection sends now, the
+ * 7-bit or 16-bit length, and on clients a fresh key from the loop's pool
+ * (tether__ws_mask_key(), one key a message, drawn in the same order) and
+ * the payload masked while copied. */
+static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tether_batch_msg *m,
+                            size_t n)
+{
+    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
+        (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(tether__conn_mem_over(c))) {
+        return 0;
+    }
+    /* Before the upgrade the queue is len32 (translated on its way out);
+     * after our close frame nothing is queued at all. */
+    if (ws->phase != TETHER__WS_OPEN || ws->close_tx) {
+        return 0;
+    }
+    struct tether__wseg *t = c->wq_tail;
+    if (t == NULL || t->cap == 0) {
+        return 0;
+    }
+    const struct tether__conn_cfg *cfg = c->cfg;
+    size_t lim = cfg->o.send_hwm; /* (as in batch_copy()) */
+    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) &&
+        lim > TETHER__FLUSH_BATCH) {
+        lim = TETHER__FLUSH_BATCH;
+    }
+    if (c->queued >= lim) {
+        return 0;
+    }
+    /* (Below 64 KiB: a 16-bit length at most.) */
+    const size_t small = cfg->o.max_msg < BATCH_COPY_MAX ? cfg->o.max_msg : BATCH_COPY_MAX - 1;
+    const uint8_t b0 = (uint8_t)(0x80u | (ws->stext ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY));
+    uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
+    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
+    /* (What may still be written, counted down: fewer registers than an
+     * end pointer, which the masking loop needs.) */
+    size_t left = lim - c->queued < room ? lim - c->queued : room;
+    uint8_t *p = p0;
+    const tether_batch_msg *mi = m;
+    const tether_batch_msg *const me = m + n;
+    /* (Each message's header: 7-bit length up to small7, else 16-bit.) */
+    const size_t small7 = small < 125 ? small : 125;
+    if (ws->server) {
+        for (; mi != me; mi++) {
+            const uint8_t *data = mi->data;
+            const size_t len = mi->len;
+            size_t hl = 2;
+            if (TETHER__UNLIKELY(len > small7)) {
+                if (len > small) {
+                    break;
+                }
+                hl = 4;
+            }
+            if (hl + len > left || data == NULL) {
+                break;
+            }
+            p[0] = b0;
+            if (hl == 2) {
+                p[1] = (uint8_t)len;
+            } else {
+                p[1] = 126;
+                p[2] = (uint8_t)(len >> 8);
+                p[3] = (uint8_t)len;
+            }
+            if (len <= 64) {
+                copy_small(p + hl, data, len);
+            } else {
+                memcpy(p + hl, data, len);
+            }
+            p += hl + len;
+            left -= hl + len;
+        }
+    } else {
+        /* The pool's position stays in a register for the run; the
+         * refill is tether__ws_mask_key()'s. */
+        struct tether__ws_rnd *r = ws->rnd;
+        size_t off = r->off;
+        for (; mi != me; mi++) {
+            const uint8_t *data = mi->data;
+            const size_t len = mi->len;
+            size_t hl = 6;
+            if (TETHER__UNLIKELY(len > small7)) {
+                if (len > small) {
+                    break;
+                }
+                hl = 8;
+            }
+            if (hl + len > left || data == NULL) {
+                break;
+            }
+            if (TETHER__UNLIKELY(off + 4 > TETHER__WS_RND_POOL)) {
+                tether__ws_rnd_refill(r);
+                off = r->off;
+            }
+            p[0] = b0;
+            if (hl == 6) {
+                p[1] = (uint8_t)(0x80u | len);
+            } else {
+                p[1] = 0x80u | 126u;
+                p[2] = (uint8_t)(len >> 8);
+                p[3] = (uint8_t)len;
+            }
+            uint8_t *key = p + hl - 4;
+            memcpy(key, r->rnd + off, 4);
+            off += 4;
+            tether__ws_mask_small(p + hl, data, len, key);
+            p += hl + len;
+            left -= hl + len;
+        }
+        r->off = off;
+    }
+    const size_t i = (size_t)(mi - m);
+    if (i > 0) {
+        size_t used = (size_t)(p - p0);
+        t->len += used;
+        c->queued += used; /* the budget catches up at the next write (as wqueue.c's) */
+        c->msgs_out += i;
+        tether__conn_after_queue(c);
+    }
+    return i;
+}
+
 int tether_conn_send_batch(tether_conn *c, const tether_batch_msg *msgs, size_t n, size_t *out_sent)
 {
     if (out_sent != NULL) {
@@ -127,12 +254,15 @@ int tether_conn_send_batch(tether_conn *c, const tether_batch_msg *msgs, size_t 
     if (c == NULL || (msgs == NULL && n > 0)) {
         return TETHER_EINVAL;
     }
-    const bool copy = c->cfg->fast_len32 && tether__conn_ws(c) == NULL;
     size_t i = 0;
     int rv = TETHER_OK;
     while (i < n) {
-        if (copy) {
-            i += batch_copy(c, msgs + i, n - i);
+        /* (Asked each time: a send that failed the connection may have
+         * taken its WebSocket layer.) */
+        struct ws_transport *ws = tether__conn_ws(c);
+        if (ws != NULL || c->cfg->fast_len32) {
+            i +=
+                ws != NULL ? batch_copy_ws(c, ws, msgs + i, n - i) : batch_copy(c, msgs + i, n - i);
             if (i == n) {
                 break;
             }

@@ -940,9 +940,11 @@ typedef struct tether_batch_msg {
  * above: a message is taken whole while the queue is below the mark, so a
  * batch may take the queue past it by up to one message. The bytes are
  * copied before this returns: @p msgs and the payloads may be reused at
- * once. Small messages in the default framing are copied straight into the
- * send queue; other framings and WebSocket take batches with the same
- * results, without the saving.
+ * once. Small messages in the default framing, and on an open WebSocket
+ * connection (each encoded as its frame, masked on clients with a fresh
+ * key per message as tether_conn_send() does), are copied straight into
+ * the send queue; other framings take batches with the same results,
+ * without the saving.
  * @param[in]  c        The connection.
  * @param[in]  msgs     The messages (borrowed); may be NULL if @p n is 0.
  * @param[in]  n        How many; 0 does nothing and returns #TETHER_OK.

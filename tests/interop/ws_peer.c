@@ -5,15 +5,18 @@
  *   ws_peer server URL CERTS_DIR
  *       Listens on URL (ws:// or wss://, port 0), prints "listening on
  *       URL", and echoes every message with its type. A text message
- *       "close:CODE:REASON" is answered by tether_ws_close(CODE, REASON).
+ *       "close:CODE:REASON" is answered by tether_ws_close(CODE, REASON),
+ *       "burst:N" by N small messages sent with tether_conn_send_batch()
+ *       (burst_fill()).
  *       Heartbeats every 100 ms (1000 misses allowed: a busy peer is not judged). For every
  * connection it prints "accept path=... origin=... protocol=..." and "close reason=NAME code=N
  *       pongs=N msgs=N detail=...". Runs until SIGTERM.
  *
  *   ws_peer client URL CERTS_DIR
  *       Dials URL (a Node echo server that echoes with the same type),
- *       sends binary and text messages of 0 B to 16 MiB, checks every
- *       echo (order, length, type, bytes), waits for a pong to one of its
+ *       sends binary and text messages of 0 B to 16 MiB, then a burst of
+ *       small ones with tether_conn_send_batch(), checks every echo
+ *       (order, length, type, bytes), waits for a pong to one of its
  *       heartbeat pings, then sends "close:4002:bye from node", expects
  *       the server to close with 4002 and that reason, and exits 0 (1 on
  *       any failure, with the reason on stderr). Bounded by 120 s. */
@@ -59,6 +62,65 @@ static tether_tls_config *tls_cfg(bool server)
     return c;
 }
 
+/* ---- bursts: tether_conn_send_batch() --------------------------------- */
+
+/* Message j of a burst of n: j % 260 bytes (both length forms of a small
+ * frame), binary in the first half and text in the second, its bytes as
+ * ws_peer.mjs's pattern(len, j, text) makes them. */
+#define BURST 2000
+
+static size_t burst_len(size_t j)
+{
+    return j % 260;
+}
+
+static void burst_fill(uint8_t *b, size_t j, bool text)
+{
+    for (size_t i = 0; i < burst_len(j); i++) {
+        b[i] = text ? (uint8_t)('a' + (i + j) % 26) : (uint8_t)((i * 31 + j) & 0xFF);
+    }
+}
+
+static bool burst_check(const uint8_t *p, size_t n, size_t j, bool text)
+{
+    uint8_t b[260];
+    burst_fill(b, j, text);
+    return n == burst_len(j) && memcmp(p, b, n) == 0;
+}
+
+/* Sends a burst of n: two batches, the binary half and the text half. */
+static void send_burst(tether_conn *c, size_t n)
+{
+    uint8_t *buf = malloc(n * 260 + 1);
+    tether_batch_msg *m = malloc((n + 1) * sizeof *m);
+    if (buf == NULL || m == NULL) {
+        FAIL("out of memory for a burst of %zu", n);
+        free(buf);
+        free(m);
+        return;
+    }
+    size_t half = n / 2;
+    for (size_t j = 0; j < n; j++) {
+        burst_fill(buf + j * 260, j, j >= half);
+        m[j].data = buf + j * 260;
+        m[j].len = burst_len(j);
+    }
+    for (int part = 0; part < 2; part++) {
+        size_t from = part == 0 ? 0 : half;
+        size_t cnt = part == 0 ? half : n - half;
+        size_t k = 0;
+        int rv = tether_ws_set_text(c, part == 1);
+        if (rv == TETHER_OK) {
+            rv = tether_conn_send_batch(c, m + from, cnt, &k);
+        }
+        if (rv != TETHER_OK || k != cnt) {
+            FAIL("burst: %zu of %zu sent: %s", k, cnt, tether_strerror(rv));
+        }
+    }
+    free(buf);
+    free(m);
+}
+
 /* ---- server ------------------------------------------------------------ */
 
 static void srv_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
@@ -74,6 +136,12 @@ static void srv_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
         if (rv != TETHER_OK) {
             FAIL("tether_ws_close(%d): %s", code, tether_strerror(rv));
         }
+        return;
+    }
+    if (text && n > 6 && n < 16 && memcmp(p, "burst:", 6) == 0) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%.*s", (int)n, (const char *)p);
+        send_burst(c, (size_t)atoi(buf + 6));
         return;
     }
     if (tether_ws_set_text(c, text) != TETHER_OK) {
@@ -216,6 +284,19 @@ static void zc_free(void *data, void *ud)
 static void cli_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
 {
     (void)ud;
+    if (next_echo >= 2 * NSIZES && next_echo < 2 * NSIZES + BURST) {
+        size_t j = next_echo - 2 * NSIZES;
+        bool text = j >= BURST / 2;
+        if (tether_ws_msg_is_text(c) != text || !burst_check(p, n, j, text)) {
+            FAIL("burst echo %zu: %zu bytes %s, expected %zu bytes %s", j, n,
+                 tether_ws_msg_is_text(c) ? "text" : "binary", burst_len(j),
+                 text ? "text" : "binary");
+            tether_conn_abort(c);
+            return;
+        }
+        next_echo++;
+        return;
+    }
     if (next_echo >= 2 * NSIZES) {
         FAIL("unexpected message of %zu bytes", n);
         return;
@@ -242,15 +323,16 @@ static void cli_tick(tether_timer *t, void *ud)
     tether_conn *c = ud;
     tether_stats st;
     tether_conn_get_stats(c, &st);
-    if (next_echo == 2 * NSIZES && st.pongs_received > 0 && !close_sent) {
+    if (next_echo == 2 * NSIZES + BURST && st.pongs_received > 0 && !close_sent) {
         close_sent = true;
         tether_ws_set_text(c, true);
         const char *m = "close:4002:bye from node";
         if (tether_conn_send(c, m, strlen(m)) != TETHER_OK) {
             FAIL("send close request");
         }
-        printf("echoes ok: %zu messages; pongs=%llu rtt_us=%lld\n", next_echo,
+        printf("echoes ok: %zu messages; pongs=%llu rtt_us=%lld\n", (size_t)(2 * NSIZES),
                (unsigned long long)st.pongs_received, (long long)st.rtt_us);
+        printf("batch echoes ok: %d messages\n", BURST);
         fflush(stdout);
     }
     (void)t;
@@ -284,6 +366,7 @@ static void cli_connect(tether_conn *c, int st, void *ud)
             }
         }
     }
+    send_burst(c, BURST);
     tether_timer_start(tick, 50, 50, cli_tick, c);
 }
 
@@ -308,7 +391,7 @@ static void cli_deadline(tether_timer *t, void *ud)
 {
     (void)t;
     (void)ud;
-    FAIL("deadline: %zu of %zu echoes after 120 s", next_echo, 2 * NSIZES);
+    FAIL("deadline: %zu of %zu echoes after 120 s", next_echo, 2 * NSIZES + BURST);
     tether_loop_stop(loop);
 }
 

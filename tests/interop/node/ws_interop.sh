@@ -8,6 +8,7 @@
 # For ws:// and then wss:// (certificates from CERTS_DIR):
 #  1. tether server (WS_PEER server) <- ws client (ws_peer.mjs client): the
 #     echo matrix of 0 B to 16 MiB, binary and text, whole and fragmented;
+#     2000 small messages the server sends with tether_conn_send_batch();
 #     subprotocol choice; ping/pong both ways; close codes both ways;
 #     invalid UTF-8 (1007); a fragmented message over max_msg (1009); a
 #     refused origin (403); the health check. The tether server's log must
@@ -15,7 +16,8 @@
 #     1007 and 1009 closes and the 403.
 #  2. ws server (ws_peer.mjs server) <- tether client (WS_PEER client):
 #     binary and text echoes of 0 B to 16 MiB that the ws server sends back
-#     fragmented, tether's heartbeat pings answered, the server's ping
+#     fragmented, then of 2000 small messages sent with
+#     tether_conn_send_batch(), tether's heartbeat pings answered, the server's ping
 #     answered by tether, and the server's close code 4002 with its reason
 #     reaching on_close.
 # Every process is bounded and reaped (tests/lib.sh).
@@ -102,6 +104,8 @@ for scheme in ws wss; do
         "$scheme: path, origin and subprotocol seen in on_accept"
     has "$log" '^close reason=TETHER_EOF code=4001 pongs=[1-9][0-9]* msgs=32 detail=peer closed the WebSocket with 4001: "client done"$' \
         "$scheme: 32 messages, heartbeat pongs, the client's close code and reason"
+    has "$tmp/nodecli_$scheme.log" '^ok: 2000 batched messages from tether, in order' \
+        "$scheme: 2000 messages of tether_conn_send_batch() read by ws, in order"
     has "$log" 'reason=TETHER_EPROTO .*invalid UTF-8.*(closed with 1007)' "$scheme: 1007 logged"
     has "$log" 'reason=TETHER_EMSGSIZE .*(closed with 1009)' "$scheme: 1009 logged"
     has "$log" '^listener error=TETHER_EPROTO .*origin http://evil.test is not allowed (answered 403)' \
@@ -129,6 +133,8 @@ for scheme in ws wss; do
     has "$tmp/cli_$scheme.log" '^connected protocol=echo.v1$' "$scheme: subprotocol echo.v1"
     has "$tmp/cli_$scheme.log" '^echoes ok: 18 messages; pongs=[1-9]' \
         "$scheme: 18 echoes checked, tether's pings answered by ws"
+    has "$tmp/cli_$scheme.log" '^batch echoes ok: 2000 messages$' \
+        "$scheme: 2000 messages of tether_conn_send_batch() echoed by ws, in order"
     has "$tmp/cli_$scheme.log" '^close reason=TETHER_EOF code=4002 detail=peer closed the WebSocket with 4002: "bye from node"$' \
         "$scheme: the server's close code and reason reached on_close"
     kill -TERM "$nsrv" 2>/dev/null || true

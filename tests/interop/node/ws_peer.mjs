@@ -5,6 +5,7 @@
 //   node ws_peer.mjs client URL CA_FILE
 //       Against tests/interop/ws_peer (tether) in server mode: the echo
 //       matrix (0 B to 16 MiB, binary and text, whole and fragmented),
+//       a burst of small messages tether sends with tether_conn_send_batch(),
 //       subprotocol choice, ping/pong, close codes both ways, invalid
 //       UTF-8 (1007), an oversized fragmented message (1009), a refused
 //       origin (403) and the health check. Prints "ok: ..." per check and
@@ -150,6 +151,36 @@ async function client(url, caFile) {
     e.kind === 'close' && e.code === 4001
         ? ok('client close 4001 echoed by tether')
         : fail(`client close: ${e.kind} ${e.code}`);
+
+    // 1b. A burst of small messages the tether server sends in two
+    // tether_conn_send_batch() calls (ws_peer.c, send_burst()): message j
+    // is j % 260 bytes, binary in the first half and text in the second.
+    ws = open(`${url}/echo`, ca);
+    next = events(ws);
+    await opened(ws);
+    const burst = 2000;
+    ws.send(`burst:${burst}`, { binary: false });
+    let bgood = 0;
+    for (let j = 0; j < burst; j++) {
+        const m = await next();
+        if (m.kind !== 'message') {
+            fail(`burst message ${j}: got ${m.kind} ${m.code ?? ''} ${m.reason ?? m.err ?? ''}`);
+            process.exit(1);
+        }
+        const text = j >= burst / 2;
+        const want = pattern(j % 260, j, text);
+        if (m.isBinary !== !text || !Buffer.from(m.data).equals(want)) {
+            fail(`burst message ${j}: ${m.data.length} B, binary=${m.isBinary}`);
+            break;
+        }
+        bgood++;
+    }
+    bgood === burst ? ok(`${burst} batched messages from tether, in order (0-259 B, binary then text)`) : 0;
+    ws.close(1000);
+    let bc = await next();
+    while (bc.kind !== 'close') {
+        bc = await next();
+    }
 
     // 2. The server closes with a code and a reason.
     ws = open(`${url}/echo`, ca);
