@@ -58,33 +58,49 @@ static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n)
  * many it took (0: send the first one with tether_conn_send()). It stops
  * before a message that needs any check to say more than "accepted":
  * tether_conn_send() then gives the answer for it. */
-static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
+/* The room a run of copies may fill: the tail segment's free space, up
+ * to the point where the queue reaches the run's limit. 0 when the run
+ * must go to tether_conn_send() (the connection's own checks, those of
+ * conn_send_check() in wqueue.c: while messages are only copied, nothing
+ * can change their outcome; or no copy segment to append to). *at is
+ * the queue size from which tether__conn_after_queue_at() writes. */
+static size_t batch_room(tether_conn *c, size_t *at)
 {
-    /* The connection's own checks (conn_send_check() in wqueue.c): while
-     * messages are only copied, nothing can change their outcome. */
     if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
         (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(tether__conn_mem_over(c))) {
         return 0;
     }
-    struct tether__wseg *t = c->wq_tail;
+    const struct tether__wseg *t = c->wq_tail;
     if (t == NULL || t->cap == 0) {
-        return 0; /* no copy segment to append to: tether_conn_send() makes one */
+        return 0;
     }
-    const struct tether__conn_cfg *cfg = c->cfg;
     /* A message is accepted while the queue is below send_hwm; from `at`
      * on, tether__conn_after_queue_at() writes the queue (when it can),
      * so the run stops there to let it. A batch is written in larger
      * pieces than single sends (conn_core.h), where send_hwm leaves room
      * for them: below it, a socket that takes everything never refuses a
      * message, as with a loop of tether_conn_send(). */
-    size_t lim = cfg->o.send_hwm;
-    const size_t at = lim > TETHER__FLUSH_BULK ? TETHER__FLUSH_BULK : TETHER__FLUSH_BATCH;
-    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) && lim > at) {
-        lim = at;
+    size_t lim = c->cfg->o.send_hwm;
+    *at = lim > TETHER__FLUSH_BULK ? TETHER__FLUSH_BULK : TETHER__FLUSH_BATCH;
+    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) && lim > *at) {
+        lim = *at;
     }
     if (c->queued >= lim) {
         return 0;
     }
+    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
+    return lim - c->queued < room ? lim - c->queued : room;
+}
+
+static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
+{
+    size_t at;
+    const size_t left = batch_room(c, &at);
+    if (left == 0) {
+        return 0;
+    }
+    struct tether__wseg *t = c->wq_tail;
+    const struct tether__conn_cfg *cfg = c->cfg;
     const size_t small = cfg->o.max_msg < BATCH_COPY_MAX ? cfg->o.max_msg : BATCH_COPY_MAX - 1;
     /* Only the write position moves, up to a limit that is the end of
      * the segment or the point where the queue reaches lim, whichever
@@ -92,8 +108,7 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
      * tether_conn_send() (which takes it, whole, and writes the batch), so
      * that one comparison per message covers both. */
     uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
-    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
-    const uint8_t *const end = p0 + (lim - c->queued < room ? lim - c->queued : room);
+    const uint8_t *const end = p0 + left;
     uint8_t *p = p0;
     size_t i = 0;
     for (; i < n; i++) {
@@ -131,36 +146,24 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
 static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tether_batch_msg *m,
                             size_t n)
 {
-    if (c->state > TETHER__CS_READY || (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
-        (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(tether__conn_mem_over(c))) {
-        return 0;
-    }
     /* Before the upgrade the queue is len32 (translated on its way out);
      * after our close frame nothing is queued at all. */
     if (ws->phase != TETHER__WS_OPEN || ws->close_tx) {
         return 0;
     }
+    size_t at;
+    /* (What may still be written, counted down: fewer registers than an
+     * end pointer, which the masking loop needs.) */
+    size_t left = batch_room(c, &at);
+    if (left == 0) {
+        return 0;
+    }
     struct tether__wseg *t = c->wq_tail;
-    if (t == NULL || t->cap == 0) {
-        return 0;
-    }
     const struct tether__conn_cfg *cfg = c->cfg;
-    size_t lim = cfg->o.send_hwm; /* (as in batch_copy()) */
-    if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_WBLOCKED) &&
-        lim > TETHER__FLUSH_BATCH) {
-        lim = TETHER__FLUSH_BATCH;
-    }
-    if (c->queued >= lim) {
-        return 0;
-    }
     /* (Below 64 KiB: a 16-bit length at most.) */
     const size_t small = cfg->o.max_msg < BATCH_COPY_MAX ? cfg->o.max_msg : BATCH_COPY_MAX - 1;
     const uint8_t b0 = (uint8_t)(0x80u | (ws->stext ? TETHER__WS_OP_TEXT : TETHER__WS_OP_BINARY));
     uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
-    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
-    /* (What may still be written, counted down: fewer registers than an
-     * end pointer, which the masking loop needs.) */
-    size_t left = lim - c->queued < room ? lim - c->queued : room;
     uint8_t *p = p0;
     const tether_batch_msg *mi = m;
     const tether_batch_msg *const me = m + n;
@@ -241,7 +244,7 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
         t->len += used;
         c->queued += used; /* the budget catches up at the next write (as wqueue.c's) */
         c->msgs_out += i;
-        tether__conn_after_queue(c);
+        tether__conn_after_queue_at(c, at);
     }
     return i;
 }
