@@ -71,6 +71,16 @@ static inline size_t data_hdr(struct ws_transport *t, uint8_t *out, size_t len, 
     return tether__ws_hdr_encode(out, true, op, len, key);
 }
 
+/* w bytes went out past the queue: counted, and progress for the write
+ * timeout (as flush_finish() in wqueue.c stamps it for the queue). */
+static inline void direct_wrote(tether_conn *c, size_t w)
+{
+    c->bytes_out += w;
+    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
+    }
+}
+
 /* A large server message with nothing queued ahead: written from the
  * caller's memory, header and payload in one writev; only what the socket
  * does not take is queued. */
@@ -86,10 +96,7 @@ static int send_direct(tether_conn *c, const uint8_t *hdr, size_t hl, const uint
         tether__conn_fail_io(c, rv, "write");
         return TETHER_OK;
     }
-    c->bytes_out += w;
-    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
-        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
-    }
+    direct_wrote(c, w);
     if (w < hl + len) {
         c->flags |= TETHER__CF_WBLOCKED;
     }
@@ -219,10 +226,7 @@ static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
             tether__conn_fail_io(c, rv, "write");
             return TETHER_OK;
         }
-        c->bytes_out += w;
-        if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
-            c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
-        }
+        direct_wrote(c, w);
         size_t h = TETHER__MIN(w, hl - hsent);
         hsent += h;
         sent += w - h;
