@@ -22,6 +22,7 @@ where the library has symbols.
 
 import argparse
 import collections
+import signal
 import sys
 
 WRAPPERS = ("CRYPTO_malloc", "CRYPTO_zalloc", "CRYPTO_realloc", "CRYPTO_clear_realloc",
@@ -68,7 +69,9 @@ def site_key(frames, depth, drop_program):
     if not drop_program:
         return " < ".join(frame_name(f) for f in frames[i:i + depth])
     if is_program(frames[i]):
-        return "(the program's own) " + frame_name(frames[i])
+        # Offsets inside the programs differ from build to build: one
+        # bucket per program or library of the benchmark's own.
+        return "(%s's own)" % frame_name(frames[i]).split("+")[0]
     return " < ".join([frame_name(f) for f in frames[i:] if not is_program(f)][:depth])
 
 
@@ -83,6 +86,7 @@ def aggregate(sites, depth, drop_program=False):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quietly into head
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--minus", metavar="EARLIER")
