@@ -671,6 +671,13 @@ static void tls_server_setup(struct tls_transport *t)
         mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     }
     SSL_set_verify(t->ssl, mode, mode != SSL_VERIFY_NONE ? tether__tls_verify_cb : NULL);
+    if (cfg->alpn != NULL) {
+        /* SSL_new() copied the SSL_CTX's protocol list, which only a
+         * client sends: a server selects from cfg->alpn in
+         * tether__tls_alpn_select_cb. The copy would stay with every
+         * accepted connection (32 bytes of heap, issue #12). */
+        SSL_set_alpn_protos(t->ssl, NULL, 0);
+    }
     SSL_set_accept_state(t->ssl);
 }
 
