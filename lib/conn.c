@@ -670,9 +670,8 @@ static void conn_pending_cb(struct tether__pending *p)
         /* The common end (the peer closed, or an error): with none of the
          * steps below due, report the close and free the connection. */
         c->todo = 0;
-        conn_report_close(c);
+        conn_report_close(c); /* (DEAD: it released the queue) */
         if (c->todo & TETHER__CT_FREE) {
-            conn_release_queue(c);
             tether__conn_free(c);
         }
         return;

@@ -419,7 +419,14 @@ static inline void tether__wq_commit(tether_conn *c, size_t n)
     tether__conn_queued_add(c, n);
 }
 
-/* Frees the input buffer (conn_read.c). */
-void tether__conn_rpart_free(tether_conn *c);
+/* Frees the input buffer (conn_read.c); inline, as most connections
+ * that end or go idle have none. */
+void tether__conn_rpart_drop(tether_conn *c);
+static inline void tether__conn_rpart_free(tether_conn *c)
+{
+    if (c->rb != NULL) {
+        tether__conn_rpart_drop(c);
+    }
+}
 
 #endif /* TETHER_CONN_CORE_H */
