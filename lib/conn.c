@@ -479,6 +479,17 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     return TETHER_OK;
 }
 
+int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix)
+{
+    tether__tcp_transport_init(&c->tcp, fd, is_unix);
+    c->tr = &c->tcp;
+    tether__io_init(&c->io, fd, conn_on_io);
+    c->dispatching++;
+    conn_became_ready(c);
+    c->dispatching--;
+    return TETHER_OK;
+}
+
 /* ---- loop callbacks ---------------------------------------------------- */
 
 static void conn_on_io(struct tether__io *io, unsigned revents)

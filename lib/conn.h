@@ -480,6 +480,10 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
                         struct tether__io *handoff);
 
+/* tether__conn_attach() for an accepted plain socket (no TLS, WebSocket
+ * or PROXY header): established at once. */
+int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix);
+
 /* Records the address accept() gave (IPv4 and IPv6; others are ignored),
  * and reads it back; false when none was recorded (conn_info.c). */
 void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa);

@@ -42,6 +42,7 @@ struct tether_listener {
     struct tether__pending free_pend;
     bool closed;
     bool is_unix;
+    bool plain;        /* accepted sockets need no handshake: no TLS, WebSocket or PROXY header */
     uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
@@ -200,7 +201,8 @@ listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bo
         atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
     }
     tether__conn_set_peer(c, pa);
-    int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
+    int rv = l->plain ? tether__conn_attach_plain(c, fd, l->is_unix)
+                      : tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
     if (rv != TETHER_OK) {
         listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
         tether__conn_end(c, rv);
@@ -391,6 +393,7 @@ static int listener_prepare(tether_listener **out, tether_loop *loop, const char
     l->cfg->listener = l;
     l->loop = loop;
     l->is_unix = u.scheme == TETHER__SCHEME_UNIX;
+    l->plain = l->cfg->tls == NULL && l->cfg->ws == NULL && l->cfg->pp_accept == 0;
     tether__tnode_init(&l->backoff_timer, listener_backoff_cb);
     tether__pending_init(&l->free_pend, listener_free_cb);
     l->burst = 1;
