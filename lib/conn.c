@@ -328,7 +328,7 @@ void tether__conn_begin_close(tether_conn *c)
     }
 }
 
-static void conn_became_ready(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
