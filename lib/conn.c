@@ -105,22 +105,12 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 
 /* ---- closing ----------------------------------------------------------- */
 
-/* Moves the connection to DEAD with a reason and queues the report. */
-static void conn_finish(tether_conn *c, int reason)
+/* conn_finish() of a connection not yet reported closed (neither DEAD
+ * nor LINGER); inline in tether__conn_fail_const(), the peer's EOF. */
+static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason)
 {
-    if (c->state == TETHER__CS_DEAD) {
-        return;
-    }
     if (c->hooks & TETHER__CH_LIVE) {
         tether__tnode_stop(c->h.loop, &c->ex->live->timer);
-    }
-    if (c->state == TETHER__CS_LINGER) {
-        /* Already reported closed; only the fd remains. */
-        c->state = TETHER__CS_DEAD;
-        tether__conn_timer_stop(c);
-        tether__conn_destroy_transport(c);
-        tether__conn_todo(c, TETHER__CT_FREE);
-        return;
     }
     if (c->state == TETHER__CS_CONNECTING) {
         tether__dial_cancel(c);
@@ -133,6 +123,23 @@ static void conn_finish(tether_conn *c, int reason)
     tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
+}
+
+/* Moves the connection to DEAD with a reason and queues the report. */
+static void conn_finish(tether_conn *c, int reason)
+{
+    if (c->state == TETHER__CS_LINGER) {
+        /* Already reported closed; only the fd remains. */
+        if (c->hooks & TETHER__CH_LIVE) {
+            tether__tnode_stop(c->h.loop, &c->ex->live->timer);
+        }
+        c->state = TETHER__CS_DEAD;
+        tether__conn_timer_stop(c);
+        tether__conn_destroy_transport(c);
+        tether__conn_todo(c, TETHER__CT_FREE);
+    } else if (c->state != TETHER__CS_DEAD) {
+        conn_finish_open(c, reason);
+    }
 }
 
 void tether__conn_end(tether_conn *c, int reason)
@@ -176,7 +183,7 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         c->err_owned = false;
     }
     c->err = detail;
-    conn_finish(c, reason);
+    conn_finish_open(c, reason);
 }
 
 /* Fails with the transport's own detail, prefixed with what we were doing. */
@@ -628,7 +635,7 @@ void tether__conn_timer_cb(struct tether__tnode *n)
 
 /* CT_CLOSE: tells the application (on_close) that the connection ended,
  * once. A dead connection is then due to be freed (CT_FREE). */
-static void conn_report_close(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_report_close(tether_conn *c)
 {
     if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
         c->flags |= TETHER__CF_CLOSE_DONE;
