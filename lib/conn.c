@@ -5,9 +5,9 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c), its memory (conn_mem.c); what the application reads
- * about a connection is in conn_info.c; conn_core.h declares what they
- * share.
+ * (liveness.c), its memory (conn_mem.c), the wording of its failures
+ * (conn_fail.c); what the application reads about a connection is in
+ * conn_info.c; conn_core.h declares what they share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -44,27 +44,6 @@ static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_on_io(struct tether__io *io, unsigned revents);
 static void conn_close_obj(void *obj);
-
-static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
-{
-    if (!c->err_owned) {
-        char *b = malloc(TETHER_ERROR_MSG_MAX);
-        if (b == NULL) {
-            return; /* the previous detail stays */
-        }
-        c->err = b;
-        c->err_owned = true;
-    }
-    vsnprintf((char *)c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
-}
-
-void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    conn_vset_err(c, fmt, ap);
-    va_end(ap);
-}
 
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
@@ -164,7 +143,7 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        conn_vset_err(c, fmt, ap);
+        tether__conn_vset_err(c, fmt, ap);
         va_end(ap);
     }
     conn_finish(c, reason);
@@ -184,37 +163,6 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
     }
     c->err = detail;
     conn_finish_open(c, reason);
-}
-
-/* Fails with the transport's own detail, prefixed with what we were doing. */
-void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
-{
-    const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
-    const tether_conn_opts *o = &c->cfg->o;
-    if (rv == TETHER_ECONNRESET) {
-        tether__conn_fail_reset(c, what); /* may suggest tls:// (conn_read.c) */
-    } else if (rv == TETHER_ETIMEDOUT) {
-        /* The kernel gave up on the peer: say which of our settings made
-         * it do so, if any. */
-        if (o->user_timeout_ms > 0) {
-            tether__conn_fail(c, rv,
-                              "TCP user timeout during %s: sent data stayed unacknowledged for "
-                              "%d ms (TCP_USER_TIMEOUT)",
-                              what, o->user_timeout_ms);
-        } else if (o->keepalive) {
-            tether__conn_fail(c, rv,
-                              "TCP keepalive timeout during %s: the peer stopped answering "
-                              "(or TCP retransmissions gave up)",
-                              what);
-        } else {
-            tether__conn_fail(c, rv,
-                              "%s failed: connection timed out (TCP retransmissions "
-                              "gave up)",
-                              what);
-        }
-    } else {
-        tether__conn_fail(c, rv, "%s failed: %s", what, d != NULL ? d : tether_strerror(rv));
-    }
 }
 
 /* tether__wq_release_all(), called only when there is something to

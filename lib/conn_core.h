@@ -10,6 +10,7 @@
 #ifndef TETHER_CONN_CORE_H
 #define TETHER_CONN_CORE_H
 
+#include <stdarg.h>
 #include <sys/uio.h>
 
 #include "conn.h"
@@ -35,8 +36,12 @@ static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 void tether__conn_update_io(tether_conn *c);
 
 /* Fails with the transport's own detail, prefixed with what we were doing
- * ("read", "write"). */
+ * ("read", "write") (conn_fail.c). */
 void tether__conn_fail_io(tether_conn *c, int rv, const char *what);
+
+/* Records a printf-style detail in the connection's own buffer
+ * (conn_fail.c); out of memory, the previous detail stays. */
+void tether__conn_vset_err(tether_conn *c, const char *fmt, va_list ap);
 
 /* Starts closing: CLOSING flushes the queue (bounded by the close
  * timeout), then shuts the transport down. */
