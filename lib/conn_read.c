@@ -401,27 +401,34 @@ void tether__conn_parse_rpart(tether_conn *c)
     rpart_parse(c, false);
 }
 
-static void conn_on_eof(tether_conn *c)
+/* The peer closed inside a frame: fails naming what is missing. Out of
+ * line: the common EOF, between frames, stays short. */
+__attribute__((noinline, cold)) static void conn_on_eof_truncated(tether_conn *c)
 {
     const struct tether__rbuf *b = c->rb;
-    if (b != NULL && b->len > 0) {
-        size_t known = tether__conn_ws(c) != NULL ? b->known : 0;
-        if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && b->len >= 4) {
-            known = tether__ctrl_frame_len(c, b->data);
-            if (known == 0) {
-                known = 4 + (size_t)tether__get_be32(b->data);
-            }
+    size_t known = tether__conn_ws(c) != NULL ? b->known : 0;
+    if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && b->len >= 4) {
+        known = tether__ctrl_frame_len(c, b->data);
+        if (known == 0) {
+            known = 4 + (size_t)tether__get_be32(b->data);
         }
-        char d[128];
-        if (known > 0) {
-            snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
-                     b->len, known);
-        } else {
-            snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
-                     b->len);
-        }
-        conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
-                       looks_like_tls_record(b->data, b->len) ? b->data : NULL, b->len);
+    }
+    char d[128];
+    if (known > 0) {
+        snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
+                 b->len, known);
+    } else {
+        snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
+                 b->len);
+    }
+    conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
+                   looks_like_tls_record(b->data, b->len) ? b->data : NULL, b->len);
+}
+
+static void conn_on_eof(tether_conn *c)
+{
+    if (c->rb != NULL && c->rb->len > 0) {
+        conn_on_eof_truncated(c);
         return;
     }
     c->flags |= TETHER__CF_EOF;
