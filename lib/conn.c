@@ -5,9 +5,9 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c), its memory (conn_mem.c); what the application reads
- * about a connection is in conn_info.c; conn_core.h declares what they
- * share.
+ * (liveness.c), its memory (conn_mem.c), the wording of its failures
+ * (conn_fail.c); what the application reads about a connection is in
+ * conn_info.c; conn_core.h declares what they share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -44,27 +44,6 @@ static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_on_io(struct tether__io *io, unsigned revents);
 static void conn_close_obj(void *obj);
-
-static void conn_vset_err(tether_conn *c, const char *fmt, va_list ap)
-{
-    if (!c->err_owned) {
-        char *b = malloc(TETHER_ERROR_MSG_MAX);
-        if (b == NULL) {
-            return; /* the previous detail stays */
-        }
-        c->err = b;
-        c->err_owned = true;
-    }
-    vsnprintf((char *)c->err, TETHER_ERROR_MSG_MAX, fmt, ap);
-}
-
-void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    conn_vset_err(c, fmt, ap);
-    va_end(ap);
-}
 
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
@@ -105,22 +84,12 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 
 /* ---- closing ----------------------------------------------------------- */
 
-/* Moves the connection to DEAD with a reason and queues the report. */
-static void conn_finish(tether_conn *c, int reason)
+/* conn_finish() of a connection not yet reported closed (neither DEAD
+ * nor LINGER); inline in tether__conn_fail_const(), the peer's EOF. */
+static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason)
 {
-    if (c->state == TETHER__CS_DEAD) {
-        return;
-    }
     if (c->hooks & TETHER__CH_LIVE) {
         tether__tnode_stop(c->h.loop, &c->ex->live->timer);
-    }
-    if (c->state == TETHER__CS_LINGER) {
-        /* Already reported closed; only the fd remains. */
-        c->state = TETHER__CS_DEAD;
-        tether__conn_timer_stop(c);
-        tether__conn_destroy_transport(c);
-        tether__conn_todo(c, TETHER__CT_FREE);
-        return;
     }
     if (c->state == TETHER__CS_CONNECTING) {
         tether__dial_cancel(c);
@@ -133,6 +102,23 @@ static void conn_finish(tether_conn *c, int reason)
     tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
     tether__conn_todo(c, TETHER__CT_CLOSE);
+}
+
+/* Moves the connection to DEAD with a reason and queues the report. */
+static void conn_finish(tether_conn *c, int reason)
+{
+    if (c->state == TETHER__CS_LINGER) {
+        /* Already reported closed; only the fd remains. */
+        if (c->hooks & TETHER__CH_LIVE) {
+            tether__tnode_stop(c->h.loop, &c->ex->live->timer);
+        }
+        c->state = TETHER__CS_DEAD;
+        tether__conn_timer_stop(c);
+        tether__conn_destroy_transport(c);
+        tether__conn_todo(c, TETHER__CT_FREE);
+    } else if (c->state != TETHER__CS_DEAD) {
+        conn_finish_open(c, reason);
+    }
 }
 
 void tether__conn_end(tether_conn *c, int reason)
@@ -157,7 +143,7 @@ void tether__conn_fail(tether_conn *c, int reason, const char *fmt, ...)
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        conn_vset_err(c, fmt, ap);
+        tether__conn_vset_err(c, fmt, ap);
         va_end(ap);
     }
     conn_finish(c, reason);
@@ -176,38 +162,7 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         c->err_owned = false;
     }
     c->err = detail;
-    conn_finish(c, reason);
-}
-
-/* Fails with the transport's own detail, prefixed with what we were doing. */
-void tether__conn_fail_io(tether_conn *c, int rv, const char *what)
-{
-    const char *d = c->tr != NULL ? c->tr->ops->last_error(c->tr) : NULL;
-    const tether_conn_opts *o = &c->cfg->o;
-    if (rv == TETHER_ECONNRESET) {
-        tether__conn_fail_reset(c, what); /* may suggest tls:// (conn_read.c) */
-    } else if (rv == TETHER_ETIMEDOUT) {
-        /* The kernel gave up on the peer: say which of our settings made
-         * it do so, if any. */
-        if (o->user_timeout_ms > 0) {
-            tether__conn_fail(c, rv,
-                              "TCP user timeout during %s: sent data stayed unacknowledged for "
-                              "%d ms (TCP_USER_TIMEOUT)",
-                              what, o->user_timeout_ms);
-        } else if (o->keepalive) {
-            tether__conn_fail(c, rv,
-                              "TCP keepalive timeout during %s: the peer stopped answering "
-                              "(or TCP retransmissions gave up)",
-                              what);
-        } else {
-            tether__conn_fail(c, rv,
-                              "%s failed: connection timed out (TCP retransmissions "
-                              "gave up)",
-                              what);
-        }
-    } else {
-        tether__conn_fail(c, rv, "%s failed: %s", what, d != NULL ? d : tether_strerror(rv));
-    }
+    conn_finish_open(c, reason);
 }
 
 /* tether__wq_release_all(), called only when there is something to
@@ -328,7 +283,7 @@ void tether__conn_begin_close(tether_conn *c)
     }
 }
 
-static void conn_became_ready(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_became_ready(tether_conn *c)
 {
     c->state = TETHER__CS_READY;
     c->ready_at = tether__loop_time(c->h.loop);
@@ -479,6 +434,17 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     return TETHER_OK;
 }
 
+int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix)
+{
+    tether__tcp_transport_init(&c->tcp, fd, is_unix);
+    c->tr = &c->tcp;
+    tether__io_init(&c->io, fd, conn_on_io);
+    c->dispatching++;
+    conn_became_ready(c);
+    c->dispatching--;
+    return TETHER_OK;
+}
+
 /* ---- loop callbacks ---------------------------------------------------- */
 
 static void conn_on_io(struct tether__io *io, unsigned revents)
@@ -617,7 +583,7 @@ void tether__conn_timer_cb(struct tether__tnode *n)
 
 /* CT_CLOSE: tells the application (on_close) that the connection ended,
  * once. A dead connection is then due to be freed (CT_FREE). */
-static void conn_report_close(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_report_close(tether_conn *c)
 {
     if (!(c->flags & TETHER__CF_CLOSE_DONE)) {
         c->flags |= TETHER__CF_CLOSE_DONE;
@@ -670,9 +636,8 @@ static void conn_pending_cb(struct tether__pending *p)
         /* The common end (the peer closed, or an error): with none of the
          * steps below due, report the close and free the connection. */
         c->todo = 0;
-        conn_report_close(c);
+        conn_report_close(c); /* (DEAD: it released the queue) */
         if (c->todo & TETHER__CT_FREE) {
-            conn_release_queue(c);
             tether__conn_free(c);
         }
         return;

@@ -6,6 +6,7 @@
 #define TETHER_CONN_INT_H
 
 #include <netinet/in.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "frame.h"
@@ -480,9 +481,24 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
                         struct tether__io *handoff);
 
+/* tether__conn_attach() for an accepted plain socket (no TLS, WebSocket
+ * or PROXY header): established at once. */
+int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix);
+
 /* Records the address accept() gave (IPv4 and IPv6; others are ignored),
- * and reads it back; false when none was recorded (conn_info.c). */
-void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa);
+ * and reads it back; false when none was recorded (conn_info.c). An IPv4
+ * address, the common case, is stored inline. */
+void tether__conn_set_peer6(tether_conn *c, const union tether__peer_addr *pa);
+static inline void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa)
+{
+    if (pa->sa.sa_family == AF_INET) {
+        c->peer.family = AF_INET;
+        c->peer.port = pa->in.sin_port;
+        memcpy(c->peer.addr, &pa->in.sin_addr, sizeof pa->in.sin_addr);
+    } else if (pa->sa.sa_family == AF_INET6) {
+        tether__conn_set_peer6(c, pa);
+    }
+}
 bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out);
 
 /* Ends the connection with a reason; detail (may be NULL) is printf-style. */

@@ -10,6 +10,7 @@
 #ifndef TETHER_CONN_CORE_H
 #define TETHER_CONN_CORE_H
 
+#include <stdarg.h>
 #include <sys/uio.h>
 
 #include "conn.h"
@@ -45,8 +46,12 @@ static inline void tether__conn_todo(tether_conn *c, uint8_t what)
 void tether__conn_update_io(tether_conn *c);
 
 /* Fails with the transport's own detail, prefixed with what we were doing
- * ("read", "write"). */
+ * ("read", "write") (conn_fail.c). */
 void tether__conn_fail_io(tether_conn *c, int rv, const char *what);
+
+/* Records a printf-style detail in the connection's own buffer
+ * (conn_fail.c); out of memory, the previous detail stays. */
+void tether__conn_vset_err(tether_conn *c, const char *fmt, va_list ap);
 
 /* Starts closing: CLOSING flushes the queue (bounded by the close
  * timeout), then shuts the transport down. */
@@ -446,7 +451,14 @@ static inline void tether__wq_commit(tether_conn *c, size_t n)
     tether__conn_queued_add(c, n);
 }
 
-/* Frees the input buffer (conn_read.c). */
-void tether__conn_rpart_free(tether_conn *c);
+/* Frees the input buffer (conn_read.c); inline, as most connections
+ * that end or go idle have none. */
+void tether__conn_rpart_drop(tether_conn *c);
+static inline void tether__conn_rpart_free(tether_conn *c)
+{
+    if (c->rb != NULL) {
+        tether__conn_rpart_drop(c);
+    }
+}
 
 #endif /* TETHER_CONN_CORE_H */

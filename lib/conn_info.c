@@ -99,27 +99,21 @@ int tether_conn_tls_info_sized(const tether_conn *c, tether_tls_info *info, size
     return TETHER_OK;
 }
 
-void tether__conn_set_peer(tether_conn *c, const union tether__peer_addr *pa)
+void tether__conn_set_peer6(tether_conn *c, const union tether__peer_addr *pa)
 {
-    if (pa->sa.sa_family == AF_INET) {
-        c->peer.family = AF_INET;
-        c->peer.port = pa->in.sin_port;
-        memcpy(c->peer.addr, &pa->in.sin_addr, sizeof pa->in.sin_addr);
-    } else if (pa->sa.sa_family == AF_INET6) {
-        /* In the cold struct: IPv4 peers, the common case, cost nothing
-         * beyond the 8 bytes above. Out of memory, the address is not
-         * kept (getpeername still answers while the socket lives). */
-        struct tether__conn_extra *ex = tether__conn_extra(c);
-        if (ex == NULL) {
-            return;
-        }
-        struct tether__peer_min *m = &ex->peer6;
-        m->family = AF_INET6;
-        m->port = pa->in6.sin6_port;
-        m->scope_id = pa->in6.sin6_scope_id;
-        memcpy(m->addr, &pa->in6.sin6_addr, sizeof pa->in6.sin6_addr);
-        c->peer.family = AF_INET6;
+    /* In the cold struct: IPv4 peers, the common case, cost nothing
+     * beyond the 8 bytes of c->peer. Out of memory, the address is not
+     * kept (getpeername still answers while the socket lives). */
+    struct tether__conn_extra *ex = tether__conn_extra(c);
+    if (ex == NULL) {
+        return;
     }
+    struct tether__peer_min *m = &ex->peer6;
+    m->family = AF_INET6;
+    m->port = pa->in6.sin6_port;
+    m->scope_id = pa->in6.sin6_scope_id;
+    memcpy(m->addr, &pa->in6.sin6_addr, sizeof pa->in6.sin6_addr);
+    c->peer.family = AF_INET6;
 }
 
 bool tether__conn_get_peer(const tether_conn *c, union tether__peer_addr *out)

@@ -291,13 +291,11 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known, s
  * unknown (a line without its delimiter yet), beyond the largest frame
  * allowed. Every change of capacity goes through the loop's memory budget. */
 
-void tether__conn_rpart_free(tether_conn *c)
+void tether__conn_rpart_drop(tether_conn *c)
 {
-    if (c->rb != NULL) {
-        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
-        free(c->rb);
-        c->rb = NULL;
-    }
+    tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
+    free(c->rb);
+    c->rb = NULL;
 }
 
 /* The capacity of the input buffer (0 without one). */
@@ -419,27 +417,34 @@ void tether__conn_parse_rpart(tether_conn *c)
     rpart_parse(c, false);
 }
 
-static void conn_on_eof(tether_conn *c)
+/* The peer closed inside a frame: fails naming what is missing. Out of
+ * line: the common EOF, between frames, stays short. */
+__attribute__((noinline, cold)) static void conn_on_eof_truncated(tether_conn *c)
 {
     const struct tether__rbuf *b = c->rb;
-    if (b != NULL && b->len > 0) {
-        size_t known = tether__conn_ws(c) != NULL ? b->known : 0;
-        if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && b->len >= 4) {
-            known = tether__ctrl_frame_len(c, b->data);
-            if (known == 0) {
-                known = 4 + (size_t)tether__get_be32(b->data);
-            }
+    size_t known = tether__conn_ws(c) != NULL ? b->known : 0;
+    if (c->cfg->fast_len32 && tether__conn_ws(c) == NULL && b->len >= 4) {
+        known = tether__ctrl_frame_len(c, b->data);
+        if (known == 0) {
+            known = 4 + (size_t)tether__get_be32(b->data);
         }
-        char d[128];
-        if (known > 0) {
-            snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
-                     b->len, known);
-        } else {
-            snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
-                     b->len);
-        }
-        conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
-                       looks_like_tls_record(b->data, b->len) ? b->data : NULL, b->len);
+    }
+    char d[128];
+    if (known > 0) {
+        snprintf(d, sizeof d, "peer closed the connection after %zu of %zu bytes of a message",
+                 b->len, known);
+    } else {
+        snprintf(d, sizeof d, "peer closed the connection inside a message (%zu bytes pending)",
+                 b->len);
+    }
+    conn_fail_hint(c, TETHER_ETRUNCATED, d, false,
+                   looks_like_tls_record(b->data, b->len) ? b->data : NULL, b->len);
+}
+
+static void conn_on_eof(tether_conn *c)
+{
+    if (c->rb != NULL && c->rb->len > 0) {
+        conn_on_eof_truncated(c);
         return;
     }
     c->flags |= TETHER__CF_EOF;

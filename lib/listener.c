@@ -42,6 +42,7 @@ struct tether_listener {
     struct tether__pending free_pend;
     bool closed;
     bool is_unix;
+    bool plain;        /* accepted sockets need no handshake: no TLS, WebSocket or PROXY header */
     uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
@@ -135,67 +136,35 @@ static void listener_backoff_cb(struct tether__tnode *n)
     }
 }
 
-/* The listening socket is level-triggered: a client left in the backlog
- * is reported again by the next epoll_wait. So the listener accepts only
- * as many as it expects (the burst) and does not ask for the EAGAIN that
- * would confirm the backlog empty: the common report, one client, costs
- * one accept4() instead of two. A queue shows as a report in the
- * iteration right after one that used its whole burst: then the burst
- * doubles, up to ACCEPTS_PER_EVENT; otherwise it is one. */
-static void listener_on_readable(struct tether__io *io, unsigned revents)
+/* accept4() failed with e: true when the next client may do better. Out
+ * of line: it keeps the accept loop short. */
+__attribute__((noinline, cold)) static bool listener_accept_failed(tether_listener *l, int e)
 {
-    (void)revents;
-    tether_listener *l = tether__container_of(io, tether_listener, io);
-    uint64_t poll = l->loop->polls;
-    int burst = l->full_poll + 1 == poll ? TETHER__MIN(l->burst * 2, ACCEPTS_PER_EVENT) : 1;
-    l->burst = (uint8_t)burst;
-    int i;
-    for (i = 0; i < burst && !l->closed; i++) {
-        union tether__peer_addr pa;
-        socklen_t pl = sizeof pa;
-        memset(&pa, 0, sizeof pa);
-        int fd = accept4(l->io.fd, &pa.sa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EWOULDBLOCK) {
-                return;
-            }
-            if (e == EINTR || e == ECONNABORTED || e == EPROTO) {
-                continue; /* that client gave up; the next may be fine */
-            }
-            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-                bool first = l->backoff_ms == 0;
-                l->backoff_ms =
-                    first ? BACKOFF_MIN_MS : TETHER__MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
-                tether__io_set(l->loop, &l->io, 0);
-                tether__tnode_start(l->loop, &l->backoff_timer, l->backoff_ms);
-                if (first) {
-                    listener_report(l, tether__errno_to_err(e),
-                                    "accept on %s failed: %s; pausing accepts and retrying", l->url,
-                                    strerror(e));
-                }
-                return;
-            }
-            listener_report(l, tether__errno_to_err(e), "accept on %s failed: %s", l->url,
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+        return false;
+    }
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO) {
+        return true; /* that client gave up; the next may be fine */
+    }
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        bool first = l->backoff_ms == 0;
+        l->backoff_ms = first ? BACKOFF_MIN_MS : TETHER__MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
+        tether__io_set(l->loop, &l->io, 0);
+        tether__tnode_start(l->loop, &l->backoff_timer, l->backoff_ms);
+        if (first) {
+            listener_report(l, tether__errno_to_err(e),
+                            "accept on %s failed: %s; pausing accepts and retrying", l->url,
                             strerror(e));
-            return;
         }
-        if (l->backoff_ms != 0) {
-            l->backoff_ms = 0;
-        }
-        if (l->handoff != NULL) {
-            l->handoff(l->group_ud, fd, &pa);
-            continue;
-        }
-        tether__listener_adopt(l, fd, &pa, false);
+        return false;
     }
-    if (i == burst) {
-        l->full_poll = poll; /* more may be waiting */
-    }
+    listener_report(l, tether__errno_to_err(e), "accept on %s failed: %s", l->url, strerror(e));
+    return false;
 }
 
-void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa,
-                            bool counted)
+/* tether__listener_adopt(), inline in the accept loop. */
+static inline __attribute__((always_inline)) void
+listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bool counted)
 {
     struct tether__lstats *gst = l->gst;
     if (gst != NULL && !counted) {
@@ -232,7 +201,8 @@ void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer
         atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
     }
     tether__conn_set_peer(c, pa);
-    int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
+    int rv = l->plain ? tether__conn_attach_plain(c, fd, l->is_unix)
+                      : tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
     if (rv != TETHER_OK) {
         listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
         tether__conn_end(c, rv);
@@ -243,6 +213,52 @@ uncount:
     if (gst != NULL) {
         atomic_fetch_sub_explicit(&gst->active, 1, memory_order_relaxed);
     }
+}
+
+/* The listening socket is level-triggered: a client left in the backlog
+ * is reported again by the next epoll_wait. So the listener accepts only
+ * as many as it expects (the burst) and does not ask for the EAGAIN that
+ * would confirm the backlog empty: the common report, one client, costs
+ * one accept4() instead of two. A queue shows as a report in the
+ * iteration right after one that used its whole burst: then the burst
+ * doubles, up to ACCEPTS_PER_EVENT; otherwise it is one. */
+static void listener_on_readable(struct tether__io *io, unsigned revents)
+{
+    (void)revents;
+    tether_listener *l = tether__container_of(io, tether_listener, io);
+    uint64_t poll = l->loop->polls;
+    int burst = l->full_poll + 1 == poll ? TETHER__MIN(l->burst * 2, ACCEPTS_PER_EVENT) : 1;
+    l->burst = (uint8_t)burst;
+    int i;
+    for (i = 0; i < burst && !l->closed; i++) {
+        union tether__peer_addr pa;
+        socklen_t pl = sizeof pa;
+        pa.sa.sa_family = AF_UNSPEC; /* (what accept4() does not fill in) */
+        int fd = accept4(l->io.fd, &pa.sa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (listener_accept_failed(l, errno)) {
+                continue;
+            }
+            return;
+        }
+        if (l->backoff_ms != 0) {
+            l->backoff_ms = 0;
+        }
+        if (l->handoff != NULL) {
+            l->handoff(l->group_ud, fd, &pa);
+            continue;
+        }
+        listener_adopt(l, fd, &pa, false);
+    }
+    if (i == burst) {
+        l->full_poll = poll; /* more may be waiting */
+    }
+}
+
+void tether__listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa,
+                            bool counted)
+{
+    listener_adopt(l, fd, pa, counted);
 }
 
 static void listener_free_cb(struct tether__pending *p)
@@ -377,6 +393,7 @@ static int listener_prepare(tether_listener **out, tether_loop *loop, const char
     l->cfg->listener = l;
     l->loop = loop;
     l->is_unix = u.scheme == TETHER__SCHEME_UNIX;
+    l->plain = l->cfg->tls == NULL && l->cfg->ws == NULL && l->cfg->pp_accept == 0;
     tether__tnode_init(&l->backoff_timer, listener_backoff_cb);
     tether__pending_init(&l->free_pend, listener_free_cb);
     l->burst = 1;
