@@ -28,8 +28,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define LINGER_MS 2000u /* drain input after our FIN, at most this long */
-
 /* ---- small helpers ----------------------------------------------------- */
 
 /* Every accepted connection is one of these (TCP: nothing else; TLS: and
@@ -117,6 +115,7 @@ static void conn_finish(tether_conn *c, int reason)
     if (c->state == TETHER__CS_LINGER) {
         /* Already reported closed; only the fd remains. */
         c->state = TETHER__CS_DEAD;
+        tether__linger_remove(c);
         tether__conn_timer_stop(c);
         tether__conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
@@ -292,10 +291,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
     if (!(c->flags & TETHER__CF_KEEP_REASON)) {
         c->reason = TETHER_OK;
     }
-    if (!tether__conn_timer_start(c, LINGER_MS)) {
-        conn_finish(c, c->reason); /* no memory for the deadline: no lingering */
-        return;
-    }
+    /* (The close deadline ends: the loop's linger timer takes over once
+     * on_close has run, conn_linger.c.) */
+    tether__conn_timer_stop(c);
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
     /* (tether__conn_update_io() for LINGER, without its dispatch on the
@@ -607,9 +605,6 @@ void tether__conn_timer_cb(struct tether__tnode *n)
                           "close timed out after %d ms with %zu bytes still queued",
                           c->cfg->o.close_timeout_ms, c->queued);
         break;
-    case TETHER__CS_LINGER:
-        conn_finish(c, TETHER_OK);
-        break;
     default:
         break;
     }
@@ -659,6 +654,8 @@ static void conn_report_close(tether_conn *c)
         }
         if (c->state == TETHER__CS_DEAD) {
             c->todo |= TETHER__CT_FREE;
+        } else if (c->state == TETHER__CS_LINGER) {
+            tether__linger_add(c); /* (nothing reads its stats any more) */
         }
     }
 }

@@ -182,8 +182,9 @@ struct tether__live {
 struct tether__conn_extra {
     tether_conn *c;
     /* Connect deadline (dialled: DNS, TCP and any handshake; accepted: the
-     * PROXY header, TLS or WebSocket handshake), then the close or linger
-     * deadline. Through tether__conn_timer_start/stop. */
+     * PROXY header, TLS or WebSocket handshake), then the close deadline
+     * (lingering has the loop's timer, conn_linger.c). Through
+     * tether__conn_timer_start/stop. */
     struct tether__tnode timer;
     struct tether__dialer *dialer; /* while dialling (connect.c) */
     struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
@@ -256,9 +257,16 @@ struct tether_conn {
      * for liveness.c's frame mark: 32 bits, wrapping, are enough). */
     uint32_t ctrl_in;
 
-    /* Output queue. */
-    struct tether__wseg *wq_head;
-    struct tether__wseg *wq_tail;
+    /* Output queue. Empty once lingering: a lingering connection that was
+     * reported closed is on its loop's linger list through the same bytes
+     * (conn_linger.c). */
+    union {
+        struct {
+            struct tether__wseg *wq_head;
+            struct tether__wseg *wq_tail;
+        };
+        struct tether__queue linger_node; /* next NULL: not on the list */
+    };
     size_t queued; /* (the loop's cache of small segments: c->h.loop->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
@@ -277,7 +285,10 @@ struct tether_conn {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t msgs_out;
-    uint64_t ready_at; /* loop ms when established; 0 before */
+    union {
+        uint64_t ready_at;     /* loop ms when established; 0 before */
+        uint64_t linger_until; /* on the linger list: loop ms it ends at */
+    };
     /* Messages received: the low 32 bits, with a carry into
      * c->ex->msgs_in_hi (one add and a branch per message, as the 64-bit
      * count took an add): read through tether__conn_msgs_in(). */
