@@ -663,9 +663,11 @@ static void conn_report_close(tether_conn *c)
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
-    if (c->todo == TETHER__CT_CLOSE && c->state == TETHER__CS_DEAD) {
-        /* The common end (the peer closed, or an error): with none of the
-         * steps below due, report the close and free the connection. */
+    if (c->todo == TETHER__CT_CLOSE &&
+        (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER)) {
+        /* The common ends (the peer closed, or an error; our close, then
+         * lingering): with none of the steps below due, report the close
+         * and free the connection, or leave it lingering. */
         c->todo = 0;
         conn_report_close(c);
         if (c->todo & TETHER__CT_FREE) {

@@ -326,13 +326,59 @@ void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
  * memory); start/stop mark it active, so that unless unref'd it
  * keeps tether_loop_run() going; detach stops it and takes it off the
  * registry when it is closed or freed. */
-void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
-                         void *obj, tether__handle_close_fn close);
-void tether__handle_start(struct tether__handle *h);
-void tether__handle_stop(struct tether__handle *h);
 void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
-void tether__handle_detach(struct tether__handle *h);
+/* (init, start, stop and detach inline: every connection's allocation and
+ * free passes here.) */
+static inline void tether__handle_init(struct tether__handle *h, tether_loop *loop,
+                                       tether_handle_type type, void *obj,
+                                       tether__handle_close_fn close)
+{
+    /* The walk and close-all hand out the handle's address as the object. */
+    assert((void *)h == obj);
+    (void)obj;
+    /* Every handle of a type has the same close function. */
+    assert(loop->handle_close[type] == NULL || loop->handle_close[type] == close);
+    loop->handle_close[type] = close;
+    h->loop = loop;
+    h->type = (uint8_t)type;
+    h->active = false;
+    h->unref = false;
+    h->closing = false;
+    h->hidden = false;
+    tether__queue_insert_tail(&loop->handle_q, &h->node);
+    loop->handles++;
+}
+
+static inline void tether__handle_start(struct tether__handle *h)
+{
+    if (h->active) {
+        return;
+    }
+    h->active = true;
+    if (!h->unref) {
+        h->loop->active++;
+    }
+}
+
+static inline void tether__handle_stop(struct tether__handle *h)
+{
+    if (!h->active) {
+        return;
+    }
+    h->active = false;
+    if (!h->unref) {
+        h->loop->active--;
+    }
+}
+
+static inline void tether__handle_detach(struct tether__handle *h)
+{
+    tether__handle_stop(h);
+    h->closing = true;
+    tether__queue_remove(&h->node);
+}
+
 /* Calls fn on every handle registered when it starts (hidden ones too);
  * fn may close or free any handle. */
 void tether__handle_each(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
