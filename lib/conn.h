@@ -79,7 +79,14 @@ int tether__conn_cfg_new_role(struct tether__conn_cfg **out, const tether_conn_o
 #define TETHER__SRV_KEEPALIVE_INTERVAL_MS 10000
 #define TETHER__SRV_KEEPALIVE_COUNT 6
 #define TETHER__SRV_USER_TIMEOUT_MS 120000
-void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
+/* Drops a reference (NULL: none); the last frees the configuration. */
+void tether__conn_cfg_free(struct tether__conn_cfg *cfg);
+static inline void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0) {
+        tether__conn_cfg_free(cfg);
+    }
+}
 /* Selects TLS for a configuration built from user options: takes a
  * reference to the TLS configuration cfg->o.tls names into cfg->tls (see
  * tether__tls_config_select). Fills err on failure. */

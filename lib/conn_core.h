@@ -436,7 +436,14 @@ static inline void tether__wq_commit(tether_conn *c, size_t n)
     tether__conn_queued_add(c, n);
 }
 
-/* Frees the input buffer (conn_read.c). */
-void tether__conn_rpart_free(tether_conn *c);
+/* Frees the input buffer, if there is one (conn_read.c; the test inline:
+ * most connections have none when they close). */
+void tether__conn_rpart_drop(tether_conn *c);
+static inline void tether__conn_rpart_free(tether_conn *c)
+{
+    if (c->rb != NULL) {
+        tether__conn_rpart_drop(c);
+    }
+}
 
 #endif /* TETHER_CONN_CORE_H */

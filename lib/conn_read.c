@@ -275,13 +275,11 @@ conn_parse_fast(tether_conn *c, const uint8_t *buf, size_t len, size_t *known, s
  * unknown (a line without its delimiter yet), beyond the largest frame
  * allowed. Every change of capacity goes through the loop's memory budget. */
 
-void tether__conn_rpart_free(tether_conn *c)
+void tether__conn_rpart_drop(tether_conn *c)
 {
-    if (c->rb != NULL) {
-        tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
-        free(c->rb);
-        c->rb = NULL;
-    }
+    tether__mem_sub(tether__conn_mem(c), &tether__conn_mem(c)->in_bytes, c->rb->cap);
+    free(c->rb);
+    c->rb = NULL;
 }
 
 /* The capacity of the input buffer (0 without one). */

@@ -105,11 +105,8 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
     tether__loop_touch(loop);
 }
 
-void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
+void tether__pending_unlink(tether_loop *loop, struct tether__pending *p)
 {
-    if (p->next == NULL) {
-        return; /* not queued */
-    }
     struct tether__pending *prev = NULL;
     for (struct tether__pending *it = loop->pend_head; it != PEND_END(loop); it = it->next) {
         if (it == p) {
@@ -143,11 +140,8 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     tether__loop_touch(loop);
 }
 
-void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
+void tether__flush_unlink(tether_loop *loop, struct tether__flush *f)
 {
-    if (f->next == NULL) {
-        return; /* not queued */
-    }
     /* Linear, but only ever called when a connection is freed. */
     for (struct tether__flush **pp = &loop->flush_head; *pp != FLUSH_END(loop); pp = &(*pp)->next) {
         if (*pp == f) {

@@ -215,6 +215,8 @@ struct tether_loop {
     /* The read buffer connections read into (conn_read.c), or NULL
      * before the first read; the same. */
     uint8_t *rbuf;
+    /* The memory of the last dial (dial_cfg.c), or NULL; the same. */
+    struct tether__dial_mem *dial_mem;
 
     struct epoll_event *events;
     int events_cap;
@@ -284,7 +286,15 @@ static inline void tether__pending_init(struct tether__pending *p, tether__pendi
 }
 
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p);
-void tether__pending_cancel(tether_loop *loop, struct tether__pending *p);
+/* Takes p off the deferred work if it is queued. (The test inline: every
+ * connection's free asks, and it is rarely queued then.) */
+void tether__pending_unlink(tether_loop *loop, struct tether__pending *p);
+static inline void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
+{
+    if (p->next != NULL) {
+        tether__pending_unlink(loop, p);
+    }
+}
 
 static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
 {
@@ -294,7 +304,13 @@ static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb 
 
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
 /* Takes f off the flush list if it is queued: the owner is being freed. */
-void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);
+void tether__flush_unlink(tether_loop *loop, struct tether__flush *f);
+static inline void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
+{
+    if (f->next != NULL) {
+        tether__flush_unlink(loop, f);
+    }
+}
 
 /* tether_loop_post() with a node the caller owns (embedded in a longer
  * lived object): allocates nothing and cannot fail. Thread-safe. The node
