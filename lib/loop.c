@@ -27,13 +27,6 @@ uint64_t tether__now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t tether__now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* tether_loop_wakeup() runs in signal handlers: its flag must be a real
  * lock-free atomic, not one emulated with a lock. */
 static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");

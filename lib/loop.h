@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -437,16 +438,21 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
     return e;
 }
 
-/* Monotonic clock in milliseconds and in microseconds. */
+/* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
-uint64_t tether__now_us(void);
 
 /* Reads the clock into the loop's cached time. Inside a run the reading
- * stays fresh until the loop next waits for I/O. */
+ * stays fresh until the loop next waits for I/O. (With a timer armed the
+ * loop reads it on every wake-up: the clock is asked here directly, and
+ * the divisions are of the nanoseconds, in 32 bits. now is now_us / 1000
+ * exactly: now_us is whole seconds of 10^6 plus the microseconds.) */
 static inline void tether__loop_update_time(tether_loop *loop)
 {
-    loop->now_us = tether__now_us();
-    loop->now = loop->now_us / 1000u;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint32_t us = (uint32_t)ts.tv_nsec / 1000u;
+    loop->now_us = (uint64_t)ts.tv_sec * 1000000u + us;
+    loop->now = (uint64_t)ts.tv_sec * 1000u + us / 1000u;
     loop->time_fresh = loop->running;
 }
 
