@@ -28,8 +28,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define LINGER_MS 2000u /* drain input after our FIN, at most this long */
-
 /* ---- small helpers ----------------------------------------------------- */
 
 /* Every accepted connection is one of these (TCP: nothing else; TLS: and
@@ -113,6 +111,7 @@ static void conn_finish(tether_conn *c, int reason)
             tether__tnode_stop(c->h.loop, &c->ex->live->timer);
         }
         c->state = TETHER__CS_DEAD;
+        tether__linger_remove(c);
         tether__conn_timer_stop(c);
         tether__conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
@@ -247,10 +246,9 @@ void tether__conn_begin_shutdown(tether_conn *c)
     if (!(c->flags & TETHER__CF_KEEP_REASON)) {
         c->reason = TETHER_OK;
     }
-    if (!tether__conn_timer_start(c, LINGER_MS)) {
-        conn_finish(c, c->reason); /* no memory for the deadline: no lingering */
-        return;
-    }
+    /* (The close deadline ends: the loop's linger timer takes over once
+     * on_close has run, conn_linger.c.) */
+    tether__conn_timer_stop(c);
     c->state = TETHER__CS_LINGER;
     tether__conn_rpart_free(c);
     /* (tether__conn_update_io() for LINGER, without its dispatch on the
@@ -573,9 +571,6 @@ void tether__conn_timer_cb(struct tether__tnode *n)
                           "close timed out after %d ms with %zu bytes still queued",
                           c->cfg->o.close_timeout_ms, c->queued);
         break;
-    case TETHER__CS_LINGER:
-        conn_finish(c, TETHER_OK);
-        break;
     default:
         break;
     }
@@ -625,6 +620,8 @@ static inline __attribute__((always_inline)) void conn_report_close(tether_conn 
         }
         if (c->state == TETHER__CS_DEAD) {
             c->todo |= TETHER__CT_FREE;
+        } else if (c->state == TETHER__CS_LINGER) {
+            tether__linger_add(c); /* (nothing reads its stats any more) */
         }
     }
 }
@@ -632,9 +629,11 @@ static inline __attribute__((always_inline)) void conn_report_close(tether_conn 
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
-    if (c->todo == TETHER__CT_CLOSE && c->state == TETHER__CS_DEAD) {
-        /* The common end (the peer closed, or an error): with none of the
-         * steps below due, report the close and free the connection. */
+    if (c->todo == TETHER__CT_CLOSE &&
+        (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER)) {
+        /* The common ends (the peer closed, or an error; our close, then
+         * lingering): with none of the steps below due, report the close
+         * and free the connection, or leave it lingering. */
         c->todo = 0;
         conn_report_close(c); /* (DEAD: it released the queue) */
         if (c->todo & TETHER__CT_FREE) {

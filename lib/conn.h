@@ -80,7 +80,14 @@ int tether__conn_cfg_new_role(struct tether__conn_cfg **out, const tether_conn_o
 #define TETHER__SRV_KEEPALIVE_INTERVAL_MS 10000
 #define TETHER__SRV_KEEPALIVE_COUNT 6
 #define TETHER__SRV_USER_TIMEOUT_MS 120000
-void tether__conn_cfg_unref(struct tether__conn_cfg *cfg);
+/* Drops a reference (NULL: none); the last frees the configuration. */
+void tether__conn_cfg_free(struct tether__conn_cfg *cfg);
+static inline void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0) {
+        tether__conn_cfg_free(cfg);
+    }
+}
 /* Selects TLS for a configuration built from user options: takes a
  * reference to the TLS configuration cfg->o.tls names into cfg->tls (see
  * tether__tls_config_select). Fills err on failure. */
@@ -183,8 +190,9 @@ struct tether__live {
 struct tether__conn_extra {
     tether_conn *c;
     /* Connect deadline (dialled: DNS, TCP and any handshake; accepted: the
-     * PROXY header, TLS or WebSocket handshake), then the close or linger
-     * deadline. Through tether__conn_timer_start/stop. */
+     * PROXY header, TLS or WebSocket handshake), then the close deadline
+     * (lingering has the loop's timer, conn_linger.c). Through
+     * tether__conn_timer_start/stop. */
     struct tether__tnode timer;
     struct tether__dialer *dialer; /* while dialling (connect.c) */
     struct tether__pp_conn *pp;    /* PROXY protocol header in flight or received; or NULL */
@@ -257,9 +265,16 @@ struct tether_conn {
      * for liveness.c's frame mark: 32 bits, wrapping, are enough). */
     uint32_t ctrl_in;
 
-    /* Output queue. */
-    struct tether__wseg *wq_head;
-    struct tether__wseg *wq_tail;
+    /* Output queue. Empty once lingering: a lingering connection that was
+     * reported closed is on its loop's linger list through the same bytes
+     * (conn_linger.c). */
+    union {
+        struct {
+            struct tether__wseg *wq_head;
+            struct tether__wseg *wq_tail;
+        };
+        struct tether__queue linger_node; /* next NULL: not on the list */
+    };
     size_t queued; /* (the loop's cache of small segments: c->h.loop->segs) */
 
     /* Input not yet consumed: the start of an incomplete frame, or frames
@@ -278,7 +293,10 @@ struct tether_conn {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t msgs_out;
-    uint64_t ready_at; /* loop ms when established; 0 before */
+    union {
+        uint64_t ready_at;     /* loop ms when established; 0 before */
+        uint64_t linger_until; /* on the linger list: loop ms it ends at */
+    };
     /* Messages received: the low 32 bits, with a carry into
      * c->ex->msgs_in_hi (one add and a branch per message, as the 64-bit
      * count took an add): read through tether__conn_msgs_in(). */

@@ -207,6 +207,19 @@ void tether__conn_fail_reset(tether_conn *c, const char *what);
 /* Reads and discards after our FIN, until the peer's FIN. */
 void tether__conn_linger_read(tether_conn *c);
 
+/* conn_linger.c: how long a connection lingers after its FIN at most. */
+#define TETHER__LINGER_MS 2000u
+/* Sets up the loop's linger list and timer (with its budget, m). */
+void tether__linger_init(struct tether__mem *m);
+/* Stops the linger timer (from the budget's cleanup). */
+void tether__linger_fini(struct tether__mem *m);
+/* A lingering connection was reported closed: its deadline, LINGER_MS
+ * after now, is kept by the loop's list from here on. */
+void tether__linger_add(tether_conn *c);
+/* The connection stops lingering (the peer's FIN, an error, the
+ * deadline): off the list, if it is on it. */
+void tether__linger_remove(tether_conn *c);
+
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
 /* Allocates c->ex->live for a configuration with a liveness option (at
@@ -358,6 +371,10 @@ struct tether__mem {
     uint64_t refusals;
     struct tether__spares spare_conns;  /* sizeof(struct tether_conn) each */
     struct tether__spares spare_extras; /* sizeof(struct tether__conn_extra) each */
+    /* Lingering connections reported closed, oldest first, and the one
+     * timer that ends them (conn_linger.c). */
+    struct tether__queue linger_q;
+    struct tether__tnode linger_timer;
 };
 
 /* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
@@ -451,8 +468,8 @@ static inline void tether__wq_commit(tether_conn *c, size_t n)
     tether__conn_queued_add(c, n);
 }
 
-/* Frees the input buffer (conn_read.c); inline, as most connections
- * that end or go idle have none. */
+/* Frees the input buffer, if there is one (conn_read.c; the test inline:
+ * most connections that end or go idle have none). */
 void tether__conn_rpart_drop(tether_conn *c);
 static inline void tether__conn_rpart_free(tether_conn *c)
 {

@@ -137,12 +137,12 @@ void tether__conn_extra_trim(tether_conn *c)
 
 void tether__conn_destroy_transport(tether_conn *c)
 {
-    if (c->tr != NULL) {
-        /* destroy() closes the fd, which takes it out of the epoll set. */
-        tether__io_forget(&c->io);
-    } else {
-        tether__io_stop(c->h.loop, &c->io);
-    }
+    /* Out of the epoll set before destroy() closes the fd (a lingering
+     * connection is still registered): closing takes it out only when no
+     * other descriptor refers to the open file, and a child forked
+     * meanwhile keeps one, with the registration, which epoll would go on
+     * reporting for this connection's freed memory. */
+    tether__io_stop(c->h.loop, &c->io);
     if (c->tr != NULL) {
         c->tr->ops->destroy(c->tr);
         c->tr = NULL;

@@ -252,14 +252,12 @@ int tether__conn_cfg_new(struct tether__conn_cfg **out, const tether_conn_opts *
     return tether__conn_cfg_new_role(out, opts, false, err);
 }
 
-void tether__conn_cfg_unref(struct tether__conn_cfg *cfg)
+void tether__conn_cfg_free(struct tether__conn_cfg *cfg)
 {
-    if (cfg != NULL && --cfg->refs == 0) {
-        tether_tls_config_unref(cfg->tls);
-        tether__ws_cfg_free(cfg->ws);
-        free(cfg->dial_url);
-        free(cfg);
-    }
+    tether_tls_config_unref(cfg->tls);
+    tether__ws_cfg_free(cfg->ws);
+    free(cfg->dial_url);
+    free(cfg);
 }
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
 {

@@ -25,7 +25,7 @@
 
 static const char dial_key; /* its address identifies the loop's memory */
 
-struct dial_mem {
+struct tether__dial_mem {
     struct tether__loop_ext ext;
     struct tether__conn_cfg *cfg; /* the last dial's (a reference), or NULL */
     bool defaults;                /* it was built from NULL options */
@@ -35,14 +35,15 @@ struct dial_mem {
 
 static void dial_mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
-    (void)loop;
-    struct dial_mem *m = tether__container_of(ext, struct dial_mem, ext);
+    struct tether__dial_mem *m = tether__container_of(ext, struct tether__dial_mem, ext);
+    loop->dial_mem = NULL;
     tether__conn_cfg_unref(m->cfg);
     free(m);
 }
 
 /* The options match the remembered ones, userdata aside. */
-static bool dial_mem_match(const struct dial_mem *m, const char *url, const tether_conn_opts *opts)
+static bool dial_mem_match(const struct tether__dial_mem *m, const char *url,
+                           const tether_conn_opts *opts)
 {
     if (m == NULL || m->cfg == NULL || strcmp(url, m->cfg->dial_url) != 0) {
         return false;
@@ -91,8 +92,7 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
                      struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
                      struct tether__url *storage, tether_error *err)
 {
-    struct tether__loop_ext *e = url != NULL ? tether__loop_ext_find(loop, &dial_key) : NULL;
-    struct dial_mem *m = e != NULL ? tether__container_of(e, struct dial_mem, ext) : NULL;
+    struct tether__dial_mem *m = url != NULL ? loop->dial_mem : NULL;
     if (dial_mem_match(m, url, opts)) {
         m->cfg->refs++;
         *out_cfg = m->cfg;
@@ -126,6 +126,7 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
         m->ext.key = &dial_key;
         m->ext.cleanup = dial_mem_cleanup;
         tether__loop_ext_add(loop, &m->ext);
+        loop->dial_mem = m;
     }
     tether__conn_cfg_unref(m->cfg);
     cfg->refs++;

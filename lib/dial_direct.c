@@ -153,13 +153,19 @@ static bool is_loopback(const struct sockaddr_storage *ss)
  * allow; false (nothing done) otherwise. */
 bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    if (tether__url_sockaddr(u, &ss, &sl) != TETHER_OK) {
-        return false;
+    /* (The address tether__url_parse() worked out, in place: the copy
+     * tether__url_sockaddr() makes is only needed when there is none.) */
+    const struct sockaddr_storage *ss = &u->addr;
+    socklen_t sl = u->addr_len;
+    struct sockaddr_storage own;
+    if (sl == 0) {
+        if (tether__url_sockaddr(u, &own, &sl) != TETHER_OK) {
+            return false;
+        }
+        ss = &own;
     }
     int af = tether__family_af(c->cfg->o.family);
-    int fam = ss.ss_family;
+    int fam = ss->ss_family;
     if (af != AF_UNSPEC && fam != AF_UNIX && fam != af) {
         return false; /* the dialer words the refusal */
     }
@@ -175,7 +181,7 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
     tether__sock_apply_opts(fd, c->cfg, is_unix);
     int r;
     do {
-        r = connect(fd, (const struct sockaddr *)&ss, sl);
+        r = connect(fd, (const struct sockaddr *)ss, sl);
     } while (r != 0 && errno == EINTR);
     if (r == 0) {
         direct_won(c, is_unix);
@@ -185,7 +191,7 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
         direct_failed(c, tether__errno_to_err(errno));
         return true;
     }
-    if (errno == EINPROGRESS && is_loopback(&ss) && tcp_established(fd)) {
+    if (errno == EINPROGRESS && is_loopback(ss) && tcp_established(fd)) {
         /* Taken over from the loop (tether__dial_connected), as if the
          * watcher had reported it: until then the connection is still
          * connecting for the caller, who gets on_connect from the loop. */

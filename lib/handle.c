@@ -4,49 +4,9 @@
  * it lives. It decides which handles keep tether_loop_run() going (active
  * and referenced), lets tether_loop_walk() and tether_loop_close_all() find
  * them at shutdown, and holds the thread-safe keep-alive count of
- * tether_loop_ref(). */
+ * tether_loop_ref(). (Registering, starting, stopping and detaching a
+ * handle are inline, in loop.h.) */
 #include "loop.h"
-
-void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
-                         void *obj, tether__handle_close_fn close)
-{
-    /* The walk and close-all hand out the handle's address as the object. */
-    assert((void *)h == obj);
-    (void)obj;
-    /* Every handle of a type has the same close function. */
-    assert(loop->handle_close[type] == NULL || loop->handle_close[type] == close);
-    loop->handle_close[type] = close;
-    h->loop = loop;
-    h->type = (uint8_t)type;
-    h->active = false;
-    h->unref = false;
-    h->closing = false;
-    h->hidden = false;
-    tether__queue_insert_tail(&loop->handle_q, &h->node);
-    loop->handles++;
-}
-
-void tether__handle_start(struct tether__handle *h)
-{
-    if (h->active) {
-        return;
-    }
-    h->active = true;
-    if (!h->unref) {
-        h->loop->active++;
-    }
-}
-
-void tether__handle_stop(struct tether__handle *h)
-{
-    if (!h->active) {
-        return;
-    }
-    h->active = false;
-    if (!h->unref) {
-        h->loop->active--;
-    }
-}
 
 void tether__handle_ref(struct tether__handle *h)
 {
@@ -68,13 +28,6 @@ void tether__handle_unref(struct tether__handle *h)
     if (h->active) {
         h->loop->active--;
     }
-}
-
-void tether__handle_detach(struct tether__handle *h)
-{
-    tether__handle_stop(h);
-    h->closing = true;
-    tether__queue_remove(&h->node);
 }
 
 /* Calls fn on every handle registered when it starts. The registry is

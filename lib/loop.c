@@ -27,13 +27,6 @@ uint64_t tether__now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t tether__now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* tether_loop_wakeup() runs in signal handlers: its flag must be a real
  * lock-free atomic, not one emulated with a lock. */
 static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");
@@ -105,11 +98,8 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
     tether__loop_touch(loop);
 }
 
-void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
+void tether__pending_unlink(tether_loop *loop, struct tether__pending *p)
 {
-    if (p->next == NULL) {
-        return; /* not queued */
-    }
     struct tether__pending *prev = NULL;
     for (struct tether__pending *it = loop->pend_head; it != PEND_END(loop); it = it->next) {
         if (it == p) {
@@ -143,11 +133,8 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     tether__loop_touch(loop);
 }
 
-void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
+void tether__flush_unlink(tether_loop *loop, struct tether__flush *f)
 {
-    if (f->next == NULL) {
-        return; /* not queued */
-    }
     /* Linear, but only ever called when a connection is freed. */
     for (struct tether__flush **pp = &loop->flush_head; *pp != FLUSH_END(loop); pp = &(*pp)->next) {
         if (*pp == f) {

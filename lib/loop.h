@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -215,6 +216,8 @@ struct tether_loop {
     /* The read buffer connections read into (conn_read.c), or NULL
      * before the first read; the same. */
     uint8_t *rbuf;
+    /* The memory of the last dial (dial_cfg.c), or NULL; the same. */
+    struct tether__dial_mem *dial_mem;
 
     struct epoll_event *events;
     int events_cap;
@@ -284,7 +287,15 @@ static inline void tether__pending_init(struct tether__pending *p, tether__pendi
 }
 
 void tether__pending_queue(tether_loop *loop, struct tether__pending *p);
-void tether__pending_cancel(tether_loop *loop, struct tether__pending *p);
+/* Takes p off the deferred work if it is queued. (The test inline: every
+ * connection's free asks, and it is rarely queued then.) */
+void tether__pending_unlink(tether_loop *loop, struct tether__pending *p);
+static inline void tether__pending_cancel(tether_loop *loop, struct tether__pending *p)
+{
+    if (p->next != NULL) {
+        tether__pending_unlink(loop, p);
+    }
+}
 
 static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
 {
@@ -294,7 +305,13 @@ static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb 
 
 void tether__flush_queue(tether_loop *loop, struct tether__flush *f);
 /* Takes f off the flush list if it is queued: the owner is being freed. */
-void tether__flush_cancel(tether_loop *loop, struct tether__flush *f);
+void tether__flush_unlink(tether_loop *loop, struct tether__flush *f);
+static inline void tether__flush_cancel(tether_loop *loop, struct tether__flush *f)
+{
+    if (f->next != NULL) {
+        tether__flush_unlink(loop, f);
+    }
+}
 
 /* tether_loop_post() with a node the caller owns (embedded in a longer
  * lived object): allocates nothing and cannot fail. Thread-safe. The node
@@ -326,13 +343,59 @@ void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext);
  * memory); start/stop mark it active, so that unless unref'd it
  * keeps tether_loop_run() going; detach stops it and takes it off the
  * registry when it is closed or freed. */
-void tether__handle_init(struct tether__handle *h, tether_loop *loop, tether_handle_type type,
-                         void *obj, tether__handle_close_fn close);
-void tether__handle_start(struct tether__handle *h);
-void tether__handle_stop(struct tether__handle *h);
 void tether__handle_ref(struct tether__handle *h);
 void tether__handle_unref(struct tether__handle *h);
-void tether__handle_detach(struct tether__handle *h);
+/* (init, start, stop and detach inline: every connection's allocation and
+ * free passes here.) */
+static inline void tether__handle_init(struct tether__handle *h, tether_loop *loop,
+                                       tether_handle_type type, void *obj,
+                                       tether__handle_close_fn close)
+{
+    /* The walk and close-all hand out the handle's address as the object. */
+    assert((void *)h == obj);
+    (void)obj;
+    /* Every handle of a type has the same close function. */
+    assert(loop->handle_close[type] == NULL || loop->handle_close[type] == close);
+    loop->handle_close[type] = close;
+    h->loop = loop;
+    h->type = (uint8_t)type;
+    h->active = false;
+    h->unref = false;
+    h->closing = false;
+    h->hidden = false;
+    tether__queue_insert_tail(&loop->handle_q, &h->node);
+    loop->handles++;
+}
+
+static inline void tether__handle_start(struct tether__handle *h)
+{
+    if (h->active) {
+        return;
+    }
+    h->active = true;
+    if (!h->unref) {
+        h->loop->active++;
+    }
+}
+
+static inline void tether__handle_stop(struct tether__handle *h)
+{
+    if (!h->active) {
+        return;
+    }
+    h->active = false;
+    if (!h->unref) {
+        h->loop->active--;
+    }
+}
+
+static inline void tether__handle_detach(struct tether__handle *h)
+{
+    tether__handle_stop(h);
+    h->closing = true;
+    tether__queue_remove(&h->node);
+}
+
 /* Calls fn on every handle registered when it starts (hidden ones too);
  * fn may close or free any handle. */
 void tether__handle_each(tether_loop *loop, void (*fn)(struct tether__handle *h, void *arg),
@@ -375,16 +438,21 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
     return e;
 }
 
-/* Monotonic clock in milliseconds and in microseconds. */
+/* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
-uint64_t tether__now_us(void);
 
 /* Reads the clock into the loop's cached time. Inside a run the reading
- * stays fresh until the loop next waits for I/O. */
+ * stays fresh until the loop next waits for I/O. (With a timer armed the
+ * loop reads it on every wake-up: the clock is asked here directly, and
+ * the divisions are of the nanoseconds, in 32 bits. now is now_us / 1000
+ * exactly: now_us is whole seconds of 10^6 plus the microseconds.) */
 static inline void tether__loop_update_time(tether_loop *loop)
 {
-    loop->now_us = tether__now_us();
-    loop->now = loop->now_us / 1000u;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint32_t us = (uint32_t)ts.tv_nsec / 1000u;
+    loop->now_us = (uint64_t)ts.tv_sec * 1000000u + us;
+    loop->now = (uint64_t)ts.tv_sec * 1000u + us / 1000u;
     loop->time_fresh = loop->running;
 }
 

@@ -44,6 +44,7 @@ static void mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     struct tether__mem *m = tether__container_of(ext, struct tether__mem, ext);
     tether__pending_cancel(loop, &m->resume);
+    tether__linger_fini(m);
     loop->mem = NULL;
     tether__conn_spares_free(m);
     free(m);
@@ -62,6 +63,7 @@ struct tether__mem *tether__mem_get(tether_loop *loop)
     m->ext.key = &mem_key;
     m->ext.cleanup = mem_cleanup;
     tether__pending_init(&m->resume, mem_resume_cb);
+    tether__linger_init(m);
     mem_set_limit(m, TETHER_MEM_LIMIT_DEFAULT);
     tether__loop_ext_add(loop, &m->ext);
     loop->mem = m;

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -1218,6 +1219,124 @@ START_TEST(run_once_returns_after_on_connect)
 }
 END_TEST
 
+/* Runs th_loop until *n is at least 1, at most ms; returns whether it got there. */
+static bool run_until_count(const int *n, int ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)ms;
+    while (*n < 1 && th_now_ms() < deadline) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 20), 0);
+    }
+    return *n >= 1;
+}
+
+/* A lingering close ends at the peer's FIN, or at the linger bound (2 s)
+ * with a peer that never closes, each connection at its own deadline. The
+ * peers are bare sockets: a's closes early, b's stays open. b lingers from
+ * later than a, so b ends only once the loop's linger timer, armed for a's
+ * deadline (a left the list early), found b not due yet and waited on. */
+START_TEST(linger_ends_at_fin_or_its_own_deadline)
+{
+    int port;
+    int lfd = th_raw_listen(4, &port);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    struct once ka = {0};
+    struct once kb = {0};
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.on_connect = once_connect;
+    o.on_close = once_close;
+    tether_conn *a = NULL;
+    tether_conn *b = NULL;
+    /* One at a time, so that the accept order says whose peer is whose. */
+    o.userdata = &ka;
+    th_dial(&a, url, &o);
+    ck_assert(run_until_count(&ka.connected, 5000));
+    int pa = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(pa, 0);
+    o.userdata = &kb;
+    th_dial(&b, url, &o);
+    ck_assert(run_until_count(&kb.connected, 5000));
+    int pb = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(pb, 0);
+
+    tether_conn_close(a);
+    ck_assert(th_run_until(&ka.closed, 5000));
+    bool never = false;
+    th_run_until(&never, 300); /* b's deadline comes later than a's */
+    uint64_t t1 = th_now_ms();
+    tether_conn_close(b);
+    ck_assert(th_run_until(&kb.closed, 5000));
+    close(pa); /* a's lingering ends at this FIN */
+    /* b's ends at its own deadline (hang guard 10 s): not before it. */
+    ck_assert(th_run_idle(10000));
+    ck_assert_uint_ge(th_now_ms() - t1, 1900);
+    char byte;
+    ck_assert_int_eq(recv(pb, &byte, 1, MSG_DONTWAIT), 0); /* b sent its FIN */
+    close(pb);
+    close(lfd);
+}
+END_TEST
+
+/* A child forked while a connection lingers holds its socket too: the
+ * same open file, and with it the socket's epoll registration. When the
+ * peer's FIN ends the lingering and the connection closes its socket, the
+ * registration must be gone first: the socket stays readable (at EOF) in
+ * the child, and epoll would report it for the freed connection on every
+ * wait (the loop spins; AddressSanitizer sees freed memory read). */
+START_TEST(linger_end_unregisters_before_close)
+{
+    int port;
+    int lfd = th_raw_listen(4, &port);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    struct once k = {0};
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.userdata = &k;
+    o.on_connect = once_connect;
+    o.on_close = once_close;
+    tether_conn *c = NULL;
+    th_dial(&c, url, &o);
+    ck_assert(run_until_count(&k.connected, 5000));
+    int pc = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(pc, 0);
+    tether_conn_close(c);
+    ck_assert(th_run_until(&k.closed, 5000)); /* lingering now */
+    int gate[2];
+    ck_assert_int_eq(pipe(gate), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* Keeps the connection's socket (and nothing of the peer's) until
+         * the parent closes the gate. */
+        close(pc);
+        close(lfd);
+        close(gate[1]);
+        alarm(30);
+        char b;
+        ssize_t r = read(gate[0], &b, 1);
+        _exit(r == 0 ? 0 : 1);
+    }
+    close(gate[0]);
+    close(pc); /* the peer's FIN ends the lingering */
+    ck_assert(th_run_idle(5000));
+    /* Nothing is left to wake the loop: each wait lasts its 100 ms. */
+    uint64_t t0 = th_now_ms();
+    int polls = 0;
+    while (th_now_ms() - t0 < 300 && polls < 1000) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 100), 0);
+        polls++;
+    }
+    close(gate[1]);
+    int st = -1;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_lt(polls, 50);
+    close(lfd);
+}
+END_TEST
+
 START_TEST(peer_addresses)
 {
     reset_state();
@@ -1538,7 +1657,9 @@ START_TEST(emfile_backs_off_and_recovers)
      * server's accepted descriptors compete for the room left: the
      * listener meets EMFILE at a known client whether or not it probes
      * for more after each accept. */
-    enum { NCLIENTS = 32 };
+    enum {
+        NCLIENTS = 32
+    };
     int fds[NCLIENTS];
     for (int i = 0; i < NCLIENTS; i++) {
         fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -1692,6 +1813,8 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, reused_connection_memory_starts_clean);
     tcase_add_test(tc, run_once_returns_after_on_connect);
+    tcase_add_test(tc, linger_ends_at_fin_or_its_own_deadline);
+    tcase_add_test(tc, linger_end_unregisters_before_close);
     tcase_add_test(tc, peer_addresses);
     tcase_add_test(tc, listen_errors_name_the_cause);
     tcase_add_test(tc, abort_after_send_from_another_connection);
