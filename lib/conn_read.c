@@ -533,7 +533,11 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
                           c->cfg->o.max_msg);
         return false;
     }
-    if (b->cap - b->len < b->len / 2 || b->cap == b->len) {
+    /* Less than a third free: grow, but a buffer that has the frame's
+     * size already only fills up (resizing it to its own size would copy
+     * the frame once per read under allocators that do not resize in
+     * place, ASan's among them). */
+    if ((b->cap - b->len < b->len / 2 || b->cap == b->len) && b->cap < limit) {
         size_t cap = TETHER__MIN(TETHER__MAX(b->len * 2, (size_t)256), limit);
         if (TETHER__UNLIKELY(tether__conn_mem_over(c)) && tether__mem_heavy(c, cap + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {

@@ -555,11 +555,39 @@ void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
     l->group_closed = closed;
 }
 
+/* Before a graceful shutdown closes the socket: accepts the connections
+ * the kernel has completed and queued, which the close would reset, losing
+ * what their clients have sent already (e.g. through a proxy that relays
+ * them at once). They are drained like the others. Stops at the first
+ * failure (EAGAIN: the queue is empty) and after SOMAXCONN of them. A
+ * group's acceptor hands its sockets to other loops, whose drains may be
+ * over: its queue is left as it was. */
+static void listener_accept_queued(tether_listener *l)
+{
+    for (int i = 0; i < SOMAXCONN && !l->closed && l->handoff == NULL; i++) {
+        union tether__peer_addr pa;
+        socklen_t pl = sizeof pa;
+        memset(&pa, 0, sizeof pa);
+        int fd = accept4(l->io.fd, &pa.sa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) {
+                continue;
+            }
+            return;
+        }
+        tether__listener_adopt(l, fd, &pa, false);
+    }
+}
+
 int tether_listener_shutdown(tether_listener *l, int deadline_ms, tether_shutdown_cb on_done,
                              void *ud)
 {
     if (l == NULL || l->closed) {
         return TETHER_EINVAL;
+    }
+    listener_accept_queued(l);
+    if (l->closed) {
+        return TETHER_EINVAL; /* closed by an on_accept it ran */
     }
     int rv = tether__shutdown_start(l->loop, l->cfg, deadline_ms, on_done, ud);
     if (rv == TETHER_OK) {

@@ -376,6 +376,11 @@ static bool live_check_write(tether_conn *c, uint64_t now)
     if (now - l->wstall < wt && !sample_due) {
         return false;
     }
+    /* Read before the flush, so that an acknowledgement arriving during
+     * it counts in the window this sample starts, with the write it
+     * allows. */
+    uint64_t d = live_delivered(c);
+    uint64_t wstall = l->wstall;
     /* Ask the socket once more before blaming the peer (the loop may
      * have been busy elsewhere). */
     tether__conn_flush(c);
@@ -384,6 +389,14 @@ static bool live_check_write(tether_conn *c, uint64_t now)
     }
     if (c->queued == 0) {
         return false;
+    }
+    if (l->wbase_at != 0 && d == l->wbase_val) {
+        /* The peer has taken nothing since the window began: what the
+         * flush wrote went into room the kernel had left short of
+         * reporting the socket writable, not towards the peer. Counted
+         * as progress, it would put the no-progress close off by a
+         * window at every check. */
+        l->wstall = wstall;
     }
     char text[128];
     if (now - l->wstall >= wt) {
@@ -398,7 +411,6 @@ static bool live_check_write(tether_conn *c, uint64_t now)
     if (!sample_due) {
         return false;
     }
-    uint64_t d = live_delivered(c);
     if (l->wbase_at == 0) {
         l->wbase_at = now; /* the first window starts */
         l->wbase_val = d;

@@ -91,6 +91,11 @@ static void rc_on_state(tether_client *cl, const tether_client_event *ev, void *
     } else if (ev->state == TETHER_CLIENT_DISCONNECTED && ev->reason == TETHER_OK &&
                strstr(ev->detail, "(GOAWAY)") != NULL) {
         r->drains++;
+    } else if (ev->state == TETHER_CLIENT_DISCONNECTED) {
+        /* Not a drain: what was written to that connection may be lost
+         * (said here, so that a failure shows where). */
+        fprintf(stderr, "rolling_client: client %u: disconnected: %s (%s)\n", r->id,
+                tether_err_name(ev->reason), ev->detail);
     }
 }
 

@@ -10,10 +10,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -718,6 +721,66 @@ START_TEST(listener_shutdown_waits_for_a_late_hello)
 }
 END_TEST
 
+/* A connection the kernel has completed and queued, but the loop has not
+ * accepted yet, whose client has sent its HELLO and first messages: the
+ * shutdown accepts it before closing the socket (whose close would reset
+ * it and lose those messages), and drains it like any other. */
+START_TEST(listener_shutdown_takes_the_queued_connections)
+{
+    start_server("tcp://127.0.0.1:0", NULL, 0);
+    int fd = th_raw_connect(tether_listener_port(S.l));
+    static const uint8_t hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+    uint8_t out[sizeof hello + 2 * (4 + MSG_LEN)];
+    memcpy(out, hello, sizeof hello);
+    for (int i = 0; i < 2; i++) {
+        uint8_t *f = out + sizeof hello + i * (4 + MSG_LEN);
+        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
+        memset(f + 4, 'x', MSG_LEN);
+        f[4] = f[5] = f[6] = 0;
+        f[7] = (uint8_t)i;
+    }
+    th_raw_write(fd, out, sizeof out);
+    /* Once the server's kernel has acknowledged it all, the connection is
+     * in the listener's queue (the loop has not run: nothing accepted). */
+    int unacked = -1;
+    for (uint64_t until = th_now_ms() + 10000; th_now_ms() < until;) {
+        ck_assert_int_eq(ioctl(fd, SIOCOUTQ, &unacked), 0);
+        if (unacked == 0) {
+            break;
+        }
+        struct pollfd none;
+        (void)poll(&none, 0, 5);
+    }
+    ck_assert_int_eq(unacked, 0);
+    ck_assert_int_eq(S.n, 0);
+    ck_assert_int_eq(tether_listener_shutdown(S.l, 10000, on_shutdown, NULL), TETHER_OK);
+    S.l = NULL;
+    ck_assert_int_eq(S.n, 1); /* accepted by the call */
+    /* The server's HELLO and its GOAWAY request, our "done"; then both
+     * echoes and the server's "done", and its FIN. */
+    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x17, 0x01, 0x00, 0x06, 's', 'e',
+                                  'r',  'v',  'e',  'r',  ' ',  's',  'h',  'u', 't',
+                                  't',  'i',  'n',  'g',  ' ',  'd',  'o',  'w', 'n'};
+    uint8_t buf[4096];
+    bool eof;
+    size_t want = sizeof hello + sizeof req;
+    size_t got = raw_read(fd, buf, sizeof buf, want, &eof);
+    ck_assert_uint_ge(got, want);
+    ck_assert_mem_eq(buf + sizeof hello, req, sizeof req);
+    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
+    th_raw_write(fd, done, sizeof done);
+    got += raw_read(fd, buf + got, sizeof buf - got, 0, &eof);
+    ck_assert(eof);
+    ck_assert_uint_eq(got, want + 2 * (4 + MSG_LEN) + sizeof done);
+    ck_assert_mem_eq(buf + want, out + sizeof hello, 2 * (4 + MSG_LEN));
+    ck_assert(th_run_until_pred(shutdown_done, NULL, 10000));
+    ck_assert_int_eq(S.shutdown_status, TETHER_OK);
+    ck_assert_uint_eq(S.conns[0].got, 2);
+    close(fd);
+    th_run_idle(3000);
+}
+END_TEST
+
 START_TEST(listener_shutdown_without_connections_reports_at_once)
 {
     start_server("tcp://127.0.0.1:0", NULL, 0);
@@ -1135,6 +1198,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, max_age_drains_with_traffic_flowing);
     tcase_add_test(tc, listener_shutdown_drains_every_connection);
     tcase_add_test(tc, listener_shutdown_waits_for_a_late_hello);
+    tcase_add_test(tc, listener_shutdown_takes_the_queued_connections);
     tcase_add_test(tc, listener_shutdown_without_connections_reports_at_once);
     tcase_add_test(tc, listener_shutdown_deadline_closes_the_rest);
     tcase_add_test(tc, client_moves_to_a_new_connection_without_loss);
