@@ -229,6 +229,47 @@ static void run_ms(int ms)
     }
 }
 
+/* Like th_run_until_pred(), and keeps in *lag the longest time between two
+ * iterations of the loop (normally its 10 ms wait at most). A deadline is
+ * noticed late by up to that much when the machine holds the process back,
+ * so an upper bound on when something fired adds it. */
+static bool run_until_lag(bool (*pred)(void *arg), void *arg, int ms, uint64_t *lag)
+{
+    uint64_t prev = th_now_ms();
+    uint64_t deadline = prev + (uint64_t)ms;
+    while (!pred(arg)) {
+        uint64_t now = th_now_ms();
+        if (now - prev > *lag) {
+            *lag = now - prev;
+        }
+        prev = now;
+        if (now >= deadline) {
+            return pred(arg);
+        }
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 10), 0);
+    }
+    uint64_t now = th_now_ms();
+    if (now - prev > *lag) {
+        *lag = now - prev;
+    }
+    return true;
+}
+
+/* run_ms(), keeping the longest gap between iterations in *lag. */
+static void run_ms_lag(int ms, uint64_t *lag)
+{
+    uint64_t prev = th_now_ms();
+    uint64_t end = prev + (uint64_t)ms;
+    while (prev < end) {
+        tether_loop_run_once(th_loop, 10);
+        uint64_t now = th_now_ms();
+        if (now - prev > *lag) {
+            *lag = now - prev;
+        }
+        prev = now;
+    }
+}
+
 static tether_stats stats_of(tether_conn *c)
 {
     tether_stats st;
@@ -763,6 +804,12 @@ static bool pong_after(void *arg)
     return stats_of(pw->c).pongs_received > pw->after;
 }
 
+static bool echo_and_pongs(void *arg)
+{
+    struct cli *k = arg;
+    return k->closed || (k->got >= 1 && stats_of(k->c).pongs_received >= 2);
+}
+
 /* Through the proxy, in BLACKHOLE mode: both kernels keep acknowledging,
  * so TCP sees nothing wrong, yet both ends notice within
  * (heartbeat_misses + 1) × interval of the last byte they received. */
@@ -787,10 +834,11 @@ START_TEST(blackhole_detected_by_heartbeats)
     dial_port(&k, tproxy_port(px), &co);
     ck_assert(th_run_until_pred(cli_connected, &k, 5000));
     ck_assert_int_eq(tether_conn_send(k.c, "before", 6), TETHER_OK);
-    run_ms(3 * HB); /* a few heartbeats go through */
+    /* The echo and a few heartbeats go through (waited for: a loaded
+     * machine may take longer than a few intervals). */
+    ck_assert(th_run_until_pred(echo_and_pongs, &k, 10000));
     ck_assert_int_eq(k.got, 1);
     ck_assert(!k.closed);
-    ck_assert(stats_of(k.c).pongs_received >= 1);
 
     /* Cut the path right after a pong arrived, so that the silence starts
      * now rather than up to an interval (plus any delay in scheduling us)
@@ -798,26 +846,33 @@ START_TEST(blackhole_detected_by_heartbeats)
     struct pong_wait pw = {k.c, stats_of(k.c).pongs_received};
     ck_assert(th_run_until_pred(pong_after, &pw, 5000));
     uint64_t t0 = th_now_ms();
+    uint64_t rx_lt = k.c->ex->live->last_rx; /* the pong, in the loop's time */
     tproxy_set_mode(px, TPROXY_BLACKHOLE);
-    ck_assert(th_run_until_pred(cli_closed, &k, 10000));
-    ck_assert(th_run_until_pred(srv_closed_one, NULL, 10000));
+    uint64_t lag = 0;
+    ck_assert(run_until_lag(cli_closed, &k, 10000, &lag));
+    ck_assert(run_until_lag(srv_closed_one, NULL, 10000, &lag));
     uint64_t client_ms = k.closed_at - t0;
     uint64_t server_ms = S.closed_at - t0;
     printf("blackhole_detected_by_heartbeats: interval %d ms, misses %d: client closed after "
-           "%llu ms, server after %llu ms (bound (misses+1) x interval = %d ms)\n"
+           "%llu ms (%llu ms after the pong in loop time), server after %llu ms (bound "
+           "(misses+1) x interval = %d ms; the loop was held back up to %llu ms)\n"
            "  client: %s\n  server: %s\n",
-           HB, MISSES, (unsigned long long)client_ms, (unsigned long long)server_ms,
-           (MISSES + 1) * HB, k.detail, S.last_detail);
+           HB, MISSES, (unsigned long long)client_ms, (unsigned long long)(k.closed_lt - rx_lt),
+           (unsigned long long)server_ms, (MISSES + 1) * HB, (unsigned long long)lag, k.detail,
+           S.last_detail);
     ck_assert_int_eq(k.reason, TETHER_ETIMEDOUT);
     ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
     ck_assert_ptr_nonnull(strstr(k.detail, "heartbeat timeout"));
     ck_assert_ptr_nonnull(strstr(S.last_detail, "heartbeat timeout"));
-    /* The client's last byte arrived just before t0 (a pong; a ping of the
-     * server's may still have been on its way): (misses + 1) intervals of
-     * silence, less a margin for scheduling delays. */
-    ck_assert_uint_ge(client_ms, MISSES * HB);
-    ck_assert_uint_le(client_ms, (MISSES + 1) * HB + 600);
-    ck_assert_uint_le(server_ms, (MISSES + 1) * HB + 600);
+    /* The client's last byte was the pong at rx_lt (or a ping of the
+     * server's still on its way, later): never before misses intervals of
+     * silence, measured in the loop's time as the library does, so that a
+     * delay in scheduling us after the pong cannot shorten it. At most
+     * (misses + 1) intervals plus a margin for the proxy and scheduling,
+     * plus however long the machine held the loop back while waiting. */
+    ck_assert_uint_ge(k.closed_lt - rx_lt, MISSES * HB);
+    ck_assert_uint_le(client_ms, (MISSES + 1) * HB + 600 + lag);
+    ck_assert_uint_le(server_ms, (MISSES + 1) * HB + 600 + lag);
     tproxy_stop(px);
     tether_listener_close(S.l);
 }
@@ -861,34 +916,44 @@ END_TEST
 
 START_TEST(idle_timeout_closes_a_silent_peer)
 {
+    /* A message every IDLE / 4 for twice the timeout: the process can be
+     * held back for most of a timeout without the traffic falling silent. */
+    enum {
+        IDLE = 800,
+        MSGS = 8
+    };
     reset_state();
     tether_conn_opts so;
     tether_conn_opts_init(&so);
-    so.idle_timeout_ms = 300;
+    so.idle_timeout_ms = IDLE;
     start_server(&so);
     int fd = th_raw_connect(tether_listener_port(S.l));
     uint64_t t0 = th_now_ms();
+    uint64_t lag = 0;
     /* Traffic keeps it alive... */
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < MSGS; i++) {
         uint8_t msg[5] = {0, 0, 0, 1, 'k'};
         th_raw_write(fd, msg, sizeof msg);
-        run_ms(150);
+        run_ms_lag(IDLE / 4, &lag);
     }
     ck_assert_int_eq(S.closed, 0);
     /* ...silence ends it. */
     uint64_t t1 = th_now_ms();
-    ck_assert_int_eq(S.msgs, 5);
+    ck_assert_int_eq(S.msgs, MSGS);
+    ck_assert(run_until_lag(srv_closed_one, NULL, 10000, &lag));
     ck_assert(th_raw_wait_eof(fd, 5000));
-    ck_assert(th_run_until_pred(srv_closed_one, NULL, 5000));
     /* Measured from the last message, in the loop's time (which the timeout
-     * is computed from): never early, whatever the load on the machine. */
+     * is computed from): never early, whatever the load on the machine;
+     * late by at most a margin and however long the loop was held back. */
     uint64_t silent = S.closed_lt - S.last_msg_lt;
-    printf("idle_timeout: alive for %llu ms of traffic, closed after %llu ms of silence: %s\n",
-           (unsigned long long)(t1 - t0), (unsigned long long)silent, S.last_detail);
+    printf("idle_timeout: alive for %llu ms of traffic, closed after %llu ms of silence (loop "
+           "held back up to %llu ms): %s\n",
+           (unsigned long long)(t1 - t0), (unsigned long long)silent, (unsigned long long)lag,
+           S.last_detail);
     ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
     ck_assert_ptr_nonnull(strstr(S.last_detail, "idle timeout"));
-    ck_assert_uint_ge(silent, 300);
-    ck_assert_uint_le(silent, 1300);
+    ck_assert_uint_ge(silent, IDLE);
+    ck_assert_uint_le(silent, IDLE + 1000 + lag);
     close(fd);
     tether_listener_close(S.l);
 }
@@ -896,20 +961,27 @@ END_TEST
 
 /* A raw client trickles one frame a byte at a time (slowloris). Whole
  * frames before it are fine; the trickled one is cut off by the frame
- * timeout although bytes keep arriving (so the idle timeout never fires). */
+ * timeout although bytes keep arriving (so the idle timeout, shorter,
+ * never fires: a byte comes every 50 ms, which leaves room for the process
+ * to be held back for most of the idle timeout). */
 START_TEST(slowloris_closed_by_frame_timeout)
 {
+    enum {
+        FRAME = 1200,
+        IDLE = 800
+    };
     reset_state();
     tether_conn_opts so;
     tether_conn_opts_init(&so);
-    so.frame_timeout_ms = 400;
-    so.idle_timeout_ms = 300;
+    so.frame_timeout_ms = FRAME;
+    so.idle_timeout_ms = IDLE;
     start_server(&so);
     int fd = th_raw_connect(tether_listener_port(S.l));
     uint8_t msg[4 + 100] = {0, 0, 0, 100};
     th_raw_write(fd, msg, sizeof msg);
     ck_assert(th_run_until_pred(srv_got_one, NULL, 3000));
     uint64_t t0 = th_now_ms();
+    uint64_t lag = 0;
     bool closed = false;
     for (size_t i = 0; i < sizeof msg && !closed; i++) {
         if (send(fd, &msg[i], 1, MSG_NOSIGNAL) != 1) {
@@ -917,20 +989,24 @@ START_TEST(slowloris_closed_by_frame_timeout)
             break;
         }
         uint64_t until = th_now_ms() + 50;
-        while (th_now_ms() < until && S.closed == 0) {
+        uint64_t prev = th_now_ms();
+        while (prev < until && S.closed == 0) {
             tether_loop_run_once(th_loop, 10);
+            uint64_t now = th_now_ms();
+            lag = now - prev > lag ? now - prev : lag;
+            prev = now;
         }
         closed = S.closed > 0;
     }
-    ck_assert(th_run_until_pred(srv_closed_one, NULL, 3000));
+    ck_assert(run_until_lag(srv_closed_one, NULL, 3000, &lag));
     uint64_t took = S.closed_at - t0;
-    printf("slowloris: trickled frame cut off after %llu ms: %s\n", (unsigned long long)took,
-           S.last_detail);
+    printf("slowloris: trickled frame cut off after %llu ms (loop held back up to %llu ms): %s\n",
+           (unsigned long long)took, (unsigned long long)lag, S.last_detail);
     ck_assert_int_eq(S.msgs, 1); /* the whole frame before it */
     ck_assert_int_eq(S.last_reason, TETHER_ETIMEDOUT);
     ck_assert_ptr_nonnull(strstr(S.last_detail, "frame timeout"));
-    ck_assert_uint_ge(took, 380);
-    ck_assert_uint_le(took, 1500);
+    ck_assert_uint_ge(took, FRAME - 20);
+    ck_assert_uint_le(took, FRAME + 1100 + lag);
     ck_assert(th_raw_wait_eof(fd, 3000));
     close(fd);
     tether_listener_close(S.l);
