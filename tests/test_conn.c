@@ -1188,20 +1188,35 @@ static void once_close(tether_conn *c, int reason, void *ud)
     ((struct once *)ud)->closed = true;
 }
 
-START_TEST(run_once_returns_after_on_connect)
+/* A raw listener on loopback that accepts only when the test does: its
+ * descriptor, and its URL in url. */
+static int once_listen(char *url, size_t cap)
 {
     int port;
     int lfd = th_raw_listen(4, &port);
-    char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-    struct once k = {0};
+    snprintf(url, cap, "tcp://127.0.0.1:%d", port);
+    return lfd;
+}
+
+/* Dials url with once_connect() and once_close() counting into k. */
+static tether_conn *once_dial(const char *url, struct once *k)
+{
     tether_conn_opts o;
     tether_conn_opts_init(&o);
-    o.userdata = &k;
+    o.userdata = k;
     o.on_connect = once_connect;
     o.on_close = once_close;
     tether_conn *c = NULL;
     th_dial(&c, url, &o);
+    return c;
+}
+
+START_TEST(run_once_returns_after_on_connect)
+{
+    char url[64];
+    int lfd = once_listen(url, sizeof url);
+    struct once k = {0};
+    tether_conn *c = once_dial(url, &k);
     ck_assert_int_eq(k.connected, 0); /* never from inside the dial */
     alarm(20);
     for (int i = 0; i < 1000 && k.connected == 0; i++) {
@@ -1236,26 +1251,16 @@ static bool run_until_count(const int *n, int ms)
  * deadline (a left the list early), found b not due yet and waited on. */
 START_TEST(linger_ends_at_fin_or_its_own_deadline)
 {
-    int port;
-    int lfd = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    int lfd = once_listen(url, sizeof url);
     struct once ka = {0};
     struct once kb = {0};
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.on_connect = once_connect;
-    o.on_close = once_close;
-    tether_conn *a = NULL;
-    tether_conn *b = NULL;
     /* One at a time, so that the accept order says whose peer is whose. */
-    o.userdata = &ka;
-    th_dial(&a, url, &o);
+    tether_conn *a = once_dial(url, &ka);
     ck_assert(run_until_count(&ka.connected, 5000));
     int pa = accept(lfd, NULL, NULL);
     ck_assert_int_ge(pa, 0);
-    o.userdata = &kb;
-    th_dial(&b, url, &o);
+    tether_conn *b = once_dial(url, &kb);
     ck_assert(run_until_count(&kb.connected, 5000));
     int pb = accept(lfd, NULL, NULL);
     ck_assert_int_ge(pb, 0);
@@ -1286,18 +1291,10 @@ END_TEST
  * wait (the loop spins; AddressSanitizer sees freed memory read). */
 START_TEST(linger_end_unregisters_before_close)
 {
-    int port;
-    int lfd = th_raw_listen(4, &port);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    int lfd = once_listen(url, sizeof url);
     struct once k = {0};
-    tether_conn_opts o;
-    tether_conn_opts_init(&o);
-    o.userdata = &k;
-    o.on_connect = once_connect;
-    o.on_close = once_close;
-    tether_conn *c = NULL;
-    th_dial(&c, url, &o);
+    tether_conn *c = once_dial(url, &k);
     ck_assert(run_until_count(&k.connected, 5000));
     int pc = accept(lfd, NULL, NULL);
     ck_assert_int_ge(pc, 0);

@@ -673,6 +673,52 @@ START_TEST(listener_shutdown_drains_every_connection)
 }
 END_TEST
 
+/* A raw client speaking control frames: HELLO, then two messages of
+ * MSG_LEN bytes numbered 0 and 1 (kept in late_out). */
+static const uint8_t late_hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
+static uint8_t late_out[sizeof late_hello + 2 * (4 + MSG_LEN)];
+
+static void late_client_send(int fd)
+{
+    memcpy(late_out, late_hello, sizeof late_hello);
+    for (int i = 0; i < 2; i++) {
+        uint8_t *f = late_out + sizeof late_hello + i * (4 + MSG_LEN);
+        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
+        memset(f + 4, 'x', MSG_LEN);
+        f[4] = f[5] = f[6] = 0;
+        f[7] = (uint8_t)i;
+    }
+    th_raw_write(fd, late_out, sizeof late_out);
+}
+
+/* The rest of late_client_send()'s drain: the server's HELLO and its
+ * GOAWAY request, our "done"; then both echoes, the server's "done" and
+ * its FIN, byte for byte; and the shutdown reports success, the server
+ * having delivered both messages. Closes fd. */
+static void late_client_drain(int fd)
+{
+    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x17, 0x01, 0x00, 0x06, 's', 'e',
+                                  'r',  'v',  'e',  'r',  ' ',  's',  'h',  'u', 't',
+                                  't',  'i',  'n',  'g',  ' ',  'd',  'o',  'w', 'n'};
+    uint8_t buf[4096];
+    bool eof;
+    size_t want = sizeof late_hello + sizeof req;
+    size_t got = raw_read(fd, buf, sizeof buf, want, &eof);
+    ck_assert_uint_ge(got, want);
+    ck_assert_mem_eq(buf + sizeof late_hello, req, sizeof req);
+    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
+    th_raw_write(fd, done, sizeof done);
+    got += raw_read(fd, buf + got, sizeof buf - got, 0, &eof);
+    ck_assert(eof);
+    ck_assert_uint_eq(got, want + 2 * (4 + MSG_LEN) + sizeof done);
+    ck_assert_mem_eq(buf + want, late_out + sizeof late_hello, 2 * (4 + MSG_LEN));
+    ck_assert(th_run_until_pred(shutdown_done, NULL, 10000));
+    ck_assert_int_eq(S.shutdown_status, TETHER_OK);
+    ck_assert_uint_eq(S.conns[0].got, 2);
+    close(fd);
+    th_run_idle(3000);
+}
+
 /* A connection accepted a moment before the shutdown, whose HELLO and
  * first messages are still on the way: it is asked to drain when its
  * HELLO comes, and its messages are echoed, not dropped by a close. */
@@ -686,38 +732,8 @@ START_TEST(listener_shutdown_waits_for_a_late_hello)
     S.l = NULL;
     tether_loop_run_once(th_loop, 50);
     /* HELLO, two messages; then the GOAWAY request, and our "done". */
-    static const uint8_t hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
-    uint8_t out[sizeof hello + 2 * (4 + MSG_LEN)];
-    memcpy(out, hello, sizeof hello);
-    for (int i = 0; i < 2; i++) {
-        uint8_t *f = out + sizeof hello + i * (4 + MSG_LEN);
-        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
-        memset(f + 4, 'x', MSG_LEN);
-        f[4] = f[5] = f[6] = 0;
-        f[7] = (uint8_t)i;
-    }
-    th_raw_write(fd, out, sizeof out);
-    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x17, 0x01, 0x00, 0x06, 's', 'e',
-                                  'r',  'v',  'e',  'r',  ' ',  's',  'h',  'u', 't',
-                                  't',  'i',  'n',  'g',  ' ',  'd',  'o',  'w', 'n'};
-    uint8_t buf[4096];
-    bool eof;
-    size_t want = sizeof hello + sizeof req;
-    size_t got = raw_read(fd, buf, sizeof buf, want, &eof);
-    ck_assert_uint_ge(got, want);
-    ck_assert_mem_eq(buf + sizeof hello, req, sizeof req);
-    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
-    th_raw_write(fd, done, sizeof done);
-    got += raw_read(fd, buf + got, sizeof buf - got, 0, &eof);
-    ck_assert(eof);
-    /* After HELLO and the request: both echoes, then the server's "done". */
-    ck_assert_uint_eq(got, want + 2 * (4 + MSG_LEN) + sizeof done);
-    ck_assert_mem_eq(buf + want, out + sizeof hello, 2 * (4 + MSG_LEN));
-    ck_assert(th_run_until_pred(shutdown_done, NULL, 10000));
-    ck_assert_int_eq(S.shutdown_status, TETHER_OK);
-    ck_assert_uint_eq(S.conns[0].got, 2);
-    close(fd);
-    th_run_idle(3000);
+    late_client_send(fd);
+    late_client_drain(fd);
 }
 END_TEST
 
@@ -729,17 +745,7 @@ START_TEST(listener_shutdown_takes_the_queued_connections)
 {
     start_server("tcp://127.0.0.1:0", NULL, 0);
     int fd = th_raw_connect(tether_listener_port(S.l));
-    static const uint8_t hello[] = {0xFF, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00};
-    uint8_t out[sizeof hello + 2 * (4 + MSG_LEN)];
-    memcpy(out, hello, sizeof hello);
-    for (int i = 0; i < 2; i++) {
-        uint8_t *f = out + sizeof hello + i * (4 + MSG_LEN);
-        f[0] = 0, f[1] = 0, f[2] = (uint8_t)(MSG_LEN >> 8), f[3] = (uint8_t)MSG_LEN;
-        memset(f + 4, 'x', MSG_LEN);
-        f[4] = f[5] = f[6] = 0;
-        f[7] = (uint8_t)i;
-    }
-    th_raw_write(fd, out, sizeof out);
+    late_client_send(fd);
     /* Once the server's kernel has acknowledged it all, the connection is
      * in the listener's queue (the loop has not run: nothing accepted). */
     int unacked = -1;
@@ -758,26 +764,7 @@ START_TEST(listener_shutdown_takes_the_queued_connections)
     ck_assert_int_eq(S.n, 1); /* accepted by the call */
     /* The server's HELLO and its GOAWAY request, our "done"; then both
      * echoes and the server's "done", and its FIN. */
-    static const uint8_t req[] = {0xFF, 0x04, 0x00, 0x17, 0x01, 0x00, 0x06, 's', 'e',
-                                  'r',  'v',  'e',  'r',  ' ',  's',  'h',  'u', 't',
-                                  't',  'i',  'n',  'g',  ' ',  'd',  'o',  'w', 'n'};
-    uint8_t buf[4096];
-    bool eof;
-    size_t want = sizeof hello + sizeof req;
-    size_t got = raw_read(fd, buf, sizeof buf, want, &eof);
-    ck_assert_uint_ge(got, want);
-    ck_assert_mem_eq(buf + sizeof hello, req, sizeof req);
-    static const uint8_t done[] = {0xFF, 0x04, 0x00, 0x03, 0x03, 0x00, 0x00};
-    th_raw_write(fd, done, sizeof done);
-    got += raw_read(fd, buf + got, sizeof buf - got, 0, &eof);
-    ck_assert(eof);
-    ck_assert_uint_eq(got, want + 2 * (4 + MSG_LEN) + sizeof done);
-    ck_assert_mem_eq(buf + want, out + sizeof hello, 2 * (4 + MSG_LEN));
-    ck_assert(th_run_until_pred(shutdown_done, NULL, 10000));
-    ck_assert_int_eq(S.shutdown_status, TETHER_OK);
-    ck_assert_uint_eq(S.conns[0].got, 2);
-    close(fd);
-    th_run_idle(3000);
+    late_client_drain(fd);
 }
 END_TEST
 

@@ -298,6 +298,29 @@ START_TEST(test_order_varint)
 }
 END_TEST
 
+/* R's messages from `start` on: on a, one tether_conn_send() each until
+ * the first refusal; on b, one tether_conn_send_batch(). Both must end
+ * with the same result at the same message. Returns that result, and in
+ * *out_k how many the batch took. */
+static int sb_single_vs_batch(tether_conn *a, tether_conn *b, size_t start, size_t *out_k)
+{
+    size_t single = start;
+    int rv1 = TETHER_OK;
+    while (single < R.total) {
+        rv1 = tether_conn_send(a, R.msgs[single].data, R.msgs[single].len);
+        if (rv1 != TETHER_OK) {
+            break;
+        }
+        single++;
+    }
+    size_t k = 12345;
+    int rv2 = tether_conn_send_batch(b, R.msgs + start, R.total - start, &k);
+    ck_assert_int_eq(rv2, rv1);
+    ck_assert_uint_eq(start + k, single);
+    *out_k = k;
+    return rv1;
+}
+
 START_TEST(test_order_line)
 {
     sb_run_init(1200, 64);
@@ -358,19 +381,8 @@ START_TEST(test_partial_accept_matches_single_sends)
             tether_conn *b = NULL;
             th_dial(&a, th_url_of(l), &co);
             th_dial(&b, th_url_of(l), &co);
-            size_t single = start;
-            int rv1 = TETHER_OK;
-            while (single < R.total) {
-                rv1 = tether_conn_send(a, R.msgs[single].data, R.msgs[single].len);
-                if (rv1 != TETHER_OK) {
-                    break;
-                }
-                single++;
-            }
-            size_t k = 12345;
-            int rv2 = tether_conn_send_batch(b, R.msgs + start, R.total - start, &k);
-            ck_assert_int_eq(rv2, rv1);
-            ck_assert_uint_eq(start + k, single);
+            size_t k;
+            int rv1 = sb_single_vs_batch(a, b, start, &k);
             ck_assert_uint_eq(tether_conn_queued(b), tether_conn_queued(a));
             if (rv1 == TETHER_EAGAIN) {
                 /* Refused at or past the mark, whole messages below it. */
@@ -908,19 +920,8 @@ static void sb_ws_compare(tether_conn *a, tether_conn *b, size_t start, size_t h
         want_bytes += sb_frame_len(R.msgs[i].len, masked);
         want++;
     }
-    size_t single = start;
-    int rv1 = TETHER_OK;
-    while (single < R.total) {
-        rv1 = tether_conn_send(a, R.msgs[single].data, R.msgs[single].len);
-        if (rv1 != TETHER_OK) {
-            break;
-        }
-        single++;
-    }
-    size_t k = 12345;
-    int rv2 = tether_conn_send_batch(b, R.msgs + start, R.total - start, &k);
-    ck_assert_int_eq(rv2, rv1);
-    ck_assert_uint_eq(start + k, single);
+    size_t k;
+    int rv1 = sb_single_vs_batch(a, b, start, &k);
     if (want_bytes < 32 * 1024) {
         ck_assert_uint_eq(k, want);
     } else {
