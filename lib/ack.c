@@ -52,18 +52,8 @@ static void ack_table_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 
 static struct ack_table *ack_table_get(tether_loop *loop)
 {
-    struct tether__loop_ext *x = tether__loop_ext_find(loop, &ack_key);
-    if (x != NULL) {
-        return tether__container_of(x, struct ack_table, ext);
-    }
-    struct ack_table *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        return NULL;
-    }
-    t->ext.key = &ack_key;
-    t->ext.cleanup = ack_table_cleanup;
-    tether__loop_ext_add(loop, &t->ext);
-    return t;
+    bool fresh;
+    return TETHER__LOOP_EXT_GET(loop, &ack_key, struct ack_table, ext, ack_table_cleanup, &fresh);
 }
 
 /* The entry for token (created with delivered = first - 1 when new), or

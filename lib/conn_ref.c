@@ -514,21 +514,15 @@ static void hub_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 
 static struct ref_hub *hub_get(tether_loop *loop)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &ref_hub_key);
-    if (e != NULL) {
-        return tether__container_of(e, struct ref_hub, ext);
+    bool fresh;
+    struct ref_hub *hub =
+        TETHER__LOOP_EXT_GET(loop, &ref_hub_key, struct ref_hub, ext, hub_cleanup, &fresh);
+    if (hub != NULL && fresh) {
+        hub->loop = loop;
+        tether__mpsc_init(&hub->q);
+        atomic_init(&hub->scheduled, false);
+        tether__pending_init(&hub->pend, hub_pending_cb);
     }
-    struct ref_hub *hub = calloc(1, sizeof *hub);
-    if (hub == NULL) {
-        return NULL;
-    }
-    hub->ext.key = &ref_hub_key;
-    hub->ext.cleanup = hub_cleanup;
-    hub->loop = loop;
-    tether__mpsc_init(&hub->q);
-    atomic_init(&hub->scheduled, false);
-    tether__pending_init(&hub->pend, hub_pending_cb);
-    tether__loop_ext_add(loop, &hub->ext);
     return hub;
 }
 

@@ -225,16 +225,9 @@ static struct srv_cache *srv_cache_of(const tether_loop *loop)
 
 static struct srv_cache *srv_cache_get(tether_loop *loop)
 {
-    struct srv_cache *sc = srv_cache_of(loop);
-    if (sc == NULL) {
-        sc = calloc(1, sizeof *sc);
-        if (sc != NULL) {
-            sc->ext.key = &srv_ext_key;
-            sc->ext.cleanup = srv_cache_cleanup;
-            tether__loop_ext_add(loop, &sc->ext);
-        }
-    }
-    return sc;
+    bool fresh;
+    return TETHER__LOOP_EXT_GET(loop, &srv_ext_key, struct srv_cache, ext, srv_cache_cleanup,
+                                &fresh);
 }
 
 /* The live entry for name, with expired entries dropped on the way. */

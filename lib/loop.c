@@ -256,6 +256,20 @@ void tether__loop_ext_add(tether_loop *loop, struct tether__loop_ext *ext)
     loop->exts = ext;
 }
 
+void *tether__loop_ext_new(tether_loop *loop, const void *key, size_t size, size_t off,
+                           tether__loop_ext_cb cleanup)
+{
+    char *p = calloc(1, size);
+    if (p == NULL) {
+        return NULL;
+    }
+    struct tether__loop_ext *e = (struct tether__loop_ext *)(void *)(p + off);
+    e->key = key;
+    e->cleanup = cleanup;
+    tether__loop_ext_add(loop, e);
+    return p;
+}
+
 int tether_loop_free(tether_loop *loop)
 {
     if (loop == NULL) {

@@ -438,6 +438,30 @@ static inline struct tether__loop_ext *tether__loop_ext_find(const tether_loop *
     return e;
 }
 
+/* tether__loop_ext_get()'s first use: a new zeroed block of size bytes
+ * whose struct tether__loop_ext sits at offset off, registered under key
+ * with cleanup. NULL when out of memory. */
+void *tether__loop_ext_new(tether_loop *loop, const void *key, size_t size, size_t off,
+                           tether__loop_ext_cb cleanup);
+
+/* The per-loop state of type `type` (its struct tether__loop_ext is
+ * `member`) registered under key, made zeroed by tether__loop_ext_new()
+ * on first use, when *fresh is set for the caller to initialise the rest.
+ * NULL when out of memory. */
+#define TETHER__LOOP_EXT_GET(loop, key, type, member, cleanup, fresh)                              \
+    ((type *)tether__loop_ext_get((loop), (key), sizeof(type), offsetof(type, member), (cleanup),  \
+                                  (fresh)))
+static inline void *tether__loop_ext_get(tether_loop *loop, const void *key, size_t size,
+                                         size_t off, tether__loop_ext_cb cleanup, bool *fresh)
+{
+    struct tether__loop_ext *e = tether__loop_ext_find(loop, key);
+    *fresh = e == NULL;
+    if (e != NULL) {
+        return (char *)e - off;
+    }
+    return tether__loop_ext_new(loop, key, size, off, cleanup);
+}
+
 /* Monotonic clock in milliseconds. */
 uint64_t tether__now_ms(void);
 

@@ -72,17 +72,9 @@ static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 
 struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &seg_cache_key);
-    if (e != NULL) {
-        return tether__container_of(e, struct tether__seg_cache, ext);
-    }
-    struct tether__seg_cache *sc = calloc(1, sizeof *sc);
-    if (sc != NULL) {
-        sc->ext.key = &seg_cache_key;
-        sc->ext.cleanup = seg_cache_cleanup;
-        tether__loop_ext_add(loop, &sc->ext);
-    }
-    return sc;
+    bool fresh;
+    return TETHER__LOOP_EXT_GET(loop, &seg_cache_key, struct tether__seg_cache, ext,
+                                seg_cache_cleanup, &fresh);
 }
 
 static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)

@@ -40,18 +40,12 @@ static void rnd_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 
 struct tether__ws_rnd *tether__ws_rnd_get(tether_loop *loop)
 {
-    struct tether__loop_ext *e = tether__loop_ext_find(loop, &rnd_key);
-    if (e != NULL) {
-        return tether__container_of(e, struct tether__ws_rnd, ext);
+    bool fresh;
+    struct tether__ws_rnd *r =
+        TETHER__LOOP_EXT_GET(loop, &rnd_key, struct tether__ws_rnd, ext, rnd_cleanup, &fresh);
+    if (r != NULL && fresh) {
+        r->off = TETHER__WS_RND_POOL; /* empty: the first key refills it */
     }
-    struct tether__ws_rnd *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-        return NULL;
-    }
-    r->off = TETHER__WS_RND_POOL;
-    r->ext.key = &rnd_key;
-    r->ext.cleanup = rnd_cleanup;
-    tether__loop_ext_add(loop, &r->ext);
     return r;
 }
 
