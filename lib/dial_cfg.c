@@ -103,7 +103,7 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
     if (rv != TETHER_OK) {
         return rv;
     }
-    struct tether__conn_cfg *cfg;
+    struct tether__conn_cfg *cfg = NULL;
     rv = dial_cfg_build(&cfg, url, storage, opts, err);
     if (rv != TETHER_OK) {
         return rv;
