@@ -1386,7 +1386,8 @@ TETHER_API void tether_listener_close(tether_listener *l);
  * connections the kernel has already completed are accepted (`on_accept`
  * may run inside this call), so that the close does not reset them and
  * lose what their clients sent. Connections it accepted that have not
- * reached `on_accept` yet (a TLS handshake under way) are aborted; every other one still open is sent
+ * reached `on_accept` yet (a TLS handshake under way) are aborted; every
+ * other one still open is sent
  * tether_conn_goaway(c, #TETHER_GOAWAY_SHUTDOWN, "server shutting down",
  * @p deadline_ms) (peers without control frames are closed gracefully
  * instead). Each connection reports its own end through `on_close`. When
