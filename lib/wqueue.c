@@ -42,13 +42,39 @@
  * loop's first connection and freed with the loop. Each connection keeps
  * a pointer to it (c->h.loop->segs), so that the per-message paths need no
  * lookup. */
+struct seg_bin {
+    struct tether__wseg *head;
+    unsigned n;
+};
+
 struct tether__seg_cache {
     struct tether__loop_ext ext;
-    struct tether__wseg *head; /* small segments (SEG_SMALL_CAP) */
-    unsigned n;
-    unsigned nlarge;
-    struct tether__wseg *large; /* large ones (SEG_LARGE_CAP) */
+    struct seg_bin small; /* segments of SEG_SMALL_CAP, up to SEG_CACHE_MAX */
+    struct seg_bin large; /* of SEG_LARGE_CAP, up to SEG_LARGE_CACHE_MAX */
 };
+
+/* A cached segment, or NULL when the bin is empty. */
+static struct tether__wseg *bin_pop(struct seg_bin *b)
+{
+    struct tether__wseg *s = b->head;
+    if (s != NULL) {
+        b->head = s->next;
+        b->n--;
+    }
+    return s;
+}
+
+/* Keeps s in the bin unless it holds max already. */
+static bool bin_push(struct seg_bin *b, struct tether__wseg *s, unsigned max)
+{
+    if (b->n >= max) {
+        return false;
+    }
+    s->next = b->head;
+    b->head = s;
+    b->n++;
+    return true;
+}
 
 static void seg_list_free(struct tether__wseg *s)
 {
@@ -65,8 +91,8 @@ static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     loop->segs = NULL;
     struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
-    seg_list_free(sc->head);
-    seg_list_free(sc->large);
+    seg_list_free(sc->small.head);
+    seg_list_free(sc->large.head);
     free(sc);
 }
 
@@ -79,16 +105,8 @@ struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
 
 static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)
 {
-    if (s->cap == SEG_SMALL_CAP && sc != NULL && sc->n < SEG_CACHE_MAX) {
-        s->next = sc->head;
-        sc->head = s;
-        sc->n++;
-        return;
-    }
-    if (s->cap == SEG_LARGE_CAP && sc != NULL && sc->nlarge < SEG_LARGE_CACHE_MAX) {
-        s->next = sc->large;
-        sc->large = s;
-        sc->nlarge++;
+    if (sc != NULL && ((s->cap == SEG_SMALL_CAP && bin_push(&sc->small, s, SEG_CACHE_MAX)) ||
+                       (s->cap == SEG_LARGE_CAP && bin_push(&sc->large, s, SEG_LARGE_CACHE_MAX)))) {
         return;
     }
     free(s);
@@ -142,37 +160,19 @@ void tether__wq_append_mark(tether_conn *c, struct tether__wseg *s)
     wq_link(c, s);
 }
 
-static size_t wseg_room(const struct tether__wseg *s)
-{
-    return s->cap - (size_t)(s->ptr - s->data) - s->len;
-}
-
-/* Room at the end of the tail segment, if it is a copy segment. */
-static size_t wq_tail_room(const tether_conn *c)
-{
-    const struct tether__wseg *t = c->wq_tail;
-    return t != NULL && t->cap != 0 ? wseg_room(t) : 0;
-}
-
 static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
 {
     size_t cap;
     struct tether__wseg *s = NULL;
     if (c->wq_head == NULL && need <= SEG_SMALL_CAP) {
         cap = SEG_SMALL_CAP;
-        struct tether__seg_cache *sc = c->h.loop->segs;
-        if (sc != NULL && sc->head != NULL) {
-            s = sc->head;
-            sc->head = s->next;
-            sc->n--;
+        if (c->h.loop->segs != NULL) {
+            s = bin_pop(&c->h.loop->segs->small);
         }
     } else if (need <= SEG_LARGE_CAP) {
         cap = SEG_LARGE_CAP;
-        struct tether__seg_cache *sc = c->h.loop->segs;
-        if (sc != NULL && sc->large != NULL) {
-            s = sc->large;
-            sc->large = s->next;
-            sc->nlarge--;
+        if (c->h.loop->segs != NULL) {
+            s = bin_pop(&c->h.loop->segs->large);
         }
     } else {
         cap = need;
@@ -199,7 +199,7 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
         return tether__ws_queue_ctrl(c, iov, n, total); /* a control frame (conn_ws.c) */
     }
     struct tether__wseg *tail = c->wq_tail;
-    size_t room = wq_tail_room(c);
+    size_t room = tether__wq_tail_room(c);
     struct tether__wseg *fresh = NULL;
     if (room < total) {
         fresh = wq_new_copy(c, total - room);
@@ -212,10 +212,10 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
         const uint8_t *p = iov[i].iov_base;
         size_t left = iov[i].iov_len;
         while (left > 0) {
-            size_t r = wseg_room(s);
+            size_t r = tether__wseg_room(s);
             if (r == 0) {
                 s = fresh;
-                r = wseg_room(s);
+                r = tether__wseg_room(s);
             }
             size_t k = left < r ? left : r;
             memcpy((uint8_t *)s->ptr + s->len, p, k);
@@ -231,7 +231,7 @@ int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_
 uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need)
 {
     struct tether__wseg *t = c->wq_tail;
-    if (t == NULL || wq_tail_room(c) < need) {
+    if (t == NULL || tether__wq_tail_room(c) < need) {
         t = wq_new_copy(c, need);
         if (t == NULL) {
             return NULL;
@@ -552,10 +552,8 @@ static inline int conn_send_check(tether_conn *c, const void *data, size_t len)
 static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
 {
     struct tether__seg_cache *sc = c->h.loop->segs;
-    if (TETHER__LIKELY(need <= SEG_SMALL_CAP && sc != NULL && sc->head != NULL)) {
-        struct tether__wseg *s = sc->head;
-        sc->head = s->next;
-        sc->n--;
+    struct tether__wseg *s;
+    if (TETHER__LIKELY(need <= SEG_SMALL_CAP && sc != NULL && (s = bin_pop(&sc->small)) != NULL)) {
         s->next = NULL;
         s->ptr = s->data;
         s->len = 0;
@@ -730,7 +728,7 @@ static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void 
              * which released the queue. */
             fits = c->wq_tail == t;
         } else {
-            fits = wq_tail_room(c) >= 4 + len;
+            fits = tether__wq_tail_room(c) >= 4 + len;
         }
         if (fits) {
             uint8_t *p = (uint8_t *)t->ptr + t->len;
