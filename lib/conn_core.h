@@ -461,6 +461,19 @@ static inline void tether__conn_queued_sub(tether_conn *c, size_t n)
     }
 }
 
+/* Free bytes at the end of copy segment s. */
+static inline size_t tether__wseg_room(const struct tether__wseg *s)
+{
+    return s->cap - (size_t)(s->ptr - s->data) - s->len;
+}
+
+/* Room at the end of the tail segment, if it is a copy segment. */
+static inline size_t tether__wq_tail_room(const tether_conn *c)
+{
+    const struct tether__wseg *t = c->wq_tail;
+    return t != NULL && t->cap != 0 ? tether__wseg_room(t) : 0;
+}
+
 /* Adds the n bytes written at tether__wq_reserve()'s pointer to the queue. */
 static inline void tether__wq_commit(tether_conn *c, size_t n)
 {

@@ -53,11 +53,6 @@ static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n)
     }
 }
 
-/* Copies messages from the start of m into the tail segment while each one
- * would take tether_conn_send()'s small-message path there; returns how
- * many it took (0: send the first one with tether_conn_send()). It stops
- * before a message that needs any check to say more than "accepted":
- * tether_conn_send() then gives the answer for it. */
 /* The room a run of copies may fill: the tail segment's free space, up
  * to the point where the queue reaches the run's limit. 0 when the run
  * must go to tether_conn_send() (the connection's own checks, those of
@@ -70,9 +65,9 @@ static size_t batch_room(tether_conn *c, size_t *at)
         (c->drain_st & TETHER__DR_SENT_DONE) || TETHER__UNLIKELY(tether__conn_mem_over(c))) {
         return 0;
     }
-    const struct tether__wseg *t = c->wq_tail;
-    if (t == NULL || t->cap == 0) {
-        return 0;
+    const size_t room = tether__wq_tail_room(c);
+    if (room == 0) {
+        return 0; /* no copy segment to append to: tether_conn_send() makes one */
     }
     /* A message is accepted while the queue is below send_hwm; from `at`
      * on, tether__conn_after_queue_at() writes the queue (when it can),
@@ -88,10 +83,14 @@ static size_t batch_room(tether_conn *c, size_t *at)
     if (c->queued >= lim) {
         return 0;
     }
-    const size_t room = t->cap - (size_t)(t->ptr - t->data) - t->len;
     return lim - c->queued < room ? lim - c->queued : room;
 }
 
+/* Copies messages from the start of m into the tail segment while each one
+ * would take tether_conn_send()'s small-message path there; returns how
+ * many it took (0: send the first one with tether_conn_send()). It stops
+ * before a message that needs any check to say more than "accepted":
+ * tether_conn_send() then gives the answer for it. */
 static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
 {
     size_t at;
