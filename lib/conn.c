@@ -18,6 +18,7 @@
 #include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
+#include "dial.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -809,12 +810,23 @@ int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
     struct tether__url storage;
     const struct tether__url *u;
     struct tether__conn_cfg *cfg;
-    int rv = tether__dial_cfg(loop, url, opts, &cfg, &u, &storage, out_err);
-    if (rv != TETHER_OK) {
-        return rv;
+    struct tether__conn_cfg *made = NULL; /* a new configuration: ours to release */
+    int rv;
+    const struct tether__dial_mem *m = tether__dial_mem_find(loop, url, opts);
+    if (TETHER__LIKELY(m != NULL)) {
+        cfg = m->cfg;
+        u = &m->u;
+    } else {
+        rv = tether__dial_cfg(loop, url, opts, &made, &u, &storage, out_err);
+        if (rv != TETHER_OK) {
+            return rv;
+        }
+        cfg = made;
     }
     tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
-    tether__conn_cfg_unref(cfg);
+    if (made != NULL) {
+        tether__conn_cfg_unref(made);
+    }
     if (c == NULL) {
         return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
     }

@@ -543,10 +543,9 @@ void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is
 bool tether__sock_opts_inherited(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
 /* The configuration and the parsed URL for tether_conn_dial(loop, url,
- * opts) (dial_cfg.c): the loop's last dial's, shared, when url and opts
- * are the same again, else built as new (cfg->dial_url holds url). Fills
- * err on failure. *out_u points at storage or at the loop's copy, valid
- * until the next call on the loop. */
+ * opts) (dial_cfg.c) when tether__dial_mem_find() (dial.h) has none:
+ * built as new (cfg->dial_url holds url, *out_u points at storage) and
+ * remembered by the loop where it can be shared. Fills err on failure. */
 int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts *opts,
                      struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
                      struct tether__url *storage, tether_error *err);

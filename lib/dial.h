@@ -6,8 +6,55 @@
 
 #include "conn.h"
 
+#include "url.h"
+
 #include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
+
+/* A loop's memory of its last dial (dial_cfg.c): the configuration built
+ * for a URL and options, to share with the next dial that gives the same
+ * again. */
+struct tether__dial_mem {
+    struct tether__loop_ext ext;
+    struct tether__conn_cfg *cfg; /* the last dial's (a reference), or NULL */
+    bool defaults;                /* it was built from NULL options */
+    tether_conn_opts key;         /* else from these (key.size bytes of them) */
+    struct tether__url u;         /* cfg->dial_url parsed */
+};
+
+/* The loop's memory when url and opts are those it remembers, else NULL:
+ * then tether__dial_cfg() builds (and remembers) a configuration. Inline
+ * because every dial asks, and most are repeats. A match is exact, the
+ * same URL string and the same option bytes but for userdata (which the
+ * connection takes from the caller's options itself): the contents are
+ * compared, never the pointers, so a caller may rewrite its buffers
+ * between dials. */
+static inline const struct tether__dial_mem *
+tether__dial_mem_find(const tether_loop *loop, const char *url, const tether_conn_opts *opts)
+{
+    const struct tether__dial_mem *m = loop->dial_mem;
+    if (m == NULL || m->cfg == NULL || url == NULL) {
+        return NULL;
+    }
+    if (opts == NULL || m->defaults) {
+        if (opts != NULL || !m->defaults) {
+            return NULL;
+        }
+    } else {
+        /* (userdata is the second member: size was compared before it) */
+        const size_t ud_end = offsetof(tether_conn_opts, userdata) + sizeof opts->userdata;
+        static_assert(offsetof(tether_conn_opts, userdata) == sizeof opts->size,
+                      "userdata follows size");
+        if (opts->size != m->key.size ||
+            memcmp((const char *)opts + ud_end, (const char *)&m->key + ud_end,
+                   opts->size - ud_end) != 0) {
+            return NULL;
+        }
+    }
+    return strcmp(url, m->cfg->dial_url) == 0 ? m : NULL;
+}
 
 /* The address family tether_conn_opts::family allows (AF_UNSPEC: any). */
 static inline int tether__family_af(tether_family f)

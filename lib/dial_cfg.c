@@ -8,6 +8,7 @@
  * a configuration on every dial. A loop remembers its last dial's URL,
  * options and configuration; a dial that matches them shares the
  * configuration (one reference more: it is immutable) and the parsed URL.
+ * The lookup, tether__dial_mem_find(), is inline in dial.h.
  *
  * A match is exact: the same URL string and the same option bytes, but for
  * userdata, which the connection takes from the caller's options itself.
@@ -17,6 +18,7 @@
  * hold more than the options say. Every other dial behaves as before,
  * errors included: a remembered dial was validated with identical input. */
 #include "conn.h"
+#include "dial.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -25,37 +27,12 @@
 
 static const char dial_key; /* its address identifies the loop's memory */
 
-struct tether__dial_mem {
-    struct tether__loop_ext ext;
-    struct tether__conn_cfg *cfg; /* the last dial's (a reference), or NULL */
-    bool defaults;                /* it was built from NULL options */
-    tether_conn_opts key;         /* else from these (key.size bytes of them) */
-    struct tether__url u;         /* cfg->dial_url parsed */
-};
-
 static void dial_mem_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
     struct tether__dial_mem *m = tether__container_of(ext, struct tether__dial_mem, ext);
     loop->dial_mem = NULL;
     tether__conn_cfg_unref(m->cfg);
     free(m);
-}
-
-/* The options match the remembered ones, userdata aside. */
-static bool dial_mem_match(const struct tether__dial_mem *m, const char *url,
-                           const tether_conn_opts *opts)
-{
-    if (m == NULL || m->cfg == NULL || strcmp(url, m->cfg->dial_url) != 0) {
-        return false;
-    }
-    if (opts == NULL || m->defaults) {
-        return opts == NULL && m->defaults;
-    }
-    const size_t ud_at = offsetof(tether_conn_opts, userdata);
-    const size_t ud_end = ud_at + sizeof opts->userdata;
-    return opts->size == m->key.size && memcmp(opts, &m->key, ud_at) == 0 &&
-           memcmp((const char *)opts + ud_end, (const char *)&m->key + ud_end,
-                  opts->size - ud_end) == 0;
 }
 
 /* Builds the configuration for a parsed URL, as every dial did. */
@@ -92,13 +69,7 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
                      struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
                      struct tether__url *storage, tether_error *err)
 {
-    struct tether__dial_mem *m = url != NULL ? loop->dial_mem : NULL;
-    if (dial_mem_match(m, url, opts)) {
-        m->cfg->refs++;
-        *out_cfg = m->cfg;
-        *out_u = &m->u;
-        return TETHER_OK;
-    }
+    struct tether__dial_mem *m = loop->dial_mem;
     int rv = tether__url_parse(url, false, storage, err);
     if (rv != TETHER_OK) {
         return rv;

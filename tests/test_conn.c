@@ -415,6 +415,52 @@ START_TEST(repeated_dials_keep_their_own_options)
 }
 END_TEST
 
+/* The loop remembers a dial by the contents of its URL and options, never
+ * by their addresses: an application that writes another URL into the same
+ * buffer dials the new address, and one that rewrites its options struct
+ * in place gets the new options. */
+START_TEST(rewritten_url_buffer_dials_the_new_address)
+{
+    reset_state();
+    tether_listener *l[2];
+    char want[2][64];
+    for (int i = 0; i < 2; i++) {
+        l[i] = start_server(NULL);
+        snprintf(want[i], sizeof want[i], "127.0.0.1:%d", tether_listener_port(l[i]));
+    }
+    char url[80];
+    struct cli k[3] = {{0}};
+    tether_conn_opts o = cli_opts(&k[0]);
+    for (int i = 0; i < 2; i++) {
+        /* (Both ports have the same number of digits more often than not:
+         * only the bytes differ, not the length.) */
+        snprintf(url, sizeof url, "tcp://%s", want[i]);
+        o.userdata = &k[i];
+        dial(&k[i], url, &o);
+    }
+    ck_assert(th_run_until_pred(both_connected, k, 5000));
+    for (int i = 0; i < 2; i++) {
+        char peer[64];
+        ck_assert_int_eq(k[i].connect_status, TETHER_OK);
+        ck_assert_int_eq(tether_conn_peer(k[i].c, peer, sizeof peer), TETHER_OK);
+        ck_assert_str_eq(peer, want[i]);
+    }
+    /* The same URL again, the same options struct rewritten with a family
+     * that rules the address out: the new options apply. */
+    snprintf(url, sizeof url, "tcp://%s", want[1]);
+    o.family = TETHER_FAMILY_V6;
+    o.userdata = &k[2];
+    dial(&k[2], url, &o);
+    ck_assert(th_run_until_pred(cli_closed, &k[2], 5000));
+    ck_assert_int_eq(k[2].connect_status, TETHER_ENOADDR);
+    for (int i = 0; i < 2; i++) {
+        tether_conn_close(k[i].c);
+        ck_assert(th_run_until_pred(cli_closed, &k[i], 5000));
+        tether_listener_close(l[i]);
+    }
+}
+END_TEST
+
 START_TEST(echo_100k_mixed_sizes_in_order)
 {
     reset_state();
@@ -1786,6 +1832,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, numeric_connect_timeout_is_clear);
     tcase_add_test(tc, abort_while_connecting_closes_socket);
     tcase_add_test(tc, repeated_dials_keep_their_own_options);
+    tcase_add_test(tc, rewritten_url_buffer_dials_the_new_address);
     tcase_add_test(tc, echo_100k_mixed_sizes_in_order);
     tcase_add_test(tc, backpressure_eagain_then_drain);
     tcase_add_test(tc, peer_closes_mid_frame_is_truncated);
