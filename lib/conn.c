@@ -444,6 +444,17 @@ int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix)
     return TETHER_OK;
 }
 
+void tether__conn_attach_dialed(tether_conn *c, bool is_unix)
+{
+    int fd = c->io.fd;
+    tether__tcp_transport_init(&c->tcp, fd, is_unix);
+    c->tr = &c->tcp;
+    tether__io_init(&c->io, fd, conn_on_io);
+    c->dispatching++;
+    conn_became_ready(c);
+    c->dispatching--;
+}
+
 /* ---- loop callbacks ---------------------------------------------------- */
 
 static void conn_on_io(struct tether__io *io, unsigned revents)

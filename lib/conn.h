@@ -503,6 +503,11 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
  * or PROXY header): established at once. */
 int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix);
 
+/* tether__conn_attach() for a direct dial's plain socket (no WebSocket or
+ * PROXY header) whose connect finished before anything was registered for
+ * it: the connection takes over c->io.fd, established at once. */
+void tether__conn_attach_dialed(tether_conn *c, bool is_unix);
+
 /* Records the address accept() gave (IPv4 and IPv6; others are ignored),
  * and reads it back; false when none was recorded (conn_info.c). An IPv4
  * address, the common case, is stored inline. */

@@ -116,6 +116,12 @@ static void direct_on_writable_unix(struct tether__io *io, unsigned revents)
 
 void tether__dial_connected(tether_conn *c)
 {
+    /* (A direct dial has no TLS, and nothing is registered for its socket
+     * yet: with nothing to exchange first, it is established now.) */
+    if (c->cfg->ws == NULL && c->cfg->o.proxy_protocol == 0) {
+        tether__conn_attach_dialed(c, false);
+        return;
+    }
     direct_won(c, false);
 }
 
