@@ -542,6 +542,15 @@ void tether__conn_set_err(tether_conn *c, const char *fmt, ...)
 /* Applies socket options from the configuration to a fresh socket. */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix);
 
+/* Whether all tether__sock_apply_opts() would set on a TCP socket is
+ * TCP_NODELAY (the default options): a dial then sets it itself. Keep it
+ * in step with tether__sock_apply_opts(). */
+static inline bool tether__sock_opts_just_nodelay(const tether_conn_opts *o)
+{
+    return o->nodelay && o->sndbuf <= 0 && o->rcvbuf <= 0 && !o->keepalive &&
+           o->user_timeout_ms <= 0;
+}
+
 /* Whether fd already has what tether__sock_apply_opts() would set: Linux
  * copies a listening socket's TCP options into the sockets it accepts, so
  * a listener sets them once on itself and checks its first connection. */

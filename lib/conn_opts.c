@@ -259,6 +259,7 @@ void tether__conn_cfg_free(struct tether__conn_cfg *cfg)
     free(cfg->dial_url);
     free(cfg);
 }
+/* (A new option here needs tether__sock_opts_just_nodelay() in conn.h.) */
 void tether__sock_apply_opts(int fd, const struct tether__conn_cfg *cfg, bool is_unix)
 {
     int one = 1;

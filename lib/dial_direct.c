@@ -184,20 +184,25 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
     }
     tether__io_init(&c->io, fd, is_unix ? direct_on_writable_unix : direct_on_writable);
     c->io.report_errors = true;
-    tether__sock_apply_opts(fd, c->cfg, is_unix);
-    int r;
+    if (TETHER__LIKELY(!is_unix && tether__sock_opts_just_nodelay(&c->cfg->o))) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    } else {
+        tether__sock_apply_opts(fd, c->cfg, is_unix);
+    }
+    int e;
     do {
-        r = connect(fd, (const struct sockaddr *)ss, sl);
-    } while (r != 0 && errno == EINTR);
-    if (r == 0) {
+        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
+    } while (e == EINTR);
+    if (e == 0) {
         direct_won(c, is_unix);
         return true;
     }
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-        direct_failed(c, tether__errno_to_err(errno));
+    if (e != EINPROGRESS && e != EAGAIN) {
+        direct_failed(c, tether__errno_to_err(e));
         return true;
     }
-    if (errno == EINPROGRESS && is_loopback(ss) && tcp_established(fd)) {
+    if (e == EINPROGRESS && is_loopback(ss) && tcp_established(fd)) {
         /* Taken over from the loop (tether__dial_connected), as if the
          * watcher had reported it: until then the connection is still
          * connecting for the caller, who gets on_connect from the loop. */
