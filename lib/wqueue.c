@@ -4,11 +4,10 @@
  * of small segments, send(), and flushing the queue to the transport.
  *
  * send() appends to a chain of segments; small messages share a segment,
- * large ones are written straight from the caller's memory when the queue
- * is empty. The queue is flushed with one writev when the dispatch that
- * sent it ends (or before the loop polls, for sends made outside a
- * dispatch of this connection), so a burst of sends costs one system
- * call. */
+ * large ones, and a plain connection's first message, are written straight
+ * from the caller's memory when the queue is empty. The queue is flushed with one writev when the
+ * dispatch that sent it ends (or before the loop polls, for sends made outside a dispatch of this
+ * connection), so a burst of sends costs one system call. */
 #include "conn_core.h"
 #include "conn_ws.h"
 #include "delivery.h"
@@ -572,6 +571,78 @@ static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
     return wq_new_copy(c, need);
 }
 
+/* After a message was written from the caller's memory (rv and w from
+ * the write): counts it and queues what the socket did not take (header
+ * remainder, payload remainder, trailer), or fails the connection. */
+static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, size_t hl,
+                       const uint8_t *data, size_t len, const uint8_t *trl, size_t tl, bool zc,
+                       tether_free_cb fcb, void *fud)
+{
+    size_t total = hl + len + tl;
+    c->msgs_out++;
+    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
+        /* The connection is broken: report it from the loop, as the
+         * callback contract asks, and keep the caller's buffer. */
+        tether__conn_fail_io(c, rv, "write");
+        return TETHER_OK;
+    }
+    c->bytes_out += w;
+    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
+    }
+    if (w == total) {
+        if (zc && fcb != NULL) {
+            /* Sent already; the buffer is released from the loop. */
+            int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            if (r2 != TETHER_OK) {
+                return r2;
+            }
+            tether__flush_queue(c->h.loop, &c->flush);
+        }
+        return TETHER_OK;
+    }
+    c->flags |= TETHER__CF_WBLOCKED;
+    /* Queue the rest: header remainder, payload remainder, trailer. */
+    int r3 = TETHER_OK;
+    size_t skip = w;
+    if (skip < hl) {
+        struct iovec h = {(void *)(hdr + skip), hl - skip};
+        r3 = tether__wq_append_copy(c, &h, 1, hl - skip);
+        skip = 0;
+    } else {
+        skip -= hl;
+    }
+    if (r3 == TETHER_OK && skip < len) {
+        if (zc) {
+            r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+        } else {
+            struct iovec p = {(void *)(data + skip), len - skip};
+            r3 = tether__wq_append_copy(c, &p, 1, len - skip);
+        }
+        skip = 0;
+    } else if (skip >= len) {
+        skip -= len;
+        if (zc && fcb != NULL && r3 == TETHER_OK) {
+            r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+        }
+    }
+    if (r3 == TETHER_OK && tl > skip) {
+        struct iovec t = {(void *)(trl + skip), tl - skip};
+        r3 = tether__wq_append_copy(c, &t, 1, tl - skip);
+    }
+    if (r3 != TETHER_OK) {
+        /* Part of the frame is on the wire: the stream cannot be kept
+         * consistent without the rest. */
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+        return TETHER_OK;
+    }
+    if (c->flags & TETHER__CF_QSTART_DUE) {
+        tether__live_qstart_due(c); /* no flush follows while the socket is full */
+    }
+    tether__conn_update_io(c);
+    return TETHER_OK;
+}
+
 /* Queues a message (send() and send_zc() once conn_send_check() passed). */
 static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool zc,
                            tether_free_cb fcb, void *fud)
@@ -598,68 +669,7 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
         struct iovec iov[3] = {{hdr, hl}, {(void *)data, len}, {trl, tl}};
         size_t w = 0;
         int rv = tether__tr_writev(c->tr, iov, tl > 0 ? 3 : 2, &w);
-        c->msgs_out++;
-        if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-            /* The connection is broken: report it from the loop, as the
-             * callback contract asks, and keep the caller's buffer. */
-            tether__conn_fail_io(c, rv, "write");
-            return TETHER_OK;
-        }
-        c->bytes_out += w;
-        if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
-            c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
-        }
-        if (w == total) {
-            if (zc && fcb != NULL) {
-                /* Sent already; the buffer is released from the loop. */
-                int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-                if (r2 != TETHER_OK) {
-                    return r2;
-                }
-                tether__flush_queue(c->h.loop, &c->flush);
-            }
-            return TETHER_OK;
-        }
-        c->flags |= TETHER__CF_WBLOCKED;
-        /* Queue the rest: header remainder, payload remainder, trailer. */
-        int r3 = TETHER_OK;
-        size_t skip = w;
-        if (skip < hl) {
-            struct iovec h = {hdr + skip, hl - skip};
-            r3 = tether__wq_append_copy(c, &h, 1, hl - skip);
-            skip = 0;
-        } else {
-            skip -= hl;
-        }
-        if (r3 == TETHER_OK && skip < len) {
-            if (zc) {
-                r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
-            } else {
-                struct iovec p = {(void *)(data + skip), len - skip};
-                r3 = tether__wq_append_copy(c, &p, 1, len - skip);
-            }
-            skip = 0;
-        } else if (skip >= len) {
-            skip -= len;
-            if (zc && fcb != NULL && r3 == TETHER_OK) {
-                r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
-            }
-        }
-        if (r3 == TETHER_OK && tl > skip) {
-            struct iovec t = {trl + skip, tl - skip};
-            r3 = tether__wq_append_copy(c, &t, 1, tl - skip);
-        }
-        if (r3 != TETHER_OK) {
-            /* Part of the frame is on the wire: the stream cannot be kept
-             * consistent without the rest. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-        if (c->flags & TETHER__CF_QSTART_DUE) {
-            tether__live_qstart_due(c); /* no flush follows while the socket is full */
-        }
-        tether__conn_update_io(c);
-        return TETHER_OK;
+        return direct_rest(c, rv, w, hdr, hl, data, len, trl, tl, zc, fcb, fud);
     }
 
     int rv;
@@ -705,6 +715,26 @@ static __attribute__((noinline)) int conn_send_ws(tether_conn *c, const void *da
     return conn_send_queue(c, data, len, false, NULL, NULL);
 }
 
+/* The connection's first message, on a plain socket that can take it,
+ * with nothing queued (a client's request from on_connect, typically):
+ * nothing went before it to batch it with, so it is written from the
+ * caller's memory, as a large message is, and only what the socket does
+ * not take is queued. */
+static __attribute__((noinline)) int conn_send_first(tether_conn *c, const void *data, size_t len)
+{
+    uint8_t hdr[4];
+    tether__put_be32(hdr, (uint32_t)len);
+    struct iovec iov[2] = {{hdr, 4}, {(void *)data, len}};
+    size_t w = 0;
+    int rv = tether__plain_writev(c->tr, iov, len > 0 ? 2 : 1, &w);
+    if (TETHER__LIKELY(rv == TETHER_OK && w == 4 + len && !(c->hooks & TETHER__CH_LIVE))) {
+        c->msgs_out++;
+        c->bytes_out += w;
+        return TETHER_OK;
+    }
+    return direct_rest(c, rv, w, hdr, 4, data, len, NULL, 0, false, NULL, NULL);
+}
+
 static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void *data, size_t len)
 {
     int rv = conn_send_check(c, data, len);
@@ -719,6 +749,10 @@ static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void 
         struct tether__wseg *t = c->wq_tail;
         bool fits;
         if (t == NULL) {
+            if (c->msgs_out == 0 && c->state == TETHER__CS_READY && c->tr->ops->plain &&
+                !(c->flags & TETHER__CF_WBLOCKED)) {
+                return conn_send_first(c, data, len);
+            }
             t = wq_new_first(c, 4 + len);
             if (t == NULL) {
                 return TETHER_ENOMEM;

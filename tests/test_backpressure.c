@@ -139,7 +139,13 @@ static void bp_peer_on_accept(tether_listener *l, tether_conn *c, void *ud)
     (void)l;
     (void)ud;
     bp.peer = c;
-    tether_conn_pause(c); /* read nothing until the sender is refused */
+    /* Read nothing until the sender is refused. The sender may have been
+     * refused already: its on_connect can fill the socket and its queue
+     * before the listener has accepted this side, and then nothing would
+     * ever resume it. */
+    if (bp.refusals == 0) {
+        tether_conn_pause(c);
+    }
 }
 
 static void bp_peer_on_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)

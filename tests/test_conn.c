@@ -1257,6 +1257,103 @@ static tether_conn *once_dial(const char *url, struct once *k)
     return c;
 }
 
+/* ---- a connection's first message ---------------------------------------- */
+
+#define FIRST_A 16000 /* under the size written from the caller's memory anyway */
+#define FIRST_B 10
+
+struct first {
+    int rv[2];
+    size_t queued; /* tether_conn_queued() right after the first send */
+    bool connected;
+    bool closed;
+};
+
+static void first_connect(tether_conn *c, int status, void *ud)
+{
+    struct first *f = ud;
+    ck_assert_int_eq(status, TETHER_OK);
+    static uint8_t a[FIRST_A];
+    uint8_t b[FIRST_B];
+    th_fill(a, sizeof a, 1);
+    th_fill(b, sizeof b, 2);
+    f->rv[0] = tether_conn_send(c, a, sizeof a);
+    f->queued = tether_conn_queued(c);
+    f->rv[1] = tether_conn_send(c, b, sizeof b);
+    f->connected = true;
+}
+
+static void first_close(tether_conn *c, int reason, void *ud)
+{
+    (void)c;
+    (void)reason;
+    ((struct first *)ud)->closed = true;
+}
+
+/* The first message goes to the socket from inside tether_conn_send()
+ * when nothing is queued. A peer that does not read yet (small buffers on
+ * both sides) takes only part of it: the rest is queued, the next message
+ * queues behind it, and the peer receives both whole and in order. */
+START_TEST(first_message_partly_written_keeps_order)
+{
+    int port;
+    int lfd = th_raw_listen(4, &port);
+    int small = 2048;
+    /* (Set on the listener, before any connection, so that the accepted
+     * socket's window starts small.) */
+    ck_assert_int_eq(setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    struct first f = {0};
+    tether_conn_opts o;
+    tether_conn_opts_init(&o);
+    o.userdata = &f;
+    o.on_connect = first_connect;
+    o.on_close = first_close;
+    o.sndbuf = 2048;
+    tether_conn *c = NULL;
+    th_dial(&c, url, &o);
+    ck_assert(th_run_until(&f.connected, 5000));
+    ck_assert_int_eq(f.rv[0], TETHER_OK);
+    ck_assert_int_eq(f.rv[1], TETHER_OK);
+    ck_assert_uint_gt(f.queued, 0); /* the socket did not take all of it */
+    ck_assert_uint_lt(f.queued, 4 + FIRST_A);
+    int fd = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(fd, 0);
+    enum {
+        WANT = 4 + FIRST_A + 4 + FIRST_B
+    };
+    static uint8_t got[WANT + 1];
+    size_t have = 0;
+    uint64_t deadline = th_now_ms() + 10000;
+    while (have < WANT && th_now_ms() < deadline) {
+        ck_assert_int_ge(tether_loop_run_once(th_loop, 10), 0);
+        ssize_t n = recv(fd, got + have, sizeof got - have, MSG_DONTWAIT);
+        if (n > 0) {
+            have += (size_t)n;
+        } else {
+            ck_assert(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        }
+    }
+    ck_assert_uint_eq(have, WANT);
+    uint8_t want_a[FIRST_A];
+    uint8_t want_b[FIRST_B];
+    th_fill(want_a, sizeof want_a, 1);
+    th_fill(want_b, sizeof want_b, 2);
+    const uint8_t hdr_a[4] = {0, 0, FIRST_A >> 8, FIRST_A & 0xff};
+    const uint8_t hdr_b[4] = {0, 0, 0, FIRST_B};
+    ck_assert_mem_eq(got, hdr_a, 4);
+    ck_assert_mem_eq(got + 4, want_a, FIRST_A);
+    ck_assert_mem_eq(got + 4 + FIRST_A, hdr_b, 4);
+    ck_assert_mem_eq(got + 8 + FIRST_A, want_b, FIRST_B);
+    ck_assert_uint_eq(tether_conn_queued(c), 0);
+    tether_conn_close(c);
+    close(fd);
+    close(lfd);
+    ck_assert(th_run_until(&f.closed, 5000));
+}
+END_TEST
+
 START_TEST(run_once_returns_after_on_connect)
 {
     char url[64];
@@ -1857,6 +1954,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, reused_connection_memory_starts_clean);
     tcase_add_test(tc, run_once_returns_after_on_connect);
+    tcase_add_test(tc, first_message_partly_written_keeps_order);
     tcase_add_test(tc, linger_ends_at_fin_or_its_own_deadline);
     tcase_add_test(tc, linger_end_unregisters_before_close);
     tcase_add_test(tc, peer_addresses);
