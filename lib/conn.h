@@ -564,10 +564,7 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
                      struct tether__conn_cfg **out_cfg, const struct tether__url **out_u,
                      struct tether__url *storage, tether_error *err);
 
-/* Dialling (connect.c). start arms the connect deadline (c->timer) when
- * the dial has to wait, and may report an error synchronously: the caller
- * then turns it into a deferred failure. */
-int tether__dial_start(tether_conn *c, const struct tether__url *u);
+/* Dialling (connect.c; tether__dial_start() is in dial.h). */
 void tether__dial_cancel(tether_conn *c);
 /* The dial's socket turned out connected inside tether__dial_start()
  * (TETHER__CT_DIALED): the connection takes it over now, from the loop. */

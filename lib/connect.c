@@ -690,11 +690,8 @@ static void dial_on_srv(int status, struct tether__srv_target *targets, size_t n
     srv_start_target(d);
 }
 
-int tether__dial_start(tether_conn *c, const struct tether__url *u)
+int tether__dial_dialer(tether_conn *c, const struct tether__url *u)
 {
-    if (!u->srv && c->cfg->tls == NULL && tether__dial_direct(c, u)) {
-        return TETHER_OK;
-    }
     if (tether__dial_arm(c) != TETHER_OK) { /* before any candidate: cand_limit() shares it out */
         return TETHER_ENOMEM;
     }

@@ -71,4 +71,20 @@ int tether__dial_arm(tether_conn *c);
  * true the outcome is on its way (or already reported) from the loop. */
 bool tether__dial_direct(tether_conn *c, const struct tether__url *u);
 
+/* Dials u with the dialer (connect.c): names, Happy Eyeballs, SRV, TLS;
+ * what tether__dial_direct() does not take. */
+int tether__dial_dialer(tether_conn *c, const struct tether__url *u);
+
+/* Starts dialling u for c. Arms the connect deadline (in c->ex) when the
+ * dial has to wait, and may report an error synchronously: the caller then
+ * turns it into a deferred failure. Inline: a direct dial (one address, no
+ * TLS, no SRV) goes straight to dial_direct.c. */
+static inline int tether__dial_start(tether_conn *c, const struct tether__url *u)
+{
+    if (!u->srv && c->cfg->tls == NULL && tether__dial_direct(c, u)) {
+        return TETHER_OK;
+    }
+    return tether__dial_dialer(c, u);
+}
+
 #endif
