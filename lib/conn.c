@@ -219,6 +219,28 @@ void tether__conn_update_io(tether_conn *c)
 
 /* ---- state transitions ------------------------------------------------- */
 
+/* Our FIN is out, the peer's still to come: report the close now and
+ * drain the peer's remaining input in the background, so that closing
+ * with unread input does not turn into a reset that destroys data the
+ * peer has not read yet. */
+static inline void conn_start_linger(tether_conn *c)
+{
+    /* (The close deadline ends: the loop's linger timer takes over once
+     * on_close has run, conn_linger.c.) */
+    tether__conn_timer_stop(c);
+    c->state = TETHER__CS_LINGER;
+    tether__conn_rpart_free(c);
+    /* (tether__conn_update_io() for LINGER, without its dispatch on the
+     * state: reading only, which a plain socket is mostly set to already) */
+    if (!c->io.registered || c->io.events != TETHER_EV_READ) {
+        int rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_READ);
+        if (rv != TETHER_OK) {
+            tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+        }
+    }
+    tether__conn_todo(c, TETHER__CT_CLOSE);
+}
+
 void tether__conn_begin_shutdown(tether_conn *c)
 {
     bool done = false;
@@ -239,25 +261,11 @@ void tether__conn_begin_shutdown(tether_conn *c)
         conn_finish(c, (c->flags & TETHER__CF_KEEP_REASON) ? reason : TETHER_EOF);
         return;
     }
-    /* Report the close now and drain the peer's remaining input in the
-     * background, so that closing with unread input does not turn into a
-     * reset that destroys data the peer has not read yet. A liveness close
-     * (liveness.c) keeps its reason. */
+    /* A liveness close (liveness.c) keeps its reason. */
     if (!(c->flags & TETHER__CF_KEEP_REASON)) {
         c->reason = TETHER_OK;
     }
-    /* (The close deadline ends: the loop's linger timer takes over once
-     * on_close has run, conn_linger.c.) */
-    tether__conn_timer_stop(c);
-    c->state = TETHER__CS_LINGER;
-    tether__conn_rpart_free(c);
-    /* (tether__conn_update_io() for LINGER, without its dispatch on the
-     * state: reading only, which a plain socket is mostly set to already) */
-    rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_READ);
-    if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
-    }
-    tether__conn_todo(c, TETHER__CT_CLOSE);
+    conn_start_linger(c);
 }
 
 void tether__conn_begin_close(tether_conn *c)
@@ -510,15 +518,21 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
          * so nothing of the application's refers to the connection any
          * more, and nothing of this dispatch does after this: it is freed
          * here rather than from the deferred work one pass later. */
-        c->todo |= TETHER__CT_HELD;
-        tether__conn_linger_read(c);
-        c->todo &= (uint8_t)~TETHER__CT_HELD;
-        if (c->state == TETHER__CS_DEAD && (c->flags & TETHER__CF_CLOSE_DONE) &&
-            c->pend.next == NULL) {
+        if (!tether__conn_linger_read(c)) {
+            break;
+        }
+        if ((c->flags & TETHER__CF_CLOSE_DONE) && c->pend.next == NULL) {
+            /* (conn_finish() for LINGER without its stops and the close,
+             * which the free makes) */
+            c->state = TETHER__CS_DEAD;
+            tether__linger_remove(c);
             conn_release_queue(c);
             tether__conn_free(c);
             return;
         }
+        c->todo |= TETHER__CT_HELD;
+        conn_finish(c, TETHER_OK);
+        c->todo &= (uint8_t)~TETHER__CT_HELD;
         if (c->todo != 0) {
             tether__pending_queue(c->h.loop, &c->pend);
         }

@@ -204,8 +204,10 @@ void tether__conn_parse_rpart(tether_conn *c);
  * to a plain client that has heard nothing from its server. */
 void tether__conn_fail_reset(tether_conn *c, const char *what);
 
-/* Reads and discards after our FIN, until the peer's FIN. */
-void tether__conn_linger_read(tether_conn *c);
+/* Reads and discards after our FIN, until the peer's FIN: true when the
+ * lingering is over (the peer's FIN, or a failed read), for the caller to
+ * end the connection. */
+bool tether__conn_linger_read(tether_conn *c);
 
 /* conn_linger.c: how long a connection lingers after its FIN at most. */
 #define TETHER__LINGER_MS 2000u
