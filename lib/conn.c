@@ -734,6 +734,16 @@ void tether_conn_close(tether_conn *c)
     case TETHER__CS_READY:
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
+        if (c->tr == &c->tcp && c->wq_head == NULL && !(c->flags & TETHER__CF_EOF) &&
+            !(c->hooks & TETHER__CH_LIVE)) {
+            /* tether__conn_begin_close() of a plain socket with nothing
+             * queued, no liveness timer to stop and the peer's FIN still
+             * to come: the FIN at once (a failing one, the peer already
+             * gone, changes nothing), then lingering. */
+            (void)tether__plain_shutdown(&c->tcp);
+            conn_start_linger(c);
+            break;
+        }
         tether__conn_begin_close(c);
         break;
     default:
