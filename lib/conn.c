@@ -465,11 +465,9 @@ static inline void conn_report_close(tether_conn *c);
  * less on each.) */
 static void conn_end_in_dispatch(tether_conn *c)
 {
-    tether_loop *loop = c->h.loop;
-    if (c->todo != TETHER__CT_CLOSE || loop->pend_head != &c->pend || loop->pend_tail != &c->pend) {
+    if (c->todo != TETHER__CT_CLOSE || !tether__pending_take_sole(c->h.loop, &c->pend)) {
         return;
     }
-    tether__pending_cancel(loop, &c->pend);
     c->todo = 0;
     conn_report_close(c);
     if (c->todo & TETHER__CT_FREE) {
