@@ -219,8 +219,16 @@ void tether__linger_fini(struct tether__mem *m);
  * after now, is kept by the loop's list from here on. */
 void tether__linger_add(tether_conn *c);
 /* The connection stops lingering (the peer's FIN, an error, the
- * deadline): off the list, if it is on it. */
-void tether__linger_remove(tether_conn *c);
+ * deadline): off the list, if it is on it. (Inline: the end of every
+ * connection closed by us.) */
+static inline void tether__linger_remove(tether_conn *c)
+{
+    if (c->linger_node.next != NULL) {
+        tether__queue_remove(&c->linger_node);
+        c->wq_head = NULL; /* the output queue, empty, in the same bytes */
+        c->wq_tail = NULL;
+    }
+}
 
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
@@ -409,8 +417,17 @@ bool tether__mem_heavy(const tether_conn *c, size_t held);
  * place on the list (c->ex): the connection is not held back then. */
 bool tether__mem_block(tether_conn *c, uint8_t what);
 
-/* The connection is freed: leaves the blocked list and the count. */
-void tether__mem_conn_gone(tether_conn *c);
+/* The connection is freed: leaves the blocked list (unblock: off it,
+ * memflags 0) and the count. (The test inline: every free asks, and few
+ * connections are on the list.) */
+void tether__mem_conn_unblock(tether_conn *c);
+static inline void tether__mem_conn_gone(tether_conn *c)
+{
+    if (c->memflags != 0) {
+        tether__mem_conn_unblock(c); /* (off the list; memflags 0) */
+    }
+    tether__conn_mem(c)->conns--;
+}
 
 static inline void tether__mem_add(struct tether__mem *m, size_t *counter, size_t n)
 {

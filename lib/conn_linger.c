@@ -66,12 +66,3 @@ void tether__linger_add(tether_conn *c)
         tether__tnode_start(loop, &m->linger_timer, TETHER__LINGER_MS);
     }
 }
-
-void tether__linger_remove(tether_conn *c)
-{
-    if (c->linger_node.next != NULL) {
-        tether__queue_remove(&c->linger_node);
-        c->wq_head = NULL; /* the output queue, empty, in the same bytes */
-        c->wq_tail = NULL;
-    }
-}
