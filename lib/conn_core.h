@@ -356,9 +356,12 @@ uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
  * the limit, the connections holding the most stop reading and have their
  * sends refused, until usage falls to the low-water mark. */
 /* Blocks of freed connections (or of their cold state) kept for the next
- * ones (conn_mem.c), up to TETHER__SPARES: malloc() and free() of the two cost
- * a connection that is set up and torn down about 270 instructions, the
- * same blocks taken from here a few (issue #17). */
+ * ones (conn_mem.c), up to TETHER__SPARES of each kind per loop (the
+ * bound: at most 4 x (232 + the cold struct) bytes held beyond what
+ * connections use, released by the budget's cleanup at tether_loop_free();
+ * documented in tether/conn.h with the budget): malloc() and free() of
+ * the two cost a connection that is set up and torn down about 270
+ * instructions, the same blocks taken from here a few (issue #17). */
 #define TETHER__SPARES 4
 struct tether__spares {
     void *blk[TETHER__SPARES];
