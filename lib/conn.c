@@ -45,7 +45,8 @@ static void conn_close_obj(void *obj);
 
 tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg, uint8_t state)
 {
-    struct tether__mem *m = tether__mem_get(loop);
+    /* (The loop's budget, created by its first connection.) */
+    struct tether__mem *m = loop->mem != NULL ? loop->mem : tether__mem_get(loop);
     if (m == NULL) {
         return NULL;
     }
@@ -70,9 +71,12 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     if (loop->segs == NULL) {
         loop->segs = tether__seg_cache_get(loop); /* NULL (no caching) if out of memory */
     }
-    tether__io_init(&c->io, -1, conn_on_io);
-    tether__pending_init(&c->pend, conn_pending_cb);
-    tether__flush_init(&c->flush, tether__conn_flush_cb);
+    /* tether__io_init(), tether__pending_init() and tether__flush_init()
+     * of the zeroed block: what is not 0. */
+    c->io.fd = -1;
+    c->io.cb = conn_on_io;
+    c->pend.cb = conn_pending_cb;
+    c->flush.cb = tether__conn_flush_cb;
     /* Active, and so keeping the loop running unless unref'd, until freed
      * (after on_close and any lingering close). */
     tether__handle_init(&c->h, loop, TETHER_HANDLE_CONN, c, conn_close_obj);
