@@ -215,9 +215,7 @@ bool tether__conn_linger_read(tether_conn *c);
 void tether__linger_init(struct tether__mem *m);
 /* Stops the linger timer (from the budget's cleanup). */
 void tether__linger_fini(struct tether__mem *m);
-/* A lingering connection was reported closed: its deadline, LINGER_MS
- * after now, is kept by the loop's list from here on. */
-void tether__linger_add(tether_conn *c);
+/* (tether__linger_add(), inline, follows struct tether__mem below.) */
 /* The connection stops lingering (the peer's FIN, an error, the
  * deadline): off the list, if it is on it. (Inline: the end of every
  * connection closed by us.) */
@@ -389,6 +387,25 @@ struct tether__mem {
     struct tether__queue linger_q;
     struct tether__tnode linger_timer;
 };
+
+/* conn_linger.c: a lingering connection was reported closed: its
+ * deadline, LINGER_MS after now, is kept by the loop's list from here on.
+ * (Inline: every connection closed by us joins; the loop's one timer is
+ * started only when it is not armed.) */
+static inline void tether__linger_add(tether_conn *c)
+{
+    tether_loop *loop = c->h.loop;
+    struct tether__mem *m = loop->mem;
+    /* A flush still queued (a send from outside its dispatch, before the
+     * close) would look at the output queue, whose bytes the list takes
+     * over: with nothing to write any more, it has nothing to do. */
+    tether__flush_cancel(loop, &c->flush);
+    c->linger_until = tether__loop_time(loop) + TETHER__LINGER_MS;
+    tether__queue_insert_tail(&m->linger_q, &c->linger_node);
+    if (!tether__tnode_active(&m->linger_timer)) {
+        tether__tnode_start(loop, &m->linger_timer, TETHER__LINGER_MS);
+    }
+}
 
 /* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
 void tether__conn_spares_free(struct tether__mem *m);
