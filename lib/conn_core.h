@@ -204,8 +204,10 @@ void tether__conn_parse_rpart(tether_conn *c);
  * to a plain client that has heard nothing from its server. */
 void tether__conn_fail_reset(tether_conn *c, const char *what);
 
-/* Reads and discards after our FIN, until the peer's FIN. */
-void tether__conn_linger_read(tether_conn *c);
+/* Reads and discards after our FIN, until the peer's FIN: true when the
+ * lingering is over (the peer's FIN, or a failed read), for the caller to
+ * end the connection. */
+bool tether__conn_linger_read(tether_conn *c);
 
 /* conn_linger.c: how long a connection lingers after its FIN at most. */
 #define TETHER__LINGER_MS 2000u
@@ -213,12 +215,18 @@ void tether__conn_linger_read(tether_conn *c);
 void tether__linger_init(struct tether__mem *m);
 /* Stops the linger timer (from the budget's cleanup). */
 void tether__linger_fini(struct tether__mem *m);
-/* A lingering connection was reported closed: its deadline, LINGER_MS
- * after now, is kept by the loop's list from here on. */
-void tether__linger_add(tether_conn *c);
+/* (tether__linger_add(), inline, follows struct tether__mem below.) */
 /* The connection stops lingering (the peer's FIN, an error, the
- * deadline): off the list, if it is on it. */
-void tether__linger_remove(tether_conn *c);
+ * deadline): off the list, if it is on it. (Inline: the end of every
+ * connection closed by us.) */
+static inline void tether__linger_remove(tether_conn *c)
+{
+    if (c->linger_node.next != NULL) {
+        tether__queue_remove(&c->linger_node);
+        c->wq_head = NULL; /* the output queue, empty, in the same bytes */
+        c->wq_tail = NULL;
+    }
+}
 
 /* ---- liveness.c: control frames, heartbeats and timeouts -------------- */
 
@@ -346,9 +354,12 @@ uint32_t tether__hb_negotiate(const tether_conn_opts *o, uint32_t peer_ms);
  * the limit, the connections holding the most stop reading and have their
  * sends refused, until usage falls to the low-water mark. */
 /* Blocks of freed connections (or of their cold state) kept for the next
- * ones (conn_mem.c), up to TETHER__SPARES: malloc() and free() of the two cost
- * a connection that is set up and torn down about 270 instructions, the
- * same blocks taken from here a few (issue #17). */
+ * ones (conn_mem.c), up to TETHER__SPARES of each kind per loop (the
+ * bound: at most 4 x (232 + the cold struct) bytes held beyond what
+ * connections use, released by the budget's cleanup at tether_loop_free();
+ * documented in tether/conn.h with the budget): malloc() and free() of
+ * the two cost a connection that is set up and torn down about 270
+ * instructions, the same blocks taken from here a few (issue #17). */
 #define TETHER__SPARES 4
 struct tether__spares {
     void *blk[TETHER__SPARES];
@@ -376,6 +387,25 @@ struct tether__mem {
     struct tether__queue linger_q;
     struct tether__tnode linger_timer;
 };
+
+/* conn_linger.c: a lingering connection was reported closed: its
+ * deadline, LINGER_MS after now, is kept by the loop's list from here on.
+ * (Inline: every connection closed by us joins; the loop's one timer is
+ * started only when it is not armed.) */
+static inline void tether__linger_add(tether_conn *c)
+{
+    tether_loop *loop = c->h.loop;
+    struct tether__mem *m = loop->mem;
+    /* A flush still queued (a send from outside its dispatch, before the
+     * close) would look at the output queue, whose bytes the list takes
+     * over: with nothing to write any more, it has nothing to do. */
+    tether__flush_cancel(loop, &c->flush);
+    c->linger_until = tether__loop_time(loop) + TETHER__LINGER_MS;
+    tether__queue_insert_tail(&m->linger_q, &c->linger_node);
+    if (!tether__tnode_active(&m->linger_timer)) {
+        tether__tnode_start(loop, &m->linger_timer, TETHER__LINGER_MS);
+    }
+}
 
 /* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
 void tether__conn_spares_free(struct tether__mem *m);
@@ -407,8 +437,17 @@ bool tether__mem_heavy(const tether_conn *c, size_t held);
  * place on the list (c->ex): the connection is not held back then. */
 bool tether__mem_block(tether_conn *c, uint8_t what);
 
-/* The connection is freed: leaves the blocked list and the count. */
-void tether__mem_conn_gone(tether_conn *c);
+/* The connection is freed: leaves the blocked list (unblock: off it,
+ * memflags 0) and the count. (The test inline: every free asks, and few
+ * connections are on the list.) */
+void tether__mem_conn_unblock(tether_conn *c);
+static inline void tether__mem_conn_gone(tether_conn *c)
+{
+    if (c->memflags != 0) {
+        tether__mem_conn_unblock(c); /* (off the list; memflags 0) */
+    }
+    tether__conn_mem(c)->conns--;
+}
 
 static inline void tether__mem_add(struct tether__mem *m, size_t *counter, size_t n)
 {

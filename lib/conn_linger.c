@@ -7,15 +7,17 @@
  * connection lingers for the same time, so in the order they start they
  * are also in the order of their deadlines: a FIFO list, and one timer for
  * the oldest, stand for a timer each. Joining and leaving the list is a
- * few stores, where a timer of the connection's own took its cold block
- * (c->ex) and a heap insert and removal per close. The list runs through
- * the connection's output queue pointers (empty once lingering) and its
- * deadline sits in place of ready_at (see struct tether_conn): a
- * connection joins once on_close has run, when nothing reads either any
- * more: from the deferred work of the iteration it started to linger in
- * (or, closed from deferred work itself, of the next one, which does not
- * block), and its deadline counts from then. It leaves before it is freed
- * (conn_finish()).
+ * few stores (inline in conn_core.h: tether__linger_add(),
+ * tether__linger_remove()), where a timer of the connection's own took
+ * its cold block (c->ex) and a heap insert and removal per close. The
+ * list runs through the connection's output queue pointers (empty once
+ * lingering) and its deadline sits in place of ready_at (see struct
+ * tether_conn): a connection joins once on_close has run, when nothing
+ * reads either any more: from the deferred work of the iteration it
+ * started to linger in (or, closed from deferred work itself, of the next
+ * one, which does not block), and its deadline counts from then. It
+ * leaves before it is freed (conn_finish(), or conn_on_io() at the peer's
+ * FIN).
  *
  * The timer stays armed when the list empties before it fires (the usual
  * end: the peer's FIN comes first): it then finds the next connection not
@@ -50,28 +52,4 @@ void tether__linger_init(struct tether__mem *m)
 void tether__linger_fini(struct tether__mem *m)
 {
     tether__tnode_stop(m->loop, &m->linger_timer);
-}
-
-void tether__linger_add(tether_conn *c)
-{
-    tether_loop *loop = c->h.loop;
-    struct tether__mem *m = loop->mem;
-    /* A flush still queued (a send from outside its dispatch, before the
-     * close) would look at the output queue, whose bytes the list takes
-     * over: with nothing to write any more, it has nothing to do. */
-    tether__flush_cancel(loop, &c->flush);
-    c->linger_until = tether__loop_time(loop) + TETHER__LINGER_MS;
-    tether__queue_insert_tail(&m->linger_q, &c->linger_node);
-    if (!tether__tnode_active(&m->linger_timer)) {
-        tether__tnode_start(loop, &m->linger_timer, TETHER__LINGER_MS);
-    }
-}
-
-void tether__linger_remove(tether_conn *c)
-{
-    if (c->linger_node.next != NULL) {
-        tether__queue_remove(&c->linger_node);
-        c->wq_head = NULL; /* the output queue, empty, in the same bytes */
-        c->wq_tail = NULL;
-    }
 }

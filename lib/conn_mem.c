@@ -8,7 +8,6 @@
 #include "delivery.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 /* ---- spare blocks (struct tether__spares) ------------------------------ */
 
@@ -30,10 +29,28 @@
 #define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Called through a volatile pointer (as in tether__zalloc()) so that the
- * compiler neither inlines it as a string store of one instruction per 8
- * bytes nor merges it with a malloc() into a calloc(). */
-static void *(*volatile spare_zero)(void *, int, size_t) = memset;
+/* Zeroes a block of size bytes (a multiple of 8, at least 16, at an
+ * address aligned to 8, as every connection block is): what calloc()
+ * would leave, in one 16-byte store per 16 bytes. (memset() through a
+ * volatile pointer, as in tether__zalloc(), cost a connection twice the
+ * instructions, mostly its call and its dispatch on the size. The
+ * stores are volatile so that the compiler neither turns them back into
+ * a memset() (or a string store of one instruction per 8 bytes) nor
+ * merges them with a malloc() into a calloc(), which glibc serves
+ * without its thread cache.) */
+typedef uint64_t zero16 __attribute__((vector_size(16), aligned(8), may_alias));
+typedef uint64_t zero8 __attribute__((may_alias));
+static inline __attribute__((always_inline)) void spare_zero(void *p, size_t size)
+{
+    volatile zero16 *v = p;
+#pragma GCC unroll 32
+    for (size_t i = 0; i < size / 16; i++) {
+        v[i] = (zero16){0, 0};
+    }
+    if (size % 16 != 0) {
+        *(volatile zero8 *)(void *)((char *)p + size - 8) = 0;
+    }
+}
 
 /* A block of size bytes, not zeroed: a spare one or a new one. */
 static void *spare_take(struct tether__spares *s, size_t size)
@@ -65,11 +82,13 @@ static void spares_drop(struct tether__spares *s, size_t size)
     }
 }
 
+static_assert(sizeof(struct tether_conn) % 8 == 0, "spare_zero() zeroes 8 bytes at a time");
+
 tether_conn *tether__conn_block_new(struct tether__mem *m)
 {
     tether_conn *c = spare_take(&m->spare_conns, sizeof *c);
     if (c != NULL) {
-        spare_zero(c, 0, sizeof *c);
+        spare_zero(c, sizeof *c);
     }
     return c;
 }
@@ -135,22 +154,36 @@ void tether__conn_extra_trim(tether_conn *c)
     }
 }
 
-void tether__conn_destroy_transport(tether_conn *c)
+/* Closes the socket: off the epoll set first (see below), then the
+ * transport's destroy(), made here for the plain one in place (c->tcp),
+ * which every TCP connection has. */
+static inline void conn_close_socket(tether_conn *c)
 {
     /* Out of the epoll set before destroy() closes the fd (a lingering
      * connection is still registered): closing takes it out only when no
      * other descriptor refers to the open file, and a child forked
      * meanwhile keeps one, with the registration, which epoll would go on
      * reporting for this connection's freed memory. */
-    tether__io_stop(c->h.loop, &c->io);
-    if (c->tr != NULL) {
-        c->tr->ops->destroy(c->tr);
-        c->tr = NULL;
+    if (c->io.registered) {
+        tether__io_stop(c->h.loop, &c->io);
     }
+    if (c->tr == &c->tcp) {
+        tether__plain_destroy(&c->tcp);
+    } else if (c->tr != NULL) {
+        c->tr->ops->destroy(c->tr);
+    }
+    c->tr = NULL;
     c->io.fd = -1;
 }
 
-void tether__conn_free(tether_conn *c)
+void tether__conn_destroy_transport(tether_conn *c)
+{
+    conn_close_socket(c);
+}
+
+/* What of c->ex is freed before the socket is closed: the reference slot,
+ * the liveness state and the drain. */
+static void conn_free_extra_first(tether_conn *c)
 {
     if (tether__conn_ref_idx(c) != 0) {
         tether__conn_ref_gone(c); /* (normally done after on_close already) */
@@ -160,45 +193,63 @@ void tether__conn_free(tether_conn *c)
         free(c->ex->live);
         c->ex->live = NULL;
     }
-    /* (What only some connections have is in c->ex: the calls that would
-     * find nothing to free are skipped.) */
-    if (c->ex != NULL && c->ex->drain != NULL) {
+    if (c->ex->drain != NULL) {
         tether__drain_free(c);
     }
-    tether__conn_destroy_transport(c);
+}
+
+/* The rest of c->ex, and c->ex itself, once the connection is off the
+ * loop. */
+static void conn_free_extra_last(tether_conn *c)
+{
+    struct tether__conn_extra *ex = c->ex;
+    if (ex->pp != NULL) {
+        tether__pp_conn_free(c);
+    }
+    if (ex->dl != NULL) {
+        tether__dl_free(c);
+    }
+    if (ex->ack != NULL) {
+        tether__ack_free(c);
+    }
+    tether__tnode_stop(c->h.loop, &ex->timer);
+    conn_extra_free(c);
+}
+
+void tether__conn_free(tether_conn *c)
+{
+    tether_loop *loop = c->h.loop;
+    /* (What only some connections have is in c->ex, NULL for most: the
+     * calls that would find nothing to free are skipped.) */
+    if (c->ex != NULL) {
+        conn_free_extra_first(c);
+    }
+    conn_close_socket(c);
     tether__handle_detach(&c->h);
-    c->h.loop->handles--;
-    tether__pending_cancel(c->h.loop, &c->pend);
+    loop->handles--;
+    tether__pending_cancel(loop, &c->pend);
     /* A send from outside this connection's callbacks (e.g. a broadcast
      * from another connection's on_message) queued a flush; an abort that
      * followed must not leave it pointing at freed memory. */
-    tether__flush_cancel(c->h.loop, &c->flush);
+    tether__flush_cancel(loop, &c->flush);
     tether__conn_rpart_free(c);
     tether__mem_conn_gone(c);
     if (c->flags & TETHER__CF_ACCEPTED) {
-        c->cfg->accepted--; /* counted against tether_listen_opts::max_conns */
-        if (c->cfg->lstats != NULL) {
-            atomic_fetch_sub_explicit(&c->cfg->lstats->active, 1, memory_order_relaxed);
+        struct tether__conn_cfg *cfg = c->cfg;
+        cfg->accepted--; /* counted against tether_listen_opts::max_conns */
+        if (cfg->lstats != NULL) {
+            atomic_fetch_sub_explicit(&cfg->lstats->active, 1, memory_order_relaxed);
         }
-        tether__shutdown_conn_gone(c->cfg);
+        if (cfg->shutdown != NULL) {
+            tether__shutdown_conn_gone(cfg);
+        }
     }
-    struct tether__conn_extra *ex = c->ex;
-    if (ex != NULL) {
-        if (ex->pp != NULL) {
-            tether__pp_conn_free(c);
-        }
-        if (ex->dl != NULL) {
-            tether__dl_free(c);
-        }
-        if (ex->ack != NULL) {
-            tether__ack_free(c);
-        }
-        tether__tnode_stop(c->h.loop, &ex->timer);
-        conn_extra_free(c);
+    if (c->ex != NULL) {
+        conn_free_extra_last(c);
     }
     if (c->err_owned) {
         free((char *)c->err);
     }
     tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
-    tether__conn_block_drop(c->h.loop->mem, c);
+    tether__conn_block_drop(loop->mem, c);
 }

@@ -639,19 +639,19 @@ static void conn_read_rounds(tether_conn *c)
 }
 
 /* Reads and discards after our FIN, until the peer's FIN. */
-void tether__conn_linger_read(tether_conn *c)
+bool tether__conn_linger_read(tether_conn *c)
 {
     uint8_t *lb = read_buf_get(c);
     for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
         struct iovec iov = {lb, TETHER__RBUF_SIZE};
         size_t n = 0;
-        int rv = c->tr->ops->readv(c->tr, &iov, 1, &n);
+        int rv = tether__tr_readv(c->tr, &iov, 1, &n);
         if (rv == TETHER_EAGAIN) {
-            return;
+            return false;
         }
         if (rv != TETHER_OK || n == 0) {
-            tether__conn_end(c, TETHER_OK);
-            return;
+            return true;
         }
     }
+    return false;
 }

@@ -297,6 +297,20 @@ static inline void tether__pending_cancel(tether_loop *loop, struct tether__pend
     }
 }
 
+/* Takes p off the deferred work if it is the only item queued and no pass
+ * over the deferred work is running: O(1), and true; false otherwise,
+ * leaving the list as it is. */
+static inline bool tether__pending_take_sole(tether_loop *loop, struct tether__pending *p)
+{
+    if (loop->pend_head != p || loop->pend_tail != p || loop->pend_last != NULL) {
+        return false;
+    }
+    loop->pend_head = p->next; /* (the end of the list) */
+    loop->pend_tail = NULL;
+    p->next = NULL;
+    return true;
+}
+
 static inline void tether__flush_init(struct tether__flush *f, tether__flush_cb cb)
 {
     f->next = NULL;

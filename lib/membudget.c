@@ -140,13 +140,10 @@ bool tether__mem_block(tether_conn *c, uint8_t what)
     return true;
 }
 
-void tether__mem_conn_gone(tether_conn *c)
+void tether__mem_conn_unblock(tether_conn *c)
 {
-    if (c->memflags != 0) {
-        mem_unlink(c);
-        c->memflags = 0;
-    }
-    tether__conn_mem(c)->conns--;
+    mem_unlink(c);
+    c->memflags = 0;
 }
 
 static void mem_resume_cb(struct tether__pending *p)

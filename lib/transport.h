@@ -11,6 +11,7 @@
 #ifndef TETHER_TRANSPORT_H
 #define TETHER_TRANSPORT_H
 
+#include <errno.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -125,6 +126,28 @@ static inline int tether__plain_writev(struct tether_transport *t, const struct 
         return TETHER_OK;
     }
     return tether__plain_io_failed(t, iov, iovcnt, nwritten, true);
+}
+
+/* A plain transport's shutdown() and destroy() (transport_tcp.c's table
+ * entries), inline for the connection's end: the FIN (a failure is
+ * recorded for last_error(); ENOTCONN, the peer already gone, is none),
+ * and the close of the socket (the struct is embedded in its owner:
+ * nothing to free). */
+static inline int tether__plain_shutdown(struct tether_transport *t)
+{
+    if (shutdown(t->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+        t->last_errno = errno;
+        return tether__errno_to_err(t->last_errno);
+    }
+    return TETHER_OK;
+}
+
+static inline void tether__plain_destroy(struct tether_transport *t)
+{
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
 }
 
 /* t->ops->readv() and t->ops->writev(), with a plain socket's system call

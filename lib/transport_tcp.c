@@ -70,19 +70,12 @@ static bool tcp_has_pending(const struct tether_transport *tr)
 static int tcp_shutdown(struct tether_transport *tr, bool *done)
 {
     *done = true;
-    if (shutdown(tr->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-        return tcp_fail(tr, errno);
-    }
-    return TETHER_OK;
+    return tether__plain_shutdown(tr);
 }
 
 static void tcp_destroy(struct tether_transport *tr)
 {
-    if (tr->fd >= 0) {
-        close(tr->fd);
-        tr->fd = -1;
-    }
-    /* (Embedded in its connection: nothing to free.) */
+    tether__plain_destroy(tr);
 }
 
 static const char *tcp_last_error(const struct tether_transport *tr)

@@ -1207,6 +1207,166 @@ START_TEST(reused_connection_memory_starts_clean)
 }
 END_TEST
 
+/* Connections churned on one loop, dialled and accepted there, in waves
+ * larger than the loop keeps freed blocks for (conn_mem.c: four), so
+ * that blocks are both reused and given back: each connection reports
+ * its end once, with its own numbers and the reason of the side that
+ * closed first (the client in even waves, the server in odd ones), and
+ * everything is released (descriptors here, memory at tether_loop_free()
+ * under AddressSanitizer's leak check). */
+#define CHURN_WAVE 12
+#define CHURN_WAVES 6
+
+struct churn {
+    bool server_closes; /* this wave: the server closes after its echo */
+    int connected;
+    int cli_closed;
+    int srv_closed;
+    char why[160]; /* the first thing that was wrong, or "" */
+};
+
+static struct churn CH;
+
+static void churn_fail(const char *what, int v)
+{
+    if (CH.why[0] == '\0') {
+        snprintf(CH.why, sizeof CH.why, "%s (%d)", what, v);
+    }
+}
+
+/* The numbers of a connection that carried one message each way of len
+ * bytes (4-byte length prefix). */
+static void churn_check_stats(tether_conn *c, size_t len, const char *side)
+{
+    tether_stats st;
+    if (tether_conn_get_stats(c, &st) != TETHER_OK) {
+        churn_fail(side, -1);
+        return;
+    }
+    if (st.msgs_in != 1 || st.msgs_out != 1 || st.bytes_in != 4 + len || st.bytes_out != 4 + len ||
+        st.queued_bytes != 0) {
+        churn_fail(side, (int)st.msgs_in);
+    }
+}
+
+static void churn_srv_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ud;
+    if (tether_conn_send(c, data, len) != TETHER_OK) {
+        churn_fail("server echo", 0);
+    }
+    if (CH.server_closes) {
+        tether_conn_close(c);
+    }
+}
+
+static void churn_srv_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    CH.srv_closed++;
+    char peer[64];
+    if (reason != (CH.server_closes ? TETHER_OK : TETHER_EOF)) {
+        churn_fail("server reason", reason);
+    } else if (!CH.server_closes &&
+               strcmp(tether_conn_last_error(c), "connection closed by peer")) {
+        churn_fail("server detail", 0);
+    } else if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
+        churn_fail("server peer in on_close", 0); /* the socket is still open */
+    }
+    churn_check_stats(c, 8, "server stats");
+}
+
+static void churn_connect(tether_conn *c, int status, void *ud)
+{
+    if (status != TETHER_OK) {
+        churn_fail("connect", status);
+        return;
+    }
+    CH.connected++;
+    char msg[8];
+    snprintf(msg, sizeof msg, "%07d", (int)(intptr_t)ud);
+    if (tether_conn_send(c, msg, 8) != TETHER_OK) {
+        churn_fail("client send", 0);
+    }
+}
+
+static void churn_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    char msg[8];
+    snprintf(msg, sizeof msg, "%07d", (int)(intptr_t)ud);
+    if (len != 8 || memcmp(data, msg, 8) != 0) {
+        churn_fail("echo of another connection", (int)(intptr_t)ud);
+    }
+    if (!CH.server_closes) {
+        tether_conn_close(c);
+    }
+}
+
+static void churn_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    CH.cli_closed++;
+    if (reason != (CH.server_closes ? TETHER_EOF : TETHER_OK)) {
+        churn_fail("client reason", reason);
+    }
+    churn_check_stats(c, 8, "client stats");
+}
+
+static bool churn_wave_done(void *arg)
+{
+    int want = *(int *)arg;
+    return CH.why[0] != '\0' || (CH.cli_closed >= want && CH.srv_closed >= want);
+}
+
+START_TEST(churned_connections_report_once_and_release)
+{
+    memset(&CH, 0, sizeof CH);
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_message = churn_srv_message;
+    so.on_close = churn_srv_close;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &so;
+    tether_listener *l = th_listen_tcp(&lo);
+    int before = th_count_fds();
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_connect = churn_connect;
+    co.on_message = churn_message;
+    co.on_close = churn_close;
+    int n = 0;
+    for (int wave = 0; wave < CHURN_WAVES; wave++) {
+        CH.server_closes = wave % 2 == 1;
+        for (int i = 0; i < CHURN_WAVE; i++, n++) {
+            co.userdata = (void *)(intptr_t)n;
+            tether_conn *c = NULL;
+            th_dial(&c, th_url_of(l), &co);
+        }
+        ck_assert_msg(th_run_until_pred(churn_wave_done, &n, 10000), "wave %d: %d/%d closed", wave,
+                      CH.cli_closed, CH.srv_closed);
+        ck_assert_msg(CH.why[0] == '\0', "wave %d: %s", wave, CH.why);
+        /* Exactly once each. */
+        ck_assert_int_eq(CH.connected, n);
+        ck_assert_int_eq(CH.cli_closed, n);
+        ck_assert_int_eq(CH.srv_closed, n);
+        /* The lingering sides end at the other's FIN: then no connection
+         * is left on the loop, nor any descriptor of theirs. */
+        tether_mem_stats ms;
+        uint64_t deadline = th_now_ms() + 5000;
+        do {
+            ck_assert_int_ge(tether_loop_run_once(th_loop, 10), 0);
+            ck_assert_int_eq(tether_loop_get_mem_stats(th_loop, &ms), TETHER_OK);
+        } while ((ms.conns != 0 || th_count_fds() != before) && th_now_ms() < deadline);
+        ck_assert_uint_eq(ms.conns, 0);
+        ck_assert_uint_eq(ms.output_bytes, 0);
+        ck_assert_uint_eq(ms.input_bytes, 0);
+        ck_assert_int_eq(th_count_fds(), before);
+    }
+    tether_listener_close(l);
+}
+END_TEST
+
 /* tether_loop_run_once() that ran deferred work (here the on_connect of a
  * loopback dial made outside the loop, which the kernel had finished
  * before connect() returned) does not go on to block: what the caller
@@ -1953,6 +2113,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, server_close_reports_eof_to_client);
     tcase_add_test(tc, no_fd_leak_over_many_connections);
     tcase_add_test(tc, reused_connection_memory_starts_clean);
+    tcase_add_test(tc, churned_connections_report_once_and_release);
     tcase_add_test(tc, run_once_returns_after_on_connect);
     tcase_add_test(tc, first_message_partly_written_keeps_order);
     tcase_add_test(tc, linger_ends_at_fin_or_its_own_deadline);

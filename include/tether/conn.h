@@ -1492,7 +1492,11 @@ TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_
  * is busy, and for one to two seconds after its last read or write, also
  * OpenSSL's read and write buffers of about 17 KiB each), and an
  * application that keeps copies of messages adds its own. A header that announces a large message reserves
- * nothing.
+ * nothing. Each loop also keeps the memory of up to four freed
+ * connections (and of four connections' rarely used state; a few hundred
+ * bytes each) for the next ones, which saves a malloc() and a free() per
+ * connection; the budget does not count it, and tether_loop_free()
+ * releases it.
  *
  * The budget bounds the sum: past tether_loop_set_mem_limit()'s limit, a
  * connection that holds more than its share (the limit divided by the
