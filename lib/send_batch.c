@@ -53,6 +53,19 @@ static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n)
     }
 }
 
+/* tether__put_be32() as one store where the byte order is known. */
+static inline void put_len32(uint8_t *p, uint32_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap32(v);
+    memcpy(p, &v, 4);
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    memcpy(p, &v, 4);
+#else
+    tether__put_be32(p, v);
+#endif
+}
+
 /* The room a run of copies may fill: the tail segment's free space, up
  * to the point where the queue reaches the run's limit. 0 when the run
  * must go to tether_conn_send() (the connection's own checks, those of
@@ -109,16 +122,33 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
     uint8_t *const p0 = (uint8_t *)t->ptr + t->len;
     const uint8_t *const end = p0 + left;
     uint8_t *p = p0;
-    size_t i = 0;
-    for (; i < n; i++) {
-        const uint8_t *data = m[i].data;
-        const size_t len = m[i].len;
+    /* Messages of 33 to 64 bytes are tested first, with one comparison,
+     * and copied as two overlapping 32-byte moves: a stream of small
+     * messages is mostly of one size, and this class costs the fewest
+     * instructions per byte. (fast is 0 when small is below 64: every
+     * message then takes the general case.) */
+    const size_t fast = small >= 64 ? 32 : 0;
+    const tether_batch_msg *mi = m;
+    const tether_batch_msg *const me = m + n;
+    for (; mi != me; mi++) {
+        const uint8_t *data = mi->data;
+        const size_t len = mi->len;
+        if (TETHER__LIKELY(len - 33 < fast)) {
+            if (len + 4 > (size_t)(end - p) || data == NULL) {
+                break;
+            }
+            put_len32(p, (uint32_t)len);
+            memcpy(p + 4, data, 32);
+            p += 4 + len;
+            memcpy(p - 32, data + len - 32, 32);
+            continue;
+        }
         /* (A NULL data goes to tether_conn_send(): EINVAL, or an empty
          * message. len <= small keeps len + 4 from wrapping.) */
         if (len > small || len + 4 > (size_t)(end - p) || data == NULL) {
             break;
         }
-        tether__put_be32(p, (uint32_t)len);
+        put_len32(p, (uint32_t)len);
         if (len <= 64) {
             copy_small(p + 4, data, len);
         } else {
@@ -126,8 +156,9 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
         }
         p += 4 + len;
     }
+    const size_t i = (size_t)(mi - m);
     if (i > 0) {
-        size_t used = (size_t)(p - p0);
+        const size_t used = (size_t)(p - p0);
         t->len += used;
         c->queued += used; /* the budget catches up at the next write (as wqueue.c's) */
         c->msgs_out += i;
