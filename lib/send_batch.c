@@ -99,12 +99,37 @@ static size_t batch_room(tether_conn *c, size_t *at)
     return lim - c->queued < room ? lim - c->queued : room;
 }
 
+/* On x86-64, batch_copy() moves the 32-byte halves of a message in one
+ * AVX2 register each where the CPU has them (asked once per run of
+ * messages), in two SSE2 registers elsewhere: memcpy() of 32 bytes is two
+ * 16-byte moves even in code compiled for AVX2. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target)
+#define BATCH_AVX2 1
+#endif
+#endif
+
+typedef uint8_t batch_v32 __attribute__((vector_size(32)));
+
+/* Copies 32 bytes, through one 32-byte vector when wide. */
+static inline void move32(uint8_t *d, const uint8_t *s, bool wide)
+{
+    if (wide) {
+        batch_v32 v;
+        memcpy(&v, s, 32);
+        memcpy(d, &v, 32);
+    } else {
+        memcpy(d, s, 32);
+    }
+}
+
 /* Copies messages from the start of m into the tail segment while each one
  * would take tether_conn_send()'s small-message path there; returns how
  * many it took (0: send the first one with tether_conn_send()). It stops
  * before a message that needs any check to say more than "accepted":
  * tether_conn_send() then gives the answer for it. */
-static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
+static inline __attribute__((always_inline)) size_t
+batch_copy_run(tether_conn *c, const tether_batch_msg *m, size_t n, const bool wide)
 {
     size_t at;
     const size_t left = batch_room(c, &at);
@@ -138,9 +163,9 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
                 break;
             }
             put_len32(p, (uint32_t)len);
-            memcpy(p + 4, data, 32);
+            move32(p + 4, data, wide);
             p += 4 + len;
-            memcpy(p - 32, data + len - 32, 32);
+            move32(p - 32, data + len - 32, wide);
             continue;
         }
         /* (A NULL data goes to tether_conn_send(): EINVAL, or an empty
@@ -165,6 +190,24 @@ static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
         tether__conn_after_queue_at(c, at);
     }
     return i;
+}
+
+#ifdef BATCH_AVX2
+__attribute__((target("avx2"))) static size_t batch_copy_avx2(tether_conn *c,
+                                                              const tether_batch_msg *m, size_t n)
+{
+    return batch_copy_run(c, m, n, true);
+}
+#endif
+
+static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
+{
+#ifdef BATCH_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        return batch_copy_avx2(c, m, n);
+    }
+#endif
+    return batch_copy_run(c, m, n, false);
 }
 
 /* batch_copy() for an open WebSocket connection: each message becomes
