@@ -134,7 +134,9 @@ static inline void tether__conn_after_queue_at(tether_conn *c, size_t at)
         if ((c->flags & TETHER__CF_DRAIN_DUE) || (c->wq_head != NULL && c->dispatching == 0)) {
             tether__flush_queue(c->h.loop, &c->flush);
         }
-    } else if (c->dispatching == 0) {
+    } else if (c->dispatching == 0 && c->flush.next == NULL) {
+        /* (Not queued yet: the second of a run of sends made outside a
+         * dispatch finds it queued, without a call.) */
         tether__flush_queue(c->h.loop, &c->flush);
     }
 }
