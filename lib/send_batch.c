@@ -25,34 +25,6 @@
  * DIRECT_MIN; below it, both copy into the queue). */
 #define BATCH_COPY_MAX (16u * 1024u)
 
-/* Copies n <= 64 bytes with fixed-size moves that overlap in the middle
- * (as memcpy does for small sizes), inline: the run's loop then keeps its
- * state in registers across the copy instead of around a call. */
-static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n)
-{
-    if (n >= 16) {
-        if (n > 32) {
-            memcpy(d, s, 32);
-            memcpy(d + n - 32, s + n - 32, 32);
-        } else {
-            memcpy(d, s, 16);
-            memcpy(d + n - 16, s + n - 16, 16);
-        }
-    } else if (n >= 4) {
-        if (n >= 8) {
-            memcpy(d, s, 8);
-            memcpy(d + n - 8, s + n - 8, 8);
-        } else {
-            memcpy(d, s, 4);
-            memcpy(d + n - 4, s + n - 4, 4);
-        }
-    } else if (n > 0) {
-        d[0] = s[0];
-        d[n / 2] = s[n / 2];
-        d[n - 1] = s[n - 1];
-    }
-}
-
 /* tether__put_be32() as one store where the byte order is known. */
 static inline void put_len32(uint8_t *p, uint32_t v)
 {
@@ -175,7 +147,7 @@ batch_copy_run(tether_conn *c, const tether_batch_msg *m, size_t n, const bool w
         }
         put_len32(p, (uint32_t)len);
         if (len <= 64) {
-            copy_small(p + 4, data, len);
+            tether__copy_small(p + 4, data, len);
         } else {
             memcpy(p + 4, data, len);
         }
@@ -265,7 +237,7 @@ static size_t batch_copy_ws(tether_conn *c, struct ws_transport *ws, const tethe
                 p[3] = (uint8_t)len;
             }
             if (len <= 64) {
-                copy_small(p + hl, data, len);
+                tether__copy_small(p + hl, data, len);
             } else {
                 memcpy(p + hl, data, len);
             }
