@@ -777,7 +777,7 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
         return conn_send_plain(c, data, len);
     }
     const struct tether__conn_cfg *cfg = c->cfg;
-    if (data == NULL || len > 64 || c->state > TETHER__CS_READY ||
+    if (len > 64 || data == NULL || c->state > TETHER__CS_READY ||
         (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
         (c->drain_st & TETHER__DR_SENT_DONE) || !cfg->fast_len32 || len > cfg->o.max_msg ||
         c->queued >= cfg->o.send_hwm || tether__conn_mem_over(c) || t->cap == 0 ||
