@@ -128,32 +128,51 @@ batch_copy_run(tether_conn *c, const tether_batch_msg *m, size_t n, const bool w
     const size_t fast = small >= 64 ? 32 : 0;
     const tether_batch_msg *mi = m;
     const tether_batch_msg *const me = m + n;
-    for (; mi != me; mi++) {
-        const uint8_t *data = mi->data;
-        const size_t len = mi->len;
-        if (TETHER__LIKELY(len - 33 < fast)) {
-            if (len + 4 > (size_t)(end - p) || data == NULL) {
+    while (mi != me) {
+        if (TETHER__LIKELY(mi->len - 33 < fast)) {
+            /* As many messages as surely fit if each is of that class
+             * (68 bytes framed at most) need no room check: they are
+             * copied in an inner loop until one is not of it. */
+            const size_t sure = (size_t)(end - p) / (4 + 64);
+            const tether_batch_msg *const se = (size_t)(me - mi) <= sure ? me : mi + sure;
+            for (; mi != se; mi++) {
+                const uint8_t *data = mi->data;
+                const size_t len = mi->len;
+                if (!TETHER__LIKELY(len - 33 < fast) || data == NULL) {
+                    break;
+                }
+                put_len32(p, (uint32_t)len);
+                move32(p + 4, data, wide);
+                p += 4 + len;
+                move32(p - 32, data + len - 32, wide);
+            }
+            if (mi == me) {
                 break;
             }
+            /* (The next message takes the general case below at least
+             * once: of another size, NULL, or past the sure ones.) */
+        }
+        /* The general case, with its room check, until a message of that
+         * class comes again. (A NULL data goes to tether_conn_send():
+         * EINVAL, or an empty message. len <= small keeps len + 4 from
+         * wrapping.) */
+        do {
+            const uint8_t *data = mi->data;
+            const size_t len = mi->len;
+            if (len > small || len + 4 > (size_t)(end - p) || data == NULL) {
+                goto done;
+            }
             put_len32(p, (uint32_t)len);
-            move32(p + 4, data, wide);
+            if (len <= 64) {
+                tether__copy_small(p + 4, data, len);
+            } else {
+                memcpy(p + 4, data, len);
+            }
             p += 4 + len;
-            move32(p - 32, data + len - 32, wide);
-            continue;
-        }
-        /* (A NULL data goes to tether_conn_send(): EINVAL, or an empty
-         * message. len <= small keeps len + 4 from wrapping.) */
-        if (len > small || len + 4 > (size_t)(end - p) || data == NULL) {
-            break;
-        }
-        put_len32(p, (uint32_t)len);
-        if (len <= 64) {
-            tether__copy_small(p + 4, data, len);
-        } else {
-            memcpy(p + 4, data, len);
-        }
-        p += 4 + len;
+            mi++;
+        } while (mi != me && !(mi->len - 33 < fast));
     }
+done:;
     const size_t i = (size_t)(mi - m);
     if (i > 0) {
         const size_t used = (size_t)(p - p0);
@@ -176,7 +195,9 @@ __attribute__((target("avx2"))) static size_t batch_copy_avx2(tether_conn *c,
 static size_t batch_copy(tether_conn *c, const tether_batch_msg *m, size_t n)
 {
 #ifdef BATCH_AVX2
-    if (__builtin_cpu_supports("avx2")) {
+    /* (Runs that start with a message of another size stay clear of
+     * AVX2: the calls to memcpy() there would each need a vzeroupper.) */
+    if (n > 0 && m[0].len - 33 < 32 && __builtin_cpu_supports("avx2")) {
         return batch_copy_avx2(c, m, n);
     }
 #endif
