@@ -735,6 +735,9 @@ static __attribute__((noinline)) int conn_send_first(tether_conn *c, const void 
     return direct_rest(c, rv, w, hdr, 4, data, len, NULL, 0, false, NULL, NULL);
 }
 
+/* tether_conn_send() on any other connection, every case: the checks
+ * (conn_send_check()), then a small message in the default framing
+ * copied into the tail segment or a fresh one, else conn_send_queue(). */
 static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void *data, size_t len)
 {
     int rv = conn_send_check(c, data, len);
@@ -780,12 +783,51 @@ static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void 
     return conn_send_queue(c, data, len, false, NULL, NULL);
 }
 
+/* The rest of tether_conn_send()'s fast path once a message is queued:
+ * write or have the queue flushed (tether__conn_after_queue()). */
+static __attribute__((noinline)) int conn_send_after(tether_conn *c)
+{
+    tether__conn_after_queue(c);
+    return TETHER_OK;
+}
+
 int tether_conn_send(tether_conn *c, const void *data, size_t len)
 {
-    if (TETHER__UNLIKELY(c != NULL && tether__conn_ws(c) != NULL)) {
+    /* The common case inline, with no call on its way: a message of up to
+     * 64 bytes in the default framing that every check of
+     * conn_send_check() lets through and that fits the tail copy segment
+     * (a stream of small messages). Anything else goes, with nothing
+     * done yet, to the function for its case, which checks everything
+     * again; an empty queue (a reply, one message at a time) is told
+     * first. */
+    if (TETHER__UNLIKELY(c == NULL)) {
+        return conn_send_plain(c, data, len); /* (EINVAL) */
+    }
+    if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL)) {
         return conn_send_ws(c, data, len);
     }
-    return conn_send_plain(c, data, len);
+    struct tether__wseg *t = c->wq_tail;
+    if (t == NULL) {
+        return conn_send_plain(c, data, len);
+    }
+    const struct tether__conn_cfg *cfg = c->cfg;
+    if (len > 64 || data == NULL || c->state > TETHER__CS_READY ||
+        (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF)) ||
+        (c->drain_st & TETHER__DR_SENT_DONE) || !cfg->fast_len32 || len > cfg->o.max_msg ||
+        c->queued >= cfg->o.send_hwm || tether__conn_mem_over(c) || t->cap == 0 ||
+        tether__wseg_room(t) < 4 + len) {
+        return conn_send_plain(c, data, len);
+    }
+    uint8_t *p = (uint8_t *)t->ptr + t->len;
+    tether__put_be32(p, (uint32_t)len);
+    tether__copy_small(p + 4, data, len);
+    t->len += 4 + len;
+    c->queued += 4 + len; /* the budget catches up at the next write */
+    c->msgs_out++;
+    if (c->queued >= TETHER__FLUSH_BATCH || (c->dispatching == 0 && c->flush.next == NULL)) {
+        return conn_send_after(c);
+    }
+    return TETHER_OK;
 }
 
 int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb free_cb,

@@ -17,8 +17,8 @@ parent), the server the child it forks.
 - system calls: strace -f -ff, one trace file per process, one line per
   call.
 
-Usage: tests/bench/instr.py [--tls | --ws | --large | --acks | --batch] [--no-syscalls] [--scale F]
-                            [IMPL ...]
+Usage: tests/bench/instr.py [--tls | --ws | --large | --acks | --batch | --fanin] [--no-syscalls]
+                            [--scale F] [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
 of this repository) as given and as bench_NAME; default: raw tether_bench.
 """
@@ -58,6 +58,15 @@ ACKS_IMPLS = [("client", "tether_bench", ["--client"]), ("acks", "tether_bench",
 # default) next to one tether_conn_send() per message (--per-msg).
 BATCH = ACKS
 BATCH_IMPLS = [("batch", "tether_bench", []), ("per-msg", "tether_bench", ["--per-msg"])]
+# --fanin: tether_bench's fan-in, 16 client connections into 1 server loop
+# and into 2 (issue #12), batch sends and --per-msg. The client is the
+# process with the client's loops, the server the child with its own.
+FANIN = [
+    ("fanin tcp 64 B, 1 server loop, one message",
+     ["--scenario", "fanin", "--transport", "tcp", "--size", "64", "--loops", "1"], 50000),
+    ("fanin tcp 64 B, 2 server loops, one message",
+     ["--scenario", "fanin", "--transport", "tcp", "--size", "64", "--loops", "2"], 50000),
+]
 # --large: frames bigger than the loop's read buffer (issue #17).
 LARGE = [
     ("thr tcp 1 MiB, one message", ["--scenario", "thr", "--transport", "tcp", "--size", "1048576"], 100),
@@ -229,6 +238,8 @@ def main():
                     help="only thr 64 B and 1 KiB, tether_bench --client vs --acks")
     ap.add_argument("--batch", action="store_true",
                     help="only thr 64 B and 1 KiB, tether_bench (batch sends) vs --per-msg")
+    ap.add_argument("--fanin", action="store_true",
+                    help="only fanin tcp 64 B with 1 and 2 server loops, batch vs --per-msg")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N (default 1)")
     ap.add_argument("impls", nargs="*", default=["raw", "tether_bench"])
@@ -241,9 +252,9 @@ def main():
     if a.acks:
         impls = [(n, find_impl(b), x) for n, b, x in ACKS_IMPLS]
         scen = ACKS
-    if a.batch:
+    if a.batch or a.fanin:
         impls = [(n, find_impl(b), x) for n, b, x in BATCH_IMPLS]
-        scen = BATCH
+        scen = FANIN if a.fanin else BATCH
     kinds = ["instr"] + ([] if a.no_syscalls else ["sys"])
     rows = []
     failed = False
