@@ -379,10 +379,9 @@ static bool loop_has_work(const tether_loop *loop)
 }
 
 /* The deferred work an iteration runs before it polls and again after the
- * dispatch: expired timers (loop_run_due() only: before the poll the
- * clock read does it), posted callbacks, deferred work. Each is a
- * function call only when it has something to do (inline checks: a busy
- * loop passes here twice per iteration, mostly for nothing). */
+ * dispatch: posted callbacks, deferred work. Each is a function call only
+ * when it has something to do (inline checks: a busy loop passes here
+ * twice per iteration, mostly for nothing). True if any ran. */
 static inline bool loop_run_posted(tether_loop *loop)
 {
     bool ran = false;
@@ -397,16 +396,48 @@ static inline bool loop_run_posted(tether_loop *loop)
     return ran;
 }
 
-static inline void loop_run_due(tether_loop *loop)
+/* The revents of one epoll event for its watcher io. Errors
+ * and hang-ups are reported as readiness: the owner's read or write then
+ * fails with the precise error. Out of line: most events have neither. */
+__attribute__((noinline, cold)) static unsigned loop_revents_slow(const struct tether__io *io,
+                                                                  uint32_t e)
 {
-    if (tether__timers_due(loop)) {
-        tether__timers_run(loop);
+    unsigned rev = 0;
+    if (e & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        rev |= TETHER_EV_READ;
     }
-    loop_run_posted(loop);
+    if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+        rev |= TETHER_EV_WRITE;
+    }
+    rev &= io->events;
+    if (rev != 0 && io->report_errors) {
+        rev |= (e & EPOLLERR) ? TETHER__EV_ERROR : 0u;
+        rev |= (e & (EPOLLHUP | EPOLLRDHUP)) ? TETHER__EV_HANGUP : 0u;
+    }
+    return rev;
+}
+
+/* The common event's bits map onto TETHER_EV_* with a shift. */
+static_assert(EPOLLIN == TETHER_EV_READ && (EPOLLOUT >> 1) == TETHER_EV_WRITE,
+              "epoll and TETHER_EV_* bits line up");
+
+/* The poll's timeout when nothing is waiting: the caller's (-1: none),
+ * or the time to the nearest timer if that is sooner. */
+static inline int loop_timeout(const tether_loop *loop, int timeout_ms)
+{
+    if (loop->heap_len > 0) {
+        int t = tether__timers_next_timeout(loop);
+        if (timeout_ms < 0 || t < timeout_ms) {
+            return t;
+        }
+    }
+    return timeout_ms;
 }
 
 /* Inline in its two callers: tether_loop_run() calls it once per
- * iteration with constant arguments, which simplify the timeout. */
+ * iteration with constant arguments, which simplify the timeout.
+ * tether_loop_run()'s polls again without returning while an iteration
+ * leaves nothing to do (see the end). */
 static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop, int timeout_ms,
                                                               bool until_idle)
 {
@@ -414,93 +445,127 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
      * nothing here needs it, and a timer armed from here on reads it
      * then. With one armed, read the clock, so that a deadline that passed
      * during the dispatch fires now instead of one timeout later. */
+    bool busy = false; /* something ran before the poll */
     if (loop->heap_len > 0) {
         tether__loop_update_time(loop);
         if (loop->heap[0]->deadline <= loop->now) {
             tether__timers_run(loop);
+            busy = true;
         }
     }
     bool ran = loop_run_posted(loop);
-    tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
-    tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
+    if (!tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE])) {
+        tether__hooks_run(loop, TETHER_HOOK_IDLE);
+        busy = true;
+    }
+    if (!tether__queue_empty(&loop->hook_q[TETHER_HOOK_PREPARE])) {
+        tether__hooks_run(loop, TETHER_HOOK_PREPARE);
+        busy = true;
+    }
     if (loop->flush_head != FLUSH_END(loop)) {
         run_flushes(loop);
+        busy = true;
     }
 
     int timeout = timeout_ms;
-    if (loop->pend_head != PEND_END(loop) || loop->stop || atomic_load(&loop->posts_queued) > 0 ||
-        !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
-        (until_idle ? !loop_alive(loop) : ran)) {
-        /* Work is waiting, or tether_loop_run() is about to return because
-         * nothing is left: do not block. Nor does tether_loop_run_once()
-         * after it ran deferred work (libuv's rule for UV_RUN_ONCE): that
-         * work was what the caller waited for (an on_connect, a posted
-         * callback), and blocking now would hold its return back until
-         * some unrelated event. (tether_loop_run() goes on anyway.) */
-        timeout = 0;
-    } else if (loop->heap_len > 0) {
-        int t = tether__timers_next_timeout(loop);
-        if (t >= 0 && (timeout < 0 || t < timeout)) {
-            timeout = t;
+    if (!until_idle || ran || busy) {
+        if (loop->pend_head != PEND_END(loop) || loop->stop ||
+            atomic_load(&loop->posts_queued) > 0 ||
+            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
+            (until_idle ? !loop_alive(loop) : ran)) {
+            /* Work is waiting, or tether_loop_run() is about to return
+             * because nothing is left: do not block. Nor does
+             * tether_loop_run_once() after it ran deferred work (libuv's
+             * rule for UV_RUN_ONCE): that work was what the caller waited
+             * for (an on_connect, a posted callback), and blocking now
+             * would hold its return back until some unrelated event.
+             * (tether_loop_run() goes on anyway.) */
+            timeout = 0;
+        } else {
+            timeout = loop_timeout(loop, timeout_ms);
         }
+    } else {
+        /* Nothing ran: the state tether_loop_run() checked (not stopped,
+         * alive, nothing queued) holds. (A post from another thread
+         * meanwhile wakes the poll through the eventfd.) */
+        timeout = loop_timeout(loop, timeout_ms);
     }
 
-    loop->polls++;
-    int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
-    if (n < 0) {
-        if (errno != EINTR) {
-            return tether__errno_to_err(errno);
-        }
-        n = 0; /* a signal: the check hooks still see the wakeup */
-    }
-    /* Woken: the cached time is stale. With a timer armed, read the clock
-     * for the timers due after the dispatch; otherwise the first reader of
-     * this wake-up does (a latency round trip saves the clock read). */
-    if (loop->heap_len > 0) {
-        tether__loop_update_time(loop);
-    } else {
-        loop->time_fresh = false;
-    }
-    loop->dispatching = true;
-    for (int i = 0; i < n; i++) {
-        struct tether__io *io = loop->events[i].data.ptr;
-        uint32_t e = loop->events[i].events;
-        unsigned rev = 0;
-        /* Errors and hang-ups are reported as readiness: the owner's read or
-         * write then fails with the precise error. */
-        if (e & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-            rev |= TETHER_EV_READ;
-        }
-        if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-            rev |= TETHER_EV_WRITE;
-        }
-        /* Owners that stopped watching during this batch are skipped. */
-        rev &= io->events;
-        if (io->registered && rev != 0) {
-            if (io->report_errors) {
-                rev |= (e & EPOLLERR) ? TETHER__EV_ERROR : 0u;
-                rev |= (e & (EPOLLHUP | EPOLLRDHUP)) ? TETHER__EV_HANGUP : 0u;
+    for (;;) {
+        loop->polls++;
+        int n = epoll_wait(loop->epfd, loop->events, loop->events_cap, timeout);
+        if (n < 0) {
+            if (errno != EINTR) {
+                return tether__errno_to_err(errno);
             }
-            io->cb(io, rev);
+            n = 0; /* a signal: the check hooks still see the wakeup */
         }
-    }
-    loop->dispatching = false;
-    tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-    if (TETHER__UNLIKELY(n == loop->events_cap && n < 4096)) {
-        struct epoll_event *bigger =
-            realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
-        if (bigger != NULL) {
-            loop->events = bigger;
-            loop->events_cap *= 2;
+        /* Woken: the cached time is stale. With a timer armed, read the
+         * clock for the timers due after the dispatch; otherwise the first
+         * reader of this wake-up does (a latency round trip saves the
+         * clock read). */
+        if (loop->heap_len > 0) {
+            tether__loop_update_time(loop);
+        } else {
+            loop->time_fresh = false;
         }
+        loop->dispatching = true;
+        for (int i = 0; i < n; i++) {
+            struct tether__io *io = loop->events[i].data.ptr;
+            uint32_t e = loop->events[i].events;
+            unsigned rev;
+            if (TETHER__LIKELY(!(e & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)))) {
+                rev = ((e & EPOLLIN) | ((e & EPOLLOUT) >> 1)) & io->events;
+            } else {
+                rev = loop_revents_slow(io, e);
+            }
+            /* Owners that stopped watching during this batch are skipped:
+             * a watcher not registered has no events. */
+            if (rev != 0) {
+                io->cb(io, rev);
+            }
+        }
+        loop->dispatching = false;
+        tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
+        if (TETHER__UNLIKELY(n == loop->events_cap) && n < 4096) {
+            struct epoll_event *bigger =
+                realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
+            if (bigger != NULL) {
+                loop->events = bigger;
+                loop->events_cap *= 2;
+            }
+        }
+        /* Run the timers and work that became due during dispatch now, so
+         * that run_once() with a timeout sees them before it returns. */
+        bool quiet = true;
+        if (tether__timers_due(loop)) {
+            tether__timers_run(loop);
+            quiet = false;
+        }
+        if (loop_run_posted(loop)) {
+            quiet = false;
+        }
+        if (loop->flush_head != FLUSH_END(loop)) {
+            run_flushes(loop);
+            quiet = false;
+        }
+        /* tether_loop_run() after an iteration that left nothing to do
+         * and started no hook: the next iteration would find its queues
+         * empty, so poll again at once, with the timeout of the timers
+         * (those due now run from the top of the next iteration). */
+        if (!until_idle || !quiet || loop->stop || loop->active == 0 ||
+            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
+            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_PREPARE])) {
+            return 0;
+        }
+        if (loop->heap_len > 0) {
+            tether__loop_update_time(loop);
+            if (loop->heap[0]->deadline <= loop->now) {
+                return 0;
+            }
+        }
+        timeout = loop_timeout(loop, timeout_ms);
     }
-    /* Run the timers and work that became due during dispatch now, so that
-     * run_once() with a timeout sees them before it returns. */
-    loop_run_due(loop);
-    if (loop->flush_head != FLUSH_END(loop)) {
-        run_flushes(loop);
-    }
-    return 0;
 }
 
 /* A run ends: the cached time is that of the last wake-up, read now if
