@@ -65,6 +65,17 @@ int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
     return TETHER_OK;
 }
 
+int tether__io_add(tether_loop *loop, struct tether__io *io, unsigned events)
+{
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) != 0) {
+        return tether__errno_to_err(errno);
+    }
+    io->registered = true;
+    io->events = (uint8_t)events;
+    return TETHER_OK;
+}
+
 void tether__io_stop(tether_loop *loop, struct tether__io *io)
 {
     if (io->registered) {

@@ -245,6 +245,8 @@ static inline void tether__io_init(struct tether__io *io, int fd, tether__io_cb 
 }
 
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events);
+/* tether__io_set() for a watcher not registered yet (a new fd). */
+int tether__io_add(tether_loop *loop, struct tether__io *io, unsigned events);
 void tether__io_stop(tether_loop *loop, struct tether__io *io);
 
 /* The fd is about to be closed: closing removes it from the epoll set, so
