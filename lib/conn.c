@@ -509,7 +509,7 @@ static inline void conn_report_close(tether_conn *c);
  * last callback: nothing refers to it after this. The peer's FIN ended
  * every connection of the hs benchmark: a pass through the deferred work
  * less on each.) */
-static void conn_end_in_dispatch(tether_conn *c)
+void tether__conn_end_in_dispatch(tether_conn *c)
 {
     if (c->todo != TETHER__CT_CLOSE || !tether__pending_take_sole(c->h.loop, &c->pend)) {
         return;
@@ -521,29 +521,24 @@ static void conn_end_in_dispatch(tether_conn *c)
     }
 }
 
+static void conn_on_io_general(tether_conn *c, unsigned revents);
+
 static void conn_on_io(struct tether__io *io, unsigned revents)
 {
     tether_conn *c = tether__container_of(io, tether_conn, io);
     if (TETHER__LIKELY(c->state == TETHER__CS_READY && c->tr->ops->plain)) {
-        /* Established on a plain socket: the general case below without
-         * the transport's own readiness and buffered input, which a plain
+        /* Established on a plain socket: the general case without the
+         * transport's own readiness and buffered input, which a plain
          * socket never has. */
-        c->dispatching++;
-        if (revents & TETHER_EV_WRITE) {
-            c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
-            tether__conn_flush(c);
-        }
-        if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
-            tether__conn_read(c);
-        }
-        c->dispatching--;
-        if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
-            tether__conn_dispatch_end_fast(c);
-        } else if (c->state == TETHER__CS_DEAD) {
-            conn_end_in_dispatch(c);
-        }
-        return;
+        tether__conn_on_io_plain(c, revents);
+    } else {
+        conn_on_io_general(c, revents);
     }
+}
+
+/* Out of line: conn_on_io() stays a test and a jump. */
+__attribute__((noinline)) static void conn_on_io_general(tether_conn *c, unsigned revents)
+{
     c->dispatching++;
     switch (c->state) {
     case TETHER__CS_HANDSHAKING:

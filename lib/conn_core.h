@@ -199,6 +199,16 @@ static inline unsigned tether__conn_ready_events(const tether_conn *c)
  * whole frames. */
 void tether__conn_read(tether_conn *c);
 
+/* The loop's readiness report for an established connection on a plain
+ * socket (conn.c's watcher callback hands it over): flushes on
+ * writability, reads, and ends the dispatch. Here, with the read path
+ * inline, so that a report costs one call. */
+void tether__conn_on_io_plain(tether_conn *c, unsigned revents);
+
+/* After a dispatch whose read ended the connection (conn.c): reports the
+ * close and frees it now when that is all the deferred work would do. */
+void tether__conn_end_in_dispatch(tether_conn *c);
+
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
 

@@ -467,9 +467,10 @@ static void conn_on_eof(tether_conn *c)
     tether__conn_begin_close(c);
 }
 
-static void conn_read_rounds(tether_conn *c);
+static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c);
 
-void tether__conn_read(tether_conn *c)
+/* tether__conn_read(), inline in it and in tether__conn_on_io_plain(). */
+static inline __attribute__((always_inline)) void conn_read(tether_conn *c)
 {
     conn_read_rounds(c);
     if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
@@ -480,6 +481,29 @@ void tether__conn_read(tether_conn *c)
         /* (With nothing buffered and no frame being timed, there is
          * nothing for it to do.) */
         tether__live_after_read(c);
+    }
+}
+
+void tether__conn_read(tether_conn *c)
+{
+    conn_read(c);
+}
+
+void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
+{
+    c->dispatching++;
+    if (revents & TETHER_EV_WRITE) {
+        c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
+        tether__conn_flush(c);
+    }
+    if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
+        conn_read(c);
+    }
+    c->dispatching--;
+    if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
+        tether__conn_dispatch_end_fast(c);
+    } else if (c->state == TETHER__CS_DEAD) {
+        tether__conn_end_in_dispatch(c);
     }
 }
 
@@ -578,7 +602,7 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
     return more;
 }
 
-static void conn_read_rounds(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c)
 {
     uint8_t *lb = read_buf_get(c);
     if (lb == NULL) {
