@@ -71,6 +71,7 @@ int tether_hook_start(tether_hook *h, tether_hook_cb cb, void *ud)
     h->ud = ud;
     if (!h->h.active) {
         tether__queue_insert_tail(&h->h.loop->hook_q[h->kind], &h->node);
+        h->h.loop->hooks++;
         tether__handle_start(&h->h);
         tether__loop_touch(h->h.loop);
     }
@@ -83,6 +84,7 @@ void tether_hook_stop(tether_hook *h)
         return;
     }
     tether__queue_remove(&h->node);
+    h->h.loop->hooks--;
     tether__handle_stop(&h->h);
 }
 

@@ -465,12 +465,9 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         }
     }
     bool ran = loop_run_posted(loop);
-    if (!tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE])) {
-        tether__hooks_run(loop, TETHER_HOOK_IDLE);
-        busy = true;
-    }
-    if (!tether__queue_empty(&loop->hook_q[TETHER_HOOK_PREPARE])) {
-        tether__hooks_run(loop, TETHER_HOOK_PREPARE);
+    if (TETHER__UNLIKELY(loop->hooks != 0)) {
+        tether__hooks_maybe_run(loop, TETHER_HOOK_IDLE);
+        tether__hooks_maybe_run(loop, TETHER_HOOK_PREPARE);
         busy = true;
     }
     if (loop->flush_head != FLUSH_END(loop)) {
@@ -537,7 +534,9 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             }
         }
         loop->dispatching = false;
-        tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
+        if (TETHER__UNLIKELY(loop->hooks != 0)) {
+            tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
+        }
         if (TETHER__UNLIKELY(n == loop->events_cap) && n < 4096) {
             struct epoll_event *bigger =
                 realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
@@ -560,13 +559,11 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             run_flushes(loop);
             quiet = false;
         }
-        /* tether_loop_run() after an iteration that left nothing to do
-         * and started no hook: the next iteration would find its queues
+        /* tether_loop_run() after an iteration that left nothing to do,
+         * with no hook started: the next iteration would find its queues
          * empty, so poll again at once, with the timeout of the timers
          * (those due now run from the top of the next iteration). */
-        if (!until_idle || !quiet || loop->stop || loop->active == 0 ||
-            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_IDLE]) ||
-            !tether__queue_empty(&loop->hook_q[TETHER_HOOK_PREPARE])) {
+        if (!until_idle || !quiet || loop->stop || loop->active == 0 || loop->hooks != 0) {
             return 0;
         }
         if (loop->heap_len > 0) {

@@ -196,6 +196,7 @@ struct tether_loop {
      * every handle (tether__handle_init() records it). */
     tether__handle_close_fn handle_close[TETHER_HANDLE_CLIENT + 1];
     struct tether__queue hook_q[3]; /* started hooks per tether_hook_kind */
+    uint32_t hooks;                 /* started hooks of all kinds: one test while 0 */
 
     /* Signals (signal.c): one signalfd per loop, created with the first
      * watcher and closed with the last. */
