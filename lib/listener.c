@@ -44,6 +44,7 @@ struct tether_listener {
     bool is_unix;
     bool plain;        /* accepted sockets need no handshake: no TLS, WebSocket or PROXY header */
     uint8_t opts_mode; /* LOPTS_*: how accepted sockets get their options */
+    bool direct;       /* plain, options inherited, no group: listener_adopt_direct() */
     int port;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; /* to unlink, "" if none */
     char url[TETHER__HOST_MAX + 128 + TETHER__WS_PATH_MAX];
@@ -162,6 +163,12 @@ __attribute__((noinline, cold)) static bool listener_accept_failed(tether_listen
     return false;
 }
 
+/* Whether accepted sockets can take listener_adopt_direct(). */
+static void listener_set_direct(tether_listener *l)
+{
+    l->direct = l->plain && l->opts_mode == LOPTS_INHERITED && l->gst == NULL && l->handoff == NULL;
+}
+
 /* tether__listener_adopt(), inline in the accept loop. */
 static inline __attribute__((always_inline)) void
 listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bool counted)
@@ -182,6 +189,7 @@ listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bo
     if (l->opts_mode == LOPTS_UNKNOWN) {
         l->opts_mode =
             tether__sock_opts_inherited(fd, l->cfg, l->is_unix) ? LOPTS_INHERITED : LOPTS_PER_CONN;
+        listener_set_direct(l);
     }
     if (l->opts_mode == LOPTS_PER_CONN) {
         tether__sock_apply_opts(fd, l->cfg, l->is_unix);
@@ -215,6 +223,34 @@ uncount:
     }
 }
 
+/* listener_adopt() for the common listener (l->direct): a plain one in
+ * no loop group whose sockets inherit their options, below max_conns. */
+static inline __attribute__((always_inline)) void
+listener_adopt_direct(tether_listener *l, int fd, const union tether__peer_addr *pa)
+{
+    if (TETHER__UNLIKELY((l->o.max_conns != 0 && l->cfg->accepted >= l->o.max_conns) ||
+                         l->rejecting)) {
+        tether__listener_adopt(l, fd, pa, false); /* rejects it, or ends the episode */
+        return;
+    }
+    tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
+    if (c == NULL) {
+        close(fd);
+        listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
+        return;
+    }
+    c->flags |= TETHER__CF_ACCEPTED;
+    c->h.hidden = true; /* not the application's until on_accept */
+    l->cfg->accepted++;
+    l->accepted++;
+    tether__conn_set_peer(c, pa);
+    int rv = tether__conn_attach_plain(c, fd, l->is_unix);
+    if (rv != TETHER_OK) {
+        listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
+        tether__conn_end(c, rv);
+    }
+}
+
 /* The listening socket is level-triggered: a client left in the backlog
  * is reported again by the next epoll_wait. So the listener accepts only
  * as many as it expects (the burst) and does not ask for the EAGAIN that
@@ -243,6 +279,10 @@ static void listener_on_readable(struct tether__io *io, unsigned revents)
         }
         if (l->backoff_ms != 0) {
             l->backoff_ms = 0;
+        }
+        if (TETHER__LIKELY(l->direct)) {
+            listener_adopt_direct(l, fd, &pa);
+            continue;
         }
         if (l->handoff != NULL) {
             l->handoff(l->group_ud, fd, &pa);
@@ -553,6 +593,7 @@ void tether__listener_set_group(tether_listener *l, struct tether__lstats *st,
     l->handoff = handoff;
     l->group_ud = ud;
     l->group_closed = closed;
+    listener_set_direct(l);
 }
 
 /* Before a graceful shutdown closes the socket: accepts the connections
