@@ -518,9 +518,11 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             loop->time_fresh = false;
         }
         loop->dispatching = true;
-        for (int i = 0; i < n; i++) {
-            struct tether__io *io = loop->events[i].data.ptr;
-            uint32_t e = loop->events[i].events;
+        /* (Only the loop itself resizes the array, after the batch.) */
+        const struct epoll_event *ev = loop->events;
+        for (const struct epoll_event *end = ev + n; ev != end; ev++) {
+            struct tether__io *io = ev->data.ptr;
+            uint32_t e = ev->events;
             unsigned rev;
             if (TETHER__LIKELY(!(e & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)))) {
                 rev = ((e & EPOLLIN) | ((e & EPOLLOUT) >> 1)) & io->events;
@@ -538,6 +540,7 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
         }
         if (TETHER__UNLIKELY(n == loop->events_cap) && n < 4096) {
+            /* A full batch: more may have been ready. */
             struct epoll_event *bigger =
                 realloc(loop->events, (size_t)loop->events_cap * 2 * sizeof *bigger);
             if (bigger != NULL) {
