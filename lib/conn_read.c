@@ -467,12 +467,13 @@ static void conn_on_eof(tether_conn *c)
     tether__conn_begin_close(c);
 }
 
-static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c);
+static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c, bool plain);
 
-/* tether__conn_read(), inline in it and in tether__conn_on_io_plain(). */
-static inline __attribute__((always_inline)) void conn_read(tether_conn *c)
+/* tether__conn_read(), inline in it and in tether__conn_on_io_plain()
+ * (plain: the transport is known to be a plain socket). */
+static inline __attribute__((always_inline)) void conn_read(tether_conn *c, bool plain)
 {
-    conn_read_rounds(c);
+    conn_read_rounds(c, plain);
     if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
@@ -486,7 +487,7 @@ static inline __attribute__((always_inline)) void conn_read(tether_conn *c)
 
 void tether__conn_read(tether_conn *c)
 {
-    conn_read(c);
+    conn_read(c, false);
 }
 
 void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
@@ -497,7 +498,7 @@ void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
         tether__conn_flush(c);
     }
     if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
-        conn_read(c);
+        conn_read(c, true);
     }
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
@@ -602,7 +603,7 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
     return more;
 }
 
-static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c)
+static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c, bool plain)
 {
     uint8_t *lb = read_buf_get(c);
     if (lb == NULL) {
@@ -637,7 +638,8 @@ static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *
         /* (pre < IN_PLACE_MIN: else the frame would be read in place) */
         struct iovec iov = {lb + pre, (round == 0 ? RBUF_FIRST : TETHER__RBUF_SIZE) - pre};
         size_t n = 0;
-        int rv = tether__tr_readv(c->tr, &iov, 1, &n);
+        int rv =
+            plain ? tether__plain_readv(c->tr, &iov, 1, &n) : tether__tr_readv(c->tr, &iov, 1, &n);
         if (!conn_read_took(c, rv, n)) {
             return;
         }
