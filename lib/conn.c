@@ -445,47 +445,6 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     return TETHER_OK;
 }
 
-int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix)
-{
-    tether__tcp_transport_init(&c->tcp, fd, is_unix);
-    c->tr = &c->tcp;
-    c->io.fd = fd; /* (not registered yet: tether__conn_alloc()) */
-    /* conn_became_ready() for a new accepted connection on a plain
-     * socket: not dialled, no handshake deadline, its own accept notice
-     * still to come, and a watcher to add. */
-    c->state = TETHER__CS_READY;
-    c->ready_at = tether__loop_time(c->h.loop);
-    if (TETHER__UNLIKELY(c->ex != NULL)) {
-        tether__conn_timer_stop(c);
-        tether__conn_extra_trim(c);
-    }
-    if (c->hooks & TETHER__CH_LIVE) {
-        tether__live_start(c);
-    }
-    c->flags |= TETHER__CF_ACCEPT_DONE;
-    c->h.hidden = false; /* the application has it now */
-    unsigned ev = TETHER_EV_READ;
-    if (c->cfg->on_accept != NULL) {
-        c->dispatching++;
-        c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
-        c->dispatching--;
-        if (c->state != TETHER__CS_READY) {
-            return TETHER_OK;
-        }
-        ev = tether__conn_ready_events(c); /* (it may have paused, which watches it) */
-    }
-    int rv = TETHER__LIKELY(!c->io.registered) ? tether__io_add(c->h.loop, &c->io, ev)
-                                               : tether__io_set(c->h.loop, &c->io, ev);
-    if (rv != TETHER_OK) {
-        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
-        return TETHER_OK;
-    }
-    if (c->wq_head != NULL) {
-        tether__conn_todo(c, TETHER__CT_FLUSH);
-    }
-    return TETHER_OK;
-}
-
 void tether__conn_attach_dialed(tether_conn *c, bool is_unix)
 {
     int fd = c->io.fd;

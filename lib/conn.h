@@ -499,10 +499,6 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
                         struct tether__io *handoff);
 
-/* tether__conn_attach() for an accepted plain socket (no TLS, WebSocket
- * or PROXY header): established at once. */
-int tether__conn_attach_plain(tether_conn *c, int fd, bool is_unix);
-
 /* tether__conn_attach() for a direct dial's plain socket (no WebSocket or
  * PROXY header) whose connect finished before anything was registered for
  * it: the connection takes over c->io.fd, established at once. */

@@ -9,7 +9,7 @@
  * in the kernel's backlog meanwhile and are served once descriptors free up.
  * (Linux keeps a client whose accept() failed in the backlog; some
  * sandboxed kernels dequeue it first and drop it.) */
-#include "conn.h"
+#include "conn_core.h"
 #include "tls.h"
 #include "ws.h"
 
@@ -163,6 +163,49 @@ __attribute__((noinline, cold)) static bool listener_accept_failed(tether_listen
     return false;
 }
 
+/* tether__conn_attach() for an accepted plain socket (no TLS, WebSocket
+ * or PROXY header): established at once. conn.c's conn_became_ready()
+ * for a new accepted connection: not dialled, no handshake deadline, its
+ * accept notice still to come, and a socket to add to the epoll set. A
+ * failure to watch it fails the connection. Inline in the accept loop. */
+static inline __attribute__((always_inline)) void listener_attach_plain(tether_conn *c, int fd,
+                                                                        bool is_unix)
+{
+    tether__tcp_transport_init(&c->tcp, fd, is_unix);
+    c->tr = &c->tcp;
+    c->io.fd = fd; /* (its watcher is not registered yet: tether__conn_alloc()) */
+    c->state = TETHER__CS_READY;
+    c->ready_at = tether__loop_time(c->h.loop);
+    if (TETHER__UNLIKELY(c->ex != NULL)) {
+        tether__conn_timer_stop(c);
+        tether__conn_extra_trim(c);
+    }
+    if (c->hooks & TETHER__CH_LIVE) {
+        tether__live_start(c);
+    }
+    c->flags |= TETHER__CF_ACCEPT_DONE;
+    c->h.hidden = false; /* the application has it now */
+    unsigned ev = TETHER_EV_READ;
+    if (c->cfg->on_accept != NULL) {
+        c->dispatching++;
+        c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
+        c->dispatching--;
+        if (c->state != TETHER__CS_READY) {
+            return;
+        }
+        ev = tether__conn_ready_events(c); /* (it may have paused, which watches it) */
+    }
+    int rv = TETHER__LIKELY(!c->io.registered) ? tether__io_add(c->h.loop, &c->io, ev)
+                                               : tether__io_set(c->h.loop, &c->io, ev);
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+        return;
+    }
+    if (c->wq_head != NULL) {
+        tether__conn_todo(c, TETHER__CT_FLUSH); /* sent from on_accept */
+    }
+}
+
 /* Whether accepted sockets can take listener_adopt_direct(). */
 static void listener_set_direct(tether_listener *l)
 {
@@ -209,8 +252,11 @@ listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bo
         atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
     }
     tether__conn_set_peer(c, pa);
-    int rv = l->plain ? tether__conn_attach_plain(c, fd, l->is_unix)
-                      : tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
+    if (l->plain) {
+        listener_attach_plain(c, fd, l->is_unix);
+        return;
+    }
+    int rv = tether__conn_attach(c, fd, l->is_unix, NULL, true, NULL);
     if (rv != TETHER_OK) {
         listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
         tether__conn_end(c, rv);
@@ -244,11 +290,7 @@ listener_adopt_direct(tether_listener *l, int fd, const union tether__peer_addr 
     l->cfg->accepted++;
     l->accepted++;
     tether__conn_set_peer(c, pa);
-    int rv = tether__conn_attach_plain(c, fd, l->is_unix);
-    if (rv != TETHER_OK) {
-        listener_report(l, rv, "accept on %s: %s", l->url, tether_strerror(rv));
-        tether__conn_end(c, rv);
-    }
+    listener_attach_plain(c, fd, l->is_unix);
 }
 
 /* The listening socket is level-triggered: a client left in the backlog
