@@ -31,23 +31,17 @@ uint64_t tether__now_ms(void)
  * lock-free atomic, not one emulated with a lock. */
 static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");
 
-static uint32_t to_epoll(unsigned ev)
+/* The epoll interest for TETHER_EV_* events: a lookup, as the two bits
+ * make four sets. With no interest, EPOLLET: epoll reports errors and
+ * hang-ups even to an fd that asks for nothing, and level-triggered it
+ * reports them on every wait: a paused connection whose peer reset it
+ * would make the loop spin. Edge-triggered they come once, and are
+ * dropped by the dispatch. */
+static_assert(TETHER_EV_READ == 1u && TETHER_EV_WRITE == 2u, "the map's indices");
+static inline uint32_t to_epoll(unsigned ev)
 {
-    uint32_t e = 0;
-    if (ev & TETHER_EV_READ) {
-        e |= EPOLLIN;
-    }
-    if (ev & TETHER_EV_WRITE) {
-        e |= EPOLLOUT;
-    }
-    if (e == 0) {
-        /* epoll reports errors and hang-ups even to an fd that asks for
-         * nothing, and level-triggered it reports them on every wait: a
-         * paused connection whose peer reset it would make the loop spin.
-         * Edge-triggered they come once, and are dropped below. */
-        e = EPOLLET;
-    }
-    return e;
+    static const uint32_t map[4] = {EPOLLET, EPOLLIN, EPOLLOUT, EPOLLIN | EPOLLOUT};
+    return map[ev & 3u];
 }
 
 int tether__io_set(tether_loop *loop, struct tether__io *io, unsigned events)
