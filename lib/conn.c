@@ -445,7 +445,8 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
     return TETHER_OK;
 }
 
-void tether__conn_attach_dialed(tether_conn *c, bool is_unix)
+/* (Inline in conn_pending_cb(), which attaches most dials.) */
+static inline __attribute__((always_inline)) void conn_attach_dialed(tether_conn *c, bool is_unix)
 {
     int fd = c->io.fd;
     tether__tcp_transport_init(&c->tcp, fd, is_unix);
@@ -454,6 +455,11 @@ void tether__conn_attach_dialed(tether_conn *c, bool is_unix)
     c->dispatching++;
     conn_became_ready(c);
     c->dispatching--;
+}
+
+void tether__conn_attach_dialed(tether_conn *c, bool is_unix)
+{
+    conn_attach_dialed(c, is_unix);
 }
 
 /* ---- loop callbacks ---------------------------------------------------- */
@@ -679,7 +685,27 @@ static void conn_pending_cb(struct tether__pending *p)
         }
         return;
     }
-    if (c->todo & TETHER__CT_DIALED) {
+    if (c->todo == TETHER__CT_DIALED && c->state == TETHER__CS_CONNECTING && c->cfg->ws == NULL &&
+        c->cfg->o.proxy_protocol == 0) {
+        /* The usual dial (dial_direct.c): a plain socket established inside
+         * tether_conn_dial(), nothing else due. The attach adds CT_CONNECTED
+         * (and CT_FLUSH for what was sent before it, which dispatch_end
+         * writes); on a failure it ends the connection (CT_CLOSE, below). */
+        c->todo = TETHER__CT_HELD;
+        conn_attach_dialed(c, false);
+        c->todo &= (uint8_t) ~(TETHER__CT_HELD | TETHER__CT_CONNECTED | TETHER__CT_FLUSH);
+        if (c->state == TETHER__CS_READY) {
+            c->flags |= TETHER__CF_CONNECT_DONE;
+            if (c->cfg->o.on_connect != NULL) {
+                c->dispatching++;
+                c->cfg->o.on_connect(c, TETHER_OK, c->userdata);
+                c->dispatching--;
+            }
+            if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
+                tether__conn_begin_close(c);
+            }
+        }
+    } else if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
         if (c->state == TETHER__CS_CONNECTING) {
             /* What the attach adds (CT_CONNECTED; on a failure CT_CLOSE)
