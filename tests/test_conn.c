@@ -916,6 +916,75 @@ START_TEST(ipv6_loopback)
 }
 END_TEST
 
+/* A port on the loopback address addr (127.0.0.2 or ::1) that refuses
+ * connections: bound, never listening (the socket stays in *keep_fd). */
+static int refused_port_at(int family, const char *addr, int *keep_fd)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        ck_assert_int_eq(inet_pton(AF_INET6, addr, &sin6->sin6_addr), 1);
+        sl = sizeof *sin6;
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        ck_assert_int_eq(inet_pton(AF_INET, addr, &sin->sin_addr), 1);
+        sl = sizeof *sin;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, sl), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
+    *keep_fd = fd;
+    return ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                    : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* A refused dial to url: reported from the loop only, as
+ * ECONNREFUSED with the detail naming the URL, and its socket closed. */
+static void expect_refused(const char *url)
+{
+    int before = th_count_fds();
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, url, &o);
+    ck_assert_int_eq(k.connect_calls, 0);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_calls, 1);
+    ck_assert_int_eq(k.connect_status, TETHER_ECONNREFUSED);
+    ck_assert_int_eq(k.close_calls, 1);
+    ck_assert_int_eq(k.close_reason, TETHER_ECONNREFUSED);
+    char want[128];
+    snprintf(want, sizeof want, "connect to %s: connection refused", url);
+    ck_assert_str_eq(k.detail, want);
+    th_run_idle(50);
+    ck_assert_int_eq(th_count_fds(), before);
+}
+
+/* A dial to a loopback address asks the kernel whether the handshake
+ * finished inside connect() (dial_direct.c); a refusal must still read
+ * as one on every loopback address that shortcut covers: another
+ * address of 127.0.0.0/8, and ::1. */
+START_TEST(connection_refused_other_loopbacks)
+{
+    reset_state();
+    int keep;
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.2:%d", refused_port_at(AF_INET, "127.0.0.2", &keep));
+    expect_refused(url);
+    close(keep);
+    if (!have_ipv6_loopback()) {
+        fprintf(stderr, "SKIP connection_refused_other_loopbacks [::1]: no ::1 on this machine\n");
+        return;
+    }
+    snprintf(url, sizeof url, "tcp://[::1]:%d", refused_port_at(AF_INET6, "::1", &keep));
+    expect_refused(url);
+    close(keep);
+}
+END_TEST
+
 START_TEST(localhost_without_dns)
 {
     /* The server is on 127.0.0.1 only; localhost must reach it. */
@@ -2086,6 +2155,7 @@ static Suite *conn_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connection_refused_is_clear);
+    tcase_add_test(tc, connection_refused_other_loopbacks);
     tcase_add_test(tc, numeric_connect_timeout_is_clear);
     tcase_add_test(tc, abort_while_connecting_closes_socket);
     tcase_add_test(tc, repeated_dials_keep_their_own_options);
