@@ -31,11 +31,15 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
-/* Every accepted connection is one of these (TCP: nothing else; TLS: and
- * its transport), for as long as it lives: tens of thousands idle in one process (issue #12,
+/* Every accepted connection is one of these (TCP: nothing else; TLS: with
+ * its transport running on into the block's tail), for as long as it
+ * lives: tens of thousands idle in one process (issue #12,
  * tests/bench/README.md). What only some connections need, or need only
  * for a while, goes into struct tether__conn_extra instead. */
 static_assert(sizeof(struct tether_conn) <= 232, "keep the connection small");
+static_assert(offsetof(struct tether_conn, tcp) + sizeof(struct tether_transport) ==
+                  sizeof(struct tether_conn),
+              "the transport is last: a TLS one runs on into the tail");
 /* c->reason holds a TETHER_E* code in a byte (error.c's table ends at
  * TETHER_ECERTREQUIRED). */
 static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
@@ -51,7 +55,8 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     if (m == NULL) {
         return NULL;
     }
-    tether_conn *c = tether__conn_block_new(m);
+    tether_conn *c = cfg->tls == NULL ? tether__conn_block_new(m)
+                                      : tether__conn_block_new_tail(tether__conn_tail(cfg));
     if (c == NULL) {
         return NULL;
     }
@@ -63,8 +68,9 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
     c->rx_tag = cfg->o.calls ? TETHER__RX_PROBE : 0; /* notices a plain peer (call.c) */
     if (cfg->live && !cfg->live_lazy) {
         if (tether__live_new(c) != TETHER_OK) {
+            size_t tail = tether__conn_tail(cfg);
             tether__conn_cfg_unref(cfg);
-            tether__conn_block_drop(m, c);
+            tether__conn_block_drop(m, c, tail);
             return NULL;
         }
     }
@@ -400,7 +406,11 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
 {
     int rv;
     if (c->cfg->tls != NULL) {
-        rv = tether__tls_transport_new(&c->tr, c->h.loop, c->cfg->tls, fd, host, server);
+        /* (In place: the block has room for it, tether__conn_alloc.) */
+        rv = tether__tls_transport_init(&c->tcp, c->h.loop, c->cfg->tls, fd, host, server);
+        if (rv == TETHER_OK) {
+            c->tr = &c->tcp;
+        }
         if (rv == TETHER_OK && server && c->cfg->pp_accept == 0) {
             /* Accepted connections have no connect deadline: the TLS
              * configuration bounds their handshake. */
@@ -784,8 +794,8 @@ void tether_conn_close(tether_conn *c)
     case TETHER__CS_READY:
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
-        if (c->tr == &c->tcp && c->wq_head == NULL && !(c->flags & TETHER__CF_EOF) &&
-            !(c->hooks & TETHER__CH_LIVE)) {
+        if (c->tr == &c->tcp && c->tcp.ops->plain && c->wq_head == NULL &&
+            !(c->flags & TETHER__CF_EOF) && !(c->hooks & TETHER__CH_LIVE)) {
             /* tether__conn_begin_close() of a plain socket with nothing
              * queued, no liveness timer to stop and the peer's FIN still
              * to come: the FIN at once (a failing one, the peer already

@@ -241,9 +241,6 @@ struct tether_conn {
     struct tether__conn_cfg *cfg;
     void *userdata;
     struct tether_transport *tr; /* &tcp, or a TLS or WebSocket transport */
-    /* The plain transport, in place (c->tr points here unless TLS is on;
-     * a WebSocket layer wraps it). */
-    struct tether_transport tcp;
     struct tether__io io;
     struct tether__pending pend;
     struct tether__flush flush;
@@ -311,6 +308,13 @@ struct tether_conn {
      * 32 bits (tether__conn_qlag()). */
     uint32_t qacct;
     struct tether__peer4 peer; /* accepted: the address accept() gave (tether__conn_set_peer) */
+
+    /* The transport, in place, last: the plain one (c->tr points here
+     * unless TLS is on; a WebSocket layer wraps it), or a TLS one, which
+     * runs on into the block's tail (tether__conn_alloc: a TLS
+     * connection's block is TETHER__TLS_TRANSPORT_SIZE - sizeof tcp bytes
+     * longer, one heap block rather than two: issue #12). */
+    struct tether_transport tcp;
 };
 
 /* The loop's memory budget and accounting (membudget.c): it exists while

@@ -421,10 +421,18 @@ static inline void tether__linger_add(tether_conn *c)
 
 /* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
 void tether__conn_spares_free(struct tether__mem *m);
+/* The bytes a connection of cfg needs after its struct: a TLS transport
+ * is built at c->tcp, the struct's last member, and runs on past it. */
+static inline size_t tether__conn_tail(const struct tether__conn_cfg *cfg)
+{
+    return cfg->tls != NULL ? TETHER__TLS_TRANSPORT_SIZE - sizeof(struct tether_transport) : 0;
+}
 /* conn_mem.c: a zeroed connection block (a spare one or a new one; NULL
- * if out of memory), and back to the spares (or free()). */
+ * if out of memory); one with tail bytes after it (tether__conn_tail()
+ * != 0: a new one); and back to the spares (or free(): with a tail). */
 tether_conn *tether__conn_block_new(struct tether__mem *m);
-void tether__conn_block_drop(struct tether__mem *m, tether_conn *c);
+tether_conn *tether__conn_block_new_tail(size_t tail);
+void tether__conn_block_drop(struct tether__mem *m, tether_conn *c, size_t tail);
 /* conn_mem.c: closes the socket (through the transport, if any) and
  * frees a finished connection with all it holds. */
 void tether__conn_destroy_transport(tether_conn *c);

@@ -93,8 +93,21 @@ tether_conn *tether__conn_block_new(struct tether__mem *m)
     return c;
 }
 
-void tether__conn_block_drop(struct tether__mem *m, tether_conn *c)
+tether_conn *tether__conn_block_new_tail(size_t tail)
 {
+    tether_conn *c = malloc(sizeof *c + tail); /* (spares are plain blocks) */
+    if (c != NULL) {
+        spare_zero(c, sizeof *c + tail); /* (tail: a multiple of 8) */
+    }
+    return c;
+}
+
+void tether__conn_block_drop(struct tether__mem *m, tether_conn *c, size_t tail)
+{
+    if (tail != 0) {
+        free(c);
+        return;
+    }
     spare_put(&m->spare_conns, c, sizeof *c);
 }
 
@@ -156,7 +169,7 @@ void tether__conn_extra_trim(tether_conn *c)
 
 /* Closes the socket: off the epoll set first (see below), then the
  * transport's destroy(), made here for the plain one in place (c->tcp),
- * which every TCP connection has. */
+ * which every TCP connection has (a TLS one is built there too). */
 static inline void conn_close_socket(tether_conn *c)
 {
     /* Out of the epoll set before destroy() closes the fd (a lingering
@@ -167,7 +180,7 @@ static inline void conn_close_socket(tether_conn *c)
     if (c->io.registered) {
         tether__io_stop(c->h.loop, &c->io);
     }
-    if (c->tr == &c->tcp) {
+    if (c->tr == &c->tcp && c->tcp.ops->plain) { /* (a TLS one is in place too) */
         tether__plain_destroy(&c->tcp);
     } else if (c->tr != NULL) {
         c->tr->ops->destroy(c->tr);
@@ -250,6 +263,7 @@ void tether__conn_free(tether_conn *c)
     if (c->err_owned) {
         free((char *)c->err);
     }
+    size_t tail = tether__conn_tail(c->cfg);
     tether__conn_cfg_unref(c->cfg); /* (with the URL: cfg->dial_url) */
-    tether__conn_block_drop(loop->mem, c);
+    tether__conn_block_drop(loop->mem, c, tail);
 }

@@ -105,11 +105,14 @@ void tether__tls_err_text(unsigned long e, char *buf, size_t len);
 
 /* Wraps a connected, non-blocking socket in TLS, for a connection of
  * loop (whose list of busy TLS transports it joins while it holds
- * OpenSSL's buffers: tls_idle.c). host is the name the client dialled
- * (for SNI and verification), NULL on servers. Takes ownership of fd
- * (closes it on failure too). */
-int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
-                              tether_tls_config *cfg, int fd, const char *host, bool server);
+ * OpenSSL's buffers: tls_idle.c). The transport is built in place at
+ * room, which must have TETHER__TLS_TRANSPORT_SIZE bytes (transport.h)
+ * and stay allocated until its destroy(), which frees nothing of it.
+ * host is the name the client dialled (for SNI and verification), NULL
+ * on servers. Takes ownership of fd (closes it on failure too, and
+ * leaves nothing in room to destroy). */
+int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
+                               tether_tls_config *cfg, int fd, const char *host, bool server);
 
 /* ---- tls_idle.c -------------------------------------------------------- */
 

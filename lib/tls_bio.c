@@ -34,7 +34,7 @@ static int bio_write(BIO *b, const char *data, int len)
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             BIO_set_retry_write(b);
         } else {
-            t->sys_errno = (int16_t)errno;
+            t->base.last_errno = errno;
         }
         return -1;
     }
@@ -53,7 +53,7 @@ static int bio_read(BIO *b, char *buf, int len)
         if (t->nfirst < TLS_FIRST_MAX) {
             size_t k = TETHER__MIN((size_t)n, (size_t)(TLS_FIRST_MAX - t->nfirst));
             memcpy(t->first + t->nfirst, buf, k);
-            t->nfirst = (uint8_t)(t->nfirst + k);
+            t->nfirst = (t->nfirst + k) & 0xffu;
         }
         return (int)n;
     }
@@ -64,7 +64,7 @@ static int bio_read(BIO *b, char *buf, int len)
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
         BIO_set_retry_read(b);
     } else {
-        t->sys_errno = (int16_t)errno;
+        t->base.last_errno = errno;
     }
     return -1;
 }

@@ -289,7 +289,7 @@ int tether__tls_fail(struct tls_transport *t, int ssl_err)
         return TETHER_ENOTTLS;
     }
     if (ssl_err == SSL_ERROR_SYSCALL || (e != 0 && lib == ERR_LIB_SYS)) {
-        int se = t->sys_errno != 0 ? t->sys_errno : (lib == ERR_LIB_SYS ? reason : 0);
+        int se = t->base.last_errno != 0 ? t->base.last_errno : (lib == ERR_LIB_SYS ? reason : 0);
         if (se == 0) {
             /* End of stream without an error (OpenSSL 1.1 style). */
             goto eof;

@@ -20,7 +20,7 @@
  * buffers again by itself on the next read or write. A sweep costs
  * O(transports on the list), that is of connections that were busy within
  * the last two periods, once per period; idle connections cost nothing:
- * no timer of their own and no list node beyond 12 bytes in the transport.
+ * no timer of their own and no list node beyond 3 bytes in the transport.
  *
  * The same per-loop state holds the loop's one socket BIO (tls_bio.c),
  * which all its TLS transports share: a BIO of their own would cost each
@@ -133,6 +133,9 @@ struct tls_idle *tether__tls_idle_get(tether_loop *loop)
 void tether__tls_idle_add(struct tls_transport *t)
 {
     struct tls_idle *d = tether__tls_idle_of(t);
+    if (d->n == TLS_IDLE_MAX) {
+        return; /* (idle_slot's 24 bits: the buffers stay, as below) */
+    }
     if (d->n == d->cap) {
         uint32_t cap = d->cap != 0 ? d->cap * 2 : 64;
         struct tls_transport **v = realloc(d->v, cap * sizeof *v);

@@ -39,28 +39,35 @@ struct tls_loop {
     struct tls_transport *cur;
 };
 
-/* Idle servers hold many of these: 56 bytes, a 64-byte block. The
+/* Idle servers hold many of these: 48 bytes, built in place in the
+ * connection's block (its plain transport's 16 bytes and a tail of 32:
+ * TETHER__TLS_TRANSPORT_SIZE), not a block of their own. The
  * configuration (a reference of the transport's) is found through the
  * SSL_CTX (tether__tls_cfg), the detail of the last failure through the
  * SSL's ex_data (tether__tls_err), as only failing connections have one. */
 struct tls_transport {
-    struct tether_transport base; /* must be first */
-    SSL *ssl;                     /* its BIO is the loop's: the way to struct tls_idle */
+    /* Must be first. base.last_errno: the last socket error the BIO saw. */
+    struct tether_transport base;
+    SSL *ssl; /* its BIO is the loop's: the way to struct tls_idle */
     union {
         struct tether__tls_gen *gen; /* servers: held during the handshake (SNI) */
         char *key;                   /* clients: the session cache key */
     } u;
-    uint32_t idle_slot; /* position in the loop's idle list while TF_BUF_LISTED */
+    /* Position in the loop's idle list while TF_BUF_LISTED (24 bits: a
+     * loop lists at most TLS_IDLE_MAX), and the count of first[]. */
+    uint32_t idle_slot : 24;
+    uint32_t nfirst : 8;
     /* Small types below. */
-    uint16_t wpend;    /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
-    int16_t sys_errno; /* the last socket error seen by the BIO */
+    uint16_t wpend; /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
     uint16_t flags;
     int8_t deferred; /* an error (TETHER_E*) to report on the next call, after data */
-    uint8_t hs_want; /* TETHER_EV_* the handshake waits for */
-    uint8_t sd_want; /* TETHER_EV_* the shutdown waits for */
-    uint8_t nfirst;
+    /* TETHER_EV_* the handshake waits for, and once it is done (a shutdown
+     * needs a finished handshake) what the shutdown waits for. */
+    uint8_t want;
     uint8_t first[TLS_FIRST_MAX];
 };
+
+#define TLS_IDLE_MAX ((1u << 24) - 1) /* transports a loop's idle list holds at most */
 
 /* The configuration t was made with: its SSL holds the SSL_CTX, whichever
  * certificate SNI chose, and each SSL_CTX of a configuration knows it. */
@@ -130,7 +137,7 @@ extern int tether__tls_bio_type;
  * memory. Its BIOs take a struct tls_loop as their data (BIO_set_data). */
 BIO_METHOD *tether__tls_bio_method(void);
 
-/* The transport of an SSL made by tether__tls_transport_new(), else NULL;
+/* The transport of an SSL made by tether__tls_transport_init(), else NULL;
  * valid inside the SSL calls the transport makes (callbacks), which is
  * when the loop's shared BIO points at it (tether__tls_bind). Found
  * through the BIO rather than through ex_data, which would cost every

@@ -73,6 +73,11 @@ struct tether_transport {
     int last_errno; /* the plain transport's last failure (in what was padding) */
 };
 
+/* The room a TLS transport (transport_tls.c) takes: it is built in place,
+ * at a connection's struct tether_transport and on into the bytes after
+ * it (struct tether_conn's tcp, the last member, and the block's tail). */
+#define TETHER__TLS_TRANSPORT_SIZE 48
+
 /* Wraps a connected, non-blocking socket in t: the plain transport
  * (transport_tcp.c) is the bare struct, embedded in the connection rather
  * than allocated (a separate block cost an idle connection 32 bytes of

@@ -33,12 +33,15 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* 56 bytes: a 64-byte malloc chunk. The loop's TLS state is found
- * through the SSL's BIO, the configuration through its SSL_CTX, the
+/* 48 bytes, in place in the connection's block: 32 past its plain
+ * transport's 16, which with the 232-byte connection make one 272-byte
+ * malloc chunk where the two blocks took 240 + 64. The loop's TLS state is
+ * found through the SSL's BIO, the configuration through its SSL_CTX, the
  * detail of a failure in its ex_data, and the handshake's SNI
  * certificates (servers) share a slot with the session cache key
  * (clients). */
-static_assert(sizeof(struct tls_transport) <= 56, "keep the TLS transport small");
+static_assert(sizeof(struct tls_transport) <= TETHER__TLS_TRANSPORT_SIZE,
+              "keep the TLS transport small");
 
 /* ---- per-thread staging buffer ----------------------------------------- */
 
@@ -185,7 +188,7 @@ static int tls_await_verdict(struct tls_transport *t)
     int e = SSL_get_error(t->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         tls_clear_errors();
-        t->hs_want = e == SSL_ERROR_WANT_READ ? TETHER_EV_READ : TETHER_EV_WRITE;
+        t->want = e == SSL_ERROR_WANT_READ ? TETHER_EV_READ : TETHER_EV_WRITE;
         return TETHER_EAGAIN;
     }
     if (e == SSL_ERROR_ZERO_RETURN) {
@@ -209,16 +212,16 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
             if (e == SSL_ERROR_WANT_READ) {
-                t->hs_want = TETHER_EV_READ;
+                t->want = TETHER_EV_READ;
                 return TETHER_EAGAIN;
             }
             if (e == SSL_ERROR_WANT_WRITE) {
-                t->hs_want = TETHER_EV_WRITE;
+                t->want = TETHER_EV_WRITE;
                 return TETHER_EAGAIN;
             }
             return tether__tls_fail(t, e);
         }
-        t->hs_want = 0;
+        t->want = 0;
         const tether_tls_config *cfg = tether__tls_cfg(t);
         if (!(t->flags & TF_SERVER) && cfg->alpn != NULL) {
             const unsigned char *p = NULL;
@@ -237,7 +240,7 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
     if (rv != TETHER_OK) {
         return rv;
     }
-    t->hs_want = 0;
+    t->want = 0;
     if (!(t->flags & TF_SERVER)) {
         SSL_set_msg_callback(t->ssl, NULL);
     }
@@ -478,9 +481,9 @@ static unsigned tls_want_events(const struct tether_transport *tr)
 {
     const struct tls_transport *t = (const struct tls_transport *)tr;
     if (!(t->flags & TF_HS_DONE)) {
-        return t->hs_want;
+        return t->want;
     }
-    unsigned ev = t->sd_want;
+    unsigned ev = t->want;
     if (t->flags & TF_RD_WANTS_W) {
         ev |= TETHER_EV_WRITE;
     }
@@ -519,24 +522,24 @@ static int tls_shutdown(struct tether_transport *tr, bool *done)
         if (r < 0) {
             int e = SSL_get_error(t->ssl, r);
             if (e == SSL_ERROR_WANT_WRITE) {
-                t->sd_want = TETHER_EV_WRITE;
+                t->want = TETHER_EV_WRITE;
                 return TETHER_EAGAIN;
             }
             if (e == SSL_ERROR_WANT_READ) {
-                t->sd_want = TETHER_EV_READ;
+                t->want = TETHER_EV_READ;
                 return TETHER_EAGAIN;
             }
-            t->sd_want = 0;
+            t->want = 0;
             *done = true;
             return tether__tls_fail(t, e);
         }
+        t->want = 0; /* (before the handshake is done, want is its own) */
     }
     /* close_notify is out: end the TCP stream too, as a plain connection
      * would, and let the connection drain the peer's remaining input. */
-    t->sd_want = 0;
     *done = true;
     if (shutdown(tr->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-        t->sys_errno = (int16_t)errno;
+        t->base.last_errno = errno;
         tether__tls_set_err(t, "shutdown: %s", strerror(errno));
         return tether__errno_to_err(errno);
     }
@@ -571,7 +574,7 @@ static void tls_destroy(struct tether_transport *tr)
         free(t->u.key);
     }
     tether_tls_config_unref(cfg);
-    free(t);
+    /* (t is in the connection's block: nothing of it to free.) */
 }
 
 static const char *tls_last_error(const struct tether_transport *tr)
@@ -681,17 +684,16 @@ static void tls_server_setup(struct tls_transport *t)
     SSL_set_accept_state(t->ssl);
 }
 
-int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
-                              tether_tls_config *cfg, int fd, const char *host, bool server)
+int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
+                               tether_tls_config *cfg, int fd, const char *host, bool server)
 {
-    *out = NULL;
     struct tls_idle *idle = tether__tls_idle_get(loop);
-    struct tls_transport *t = calloc(1, sizeof *t);
-    if (t == NULL || idle == NULL) {
-        free(t);
+    if (idle == NULL) {
         close(fd);
         return TETHER_ENOMEM;
     }
+    struct tls_transport *t = (struct tls_transport *)room;
+    *t = (struct tls_transport){0};
     t->base.ops = &tls_ops;
     t->base.fd = fd;
     struct tether__tls_gen *g = tether__tls_gen_get(cfg);
@@ -729,7 +731,6 @@ int tether__tls_transport_new(struct tether_transport **out, tether_loop *loop,
         tls_destroy(&t->base); /* closes fd */
         return rv;
     }
-    *out = &t->base;
     return TETHER_OK;
 }
 
