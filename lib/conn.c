@@ -481,13 +481,13 @@ static inline void conn_report_close(tether_conn *c);
  * deferred work, which would have run first, reports it and frees the
  * connection now, as conn_pending_cb() would at the start of the next
  * iteration. (This dispatch was the connection's own, and on_close is its
- * last callback: nothing refers to it after this. The peer's FIN ended
- * every connection of the hs benchmark: a pass through the deferred work
- * less on each.) */
+ * last callback: nothing refers to it after this. The peer's FIN ends
+ * every connection of the hs benchmark.) */
 void tether__conn_end_in_dispatch(tether_conn *c)
 {
-    if (c->todo != TETHER__CT_CLOSE || !tether__pending_take_sole(c->h.loop, &c->pend)) {
-        return;
+    if (c->todo != TETHER__CT_CLOSE ||
+        (c->pend.next != NULL && !tether__pending_take_sole(c->h.loop, &c->pend))) {
+        return; /* (not queued: conn_read.c's EOF kept it off the list) */
     }
     c->todo = 0;
     conn_report_close(c);

@@ -715,18 +715,31 @@ static __attribute__((noinline)) int conn_send_ws(tether_conn *c, const void *da
     return conn_send_queue(c, data, len, false, NULL, NULL);
 }
 
-/* The connection's first message, on a plain socket that can take it,
- * with nothing queued (a client's request from on_connect, typically):
- * nothing went before it to batch it with, so it is written from the
- * caller's memory, as a large message is, and only what the socket does
- * not take is queued. */
+static int conn_send_plain(tether_conn *c, const void *data, size_t len);
+
+/* tether_conn_send() of the connection's first message with nothing
+ * queued (a client's request from on_connect, a server's first reply,
+ * typically): with every check of conn_send_plain(), on a plain socket
+ * that can take it, in the default framing and below DIRECT_MIN, nothing
+ * went before it to batch it with, so it is written from the caller's
+ * memory, as a large message is, and only what the socket does not take
+ * is queued. Any other case goes to conn_send_plain(), whose checks then
+ * pass again. */
 static __attribute__((noinline)) int conn_send_first(tether_conn *c, const void *data, size_t len)
 {
+    int rv = conn_send_check(c, data, len);
+    if (rv != TETHER_OK) {
+        return rv;
+    }
+    if (TETHER__UNLIKELY(!c->cfg->fast_len32 || len >= DIRECT_MIN || c->state != TETHER__CS_READY ||
+                         !c->tr->ops->plain || (c->flags & TETHER__CF_WBLOCKED))) {
+        return conn_send_plain(c, data, len);
+    }
     uint8_t hdr[4];
     tether__put_be32(hdr, (uint32_t)len);
     struct iovec iov[2] = {{hdr, 4}, {(void *)data, len}};
     size_t w = 0;
-    int rv = tether__plain_writev(c->tr, iov, len > 0 ? 2 : 1, &w);
+    rv = tether__plain_writev(c->tr, iov, len > 0 ? 2 : 1, &w);
     if (TETHER__LIKELY(rv == TETHER_OK && w == 4 + len && !(c->hooks & TETHER__CH_LIVE))) {
         c->msgs_out++;
         c->bytes_out += w;
@@ -752,10 +765,7 @@ static __attribute__((noinline)) int conn_send_plain(tether_conn *c, const void 
         struct tether__wseg *t = c->wq_tail;
         bool fits;
         if (t == NULL) {
-            if (c->msgs_out == 0 && c->state == TETHER__CS_READY && c->tr->ops->plain &&
-                !(c->flags & TETHER__CF_WBLOCKED)) {
-                return conn_send_first(c, data, len);
-            }
+            /* (A first message came through conn_send_first().) */
             t = wq_new_first(c, 4 + len);
             if (t == NULL) {
                 return TETHER_ENOMEM;
@@ -808,7 +818,7 @@ int tether_conn_send(tether_conn *c, const void *data, size_t len)
     }
     struct tether__wseg *t = c->wq_tail;
     if (t == NULL) {
-        return conn_send_plain(c, data, len);
+        return c->msgs_out == 0 ? conn_send_first(c, data, len) : conn_send_plain(c, data, len);
     }
     const struct tether__conn_cfg *cfg = c->cfg;
     if (len > 64 || data == NULL || c->state > TETHER__CS_READY ||
