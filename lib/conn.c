@@ -506,6 +506,9 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
          * transport's own readiness and buffered input, which a plain
          * socket never has. */
         tether__conn_on_io_plain(c, revents);
+    } else if (c->state == TETHER__CS_LINGER && (c->flags & TETHER__CF_CLOSE_DONE) &&
+               c->pend.next == NULL) {
+        tether__conn_on_io_linger(c); /* (the common end after our close) */
     } else {
         conn_on_io_general(c, revents);
     }
@@ -554,21 +557,12 @@ __attribute__((noinline)) static void conn_on_io_general(tether_conn *c, unsigne
         }
         break;
     case TETHER__CS_LINGER:
-        /* The peer's FIN (or a reset) ends the linger. on_close has run,
-         * so nothing of the application's refers to the connection any
-         * more, and nothing of this dispatch does after this: it is freed
-         * here rather than from the deferred work one pass later. */
+        /* The peer's FIN (or a reset) ends the linger, here with on_close
+         * or other deferred work still due (reported closed with nothing
+         * due, the connection went to tether__conn_on_io_linger(), which
+         * frees it at once). */
         if (!tether__conn_linger_read(c)) {
             break;
-        }
-        if ((c->flags & TETHER__CF_CLOSE_DONE) && c->pend.next == NULL) {
-            /* (conn_finish() for LINGER without its stops and the close,
-             * which the free makes) */
-            c->state = TETHER__CS_DEAD;
-            tether__linger_remove(c);
-            conn_release_queue(c);
-            tether__conn_free(c);
-            return;
         }
         c->todo |= TETHER__CT_HELD;
         conn_finish(c, TETHER_OK);

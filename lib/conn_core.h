@@ -221,6 +221,13 @@ void tether__conn_fail_reset(tether_conn *c, const char *what);
  * end the connection. */
 bool tether__conn_linger_read(tether_conn *c);
 
+/* The loop's readiness report for a lingering connection already
+ * reported closed and with no deferred work due (conn.c's watcher
+ * callback hands it over): reads and drops, and at the peer's FIN frees
+ * the connection there and then (conn_finish() for LINGER without its
+ * stops and the close, which the free makes). */
+void tether__conn_on_io_linger(tether_conn *c);
+
 /* conn_linger.c: how long a connection lingers after its FIN at most. */
 #define TETHER__LINGER_MS 2000u
 /* Sets up the loop's linger list and timer (with its budget, m). */

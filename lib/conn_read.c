@@ -695,7 +695,7 @@ static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *
 }
 
 /* Reads and discards after our FIN, until the peer's FIN. */
-bool tether__conn_linger_read(tether_conn *c)
+static inline __attribute__((always_inline)) bool conn_linger_read(tether_conn *c)
 {
     uint8_t *lb = read_buf_get(c);
     for (int round = 0; round < READ_ROUNDS && lb != NULL; round++) {
@@ -710,4 +710,22 @@ bool tether__conn_linger_read(tether_conn *c)
         }
     }
     return false;
+}
+
+bool tether__conn_linger_read(tether_conn *c)
+{
+    return conn_linger_read(c);
+}
+
+void tether__conn_on_io_linger(tether_conn *c)
+{
+    if (!conn_linger_read(c)) {
+        return;
+    }
+    c->state = TETHER__CS_DEAD;
+    tether__linger_remove(c);
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c); /* (conn.c's conn_release_queue()) */
+    }
+    tether__conn_free(c);
 }

@@ -448,11 +448,19 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
 {
     /* The time is read lazily (tether__loop_time()): with no timer armed,
      * nothing here needs it, and a timer armed from here on reads it
-     * then. With one armed, read the clock, so that a deadline that passed
-     * during the dispatch fires now instead of one timeout later. */
+     * then. With one armed, it is read once per wake-up: here only at the
+     * start of a run or of tether_loop_run_once(); tether_loop_run()'s
+     * next iterations keep the time read when the poll woke (a timer
+     * armed meanwhile counts from it too), so the work of one wake-up
+     * sees one time until the loop waits again, as tether_loop_now()
+     * says. (A deadline that passes while the callbacks run fires at the
+     * next wake-up, late by at most their time, as it would if it passed
+     * during the callbacks of a batch.) */
     bool busy = false; /* something ran before the poll */
     if (loop->heap_len > 0) {
-        tether__loop_update_time(loop);
+        if (!loop->time_fresh) {
+            tether__loop_update_time(loop);
+        }
         if (loop->heap[0]->deadline <= loop->now) {
             tether__timers_run(loop);
             busy = true;
@@ -563,12 +571,8 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         if (!until_idle || !quiet || loop->stop || loop->active == 0 || loop->hooks != 0) {
             return 0;
         }
-        if (loop->heap_len > 0) {
-            tether__loop_update_time(loop);
-            if (loop->heap[0]->deadline <= loop->now) {
-                return 0;
-            }
-        }
+        /* (With a timer armed the time is that of this wake-up, read
+         * after the poll or by the arming: its timers were tested above.) */
         timeout = loop_timeout(loop, timeout_ms);
     }
 }

@@ -378,8 +378,10 @@ TETHER_API int tether_loop_backend_timeout(const tether_loop *loop);
 /**
  * @brief The loop's cached time in milliseconds on the monotonic clock.
  *
- * Read from the clock when the loop wakes from waiting for I/O and before
- * an iteration's timers run, while a timer is armed; with none armed, on
+ * Read from the clock, while a timer is armed, when the loop wakes from
+ * waiting for I/O and when tether_loop_run() or tether_loop_run_once()
+ * starts (not again before the wait: a deadline that passes while the
+ * callbacks run fires at the next wake-up); with none armed, on
  * the first call after a wake-up (or when a run ends) instead: at most once
  * per iteration as a rule, so it is cheap and stays the same while the
  * callbacks of one wake-up run (I/O callbacks, deferred work and hooks
