@@ -161,3 +161,22 @@ th_start_haproxy() {
     haproxy_pid=$!
     bg_pids+=("$haproxy_pid")
 }
+
+# haproxy_cmd CMD: one command on the stats socket $tmp/haproxy.sock
+# (bounded: 5 s), its answer on stdout.
+haproxy_cmd() {
+    python3 - "$tmp/haproxy.sock" "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.write(out.decode())
+EOF
+}

@@ -142,24 +142,6 @@ EOF
 
 th_start_haproxy "$haproxy_bin"
 
-# haproxy_cmd CMD: one command on the stats socket (bounded).
-haproxy_cmd() {
-    python3 - "$tmp/haproxy.sock" "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-out = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    out += chunk
-sys.stdout.write(out.decode())
-EOF
-}
-
 ready=0
 for ((i = 0; i < 200; i++)); do
     if [[ -S $tmp/haproxy.sock ]] && haproxy_cmd "show info" >/dev/null 2>&1; then
