@@ -5,9 +5,9 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c), its memory (conn_mem.c), the wording of its failures
- * (conn_fail.c); what the application reads about a connection is in
- * conn_info.c; conn_core.h declares what they share.
+ * (liveness.c), its memory (conn_mem.c), the dial (conn_dial.c), the
+ * wording of its failures (conn_fail.c); what the application reads about
+ * a connection is in conn_info.c; conn_core.h declares what they share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -871,56 +871,4 @@ void tether_conn_resume(tether_conn *c)
     } else {
         tether__conn_update_io(c);
     }
-}
-
-int tether_conn_dial(tether_conn **out, tether_loop *loop, const char *url,
-                     const tether_conn_opts *opts, tether_error *out_err)
-{
-    tether__error_clear(out_err);
-    if (out == NULL) {
-        return tether__set_error(out_err, TETHER_EINVAL, "out is NULL");
-    }
-    *out = NULL;
-    if (loop == NULL) {
-        return tether__set_error(out_err, TETHER_EINVAL, "loop is NULL");
-    }
-    struct tether__url storage;
-    const struct tether__url *u;
-    struct tether__conn_cfg *cfg;
-    struct tether__conn_cfg *made = NULL; /* a new configuration: ours to release */
-    int rv;
-    const struct tether__dial_mem *m = tether__dial_mem_find(loop, url, opts);
-    if (TETHER__LIKELY(m != NULL)) {
-        cfg = m->cfg;
-        u = &m->u;
-    } else {
-        rv = tether__dial_cfg(loop, url, opts, &made, &u, &storage, out_err);
-        if (rv != TETHER_OK) {
-            return rv;
-        }
-        cfg = made;
-    }
-    tether_conn *c = tether__conn_alloc(loop, cfg, TETHER__CS_CONNECTING);
-    if (made != NULL) {
-        tether__conn_cfg_unref(made);
-    }
-    if (c == NULL) {
-        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
-    }
-    c->flags |= TETHER__CF_DIALED;
-    c->userdata = opts != NULL ? opts->userdata : NULL; /* (a shared cfg has another's) */
-    if (tether__ack_dial_take(c) != TETHER_OK ||
-        ((cfg->o.heartbeat_ms > 0 || cfg->o.calls || tether__conn_ack(c) != NULL) &&
-         tether__ctrl_queue_hello(c) != TETHER_OK)) {
-        c->state = TETHER__CS_DEAD;
-        tether__conn_free(c);
-        return tether__set_error(out_err, TETHER_ENOMEM, "out of memory");
-    }
-    rv = tether__dial_start(c, u); /* (arms the connect deadline) */
-    if (rv != TETHER_OK && c->state != TETHER__CS_DEAD) {
-        /* Found synchronously, delivered from the loop (callback contract). */
-        tether__conn_fail(c, rv, "connect to %s: %s", url, tether_strerror(rv));
-    }
-    *out = c;
-    return TETHER_OK;
 }
