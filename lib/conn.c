@@ -44,6 +44,21 @@ static_assert(offsetof(struct tether_conn, tcp) + sizeof(struct tether_transport
  * TETHER_ECERTREQUIRED). */
 static_assert(TETHER_ECERTREQUIRED >= INT8_MIN, "error codes fit c->reason");
 
+/* A dialled connection is established: on_connect, once, then the close
+ * the application asked for before it (kept until now). */
+static inline __attribute__((always_inline)) void conn_report_connected(tether_conn *c)
+{
+    c->flags |= TETHER__CF_CONNECT_DONE;
+    if (c->cfg->o.on_connect != NULL) {
+        c->dispatching++;
+        c->cfg->o.on_connect(c, TETHER_OK, c->userdata);
+        c->dispatching--;
+    }
+    if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
+        tether__conn_begin_close(c);
+    }
+}
+
 static void conn_pending_cb(struct tether__pending *p);
 static void conn_on_io(struct tether__io *io, unsigned revents);
 static void conn_close_obj(void *obj);
@@ -302,26 +317,12 @@ void tether__conn_begin_close(tether_conn *c)
 
 static inline __attribute__((always_inline)) void conn_became_ready(tether_conn *c)
 {
-    c->state = TETHER__CS_READY;
-    c->ready_at = tether__loop_time(c->h.loop);
-    tether__conn_timer_stop(c);
-    if (c->ex != NULL) {
-        tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
-    }
-    if (c->hooks & TETHER__CH_LIVE) {
-        tether__live_start(c);
-    }
+    tether__conn_mark_ready(c);
     if (c->flags & TETHER__CF_DIALED) {
         tether__conn_todo(c, TETHER__CT_CONNECTED);
     }
     if (c->flags & TETHER__CF_ACCEPTED && !(c->flags & TETHER__CF_ACCEPT_DONE)) {
-        c->flags |= TETHER__CF_ACCEPT_DONE;
-        c->h.hidden = false; /* the application has it now */
-        if (c->cfg->on_accept != NULL) {
-            c->dispatching++;
-            c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
-            c->dispatching--;
-        }
+        tether__conn_report_accept(c);
     }
     if (c->state != TETHER__CS_READY) {
         return;
@@ -699,15 +700,7 @@ static void conn_pending_cb(struct tether__pending *p)
         conn_attach_dialed(c, false);
         c->todo &= (uint8_t) ~(TETHER__CT_HELD | TETHER__CT_CONNECTED | TETHER__CT_FLUSH);
         if (c->state == TETHER__CS_READY) {
-            c->flags |= TETHER__CF_CONNECT_DONE;
-            if (c->cfg->o.on_connect != NULL) {
-                c->dispatching++;
-                c->cfg->o.on_connect(c, TETHER_OK, c->userdata);
-                c->dispatching--;
-            }
-            if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
-                tether__conn_begin_close(c);
-            }
+            conn_report_connected(c);
         }
     } else if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
@@ -722,15 +715,7 @@ static void conn_pending_cb(struct tether__pending *p)
     if (c->todo & TETHER__CT_CONNECTED) {
         c->todo &= (uint16_t)~TETHER__CT_CONNECTED;
         if (c->state == TETHER__CS_READY && !(c->flags & TETHER__CF_CONNECT_DONE)) {
-            c->flags |= TETHER__CF_CONNECT_DONE;
-            if (c->cfg->o.on_connect != NULL) {
-                c->dispatching++;
-                c->cfg->o.on_connect(c, TETHER_OK, c->userdata);
-                c->dispatching--;
-            }
-            if (c->state == TETHER__CS_READY && (c->flags & TETHER__CF_CLOSE_REQ)) {
-                tether__conn_begin_close(c);
-            }
+            conn_report_connected(c);
         }
     }
     if (c->todo & TETHER__CT_PARSE) {

@@ -257,6 +257,37 @@ int tether__live_new(tether_conn *c);
  * maximum age, and arms the timer. */
 void tether__live_start(tether_conn *c);
 
+/* The part of becoming READY that every connection shares (conn.c's
+ * conn_became_ready(), listener.c's inline set-up of a plain accepted
+ * socket): the state, the time (uptime), no handshake deadline any more,
+ * the liveness timers started where configured. */
+static inline __attribute__((always_inline)) void tether__conn_mark_ready(tether_conn *c)
+{
+    c->state = TETHER__CS_READY;
+    c->ready_at = tether__loop_time(c->h.loop);
+    if (TETHER__UNLIKELY(c->ex != NULL)) {
+        tether__conn_timer_stop(c);
+        tether__conn_extra_trim(c); /* (an accepted TLS connection's deadline) */
+    }
+    if (c->hooks & TETHER__CH_LIVE) {
+        tether__live_start(c);
+    }
+}
+
+/* An accepted connection is the application's now: on_accept, once
+ * (conn.c's conn_became_ready(), listener.c's plain set-up). It may
+ * close, abort or pause the connection. */
+static inline __attribute__((always_inline)) void tether__conn_report_accept(tether_conn *c)
+{
+    c->flags |= TETHER__CF_ACCEPT_DONE;
+    c->h.hidden = false; /* the application has it now */
+    if (c->cfg->on_accept != NULL) {
+        c->dispatching++;
+        c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
+        c->dispatching--;
+    }
+}
+
 /* Arms the timer for the earliest check that could fail or ping; on a
  * lazy configuration frees c->ex->live when there is none. */
 void tether__live_arm(tether_conn *c);

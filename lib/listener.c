@@ -174,22 +174,10 @@ static inline __attribute__((always_inline)) void listener_attach_plain(tether_c
     tether__tcp_transport_init(&c->tcp, fd, is_unix);
     c->tr = &c->tcp;
     c->io.fd = fd; /* (its watcher is not registered yet: tether__conn_alloc()) */
-    c->state = TETHER__CS_READY;
-    c->ready_at = tether__loop_time(c->h.loop);
-    if (TETHER__UNLIKELY(c->ex != NULL)) {
-        tether__conn_timer_stop(c);
-        tether__conn_extra_trim(c);
-    }
-    if (c->hooks & TETHER__CH_LIVE) {
-        tether__live_start(c);
-    }
-    c->flags |= TETHER__CF_ACCEPT_DONE;
-    c->h.hidden = false; /* the application has it now */
+    tether__conn_mark_ready(c);
+    tether__conn_report_accept(c);
     unsigned ev = TETHER_EV_READ;
     if (c->cfg->on_accept != NULL) {
-        c->dispatching++;
-        c->cfg->on_accept(c->cfg->listener, c, c->cfg->accept_ud);
-        c->dispatching--;
         if (c->state != TETHER__CS_READY) {
             return;
         }
