@@ -13,8 +13,10 @@
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
  * never from inside an API call: an API call that has something to report
  * queues it on the connection's pending node. Memory is freed only from
- * deferred work, so it is always safe to close or abort a connection inside
- * its callbacks. */
+ * deferred work, or at the end of the connection's own I/O dispatch once
+ * on_close (its last callback) has returned (a peer's close with nothing
+ * else due, conn_read.c), so it is always safe to close or abort a
+ * connection inside its callbacks. */
 #include "ack.h"
 #include "conn_core.h"
 #include "delivery.h"
