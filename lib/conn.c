@@ -192,15 +192,6 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
     conn_finish_open(c, reason);
 }
 
-/* tether__wq_release_all(), called only when there is something to
- * release or to take off the memory budget. */
-static inline void conn_release_queue(tether_conn *c)
-{
-    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
-        tether__wq_release_all(c);
-    }
-}
-
 /* ---- I/O interest ---------------------------------------------------- */
 
 static inline void conn_watch(tether_conn *c, unsigned ev)
@@ -646,7 +637,7 @@ static inline __attribute__((always_inline)) void conn_report_close(tether_conn 
         /* Whatever is still queued will never be sent: release zero-copy
          * buffers before telling the application the connection is gone. */
         if (c->state == TETHER__CS_DEAD) {
-            conn_release_queue(c);
+            tether__conn_release_queue(c);
         }
         if (tether__conn_dl(c) != NULL) {
             tether__dl_conn_gone(c); /* completions and calls fail first */
@@ -753,7 +744,7 @@ static void conn_pending_cb(struct tether__pending *p)
         conn_report_close(c);
     }
     if ((c->todo & TETHER__CT_FREE) && c->state == TETHER__CS_DEAD) {
-        conn_release_queue(c);
+        tether__conn_release_queue(c);
         tether__conn_free(c);
     }
 }

@@ -70,6 +70,15 @@ struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop);
 /* Releases every queued segment, calling the zero-copy free callbacks. */
 void tether__wq_release_all(tether_conn *c);
 
+/* tether__wq_release_all(), called only when there is something to
+ * release or to take off the memory budget. */
+static inline void tether__conn_release_queue(tether_conn *c)
+{
+    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
+        tether__wq_release_all(c);
+    }
+}
+
 /* Appends pieces as copies: what fits goes into the tail segment, the rest
  * into one new segment. All or nothing on allocation failure. */
 int tether__wq_append_copy(tether_conn *c, const struct iovec *iov, int n, size_t total);
@@ -317,6 +326,37 @@ void tether__live_queue_started(tether_conn *c);
 /* A flush ended with TETHER__CF_QSTART_DUE set: output it left queued is
  * watched from now (the queue started in this iteration: same time). */
 void tether__live_qstart_due(tether_conn *c);
+
+/* ---- writes past the queue (wqueue.c, conn_ws.c) ----------------------- */
+
+/* w bytes of a message written from the caller's memory went out past the
+ * queue: counted, and progress for the write timeout (as flush_finish() in
+ * wqueue.c stamps it for the queue). */
+static inline void tether__conn_direct_wrote(tether_conn *c, size_t w)
+{
+    c->bytes_out += w;
+    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
+        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
+    }
+}
+
+/* The part of such a message the socket did not take was queued (rv: how
+ * that went): an out-of-memory fails the connection, since part of the
+ * frame is on the wire and the stream cannot be kept consistent without
+ * the rest; otherwise the queue is watched. The send itself succeeded:
+ * TETHER_OK either way. */
+static inline int tether__conn_direct_queued(tether_conn *c, int rv)
+{
+    if (rv != TETHER_OK) {
+        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
+        return TETHER_OK;
+    }
+    if (c->flags & TETHER__CF_QSTART_DUE) {
+        tether__live_qstart_due(c); /* no flush follows while the socket is full */
+    }
+    tether__conn_update_io(c);
+    return TETHER_OK;
+}
 
 /* After a read: notices when an incomplete frame starts, for the frame
  * timeout. */

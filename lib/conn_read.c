@@ -724,8 +724,6 @@ void tether__conn_on_io_linger(tether_conn *c)
     }
     c->state = TETHER__CS_DEAD;
     tether__linger_remove(c);
-    if (c->wq_head != NULL || c->queued != 0 || c->qacct != 0) {
-        tether__wq_release_all(c); /* (conn.c's conn_release_queue()) */
-    }
+    tether__conn_release_queue(c);
     tether__conn_free(c);
 }

@@ -71,16 +71,6 @@ static inline size_t data_hdr(struct ws_transport *t, uint8_t *out, size_t len, 
     return tether__ws_hdr_encode(out, true, op, len, key);
 }
 
-/* w bytes went out past the queue: counted, and progress for the write
- * timeout (as flush_finish() in wqueue.c stamps it for the queue). */
-static inline void direct_wrote(tether_conn *c, size_t w)
-{
-    c->bytes_out += w;
-    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
-        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
-    }
-}
-
 /* A large server message with nothing queued ahead: written from the
  * caller's memory, header and payload in one writev; only what the socket
  * does not take is queued. */
@@ -96,7 +86,7 @@ static int send_direct(tether_conn *c, const uint8_t *hdr, size_t hl, const uint
         tether__conn_fail_io(c, rv, "write");
         return TETHER_OK;
     }
-    direct_wrote(c, w);
+    tether__conn_direct_wrote(c, w);
     if (w < hl + len) {
         c->flags |= TETHER__CF_WBLOCKED;
     }
@@ -226,7 +216,7 @@ static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
             tether__conn_fail_io(c, rv, "write");
             return TETHER_OK;
         }
-        direct_wrote(c, w);
+        tether__conn_direct_wrote(c, w);
         size_t h = TETHER__MIN(w, hl - hsent);
         hsent += h;
         sent += w - h;
@@ -238,16 +228,8 @@ static int send_direct_masked(tether_conn *c, const uint8_t *data, size_t len)
         c->flags |= TETHER__CF_WBLOCKED;
         /* (Each chunk is masked from the caller's bytes: the part of the
          * last one the socket did not take is masked again here.) */
-        if (stage_rest(c, hdr + hsent, hl - hsent, data + sent, len - sent, key, sent) !=
-            TETHER_OK) {
-            /* Part of the frame is on the wire: the stream cannot be kept
-             * consistent without the rest. */
-            tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-            return TETHER_OK;
-        }
-        if (c->flags & TETHER__CF_QSTART_DUE) {
-            tether__live_qstart_due(c); /* no flush follows while the socket is full */
-        }
+        return tether__conn_direct_queued(
+            c, stage_rest(c, hdr + hsent, hl - hsent, data + sent, len - sent, key, sent));
     }
     tether__conn_update_io(c);
     return TETHER_OK;

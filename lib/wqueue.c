@@ -5,9 +5,10 @@
  *
  * send() appends to a chain of segments; small messages share a segment,
  * large ones, and a plain connection's first message, are written straight
- * from the caller's memory when the queue is empty. The queue is flushed with one writev when the
- * dispatch that sent it ends (or before the loop polls, for sends made outside a dispatch of this
- * connection), so a burst of sends costs one system call. */
+ * from the caller's memory when the queue is empty. The queue is flushed
+ * with one writev when the dispatch that sent it ends (or before the loop
+ * polls, for sends made outside a dispatch of this connection), so a burst
+ * of sends costs one system call. */
 #include "conn_core.h"
 #include "conn_ws.h"
 #include "delivery.h"
@@ -586,10 +587,7 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
         tether__conn_fail_io(c, rv, "write");
         return TETHER_OK;
     }
-    c->bytes_out += w;
-    if (w > 0 && (c->hooks & TETHER__CH_LIVE)) {
-        c->ex->live->wstall = c->ex->live->last_wprog = tether__loop_time(c->h.loop);
-    }
+    tether__conn_direct_wrote(c, w);
     if (w == total) {
         if (zc && fcb != NULL) {
             /* Sent already; the buffer is released from the loop. */
@@ -630,17 +628,7 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
         struct iovec t = {(void *)(trl + skip), tl - skip};
         r3 = tether__wq_append_copy(c, &t, 1, tl - skip);
     }
-    if (r3 != TETHER_OK) {
-        /* Part of the frame is on the wire: the stream cannot be kept
-         * consistent without the rest. */
-        tether__conn_fail(c, TETHER_ENOMEM, "out of memory queueing a message");
-        return TETHER_OK;
-    }
-    if (c->flags & TETHER__CF_QSTART_DUE) {
-        tether__live_qstart_due(c); /* no flush follows while the socket is full */
-    }
-    tether__conn_update_io(c);
-    return TETHER_OK;
+    return tether__conn_direct_queued(c, r3);
 }
 
 /* Queues a message (send() and send_zc() once conn_send_check() passed). */
