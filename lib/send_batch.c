@@ -25,19 +25,6 @@
  * DIRECT_MIN; below it, both copy into the queue). */
 #define BATCH_COPY_MAX (16u * 1024u)
 
-/* tether__put_be32() as one store where the byte order is known. */
-static inline void put_len32(uint8_t *p, uint32_t v)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap32(v);
-    memcpy(p, &v, 4);
-#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    memcpy(p, &v, 4);
-#else
-    tether__put_be32(p, v);
-#endif
-}
-
 /* The room a run of copies may fill: the tail segment's free space, up
  * to the point where the queue reaches the run's limit. 0 when the run
  * must go to tether_conn_send() (the connection's own checks, those of
@@ -141,7 +128,7 @@ batch_copy_run(tether_conn *c, const tether_batch_msg *m, size_t n, const bool w
                 if (!TETHER__LIKELY(len - 33 < fast) || data == NULL) {
                     break;
                 }
-                put_len32(p, (uint32_t)len);
+                tether__put_be32(p, (uint32_t)len);
                 move32(p + 4, data, wide);
                 p += 4 + len;
                 move32(p - 32, data + len - 32, wide);
@@ -162,7 +149,7 @@ batch_copy_run(tether_conn *c, const tether_batch_msg *m, size_t n, const bool w
             if (len > small || len + 4 > (size_t)(end - p) || data == NULL) {
                 goto done;
             }
-            put_len32(p, (uint32_t)len);
+            tether__put_be32(p, (uint32_t)len);
             if (len <= 64) {
                 tether__copy_small(p + 4, data, len);
             } else {
