@@ -200,6 +200,26 @@ static void listener_set_direct(tether_listener *l)
     l->direct = l->plain && l->opts_mode == LOPTS_INHERITED && l->gst == NULL && l->handoff == NULL;
 }
 
+/* The connection for an accepted socket, counted against max_conns and
+ * hidden until on_accept; NULL (the socket closed, the failure reported)
+ * when out of memory. */
+static inline __attribute__((always_inline)) tether_conn *
+listener_new_conn(tether_listener *l, int fd, const union tether__peer_addr *pa)
+{
+    tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
+    if (c == NULL) {
+        close(fd);
+        listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
+        return NULL;
+    }
+    c->flags |= TETHER__CF_ACCEPTED;
+    c->h.hidden = true; /* not the application's until on_accept */
+    l->cfg->accepted++;
+    l->accepted++;
+    tether__conn_set_peer(c, pa);
+    return c;
+}
+
 /* tether__listener_adopt(), inline in the accept loop. */
 static inline __attribute__((always_inline)) void
 listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bool counted)
@@ -225,21 +245,14 @@ listener_adopt(tether_listener *l, int fd, const union tether__peer_addr *pa, bo
     if (l->opts_mode == LOPTS_PER_CONN) {
         tether__sock_apply_opts(fd, l->cfg, l->is_unix);
     }
-    tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
+    tether_conn *c = listener_new_conn(l, fd, pa);
     if (c == NULL) {
-        close(fd);
-        listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
         goto uncount;
     }
-    c->flags |= TETHER__CF_ACCEPTED;
-    c->h.hidden = true; /* not the application's until on_accept */
-    l->cfg->accepted++;
-    l->accepted++;
     if (gst != NULL) {
         /* conn.c takes it out of gst->active when it frees the connection. */
         atomic_fetch_add_explicit(&gst->accepted, 1, memory_order_relaxed);
     }
-    tether__conn_set_peer(c, pa);
     if (l->plain) {
         listener_attach_plain(c, fd, l->is_unix);
         return;
@@ -267,18 +280,10 @@ listener_adopt_direct(tether_listener *l, int fd, const union tether__peer_addr 
         tether__listener_adopt(l, fd, pa, false); /* rejects it, or ends the episode */
         return;
     }
-    tether_conn *c = tether__conn_alloc(l->loop, l->cfg, TETHER__CS_HANDSHAKING);
-    if (c == NULL) {
-        close(fd);
-        listener_report(l, TETHER_ENOMEM, "accept on %s: out of memory", l->url);
-        return;
+    tether_conn *c = listener_new_conn(l, fd, pa);
+    if (c != NULL) {
+        listener_attach_plain(c, fd, l->is_unix);
     }
-    c->flags |= TETHER__CF_ACCEPTED;
-    c->h.hidden = true; /* not the application's until on_accept */
-    l->cfg->accepted++;
-    l->accepted++;
-    tether__conn_set_peer(c, pa);
-    listener_attach_plain(c, fd, l->is_unix);
 }
 
 /* The listening socket is level-triggered: a client left in the backlog
