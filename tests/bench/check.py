@@ -15,6 +15,7 @@ usage: check.py BENCH_DIR IMPL...   (IMPL: names of programs in BENCH_DIR)
 """
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -139,6 +140,30 @@ def check_tether_send(path):
                     fail(f"{what}: CPU fields missing or out of range: {bad} in {lines[0]}")
                     continue
             print(f"ok   {what}: send {send}")
+    # fanin's --balance: the acceptor (default) splits the connections
+    # evenly over the server's loops; reuseport is the kernel's hash.
+    for extra, balance in (([], "acceptor"), (["--balance", "reuseport"], "reuseport")):
+        what = f"{name} fanin --loops 2 {' '.join(extra) or '(default)'}"
+        p = run([path, "--scenario", "fanin", "--transport", "tcp", "--count", "2000", "--conns",
+                 "8", "--loops", "2"] + extra)
+        lines = p.stdout.splitlines()
+        m = re.search(r"connections per server loop: (\d+) (\d+)", p.stderr)
+        if p.returncode != 0 or len(lines) != 1 or m is None:
+            fail(f"{what}: exit {p.returncode}: {p.stderr.strip()}")
+            continue
+        d = json.loads(lines[0])
+        split = sorted(int(x) for x in m.groups())
+        if d.get("balance") != balance or sum(split) != 8 \
+                or (balance == "acceptor" and split != [4, 4]):
+            fail(f"{what}: balance {d.get('balance')!r}, split {split}: {lines[0]}")
+        else:
+            print(f"ok   {what}: balance {balance}, split {split[0]}/{split[1]}")
+    p = run([path, "--scenario", "fanin", "--transport", "tcp", "--count", "5", "--balance",
+             "random"])
+    if p.returncode == 0 or "--balance" not in p.stderr:
+        fail(f"{name} --balance random: exit {p.returncode}, stderr {p.stderr!r}")
+    else:
+        print(f"ok   {name}: --balance random refused")
     p = run([path, "--scenario", "lat", "--transport", "tcp", "--count", "5", "--per-msg"])
     if p.returncode == 0 or "--per-msg" not in p.stderr:
         fail(f"{name} lat --per-msg: exit {p.returncode}, stderr {p.stderr!r}")

@@ -75,6 +75,8 @@
 #define TLS_SKIP "tls not implemented yet"
 
 bool tb_per_msg;                   /* --per-msg (tether_fanin.h) */
+bool tb_reuseport;                 /* --balance reuseport (tether_fanin.h) */
+static bool tb_balance_set;        /* --balance given */
 static tether_batch_msg *tb_batch; /* THR_BATCH times g_payload */
 
 static tether_loop *g_loop;
@@ -934,6 +936,12 @@ int main(int argc, char **argv)
             g_acks = g_acks || strcmp(argv[i], "--acks") == 0;
         } else if (strcmp(argv[i], "--per-msg") == 0) {
             tb_per_msg = true;
+        } else if (strcmp(argv[i], "--balance") == 0 && i + 1 < argc) {
+            tb_reuseport = strcmp(argv[++i], "reuseport") == 0;
+            if (!tb_reuseport && strcmp(argv[i], "acceptor") != 0) {
+                bench_die("--balance takes acceptor or reuseport, not \"%s\"", argv[i]);
+            }
+            tb_balance_set = true;
         } else {
             argv[n++] = argv[i];
         }
@@ -945,6 +953,9 @@ int main(int argc, char **argv)
     }
     if (O.scenario == SC_CONNS) {
         bench_raise_nofile(O.conns + 256);
+    }
+    if (tb_balance_set && O.scenario != SC_FANIN) {
+        bench_die("--balance applies to --scenario fanin");
     }
     if (tb_per_msg && O.scenario != SC_THR && O.scenario != SC_FANIN) {
         bench_die("--per-msg applies to --scenario thr and fanin");

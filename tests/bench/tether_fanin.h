@@ -12,6 +12,12 @@
  * instead of tether_conn_send_batch() (tether_bench.c sets it). */
 extern bool tb_per_msg;
 
+/* --balance reuseport: the server's group listener spreads connections by
+ * SO_REUSEPORT (the kernel's hash of the addresses) instead of the default
+ * acceptor, which gives each new connection to the loop with the fewest
+ * (tether_bench.c sets it). */
+extern bool tb_reuseport;
+
 /* The server child: listens, reports the port, serves, checks the counts. */
 int fanin_server_main(void);
 
