@@ -684,6 +684,73 @@ START_TEST(stalled_frame_closes_with_1008)
 }
 END_TEST
 
+/* A client that completes the upgrade and then never reads: a large
+ * server message goes out past the queue (written from the caller's
+ * memory) and what the socket does not take is queued; the write timeout
+ * must still end the connection once nothing moves. */
+static int wt_closed;
+static int wt_reason;
+static char wt_detail[256];
+static size_t wt_sent;
+
+static void wt_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
+{
+    (void)p;
+    (void)n;
+    (void)ud;
+    static uint8_t big[1 << 20];
+    memset(big, 'w', sizeof big);
+    ck_assert_int_eq(tether_conn_send(c, big, sizeof big), TETHER_OK);
+    wt_sent = sizeof big;
+}
+
+static void wt_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    wt_reason = reason;
+    snprintf(wt_detail, sizeof wt_detail, "%s", tether_conn_last_error(c));
+    wt_closed++;
+}
+
+static bool wt_done(void *ud)
+{
+    (void)ud;
+    return wt_closed > 0;
+}
+
+START_TEST(non_reading_client_closed_by_write_timeout)
+{
+    tether_conn_opts co;
+    tether_conn_opts_init(&co);
+    co.on_message = wt_msg;
+    co.on_close = wt_close;
+    co.write_timeout_ms = 300;
+    co.close_timeout_ms = 300;
+    co.sndbuf = 16384;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &co;
+    tether_listener *l2 = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    int saved = port;
+    port = tether_listener_port(l2);
+    CASE("(tether): a write timeout ends a large message nobody reads", "n/a");
+    wt_closed = 0;
+    open_ws();
+    int rcv = 4096;
+    ck_assert_int_eq(setsockopt(P.fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv), 0);
+    frame(true, 0, 2, "go", 2, true);
+    ck_assert_msg(th_run_until_pred(wt_done, NULL, 10000), "%s: not closed", cur);
+    ck_assert_int_eq(wt_sent, 1u << 20);
+    ck_assert_msg(wt_reason == TETHER_ETIMEDOUT && strstr(wt_detail, "write timeout") != NULL,
+                  "%s: closed with %s: %s", cur, tether_err_name(wt_reason), wt_detail);
+    close_ws();
+    port = saved;
+    tether_listener_close(l2);
+}
+END_TEST
+
 Suite *ws_conformance_suite(void)
 {
     Suite *s = suite_create("ws_conformance");
@@ -700,6 +767,7 @@ Suite *ws_conformance_suite(void)
     tcase_add_test(tc, fragments_count_as_traffic);
     tcase_add_test(tc, masked_frames_across_reads);
     tcase_add_test(tc, stalled_frame_closes_with_1008);
+    tcase_add_test(tc, non_reading_client_closed_by_write_timeout);
     suite_add_tcase(s, tc);
     return s;
 }
