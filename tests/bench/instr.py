@@ -20,7 +20,8 @@ parent), the server the child it forks.
 Usage: tests/bench/instr.py [--tls | --ws | --large | --acks | --batch | --fanin] [--no-syscalls]
                             [--scale F] [IMPL ...]
 IMPL is a path, or a name looked up in $BENCH_DIR (default build/tests/bench
-of this repository) as given and as bench_NAME; default: raw tether_bench.
+of this repository) as given and as bench_NAME; default: raw tether_bench
+(tether_bench alone with --ws).
 """
 
 import argparse
@@ -242,8 +243,12 @@ def main():
                     help="only fanin tcp 64 B with 1 and 2 server loops, batch vs --per-msg")
     ap.add_argument("--no-syscalls", action="store_true", help="instructions only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N (default 1)")
-    ap.add_argument("impls", nargs="*", default=["raw", "tether_bench"])
+    ap.add_argument("impls", nargs="*", default=None)
     a = ap.parse_args()
+    if not a.impls:
+        # The raw peer has no WebSocket transport: --ws compares tether's
+        # ws with its own tcp.
+        a.impls = ["tether_bench"] if a.ws else ["raw", "tether_bench"]
     for tool in ["valgrind"] + ([] if a.no_syscalls else ["strace"]):
         if not shutil.which(tool):
             sys.exit(f"instr: {tool} is not installed")
