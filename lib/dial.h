@@ -20,6 +20,7 @@ struct tether__dial_mem {
     struct tether__loop_ext ext;
     struct tether__conn_cfg *cfg; /* the last dial's (a reference), or NULL */
     bool defaults;                /* it was built from NULL options */
+    bool express;                 /* tether__dial_express() takes its dials */
     tether_conn_opts key;         /* else from these (key.size bytes of them) */
     struct tether__url u;         /* cfg->dial_url parsed */
 };
@@ -70,6 +71,19 @@ int tether__dial_arm(tether_conn *c);
  * TLS, no SRV: the caller checked); false when it needs the dialer. On
  * true the outcome is on its way (or already reported) from the loop. */
 bool tether__dial_direct(tether_conn *c, const struct tether__url *u);
+
+/* Whether every dial of u with cfg can take tether__dial_express(): a
+ * TCP socket to a numeric loopback address of a family the options allow,
+ * with no more to set on it than TCP_NODELAY, and nothing (TLS, SRV,
+ * WebSocket, a PROXY header, a HELLO) to do before it is established.
+ * dial_cfg.c asks once, when it remembers a dial. */
+bool tether__dial_express_ok(const struct tether__conn_cfg *cfg, const struct tether__url *u);
+
+/* tether__dial_direct() of such a dial, without its tests: the remembered
+ * dials of tether_conn_dial(). Anything but a connect() that the kernel
+ * finished at once (a refusal, a full backlog) goes on as the direct dial
+ * does. */
+void tether__dial_express(tether_conn *c, const struct tether__url *u);
 
 /* Dials u with the dialer (connect.c): names, Happy Eyeballs, SRV, TLS;
  * what tether__dial_direct() does not take. */

@@ -155,6 +155,55 @@ static bool is_loopback(const struct sockaddr_storage *ss)
     return false;
 }
 
+/* A dial that has to wait for its connect: the deadline, and the watcher
+ * for writability. */
+static void direct_wait(tether_conn *c)
+{
+    int rv = tether__dial_arm(c);
+    if (rv == TETHER_OK) {
+        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
+    }
+    if (rv != TETHER_OK) {
+        direct_failed(c, rv);
+    }
+}
+
+/* Taken over from the loop (tether__dial_connected), as if the watcher
+ * had reported it: until then the connection is still connecting for the
+ * caller, who gets on_connect from the loop. */
+static inline void direct_established(tether_conn *c)
+{
+    c->todo |= TETHER__CT_DIALED;
+    tether__pending_queue(c->h.loop, &c->pend);
+}
+
+/* What follows connect() (which said e, an errno or 0) on a direct dial. */
+static void direct_after_connect(tether_conn *c, const struct sockaddr_storage *ss, bool is_unix,
+                                 int e)
+{
+    if (e == 0) {
+        direct_won(c, is_unix);
+    } else if (e != EINPROGRESS && e != EAGAIN) {
+        direct_failed(c, tether__errno_to_err(e));
+    } else if (e == EINPROGRESS && is_loopback(ss) && tcp_established(c->io.fd)) {
+        direct_established(c);
+    } else {
+        /* EAGAIN: a Unix socket whose accept queue is full; it becomes
+         * writable once the server accepts. */
+        direct_wait(c);
+    }
+}
+
+/* connect(), again after a signal; 0 or the errno. */
+static inline int direct_connect(int fd, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    int e;
+    do {
+        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
+    } while (e == EINTR);
+    return e;
+}
+
 /* Dials u directly when it names one address of a family the options
  * allow; false (nothing done) otherwise. */
 bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
@@ -190,34 +239,41 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
     } else {
         tether__sock_apply_opts(fd, c->cfg, is_unix);
     }
-    int e;
-    do {
-        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
-    } while (e == EINTR);
-    if (e == 0) {
-        direct_won(c, is_unix);
-        return true;
-    }
-    if (e != EINPROGRESS && e != EAGAIN) {
-        direct_failed(c, tether__errno_to_err(e));
-        return true;
-    }
-    if (e == EINPROGRESS && is_loopback(ss) && tcp_established(fd)) {
-        /* Taken over from the loop (tether__dial_connected), as if the
-         * watcher had reported it: until then the connection is still
-         * connecting for the caller, who gets on_connect from the loop. */
-        c->todo |= TETHER__CT_DIALED;
-        tether__pending_queue(c->h.loop, &c->pend);
-        return true;
-    }
-    /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
-     * once the server accepts. */
-    int rv = tether__dial_arm(c);
-    if (rv == TETHER_OK) {
-        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
-    }
-    if (rv != TETHER_OK) {
-        direct_failed(c, rv);
-    }
+    direct_after_connect(c, ss, is_unix, direct_connect(fd, ss, sl));
     return true;
+}
+
+bool tether__dial_express_ok(const struct tether__conn_cfg *cfg, const struct tether__url *u)
+{
+    int af = tether__family_af(cfg->o.family);
+    int fam = u->addr.ss_family;
+    return cfg->tls == NULL && cfg->ws == NULL && !u->srv && !u->ws && u->addr_len != 0 &&
+           (fam == AF_INET || fam == AF_INET6) && (af == AF_UNSPEC || af == fam) &&
+           is_loopback(&u->addr) && tether__sock_opts_just_nodelay(&cfg->o) &&
+           cfg->o.proxy_protocol == 0 && cfg->o.heartbeat_ms <= 0 && !cfg->o.calls;
+}
+
+void tether__dial_express(tether_conn *c, const struct tether__url *u)
+{
+    int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (TETHER__UNLIKELY(fd < 0)) {
+        direct_failed(c, tether__errno_to_err(errno));
+        return;
+    }
+    /* (tether__io_init() of the zeroed block: what is not 0.) */
+    c->io.fd = fd;
+    c->io.cb = direct_on_writable;
+    c->io.report_errors = true;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int e = direct_connect(fd, &u->addr, u->addr_len);
+    if (TETHER__LIKELY(e == EINPROGRESS)) {
+        if (TETHER__LIKELY(tcp_established(fd))) {
+            direct_established(c);
+        } else {
+            direct_wait(c); /* (a full backlog, a SYN dropped) */
+        }
+        return;
+    }
+    direct_after_connect(c, &u->addr, false, e); /* (0, or a refusal) */
 }
