@@ -736,7 +736,7 @@ static void conn_pending_cb(struct tether__pending *p)
     c->todo &= (uint16_t)~TETHER__CT_FLUSH;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         c->dispatching++;
-        tether__conn_dispatch_end(c);
+        tether__conn_dispatch_end_fast(c);
         c->dispatching--;
     }
     if (c->todo & TETHER__CT_CLOSE) {
