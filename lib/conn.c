@@ -695,6 +695,14 @@ static void conn_pending_cb(struct tether__pending *p)
         if (c->state == TETHER__CS_READY) {
             conn_report_connected(c);
         }
+        if (TETHER__LIKELY(c->todo == 0 && c->state == TETHER__CS_READY)) {
+            /* (Nothing else due: the end of this pass, from the dispatch
+             * end on.) */
+            c->dispatching++;
+            tether__conn_dispatch_end_fast(c);
+            c->dispatching--;
+            goto after_dispatch;
+        }
     } else if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
         if (c->state == TETHER__CS_CONNECTING) {
@@ -739,6 +747,7 @@ static void conn_pending_cb(struct tether__pending *p)
         tether__conn_dispatch_end_fast(c);
         c->dispatching--;
     }
+after_dispatch:
     if (c->todo & TETHER__CT_CLOSE) {
         c->todo &= (uint16_t)~TETHER__CT_CLOSE;
         conn_report_close(c);
