@@ -125,23 +125,8 @@ void tether__dial_connected(tether_conn *c)
     direct_won(c, false);
 }
 
-/* A TCP handshake with a loopback address is over by the time connect()
- * returns (the kernel handles the SYN, the SYN-ACK and the ACK before the
- * call ends), although a non-blocking socket still says EINPROGRESS.
- * Asking for the state then saves registering for writability, a loop
- * iteration and registering again for reading. Anything but established
- * (a refusal too: its error stays for the watcher to report, as before)
- * takes the usual way. To any other address the handshake would almost
- * never be over yet, so only loopback destinations are asked. */
-static bool tcp_established(int fd)
-{
-    struct tcp_info ti;
-    socklen_t len = sizeof ti.tcpi_state;
-    ti.tcpi_state = 0;
-    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-           ti.tcpi_state == TCP_ESTABLISHED;
-}
-
+/* Only loopback destinations are asked whether connect() finished the
+ * handshake (tether__tcp_established(), dial.h). */
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
@@ -168,15 +153,6 @@ static void direct_wait(tether_conn *c)
     }
 }
 
-/* Taken over from the loop (tether__dial_connected), as if the watcher
- * had reported it: until then the connection is still connecting for the
- * caller, who gets on_connect from the loop. */
-static inline void direct_established(tether_conn *c)
-{
-    c->todo |= TETHER__CT_DIALED;
-    tether__pending_queue(c->h.loop, &c->pend);
-}
-
 /* What follows connect() (which said e, an errno or 0) on a direct dial. */
 static void direct_after_connect(tether_conn *c, const struct sockaddr_storage *ss, bool is_unix,
                                  int e)
@@ -185,8 +161,8 @@ static void direct_after_connect(tether_conn *c, const struct sockaddr_storage *
         direct_won(c, is_unix);
     } else if (e != EINPROGRESS && e != EAGAIN) {
         direct_failed(c, tether__errno_to_err(e));
-    } else if (e == EINPROGRESS && is_loopback(ss) && tcp_established(c->io.fd)) {
-        direct_established(c);
+    } else if (e == EINPROGRESS && is_loopback(ss) && tether__tcp_established(c->io.fd)) {
+        tether__dial_established(c);
     } else {
         /* EAGAIN: a Unix socket whose accept queue is full; it becomes
          * writable once the server accepts. */
@@ -253,27 +229,16 @@ bool tether__dial_express_ok(const struct tether__conn_cfg *cfg, const struct te
            cfg->o.proxy_protocol == 0 && cfg->o.heartbeat_ms <= 0 && !cfg->o.calls;
 }
 
-void tether__dial_express(tether_conn *c, const struct tether__url *u)
+void tether__dial_express_rest(tether_conn *c, const struct tether__url *u, int fd, int e)
 {
-    int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (TETHER__UNLIKELY(fd < 0)) {
-        direct_failed(c, tether__errno_to_err(errno));
+    if (fd < 0) {
+        direct_failed(c, tether__errno_to_err(e));
         return;
     }
-    /* (tether__io_init() of the zeroed block: what is not 0.) */
-    c->io.fd = fd;
-    c->io.cb = direct_on_writable;
-    c->io.report_errors = true;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int e = direct_connect(fd, &u->addr, u->addr_len);
-    if (TETHER__LIKELY(e == EINPROGRESS)) {
-        if (TETHER__LIKELY(tcp_established(fd))) {
-            direct_established(c);
-        } else {
-            direct_wait(c); /* (a full backlog, a SYN dropped) */
-        }
-        return;
+    c->io.cb = direct_on_writable; /* (the express dial left conn_on_io) */
+    if (e == EINPROGRESS) {
+        direct_wait(c); /* (not established at once: a full backlog, a SYN dropped) */
+    } else {
+        direct_after_connect(c, &u->addr, false, e); /* (0, or a refusal) */
     }
-    direct_after_connect(c, &u->addr, false, e); /* (0, or a refusal) */
 }
