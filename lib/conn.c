@@ -671,6 +671,25 @@ static inline __attribute__((always_inline)) void conn_report_close(tether_conn 
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo == TETHER__CT_CLOSE && c->state == TETHER__CS_LINGER && c->ex == NULL &&
+        c->reason == TETHER_OK &&
+        (c->flags & (TETHER__CF_DIALED | TETHER__CF_CONNECT_DONE | TETHER__CF_CLOSE_DONE)) ==
+            (TETHER__CF_DIALED | TETHER__CF_CONNECT_DONE)) {
+        /* conn_report_close() of the commonest end of a dialled connection:
+         * our close, lingering, with nothing in c->ex (no deliveries or
+         * references to fail) and nothing to log. */
+        c->todo = 0;
+        c->flags |= TETHER__CF_CLOSE_DONE;
+        c->h.hidden = true;
+        if (c->cfg->o.on_close != NULL) {
+            c->cfg->o.on_close(c, TETHER_OK, c->userdata);
+        }
+        if (TETHER__UNLIKELY(tether__conn_ref_idx(c) != 0)) {
+            tether__conn_ref_gone(c); /* (one made inside on_close) */
+        }
+        tether__linger_add(c); /* (still LINGER: nothing on_close may call ends that) */
+        return;
+    }
     if (c->todo == TETHER__CT_CLOSE &&
         (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER)) {
         /* The common ends (the peer closed, or an error; our close, then
