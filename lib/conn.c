@@ -705,12 +705,24 @@ static void conn_pending_cb(struct tether__pending *p)
     if (c->todo == TETHER__CT_DIALED && c->state == TETHER__CS_CONNECTING && c->cfg->ws == NULL &&
         c->cfg->o.proxy_protocol == 0) {
         /* The usual dial (dial_direct.c): a plain socket established inside
-         * tether_conn_dial(), nothing else due. The attach adds CT_CONNECTED
-         * (and CT_FLUSH for what was sent before it, which dispatch_end
-         * writes); on a failure it ends the connection (CT_CLOSE, below). */
+         * tether_conn_dial(), nothing else due. It is attached here, with
+         * conn_attach_dialed() and conn_became_ready() for a plain dialled
+         * socket inline, less what this pass does itself: it reports the
+         * connection below, and what was sent before it, queued, goes out
+         * at its dispatch end. A failure ends the connection (CT_CLOSE,
+         * below). */
         c->todo = TETHER__CT_HELD;
-        conn_attach_dialed(c, false);
-        c->todo &= (uint8_t) ~(TETHER__CT_HELD | TETHER__CT_CONNECTED | TETHER__CT_FLUSH);
+        int fd = c->io.fd;
+        tether__tcp_transport_init(&c->tcp, fd, false);
+        c->tr = &c->tcp;
+        tether__io_init(&c->io, fd, conn_on_io);
+        c->dispatching++;
+        tether__conn_mark_ready(c);
+        if (c->state == TETHER__CS_READY) {
+            conn_watch(c, tether__conn_ready_events(c));
+        }
+        c->dispatching--;
+        c->todo &= (uint8_t)~TETHER__CT_HELD;
         if (c->state == TETHER__CS_READY) {
             conn_report_connected(c);
         }
