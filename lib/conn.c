@@ -719,7 +719,11 @@ static void conn_pending_cb(struct tether__pending *p)
         c->dispatching++;
         tether__conn_mark_ready(c);
         if (c->state == TETHER__CS_READY) {
-            conn_watch(c, tether__conn_ready_events(c));
+            /* (conn_watch() of a socket never registered: tether__io_add()) */
+            int rv = tether__io_add(c->h.loop, &c->io, tether__conn_ready_events(c));
+            if (rv != TETHER_OK) {
+                tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+            }
         }
         c->dispatching--;
         c->todo &= (uint8_t)~TETHER__CT_HELD;
