@@ -712,10 +712,11 @@ static void conn_pending_cb(struct tether__pending *p)
          * at its dispatch end. A failure ends the connection (CT_CLOSE,
          * below). */
         c->todo = TETHER__CT_HELD;
-        int fd = c->io.fd;
-        tether__tcp_transport_init(&c->tcp, fd, false);
+        tether__tcp_transport_init(&c->tcp, c->io.fd, false);
         c->tr = &c->tcp;
-        tether__io_init(&c->io, fd, conn_on_io);
+        /* (tether__io_init() of a watcher never registered, whose fd is
+         * set: the callback.) */
+        c->io.cb = conn_on_io;
         c->dispatching++;
         tether__conn_mark_ready(c);
         if (c->state == TETHER__CS_READY) {

@@ -126,10 +126,9 @@ static inline void tether__dial_express(tether_conn *c, const struct tether__url
         tether__dial_express_rest(c, u, fd, errno);
         return;
     }
-    /* (tether__io_init() of the zeroed block, for the watcher
-     * dial_direct.c's rest sets up: what is not 0 but the callback.) */
+    /* (tether__io_init() of the zeroed block, but for the callback:
+     * dial_direct.c's rest sets it when it needs a watcher.) */
     c->io.fd = fd;
-    c->io.report_errors = true;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int e;

@@ -144,6 +144,8 @@ static bool is_loopback(const struct sockaddr_storage *ss)
  * for writability. */
 static void direct_wait(tether_conn *c)
 {
+    /* (A failed connect raises EPOLLERR: direct_check() wants to know.) */
+    c->io.report_errors = true;
     int rv = tether__dial_arm(c);
     if (rv == TETHER_OK) {
         rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
@@ -208,7 +210,6 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
         return true;
     }
     tether__io_init(&c->io, fd, is_unix ? direct_on_writable_unix : direct_on_writable);
-    c->io.report_errors = true;
     if (TETHER__LIKELY(!is_unix && tether__sock_opts_just_nodelay(&c->cfg->o))) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
