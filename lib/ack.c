@@ -40,9 +40,8 @@ struct ack_table {
 };
 
 static const int ack_key;
-/* (Initial-exec: read on every dial, where the general model's
- * __tls_get_addr() call cost more than the rest of the check.) */
-static _Thread_local bool dial_want __attribute__((tls_model("initial-exec")));
+/* (ack.h: read inline on every dial.) */
+_Thread_local bool tether__ack_dial_want_flag;
 
 static void ack_table_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
 {
@@ -110,7 +109,7 @@ void tether__ack_forget(tether_loop *loop)
 
 void tether__ack_dial_want(bool want)
 {
-    dial_want = want;
+    tether__ack_dial_want_flag = want;
 }
 
 static void ack_on_timer(struct tether__tnode *n);
@@ -133,10 +132,10 @@ static struct tether__ack *ack_new(tether_conn *c)
 
 int tether__ack_dial_take(tether_conn *c)
 {
-    if (!dial_want) {
+    if (!tether__ack_dial_want_flag) {
         return TETHER_OK;
     }
-    dial_want = false;
+    tether__ack_dial_want_flag = false;
     struct tether__ack *a = ack_new(c);
     if (a == NULL) {
         return TETHER_ENOMEM;

@@ -81,6 +81,16 @@ void tether__ack_forget(tether_loop *loop);
  * acknowledgements (set by client_alo.c just around the dial). */
 void tether__ack_dial_want(bool want);
 
+/* The wish itself (ack.c's), read inline by every dial: one load.
+ * (Initial-exec: the general model's __tls_get_addr() call would cost
+ * more than the rest of the check.) */
+extern _Thread_local bool tether__ack_dial_want_flag
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline bool tether__ack_dial_wanted(void)
+{
+    return tether__ack_dial_want_flag;
+}
+
 /* conn.c, tether_conn_dial(): takes the wish above (allocating c->ex->ack).
  * TETHER_ENOMEM when it cannot. */
 int tether__ack_dial_take(tether_conn *c);

@@ -671,6 +671,25 @@ static inline __attribute__((always_inline)) void conn_report_close(tether_conn 
 static void conn_pending_cb(struct tether__pending *p)
 {
     tether_conn *c = tether__container_of(p, tether_conn, pend);
+    if (c->todo == TETHER__CT_CLOSE && c->state == TETHER__CS_LINGER && c->ex == NULL &&
+        c->reason == TETHER_OK &&
+        (c->flags & (TETHER__CF_DIALED | TETHER__CF_CONNECT_DONE | TETHER__CF_CLOSE_DONE)) ==
+            (TETHER__CF_DIALED | TETHER__CF_CONNECT_DONE)) {
+        /* conn_report_close() of the commonest end of a dialled connection:
+         * our close, lingering, with nothing in c->ex (no deliveries or
+         * references to fail) and nothing to log. */
+        c->todo = 0;
+        c->flags |= TETHER__CF_CLOSE_DONE;
+        c->h.hidden = true;
+        if (c->cfg->o.on_close != NULL) {
+            c->cfg->o.on_close(c, TETHER_OK, c->userdata);
+        }
+        if (TETHER__UNLIKELY(tether__conn_ref_idx(c) != 0)) {
+            tether__conn_ref_gone(c); /* (one made inside on_close) */
+        }
+        tether__linger_add(c); /* (still LINGER: nothing on_close may call ends that) */
+        return;
+    }
     if (c->todo == TETHER__CT_CLOSE &&
         (c->state == TETHER__CS_DEAD || c->state == TETHER__CS_LINGER)) {
         /* The common ends (the peer closed, or an error; our close, then
@@ -686,14 +705,39 @@ static void conn_pending_cb(struct tether__pending *p)
     if (c->todo == TETHER__CT_DIALED && c->state == TETHER__CS_CONNECTING && c->cfg->ws == NULL &&
         c->cfg->o.proxy_protocol == 0) {
         /* The usual dial (dial_direct.c): a plain socket established inside
-         * tether_conn_dial(), nothing else due. The attach adds CT_CONNECTED
-         * (and CT_FLUSH for what was sent before it, which dispatch_end
-         * writes); on a failure it ends the connection (CT_CLOSE, below). */
+         * tether_conn_dial(), nothing else due. It is attached here, with
+         * conn_attach_dialed() and conn_became_ready() for a plain dialled
+         * socket inline, less what this pass does itself: it reports the
+         * connection below, and what was sent before it, queued, goes out
+         * at its dispatch end. A failure ends the connection (CT_CLOSE,
+         * below). */
         c->todo = TETHER__CT_HELD;
-        conn_attach_dialed(c, false);
-        c->todo &= (uint8_t) ~(TETHER__CT_HELD | TETHER__CT_CONNECTED | TETHER__CT_FLUSH);
+        tether__tcp_transport_init(&c->tcp, c->io.fd, false);
+        c->tr = &c->tcp;
+        /* (tether__io_init() of a watcher never registered, whose fd is
+         * set: the callback.) */
+        c->io.cb = conn_on_io;
+        c->dispatching++;
+        tether__conn_mark_ready(c);
+        if (c->state == TETHER__CS_READY) {
+            /* (conn_watch() of a socket never registered: tether__io_add()) */
+            int rv = tether__io_add(c->h.loop, &c->io, tether__conn_ready_events(c));
+            if (rv != TETHER_OK) {
+                tether__conn_fail(c, rv, "cannot watch the socket: %s", tether_strerror(rv));
+            }
+        }
+        c->dispatching--;
+        c->todo &= (uint8_t)~TETHER__CT_HELD;
         if (c->state == TETHER__CS_READY) {
             conn_report_connected(c);
+        }
+        if (TETHER__LIKELY(c->todo == 0 && c->state == TETHER__CS_READY)) {
+            /* (Nothing else due: the end of this pass, from the dispatch
+             * end on.) */
+            c->dispatching++;
+            tether__conn_dispatch_end_fast(c);
+            c->dispatching--;
+            goto after_dispatch;
         }
     } else if (c->todo & TETHER__CT_DIALED) {
         c->todo &= (uint16_t)~TETHER__CT_DIALED;
@@ -736,9 +780,10 @@ static void conn_pending_cb(struct tether__pending *p)
     c->todo &= (uint16_t)~TETHER__CT_FLUSH;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         c->dispatching++;
-        tether__conn_dispatch_end(c);
+        tether__conn_dispatch_end_fast(c);
         c->dispatching--;
     }
+after_dispatch:
     if (c->todo & TETHER__CT_CLOSE) {
         c->todo &= (uint16_t)~TETHER__CT_CLOSE;
         conn_report_close(c);

@@ -107,5 +107,6 @@ int tether__dial_cfg(tether_loop *loop, const char *url, const tether_conn_opts 
         memcpy(&m->key, opts, opts->size);
     }
     m->u = *storage;
+    m->express = tether__dial_express_ok(cfg, storage);
     return TETHER_OK;
 }

@@ -125,23 +125,8 @@ void tether__dial_connected(tether_conn *c)
     direct_won(c, false);
 }
 
-/* A TCP handshake with a loopback address is over by the time connect()
- * returns (the kernel handles the SYN, the SYN-ACK and the ACK before the
- * call ends), although a non-blocking socket still says EINPROGRESS.
- * Asking for the state then saves registering for writability, a loop
- * iteration and registering again for reading. Anything but established
- * (a refusal too: its error stays for the watcher to report, as before)
- * takes the usual way. To any other address the handshake would almost
- * never be over yet, so only loopback destinations are asked. */
-static bool tcp_established(int fd)
-{
-    struct tcp_info ti;
-    socklen_t len = sizeof ti.tcpi_state;
-    ti.tcpi_state = 0;
-    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-           ti.tcpi_state == TCP_ESTABLISHED;
-}
-
+/* Only loopback destinations are asked whether connect() finished the
+ * handshake (tether__tcp_established(), dial.h). */
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
@@ -153,6 +138,48 @@ static bool is_loopback(const struct sockaddr_storage *ss)
         return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return false;
+}
+
+/* A dial that has to wait for its connect: the deadline, and the watcher
+ * for writability. */
+static void direct_wait(tether_conn *c)
+{
+    /* (A failed connect raises EPOLLERR: direct_check() wants to know.) */
+    c->io.report_errors = true;
+    int rv = tether__dial_arm(c);
+    if (rv == TETHER_OK) {
+        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
+    }
+    if (rv != TETHER_OK) {
+        direct_failed(c, rv);
+    }
+}
+
+/* What follows connect() (which said e, an errno or 0) on a direct dial. */
+static void direct_after_connect(tether_conn *c, const struct sockaddr_storage *ss, bool is_unix,
+                                 int e)
+{
+    if (e == 0) {
+        direct_won(c, is_unix);
+    } else if (e != EINPROGRESS && e != EAGAIN) {
+        direct_failed(c, tether__errno_to_err(e));
+    } else if (e == EINPROGRESS && is_loopback(ss) && tether__tcp_established(c->io.fd)) {
+        tether__dial_established(c);
+    } else {
+        /* EAGAIN: a Unix socket whose accept queue is full; it becomes
+         * writable once the server accepts. */
+        direct_wait(c);
+    }
+}
+
+/* connect(), again after a signal; 0 or the errno. */
+static inline int direct_connect(int fd, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    int e;
+    do {
+        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
+    } while (e == EINTR);
+    return e;
 }
 
 /* Dials u directly when it names one address of a family the options
@@ -183,41 +210,36 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
         return true;
     }
     tether__io_init(&c->io, fd, is_unix ? direct_on_writable_unix : direct_on_writable);
-    c->io.report_errors = true;
     if (TETHER__LIKELY(!is_unix && tether__sock_opts_just_nodelay(&c->cfg->o))) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     } else {
         tether__sock_apply_opts(fd, c->cfg, is_unix);
     }
-    int e;
-    do {
-        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
-    } while (e == EINTR);
-    if (e == 0) {
-        direct_won(c, is_unix);
-        return true;
-    }
-    if (e != EINPROGRESS && e != EAGAIN) {
-        direct_failed(c, tether__errno_to_err(e));
-        return true;
-    }
-    if (e == EINPROGRESS && is_loopback(ss) && tcp_established(fd)) {
-        /* Taken over from the loop (tether__dial_connected), as if the
-         * watcher had reported it: until then the connection is still
-         * connecting for the caller, who gets on_connect from the loop. */
-        c->todo |= TETHER__CT_DIALED;
-        tether__pending_queue(c->h.loop, &c->pend);
-        return true;
-    }
-    /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable
-     * once the server accepts. */
-    int rv = tether__dial_arm(c);
-    if (rv == TETHER_OK) {
-        rv = tether__io_set(c->h.loop, &c->io, TETHER_EV_WRITE);
-    }
-    if (rv != TETHER_OK) {
-        direct_failed(c, rv);
-    }
+    direct_after_connect(c, ss, is_unix, direct_connect(fd, ss, sl));
     return true;
+}
+
+bool tether__dial_express_ok(const struct tether__conn_cfg *cfg, const struct tether__url *u)
+{
+    int af = tether__family_af(cfg->o.family);
+    int fam = u->addr.ss_family;
+    return cfg->tls == NULL && cfg->ws == NULL && !u->srv && !u->ws && u->addr_len != 0 &&
+           (fam == AF_INET || fam == AF_INET6) && (af == AF_UNSPEC || af == fam) &&
+           is_loopback(&u->addr) && tether__sock_opts_just_nodelay(&cfg->o) &&
+           cfg->o.proxy_protocol == 0 && cfg->o.heartbeat_ms <= 0 && !cfg->o.calls;
+}
+
+void tether__dial_express_rest(tether_conn *c, const struct tether__url *u, int fd, int e)
+{
+    if (fd < 0) {
+        direct_failed(c, tether__errno_to_err(e));
+        return;
+    }
+    c->io.cb = direct_on_writable; /* (the express dial left conn_on_io) */
+    if (e == EINPROGRESS) {
+        direct_wait(c); /* (not established at once: a full backlog, a SYN dropped) */
+    } else {
+        direct_after_connect(c, &u->addr, false, e); /* (0, or a refusal) */
+    }
 }

@@ -83,7 +83,15 @@ struct tether_transport {
  * than allocated (a separate block cost an idle connection 32 bytes of
  * heap, issue #12). t must stay allocated until its destroy(), which
  * closes fd and frees nothing. Takes ownership of fd. Cannot fail. */
-void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix);
+extern const struct tether_transport_ops tether__tcp_ops;  /* (transport_tcp.c) */
+extern const struct tether_transport_ops tether__unix_ops; /* the same, named "unix" */
+/* (Inline: every connection, dialled or accepted, makes one.) */
+static inline void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix)
+{
+    t->ops = is_unix ? &tether__unix_ops : &tether__tcp_ops;
+    t->fd = fd;
+    t->last_errno = 0;
+}
 
 /* TCP keepalive on a TCP socket: SO_KEEPALIVE, and TCP_KEEPIDLE,
  * TCP_KEEPINTVL (milliseconds, rounded up to the seconds the kernel takes)

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ack.h" /* (the dial's wish for acknowledgements, client_alo.c's) */
 #include "helpers.h"
 
 /* ---- a tether echo server ------------------------------------------------ */
@@ -972,6 +973,87 @@ START_TEST(connection_refused_other_loopbacks)
     snprintf(url, sizeof url, "tcp://[::1]:%d", refused_port_at(AF_INET6, "::1", &keep));
     expect_refused(url);
     close(keep);
+}
+END_TEST
+
+/* A dial the loop remembers, to a loopback address with the default
+ * socket options, takes a shorter way (tether__dial_express(),
+ * dial_direct.c): the second of two dials with the same URL and options.
+ * What the kernel does not finish inside connect() must still go the
+ * usual ways: a refusal, and a handshake that never completes (a full
+ * backlog: the connect timeout), the second time as the first. */
+START_TEST(remembered_loopback_dial_falls_back)
+{
+    reset_state();
+    int keep;
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_refused_port(&keep));
+    for (int i = 0; i < 2; i++) {
+        expect_refused(url);
+    }
+    close(keep);
+    int fds[9]; /* the listener, then 8 connections nobody accepts */
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
+    int before = th_count_fds();
+    for (int i = 0; i < 2; i++) {
+        struct cli k = {0};
+        tether_conn_opts o = cli_opts(&k);
+        o.connect_timeout_ms = 200;
+        dial(&k, url, &o);
+        ck_assert_int_eq(th_count_fds(), before + 1);
+        ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+        ck_assert_int_eq(k.connect_calls, 1);
+        ck_assert_int_eq(k.connect_status, TETHER_ETIMEDOUT);
+        ck_assert_int_eq(k.close_reason, TETHER_ETIMEDOUT);
+        char want[128];
+        snprintf(want, sizeof want, "connect to %s timed out after 200 ms", url);
+        ck_assert_str_eq(k.detail, want);
+        th_run_idle(50);
+        ck_assert_int_eq(th_count_fds(), before);
+    }
+    for (int i = 0; i < 9; i++) {
+        close(fds[i]);
+    }
+}
+END_TEST
+
+static bool all3_connected(void *arg)
+{
+    struct cli *k = arg;
+    return k[0].connect_calls > 0 && k[1].connect_calls > 0 && k[2].connect_calls > 0;
+}
+
+/* The wish for acknowledgements that client_alo.c sets around a dial
+ * reaches the connection (its HELLO, with the acks bit) on a remembered
+ * loopback dial too, which without it takes the express way with no HELLO
+ * at all: the first two dials (a new one, then a remembered one) want
+ * acknowledgements, the third (remembered) does not. */
+START_TEST(remembered_dial_keeps_the_ack_wish)
+{
+    reset_state();
+    tether_listener *l = start_server(NULL);
+    const char *url = th_url_of(l);
+    struct cli k[3] = {{0}};
+    tether_conn_opts o = cli_opts(&k[0]);
+    for (int i = 0; i < 3; i++) {
+        bool want = i < 2;
+        o.userdata = &k[i];
+        tether__ack_dial_want(want);
+        dial(&k[i], url, &o);
+        tether__ack_dial_want(false);
+        ck_assert_int_eq(tether__conn_ack(k[i].c) != NULL, want);
+        ck_assert_int_eq((k[i].c->flags & TETHER__CF_HELLO_SENT) != 0, want);
+    }
+    ck_assert(th_run_until_pred(all3_connected, k, 5000));
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(k[i].connect_status, TETHER_OK);
+        tether_conn_close(k[i].c);
+    }
+    for (int i = 0; i < 3; i++) {
+        ck_assert(th_run_until_pred(cli_closed, &k[i], 5000));
+        ck_assert_int_eq(k[i].close_reason, TETHER_OK);
+    }
+    tether_listener_close(l);
 }
 END_TEST
 
@@ -2147,6 +2229,8 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, connection_refused_is_clear);
     tcase_add_test(tc, connection_refused_other_loopbacks);
     tcase_add_test(tc, numeric_connect_timeout_is_clear);
+    tcase_add_test(tc, remembered_loopback_dial_falls_back);
+    tcase_add_test(tc, remembered_dial_keeps_the_ack_wish);
     tcase_add_test(tc, abort_while_connecting_closes_socket);
     tcase_add_test(tc, repeated_dials_keep_their_own_options);
     tcase_add_test(tc, rewritten_url_buffer_dials_the_new_address);
