@@ -28,6 +28,7 @@ struct tether__conn_cfg {
     void *accept_ud;
     tether_listener *listener; /* NULL once the listener is closed */
     void *tls;                 /* TLS configuration (transport_tls.c), or NULL */
+    uint8_t tls_tail;          /* with tls: the bytes its blocks have past the struct */
     bool live;                 /* a liveness feature (heartbeats, timeouts, max age) is on */
     bool live_lazy;            /* only frame/write timeouts: c->ex->live exists while needed */
     size_t accepted;           /* accepted connections alive (listener.c counts, conn.c frees) */
@@ -312,8 +313,8 @@ struct tether_conn {
     /* The transport, in place, last: the plain one (c->tr points here
      * unless TLS is on; a WebSocket layer wraps it), or a TLS one, which
      * runs on into the block's tail (tether__conn_alloc: a TLS
-     * connection's block is TETHER__TLS_TRANSPORT_SIZE - sizeof tcp bytes
-     * longer, one heap block rather than two: issue #12). */
+     * connection's block is cfg->tls_tail bytes longer, 16 on a server,
+     * one heap block rather than two: issue #12). */
     struct tether_transport tcp;
 };
 

@@ -500,10 +500,11 @@ static inline void tether__linger_add(tether_conn *c)
 /* Frees the spare blocks (from the budget's cleanup; conn_mem.c). */
 void tether__conn_spares_free(struct tether__mem *m);
 /* The bytes a connection of cfg needs after its struct: a TLS transport
- * is built at c->tcp, the struct's last member, and runs on past it. */
+ * is built at c->tcp, the struct's last member, and runs on past it
+ * (cfg->tls_tail, set with cfg->tls). */
 static inline size_t tether__conn_tail(const struct tether__conn_cfg *cfg)
 {
-    return cfg->tls != NULL ? TETHER__TLS_TRANSPORT_SIZE - sizeof(struct tether_transport) : 0;
+    return cfg->tls_tail;
 }
 /* conn_mem.c: a zeroed connection block (a spare one or a new one; NULL
  * if out of memory); one with tail bytes after it (tether__conn_tail()

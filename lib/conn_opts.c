@@ -323,6 +323,10 @@ int tether__conn_cfg_set_tls(struct tether__conn_cfg *cfg, bool server, tether_e
     int rv = tether__tls_config_select(&t, cfg->o.tls, server, err);
     if (rv == TETHER_OK) {
         cfg->tls = t;
+        /* (A server's TLS transport needs less room: no session cache key.) */
+        cfg->tls_tail =
+            (uint8_t)((server ? TETHER__TLS_SERVER_TRANSPORT_SIZE : TETHER__TLS_TRANSPORT_SIZE) -
+                      sizeof(struct tether_transport));
     }
     return rv;
 }

@@ -247,19 +247,37 @@ static int ctx_load_cert(SSL_CTX *ctx, const char *cert, const char *key, tether
     return TETHER_OK;
 }
 
-/* The SSL_CTX ex_data index of tether__tls_ctx_cfg(); -1 if OpenSSL was
- * out of memory. */
+/* The SSL_CTX ex_data indexes of tether__tls_ctx_cfg() and
+ * tether__tls_ctx_gen(); -1 if OpenSSL was out of memory. */
 static pthread_once_t g_cfg_idx_once = PTHREAD_ONCE_INIT;
 static int g_cfg_idx = -1;
+static int g_gen_idx = -1;
 
 static void cfg_idx_init(void)
 {
     g_cfg_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    g_gen_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 tether_tls_config *tether__tls_ctx_cfg(const SSL_CTX *ctx)
 {
     return g_cfg_idx >= 0 ? SSL_CTX_get_ex_data(ctx, g_cfg_idx) : NULL;
+}
+
+struct tether__tls_gen *tether__tls_ctx_gen(const SSL_CTX *ctx)
+{
+    return SSL_CTX_get_ex_data(ctx, g_gen_idx); /* (set: gen_build) */
+}
+
+/* Marks ctx as g's (tether__tls_ctx_gen); false if out of memory. */
+static bool ctx_set_gen(SSL_CTX *ctx, struct tether__tls_gen *g, tether_error *err)
+{
+    if (g_gen_idx < 0 || SSL_CTX_set_ex_data(ctx, g_gen_idx, g) != 1) {
+        ERR_clear_error();
+        tether__set_error(err, TETHER_ENOMEM, "cannot create an SSL_CTX: out of memory");
+        return false;
+    }
+    return true;
 }
 
 static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const char *cert,
@@ -392,7 +410,7 @@ static int gen_build(const tether_tls_config *cfg, const char *cert, const char 
     }
     atomic_init(&g->refs, 1);
     g->ctx = ctx_new(cfg, store, cert, key, err);
-    if (g->ctx == NULL) {
+    if (g->ctx == NULL || !ctx_set_gen(g->ctx, g, err)) {
         rv = err->code;
     }
     for (size_t i = 0; rv == TETHER_OK && i < nsni; i++) {
@@ -407,6 +425,9 @@ static int gen_build(const tether_tls_config *cfg, const char *cert, const char 
         g->sni[i].leaf = SSL_CTX_get0_certificate(sctx);
         X509_up_ref(g->sni[i].leaf);
         g->nsni++;
+        if (!ctx_set_gen(sctx, g, err)) {
+            rv = err->code;
+        }
     }
     X509_STORE_free(store); /* each SSL_CTX holds its own reference */
     if (rv == TETHER_OK && g->nsni > 0) {

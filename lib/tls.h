@@ -85,6 +85,11 @@ int tether__tls_config_select(tether_tls_config **out, tether_tls_config *given,
  * any other SSL_CTX. */
 tether_tls_config *tether__tls_ctx_cfg(const SSL_CTX *ctx);
 
+/* The generation an SSL_CTX of a generation belongs to (kept in its
+ * ex_data, so that a server's TLS transport need not hold the pointer
+ * while it handshakes); valid while a reference to it is held. */
+struct tether__tls_gen *tether__tls_ctx_gen(const SSL_CTX *ctx);
+
 /* The current generation, with a reference for the caller. */
 struct tether__tls_gen *tether__tls_gen_get(tether_tls_config *cfg);
 void tether__tls_gen_unref(struct tether__tls_gen *g);
@@ -106,8 +111,9 @@ void tether__tls_err_text(unsigned long e, char *buf, size_t len);
 /* Wraps a connected, non-blocking socket in TLS, for a connection of
  * loop (whose list of busy TLS transports it joins while it holds
  * OpenSSL's buffers: tls_idle.c). The transport is built in place at
- * room, which must have TETHER__TLS_TRANSPORT_SIZE bytes (transport.h)
- * and stay allocated until its destroy(), which frees nothing of it.
+ * room, which must have TETHER__TLS_TRANSPORT_SIZE bytes (transport.h;
+ * TETHER__TLS_SERVER_TRANSPORT_SIZE on a server) and stay allocated
+ * until its destroy(), which frees nothing of it.
  * host is the name the client dialled (for SNI and verification), NULL
  * on servers. Takes ownership of fd (closes it on failure too, and
  * leaves nothing in room to destroy). */

@@ -58,7 +58,7 @@ static int bio_read(BIO *b, char *buf, int len)
         return (int)n;
     }
     if (n == 0) {
-        t->flags |= TF_EOF;
+        t->base.flags |= TF_EOF;
         return 0;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -81,7 +81,7 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     case BIO_CTRL_EOF: {
         const struct tls_loop *l = BIO_get_data(b);
         const struct tls_transport *t = l != NULL ? l->cur : NULL;
-        return t != NULL && (t->flags & TF_EOF) ? 1 : 0;
+        return t != NULL && (t->base.flags & TF_EOF) ? 1 : 0;
     }
     case BIO_C_GET_FD: {
         const struct tls_loop *l = BIO_get_data(b);

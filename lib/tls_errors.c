@@ -82,13 +82,13 @@ int tether__tls_verify_cb(int ok, X509_STORE_CTX *sctx)
     }
     SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct tls_transport *t = ssl != NULL ? tether__tls_of(ssl) : NULL;
-    if (t == NULL || (t->flags & TF_VERIFY_ERR)) {
+    if (t == NULL || (t->base.flags & TF_VERIFY_ERR)) {
         return ok;
     }
-    t->flags |= TF_VERIFY_ERR;
+    t->base.flags |= TF_VERIFY_ERR;
     int e = X509_STORE_CTX_get_error(sctx);
     X509 *x = X509_STORE_CTX_get_current_cert(sctx);
-    const char *who = (t->flags & TF_SERVER) ? "client" : "server";
+    const char *who = (t->base.flags & TF_SERVER) ? "client" : "server";
     char subj[96];
     char iss[96];
     tether__tls_name_rfc2253(x != NULL ? X509_get_subject_name(x) : NULL, subj, sizeof subj);
@@ -212,14 +212,14 @@ static const char *version_name(int v)
 static int tls_alert_error(struct tls_transport *t, int alert)
 {
     const char *desc = SSL_alert_desc_string_long(alert);
-    bool server = (t->flags & TF_SERVER) != 0;
+    bool server = (t->base.flags & TF_SERVER) != 0;
     switch (alert) {
     case SSL_AD_CERTIFICATE_REQUIRED:
         tether__tls_set_err(t, "the server requires a client certificate%s",
-                            (t->flags & TF_CERT_REQUESTED) ? " (none is configured)" : "");
+                            (t->base.flags & TF_CERT_REQUESTED) ? " (none is configured)" : "");
         return TETHER_ECERTREQUIRED;
     case SSL_AD_HANDSHAKE_FAILURE:
-        if (!server && (t->flags & TF_CERT_REQUESTED)) {
+        if (!server && (t->base.flags & TF_CERT_REQUESTED)) {
             tether__tls_set_err(t, "the server requires a client certificate (none is configured)");
             return TETHER_ECERTREQUIRED;
         }
@@ -267,7 +267,7 @@ static int tls_alert_error(struct tls_transport *t, int alert)
  * (a health probe, a scanner) rather than a TLS client. */
 static const char *not_tls_hint(const struct tls_transport *t)
 {
-    return (t->flags & TF_SERVER) ? " (a port check or health probe, or not a TLS client?)"
+    return (t->base.flags & TF_SERVER) ? " (a port check or health probe, or not a TLS client?)"
                                   : " (is it a TLS server?)";
 }
 
@@ -275,7 +275,7 @@ static const char *not_tls_hint(const struct tls_transport *t)
  * call; leaves it empty. */
 int tether__tls_fail(struct tls_transport *t, int ssl_err)
 {
-    bool hs = !(t->flags & TF_HS_DONE);
+    bool hs = !(t->base.flags & TF_HS_DONE);
     unsigned long e = ERR_peek_last_error();
     int lib = ERR_GET_LIB(e);
     int reason = ERR_GET_REASON(e);
@@ -317,7 +317,7 @@ int tether__tls_fail(struct tls_transport *t, int ssl_err)
     }
     switch (reason) {
     case SSL_R_CERTIFICATE_VERIFY_FAILED:
-        if (!(t->flags & TF_VERIFY_ERR)) {
+        if (!(t->base.flags & TF_VERIFY_ERR)) {
             long vr = SSL_get_verify_result(t->ssl);
             tether__tls_set_err(t, "certificate verify failed: %s",
                                 X509_verify_cert_error_string(vr));
@@ -371,7 +371,7 @@ int tether__tls_fail(struct tls_transport *t, int ssl_err)
 
 eof:
     if (hs) {
-        if (t->nfirst == 0 && (t->flags & TF_SERVER)) {
+        if (t->nfirst == 0 && (t->base.flags & TF_SERVER)) {
             tether__tls_set_err(t, "the client closed the connection before sending anything%s",
                                 not_tls_hint(t));
         } else {

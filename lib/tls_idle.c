@@ -62,14 +62,27 @@ static void tls_idle_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     free(d);
 }
 
+/* A transport's position in the list (24 bits, in two fields: the bytes
+ * free in struct tls_transport once the handshake is done). */
+static inline uint32_t tls_idle_slot(const struct tls_transport *t)
+{
+    return t->idle_lo | (uint32_t)t->idle_hi << 16;
+}
+
+static inline void tls_idle_set_slot(struct tls_transport *t, uint32_t i)
+{
+    t->idle_lo = (uint16_t)i;
+    t->idle_hi = (uint8_t)(i >> 16);
+}
+
 /* Takes the transport at slot i off the list: the last one moves there. */
 static void tls_idle_unlink(struct tls_idle *d, uint32_t i)
 {
     struct tls_transport *t = d->v[i];
-    t->flags &= (uint16_t) ~(TF_BUF_LISTED | TF_BUF_USED);
+    t->base.flags &= (uint16_t) ~(TF_BUF_LISTED | TF_BUF_USED);
     struct tls_transport *last = d->v[--d->n];
     d->v[i] = last;
-    last->idle_slot = i;
+    tls_idle_set_slot(last, i);
 }
 
 /* Releases the buffers of t if they hold nothing: true if it did.
@@ -85,8 +98,8 @@ static void tls_idle_sweep(struct tether__tnode *n)
     uint32_t i = 0;
     while (i < d->n) {
         struct tls_transport *t = d->v[i];
-        if (t->flags & TF_BUF_USED) {
-            t->flags &= (uint16_t)~TF_BUF_USED;
+        if (t->base.flags & TF_BUF_USED) {
+            t->base.flags &= (uint16_t)~TF_BUF_USED;
             i++;
         } else if (tls_idle_release(t)) {
             tls_idle_unlink(d, i); /* the last one moved to i: look at it next */
@@ -134,7 +147,7 @@ void tether__tls_idle_add(struct tls_transport *t)
 {
     struct tls_idle *d = tether__tls_idle_of(t);
     if (d->n == TLS_IDLE_MAX) {
-        return; /* (idle_slot's 24 bits: the buffers stay, as below) */
+        return; /* (the slot's 24 bits: the buffers stay, as below) */
     }
     if (d->n == d->cap) {
         uint32_t cap = d->cap != 0 ? d->cap * 2 : 64;
@@ -145,9 +158,9 @@ void tether__tls_idle_add(struct tls_transport *t)
         d->v = v;
         d->cap = cap;
     }
-    t->idle_slot = d->n;
+    tls_idle_set_slot(t, d->n);
     d->v[d->n++] = t;
-    t->flags |= TF_BUF_LISTED;
+    t->base.flags |= TF_BUF_LISTED;
     if (!tether__tnode_active(&d->timer)) {
         tether__tnode_start(d->loop, &d->timer, TETHER__TLS_IDLE_MS);
     }
@@ -155,9 +168,9 @@ void tether__tls_idle_add(struct tls_transport *t)
 
 void tether__tls_idle_remove(struct tls_transport *t)
 {
-    if (t->flags & TF_BUF_LISTED) {
+    if (t->base.flags & TF_BUF_LISTED) {
         struct tls_idle *d = tether__tls_idle_of(t);
-        tls_idle_unlink(d, t->idle_slot);
+        tls_idle_unlink(d, tls_idle_slot(t));
         if (d->n == 0) {
             tether__tnode_stop(d->loop, &d->timer);
         }
@@ -180,5 +193,5 @@ void tether__tls_idle_hs_done(struct tls_transport *t)
 bool tether__tls_holds_buffers(const struct tether_transport *tr)
 {
     struct tls_transport *t;
-    return tether__tls_transport_get(tr, &t) == TETHER_OK && (t->flags & TF_BUF_LISTED) != 0;
+    return tether__tls_transport_get(tr, &t) == TETHER_OK && (t->base.flags & TF_BUF_LISTED) != 0;
 }

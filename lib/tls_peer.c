@@ -133,7 +133,7 @@ int tether__tls_transport_info(const struct tether_transport *tr, tether_tls_inf
     X509 *peer = SSL_get0_peer_certificate(ssl);
     if (peer != NULL) {
         d->has_peer_cert = true;
-        bool verifying = (t->flags & TF_SERVER)
+        bool verifying = (t->base.flags & TF_SERVER)
                              ? tether__tls_cfg(t)->client_auth != TETHER_TLS_CLIENT_AUTH_NONE
                              : !tether__tls_cfg(t)->insecure;
         d->peer_verified = verifying && SSL_get_verify_result(ssl) == X509_V_OK;
@@ -281,7 +281,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (t == NULL || tether__tls_cfg(t)->verify_cb == NULL) {
         return ok;
     }
-    bool server = (t->flags & TF_SERVER) != 0;
+    bool server = (t->base.flags & TF_SERVER) != 0;
     bool insecure = !server && tether__tls_cfg(t)->insecure;
     int verr = X509_STORE_CTX_get_error(sctx);
 
@@ -294,7 +294,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     char why[TETHER_ERROR_MSG_MAX];
     if (vi.preverified) {
         snprintf(why, sizeof why, "ok");
-    } else if ((t->flags & TF_VERIFY_ERR) && tether__tls_err(t) != NULL) {
+    } else if ((t->base.flags & TF_VERIFY_ERR) && tether__tls_err(t) != NULL) {
         snprintf(why, sizeof why, "%s", tether__tls_err(t));
     } else {
         snprintf(why, sizeof why, "certificate verify failed: %s",
@@ -312,7 +312,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     tether_tls_cert *chain = NULL;
     if (chain_der(sctx, &chain, &vi.chain_len) != TETHER_OK) {
         tether__tls_set_err(t, "out of memory running the verify hook");
-        t->flags |= TF_VERIFY_ERR | TF_HOOK_REJECT;
+        t->base.flags |= TF_VERIFY_ERR | TF_HOOK_REJECT;
         X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
         return 0;
     }
@@ -339,7 +339,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
         tether__tls_set_err(
             t, "certificate rejected by the verify hook: the %s certificate '%s': %s",
             server ? "client" : "server", subj, reason[0] != '\0' ? reason : "no reason given");
-        t->flags |= TF_VERIFY_ERR | TF_HOOK_REJECT;
+        t->base.flags |= TF_VERIFY_ERR | TF_HOOK_REJECT;
         X509_STORE_CTX_set_error(sctx, alert_to_x509_error(verdict));
         ERR_clear_error();
         return 0;
@@ -347,7 +347,7 @@ int tether__tls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (!vi.preverified && insecure) {
         /* insecure_skip_verify: the hook alone decides. The error stays
          * recorded in the verify result, so peer_verified remains false. */
-        t->flags &= (uint16_t)~TF_VERIFY_ERR;
+        t->base.flags &= (uint16_t)~TF_VERIFY_ERR;
         char *e = tether__tls_err(t);
         if (e != NULL) {
             e[0] = '\0';

@@ -11,7 +11,7 @@
 
 #define TLS_FIRST_MAX 6 /* peer bytes kept to recognise a peer that is not TLS */
 
-/* tls_transport.flags */
+/* tls_transport.base.flags */
 #define TF_SERVER 0x0001u
 #define TF_HS_DONE 0x0002u
 #define TF_CERT_REQUESTED 0x0004u /* the server asked us for a certificate we do not have */
@@ -39,32 +39,39 @@ struct tls_loop {
     struct tls_transport *cur;
 };
 
-/* Idle servers hold many of these: 48 bytes, built in place in the
- * connection's block (its plain transport's 16 bytes and a tail of 32:
+/* Idle servers hold many of these: 32 bytes on a server, 40 on a client,
+ * built in place in the connection's block (its plain transport's 16
+ * bytes and a tail: TETHER__TLS_SERVER_TRANSPORT_SIZE and
  * TETHER__TLS_TRANSPORT_SIZE), not a block of their own. The
  * configuration (a reference of the transport's) is found through the
  * SSL_CTX (tether__tls_cfg), the detail of the last failure through the
- * SSL's ex_data (tether__tls_err), as only failing connections have one. */
+ * SSL's ex_data (tether__tls_err), as only failing connections have one,
+ * and a server's SNI certificates, which it holds while handshaking,
+ * through the SSL_CTX too (tether__tls_ctx_gen). */
 struct tls_transport {
-    /* Must be first. base.last_errno: the last socket error the BIO saw. */
+    /* Must be first. base.last_errno: the last socket error the BIO saw;
+     * base.flags: the TF_* flags. */
     struct tether_transport base;
     SSL *ssl; /* its BIO is the loop's: the way to struct tls_idle */
-    union {
-        struct tether__tls_gen *gen; /* servers: held during the handshake (SNI) */
-        char *key;                   /* clients: the session cache key */
-    } u;
-    /* Position in the loop's idle list while TF_BUF_LISTED (24 bits: a
-     * loop lists at most TLS_IDLE_MAX), and the count of first[]. */
-    uint32_t idle_slot : 24;
-    uint32_t nfirst : 8;
-    /* Small types below. */
-    uint16_t wpend; /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
-    uint16_t flags;
-    int8_t deferred; /* an error (TETHER_E*) to report on the next call, after data */
     /* TETHER_EV_* the handshake waits for, and once it is done (a shutdown
      * needs a finished handshake) what the shutdown waits for. */
     uint8_t want;
-    uint8_t first[TLS_FIRST_MAX];
+    /* The count of first[]; TLS_FIRST_MAX once the handshake is done, so
+     * that the BIO keeps no more. */
+    uint8_t nfirst;
+    union {
+        uint8_t first[TLS_FIRST_MAX]; /* while handshaking */
+        struct {                      /* once the handshake is done */
+            uint16_t wpend; /* length SSL_write must be repeated with (<= 16 KiB), 0 if none */
+            /* Position in the loop's idle list while TF_BUF_LISTED (24
+             * bits: a loop lists at most TLS_IDLE_MAX): tls_idle.c. */
+            uint16_t idle_lo;
+            uint8_t idle_hi;
+            int8_t deferred; /* an error (TETHER_E*) to report on the next call, after data */
+        };
+    };
+    /* Clients only (a server's room ends here): the session cache key. */
+    char *key;
 };
 
 #define TLS_IDLE_MAX ((1u << 24) - 1) /* transports a loop's idle list holds at most */
@@ -122,10 +129,10 @@ void tether__tls_idle_hs_done(struct tls_transport *t);
  * (and, for the first I/O after a release, the list insertion). */
 static inline void tether__tls_idle_touch(struct tls_transport *t)
 {
-    if (TETHER__UNLIKELY(!(t->flags & TF_BUF_LISTED))) {
+    if (TETHER__UNLIKELY(!(t->base.flags & TF_BUF_LISTED))) {
         tether__tls_idle_add(t);
     }
-    t->flags |= TF_BUF_USED;
+    t->base.flags |= TF_BUF_USED;
 }
 
 /* ---- tls_bio.c ---------------------------------------------------------- */

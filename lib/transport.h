@@ -70,13 +70,22 @@ struct tether_transport_ops {
 struct tether_transport {
     const struct tether_transport_ops *ops;
     int fd;
-    int last_errno; /* the plain transport's last failure (in what was padding) */
+    /* The last socket failure: an errno value (Linux's are below 4096). */
+    uint16_t last_errno;
+    /* The transport's own flags: a TLS one's TF_* (tls_transport.h); 0
+     * for the plain one. (Here rather than after the struct: an idle TLS
+     * connection's block stays within 256 bytes, issue #12.) */
+    uint16_t flags;
 };
 
 /* The room a TLS transport (transport_tls.c) takes: it is built in place,
  * at a connection's struct tether_transport and on into the bytes after
- * it (struct tether_conn's tcp, the last member, and the block's tail). */
-#define TETHER__TLS_TRANSPORT_SIZE 48
+ * it (struct tether_conn's tcp, the last member, and the block's tail).
+ * A server's needs less than a client's (which keeps its session cache
+ * key): an accepted connection's block is 248 bytes, a 256-byte heap
+ * chunk. */
+#define TETHER__TLS_TRANSPORT_SIZE 40
+#define TETHER__TLS_SERVER_TRANSPORT_SIZE 32
 
 /* Wraps a connected, non-blocking socket in t: the plain transport
  * (transport_tcp.c) is the bare struct, embedded in the connection rather
@@ -91,6 +100,7 @@ static inline void tether__tcp_transport_init(struct tether_transport *t, int fd
     t->ops = is_unix ? &tether__unix_ops : &tether__tcp_ops;
     t->fd = fd;
     t->last_errno = 0;
+    t->flags = 0; /* (with last_errno: one store) */
 }
 
 /* TCP keepalive on a TCP socket: SO_KEEPALIVE, and TCP_KEEPIDLE,

@@ -33,15 +33,18 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* 48 bytes, in place in the connection's block: 32 past its plain
- * transport's 16, which with the 232-byte connection make one 272-byte
- * malloc chunk where the two blocks took 240 + 64. The loop's TLS state is
- * found through the SSL's BIO, the configuration through its SSL_CTX, the
- * detail of a failure in its ex_data, and the handshake's SNI
- * certificates (servers) share a slot with the session cache key
- * (clients). */
+/* In place in the connection's block: 16 bytes past its plain
+ * transport's on a server, which with the 232-byte connection make one
+ * 248-byte block (a 256-byte malloc chunk, where the two blocks once took
+ * 240 + 64), and 24 on a client, which also keeps its session cache key.
+ * The loop's TLS state is found through the SSL's BIO, the configuration
+ * and a server's SNI certificates through its SSL_CTX, the detail of a
+ * failure in its ex_data; the peer's first bytes, needed only while
+ * handshaking, share their bytes with what is needed only after. */
 static_assert(sizeof(struct tls_transport) <= TETHER__TLS_TRANSPORT_SIZE,
               "keep the TLS transport small");
+static_assert(offsetof(struct tls_transport, key) <= TETHER__TLS_SERVER_TRANSPORT_SIZE,
+              "a server's TLS transport ends before the client's key");
 
 /* ---- per-thread staging buffer ----------------------------------------- */
 
@@ -69,16 +72,23 @@ static uint8_t *stage_buf(void)
     return b;
 }
 
+/* The generation of SSL_CTXs a server's transport holds while it
+ * handshakes: that of its SSL_CTX, the default one or the one SNI chose. */
+static inline struct tether__tls_gen *tls_gen(const struct tls_transport *t)
+{
+    return tether__tls_ctx_gen(SSL_get_SSL_CTX(t->ssl));
+}
+
 /* ---- callbacks from OpenSSL -------------------------------------------- */
 
 int tether__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_transport *t = tether__tls_of(ssl);
-    if (t == NULL || (t->flags & TF_SERVER) || t->u.key == NULL ||
+    if (t == NULL || (t->base.flags & TF_SERVER) || t->key == NULL ||
         tether__tls_cfg(t)->no_resumption) {
         return 0;
     }
-    tether__tls_cache_put(tether__tls_cfg(t), t->u.key, sess);
+    tether__tls_cache_put(tether__tls_cfg(t), t->key, sess);
     return 1; /* the cache keeps the reference */
 }
 
@@ -90,7 +100,7 @@ int tether__tls_client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
      * configured: remember it, to explain the server's refusal. */
     struct tls_transport *t = tether__tls_of(ssl);
     if (t != NULL) {
-        t->flags |= TF_CERT_REQUESTED;
+        t->base.flags |= TF_CERT_REQUESTED;
     }
     return 0;
 }
@@ -159,9 +169,9 @@ static void tls_msg_cb(int write_p, int version, int content_type, const void *b
     }
     uint8_t type = ((const uint8_t *)buf)[0];
     if (type == SSL3_MT_CERTIFICATE_REQUEST) {
-        t->flags |= TF_CR_SEEN;
+        t->base.flags |= TF_CR_SEEN;
     } else if (type == SSL3_MT_NEWSESSION_TICKET) {
-        t->flags |= TF_POST_HS;
+        t->base.flags |= TF_POST_HS;
     }
 }
 
@@ -174,15 +184,15 @@ static void tls_msg_cb(int write_p, int version, int content_type, const void *b
  * server has accepted, TETHER_EAGAIN while waiting, or the refusal. */
 static int tls_await_verdict(struct tls_transport *t)
 {
-    if ((t->flags & (TF_SERVER | TF_CR_SEEN)) != TF_CR_SEEN ||
+    if ((t->base.flags & (TF_SERVER | TF_CR_SEEN)) != TF_CR_SEEN ||
         tether__tls_cfg(t)->no_client_cert_wait || SSL_version(t->ssl) < TLS1_3_VERSION ||
-        (t->flags & TF_POST_HS)) {
+        (t->base.flags & TF_POST_HS)) {
         return TETHER_OK;
     }
     uint8_t b;
     tls_clear_errors();
     int r = SSL_peek(t->ssl, &b, 1);
-    if (r > 0 || (t->flags & TF_POST_HS)) {
+    if (r > 0 || (t->base.flags & TF_POST_HS)) {
         return TETHER_OK; /* data (kept for the first read) or a ticket */
     }
     int e = SSL_get_error(t->ssl, r);
@@ -201,12 +211,12 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
 {
     struct tls_transport *t = (struct tls_transport *)tr;
     *done = false;
-    if (t->flags & TF_HS_DONE) {
+    if (t->base.flags & TF_HS_DONE) {
         *done = true;
         return TETHER_OK;
     }
     tether__tls_bind(t);
-    if (!(t->flags & TF_OWN_DONE)) {
+    if (!(t->base.flags & TF_OWN_DONE)) {
         tls_clear_errors();
         int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
@@ -223,7 +233,7 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
         }
         t->want = 0;
         const tether_tls_config *cfg = tether__tls_cfg(t);
-        if (!(t->flags & TF_SERVER) && cfg->alpn != NULL) {
+        if (!(t->base.flags & TF_SERVER) && cfg->alpn != NULL) {
             const unsigned char *p = NULL;
             unsigned int pl = 0;
             SSL_get0_alpn_selected(t->ssl, &p, &pl);
@@ -234,22 +244,26 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
                 return TETHER_EALPN;
             }
         }
-        t->flags |= TF_OWN_DONE;
+        t->base.flags |= TF_OWN_DONE;
     }
     int rv = tls_await_verdict(t);
     if (rv != TETHER_OK) {
         return rv;
     }
     t->want = 0;
-    if (!(t->flags & TF_SERVER)) {
+    if (!(t->base.flags & TF_SERVER)) {
         SSL_set_msg_callback(t->ssl, NULL);
-    }
-    t->flags |= TF_HS_DONE;
-    if (t->flags & TF_SERVER) {
+    } else {
         /* The SNI certificates are only needed while handshaking. */
-        tether__tls_gen_unref(t->u.gen);
-        t->u.gen = NULL;
+        tether__tls_gen_unref(tls_gen(t));
     }
+    t->base.flags |= TF_HS_DONE;
+    /* The peer's first bytes are no longer needed: their room becomes
+     * the write, idle-list and deferred-error state, and
+     * the BIO keeps no more. */
+    t->nfirst = TLS_FIRST_MAX;
+    t->wpend = 0;
+    t->deferred = 0;
     tether__tls_idle_hs_done(t);
     *done = true;
     return TETHER_OK;
@@ -264,7 +278,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     if (t->deferred != 0) {
         return t->deferred;
     }
-    if (t->flags & TF_RD_CLOSED) {
+    if (t->base.flags & TF_RD_CLOSED) {
         /* The close_notify that came with the data of the previous call:
          * the end of the stream. */
         return TETHER_OK;
@@ -274,7 +288,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     size_t got = 0;
     tether__tls_idle_touch(t);
     tether__tls_bind(t);
-    t->flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
+    t->base.flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
     while (got < cap) {
         int want = cap - got > INT_MAX ? INT_MAX : (int)(cap - got);
         tls_clear_errors();
@@ -290,11 +304,11 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
         }
         int e = SSL_get_error(t->ssl, r);
         if (e == SSL_ERROR_WANT_READ) {
-            t->flags |= TF_RD_DRAINED;
+            t->base.flags |= TF_RD_DRAINED;
             break;
         }
         if (e == SSL_ERROR_WANT_WRITE) {
-            t->flags |= TF_RD_WANTS_W;
+            t->base.flags |= TF_RD_WANTS_W;
             break;
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
@@ -305,7 +319,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
              * without sending a FIN): remember it, and has_pending() makes
              * the connection come back for the end of the stream. */
             if (got > 0) {
-                t->flags |= TF_RD_CLOSED;
+                t->base.flags |= TF_RD_CLOSED;
             }
             break;
         }
@@ -317,7 +331,7 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
         return rv;
     }
     *nread = got;
-    if (got == 0 && (t->flags & (TF_RD_DRAINED | TF_RD_WANTS_W))) {
+    if (got == 0 && (t->base.flags & (TF_RD_DRAINED | TF_RD_WANTS_W))) {
         return TETHER_EAGAIN;
     }
     return TETHER_OK;
@@ -339,13 +353,13 @@ static int tls_write_one(struct tls_transport *t, const uint8_t *buf, size_t n, 
     int e = SSL_get_error(t->ssl, r);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
         if (e == SSL_ERROR_WANT_READ) {
-            t->flags |= TF_WR_WANTS_R;
+            t->base.flags |= TF_WR_WANTS_R;
         }
         t->wpend = (uint16_t)n;
         return TETHER_EAGAIN;
     }
     int rv = tether__tls_fail(t, e);
-    if (rv == TETHER_ECONNRESET && (t->flags & TF_HS_DONE)) {
+    if (rv == TETHER_ECONNRESET && (t->base.flags & TF_HS_DONE)) {
         int arv = tether__tls_probe_alert(t);
         if (arv != 0) {
             rv = arv;
@@ -403,7 +417,7 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
     }
     tether__tls_idle_touch(t);
     tether__tls_bind(t);
-    t->flags &= (uint16_t)~TF_WR_WANTS_R;
+    t->base.flags &= (uint16_t)~TF_WR_WANTS_R;
     if (iovcnt == 1 && iov[0].iov_len - 1 < TETHER__TLS_RECORD && iov[0].iov_len >= t->wpend) {
         /* One piece that makes one record (a reply, a single message):
          * what the loop below would do, without the cursor. */
@@ -480,14 +494,14 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
 static unsigned tls_want_events(const struct tether_transport *tr)
 {
     const struct tls_transport *t = (const struct tls_transport *)tr;
-    if (!(t->flags & TF_HS_DONE)) {
+    if (!(t->base.flags & TF_HS_DONE)) {
         return t->want;
     }
     unsigned ev = t->want;
-    if (t->flags & TF_RD_WANTS_W) {
+    if (t->base.flags & TF_RD_WANTS_W) {
         ev |= TETHER_EV_WRITE;
     }
-    if (t->flags & TF_WR_WANTS_R) {
+    if (t->base.flags & TF_WR_WANTS_R) {
         ev |= TETHER_EV_READ;
     }
     return ev;
@@ -496,10 +510,10 @@ static unsigned tls_want_events(const struct tether_transport *tr)
 static bool tls_has_pending(const struct tether_transport *tr)
 {
     const struct tls_transport *t = (const struct tls_transport *)tr;
-    if (t->ssl == NULL || !(t->flags & TF_HS_DONE) || t->deferred != 0) {
+    if (t->ssl == NULL || !(t->base.flags & TF_HS_DONE) || t->deferred != 0) {
         return false;
     }
-    if (t->flags & TF_RD_CLOSED) {
+    if (t->base.flags & TF_RD_CLOSED) {
         return true; /* the end of the stream, which epoll cannot see */
     }
     if (SSL_pending(t->ssl) > 0) {
@@ -507,14 +521,14 @@ static bool tls_has_pending(const struct tether_transport *tr)
     }
     /* Read-ahead may hold more records; after WANT_READ what it holds is
      * an incomplete record that needs the socket. */
-    return !(t->flags & TF_RD_DRAINED) && SSL_has_pending(t->ssl);
+    return !(t->base.flags & TF_RD_DRAINED) && SSL_has_pending(t->ssl);
 }
 
 static int tls_shutdown(struct tether_transport *tr, bool *done)
 {
     struct tls_transport *t = (struct tls_transport *)tr;
     *done = false;
-    if (t->flags & TF_HS_DONE) {
+    if (t->base.flags & TF_HS_DONE) {
         tether__tls_idle_touch(t);
         tether__tls_bind(t);
         tls_clear_errors();
@@ -553,8 +567,11 @@ static void tls_destroy(struct tether_transport *tr)
     tether_tls_config *cfg = NULL; /* (none taken without an SSL) */
     if (t->ssl != NULL) {
         cfg = tether__tls_cfg(t);
+        if ((t->base.flags & (TF_SERVER | TF_HS_DONE)) == TF_SERVER) {
+            tether__tls_gen_unref(tls_gen(t)); /* held while handshaking */
+        }
         tether__tls_err_free(t);
-        if ((t->flags & TF_HS_DONE) && t->deferred == 0 &&
+        if ((t->base.flags & TF_HS_DONE) && t->deferred == 0 &&
             SSL_get_shutdown(t->ssl) == SSL_RECEIVED_SHUTDOWN) {
             /* The peer said close_notify and we are closing without having
              * answered: answer, best effort, so that its read ends cleanly. */
@@ -568,10 +585,8 @@ static void tls_destroy(struct tether_transport *tr)
     if (tr->fd >= 0) {
         close(tr->fd);
     }
-    if (t->flags & TF_SERVER) {
-        tether__tls_gen_unref(t->u.gen);
-    } else {
-        free(t->u.key);
+    if (!(t->base.flags & TF_SERVER)) {
+        free(t->key);
     }
     tether_tls_config_unref(cfg);
     /* (t is in the connection's block: nothing of it to free.) */
@@ -646,12 +661,12 @@ static int tls_client_setup(struct tls_transport *t, const char *host)
                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
         size_t kl = strlen(host != NULL ? host : "") + strlen(name) + 16;
-        t->u.key = malloc(kl);
-        if (t->u.key == NULL) {
+        t->key = malloc(kl);
+        if (t->key == NULL) {
             return TETHER_ENOMEM;
         }
-        snprintf(t->u.key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
-        SSL_SESSION *s = tether__tls_cache_get(cfg, t->u.key);
+        snprintf(t->key, kl, "%s:%d|%s", host != NULL ? host : "", port, name);
+        SSL_SESSION *s = tether__tls_cache_get(cfg, t->key);
         if (s != NULL) {
             SSL_set_session(t->ssl, s);
             SSL_SESSION_free(s);
@@ -693,7 +708,8 @@ int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
         return TETHER_ENOMEM;
     }
     struct tls_transport *t = (struct tls_transport *)room;
-    *t = (struct tls_transport){0};
+    /* (A server's room ends before the client's key.) */
+    memset(t, 0, server ? TETHER__TLS_SERVER_TRANSPORT_SIZE : sizeof *t);
     t->base.ops = &tls_ops;
     t->base.fd = fd;
     struct tether__tls_gen *g = tether__tls_gen_get(cfg);
@@ -702,9 +718,11 @@ int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
         tether_tls_config_ref(cfg); /* t's, found through the SSL_CTX (tether__tls_cfg) */
     }
     if (server) {
-        t->flags |= TF_SERVER;
-        t->u.gen = g; /* the SNI certificates, until the handshake is done */
-    } else {
+        t->base.flags |= TF_SERVER;
+    }
+    /* A server keeps g, its SNI certificates, until the handshake is
+     * done, and finds it again through its SSL_CTX (tls_gen). */
+    if (!server || t->ssl == NULL) {
         tether__tls_gen_unref(g);
     }
     int rv = TETHER_OK;
@@ -743,7 +761,7 @@ int tether__tls_transport_get(const struct tether_transport *tr, struct tls_tran
         return TETHER_ENOTSUP;
     }
     struct tls_transport *t = (struct tls_transport *)tr;
-    if (!(t->flags & TF_HS_DONE)) {
+    if (!(t->base.flags & TF_HS_DONE)) {
         return TETHER_ENOTCONN;
     }
     *out = t;

@@ -147,7 +147,8 @@ struct cfg_spec {
     bool insecure;
     bool no_resumption;
     bool no_wait;
-    const char *ca; /* default ca.pem */
+    const char *ca;          /* default ca.pem */
+    const char *server_name; /* clients: the SNI, NULL for the URL's host */
 };
 
 static tether_tls_config *mk_cfg(const struct cfg_spec *sp)
@@ -170,6 +171,7 @@ static tether_tls_config *mk_cfg(const struct cfg_spec *sp)
     o.insecure_skip_verify = sp->insecure;
     o.no_resumption = sp->no_resumption;
     o.no_client_cert_wait = sp->no_wait;
+    o.server_name = sp->server_name;
     tether_tls_config *cfg = NULL;
     tether_error err;
     int rv = tether_tls_config_new(&cfg, &o, &err);
@@ -744,6 +746,77 @@ START_TEST(hook_writes_on_another_connection)
 }
 END_TEST
 
+/* ---- a reload while a server handshakes ---------------------------------- */
+
+/* A server hook that reloads the server's certificates in the middle of
+ * the handshake (after SNI chose one), then accepts or refuses. */
+struct reloader {
+    int refuse; /* 0 to accept, else the alert */
+    int calls;
+    int reload_rv;
+};
+
+static int reloading_hook(const tether_tls_verify_info *vi, char *reason, size_t reason_size,
+                          void *ud)
+{
+    (void)vi;
+    struct reloader *r = ud;
+    r->calls++;
+    tether_error err;
+    r->reload_rv = tether_tls_config_reload(S.cfg, NULL, NULL, &err);
+    if (r->refuse != 0) {
+        snprintf(reason, reason_size, "refused after a reload");
+    }
+    return r->refuse;
+}
+
+/* An accepted connection holds its generation of certificates (its SNI
+ * certificates) while it handshakes and lets it go at the end, or when it
+ * fails: a reload meanwhile leaves both to the connection's own generation
+ * (AddressSanitizer's leak check and use-after-free catch the rest). */
+START_TEST(reload_while_handshaking_keeps_the_sni_certificate)
+{
+    struct reloader r = {0};
+    srv_up(&(struct cfg_spec){.cert = "server",
+                              .client_auth = TETHER_TLS_CLIENT_AUTH_REQUIRED,
+                              .hook = reloading_hook,
+                              .hook_ud = &r,
+                              .no_resumption = true});
+    tether_error err;
+    ck_assert_int_eq(tether_tls_config_add_cert(S.cfg, CERT("alt.pem"), CERT("alt.key"), &err),
+                     TETHER_OK);
+    S.greet = true;
+    tether_tls_config *ccfg = mk_cfg(&(struct cfg_spec){
+        .cert = "client", .server_name = "alt.localhost", .no_resumption = true});
+    for (int round = 1; round <= 2; round++) {
+        struct cli k;
+        ck_assert_msg(cli_dial(&k, "127.0.0.1", ccfg) == TETHER_OK, "%s", k.connect_detail);
+        cli_wait_msgs(&k, 1);
+        ck_assert_int_eq(r.calls, round);
+        ck_assert_int_eq(r.reload_rv, TETHER_OK);
+        ck_assert_int_eq(S.accepted, round);
+        ck_assert_str_eq(S.info.server_name, "alt.localhost");
+        ck_assert_str_eq(S.info.peer_common_name, "alice");
+        cli_finish(&k);
+        ck_assert_int_eq(k.close_reason, TETHER_OK);
+    }
+    /* Refused after the reload: the failing handshake lets go too. */
+    r.refuse = TETHER_TLS_ALERT_CERTIFICATE_REVOKED;
+    struct cli k;
+    ck_assert_int_eq(cli_dial(&k, "127.0.0.1", ccfg), TETHER_ECERT);
+    ASSERT_HAS(k.connect_detail,
+               "the server rejected our certificate (alert 'certificate revoked')");
+    cli_wait_closed(&k);
+    ck_assert(th_run_until_pred(srv_has_error, NULL, 10000));
+    ASSERT_HAS(S.error_detail, "refused after a reload");
+    ck_assert_int_eq(r.calls, 3);
+    ck_assert_int_eq(r.reload_rv, TETHER_OK);
+    ck_assert_int_eq(S.accepted, 2);
+    tether_tls_config_unref(ccfg);
+    srv_down();
+}
+END_TEST
+
 Suite *tls_peer_suite(void);
 Suite *tls_peer_suite(void)
 {
@@ -759,6 +832,7 @@ Suite *tls_peer_suite(void)
     tcase_add_test(tc, peer_certificate_and_truncation);
     tcase_add_test(tc, no_peer_certificate_and_not_tls);
     tcase_add_test(tc, hook_writes_on_another_connection);
+    tcase_add_test(tc, reload_while_handshaking_keeps_the_sni_certificate);
     suite_add_tcase(s, tc);
     return s;
 }
