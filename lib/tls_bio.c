@@ -7,6 +7,8 @@
  * dispositions. It also keeps the first bytes the peer sent, so that a peer
  * that does not speak TLS at all (plain TCP, HTTP) is named as such instead
  * of as a protocol error (tls_errors.c), and the last socket error.
+ * While handshaking it skips the recv() that would follow our own flight
+ * within one step and find nothing (TF_AWAIT): a system call per flight.
  *
  * A loop has one such BIO, shared by all its TLS transports (tls_idle.c
  * keeps it): its data is the loop's struct tls_loop, which names the
@@ -38,6 +40,9 @@ static int bio_write(BIO *b, const char *data, int len)
         }
         return -1;
     }
+    if (!(t->base.flags & TF_HS_DONE)) {
+        t->base.flags |= TF_AWAIT; /* a flight: the peer has yet to answer it */
+    }
     return (int)n;
 }
 
@@ -45,6 +50,10 @@ static int bio_read(BIO *b, char *buf, int len)
 {
     struct tls_transport *t = ((struct tls_loop *)BIO_get_data(b))->cur;
     BIO_clear_retry_flags(b);
+    if (TETHER__UNLIKELY(t->base.flags & TF_AWAIT)) {
+        BIO_set_retry_read(b); /* (a recv() now would find nothing) */
+        return -1;
+    }
     ssize_t n;
     do {
         n = recv(t->base.fd, buf, (size_t)len, 0);

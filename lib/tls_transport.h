@@ -27,6 +27,13 @@
 #define TF_HOOK_REJECT 0x1000u    /* the verify hook refused the peer */
 #define TF_BUF_LISTED 0x2000u /* on the loop's list of transports holding buffers (tls_idle.c) */
 #define TF_BUF_USED 0x4000u   /* read or written since the last sweep of that list */
+/* The peer cannot have sent anything new yet: a handshake step just wrote
+ * our flight, which it must answer, or (servers) the connection was just
+ * accepted. The BIO's reads report "would block" without a recv() until
+ * the step ends (tls_bio.c): the recv() would fail with EAGAIN, and the
+ * step waits for readability anyway, which level-triggered epoll reports
+ * at once if the bytes did come. */
+#define TF_AWAIT 0x8000u
 
 struct tls_idle;
 

@@ -207,9 +207,8 @@ static int tls_await_verdict(struct tls_transport *t)
     return tether__tls_fail(t, e);
 }
 
-static int tls_handshake(struct tether_transport *tr, bool *done)
+static int tls_handshake_step(struct tls_transport *t, bool *done)
 {
-    struct tls_transport *t = (struct tls_transport *)tr;
     *done = false;
     if (t->base.flags & TF_HS_DONE) {
         *done = true;
@@ -267,6 +266,16 @@ static int tls_handshake(struct tether_transport *tr, bool *done)
     tether__tls_idle_hs_done(t);
     *done = true;
     return TETHER_OK;
+}
+
+static int tls_handshake(struct tether_transport *tr, bool *done)
+{
+    struct tls_transport *t = (struct tls_transport *)tr;
+    int rv = tls_handshake_step(t, done);
+    /* The next step runs when the socket is readable (or writable): the
+     * peer may have answered by then. */
+    t->base.flags &= (uint16_t)~TF_AWAIT;
+    return rv;
 }
 
 static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
@@ -718,7 +727,11 @@ int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
         tether_tls_config_ref(cfg); /* t's, found through the SSL_CTX (tether__tls_cfg) */
     }
     if (server) {
-        t->base.flags |= TF_SERVER;
+        /* Just accepted: the client's first flight (ClientHello) usually
+         * comes after the accept, so the first step does not try the
+         * socket; a ClientHello already there is reported by epoll at
+         * once. */
+        t->base.flags |= TF_SERVER | TF_AWAIT;
     }
     /* A server keeps g, its SNI certificates, until the handshake is
      * done, and finds it again through its SSL_CTX (tls_gen). */

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1286,6 +1287,7 @@ struct cn_peer {
     bool handshake_ok;
     bool got_close_notify; /* tether answered */
     bool got_fin_first;    /* tether closed TCP without answering */
+    atomic_bool sent;      /* its first flight is out */
     char err[256];
 };
 
@@ -1345,6 +1347,7 @@ static void *cn_peer_main(void *arg)
             snprintf(p->err, sizeof p->err, "send during handshake failed");
             goto out;
         }
+        atomic_store(&p->sent, true);
         if (r == 1) {
             break;
         }
@@ -1414,7 +1417,7 @@ static void cn_peer_finish(struct cn_peer *p)
 /* tether as the server: an accepted connection whose peer ends with data and
  * close_notify in one segment delivers the data, reports a clean EOF and
  * answers close_notify. */
-static void cn_accepted(int version)
+static void cn_accepted(int version, bool hello_first)
 {
     tether_tls_config *scfg = srv_up("server", NULL);
     S.echo = false;
@@ -1422,6 +1425,14 @@ static void cn_accepted(int version)
     struct cn_peer p = {.server = false, .version = version};
     p.fd = th_raw_connect(S.port);
     ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
+    if (hello_first) {
+        /* The loop has not run: the listener accepts a connection whose
+         * ClientHello is already waiting in the socket. */
+        for (int i = 0; i < 10000 && !atomic_load(&p.sent); i++) {
+            usleep(1000);
+        }
+        ck_assert(atomic_load(&p.sent));
+    }
     bool done = th_run_until_pred(cn_closed, &closed, 15000);
     cn_peer_finish(&p);
     ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
@@ -1435,13 +1446,23 @@ static void cn_accepted(int version)
 
 START_TEST(close_notify_with_last_data_accepted_tls12)
 {
-    cn_accepted(TLS1_2_VERSION);
+    cn_accepted(TLS1_2_VERSION, false);
 }
 END_TEST
 
 START_TEST(close_notify_with_last_data_accepted_tls13)
 {
-    cn_accepted(TLS1_3_VERSION);
+    cn_accepted(TLS1_3_VERSION, false);
+}
+END_TEST
+
+/* An accepted connection's first handshake step does not try the socket
+ * (the ClientHello usually comes after the accept: TF_AWAIT); one that is
+ * already there when the listener accepts must still be read at once
+ * (epoll reports it) and the handshake go on. _i: 0 = TLS 1.2, 1 = 1.3. */
+START_TEST(client_hello_waiting_at_accept)
+{
+    cn_accepted(_i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION, true);
 }
 END_TEST
 
@@ -1886,6 +1907,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, close_notify_and_truncation);
     tcase_add_test(tc, close_notify_with_last_data_accepted_tls12);
     tcase_add_test(tc, close_notify_with_last_data_accepted_tls13);
+    tcase_add_loop_test(tc, client_hello_waiting_at_accept, 0, 2);
     tcase_add_test(tc, close_notify_with_last_data_dialled_tls12);
     tcase_add_test(tc, close_notify_with_last_data_dialled_tls13);
     tcase_add_test(tc, peer_reset_while_writing_never_raises_sigpipe);
