@@ -357,6 +357,9 @@ static SSL_CTX *ctx_new(const tether_tls_config *cfg, X509_STORE *store, const c
         SSL_CTX_free(ctx);
         return NULL;
     }
+    if (cert != NULL) {
+        tether__tls_sigalgs_note(ctx); /* for servers (tls_sigalgs.c) */
+    }
     ERR_clear_error();
     return ctx;
 }

@@ -106,6 +106,19 @@ int tether__tls_handshake_timeout_ms(const tether_tls_config *cfg);
  * the system error for ERR_LIB_SYS. */
 void tether__tls_err_text(unsigned long e, char *buf, size_t len);
 
+/* ---- tls_sigalgs.c ----------------------------------------------------- */
+
+/* Notes, in ctx's ex_data, the signature algorithms its key can make
+ * (for keys tls_sigalgs.c knows); called once its key is loaded. */
+void tether__tls_sigalgs_note(SSL_CTX *ctx);
+
+/* A server that asks for no client certificate: restricts the algorithms
+ * ssl takes from the client's list to those its SSL_CTX's key can make
+ * (the same choice, less memory per connection); nothing if the SSL_CTX
+ * has no such note. Before the ClientHello is processed, and again after
+ * SNI changed the SSL_CTX. */
+void tether__tls_server_sigalgs(SSL *ssl);
+
 /* ---- transport_tls.c --------------------------------------------------- */
 
 /* Wraps a connected, non-blocking socket in TLS, for a connection of

@@ -131,6 +131,11 @@ int tether__tls_servername_cb(SSL *ssl, int *alert, void *arg)
     for (size_t i = 0; i < g->nsni; i++) {
         if (X509_check_host(g->sni[i].leaf, name, 0, 0, NULL) == 1) {
             SSL_set_SSL_CTX(ssl, g->sni[i].ctx);
+            /* SSL_set_SSL_CTX() replaced the certificate slots, and the
+             * signature algorithms set for the default key with them. */
+            if (tether__tls_ctx_cfg(g->sni[i].ctx)->client_auth == TETHER_TLS_CLIENT_AUTH_NONE) {
+                tether__tls_server_sigalgs(ssl);
+            }
             return SSL_TLSEXT_ERR_OK;
         }
     }
@@ -698,6 +703,9 @@ static void tls_server_setup(struct tls_transport *t)
         mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     }
     SSL_set_verify(t->ssl, mode, mode != SSL_VERIFY_NONE ? tether__tls_verify_cb : NULL);
+    if (mode == SSL_VERIFY_NONE) {
+        tether__tls_server_sigalgs(t->ssl); /* (less memory per connection) */
+    }
     if (cfg->alpn != NULL) {
         /* SSL_new() copied the SSL_CTX's protocol list, which only a
          * client sends: a server selects from cfg->alpn in

@@ -20,7 +20,9 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "conn.h" /* private: a connection's transport, for tether__tls_holds_buffers() */
 #include "helpers.h"
@@ -1288,6 +1290,9 @@ struct cn_peer {
     bool got_close_notify; /* tether answered */
     bool got_fin_first;    /* tether closed TCP without answering */
     atomic_bool sent;      /* its first flight is out */
+    const char *sni;       /* clients: the name sent, NULL for "localhost" */
+    int sig_type;          /* clients: how the server signed (key type NID) */
+    int sig_hash;          /* and with which digest (NID_undef for EdDSA) */
     char err[256];
 };
 
@@ -1336,7 +1341,9 @@ static void *cn_peer_main(void *arg)
         SSL_set_accept_state(ssl);
     } else {
         SSL_set_connect_state(ssl);
-        SSL_set_tlsext_host_name(ssl, "localhost");
+        char sni[256];
+        snprintf(sni, sizeof sni, "%s", p->sni != NULL ? p->sni : "localhost");
+        SSL_set_tlsext_host_name(ssl, sni);
     }
     struct timeval tv = {.tv_sec = 10};
     setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -1357,6 +1364,10 @@ static void *cn_peer_main(void *arg)
         }
     }
     p->handshake_ok = true;
+    if (!p->server) {
+        SSL_get_peer_signature_type_nid(ssl, &p->sig_type);
+        SSL_get_peer_signature_nid(ssl, &p->sig_hash);
+    }
     /* Let tether finish its side (a TLS 1.3 server's tickets, the client's
      * Finished) and see the connection as up before the last words. */
     usleep(200 * 1000);
@@ -1417,30 +1428,40 @@ static void cn_peer_finish(struct cn_peer *p)
 /* tether as the server: an accepted connection whose peer ends with data and
  * close_notify in one segment delivers the data, reports a clean EOF and
  * answers close_notify. */
+static void cn_accepted_by(tether_tls_config *scfg, struct cn_peer *p, bool hello_first);
+
 static void cn_accepted(int version, bool hello_first)
 {
-    tether_tls_config *scfg = srv_up("server", NULL);
+    struct cn_peer p = {.server = false, .version = version};
+    cn_accepted_by(server_cfg("server", NULL), &p, hello_first);
+}
+
+/* The same with the server configuration scfg (released here) and the
+ * peer client p (its results stay there). */
+static void cn_accepted_by(tether_tls_config *scfg, struct cn_peer *p, bool hello_first)
+{
+    srv_reset();
+    srv_start(scfg);
     S.echo = false;
     int closed = S.closed;
-    struct cn_peer p = {.server = false, .version = version};
-    p.fd = th_raw_connect(S.port);
-    ck_assert_int_eq(pthread_create(&p.thr, NULL, cn_peer_main, &p), 0);
+    p->fd = th_raw_connect(S.port);
+    ck_assert_int_eq(pthread_create(&p->thr, NULL, cn_peer_main, p), 0);
     if (hello_first) {
         /* The loop has not run: the listener accepts a connection whose
          * ClientHello is already waiting in the socket. */
-        for (int i = 0; i < 10000 && !atomic_load(&p.sent); i++) {
+        for (int i = 0; i < 10000 && !atomic_load(&p->sent); i++) {
             usleep(1000);
         }
-        ck_assert(atomic_load(&p.sent));
+        ck_assert(atomic_load(&p->sent));
     }
     bool done = th_run_until_pred(cn_closed, &closed, 15000);
-    cn_peer_finish(&p);
-    ck_assert_msg(p.handshake_ok, "peer: %s", p.err);
+    cn_peer_finish(p);
+    ck_assert_msg(p->handshake_ok, "peer: %s", p->err);
     ck_assert_msg(done, "the server never reported the end of the stream");
     ck_assert_int_eq(S.msgs, 1);
     ck_assert_msg(S.last_close == TETHER_EOF, "got %s: %s", tether_err_name(S.last_close),
                   S.close_detail);
-    ck_assert_msg(p.got_close_notify, "peer: %s", p.err);
+    ck_assert_msg(p->got_close_notify, "peer: %s", p->err);
     srv_down(scfg);
 }
 
@@ -1463,6 +1484,168 @@ END_TEST
 START_TEST(client_hello_waiting_at_accept)
 {
     cn_accepted(_i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION, true);
+}
+END_TEST
+
+/* ---- a server's signature algorithms (lib/tls_sigalgs.c) ---------------- */
+
+/* Writes DIR/STEM.pem and DIR/STEM.key: a new key of algorithm alg
+ * ("RSA", "ED25519", "EC" with curve) with a certificate for name,
+ * issued by the test CA. */
+static void gen_cert(const char *dir, const char *stem, EVP_PKEY *pk, const char *name)
+{
+    FILE *f = fopen(CERT("ca.pem"), "r");
+    ck_assert_ptr_nonnull(f);
+    X509 *ca = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    f = fopen(CERT("ca.key"), "r");
+    ck_assert_ptr_nonnull(f);
+    EVP_PKEY *cakey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert(ca != NULL && cakey != NULL && pk != NULL);
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)(th_now_ms() & 0x7fffffff));
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, pk);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(ca));
+    char san[128];
+    snprintf(san, sizeof san, "DNS:%s", name);
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    ck_assert_ptr_nonnull(ext);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    ck_assert_int_gt(X509_sign(x, cakey, EVP_sha256()), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.pem", dir, stem);
+    f = fopen(path, "w");
+    ck_assert(f != NULL && PEM_write_X509(f, x) == 1 && PEM_write_X509(f, ca) == 1);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s.key", dir, stem);
+    f = fopen(path, "w");
+    ck_assert(f != NULL && PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL) == 1);
+    fclose(f);
+    X509_free(x);
+    X509_free(ca);
+    EVP_PKEY_free(cakey);
+    EVP_PKEY_free(pk);
+}
+
+/* How a plain OpenSSL server with OpenSSL's default lists signs its
+ * handshake with this certificate, against the peer client's offer:
+ * memory BIOs, in this thread. */
+static void default_choice(const char *cert, const char *key, int version, int *type, int *hash)
+{
+    SSL_CTX *sc = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *cc = SSL_CTX_new(TLS_client_method());
+    ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(sc, cert), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM), 1);
+    SSL_CTX_set_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE); /* as tether's */
+    SSL_CTX_set_min_proto_version(cc, version);
+    SSL_CTX_set_max_proto_version(cc, version);
+    SSL *srv = SSL_new(sc);
+    SSL *cli = SSL_new(cc);
+    BIO *a;
+    BIO *b;
+    ck_assert_int_eq(BIO_new_bio_pair(&a, 0, &b, 0), 1);
+    SSL_set_bio(srv, a, a);
+    SSL_set_bio(cli, b, b);
+    SSL_set_accept_state(srv);
+    SSL_set_connect_state(cli);
+    int rs = 0;
+    int rc = 0;
+    for (int i = 0; i < 50 && (rs != 1 || rc != 1); i++) {
+        rc = SSL_do_handshake(cli);
+        rs = SSL_do_handshake(srv);
+    }
+    ck_assert(rs == 1 && rc == 1);
+    SSL_get_peer_signature_type_nid(cli, type);
+    SSL_get_peer_signature_nid(cli, hash);
+    SSL_free(cli);
+    SSL_free(srv);
+    SSL_CTX_free(cc);
+    SSL_CTX_free(sc);
+    ERR_clear_error();
+}
+
+static const struct {
+    const char *alg; /* the default certificate's key, NULL for certs/server */
+    const char *sni; /* an SNI certificate's key ("alt.localhost"), or NULL */
+    int version;
+} SIG_CASES[] = {
+    {"RSA", NULL, TLS1_3_VERSION},      {"RSA", NULL, TLS1_2_VERSION},
+    {"ED25519", NULL, TLS1_3_VERSION},  {"P-384", NULL, TLS1_3_VERSION},
+    {"P-384", NULL, TLS1_2_VERSION},    {NULL, NULL, TLS1_2_VERSION},
+    {NULL, "RSA", TLS1_3_VERSION},      {"RSA", "P-256", TLS1_3_VERSION},
+    {"RSA", "ED25519", TLS1_2_VERSION},
+};
+
+static EVP_PKEY *keygen(const char *alg)
+{
+    if (strcmp(alg, "RSA") == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    }
+    if (strcmp(alg, "ED25519") == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    }
+    return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg);
+}
+
+/* A server without client authentication keeps only the signature
+ * algorithms its key can make; it must still sign as OpenSSL's default
+ * would, for each key type and with an SNI certificate of another type
+ * (whose list replaces the default certificate's). _i indexes SIG_CASES. */
+START_TEST(server_signs_as_with_the_default_list)
+{
+    char dir[] = "/tmp/tether-sigalgs-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cert[600];
+    char key[600];
+    char scert[600];
+    char skey[600];
+    const char *alg = SIG_CASES[_i].alg;
+    if (alg != NULL) {
+        gen_cert(dir, "main", keygen(alg), "localhost");
+        snprintf(cert, sizeof cert, "%s/main.pem", dir);
+        snprintf(key, sizeof key, "%s/main.key", dir);
+    } else {
+        snprintf(cert, sizeof cert, "%s", CERT("server.pem"));
+        snprintf(key, sizeof key, "%s", CERT("server.key"));
+    }
+    tether_tls_config *scfg = mk_cfg_t(cert, key, CERT("ca.pem"), NULL);
+    const char *used_cert = cert;
+    const char *used_key = key;
+    if (SIG_CASES[_i].sni != NULL) {
+        gen_cert(dir, "sni", keygen(SIG_CASES[_i].sni), "alt.localhost");
+        snprintf(scert, sizeof scert, "%s/sni.pem", dir);
+        snprintf(skey, sizeof skey, "%s/sni.key", dir);
+        tether_error err;
+        ck_assert_int_eq(tether_tls_config_add_cert(scfg, scert, skey, &err), TETHER_OK);
+        used_cert = scert;
+        used_key = skey;
+    }
+    int want_type = 0;
+    int want_hash = 0;
+    default_choice(used_cert, used_key, SIG_CASES[_i].version, &want_type, &want_hash);
+    struct cn_peer p = {.server = false,
+                        .version = SIG_CASES[_i].version,
+                        .sni = SIG_CASES[_i].sni != NULL ? "alt.localhost" : NULL};
+    cn_accepted_by(scfg, &p, false);
+    ck_assert_msg(p.sig_type == want_type && p.sig_hash == want_hash,
+                  "signed with %s/%s, OpenSSL's default list: %s/%s", OBJ_nid2sn(p.sig_type),
+                  OBJ_nid2sn(p.sig_hash), OBJ_nid2sn(want_type), OBJ_nid2sn(want_hash));
+    char path[600];
+    const char *files[] = {"main.pem", "main.key", "sni.pem", "sni.key"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
 }
 END_TEST
 
@@ -1908,6 +2091,8 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, close_notify_with_last_data_accepted_tls12);
     tcase_add_test(tc, close_notify_with_last_data_accepted_tls13);
     tcase_add_loop_test(tc, client_hello_waiting_at_accept, 0, 2);
+    tcase_add_loop_test(tc, server_signs_as_with_the_default_list, 0,
+                        (int)(sizeof SIG_CASES / sizeof SIG_CASES[0]));
     tcase_add_test(tc, close_notify_with_last_data_dialled_tls12);
     tcase_add_test(tc, close_notify_with_last_data_dialled_tls13);
     tcase_add_test(tc, peer_reset_while_writing_never_raises_sigpipe);
