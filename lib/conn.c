@@ -490,6 +490,25 @@ void tether__conn_end_in_dispatch(tether_conn *c)
     }
 }
 
+void tether__conn_end_eof(tether_conn *c)
+{
+    c->dispatching--; /* (the dispatch ends here, as before end_in_dispatch) */
+    c->flags |= TETHER__CF_EOF;
+    /* tether__conn_fail_const() of an established connection, with the
+     * close kept off the deferred-work list (held), then what
+     * tether__conn_end_in_dispatch() does with it. */
+    if (c->err_owned) {
+        free((char *)c->err);
+        c->err_owned = false;
+    }
+    c->err = "connection closed by peer";
+    c->todo = TETHER__CT_HELD;
+    conn_finish_open(c, TETHER_EOF);
+    c->todo = 0;
+    conn_report_close(c);
+    tether__conn_free(c); /* (DEAD: reported, due to be freed) */
+}
+
 static void conn_on_io_general(tether_conn *c, unsigned revents);
 
 static void conn_on_io(struct tether__io *io, unsigned revents)

@@ -218,6 +218,13 @@ void tether__conn_on_io_plain(tether_conn *c, unsigned revents);
  * close and frees it now when that is all the deferred work would do. */
 void tether__conn_end_in_dispatch(tether_conn *c);
 
+/* The peer's FIN, read in c's own dispatch (dispatching 1), ends an
+ * accepted connection that has nothing else due (conn_read.c checks):
+ * fails it with TETHER_EOF, reports the close and frees it in one call,
+ * the steps the read's EOF and tether__conn_end_in_dispatch() would take
+ * one after the other (conn.c). c is freed on return. */
+void tether__conn_end_eof(tether_conn *c);
+
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);
 
