@@ -100,6 +100,7 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
         loop->pend_head = p;
     }
     loop->pend_tail = p;
+    loop->attn = true;
     tether__loop_touch(loop);
 }
 
@@ -135,6 +136,7 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     }
     f->next = loop->flush_head;
     loop->flush_head = f;
+    loop->attn = true;
     tether__loop_touch(loop);
 }
 
@@ -538,9 +540,6 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             }
         }
         loop->dispatching = false;
-        if (TETHER__UNLIKELY(loop->hooks != 0)) {
-            tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-        }
         if (TETHER__UNLIKELY(n == loop->events_cap) && n < 4096) {
             /* A full batch: more may have been ready. */
             struct epoll_event *bigger =
@@ -549,6 +548,22 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
                 loop->events = bigger;
                 loop->events_cap *= 2;
             }
+        }
+        if (TETHER__LIKELY(!loop->attn) &&
+            atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) == 0) {
+            /* The dispatch queued nothing, and nothing was queued, armed,
+             * started or asked for before it: no check hook, no timer, no
+             * deferred work or flush, no stop. What follows would find
+             * all of it empty: poll again (tether_loop_run()) with the
+             * caller's timeout, as no timer is armed. */
+            if (!until_idle || loop->active == 0) {
+                return 0;
+            }
+            timeout = timeout_ms;
+            continue;
+        }
+        if (TETHER__UNLIKELY(loop->hooks != 0)) {
+            tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
         }
         /* Run the timers and work that became due during dispatch now, so
          * that run_once() with a timeout sees them before it returns. */
@@ -568,6 +583,9 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
          * with no hook started: the next iteration would find its queues
          * empty, so poll again at once, with the timeout of the timers
          * (those due now run from the top of the next iteration). */
+        /* Whether the next pass may take the short way above. */
+        loop->attn = loop->pend_head != PEND_END(loop) || loop->flush_head != FLUSH_END(loop) ||
+                     loop->hooks != 0 || loop->heap_len != 0 || loop->stop;
         if (!until_idle || !quiet || loop->stop || loop->active == 0 || loop->hooks != 0) {
             return 0;
         }
@@ -634,6 +652,7 @@ void tether_loop_stop(tether_loop *loop)
 {
     if (loop != NULL) {
         loop->stop = true;
+        loop->attn = true;
     }
 }
 
