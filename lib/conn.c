@@ -511,6 +511,18 @@ void tether__conn_end_eof(tether_conn *c)
 
 static void conn_on_io_general(tether_conn *c, unsigned revents);
 
+/* conn_on_io() of a connection that is not established on a plain
+ * socket. */
+static inline __attribute__((always_inline)) void conn_on_io_other(tether_conn *c, unsigned revents)
+{
+    if (c->state == TETHER__CS_LINGER && (c->flags & TETHER__CF_CLOSE_DONE) &&
+        c->pend.next == NULL) {
+        tether__conn_on_io_linger(c); /* (the common end after our close) */
+    } else {
+        conn_on_io_general(c, revents);
+    }
+}
+
 static void conn_on_io(struct tether__io *io, unsigned revents)
 {
     tether_conn *c = tether__container_of(io, tether_conn, io);
@@ -519,12 +531,14 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
          * transport's own readiness and buffered input, which a plain
          * socket never has. */
         tether__conn_on_io_plain(c, revents);
-    } else if (c->state == TETHER__CS_LINGER && (c->flags & TETHER__CF_CLOSE_DONE) &&
-               c->pend.next == NULL) {
-        tether__conn_on_io_linger(c); /* (the common end after our close) */
     } else {
-        conn_on_io_general(c, revents);
+        conn_on_io_other(c, revents);
     }
+}
+
+void tether__conn_on_io_other(tether_conn *c, unsigned revents)
+{
+    conn_on_io_other(c, revents);
 }
 
 /* Out of line: conn_on_io() stays a test and a jump. */

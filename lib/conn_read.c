@@ -550,6 +550,18 @@ void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
     }
 }
 
+/* (A jump to tether__conn_on_io_plain(), not a second copy of it: the
+ * copy inline here came out slower per message.) */
+void tether__conn_io_plain_cb(struct tether__io *io, unsigned revents)
+{
+    tether_conn *c = tether__container_of(io, tether_conn, io);
+    if (c->state == TETHER__CS_READY) {
+        tether__conn_on_io_plain(c, revents);
+    } else {
+        tether__conn_on_io_other(c, revents);
+    }
+}
+
 /* After a read of n bytes that returned rv: false when there is nothing
  * to parse (no data yet, an error or the end of the stream, each handled
  * here), else counts the bytes. */
