@@ -112,7 +112,8 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 
 /* conn_finish() of a connection not yet reported closed (neither DEAD
  * nor LINGER); inline in tether__conn_fail_const(), the peer's EOF. */
-static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason)
+static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason,
+                                                                   bool report)
 {
     if (c->hooks & TETHER__CH_LIVE) {
         tether__tnode_stop(c->h.loop, &c->ex->live->timer);
@@ -127,7 +128,9 @@ static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
-    tether__conn_todo(c, TETHER__CT_CLOSE);
+    if (report) {
+        tether__conn_todo(c, TETHER__CT_CLOSE);
+    } /* (else the caller reports the close at once) */
 }
 
 /* Moves the connection to DEAD with a reason and queues the report. */
@@ -144,7 +147,7 @@ static void conn_finish(tether_conn *c, int reason)
         tether__conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
     } else if (c->state != TETHER__CS_DEAD) {
-        conn_finish_open(c, reason);
+        conn_finish_open(c, reason, true);
     }
 }
 
@@ -189,7 +192,7 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         c->err_owned = false;
     }
     c->err = detail;
-    conn_finish_open(c, reason);
+    conn_finish_open(c, reason, true);
 }
 
 /* ---- I/O interest ---------------------------------------------------- */
@@ -495,16 +498,14 @@ void tether__conn_end_eof(tether_conn *c)
     c->dispatching--; /* (the dispatch ends here, as before end_in_dispatch) */
     c->flags |= TETHER__CF_EOF;
     /* tether__conn_fail_const() of an established connection, with the
-     * close kept off the deferred-work list (held), then what
-     * tether__conn_end_in_dispatch() does with it. */
+     * close reported here rather than queued, as
+     * tether__conn_end_in_dispatch() would report it. */
     if (c->err_owned) {
         free((char *)c->err);
         c->err_owned = false;
     }
     c->err = "connection closed by peer";
-    c->todo = TETHER__CT_HELD;
-    conn_finish_open(c, TETHER_EOF);
-    c->todo = 0;
+    conn_finish_open(c, TETHER_EOF, false); /* (c->todo is 0: nothing else is due) */
     conn_report_close(c);
     tether__conn_free(c); /* (DEAD: reported, due to be freed) */
 }
