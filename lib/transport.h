@@ -78,12 +78,23 @@ struct tether_transport {
  * it (struct tether_conn's tcp, the last member, and the block's tail). */
 #define TETHER__TLS_TRANSPORT_SIZE 48
 
+/* The plain transport's tables (transport_tcp.c), for the inline
+ * tether__tcp_transport_init(). */
+extern const struct tether_transport_ops tether__tcp_ops;
+extern const struct tether_transport_ops tether__unix_ops;
+
 /* Wraps a connected, non-blocking socket in t: the plain transport
  * (transport_tcp.c) is the bare struct, embedded in the connection rather
  * than allocated (a separate block cost an idle connection 32 bytes of
  * heap, issue #12). t must stay allocated until its destroy(), which
- * closes fd and frees nothing. Takes ownership of fd. Cannot fail. */
-void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix);
+ * closes fd and frees nothing. Takes ownership of fd. Cannot fail. Inline:
+ * every accepted socket and dial takes it. */
+static inline void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix)
+{
+    t->ops = is_unix ? &tether__unix_ops : &tether__tcp_ops;
+    t->fd = fd;
+    t->last_errno = 0;
+}
 
 /* TCP keepalive on a TCP socket: SO_KEEPALIVE, and TCP_KEEPIDLE,
  * TCP_KEEPINTVL (milliseconds, rounded up to the seconds the kernel takes)

@@ -83,7 +83,7 @@ static const char *tcp_last_error(const struct tether_transport *tr)
     return tr->last_errno ? strerror(tr->last_errno) : NULL;
 }
 
-static const struct tether_transport_ops tcp_ops = {
+const struct tether_transport_ops tether__tcp_ops = {
     .name = "tcp",
     .plain = true,
     .handshake = tcp_handshake,
@@ -96,7 +96,7 @@ static const struct tether_transport_ops tcp_ops = {
     .last_error = tcp_last_error,
 };
 
-static const struct tether_transport_ops unix_ops = {
+const struct tether_transport_ops tether__unix_ops = {
     .name = "unix",
     .plain = true,
     .handshake = tcp_handshake,
@@ -108,13 +108,6 @@ static const struct tether_transport_ops unix_ops = {
     .destroy = tcp_destroy,
     .last_error = tcp_last_error,
 };
-
-void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix)
-{
-    t->ops = is_unix ? &unix_ops : &tcp_ops;
-    t->fd = fd;
-    t->last_errno = 0;
-}
 
 /* ---- socket options ---------------------------------------------------- */
 
