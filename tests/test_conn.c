@@ -2138,6 +2138,45 @@ START_TEST(reset_while_paused_does_not_spin)
 }
 END_TEST
 
+/* The first message of an established connection is written from the
+ * caller's memory when nothing stands in its way (wqueue.c's
+ * conn_send_first()); every refusal still comes with its own code, and
+ * a refused first message leaves the next one first. */
+static bool first_connected(void *arg)
+{
+    return ((struct cli *)arg)->connected;
+}
+
+START_TEST(first_send_on_established_connection_checks_everything)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.max_msg = 100;
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until_pred(first_connected, &k, 5000));
+    uint8_t big[101] = {0};
+    ck_assert_int_eq(tether_conn_send(k.c, big, sizeof big), TETHER_EMSGSIZE);
+    ck_assert_int_eq(tether_conn_send(k.c, NULL, 5), TETHER_EINVAL);
+    tether_stats st;
+    ck_assert_int_eq(tether_conn_get_stats(k.c, &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_out, 0);
+    ck_assert_int_eq(tether_conn_send(k.c, big, 100), TETHER_OK);
+    ck_assert_int_eq(tether_conn_get_stats(k.c, &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_out, 1);
+    ck_assert_uint_eq(st.bytes_out, 104);
+    long one = 1;
+    ck_assert(th_run_until_pred(srv_got, &one, 5000));
+    ck_assert_int_eq(S.msgs, 1);
+    tether_conn_close(k.c);
+    ck_assert_int_eq(tether_conn_send(k.c, big, 5), TETHER_ECLOSED);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
 /* The peer's FIN ends an accepted connection from the read that finds
  * it, in one step when nothing else is due (conn_read.c's
  * conn_eof_ends()), else through the deferred-work list. Either way
@@ -2281,6 +2320,7 @@ static Suite *conn_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connection_refused_is_clear);
     tcase_add_test(tc, peer_fin_ends_accepted_connection_once);
+    tcase_add_test(tc, first_send_on_established_connection_checks_everything);
     tcase_add_test(tc, connection_refused_other_loopbacks);
     tcase_add_test(tc, numeric_connect_timeout_is_clear);
     tcase_add_test(tc, abort_while_connecting_closes_socket);
