@@ -550,16 +550,17 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             }
         }
         if (TETHER__LIKELY(!loop->attn) &&
-            atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) == 0) {
-            /* The dispatch queued nothing, and nothing was queued, armed,
-             * started or asked for before it: no check hook, no timer, no
-             * deferred work or flush, no stop. What follows would find
-             * all of it empty: poll again (tether_loop_run()) with the
-             * caller's timeout, as no timer is armed. */
+            atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) == 0 &&
+            !tether__timers_due(loop)) {
+            /* The dispatch queued nothing, and nothing was queued, started
+             * or asked for before it (no check hook, no deferred work or
+             * flush, no stop), no post came and no timer is due: what
+             * follows would find nothing to do. Poll again
+             * (tether_loop_run()), until the next timer. */
             if (!until_idle || loop->active == 0) {
                 return 0;
             }
-            timeout = timeout_ms;
+            timeout = loop_timeout(loop, timeout_ms);
             continue;
         }
         if (TETHER__UNLIKELY(loop->hooks != 0)) {
@@ -583,12 +584,13 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
          * with no hook started: the next iteration would find its queues
          * empty, so poll again at once, with the timeout of the timers
          * (those due now run from the top of the next iteration). */
-        /* Whether the next pass may take the short way above. */
-        loop->attn = loop->pend_head != PEND_END(loop) || loop->flush_head != FLUSH_END(loop) ||
-                     loop->hooks != 0 || loop->heap_len != 0 || loop->stop;
         if (!until_idle || !quiet || loop->stop || loop->active == 0 || loop->hooks != 0) {
             return 0;
         }
+        /* Nothing ran, and the deferred work and flushes were found empty:
+         * the next pass may take the short way above (attn stays set
+         * after a pass that ran something, until one finds nothing). */
+        loop->attn = false;
         /* (With a timer armed the time is that of this wake-up, read
          * after the poll or by the arming: its timers were tested above.) */
         timeout = loop_timeout(loop, timeout_ms);

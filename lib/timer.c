@@ -111,7 +111,6 @@ void tether__tnode_start(tether_loop *loop, struct tether__tnode *n, uint64_t ti
     n->deadline = now + timeout_ms;
     n->seq = loop->timer_seq++;
     loop->heap_len++;
-    loop->attn = true; /* (loop.c: a timer to look at) */
     heap_place(loop, loop->heap_len - 1, n);
     heap_sift_up(loop, loop->heap_len - 1);
     if (n->index == 0) {

@@ -428,8 +428,9 @@ END_TEST
  * timer armed before and no other I/O to come, runs: a deferred item, a
  * flush, a timer, a check hook, a stop, a post. (After a dispatch the
  * loop skips its queues while nothing was queued since it last found them
- * empty: each of these must tell it.) A guard thread rescues a loop that
- * would wait forever, which fails the case rather than hang it. */
+ * empty: each of these must tell it, but for the timers and posts, which
+ * it always looks at.) A guard thread rescues a loop that would wait
+ * forever, which fails the case rather than hang it. */
 enum {
     QW_PENDING,
     QW_FLUSH,
