@@ -112,7 +112,8 @@ tether_conn *tether__conn_alloc(tether_loop *loop, struct tether__conn_cfg *cfg,
 
 /* conn_finish() of a connection not yet reported closed (neither DEAD
  * nor LINGER); inline in tether__conn_fail_const(), the peer's EOF. */
-static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason)
+static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *c, int reason,
+                                                                   bool report)
 {
     if (c->hooks & TETHER__CH_LIVE) {
         tether__tnode_stop(c->h.loop, &c->ex->live->timer);
@@ -127,7 +128,9 @@ static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *
      * on_close, so that tether_conn_peer() still works in on_close. */
     tether__io_stop(c->h.loop, &c->io);
     tether__conn_rpart_free(c);
-    tether__conn_todo(c, TETHER__CT_CLOSE);
+    if (report) {
+        tether__conn_todo(c, TETHER__CT_CLOSE);
+    } /* (else the caller reports the close at once) */
 }
 
 /* Moves the connection to DEAD with a reason and queues the report. */
@@ -144,7 +147,7 @@ static void conn_finish(tether_conn *c, int reason)
         tether__conn_destroy_transport(c);
         tether__conn_todo(c, TETHER__CT_FREE);
     } else if (c->state != TETHER__CS_DEAD) {
-        conn_finish_open(c, reason);
+        conn_finish_open(c, reason, true);
     }
 }
 
@@ -189,7 +192,7 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         c->err_owned = false;
     }
     c->err = detail;
-    conn_finish_open(c, reason);
+    conn_finish_open(c, reason, true);
 }
 
 /* ---- I/O interest ---------------------------------------------------- */
@@ -490,7 +493,36 @@ void tether__conn_end_in_dispatch(tether_conn *c)
     }
 }
 
+void tether__conn_end_eof(tether_conn *c)
+{
+    c->dispatching--; /* (the dispatch ends here, as before end_in_dispatch) */
+    c->flags |= TETHER__CF_EOF;
+    /* tether__conn_fail_const() of an established connection, with the
+     * close reported here rather than queued, as
+     * tether__conn_end_in_dispatch() would report it. */
+    if (c->err_owned) {
+        free((char *)c->err);
+        c->err_owned = false;
+    }
+    c->err = "connection closed by peer";
+    conn_finish_open(c, TETHER_EOF, false); /* (c->todo is 0: nothing else is due) */
+    conn_report_close(c);
+    tether__conn_free(c); /* (DEAD: reported, due to be freed) */
+}
+
 static void conn_on_io_general(tether_conn *c, unsigned revents);
+
+/* conn_on_io() of a connection that is not established on a plain
+ * socket. */
+static inline __attribute__((always_inline)) void conn_on_io_other(tether_conn *c, unsigned revents)
+{
+    if (c->state == TETHER__CS_LINGER && (c->flags & TETHER__CF_CLOSE_DONE) &&
+        c->pend.next == NULL) {
+        tether__conn_on_io_linger(c); /* (the common end after our close) */
+    } else {
+        conn_on_io_general(c, revents);
+    }
+}
 
 static void conn_on_io(struct tether__io *io, unsigned revents)
 {
@@ -500,12 +532,14 @@ static void conn_on_io(struct tether__io *io, unsigned revents)
          * transport's own readiness and buffered input, which a plain
          * socket never has. */
         tether__conn_on_io_plain(c, revents);
-    } else if (c->state == TETHER__CS_LINGER && (c->flags & TETHER__CF_CLOSE_DONE) &&
-               c->pend.next == NULL) {
-        tether__conn_on_io_linger(c); /* (the common end after our close) */
     } else {
-        conn_on_io_general(c, revents);
+        conn_on_io_other(c, revents);
     }
+}
+
+void tether__conn_on_io_other(tether_conn *c, unsigned revents)
+{
+    conn_on_io_other(c, revents);
 }
 
 /* Out of line: conn_on_io() stays a test and a jump. */

@@ -214,9 +214,27 @@ void tether__conn_read(tether_conn *c);
  * inline, so that a report costs one call. */
 void tether__conn_on_io_plain(tether_conn *c, unsigned revents);
 
+/* The watcher callback of a connection whose transport is the plain one
+ * for its whole life (listener.c sets it for a plain listener's sockets
+ * once they are established): READY goes to the plain dispatch without
+ * conn.c's test of the transport on the way, any other state to
+ * tether__conn_on_io_other(). */
+void tether__conn_io_plain_cb(struct tether__io *io, unsigned revents);
+
+/* conn.c's watcher callback for a connection in any state but READY on a
+ * plain socket: lingering, handshaking, closing. */
+void tether__conn_on_io_other(tether_conn *c, unsigned revents);
+
 /* After a dispatch whose read ended the connection (conn.c): reports the
  * close and frees it now when that is all the deferred work would do. */
 void tether__conn_end_in_dispatch(tether_conn *c);
+
+/* The peer's FIN, read in c's own dispatch (dispatching 1), ends an
+ * accepted connection that has nothing else due (conn_read.c checks):
+ * fails it with TETHER_EOF, reports the close and frees it in one call,
+ * the steps the read's EOF and tether__conn_end_in_dispatch() would take
+ * one after the other (conn.c). c is freed on return. */
+void tether__conn_end_eof(tether_conn *c);
 
 /* Parses what rpart holds (after a resume, or once a large frame is in). */
 void tether__conn_parse_rpart(tether_conn *c);

@@ -492,13 +492,29 @@ static void conn_on_eof_plain(tether_conn *c)
     }
 }
 
-static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c, bool plain);
+/* Whether the peer's FIN, just read from a plain socket, ends c at once
+ * (tether__conn_end_eof()): conn_on_eof_plain()'s case (an accepted
+ * connection with nothing queued or buffered, no hook and no work of its
+ * own due, while the loop has no deferred work, which would have run
+ * first), in which the rest of the dispatch would do nothing but
+ * tether__conn_end_in_dispatch(). */
+static inline bool conn_eof_ends(const tether_conn *c)
+{
+    const tether_loop *loop = c->h.loop;
+    return c->todo == 0 && c->hooks == 0 && c->queued == 0 && !(c->flags & TETHER__CF_DIALED) &&
+           c->rb == NULL && loop->pend_tail == NULL && loop->pend_last == NULL;
+}
+
+static inline __attribute__((always_inline)) bool conn_read_rounds(tether_conn *c, bool plain);
 
 /* tether__conn_read(), inline in it and in tether__conn_on_io_plain()
- * (plain: the transport is known to be a plain socket). */
-static inline __attribute__((always_inline)) void conn_read(tether_conn *c, bool plain)
+ * (plain: the transport is known to be a plain socket). True if the
+ * peer's FIN ended the connection, which is freed (plain only). */
+static inline __attribute__((always_inline)) bool conn_read(tether_conn *c, bool plain)
 {
-    conn_read_rounds(c, plain);
+    if (conn_read_rounds(c, plain)) {
+        return true;
+    }
     if (TETHER__UNLIKELY(c->hooks & TETHER__CH_ACK)) {
         tether__ack_after_read(c);
     }
@@ -508,11 +524,12 @@ static inline __attribute__((always_inline)) void conn_read(tether_conn *c, bool
          * nothing for it to do.) */
         tether__live_after_read(c);
     }
+    return false;
 }
 
 void tether__conn_read(tether_conn *c)
 {
-    conn_read(c, false);
+    (void)conn_read(c, false);
 }
 
 void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
@@ -522,14 +539,26 @@ void tether__conn_on_io_plain(tether_conn *c, unsigned revents)
         c->flags &= (uint16_t)~TETHER__CF_WBLOCKED;
         tether__conn_flush(c);
     }
-    if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY) {
-        conn_read(c, true);
+    if ((revents & TETHER_EV_READ) && c->state == TETHER__CS_READY && conn_read(c, true)) {
+        return; /* the peer's FIN ended it: freed */
     }
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         tether__conn_dispatch_end_fast(c);
     } else if (c->state == TETHER__CS_DEAD) {
         tether__conn_end_in_dispatch(c);
+    }
+}
+
+/* (A jump to tether__conn_on_io_plain(), not a second copy of it: the
+ * copy inline here came out slower per message.) */
+void tether__conn_io_plain_cb(struct tether__io *io, unsigned revents)
+{
+    tether_conn *c = tether__container_of(io, tether_conn, io);
+    if (c->state == TETHER__CS_READY) {
+        tether__conn_on_io_plain(c, revents);
+    } else {
+        tether__conn_on_io_other(c, revents);
     }
 }
 
@@ -633,27 +662,27 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
     return more;
 }
 
-static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *c, bool plain)
+static inline __attribute__((always_inline)) bool conn_read_rounds(tether_conn *c, bool plain)
 {
     uint8_t *lb = read_buf_get(c);
     if (lb == NULL) {
         tether__conn_fail(c, TETHER_ENOMEM, "out of memory for the read buffer");
-        return;
+        return false;
     }
     for (int round = 0; round < READ_ROUNDS; round++) {
         if (!tether__conn_can_deliver(c)) {
-            return;
+            return false;
         }
         if (TETHER__UNLIKELY(tether__conn_mem_over(c)) &&
             tether__mem_heavy(c, rpart_cap(c) + c->queued) &&
             tether__mem_block(c, TETHER__MF_PAUSED)) {
             /* The loop's budget is spent and this peer holds more than its
              * share: stop reading it until usage is back down. */
-            return;
+            return false;
         }
         if (TETHER__UNLIKELY(conn_reads_in_place(c))) {
             if (!conn_read_large(c)) {
-                return;
+                return false;
             }
             continue;
         }
@@ -670,8 +699,12 @@ static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *
         size_t n = 0;
         int rv =
             plain ? tether__plain_readv(c->tr, &iov, 1, &n) : tether__tr_readv(c->tr, &iov, 1, &n);
+        if (plain && rv == TETHER_OK && n == 0 && conn_eof_ends(c)) {
+            tether__conn_end_eof(c);
+            return true;
+        }
         if (!conn_read_took(c, rv, n, plain)) {
-            return;
+            return false;
         }
         if (pre > 0) {
             /* rpart was copied into lb: it takes the new tail, reusing its
@@ -682,16 +715,17 @@ static inline __attribute__((always_inline)) void conn_read_rounds(tether_conn *
         size_t known;
         size_t used = conn_parse_fast(c, lb, avail, &known, &scan);
         if (c->state == TETHER__CS_DEAD) {
-            return;
+            return false;
         }
         if ((used != avail || c->rb != NULL) &&
             conn_keep(c, lb + used, avail - used, known, scan) != 0) {
-            return;
+            return false;
         }
         if (n < iov.iov_len) {
-            return; /* the socket is drained: no need to try again */
+            return false; /* the socket is drained: no need to try again */
         }
     }
+    return false;
 }
 
 /* Reads and discards after our FIN, until the peer's FIN. */

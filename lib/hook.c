@@ -72,6 +72,7 @@ int tether_hook_start(tether_hook *h, tether_hook_cb cb, void *ud)
     if (!h->h.active) {
         tether__queue_insert_tail(&h->h.loop->hook_q[h->kind], &h->node);
         h->h.loop->hooks++;
+        h->h.loop->attn = true;
         tether__handle_start(&h->h);
         tether__loop_touch(h->h.loop);
     }

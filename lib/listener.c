@@ -174,6 +174,7 @@ static inline __attribute__((always_inline)) void listener_attach_plain(tether_c
     tether__tcp_transport_init(&c->tcp, fd, is_unix);
     c->tr = &c->tcp;
     c->io.fd = fd; /* (its watcher is not registered yet: tether__conn_alloc()) */
+    c->io.cb = tether__conn_io_plain_cb; /* (plain for life) */
     tether__conn_mark_ready(c);
     tether__conn_report_accept(c);
     unsigned ev = TETHER_EV_READ;

@@ -100,6 +100,7 @@ void tether__pending_queue(tether_loop *loop, struct tether__pending *p)
         loop->pend_head = p;
     }
     loop->pend_tail = p;
+    loop->attn = true;
     tether__loop_touch(loop);
 }
 
@@ -135,6 +136,7 @@ void tether__flush_queue(tether_loop *loop, struct tether__flush *f)
     }
     f->next = loop->flush_head;
     loop->flush_head = f;
+    loop->attn = true;
     tether__loop_touch(loop);
 }
 
@@ -538,9 +540,6 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
             }
         }
         loop->dispatching = false;
-        if (TETHER__UNLIKELY(loop->hooks != 0)) {
-            tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
-        }
         if (TETHER__UNLIKELY(n == loop->events_cap) && n < 4096) {
             /* A full batch: more may have been ready. */
             struct epoll_event *bigger =
@@ -549,6 +548,23 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
                 loop->events = bigger;
                 loop->events_cap *= 2;
             }
+        }
+        if (TETHER__LIKELY(!loop->attn) &&
+            atomic_load_explicit(&loop->posts_queued, memory_order_relaxed) == 0 &&
+            !tether__timers_due(loop)) {
+            /* The dispatch queued nothing, and nothing was queued, started
+             * or asked for before it (no check hook, no deferred work or
+             * flush, no stop), no post came and no timer is due: what
+             * follows would find nothing to do. Poll again
+             * (tether_loop_run()), until the next timer. */
+            if (!until_idle || loop->active == 0) {
+                return 0;
+            }
+            timeout = loop_timeout(loop, timeout_ms);
+            continue;
+        }
+        if (TETHER__UNLIKELY(loop->hooks != 0)) {
+            tether__hooks_maybe_run(loop, TETHER_HOOK_CHECK);
         }
         /* Run the timers and work that became due during dispatch now, so
          * that run_once() with a timeout sees them before it returns. */
@@ -571,6 +587,10 @@ static inline __attribute__((always_inline)) int loop_iterate(tether_loop *loop,
         if (!until_idle || !quiet || loop->stop || loop->active == 0 || loop->hooks != 0) {
             return 0;
         }
+        /* Nothing ran, and the deferred work and flushes were found empty:
+         * the next pass may take the short way above (attn stays set
+         * after a pass that ran something, until one finds nothing). */
+        loop->attn = false;
         /* (With a timer armed the time is that of this wake-up, read
          * after the poll or by the arming: its timers were tested above.) */
         timeout = loop_timeout(loop, timeout_ms);
@@ -634,6 +654,7 @@ void tether_loop_stop(tether_loop *loop)
 {
     if (loop != NULL) {
         loop->stop = true;
+        loop->attn = true;
     }
 }
 

@@ -184,6 +184,11 @@ struct tether_loop {
     size_t handles;          /* every allocated handle, for tether_loop_free */
     atomic_size_t keepalive; /* tether_loop_ref() count, from any thread */
     bool stop;
+    /* Set whenever deferred work or a flush is queued, a hook started or
+     * a stop asked for; cleared only by the loop, in a pass that found
+     * none of them (loop_iterate()): while it is clear, a pass that
+     * dispatched I/O has only the timers and posts to look at. */
+    bool attn;
     bool running;     /* inside run/run_once: guards against nesting */
     bool dispatching; /* delivering a batch of epoll events */
     bool embedded;    /* tether_loop_backend_fd() was asked for */

@@ -87,14 +87,17 @@ struct tether_transport {
 #define TETHER__TLS_TRANSPORT_SIZE 40
 #define TETHER__TLS_SERVER_TRANSPORT_SIZE 32
 
+/* The plain transport's tables (transport_tcp.c), for the inline
+ * tether__tcp_transport_init(). */
+extern const struct tether_transport_ops tether__tcp_ops;
+extern const struct tether_transport_ops tether__unix_ops;
+
 /* Wraps a connected, non-blocking socket in t: the plain transport
  * (transport_tcp.c) is the bare struct, embedded in the connection rather
  * than allocated (a separate block cost an idle connection 32 bytes of
  * heap, issue #12). t must stay allocated until its destroy(), which
- * closes fd and frees nothing. Takes ownership of fd. Cannot fail. */
-extern const struct tether_transport_ops tether__tcp_ops;  /* (transport_tcp.c) */
-extern const struct tether_transport_ops tether__unix_ops; /* the same, named "unix" */
-/* (Inline: every connection, dialled or accepted, makes one.) */
+ * closes fd and frees nothing. Takes ownership of fd. Cannot fail. Inline:
+ * every accepted socket and dial takes it. */
 static inline void tether__tcp_transport_init(struct tether_transport *t, int fd, bool is_unix)
 {
     t->ops = is_unix ? &tether__unix_ops : &tether__tcp_ops;

@@ -715,19 +715,23 @@ static int conn_send_plain(tether_conn *c, const void *data, size_t len);
  * pass again. */
 static __attribute__((noinline)) int conn_send_first(tether_conn *c, const void *data, size_t len)
 {
-    int rv = conn_send_check(c, data, len);
-    if (rv != TETHER_OK) {
-        return rv;
-    }
-    if (TETHER__UNLIKELY(!c->cfg->fast_len32 || len >= DIRECT_MIN || c->state != TETHER__CS_READY ||
-                         !c->tr->ops->plain || (c->flags & TETHER__CF_WBLOCKED))) {
+    /* The tests of conn_send_check() that a direct write passes, and its
+     * own, at once: anything else (an error, a full queue, the memory
+     * budget spent) is conn_send_plain()'s, which tests again. */
+    const struct tether__conn_cfg *cfg = c->cfg;
+    if (TETHER__UNLIKELY(
+            c->state != TETHER__CS_READY ||
+            (c->flags & (TETHER__CF_CLOSE_REQ | TETHER__CF_EOF | TETHER__CF_WBLOCKED)) ||
+            (c->drain_st & TETHER__DR_SENT_DONE) || (data == NULL && len > 0) || !cfg->fast_len32 ||
+            len >= DIRECT_MIN || len > cfg->o.max_msg || c->queued >= cfg->o.send_hwm ||
+            tether__conn_mem_over(c) || !c->tr->ops->plain)) {
         return conn_send_plain(c, data, len);
     }
     uint8_t hdr[4];
     tether__put_be32(hdr, (uint32_t)len);
     struct iovec iov[2] = {{hdr, 4}, {(void *)data, len}};
     size_t w = 0;
-    rv = tether__plain_writev(c->tr, iov, len > 0 ? 2 : 1, &w);
+    int rv = tether__plain_writev(c->tr, iov, len > 0 ? 2 : 1, &w);
     if (TETHER__LIKELY(rv == TETHER_OK && w == 4 + len && !(c->hooks & TETHER__CH_LIVE))) {
         c->msgs_out++;
         c->bytes_out += w;

@@ -2220,6 +2220,180 @@ START_TEST(reset_while_paused_does_not_spin)
 }
 END_TEST
 
+/* The first message of an established connection is written from the
+ * caller's memory when nothing stands in its way (wqueue.c's
+ * conn_send_first()); every refusal still comes with its own code, and
+ * a refused first message leaves the next one first. */
+static bool first_connected(void *arg)
+{
+    return ((struct cli *)arg)->connected;
+}
+
+START_TEST(first_send_on_established_connection_checks_everything)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.max_msg = 100;
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until_pred(first_connected, &k, 5000));
+    uint8_t big[101] = {0};
+    ck_assert_int_eq(tether_conn_send(k.c, big, sizeof big), TETHER_EMSGSIZE);
+    ck_assert_int_eq(tether_conn_send(k.c, NULL, 5), TETHER_EINVAL);
+    tether_stats st;
+    ck_assert_int_eq(tether_conn_get_stats(k.c, &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_out, 0);
+    ck_assert_int_eq(tether_conn_send(k.c, big, 100), TETHER_OK);
+    ck_assert_int_eq(tether_conn_get_stats(k.c, &st), TETHER_OK);
+    ck_assert_uint_eq(st.msgs_out, 1);
+    ck_assert_uint_eq(st.bytes_out, 104);
+    long one = 1;
+    ck_assert(th_run_until_pred(srv_got, &one, 5000));
+    ck_assert_int_eq(S.msgs, 1);
+    tether_conn_close(k.c);
+    ck_assert_int_eq(tether_conn_send(k.c, big, 5), TETHER_ECLOSED);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    tether_listener_close(l);
+}
+END_TEST
+
+/* The peer's FIN ends an accepted connection from the read that finds
+ * it, in one step when nothing else is due (conn_read.c's
+ * conn_eof_ends()), else through the deferred-work list. Either way
+ * on_close runs once with TETHER_EOF and the detail, the connection's
+ * numbers still readable, the API safe to call on it (close a no-op,
+ * send refused), and the listener counts it gone. For the general path,
+ * one client's message makes the server close another connection (work
+ * deferred to the end of the dispatch) in the same batch of events as a
+ * third client's FIN, which it precedes. */
+static struct {
+    bool close_first; /* on_message closes the first accepted connection */
+    tether_conn *first;
+    int accepted;
+    int msgs;
+    int closed;
+    int eofs;
+    int bad_reason;
+    int send_rv;
+    uint64_t msgs_in; /* of the last connection ended by its peer */
+    bool detail_ok;
+} FE;
+
+static void fin_accept(tether_listener *l, tether_conn *c, void *ud)
+{
+    (void)l;
+    (void)ud;
+    if (FE.accepted++ == 0 && FE.close_first) {
+        FE.first = c;
+    }
+}
+
+static void fin_message(tether_conn *c, const uint8_t *data, size_t len, void *ud)
+{
+    (void)c;
+    (void)data;
+    (void)len;
+    (void)ud;
+    FE.msgs++;
+    if (FE.first != NULL) {
+        tether_conn_close(FE.first); /* deferred work */
+        FE.first = NULL;
+    }
+}
+
+static void fin_close(tether_conn *c, int reason, void *ud)
+{
+    (void)ud;
+    FE.closed++;
+    if (reason == TETHER_OK) {
+        return; /* closed by fin_message */
+    }
+    FE.eofs++;
+    if (reason != TETHER_EOF) {
+        FE.bad_reason = reason;
+    }
+    FE.detail_ok = strcmp(tether_conn_last_error(c), "connection closed by peer") == 0;
+    tether_stats st;
+    FE.msgs_in = tether_conn_get_stats(c, &st) == TETHER_OK ? st.msgs_in : UINT64_MAX;
+    tether_conn_close(c);
+    FE.send_rv = tether_conn_send(c, "x", 1);
+}
+
+static bool fin_until(void *arg)
+{
+    const int *want = arg; /* {accepted, msgs, eofs} */
+    return FE.accepted >= want[0] && FE.msgs >= want[1] && FE.eofs >= want[2];
+}
+
+static bool fin_none_active(void *arg)
+{
+    tether_listener_stats ls;
+    return tether_listener_get_stats(arg, &ls) == TETHER_OK && ls.active == 0;
+}
+
+START_TEST(peer_fin_ends_accepted_connection_once)
+{
+    memset(&FE, 0, sizeof FE);
+    tether_conn_opts so;
+    tether_conn_opts_init(&so);
+    so.on_message = fin_message;
+    so.on_close = fin_close;
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = &so;
+    lo.on_accept = fin_accept;
+    tether_listener *l = th_listen_tcp(&lo);
+    int port = tether_listener_port(l);
+    const uint8_t msg[7] = {0, 0, 0, 3, 'a', 'b', 'c'};
+
+    /* One step: a lone client sends, then closes once it is read. */
+    int a = th_raw_connect(port);
+    th_raw_write(a, msg, sizeof msg);
+    ck_assert(th_run_until_pred(fin_until, (int[]){1, 1, 0}, 5000));
+    ck_assert_int_eq(shutdown(a, SHUT_WR), 0);
+    ck_assert(th_run_until_pred(fin_until, (int[]){1, 1, 1}, 5000));
+    ck_assert_int_eq(FE.bad_reason, 0);
+    ck_assert(FE.detail_ok);
+    ck_assert_uint_eq(FE.msgs_in, 1);
+    ck_assert_int_eq(FE.send_rv, TETHER_ECLOSED);
+    ck_assert(th_raw_wait_eof(a, 5000));
+    close(a);
+
+    /* Through the deferred-work list (see above). */
+    memset(&FE, 0, sizeof FE);
+    FE.close_first = true;
+    int first = th_raw_connect(port);
+    ck_assert(th_run_until_pred(fin_until, (int[]){1, 0, 0}, 5000));
+    int x = th_raw_connect(port);
+    int y = th_raw_connect(port);
+    ck_assert(th_run_until_pred(fin_until, (int[]){3, 0, 0}, 5000));
+    th_raw_write(x, msg, sizeof msg);
+    ck_assert_int_eq(shutdown(y, SHUT_WR), 0);
+    ck_assert(th_run_until_pred(fin_until, (int[]){3, 1, 1}, 5000));
+    ck_assert_int_eq(FE.bad_reason, 0);
+    ck_assert(FE.detail_ok);
+    ck_assert_uint_eq(FE.msgs_in, 0);
+    ck_assert_int_eq(FE.send_rv, TETHER_ECLOSED);
+    ck_assert(th_raw_wait_eof(first, 5000));
+    ck_assert(th_raw_wait_eof(y, 5000));
+    close(first); /* (its server side lingers until then) */
+    close(x);
+    ck_assert(th_run_until_pred(fin_until, (int[]){3, 1, 2}, 5000));
+    ck_assert_uint_eq(FE.msgs_in, 1);
+    ck_assert(th_run_until_pred(fin_none_active, l, 5000));
+    th_run_idle(50);
+    ck_assert_int_eq(FE.closed, 3); /* once each */
+    tether_listener_stats ls;
+    ck_assert_int_eq(tether_listener_get_stats(l, &ls), TETHER_OK);
+    ck_assert_uint_eq(ls.active, 0);
+    ck_assert_uint_eq(ls.accepted, 4);
+    close(y);
+    tether_listener_close(l);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
     Suite *s = suite_create("conn");
@@ -2227,6 +2401,8 @@ static Suite *conn_suite(void)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connection_refused_is_clear);
+    tcase_add_test(tc, peer_fin_ends_accepted_connection_once);
+    tcase_add_test(tc, first_send_on_established_connection_checks_everything);
     tcase_add_test(tc, connection_refused_other_loopbacks);
     tcase_add_test(tc, numeric_connect_timeout_is_clear);
     tcase_add_test(tc, remembered_loopback_dial_falls_back);

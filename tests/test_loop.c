@@ -424,6 +424,167 @@ START_TEST(stop_ends_run)
 }
 END_TEST
 
+/* Work that an I/O callback queues, arms, starts or asks for, with no
+ * timer armed before and no other I/O to come, runs: a deferred item, a
+ * flush, a timer, a check hook, a stop, a post. (After a dispatch the
+ * loop skips its queues while nothing was queued since it last found them
+ * empty: each of these must tell it, but for the timers and posts, which
+ * it always looks at.) A guard thread rescues a loop that would wait
+ * forever, which fails the case rather than hang it. */
+enum {
+    QW_PENDING,
+    QW_FLUSH,
+    QW_TIMER,
+    QW_HOOK,
+    QW_STOP,
+    QW_POST,
+    QW_N
+};
+
+static struct {
+    int what;
+    int fds[2];
+    tether_timer *timer;
+    tether_hook *hook;
+    struct tether__pending pend;
+    struct tether__flush flush;
+    atomic_bool done;
+    atomic_bool rescued;
+    bool ran;
+    int calls;
+} QW;
+
+static void qw_stop(void)
+{
+    QW.ran = true;
+    tether_loop_stop(th_loop);
+}
+
+static void qw_pending_cb(struct tether__pending *p)
+{
+    (void)p;
+    qw_stop();
+}
+
+static void qw_flush_cb(struct tether__flush *f)
+{
+    (void)f;
+    qw_stop();
+}
+
+static void qw_timer_cb(tether_timer *t, void *ud)
+{
+    (void)t;
+    (void)ud;
+    qw_stop();
+}
+
+static void qw_hook_cb(tether_hook *h, void *ud)
+{
+    (void)ud;
+    tether_hook_stop(h);
+    qw_stop();
+}
+
+static void qw_post_cb(tether_loop *loop, void *ud)
+{
+    (void)loop;
+    (void)ud;
+    qw_stop();
+}
+
+static void qw_io_cb(tether_io *io, unsigned events, void *ud)
+{
+    (void)events;
+    (void)ud;
+    char b;
+    ck_assert_int_eq(read(QW.fds[0], &b, 1), 1);
+    if (++QW.calls == 1) {
+        /* Once more: by then the loop has been through an iteration that
+         * queued nothing. */
+        ck_assert_int_eq(write(QW.fds[1], "y", 1), 1);
+        return;
+    }
+    tether_io_stop(io); /* nothing more will come */
+    switch (QW.what) {
+    case QW_PENDING:
+        tether__pending_queue(th_loop, &QW.pend);
+        break;
+    case QW_FLUSH:
+        tether__flush_queue(th_loop, &QW.flush);
+        break;
+    case QW_TIMER:
+        ck_assert_int_eq(tether_timer_start(QW.timer, 0, 0, qw_timer_cb, NULL), TETHER_OK);
+        break;
+    case QW_HOOK:
+        ck_assert_int_eq(tether_hook_start(QW.hook, qw_hook_cb, NULL), TETHER_OK);
+        break;
+    case QW_STOP:
+        qw_stop();
+        break;
+    case QW_POST:
+        ck_assert_int_eq(tether_loop_post(th_loop, qw_post_cb, NULL), TETHER_OK);
+        break;
+    }
+}
+
+static void qw_rescue_cb(tether_loop *loop, void *ud)
+{
+    (void)ud;
+    atomic_store(&QW.rescued, true);
+    tether_loop_stop(loop);
+}
+
+static void *qw_guard(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 1000 && !atomic_load(&QW.done); i++) {
+        usleep(10 * 1000);
+    }
+    if (!atomic_load(&QW.done)) {
+        tether_loop_post(th_loop, qw_rescue_cb, NULL);
+    }
+    return NULL;
+}
+
+START_TEST(io_callback_work_runs_without_more_io)
+{
+    for (int what = 0; what < QW_N; what++) {
+        memset(&QW, 0, sizeof QW);
+        QW.what = what;
+        tether__pending_init(&QW.pend, qw_pending_cb);
+        tether__flush_init(&QW.flush, qw_flush_cb);
+        ck_assert_int_eq(tether_timer_new(&QW.timer, th_loop), TETHER_OK);
+        ck_assert_int_eq(tether_hook_new(&QW.hook, th_loop, TETHER_HOOK_CHECK), TETHER_OK);
+        ck_assert_int_eq(pipe(QW.fds), 0);
+        tether_io *io;
+        ck_assert_int_eq(tether_io_new(&io, th_loop, QW.fds[0]), TETHER_OK);
+        ck_assert_int_eq(tether_io_start(io, TETHER_IO_READABLE, qw_io_cb, NULL, NULL), TETHER_OK);
+        /* A second watcher, never ready, keeps the loop alive once the
+         * first has stopped: only the queued work can end the run. */
+        tether_io *keep;
+        ck_assert_int_eq(tether_io_new(&keep, th_loop, QW.fds[1]), TETHER_OK);
+        ck_assert_int_eq(tether_io_start(keep, TETHER_IO_READABLE, qw_io_cb, NULL, NULL),
+                         TETHER_OK);
+        ck_assert_int_eq(write(QW.fds[1], "x", 1), 1);
+        pthread_t guard;
+        ck_assert_int_eq(pthread_create(&guard, NULL, qw_guard, NULL), 0);
+        ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK);
+        atomic_store(&QW.done, true);
+        pthread_join(guard, NULL);
+        ck_assert_msg(!atomic_load(&QW.rescued), "case %d: the loop waited with work queued", what);
+        ck_assert_msg(QW.ran, "case %d: the work did not run", what);
+        tether_io_free(io);
+        tether_io_free(keep);
+        tether_timer_free(QW.timer);
+        tether_hook_free(QW.hook);
+        ck_assert_int_eq(tether_loop_run(th_loop), TETHER_OK); /* frees them */
+        close(QW.fds[0]);
+        close(QW.fds[1]);
+    }
+}
+END_TEST
+
 START_TEST(run_once_nowait_and_nested_run)
 {
     ck_assert_int_eq(tether_loop_run_once(th_loop, 0), 0); /* nothing active */
@@ -845,6 +1006,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, post_wakeups_are_never_lost);
     tcase_add_test(tc, pending_cancelled_by_its_own_batch);
     tcase_add_test(tc, stop_ends_run);
+    tcase_add_test(tc, io_callback_work_runs_without_more_io);
     tcase_add_test(tc, run_once_nowait_and_nested_run);
     tcase_add_test(tc, run_once_returns_after_deferred_work);
     tcase_add_test(tc, nested_run_is_refused);
