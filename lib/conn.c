@@ -5,9 +5,10 @@
  * DEAD. This file moves a connection between the states and ties together
  * the parts in the other files: options (conn_opts.c), the output queue and
  * the write path (wqueue.c), the read path (conn_read.c) and liveness
- * (liveness.c), its memory (conn_mem.c), the dial (conn_dial.c), the
- * wording of its failures (conn_fail.c); what the application reads about
- * a connection is in conn_info.c; conn_core.h declares what they share.
+ * (liveness.c), its memory (conn_mem.c), the dial (conn_dial.c), its
+ * handshakes and deadline (conn_handshake.c), the wording of its failures
+ * (conn_fail.c); what the application reads about a connection is in
+ * conn_info.c; conn_core.h declares what they share.
  *
  * Those files are the only ones that call the application's callbacks, and
  * only from loop dispatch (I/O events, deferred work, pre-poll flushes),
@@ -340,62 +341,9 @@ static inline __attribute__((always_inline)) void conn_became_ready(tether_conn 
     }
 }
 
-static void conn_handshake_step(tether_conn *c)
+void tether__conn_became_ready(tether_conn *c)
 {
-    bool done = false;
-    if (!tether__pp_conn_step(c, &done)) {
-        return; /* failed; the connection is ending */
-    }
-    if (!done) {
-        tether__conn_update_io(c);
-        return;
-    }
-    done = false;
-    int rv = c->tr->ops->handshake(c->tr, &done);
-    if (rv != TETHER_OK && rv != TETHER_EAGAIN) {
-        const char *d = c->tr->ops->last_error(c->tr);
-        if (tether__conn_url(c) != NULL) {
-            tether__conn_fail(c, rv, "connect to %s: %s", tether__conn_url(c),
-                              d != NULL ? d : tether_strerror(rv));
-        } else {
-            char peer[80];
-            if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
-                snprintf(peer, sizeof peer, "an unknown peer");
-            }
-            if (rv != TETHER_ECANCELED) { /* (a WebSocket health check answered) */
-                c->flags |= TETHER__CF_REPORT_LISTENER;
-            }
-            tether__conn_fail(c, rv, "%s handshake with %s failed: %s",
-                              c->cfg->tls != NULL && tether__conn_ws(c) == NULL ? "TLS"
-                                                                                : c->tr->ops->name,
-                              peer, d != NULL ? d : tether_strerror(rv));
-        }
-        return;
-    }
-    if (done) {
-        conn_became_ready(c);
-    } else {
-        tether__conn_update_io(c);
-    }
-}
-
-/* The deadline passed during the TLS handshake: for a dialled connection
- * the connect timeout, for an accepted one the TLS configuration's. */
-static void conn_handshake_timeout(tether_conn *c)
-{
-    if (tether__conn_url(c) != NULL) {
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "connect to %s: TLS handshake timed out (connect timeout of %d ms)",
-                          tether__conn_url(c), c->cfg->o.connect_timeout_ms);
-        return;
-    }
-    char peer[80];
-    if (tether_conn_peer(c, peer, sizeof peer) != TETHER_OK) {
-        snprintf(peer, sizeof peer, "an unknown peer");
-    }
-    c->flags |= TETHER__CF_REPORT_LISTENER;
-    tether__conn_fail(c, TETHER_ETIMEDOUT, "TLS handshake with %s timed out after %d ms", peer,
-                      tether__tls_handshake_timeout_ms(c->cfg->tls));
+    conn_became_ready(c);
 }
 
 int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, bool server,
@@ -446,7 +394,7 @@ int tether__conn_attach(tether_conn *c, int fd, bool is_unix, const char *host, 
          * be in c->ex->pp): there is no handshake, it is established. */
         conn_became_ready(c);
     } else {
-        conn_handshake_step(c);
+        tether__conn_handshake_step(c);
     }
     c->dispatching--;
     return TETHER_OK;
@@ -548,7 +496,7 @@ __attribute__((noinline)) static void conn_on_io_general(tether_conn *c, unsigne
     c->dispatching++;
     switch (c->state) {
     case TETHER__CS_HANDSHAKING:
-        conn_handshake_step(c);
+        tether__conn_handshake_step(c);
         break;
     case TETHER__CS_READY:
     case TETHER__CS_CLOSING:
@@ -605,50 +553,6 @@ __attribute__((noinline)) static void conn_on_io_general(tether_conn *c, unsigne
     c->dispatching--;
     if (c->state == TETHER__CS_READY || c->state == TETHER__CS_CLOSING) {
         tether__conn_dispatch_end(c);
-    }
-}
-
-void tether__conn_timer_cb(struct tether__tnode *n)
-{
-    tether_conn *c = tether__container_of(n, struct tether__conn_extra, timer)->c;
-    unsigned pp_ev;
-    switch (c->state) {
-    case TETHER__CS_CONNECTING:
-    case TETHER__CS_HANDSHAKING:
-        if (c->state == TETHER__CS_CONNECTING && c->ex != NULL && c->ex->dialer != NULL) {
-            tether__dial_timeout(c); /* names the addresses it tried */
-            break;
-        }
-        if (c->state == TETHER__CS_HANDSHAKING && tether__pp_conn_pending(c, &pp_ev) &&
-            tether__conn_url(c) == NULL) {
-            tether__pp_conn_timeout(c);
-            break;
-        }
-        if (c->state == TETHER__CS_HANDSHAKING && tether__conn_ws(c) != NULL &&
-            tether__ws_handshake_timeout(c)) {
-            break;
-        }
-        if (c->state == TETHER__CS_HANDSHAKING && c->cfg->tls != NULL) {
-            conn_handshake_timeout(c);
-            break;
-        }
-        tether__conn_fail(c, TETHER_ETIMEDOUT, "connect to %s timed out after %d ms",
-                          tether__conn_url(c) != NULL ? tether__conn_url(c) : "peer",
-                          c->cfg->o.connect_timeout_ms);
-        break;
-    case TETHER__CS_CLOSING:
-        if ((c->flags & TETHER__CF_KEEP_REASON) && c->reason != TETHER_OK) {
-            /* A liveness close the peer did not take (it stopped reading):
-             * the reason stays the timeout that started it. */
-            conn_finish(c, c->reason);
-            break;
-        }
-        tether__conn_fail(c, TETHER_ETIMEDOUT,
-                          "close timed out after %d ms with %zu bytes still queued",
-                          c->cfg->o.close_timeout_ms, c->queued);
-        break;
-    default:
-        break;
     }
 }
 

@@ -534,8 +534,18 @@ void tether__conn_block_drop(struct tether__mem *m, tether_conn *c, size_t tail)
  * frees a finished connection with all it holds. */
 void tether__conn_destroy_transport(tether_conn *c);
 void tether__conn_free(tether_conn *c);
-/* conn.c: the connection's deadline timer (connect, handshake, linger). */
+/* conn_handshake.c: the connection's deadline timer (connect, handshake,
+ * close). */
 void tether__conn_timer_cb(struct tether__tnode *n);
+
+/* conn_handshake.c: one step of a connection's handshakes (PROXY header,
+ * then the transport's), as its socket becomes ready; at the end, the
+ * connection is ready (tether__conn_became_ready()). */
+void tether__conn_handshake_step(tether_conn *c);
+
+/* conn.c: a connection whose handshakes are done is READY: reported
+ * (on_connect / on_accept) and watched for its events. */
+void tether__conn_became_ready(tether_conn *c);
 
 /* The loop's budget, created with the defaults on first use; NULL if out
  * of memory. */
