@@ -298,6 +298,28 @@ START_TEST(connection_refused_is_clear)
 }
 END_TEST
 
+/* Dials url with a connect timeout of ms, to a listener that never
+ * accepts: the dial fails once with ETIMEDOUT and a detail that says
+ * so, and its socket is closed. */
+static void expect_connect_timeout(const char *url, int ms)
+{
+    int before = th_count_fds();
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    o.connect_timeout_ms = ms;
+    dial(&k, url, &o);
+    ck_assert_int_eq(th_count_fds(), before + 1);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.connect_calls, 1);
+    ck_assert_int_eq(k.connect_status, TETHER_ETIMEDOUT);
+    ck_assert_int_eq(k.close_reason, TETHER_ETIMEDOUT);
+    char want[128];
+    snprintf(want, sizeof want, "connect to %s timed out after %d ms", url, ms);
+    ck_assert_str_eq(k.detail, want);
+    th_run_idle(50);
+    ck_assert_int_eq(th_count_fds(), before);
+}
+
 /* A numeric address whose SYNs are dropped: the connect timeout ends the
  * dial with the detail that names the URL and the deadline, and the
  * socket is closed (the dial of one address has no dialer of its own). */
@@ -307,21 +329,7 @@ START_TEST(numeric_connect_timeout_is_clear)
     int fds[9]; /* the listener, then 8 connections nobody accepts */
     char url[64];
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
-    int before = th_count_fds();
-    struct cli k = {0};
-    tether_conn_opts o = cli_opts(&k);
-    o.connect_timeout_ms = 300;
-    dial(&k, url, &o);
-    ck_assert_int_eq(th_count_fds(), before + 1);
-    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
-    ck_assert_int_eq(k.connect_calls, 1);
-    ck_assert_int_eq(k.connect_status, TETHER_ETIMEDOUT);
-    ck_assert_int_eq(k.close_reason, TETHER_ETIMEDOUT);
-    char want[128];
-    snprintf(want, sizeof want, "connect to %s timed out after 300 ms", url);
-    ck_assert_str_eq(k.detail, want);
-    th_run_idle(50);
-    ck_assert_int_eq(th_count_fds(), before);
+    expect_connect_timeout(url, 300);
     for (int i = 0; i < 9; i++) {
         close(fds[i]);
     }
@@ -994,22 +1002,8 @@ START_TEST(remembered_loopback_dial_falls_back)
     close(keep);
     int fds[9]; /* the listener, then 8 connections nobody accepts */
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", th_hang_port(fds, 9));
-    int before = th_count_fds();
     for (int i = 0; i < 2; i++) {
-        struct cli k = {0};
-        tether_conn_opts o = cli_opts(&k);
-        o.connect_timeout_ms = 200;
-        dial(&k, url, &o);
-        ck_assert_int_eq(th_count_fds(), before + 1);
-        ck_assert(th_run_until_pred(cli_closed, &k, 5000));
-        ck_assert_int_eq(k.connect_calls, 1);
-        ck_assert_int_eq(k.connect_status, TETHER_ETIMEDOUT);
-        ck_assert_int_eq(k.close_reason, TETHER_ETIMEDOUT);
-        char want[128];
-        snprintf(want, sizeof want, "connect to %s timed out after 200 ms", url);
-        ck_assert_str_eq(k.detail, want);
-        th_run_idle(50);
-        ck_assert_int_eq(th_count_fds(), before);
+        expect_connect_timeout(url, 200);
     }
     for (int i = 0; i < 9; i++) {
         close(fds[i]);

@@ -107,6 +107,20 @@ static void close_ws(void)
     P.fd = -1;
 }
 
+/* A second server with options of its own; the cases talk to it (port)
+ * until the caller puts the saved port back. */
+static tether_listener *listen_other(const tether_conn_opts *co)
+{
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = co;
+    tether_listener *l2 = NULL;
+    tether_error err;
+    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
+    port = tether_listener_port(l2);
+    return l2;
+}
+
 /* Writes one frame; masked unless told otherwise. */
 static void frame(bool fin, unsigned rsv, unsigned op, const void *payload, size_t len, bool masked)
 {
@@ -533,14 +547,8 @@ START_TEST(fragments_count_as_traffic)
     tether_conn_opts_init(&co);
     co.on_message = echo_msg;
     co.idle_timeout_ms = 1000;
-    tether_listen_opts lo;
-    tether_listen_opts_init(&lo);
-    lo.conn_opts = &co;
-    tether_listener *l2 = NULL;
-    tether_error err;
-    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
     int saved = port;
-    port = tether_listener_port(l2);
+    tether_listener *l2 = listen_other(&co);
     CASE("(tether): fragments of one message keep an idle timeout at bay", "5.4");
     open_ws();
     char all[21];
@@ -652,14 +660,8 @@ START_TEST(stalled_frame_closes_with_1008)
     co.on_message = echo_msg;
     co.frame_timeout_ms = 200;
     co.frame_min_rate = 0;
-    tether_listen_opts lo;
-    tether_listen_opts_init(&lo);
-    lo.conn_opts = &co;
-    tether_listener *l2 = NULL;
-    tether_error err;
-    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
     int saved = port;
-    port = tether_listener_port(l2);
+    tether_listener *l2 = listen_other(&co);
     CASE("(tether): a frame timeout closes with 1008 and its reason", "7.4.1");
     open_ws();
     uint8_t half[60];
@@ -727,14 +729,8 @@ START_TEST(non_reading_client_closed_by_write_timeout)
     co.write_timeout_ms = 300;
     co.close_timeout_ms = 300;
     co.sndbuf = 16384;
-    tether_listen_opts lo;
-    tether_listen_opts_init(&lo);
-    lo.conn_opts = &co;
-    tether_listener *l2 = NULL;
-    tether_error err;
-    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
     int saved = port;
-    port = tether_listener_port(l2);
+    tether_listener *l2 = listen_other(&co);
     CASE("(tether): a write timeout ends a large message nobody reads", "n/a");
     wt_closed = 0;
     open_ws();
