@@ -134,6 +134,17 @@ static inline __attribute__((always_inline)) void conn_finish_open(tether_conn *
     } /* (else the caller reports the close at once) */
 }
 
+/* The detail becomes a constant string, and a formatted one held before
+ * is freed. */
+static inline void conn_set_err_const(tether_conn *c, const char *detail)
+{
+    if (c->err_owned) {
+        free((char *)c->err);
+        c->err_owned = false;
+    }
+    c->err = detail;
+}
+
 /* Moves the connection to DEAD with a reason and queues the report. */
 static void conn_finish(tether_conn *c, int reason)
 {
@@ -188,11 +199,7 @@ void tether__conn_fail_const(tether_conn *c, int reason, const char *detail)
         tether__conn_fail(c, reason, NULL); /* keeps what is recorded */
         return;
     }
-    if (c->err_owned) {
-        free((char *)c->err);
-        c->err_owned = false;
-    }
-    c->err = detail;
+    conn_set_err_const(c, detail);
     conn_finish_open(c, reason, true);
 }
 
@@ -293,6 +300,18 @@ void tether__conn_begin_shutdown(tether_conn *c)
 
 void tether__conn_begin_close(tether_conn *c)
 {
+    if (c->tr == &c->tcp && c->tcp.ops->plain && c->wq_head == NULL &&
+        !(c->flags & (TETHER__CF_EOF | TETHER__CF_KEEP_REASON)) && !(c->hooks & TETHER__CH_LIVE) &&
+        c->reason != TETHER_EOF) {
+        /* What follows for a plain socket with nothing queued, no
+         * liveness timer to stop, no reason to keep and the peer's FIN
+         * still to come, in one step: the FIN at once (a failing one, the
+         * peer already gone, changes nothing), then lingering. */
+        (void)tether__plain_shutdown(&c->tcp);
+        c->reason = TETHER_OK;
+        conn_start_linger(c);
+        return;
+    }
     c->state = TETHER__CS_CLOSING;
     if (c->hooks & TETHER__CH_LIVE) {
         /* The close timeout bounds this phase. */
@@ -448,11 +467,7 @@ void tether__conn_end_eof(tether_conn *c)
     /* tether__conn_fail_const() of an established connection, with the
      * close reported here rather than queued, as
      * tether__conn_end_in_dispatch() would report it. */
-    if (c->err_owned) {
-        free((char *)c->err);
-        c->err_owned = false;
-    }
-    c->err = "connection closed by peer";
+    conn_set_err_const(c, "connection closed by peer");
     conn_finish_open(c, TETHER_EOF, false); /* (c->todo is 0: nothing else is due) */
     conn_report_close(c);
     tether__conn_free(c); /* (DEAD: reported, due to be freed) */
@@ -749,16 +764,6 @@ void tether_conn_close(tether_conn *c)
     case TETHER__CS_READY:
         c->flags |= TETHER__CF_CLOSE_REQ;
         c->reason = TETHER_OK;
-        if (c->tr == &c->tcp && c->tcp.ops->plain && c->wq_head == NULL &&
-            !(c->flags & TETHER__CF_EOF) && !(c->hooks & TETHER__CH_LIVE)) {
-            /* tether__conn_begin_close() of a plain socket with nothing
-             * queued, no liveness timer to stop and the peer's FIN still
-             * to come: the FIN at once (a failing one, the peer already
-             * gone, changes nothing), then lingering. */
-            (void)tether__plain_shutdown(&c->tcp);
-            conn_start_linger(c);
-            break;
-        }
         tether__conn_begin_close(c);
         break;
     default:
