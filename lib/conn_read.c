@@ -467,42 +467,17 @@ static void conn_on_eof(tether_conn *c)
     tether__conn_begin_close(c);
 }
 
-/* conn_on_eof() of a plain socket read from its own readiness report
- * (tether__conn_on_io_plain()), which ends the connection in the
- * dispatch (tether__conn_end_in_dispatch()) when the close is all that is
- * due and nothing else is deferred. For an accepted connection with
- * nothing queued and no hook (so nothing runs after the read: no
- * acknowledgements, no liveness), while the loop has no deferred work,
- * the close is therefore kept off the deferred-work list that the end
- * would take it off again. */
-static void conn_on_eof_plain(tether_conn *c)
-{
-    const tether_loop *loop = c->h.loop;
-    if (c->todo != 0 || c->hooks != 0 || c->queued != 0 || (c->flags & TETHER__CF_DIALED) ||
-        (c->rb != NULL && c->rb->len > 0) || loop->pend_tail != NULL || loop->pend_last != NULL) {
-        conn_on_eof(c);
-        return;
-    }
-    c->flags |= TETHER__CF_EOF;
-    c->todo = TETHER__CT_HELD;
-    tether__conn_fail_const(c, TETHER_EOF, "connection closed by peer"); /* (conn_on_eof()) */
-    c->todo &= (uint8_t)~TETHER__CT_HELD;
-    if (c->todo != 0 && (c->todo != TETHER__CT_CLOSE || c->state != TETHER__CS_DEAD)) {
-        tether__pending_queue(c->h.loop, &c->pend); /* (not expected) */
-    }
-}
-
 /* Whether the peer's FIN, just read from a plain socket, ends c at once
- * (tether__conn_end_eof()): conn_on_eof_plain()'s case (an accepted
- * connection with nothing queued or buffered, no hook and no work of its
- * own due, while the loop has no deferred work, which would have run
- * first), in which the rest of the dispatch would do nothing but
- * tether__conn_end_in_dispatch(). */
+ * (tether__conn_end_eof()): an accepted connection with nothing queued
+ * or buffered, no hook (so nothing runs after the read: no
+ * acknowledgements, no liveness) and no work of its own due, while the
+ * loop has no deferred work, which would have run first. The rest of the
+ * dispatch would do nothing but tether__conn_end_in_dispatch(). */
 static inline bool conn_eof_ends(const tether_conn *c)
 {
     const tether_loop *loop = c->h.loop;
     return c->todo == 0 && c->hooks == 0 && c->queued == 0 && !(c->flags & TETHER__CF_DIALED) &&
-           c->rb == NULL && loop->pend_tail == NULL && loop->pend_last == NULL;
+           (c->rb == NULL || c->rb->len == 0) && loop->pend_tail == NULL && loop->pend_last == NULL;
 }
 
 static inline __attribute__((always_inline)) bool conn_read_rounds(tether_conn *c, bool plain);
@@ -565,8 +540,7 @@ void tether__conn_io_plain_cb(struct tether__io *io, unsigned revents)
 /* After a read of n bytes that returned rv: false when there is nothing
  * to parse (no data yet, an error or the end of the stream, each handled
  * here), else counts the bytes. */
-static inline __attribute__((always_inline)) bool conn_read_took(tether_conn *c, int rv, size_t n,
-                                                                 bool plain)
+static inline __attribute__((always_inline)) bool conn_read_took(tether_conn *c, int rv, size_t n)
 {
     if (TETHER__UNLIKELY(rv != TETHER_OK)) {
         if (rv != TETHER_EAGAIN && (tether__conn_ws(c) == NULL || !tether__ws_read_failed(c, rv))) {
@@ -575,11 +549,7 @@ static inline __attribute__((always_inline)) bool conn_read_took(tether_conn *c,
         return false;
     }
     if (TETHER__UNLIKELY(n == 0)) {
-        if (plain) {
-            conn_on_eof_plain(c);
-        } else {
-            conn_on_eof(c);
-        }
+        conn_on_eof(c);
         return false;
     }
     c->bytes_in += n;
@@ -636,7 +606,7 @@ __attribute__((noinline)) static bool conn_read_large(tether_conn *c)
     struct iovec iov = {b->data + b->len, b->cap - b->len};
     size_t n = 0;
     int rv = tether__tr_readv(c->tr, &iov, 1, &n);
-    if (!conn_read_took(c, rv, n, false)) {
+    if (!conn_read_took(c, rv, n)) {
         if (rv == TETHER_EAGAIN && c->rb != NULL && c->rb->len == 0) {
             tether__conn_rpart_free(c); /* kept for input that did not come */
         }
@@ -703,7 +673,7 @@ static inline __attribute__((always_inline)) bool conn_read_rounds(tether_conn *
             tether__conn_end_eof(c);
             return true;
         }
-        if (!conn_read_took(c, rv, n, plain)) {
+        if (!conn_read_took(c, rv, n)) {
             return false;
         }
         if (pre > 0) {
