@@ -141,10 +141,15 @@ int tether__tls_transport_init(struct tether_transport *room, tether_loop *loop,
 #define TETHER__TLS_IDLE_MS 1000u
 
 /* For tests: tr is a TLS transport past its handshake that may hold
- * OpenSSL's read and write buffers; false once SSL_free_buffers()
- * released them (after TETHER__TLS_IDLE_MS to twice that without I/O),
- * until the next read or write. */
+ * OpenSSL's read and write buffers (it is on its loop's idle list, busy or
+ * on probation after its first read or write); false once
+ * SSL_free_buffers() released them (after TETHER__TLS_IDLE_MS to twice
+ * that without I/O), until the next read or write. */
 bool tether__tls_holds_buffers(const struct tether_transport *tr);
+
+/* For tests: tr is a TLS transport past its handshake that keeps its
+ * buffers between calls (busy: SSL_MODE_RELEASE_BUFFERS cleared). */
+bool tether__tls_keeps_buffers(const struct tether_transport *tr);
 
 /* Callbacks installed on every SSL_CTX by tls.c, implemented next to the
  * transport they report to. */

@@ -26,7 +26,7 @@
 #define TF_OWN_DONE 0x0800u       /* clients: our side is done; waiting for the server's word */
 #define TF_HOOK_REJECT 0x1000u    /* the verify hook refused the peer */
 #define TF_BUF_LISTED 0x2000u /* on the loop's list of transports holding buffers (tls_idle.c) */
-#define TF_BUF_USED 0x4000u   /* read or written since the last sweep of that list */
+#define TF_BUF_USED 0x4000u   /* busy: keeps its buffers until a sweep finds it idle */
 /* The peer cannot have sent anything new yet: a handshake step just wrote
  * our flight, which it must answer, or (servers) the connection was just
  * accepted. The BIO's reads report "would block" without a recv() until
@@ -101,16 +101,21 @@ int tether__tls_transport_get(const struct tether_transport *tr, struct tls_tran
 /* OpenSSL's read and write buffers (some 17 KiB each) are kept while a
  * connection is busy and released once it has been idle for between
  * TETHER__TLS_IDLE_MS (tls.h) and twice that: each loop keeps a list of
- * its TLS transports that may hold buffers, and one timer sweeps it. */
+ * its TLS transports that may hold buffers, and one timer sweeps it. A
+ * connection counts as busy from its second read or write with data after
+ * a release and keeps its buffers from the third; until then it runs with
+ * SSL_MODE_RELEASE_BUFFERS, so one request and its reply now and then
+ * keep no buffers in between. */
 
 /* The idle list of the loop, made on its first TLS transport; NULL when
  * out of memory. */
 struct tls_idle *tether__tls_idle_get(tether_loop *loop);
 
-/* Puts t on its loop's list (it is about to read or write, so OpenSSL may
- * allocate buffers); on failure t stays off it and keeps its buffers
- * until the next attempt. */
-void tether__tls_idle_add(struct tls_transport *t);
+/* tether__tls_idle_touch()'s slow path: the first read or write since a
+ * release lists t (on failure t stays off the list, its buffers still
+ * released after every call); the next one, or the first since a sweep
+ * found t busy, marks it used and keeps its buffers from then on. */
+void tether__tls_idle_note(struct tls_transport *t);
 
 /* Takes t off the list: it is being destroyed. */
 void tether__tls_idle_remove(struct tls_transport *t);
@@ -129,17 +134,19 @@ static inline void tether__tls_bind(struct tls_transport *t)
 }
 
 /* The handshake is done: releases the buffers it used at once when they
- * hold nothing, else lists t for the sweep. */
+ * hold nothing (else SSL_MODE_RELEASE_BUFFERS, which stays, frees them
+ * once read). */
 void tether__tls_idle_hs_done(struct tls_transport *t);
 
-/* Every read and write: the per-message cost of idle detection, a bit set
- * (and, for the first I/O after a release, the list insertion). */
+/* After every read and write that moved data: the per-message cost of
+ * idle detection, a test of two bits (and, for the first two calls after a
+ * release and the first after each sweep, tether__tls_idle_note()). */
 static inline void tether__tls_idle_touch(struct tls_transport *t)
 {
-    if (TETHER__UNLIKELY(!(t->base.flags & TF_BUF_LISTED))) {
-        tether__tls_idle_add(t);
+    if (TETHER__UNLIKELY((t->base.flags & (TF_BUF_LISTED | TF_BUF_USED)) !=
+                         (TF_BUF_LISTED | TF_BUF_USED))) {
+        tether__tls_idle_note(t);
     }
-    t->base.flags |= TF_BUF_USED;
 }
 
 /* ---- tls_bio.c ---------------------------------------------------------- */

@@ -300,7 +300,6 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
     uint8_t *p = iov[0].iov_base;
     size_t cap = iov[0].iov_len;
     size_t got = 0;
-    tether__tls_idle_touch(t);
     tether__tls_bind(t);
     t->base.flags &= (uint16_t) ~(TF_RD_DRAINED | TF_RD_WANTS_W);
     while (got < cap) {
@@ -343,6 +342,9 @@ static int tls_readv(struct tether_transport *tr, const struct iovec *iov, int i
             break;
         }
         return rv;
+    }
+    if (got > 0) {
+        tether__tls_idle_touch(t); /* after the reads: see tls_idle.c */
     }
     *nread = got;
     if (got == 0 && (t->base.flags & (TF_RD_DRAINED | TF_RD_WANTS_W))) {
@@ -421,15 +423,10 @@ static size_t tls_record_len(const struct iovec *iov, int iovcnt, int i, size_t 
     return n;
 }
 
-static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
-                      size_t *nwritten)
+/* tls_writev() without the idle touch. */
+static int tls_write_records(struct tls_transport *t, const struct iovec *iov, int iovcnt,
+                             size_t *nwritten)
 {
-    struct tls_transport *t = (struct tls_transport *)tr;
-    *nwritten = 0;
-    if (t->deferred != 0) {
-        return t->deferred;
-    }
-    tether__tls_idle_touch(t);
     tether__tls_bind(t);
     t->base.flags &= (uint16_t)~TF_WR_WANTS_R;
     if (iovcnt == 1 && iov[0].iov_len - 1 < TETHER__TLS_RECORD && iov[0].iov_len >= t->wpend) {
@@ -503,6 +500,21 @@ static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int 
         return TETHER_OK;
     }
     return rv == TETHER_OK ? TETHER_EAGAIN : rv;
+}
+
+static int tls_writev(struct tether_transport *tr, const struct iovec *iov, int iovcnt,
+                      size_t *nwritten)
+{
+    struct tls_transport *t = (struct tls_transport *)tr;
+    *nwritten = 0;
+    if (t->deferred != 0) {
+        return t->deferred;
+    }
+    int rv = tls_write_records(t, iov, iovcnt, nwritten);
+    if (*nwritten > 0) {
+        tether__tls_idle_touch(t); /* after the writes: see tls_idle.c */
+    }
+    return rv;
 }
 
 static unsigned tls_want_events(const struct tether_transport *tr)

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1912,6 +1913,133 @@ START_TEST(idle_connections_release_buffers)
 }
 END_TEST
 
+/* OpenSSL's heap in use, counted by allocation functions set in main()
+ * before OpenSSL allocates anything (one_exchange_keeps_no_buffers). */
+static atomic_size_t ossl_heap;
+static bool ossl_counted;
+
+union ossl_hdr {
+    size_t n;
+    max_align_t align;
+};
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    union ossl_hdr *h = malloc(sizeof *h + n);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->n = n;
+    atomic_fetch_add(&ossl_heap, n);
+    return h + 1;
+}
+
+static void ossl_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (p != NULL) {
+        union ossl_hdr *h = (union ossl_hdr *)p - 1;
+        atomic_fetch_sub(&ossl_heap, h->n);
+        free(h);
+    }
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+    if (p == NULL) {
+        return ossl_malloc(n, file, line);
+    }
+    if (n == 0) {
+        ossl_free(p, file, line);
+        return NULL;
+    }
+    union ossl_hdr *h = (union ossl_hdr *)p - 1;
+    size_t old = h->n;
+    union ossl_hdr *g = realloc(h, sizeof *g + n);
+    if (g == NULL) {
+        return NULL;
+    }
+    g->n = n;
+    atomic_fetch_add(&ossl_heap, n);
+    atomic_fetch_sub(&ossl_heap, old);
+    return g + 1;
+}
+
+static bool all_released(void *arg)
+{
+    struct cli *ks = arg;
+    for (int i = 0; i < 32; i++) {
+        if (tether__tls_holds_buffers(ks[i].c->tr)) {
+            return false;
+        }
+    }
+    return !tether__tls_holds_buffers(S.last->tr);
+}
+
+/* A connection that sends one message now and then and gets one reply
+ * keeps no buffers in between: the first two calls after a release that
+ * move data run in SSL_MODE_RELEASE_BUFFERS (tls_idle.c). Thirty-two
+ * such clients and their server connections, one message and its echo
+ * each: OpenSSL's heap (counted by allocation functions of this test's
+ * own) grows by less than 4 KiB a connection and side, where one kept
+ * buffer is some 17 KiB. Busy from the third call on, a connection keeps
+ * them, until the sweep. */
+START_TEST(one_exchange_keeps_no_buffers)
+{
+    enum {
+        N = 32
+    };
+    tether_tls_config *scfg = srv_up("server", NULL);
+    tether_tls_config *ccfg = client_cfg(NULL);
+    static struct cli ks[N];
+    memset(ks, 0, sizeof ks);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(cli_dial_wait(&ks[i], url_for("localhost", S.port), ccfg), TETHER_OK);
+    }
+    wait_accepted(N);
+    /* Whatever follows the handshakes (the server's session tickets) is
+     * read before the heap is measured. */
+    for (int i = 0; i < 10; i++) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert(!tether__tls_keeps_buffers(ks[i].c->tr));
+    }
+    ck_assert_msg(ossl_counted, "OpenSSL allocated before main() set its allocation functions");
+    size_t heap0 = atomic_load(&ossl_heap);
+    for (int i = 0; i < N; i++) {
+        send_checked(ks[i].c, 100, (uint32_t)i);
+    }
+    for (int i = 0; i < N; i++) {
+        wait_msgs(&ks[i], 1, 10000);
+    }
+    size_t heap1 = atomic_load(&ossl_heap);
+    ck_assert_msg(heap1 < heap0 + (size_t)N * 2 * 4096,
+                  "OpenSSL's heap grew by %zu bytes for %d exchanges", heap1 - heap0, N);
+
+    /* Busy: after more calls the buffers stay, and the sweep still
+     * releases them once the connection is idle. */
+    for (int j = 0; j < 5; j++) {
+        send_checked(ks[0].c, 100, (uint32_t)(100 + j));
+        wait_msgs(&ks[0], 2 + j, 10000);
+    }
+    ck_assert(tether__tls_keeps_buffers(ks[0].c->tr));
+    ck_assert(th_run_until_pred(all_released, ks, 10000));
+    ck_assert(!tether__tls_keeps_buffers(ks[0].c->tr));
+    send_checked(ks[0].c, 100, 200);
+    wait_msgs(&ks[0], 7, 10000);
+
+    for (int i = 0; i < N; i++) {
+        cli_finish(&ks[i]);
+    }
+    srv_down(scfg);
+    tether_tls_config_unref(ccfg);
+}
+END_TEST
+
 START_TEST(many_clients_share_one_config)
 {
     tether_tls_config *scfg = srv_up("server", NULL);
@@ -2101,6 +2229,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, zero_copy_payloads_around_record_multiples);
     tcase_add_test(tc, pause_and_resume_with_buffered_records);
     tcase_add_test(tc, idle_connections_release_buffers);
+    tcase_add_test(tc, one_exchange_keeps_no_buffers);
     tcase_add_test(tc, many_clients_share_one_config);
     tcase_add_test(tc, handshakes_side_by_side_keep_their_own_socket);
     tcase_add_test(tc, config_errors_name_the_problem);
@@ -2110,5 +2239,6 @@ static Suite *tls_suite(void)
 
 int main(void)
 {
+    ossl_counted = CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) == 1;
     return th_run_suite(tls_suite());
 }

@@ -1490,7 +1490,9 @@ TETHER_API int tether_listener_get_stats_sized(const tether_listener *l, tether_
  * all arrived. With the defaults (1 MiB, 16 MiB) that is about 33 MiB. TLS
  * adds OpenSSL's own state (about 15 KiB on an idle connection; while it
  * is busy, and for one to two seconds after its last read or write, also
- * OpenSSL's read and write buffers of about 17 KiB each), and an
+ * OpenSSL's read and write buffers of about 17 KiB each; busy means from
+ * the third read or write with data since a release, so one message and
+ * its reply now and then keep none in between), and an
  * application that keeps copies of messages adds its own. A header that announces a large message reserves
  * nothing. Each loop also keeps the memory of up to four freed
  * connections (and of four connections' rarely used state; a few hundred
