@@ -97,7 +97,10 @@ void tether__srv_order(struct tether__srv_target *t, size_t n, uint64_t (*rnd)(v
             t[j] = x;
         }
         /* Weighted selection, one position at a time. */
-        for (size_t k = a; k + 1 < b; k++) {
+        /* (b > a: "k < b - 1" rather than "k + 1 < b", which GCC 12 at -O3
+         * takes for a loop that may run past the array and warns about,
+         * -Waggressive-loop-optimizations.) */
+        for (size_t k = a; k < b - 1; k++) {
             uint64_t sum = 0;
             for (size_t j = k; j < b; j++) {
                 sum += t[j].weight;
