@@ -187,7 +187,13 @@ def check_compare(paths):
                        for c in cells.values()):
             fail(f"compare: metric {m}: {cells}")
             return
-    print(f"ok   compare: medians and ratios of {', '.join(names)}")
+    h = d.get("host", {})
+    if h.get("cpus") != os.cpu_count() or (
+            os.path.exists("/proc/sys/net/ipv4/tcp_congestion_control")
+            and not h.get("tcp_congestion_control")):
+        fail(f"compare: host {h}")
+        return
+    print(f"ok   compare: medians and ratios of {', '.join(names)}, host {h}")
 
 
 def check_instr(paths):
