@@ -30,6 +30,9 @@ any stage failed.
               symbolized crash report on a failure (build-fuzz/logs/ has the
               rest; tests/fuzz/run-long.sh SECONDS runs them for longer)
   docs        doxygen (any warning fails) and a check of the generated HTML
+  release     build-release/  the library alone, Release (-O3), warnings are
+              errors: what optimises differently at -O3 (GCC 12's loop
+              warnings) breaks a user's release build
 
 Each stage prints one line when it passes; its full output goes to a log
 file (named in that line) under build/ or build-asan/, and a failing stage
@@ -40,7 +43,7 @@ Arguments (other than --help) are passed to every ctest run, e.g. -R framing.
 Environment:
   TETHER_SKIP_<STAGE>=1  skip stages: DEPS, BUILD, TEST (both ctest stages),
                          ASAN (both ASan stages), TSAN (both TSan stages),
-                         FUZZ, DOCS. Ignored when
+                         FUZZ, DOCS, RELEASE. Ignored when
                          CI=true: CI runs everything.
   JOBS=N                 parallelism (default: nproc)
   TETHER_VERBOSE=1       print every stage's output as it runs
@@ -195,6 +198,10 @@ tsan_targets=(test_conn_ref test_group test_loop test_log)
 tsan_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" -DTETHER_SANITIZE=OFF -DTETHER_TSAN=ON
     -DTETHER_BUILD_TESTS=ON -DTETHER_BUILD_EXAMPLES=OFF -DTETHER_BUILD_BENCH=OFF)
 
+# The library as a user's release build makes it.
+release_args=(-DCMAKE_BUILD_TYPE=Release -DTETHER_SANITIZE=OFF -DTETHER_BUILD_TESTS=OFF
+    -DTETHER_BUILD_EXAMPLES=OFF -DTETHER_BUILD_BENCH=OFF)
+
 # configure_build DIR CMAKE-ARGS...: configures and builds DIR, the output in
 # DIR/run-all-build.log.
 configure_build() {
@@ -344,6 +351,12 @@ if skip_requested DOCS; then
     skip_stage docs TETHER_SKIP_DOCS
 else
     run_stage docs docs || true
+fi
+
+if skip_requested RELEASE; then
+    skip_stage release TETHER_SKIP_RELEASE
+else
+    run_stage release configure_build build-release "${release_args[@]}" || true
 fi
 
 # ---- summary --------------------------------------------------------------
