@@ -409,16 +409,13 @@ static enum start_result cand_start(struct dial_cand *k, int idx)
     }
     k->fd = fd;
     tether__sock_apply_opts(fd, c->cfg, sa->sa_family == AF_UNIX);
-    int r;
-    do {
-        r = connect(fd, sa, k->addr.len);
-    } while (r != 0 && errno == EINTR);
-    if (r == 0) {
+    int e = tether__connect_nointr(fd, sa, k->addr.len);
+    if (e == 0) {
         dial_won(k);
         return START_CONNECTED;
     }
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-        cand_failed(k, tether__errno_to_err(errno), 0);
+    if (e != EINPROGRESS && e != EAGAIN) {
+        cand_failed(k, tether__errno_to_err(e), 0);
         return START_FAILED;
     }
     /* EAGAIN: a Unix socket whose accept queue is full; it becomes writable

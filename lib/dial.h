@@ -82,6 +82,18 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u);
  * dial_cfg.c asks once, when it remembers a dial. */
 bool tether__dial_express_ok(const struct tether__conn_cfg *cfg, const struct tether__url *u);
 
+/* connect(), again after a signal: 0 or its errno (every dial: the
+ * express and direct dials here and in dial_direct.c, the dialer's
+ * candidates in connect.c). */
+static inline int tether__connect_nointr(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    int e;
+    do {
+        e = connect(fd, sa, len) == 0 ? 0 : errno;
+    } while (e == EINTR);
+    return e;
+}
+
 /* A TCP handshake with a loopback address is over by the time connect()
  * returns (the kernel handles the SYN, the SYN-ACK and the ACK before the
  * call ends), although a non-blocking socket still says EINPROGRESS.
@@ -131,10 +143,7 @@ static inline void tether__dial_express(tether_conn *c, const struct tether__url
     c->io.fd = fd;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int e;
-    do {
-        e = connect(fd, (const struct sockaddr *)&u->addr, u->addr_len) == 0 ? 0 : errno;
-    } while (e == EINTR);
+    int e = tether__connect_nointr(fd, (const struct sockaddr *)&u->addr, u->addr_len);
     if (TETHER__LIKELY(e == EINPROGRESS && tether__tcp_established(fd))) {
         tether__dial_established(c);
         return;

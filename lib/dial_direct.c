@@ -172,16 +172,6 @@ static void direct_after_connect(tether_conn *c, const struct sockaddr_storage *
     }
 }
 
-/* connect(), again after a signal; 0 or the errno. */
-static inline int direct_connect(int fd, const struct sockaddr_storage *ss, socklen_t sl)
-{
-    int e;
-    do {
-        e = connect(fd, (const struct sockaddr *)ss, sl) == 0 ? 0 : errno;
-    } while (e == EINTR);
-    return e;
-}
-
 /* Dials u directly when it names one address of a family the options
  * allow; false (nothing done) otherwise. */
 bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
@@ -216,7 +206,8 @@ bool tether__dial_direct(tether_conn *c, const struct tether__url *u)
     } else {
         tether__sock_apply_opts(fd, c->cfg, is_unix);
     }
-    direct_after_connect(c, ss, is_unix, direct_connect(fd, ss, sl));
+    direct_after_connect(c, ss, is_unix,
+                         tether__connect_nointr(fd, (const struct sockaddr *)ss, sl));
     return true;
 }
 
