@@ -28,6 +28,22 @@ static void echo_msg(tether_conn *c, const uint8_t *p, size_t n, void *ud)
     ck_assert_int_eq(tether_conn_send(c, p, n), TETHER_OK);
 }
 
+/* A ws:// server with these options, on a port of its own: the cases
+ * talk to it (port) until the caller puts the saved port back; setup()'s
+ * is the echo server. */
+static tether_listener *listen_ws(const tether_conn_opts *co)
+{
+    tether_listen_opts lo;
+    tether_listen_opts_init(&lo);
+    lo.conn_opts = co;
+    tether_listener *l2 = NULL;
+    tether_error err;
+    int rv = tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err);
+    ck_assert_msg(rv == TETHER_OK, "listen: %s", err.message);
+    port = tether_listener_port(l2);
+    return l2;
+}
+
 static void setup(void)
 {
     th_setup();
@@ -35,13 +51,7 @@ static void setup(void)
     tether_conn_opts_init(&co);
     co.on_message = echo_msg;
     co.max_msg = MAX_MSG;
-    tether_listen_opts lo;
-    tether_listen_opts_init(&lo);
-    lo.conn_opts = &co;
-    tether_error err;
-    int rv = tether_listen(&lsn, th_loop, "ws://127.0.0.1:0/", &lo, &err);
-    ck_assert_msg(rv == TETHER_OK, "listen: %s", err.message);
-    port = tether_listener_port(lsn);
+    lsn = listen_ws(&co);
 }
 
 static void teardown(void)
@@ -105,20 +115,6 @@ static void close_ws(void)
 {
     close(P.fd);
     P.fd = -1;
-}
-
-/* A second server with options of its own; the cases talk to it (port)
- * until the caller puts the saved port back. */
-static tether_listener *listen_other(const tether_conn_opts *co)
-{
-    tether_listen_opts lo;
-    tether_listen_opts_init(&lo);
-    lo.conn_opts = co;
-    tether_listener *l2 = NULL;
-    tether_error err;
-    ck_assert_int_eq(tether_listen(&l2, th_loop, "ws://127.0.0.1:0/", &lo, &err), TETHER_OK);
-    port = tether_listener_port(l2);
-    return l2;
 }
 
 /* Writes one frame; masked unless told otherwise. */
@@ -548,7 +544,7 @@ START_TEST(fragments_count_as_traffic)
     co.on_message = echo_msg;
     co.idle_timeout_ms = 1000;
     int saved = port;
-    tether_listener *l2 = listen_other(&co);
+    tether_listener *l2 = listen_ws(&co);
     CASE("(tether): fragments of one message keep an idle timeout at bay", "5.4");
     open_ws();
     char all[21];
@@ -661,7 +657,7 @@ START_TEST(stalled_frame_closes_with_1008)
     co.frame_timeout_ms = 200;
     co.frame_min_rate = 0;
     int saved = port;
-    tether_listener *l2 = listen_other(&co);
+    tether_listener *l2 = listen_ws(&co);
     CASE("(tether): a frame timeout closes with 1008 and its reason", "7.4.1");
     open_ws();
     uint8_t half[60];
@@ -730,7 +726,7 @@ START_TEST(non_reading_client_closed_by_write_timeout)
     co.close_timeout_ms = 300;
     co.sndbuf = 16384;
     int saved = port;
-    tether_listener *l2 = listen_other(&co);
+    tether_listener *l2 = listen_ws(&co);
     CASE("(tether): a write timeout ends a large message nobody reads", "n/a");
     wt_closed = 0;
     open_ws();
