@@ -4,16 +4,18 @@
  * (PROTOCOL.md in the parent folder; plumbing in bench_common.c).
  *
  * Used the way its documentation suggests: Scalability Protocols sockets,
- * blocking nng_send()/nng_recvmsg(), one nng message per benchmark message
- * (NNG frames each with an 8-byte length and a 4-byte protocol header:
- * its natural cost). thr: pair1, the one-to-one pattern, so that hello,
- * ready and ack travel back on the connection the stream uses (push0/pull0
- * would need a second connection for the ack). lat, hs and conns: req0 and
- * rep0, NNG's request/reply pattern, which is exactly an echo; the server's
- * rep0 socket sends the request's nng_msg back as the reply, uncopied, from
- * one blocking loop. hs and conns make one req0 socket per connection (a
- * req0 socket spreads requests over its pipes), and hs a new one with a
- * new dialer for every connection; one rep0 socket serves them all.
+ * blocking nng_send()/nng_recvmsg() from the program's thread, which NNG's
+ * own threads (about a dozen per process) serve, and one nng message per
+ * benchmark message (NNG frames each with an 8-byte length and a 4-byte
+ * protocol header: its natural cost). thr: pair1, the one-to-one pattern,
+ * so that hello, ready, the stream and the ack share one connection
+ * (push0/pull0 would need a second one for the way back). lat, hs and
+ * conns: req0 and rep0, NNG's request/reply pattern, which is exactly an
+ * echo; the server's rep0 socket sends the request's nng_msg back as the
+ * reply, uncopied, from one blocking loop. hs and conns make one req0
+ * socket per connection (a req0 socket spreads requests over its pipes),
+ * and hs a new one with a new dialer for every connection; one rep0
+ * socket serves them all.
  *
  * Options changed from NNG's defaults: in thr only, NNG_OPT_SENDBUF and
  * NNG_OPT_RECVBUF hold 256 KiB worth of messages (1 to 8192; the libevent
