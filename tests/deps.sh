@@ -21,8 +21,8 @@
 # names and lines in the fuzz targets' crash reports), libuv and GLib (the
 # embedding tests and examples/embed_libuv.c drive tether from those loops;
 # never a dependency of libtether itself), haproxy (the PROXY protocol
-# test puts the real load balancer in front of tether servers), libevent
-# (tests/bench/peers/libevent.c, the comparison peer; valgrind and strace,
+# test puts the real load balancer in front of tether servers), libevent,
+# ZeroMQ and NNG (tests/bench/peers/: the comparison peers; valgrind and strace,
 # which tests/bench/instr.py uses, are optional), chromium (headless, for
 # tests/integration/chat_browser.sh: a real browser runs
 # examples/chat.html).
@@ -45,6 +45,8 @@ TETHER_APT_PACKAGES=(
     libglib2.0-dev
     haproxy
     libevent-dev
+    libzmq3-dev
+    libnng-dev
     chromium
 )
 
