@@ -9,7 +9,8 @@ exit 0); a client given the wrong CA must fail with no JSON; a bad flag
 must exit 2 naming the program. Then compare must report a median and
 ratios for the implementations, and instr.py (when valgrind and strace are
 installed) a positive instruction and system-call count per operation for
-bench_raw and tether_bench.
+bench_raw and tether_bench; table.sh must list the compare command of every
+row of its tables.
 Figures are never judged: only that the tools measure and report.
 
 usage: check.py BENCH_DIR IMPL...   (IMPL: names of programs in BENCH_DIR)
@@ -227,6 +228,36 @@ def check_instr(paths):
     print("ok   instr.py: instructions and system calls per operation\n" + p.stdout)
 
 
+def check_table(bench_dir):
+    """table.sh names every row it runs: 15 (12 with --peers) compare
+    commands, each of programs that are built or optional peers."""
+    for flags, want in (([], 15), (["--peers"], 12)):
+        p = run(["bash", os.path.join(HERE, "table.sh"), "--list"] + flags)
+        lines = p.stdout.splitlines()
+        if p.returncode != 0 or len(lines) != want:
+            fail(f"table.sh --list {flags}: exit {p.returncode}, {len(lines)} rows, want {want}")
+            return
+        for ln in lines:
+            words = ln.split()
+            if words[0] != os.path.join(HERE, "compare") or "::" not in words:
+                fail(f"table.sh --list {flags}: not a compare command: {ln}")
+                return
+            for impl in words[words.index("::") + 1:]:
+                known = ("raw", "tether_bench", "libevent", "zmq", "nng")
+                if "/" not in impl and impl not in known:
+                    fail(f"table.sh --list {flags}: unknown program {impl}")
+                    return
+                if impl in ("raw", "tether_bench") and not any(
+                        os.path.exists(os.path.join(bench_dir, n)) for n in (impl, "bench_" + impl)):
+                    fail(f"table.sh --list {flags}: {impl} is not built in {bench_dir}")
+                    return
+    p = run(["bash", os.path.join(HERE, "table.sh"), "--rounds", "0"])
+    if p.returncode != 2 or "table.sh:" not in p.stderr:
+        fail(f"table.sh --rounds 0: exit {p.returncode}, stderr {p.stderr!r}")
+        return
+    print("ok   table.sh: 15 rows, 12 with --peers")
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__.split("\n\n")[-1])
@@ -236,6 +267,7 @@ def main():
         if os.path.basename(path) == "tether_bench":
             check_tether_send(path)
     check_compare(paths)
+    check_table(sys.argv[1])
     # instr.py's own pair: valgrind runs the library peers (ZeroMQ's and
     # NNG's threads) tens of times slower and would add nothing it checks.
     check_instr([p for p in paths if os.path.basename(p) in ("bench_raw", "tether_bench")])
