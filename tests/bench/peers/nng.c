@@ -407,7 +407,9 @@ static nng_msg *ping(nng_socket s, long i)
     return m;
 }
 
-static void client_thr(void)
+/* thr and lat: a connection whose hello the server has answered with its
+ * ready (and, for tls, whose server certificate was verified). */
+static nng_socket open_ready(void)
 {
     nng_socket s = open_sock(false);
     dial(s, 0);
@@ -415,6 +417,12 @@ static void client_thr(void)
     nng_msg *ready = recv_byte(s, 'r', "ready");
     check_verified(ready);
     nng_msg_free(ready);
+    return s;
+}
+
+static void client_thr(void)
+{
+    nng_socket s = open_ready();
     double t0 = bench_now_s();
     for (long i = 0; i < O.count; i++) {
         send_buf(s, g_payload, O.size, "message");
@@ -430,12 +438,7 @@ static void client_lat(void)
 {
     long warm = bench_lat_warmup();
     double *rtt = bench_xmalloc((size_t)O.count * sizeof *rtt);
-    nng_socket s = open_sock(false);
-    dial(s, 0);
-    send_buf(s, "h", HELLO_LEN, "hello");
-    nng_msg *ready = recv_byte(s, 'r', "ready");
-    check_verified(ready);
-    nng_msg_free(ready);
+    nng_socket s = open_ready();
     for (long i = 0; i < warm; i++) {
         nng_msg_free(ping(s, i));
     }
