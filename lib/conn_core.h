@@ -97,8 +97,15 @@ static inline uint8_t *tether__wq_reserve(tether_conn *c, size_t need)
     return tether__wq_reserve_slow(c, need);
 }
 
+/* Makes sure the loop holds a reference record for the next
+ * tether__wq_append_ref(), so that it cannot fail: a zero-copy send
+ * calls it before it writes or queues anything. TETHER_ENOMEM if out of
+ * memory. */
+int tether__wq_ref_reserve(tether_conn *c);
+
 /* Appends a reference to the caller's data (zero-copy); fcb(fdata, fud)
- * runs once it is written or released. */
+ * runs once it is written or released. TETHER_ENOMEM only when no record
+ * was reserved and none can be allocated. */
 int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
                           void *fdata, void *fud);
 

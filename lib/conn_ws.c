@@ -91,27 +91,32 @@ static int send_direct(tether_conn *c, const uint8_t *hdr, size_t hl, const uint
         c->flags |= TETHER__CF_WBLOCKED;
     }
     size_t skip = w;
+    bool hdr_lost = false;
     if (skip < hl) {
         uint8_t *p = tether__wq_reserve(c, hl - skip);
-        if (p == NULL) {
-            goto oom;
+        if (p != NULL) {
+            memcpy(p, hdr + skip, hl - skip);
+            tether__wq_commit(c, hl - skip);
         }
-        memcpy(p, hdr + skip, hl - skip);
-        tether__wq_commit(c, hl - skip);
+        hdr_lost = p == NULL;
         skip = 0;
     } else {
         skip -= hl;
     }
     if (zc) {
         /* The rest by reference; the buffer is released once written (or
-         * from the loop, when all of it went out already). */
-        if (tether__wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud) !=
-            TETHER_OK) {
+         * from the loop, when all of it went out already). Queued even
+         * when the header's rest was not, so that the failed connection
+         * releases it; its record was reserved (tether__wq_ref_reserve()). */
+        int rv2 = tether__wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+        if (rv2 != TETHER_OK || hdr_lost) {
             goto oom;
         }
         if (skip == len) {
             tether__flush_queue(c->h.loop, &c->flush);
         }
+    } else if (hdr_lost) {
+        goto oom;
     } else if (skip < len) {
         uint8_t *p = tether__wq_reserve(c, len - skip);
         if (p == NULL) {

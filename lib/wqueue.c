@@ -37,6 +37,7 @@
 #define SEG_CACHE_MAX 64u
 #define SEG_LARGE_CAP (SEG_ALLOC - sizeof(struct tether__wseg))
 #define SEG_LARGE_CACHE_MAX 4u
+#define SEG_REF_CACHE_MAX 64u /* reference records (zero-copy payloads) */
 
 /* The cache is per-loop state registered with the loop, created with the
  * loop's first connection and freed with the loop. Each connection keeps
@@ -51,6 +52,7 @@ struct tether__seg_cache {
     struct tether__loop_ext ext;
     struct seg_bin small; /* segments of SEG_SMALL_CAP, up to SEG_CACHE_MAX */
     struct seg_bin large; /* of SEG_LARGE_CAP, up to SEG_LARGE_CACHE_MAX */
+    struct seg_bin refs;  /* records of no capacity, up to SEG_REF_CACHE_MAX */
 };
 
 /* A cached segment, or NULL when the bin is empty. */
@@ -93,6 +95,7 @@ static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
     struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
     seg_list_free(sc->small.head);
     seg_list_free(sc->large.head);
+    seg_list_free(sc->refs.head);
     free(sc);
 }
 
@@ -106,7 +109,8 @@ struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
 static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)
 {
     if (sc != NULL && ((s->cap == SEG_SMALL_CAP && bin_push(&sc->small, s, SEG_CACHE_MAX)) ||
-                       (s->cap == SEG_LARGE_CAP && bin_push(&sc->large, s, SEG_LARGE_CACHE_MAX)))) {
+                       (s->cap == SEG_LARGE_CAP && bin_push(&sc->large, s, SEG_LARGE_CACHE_MAX)) ||
+                       (s->cap == 0 && bin_push(&sc->refs, s, SEG_REF_CACHE_MAX)))) {
         return;
     }
     free(s);
@@ -240,10 +244,60 @@ uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need)
     return (uint8_t *)t->ptr + t->len;
 }
 
+#ifdef TETHER_TESTING
+/* Unit tests: when set to n > 0, the n-th allocation of a reference
+ * record from now fails, and tether__wq_ref_reserve() allocates one even
+ * when the loop holds one (test_conn's and test_ws's zero-copy
+ * out-of-memory cases). */
+TETHER_API unsigned tether__test_ref_alloc_fail;
+#endif
+
+static struct tether__wseg *ref_alloc(void)
+{
+#ifdef TETHER_TESTING
+    if (tether__test_ref_alloc_fail > 0 && --tether__test_ref_alloc_fail == 0) {
+        return NULL;
+    }
+#endif
+    return malloc(sizeof(struct tether__wseg));
+}
+
+/* A reference record: the loop's cached one (tether__wq_ref_reserve()
+ * keeps one there for each zero-copy send), else a fresh one. */
+static struct tether__wseg *ref_new(tether_conn *c)
+{
+    struct tether__seg_cache *sc = c->h.loop->segs;
+    struct tether__wseg *s = sc != NULL ? bin_pop(&sc->refs) : NULL;
+    return s != NULL ? s : ref_alloc();
+}
+
+int tether__wq_ref_reserve(tether_conn *c)
+{
+    tether_loop *loop = c->h.loop;
+    if (loop->segs == NULL && (loop->segs = tether__seg_cache_get(loop)) == NULL) {
+        return TETHER_ENOMEM;
+    }
+#ifdef TETHER_TESTING
+    bool cached = loop->segs->refs.head != NULL && tether__test_ref_alloc_fail == 0;
+#else
+    bool cached = loop->segs->refs.head != NULL;
+#endif
+    if (cached) {
+        return TETHER_OK;
+    }
+    struct tether__wseg *s = ref_alloc();
+    if (s == NULL) {
+        return TETHER_ENOMEM;
+    }
+    s->cap = 0;
+    bin_push(&loop->segs->refs, s, SEG_REF_CACHE_MAX);
+    return TETHER_OK;
+}
+
 static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
                          void *fdata, void *fud)
 {
-    struct tether__wseg *s = malloc(sizeof *s);
+    struct tether__wseg *s = ref_new(c);
     if (s == NULL) {
         return TETHER_ENOMEM;
     }
@@ -600,7 +654,10 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
         return TETHER_OK;
     }
     c->flags |= TETHER__CF_WBLOCKED;
-    /* Queue the rest: header remainder, payload remainder, trailer. */
+    /* Queue the rest: header remainder, payload remainder, trailer. A
+     * zero-copy payload is queued by reference even when the header's
+     * remainder could not be (the connection then fails, and releasing
+     * the queue releases the buffer); its record was reserved. */
     int r3 = TETHER_OK;
     size_t skip = w;
     if (skip < hl) {
@@ -610,18 +667,21 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
     } else {
         skip -= hl;
     }
-    if (r3 == TETHER_OK && skip < len) {
+    if (skip < len) {
+        int rp;
         if (zc) {
-            r3 = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+            rp = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
         } else {
             struct iovec p = {(void *)(data + skip), len - skip};
-            r3 = tether__wq_append_copy(c, &p, 1, len - skip);
+            rp = r3 == TETHER_OK ? tether__wq_append_copy(c, &p, 1, len - skip) : r3;
         }
+        r3 = r3 != TETHER_OK ? r3 : rp;
         skip = 0;
-    } else if (skip >= len) {
+    } else {
         skip -= len;
-        if (zc && fcb != NULL && r3 == TETHER_OK) {
-            r3 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+        if (zc && fcb != NULL) {
+            int rp = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            r3 = r3 != TETHER_OK ? r3 : rp;
         }
     }
     if (r3 == TETHER_OK && tl > skip) {
@@ -664,9 +724,10 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
     if (zc) {
         struct iovec h = {hdr, hl};
         rv = tether__wq_append_copy(c, &h, 1, hl);
-        if (rv == TETHER_OK) {
-            rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
+        if (rv != TETHER_OK) {
+            return rv; /* nothing of it queued: the buffer stays the caller's */
         }
+        rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
         if (rv == TETHER_OK && tl > 0) {
             struct iovec t = {trl, tl};
             rv = tether__wq_append_copy(c, &t, 1, tl);
@@ -838,6 +899,13 @@ int tether_conn_send_zc(tether_conn *c, void *data, size_t len, tether_free_cb f
     int rv = conn_send_check(c, data, len);
     if (rv != TETHER_OK) {
         return rv;
+    }
+    /* Its reference record, before anything is written or queued: once
+     * part of the message is out, it can no longer fail with the buffer
+     * still the caller's, and once it is sent whole, the record is what
+     * releases the buffer (from the loop). */
+    if (TETHER__UNLIKELY(tether__wq_ref_reserve(c) != TETHER_OK)) {
+        return TETHER_ENOMEM;
     }
     if (TETHER__UNLIKELY(tether__conn_ws(c) != NULL) && tether__ws_open(c)) {
         return tether__ws_send(c, data, len, true, free_cb, free_ud); /* conn_ws.h */

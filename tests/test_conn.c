@@ -732,6 +732,79 @@ START_TEST(abort_drops_queue_and_releases_buffers)
 }
 END_TEST
 
+/* wqueue.c (TETHER_TESTING): the n-th reference record allocated from now
+ * fails. */
+extern unsigned tether__test_ref_alloc_fail;
+
+static bool cli_is_connected(void *arg)
+{
+    return ((struct cli *)arg)->connected;
+}
+
+static bool zc_freed(void *arg)
+{
+    return zc_frees >= *(int *)arg;
+}
+
+/* A zero-copy message whose reference record cannot be allocated: the
+ * send fails before anything is written or queued, the buffer stays the
+ * caller's (free_cb is not called), the connection goes on, and the same
+ * buffer sent again arrives once. Both ways in: written from the caller's
+ * memory (nothing queued ahead of it), and queued behind a message. */
+START_TEST(send_zc_out_of_memory_keeps_the_buffer)
+{
+    reset_state();
+    S.echo = false;
+    tether_listener *l = start_server(NULL);
+    struct cli k = {0};
+    tether_conn_opts o = cli_opts(&k);
+    dial(&k, th_url_of(l), &o);
+    ck_assert(th_run_until_pred(cli_is_connected, &k, 5000));
+    enum {
+        SZ = 256 * 1024
+    };
+    static const uint8_t small[16];
+    zc_frees = 0;
+    long want = 0;
+    for (int behind = 0; behind < 2; behind++) {
+        uint8_t *b = malloc(SZ);
+        ck_assert_ptr_nonnull(b);
+        memset(b, 'a' + behind, SZ);
+        if (behind) {
+            /* Queued now, written when the loop next runs. */
+            ck_assert_int_eq(tether_conn_send(k.c, small, sizeof small), TETHER_OK);
+            want++;
+            ck_assert_uint_gt(tether_conn_queued(k.c), 0);
+        } else {
+            ck_assert_uint_eq(tether_conn_queued(k.c), 0);
+        }
+        size_t queued = tether_conn_queued(k.c);
+        tether__test_ref_alloc_fail = 1;
+        ck_assert_int_eq(tether_conn_send_zc(k.c, b, SZ, zc_free, NULL), TETHER_ENOMEM);
+        ck_assert_uint_eq(tether__test_ref_alloc_fail, 0);  /* it was tried, and failed */
+        ck_assert_int_eq(zc_frees, behind);                 /* still the caller's */
+        ck_assert_uint_eq(tether_conn_queued(k.c), queued); /* nothing of it queued */
+        ck_assert_int_eq(k.close_calls, 0);
+        ck_assert_int_eq(tether_conn_send_zc(k.c, b, SZ, zc_free, NULL), TETHER_OK);
+        want++;
+        ck_assert(th_run_until_pred(srv_got, &want, 5000));
+        int freed = behind + 1;
+        ck_assert(th_run_until_pred(zc_freed, &freed, 5000));
+    }
+    /* Nothing more arrives: the refused sends were not sent after all. */
+    for (int i = 0; i < 10; i++) {
+        tether_loop_run_once(th_loop, 10);
+    }
+    ck_assert_int_eq(S.msgs, want);
+    ck_assert_int_eq(zc_frees, 2);
+    ck_assert_int_eq(k.close_calls, 0);
+    tether_conn_close(k.c);
+    ck_assert(th_run_until_pred(cli_closed, &k, 5000));
+    ck_assert_int_eq(k.close_reason, TETHER_OK);
+    tether_listener_close(l);
+}
+END_TEST
+
 /* ---- many clients -------------------------------------------------------- */
 
 struct many {
@@ -2412,6 +2485,7 @@ static Suite *conn_suite(void)
     tcase_add_test(tc, send_limits_and_bad_arguments);
     tcase_add_test(tc, graceful_close_delivers_everything_queued);
     tcase_add_test(tc, abort_drops_queue_and_releases_buffers);
+    tcase_add_test(tc, send_zc_out_of_memory_keeps_the_buffer);
     tcase_add_test(tc, thousand_concurrent_clients);
     tcase_add_test(tc, backlog_queued_before_the_loop_runs_is_accepted);
     tcase_add_test(tc, unix_socket_path);

@@ -527,6 +527,24 @@ static bool got_recs(void *arg)
     return nrec >= *(int *)arg || cli.closed || srv.closed;
 }
 
+/* wqueue.c (TETHER_TESTING): the n-th reference record allocated from now
+ * fails. */
+extern unsigned tether__test_ref_alloc_fail;
+
+/* A zero-copy send without memory for its reference record is refused
+ * before anything of it is written or queued, and the buffer stays the
+ * caller's: the same message sent again must then arrive once. */
+static void refused_without_record(tether_conn *c, uint8_t *b, size_t len)
+{
+    int freed = zc_freed;
+    size_t queued = tether_conn_queued(c);
+    tether__test_ref_alloc_fail = 1;
+    ck_assert_int_eq(tether_conn_send_zc(c, b, len, zc_free, NULL), TETHER_ENOMEM);
+    ck_assert_uint_eq(tether__test_ref_alloc_fail, 0);
+    ck_assert_int_eq(zc_freed, freed);
+    ck_assert_uint_eq(tether_conn_queued(c), queued);
+}
+
 START_TEST(messages_around_the_upgrade)
 {
     /* What a client sends before its connection is established is queued
@@ -587,6 +605,7 @@ START_TEST(messages_around_the_upgrade)
         ck_assert_int_eq(tether_ws_set_text(cli.c, plan[i].text), TETHER_OK);
         uint8_t *b = filled(plan[i].len, plan[i].text);
         if (plan[i].zc) {
+            refused_without_record(cli.c, b, plan[i].len);
             ck_assert_int_eq(tether_conn_send_zc(cli.c, b, plan[i].len, zc_free, NULL), TETHER_OK);
         } else {
             ck_assert_int_eq(tether_conn_send(cli.c, b, plan[i].len), TETHER_OK);
@@ -609,6 +628,7 @@ START_TEST(messages_around_the_upgrade)
     ck_assert_int_eq(tether_conn_send(srv.c, big, 3u << 20), TETHER_OK);
     free(big);
     uint8_t *zc = filled(1u << 20, false);
+    refused_without_record(srv.c, zc, 1u << 20);
     ck_assert_int_eq(tether_conn_send_zc(srv.c, zc, 1u << 20, zc_free, NULL), TETHER_OK);
     uint8_t *small = filled(100, false);
     ck_assert_int_eq(tether_conn_send(srv.c, small, 100), TETHER_OK);
