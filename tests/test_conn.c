@@ -2291,11 +2291,6 @@ END_TEST
  * caller's memory when nothing stands in its way (wqueue.c's
  * conn_send_first()); every refusal still comes with its own code, and
  * a refused first message leaves the next one first. */
-static bool first_connected(void *arg)
-{
-    return ((struct cli *)arg)->connected;
-}
-
 START_TEST(first_send_on_established_connection_checks_everything)
 {
     reset_state();
@@ -2305,7 +2300,7 @@ START_TEST(first_send_on_established_connection_checks_everything)
     tether_conn_opts o = cli_opts(&k);
     o.max_msg = 100;
     dial(&k, th_url_of(l), &o);
-    ck_assert(th_run_until_pred(first_connected, &k, 5000));
+    ck_assert(th_run_until_pred(cli_is_connected, &k, 5000));
     uint8_t big[101] = {0};
     ck_assert_int_eq(tether_conn_send(k.c, big, sizeof big), TETHER_EMSGSIZE);
     ck_assert_int_eq(tether_conn_send(k.c, NULL, 5), TETHER_EINVAL);
