@@ -143,7 +143,7 @@ struct tether__peer4 {
 
 struct tether__mem;       /* membudget.c */
 struct tether__dialer;    /* connect.c */
-struct tether__seg_cache; /* wqueue.c */
+struct tether__seg_cache; /* wq_seg.h */
 struct tether__pp_conn;   /* conn_proxy.c */
 struct tether__ws_cfg;    /* ws_handshake.c */
 struct ws_transport;      /* transport_ws.c */

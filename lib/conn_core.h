@@ -61,10 +61,10 @@ void tether__conn_begin_close(tether_conn *c);
  * close_notify, FIN), then linger or finish. */
 void tether__conn_begin_shutdown(tether_conn *c);
 
-/* ---- wqueue.c: the output queue and the write path --------------------- */
+/* ---- wqueue.c and wq_seg.c: the output queue and the write path -------- */
 
-/* The loop's cache of small output segments, created on first use and
- * freed with the loop; NULL if it cannot be allocated. */
+/* The loop's cache of output segments (wq_seg.c), created on first use
+ * and freed with the loop; NULL if it cannot be allocated. */
 struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop);
 
 /* Releases every queued segment, calling the zero-copy free callbacks. */

@@ -217,7 +217,7 @@ struct tether_loop {
      * the limit" flag, which every send tests, one load away as it was. */
     struct tether__mem *mem;
     bool mem_over;
-    /* The cache of small output segments (wqueue.c), or NULL; the same. */
+    /* The cache of output segments (wq_seg.h), or NULL; the same. */
     struct tether__seg_cache *segs;
     /* The read buffer connections read into (conn_read.c), or NULL
      * before the first read; the same. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The output queue of a connection and the write path: segments (copies
- * of small messages, references to zero-copy buffers), the per-loop cache
- * of small segments, send(), and flushing the queue to the transport.
+ * of small messages, references to zero-copy buffers; their per-loop
+ * cache and reference records are wq_seg.c's), send(), and flushing the
+ * queue to the transport.
  *
  * send() appends to a chain of segments; small messages share a segment,
  * large ones, and a plain connection's first message, are written straight
@@ -12,156 +13,20 @@
 #include "conn_core.h"
 #include "conn_ws.h"
 #include "delivery.h"
+#include "wq_seg.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* Output tuning. */
-#define SEG_FIRST_ALLOC 1024u    /* first copy segment: small replies */
-#define SEG_ALLOC (64u * 1024u)  /* later copy segments */
 #define DIRECT_MIN (16u * 1024u) /* messages written straight from the caller */
 #define IOV_BATCH 64
 
 /* ---- output queue ------------------------------------------------------ */
 
-/* Small segments are recycled through a per-loop free list: a reply of a
- * few bytes would otherwise cost a malloc and a free per message, and
- * keeping one per connection would cost idle connections memory. So are
- * a few of the large ones: a stream of small messages frees one and
- * allocates the next every 64 KiB, and malloc gave the freed memory back
- * to the kernel (trimming the heap) only to take it again, a page fault
- * per 4 KiB (thr tcp 64 B, 8 million messages: 670 brk() calls and 16 000
- * page faults before, 6 and 440 with four cached). At most 64 KiB of small
- * and 256 KiB of large segments per loop, nothing per connection. */
-#define SEG_SMALL_CAP (SEG_FIRST_ALLOC - sizeof(struct tether__wseg))
-#define SEG_CACHE_MAX 64u
-#define SEG_LARGE_CAP (SEG_ALLOC - sizeof(struct tether__wseg))
-#define SEG_LARGE_CACHE_MAX 4u
-#define SEG_REF_CACHE_MAX 64u /* reference records (zero-copy payloads) */
-
-/* The cache is per-loop state registered with the loop, created with the
- * loop's first connection and freed with the loop. Each connection keeps
- * a pointer to it (c->h.loop->segs), so that the per-message paths need no
- * lookup. */
-struct seg_bin {
-    struct tether__wseg *head;
-    unsigned n;
-};
-
-struct tether__seg_cache {
-    struct tether__loop_ext ext;
-    struct seg_bin small; /* segments of SEG_SMALL_CAP, up to SEG_CACHE_MAX */
-    struct seg_bin large; /* of SEG_LARGE_CAP, up to SEG_LARGE_CACHE_MAX */
-    struct seg_bin refs;  /* records of no capacity, up to SEG_REF_CACHE_MAX */
-};
-
-/* A cached segment, or NULL when the bin is empty. */
-static struct tether__wseg *bin_pop(struct seg_bin *b)
-{
-    struct tether__wseg *s = b->head;
-    if (s != NULL) {
-        b->head = s->next;
-        b->n--;
-    }
-    return s;
-}
-
-/* Keeps s in the bin unless it holds max already. */
-static bool bin_push(struct seg_bin *b, struct tether__wseg *s, unsigned max)
-{
-    if (b->n >= max) {
-        return false;
-    }
-    s->next = b->head;
-    b->head = s;
-    b->n++;
-    return true;
-}
-
-static void seg_list_free(struct tether__wseg *s)
-{
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        free(s);
-        s = next;
-    }
-}
-
-static const char seg_cache_key; /* its address identifies the cache */
-
-static void seg_cache_cleanup(tether_loop *loop, struct tether__loop_ext *ext)
-{
-    loop->segs = NULL;
-    struct tether__seg_cache *sc = tether__container_of(ext, struct tether__seg_cache, ext);
-    seg_list_free(sc->small.head);
-    seg_list_free(sc->large.head);
-    seg_list_free(sc->refs.head);
-    free(sc);
-}
-
-struct tether__seg_cache *tether__seg_cache_get(tether_loop *loop)
-{
-    bool fresh;
-    return TETHER__LOOP_EXT_GET(loop, &seg_cache_key, struct tether__seg_cache, ext,
-                                seg_cache_cleanup, &fresh);
-}
-
-static void seg_release(struct tether__seg_cache *sc, struct tether__wseg *s)
-{
-    if (sc != NULL && ((s->cap == SEG_SMALL_CAP && bin_push(&sc->small, s, SEG_CACHE_MAX)) ||
-                       (s->cap == SEG_LARGE_CAP && bin_push(&sc->large, s, SEG_LARGE_CACHE_MAX)) ||
-                       (s->cap == 0 && bin_push(&sc->refs, s, SEG_REF_CACHE_MAX)))) {
-        return;
-    }
-    free(s);
-}
-
-void tether__wq_release_all(tether_conn *c)
-{
-    struct tether__wseg *s = c->wq_head;
-    c->wq_head = c->wq_tail = NULL;
-    tether__conn_queued_sub(c, c->queued);
-    while (s != NULL) {
-        struct tether__wseg *next = s->next;
-        if (s->free_cb == tether__done_written) {
-            /* A completion marker: its message will never be written. */
-            tether__done_release(c, s);
-        } else {
-            if (s->free_cb != NULL) {
-                s->free_cb(s->free_data, s->free_ud);
-            }
-            seg_release(c->h.loop->segs, s);
-        }
-        s = next;
-    }
-}
-
-static void wq_link(tether_conn *c, struct tether__wseg *s)
-{
-    s->next = NULL;
-    if (c->wq_tail != NULL) {
-        c->wq_tail->next = s;
-    } else {
-        c->wq_head = s;
-        if (c->cfg->live) {
-            if (c->state == TETHER__CS_READY) {
-                /* Most output is written whole before the loop polls:
-                 * only what a flush leaves behind needs watching (and,
-                 * when liveness is lazy, the state and a timer). The
-                 * flush ends in the same iteration: same loop time. */
-                c->flags |= TETHER__CF_QSTART_DUE;
-            } else {
-                /* The write timeout counts from here when nothing moves. */
-                tether__live_queue_started(c);
-            }
-        }
-    }
-    c->wq_tail = s;
-}
-
 void tether__wq_append_mark(tether_conn *c, struct tether__wseg *s)
 {
-    wq_link(c, s);
+    tether__wq_link(c, s);
 }
 
 static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
@@ -191,7 +56,7 @@ static struct tether__wseg *wq_new_copy(tether_conn *c, size_t need)
     s->len = 0;
     s->cap = cap;
     s->free_cb = NULL; /* (free_data and free_ud are only read with a free_cb) */
-    wq_link(c, s);
+    tether__wq_link(c, s);
     return s;
 }
 
@@ -242,80 +107,6 @@ uint8_t *tether__wq_reserve_slow(tether_conn *c, size_t need)
         }
     }
     return (uint8_t *)t->ptr + t->len;
-}
-
-#ifdef TETHER_TESTING
-/* Unit tests: when set to n > 0, the n-th allocation of a reference
- * record from now fails, and tether__wq_ref_reserve() allocates one even
- * when the loop holds one (test_conn's and test_ws's zero-copy
- * out-of-memory cases). */
-TETHER_API unsigned tether__test_ref_alloc_fail;
-#endif
-
-static struct tether__wseg *ref_alloc(void)
-{
-#ifdef TETHER_TESTING
-    if (tether__test_ref_alloc_fail > 0 && --tether__test_ref_alloc_fail == 0) {
-        return NULL;
-    }
-#endif
-    return malloc(sizeof(struct tether__wseg));
-}
-
-/* A reference record: the loop's cached one (tether__wq_ref_reserve()
- * keeps one there for each zero-copy send), else a fresh one. */
-static struct tether__wseg *ref_new(tether_conn *c)
-{
-    struct tether__seg_cache *sc = c->h.loop->segs;
-    struct tether__wseg *s = sc != NULL ? bin_pop(&sc->refs) : NULL;
-    return s != NULL ? s : ref_alloc();
-}
-
-int tether__wq_ref_reserve(tether_conn *c)
-{
-    tether_loop *loop = c->h.loop;
-    if (loop->segs == NULL && (loop->segs = tether__seg_cache_get(loop)) == NULL) {
-        return TETHER_ENOMEM;
-    }
-#ifdef TETHER_TESTING
-    bool cached = loop->segs->refs.head != NULL && tether__test_ref_alloc_fail == 0;
-#else
-    bool cached = loop->segs->refs.head != NULL;
-#endif
-    if (cached) {
-        return TETHER_OK;
-    }
-    struct tether__wseg *s = ref_alloc();
-    if (s == NULL) {
-        return TETHER_ENOMEM;
-    }
-    s->cap = 0;
-    bin_push(&loop->segs->refs, s, SEG_REF_CACHE_MAX);
-    return TETHER_OK;
-}
-
-static int wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
-                         void *fdata, void *fud)
-{
-    struct tether__wseg *s = ref_new(c);
-    if (s == NULL) {
-        return TETHER_ENOMEM;
-    }
-    s->ptr = data;
-    s->len = len;
-    s->cap = 0;
-    s->free_cb = fcb;
-    s->free_data = fdata;
-    s->free_ud = fud;
-    wq_link(c, s);
-    tether__conn_queued_add(c, len);
-    return TETHER_OK;
-}
-
-int tether__wq_append_ref(tether_conn *c, const uint8_t *data, size_t len, tether_free_cb fcb,
-                          void *fdata, void *fud)
-{
-    return wq_append_ref(c, data, len, fcb, fdata, fud);
 }
 
 /* Drops n written bytes from the head of the queue, including empty
@@ -616,7 +407,7 @@ static inline struct tether__wseg *wq_new_first(tether_conn *c, size_t need)
         c->wq_head = c->wq_tail = s;
         if (c->cfg->live) {
             if (c->state == TETHER__CS_READY) {
-                c->flags |= TETHER__CF_QSTART_DUE; /* as wq_link() */
+                c->flags |= TETHER__CF_QSTART_DUE; /* as tether__wq_link() */
             } else {
                 tether__live_queue_started(c);
             }
@@ -645,7 +436,7 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
     if (w == total) {
         if (zc && fcb != NULL) {
             /* Sent already; the buffer is released from the loop. */
-            int r2 = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            int r2 = tether__wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
             if (r2 != TETHER_OK) {
                 return r2;
             }
@@ -670,7 +461,7 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
     if (skip < len) {
         int rp;
         if (zc) {
-            rp = wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
+            rp = tether__wq_append_ref(c, data + skip, len - skip, fcb, (void *)data, fud);
         } else {
             struct iovec p = {(void *)(data + skip), len - skip};
             rp = r3 == TETHER_OK ? tether__wq_append_copy(c, &p, 1, len - skip) : r3;
@@ -680,7 +471,7 @@ static int direct_rest(tether_conn *c, int rv, size_t w, const uint8_t *hdr, siz
     } else {
         skip -= len;
         if (zc && fcb != NULL) {
-            int rp = wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
+            int rp = tether__wq_append_ref(c, data + len, 0, fcb, (void *)data, fud);
             r3 = r3 != TETHER_OK ? r3 : rp;
         }
     }
@@ -727,7 +518,7 @@ static int conn_send_queue(tether_conn *c, const uint8_t *data, size_t len, bool
         if (rv != TETHER_OK) {
             return rv; /* nothing of it queued: the buffer stays the caller's */
         }
-        rv = wq_append_ref(c, data, len, fcb, (void *)data, fud);
+        rv = tether__wq_append_ref(c, data, len, fcb, (void *)data, fud);
         if (rv == TETHER_OK && tl > 0) {
             struct iovec t = {trl, tl};
             rv = tether__wq_append_copy(c, &t, 1, tl);
