@@ -290,6 +290,26 @@ long bench_lat_warmup(void)
     return w > 1000 ? 1000 : w;
 }
 
+void bench_run_client(const struct bench_client *cl)
+{
+    switch (O.scenario) {
+    case SC_THR:
+        cl->thr();
+        break;
+    case SC_LAT:
+        cl->lat();
+        break;
+    case SC_HS:
+        cl->hs();
+        break;
+    case SC_CONNS:
+        cl->conns();
+        break;
+    case SC_FANIN:
+        break; /* not run here: bench_parse_args() printed a skip */
+    }
+}
+
 /* ---- server child -------------------------------------------------------- */
 
 /* Async-signal-safe helpers for the signal handlers. */

@@ -100,6 +100,17 @@ void *bench_xmalloc(size_t n);
 void bench_fill_payload(uint8_t *p, size_t n);
 long bench_lat_warmup(void);
 
+/* The client of each of the four scenarios every peer runs. */
+struct bench_client {
+    void (*thr)(void);
+    void (*lat)(void);
+    void (*hs)(void);
+    void (*conns)(void);
+};
+/* Runs the one O.scenario names (fanin: none; an implementation without
+ * BENCH_CAP_FANIN has printed its skip in bench_parse_args()). */
+void bench_run_client(const struct bench_client *cl);
+
 /* Output: each prints the single JSON line (common fields, metrics, and an
  * optional pre-formatted extra fragment such as "tls":"..."). */
 void bench_emit_thr(double elapsed_s, const char *extra);

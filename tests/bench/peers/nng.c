@@ -548,22 +548,8 @@ int main(int argc, char **argv)
     bench_fill_payload(g_payload, O.size);
     g_port = bench_spawn_server(server_main);
     tls_setup(false);
-    switch (O.scenario) {
-    case SC_THR:
-        client_thr();
-        break;
-    case SC_LAT:
-        client_lat();
-        break;
-    case SC_HS:
-        client_hs();
-        break;
-    case SC_CONNS:
-        client_conns();
-        break;
-    case SC_FANIN:
-        break; /* not run here: bench_parse_args() printed a skip */
-    }
+    static const struct bench_client cl = {client_thr, client_lat, client_hs, client_conns};
+    bench_run_client(&cl);
     if (g_tls != NULL) {
         nng_tls_config_free(g_tls);
     }

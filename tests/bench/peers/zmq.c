@@ -666,22 +666,8 @@ int main(int argc, char **argv)
     if (g_zctx == NULL) {
         zdie("zmq_ctx_new");
     }
-    switch (O.scenario) {
-    case SC_THR:
-        client_thr();
-        break;
-    case SC_LAT:
-        client_lat();
-        break;
-    case SC_HS:
-        client_hs();
-        break;
-    case SC_CONNS:
-        client_conns();
-        break;
-    case SC_FANIN:
-        break; /* not run here: bench_parse_args() printed a skip */
-    }
+    static const struct bench_client cl = {client_thr, client_lat, client_hs, client_conns};
+    bench_run_client(&cl);
     free(g_payload);
     return 0;
 }
