@@ -274,6 +274,10 @@ void bench_parse_args(int argc, char **argv, const char *impl)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    if (O.resume && !(bench_caps & BENCH_CAP_RESUME)) {
+        fprintf(stderr, "%s: --resume is tether_bench's own flag (TLS session resumption)\n", prog);
+        exit(2);
+    }
     if (O.scenario == SC_FANIN && !(bench_caps & BENCH_CAP_FANIN)) {
         bench_emit_skip("no fanin scenario");
         exit(0);

@@ -47,9 +47,11 @@ struct bench_opts {
 
 /* What an implementation runs beyond the four scenarios every peer has: it
  * sets bench_caps before bench_parse_args(), which prints a skip line and
- * exits 0 for the rest (fanin, and --loops above 1). */
+ * exits 0 for the rest (fanin, and --loops above 1), and refuses
+ * --resume (exit 2). */
 #define BENCH_CAP_FANIN 0x1u
 #define BENCH_CAP_LOOPS 0x2u
+#define BENCH_CAP_RESUME 0x4u /* --resume; without it the program exits 2 */
 extern unsigned bench_caps;
 
 extern struct bench_opts O;

@@ -102,6 +102,13 @@ def check_impl(path):
             fail(f"{name} with the wrong CA: exit {p.returncode}, stdout {p.stdout!r}")
         else:
             print(f"ok   {name}: wrong CA refused ({p.stderr.strip().splitlines()[-1]})")
+    if name != "tether_bench":
+        p = run([path, "--scenario", "hs", "--transport", "tls", "--resume"])
+        if p.returncode != 2 or p.stdout.strip() or \
+                not p.stderr.startswith(f"{name}: --resume is tether_bench's own flag"):
+            fail(f"{name} --resume: exit {p.returncode}, stderr {p.stderr!r}")
+        else:
+            print(f"ok   {name}: --resume refused")
     p = run([path, "--scenario", "nope", "--transport", "tcp"])
     if p.returncode != 2 or not p.stderr.startswith(f"{name}: unknown scenario") \
             or f"usage: {name} " not in p.stderr:

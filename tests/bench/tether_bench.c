@@ -927,7 +927,7 @@ static void client_conns(void)
 
 int main(int argc, char **argv)
 {
-    bench_caps = BENCH_CAP_FANIN | BENCH_CAP_LOOPS;
+    bench_caps = BENCH_CAP_FANIN | BENCH_CAP_LOOPS | BENCH_CAP_RESUME;
     /* Our own flags, taken out before the shared parser sees them. */
     int n = 1;
     for (int i = 1; i < argc; i++) {

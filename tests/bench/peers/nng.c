@@ -538,11 +538,6 @@ static void client_conns(void)
 int main(int argc, char **argv)
 {
     bench_parse_args(argc, argv, "nng");
-    if (O.resume) {
-        fprintf(stderr, "%s: --resume is tether_bench's own flag (TLS session resumption)\n",
-                argv[0]);
-        return 2;
-    }
     if (O.scenario == SC_CONNS) {
         bench_raise_nofile(O.conns + 256);
     }

@@ -484,11 +484,6 @@ static void client_hs(const uint8_t *frame)
 int main(int argc, char **argv)
 {
     bench_parse_args(argc, argv, "raw");
-    if (O.resume) {
-        fprintf(stderr, "%s: --resume is tether_bench's own flag (TLS session resumption)\n",
-                argv[0]);
-        return 2;
-    }
     uint8_t *frame = bench_xmalloc(4 + O.size);
     put_be32(frame, (uint32_t)O.size);
     bench_fill_payload(frame + 4, O.size);

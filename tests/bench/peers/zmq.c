@@ -647,11 +647,6 @@ static void client_conns(void)
 int main(int argc, char **argv)
 {
     bench_parse_args(argc, argv, "zmq");
-    if (O.resume) {
-        fprintf(stderr, "%s: --resume is tether_bench's own flag (TLS session resumption)\n",
-                argv[0]);
-        return 2;
-    }
     if (O.transport == TR_TLS) {
         bench_emit_skip("no tls");
         return 0;
