@@ -6,8 +6,9 @@ Each implementation given runs every scenario and transport of PROTOCOL.md
 with small counts and must print one JSON line naming what it ran, with
 every metric the scenario defines, positive (or a "skip" with a reason and
 exit 0); a client given the wrong CA must fail with no JSON; a bad flag
-must exit 2 naming the program. Then compare must report a median and
-ratios for the implementations, and instr.py (when valgrind and strace are
+must exit 2 naming the program. Then compare must report a median,
+ratios and their intervals for the implementations, in rotated order (and
+its interval be right on rounds whose answer is known), and instr.py (when valgrind and strace are
 installed) a positive instruction and system-call count per operation for
 bench_raw and tether_bench; table.sh must list the compare command of every
 row of its tables.
@@ -16,12 +17,14 @@ Figures are never judged: only that the tools measure and report.
 usage: check.py BENCH_DIR IMPL...   (IMPL: names of programs in BENCH_DIR)
 """
 
+import importlib.machinery
 import json
 import re
 import os
 import shutil
 import subprocess
 import sys
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "certs")
@@ -196,13 +199,44 @@ def check_compare(paths):
                        for c in cells.values()):
             fail(f"compare: metric {m}: {cells}")
             return
+    k = len(names)
+    if d.get("order") != "rotate" or d.get("sequence") != names + names[1:] + names[:1]:
+        fail(f"compare: round 2 does not start at the second program: {d.get('sequence')}")
+        return
+    for m in METRICS["lat"]:
+        for n, c in d["metrics"][m].items():
+            ci = c.get("ratio_ci95")
+            if len(c.get("values", [])) != 2 or (
+                    n != names[0] and not (ci and ci[0] <= c["ratio"] <= ci[1])):
+                fail(f"compare: {m} of {n}: values {c.get('values')}, ratio {c['ratio']}, ci {ci}")
+                return
     h = d.get("host", {})
     if h.get("cpus") != os.cpu_count() or (
             os.path.exists("/proc/sys/net/ipv4/tcp_congestion_control")
             and not h.get("tcp_congestion_control")):
         fail(f"compare: host {h}")
         return
-    print(f"ok   compare: medians and ratios of {', '.join(names)}, host {h}")
+    print(f"ok   compare: medians, ratios and intervals of {', '.join(names)} ({k} programs, "
+          f"rotated), host {h}")
+    check_ratio_ci()
+
+
+def check_ratio_ci():
+    """compare's bootstrap interval on rounds whose answer is known."""
+    loader = importlib.machinery.SourceFileLoader("compare", os.path.join(HERE, "compare"))
+    cmp = types.ModuleType(loader.name)
+    cmp.__file__ = loader.path
+    loader.exec_module(cmp)
+    same = cmp.ratio_ci([10.0] * 5, [15.0] * 5)
+    base = [100.0, 90.0, 110.0, 95.0, 105.0, 120.0, 80.0]
+    vals = [v * 1.5 for v in base]
+    wide = cmp.ratio_ci(base, vals)
+    if same != (1.5, 1.5) or not (wide[0] < 1.5 < wide[1]) or wide != cmp.ratio_ci(base, vals) \
+            or cmp.ratio_ci([0.0] * 3, [1.0] * 3) is not None:
+        fail(f"compare: ratio_ci: constant rounds {same}, scattered {wide}")
+        return
+    print(f"ok   compare: ratio_ci exact on constant rounds, {wide[0]:.3f}-{wide[1]:.3f} "
+          "around 1.5 on scattered ones, repeatable")
 
 
 def check_instr(paths):
