@@ -270,9 +270,11 @@ def check_instr(paths):
 
 
 def check_table(bench_dir):
-    """table.sh names every row it runs: 15 (12 with --peers) compare
-    commands, each of programs that are built or optional peers."""
-    for flags, want in (([], 15), (["--peers"], 12)):
+    """table.sh names every row it runs: 15 (12 with --peers, 12 pinned
+    to the last CPU with --one-core) compare commands, each of programs
+    that are built or optional peers."""
+    pin = ["taskset", "-c", str(max(os.sched_getaffinity(0)))]
+    for flags, want in (([], 15), (["--peers"], 12), (["--one-core"], 12)):
         p = run(["bash", os.path.join(HERE, "table.sh"), "--list"] + flags)
         lines = p.stdout.splitlines()
         if p.returncode != 0 or len(lines) != want:
@@ -280,6 +282,11 @@ def check_table(bench_dir):
             return
         for ln in lines:
             words = ln.split()
+            if flags == ["--one-core"]:
+                if words[:3] != pin:
+                    fail(f"table.sh --list --one-core: not pinned with {pin}: {ln}")
+                    return
+                words = words[3:]
             if words[0] != os.path.join(HERE, "compare") or "::" not in words:
                 fail(f"table.sh --list {flags}: not a compare command: {ln}")
                 return
@@ -292,11 +299,12 @@ def check_table(bench_dir):
                         os.path.exists(os.path.join(bench_dir, n)) for n in (impl, "bench_" + impl)):
                     fail(f"table.sh --list {flags}: {impl} is not built in {bench_dir}")
                     return
-    p = run(["bash", os.path.join(HERE, "table.sh"), "--rounds", "0"])
-    if p.returncode != 2 or "table.sh:" not in p.stderr:
-        fail(f"table.sh --rounds 0: exit {p.returncode}, stderr {p.stderr!r}")
-        return
-    print("ok   table.sh: 15 rows, 12 with --peers")
+    for bad in (["--rounds", "0"], ["--peers", "--one-core"]):
+        p = run(["bash", os.path.join(HERE, "table.sh")] + bad)
+        if p.returncode != 2 or "table.sh:" not in p.stderr:
+            fail(f"table.sh {' '.join(bad)}: exit {p.returncode}, stderr {p.stderr!r}")
+            return
+    print("ok   table.sh: 15 rows, 12 with --peers, 12 pinned with --one-core")
 
 
 def main():

@@ -3,10 +3,16 @@
 # table.sh: the whole benchmark table of tests/bench/README.md ("One run"),
 # one compare run per row, as the README's figures were taken.
 #
-# usage: tests/bench/table.sh [--rounds R] [--peers] [--list]
+# usage: tests/bench/table.sh [--rounds R] [--peers | --one-core] [--list]
 #
 #   (default)  the 15 rows of raw, tether_bench and libevent (11 rounds),
 #              with the fan-in and per-message variants of tether_bench
+#   --one-core the first 12 of them (not the 19 000 and 10 000 connection
+#              rows, nor fan-in, which needs two loops on two cores) with
+#              every process on the last CPU (taskset): a round trip is
+#              then two context switches instead of two cross-CPU wake-ups,
+#              a throughput the CPU cost of both sides, and the spreads
+#              fall from 20-100 % to about 5-20 % on a shared VM
 #   --peers    the 12 rows of all five implementations, raw, tether_bench,
 #              libevent, zmq and nng (5 rounds), with counts NNG finishes
 #              within a run's time limit (BENCH_TIMEOUT_S=120 here)
@@ -23,6 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rounds=
 peers=false
+one_core=false
 list=false
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -35,6 +42,7 @@ while [[ $# -gt 0 ]]; do
         shift 2
         ;;
     --peers) peers=true; shift ;;
+    --one-core) one_core=true; shift ;;
     --list) list=true; shift ;;
     *)
         echo "table.sh: unknown argument '$1'" >&2
@@ -43,6 +51,16 @@ while [[ $# -gt 0 ]]; do
         ;;
     esac
 done
+
+if $peers && $one_core; then
+    echo "table.sh: --peers and --one-core are two tables: give one" >&2
+    exit 2
+fi
+pin=()
+if $one_core; then
+    # (the highest CPU this process may run on)
+    pin=(taskset -c "$(python3 -c 'import os; print(max(os.sched_getaffinity(0)))')")
+fi
 
 bench_dir=${BENCH_DIR:-$(cd "$here/../.." && pwd)/build/tests/bench}
 if ! $list && [[ ! -x $bench_dir/tether_bench ]]; then
@@ -68,7 +86,7 @@ wrapper loops2pm --loops 2 --per-msg
 
 # row ARGS... :: IMPLS...: one compare run.
 row() {
-    local cmd=("$here/compare" --rounds "$rounds" --timeout 150 -- "$@")
+    local cmd=("${pin[@]}" "$here/compare" --rounds "$rounds" --timeout 150 -- "$@")
     if $list; then
         echo "${cmd[*]}"
     else
@@ -79,7 +97,7 @@ row() {
 std=(:: raw tether_bench libevent)
 if ! $peers; then
     rounds=${rounds:-11}
-    $list || echo "# table.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $rounds rounds"
+    $list || echo "# table.sh${pin[*]:+ --one-core (${pin[*]})}: $(date -u '+%Y-%m-%d %H:%M UTC'), $rounds rounds"
     row --scenario lat --transport tcp --size 64 "${std[@]}"
     row --scenario hs --transport tcp --size 64 "${std[@]}"
     row --scenario thr --transport tcp --size 64 :: raw tether_bench "$wrap/tb_permsg" libevent
@@ -92,6 +110,7 @@ if ! $peers; then
     row --scenario hs --transport tls --size 64 --count 500 "${std[@]}"
     row --scenario conns --transport tcp --conns 2000 "${std[@]}"
     row --scenario conns --transport tls --conns 2000 "${std[@]}"
+    $one_core && exit 0
     row --scenario conns --transport tcp --conns 19000 :: raw tether_bench
     row --scenario conns --transport tls --conns 10000 :: raw tether_bench
     row --scenario fanin --transport tcp --count 40000000 :: "$wrap/loops1" "$wrap/loops2" \
