@@ -11,8 +11,8 @@
 #              rows, nor fan-in, which needs two loops on two cores) with
 #              every process on the last CPU (taskset): a round trip is
 #              then two context switches instead of two cross-CPU wake-ups,
-#              a throughput the CPU cost of both sides, and the spreads
-#              fall from 20-100 % to about 5-20 % on a shared VM
+#              a throughput the CPU cost of both sides, and on a shared
+#              VM most spreads fall from 20-200 % to 1-15 %
 #   --peers    the 12 rows of all five implementations, raw, tether_bench,
 #              libevent, zmq and nng (5 rounds), with counts NNG finishes
 #              within a run's time limit (BENCH_TIMEOUT_S=120 here)
