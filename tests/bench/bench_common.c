@@ -531,6 +531,21 @@ long bench_ctl_read_block(void)
     }
 }
 
+void bench_conns_open_confirmed(long n, void (*open_one)(long i, void *ud), void *ud)
+{
+    long opened = 0;
+    long confirmed = 0;
+    while (confirmed < n) {
+        while (opened < n && opened - confirmed < CONNS_WINDOW) {
+            open_one(opened++, ud);
+        }
+        confirmed += bench_ctl_read_block();
+        if (confirmed > n) {
+            bench_die("more confirmations than connections");
+        }
+    }
+}
+
 void bench_finish_server(void)
 {
     int st = 0;

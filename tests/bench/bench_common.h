@@ -94,6 +94,10 @@ void bench_server_wait_stop(void); /* blocks until the parent says stop */
 /* Parent side. */
 long bench_ctl_read_nb(void);    /* notifications readable now (may be 0) */
 long bench_ctl_read_block(void); /* waits for at least one notification */
+/* conns, for a client whose connections proceed without its help (a
+ * library's own threads): open_one(i, ud) for i = 0..n-1, never more than
+ * CONNS_WINDOW of them unconfirmed, until the server has confirmed all n. */
+void bench_conns_open_confirmed(long n, void (*open_one)(long i, void *ud), void *ud);
 void bench_finish_server(void);  /* tell it to stop, reap it, check its status */
 long bench_server_rss_kib(void); /* VmRSS of the server child, KiB */
 

@@ -483,28 +483,24 @@ static void client_hs(void)
     bench_emit_hs(t1 - t0, O.count, NULL);
 }
 
+/* conns: connection i's socket, dialled. */
+static void conns_open(long i, void *ud)
+{
+    nng_socket *socks = ud;
+    socks[i] = open_sock(false);
+    /* The first dial waits, so that a server the client refuses (or that
+     * refuses it) ends the run with the reason; the others then run
+     * CONNS_WINDOW at a time in the background. */
+    dial(socks[i], i == 0 ? 0 : NNG_FLAG_NONBLOCK);
+}
+
 static void client_conns(void)
 {
     const long n = O.conns;
     nng_socket *socks = bench_xmalloc((size_t)n * sizeof *socks);
-    long opened = 0;
-    long confirmed = 0;
     long rss0 = bench_server_rss_kib();
     double t0 = bench_now_s();
-    while (confirmed < n) {
-        while (opened < n && opened - confirmed < CONNS_WINDOW) {
-            socks[opened] = open_sock(false);
-            /* The first dial waits, so that a server the client refuses
-             * (or that refuses it) ends the run with the reason; the
-             * others then run CONNS_WINDOW at a time in the background. */
-            dial(socks[opened], opened == 0 ? 0 : NNG_FLAG_NONBLOCK);
-            opened++;
-        }
-        confirmed += bench_ctl_read_block();
-        if (confirmed > n) {
-            bench_die("more confirmations than connections");
-        }
-    }
+    bench_conns_open_confirmed(n, conns_open, socks);
     double t1 = bench_now_s();
     long rss1 = bench_server_rss_kib();
     double t2 = bench_now_s();

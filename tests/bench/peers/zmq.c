@@ -574,14 +574,32 @@ static void conn_id(uint8_t id[5], uint32_t i)
     id[4] = (uint8_t)i;
 }
 
+/* conns: the client's ROUTER and the server's endpoint. */
+struct conns_dial {
+    void *s;
+    const char *ep;
+};
+
+/* conns: connection i, named by its routing id. */
+static void conns_open(long i, void *ud)
+{
+    const struct conns_dial *d = ud;
+    uint8_t id[5];
+    conn_id(id, (uint32_t)i);
+    if (zmq_setsockopt(d->s, ZMQ_CONNECT_ROUTING_ID, id, sizeof id) != 0) {
+        zdie("ZMQ_CONNECT_ROUTING_ID");
+    }
+    if (zmq_connect(d->s, d->ep) != 0) {
+        zdie("zmq_connect");
+    }
+}
+
 static void client_conns(void)
 {
     const long n = O.conns;
     uint8_t *seen = bench_xmalloc((size_t)n);
     uint8_t id[5];
     char ep[64];
-    long opened = 0;
-    long confirmed = 0;
     zmq_msg_t m;
     zmq_msg_init(&m);
     memset(seen, 0, (size_t)n);
@@ -592,22 +610,8 @@ static void client_conns(void)
     double t0 = bench_now_s();
     /* zmq_connect() returns at once and the I/O thread connects; the
      * server's confirmations bound what is in flight. */
-    while (confirmed < n) {
-        while (opened < n && opened - confirmed < CONNS_WINDOW) {
-            conn_id(id, (uint32_t)opened);
-            if (zmq_setsockopt(s, ZMQ_CONNECT_ROUTING_ID, id, sizeof id) != 0) {
-                zdie("ZMQ_CONNECT_ROUTING_ID");
-            }
-            if (zmq_connect(s, ep) != 0) {
-                zdie("zmq_connect");
-            }
-            opened++;
-        }
-        confirmed += bench_ctl_read_block();
-        if (confirmed > n) {
-            bench_die("more confirmations than connections");
-        }
-    }
+    struct conns_dial d = {s, ep};
+    bench_conns_open_confirmed(n, conns_open, &d);
     double t1 = bench_now_s();
     long rss1 = bench_server_rss_kib();
     double t2 = bench_now_s();
